@@ -1,0 +1,569 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * otel-exec kernel side: one record per successful exec, fork and process
+ * exit, written to a single ring buffer. Tracepoints only (tp_btf), CO-RE.
+ * The record layout lives in otel_exec.h.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "otel_exec.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define PF_KTHREAD 0x00200000
+#define AT_NULL 0
+#define AT_BASE 7
+/* Pairs of saved_auxv searched for AT_BASE; the ELF loader stores it among
+ * the first dozen entries on every architecture. */
+#define AUXV_PAIRS_MAX 24
+/* The multigrain timestamp code (6.13+) keeps a flag in the top bits of
+ * i_ctime_nsec; nanoseconds never need more than 30 bits. */
+#define CTIME_NSEC_MASK 0x3fffffffu
+
+const volatile struct oe_config cfg = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by user space */
+} events SEC(".maps");
+
+/* An exec record is built here and copied out with bpf_ringbuf_output: a
+ * reservation must have a constant size, while most records are a few
+ * hundred bytes and a few are hundreds of KiB. Indexed by CPU: tracepoint
+ * programs run with preemption disabled and do not nest with each other. */
+struct exec_scratch {
+	struct oe_exec rec;
+	char data[OE_DATA_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* set to the number of possible CPUs */
+	__type(key, __u32);
+	__type(value, struct exec_scratch);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OE_CNT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* comm -> 1 (include) or 2 (exclude) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[OE_COMM_LEN]);
+	__type(value, __u8);
+} comm_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} uid_filter SEC(".maps");
+
+/* comm before exec, keyed by tid, from sched_prepare_exec (6.10+) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, char[OE_COMM_LEN]);
+} prev_comms SEC(".maps");
+
+/* Kernel-version flavours of struct inode's ctime, picked by CO-RE. */
+struct inode___pre66 {
+	struct timespec64 i_ctime;
+} __attribute__((preserve_access_index));
+
+struct inode___pre611 {
+	struct timespec64 __i_ctime;
+} __attribute__((preserve_access_index));
+
+struct inode___611 {
+	time64_t i_ctime_sec;
+	__u32 i_ctime_nsec;
+} __attribute__((preserve_access_index));
+
+/* kernfs_node.parent was renamed __parent in 6.15. */
+struct kernfs_node___pre615 {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+
+	if (c)
+		(*c)++;
+}
+
+static __always_inline __u64 inode_ctime_ns(struct inode *inode)
+{
+	__u64 sec, nsec;
+
+	if (bpf_core_field_exists(struct inode___611, i_ctime_sec)) {
+		struct inode___611 *i = (void *)inode;
+
+		sec = BPF_CORE_READ(i, i_ctime_sec);
+		nsec = BPF_CORE_READ(i, i_ctime_nsec) & CTIME_NSEC_MASK;
+	} else if (bpf_core_field_exists(struct inode___pre611, __i_ctime)) {
+		struct inode___pre611 *i = (void *)inode;
+
+		sec = BPF_CORE_READ(i, __i_ctime.tv_sec);
+		nsec = BPF_CORE_READ(i, __i_ctime.tv_nsec);
+	} else {
+		struct inode___pre66 *i = (void *)inode;
+
+		sec = BPF_CORE_READ(i, i_ctime.tv_sec);
+		nsec = BPF_CORE_READ(i, i_ctime.tv_nsec);
+	}
+	return sec * 1000000000ULL + nsec;
+}
+
+static __always_inline void read_file_id(struct file *f, struct oe_file_id *id)
+{
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+
+	if (!inode)
+		return;
+	id->inode = BPF_CORE_READ(inode, i_ino);
+	id->mode = BPF_CORE_READ(inode, i_mode);
+	id->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	id->ctime_ns = inode_ctime_ns(inode);
+}
+
+/* Append a NUL-terminated copy of a kernel or user string at *off. */
+static __always_inline __u32 put_str(struct exec_scratch *s, __u32 off, const void *src,
+				     __u32 max, bool user, bool *cut)
+{
+	long n;
+
+	off &= OE_DATA_HALF - 1;
+	if (user)
+		n = bpf_probe_read_user_str(&s->data[off], max, src);
+	else
+		n = bpf_probe_read_kernel_str(&s->data[off], max, src);
+	if (n <= 0) {
+		s->data[off] = 0;
+		return 1;
+	}
+	/* bpf_probe_read_*_str cuts at max - 1 bytes plus NUL */
+	if (n == max && cut)
+		*cut = true;
+	return n;
+}
+
+/*
+ * The walks below are global (noinline, non-static) functions: the verifier
+ * checks each once with unknown arguments. Inlined at every call site, the
+ * four path walks exceed the verifier's one-million-instruction budget.
+ * Kernel pointers cross the call as integers and results come back packed:
+ * bytes written in the low 32 bits, OE_PF_* flags in the high 32.
+ */
+#define PACK(len, flags) ((__u64)(flags) << 32 | (len))
+
+/* Path of (mnt, dentry) as leaf-first components, walking dentries up to
+ * the mount root and then across mounts, as d_path() does. */
+__noinline __u64 put_path(struct exec_scratch *s, __u32 off, __u64 vfsmnt_addr, __u64 dentry_addr)
+{
+	struct vfsmount *vfsmnt = (void *)vfsmnt_addr;
+	struct dentry *dentry = (void *)dentry_addr;
+	__u32 start = off, pflags = 0, mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct mount *mnt = (void *)vfsmnt - mnt_off;
+	bool done = false;
+	int i;
+
+	if (!s || !dentry || !vfsmnt)
+		return 0;
+	if (!BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry)
+		pflags |= OE_PF_DELETED;
+
+	for (i = 0; i < OE_PATH_DEPTH_MAX; i++) {
+		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+
+		if (dentry == mnt_root || dentry == parent) {
+			struct mount *mnt_parent;
+
+			if (dentry != mnt_root) {
+				/* A dentry with no parent that is not a mount root:
+				 * a pseudo file (memfd, pipe, socket, anon inode). */
+				pflags |= OE_PF_DETACHED;
+				off += put_str(s, off, BPF_CORE_READ(dentry, d_name.name), OE_NAME_MAX,
+					       false, NULL);
+				done = true;
+				break;
+			}
+			mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (mnt_parent == mnt) {
+				done = true;
+				break;
+			}
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = mnt_parent;
+			vfsmnt = (void *)mnt + mnt_off;
+			continue;
+		}
+		if (off - start > OE_PATH_MAX - OE_NAME_MAX)
+			break;
+		off += put_str(s, off, BPF_CORE_READ(dentry, d_name.name), OE_NAME_MAX, false, NULL);
+		dentry = parent;
+	}
+	if (!done) {
+		pflags |= OE_PF_TRUNCATED;
+		count(OE_CNT_CUT_PATH);
+	}
+	return PACK(off - start, pflags);
+}
+
+/* Leaf-first names of a cgroup v2 directory, root excluded. */
+__noinline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64 kn_addr)
+{
+	struct kernfs_node *kn = (void *)kn_addr;
+	__u32 start = off;
+	int i;
+
+	if (!s)
+		return 0;
+	for (i = 0; i < OE_CGROUP_DEPTH_MAX && kn; i++) {
+		struct kernfs_node *parent;
+
+		if (bpf_core_field_exists(struct kernfs_node___pre615, parent))
+			parent = BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
+		else
+			parent = BPF_CORE_READ(kn, __parent);
+		if (!parent)
+			return PACK(off - start, 0);
+		off += put_str(s, off, BPF_CORE_READ(kn, name), OE_NAME_MAX, false, NULL);
+		kn = parent;
+	}
+	return PACK(off - start, kn ? OE_PF_TRUNCATED : 0);
+}
+
+/* Appends one resolved path as string `which`, its flags into rec.flags. */
+static __always_inline __u32 put_resolved(struct exec_scratch *s, __u32 off, int which,
+					  int path_idx, __u64 packed)
+{
+	__u32 len = (__u32)packed;
+
+	s->rec.str_len[which] = len;
+	s->rec.flags |= (__u32)(packed >> 32) << (OE_F_PATH_SHIFT + OE_F_PATH_BITS * path_idx);
+	return len;
+}
+
+static __always_inline __u64 file_path(struct exec_scratch *s, __u32 off, struct file *f)
+{
+	if (!f)
+		return 0;
+	return put_path(s, off, (__u64)BPF_CORE_READ(f, f_path.mnt),
+			(__u64)BPF_CORE_READ(f, f_path.dentry));
+}
+
+/* Copy [start, end) of the new process's memory (argv or env block). */
+static __always_inline __u32 put_user_block(struct exec_scratch *s, __u32 off, unsigned long start,
+					    unsigned long end, __u32 max, __u32 cut_flag,
+					    __u32 unreadable_flag, __u32 cut_counter)
+{
+	__u64 len = end > start ? end - start : 0;
+
+	if (len > max) {
+		len = max;
+		s->rec.flags |= cut_flag;
+		count(cut_counter);
+	}
+	/* Spelled out for the verifier: max is load-time data it cannot see. */
+	if (len > OE_ARGS_MAX)
+		len = OE_ARGS_MAX;
+	off &= OE_DATA_HALF - 1;
+	if (len && bpf_probe_read_user(&s->data[off], len, (void *)start)) {
+		s->rec.flags |= unreadable_flag;
+		count(OE_CNT_READ_ERROR);
+		return 0;
+	}
+	return len;
+}
+
+/* The pid of task t in pid namespace level `level`, 0 if t is not visible
+ * there (a parent outside a container's pid namespace). */
+static __always_inline __u32 pid_at_level(struct task_struct *t, unsigned int level,
+					  struct pid_namespace *ns)
+{
+	struct pid *pid = BPF_CORE_READ(t, group_leader, thread_pid);
+	struct upid up = {};
+
+	if (!pid || BPF_CORE_READ(pid, level) < level)
+		return 0;
+	bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
+	return up.ns == ns ? up.nr : 0;
+}
+
+struct vma_file_ctx {
+	struct file *file;
+};
+
+static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct vma_file_ctx *ctx = data;
+
+	ctx->file = vma->vm_file;
+	return 0;
+}
+
+/* The ELF interpreter's file: AT_BASE in the new mm's auxiliary vector is
+ * where the loader was mapped; static binaries have AT_BASE 0. */
+static __always_inline struct file *elf_interpreter(struct task_struct *t, struct mm_struct *mm)
+{
+	struct vma_file_ctx ctx = {};
+	unsigned long *auxv = (void *)mm + bpf_core_field_offset(struct mm_struct, saved_auxv);
+	unsigned long base = 0;
+	int i;
+
+	for (i = 0; i < AUXV_PAIRS_MAX; i++) {
+		unsigned long pair[2];
+
+		if (bpf_probe_read_kernel(pair, sizeof(pair), &auxv[2 * i]))
+			return NULL;
+		if (pair[0] == AT_NULL)
+			return NULL;
+		if (pair[0] == AT_BASE) {
+			base = pair[1];
+			break;
+		}
+	}
+	if (!base)
+		return NULL;
+	bpf_find_vma(t, base, vma_file_cb, &ctx, 0);
+	return ctx.file;
+}
+
+static __always_inline __u64 wakeup_flags(void)
+{
+	/* Batch wake-ups: the reader polls on a short timer and is woken
+	 * early only once enough data waits. */
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline bool filtered(struct task_struct *t, __u32 pid_ns)
+{
+	char comm[OE_COMM_LEN] = {};
+	__u8 *mode;
+
+	if (cfg.filter_comm_include || cfg.filter_comm_exclude) {
+		bpf_get_current_comm(comm, sizeof(comm));
+		mode = bpf_map_lookup_elem(&comm_filter, comm);
+		if (cfg.filter_comm_include && (!mode || *mode != 1))
+			return true;
+		if (cfg.filter_comm_exclude && mode && *mode == 2)
+			return true;
+	}
+	if (cfg.filter_uid) {
+		__u32 uid = BPF_CORE_READ(t, cred, uid.val);
+
+		if (!bpf_map_lookup_elem(&uid_filter, &uid))
+			return true;
+	}
+	if (cfg.container_only && pid_ns == cfg.host_pid_ns)
+		return true;
+	return false;
+}
+
+SEC("tp_btf/sched_prepare_exec")
+int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bprm)
+{
+	char comm[OE_COMM_LEN];
+	__u32 tid = t->pid;
+
+	bpf_get_current_comm(comm, sizeof(comm));
+	bpf_map_update_elem(&prev_comms, &tid, comm, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct task_struct *parent = BPF_CORE_READ(t, real_parent, group_leader);
+	struct mm_struct *mm = BPF_CORE_READ(t, mm);
+	struct pid *tpid = BPF_CORE_READ(t, thread_pid);
+	struct exec_scratch *s;
+	struct pid_namespace *ns;
+	struct upid up = {};
+	__u32 key = bpf_get_smp_processor_id(), off = 0, level, tid;
+	bool cut = false;
+	char *prev;
+	long err;
+
+	if (BPF_CORE_READ(t, tgid) == cfg.self_tgid || BPF_CORE_READ(parent, tgid) == cfg.self_tgid)
+		return 0;
+	count(OE_CNT_EXEC_SEEN);
+
+	level = BPF_CORE_READ(tpid, level);
+	bpf_core_read(&up, sizeof(up), &tpid->numbers[level]);
+	ns = up.ns;
+	if (filtered(t, BPF_CORE_READ(ns, ns.inum))) {
+		count(OE_CNT_EXEC_FILTERED);
+		return 0;
+	}
+
+	s = bpf_map_lookup_elem(&scratch, &key);
+	if (!s) {
+		count(OE_CNT_LOST_EXEC_NO_SCRATCH);
+		return 0;
+	}
+	__builtin_memset(&s->rec, 0, sizeof(s->rec));
+	s->rec.hdr.type = OE_REC_EXEC;
+	s->rec.hdr.boot_ns = bpf_ktime_get_boot_ns();
+
+	s->rec.host_pid = BPF_CORE_READ(t, tgid);
+	s->rec.host_tid = BPF_CORE_READ(t, pid);
+	s->rec.old_tid = old_pid;
+	s->rec.host_ppid = BPF_CORE_READ(parent, tgid);
+	s->rec.pid = up.nr;
+	s->rec.tid = up.nr; /* after exec the task is its thread group's leader */
+	s->rec.ppid = pid_at_level(parent, level, ns);
+	s->rec.pid_ns = BPF_CORE_READ(ns, ns.inum);
+	s->rec.mount_ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	s->rec.uid = BPF_CORE_READ(t, cred, uid.val);
+	s->rec.gid = BPF_CORE_READ(t, cred, gid.val);
+	s->rec.euid = BPF_CORE_READ(t, cred, euid.val);
+	s->rec.egid = BPF_CORE_READ(t, cred, egid.val);
+	s->rec.cgroup_id = bpf_get_current_cgroup_id();
+	s->rec.start_boottime_ns = BPF_CORE_READ(t, start_boottime);
+	s->rec.parent_start_boottime_ns = BPF_CORE_READ(parent, start_boottime);
+	s->rec.argc = BPF_CORE_READ(bprm, argc);
+	s->rec.envc = BPF_CORE_READ(bprm, envc);
+	if (BPF_CORE_READ(parent, flags) & PF_KTHREAD)
+		s->rec.flags |= OE_F_INVOKED_FROM_KERNEL;
+	bpf_get_current_comm(s->rec.comm, sizeof(s->rec.comm));
+	tid = old_pid;
+	prev = bpf_map_lookup_elem(&prev_comms, &tid);
+	if (prev) {
+		__builtin_memcpy(s->rec.prev_comm, prev, OE_COMM_LEN);
+		s->rec.flags |= OE_F_PREV_COMM_KNOWN;
+		bpf_map_delete_elem(&prev_comms, &tid);
+	}
+	BPF_CORE_READ_STR_INTO(&s->rec.hostname, t, nsproxy, uts_ns, name.nodename);
+
+	read_file_id(BPF_CORE_READ(bprm, file), &s->rec.file);
+	read_file_id(BPF_CORE_READ(parent, mm, exe_file), &s->rec.parent_exe);
+
+	/* Strings, in enum oe_str order. */
+	s->rec.str_len[OE_STR_CMDPATH] = put_str(s, off, BPF_CORE_READ(bprm, filename), OE_STR_MAX,
+						  false, &cut);
+	off += s->rec.str_len[OE_STR_CMDPATH];
+	if (cut) {
+		s->rec.flags |= OE_F_CMDPATH_TRUNCATED;
+		count(OE_CNT_CUT_STRING);
+		cut = false;
+	}
+	s->rec.str_len[OE_STR_INTERP] = put_str(s, off, BPF_CORE_READ(bprm, interp), OE_STR_MAX,
+						 false, &cut);
+	off += s->rec.str_len[OE_STR_INTERP];
+	if (cut) {
+		s->rec.flags |= OE_F_INTERP_TRUNCATED;
+		count(OE_CNT_CUT_STRING);
+	}
+
+	off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME,
+			    file_path(s, off, BPF_CORE_READ(bprm, file)));
+	{
+		struct file *ld = elf_interpreter(t, mm);
+
+		read_file_id(ld, &s->rec.interpreter);
+		off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER,
+				    file_path(s, off, ld));
+	}
+	{
+		struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
+		struct file *in = NULL;
+
+		if (BPF_CORE_READ(t, files, fdt, max_fds) > 0)
+			bpf_core_read(&in, sizeof(in), &fds[0]);
+		read_file_id(in, &s->rec.stdin);
+		s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
+		off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, file_path(s, off, in));
+	}
+	off += put_resolved(s, off, OE_STR_PWD, OE_PATH_PWD,
+			    put_path(s, off, (__u64)BPF_CORE_READ(t, fs, pwd.mnt),
+				     (__u64)BPF_CORE_READ(t, fs, pwd.dentry)));
+	off += put_resolved(s, off, OE_STR_CGROUP, OE_PATH_CGROUP,
+			    put_cgroup(s, off, (__u64)BPF_CORE_READ(t, cgroups, dfl_cgrp, kn)));
+
+	s->rec.str_len[OE_STR_ARGV] =
+		put_user_block(s, off, BPF_CORE_READ(mm, arg_start), BPF_CORE_READ(mm, arg_end),
+			       cfg.argv_max, OE_F_ARGV_TRUNCATED, OE_F_ARGV_UNREADABLE, OE_CNT_CUT_ARGV);
+	off += s->rec.str_len[OE_STR_ARGV];
+	off &= OE_DATA_HALF - 1;
+	s->rec.str_len[OE_STR_ENV] =
+		put_user_block(s, off, BPF_CORE_READ(mm, env_start), BPF_CORE_READ(mm, env_end),
+			       cfg.env_max, OE_F_ENV_TRUNCATED, OE_F_ENV_UNREADABLE, OE_CNT_CUT_ENV);
+	off += s->rec.str_len[OE_STR_ENV];
+
+	off &= OE_DATA_SIZE - 1;
+	s->rec.hdr.size = sizeof(s->rec) + off;
+	err = bpf_ringbuf_output(&events, s, sizeof(s->rec) + off, wakeup_flags());
+	if (err)
+		count(OE_CNT_LOST_EXEC_RINGBUF_FULL);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *forker, struct task_struct *child)
+{
+	struct task_struct *parent = BPF_CORE_READ(child, real_parent, group_leader);
+	struct oe_fork *r;
+
+	/* Threads and kernel threads are not processes of interest. */
+	if (child->pid != child->tgid || (child->flags & PF_KTHREAD))
+		return 0;
+	if (BPF_CORE_READ(parent, tgid) == cfg.self_tgid)
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count(OE_CNT_LOST_FORK_RINGBUF_FULL);
+		return 0;
+	}
+	r->hdr.type = OE_REC_FORK;
+	r->hdr.size = sizeof(*r);
+	r->hdr.boot_ns = bpf_ktime_get_boot_ns();
+	r->parent_pid = BPF_CORE_READ(parent, tgid);
+	r->parent_start_boottime_ns = BPF_CORE_READ(parent, start_boottime);
+	r->child_pid = child->tgid;
+	r->child_start_boottime_ns = child->start_boottime;
+	BPF_CORE_READ_STR_INTO(&r->comm, child, comm);
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *t)
+{
+	struct oe_exit *r;
+
+	/* Report the process once, when its last thread exits: signal->live
+	 * has already been decremented for this thread on every kernel. */
+	if (BPF_CORE_READ(t, signal, live.counter) != 0 || (t->flags & PF_KTHREAD))
+		return 0;
+	if (t->tgid == cfg.self_tgid)
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count(OE_CNT_LOST_EXIT_RINGBUF_FULL);
+		return 0;
+	}
+	r->hdr.type = OE_REC_EXIT;
+	r->hdr.size = sizeof(*r);
+	r->hdr.boot_ns = bpf_ktime_get_boot_ns();
+	r->pid = t->tgid;
+	r->start_boottime_ns = BPF_CORE_READ(t, group_leader, start_boottime);
+	r->exit_code = t->exit_code;
+	BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
+	bpf_ringbuf_submit(r, wakeup_flags());
+	return 0;
+}

@@ -1,0 +1,112 @@
+"""Command line: `otel-exec run`, exit codes from otel_exec.errors."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence, TextIO
+
+from . import __version__
+from .config import ENV_CAPTURE_MODES, FORMATS, Config
+from .errors import OtelExecError, UsageError
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-exec", description="Trace every exec on this machine.")
+    parser.add_argument("--version", action="version", version=f"otel-exec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="attach to the kernel and report every exec")
+    run.add_argument("--exporter", default="console", type=_csv, help="console (default)")
+    run.add_argument("--format", choices=FORMATS, help="pretty on a terminal, jsonl otherwise")
+    run.add_argument("--output", metavar="FILE", help="write events here instead of stdout")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    run.add_argument("--ready-file", metavar="PATH", help="written once probes are attached and /proc is seeded")
+    run.add_argument("--env-capture", choices=ENV_CAPTURE_MODES, default="redacted")
+    run.add_argument("--redact-pattern", action="append", default=[], metavar="REGEX",
+                     help="also redact matches of REGEX in argv and env values (repeatable)")
+    run.add_argument("--env-allow", action="append", default=[], metavar="KEY",
+                     help="keep this env key verbatim even if it looks secret (repeatable)")
+    run.add_argument("--comm", action="append", default=[], help="only these command names (repeatable)")
+    run.add_argument("--exclude-comm", action="append", default=[], help="never these command names")
+    run.add_argument("--path-prefix", action="append", default=[], help="only executables under this prefix")
+    run.add_argument("--uid", action="append", default=[], type=int, help="only these user ids")
+    run.add_argument("--container-only", action="store_true", help="only processes in a container")
+    run.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes)
+    run.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes)
+    run.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes)
+    run.add_argument("--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS")
+    run.add_argument("--process-table-size", type=int, default=Config.process_table_size)
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    pass
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    cfg = Config(
+        exporters=tuple(args.exporter),
+        format=args.format,
+        output=args.output,
+        duration=args.duration,
+        ready_file=args.ready_file,
+        env_capture=args.env_capture,
+        redact_patterns=args.redact_pattern,
+        env_allow=args.env_allow,
+        comm=args.comm,
+        exclude_comm=args.exclude_comm,
+        path_prefix=args.path_prefix,
+        uid=args.uid,
+        container_only=args.container_only,
+        argv_max_bytes=args.argv_max_bytes,
+        env_max_bytes=args.env_max_bytes,
+        ringbuf_bytes=args.ringbuf_bytes,
+        poll_interval=args.poll_interval,
+        process_table_size=args.process_table_size,
+    )
+    cfg.validate()
+    return cfg
+
+
+def run(cfg: Config, stderr: TextIO) -> int:
+    from .agent import Agent, install_signal_handlers
+    from .console import ConsoleExporter
+
+    out: TextIO = open(cfg.output, "w", buffering=1 << 16) if cfg.output else sys.stdout
+    fmt = cfg.format or ("pretty" if out.isatty() else "jsonl")
+    agent = Agent(cfg, [ConsoleExporter(out, fmt)], log=stderr)
+    install_signal_handlers(agent)
+    try:
+        agent.start()
+        agent.run()
+    finally:
+        report = agent.report()
+        agent.close()
+        if out is not sys.stdout:
+            out.close()
+        lost = {k: v for k, v in report.items() if k.startswith("lost_") or k == "decode_errors"}
+        print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
+        if any(lost.values()):
+            print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return run(config_from_args(args), sys.stderr)
+    except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
+        return int(e.code or 0)
+    except OtelExecError as e:
+        print(f"otel-exec: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

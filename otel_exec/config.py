@@ -1,0 +1,65 @@
+"""Agent configuration: one dataclass, built from the command line."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .layout import ARGS_MAX
+
+ENV_CAPTURE_MODES = ("none", "redacted", "all")
+FORMATS = ("pretty", "jsonl")
+EXPORTERS = ("console",)
+
+
+@dataclass
+class Config:
+    exporters: tuple[str, ...] = ("console",)
+    format: str | None = None  # None: pretty on a TTY, jsonl otherwise
+    output: str | None = None  # None: stdout
+    duration: float | None = None
+    ready_file: str | None = None
+    env_capture: str = "redacted"
+    redact_patterns: list[str] = field(default_factory=list)
+    env_allow: list[str] = field(default_factory=list)
+    comm: list[str] = field(default_factory=list)
+    exclude_comm: list[str] = field(default_factory=list)
+    path_prefix: list[str] = field(default_factory=list)
+    uid: list[int] = field(default_factory=list)
+    container_only: bool = False
+    argv_max_bytes: int = 32 * 1024
+    env_max_bytes: int = 32 * 1024
+    ringbuf_bytes: int = 8 * 1024 * 1024
+    # The reader sleeps this long between drains unless the kernel wakes it
+    # because wakeup_fraction of the ring is full: batching wake-ups is what
+    # keeps the per-exec kernel cost low.
+    poll_interval: float = 0.1
+    wakeup_fraction: float = 0.25
+    process_table_size: int = 65536
+
+    def validate(self) -> None:
+        from .errors import UsageError
+
+        if self.env_capture not in ENV_CAPTURE_MODES:
+            raise UsageError(f"--env-capture must be one of {', '.join(ENV_CAPTURE_MODES)}")
+        if self.format is not None and self.format not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
+        for name in self.exporters:
+            if name not in EXPORTERS:
+                raise UsageError(f"unknown exporter {name!r}; available: {', '.join(EXPORTERS)}")
+        for name, value in (("--argv-max-bytes", self.argv_max_bytes), ("--env-max-bytes", self.env_max_bytes)):
+            if not 0 <= value <= ARGS_MAX:
+                raise UsageError(f"{name} must be between 0 and {ARGS_MAX}")
+        rb = self.ringbuf_bytes
+        if rb < 4096 * 16 or rb & (rb - 1):
+            raise UsageError("--ringbuf-bytes must be a power of two of at least 64 KiB")
+        if rb < 4 * (ARGS_MAX * 2 + 64 * 1024):
+            # One exec record can reach ~300 KiB; the ring must hold several.
+            raise UsageError(f"--ringbuf-bytes must be at least {4 * (ARGS_MAX * 2 + 64 * 1024)}")
+        if self.duration is not None and self.duration <= 0:
+            raise UsageError("--duration must be positive")
+        if not 0.001 <= self.poll_interval <= 10:
+            raise UsageError("--poll-interval must be between 0.001 and 10 seconds")
+        for comm in (*self.comm, *self.exclude_comm):
+            if not comm or len(comm.encode()) > 15:
+                raise UsageError(f"comm {comm!r} must be 1 to 15 bytes (the kernel's TASK_COMM_LEN)")
+        if self.process_table_size < 1024:
+            raise UsageError("--process-table-size must be at least 1024")

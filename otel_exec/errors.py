@@ -1,0 +1,62 @@
+"""Errors the CLI turns into a message on stderr and a distinct exit code.
+
+Scripts and service managers tell failure causes apart by the exit code, so
+each cause has its own subclass; the message says what to fix in one line.
+"""
+from __future__ import annotations
+
+
+class OtelExecError(Exception):
+    """Base of every error the CLI reports as ``otel-exec: <str(err)>``."""
+
+    exit_code = 1
+
+
+class UsageError(OtelExecError):
+    """Bad command line or configuration."""
+
+    exit_code = 2
+
+
+class PrivilegeError(OtelExecError):
+    """Not root, or missing CAP_BPF / CAP_PERFMON."""
+
+    exit_code = 3
+
+
+class NoBtfError(OtelExecError):
+    """The kernel exposes no BTF (/sys/kernel/btf/vmlinux), so CO-RE cannot relocate."""
+
+    exit_code = 4
+
+
+class TracefsError(OtelExecError):
+    """tracefs is needed but missing or unreadable."""
+
+    exit_code = 5
+
+
+class BpfError(OtelExecError):
+    """libbpf or a bpf() call failed: open, attach, map access."""
+
+    exit_code = 6
+
+
+class BpfLoadError(BpfError):
+    """The kernel (usually the verifier) or libbpf refused to load the object.
+
+    ``summary`` is the one-line cause; ``log_tail`` holds the last lines of
+    the libbpf/verifier log, where the verifier states why it gave up. Both
+    are in ``str()`` (summary first) because the cause is unusable without
+    the tail; a caller wanting one line uses ``summary``.
+    """
+
+    def __init__(self, summary: str, log_tail: str) -> None:
+        super().__init__(summary, log_tail)
+        self.summary = summary
+        self.log_tail = log_tail
+
+    def __str__(self) -> str:
+        if not self.log_tail:
+            return self.summary
+        return f"{self.summary}\n{self.log_tail}"

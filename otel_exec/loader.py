@@ -1,0 +1,117 @@
+"""Loads and attaches the CO-RE object; owns the kernel-side maps.
+
+Preflight checks turn the usual failures (not root, no BTF, no bpf()) into
+one-line errors with distinct exit codes before libbpf is asked anything.
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from . import layout
+from .config import Config
+from .errors import NoBtfError, PrivilegeError
+from .libbpf import BpfObject
+
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+# sched_prepare_exec (6.10+) is the only place the comm before exec is seen.
+OPTIONAL_PROGRAMS = {"handle_prepare_exec": b"btf_trace_sched_prepare_exec"}
+
+
+def object_path() -> Path:
+    path = Path(str(resources.files("otel_exec") / "_bpf" / "otel_exec.bpf.o"))
+    if not path.exists():
+        from .errors import BpfError
+
+        raise BpfError(f"{path} is missing: build it with `make -C bpf` or reinstall the package")
+    return path
+
+
+def effective_caps() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def check_privileges() -> None:
+    caps = effective_caps()
+    has = lambda cap: bool(caps & (1 << cap))  # noqa: E731
+    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
+        return
+    who = "not running as root" if os.geteuid() != 0 else "root without the needed capabilities"
+    raise PrivilegeError(f"{who}: loading eBPF needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run with sudo")
+
+
+def check_btf() -> bytes:
+    try:
+        return VMLINUX_BTF.read_bytes()
+    except OSError as e:
+        raise NoBtfError(
+            f"{VMLINUX_BTF} is not readable ({e.strerror}): this kernel lacks BTF "
+            "(CONFIG_DEBUG_INFO_BTF=y); use a kernel with BTF"
+        ) from None
+
+
+def pid_ns_inum(pid: int | str = "self") -> int:
+    return os.stat(f"/proc/{pid}/ns/pid").st_ino
+
+
+class KernelProbes:
+    """The loaded, attached programs and the maps user space talks to."""
+
+    def __init__(self, cfg: Config) -> None:
+        check_privileges()
+        kernel_btf = check_btf()
+        self.obj = BpfObject(str(object_path()))
+        try:
+            for prog, symbol in OPTIONAL_PROGRAMS.items():
+                if symbol not in kernel_btf:
+                    self.obj.set_autoload(prog, False)
+            self.obj.set_rodata(self._config_bytes(cfg))
+            self.obj.set_max_entries("events", cfg.ringbuf_bytes)
+            self.obj.set_max_entries("scratch", self.obj.num_possible_cpus())
+            self.obj.load()
+            self._fill_filters(cfg)
+            self.obj.attach_all()
+        except BaseException:
+            self.obj.close()
+            raise
+        self.ringbuf_fd = self.obj.map_fd("events")
+        self.ringbuf_bytes = cfg.ringbuf_bytes
+
+    @staticmethod
+    def _config_bytes(cfg: Config) -> bytes:
+        return layout.CONFIG.pack(
+            os.getpid(),
+            cfg.argv_max_bytes,
+            # env is read even with --env-capture none: TRACEPARENT lives there.
+            cfg.env_max_bytes,
+            pid_ns_inum(),  # the agent runs in the host pid namespace (hostPID)
+            bool(cfg.comm),
+            bool(cfg.exclude_comm),
+            bool(cfg.uid),
+            cfg.container_only,
+            int(cfg.ringbuf_bytes * cfg.wakeup_fraction),
+        )
+
+    def _fill_filters(self, cfg: Config) -> None:
+        for comms, mode in ((cfg.comm, 1), (cfg.exclude_comm, 2)):
+            for comm in comms:
+                key = comm.encode().ljust(layout.COMM_LEN, b"\0")
+                self.obj.map_update("comm_filter", key, bytes([mode]))
+        for uid in cfg.uid:
+            self.obj.map_update("uid_filter", uid.to_bytes(4, "little"), b"\1")
+
+    def counters(self) -> dict[str, int]:
+        ncpus = self.obj.num_possible_cpus()
+        return {name: self.obj.percpu_array_sum("counters", i, ncpus)
+                for i, name in enumerate(layout.COUNTER_NAMES)}
+
+    def close(self) -> None:
+        self.obj.close()

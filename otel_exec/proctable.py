@@ -1,0 +1,219 @@
+"""The user-space process table: what image each live host pid runs, and
+its lineage.
+
+Seeded once from /proc, then kept current by fork, exec and exit events.
+Keyed by host pid and bounded: when full, the least recently used entry is
+evicted (and counted), so a missed exit costs one slot until it ages out
+rather than memory forever. Every operation is O(1) (``ancestors`` is
+O(limit)). Used from one thread: the one that drains the ring buffer.
+
+A pid is reused after its process dies, so an entry is only trusted for an
+event whose start time (clock ticks since boot) matches; a mismatch means
+the exit of the old holder was missed, and its entry is stale.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .decode import split_block, text
+from .events import ExecEvent, ExitEvent, ForkEvent
+from .identity import HostIdentity
+
+DEFAULT_MAX_ENTRIES = 65536
+"""Default bound: above the kernel's default pid_max of 32768 (so a busy
+default host fits whole) at a few hundred bytes per entry; hosts that raise
+pid_max to 4194304 keep their most recently active 65536 processes."""
+
+# Field 22 of /proc/PID/stat (starttime), indexed from the state (field 3),
+# which is the first field after the comm's closing parenthesis.
+_STAT_PPID = 4 - 3
+_STAT_STARTTIME = 22 - 3
+_GONE_STATES = (b"Z", b"X")  # zombie, dead: exited already, no exit event will come
+
+
+@dataclass(slots=True)
+class ProcessInfo:
+    """One process and the image it runs.
+
+    ``exec_id``/``parent_exec_id`` are "" when unknown (a fork from a
+    process the table never saw). A forked child shares its parent's
+    ``argv`` list until it execs: treat ``argv`` as read-only.
+    """
+
+    pid: int  # host pid
+    ppid: int
+    start_ticks: int  # clock ticks since boot, as /proc/PID/stat field 22
+    exec_id: str
+    parent_exec_id: str
+    comm: str
+    exe: str  # path of the executable; "" for kernel threads or when unreadable
+    argv: list[str] | None
+    seeded_from_proc: bool
+    exec_time: int | None  # ns since epoch of the exec; None when seeded
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+# One read per file: stat always fits; a longer cmdline loses its cut last
+# element, and 64 KiB is plenty for the lineage of processes that predate the
+# agent.
+_READ_MAX = 1 << 16
+
+
+def _read(path: bytes) -> bytes:
+    # os.open/os.read skip the io stack: seeding reads a few files for every
+    # process on the host.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, _READ_MAX)
+    finally:
+        os.close(fd)
+
+
+class ProcessTable:
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self.evicted = 0  # entries dropped to stay within max_entries
+        self._procs: OrderedDict[int, ProcessInfo] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def get(self, pid: int) -> ProcessInfo | None:
+        """The entry for a host pid; looking it up counts as a use."""
+        info = self._procs.get(pid)
+        if info is not None:
+            self._procs.move_to_end(pid)
+        return info
+
+    def ancestors(self, pid: int, limit: int = 64) -> list[ProcessInfo]:
+        """Parent, grandparent, ... of ``pid`` as far as the table knows them,
+        nearest first, at most ``limit``. A parent that started after its
+        child is a later holder of a reused pid and ends the walk."""
+        chain: list[ProcessInfo] = []
+        info = self._procs.get(pid)
+        while info is not None and len(chain) < limit:
+            parent = self.get(info.ppid)
+            if parent is None or parent.start_ticks > info.start_ticks:
+                break
+            chain.append(parent)
+            info = parent
+        return chain
+
+    def on_fork(self, ev: ForkEvent) -> ProcessInfo:
+        """The child runs its parent's image until it execs: it shares the
+        parent's exec id, exe, argv and exec time."""
+        parent = self._current(ev.parent_pid, ev.parent_start_ticks)
+        if parent is None:
+            info = ProcessInfo(ev.child_pid, ev.parent_pid, ev.child_start_ticks, "", "", ev.comm,
+                               "", None, False, None)
+        else:
+            self._procs.move_to_end(ev.parent_pid)
+            info = ProcessInfo(ev.child_pid, ev.parent_pid, ev.child_start_ticks, parent.exec_id,
+                               parent.exec_id, ev.comm, parent.exe, parent.argv, False, parent.exec_time)
+        self._put(info)
+        return info
+
+    def on_exec(self, ev: ExecEvent) -> ProcessInfo | None:
+        """Install the new image of ``ev.host_pid``; return the image it
+        replaced (the forked copy, or the process's previous exec), or None
+        if the table did not know it.
+
+        The parent exec id is the one of the parent's current image when the
+        table knows the parent: the event's own (computed from the parent's
+        pid, start and exe) names a forked parent that never exec'd by an id
+        no exec carries.
+        """
+        previous = self._procs.pop(ev.host_pid, None)
+        if previous is not None and previous.start_ticks != ev.start_ticks:
+            previous = None  # a reused pid's stale entry: not this process's past
+        parent = self._procs.get(ev.host_ppid)
+        if parent is not None and parent.start_ticks <= ev.start_ticks and parent.exec_id:
+            parent_exec_id = parent.exec_id
+        else:
+            parent_exec_id = ev.parent_exec_id
+        self._put(ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, parent_exec_id,
+                              ev.comm, ev.pathname, ev.argv, False, ev.timestamp))
+        return previous
+
+    def on_exit(self, ev: ExitEvent) -> ProcessInfo | None:
+        """Remove the process; return its entry marked with how it ended, or
+        None if the table did not know it."""
+        info = self._procs.pop(ev.pid, None)
+        if info is None or info.start_ticks != ev.start_ticks:
+            return None  # unknown, or a reused pid's stale entry: dropped either way
+        info.exit_code = ev.exit_code
+        info.signal = ev.signal
+        return info
+
+    def seed_from_proc(self, identity: HostIdentity, proc: str = "/proc") -> int:
+        """Add every process already running; return how many were added.
+
+        A process that vanishes while being read is skipped; one whose exe
+        cannot be read (kernel thread, permission) gets exe "" and the exec
+        id of a process without executable. An entry an event already put in
+        the table for the same process is kept, as events know more.
+        """
+        procs = self._procs
+        seeded: list[ProcessInfo] = []
+        root = os.fsencode(proc)
+        for name in os.listdir(root):
+            if not name.isdigit():
+                continue
+            base = root + b"/" + name
+            try:
+                stat = _read(base + b"/stat")
+                cmdline = _read(base + b"/cmdline")
+            except OSError:
+                continue  # exited meanwhile
+            # comm may itself hold ') ' and spaces: it ends at the last ')'.
+            open_paren = stat.find(b"(")
+            close_paren = stat.rfind(b")")
+            fields = stat[close_paren + 2:].split()
+            if open_paren < 0 or len(fields) <= _STAT_STARTTIME or fields[0] in _GONE_STATES:
+                continue
+            pid = int(name)
+            start_ticks = int(fields[_STAT_STARTTIME])
+            known = procs.get(pid)
+            if known is not None and known.start_ticks == start_ticks:
+                continue
+            exe_link = base + b"/exe"
+            try:
+                exe = text(os.readlink(exe_link))
+                st = os.stat(exe_link)
+                exe_dev, exe_ino = st.st_dev, st.st_ino
+            except OSError:
+                exe, exe_dev, exe_ino = "", 0, 0
+            argv = split_block(cmdline, truncated=len(cmdline) == _READ_MAX)
+            info = ProcessInfo(pid, int(fields[_STAT_PPID]), start_ticks,
+                               identity.exec_id(pid, start_ticks, exe_dev, exe_ino), "",
+                               text(stat[open_paren + 1:close_paren]), exe, argv, True, None)
+            self._put(info)
+            seeded.append(info)
+        # Parents are only all known once every process has been read.
+        for info in seeded:
+            parent = procs.get(info.ppid)
+            if parent is not None and parent.start_ticks <= info.start_ticks:
+                info.parent_exec_id = parent.exec_id
+        return len(seeded)
+
+    def _current(self, pid: int, start_ticks: int) -> ProcessInfo | None:
+        """The entry for ``pid`` if it is the process started at
+        ``start_ticks``; a stale entry for an earlier holder is dropped."""
+        info = self._procs.get(pid)
+        if info is not None and info.start_ticks != start_ticks:
+            del self._procs[pid]
+            return None
+        return info
+
+    def _put(self, info: ProcessInfo) -> None:
+        procs = self._procs
+        procs[info.pid] = info
+        procs.move_to_end(info.pid)
+        if len(procs) > self.max_entries:
+            procs.popitem(last=False)
+            self.evicted += 1

@@ -1,0 +1,151 @@
+"""Consumer of a BPF_MAP_TYPE_RINGBUF map, reading the kernel's mmap directly.
+
+libbpf's ring_buffer__poll() would call back into Python through ctypes for
+every record; reading the shared memory ourselves costs one memoryview slice
+per record and lets a whole batch be consumed between two position updates.
+
+Layout (kernel/bpf/ringbuf.c): page 0 of the map fd holds consumer_pos and is
+the only writable page; page 1 holds producer_pos; the data area follows and
+is mapped twice in a row, so a record that wraps past the end is still
+contiguous. Each record is an 8-byte header (u32 len with BUSY/DISCARD flags,
+u32 page offset used by the kernel) followed by len bytes, the next record
+starting at the following 8-byte boundary.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import select
+from collections.abc import Callable
+from types import TracebackType
+
+from otel_exec.errors import BpfError
+
+_BUSY = 1 << 31  # reserved, not yet submitted or discarded
+_DISCARD = 1 << 30
+_LEN_MASK = _DISCARD - 1
+_HDR_SIZE = 8
+
+
+class RingBuffer:
+    """Reads records of one ring buffer map; ``size`` is its max_entries.
+
+    Single consumer: two readers of one map would step on consumer_pos.
+    Memory ordering: the producer position and record headers are read with
+    plain loads, which are acquire loads on x86-64 (TSO); on arm64 this relies
+    on the interpreter's distance between the header and payload reads.
+    """
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        if size <= 0 or size & (size - 1) or size % page:
+            raise ValueError(f"ring size {size} is not a power-of-two multiple of {page}")
+        self._mask = size - 1
+        self._closed = False
+        fd = -1
+        try:
+            # Our own fd keeps the map alive and polled even if its owner closes it.
+            fd = os.dup(map_fd)
+            self._cons_map = mmap.mmap(fd, page, mmap.MAP_SHARED,
+                                       mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+            self._prod_map = mmap.mmap(fd, page + 2 * size, access=mmap.ACCESS_READ, offset=page)
+            self._epoll = select.epoll()
+            self._epoll.register(fd, select.EPOLLIN)
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            raise BpfError(f"cannot map ring buffer (fd {map_fd}, {size} bytes): {exc}") from exc
+        self._fd = fd
+        # Native-endian typed views: an index is one aligned load or store.
+        self._cons_pos = memoryview(self._cons_map)[:8].cast("Q")
+        self._prod_pos = memoryview(self._prod_map)[:8].cast("Q")
+        self._data = memoryview(self._prod_map)[page:]
+        self._hdr = self._data.cast("I")  # headers are 8-aligned: word off >> 2
+
+    def __enter__(self) -> RingBuffer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def drain(self, handle: Callable[[memoryview], None], max_records: int | None = None) -> int:
+        """Call ``handle`` on each submitted record's payload, oldest first.
+
+        The payload is a read-only view into the ring, valid only until
+        ``handle`` returns for the last record of the batch: the space is
+        given back to the kernel then (one consumer_pos store per batch,
+        i.e. per producer_pos snapshot), and new records overwrite it.
+        ``handle`` must copy (``bytes(view)``, ``struct.unpack_from``) what it
+        keeps, and must not hold on to the view or ``close()`` will fail.
+
+        Stops at a record still being written, after ``max_records`` records,
+        or when the ring is empty. Discarded records are skipped and not
+        counted. If ``handle`` raises, the records before it stay consumed
+        and the failing one is delivered again by the next drain. Returns the
+        number of records handed to ``handle``.
+        """
+        if max_records is not None and max_records <= 0:
+            return 0
+        limit = -1 if max_records is None else max_records
+        hdr = self._hdr
+        data = self._data
+        mask = self._mask
+        cons_pos = self._cons_pos
+        prod_pos = self._prod_pos
+        count = 0
+        cons = cons_pos[0]
+        while True:
+            prod = prod_pos[0]
+            if cons >= prod:
+                return count
+            pos = cons
+            try:
+                while pos < prod:
+                    off = pos & mask
+                    word = hdr[off >> 2]
+                    if word & _BUSY:
+                        return count
+                    length = word & _LEN_MASK
+                    if not word & _DISCARD:
+                        start = off + _HDR_SIZE
+                        handle(data[start:start + length])
+                        count += 1
+                    pos += (length + _HDR_SIZE + 7) & ~7
+                    if count == limit:
+                        return count
+            finally:
+                if pos != cons:
+                    cons_pos[0] = pos
+            # Producers may have added records while this batch was handled.
+            cons = pos
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until the ring has data or ``timeout_s`` passes; True if it has data.
+
+        Level-triggered: returns at once while unconsumed data is queued.
+        """
+        return bool(self._epoll.poll(timeout_s))
+
+    def available_bytes(self) -> int:
+        """Bytes between consumer and producer, headers and records still being written included."""
+        return self._prod_pos[0] - self._cons_pos[0]
+
+    def fileno(self) -> int:
+        """The epoll fd: readable when the ring has data, for an outer selector."""
+        return self._epoll.fileno()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._epoll.close()
+        for view in (self._cons_pos, self._prod_pos, self._hdr, self._data):
+            view.release()
+        self._cons_map.close()
+        self._prod_map.close()
+        os.close(self._fd)

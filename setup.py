@@ -1,0 +1,153 @@
+"""Build step that compiles the CO-RE BPF object into the package.
+
+Everything else about the package is in pyproject.toml. ``build_py`` runs
+``make -C bpf OUTPUT=<dir>``, where <dir> is otel_exec/_bpf inside the build
+tree (a wheel) or inside the source tree (an editable install), so the object
+ships as package data: otel_exec/_bpf/otel_exec.bpf.o. The object is never
+committed. Building needs clang, bpftool, make and libbpf's headers, and the
+build machine's BTF (/sys/kernel/btf/vmlinux, or VMLINUX_BTF) for vmlinux.h;
+CLANG, BPFTOOL and VMLINUX_BTF in the environment are passed on to make.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Distribution, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(globals().get("__file__") or os.getcwd()).resolve().parent
+BPF_SRC = ROOT / "bpf"
+OBJECT = "otel_exec.bpf.o"
+APT_PACKAGES = "clang llvm libbpf-dev bpftool make"
+
+
+def _fail(problem: str) -> None:
+    raise SystemExit(
+        "\n"
+        f"error: otel-exec: cannot build the BPF object otel_exec/_bpf/{OBJECT}:\n"
+        f"  {problem}\n"
+        f"  On Debian/Ubuntu: sudo apt-get install {APT_PACKAGES}\n"
+        "  (on Ubuntu, bpftool comes with linux-tools-common and\n"
+        "  linux-tools-$(uname -r)). scripts/otel-exec-dev installs all of it.\n"
+    )
+
+
+def _bpftool() -> str | None:
+    for cand in (os.environ.get("BPFTOOL"), shutil.which("bpftool"),
+                 "/usr/sbin/bpftool"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def _check_tools(out: Path) -> None:
+    missing = []
+    clang = os.environ.get("CLANG", "clang")
+    if not shutil.which(clang):
+        missing.append(clang)
+    if not shutil.which("make"):
+        missing.append("make")
+    bpftool = _bpftool()
+    if bpftool is None:
+        missing.append("bpftool")
+    if not Path("/usr/include/bpf/bpf_helpers.h").exists():
+        missing.append("libbpf headers (/usr/include/bpf/bpf_helpers.h)")
+    if missing:
+        _fail("missing: " + ", ".join(missing))
+    if not (out / "vmlinux.h").exists():
+        try:
+            ok = subprocess.run([bpftool, "version"], capture_output=True,
+                                timeout=60).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if not ok:
+            _fail(f"{bpftool} is installed but does not run "
+                  "(on Ubuntu: install linux-tools-$(uname -r), or set "
+                  "BPFTOOL=/usr/lib/linux-tools/<version>/bpftool)")
+        btf = os.environ.get("VMLINUX_BTF", "/sys/kernel/btf/vmlinux")
+        if not Path(btf).exists():
+            raise SystemExit(
+                f"\nerror: otel-exec: cannot generate vmlinux.h: {btf} does "
+                "not exist.\n  The build needs a kernel with BTF "
+                "(CONFIG_DEBUG_INFO_BTF=y), or VMLINUX_BTF=<file with BTF>.\n"
+            )
+
+
+def build_bpf(out: Path) -> None:
+    """Compile bpf/ into out/ (incremental: make decides what is stale)."""
+    out = out.resolve()
+    _check_tools(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = ["make", "--no-print-directory", "-C", str(BPF_SRC),
+           f"OUTPUT={out}"]
+    print("otel-exec: " + " ".join(cmd), file=sys.stderr, flush=True)
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        raise SystemExit(
+            f"\nerror: otel-exec: `{' '.join(cmd)}` failed (exit {rc}); "
+            "the compiler's output is above.\n"
+        )
+    if not (out / OBJECT).exists():
+        raise SystemExit(f"\nerror: otel-exec: make did not produce {out / OBJECT}\n")
+
+
+class BuildPyWithBpf(build_py):
+    def run(self):
+        if getattr(self, "editable_mode", False):
+            # Editable install: the package is imported from the source
+            # tree, so the object goes there (ignored by git).
+            build_bpf(ROOT / "otel_exec" / "_bpf")
+            super().run()
+            return
+        super().run()
+        out = Path(self.build_lib) / "otel_exec" / "_bpf"
+        # Always a fresh object in a wheel, never one copied from the source
+        # tree; and no vmlinux.h (machine-specific, megabytes) in the wheel.
+        (out / OBJECT).unlink(missing_ok=True)
+        build_bpf(out)
+        (out / "vmlinux.h").unlink(missing_ok=True)
+
+    def get_outputs(self, include_bytecode=1):
+        outputs = list(super().get_outputs(include_bytecode))
+        if not getattr(self, "editable_mode", False):
+            obj = os.path.join(self.build_lib, "otel_exec", "_bpf", OBJECT)
+            if obj not in outputs:
+                outputs.append(obj)
+        return outputs
+
+
+cmdclass = {"build_py": BuildPyWithBpf}
+
+try:  # setuptools >= 70.1 has its own; older ones use the wheel package's
+    from setuptools.command.bdist_wheel import bdist_wheel as _bdist_wheel
+except ImportError:  # pragma: no cover
+    try:
+        from wheel.bdist_wheel import bdist_wheel as _bdist_wheel
+    except ImportError:
+        _bdist_wheel = None
+
+if _bdist_wheel is not None:
+
+    class BdistWheelPlatform(_bdist_wheel):
+        """Tag the wheel for this platform (py3-none-linux_<arch>): the BPF
+        object is compiled for one architecture (__TARGET_ARCH_*)."""
+
+        def get_tag(self):
+            _, _, plat = super().get_tag()
+            return "py3", "none", plat
+
+    cmdclass["bdist_wheel"] = BdistWheelPlatform
+
+
+class PlatformDistribution(Distribution):
+    """Not pure: the wheel's files go to platlib, the wheel is not 'any'."""
+
+    def has_ext_modules(self):
+        return True
+
+
+setup(cmdclass=cmdclass, distclass=PlatformDistribution)

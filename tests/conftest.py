@@ -1,0 +1,10 @@
+"""Shared pytest wiring: re-exports the kernel-skip guard hooks
+(tests/kernel_guard.py) and the session-scoped ``progs`` fixture
+(tests/progs.py)."""
+from kernel_guard import (  # noqa: F401
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
+from progs import progs  # noqa: F401

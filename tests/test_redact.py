@@ -1,0 +1,212 @@
+"""Secret redaction of env and argv (otel_exec.redact)."""
+import re
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otel_exec.redact import (
+    DEFAULT_SECRET_KEY_WORDS,
+    REDACTED,
+    TRACE_CONTEXT_KEYS,
+    WORD_PART_KEY_WORDS,
+    RedactionPolicy,
+)
+
+TP = "TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def policy():
+    return RedactionPolicy()
+
+
+def test_marker_and_word_list_are_public():
+    assert REDACTED == "[REDACTED]"
+    assert set(WORD_PART_KEY_WORDS) <= set(DEFAULT_SECRET_KEY_WORDS)
+    assert {"TOKEN", "SECRET", "PASSWORD", "KEY", "DSN"} <= set(DEFAULT_SECRET_KEY_WORDS)
+
+
+@pytest.mark.parametrize("key", [
+    "API_TOKEN", "GITHUB_TOKEN", "token", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "PASSWD",
+    "GPG_PASSPHRASE", "GOOGLE_APPLICATION_CREDENTIALS", "AUTH", "OAUTH_CLIENT", "HTTP_AUTHORIZATION",
+    "COOKIE_JAR", "SESSION_ID", "PRIVATE", "REQUEST_SIGNATURE", "OPENAI_APIKEY", "API_KEY", "KEY",
+    "SSH_KEY", "SSH_KEYS", "AWS_ACCESS_KEY_ID", "PRIVATE_KEY", "apiKey", "accessKeyId", "secret-key",
+    "db.key", "MYSQL_PWD", "DB_PWD", "SENTRY_DSN", "dsn", "KEY2",
+])
+def test_secret_env_keys(policy, key):
+    assert policy.env([f"{key}=abc"]) == [f"{key}={REDACTED}"]
+
+
+@pytest.mark.parametrize("key", [
+    "PWD", "OLDPWD", "PATH", "HOME", "KEYBOARD", "XKB_KEYMAP", "MONKEY", "keyboard", "Keyboard",
+    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "AUTHORS", "LANG", "SHELL", "DSNX",
+])
+def test_plain_env_keys(policy, key):
+    assert policy.env([f"{key}=abc"]) == [f"{key}=abc"]
+
+
+def test_env_redacted_mode(policy):
+    env = ["PATH=/usr/bin", "API_TOKEN=abc", TP, "TRACESTATE=a=b", "BAGGAGE=k=v",
+           "noequals", "EMPTY_TOKEN=", "PWD=/home/x"]
+    assert policy.env(env) == ["PATH=/usr/bin", f"API_TOKEN={REDACTED}", TP, "TRACESTATE=a=b",
+                               "BAGGAGE=k=v", "noequals", "EMPTY_TOKEN=", "PWD=/home/x"]
+
+
+def test_env_value_keeps_equals_signs(policy):
+    assert policy.env(["SECRET=a=b=c", "OPTS=a=b"]) == [f"SECRET={REDACTED}", "OPTS=a=b"]
+
+
+def test_env_all_and_none():
+    env = ["API_TOKEN=abc", "PATH=/bin", TP, "DATABASE_URL=postgres://u:p@h/db", "bare"]
+    assert RedactionPolicy("all").env(env) == env
+    assert RedactionPolicy("none").env(env) == [TP]
+    assert RedactionPolicy("none", env_allow=["PATH"]).env(env) == ["PATH=/bin", TP]
+
+
+def test_env_allow_keeps_secret_looking_keys_verbatim():
+    p = RedactionPolicy(env_allow=["SSH_AUTH_SOCK", "DATABASE_URL"])
+    env = ["SSH_AUTH_SOCK=/run/agent", "DATABASE_URL=postgres://u:p@h/db", "ssh_auth_sock=x"]
+    assert p.env(env) == ["SSH_AUTH_SOCK=/run/agent", "DATABASE_URL=postgres://u:p@h/db",
+                          f"ssh_auth_sock={REDACTED}"]
+
+
+def test_trace_context_kept_verbatim_even_if_it_looks_like_url_creds():
+    odd = "TRACESTATE=vendor=https://a:b@c"
+    for mode in ("redacted", "none", "all"):
+        assert RedactionPolicy(mode, extra_patterns=[".+"]).env([odd, TP]) == [odd, TP]
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("postgres://user:pw@host/db", f"postgres://user:{REDACTED}@host/db"),
+    ("postgres://user:p@ss@host:5432/db", f"postgres://user:{REDACTED}@host:5432/db"),
+    ("https://ghp_abc123@github.com/o/r.git", f"https://{REDACTED}@github.com/o/r.git"),
+    ("http://user:@host/", "http://user:@host/"),
+    ("https://host/path/@scope/pkg", "https://host/path/@scope/pkg"),
+    ("mailto:someone@example.com", "mailto:someone@example.com"),
+    ("a http://x:y@h b redis://:pw@r:6379", f"a http://x:{REDACTED}@h b redis://:{REDACTED}@r:6379"),
+])
+def test_url_credentials_in_env_values(policy, value, expected):
+    assert policy.env([f"DATABASE_URL={value}"]) == [f"DATABASE_URL={expected}"]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["mysql", "--password=x"], ["mysql", f"--password={REDACTED}"]),
+    (["gh", "--token", "x", "repo"], ["gh", "--token", REDACTED, "repo"]),
+    (["tool", "-token", "x"], ["tool", "-token", REDACTED]),
+    (["docker", "login", "--password-stdin", "-u", "me"], ["docker", "login", "--password-stdin", "-u", "me"]),
+    (["tool", "--token"], ["tool", "--token"]),
+    (["tool", "--token", "--api-key", "k"], ["tool", "--token", "--api-key", REDACTED]),
+    (["mysql", "-p", "secret"], ["mysql", "-p", "secret"]),
+    (["env", "API_TOKEN=abc", "cmd"], ["env", f"API_TOKEN={REDACTED}", "cmd"]),
+    (["docker", "run", "-e", "PASSWORD=x", "img"], ["docker", "run", "-e", f"PASSWORD={REDACTED}", "img"]),
+    (["helm", "--set", "db.password=x"], ["helm", "--set", f"db.password={REDACTED}"]),
+    (["helm", "--set", "a=1,db.password=x"], ["helm", "--set", f"a=1,db.password={REDACTED}"]),
+    (["helm", "--set=db.password=x"], ["helm", f"--set=db.password={REDACTED}"]),
+    (["java", "-Ddb.password=x", "-jar", "a.jar"], ["java", f"-Ddb.password={REDACTED}", "-jar", "a.jar"]),
+    (["curl", "-H", "Authorization: Bearer xyz", "https://h"],
+     ["curl", "-H", f"Authorization: {REDACTED}", "https://h"]),
+    (["curl", "-H", "Cookie: session=abc; x=y"], ["curl", "-H", f"Cookie: {REDACTED}"]),
+    (["curl", "-H", "X-Api-Key:abc"], ["curl", "-H", f"X-Api-Key:{REDACTED}"]),
+    (["curl", "-H", "Accept: text/html"], ["curl", "-H", "Accept: text/html"]),
+    (["http", "example.org", "Authorization:Bearer x"], ["http", "example.org", f"Authorization:{REDACTED}"]),
+    (["wget", "--header=Authorization: Basic Zm9v"], ["wget", f"--header=Authorization: {REDACTED}"]),
+    (["git", "clone", "https://user:pw@github.com/o/r"], ["git", "clone", f"https://user:{REDACTED}@github.com/o/r"]),
+    (["curl", "https://h/x?api_key=abc&page=2#frag"], ["curl", f"https://h/x?api_key={REDACTED}&page=2#frag"]),
+    (["curl", "https://h/x?a=1&token=t&sig=s"], ["curl", f"https://h/x?a=1&token={REDACTED}&sig=s"]),
+    (["ls", "-la", "/tmp"], ["ls", "-la", "/tmp"]),
+    (["git", "commit", "-m", "fix: PASSWORD handling"], ["git", "commit", "-m", "fix: PASSWORD handling"]),
+    (["env", "GIT_AUTHOR_NAME=me", "KEYBOARD=us"], ["env", "GIT_AUTHOR_NAME=me", "KEYBOARD=us"]),
+    (["tool", "--token="], ["tool", "--token="]),
+    (["tool", "--token", ""], ["tool", "--token", ""]),
+    (["tool", "--pwd", "/srv"], ["tool", "--pwd", "/srv"]),
+])
+def test_argv(policy, argv, expected):
+    assert policy.argv(argv) == expected
+
+
+def test_argv0_only_loses_url_credentials(policy):
+    assert policy.argv(["--token", "x"]) == ["--token", "x"]  # argv[0] is no flag...
+    assert policy.argv(["API_TOKEN=x"]) == ["API_TOKEN=x"]  # ...nor an assignment
+    assert policy.argv(["https://u:p@h/bin"]) == [f"https://u:{REDACTED}@h/bin"]
+    assert RedactionPolicy(extra_patterns=["prog"]).argv(["prog", "prog"]) == ["prog", REDACTED]
+
+
+def test_argv_is_not_mutated(policy):
+    argv = ["env", "API_TOKEN=abc"]
+    policy.argv(argv)
+    assert argv == ["env", "API_TOKEN=abc"]
+
+
+def test_extra_patterns():
+    p = RedactionPolicy(extra_patterns=[r"ghp_[A-Za-z0-9]+", r"(?i)hunter2"])
+    assert p.argv(["git", "push", "ghp_abc123", "x", "HUNTER2!"]) == \
+        ["git", "push", REDACTED, "x", f"{REDACTED}!"]
+    assert p.env(["NOTE=token ghp_zz here", "PATH=/bin"]) == [f"NOTE=token {REDACTED} here", "PATH=/bin"]
+    # A pattern that can match nothing does not fill the string with markers.
+    assert RedactionPolicy(extra_patterns=["z*"]).argv(["a", "bzzc"]) == ["a", f"b{REDACTED}c"]
+
+
+def test_invalid_pattern_fails_at_construction():
+    with pytest.raises(re.error):
+        RedactionPolicy(extra_patterns=["("])
+    with pytest.raises(ValueError):
+        RedactionPolicy("some")  # type: ignore[arg-type]
+
+
+def test_custom_secret_key_pattern():
+    p = RedactionPolicy(secret_key_pattern=r"^internal[_-]")
+    assert p.env(["INTERNAL_X=1", "API_TOKEN=2"]) == [f"INTERNAL_X={REDACTED}", "API_TOKEN=2"]
+    assert p.argv(["x", "--internal-id", "7"]) == ["x", "--internal-id", REDACTED]
+    # The working directory is never a secret, whatever the pattern.
+    assert RedactionPolicy(secret_key_pattern="PWD").env(["PWD=/a", "OLDPWD=/b", "MY_PWD=c"]) == \
+        ["PWD=/a", "OLDPWD=/b", f"MY_PWD={REDACTED}"]
+
+
+def test_repeated_env_is_stable_and_caches_hold_no_secret(policy):
+    env = ["PATH=/bin", "API_TOKEN=abc", "URL=http://u:pw@h/", "HOME=/root"]
+    first = policy.env(env)
+    assert policy.env(list(env)) == first == \
+        ["PATH=/bin", f"API_TOKEN={REDACTED}", f"URL=http://u:{REDACTED}@h/", "HOME=/root"]
+    assert "API_TOKEN=abc" not in policy._unchanged
+    assert not any("pw" in e for e in policy._unchanged)
+
+
+def test_huge_and_odd_inputs(policy):
+    huge = "a" * 1_000_000
+    t = time.perf_counter()
+    assert policy.argv(["x", huge + "=" + huge, huge + ":" + huge, "h://" + huge + "@" + huge]) == \
+        ["x", huge + "=" + huge, huge + ":" + huge, f"h://{REDACTED}@{huge}"]
+    assert policy.env(["K" + huge + "=" + "@" * 100_000]) == ["K" + huge + "=" + "@" * 100_000]
+    assert time.perf_counter() - t < 5  # linear scans, not quadratic backtracking
+    odd = ["\udcff\ud800", "--token", "\\xff\\xfe", "API_TOKEN=\udcff"]
+    assert policy.argv(odd) == ["\udcff\ud800", "--token", REDACTED, f"API_TOKEN={REDACTED}"]
+    assert policy.env(["\ud800=\udcff", "API_TOKEN=\\x00"]) == ["\ud800=\udcff", f"API_TOKEN={REDACTED}"]
+
+
+text = st.text(alphabet=st.characters(codec=None), max_size=60)  # includes lone surrogates
+specials = st.sampled_from(["=", ":", "@", "-", "--", "://", "?", "&", "TOKEN", "key", "Key", "PWD",
+                            "TRACEPARENT", "Authorization", " ", "[REDACTED]"])
+chunks = st.lists(st.one_of(text, specials), max_size=8).map("".join)
+policies = st.builds(
+    RedactionPolicy,
+    env_capture=st.sampled_from(["none", "redacted", "all"]),
+    extra_patterns=st.sampled_from([(), (r"ab+",), (r"x*",)]),
+    env_allow=st.sampled_from([(), ("API_TOKEN",)]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(policies, st.lists(chunks, max_size=10), st.lists(chunks, max_size=10), st.text(max_size=40))
+def test_property_never_raises_and_keeps_invariants(p, argv, env, tp_value):
+    tp = f"TRACEPARENT={tp_value}"
+    out_argv = p.argv(argv)
+    assert len(out_argv) == len(argv)
+    assert all(isinstance(a, str) for a in out_argv)
+    out_env = p.env([*env, tp])
+    assert tp in out_env
+    if p.env_capture == "all":
+        assert out_env == [*env, tp]
+    if p.env_capture == "none":
+        assert set(out_env) <= {e for e in [*env, tp] if e.partition("=")[0] in TRACE_CONTEXT_KEYS | p.env_allow}
