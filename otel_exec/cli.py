@@ -42,10 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
-    pass
-
-
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config(
         exporters=tuple(args.exporter),
@@ -82,15 +78,15 @@ def run(cfg: Config, stderr: TextIO) -> int:
     try:
         agent.start()
         agent.run()
-    finally:
         report = agent.report()
+    finally:
         agent.close()
         if out is not sys.stdout:
             out.close()
-        lost = {k: v for k, v in report.items() if k.startswith("lost_") or k == "decode_errors"}
-        print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
-        if any(lost.values()):
-            print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
+    print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
+    lost = {k: v for k, v in report.items() if k.startswith("lost_") or k == "decode_errors"}
+    if any(lost.values()):
+        print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
     return 0
 
 

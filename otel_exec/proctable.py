@@ -4,8 +4,8 @@ its lineage.
 Seeded once from /proc, then kept current by fork, exec and exit events.
 Keyed by host pid and bounded: when full, the least recently used entry is
 evicted (and counted), so a missed exit costs one slot until it ages out
-rather than memory forever. Every operation is O(1) (``ancestors`` is
-O(limit)). Used from one thread: the one that drains the ring buffer.
+rather than memory forever. Every per-event operation is O(1)
+(``ancestors`` is O(limit)). Used from one thread: the one that drains the ring buffer.
 
 A pid is reused after its process dies, so an entry is only trusted for an
 event whose start time (clock ticks since boot) matches; a mismatch means
@@ -22,9 +22,10 @@ from .events import ExecEvent, ExitEvent, ForkEvent
 from .identity import HostIdentity
 
 DEFAULT_MAX_ENTRIES = 65536
-"""Default bound: above the kernel's default pid_max of 32768 (so a busy
-default host fits whole) at a few hundred bytes per entry; hosts that raise
-pid_max to 4194304 keep their most recently active 65536 processes."""
+"""Default bound: twice the kernel's default pid_max of 32768, so a default
+host fits whole. An entry costs about 200 bytes plus its strings (argv, ids,
+paths): tens of MiB when full. Hosts that raise pid_max to 4194304 keep
+their 65536 most recently active processes."""
 
 # Field 22 of /proc/PID/stat (starttime), indexed from the state (field 3),
 # which is the first field after the comm's closing parenthesis.
@@ -37,9 +38,9 @@ _GONE_STATES = (b"Z", b"X")  # zombie, dead: exited already, no exit event will 
 class ProcessInfo:
     """One process and the image it runs.
 
-    ``exec_id``/``parent_exec_id`` are "" when unknown (a fork from a
-    process the table never saw). A forked child shares its parent's
-    ``argv`` list until it execs: treat ``argv`` as read-only.
+    ``exec_id``/``parent_exec_id`` are "" and ``argv`` is None when unknown
+    (a fork from a process the table never saw). A forked child shares its
+    parent's ``argv`` list until it execs: treat ``argv`` as read-only.
     """
 
     pid: int  # host pid
