@@ -5,7 +5,8 @@ Seeded once from /proc, then kept current by fork, exec and exit events.
 Keyed by host pid and bounded: when full, the least recently used entry is
 evicted (and counted), so a missed exit costs one slot until it ages out
 rather than memory forever. Every per-event operation is O(1)
-(``ancestors`` is O(limit)). Used from one thread: the one that drains the ring buffer.
+(``ancestors`` is O(limit)). Used from one thread: the one that drains the
+ring buffer.
 
 A pid is reused after its process dies, so an entry is only trusted for an
 event whose start time (clock ticks since boot) matches; a mismatch means
