@@ -13,26 +13,36 @@ from .decode import DecodeError, Decoder
 from .events import ExecEvent, ExitEvent, ForkEvent
 from .identity import HostIdentity
 from .loader import KernelProbes
-from .proctable import ProcessTable
+from .proctable import ProcessInfo, ProcessTable
 from .redact import RedactionPolicy
 from .ringbuf import RingBuffer
+from .spans import SpanLineage
 
 
-class Exporter(Protocol):
-    def export(self, ev: ExecEvent) -> None: ...
+class Sink(Protocol):
+    """Where events go: the console, OTLP. Called from the reader thread."""
+
+    def seed(self, infos: list[ProcessInfo]) -> None: ...
+    def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None: ...
+    def on_exit(self, info: ProcessInfo, timestamp: int) -> None: ...
+    def on_drop(self, info: ProcessInfo) -> None: ...
     def flush(self) -> None: ...
+    def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None: ...
+    def stats(self) -> dict[str, int]: ...
 
 
 class Agent:
-    def __init__(self, cfg: Config, exporters: list[Exporter], log: TextIO = sys.stderr) -> None:
+    def __init__(self, cfg: Config, sinks: list[Sink], identity: HostIdentity, log: TextIO = sys.stderr) -> None:
         self.cfg = cfg
-        self.exporters = exporters
+        self.sinks = sinks
         self.log = log
-        self.identity = HostIdentity.current()
-        self.decoder = Decoder(self.identity)
+        self.identity = identity
+        self.decoder = Decoder(identity)
         self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
                                          env_allow=cfg.env_allow)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
+        self.table.on_drop = self._dropped
+        self.lineage = SpanLineage()
         self.path_prefixes = tuple(cfg.path_prefix)
         self.stopping = threading.Event()
         self.decode_errors = 0
@@ -46,6 +56,10 @@ class Agent:
         self.probes = KernelProbes(self.cfg)
         self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes)
         self.table.seed_from_proc(self.identity)
+        self.lineage.seed(self.table, self.identity)
+        seeded = self.table.entries()
+        for sink in self.sinks:
+            sink.seed(seeded)
         if self.cfg.ready_file:
             tmp = f"{self.cfg.ready_file}.tmp"
             with open(tmp, "w") as f:
@@ -65,14 +79,22 @@ class Agent:
                 return
             ev.env = self.redaction.env(ev.env)
             ev.argv = self.redaction.argv(ev.argv)
-            self.table.on_exec(ev)
-            for exp in self.exporters:
-                exp.export(ev)
+            info, previous = self.table.on_exec(ev)
+            self.lineage.on_exec(ev, info, previous, self.table.get(ev.host_ppid))
+            for sink in self.sinks:
+                sink.on_exec(ev, info, previous)
             self.exported += 1
         elif isinstance(ev, ForkEvent):
             self.table.on_fork(ev)
         elif isinstance(ev, ExitEvent):
-            self.table.on_exit(ev)
+            ended = self.table.on_exit(ev)
+            if ended is not None:
+                for sink in self.sinks:
+                    sink.on_exit(ended, ev.timestamp)
+
+    def _dropped(self, info: ProcessInfo) -> None:
+        for sink in self.sinks:
+            sink.on_drop(info)
 
     def run(self) -> None:
         assert self.ring is not None
@@ -86,12 +108,19 @@ class Agent:
                 timeout = min(timeout, left)
             self.ring.wait(timeout)
             if self.ring.drain(self.handle):
-                for exp in self.exporters:
-                    exp.flush()
-        # Everything the kernel produced before we stopped is still printed.
+                for sink in self.sinks:
+                    sink.flush()
+        # Detach first, then drain: everything the kernel produced is handled
+        # and the counters read later describe exactly that.
+        assert self.probes is not None
+        self.probes.detach()
         self.ring.drain(self.handle)
-        for exp in self.exporters:
-            exp.flush()
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Spans still open end now, marked incomplete; queues are flushed."""
+        still_open = self.table.entries()
+        for sink in self.sinks:
+            sink.close(still_open, timeout_s)
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
@@ -101,6 +130,9 @@ class Agent:
         counters["decode_errors"] = self.decode_errors
         counters["exported"] = self.exported
         counters["process_table_evicted"] = self.table.evicted
+        counters["malformed_traceparent"] = self.lineage.malformed_traceparent
+        for sink in self.sinks:
+            counters.update(sink.stats())
         return counters
 
     def close(self) -> None:

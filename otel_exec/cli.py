@@ -19,7 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"otel-exec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="attach to the kernel and report every exec")
-    run.add_argument("--exporter", default="console", type=_csv, help="console (default)")
+    run.add_argument("--exporter", default=[], type=_csv,
+                     help="otlp, console or both (otlp,console); default: otlp when an endpoint is "
+                          "configured (--endpoint or OTEL_EXPORTER_OTLP_*ENDPOINT), else console")
+    run.add_argument("--endpoint", help="OTLP endpoint URL, e.g. http://127.0.0.1:4317 (overrides "
+                                        "OTEL_EXPORTER_OTLP_ENDPOINT)")
+    run.add_argument("--protocol", choices=("grpc", "http/protobuf"),
+                     help="OTLP protocol (overrides OTEL_EXPORTER_OTLP_PROTOCOL; default grpc)")
+    run.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
+                     help="header sent with every OTLP request (repeatable; overrides OTEL_EXPORTER_OTLP_HEADERS)")
     run.add_argument("--format", choices=FORMATS, help="pretty on a terminal, jsonl otherwise")
     run.add_argument("--output", metavar="FILE", help="write events here instead of stdout")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
@@ -43,8 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    headers = {}
+    for h in args.header:
+        key, sep, value = h.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--header {h!r} must be KEY=VALUE")
+        headers[key.strip()] = value.strip()
     cfg = Config(
         exporters=tuple(args.exporter),
+        endpoint=args.endpoint,
+        protocol=args.protocol,
+        headers=headers,
         format=args.format,
         output=args.output,
         duration=args.duration,
@@ -68,20 +85,31 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run(cfg: Config, stderr: TextIO) -> int:
-    from .agent import Agent, install_signal_handlers
+    from .agent import Agent, Sink, install_signal_handlers
     from .console import ConsoleExporter
+    from .identity import HostIdentity
+    from .otlp import OtlpOptions, OtlpSink, configured
 
-    out: TextIO = open(cfg.output, "w", buffering=1 << 16) if cfg.output else sys.stdout
-    fmt = cfg.format or ("pretty" if out.isatty() else "jsonl")
-    agent = Agent(cfg, [ConsoleExporter(out, fmt)], log=stderr)
+    identity = HostIdentity.current()
+    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers)
+    exporters = cfg.exporters or (("otlp",) if configured(opts) else ("console",))
+    sinks: list[Sink] = []
+    out: TextIO | None = None
+    if "otlp" in exporters:
+        sinks.append(OtlpSink(opts, identity))
+    if "console" in exporters:
+        out = open(cfg.output, "w", buffering=1 << 16) if cfg.output else sys.stdout
+        sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl")))
+    agent = Agent(cfg, sinks, identity, log=stderr)
     install_signal_handlers(agent)
     try:
         agent.start()
         agent.run()
-        report = agent.report()
     finally:
+        agent.shutdown(cfg.shutdown_grace)
+        report = agent.report()
         agent.close()
-        if out is not sys.stdout:
+        if out is not None and out is not sys.stdout:
             out.close()
     print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
     lost = {k: v for k, v in report.items() if k.startswith("lost_") or k == "decode_errors"}

@@ -7,12 +7,16 @@ from .layout import ARGS_MAX
 
 ENV_CAPTURE_MODES = ("none", "redacted", "all")
 FORMATS = ("pretty", "jsonl")
-EXPORTERS = ("console",)
+EXPORTERS = ("console", "otlp")
 
 
 @dataclass
 class Config:
-    exporters: tuple[str, ...] = ("console",)
+    exporters: tuple[str, ...] = ()  # empty: otlp if an endpoint is configured, else console
+    endpoint: str | None = None
+    protocol: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    shutdown_grace: float = 10.0  # seconds to flush queues on stop
     format: str | None = None  # None: pretty on a TTY, jsonl otherwise
     output: str | None = None  # None: stdout
     duration: float | None = None

@@ -7,8 +7,12 @@ import time
 from typing import TextIO
 
 from .events import ExecEvent
+from .proctable import ProcessInfo
 
 EXEC_FIELDS = ExecEvent.__slots__
+# A newline or escape sequence in a path or argument must not forge lines or
+# drive the terminal: control characters print as \xNN.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
 
 
 def exec_to_dict(ev: ExecEvent) -> dict[str, object]:
@@ -18,9 +22,10 @@ def exec_to_dict(ev: ExecEvent) -> dict[str, object]:
 def pretty_line(ev: ExecEvent) -> str:
     ts = time.strftime("%H:%M:%S", time.localtime(ev.timestamp / 1e9))
     ms = ev.timestamp // 1_000_000 % 1000
-    cmd = shlex.join(ev.argv) + (" …" if ev.argv_truncated else "")
+    cmd = shlex.join(ev.argv).translate(_CONTROL) + (" …" if ev.argv_truncated else "")
     where = f" [{ev.container_id[:12]}]" if ev.container_id else ""
-    return f"{ts}.{ms:03d} {ev.host_pid:>7} {ev.host_ppid:>7} {ev.uid:>5}{where} {ev.pathname}: {cmd}"
+    path = ev.pathname.translate(_CONTROL)
+    return f"{ts}.{ms:03d} {ev.host_pid:>7} {ev.host_ppid:>7} {ev.uid:>5}{where} {path}: {cmd}"
 
 
 class ConsoleExporter:
@@ -30,11 +35,26 @@ class ConsoleExporter:
         if not self.jsonl:
             out.write(f"{'TIME':12} {'PID':>7} {'PPID':>7} {'UID':>5} PATH: ARGV\n")
 
-    def export(self, ev: ExecEvent) -> None:
+    def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
         if self.jsonl:
             self.out.write(json.dumps(exec_to_dict(ev), ensure_ascii=False) + "\n")
         else:
             self.out.write(pretty_line(ev) + "\n")
 
+    def seed(self, infos: list[ProcessInfo]) -> None:
+        pass
+
+    def on_exit(self, info: ProcessInfo, timestamp: int) -> None:
+        pass
+
+    def on_drop(self, info: ProcessInfo) -> None:
+        pass
+
     def flush(self) -> None:
         self.out.flush()
+
+    def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None:
+        self.out.flush()
+
+    def stats(self) -> dict[str, int]:
+        return {}

@@ -268,14 +268,19 @@ class BpfObject:
             raise BpfError(f"index {index} is out of range of map {name!r}")
         return sum(struct.unpack(f"={n}Q", raw))
 
-    def close(self) -> None:
-        """Detach all programs and free the object (its maps go with their last fd)."""
+    def detach_all(self) -> None:
+        """Detach every program; maps stay readable until ``close()``."""
         lib = _lib()
         with self._capture():
             while self._links:
                 lib.bpf_link__destroy(self._links.pop())
+
+    def close(self) -> None:
+        """Detach all programs and free the object (its maps go with their last fd)."""
+        self.detach_all()
+        with self._capture():
             if self._obj is not None:
-                lib.bpf_object__close(self._obj)
+                _lib().bpf_object__close(self._obj)
                 self._obj = None
 
     @contextmanager

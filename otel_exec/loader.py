@@ -113,5 +113,9 @@ class KernelProbes:
         return {name: self.obj.percpu_array_sum("counters", i, ncpus)
                 for i, name in enumerate(layout.COUNTER_NAMES)}
 
+    def detach(self) -> None:
+        """Stop producing events; what is in the ring stays readable."""
+        self.obj.detach_all()
+
     def close(self) -> None:
         self.obj.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 from .decode import split_block, text
 from .events import ExecEvent, ExitEvent, ForkEvent
@@ -56,6 +57,16 @@ class ProcessInfo:
     exec_time: int | None  # ns since epoch of the exec; None when seeded
     exit_code: int | None = None
     signal: int | None = None
+    # The span of this image, assigned by otel_exec.spans. A forked child
+    # carries its parent's ids with owns_span False until it execs.
+    trace_id: bytes = b""
+    span_id: bytes = b""
+    parent_span_id: bytes = b""
+    trace_state: str = ""
+    traceparent: str = ""  # TRACEPARENT as this image's environment had it
+    owns_span: bool = False
+    span_start: int = 0  # ns since epoch
+    span_attrs: bytes = b""  # encoded attributes, kept until the span ends
 
 
 # One read per file: stat always fits; a longer cmdline loses its cut last
@@ -80,6 +91,9 @@ class ProcessTable:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self.evicted = 0  # entries dropped to stay within max_entries
+        # Told of every entry that leaves without an exit event (evicted, or
+        # stale after a missed exit), so its open span can still be ended.
+        self.on_drop: Callable[[ProcessInfo], None] | None = None
         self._procs: OrderedDict[int, ProcessInfo] = OrderedDict()
 
     def __len__(self) -> int:
@@ -116,38 +130,43 @@ class ProcessTable:
         else:
             self._procs.move_to_end(ev.parent_pid)
             info = ProcessInfo(ev.child_pid, ev.parent_pid, ev.child_start_ticks, parent.exec_id,
-                               parent.exec_id, ev.comm, parent.exe, parent.argv, False, parent.exec_time)
+                               parent.exec_id, ev.comm, parent.exe, parent.argv, False, parent.exec_time,
+                               trace_id=parent.trace_id, span_id=parent.span_id,
+                               trace_state=parent.trace_state, traceparent=parent.traceparent)
         self._put(info)
         return info
 
-    def on_exec(self, ev: ExecEvent) -> ProcessInfo | None:
-        """Install the new image of ``ev.host_pid``; return the image it
-        replaced (the forked copy, or the process's previous exec), or None
-        if the table did not know it.
+    def on_exec(self, ev: ExecEvent) -> tuple[ProcessInfo, ProcessInfo | None]:
+        """Install the new image of ``ev.host_pid``; return it and the image
+        it replaced (the forked copy, or the process's previous exec), or
+        None if the table did not know that.
 
-        The parent exec id is the one of the parent's current image when the
-        table knows the parent: the event's own (computed from the parent's
-        pid, start and exe) names a forked parent that never exec'd by an id
-        no exec carries.
+        Sets ``ev.parent_exec_id`` to the parent's current image when the
+        table knows the parent: the kernel's value (computed from the
+        parent's pid, start and exe) names a forked parent that never exec'd
+        by an id no exec carries.
         """
         previous = self._procs.pop(ev.host_pid, None)
         if previous is not None and previous.start_ticks != ev.start_ticks:
-            previous = None  # a reused pid's stale entry: not this process's past
+            self._dropped(previous)  # a reused pid's stale entry: not this process's past
+            previous = None
         parent = self._procs.get(ev.host_ppid)
         if parent is not None and parent.start_ticks <= ev.start_ticks and parent.exec_id:
-            parent_exec_id = parent.exec_id
-        else:
-            parent_exec_id = ev.parent_exec_id
-        self._put(ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, parent_exec_id,
-                              ev.comm, ev.pathname, ev.argv, False, ev.timestamp))
-        return previous
+            ev.parent_exec_id = parent.exec_id
+        info = ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id,
+                           ev.comm, ev.pathname, ev.argv, False, ev.timestamp)
+        self._put(info)
+        return info, previous
 
     def on_exit(self, ev: ExitEvent) -> ProcessInfo | None:
         """Remove the process; return its entry marked with how it ended, or
         None if the table did not know it."""
         info = self._procs.pop(ev.pid, None)
-        if info is None or info.start_ticks != ev.start_ticks:
-            return None  # unknown, or a reused pid's stale entry: dropped either way
+        if info is None:
+            return None
+        if info.start_ticks != ev.start_ticks:
+            self._dropped(info)  # a reused pid's stale entry
+            return None
         info.exit_code = ev.exit_code
         info.signal = ev.signal
         return info
@@ -209,6 +228,7 @@ class ProcessTable:
         info = self._procs.get(pid)
         if info is not None and info.start_ticks != start_ticks:
             del self._procs[pid]
+            self._dropped(info)
             return None
         return info
 
@@ -217,5 +237,12 @@ class ProcessTable:
         procs[info.pid] = info
         procs.move_to_end(info.pid)
         if len(procs) > self.max_entries:
-            procs.popitem(last=False)
             self.evicted += 1
+            self._dropped(procs.popitem(last=False)[1])
+
+    def _dropped(self, info: ProcessInfo) -> None:
+        if self.on_drop is not None:
+            self.on_drop(info)
+
+    def entries(self) -> list[ProcessInfo]:
+        return list(self._procs.values())

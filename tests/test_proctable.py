@@ -175,7 +175,7 @@ def test_fork_exec_exit_flow():
         ("bash-id", "bash-id", "/bin/bash", ["bash"], 10)
     assert table.get(101) is child
 
-    previous = table.on_exec(exec_ev(101, 100, 60, "ls-id", path="/bin/ls", argv=("ls", "-l"), ts=20))
+    _, previous = table.on_exec(exec_ev(101, 100, 60, "ls-id", path="/bin/ls", argv=("ls", "-l"), ts=20))
     assert previous is child
     now = table.get(101)
     assert (now.exec_id, now.parent_exec_id, now.exe, now.argv, now.exec_time, now.seeded_from_proc) == \
@@ -183,7 +183,7 @@ def test_fork_exec_exit_flow():
     assert [a.exec_id for a in table.ancestors(101)] == ["bash-id"]
 
     # Re-exec of the same process: the previous image is returned.
-    again = table.on_exec(exec_ev(101, 100, 60, "cat-id", path="/bin/cat", ts=30))
+    _, again = table.on_exec(exec_ev(101, 100, 60, "cat-id", path="/bin/cat", ts=30))
     assert again is now
 
     ended = table.on_exit(exit_ev(101, 60, code=3))
@@ -201,7 +201,7 @@ def test_exit_by_signal():
 
 def test_exec_parent_id_falls_back_to_event():
     table = ProcessTable()
-    assert table.on_exec(exec_ev(5, 4, 9, "e", parent_exec_id="kernel")) is None
+    assert table.on_exec(exec_ev(5, 4, 9, "e", parent_exec_id="kernel"))[1] is None
     assert table.get(5).parent_exec_id == "kernel"
 
 
@@ -210,7 +210,7 @@ def test_pid_reuse():
     table.on_exec(exec_ev(200, 1, 100, "old"))
     # The exit of the old holder was missed; pid 200 now belongs to a process
     # started later. Its exec must not report the stale entry as its past.
-    assert table.on_exec(exec_ev(200, 1, 300, "new")) is None
+    assert table.on_exec(exec_ev(200, 1, 300, "new"))[1] is None
     assert table.get(200).exec_id == "new"
     # An exit of a process the table holds a stale entry for drops the entry.
     table.on_exec(exec_ev(201, 1, 100, "old2"))
@@ -238,7 +238,7 @@ def test_exec_of_known_seeded_process(ident):
     table = ProcessTable()
     table.seed_from_proc(ident)
     me = table.get(os.getpid())
-    prev = table.on_exec(exec_ev(os.getpid(), os.getppid(), me.start_ticks, "new-image",
+    _, prev = table.on_exec(exec_ev(os.getpid(), os.getppid(), me.start_ticks, "new-image",
                                  path=sys.executable))
     assert prev is me
     assert table.get(os.getpid()).parent_exec_id == table.get(os.getppid()).exec_id

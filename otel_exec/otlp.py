@@ -1,0 +1,315 @@
+"""OTLP export: resource, batching, and the SDK's exporters as transports.
+
+Records are encoded by otel_exec.mapping; here they are batched (honouring
+OTEL_BLRP_* / OTEL_BSP_*) and sent through the OpenTelemetry SDK's own OTLP
+exporters, which keep their configuration from the standard OTEL_EXPORTER_OTLP_*
+variables, their TLS, headers, compression and retry logic. Only the step
+that turns SDK objects into protobuf is bypassed: the exporters are handed
+bytes that are already an export request.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from . import __version__
+from . import protowire as w
+from .errors import UsageError
+from . import mapping
+from .events import ExecEvent
+from .identity import HostIdentity
+from .proctable import ProcessInfo
+
+log = logging.getLogger("otel_exec.otlp")
+
+PROTOCOLS = ("grpc", "http/protobuf")
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm32", "ppc64le": "ppc64", "s390x": "s390x"}
+
+
+@dataclass
+class OtlpOptions:
+    endpoint: str | None = None  # --endpoint: overrides OTEL_EXPORTER_OTLP_*ENDPOINT
+    protocol: str | None = None  # --protocol: overrides OTEL_EXPORTER_OTLP_*PROTOCOL
+    headers: dict[str, str] = field(default_factory=dict)  # --header: overrides *_HEADERS
+
+
+def configured(opts: OtlpOptions) -> bool:
+    """Whether the user pointed us at a collector at all."""
+    return bool(opts.endpoint) or any(
+        os.environ.get(k) for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def resource_attributes(identity: HostIdentity) -> dict[str, object]:
+    """Our defaults, overridden by OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME."""
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+
+    ours = Resource({
+        "service.name": "otel-exec",
+        "service.version": __version__,
+        "service.instance.id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"otel-exec/{identity.machine_id}")),
+        "host.name": socket.gethostname(),
+        "host.id": identity.machine_id,
+        "os.type": "linux",
+        "host.arch": _ARCH.get(platform.machine(), platform.machine()),
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.language": "python",
+    })
+    return dict(ours.merge(OTELResourceDetector().detect()).attributes)
+
+
+def _encoded_resource(attrs: dict[str, object]) -> bytes:
+    kvs = [w.key_value(w.key_head(k), w.any_value(v)) for k, v in attrs.items()]  # type: ignore[arg-type]
+    return w.repeated(1, kvs)
+
+
+_SCOPE = w.len_field(1, b"otel-exec") + w.len_field(2, __version__.encode())
+
+
+def export_request(resource: bytes, records: list[bytes]) -> bytes:
+    """ExportLogsServiceRequest or ExportTraceServiceRequest: both nest
+    resource (1) and one scope block (2) holding scope (1) and records (2)."""
+    scoped = w.len_field(1, _SCOPE) + w.repeated(2, records)
+    return w.len_field(1, w.len_field(1, resource) + w.len_field(2, scoped))
+
+
+class Transport(Protocol):
+    def send(self, payload: bytes, count: int) -> bool: ...
+    def shutdown(self) -> None: ...
+
+
+@dataclass
+class _Prepared:
+    payload: bytes
+    count: int
+
+
+_GRPC_METHODS = {
+    "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+}
+
+
+class _RawStub:
+    """A stub whose Export takes the serialized request as bytes."""
+
+    def __init__(self, channel: object, method: str) -> None:
+        self.Export = channel.unary_unary(method)  # type: ignore[attr-defined]
+
+
+def _grpc_transport(signal: str, opts: OtlpOptions) -> Transport:
+    if signal == "logs":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Base
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Base
+
+    class RawGrpcExporter(Base):  # type: ignore[misc, valid-type]
+        def _initialize_channel_and_stub(self) -> None:
+            super()._initialize_channel_and_stub()
+            self._client = _RawStub(self._channel, _GRPC_METHODS[signal])
+
+        def _translate_data(self, data: _Prepared) -> bytes:  # type: ignore[override]
+            return data.payload
+
+        def _count_data(self, data: _Prepared) -> int:  # type: ignore[override]
+            return data.count
+
+    exporter = RawGrpcExporter(endpoint=opts.endpoint, headers=opts.headers or None)
+
+    class GrpcTransport:
+        def send(self, payload: bytes, count: int) -> bool:
+            return exporter._export(_Prepared(payload, count)).name == "SUCCESS"
+
+        def shutdown(self) -> None:
+            exporter.shutdown()
+
+    return GrpcTransport()
+
+
+def _http_transport(signal: str, opts: OtlpOptions) -> Transport:
+    if signal == "logs":
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Exporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Exporter
+    endpoint = f"{opts.endpoint.rstrip('/')}/v1/{signal}" if opts.endpoint else None
+    exporter = Exporter(endpoint=endpoint, headers=opts.headers or None)
+
+    class HttpTransport:
+        def send(self, payload: bytes, count: int) -> bool:
+            return bool(exporter._client.export(payload).success)
+
+        def shutdown(self) -> None:
+            exporter.shutdown()
+
+    return HttpTransport()
+
+
+def protocol_for(signal: str, opts: OtlpOptions) -> str:
+    proto = (opts.protocol or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+             or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+    if proto not in PROTOCOLS:
+        raise UsageError(f"OTLP protocol {proto!r} is not supported; use one of {', '.join(PROTOCOLS)}")
+    return proto
+
+
+def make_transport(signal: str, opts: OtlpOptions) -> Transport:
+    if protocol_for(signal, opts) == "grpc":
+        return _grpc_transport(signal, opts)
+    return _http_transport(signal, opts)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise UsageError(f"{name} must be positive")
+    return value
+
+
+@dataclass
+class BatchSettings:
+    schedule_delay_s: float
+    max_queue_size: int
+    max_export_batch_size: int
+    export_timeout_s: float
+
+    @classmethod
+    def from_env(cls, prefix: str, default_delay_ms: int) -> BatchSettings:
+        """OTEL_BLRP_* (logs) or OTEL_BSP_* (spans), with the spec's defaults."""
+        settings = cls(
+            _env_int(f"{prefix}_SCHEDULE_DELAY", default_delay_ms) / 1000,
+            _env_int(f"{prefix}_MAX_QUEUE_SIZE", 2048),
+            _env_int(f"{prefix}_MAX_EXPORT_BATCH_SIZE", 512),
+            _env_int(f"{prefix}_EXPORT_TIMEOUT", 30000) / 1000,
+        )
+        settings.max_export_batch_size = min(settings.max_export_batch_size, settings.max_queue_size)
+        return settings
+
+
+class BatchExporter:
+    """One signal's queue of encoded records and the thread that sends it."""
+
+    def __init__(self, signal: str, transport: Transport, resource: bytes, settings: BatchSettings,
+                 on_failed: Callable[[list[bytes]], None] | None = None) -> None:
+        self.signal = signal
+        self.transport = transport
+        self.resource = resource
+        self.settings = settings
+        self.on_failed = on_failed
+        self.exported = 0
+        self.failed = 0
+        self.queue_overflow = 0
+        self._queue: deque[bytes] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"otlp-{signal}", daemon=True)
+        self._thread.start()
+
+    def add(self, record: bytes) -> None:
+        if len(self._queue) >= self.settings.max_queue_size:
+            self.queue_overflow += 1
+            return
+        self._queue.append(record)
+        if len(self._queue) >= self.settings.max_export_batch_size:
+            self._wake.set()
+
+    def _run(self) -> None:
+        # Wakes on the schedule delay or when a full batch waits; either way
+        # everything queued goes out, in batches of at most the batch size.
+        while not self._stopping:
+            self._wake.wait(self.settings.schedule_delay_s)
+            self._wake.clear()
+            while self._queue:
+                self._send_batch()
+        while self._queue:
+            self._send_batch()
+
+    def _send_batch(self) -> None:
+        q = self._queue
+        batch = [q.popleft() for _ in range(min(len(q), self.settings.max_export_batch_size))]
+        try:
+            ok = self.transport.send(export_request(self.resource, batch), len(batch))
+        except Exception:  # the SDK logs the cause; a crash here would stop all export
+            log.exception("OTLP %s export failed", self.signal)
+            ok = False
+        if ok:
+            self.exported += len(batch)
+        else:
+            self.failed += len(batch)
+            if self.on_failed is not None:
+                self.on_failed(batch)
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Send what is queued, within timeout_s, then stop."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+        self.transport.shutdown()
+
+
+class OtlpSink:
+    """Exec log records and process spans, to an OTLP endpoint."""
+
+    def __init__(self, opts: OtlpOptions, identity: HostIdentity) -> None:
+        resource = _encoded_resource(resource_attributes(identity))
+        self.logs = BatchExporter("logs", make_transport("logs", opts), resource,
+                                  BatchSettings.from_env("OTEL_BLRP", 1000))
+        self.spans = BatchExporter("traces", make_transport("traces", opts), resource,
+                                   BatchSettings.from_env("OTEL_BSP", 5000))
+
+    def seed(self, infos: list[ProcessInfo]) -> None:
+        for info in infos:
+            if info.owns_span:
+                info.span_attrs = mapping.span_attributes(mapping.seeded_attributes(info))
+
+    def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
+        attrs = mapping.exec_attributes(ev)
+        self.logs.add(mapping.log_record(ev, attrs, info, time.time_ns()))
+        info.span_attrs = mapping.span_attributes(attrs)
+        if previous is not None and previous.owns_span:
+            self._end(previous, ev.timestamp, [mapping.ended_by("exec")])
+
+    def on_exit(self, info: ProcessInfo, timestamp: int) -> None:
+        if info.owns_span:
+            self._end(info, timestamp, [mapping.ended_by("exit")])
+
+    def on_drop(self, info: ProcessInfo) -> None:
+        if info.owns_span:
+            self._end(info, time.time_ns(), [mapping.ended_by("evicted"), mapping.incomplete()])
+
+    def _end(self, info: ProcessInfo, end_ns: int, extra: list[bytes]) -> None:
+        self.spans.add(mapping.span(info, mapping.span_name(info), end_ns, extra))
+        info.owns_span = False
+        info.span_attrs = b""
+
+    def flush(self) -> None:
+        """Batches leave on their own schedule."""
+
+    def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None:
+        now = time.time_ns()
+        for info in still_open:
+            if info.owns_span:
+                self._end(info, now, [mapping.ended_by("agent_stopped"), mapping.incomplete()])
+        deadline = time.monotonic() + timeout_s
+        self.logs.shutdown(timeout_s)
+        self.spans.shutdown(max(0.0, deadline - time.monotonic()))
+
+    def stats(self) -> dict[str, int]:
+        stats = {}
+        for b in (self.logs, self.spans):
+            stats.update({f"{b.signal}_exported": b.exported, f"{b.signal}_failed": b.failed,
+                          f"{b.signal}_queue_overflow": b.queue_overflow, f"{b.signal}_unsent": len(b._queue)})
+        return stats

@@ -1,0 +1,91 @@
+"""Span lineage: which trace and parent span each process image gets.
+
+Rules, in order (README "Traces"):
+1. A valid W3C TRACEPARENT in the image's environment that the image it
+   continues (its previous image, or the forked copy of its parent's) did
+   not already carry unchanged: the application set it, so the process
+   joins the application's trace under that span.
+2. Else the span of the image it continues: a fork+exec child nests under
+   its parent's image, a re-exec under the process's previous image.
+3. Else a new trace rooted at this image.
+
+Span and trace ids derive from the exec id, so the span of a process that is
+found again in /proc after an agent restart keeps its ids, and children
+started after the restart still nest under it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from .events import ExecEvent
+from .identity import HostIdentity
+from .proctable import ProcessInfo, ProcessTable
+from .traceparent import remote_parent, trace_context_entries
+
+
+def _digest(exec_id: str, salt: int, size: int) -> bytes:
+    d = hashlib.blake2b(f"{exec_id}/{salt}".encode(), digest_size=size).digest()
+    return d if any(d) else b"\1" * size  # all-zero ids are invalid
+
+
+class SpanLineage:
+    def __init__(self) -> None:
+        self.malformed_traceparent = 0
+
+    def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None,
+                parent: ProcessInfo | None) -> None:
+        """Assign info's span; `previous` is what the table held for this
+        pid, `parent` the table's entry for the parent process."""
+        continues = previous if previous is not None else parent
+        # A process re-exec'ing the same file keeps its exec id; the exec
+        # time tells the images apart.
+        salt = ev.timestamp if previous is not None and previous.owns_span and \
+            previous.exec_id == ev.exec_id else 0
+        info.span_id = _digest(ev.exec_id, salt, 8)
+        info.span_start = ev.timestamp
+        info.owns_span = True
+        self._parent(info, trace_context_entries(ev.env), continues, ev.exec_id)
+
+    def _parent(self, info: ProcessInfo, ctx: dict[str, str], continues: ProcessInfo | None,
+                exec_id: str) -> None:
+        traceparent = ctx.get("TRACEPARENT", "")
+        info.traceparent = traceparent
+        if traceparent and (continues is None or traceparent != continues.traceparent):
+            remote = remote_parent(ctx)
+            if remote is not None:
+                info.trace_id, info.parent_span_id, info.trace_state = \
+                    remote.trace_id, remote.span_id, remote.trace_state
+                return
+            self.malformed_traceparent += 1
+        if continues is not None and continues.span_id:
+            info.trace_id, info.parent_span_id, info.trace_state = \
+                continues.trace_id, continues.span_id, continues.trace_state
+        else:
+            info.trace_id, info.parent_span_id, info.trace_state = _digest(exec_id, 0, 16), b"", ""
+
+    def seed(self, table: ProcessTable, identity: HostIdentity, proc: str = "/proc") -> None:
+        """Spans for the processes found in /proc. pid 1 and kernel threads
+        get none: every process descends from them, and one trace per boot
+        would be useless; their children start traces of their own."""
+        seeded = sorted((i for i in table.entries() if i.seeded_from_proc and not i.owns_span),
+                        key=lambda i: i.start_ticks)
+        for info in seeded:
+            if info.pid == 1 or not info.exe:
+                continue
+            parent = table.get(info.ppid)
+            if parent is not None and parent.start_ticks > info.start_ticks:
+                parent = None  # a later holder of a reused pid
+            info.span_id = _digest(info.exec_id, 0, 8)
+            info.span_start = identity.boot_ns_to_epoch_ns(info.start_ticks * (10**9 // identity.clk_tck))
+            info.owns_span = True
+            self._parent(info, trace_context_entries(_environ(proc, info.pid)), parent, info.exec_id)
+
+
+def _environ(proc: str, pid: int) -> list[str]:
+    try:
+        with open(f"{proc}/{pid}/environ", "rb") as f:
+            raw = f.read(1 << 20)
+    except OSError:
+        return []
+    return [e.decode("utf-8", "backslashreplace") for e in raw.split(b"\0") if e]

@@ -1,0 +1,123 @@
+"""The hand-written OTLP encoding, decoded with the official generated classes."""
+from __future__ import annotations
+
+import stat
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from otel_exec import mapping, otlp
+from otel_exec.events import ExecEvent
+from otel_exec.identity import HostIdentity
+from otel_exec.proctable import ProcessInfo
+
+
+def sample_exec(**over: object) -> ExecEvent:
+    fields = dict(
+        timestamp=1_700_000_000_123_456_789, pid=7, tid=7, ppid=1, host_pid=4242, host_tid=4242, host_ppid=4000,
+        uid=1000, gid=1000, euid=0, egid=0, comm="sudo", prev_comm="bash", pwd="/home/u", mount_ns=4026531832,
+        pid_ns=4026531836, cgroup_id=1234, cgroup_path="/system.slice/docker-" + "ab" * 32 + ".scope",
+        container_id="ab" * 32, hostname="box", process_start_time=1_700_000_000_000_000_000, exec_id="e" * 32,
+        parent_exec_id="f" * 32, cmdpath="sudo", pathname="/usr/bin/sudo", dev=65024, inode=12345,
+        ctime=1_600_000_000_000_000_000, inode_mode=stat.S_IFREG | 0o4755,
+        interpreter_pathname="/usr/lib/ld.so", interpreter_dev=65024, interpreter_inode=99,
+        interpreter_ctime=1_500_000_000_000_000_000, argv=["sudo", "-u", "x y", "caf\u00e9"], interp="sudo",
+        stdin_type=stat.S_IFCHR, stdin_path="/dev/pts/3", invoked_from_kernel=False,
+        env=["HOME=/root", "API_TOKEN=[REDACTED]", "NOEQUALS"], argv_truncated=False, env_truncated=True,
+        argc=4, envc=3, path_truncated=["pwd"], start_ticks=100)
+    fields.update(over)
+    return ExecEvent(**fields)  # type: ignore[arg-type]
+
+
+def any_to_py(v: AnyValue) -> object:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [any_to_py(e) for e in v.array_value.values]
+    return getattr(v, kind)
+
+
+def attrs(kvs) -> dict[str, object]:
+    return {kv.key: any_to_py(kv.value) for kv in kvs}
+
+
+def info_for(ev: ExecEvent) -> ProcessInfo:
+    return ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id, ev.comm,
+                       ev.pathname, ev.argv, False, ev.timestamp, trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
+                       parent_span_id=b"\x03" * 8, trace_state="k=v", owns_span=True, span_start=ev.timestamp)
+
+
+def test_log_record_round_trip() -> None:
+    ev = sample_exec()
+    info = info_for(ev)
+    rec = mapping.log_record(ev, mapping.exec_attributes(ev), info, 1_700_000_001_000_000_000)
+    req = ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec, rec]))
+    scope = req.resource_logs[0].scope_logs[0]
+    assert scope.scope.name == "otel-exec"
+    assert len(scope.log_records) == 2
+    lr = scope.log_records[0]
+    assert lr.time_unix_nano == ev.timestamp
+    assert lr.observed_time_unix_nano == 1_700_000_001_000_000_000
+    assert lr.severity_number == 9 and lr.severity_text == "INFO"
+    assert lr.event_name == "otel_exec.process.exec"
+    assert lr.body.string_value == "sudo -u 'x y' 'caf\u00e9'"  # shlex.join quoting
+    assert lr.trace_id == b"\x01" * 16 and lr.span_id == b"\x02" * 8
+    a = attrs(lr.attributes)
+    assert a["process.pid"] == 4242 and a["process.parent_pid"] == 4000 and a["process.vpid"] == 7
+    assert a["process.executable.path"] == "/usr/bin/sudo" and a["process.executable.name"] == "sudo"
+    assert a["process.command"] == "sudo" and a["process.command_args"] == ev.argv
+    assert a["process.args_count"] == 4
+    assert (a["process.user.id"], a["process.real_user.id"]) == (0, 1000)
+    assert a["process.working_directory"] == "/home/u"
+    assert a["process.creation.time"] == "2023-11-14T22:13:20.000Z"
+    assert a["process.interactive"] is True
+    assert a["process.linux.cgroup"] == "0::" + ev.cgroup_path
+    assert a["container.id"] == "ab" * 32
+    assert a["file.path"] == "/usr/bin/sudo" and a["file.inode"] == "12345" and a["file.mode"] == "4755"
+    assert a["process.environment_variable.HOME"] == "/root"
+    assert a["process.environment_variable.API_TOKEN"] == "[REDACTED]"
+    assert a["otel_exec.env_entry_without_value"] == "NOEQUALS"
+    assert a["otel_exec.interpreter.path"] == "/usr/lib/ld.so"
+    assert a["otel_exec.env_truncated"] is True and a["otel_exec.argv_truncated"] is False
+    assert a["otel_exec.path_truncated"] == ["pwd"]
+    assert a["otel_exec.stdin.type"] == "chr" and a["otel_exec.stdin.path"] == "/dev/pts/3"
+
+
+def test_span_round_trip_exit_codes_and_signals() -> None:
+    ev = sample_exec()
+    info = info_for(ev)
+    info.span_attrs = mapping.span_attributes(mapping.exec_attributes(ev))
+    info.exit_code = 3
+    ok = mapping.span(info, "sudo", ev.timestamp + 5, [mapping.ended_by("exit")])
+    info.exit_code, info.signal = None, 9
+    killed = mapping.span(info, "sudo", ev.timestamp + 5, [mapping.ended_by("exit")])
+    req = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [ok, killed]))
+    s1, s2 = req.resource_spans[0].scope_spans[0].spans
+    assert (s1.trace_id, s1.span_id, s1.parent_span_id) == (b"\x01" * 16, b"\x02" * 8, b"\x03" * 8)
+    assert s1.trace_state == "k=v" and s1.name == "sudo" and s1.kind == 1
+    assert (s1.start_time_unix_nano, s1.end_time_unix_nano) == (ev.timestamp, ev.timestamp + 5)
+    a1, a2 = attrs(s1.attributes), attrs(s2.attributes)
+    assert a1["process.exit.code"] == 3 and a1["error.type"] == "3" and s1.status.code == 2
+    assert a1["process.pid"] == 4242 and a1["otel_exec.span.ended_by"] == "exit"
+    assert a2["otel_exec.exit.signal"] == 9 and a2["error.type"] == "SIGKILL" and s2.status.code == 2
+    info.signal, info.exit_code = None, 0
+    clean = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [
+        mapping.span(info, "sudo", ev.timestamp, [])])).resource_spans[0].scope_spans[0].spans[0]
+    assert clean.status.code == 0 and "error.type" not in attrs(clean.attributes)
+
+
+def test_resource_has_service_and_host_and_honours_env(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=ci,host.name=override")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    ident = HostIdentity.current()
+    res = otlp.resource_attributes(ident)
+    assert res["service.name"] == "otel-exec"
+    assert res["host.id"] == ident.machine_id and res["os.type"] == "linux"
+    assert res["host.arch"] in ("amd64", "arm64") and res["service.instance.id"]
+    assert res["deployment.environment.name"] == "ci" and res["host.name"] == "override"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "execs")
+    res = otlp.resource_attributes(ident)
+    assert res["service.name"] == "execs"
+    req = ExportLogsServiceRequest.FromString(otlp.export_request(otlp._encoded_resource(res), []))
+    assert attrs(req.resource_logs[0].resource.attributes)["service.name"] == "execs"
+    assert not any(k.startswith("process.") for k in res)
