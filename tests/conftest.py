@@ -8,3 +8,4 @@ from kernel_guard import (  # noqa: F401
     pytest_terminal_summary,
 )
 from progs import progs  # noqa: F401
+from collector import collector, make_collector  # noqa: F401

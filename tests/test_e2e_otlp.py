@@ -1,0 +1,151 @@
+"""End to end: real execs -> the agent -> OTLP (gRPC and HTTP) -> rotel.
+
+Each test runs its own agent pointed at the session's collector and finds
+its own records by the OE_TEST_MARK it puts into the environment.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from opentelemetry.trace import SpanKind, StatusCode
+
+from agent_run import AgentRun, kernel_available, marked_env, new_mark
+from collector import Collector
+
+pytestmark = pytest.mark.kernel
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
+MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
+
+
+@pytest.fixture(params=["grpc", "http/protobuf"])
+def otlp_agent(request: pytest.FixtureRequest, collector: Collector, tmp_path: Path) -> Iterator[AgentRun]:
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    endpoint = collector.grpc_endpoint if request.param == "grpc" else collector.http_endpoint
+    env = dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="200", OTEL_BSP_SCHEDULE_DELAY="200")
+    run = AgentRun(tmp_path, "--exporter", "otlp,console", "--endpoint", endpoint, "--protocol", request.param,
+                   env=env)
+    yield run
+    rc, err = run.stop()
+    assert rc == 0, err
+
+
+def logs_of(collector: Collector, mark: str, count: int, timeout: float = 15) -> list:
+    return collector.wait_for_logs(lambda r: r.attributes.get(MARK_ATTR) == mark, count=count, timeout=timeout)
+
+
+def spans_of(collector: Collector, mark: str, count: int, timeout: float = 15) -> list:
+    return collector.wait_for_spans(lambda s: s.attributes.get(MARK_ATTR) == mark, count=count, timeout=timeout)
+
+
+def by_name(records: list, name: str):
+    (hit,) = [r for r in records if (getattr(r, "name", None) or r.attributes["process.executable.name"]) == name]
+    return hit
+
+
+def test_exec_records_and_process_tree(otlp_agent: AgentRun, collector: Collector) -> None:
+    mark = new_mark()
+    t0 = time.time_ns()
+    subprocess.run(["/bin/sh", "-c", "ls / > /dev/null; /bin/true"], env=marked_env(mark), check=True)
+    logs = logs_of(collector, mark, 3)
+    spans = spans_of(collector, mark, 3)
+    console = {e["host_pid"]: e for e in otlp_agent.find(lambda e: f"OE_TEST_MARK={mark}" in e["env"], 3)}
+
+    for rec in logs:
+        ev = console[rec.attributes["process.pid"]]
+        assert rec.event_name == "otel_exec.process.exec"
+        assert rec.timestamp == ev["timestamp"] and t0 <= rec.timestamp <= rec.observed_timestamp
+        assert rec.severity_number.value == 9
+        assert rec.attributes["process.executable.path"] == ev["pathname"]
+        assert rec.attributes["process.parent_pid"] == ev["host_ppid"]
+        assert rec.attributes["process.command_args"] == ev["argv"]
+        assert rec.attributes["otel_exec.exec_id"] == ev["exec_id"]
+        assert rec.attributes["file.inode"] == str(os.stat(ev["pathname"]).st_ino)
+        assert rec.resource["service.name"] == "otel-exec"
+        assert "process.pid" not in rec.resource
+        # The log line links to its process span.
+        (span,) = [s for s in spans if s.span_id == rec.span_id]
+        assert span.trace_id == rec.trace_id
+        assert span.attributes["process.pid"] == rec.attributes["process.pid"]
+    assert by_name(logs, "dash").body == "/bin/sh -c 'ls / > /dev/null; /bin/true'"
+
+    sh, ls, true = by_name(spans, "dash"), by_name(spans, "ls"), by_name(spans, "true")
+    assert ls.parent_span_id == sh.span_id and true.parent_span_id == sh.span_id
+    assert ls.trace_id == sh.trace_id == true.trace_id
+    assert sh.parent_span_id  # the test process, seeded from /proc
+    for s in (sh, ls, true):
+        assert s.kind == SpanKind.INTERNAL
+        assert s.attributes["process.exit.code"] == 0 and s.status_code != StatusCode.ERROR
+        assert s.start_time <= s.end_time
+    assert sh.start_time <= ls.start_time and true.end_time <= sh.end_time
+
+    rc, err = otlp_agent.stop()
+    assert rc == 0, err
+    # The test process's own span (seeded from /proc) ends when the agent
+    # stops: incomplete, and the parent of sh.
+    # (Its ids derive from its exec id: every agent run of the session
+    # exports the same span once, so the latest is this run's.)
+    me = max(collector.wait_for_spans(lambda s: s.span_id == sh.parent_span_id, timeout=15),
+             key=lambda s: s.end_time)
+    assert me.attributes["process.pid"] == os.getpid()
+    assert me.attributes["otel_exec.observed_from"] == "procfs"
+    assert me.attributes["otel_exec.span.incomplete"] is True
+
+
+def test_traceparent_attaches_tree_to_the_application_trace(otlp_agent: AgentRun, collector: Collector) -> None:
+    mark = new_mark()
+    env = marked_env(mark, TRACEPARENT=f"00-{TRACE}-{PARENT}-01", TRACESTATE="vendor=1")
+    subprocess.run(["/bin/sh", "-c", "ls / > /dev/null; /bin/true"], env=env, check=True)
+    spans = spans_of(collector, mark, 3)
+    sh, ls, true = by_name(spans, "dash"), by_name(spans, "ls"), by_name(spans, "true")
+    assert sh.trace_id == ls.trace_id == true.trace_id == TRACE
+    assert sh.parent_span_id == PARENT and sh.trace_state == "vendor=1"
+    # ls and true inherited the same TRACEPARENT: they nest under sh.
+    assert ls.parent_span_id == sh.span_id and true.parent_span_id == sh.span_id
+    logs = logs_of(collector, mark, 3)
+    assert {r.trace_id for r in logs} == {TRACE}
+
+
+def test_exit_codes_and_signals_land_on_spans(otlp_agent: AgentRun, collector: Collector) -> None:
+    mark = new_mark()
+    subprocess.run(["/bin/sh", "-c", "exit 3"], env=marked_env(mark))
+    victim = subprocess.Popen([SLEEP, "30"], env=marked_env(mark))
+    logs_of(collector, mark, 2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    spans = spans_of(collector, mark, 2)
+    sh, sleep = by_name(spans, "dash"), by_name(spans, "sleep")
+    assert sh.attributes["process.exit.code"] == 3
+    assert sh.attributes["error.type"] == "3" and sh.status_code == StatusCode.ERROR
+    assert sleep.attributes["otel_exec.exit.signal"] == 9
+    assert sleep.attributes["error.type"] == "SIGKILL" and sleep.status_code == StatusCode.ERROR
+    assert "process.exit.code" not in sleep.attributes
+
+
+def test_stopping_the_agent_exports_open_spans_as_incomplete(otlp_agent: AgentRun,
+                                                             collector: Collector) -> None:
+    mark = new_mark()
+    running = subprocess.Popen([SLEEP, "60"], env=marked_env(mark))
+    try:
+        logs_of(collector, mark, 1)
+        rc, err = otlp_agent.stop()
+        assert rc == 0, err
+        (span,) = spans_of(collector, mark, 1)
+    finally:
+        running.kill()
+        running.wait()
+    assert span.attributes["otel_exec.span.incomplete"] is True
+    assert span.attributes["otel_exec.span.ended_by"] == "agent_stopped"
+    assert span.attributes["process.pid"] == running.pid
+    assert "process.exit.code" not in span.attributes

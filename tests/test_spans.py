@@ -1,0 +1,83 @@
+"""Span lineage rules with synthetic fork/exec sequences (the kernel path is
+covered end to end in tests/test_e2e_otlp.py)."""
+from __future__ import annotations
+
+from otel_exec.proctable import ProcessTable
+from otel_exec.spans import SpanLineage
+from otel_exec.traceparent import parse_traceparent, trace_context_entries
+from test_proctable import exec_ev, fork_ev
+
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+SPAN = bytes.fromhex("b7ad6b7169203331")
+
+
+class World:
+    def __init__(self) -> None:
+        self.table = ProcessTable()
+        self.lineage = SpanLineage()
+
+    def exec(self, pid: int, ppid: int, ticks: int, exec_id: str, env: list[str] = [], ts: int = 1000):
+        ev = exec_ev(pid, ppid, ticks, exec_id, ts=ts)
+        ev.env = list(env)
+        info, previous = self.table.on_exec(ev)
+        self.lineage.on_exec(ev, info, previous, self.table.get(ppid))
+        return info
+
+    def fork(self, parent: int, pticks: int, child: int, cticks: int) -> None:
+        self.table.on_fork(fork_ev(parent, pticks, child, cticks))
+
+
+def test_root_then_fork_exec_children_nest() -> None:
+    w = World()
+    sh = w.exec(10, 1, 5, "sh")
+    assert sh.owns_span and sh.parent_span_id == b"" and len(sh.trace_id) == 16
+    w.fork(10, 5, 11, 6)
+    true = w.exec(11, 10, 6, "true")
+    assert (true.trace_id, true.parent_span_id) == (sh.trace_id, sh.span_id)
+    assert true.span_id != sh.span_id
+
+
+def test_reexec_nests_under_previous_image() -> None:
+    w = World()
+    first = w.exec(10, 1, 5, "a")
+    second = w.exec(10, 1, 5, "b")
+    assert second.parent_span_id == first.span_id and second.trace_id == first.trace_id
+    same_file = w.exec(10, 1, 5, "b", ts=2000)
+    assert same_file.span_id != second.span_id  # same exec id, told apart by exec time
+
+
+def test_traceparent_attaches_and_inherited_copy_nests_under_process() -> None:
+    w = World()
+    app = w.exec(10, 1, 5, "app")
+    w.fork(10, 5, 11, 6)
+    sh = w.exec(11, 10, 6, "sh", env=[f"TRACEPARENT={TP}", "TRACESTATE=k=v"])
+    assert (sh.trace_id, sh.parent_span_id, sh.trace_state) == (TRACE, SPAN, "k=v")
+    # sh's child inherits the same TRACEPARENT unchanged: it nests under sh,
+    # not flat under the application's span.
+    w.fork(11, 6, 12, 7)
+    curl = w.exec(12, 11, 7, "curl", env=[f"TRACEPARENT={TP}"])
+    assert (curl.trace_id, curl.parent_span_id) == (TRACE, sh.span_id)
+    assert app.trace_id != TRACE
+
+
+def test_malformed_traceparent_is_counted_and_ignored() -> None:
+    w = World()
+    parent = w.exec(10, 1, 5, "p")
+    w.fork(10, 5, 11, 6)
+    child = w.exec(11, 10, 6, "c", env=["TRACEPARENT=garbage"])
+    assert child.parent_span_id == parent.span_id
+    assert w.lineage.malformed_traceparent == 1
+
+
+def test_parse_traceparent_rules() -> None:
+    assert parse_traceparent(TP) == (TRACE, SPAN, True)
+    assert parse_traceparent("00-" + "0" * 32 + "-b7ad6b7169203331-01") is None  # all-zero trace id
+    assert parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01") is None
+    assert parse_traceparent("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") is None
+    assert parse_traceparent(TP + "-extra") is None  # version 00 has exactly four fields
+    assert parse_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-extra") == \
+        (TRACE, SPAN, False)  # a future version may append fields
+    assert parse_traceparent("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01") is None
+    assert trace_context_entries(["TRACEPARENT=a", "TRACEPARENT=b", "BAGGAGE=x=1"]) == \
+        {"TRACEPARENT": "a", "BAGGAGE": "x=1"}
