@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -149,3 +150,26 @@ def test_stopping_the_agent_exports_open_spans_as_incomplete(otlp_agent: AgentRu
     assert span.attributes["otel_exec.span.ended_by"] == "agent_stopped"
     assert span.attributes["process.pid"] == running.pid
     assert "process.exit.code" not in span.attributes
+
+
+def test_traced_app_example_nests_its_commands(otlp_agent: AgentRun, collector: Collector) -> None:
+    """examples/traced_app.py: the app's span and its children's process
+    spans meet in one trace, as a user sees them in Jaeger."""
+    mark = new_mark()
+    app = Path(__file__).resolve().parent.parent / "examples" / "traced_app.py"
+    env = dict(os.environ, OE_TEST_MARK=mark, OTEL_SERVICE_NAME="traced-app",
+               OTEL_EXPORTER_OTLP_ENDPOINT=collector.grpc_endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+    env.pop("TRACEPARENT", None)
+    out = subprocess.run([sys.executable, str(app), "--cmd", "git --version", "--cmd", "ls / | head -1"],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    trace_id = out.split("trace_id=")[1].split()[0]
+    (deploy,) = collector.wait_for_spans(lambda s: s.name == "deploy" and s.trace_id == trace_id, timeout=15)
+    assert deploy.resource["service.name"] == "traced-app"
+    spans = spans_of(collector, mark, 6)  # the app itself, two sh, git, ls, head
+    in_trace = [s for s in spans if s.trace_id == trace_id]
+    shells = [s for s in in_trace if s.name == "dash"]
+    assert len(shells) == 2 and all(s.parent_span_id == deploy.span_id for s in shells)
+    git = by_name(in_trace, "git")
+    assert git.parent_span_id in {s.span_id for s in shells}
+    ls, head = by_name(in_trace, "ls"), by_name(in_trace, "head")
+    assert ls.parent_span_id == head.parent_span_id != deploy.span_id
