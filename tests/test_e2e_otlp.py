@@ -173,3 +173,26 @@ def test_traced_app_example_nests_its_commands(otlp_agent: AgentRun, collector: 
     assert git.parent_span_id in {s.span_id for s in shells}
     ls, head = by_name(in_trace, "ls"), by_name(in_trace, "head")
     assert ls.parent_span_id == head.parent_span_id != deploy.span_id
+
+
+def test_standard_environment_variables_configure_export(collector: Collector, tmp_path: Path) -> None:
+    """No flags: the OTEL_* variables alone choose OTLP, the endpoint, the
+    protocol and the resource."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+               OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_SERVICE_NAME="exec-audit",
+               OTEL_RESOURCE_ATTRIBUTES="deployment.environment.name=ci", OTEL_BLRP_SCHEDULE_DELAY="100",
+               OTEL_EXPORTER_OTLP_HEADERS="x-tenant=acme")
+    run = AgentRun(tmp_path, env=env)
+    mark = new_mark()
+    try:
+        subprocess.run(["/bin/true"], env=marked_env(mark), check=True)
+        (rec,) = logs_of(collector, mark, 1)
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
+    assert rec.resource["service.name"] == "exec-audit"
+    assert rec.resource["deployment.environment.name"] == "ci"
+    assert not run.out.exists() or run.out.read_text() == ""  # OTLP chosen, not the console
