@@ -37,9 +37,9 @@ class Agent:
         self.sinks = sinks
         self.log = log
         self.identity = identity
-        self.decoder = Decoder(identity)
-        self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
-                                         env_allow=cfg.env_allow)
+        redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
+                                    env_allow=cfg.env_allow)
+        self.decoder = Decoder(identity, argv_transform=redaction.argv, env_transform=redaction.env)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.table.on_drop = self._dropped
         self.lineage = SpanLineage()
@@ -77,8 +77,6 @@ class Agent:
             if self.path_prefixes and not ev.pathname.startswith(self.path_prefixes) \
                     and not ev.cmdpath.startswith(self.path_prefixes):
                 return
-            ev.env = self.redaction.env(ev.env)
-            ev.argv = self.redaction.argv(ev.argv)
             info, previous = self.table.on_exec(ev)
             self.lineage.on_exec(ev, info, previous, self.table.get(ev.host_ppid))
             for sink in self.sinks:

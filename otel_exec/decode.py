@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from typing import Callable
 
 from . import layout
 from .events import Event, ExecEvent, ExitEvent, ForkEvent
@@ -69,6 +70,36 @@ def join_path(leaf_first: bytes, pflags: int, fs_magic: int = 0, inode: int = 0)
     return path
 
 
+class Strings(list[str]):
+    """A decoded argv or env list. Identical blocks (a storm of one command,
+    the shared environment of a build) decode to one shared, read-only
+    instance; `encoded` lets the export mapping cache its encoding there."""
+
+    __slots__ = ("encoded",)
+
+
+class BlockCache:
+    """Raw argv/env block -> its (transformed, e.g. redacted) element list.
+
+    Bounded: emptied when full, which costs one re-decode per live block."""
+
+    def __init__(self, transform: Callable[[list[str]], list[str]] | None, max_entries: int = 2048) -> None:
+        self.transform = transform
+        self.max_entries = max_entries
+        self._cache: dict[tuple[bytes, bool], Strings] = {}
+
+    def get(self, raw: bytes, truncated: bool) -> Strings:
+        key = (raw, truncated)
+        hit = self._cache.get(key)
+        if hit is None:
+            items = split_block(raw, truncated)
+            hit = Strings(self.transform(items) if self.transform else items)
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[key] = hit
+        return hit
+
+
 def container_id(cgroup_path: str) -> str | None:
     for part in reversed(cgroup_path.split("/")):
         if "conmon" in part:
@@ -84,8 +115,51 @@ def _cstr(raw: bytes) -> str:
 
 
 class Decoder:
-    def __init__(self, identity: HostIdentity) -> None:
+    """`argv_transform`/`env_transform` (the redaction policy) run once per
+    distinct block, not once per event."""
+
+    def __init__(self, identity: HostIdentity, argv_transform: Callable[[list[str]], list[str]] | None = None,
+                 env_transform: Callable[[list[str]], list[str]] | None = None) -> None:
         self.identity = identity
+        self.argv_blocks = BlockCache(argv_transform)
+        self.env_blocks = BlockCache(env_transform)
+        # Paths, cgroups and parents repeat from exec to exec (one binary, one
+        # cwd, one shell starting many commands): each is worked out once.
+        self._paths: dict[tuple[bytes, int], str] = {}
+        self._cgroups: dict[tuple[bytes, int], tuple[str, str | None]] = {}
+        self._parents: dict[tuple[int, int, int, int], str] = {}
+
+    @staticmethod
+    def _remember(cache: dict, key: object, value: object) -> None:
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[key] = value
+
+    def _path(self, raw: bytes, pflags: int) -> str:
+        key = (raw, pflags)
+        joined = self._paths.get(key)
+        if joined is None:
+            joined = join_path(raw, pflags)
+            self._remember(self._paths, key, joined)
+        return joined
+
+    def _cgroup(self, raw: bytes, pflags: int) -> tuple[str, str | None]:
+        key = (raw, pflags)
+        hit = self._cgroups.get(key)
+        if hit is None:
+            path = join_path(raw, pflags)
+            hit = (path, container_id(path))
+            self._remember(self._cgroups, key, hit)
+        return hit
+
+    def _parent_exec_id(self, pid: int, start_boot_ns: int, kdev: int, inode: int) -> str:
+        key = (pid, start_boot_ns, kdev, inode)
+        hit = self._parents.get(key)
+        if hit is None:
+            ident = self.identity
+            hit = ident.exec_id(pid, ident.ticks_from_boot_ns(start_boot_ns), kernel_dev_to_user(kdev), inode)
+            self._remember(self._parents, key, hit)
+        return hit
 
     def decode(self, rec: memoryview | bytes) -> Event:
         if len(rec) < layout.HEADER.size:
@@ -155,14 +229,23 @@ class Decoder:
             strs.append(data[pos:pos + n])
             pos += n
 
-        def pflags(idx: int) -> int:
-            return (flags >> (layout.F_PATH_SHIFT + layout.F_PATH_BITS * idx)) & 0b111
-
-        cut_paths = [name for i, name in enumerate(layout.PATH_FIELDS) if pflags(i) & layout.PF_TRUNCATED]
+        shift, bits = layout.F_PATH_SHIFT, layout.F_PATH_BITS
+        path = self._path
+        pathname = path(strs[layout.STR_PATHNAME], flags >> shift & 7)
+        pwd = path(strs[layout.STR_PWD], flags >> (shift + 3 * bits) & 7)
+        cgroup_path, container = self._cgroup(strs[layout.STR_CGROUP], flags >> (shift + 4 * bits) & 7)
+        stdin_pf = flags >> (shift + 2 * bits) & 7
+        if not s_mode:
+            stdin_path = ""
+        elif stdin_pf & layout.PF_DETACHED:
+            stdin_path = join_path(strs[layout.STR_STDIN], stdin_pf, stdin_magic, s_ino)
+        else:
+            stdin_path = path(strs[layout.STR_STDIN], stdin_pf)
+        cut_paths = [name for i, name in enumerate(layout.PATH_FIELDS)
+                     if flags >> (shift + i * bits) & layout.PF_TRUNCATED] if flags >> shift else []
         ident = self.identity
         dev = kernel_dev_to_user(f_dev)
         start_ticks = ident.ticks_from_boot_ns(start)
-        cgroup_path = join_path(strs[layout.STR_CGROUP], pflags(4))
         argv_cut = bool(flags & layout.F_ARGV_TRUNCATED)
         env_cut = bool(flags & layout.F_ENV_TRUNCATED)
         return ExecEvent(
@@ -179,35 +262,32 @@ class Decoder:
             egid=egid,
             comm=_cstr(comm),
             prev_comm=_cstr(prev_comm) if flags & layout.F_PREV_COMM_KNOWN else "",
-            pwd=join_path(strs[layout.STR_PWD], pflags(3)),
+            pwd=pwd,
             mount_ns=mount_ns,
             pid_ns=pid_ns,
             cgroup_id=cgroup_id,
             cgroup_path=cgroup_path,
-            container_id=container_id(cgroup_path),
+            container_id=container,
             hostname=_cstr(hostname),
             process_start_time=ident.boot_ns_to_epoch_ns(start),
             exec_id=ident.exec_id(host_pid, start_ticks, dev, f_ino),
-            parent_exec_id=ident.exec_id(host_ppid, ident.ticks_from_boot_ns(pstart),
-                                         kernel_dev_to_user(p_dev), p_ino),
+            parent_exec_id=self._parent_exec_id(host_ppid, pstart, p_dev, p_ino),
             cmdpath=_cstr(strs[layout.STR_CMDPATH]),
-            pathname=join_path(strs[layout.STR_PATHNAME], pflags(0)),
+            pathname=pathname,
             dev=dev,
             inode=f_ino,
             ctime=f_ctime,
             inode_mode=f_mode,
-            interpreter_pathname=(join_path(strs[layout.STR_INTERPRETER], pflags(1))
-                                  if i_ino else ""),
+            interpreter_pathname=path(strs[layout.STR_INTERPRETER], flags >> (shift + bits) & 7) if i_ino else "",
             interpreter_dev=kernel_dev_to_user(i_dev) if i_ino else 0,
             interpreter_inode=i_ino,
             interpreter_ctime=i_ctime,
-            argv=split_block(strs[layout.STR_ARGV], argv_cut),
+            argv=self.argv_blocks.get(strs[layout.STR_ARGV], argv_cut),
             interp=_cstr(strs[layout.STR_INTERP]),
             stdin_type=stat.S_IFMT(s_mode),
-            stdin_path=(join_path(strs[layout.STR_STDIN], pflags(2), stdin_magic, s_ino)
-                        if s_mode else ""),
+            stdin_path=stdin_path,
             invoked_from_kernel=bool(flags & layout.F_INVOKED_FROM_KERNEL),
-            env=split_block(strs[layout.STR_ENV], env_cut),
+            env=self.env_blocks.get(strs[layout.STR_ENV], env_cut),
             argv_truncated=argv_cut or bool(flags & layout.F_ARGV_UNREADABLE),
             env_truncated=env_cut or bool(flags & layout.F_ENV_UNREADABLE),
             argc=argc,

@@ -10,7 +10,9 @@ import os
 import shlex
 import signal
 import stat
-from datetime import datetime, timezone
+import struct
+import time
+from typing import Callable, TypeVar
 
 from . import protowire as w
 from .events import ExecEvent
@@ -26,7 +28,10 @@ ENV_PREFIX = "process.environment_variable."
 _FILE_TYPES = {stat.S_IFREG: "reg", stat.S_IFDIR: "dir", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk",
                stat.S_IFIFO: "fifo", stat.S_IFSOCK: "sock", stat.S_IFLNK: "lnk"}
 
+_T = TypeVar("_T")
 _heads: dict[str, bytes] = {}
+_LOG_ATTR = w.tag(6, w.LEN)  # LogRecord.attributes
+_SPAN_ATTR = w.tag(9, w.LEN)  # Span.attributes
 
 
 def _h(key: str) -> bytes:
@@ -40,78 +45,192 @@ def _kv(key: str, value: w.Value) -> bytes:
     return w.key_value(_h(key), w.any_value(value))
 
 
+class Attrs:
+    """Encoded attributes, framed once as LogRecord.attributes and once as
+    Span.attributes (the same KeyValues under another field number)."""
+
+    __slots__ = ("log", "span")
+
+    def __init__(self, log: bytes, span: bytes) -> None:
+        self.log = log
+        self.span = span
+
+    @classmethod
+    def of(cls, kvs: list[bytes]) -> Attrs:
+        if not kvs:
+            return cls(b"", b"")
+        framed = [w.varint(len(kv)) + kv for kv in kvs]
+        return cls(_LOG_ATTR + _LOG_ATTR.join(framed), _SPAN_ATTR + _SPAN_ATTR.join(framed))
+
+    @classmethod
+    def concat(cls, parts: tuple[Attrs, ...]) -> Attrs:
+        return cls(b"".join(p.log for p in parts), b"".join(p.span for p in parts))
+
+
+_seconds: dict[int, str] = {}
+
+
 def iso8601(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    secs, rem = divmod(ns, 1_000_000_000)
+    prefix = _seconds.get(secs)
+    if prefix is None:
+        if len(_seconds) >= 4096:
+            _seconds.clear()
+        prefix = _seconds[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{prefix}.{rem // 1_000_000:03d}Z"
 
 
-def command_line(argv: list[str]) -> str:
-    return shlex.join(argv)
+class _GroupCache:
+    """Encoded attribute groups by the values they encode. Execs of one
+    binary, from one context, share everything but their ids."""
+
+    def __init__(self, build: Callable[..., list[bytes]], max_entries: int = 4096) -> None:
+        self.build = build
+        self.max_entries = max_entries
+        self._cache: dict[tuple, Attrs] = {}
+
+    def get(self, *key: object) -> Attrs:
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            hit = self._cache[key] = Attrs.of(self.build(*key))
+        return hit
 
 
-def exec_attributes(ev: ExecEvent) -> list[bytes]:
-    """Every field of an exec as encoded KeyValues (docs/attributes.md)."""
+def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpath: str, interp: str,
+               ld_path: str, ld_dev: int, ld_inode: int, ld_ctime: int) -> list[bytes]:
     kv = _kv
-    attrs = [
-        kv("process.pid", ev.host_pid),
-        kv("process.parent_pid", ev.host_ppid),
-        kv("process.vpid", ev.pid),
-        kv("process.executable.path", ev.pathname),
-        kv("process.executable.name", os.path.basename(ev.pathname)),
-        kv("process.command", ev.argv[0] if ev.argv else ""),
-        kv("process.command_args", ev.argv),
-        kv("process.args_count", ev.argc),
-        kv("process.user.id", ev.euid),
-        kv("process.real_user.id", ev.uid),
-        kv("process.group.id", ev.egid),
-        kv("process.real_group.id", ev.gid),
-        kv("process.working_directory", ev.pwd),
-        kv("process.creation.time", iso8601(ev.process_start_time)),
-        kv("process.interactive", ev.stdin_type == stat.S_IFCHR and ev.stdin_path.startswith(("/dev/pts/", "/dev/tty"))),
-        kv("process.linux.cgroup", f"0::{ev.cgroup_path}"),
-        kv("file.path", ev.pathname),
-        kv("file.inode", str(ev.inode)),
-        kv("file.mode", f"{stat.S_IMODE(ev.inode_mode):04o}"),
-        kv("file.changed", iso8601(ev.ctime)),
-        kv("otel_exec.exec_id", ev.exec_id),
-        kv("otel_exec.parent_exec_id", ev.parent_exec_id),
-        kv("otel_exec.cmdpath", ev.cmdpath),
-        kv("otel_exec.interp", ev.interp),
-        kv("otel_exec.file.dev", ev.dev),
-        kv("otel_exec.file.type", _FILE_TYPES.get(stat.S_IFMT(ev.inode_mode), "unknown")),
-        kv("otel_exec.comm", ev.comm),
-        kv("otel_exec.prev_comm", ev.prev_comm),
-        kv("otel_exec.tid", ev.host_tid),
-        kv("otel_exec.vtid", ev.tid),
-        kv("otel_exec.vppid", ev.ppid),
-        kv("otel_exec.stdin.type", _FILE_TYPES.get(ev.stdin_type, "none" if not ev.stdin_type else "unknown")),
-        kv("otel_exec.stdin.path", ev.stdin_path),
-        kv("otel_exec.invoked_from_kernel", ev.invoked_from_kernel),
-        kv("otel_exec.mount_ns", ev.mount_ns),
-        kv("otel_exec.pid_ns", ev.pid_ns),
-        kv("otel_exec.cgroup.id", ev.cgroup_id),
-        kv("otel_exec.uts.hostname", ev.hostname),
-        kv("otel_exec.env_count", ev.envc),
-        kv("otel_exec.argv_truncated", ev.argv_truncated),
-        kv("otel_exec.env_truncated", ev.env_truncated),
+    kvs = [
+        kv("process.executable.path", pathname),
+        kv("process.executable.name", os.path.basename(pathname)),
+        kv("file.path", pathname),
+        kv("file.inode", str(inode)),
+        kv("file.mode", f"{stat.S_IMODE(mode):04o}"),
+        kv("file.changed", iso8601(ctime)),
+        kv("otel_exec.file.dev", dev),
+        kv("otel_exec.file.type", _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")),
+        kv("otel_exec.cmdpath", cmdpath),
+        kv("otel_exec.interp", interp),
     ]
-    if ev.interpreter_pathname:
-        attrs += (
-            kv("otel_exec.interpreter.path", ev.interpreter_pathname),
-            kv("otel_exec.interpreter.dev", ev.interpreter_dev),
-            kv("otel_exec.interpreter.inode", str(ev.interpreter_inode)),
-            kv("otel_exec.interpreter.changed", iso8601(ev.interpreter_ctime)),
+    if ld_path:
+        kvs += (
+            kv("otel_exec.interpreter.path", ld_path),
+            kv("otel_exec.interpreter.dev", ld_dev),
+            kv("otel_exec.interpreter.inode", str(ld_inode)),
+            kv("otel_exec.interpreter.changed", iso8601(ld_ctime)),
         )
-    if ev.container_id:
-        attrs.append(kv("container.id", ev.container_id))
-    if ev.path_truncated:
-        attrs.append(kv("otel_exec.path_truncated", ev.path_truncated))
-    for entry in ev.env:
+    return kvs
+
+
+def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path: str, container: str | None,
+                 hostname: str, mount_ns: int, pid_ns: int, cgroup_id: int, comm: str, prev_comm: str,
+                 stdin_type: int, stdin_path: str, from_kernel: bool, argv_cut: bool, env_cut: bool,
+                 envc: int, cut_paths: tuple[str, ...]) -> list[bytes]:
+    kv = _kv
+    kvs = [
+        kv("process.user.id", euid),
+        kv("process.real_user.id", uid),
+        kv("process.group.id", egid),
+        kv("process.real_group.id", gid),
+        kv("process.working_directory", pwd),
+        kv("process.interactive", stdin_type == stat.S_IFCHR and stdin_path.startswith(("/dev/pts/", "/dev/tty"))),
+        kv("process.linux.cgroup", f"0::{cgroup_path}"),
+        kv("otel_exec.comm", comm),
+        kv("otel_exec.prev_comm", prev_comm),
+        kv("otel_exec.stdin.type", _FILE_TYPES.get(stdin_type, "none" if not stdin_type else "unknown")),
+        kv("otel_exec.stdin.path", stdin_path),
+        kv("otel_exec.invoked_from_kernel", from_kernel),
+        kv("otel_exec.mount_ns", mount_ns),
+        kv("otel_exec.pid_ns", pid_ns),
+        kv("otel_exec.cgroup.id", cgroup_id),
+        kv("otel_exec.uts.hostname", hostname),
+        kv("otel_exec.env_count", envc),
+        kv("otel_exec.argv_truncated", argv_cut),
+        kv("otel_exec.env_truncated", env_cut),
+    ]
+    if container:
+        kvs.append(kv("container.id", container))
+    if cut_paths:
+        kvs.append(kv("otel_exec.path_truncated", list(cut_paths)))
+    return kvs
+
+
+def _argv_encoding(argv: list[str], argc: int) -> tuple[Attrs, bytes]:
+    """argv's attributes and the log body (the shell-quoted command line)."""
+    attrs = Attrs.of([_kv("process.command", argv[0] if argv else ""), _kv("process.command_args", argv),
+                      _kv("process.args_count", argc)])
+    return attrs, w.len_field(5, w.any_string(shlex.join(argv)))
+
+
+def _env_kvs(env: list[str]) -> list[bytes]:
+    kvs = []
+    for entry in env:
         key, sep, value = entry.partition("=")
         if sep:
-            attrs.append(kv(ENV_PREFIX + key, value))
+            kvs.append(_kv(ENV_PREFIX + key, value))
         else:
-            attrs.append(kv("otel_exec.env_entry_without_value", entry))
-    return attrs
+            kvs.append(_kv("otel_exec.env_entry_without_value", entry))
+    return kvs
+
+
+def _cached_on(block: list[str], build: Callable[[], _T]) -> _T:
+    """build()'s result, cached on a shared decoded block (decode.Strings)."""
+    cached = getattr(block, "encoded", None)
+    if cached is None:
+        cached = build()
+        if hasattr(type(block), "encoded"):
+            block.encoded = cached  # type: ignore[attr-defined]
+    return cached  # type: ignore[no-any-return]
+
+
+_images = _GroupCache(_image_kvs)
+_contexts = _GroupCache(_context_kvs)
+
+
+_ID_HEADS = tuple(_h(k) for k in ("process.pid", "process.parent_pid", "process.vpid", "otel_exec.tid",
+                                    "otel_exec.vtid", "otel_exec.vppid"))
+_ANY_INT = w.tag(3, w.VARINT)
+_CREATION = _h("process.creation.time")
+_EXEC_ID = _h("otel_exec.exec_id")
+_PARENT_EXEC_ID = _h("otel_exec.parent_exec_id")
+_varint = w.varint
+
+
+def _framed_int(head: bytes, v: int) -> bytes:
+    value = _ANY_INT + _varint(v)
+    kv = head + _varint(len(value)) + value
+    return _varint(len(kv)) + kv
+
+
+def _framed_str(head: bytes, s: str) -> bytes:
+    value = w.any_string(s)
+    kv = head + _varint(len(value)) + value
+    return _varint(len(kv)) + kv
+
+
+def exec_attributes(ev: ExecEvent) -> tuple[Attrs, bytes]:
+    """Every field of an exec (docs/attributes.md), encoded, and the log body."""
+    pid, ppid, vpid, tid, vtid, vppid = _ID_HEADS
+    ids = [_framed_int(pid, ev.host_pid), _framed_int(ppid, ev.host_ppid), _framed_int(vpid, ev.pid),
+           _framed_int(tid, ev.host_tid), _framed_int(vtid, ev.tid), _framed_int(vppid, ev.ppid),
+           _framed_str(_CREATION, iso8601(ev.process_start_time)), _framed_str(_EXEC_ID, ev.exec_id),
+           _framed_str(_PARENT_EXEC_ID, ev.parent_exec_id)]
+    image = _images.get(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
+                        ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime)
+    context = _contexts.get(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id,
+                            ev.hostname, ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm,
+                            ev.stdin_type, ev.stdin_path, ev.invoked_from_kernel, ev.argv_truncated,
+                            ev.env_truncated, ev.envc, tuple(ev.path_truncated))
+    argv, argc = ev.argv, ev.argc
+    # A cut argv's count is not its block's: encoded apart, not cached.
+    args, body = (_cached_on(argv, lambda: _argv_encoding(argv, argc)) if argc == len(argv)
+                  else _argv_encoding(argv, argc))
+    env = _cached_on(ev.env, lambda: Attrs.of(_env_kvs(ev.env)))
+    log_ids = _LOG_ATTR + _LOG_ATTR.join(ids)
+    span_ids = _SPAN_ATTR + _SPAN_ATTR.join(ids)
+    return Attrs(b"".join((log_ids, image.log, context.log, args.log, env.log)),
+                 b"".join((span_ids, image.span, context.span, args.span, env.span))), body
 
 
 def seeded_attributes(info: ProcessInfo) -> list[bytes]:
@@ -132,62 +251,74 @@ def seeded_attributes(info: ProcessInfo) -> list[bytes]:
     return attrs
 
 
-def log_record(ev: ExecEvent, attrs: list[bytes], info: ProcessInfo, observed_ns: int) -> bytes:
-    """An opentelemetry.proto.logs.v1.LogRecord."""
-    return b"".join((
-        w.fixed64_field(1, ev.timestamp),
-        w.varint_field(2, SEVERITY_INFO),
-        w.len_field(3, b"INFO"),
-        w.len_field(5, w.any_string(command_line(ev.argv))),
-        w.repeated(6, attrs),
-        w.fixed32_field(8, 1),  # flags: sampled
-        w.len_field(9, info.trace_id),
-        w.len_field(10, info.span_id),
-        w.fixed64_field(11, observed_ns),
-        w.len_field(12, EVENT_NAME.encode()),
-    ))
+_LOG_HEAD = w.tag(1, w.I64)  # time_unix_nano, then the timestamp
+_LOG_SEVERITY = w.varint_field(2, SEVERITY_INFO) + w.len_field(3, b"INFO")
+_LOG_IDS = w.fixed32_field(8, 1) + w.tag(9, w.LEN) + w.varint(16)  # flags: sampled; trace_id
+_LOG_SPAN_ID = w.tag(10, w.LEN) + w.varint(8)
+_LOG_OBSERVED = w.tag(11, w.I64)
+_LOG_EVENT_NAME = w.len_field(12, EVENT_NAME.encode())
+_U64 = struct.Struct("<Q").pack
 
 
-def span_attributes(attrs: list[bytes]) -> bytes:
-    return w.repeated(9, attrs)
+def log_record(ev: ExecEvent, attrs: Attrs, body: bytes, info: ProcessInfo, observed_ns: int) -> bytes:
+    """An opentelemetry.proto.logs.v1.LogRecord; `body` from argv_body()."""
+    return b"".join((_LOG_HEAD, _U64(ev.timestamp), _LOG_SEVERITY, body, attrs.log, _LOG_IDS, info.trace_id,
+                     _LOG_SPAN_ID, info.span_id, _LOG_OBSERVED, _U64(observed_ns), _LOG_EVENT_NAME))
 
 
-def span(info: ProcessInfo, name: str, end_ns: int, extra: list[bytes]) -> bytes:
-    """An opentelemetry.proto.trace.v1.Span for a process image. `extra`
-    holds the attributes of how it ended; the rest were kept since its start."""
-    error_type = None
-    if info.signal is not None:
-        extra = [*extra, _kv("otel_exec.exit.signal", info.signal)]
-        error_type = _signal_name(info.signal)
-    elif info.exit_code is not None:
-        extra = [*extra, _kv("process.exit.code", info.exit_code)]
-        if info.exit_code:
-            error_type = str(info.exit_code)
-    parts = [
-        w.len_field(1, info.trace_id),
-        w.len_field(2, info.span_id),
-    ]
+_SPAN_TRACE_ID = w.tag(1, w.LEN) + w.varint(16)
+_SPAN_ID = w.tag(2, w.LEN) + w.varint(8)
+_SPAN_PARENT = w.tag(4, w.LEN) + w.varint(8)
+_SPAN_KIND_START = w.varint_field(6, SPAN_KIND_INTERNAL) + w.tag(7, w.I64)
+_SPAN_END = w.tag(8, w.I64)
+_names: dict[str, bytes] = {}
+_endings: dict[tuple[str, bool, int | None, int | None], bytes] = {}
+
+
+def _ending(reason: str, incomplete: bool, exit_code: int | None, signo: int | None) -> bytes:
+    """Span.attributes of how an image ended, and its status: a handful of
+    distinct values, encoded once each."""
+    key = (reason, incomplete, exit_code, signo)
+    hit = _endings.get(key)
+    if hit is None:
+        kvs = [_kv("otel_exec.span.ended_by", reason)]
+        if incomplete:
+            kvs.append(_kv("otel_exec.span.incomplete", True))
+        error_type = None
+        if signo is not None:
+            kvs.append(_kv("otel_exec.exit.signal", signo))
+            error_type = _signal_name(signo)
+        elif exit_code is not None:
+            kvs.append(_kv("process.exit.code", exit_code))
+            error_type = str(exit_code) if exit_code else None
+        status = b""
+        if error_type is not None:
+            kvs.append(_kv("error.type", error_type))
+            status = w.len_field(15, w.len_field(2, f"exited with {error_type}".encode())
+                                 + w.varint_field(3, STATUS_ERROR))
+        hit = Attrs.of(kvs).span + status
+        if len(_endings) < 4096:
+            _endings[key] = hit
+    return hit
+
+
+def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> bytes:
+    """An opentelemetry.proto.trace.v1.Span for a process image, named after
+    its executable; its attributes were kept since it started."""
+    name = _names.get(info.exe)
+    if name is None:
+        name = w.len_field(5, (os.path.basename(info.exe) or info.comm).encode("utf-8", "replace"))
+        if len(_names) >= 4096:
+            _names.clear()
+        _names[info.exe] = name
+    parts = [_SPAN_TRACE_ID, info.trace_id, _SPAN_ID, info.span_id]
     if info.trace_state:
         parts.append(w.len_field(3, info.trace_state.encode()))
     if info.parent_span_id:
-        parts.append(w.len_field(4, info.parent_span_id))
-    parts += (
-        w.len_field(5, name.encode("utf-8", "replace")),
-        w.varint_field(6, SPAN_KIND_INTERNAL),
-        w.fixed64_field(7, info.span_start),
-        w.fixed64_field(8, max(end_ns, info.span_start)),
-        info.span_attrs,
-        w.repeated(9, extra),
-    )
-    if error_type is not None:
-        parts.append(w.repeated(9, [_kv("error.type", error_type)]))
-        parts.append(w.len_field(15, w.len_field(2, f"exited with {error_type}".encode())
-                                 + w.varint_field(3, STATUS_ERROR)))
+        parts += (_SPAN_PARENT, info.parent_span_id)
+    parts += (name, _SPAN_KIND_START, _U64(info.span_start), _SPAN_END, _U64(max(end_ns, info.span_start)),
+              info.span_attrs, _ending(reason, incomplete, info.exit_code, info.signal))
     return b"".join(parts)
-
-
-def span_name(info: ProcessInfo) -> str:
-    return os.path.basename(info.exe) or info.comm
 
 
 def _signal_name(signo: int) -> str:
@@ -195,11 +326,3 @@ def _signal_name(signo: int) -> str:
         return signal.Signals(signo).name
     except ValueError:
         return f"signal {signo}"
-
-
-def ended_by(reason: str) -> bytes:
-    return _kv("otel_exec.span.ended_by", reason)
-
-
-def incomplete() -> bytes:
-    return _kv("otel_exec.span.incomplete", True)

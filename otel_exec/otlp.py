@@ -273,25 +273,25 @@ class OtlpSink:
     def seed(self, infos: list[ProcessInfo]) -> None:
         for info in infos:
             if info.owns_span:
-                info.span_attrs = mapping.span_attributes(mapping.seeded_attributes(info))
+                info.span_attrs = mapping.Attrs.of(mapping.seeded_attributes(info)).span
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
-        attrs = mapping.exec_attributes(ev)
-        self.logs.add(mapping.log_record(ev, attrs, info, time.time_ns()))
-        info.span_attrs = mapping.span_attributes(attrs)
+        attrs, body = mapping.exec_attributes(ev)
+        self.logs.add(mapping.log_record(ev, attrs, body, info, time.time_ns()))
+        info.span_attrs = attrs.span
         if previous is not None and previous.owns_span:
-            self._end(previous, ev.timestamp, [mapping.ended_by("exec")])
+            self._end(previous, ev.timestamp, "exec")
 
     def on_exit(self, info: ProcessInfo, timestamp: int) -> None:
         if info.owns_span:
-            self._end(info, timestamp, [mapping.ended_by("exit")])
+            self._end(info, timestamp, "exit")
 
     def on_drop(self, info: ProcessInfo) -> None:
         if info.owns_span:
-            self._end(info, time.time_ns(), [mapping.ended_by("evicted"), mapping.incomplete()])
+            self._end(info, time.time_ns(), "evicted", incomplete=True)
 
-    def _end(self, info: ProcessInfo, end_ns: int, extra: list[bytes]) -> None:
-        self.spans.add(mapping.span(info, mapping.span_name(info), end_ns, extra))
+    def _end(self, info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> None:
+        self.spans.add(mapping.span(info, end_ns, reason, incomplete))
         info.owns_span = False
         info.span_attrs = b""
 
@@ -302,7 +302,7 @@ class OtlpSink:
         now = time.time_ns()
         for info in still_open:
             if info.owns_span:
-                self._end(info, now, [mapping.ended_by("agent_stopped"), mapping.incomplete()])
+                self._end(info, now, "agent_stopped", incomplete=True)
         deadline = time.monotonic() + timeout_s
         self.logs.shutdown(timeout_s)
         self.spans.shutdown(max(0.0, deadline - time.monotonic()))

@@ -50,7 +50,8 @@ def info_for(ev: ExecEvent) -> ProcessInfo:
 def test_log_record_round_trip() -> None:
     ev = sample_exec()
     info = info_for(ev)
-    rec = mapping.log_record(ev, mapping.exec_attributes(ev), info, 1_700_000_001_000_000_000)
+    encoded, body = mapping.exec_attributes(ev)
+    rec = mapping.log_record(ev, encoded, body, info, 1_700_000_001_000_000_000)
     req = ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec, rec]))
     scope = req.resource_logs[0].scope_logs[0]
     assert scope.scope.name == "otel-exec"
@@ -86,11 +87,11 @@ def test_log_record_round_trip() -> None:
 def test_span_round_trip_exit_codes_and_signals() -> None:
     ev = sample_exec()
     info = info_for(ev)
-    info.span_attrs = mapping.span_attributes(mapping.exec_attributes(ev))
+    info.span_attrs = mapping.exec_attributes(ev)[0].span
     info.exit_code = 3
-    ok = mapping.span(info, "sudo", ev.timestamp + 5, [mapping.ended_by("exit")])
+    ok = mapping.span(info, ev.timestamp + 5, "exit")
     info.exit_code, info.signal = None, 9
-    killed = mapping.span(info, "sudo", ev.timestamp + 5, [mapping.ended_by("exit")])
+    killed = mapping.span(info, ev.timestamp + 5, "exit")
     req = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [ok, killed]))
     s1, s2 = req.resource_spans[0].scope_spans[0].spans
     assert (s1.trace_id, s1.span_id, s1.parent_span_id) == (b"\x01" * 16, b"\x02" * 8, b"\x03" * 8)
@@ -102,8 +103,9 @@ def test_span_round_trip_exit_codes_and_signals() -> None:
     assert a2["otel_exec.exit.signal"] == 9 and a2["error.type"] == "SIGKILL" and s2.status.code == 2
     info.signal, info.exit_code = None, 0
     clean = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [
-        mapping.span(info, "sudo", ev.timestamp, [])])).resource_spans[0].scope_spans[0].spans[0]
+        mapping.span(info, ev.timestamp, "agent_stopped", incomplete=True)])).resource_spans[0].scope_spans[0].spans[0]
     assert clean.status.code == 0 and "error.type" not in attrs(clean.attributes)
+    assert attrs(clean.attributes)["otel_exec.span.incomplete"] is True
 
 
 def test_resource_has_service_and_host_and_honours_env(monkeypatch) -> None:
