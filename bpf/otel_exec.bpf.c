@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * otel-exec kernel side: one record per successful exec, fork and process
+ * otel-exec kernel side: one record per successful exec and per process
  * exit, written to a single ring buffer. Tracepoints only (tp_btf), CO-RE.
+ * Lineage needs no fork records: an exec names its image parent (see
+ * image_parent()), and forks outnumber execs.
  * The record layout lives in otel_exec.h.
  */
 #include "vmlinux.h"
@@ -93,6 +95,14 @@ struct inode___611 {
 struct kernfs_node___pre615 {
 	struct kernfs_node *parent;
 } __attribute__((preserve_access_index));
+
+struct kernfs_node___615 {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
+/* Ancestors walked to find the image parent; a deeper chain of processes
+ * that forked without exec'ing is reported from the last one reached. */
+#define IMAGE_PARENT_DEPTH_MAX 16
 
 static __always_inline void count(__u32 idx)
 {
@@ -221,6 +231,13 @@ __noinline __u64 put_path(struct exec_scratch *s, __u32 off, __u64 vfsmnt_addr, 
 	return PACK(off - start, pflags);
 }
 
+static __always_inline struct kernfs_node *kernfs_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(struct kernfs_node___pre615, parent))
+		return BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
+	return BPF_CORE_READ((struct kernfs_node___615 *)kn, __parent);
+}
+
 /* Leaf-first names of a cgroup v2 directory, root excluded. */
 __noinline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64 kn_addr)
 {
@@ -228,21 +245,20 @@ __noinline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64 kn_addr)
 	__u32 start = off;
 	int i;
 
-	if (!s)
+	if (!s || !kn)
 		return 0;
-	for (i = 0; i < OE_CGROUP_DEPTH_MAX && kn; i++) {
-		struct kernfs_node *parent;
+	for (i = 0; i < OE_CGROUP_DEPTH_MAX; i++) {
+		struct kernfs_node *parent = kernfs_parent(kn);
 
-		if (bpf_core_field_exists(struct kernfs_node___pre615, parent))
-			parent = BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
-		else
-			parent = BPF_CORE_READ(kn, __parent);
 		if (!parent)
 			return PACK(off - start, 0);
 		off += put_str(s, off, BPF_CORE_READ(kn, name), OE_NAME_MAX, false, NULL);
 		kn = parent;
 	}
-	return PACK(off - start, kn ? OE_PF_TRUNCATED : 0);
+	if (!kernfs_parent(kn))
+		return PACK(off - start, 0);  /* exactly OE_CGROUP_DEPTH_MAX levels */
+	count(OE_CNT_CUT_PATH);
+	return PACK(off - start, OE_PF_TRUNCATED);
 }
 
 /* Appends one resolved path as string `which`, its flags into rec.flags. */
@@ -271,6 +287,8 @@ static __always_inline __u32 put_user_block(struct exec_scratch *s, __u32 off, u
 {
 	__u64 len = end > start ? end - start : 0;
 
+	if (max == 0)  /* not collected: nothing is cut */
+		return 0;
 	if (len > max) {
 		len = max;
 		s->rec.flags |= cut_flag;
@@ -341,6 +359,22 @@ static __always_inline struct file *elf_interpreter(struct task_struct *t, struc
 	return ctx.file;
 }
 
+/* A process that never exec'd since its fork still has self_exec_id equal
+ * to the parent_exec_id it got at fork: it runs a copy of its parent's
+ * image. Walk up to the process whose image that is. */
+static __always_inline struct task_struct *image_parent(struct task_struct *p)
+{
+	int i;
+
+	for (i = 0; i < IMAGE_PARENT_DEPTH_MAX; i++) {
+		if (BPF_CORE_READ(p, self_exec_id) != BPF_CORE_READ(p, parent_exec_id) ||
+		    (BPF_CORE_READ(p, flags) & PF_KTHREAD) || BPF_CORE_READ(p, tgid) <= 1)
+			break;
+		p = BPF_CORE_READ(p, real_parent, group_leader);
+	}
+	return p;
+}
+
 static __always_inline __u64 wakeup_flags(void)
 {
 	/* Batch wake-ups: the reader polls on a short timer and is woken
@@ -389,6 +423,7 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
 	struct task_struct *parent = BPF_CORE_READ(t, real_parent, group_leader);
+	struct task_struct *image_owner;
 	struct mm_struct *mm = BPF_CORE_READ(t, mm);
 	struct pid *tpid = BPF_CORE_READ(t, thread_pid);
 	struct exec_scratch *s;
@@ -435,7 +470,9 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	s->rec.egid = BPF_CORE_READ(t, cred, egid.val);
 	s->rec.cgroup_id = bpf_get_current_cgroup_id();
 	s->rec.start_boottime_ns = BPF_CORE_READ(t, start_boottime);
-	s->rec.parent_start_boottime_ns = BPF_CORE_READ(parent, start_boottime);
+	image_owner = image_parent(parent);
+	s->rec.image_ppid = BPF_CORE_READ(image_owner, tgid);
+	s->rec.parent_start_boottime_ns = BPF_CORE_READ(image_owner, start_boottime);
 	s->rec.argc = BPF_CORE_READ(bprm, argc);
 	s->rec.envc = BPF_CORE_READ(bprm, envc);
 	if (BPF_CORE_READ(parent, flags) & PF_KTHREAD)
@@ -451,6 +488,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	BPF_CORE_READ_STR_INTO(&s->rec.hostname, t, nsproxy, uts_ns, name.nodename);
 
 	read_file_id(BPF_CORE_READ(bprm, file), &s->rec.file);
+	/* A forked copy shares its image parent's mm->exe_file. */
 	read_file_id(BPF_CORE_READ(parent, mm, exe_file), &s->rec.parent_exe);
 
 	/* Strings, in enum oe_str order. */
@@ -510,34 +548,6 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	err = bpf_ringbuf_output(&events, s, sizeof(s->rec) + off, wakeup_flags());
 	if (err)
 		count(OE_CNT_LOST_EXEC_RINGBUF_FULL);
-	return 0;
-}
-
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(handle_fork, struct task_struct *forker, struct task_struct *child)
-{
-	struct task_struct *parent = BPF_CORE_READ(child, real_parent, group_leader);
-	struct oe_fork *r;
-
-	/* Threads and kernel threads are not processes of interest. */
-	if (child->pid != child->tgid || (child->flags & PF_KTHREAD))
-		return 0;
-	if (BPF_CORE_READ(parent, tgid) == cfg.self_tgid)
-		return 0;
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		count(OE_CNT_LOST_FORK_RINGBUF_FULL);
-		return 0;
-	}
-	r->hdr.type = OE_REC_FORK;
-	r->hdr.size = sizeof(*r);
-	r->hdr.boot_ns = bpf_ktime_get_boot_ns();
-	r->parent_pid = BPF_CORE_READ(parent, tgid);
-	r->parent_start_boottime_ns = BPF_CORE_READ(parent, start_boottime);
-	r->child_pid = child->tgid;
-	r->child_start_boottime_ns = child->start_boottime;
-	BPF_CORE_READ_STR_INTO(&r->comm, child, comm);
-	bpf_ringbuf_submit(r, wakeup_flags());
 	return 0;
 }
 

@@ -32,7 +32,6 @@
 
 enum oe_record_type {
 	OE_REC_EXEC = 1,
-	OE_REC_FORK = 2,
 	OE_REC_EXIT = 3,
 };
 
@@ -79,7 +78,6 @@ enum oe_counter {
 	OE_CNT_EXEC_SEEN = 0,
 	OE_CNT_EXEC_FILTERED,
 	OE_CNT_LOST_EXEC_RINGBUF_FULL,   /* record could not be output */
-	OE_CNT_LOST_FORK_RINGBUF_FULL,
 	OE_CNT_LOST_EXIT_RINGBUF_FULL,
 	OE_CNT_LOST_EXEC_NO_SCRATCH,     /* per-CPU scratch lookup failed */
 	OE_CNT_CUT_ARGV,                 /* argv cut by the configured bound */
@@ -107,7 +105,7 @@ struct oe_file_id {
 struct oe_exec {
 	struct oe_header hdr;
 	__u64 start_boottime_ns;         /* task->start_boottime */
-	__u64 parent_start_boottime_ns;  /* of real_parent's group leader */
+	__u64 parent_start_boottime_ns;  /* of the image parent (see image_ppid) */
 	__u64 cgroup_id;
 	struct oe_file_id file;          /* bprm->file */
 	struct oe_file_id interpreter;   /* ELF interpreter; zero if none */
@@ -115,6 +113,9 @@ struct oe_exec {
 	struct oe_file_id parent_exe;    /* real_parent->mm->exe_file; zero for kthreads */
 	__u32 stdin_fs_magic;            /* names pipe:[N], socket:[N], anon_inode:... */
 	__u32 host_pid, host_tid, host_ppid, old_tid;
+	/* The nearest ancestor that exec'd: the process whose image the parent
+	 * runs (the parent itself unless it is a forked copy, e.g. a subshell). */
+	__u32 image_ppid;
 	__u32 pid, tid, ppid;            /* in the task's own pid namespace */
 	__u32 uid, gid, euid, egid;
 	__u32 mount_ns, pid_ns;
@@ -124,16 +125,7 @@ struct oe_exec {
 	char comm[OE_COMM_LEN];
 	char prev_comm[OE_COMM_LEN];
 	char hostname[OE_HOSTNAME_LEN];
-	char _pad[7];
-};
-
-struct oe_fork {
-	struct oe_header hdr;
-	__u64 parent_start_boottime_ns;
-	__u64 child_start_boottime_ns;
-	__u32 parent_pid;                /* host tgid */
-	__u32 child_pid;
-	char comm[OE_COMM_LEN];
+	char _pad[3];
 };
 
 struct oe_exit {

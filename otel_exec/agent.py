@@ -10,7 +10,7 @@ from typing import Protocol, TextIO
 
 from .config import Config
 from .decode import DecodeError, Decoder
-from .events import ExecEvent, ExitEvent, ForkEvent
+from .events import ExecEvent, ExitEvent
 from .identity import HostIdentity
 from .loader import KernelProbes
 from .proctable import ProcessInfo, ProcessTable
@@ -37,9 +37,9 @@ class Agent:
         self.sinks = sinks
         self.log = log
         self.identity = identity
-        redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
-                                    env_allow=cfg.env_allow)
-        self.decoder = Decoder(identity, argv_transform=redaction.argv, env_transform=redaction.env)
+        self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
+                                         env_allow=cfg.env_allow)
+        self.decoder = Decoder(identity, argv_transform=self.redaction.argv, env_transform=self.redaction.env)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.table.on_drop = self._dropped
         self.lineage = SpanLineage()
@@ -56,8 +56,11 @@ class Agent:
         self.probes = KernelProbes(self.cfg)
         self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes)
         self.table.seed_from_proc(self.identity)
-        self.lineage.seed(self.table, self.identity)
         seeded = self.table.entries()
+        for info in seeded:
+            if info.seeded_from_proc and info.argv:
+                info.argv = self.redaction.argv(info.argv)
+        self.lineage.seed(self.table, self.identity)
         for sink in self.sinks:
             sink.seed(seeded)
         if self.cfg.ready_file:
@@ -78,12 +81,10 @@ class Agent:
                     and not ev.cmdpath.startswith(self.path_prefixes):
                 return
             info, previous = self.table.on_exec(ev)
-            self.lineage.on_exec(ev, info, previous, self.table.get(ev.host_ppid))
+            self.lineage.on_exec(ev, info, previous, self.table.get(ev.image_ppid))
             for sink in self.sinks:
                 sink.on_exec(ev, info, previous)
             self.exported += 1
-        elif isinstance(ev, ForkEvent):
-            self.table.on_fork(ev)
         elif isinstance(ev, ExitEvent):
             ended = self.table.on_exit(ev)
             if ended is not None:

@@ -56,7 +56,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         key, sep, value = h.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--header {h!r} must be KEY=VALUE")
-        headers[key.strip()] = value.strip()
+        # gRPC metadata keys must be lower case (HTTP headers do not care).
+        headers[key.strip().lower()] = value.strip()
     cfg = Config(
         exporters=tuple(args.exporter),
         endpoint=args.endpoint,
@@ -112,7 +113,8 @@ def run(cfg: Config, stderr: TextIO) -> int:
         if out is not None and out is not sys.stdout:
             out.close()
     print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
-    lost = {k: v for k, v in report.items() if k.startswith("lost_") or k == "decode_errors"}
+    lost = {k: v for k, v in report.items()
+            if k.startswith("lost_") or k == "decode_errors" or k.endswith(("_failed", "_queue_overflow", "_unsent"))}
     if any(lost.values()):
         print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
     return 0

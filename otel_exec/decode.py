@@ -12,7 +12,7 @@ import stat
 from typing import Callable
 
 from . import layout
-from .events import Event, ExecEvent, ExitEvent, ForkEvent
+from .events import Event, ExecEvent, ExitEvent
 from .identity import HostIdentity, kernel_dev_to_user
 
 PIPEFS_MAGIC = 0x50495045
@@ -170,8 +170,6 @@ class Decoder:
             raise DecodeError(f"record says {size} bytes, {len(rec)} were read")
         if rtype == layout.REC_EXEC:
             return self.exec(rec[:size])
-        if rtype == layout.REC_FORK:
-            return self.fork(rec[:size])
         if rtype == layout.REC_EXIT:
             return self.exit(rec[:size])
         raise DecodeError(f"unknown record type {rtype}")
@@ -180,18 +178,6 @@ class Decoder:
         if len(rec) < s.size:
             raise DecodeError(f"record of {len(rec)} bytes, its type needs {s.size}")
         return s.unpack_from(rec)
-
-    def fork(self, rec: memoryview | bytes) -> ForkEvent:
-        _, _, boot_ns, pstart, cstart, ppid, cpid, comm = self._fixed(layout.FORK, rec)
-        ident = self.identity
-        return ForkEvent(
-            timestamp=ident.boot_ns_to_epoch_ns(boot_ns),
-            parent_pid=ppid,
-            child_pid=cpid,
-            parent_start_ticks=ident.ticks_from_boot_ns(pstart),
-            child_start_ticks=ident.ticks_from_boot_ns(cstart),
-            comm=_cstr(comm),
-        )
 
     def exit(self, rec: memoryview | bytes) -> ExitEvent:
         _, _, boot_ns, start, pid, status, comm = self._fixed(layout.EXIT, rec)
@@ -213,7 +199,7 @@ class Decoder:
          i_ino, i_ctime, i_dev, _i_mode,
          s_ino, _s_ctime, _s_dev, s_mode,
          p_ino, _p_ctime, p_dev, _p_mode,
-         stdin_magic, host_pid, host_tid, host_ppid, _old_tid,
+         stdin_magic, host_pid, host_tid, host_ppid, _old_tid, image_ppid,
          pid, tid, ppid, uid, gid, euid, egid, mount_ns, pid_ns, argc, envc, flags,
          *rest) = self._fixed(layout.EXEC, rec)
         nstr = len(layout.STR_NAMES)
@@ -243,6 +229,9 @@ class Decoder:
             stdin_path = path(strs[layout.STR_STDIN], stdin_pf)
         cut_paths = [name for i, name in enumerate(layout.PATH_FIELDS)
                      if flags >> (shift + i * bits) & layout.PF_TRUNCATED] if flags >> shift else []
+        if flags & (layout.F_CMDPATH_TRUNCATED | layout.F_INTERP_TRUNCATED):
+            cut_paths += [name for name, bit in (("cmdpath", layout.F_CMDPATH_TRUNCATED),
+                                                 ("interp", layout.F_INTERP_TRUNCATED)) if flags & bit]
         ident = self.identity
         dev = kernel_dev_to_user(f_dev)
         start_ticks = ident.ticks_from_boot_ns(start)
@@ -271,7 +260,7 @@ class Decoder:
             hostname=_cstr(hostname),
             process_start_time=ident.boot_ns_to_epoch_ns(start),
             exec_id=ident.exec_id(host_pid, start_ticks, dev, f_ino),
-            parent_exec_id=self._parent_exec_id(host_ppid, pstart, p_dev, p_ino),
+            parent_exec_id=self._parent_exec_id(image_ppid, pstart, p_dev, p_ino),
             cmdpath=_cstr(strs[layout.STR_CMDPATH]),
             pathname=pathname,
             dev=dev,
@@ -294,4 +283,5 @@ class Decoder:
             envc=envc,
             path_truncated=cut_paths,
             start_ticks=start_ticks,
+            image_ppid=image_ppid,
         )

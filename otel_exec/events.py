@@ -56,16 +56,9 @@ class ExecEvent:
     envc: int
     path_truncated: list[str] = field(default_factory=list)  # names of cut paths
     start_ticks: int = 0  # start time in clock ticks since boot, as /proc/PID/stat
-
-
-@dataclass(slots=True)
-class ForkEvent:
-    timestamp: int
-    parent_pid: int  # host pids
-    child_pid: int
-    parent_start_ticks: int
-    child_start_ticks: int
-    comm: str
+    # The nearest ancestor that exec'd, whose image the parent runs: the
+    # parent itself unless that is a forked copy (a subshell). Lineage.
+    image_ppid: int = 0
 
 
 @dataclass(slots=True)
@@ -79,4 +72,4 @@ class ExitEvent:
     comm: str
 
 
-Event = ExecEvent | ForkEvent | ExitEvent
+Event = ExecEvent | ExitEvent

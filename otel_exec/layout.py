@@ -11,7 +11,6 @@ import struct
 ABI_VERSION = 1
 
 REC_EXEC = 1
-REC_FORK = 2
 REC_EXIT = 3
 
 COMM_LEN = 16
@@ -45,7 +44,6 @@ COUNTER_NAMES = (
     "exec_seen",
     "exec_filtered",
     "lost_exec_ringbuf_full",
-    "lost_fork_ringbuf_full",
     "lost_exit_ringbuf_full",
     "lost_exec_no_scratch",
     "cut_argv",
@@ -78,6 +76,7 @@ EXEC_MEMBERS: list[tuple[str, str]] = [
     *_file_id("parent_exe"),
     ("stdin_fs_magic", "I"),
     ("host_pid", "I"), ("host_tid", "I"), ("host_ppid", "I"), ("old_tid", "I"),
+    ("image_ppid", "I"),
     ("pid", "I"), ("tid", "I"), ("ppid", "I"),
     ("uid", "I"), ("gid", "I"), ("euid", "I"), ("egid", "I"),
     ("mount_ns", "I"), ("pid_ns", "I"),
@@ -87,16 +86,7 @@ EXEC_MEMBERS: list[tuple[str, str]] = [
     ("comm", f"{COMM_LEN}s"),
     ("prev_comm", f"{COMM_LEN}s"),
     ("hostname", f"{HOSTNAME_LEN}s"),
-    ("_pad", "7s"),
-]
-
-FORK_MEMBERS: list[tuple[str, str]] = [
-    *_HEADER,
-    ("parent_start_boottime_ns", "Q"),
-    ("child_start_boottime_ns", "Q"),
-    ("parent_pid", "I"),
-    ("child_pid", "I"),
-    ("comm", f"{COMM_LEN}s"),
+    ("_pad", "3s"),
 ]
 
 EXIT_MEMBERS: list[tuple[str, str]] = [
@@ -135,7 +125,6 @@ def member_offsets(members: list[tuple[str, str]]) -> dict[str, int]:
 
 
 EXEC = _struct(EXEC_MEMBERS)
-FORK = _struct(FORK_MEMBERS)
 EXIT = _struct(EXIT_MEMBERS)
 CONFIG = _struct(CONFIG_MEMBERS)
 HEADER = _struct(_HEADER)

@@ -37,6 +37,8 @@ _SPAN_ATTR = w.tag(9, w.LEN)  # Span.attributes
 def _h(key: str) -> bytes:
     head = _heads.get(key)
     if head is None:
+        if len(_heads) >= 8192:  # env key names are unbounded
+            _heads.clear()
         head = _heads[key] = w.key_head(key)
     return head
 
@@ -164,13 +166,21 @@ def _argv_encoding(argv: list[str], argc: int) -> tuple[Attrs, bytes]:
 
 
 def _env_kvs(env: list[str]) -> list[bytes]:
+    """One attribute per key (OTLP forbids duplicates): the first value of a
+    key set twice wins, as getenv(3) finds it; entries without "=" go into
+    one array attribute."""
     kvs = []
+    seen = set()
+    bare = []
     for entry in env:
         key, sep, value = entry.partition("=")
-        if sep:
+        if not sep:
+            bare.append(entry)
+        elif key not in seen:
+            seen.add(key)
             kvs.append(_kv(ENV_PREFIX + key, value))
-        else:
-            kvs.append(_kv("otel_exec.env_entry_without_value", entry))
+    if bare:
+        kvs.append(_kv("otel_exec.env_entries_without_value", bare))
     return kvs
 
 
@@ -305,12 +315,13 @@ def _ending(reason: str, incomplete: bool, exit_code: int | None, signo: int | N
 def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> bytes:
     """An opentelemetry.proto.trace.v1.Span for a process image, named after
     its executable; its attributes were kept since it started."""
-    name = _names.get(info.exe)
+    label = os.path.basename(info.exe) if info.exe else info.comm
+    name = _names.get(label)
     if name is None:
-        name = w.len_field(5, (os.path.basename(info.exe) or info.comm).encode("utf-8", "replace"))
+        name = w.len_field(5, label.encode("utf-8", "replace"))
         if len(_names) >= 4096:
             _names.clear()
-        _names[info.exe] = name
+        _names[label] = name
     parts = [_SPAN_TRACE_ID, info.trace_id, _SPAN_ID, info.span_id]
     if info.trace_state:
         parts.append(w.len_field(3, info.trace_state.encode()))

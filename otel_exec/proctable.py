@@ -1,7 +1,9 @@
 """The user-space process table: what image each live host pid runs, and
 its lineage.
 
-Seeded once from /proc, then kept current by fork, exec and exit events.
+Seeded once from /proc, then kept current by exec and exit events. A forked
+child that has not exec'd runs its parent's image and needs no entry: an
+exec names its image parent (``ExecEvent.image_ppid``).
 Keyed by host pid and bounded: when full, the least recently used entry is
 evicted (and counted), so a missed exit costs one slot until it ages out
 rather than memory forever. Every per-event operation is O(1)
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .decode import split_block, text
-from .events import ExecEvent, ExitEvent, ForkEvent
+from .events import ExecEvent, ExitEvent
 from .identity import HostIdentity
 
 DEFAULT_MAX_ENTRIES = 65536
@@ -40,9 +42,8 @@ _GONE_STATES = (b"Z", b"X")  # zombie, dead: exited already, no exit event will 
 class ProcessInfo:
     """One process and the image it runs.
 
-    ``exec_id``/``parent_exec_id`` are "" and ``argv`` is None when unknown
-    (a fork from a process the table never saw). A forked child shares its
-    parent's ``argv`` list until it execs: treat ``argv`` as read-only.
+    ``argv`` may be shared with other entries and events: treat it as
+    read-only.
     """
 
     pid: int  # host pid
@@ -57,8 +58,8 @@ class ProcessInfo:
     exec_time: int | None  # ns since epoch of the exec; None when seeded
     exit_code: int | None = None
     signal: int | None = None
-    # The span of this image, assigned by otel_exec.spans. A forked child
-    # carries its parent's ids with owns_span False until it execs.
+    # The span of this image, assigned by otel_exec.spans; owns_span turns
+    # False once the span was ended and handed to the exporters.
     trace_id: bytes = b""
     span_id: bytes = b""
     parent_span_id: bytes = b""
@@ -120,39 +121,13 @@ class ProcessTable:
             info = parent
         return chain
 
-    def on_fork(self, ev: ForkEvent) -> ProcessInfo:
-        """The child runs its parent's image until it execs: it shares the
-        parent's exec id, exe, argv and exec time."""
-        parent = self._current(ev.parent_pid, ev.parent_start_ticks)
-        if parent is None:
-            info = ProcessInfo(ev.child_pid, ev.parent_pid, ev.child_start_ticks, "", "", ev.comm,
-                               "", None, False, None)
-        else:
-            self._procs.move_to_end(ev.parent_pid)
-            info = ProcessInfo(ev.child_pid, ev.parent_pid, ev.child_start_ticks, parent.exec_id,
-                               parent.exec_id, ev.comm, parent.exe, parent.argv, False, parent.exec_time,
-                               trace_id=parent.trace_id, span_id=parent.span_id,
-                               trace_state=parent.trace_state, traceparent=parent.traceparent)
-        self._put(info)
-        return info
-
     def on_exec(self, ev: ExecEvent) -> tuple[ProcessInfo, ProcessInfo | None]:
-        """Install the new image of ``ev.host_pid``; return it and the image
-        it replaced (the forked copy, or the process's previous exec), or
-        None if the table did not know that.
-
-        Sets ``ev.parent_exec_id`` to the parent's current image when the
-        table knows the parent: the kernel's value (computed from the
-        parent's pid, start and exe) names a forked parent that never exec'd
-        by an id no exec carries.
-        """
+        """Install the new image of ``ev.host_pid``; return it and the
+        process's previous image (a re-exec), or None."""
         previous = self._procs.pop(ev.host_pid, None)
         if previous is not None and previous.start_ticks != ev.start_ticks:
             self._dropped(previous)  # a reused pid's stale entry: not this process's past
             previous = None
-        parent = self._procs.get(ev.host_ppid)
-        if parent is not None and parent.start_ticks <= ev.start_ticks and parent.exec_id:
-            ev.parent_exec_id = parent.exec_id
         info = ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id,
                            ev.comm, ev.pathname, ev.argv, False, ev.timestamp)
         self._put(info)

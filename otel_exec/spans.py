@@ -2,16 +2,16 @@
 
 Rules, in order (README "Traces"):
 1. A valid W3C TRACEPARENT in the image's environment that the image it
-   continues (its previous image, or the forked copy of its parent's) did
-   not already carry unchanged: the application set it, so the process
-   joins the application's trace under that span.
-2. Else the span of the image it continues: a fork+exec child nests under
-   its parent's image, a re-exec under the process's previous image.
+   continues (its own previous image, or its parent's image) did not
+   already carry unchanged: the application set it, so the process joins
+   the application's trace under that span.
+2. Else the span of the image it continues: a re-exec nests under the
+   process's previous image, a fork+exec child under its parent's image.
 3. Else a new trace rooted at this image.
 
-Span and trace ids derive from the exec id, so the span of a process that is
-found again in /proc after an agent restart keeps its ids, and children
-started after the restart still nest under it.
+Span and trace ids derive from the exec id (for a re-exec, and the exec
+time), so the span of a process found again in /proc after an agent restart
+keeps its ids, and children started after the restart still nest under it.
 """
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ class SpanLineage:
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None,
                 parent: ProcessInfo | None) -> None:
-        """Assign info's span; `previous` is what the table held for this
-        pid, `parent` the table's entry for the parent process."""
+        """Assign info's span; `previous` is the process's own previous
+        image, `parent` the table's entry for its image parent."""
+        if parent is not None and parent.exec_id != ev.parent_exec_id:
+            parent = None  # since re-exec'd, or a reused pid: not the image this one came from
         continues = previous if previous is not None else parent
-        # A process re-exec'ing the same file keeps its exec id; the exec
-        # time tells the images apart.
-        salt = ev.timestamp if previous is not None and previous.owns_span and \
-            previous.exec_id == ev.exec_id else 0
-        info.span_id = _digest(ev.exec_id, salt, 8)
+        # Images of one process can share an exec id (A, B, A again): a
+        # re-exec's span id also hashes its exec time.
+        info.span_id = _digest(ev.exec_id, ev.timestamp if previous is not None else 0, 8)
         info.span_start = ev.timestamp
         info.owns_span = True
         self._parent(info, trace_context_entries(ev.env), continues, ev.exec_id)

@@ -12,6 +12,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -388,3 +389,25 @@ def test_container_id_from_cgroup(agent: AgentRun, tmp_path: Path) -> None:
     assert ev["container_id"] == cid
     assert ev["cgroup_path"] == f"/docker-{cid}.scope"
     assert ev["cgroup_id"] != 0
+
+
+def test_children_of_a_subshell_name_the_shell_as_image_parent(agent: AgentRun) -> None:
+    """A subshell is a forked copy that never exec'd: its children's image
+    parent (and parent_exec_id) is the shell whose image it runs."""
+    mark = new_mark()
+    forker = ("import os, subprocess\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    subprocess.run(['/bin/true']); subprocess.run(['/bin/true']); os._exit(0)\n"
+              "os.waitpid(pid, 0)\n")
+    subprocess.run([sys.executable, "-c", forker], env=marked_env(mark), check=True)
+    events = agent.find(marked(mark), count=3)
+    (sh,) = [e for e in events if e["argv"][:2] == [sys.executable, "-c"]]
+    trues = [e for e in events if e["comm"] == "true"]
+    assert len(trues) == 2
+    for t in trues:
+        assert t["host_ppid"] != sh["host_pid"]  # the subshell
+        assert t["image_ppid"] == sh["host_pid"]
+        assert t["parent_exec_id"] == sh["exec_id"]
+    assert sh["image_ppid"] == sh["host_ppid"] == os.getpid()
+    assert sh["parent_exec_id"] == parent_exec_id_of_me()

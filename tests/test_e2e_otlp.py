@@ -196,3 +196,24 @@ def test_standard_environment_variables_configure_export(collector: Collector, t
     assert rec.resource["service.name"] == "exec-audit"
     assert rec.resource["deployment.environment.name"] == "ci"
     assert not run.out.exists() or run.out.read_text() == ""  # OTLP chosen, not the console
+
+
+def test_processes_found_at_start_are_spans_with_redacted_argv(collector: Collector, tmp_path: Path) -> None:
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    mark = new_mark()
+    before = subprocess.Popen(["/bin/sh", "-c", "sleep 60", "sh", "--password=hunter2"], env=marked_env(mark))
+    try:
+        run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint,
+                       env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100"))
+        rc, err = run.stop()
+        assert rc == 0, err
+        (span,) = collector.wait_for_spans(lambda s: s.attributes.get("process.pid") == before.pid
+                                           and s.attributes.get("otel_exec.observed_from") == "procfs")
+    finally:
+        before.kill()
+        before.wait()
+    assert span.attributes["process.command_args"] == ["/bin/sh", "-c", "sleep 60", "sh", "--password=[REDACTED]"]
+    assert span.attributes["otel_exec.span.incomplete"] is True
+    assert span.start_time <= time.time_ns()

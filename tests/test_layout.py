@@ -16,7 +16,7 @@ import pytest
 from otel_exec import layout
 
 HEADER = Path(__file__).resolve().parent.parent / "bpf" / "otel_exec.h"
-RECORD_STRUCTS = ("oe_exec", "oe_fork", "oe_exit", "oe_config")
+RECORD_STRUCTS = ("oe_exec", "oe_exit", "oe_config")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,6 @@ def _flatten(btf: dict, struct: dict, prefix: str = "", base: int = 0) -> dict[s
 
 @pytest.mark.parametrize("cname,members,packer", [
     ("oe_exec", layout.EXEC_MEMBERS, layout.EXEC),
-    ("oe_fork", layout.FORK_MEMBERS, layout.FORK),
     ("oe_exit", layout.EXIT_MEMBERS, layout.EXIT),
     ("oe_config", layout.CONFIG_MEMBERS, layout.CONFIG),
 ])
@@ -108,8 +107,7 @@ def test_constants_match_header() -> None:
 def test_enums_match_header() -> None:
     body = re.search(r"enum oe_record_type \{(.*?)\};", HEADER.read_text(), re.S).group(1)
     values = {k: int(v) for k, v in re.findall(r"(OE_REC_\w+) = (\d+)", body)}
-    assert values == {"OE_REC_EXEC": layout.REC_EXEC, "OE_REC_FORK": layout.REC_FORK,
-                      "OE_REC_EXIT": layout.REC_EXIT}
+    assert values == {"OE_REC_EXEC": layout.REC_EXEC, "OE_REC_EXIT": layout.REC_EXIT}
     strs = _header_enum("oe_str")
     assert strs[-1] == "OE_STR_COUNT"
     assert [s.removeprefix("OE_STR_").lower() for s in strs[:-1]] == list(layout.STR_NAMES)

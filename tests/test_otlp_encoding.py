@@ -24,7 +24,8 @@ def sample_exec(**over: object) -> ExecEvent:
         interpreter_pathname="/usr/lib/ld.so", interpreter_dev=65024, interpreter_inode=99,
         interpreter_ctime=1_500_000_000_000_000_000, argv=["sudo", "-u", "x y", "caf\u00e9"], interp="sudo",
         stdin_type=stat.S_IFCHR, stdin_path="/dev/pts/3", invoked_from_kernel=False,
-        env=["HOME=/root", "API_TOKEN=[REDACTED]", "NOEQUALS"], argv_truncated=False, env_truncated=True,
+        env=["HOME=/root", "API_TOKEN=[REDACTED]", "NOEQUALS", "HOME=/second"], argv_truncated=False,
+        env_truncated=True,
         argc=4, envc=3, path_truncated=["pwd"], start_ticks=100)
     fields.update(over)
     return ExecEvent(**fields)  # type: ignore[arg-type]
@@ -63,6 +64,8 @@ def test_log_record_round_trip() -> None:
     assert lr.event_name == "otel_exec.process.exec"
     assert lr.body.string_value == "sudo -u 'x y' 'caf\u00e9'"  # shlex.join quoting
     assert lr.trace_id == b"\x01" * 16 and lr.span_id == b"\x02" * 8
+    keys = [kv.key for kv in lr.attributes]
+    assert len(keys) == len(set(keys))  # OTLP forbids duplicate keys, even for an env key set twice
     a = attrs(lr.attributes)
     assert a["process.pid"] == 4242 and a["process.parent_pid"] == 4000 and a["process.vpid"] == 7
     assert a["process.executable.path"] == "/usr/bin/sudo" and a["process.executable.name"] == "sudo"
@@ -77,7 +80,7 @@ def test_log_record_round_trip() -> None:
     assert a["file.path"] == "/usr/bin/sudo" and a["file.inode"] == "12345" and a["file.mode"] == "4755"
     assert a["process.environment_variable.HOME"] == "/root"
     assert a["process.environment_variable.API_TOKEN"] == "[REDACTED]"
-    assert a["otel_exec.env_entry_without_value"] == "NOEQUALS"
+    assert a["otel_exec.env_entries_without_value"] == ["NOEQUALS"]
     assert a["otel_exec.interpreter.path"] == "/usr/lib/ld.so"
     assert a["otel_exec.env_truncated"] is True and a["otel_exec.argv_truncated"] is False
     assert a["otel_exec.path_truncated"] == ["pwd"]

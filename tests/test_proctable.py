@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from otel_exec.events import ExecEvent, ExitEvent, ForkEvent
+from otel_exec.events import ExecEvent, ExitEvent
 from otel_exec.identity import HostIdentity
 from otel_exec.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
 
@@ -37,11 +37,6 @@ def exec_ev(pid, ppid, start_ticks, exec_id, *, parent_exec_id="kernel-parent-id
         stdin_type=0, stdin_path="", invoked_from_kernel=False, env=[], argv_truncated=False,
         env_truncated=False, argc=len(argv), envc=0, start_ticks=start_ticks,
     )
-
-
-def fork_ev(parent, parent_ticks, child, child_ticks, comm="x"):
-    return ForkEvent(timestamp=0, parent_pid=parent, child_pid=child, parent_start_ticks=parent_ticks,
-                     child_start_ticks=child_ticks, comm=comm)
 
 
 def exit_ev(pid, ticks, code=0, sig=None):
@@ -160,23 +155,18 @@ def test_lru_bound_and_eviction():
     table.get(2)  # a use: 3 is now the least recent
     table.on_exec(exec_ev(5, 0, 5, "e5"))
     assert table.evicted == 2 and table.get(3) is None
-    # A fork uses its parent too.
-    table.on_fork(fork_ev(2, 2, 6, 6))
-    assert table.get(4) is None and table.get(2) is not None
-    assert len(table) == 3 and table.evicted == 3
+    dropped = []
+    table.on_drop = dropped.append
+    table.on_exec(exec_ev(6, 0, 6, "e6"))
+    assert [i.exec_id for i in dropped] == ["e4"]  # told, so an open span can still end
 
 
-def test_fork_exec_exit_flow():
+def test_exec_exit_flow():
     table = ProcessTable()
     table.on_exec(exec_ev(100, 1, 50, "bash-id", path="/bin/bash", argv=("bash",), ts=10))
-    child = table.on_fork(fork_ev(100, 50, 101, 60, comm="bash"))
-    # Until it execs, the child runs its parent's image.
-    assert (child.exec_id, child.parent_exec_id, child.exe, child.argv, child.exec_time) == \
-        ("bash-id", "bash-id", "/bin/bash", ["bash"], 10)
-    assert table.get(101) is child
-
-    _, previous = table.on_exec(exec_ev(101, 100, 60, "ls-id", path="/bin/ls", argv=("ls", "-l"), ts=20))
-    assert previous is child
+    _, previous = table.on_exec(exec_ev(101, 100, 60, "ls-id", parent_exec_id="bash-id", path="/bin/ls",
+                                        argv=("ls", "-l"), ts=20))
+    assert previous is None  # a fork+exec: no earlier image of this process
     now = table.get(101)
     assert (now.exec_id, now.parent_exec_id, now.exe, now.argv, now.exec_time, now.seeded_from_proc) == \
         ("ls-id", "bash-id", "/bin/ls", ["ls", "-l"], 20, False)
@@ -216,10 +206,6 @@ def test_pid_reuse():
     table.on_exec(exec_ev(201, 1, 100, "old2"))
     assert table.on_exit(exit_ev(201, 400)) is None
     assert table.get(201) is None
-    # A fork by a reused parent pid: the stale parent image is not inherited.
-    table.on_exec(exec_ev(202, 1, 100, "old3"))
-    child = table.on_fork(fork_ev(202, 500, 203, 510))
-    assert child.exec_id == "" and table.get(202) is None
 
 
 def test_ancestors_stop_at_reused_parent_pid_and_limit():
@@ -239,6 +225,5 @@ def test_exec_of_known_seeded_process(ident):
     table.seed_from_proc(ident)
     me = table.get(os.getpid())
     _, prev = table.on_exec(exec_ev(os.getpid(), os.getppid(), me.start_ticks, "new-image",
-                                 path=sys.executable))
-    assert prev is me
-    assert table.get(os.getpid()).parent_exec_id == table.get(os.getppid()).exec_id
+                                    path=sys.executable))
+    assert prev is me  # a re-exec of a process found in /proc

@@ -1,11 +1,11 @@
-"""Span lineage rules with synthetic fork/exec sequences (the kernel path is
+"""Span lineage rules with synthetic exec sequences (the kernel path is
 covered end to end in tests/test_e2e_otlp.py)."""
 from __future__ import annotations
 
 from otel_exec.proctable import ProcessTable
 from otel_exec.spans import SpanLineage
 from otel_exec.traceparent import parse_traceparent, trace_context_entries
-from test_proctable import exec_ev, fork_ev
+from test_proctable import exec_ev
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -18,21 +18,20 @@ class World:
         self.lineage = SpanLineage()
 
     def exec(self, pid: int, ppid: int, ticks: int, exec_id: str, env: list[str] = [], ts: int = 1000):
-        ev = exec_ev(pid, ppid, ticks, exec_id, ts=ts)
+        """As the kernel reports it: the image parent's exec id comes along."""
+        parent = self.table.get(ppid)
+        ev = exec_ev(pid, ppid, ticks, exec_id, ts=ts, parent_exec_id=parent.exec_id if parent else "")
+        ev.image_ppid = ppid
         ev.env = list(env)
         info, previous = self.table.on_exec(ev)
         self.lineage.on_exec(ev, info, previous, self.table.get(ppid))
         return info
-
-    def fork(self, parent: int, pticks: int, child: int, cticks: int) -> None:
-        self.table.on_fork(fork_ev(parent, pticks, child, cticks))
 
 
 def test_root_then_fork_exec_children_nest() -> None:
     w = World()
     sh = w.exec(10, 1, 5, "sh")
     assert sh.owns_span and sh.parent_span_id == b"" and len(sh.trace_id) == 16
-    w.fork(10, 5, 11, 6)
     true = w.exec(11, 10, 6, "true")
     assert (true.trace_id, true.parent_span_id) == (sh.trace_id, sh.span_id)
     assert true.span_id != sh.span_id
@@ -43,19 +42,17 @@ def test_reexec_nests_under_previous_image() -> None:
     first = w.exec(10, 1, 5, "a")
     second = w.exec(10, 1, 5, "b")
     assert second.parent_span_id == first.span_id and second.trace_id == first.trace_id
-    same_file = w.exec(10, 1, 5, "b", ts=2000)
-    assert same_file.span_id != second.span_id  # same exec id, told apart by exec time
+    again = w.exec(10, 1, 5, "a", ts=2000)
+    assert again.span_id != first.span_id  # same exec id, told apart by exec time
 
 
 def test_traceparent_attaches_and_inherited_copy_nests_under_process() -> None:
     w = World()
     app = w.exec(10, 1, 5, "app")
-    w.fork(10, 5, 11, 6)
     sh = w.exec(11, 10, 6, "sh", env=[f"TRACEPARENT={TP}", "TRACESTATE=k=v"])
     assert (sh.trace_id, sh.parent_span_id, sh.trace_state) == (TRACE, SPAN, "k=v")
     # sh's child inherits the same TRACEPARENT unchanged: it nests under sh,
     # not flat under the application's span.
-    w.fork(11, 6, 12, 7)
     curl = w.exec(12, 11, 7, "curl", env=[f"TRACEPARENT={TP}"])
     assert (curl.trace_id, curl.parent_span_id) == (TRACE, sh.span_id)
     assert app.trace_id != TRACE
@@ -64,10 +61,20 @@ def test_traceparent_attaches_and_inherited_copy_nests_under_process() -> None:
 def test_malformed_traceparent_is_counted_and_ignored() -> None:
     w = World()
     parent = w.exec(10, 1, 5, "p")
-    w.fork(10, 5, 11, 6)
     child = w.exec(11, 10, 6, "c", env=["TRACEPARENT=garbage"])
     assert child.parent_span_id == parent.span_id
     assert w.lineage.malformed_traceparent == 1
+
+
+def test_parent_that_reexeced_since_is_not_the_parent() -> None:
+    w = World()
+    w.exec(10, 1, 5, "old-image")
+    ev = exec_ev(11, 10, 6, "child", parent_exec_id="old-image")
+    ev.image_ppid = 10
+    w.exec(10, 1, 5, "new-image", ts=2000)
+    info, previous = w.table.on_exec(ev)
+    w.lineage.on_exec(ev, info, previous, w.table.get(10))
+    assert info.parent_span_id == b""  # the old image's span is gone: a new trace
 
 
 def test_parse_traceparent_rules() -> None:
