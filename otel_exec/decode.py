@@ -73,9 +73,10 @@ def join_path(leaf_first: bytes, pflags: int, fs_magic: int = 0, inode: int = 0)
 class Strings(list[str]):
     """A decoded argv or env list. Identical blocks (a storm of one command,
     the shared environment of a build) decode to one shared, read-only
-    instance; `encoded` lets the export mapping cache its encoding there."""
+    instance, on which later stages cache what they derive from it:
+    `encoded` (the export mapping), `trace_context` (span lineage)."""
 
-    __slots__ = ("encoded",)
+    __slots__ = ("encoded", "trace_context")
 
 
 class BlockCache:
@@ -206,13 +207,12 @@ class Decoder:
         lens = rest[:nstr]
         comm, prev_comm, hostname, _ = rest[nstr:]
 
-        data = bytes(rec[layout.EXEC.size:size])
-        if sum(lens) != len(data):
-            raise DecodeError(f"exec strings add up to {sum(lens)} bytes, record holds {len(data)}")
+        pos = layout.EXEC.size
+        if pos + sum(lens) != size:
+            raise DecodeError(f"exec strings add up to {sum(lens)} bytes, record holds {size - pos}")
         strs: list[bytes] = []
-        pos = 0
         for n in lens:
-            strs.append(data[pos:pos + n])
+            strs.append(bytes(rec[pos:pos + n]))
             pos += n
 
         shift, bits = layout.F_PATH_SHIFT, layout.F_PATH_BITS

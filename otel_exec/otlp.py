@@ -74,11 +74,27 @@ def _encoded_resource(attrs: dict[str, object]) -> bytes:
 _SCOPE = w.len_field(1, b"otel-exec") + w.len_field(2, __version__.encode())
 
 
+_RECORD = w.tag(2, w.LEN)
+
+
 def export_request(resource: bytes, records: list[bytes]) -> bytes:
     """ExportLogsServiceRequest or ExportTraceServiceRequest: both nest
-    resource (1) and one scope block (2) holding scope (1) and records (2)."""
-    scoped = w.len_field(1, _SCOPE) + w.repeated(2, records)
-    return w.len_field(1, w.len_field(1, resource) + w.len_field(2, scoped))
+    resource (1) and one scope block (2) holding scope (1) and records (2).
+    Lengths are summed first so the records are copied once, by one join."""
+    varint = w.varint
+    parts = [b"", b"", b"", w.len_field(1, _SCOPE)]
+    size = len(parts[3])
+    for rec in records:
+        head = _RECORD + varint(len(rec))
+        parts += (head, rec)
+        size += len(head) + len(rec)
+    scope_head = w.tag(2, w.LEN) + varint(size)
+    resource_field = w.len_field(1, resource)
+    inner = len(resource_field) + len(scope_head) + size
+    parts[0] = w.tag(1, w.LEN) + varint(inner)
+    parts[1] = resource_field
+    parts[2] = scope_head
+    return b"".join(parts)
 
 
 class Transport(Protocol):

@@ -25,7 +25,17 @@ from .traceparent import remote_parent, trace_context_entries
 
 
 def _digest(exec_id: str, salt: int, size: int) -> bytes:
-    d = hashlib.blake2b(f"{exec_id}/{salt}".encode(), digest_size=size).digest()
+    """Id bytes from an exec id (itself 128 hash bits in hex): its leading
+    bytes when unsalted, a hash of it with the salt otherwise."""
+    if salt:
+        d = hashlib.blake2b(f"{exec_id}/{salt}".encode(), digest_size=size).digest()
+    else:
+        try:
+            d = bytes.fromhex(exec_id[:2 * size])
+        except ValueError:
+            d = b""
+        if len(d) != size:
+            d = hashlib.blake2b(exec_id.encode(), digest_size=size).digest()
     return d if any(d) else b"\1" * size  # all-zero ids are invalid
 
 

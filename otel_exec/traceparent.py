@@ -37,7 +37,18 @@ def parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
 
 def trace_context_entries(env: list[str]) -> dict[str, str]:
     """TRACEPARENT / TRACESTATE / BAGGAGE values from a KEY=VALUE list. A key
-    set twice keeps its first value, as getenv(3) does."""
+    set twice keeps its first value, as getenv(3) does. Cached on a shared
+    decoded block (decode.Strings)."""
+    cached = getattr(env, "trace_context", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    found = _scan(env)
+    if hasattr(type(env), "trace_context"):
+        env.trace_context = found  # type: ignore[attr-defined]
+    return found
+
+
+def _scan(env: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for entry in env:
         if entry[:1] in "TB" and (entry.startswith("TRACE") or entry.startswith("BAGGAGE=")):
