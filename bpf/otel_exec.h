@@ -102,21 +102,28 @@ struct oe_file_id {
 	__u32 mode;
 };
 
+/*
+ * Per-process fields come first, up to OE_EXEC_SHARED_OFFSET; everything from
+ * there on (identity of the file, context, strings) is identical for execs
+ * of one command from one context, such as the iterations of a build loop,
+ * and user space decodes it once per distinct value.
+ */
 struct oe_exec {
 	struct oe_header hdr;
 	__u64 start_boottime_ns;         /* task->start_boottime */
 	__u64 parent_start_boottime_ns;  /* of the image parent (see image_ppid) */
+	__u32 host_pid, host_tid, host_ppid, old_tid;
+	/* The nearest ancestor that exec'd: the process whose image the parent
+	 * runs (the parent itself unless it is a forked copy, e.g. a subshell). */
+	__u32 image_ppid;
+	__u32 pid, tid, ppid;            /* in the task's own pid namespace */
+	/* shared part (OE_EXEC_SHARED_OFFSET) */
 	__u64 cgroup_id;
 	struct oe_file_id file;          /* bprm->file */
 	struct oe_file_id interpreter;   /* ELF interpreter; zero if none */
 	struct oe_file_id stdin;         /* fd 0; zero if closed */
 	struct oe_file_id parent_exe;    /* real_parent->mm->exe_file; zero for kthreads */
 	__u32 stdin_fs_magic;            /* names pipe:[N], socket:[N], anon_inode:... */
-	__u32 host_pid, host_tid, host_ppid, old_tid;
-	/* The nearest ancestor that exec'd: the process whose image the parent
-	 * runs (the parent itself unless it is a forked copy, e.g. a subshell). */
-	__u32 image_ppid;
-	__u32 pid, tid, ppid;            /* in the task's own pid namespace */
 	__u32 uid, gid, euid, egid;
 	__u32 mount_ns, pid_ns;
 	__u32 argc, envc;                /* bprm->argc / envc: the true counts */
@@ -127,6 +134,8 @@ struct oe_exec {
 	char hostname[OE_HOSTNAME_LEN];
 	char _pad[3];
 };
+
+#define OE_EXEC_SHARED_OFFSET 64
 
 struct oe_exit {
 	struct oe_header hdr;

@@ -9,7 +9,7 @@ from typing import TextIO
 from .events import ExecEvent
 from .proctable import ProcessInfo
 
-EXEC_FIELDS = ExecEvent.__slots__
+EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name != "shared"]
 # A newline or escape sequence in a path or argument must not forge lines or
 # drive the terminal: control characters print as \xNN.
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]}

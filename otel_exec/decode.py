@@ -12,7 +12,7 @@ import stat
 from typing import Callable
 
 from . import layout
-from .events import Event, ExecEvent, ExitEvent
+from .events import SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec
 from .identity import HostIdentity, kernel_dev_to_user
 
 PIPEFS_MAGIC = 0x50495045
@@ -24,6 +24,10 @@ ANON_INODE_FS_MAGIC = 0x09041934
 _CONTAINER_CGROUP = re.compile(
     r"^(?:docker-|cri-containerd-|crio-|libpod-)?([0-9a-f]{64})(?:\.scope)?$"
 )
+
+
+_DEV = SHARED_FIELDS.index("dev")
+_INODE = SHARED_FIELDS.index("inode")
 
 
 class DecodeError(ValueError):
@@ -73,10 +77,9 @@ def join_path(leaf_first: bytes, pflags: int, fs_magic: int = 0, inode: int = 0)
 class Strings(list[str]):
     """A decoded argv or env list. Identical blocks (a storm of one command,
     the shared environment of a build) decode to one shared, read-only
-    instance, on which later stages cache what they derive from it:
-    `encoded` (the export mapping), `trace_context` (span lineage)."""
+    instance, on which span lineage caches its `trace_context`."""
 
-    __slots__ = ("encoded", "trace_context")
+    __slots__ = ("trace_context",)
 
 
 class BlockCache:
@@ -129,6 +132,7 @@ class Decoder:
         self._paths: dict[tuple[bytes, int], str] = {}
         self._cgroups: dict[tuple[bytes, int], tuple[str, str | None]] = {}
         self._parents: dict[tuple[int, int, int, int], str] = {}
+        self._shared: dict[bytes, SharedExec] = {}
 
     @staticmethod
     def _remember(cache: dict, key: object, value: object) -> None:
@@ -195,93 +199,85 @@ class Decoder:
         )
 
     def exec(self, rec: memoryview | bytes) -> ExecEvent:
-        (_, size, boot_ns, start, pstart, cgroup_id,
+        if len(rec) < layout.EXEC.size:
+            raise DecodeError(f"exec record of {len(rec)} bytes, needs at least {layout.EXEC.size}")
+        (_, size, boot_ns, start, pstart, host_pid, host_tid, host_ppid, _old_tid, image_ppid,
+         pid, tid, ppid) = layout.EXEC_HEAD.unpack_from(rec)
+        key = bytes(rec[layout.EXEC_SHARED_OFFSET:size])
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._decode_shared(key)
+            self._remember(self._shared, key, shared)
+        f = shared.fields
+        ident = self.identity
+        start_ticks = ident.ticks_from_boot_ns(start)
+        return ExecEvent(
+            ident.boot_ns_to_epoch_ns(boot_ns), pid, tid, ppid, host_pid, host_tid, host_ppid, image_ppid,
+            ident.boot_ns_to_epoch_ns(start), start_ticks,
+            # exec_id: pid, start, and the file's dev and inode
+            ident.exec_id(host_pid, start_ticks, f[_DEV], f[_INODE]),
+            self._parent_exec_id(image_ppid, pstart, *shared.parent_exe),
+            *f, shared)
+
+    def _decode_shared(self, raw: bytes) -> SharedExec:
+        """The shared part of an exec record: everything after the
+        per-process fields, strings included."""
+        (cgroup_id,
          f_ino, f_ctime, f_dev, f_mode,
          i_ino, i_ctime, i_dev, _i_mode,
          s_ino, _s_ctime, _s_dev, s_mode,
          p_ino, _p_ctime, p_dev, _p_mode,
-         stdin_magic, host_pid, host_tid, host_ppid, _old_tid, image_ppid,
-         pid, tid, ppid, uid, gid, euid, egid, mount_ns, pid_ns, argc, envc, flags,
-         *rest) = self._fixed(layout.EXEC, rec)
+         stdin_magic, uid, gid, euid, egid, mount_ns, pid_ns, argc, envc, flags,
+         *rest) = layout.EXEC_SHARED.unpack_from(raw)
         nstr = len(layout.STR_NAMES)
         lens = rest[:nstr]
         comm, prev_comm, hostname, _ = rest[nstr:]
-
-        pos = layout.EXEC.size
-        if pos + sum(lens) != size:
-            raise DecodeError(f"exec strings add up to {sum(lens)} bytes, record holds {size - pos}")
+        pos = layout.EXEC_SHARED.size
+        if pos + sum(lens) != len(raw):
+            raise DecodeError(f"exec strings add up to {sum(lens)} bytes, record holds {len(raw) - pos}")
         strs: list[bytes] = []
         for n in lens:
-            strs.append(bytes(rec[pos:pos + n]))
+            strs.append(raw[pos:pos + n])
             pos += n
 
         shift, bits = layout.F_PATH_SHIFT, layout.F_PATH_BITS
+
+        def pflags(i: int) -> int:
+            return flags >> (shift + i * bits) & 7
+
         path = self._path
-        pathname = path(strs[layout.STR_PATHNAME], flags >> shift & 7)
-        pwd = path(strs[layout.STR_PWD], flags >> (shift + 3 * bits) & 7)
-        cgroup_path, container = self._cgroup(strs[layout.STR_CGROUP], flags >> (shift + 4 * bits) & 7)
-        stdin_pf = flags >> (shift + 2 * bits) & 7
+        cgroup_path, container = self._cgroup(strs[layout.STR_CGROUP], pflags(4))
+        stdin_pf = pflags(2)
         if not s_mode:
             stdin_path = ""
         elif stdin_pf & layout.PF_DETACHED:
             stdin_path = join_path(strs[layout.STR_STDIN], stdin_pf, stdin_magic, s_ino)
         else:
             stdin_path = path(strs[layout.STR_STDIN], stdin_pf)
-        cut_paths = [name for i, name in enumerate(layout.PATH_FIELDS)
-                     if flags >> (shift + i * bits) & layout.PF_TRUNCATED] if flags >> shift else []
-        if flags & (layout.F_CMDPATH_TRUNCATED | layout.F_INTERP_TRUNCATED):
-            cut_paths += [name for name, bit in (("cmdpath", layout.F_CMDPATH_TRUNCATED),
-                                                 ("interp", layout.F_INTERP_TRUNCATED)) if flags & bit]
-        ident = self.identity
-        dev = kernel_dev_to_user(f_dev)
-        start_ticks = ident.ticks_from_boot_ns(start)
+        cut_paths = [name for i, name in enumerate(layout.PATH_FIELDS) if pflags(i) & layout.PF_TRUNCATED]
+        cut_paths += [name for name, bit in (("cmdpath", layout.F_CMDPATH_TRUNCATED),
+                                             ("interp", layout.F_INTERP_TRUNCATED)) if flags & bit]
         argv_cut = bool(flags & layout.F_ARGV_TRUNCATED)
         env_cut = bool(flags & layout.F_ENV_TRUNCATED)
-        return ExecEvent(
-            timestamp=ident.boot_ns_to_epoch_ns(boot_ns),
-            pid=pid,
-            tid=tid,
-            ppid=ppid,
-            host_pid=host_pid,
-            host_tid=host_tid,
-            host_ppid=host_ppid,
-            uid=uid,
-            gid=gid,
-            euid=euid,
-            egid=egid,
-            comm=_cstr(comm),
-            prev_comm=_cstr(prev_comm) if flags & layout.F_PREV_COMM_KNOWN else "",
-            pwd=pwd,
-            mount_ns=mount_ns,
-            pid_ns=pid_ns,
-            cgroup_id=cgroup_id,
-            cgroup_path=cgroup_path,
-            container_id=container,
-            hostname=_cstr(hostname),
-            process_start_time=ident.boot_ns_to_epoch_ns(start),
-            exec_id=ident.exec_id(host_pid, start_ticks, dev, f_ino),
-            parent_exec_id=self._parent_exec_id(image_ppid, pstart, p_dev, p_ino),
-            cmdpath=_cstr(strs[layout.STR_CMDPATH]),
-            pathname=pathname,
-            dev=dev,
-            inode=f_ino,
-            ctime=f_ctime,
-            inode_mode=f_mode,
-            interpreter_pathname=path(strs[layout.STR_INTERPRETER], flags >> (shift + bits) & 7) if i_ino else "",
-            interpreter_dev=kernel_dev_to_user(i_dev) if i_ino else 0,
-            interpreter_inode=i_ino,
-            interpreter_ctime=i_ctime,
-            argv=self.argv_blocks.get(strs[layout.STR_ARGV], argv_cut),
-            interp=_cstr(strs[layout.STR_INTERP]),
-            stdin_type=stat.S_IFMT(s_mode),
-            stdin_path=stdin_path,
-            invoked_from_kernel=bool(flags & layout.F_INVOKED_FROM_KERNEL),
-            env=self.env_blocks.get(strs[layout.STR_ENV], env_cut),
-            argv_truncated=argv_cut or bool(flags & layout.F_ARGV_UNREADABLE),
-            env_truncated=env_cut or bool(flags & layout.F_ENV_UNREADABLE),
-            argc=argc,
-            envc=envc,
-            path_truncated=cut_paths,
-            start_ticks=start_ticks,
-            image_ppid=image_ppid,
-        )
+        shared = SharedExec((
+            uid, gid, euid, egid,
+            _cstr(comm),
+            _cstr(prev_comm) if flags & layout.F_PREV_COMM_KNOWN else "",
+            path(strs[layout.STR_PWD], pflags(3)),
+            mount_ns, pid_ns, cgroup_id, cgroup_path, container,
+            _cstr(hostname),
+            _cstr(strs[layout.STR_CMDPATH]),
+            path(strs[layout.STR_PATHNAME], pflags(0)),
+            kernel_dev_to_user(f_dev), f_ino, f_ctime, f_mode,
+            path(strs[layout.STR_INTERPRETER], pflags(1)) if i_ino else "",
+            kernel_dev_to_user(i_dev) if i_ino else 0, i_ino, i_ctime,
+            self.argv_blocks.get(strs[layout.STR_ARGV], argv_cut),
+            _cstr(strs[layout.STR_INTERP]),
+            stat.S_IFMT(s_mode), stdin_path,
+            bool(flags & layout.F_INVOKED_FROM_KERNEL),
+            self.env_blocks.get(strs[layout.STR_ENV], env_cut),
+            argv_cut or bool(flags & layout.F_ARGV_UNREADABLE),
+            env_cut or bool(flags & layout.F_ENV_UNREADABLE),
+            argc, envc, cut_paths,
+        ), (p_dev, p_ino))
+        return shared

@@ -6,11 +6,27 @@ not valid UTF-8 in the kernel keep their bytes as ``\\xNN`` escapes (Python's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+
+class SharedExec:
+    """What every exec of one command from one context has in common (the
+    shared part of the kernel record), decoded once: `fields` are the
+    values of ExecEvent's shared fields, in order; `parent_exe` the kernel
+    dev and inode of the parent's executable. Later stages cache what they
+    derive from it in `encoded`."""
+
+    __slots__ = ("fields", "parent_exe", "encoded")
+
+    def __init__(self, fields: tuple[object, ...], parent_exe: tuple[int, int] = (0, 0)) -> None:
+        self.fields = fields
+        self.parent_exe = parent_exe
+        self.encoded: object = None
 
 
 @dataclass(slots=True)
 class ExecEvent:
+    # Per process
     timestamp: int  # ns since epoch, from the kernel event time
     pid: int
     tid: int
@@ -18,6 +34,14 @@ class ExecEvent:
     host_pid: int
     host_tid: int
     host_ppid: int
+    # The nearest ancestor that exec'd, whose image the parent runs: the
+    # parent itself unless that is a forked copy (a subshell). Lineage.
+    image_ppid: int
+    process_start_time: int  # ns since epoch
+    start_ticks: int  # start time in clock ticks since boot, as /proc/PID/stat
+    exec_id: str
+    parent_exec_id: str
+    # Shared by the execs of one command from one context (SharedExec)
     uid: int
     gid: int
     euid: int
@@ -31,9 +55,6 @@ class ExecEvent:
     cgroup_path: str
     container_id: str | None
     hostname: str
-    process_start_time: int  # ns since epoch
-    exec_id: str
-    parent_exec_id: str
     cmdpath: str
     pathname: str
     dev: int  # user-space encoding, as st_dev
@@ -54,11 +75,11 @@ class ExecEvent:
     env_truncated: bool
     argc: int  # the kernel's count, also when argv was truncated
     envc: int
-    path_truncated: list[str] = field(default_factory=list)  # names of cut paths
-    start_ticks: int = 0  # start time in clock ticks since boot, as /proc/PID/stat
-    # The nearest ancestor that exec'd, whose image the parent runs: the
-    # parent itself unless that is a forked copy (a subshell). Lineage.
-    image_ppid: int = 0
+    path_truncated: list[str]  # names of the paths cut by a bound
+    shared: SharedExec | None = None  # not a field of the event: a cache key
+
+
+SHARED_FIELDS = ExecEvent.__slots__[ExecEvent.__slots__.index("uid"):ExecEvent.__slots__.index("shared")]
 
 
 @dataclass(slots=True)

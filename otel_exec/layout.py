@@ -69,15 +69,15 @@ EXEC_MEMBERS: list[tuple[str, str]] = [
     *_HEADER,
     ("start_boottime_ns", "Q"),
     ("parent_start_boottime_ns", "Q"),
+    ("host_pid", "I"), ("host_tid", "I"), ("host_ppid", "I"), ("old_tid", "I"),
+    ("image_ppid", "I"),
+    ("pid", "I"), ("tid", "I"), ("ppid", "I"),
     ("cgroup_id", "Q"),
     *_file_id("file"),
     *_file_id("interpreter"),
     *_file_id("stdin"),
     *_file_id("parent_exe"),
     ("stdin_fs_magic", "I"),
-    ("host_pid", "I"), ("host_tid", "I"), ("host_ppid", "I"), ("old_tid", "I"),
-    ("image_ppid", "I"),
-    ("pid", "I"), ("tid", "I"), ("ppid", "I"),
     ("uid", "I"), ("gid", "I"), ("euid", "I"), ("egid", "I"),
     ("mount_ns", "I"), ("pid_ns", "I"),
     ("argc", "I"), ("envc", "I"),
@@ -125,6 +125,10 @@ def member_offsets(members: list[tuple[str, str]]) -> dict[str, int]:
 
 
 EXEC = _struct(EXEC_MEMBERS)
+_SHARED_FROM = [name for name, _ in EXEC_MEMBERS].index("cgroup_id")
+EXEC_SHARED_OFFSET = 64  # OE_EXEC_SHARED_OFFSET: where the per-process fields end
+EXEC_HEAD = _struct(EXEC_MEMBERS[:_SHARED_FROM])  # the per-process fields
+EXEC_SHARED = _struct(EXEC_MEMBERS[_SHARED_FROM:])  # the rest, before the strings
 EXIT = _struct(EXIT_MEMBERS)
 CONFIG = _struct(CONFIG_MEMBERS)
 HEADER = _struct(_HEADER)

@@ -12,7 +12,6 @@ import signal
 import stat
 import struct
 import time
-from typing import Callable, TypeVar
 
 from . import protowire as w
 from .events import ExecEvent
@@ -28,7 +27,6 @@ ENV_PREFIX = "process.environment_variable."
 _FILE_TYPES = {stat.S_IFREG: "reg", stat.S_IFDIR: "dir", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk",
                stat.S_IFIFO: "fifo", stat.S_IFSOCK: "sock", stat.S_IFLNK: "lnk"}
 
-_T = TypeVar("_T")
 _heads: dict[str, bytes] = {}
 _LOG_ATTR = w.tag(6, w.LEN)  # LogRecord.attributes
 _SPAN_ATTR = w.tag(9, w.LEN)  # Span.attributes
@@ -82,24 +80,6 @@ def iso8601(ns: int) -> str:
     return f"{prefix}.{rem // 1_000_000:03d}Z"
 
 
-class _GroupCache:
-    """Encoded attribute groups by the values they encode. Execs of one
-    binary, from one context, share everything but their ids."""
-
-    def __init__(self, build: Callable[..., list[bytes]], max_entries: int = 4096) -> None:
-        self.build = build
-        self.max_entries = max_entries
-        self._cache: dict[tuple, Attrs] = {}
-
-    def get(self, *key: object) -> Attrs:
-        hit = self._cache.get(key)
-        if hit is None:
-            if len(self._cache) >= self.max_entries:
-                self._cache.clear()
-            hit = self._cache[key] = Attrs.of(self.build(*key))
-        return hit
-
-
 def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpath: str, interp: str,
                ld_path: str, ld_dev: int, ld_inode: int, ld_ctime: int) -> list[bytes]:
     kv = _kv
@@ -128,7 +108,7 @@ def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpa
 def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path: str, container: str | None,
                  hostname: str, mount_ns: int, pid_ns: int, cgroup_id: int, comm: str, prev_comm: str,
                  stdin_type: int, stdin_path: str, from_kernel: bool, argv_cut: bool, env_cut: bool,
-                 envc: int, cut_paths: tuple[str, ...]) -> list[bytes]:
+                 envc: int, cut_paths: list[str]) -> list[bytes]:
     kv = _kv
     kvs = [
         kv("process.user.id", euid),
@@ -154,15 +134,8 @@ def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path
     if container:
         kvs.append(kv("container.id", container))
     if cut_paths:
-        kvs.append(kv("otel_exec.path_truncated", list(cut_paths)))
+        kvs.append(kv("otel_exec.path_truncated", cut_paths))
     return kvs
-
-
-def _argv_encoding(argv: list[str], argc: int) -> tuple[Attrs, bytes]:
-    """argv's attributes and the log body (the shell-quoted command line)."""
-    attrs = Attrs.of([_kv("process.command", argv[0] if argv else ""), _kv("process.command_args", argv),
-                      _kv("process.args_count", argc)])
-    return attrs, w.len_field(5, w.any_string(shlex.join(argv)))
 
 
 def _env_kvs(env: list[str]) -> list[bytes]:
@@ -184,22 +157,7 @@ def _env_kvs(env: list[str]) -> list[bytes]:
     return kvs
 
 
-def _cached_on(block: list[str], build: Callable[[], _T]) -> _T:
-    """build()'s result, cached on a shared decoded block (decode.Strings)."""
-    cached = getattr(block, "encoded", None)
-    if cached is None:
-        cached = build()
-        if hasattr(type(block), "encoded"):
-            block.encoded = cached  # type: ignore[attr-defined]
-    return cached  # type: ignore[no-any-return]
-
-
-_images = _GroupCache(_image_kvs)
-_contexts = _GroupCache(_context_kvs)
-
-
-_ID_HEADS = tuple(_h(k) for k in ("process.pid", "process.parent_pid", "process.vpid", "otel_exec.tid",
-                                    "otel_exec.vtid", "otel_exec.vppid"))
+_ID_HEADS = tuple(_h(k) for k in ("process.pid", "process.parent_pid", "process.vpid", "otel_exec.vppid"))
 _ANY_INT = w.tag(3, w.VARINT)
 _CREATION = _h("process.creation.time")
 _EXEC_ID = _h("otel_exec.exec_id")
@@ -219,28 +177,39 @@ def _framed_str(head: bytes, s: str) -> bytes:
     return _varint(len(kv)) + kv
 
 
+def _shared_encoding(ev: ExecEvent) -> tuple[Attrs, bytes]:
+    """The attributes every exec sharing ev.shared has in common, and the
+    log body."""
+    kvs = _image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
+                     ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime)
+    kvs += _context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
+                        ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type,
+                        ev.stdin_path, ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc,
+                        ev.path_truncated)
+    argv = ev.argv
+    kvs += (_kv("process.command", argv[0] if argv else ""), _kv("process.command_args", argv),
+            _kv("process.args_count", ev.argc))
+    kvs += _env_kvs(ev.env)
+    return Attrs.of(kvs), w.len_field(5, w.any_string(shlex.join(argv)))
+
+
 def exec_attributes(ev: ExecEvent) -> tuple[Attrs, bytes]:
-    """Every field of an exec (docs/attributes.md), encoded, and the log body."""
-    pid, ppid, vpid, tid, vtid, vppid = _ID_HEADS
+    """Every field of an exec (docs/attributes.md), encoded, and the log
+    body. What execs of one command from one context share is encoded once,
+    on ev.shared."""
+    shared = ev.shared
+    common = shared.encoded if shared is not None else None
+    if common is None:
+        common = _shared_encoding(ev)
+        if shared is not None:
+            shared.encoded = common
+    attrs, body = common  # type: ignore[misc]
+    pid, ppid, vpid, vppid = _ID_HEADS
     ids = [_framed_int(pid, ev.host_pid), _framed_int(ppid, ev.host_ppid), _framed_int(vpid, ev.pid),
-           _framed_int(tid, ev.host_tid), _framed_int(vtid, ev.tid), _framed_int(vppid, ev.ppid),
-           _framed_str(_CREATION, iso8601(ev.process_start_time)), _framed_str(_EXEC_ID, ev.exec_id),
-           _framed_str(_PARENT_EXEC_ID, ev.parent_exec_id)]
-    image = _images.get(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
-                        ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime)
-    context = _contexts.get(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id,
-                            ev.hostname, ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm,
-                            ev.stdin_type, ev.stdin_path, ev.invoked_from_kernel, ev.argv_truncated,
-                            ev.env_truncated, ev.envc, tuple(ev.path_truncated))
-    argv, argc = ev.argv, ev.argc
-    # A cut argv's count is not its block's: encoded apart, not cached.
-    args, body = (_cached_on(argv, lambda: _argv_encoding(argv, argc)) if argc == len(argv)
-                  else _argv_encoding(argv, argc))
-    env = _cached_on(ev.env, lambda: Attrs.of(_env_kvs(ev.env)))
-    log_ids = _LOG_ATTR + _LOG_ATTR.join(ids)
-    span_ids = _SPAN_ATTR + _SPAN_ATTR.join(ids)
-    return Attrs(b"".join((log_ids, image.log, context.log, args.log, env.log)),
-                 b"".join((span_ids, image.span, context.span, args.span, env.span))), body
+           _framed_int(vppid, ev.ppid), _framed_str(_CREATION, iso8601(ev.process_start_time)),
+           _framed_str(_EXEC_ID, ev.exec_id), _framed_str(_PARENT_EXEC_ID, ev.parent_exec_id)]
+    return (Attrs(_LOG_ATTR + _LOG_ATTR.join(ids) + attrs.log, _SPAN_ATTR + _SPAN_ATTR.join(ids) + attrs.span),
+            body)
 
 
 def seeded_attributes(info: ProcessInfo) -> list[bytes]:

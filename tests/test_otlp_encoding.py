@@ -26,7 +26,7 @@ def sample_exec(**over: object) -> ExecEvent:
         stdin_type=stat.S_IFCHR, stdin_path="/dev/pts/3", invoked_from_kernel=False,
         env=["HOME=/root", "API_TOKEN=[REDACTED]", "NOEQUALS", "HOME=/second"], argv_truncated=False,
         env_truncated=True,
-        argc=4, envc=3, path_truncated=["pwd"], start_ticks=100)
+        argc=4, envc=3, path_truncated=["pwd"], start_ticks=100, image_ppid=4000)
     fields.update(over)
     return ExecEvent(**fields)  # type: ignore[arg-type]
 

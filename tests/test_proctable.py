@@ -35,7 +35,8 @@ def exec_ev(pid, ppid, start_ticks, exec_id, *, parent_exec_id="kernel-parent-id
         pathname=path, dev=0, inode=0, ctime=0, inode_mode=0o100755, interpreter_pathname="",
         interpreter_dev=0, interpreter_inode=0, interpreter_ctime=0, argv=list(argv), interp=path,
         stdin_type=0, stdin_path="", invoked_from_kernel=False, env=[], argv_truncated=False,
-        env_truncated=False, argc=len(argv), envc=0, start_ticks=start_ticks,
+        env_truncated=False, argc=len(argv), envc=0, start_ticks=start_ticks, image_ppid=ppid,
+        path_truncated=[],
     )
 
 
