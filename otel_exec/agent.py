@@ -1,6 +1,7 @@
 """The main loop: kernel -> decode -> enrich/lineage -> export."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -63,6 +64,11 @@ class Agent:
         self.lineage.seed(self.table, self.identity)
         for sink in self.sinks:
             sink.seed(seeded)
+        # Everything loaded so far (modules, the seeded table) lives as long as
+        # the agent: keep it out of the collector's scans, and collect less
+        # often; per-event objects are acyclic and freed by refcounting.
+        gc.freeze()
+        gc.set_threshold(20000, 20, 20)
         if self.cfg.ready_file:
             tmp = f"{self.cfg.ready_file}.tmp"
             with open(tmp, "w") as f:

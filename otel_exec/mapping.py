@@ -157,23 +157,45 @@ def _env_kvs(env: list[str]) -> list[bytes]:
     return kvs
 
 
-_ID_HEADS = tuple(_h(k) for k in ("process.pid", "process.parent_pid", "process.vpid", "otel_exec.vppid"))
-_ANY_INT = w.tag(3, w.VARINT)
-_CREATION = _h("process.creation.time")
-_EXEC_ID = _h("otel_exec.exec_id")
-_PARENT_EXEC_ID = _h("otel_exec.parent_exec_id")
 _varint = w.varint
 
 
-def _framed_int(head: bytes, v: int) -> bytes:
-    value = _ANY_INT + _varint(v)
-    kv = head + _varint(len(value)) + value
-    return _varint(len(kv)) + kv
+def _int_prefixes(key: str) -> tuple[bytes, ...]:
+    """For each varint size L (index), everything of a framed KeyValue with
+    an int value but the value's varint: prefix[L] + varint(v) is the whole."""
+    head = _h(key)
+    return (b"",) + tuple(_varint(len(head) + 2 + n) + head + _varint(1 + n) + w.tag(3, w.VARINT)
+                          for n in range(1, 11))
 
 
-def _framed_str(head: bytes, s: str) -> bytes:
-    value = w.any_string(s)
-    kv = head + _varint(len(value)) + value
+def _str_prefix(key: str, size: int) -> bytes:
+    """The same for a string value of a fixed encoded size."""
+    head = _h(key)
+    value_len = 1 + len(_varint(size)) + size
+    return _varint(len(head) + len(_varint(value_len)) + value_len) + head + _varint(value_len) + \
+        w.tag(1, w.LEN) + _varint(size)
+
+
+_PID, _PPID, _VPID, _VPPID = (_int_prefixes(k) for k in (
+    "process.pid", "process.parent_pid", "process.vpid", "otel_exec.vppid"))
+_FIXED_STRINGS = {key: (_str_prefix(key, size), size) for key, size in (
+    ("process.creation.time", len("2000-01-01T00:00:00.000Z")),
+    ("otel_exec.exec_id", 32),  # identity.exec_id: 32 hex digits
+    ("otel_exec.parent_exec_id", 32),
+)}
+
+
+def _framed_int(prefixes: tuple[bytes, ...], v: int) -> bytes:
+    vb = _varint(v)
+    return prefixes[len(vb)] + vb
+
+
+def _framed_fixed(key: str, s: str) -> bytes:
+    prefix, size = _FIXED_STRINGS[key]
+    b = s.encode()
+    if len(b) == size:
+        return prefix + b
+    kv = _kv(key, s)
     return _varint(len(kv)) + kv
 
 
@@ -204,10 +226,10 @@ def exec_attributes(ev: ExecEvent) -> tuple[Attrs, bytes]:
         if shared is not None:
             shared.encoded = common
     attrs, body = common  # type: ignore[misc]
-    pid, ppid, vpid, vppid = _ID_HEADS
-    ids = [_framed_int(pid, ev.host_pid), _framed_int(ppid, ev.host_ppid), _framed_int(vpid, ev.pid),
-           _framed_int(vppid, ev.ppid), _framed_str(_CREATION, iso8601(ev.process_start_time)),
-           _framed_str(_EXEC_ID, ev.exec_id), _framed_str(_PARENT_EXEC_ID, ev.parent_exec_id)]
+    ids = (_framed_int(_PID, ev.host_pid), _framed_int(_PPID, ev.host_ppid), _framed_int(_VPID, ev.pid),
+           _framed_int(_VPPID, ev.ppid), _framed_fixed("process.creation.time", iso8601(ev.process_start_time)),
+           _framed_fixed("otel_exec.exec_id", ev.exec_id),
+           _framed_fixed("otel_exec.parent_exec_id", ev.parent_exec_id))
     return (Attrs(_LOG_ATTR + _LOG_ATTR.join(ids) + attrs.log, _SPAN_ATTR + _SPAN_ATTR.join(ids) + attrs.span),
             body)
 
@@ -239,10 +261,20 @@ _LOG_EVENT_NAME = w.len_field(12, EVENT_NAME.encode())
 _U64 = struct.Struct("<Q").pack
 
 
+_IN_SCOPE = w.tag(2, w.LEN)  # ScopeLogs.log_records, ScopeSpans.spans
+
+
+def _in_scope(parts: tuple[bytes, ...] | list[bytes]) -> bytes:
+    """The message made of `parts`, framed as a record of its scope block:
+    the form records are queued and batched in (otlp.export_request)."""
+    return b"".join((_IN_SCOPE, _varint(sum(map(len, parts))), *parts))
+
+
 def log_record(ev: ExecEvent, attrs: Attrs, body: bytes, info: ProcessInfo, observed_ns: int) -> bytes:
-    """An opentelemetry.proto.logs.v1.LogRecord; `body` from argv_body()."""
-    return b"".join((_LOG_HEAD, _U64(ev.timestamp), _LOG_SEVERITY, body, attrs.log, _LOG_IDS, info.trace_id,
-                     _LOG_SPAN_ID, info.span_id, _LOG_OBSERVED, _U64(observed_ns), _LOG_EVENT_NAME))
+    """An opentelemetry.proto.logs.v1.LogRecord, framed (_in_scope); `body`
+    from exec_attributes()."""
+    return _in_scope((_LOG_HEAD, _U64(ev.timestamp), _LOG_SEVERITY, body, attrs.log, _LOG_IDS, info.trace_id,
+                      _LOG_SPAN_ID, info.span_id, _LOG_OBSERVED, _U64(observed_ns), _LOG_EVENT_NAME))
 
 
 _SPAN_TRACE_ID = w.tag(1, w.LEN) + w.varint(16)
@@ -282,8 +314,9 @@ def _ending(reason: str, incomplete: bool, exit_code: int | None, signo: int | N
 
 
 def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> bytes:
-    """An opentelemetry.proto.trace.v1.Span for a process image, named after
-    its executable; its attributes were kept since it started."""
+    """An opentelemetry.proto.trace.v1.Span for a process image, framed
+    (_in_scope), named after its executable; its attributes were kept
+    since it started."""
     label = os.path.basename(info.exe) if info.exe else info.comm
     name = _names.get(label)
     if name is None:
@@ -298,7 +331,7 @@ def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) 
         parts += (_SPAN_PARENT, info.parent_span_id)
     parts += (name, _SPAN_KIND_START, _U64(info.span_start), _SPAN_END, _U64(max(end_ns, info.span_start)),
               info.span_attrs, _ending(reason, incomplete, info.exit_code, info.signal))
-    return b"".join(parts)
+    return _in_scope(parts)
 
 
 def _signal_name(signo: int) -> str:

@@ -74,27 +74,19 @@ def _encoded_resource(attrs: dict[str, object]) -> bytes:
 _SCOPE = w.len_field(1, b"otel-exec") + w.len_field(2, __version__.encode())
 
 
-_RECORD = w.tag(2, w.LEN)
+_SCOPE_FIELD = w.len_field(1, _SCOPE)
 
 
 def export_request(resource: bytes, records: list[bytes]) -> bytes:
-    """ExportLogsServiceRequest or ExportTraceServiceRequest: both nest
-    resource (1) and one scope block (2) holding scope (1) and records (2).
-    Lengths are summed first so the records are copied once, by one join."""
-    varint = w.varint
-    parts = [b"", b"", b"", w.len_field(1, _SCOPE)]
-    size = len(parts[3])
-    for rec in records:
-        head = _RECORD + varint(len(rec))
-        parts += (head, rec)
-        size += len(head) + len(rec)
-    scope_head = w.tag(2, w.LEN) + varint(size)
+    """ExportLogsServiceRequest or ExportTraceServiceRequest from records
+    framed as mapping.log_record() and mapping.span() frame them: both nest
+    resource (1) and one scope block (2) holding scope (1) and the records
+    (2). The records are copied once, by one join."""
+    size = len(_SCOPE_FIELD) + sum(map(len, records))
+    scope_head = w.tag(2, w.LEN) + w.varint(size)
     resource_field = w.len_field(1, resource)
     inner = len(resource_field) + len(scope_head) + size
-    parts[0] = w.tag(1, w.LEN) + varint(inner)
-    parts[1] = resource_field
-    parts[2] = scope_head
-    return b"".join(parts)
+    return b"".join((w.tag(1, w.LEN), w.varint(inner), resource_field, scope_head, _SCOPE_FIELD, *records))
 
 
 class Transport(Protocol):
@@ -215,6 +207,10 @@ class BatchSettings:
         return settings
 
 
+# Collectors refuse gRPC messages over 4 MiB by default.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+
+
 class BatchExporter:
     """One signal's queue of encoded records and the thread that sends it."""
 
@@ -255,7 +251,12 @@ class BatchExporter:
 
     def _send_batch(self) -> None:
         q = self._queue
-        batch = [q.popleft() for _ in range(min(len(q), self.settings.max_export_batch_size))]
+        batch: list[bytes] = []
+        size = 0
+        while q and len(batch) < self.settings.max_export_batch_size and size < MAX_REQUEST_BYTES:
+            rec = q.popleft()
+            batch.append(rec)
+            size += len(rec)
         try:
             ok = self.transport.send(export_request(self.resource, batch), len(batch))
         except Exception:  # the SDK logs the cause; a crash here would stop all export

@@ -22,8 +22,13 @@ _SMALL = [bytes([i]) for i in range(128)]
 
 
 def varint(n: int) -> bytes:
-    if 0 <= n < 128:
+    # Unrolled for the sizes of lengths and pids, which dominate.
+    if 0 <= n < 0x80:
         return _SMALL[n]
+    if 0 < n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if 0 < n < 0x200000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     if n < 0:
         n += 1 << 64  # int64 is encoded as its two's complement
     out = bytearray()

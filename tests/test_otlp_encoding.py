@@ -5,7 +5,7 @@ import stat
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from otel_exec import mapping, otlp
 from otel_exec.events import ExecEvent
@@ -53,7 +53,7 @@ def test_log_record_round_trip() -> None:
     info = info_for(ev)
     encoded, body = mapping.exec_attributes(ev)
     rec = mapping.log_record(ev, encoded, body, info, 1_700_000_001_000_000_000)
-    req = ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec, rec]))
+    req = ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec] * 2))
     scope = req.resource_logs[0].scope_logs[0]
     assert scope.scope.name == "otel-exec"
     assert len(scope.log_records) == 2
@@ -126,3 +126,20 @@ def test_resource_has_service_and_host_and_honours_env(monkeypatch) -> None:
     req = ExportLogsServiceRequest.FromString(otlp.export_request(otlp._encoded_resource(res), []))
     assert attrs(req.resource_logs[0].resource.attributes)["service.name"] == "execs"
     assert not any(k.startswith("process.") for k in res)
+
+
+def test_varints_and_int_attributes_of_every_size() -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    from otel_exec import protowire as w
+
+    for v in (0, 1, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 4194304, 2**35, 2**63 - 1, -1, -(2**63)):
+        kv = KeyValue.FromString(w.key_value(w.key_head("k"), w.any_value(v)))
+        assert kv.value.int_value == v
+    for pid in (1, 200, 70000, 4194303):
+        ev = sample_exec(host_pid=pid, host_ppid=pid + 1, pid=pid, ppid=0)
+        encoded, _ = mapping.exec_attributes(ev)
+        a = attrs(LogRecord.FromString(encoded.log).attributes)
+        assert (a["process.pid"], a["process.parent_pid"], a["process.vpid"], a["otel_exec.vppid"]) == \
+            (pid, pid + 1, pid, 0)
+        assert a["otel_exec.exec_id"] == "e" * 32
