@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="OTLP protocol (overrides OTEL_EXPORTER_OTLP_PROTOCOL; default grpc)")
     run.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                      help="header sent with every OTLP request (repeatable; overrides OTEL_EXPORTER_OTLP_HEADERS)")
+    run.add_argument("--span-env", action="store_true",
+                     help="put environment attributes on spans too (they are always on the exec's log record)")
     run.add_argument("--format", choices=FORMATS, help="pretty on a terminal, jsonl otherwise")
     run.add_argument("--output", metavar="FILE", help="write events here instead of stdout")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
@@ -63,6 +65,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         endpoint=args.endpoint,
         protocol=args.protocol,
         headers=headers,
+        span_env=args.span_env,
         format=args.format,
         output=args.output,
         duration=args.duration,
@@ -92,7 +95,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from .otlp import OtlpOptions, OtlpSink, configured
 
     identity = HostIdentity.current()
-    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers)
+    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
     exporters = cfg.exporters or (("otlp",) if configured(opts) else ("console",))
     sinks: list[Sink] = []
     out: TextIO | None = None

@@ -16,6 +16,7 @@ class Config:
     endpoint: str | None = None
     protocol: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    span_env: bool = False
     shutdown_grace: float = 10.0  # seconds to flush queues on stop
     format: str | None = None  # None: pretty on a TTY, jsonl otherwise
     output: str | None = None  # None: stdout

@@ -199,9 +199,10 @@ def _framed_fixed(key: str, s: str) -> bytes:
     return _varint(len(kv)) + kv
 
 
-def _shared_encoding(ev: ExecEvent) -> tuple[Attrs, bytes]:
+def _shared_encoding(ev: ExecEvent, span_env: bool) -> tuple[Attrs, bytes]:
     """The attributes every exec sharing ev.shared has in common, and the
-    log body."""
+    log body. The environment goes on the log record, and on the span only
+    with span_env: it is most of a record's bytes (docs/attributes.md)."""
     kvs = _image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
                      ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime)
     kvs += _context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
@@ -211,18 +212,20 @@ def _shared_encoding(ev: ExecEvent) -> tuple[Attrs, bytes]:
     argv = ev.argv
     kvs += (_kv("process.command", argv[0] if argv else ""), _kv("process.command_args", argv),
             _kv("process.args_count", ev.argc))
-    kvs += _env_kvs(ev.env)
-    return Attrs.of(kvs), w.len_field(5, w.any_string(shlex.join(argv)))
+    env = Attrs.of(_env_kvs(ev.env))
+    common = Attrs.of(kvs)
+    attrs = Attrs(common.log + env.log, common.span + env.span if span_env else common.span)
+    return attrs, w.len_field(5, w.any_string(shlex.join(argv)))
 
 
-def exec_attributes(ev: ExecEvent) -> tuple[Attrs, bytes]:
+def exec_attributes(ev: ExecEvent, span_env: bool = False) -> tuple[Attrs, bytes]:
     """Every field of an exec (docs/attributes.md), encoded, and the log
     body. What execs of one command from one context share is encoded once,
     on ev.shared."""
     shared = ev.shared
     common = shared.encoded if shared is not None else None
     if common is None:
-        common = _shared_encoding(ev)
+        common = _shared_encoding(ev, span_env)
         if shared is not None:
             shared.encoded = common
     attrs, body = common  # type: ignore[misc]
@@ -317,13 +320,13 @@ def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) 
     """An opentelemetry.proto.trace.v1.Span for a process image, framed
     (_in_scope), named after its executable; its attributes were kept
     since it started."""
-    label = os.path.basename(info.exe) if info.exe else info.comm
-    name = _names.get(label)
+    key = info.exe or f"\0{info.comm}"  # no executable (kernel thread): named by comm
+    name = _names.get(key)
     if name is None:
-        name = w.len_field(5, label.encode("utf-8", "replace"))
+        name = w.len_field(5, (os.path.basename(info.exe) or info.comm).encode("utf-8", "replace"))
         if len(_names) >= 4096:
             _names.clear()
-        _names[label] = name
+        _names[key] = name
     parts = [_SPAN_TRACE_ID, info.trace_id, _SPAN_ID, info.span_id]
     if info.trace_state:
         parts.append(w.len_field(3, info.trace_state.encode()))

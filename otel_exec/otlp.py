@@ -39,6 +39,7 @@ class OtlpOptions:
     endpoint: str | None = None  # --endpoint: overrides OTEL_EXPORTER_OTLP_*ENDPOINT
     protocol: str | None = None  # --protocol: overrides OTEL_EXPORTER_OTLP_*PROTOCOL
     headers: dict[str, str] = field(default_factory=dict)  # --header: overrides *_HEADERS
+    span_env: bool = False  # --span-env: environment attributes on spans too
 
 
 def configured(opts: OtlpOptions) -> bool:
@@ -281,6 +282,7 @@ class OtlpSink:
     """Exec log records and process spans, to an OTLP endpoint."""
 
     def __init__(self, opts: OtlpOptions, identity: HostIdentity) -> None:
+        self.span_env = opts.span_env
         resource = _encoded_resource(resource_attributes(identity))
         self.logs = BatchExporter("logs", make_transport("logs", opts), resource,
                                   BatchSettings.from_env("OTEL_BLRP", 1000))
@@ -293,7 +295,7 @@ class OtlpSink:
                 info.span_attrs = mapping.Attrs.of(mapping.seeded_attributes(info)).span
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
-        attrs, body = mapping.exec_attributes(ev)
+        attrs, body = mapping.exec_attributes(ev, self.span_env)
         self.logs.add(mapping.log_record(ev, attrs, body, info, time.time_ns()))
         info.span_attrs = attrs.span
         if previous is not None and previous.owns_span:

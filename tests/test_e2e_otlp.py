@@ -47,7 +47,10 @@ def logs_of(collector: Collector, mark: str, count: int, timeout: float = 15) ->
 
 
 def spans_of(collector: Collector, mark: str, count: int, timeout: float = 15) -> list:
-    return collector.wait_for_spans(lambda s: s.attributes.get(MARK_ATTR) == mark, count=count, timeout=timeout)
+    """The spans of the marked execs: the environment is on log records
+    only (unless --span-env), and each log record names its span."""
+    ids = {r.span_id for r in logs_of(collector, mark, count, timeout)}
+    return collector.wait_for_spans(lambda s: s.span_id in ids, count=count, timeout=timeout)
 
 
 def by_name(records: list, name: str):
@@ -148,6 +151,7 @@ def test_stopping_the_agent_exports_open_spans_as_incomplete(otlp_agent: AgentRu
         running.wait()
     assert span.attributes["otel_exec.span.incomplete"] is True
     assert span.attributes["otel_exec.span.ended_by"] == "agent_stopped"
+    assert MARK_ATTR not in span.attributes  # the environment is on the log record
     assert span.attributes["process.pid"] == running.pid
     assert "process.exit.code" not in span.attributes
 
@@ -217,3 +221,19 @@ def test_processes_found_at_start_are_spans_with_redacted_argv(collector: Collec
     assert span.attributes["process.command_args"] == ["/bin/sh", "-c", "sleep 60", "sh", "--password=[REDACTED]"]
     assert span.attributes["otel_exec.span.incomplete"] is True
     assert span.start_time <= time.time_ns()
+
+
+def test_span_env_puts_the_environment_on_spans(collector: Collector, tmp_path: Path) -> None:
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint, "--span-env",
+                   env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", OTEL_BLRP_SCHEDULE_DELAY="100"))
+    mark = new_mark()
+    try:
+        subprocess.run(["/bin/true"], env=marked_env(mark), check=True)
+        (span,) = collector.wait_for_spans(lambda s: s.attributes.get(MARK_ATTR) == mark)
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
+    assert span.name == "true"

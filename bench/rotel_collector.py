@@ -1,0 +1,170 @@
+"""The real OTLP collector of the benchmark: rotel on loopback, counting storm records.
+
+rotel (pip install rotel==0.0.1a15) exports to its blackhole; its Python logs
+processor, bench/rotel_count_processor.py, appends one summary line per batch
+(storm records and their latency histogram) to a file that this module reads.
+No --debug-log: printing every record costs rotel more CPU than the agent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from procs import Child, Children, cpu_ticks
+
+_PROCESSOR = Path(__file__).with_name("rotel_count_processor.py")
+_LOOPBACK = "127.0.0.1"
+_START_TIMEOUT = 20.0
+# Fresh ports to try when another process took a picked port first.
+_PORT_ATTEMPTS = 5
+
+
+def find_rotel(venv_python: Path | None) -> Path:
+    """rotel's binary: <site-packages>/rotel/rotel-agent, in this or the project's interpreter."""
+    spec = importlib.util.find_spec("rotel")
+    if spec is not None and spec.submodule_search_locations:
+        binary = Path(list(spec.submodule_search_locations)[0]) / "rotel-agent"
+        if binary.exists():
+            return binary
+    if venv_python is not None:
+        found = subprocess.run(
+            [str(venv_python), "-c",
+             "import importlib.util as u; s = u.find_spec('rotel'); "
+             "print(list(s.submodule_search_locations)[0] if s else '')"],
+            capture_output=True, text=True,
+        ).stdout.strip()
+        if found and (Path(found) / "rotel-agent").exists():
+            return Path(found) / "rotel-agent"
+    raise FileNotFoundError("rotel is not installed: pip install rotel==0.0.1a15")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((_LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((_LOOPBACK, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Received:
+    """What the processor has reported so far."""
+
+    storm: int = 0
+    other: int = 0
+    latency_ms: Counter[int] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+
+class Rotel:
+    """One rotel process counting records whose marker_key attribute equals marker_value."""
+
+    def __init__(self, children: Children, binary: Path, workdir: Path, marker_key: str, marker_value: str) -> None:
+        self._children = children
+        self._binary = binary
+        self._workdir = workdir
+        self._marker_key = marker_key
+        self._marker_value = marker_value
+        self._counts = workdir / "counts.jsonl"
+        self._log = workdir / "rotel.log"
+        self._offset = 0
+        self._partial = b""
+        self.received = Received()
+        self.child: Child | None = None
+        self.grpc_endpoint = ""
+
+    def start(self) -> None:
+        for _ in range(_PORT_ATTEMPTS):
+            if self._launch(_free_port(), _free_port()):
+                return
+        raise RuntimeError(f"rotel: no free port pair after {_PORT_ATTEMPTS} attempts")
+
+    def _launch(self, grpc_port: int, http_port: int) -> bool:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            # ROTEL_* would change rotel's settings; PYTHONHOME/PYTHONPATH
+            # would point its embedded system Python at another stdlib.
+            if not key.startswith("ROTEL_") and key not in ("PYTHONHOME", "PYTHONPATH")
+        }
+        env.update(
+            NO_COLOR="1",
+            OEBENCH_COUNT_FILE=str(self._counts),
+            OEBENCH_MARKER_KEY=self._marker_key,
+            OEBENCH_MARKER_VALUE=self._marker_value,
+        )
+        argv = [
+            str(self._binary), "start",
+            "--otlp-grpc-endpoint", f"{_LOOPBACK}:{grpc_port}",
+            "--otlp-http-endpoint", f"{_LOOPBACK}:{http_port}",
+            "--exporter", "blackhole",
+            "--otlp-with-logs-processor", str(_PROCESSOR),
+        ]
+        with self._log.open("ab") as log:
+            child = self._children.start("rotel", argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while child.proc.poll() is None:
+            if _accepts(grpc_port) and _accepts(http_port):
+                self.child = child
+                self.grpc_endpoint = f"http://{_LOOPBACK}:{grpc_port}"
+                return True
+            if time.monotonic() > deadline:
+                self._children.stop(child)
+                raise RuntimeError(f"rotel did not listen within {_START_TIMEOUT}s:\n{self.log_tail()}")
+            time.sleep(0.02)
+        self._children.forget(child)
+        if "Address already in use" in self.log_tail():
+            return False
+        raise RuntimeError(f"rotel exited with {child.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, limit: int = 3000) -> str:
+        data = self._log.read_bytes() if self._log.exists() else b""
+        return data[-limit:].decode(errors="replace")
+
+    def poll(self) -> Received:
+        """Read what the processor appended since the last call."""
+        if self.child is not None and self.child.proc.poll() is not None:
+            raise RuntimeError(f"rotel died ({self.child.proc.returncode}):\n{self.log_tail()}")
+        if not self._counts.exists():
+            return self.received
+        with self._counts.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        self._offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            batch = json.loads(line)
+            if "error" in batch:
+                self.received.errors.append(batch["error"])
+                continue
+            self.received.storm += batch["n"]
+            self.received.other += batch["o"]
+            self.received.latency_ms.update({int(ms): n for ms, n in batch["h"].items()})
+        if self.received.errors:
+            raise RuntimeError("rotel_count_processor failed:\n" + self.received.errors[0])
+        return self.received
+
+    def cpu_ticks(self) -> int:
+        assert self.child is not None
+        return cpu_ticks(self.child.pid)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self._children.stop(self.child)
+            self.child = None
