@@ -1,18 +1,29 @@
-"""otel-exec as the benchmark runs it: `python -m otel_exec run` exporting OTLP/gRPC."""
+"""otel-exec as the benchmark runs it: `python -m otel_exec run` exporting OTLP/gRPC
+to rotel, and the measurements of one traced storm."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from procs import Child, Children, cpu_ticks, status_kb
+from procs import Child, Children, cpu_ticks, status_kb, ticks_to_us
+from rotel_collector import Rotel
+from storm import MARKER_KEY, Storm, StormResult
 
 _READY_TIMEOUT = 60.0
 # The agent flushes its queues on SIGINT (its own grace is 10 s by default).
 _STOP_TIMEOUT = 60.0
 _STOPPED_PREFIX = "otel-exec: stopped; "
+_SETTLE = 1.0
+# Without a new record for this long, the collector has all it will get:
+# several times the default batch delay (1 s) of the agent's exporter.
+_IDLE = 8.0
+# After the agent exited (its queues flushed), only rotel's processing lags.
+_FLUSH_IDLE = 2.0
 
 
 def agent_env(extra: dict[str, str]) -> dict[str, str]:
@@ -97,3 +108,122 @@ class Agent:
     def stderr_tail(self, limit: int = 3000) -> str:
         data = self._stderr.read_bytes() if self._stderr.exists() else b""
         return data[-limit:].decode(errors="replace")
+
+
+@dataclass
+class Setup:
+    """What every otel-exec run needs."""
+
+    children: Children
+    python: Path  # the interpreter that runs the agent
+    repo: Path
+    rotel: Path  # rotel's binary
+    storm: Storm
+    workdir: Path
+    run_id: str  # makes each storm's marker unique to this benchmark run
+
+
+@dataclass
+class TracedRun:
+    label: str
+    storm: StormResult
+    recorded: int  # storm records at the collector, once the agent stopped
+    counters: dict[str, int]  # the agent's final stderr line
+    agent_ticks: int  # storm start .. the collector had all it would get
+    settle_seconds: float  # storm end .. the collector had all it would get
+    hwm_kb: int
+    rss_kb: list[int]  # VmRSS about every second during the storm, and at its end
+    latency_ms: Counter[int]
+    collector_ticks: int  # rotel, same span as agent_ticks
+
+    @property
+    def kernel_lost(self) -> int:
+        return sum(v for k, v in self.counters.items() if k.startswith("lost_"))
+
+    @property
+    def export_lost(self) -> int:
+        return sum(self.counters.get(k, 0) for k in ("logs_failed", "logs_queue_overflow", "logs_unsent"))
+
+    @property
+    def agent_us_per_exec(self) -> float:
+        return ticks_to_us(self.agent_ticks) / self.storm.execs
+
+    @property
+    def collector_us_per_exec(self) -> float:
+        return ticks_to_us(self.collector_ticks) / self.storm.execs
+
+
+def traced_run(
+    setup: Setup,
+    label: str,
+    total: int,
+    rate: float,
+    extra_args: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> TracedRun:
+    """One storm with the agent exporting to a fresh collector.
+
+    Processes left running by an exception are stopped by the caller's
+    Children.stop_all().
+    """
+    workdir = setup.workdir / f"run-{label}"
+    workdir.mkdir()
+    marker = f"{setup.run_id}-{label}"
+    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, marker)
+    rotel.start()
+    agent = Agent(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
+                  extra_args or [], extra_env or {})
+    agent.start()
+    # Let the start-up work (seeded spans, first export) finish first.
+    time.sleep(_SETTLE)
+    rss: list[int] = []
+    agent_ticks0, collector_ticks0 = agent.cpu_ticks(), rotel.cpu_ticks()
+    result = setup.storm.run(total, rate, marker, during=lambda: rss.append(agent.status_kb("VmRSS")))
+    rss.append(agent.status_kb("VmRSS"))
+    storm_end = time.monotonic()
+    agent_ticks, collector_ticks, done = _wait_for_collector(rotel, agent, total)
+    hwm_kb = agent.status_kb("VmHWM")
+    counters = agent.stop()
+    # Whatever the agent flushed while stopping still counts as recorded.
+    _wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
+    rotel.stop()
+    return TracedRun(label, result, rotel.received.storm, counters, agent_ticks - agent_ticks0,
+                     done - storm_end, hwm_kb, rss, rotel.received.latency_ms, collector_ticks - collector_ticks0)
+
+
+def _wait_for_collector(rotel: Rotel, agent: Agent | None, total: int, idle: float = _IDLE) -> tuple[int, int, float]:
+    """Poll until the collector has total storm records or none came for idle s.
+
+    Returns the agent's and the collector's CPU ticks (0 without an agent)
+    and the time (monotonic) when the last record came in.
+    """
+    def sample() -> tuple[int, int, float]:
+        return (agent.cpu_ticks() if agent else 0), rotel.cpu_ticks(), time.monotonic()
+
+    last = rotel.poll().storm
+    at_last = sample()
+    while last < total and time.monotonic() - at_last[2] < idle:
+        time.sleep(0.05)
+        count = rotel.poll().storm
+        if count != last:
+            last, at_last = count, sample()
+    return at_last
+
+
+def measure_startup(setup: Setup, runs: int) -> list[float]:
+    """Launch-to-ready seconds of `runs` agents started one after another,
+    after one unmeasured launch that warms the page and bytecode caches."""
+    workdir = setup.workdir / "startup"
+    workdir.mkdir()
+    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, f"{setup.run_id}-startup")
+    rotel.start()
+    times = []
+    for i in range(runs + 1):
+        agent = Agent(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint, [], {})
+        seconds = agent.start()
+        agent.stop()
+        if i:
+            times.append(seconds)
+        time.sleep(_SETTLE)  # idle again before the next launch
+    rotel.stop()
+    return times

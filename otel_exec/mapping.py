@@ -218,10 +218,25 @@ def _shared_encoding(ev: ExecEvent, span_env: bool) -> tuple[Attrs, bytes]:
     return attrs, w.len_field(5, w.any_string(shlex.join(argv)))
 
 
-def exec_attributes(ev: ExecEvent, span_env: bool = False) -> tuple[Attrs, bytes]:
-    """Every field of an exec (docs/attributes.md), encoded, and the log
-    body. What execs of one command from one context share is encoded once,
-    on ev.shared."""
+class ExecEncoding:
+    """An exec's encoded attributes, in two parts that records join
+    without copying them first: its own ids, and what it shares with
+    every exec of one command from one context (encoded once, on
+    ev.shared); and the log body."""
+
+    __slots__ = ("ids", "common", "body")
+
+    def __init__(self, ids: Attrs, common: Attrs, body: bytes) -> None:
+        self.ids = ids
+        self.common = common
+        self.body = body
+
+    def span_attrs(self) -> tuple[bytes, bytes]:
+        return self.ids.span, self.common.span
+
+
+def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
+    """Every field of an exec (docs/attributes.md), encoded."""
     shared = ev.shared
     common = shared.encoded if shared is not None else None
     if common is None:
@@ -233,8 +248,7 @@ def exec_attributes(ev: ExecEvent, span_env: bool = False) -> tuple[Attrs, bytes
            _framed_int(_VPPID, ev.ppid), _framed_fixed("process.creation.time", iso8601(ev.process_start_time)),
            _framed_fixed("otel_exec.exec_id", ev.exec_id),
            _framed_fixed("otel_exec.parent_exec_id", ev.parent_exec_id))
-    return (Attrs(_LOG_ATTR + _LOG_ATTR.join(ids) + attrs.log, _SPAN_ATTR + _SPAN_ATTR.join(ids) + attrs.span),
-            body)
+    return ExecEncoding(Attrs(_LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)), attrs, body)
 
 
 def seeded_attributes(info: ProcessInfo) -> list[bytes]:
@@ -273,11 +287,11 @@ def _in_scope(parts: tuple[bytes, ...] | list[bytes]) -> bytes:
     return b"".join((_IN_SCOPE, _varint(sum(map(len, parts))), *parts))
 
 
-def log_record(ev: ExecEvent, attrs: Attrs, body: bytes, info: ProcessInfo, observed_ns: int) -> bytes:
-    """An opentelemetry.proto.logs.v1.LogRecord, framed (_in_scope); `body`
-    from exec_attributes()."""
-    return _in_scope((_LOG_HEAD, _U64(ev.timestamp), _LOG_SEVERITY, body, attrs.log, _LOG_IDS, info.trace_id,
-                      _LOG_SPAN_ID, info.span_id, _LOG_OBSERVED, _U64(observed_ns), _LOG_EVENT_NAME))
+def log_record(ev: ExecEvent, enc: ExecEncoding, info: ProcessInfo, observed_ns: int) -> bytes:
+    """An opentelemetry.proto.logs.v1.LogRecord, framed (_in_scope)."""
+    return _in_scope((_LOG_HEAD, _U64(ev.timestamp), _LOG_SEVERITY, enc.body, enc.ids.log, enc.common.log,
+                      _LOG_IDS, info.trace_id, _LOG_SPAN_ID, info.span_id, _LOG_OBSERVED, _U64(observed_ns),
+                      _LOG_EVENT_NAME))
 
 
 _SPAN_TRACE_ID = w.tag(1, w.LEN) + w.varint(16)
@@ -333,7 +347,7 @@ def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) 
     if info.parent_span_id:
         parts += (_SPAN_PARENT, info.parent_span_id)
     parts += (name, _SPAN_KIND_START, _U64(info.span_start), _SPAN_END, _U64(max(end_ns, info.span_start)),
-              info.span_attrs, _ending(reason, incomplete, info.exit_code, info.signal))
+              *info.span_attrs, _ending(reason, incomplete, info.exit_code, info.signal))
     return _in_scope(parts)
 
 

@@ -292,12 +292,12 @@ class OtlpSink:
     def seed(self, infos: list[ProcessInfo]) -> None:
         for info in infos:
             if info.owns_span:
-                info.span_attrs = mapping.Attrs.of(mapping.seeded_attributes(info)).span
+                info.span_attrs = (mapping.Attrs.of(mapping.seeded_attributes(info)).span,)
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
-        attrs, body = mapping.exec_attributes(ev, self.span_env)
-        self.logs.add(mapping.log_record(ev, attrs, body, info, time.time_ns()))
-        info.span_attrs = attrs.span
+        enc = mapping.exec_attributes(ev, self.span_env)
+        self.logs.add(mapping.log_record(ev, enc, info, time.time_ns()))
+        info.span_attrs = enc.span_attrs()
         if previous is not None and previous.owns_span:
             self._end(previous, ev.timestamp, "exec")
 
@@ -312,7 +312,7 @@ class OtlpSink:
     def _end(self, info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> None:
         self.spans.add(mapping.span(info, end_ns, reason, incomplete))
         info.owns_span = False
-        info.span_attrs = b""
+        info.span_attrs = ()
 
     def flush(self) -> None:
         """Batches leave on their own schedule."""

@@ -67,7 +67,7 @@ class ProcessInfo:
     traceparent: str = ""  # TRACEPARENT as this image's environment had it
     owns_span: bool = False
     span_start: int = 0  # ns since epoch
-    span_attrs: bytes = b""  # encoded attributes, kept until the span ends
+    span_attrs: tuple[bytes, ...] = ()  # encoded attribute parts, kept until the span ends
 
 
 # One read per file: stat always fits; a longer cmdline loses its cut last

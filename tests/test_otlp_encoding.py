@@ -51,8 +51,7 @@ def info_for(ev: ExecEvent) -> ProcessInfo:
 def test_log_record_round_trip() -> None:
     ev = sample_exec()
     info = info_for(ev)
-    encoded, body = mapping.exec_attributes(ev)
-    rec = mapping.log_record(ev, encoded, body, info, 1_700_000_001_000_000_000)
+    rec = mapping.log_record(ev, mapping.exec_attributes(ev), info, 1_700_000_001_000_000_000)
     req = ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec] * 2))
     scope = req.resource_logs[0].scope_logs[0]
     assert scope.scope.name == "otel-exec"
@@ -90,7 +89,7 @@ def test_log_record_round_trip() -> None:
 def test_span_round_trip_exit_codes_and_signals() -> None:
     ev = sample_exec()
     info = info_for(ev)
-    info.span_attrs = mapping.exec_attributes(ev)[0].span
+    info.span_attrs = mapping.exec_attributes(ev).span_attrs()
     info.exit_code = 3
     ok = mapping.span(info, ev.timestamp + 5, "exit")
     info.exit_code, info.signal = None, 9
@@ -138,8 +137,8 @@ def test_varints_and_int_attributes_of_every_size() -> None:
         assert kv.value.int_value == v
     for pid in (1, 200, 70000, 4194303):
         ev = sample_exec(host_pid=pid, host_ppid=pid + 1, pid=pid, ppid=0)
-        encoded, _ = mapping.exec_attributes(ev)
-        a = attrs(LogRecord.FromString(encoded.log).attributes)
+        enc = mapping.exec_attributes(ev)
+        a = attrs(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
         assert (a["process.pid"], a["process.parent_pid"], a["process.vpid"], a["otel_exec.vppid"]) == \
             (pid, pid + 1, pid, 0)
         assert a["otel_exec.exec_id"] == "e" * 32
