@@ -135,6 +135,7 @@ class TracedRun:
     rss_kb: list[int]  # VmRSS about every second during the storm, and at its end
     latency_ms: Counter[int]
     collector_ticks: int  # rotel, same span as agent_ticks
+    processor_us: int  # of collector_ticks, in rotel_count_processor (wall time)
 
     @property
     def kernel_lost(self) -> int:
@@ -151,6 +152,10 @@ class TracedRun:
     @property
     def collector_us_per_exec(self) -> float:
         return ticks_to_us(self.collector_ticks) / self.storm.execs
+
+    @property
+    def processor_us_per_exec(self) -> float:
+        return self.processor_us / self.storm.execs
 
 
 def traced_run(
@@ -169,7 +174,7 @@ def traced_run(
     workdir = setup.workdir / f"run-{label}"
     workdir.mkdir()
     marker = f"{setup.run_id}-{label}"
-    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, marker)
+    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, marker, setup.storm.binary)
     rotel.start()
     agent = Agent(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
                   extra_args or [], extra_env or {})
@@ -188,7 +193,8 @@ def traced_run(
     _wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
     rotel.stop()
     return TracedRun(label, result, rotel.received.storm, counters, agent_ticks - agent_ticks0,
-                     done - storm_end, hwm_kb, rss, rotel.received.latency_ms, collector_ticks - collector_ticks0)
+                     done - storm_end, hwm_kb, rss, rotel.received.latency_ms, collector_ticks - collector_ticks0,
+                     rotel.received.processor_us)
 
 
 def _wait_for_collector(rotel: Rotel, agent: Agent | None, total: int, idle: float = _IDLE) -> tuple[int, int, float]:
@@ -215,7 +221,8 @@ def measure_startup(setup: Setup, runs: int) -> list[float]:
     after one unmeasured launch that warms the page and bytecode caches."""
     workdir = setup.workdir / "startup"
     workdir.mkdir()
-    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, f"{setup.run_id}-startup")
+    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, f"{setup.run_id}-startup",
+                  setup.storm.binary)
     rotel.start()
     times = []
     for i in range(runs + 1):

@@ -18,11 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from procs import Child, Children, cpu_ticks, kb_to_mb, pid_of_comm, run_checked, status_kb, ticks_to_us
+from procs import (
+    Child,
+    Children,
+    cpu_ticks,
+    kb_to_mb,
+    pid_of_comm,
+    run_checked,
+    status_kb,
+    ticks_to_us,
+)
 from storm import Storm
 
-PEER_PACKAGES = {"bpftrace": "bpftrace", "forkstat": "forkstat", "auditd": "auditd"}
-INSTALL_COMMAND = "apt-get install -y " + " ".join(PEER_PACKAGES.values())
+PEER_PACKAGES = ("bpftrace", "forkstat", "auditd")
+INSTALL_COMMAND = "apt-get install -y " + " ".join(PEER_PACKAGES)
 BPFTRACE_PROGRAM = 'tracepoint:sched:sched_process_exec { printf("%d %s\\n", pid, str(args->filename)); }'
 AUDIT_KEY = "oebench"
 AUDIT_RULE = ["-F", "arch=b64", "-S", "execve", "-k", AUDIT_KEY]
@@ -38,7 +47,8 @@ _STOP_TIMEOUT = 15.0
 @dataclass
 class PeerRun:
     rate: float
-    recorded: int
+    recorded: int  # the storm's execs in the tracer's output
+    seen: int  # all execs in it: the storm's and any other process's
     cpu_us_per_exec: float
     hwm_mb: float
     notes: list[str] = field(default_factory=list)
@@ -118,6 +128,7 @@ class Bpftrace:
         program, sentinel = str(self._storm.program), str(self._storm.sentinel)
         storm_lines = _LineCounter(out, lambda f: len(f) == 2 and f[1] == program)
         sentinel_lines = _LineCounter(out, lambda f: len(f) == 2 and f[1] == sentinel)
+        all_lines = _LineCounter(out, lambda f: len(f) == 2 and f[0].isdigit())
         with out.open("wb") as o, err.open("wb") as e:
             child = self._children.start("bpftrace", ["bpftrace", "-e", BPFTRACE_PROGRAM],
                                          stop_signal=signal.SIGINT, stdout=o, stderr=e)
@@ -131,7 +142,10 @@ class Bpftrace:
         except BaseException:
             self._children.stop(child)
             raise
-        return _measure_child(self._children, child, self._storm, total, marker, storm_lines.poll, stopped_count=None)
+        seen0 = all_lines.poll()
+        run = _measure_child(self._children, child, self._storm, total, marker, storm_lines.poll, stopped_count=None)
+        run.seen = all_lines.poll() - seen0
+        return run
 
 
 class Forkstat:
@@ -166,8 +180,10 @@ class Forkstat:
             self._children.stop(child)
             raise
         run = _measure_child(self._children, child, self._storm, total, marker, None, stopped_count=attributed.poll)
-        run.notes.append(f"{execs_seen.poll()} exec events printed in all; the rest show no or another "
-                         "command line (read from /proc after the process may have exited)")
+        # Includes the few execs between its start and the storm's.
+        run.seen = execs_seen.poll()
+        run.notes.append("storm execs not recorded show no or another command line (read from /proc, "
+                         "after the process may have exited)")
         return run
 
 
@@ -209,7 +225,8 @@ def _measure_child(
     ticks = (ticks1 if ticks1 is not None else ticks_before_stop) - ticks0
     count = stopped_count if stopped_count is not None else live_count
     assert count is not None
-    return PeerRun(result.rate, count(), ticks_to_us(ticks) / total, kb_to_mb(hwm_kb), notes)
+    # seen: set by the caller, which knows how to count all execs.
+    return PeerRun(result.rate, count(), 0, ticks_to_us(ticks) / total, kb_to_mb(hwm_kb), notes)
 
 
 class Auditd:
@@ -266,10 +283,12 @@ class Auditd:
                 return cpu_ticks(daemon_pid) + (cpu_ticks(kauditd) if kauditd is not None else 0)
 
             lost0 = _audit_status().get("lost", 0)
+            seen0 = audit_log.keyed
             ticks0 = ticks()
             result = self._storm.run(total, 0, marker)
             recorded = _wait_until_stable(lambda: audit_log.poll(), total)
             cpu = ticks() - ticks0
+            seen = audit_log.keyed - seen0
             hwm_kb = status_kb(daemon_pid, "VmHWM")
             lost = _audit_status().get("lost", 0) - lost0
             if lost:
@@ -280,7 +299,7 @@ class Auditd:
             if started is not None:
                 self._children.stop(started)
             _restore_audit(saved)
-        return PeerRun(result.rate, recorded, ticks_to_us(cpu) / total, kb_to_mb(hwm_kb), notes)
+        return PeerRun(result.rate, recorded, seen, ticks_to_us(cpu) / total, kb_to_mb(hwm_kb), notes)
 
     def _start_daemon(self) -> tuple[Child, Path]:
         self._workdir.mkdir(exist_ok=True)
@@ -378,12 +397,17 @@ class _AuditLog:
     def sentinel(self) -> int:
         return len(self._keyed & self._sentinel_serials)
 
+    @property
+    def keyed(self) -> int:
+        """Events of our rule so far: every execve, the storm's or not."""
+        return len(self._keyed)
+
 
 PEERS = (Bpftrace, Forkstat, Auditd)
 
 
 def install_peers() -> None:
-    subprocess.run(["apt-get", "install", "-y", *PEER_PACKAGES.values()], check=True,
+    subprocess.run(["apt-get", "install", "-y", *PEER_PACKAGES], check=True,
                    env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
 
@@ -396,7 +420,8 @@ def ensure_tracefs() -> str | None:
     for path in (Path("/sys/kernel/tracing/events"), Path("/sys/kernel/debug/tracing/events")):
         if path.is_dir():
             return None
-    result = subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], capture_output=True, text=True)
+    result = subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return f"tracefs missing and cannot be mounted: {result.stderr.strip()}"
     print("bench: mounted tracefs on /sys/kernel/tracing (left mounted)")

@@ -177,7 +177,8 @@ class Children:
 
 def run_checked(argv: Sequence[str], **kwargs: object) -> str:
     """Run a short command; raise with its output if it fails."""
-    result = subprocess.run(list(argv), capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    result = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}: {result.stderr.strip() or result.stdout.strip()}")
+        output = result.stderr.strip() or result.stdout.strip()
+        raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}: {output}")
     return result.stdout

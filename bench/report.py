@@ -89,6 +89,14 @@ def _n(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _pairs(n: int) -> str:
+    return f"{n} pair" + ("" if n == 1 else "s")
+
+
+def _other_execs(run: TracedRun) -> int:
+    return run.counters.get("exec_seen", 0) - run.storm.execs
+
+
 def _mark(ok: bool) -> str:
     return "pass" if ok else "**FAIL**"
 
@@ -130,7 +138,7 @@ def targets_table(r: Results) -> str:
     rows.append([
         "Overhead: exec rate traced / untraced",
         f">= {TARGET_RATE_RATIO}",
-        f"{ratio:.3f} ({_n(traced)}/s vs {_n(untraced)}/s, medians of {len(runs)} pairs)",
+        f"{ratio:.3f} ({_n(traced)}/s vs {_n(untraced)}/s, medians of {_pairs(len(runs))})",
         _mark(ratio >= TARGET_RATE_RATIO),
     ])
     cpu = [t.agent_us_per_exec for t in runs]
@@ -154,8 +162,8 @@ def targets_table(r: Results) -> str:
         rows.append([
             "RSS flat over the sustained storm",
             f"growth from 1/4 to end <= {TARGET_RSS_GROWTH_MB:.0f} MB",
-            f"{kb_to_mb(s.rss_kb[len(s.rss_kb) // 4]):.1f} -> {kb_to_mb(s.rss_kb[-1]):.1f} MB "
-            f"({len(s.rss_kb)} samples)",
+            (f"{kb_to_mb(s.rss_kb[len(s.rss_kb) // 4]):.1f} -> {kb_to_mb(s.rss_kb[-1]):.1f} MB "
+             f"({len(s.rss_kb)} samples)"),
             _mark(growth <= TARGET_RSS_GROWTH_MB),
         ])
     startup = statistics.median(r.startup_s)
@@ -180,8 +188,8 @@ def targets_table(r: Results) -> str:
         rows.append([
             "Latency, OTEL_BLRP_SCHEDULE_DELAY=100 --poll-interval 0.02",
             "documented lower-latency setting",
-            f"p50 / p99 / max {_latency(low.latency_ms)} s; {_n(low.recorded)} of {_n(low.storm.execs)}, "
-            f"lost {low.kernel_lost}; {low.agent_us_per_exec:.1f} µs/exec; rate {_n(low.storm.rate)}/s",
+            (f"p50 / p99 / max {_latency(low.latency_ms)} s; {_n(low.recorded)} of {_n(low.storm.execs)}, "
+             f"lost {low.kernel_lost}; {low.agent_us_per_exec:.1f} µs/exec; rate {_n(low.storm.rate)}/s"),
             "info",
         ])
     return table(["target", "goal", "measured", "result"], rows)
@@ -202,14 +210,19 @@ def runs_table(r: Results) -> str:
         f"{kb_to_mb(t.hwm_kb):.1f}",
         _latency(t.latency_ms),
         f"{t.settle_seconds:.1f}",
-        f"{t.collector_us_per_exec:.1f}",
+        f"{t.collector_us_per_exec:.1f} ({t.processor_us_per_exec:.1f})",
+        _n(_other_execs(t)),
     ] for t in runs]
     untraced = ", ".join(_n(rate) for rate in r.untraced)
     return (table(["run", "execs", "execs/s", "at collector", "kernel lost", "export lost",
-                   "agent µs/exec", "peak RSS MB", "latency p50/p99/max s", "drain s", "rotel µs/exec"], rows)
+                   "agent µs/exec", "peak RSS MB", "latency p50/p99/max s", "drain s", "rotel µs/exec (processor)", "other execs"], rows)
             + f"\n\nUntraced storm rates (execs/s): {untraced}. \"drain\": storm end until the collector "
             "had all it got; agent CPU counts until then. Kernel lost: sum of lost_* counters; export lost: "
-            "logs_failed + logs_queue_overflow + logs_unsent.")
+            "logs_failed + logs_queue_overflow + logs_unsent. rotel: the collector's CPU over the same span "
+            "(in parentheses, the part spent in the benchmark's counting processor). Other execs: execs the "
+            "agent saw (exec_seen) besides the storm's, while it ran; more than a handful means other work "
+            "on the machine, whose execs the agent and the collector also handled (and which the CPU per "
+            "storm exec includes).")
 
 
 def peers_table(r: Results) -> str:
@@ -221,13 +234,14 @@ def peers_table(r: Results) -> str:
         ", ".join(_n(t.recorded) for t in runs),
         f"{statistics.median(t.agent_us_per_exec for t in runs):.1f} µs",
         f"{max(kb_to_mb(t.hwm_kb) for t in runs):.1f} MB",
-        f"{len(runs)} pairs",
+        f"{_pairs(len(runs))}; other execs seen: {', '.join(_n(_other_execs(t)) for t in runs)}",
     ])
     for p in r.peers:
         if p.unavailable is not None:
             rows.append([p.name, p.unavailable, "", "", "", ""])
             continue
-        notes = [f"{len(p.runs)} pairs"] + [n for run in p.runs for n in run.notes]
+        notes = [_pairs(len(p.runs)), "other execs seen: " + ", ".join(_n(max(0, run.seen - r.execs)) for run in p.runs)]
+        notes += [n for run in p.runs for n in run.notes]
         rows.append([
             p.name,
             f"{statistics.median(run.rate for run in p.runs) / statistics.median(p.untraced_rates):.3f}",

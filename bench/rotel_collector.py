@@ -31,16 +31,13 @@ def find_rotel(venv_python: Path | None) -> Path:
     """rotel's binary: <site-packages>/rotel/rotel-agent, in this or the project's interpreter."""
     spec = importlib.util.find_spec("rotel")
     if spec is not None and spec.submodule_search_locations:
-        binary = Path(list(spec.submodule_search_locations)[0]) / "rotel-agent"
+        binary = Path(next(iter(spec.submodule_search_locations))) / "rotel-agent"
         if binary.exists():
             return binary
     if venv_python is not None:
-        found = subprocess.run(
-            [str(venv_python), "-c",
-             "import importlib.util as u; s = u.find_spec('rotel'); "
-             "print(list(s.submodule_search_locations)[0] if s else '')"],
-            capture_output=True, text=True,
-        ).stdout.strip()
+        code = ("import importlib.util as u; s = u.find_spec('rotel'); "
+                "print(next(iter(s.submodule_search_locations)) if s else '')")
+        found = subprocess.run([str(venv_python), "-c", code], capture_output=True, text=True, check=False).stdout.strip()
         if found and (Path(found) / "rotel-agent").exists():
             return Path(found) / "rotel-agent"
     raise FileNotFoundError("rotel is not installed: pip install rotel==0.0.1a15")
@@ -66,19 +63,24 @@ class Received:
 
     storm: int = 0
     other: int = 0
+    processor_us: int = 0  # time spent in rotel_count_processor
     latency_ms: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
 
 class Rotel:
-    """One rotel process counting records whose marker_key attribute equals marker_value."""
+    """One rotel process counting records whose marker_key attribute equals
+    marker_value, except the exec of launcher (the storm binary)."""
 
-    def __init__(self, children: Children, binary: Path, workdir: Path, marker_key: str, marker_value: str) -> None:
+    def __init__(
+        self, children: Children, binary: Path, workdir: Path, marker_key: str, marker_value: str, launcher: Path
+    ) -> None:
         self._children = children
         self._binary = binary
         self._workdir = workdir
         self._marker_key = marker_key
         self._marker_value = marker_value
+        self._launcher = launcher
         self._counts = workdir / "counts.jsonl"
         self._log = workdir / "rotel.log"
         self._offset = 0
@@ -106,6 +108,7 @@ class Rotel:
             OEBENCH_COUNT_FILE=str(self._counts),
             OEBENCH_MARKER_KEY=self._marker_key,
             OEBENCH_MARKER_VALUE=self._marker_value,
+            OEBENCH_LAUNCHER=str(self._launcher),
         )
         argv = [
             str(self._binary), "start",
@@ -155,6 +158,7 @@ class Rotel:
                 continue
             self.received.storm += batch["n"]
             self.received.other += batch["o"]
+            self.received.processor_us += batch["us"]
             self.received.latency_ms.update({int(ms): n for ms, n in batch["h"].items()})
         if self.received.errors:
             raise RuntimeError("rotel_count_processor failed:\n" + self.received.errors[0])

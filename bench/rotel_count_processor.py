@@ -10,11 +10,14 @@ Hence one clock read per batch, no per-record objects of our own, and one
 compact line per batch (not per record) appended to the output file:
 
     {"t": <ns at processing>, "n": <storm records>, "o": <other records>,
-     "h": {"<latency ms>": <count>, ...}}
+     "us": <time spent here, µs>, "h": {"<latency ms>": <count>, ...}}
 
 where latency = processing time - record timestamp (the kernel's event time),
-bucketed by millisecond. Settings come from rotel's environment (set by
-bench/run.py); the names below are shared with it.
+bucketed by millisecond. A storm record carries the marker; so does the exec
+of the storm launcher itself (the marker is in its environment, which it
+passes on), told apart by its command line (the record's body) and counted
+as other. Settings come from rotel's environment (set by
+bench/rotel_collector.py); the names below are shared with it.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from typing import Any
 _OUT = os.environ["OEBENCH_COUNT_FILE"]
 _KEY = os.environ["OEBENCH_MARKER_KEY"]
 _VALUE = os.environ["OEBENCH_MARKER_VALUE"]
+_LAUNCHER = os.environ["OEBENCH_LAUNCHER"]
 _ENV_PREFIX = "process.environment_variable."
 
 
 def _is_storm(attributes: Any) -> bool:
     # Scanned from the end, stopping once past the block of env attributes:
-    # otel-exec puts the environment last, and bench/run.py puts the marker
+    # otel-exec puts the environment last, and bench/storm.py puts the marker
     # last in the storm's environment, so a storm record is decided in one
     # step and any other record without scanning its ~40 non-env attributes
     # (each access builds a Python object in rotel, ~0.5 us). An attribute
@@ -51,12 +55,17 @@ def _is_storm(attributes: Any) -> bool:
     return False
 
 
+def _is_launcher(body: Any) -> bool:
+    text = None if body is None else body.value
+    return isinstance(text, str) and text.startswith(_LAUNCHER)
+
+
 def _summarise(resource_logs: Any, now: int) -> dict[str, Any]:
     storm = other = 0
     histogram: dict[int, int] = {}
     for scope_logs in resource_logs.scope_logs:
         for record in scope_logs.log_records:
-            if not _is_storm(record.attributes):
+            if not _is_storm(record.attributes) or _is_launcher(record.body):
                 other += 1
                 continue
             storm += 1
@@ -68,10 +77,15 @@ def _summarise(resource_logs: Any, now: int) -> dict[str, Any]:
 
 def process_logs(resource_logs: Any) -> None:
     now = time.time_ns()
+    t0 = time.perf_counter()
     # An exception escaping a processor makes rotel (0.0.1a15) panic and
-    # exit; write it as a line instead, which bench/run.py reports.
+    # exit; write it as a line instead, which bench/rotel_collector.py raises.
     try:
-        line = json.dumps(_summarise(resource_logs, now), separators=(",", ":"))
+        summary = _summarise(resource_logs, now)
+        # Wall time, an upper bound of this hook's CPU: it waits on nothing
+        # but may be preempted.
+        summary["us"] = round((time.perf_counter() - t0) * 1e6)
+        line = json.dumps(summary, separators=(",", ":"))
     except Exception:  # noqa: BLE001 -- see above: reported, not swallowed
         line = json.dumps({"t": now, "error": traceback.format_exc()})
     # One O_APPEND write per batch: the reader only ever sees whole lines.

@@ -35,7 +35,14 @@ from pathlib import Path
 from oe_agent import Setup, measure_startup, traced_run
 from peers import INSTALL_COMMAND, PEERS, PeerResult, install_peers
 from procs import Children
-from report import HEADER, Results, peers_table, runs_table, scaling_table, targets_table
+from report import (
+    HEADER,
+    Results,
+    peers_table,
+    runs_table,
+    scaling_table,
+    targets_table,
+)
 from rotel_collector import find_rotel
 from storm import Storm
 
@@ -47,6 +54,8 @@ LOW_LATENCY_ENV = {"OTEL_BLRP_SCHEDULE_DELAY": "100"}
 LOW_LATENCY_ARGS = ["--poll-interval", "0.02"]
 # A/B pairs for each peer: fewer than for otel-exec, to bound the run time.
 MAX_PEER_PAIRS = 2
+# Above this 1-minute load average the machine is not idle enough to measure.
+IDLE_LOAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,8 @@ def machine() -> str:
     mem_gb = int(meminfo[meminfo.index("MemTotal:") + 1]) * 1024 / 1e9
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.machine())
-    python = subprocess.run([str(agent_python()), "--version"], capture_output=True, text=True).stdout.strip()
+    python = subprocess.run([str(agent_python()), "--version"], capture_output=True, text=True,
+                            check=False).stdout.strip()
     load = Path("/proc/loadavg").read_text().split()[0]
     return (f"Linux {platform.release()}, {os.cpu_count()} cores ({model}), {mem_gb:.1f} GB memory, "
             f"{python} (agent), load average {load} at start")
@@ -167,13 +177,10 @@ def machine() -> str:
 
 def peer_versions() -> str:
     versions = []
-    for argv in (["bpftrace", "--version"], ["auditctl", "-v"]):
+    for argv in (["bpftrace", "--version"], ["forkstat", "-h"], ["auditctl", "-v"]):
         if shutil.which(argv[0]):
-            out = subprocess.run(argv, capture_output=True, text=True)
+            out = subprocess.run(argv, capture_output=True, text=True, check=False)
             versions.append((out.stdout or out.stderr).strip().splitlines()[0])
-    if shutil.which("forkstat"):
-        out = subprocess.run(["forkstat", "-h"], capture_output=True, text=True)
-        versions.append((out.stdout or out.stderr).strip().splitlines()[0])
     return ", ".join(versions)
 
 
@@ -187,8 +194,8 @@ def render(results: Results, plan: Plan, command: str, started: datetime.datetim
         "",
         f"    {command}",
         "",
-        f"Storm: {WORKERS} workers, {plan.execs:,} execs of /bin/true per A/B run, {plan.pairs} pairs; "
-        "collector: rotel on loopback (blackhole exporter, counting processor), OTLP/gRPC.",
+        (f"Storm: {WORKERS} workers, {plan.execs:,} execs of /bin/true per A/B run, {plan.pairs} A/B pair(s); "
+         "collector: rotel on loopback (blackhole exporter, counting processor), OTLP/gRPC."),
         "",
         "### otel-exec against the targets",
         "",
@@ -207,10 +214,10 @@ def render(results: Results, plan: Plan, command: str, started: datetime.datetim
         parts += [
             peers_table(results),
             "",
-            f"Peer versions: {peer_versions() or 'none installed'}. Tracer CPU: the tracer's own process "
-            "(all threads; auditd with the kauditd kernel thread) from storm start until it had written "
-            "everything; kernel work done in the exec'ing task (BPF program, audit hook) shows in the exec "
-            f"rate instead. {plan.peer_pairs} A/B pair(s) per peer.",
+            (f"Peer versions: {peer_versions() or 'none installed'}. Tracer CPU: the tracer's own process "
+             "(all threads; auditd with the kauditd kernel thread) from storm start until it had written "
+             "everything; kernel work done in the exec'ing task (BPF program, audit hook) shows in the exec "
+             f"rate instead. {plan.peer_pairs} A/B pair(s) per peer."),
         ]
     parts += ["", "### Scaling", ""]
     if results.scaling:
@@ -237,12 +244,18 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench: run as root (the agent and the peers need it)", file=sys.stderr)
         return 2
-    # SIGTERM/SIGHUP unwind like Ctrl-C does, through the cleanup below.
+    # SIGTERM/SIGHUP unwind like Ctrl-C does, through the cleanup below; and
+    # SIGINT does even when started from a shell that ignores it for
+    # background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     command = shlex.join(["python3", "bench/run.py", *argv])
     about = machine()
+    load = float(Path("/proc/loadavg").read_text().split()[0])
+    if load > IDLE_LOAD:
+        say(f"warning: load average {load} > {IDLE_LOAD}: other work on this machine skews every number")
     if args.install_peers:
         say(f"installing peers: {INSTALL_COMMAND}")
         install_peers()
@@ -275,7 +288,7 @@ def main(argv: list[str]) -> int:
         if ok:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            print(f"bench: failed; logs kept in {workdir}", file=sys.stderr)
+            print(f"bench: did not finish; logs kept in {workdir}", file=sys.stderr)
     return 0
 
 
