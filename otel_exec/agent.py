@@ -7,16 +7,14 @@ import signal
 import sys
 import threading
 import time
-from typing import Protocol, TextIO
+from typing import Callable, Protocol, TextIO
 
 from .config import Config
-from .decode import DecodeError, Decoder
-from .events import ExecEvent, ExitEvent
+from .events import Event, ExecEvent
 from .identity import HostIdentity
-from .loader import KernelProbes
 from .proctable import ProcessInfo, ProcessTable
 from .redact import RedactionPolicy
-from .ringbuf import RingBuffer
+from .source_core import CoreSource
 from .spans import SpanLineage
 
 
@@ -32,6 +30,16 @@ class Sink(Protocol):
     def stats(self) -> dict[str, int]: ...
 
 
+class EventSource(Protocol):
+    """Where events come from: the CO-RE programs (source_core) or BCC."""
+
+    def wait(self, timeout_s: float) -> None: ...
+    def drain(self, handle: Callable[[Event], None]) -> int: ...
+    def detach(self) -> None: ...
+    def counters(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
 class Agent:
     def __init__(self, cfg: Config, sinks: list[Sink], identity: HostIdentity, log: TextIO = sys.stderr) -> None:
         self.cfg = cfg
@@ -40,22 +48,18 @@ class Agent:
         self.identity = identity
         self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
                                          env_allow=cfg.env_allow)
-        self.decoder = Decoder(identity, argv_transform=self.redaction.argv, env_transform=self.redaction.env)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.table.on_drop = self._dropped
         self.lineage = SpanLineage()
         self.path_prefixes = tuple(cfg.path_prefix)
         self.stopping = threading.Event()
-        self.decode_errors = 0
         self.exported = 0
-        self.probes: KernelProbes | None = None
-        self.ring: RingBuffer | None = None
+        self.source: EventSource | None = None
 
     def start(self) -> None:
         # Attach first, seed after: a process that starts in between is seen
         # twice (harmless) rather than not at all.
-        self.probes = KernelProbes(self.cfg)
-        self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes)
+        self.source = CoreSource(self.cfg, self.identity, self.redaction.argv, self.redaction.env, self.log)
         self.table.seed_from_proc(self.identity)
         seeded = self.table.entries()
         for info in seeded:
@@ -75,13 +79,7 @@ class Agent:
                 f.write(f"{os.getpid()}\n")
             os.replace(tmp, self.cfg.ready_file)
 
-    def handle(self, rec: memoryview) -> None:
-        try:
-            ev = self.decoder.decode(rec)
-        except DecodeError as e:
-            self.decode_errors += 1
-            print(f"otel-exec: dropped a malformed record: {e}", file=self.log)
-            return
+    def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):
             if self.path_prefixes and not ev.pathname.startswith(self.path_prefixes) \
                     and not ev.cmdpath.startswith(self.path_prefixes):
@@ -91,7 +89,7 @@ class Agent:
             for sink in self.sinks:
                 sink.on_exec(ev, info, previous)
             self.exported += 1
-        elif isinstance(ev, ExitEvent):
+        else:
             ended = self.table.on_exit(ev)
             if ended is not None:
                 for sink in self.sinks:
@@ -102,7 +100,8 @@ class Agent:
             sink.on_drop(info)
 
     def run(self) -> None:
-        assert self.ring is not None
+        source = self.source
+        assert source is not None
         deadline = time.monotonic() + self.cfg.duration if self.cfg.duration else None
         while not self.stopping.is_set():
             timeout = self.cfg.poll_interval
@@ -111,15 +110,14 @@ class Agent:
                 if left <= 0:
                     break
                 timeout = min(timeout, left)
-            self.ring.wait(timeout)
-            if self.ring.drain(self.handle):
+            source.wait(timeout)
+            if source.drain(self.handle):
                 for sink in self.sinks:
                     sink.flush()
         # Detach first, then drain: everything the kernel produced is handled
         # and the counters read later describe exactly that.
-        assert self.probes is not None
-        self.probes.detach()
-        self.ring.drain(self.handle)
+        source.detach()
+        source.drain(self.handle)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Spans still open end now, marked incomplete; queues are flushed."""
@@ -131,8 +129,7 @@ class Agent:
         self.stopping.set()
 
     def report(self) -> dict[str, int]:
-        counters = self.probes.counters() if self.probes else {}
-        counters["decode_errors"] = self.decode_errors
+        counters = self.source.counters() if self.source else {}
         counters["exported"] = self.exported
         counters["process_table_evicted"] = self.table.evicted
         counters["malformed_traceparent"] = self.lineage.malformed_traceparent
@@ -141,10 +138,8 @@ class Agent:
         return counters
 
     def close(self) -> None:
-        if self.ring:
-            self.ring.close()
-        if self.probes:
-            self.probes.close()
+        if self.source:
+            self.source.close()
 
 
 def install_signal_handlers(agent: Agent) -> None:

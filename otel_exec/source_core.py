@@ -1,0 +1,56 @@
+"""The default event source: CO-RE programs through libbpf, records from the
+ring buffer, decoded into typed events."""
+from __future__ import annotations
+
+from typing import Callable, TextIO
+
+from .config import Config
+from .decode import DecodeError, Decoder
+from .events import Event
+from .identity import HostIdentity
+from .loader import KernelProbes
+from .ringbuf import RingBuffer
+
+Transform = Callable[[list[str]], list[str]]
+
+
+class CoreSource:
+    def __init__(self, cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
+                 log: TextIO) -> None:
+        self.decoder = Decoder(identity, argv_transform=argv_transform, env_transform=env_transform)
+        self.log = log
+        self.decode_errors = 0
+        self.probes = KernelProbes(cfg)
+        try:
+            self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes)
+        except BaseException:
+            self.probes.close()
+            raise
+
+    def wait(self, timeout_s: float) -> None:
+        self.ring.wait(timeout_s)
+
+    def drain(self, handle: Callable[[Event], None]) -> int:
+        decode = self.decoder.decode
+
+        def one(rec: memoryview) -> None:
+            try:
+                ev = decode(rec)
+            except DecodeError as e:
+                self.decode_errors += 1
+                print(f"otel-exec: dropped a malformed record: {e}", file=self.log)
+                return
+            handle(ev)
+
+        return self.ring.drain(one)
+
+    def detach(self) -> None:
+        """Stop producing events; what is in the ring stays readable."""
+        self.probes.detach()
+
+    def counters(self) -> dict[str, int]:
+        return {**self.probes.counters(), "decode_errors": self.decode_errors}
+
+    def close(self) -> None:
+        self.ring.close()
+        self.probes.close()
