@@ -18,6 +18,8 @@ _READY_TIMEOUT = 60.0
 # The agent flushes its queues on SIGINT (its own grace is 10 s by default).
 _STOP_TIMEOUT = 60.0
 _STOPPED_PREFIX = "otel-exec: stopped; "
+# Pause after a start before measuring: the start-up work (seeded spans, first
+# export) is over, and the machine is idle again between start-up launches.
 _SETTLE = 1.0
 # Without a new record for this long, the collector has all it will get:
 # several times the default batch delay (1 s) of the agent's exporter.
@@ -85,12 +87,18 @@ class Agent:
         return time.monotonic() - t0
 
     def cpu_ticks(self) -> int:
-        assert self.child is not None
-        return cpu_ticks(self.child.pid)
+        return cpu_ticks(self._running().pid)
 
     def status_kb(self, key: str) -> int:
+        return status_kb(self._running().pid, key)
+
+    def _running(self) -> Child:
+        # A dead agent would otherwise surface as a puzzling /proc error.
         assert self.child is not None
-        return status_kb(self.child.pid, key)
+        if self.child.proc.poll() is not None:
+            self._children.forget(self.child)
+            raise RuntimeError(f"otel-exec exited with {self.child.proc.returncode}:\n{self.stderr_tail()}")
+        return self.child
 
     def stop(self) -> dict[str, int]:
         """SIGINT, wait, and return the counters of its final stderr line."""
@@ -182,37 +190,54 @@ def traced_run(
     # Let the start-up work (seeded spans, first export) finish first.
     time.sleep(_SETTLE)
     rss: list[int] = []
-    agent_ticks0, collector_ticks0 = agent.cpu_ticks(), rotel.cpu_ticks()
+    start = _sample(rotel, agent)
     result = setup.storm.run(total, rate, marker, during=lambda: rss.append(agent.status_kb("VmRSS")))
     rss.append(agent.status_kb("VmRSS"))
     storm_end = time.monotonic()
-    agent_ticks, collector_ticks, done = _wait_for_collector(rotel, agent, total)
+    done = _wait_for_collector(rotel, agent, total)
     hwm_kb = agent.status_kb("VmHWM")
     counters = agent.stop()
     # Whatever the agent flushed while stopping still counts as recorded.
     _wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
     rotel.stop()
-    return TracedRun(label, result, rotel.received.storm, counters, agent_ticks - agent_ticks0,
-                     done - storm_end, hwm_kb, rss, rotel.received.latency_ms, collector_ticks - collector_ticks0,
-                     rotel.received.processor_us)
+    return TracedRun(
+        label=label,
+        storm=result,
+        recorded=rotel.received.storm,
+        counters=counters,
+        agent_ticks=done.agent_ticks - start.agent_ticks,
+        settle_seconds=done.when - storm_end,
+        hwm_kb=hwm_kb,
+        rss_kb=rss,
+        latency_ms=rotel.received.latency_ms,
+        collector_ticks=done.collector_ticks - start.collector_ticks,
+        processor_us=done.processor_us - start.processor_us,
+    )
 
 
-def _wait_for_collector(rotel: Rotel, agent: Agent | None, total: int, idle: float = _IDLE) -> tuple[int, int, float]:
-    """Poll until the collector has total storm records or none came for idle s.
+@dataclass(frozen=True)
+class _Sample:
+    agent_ticks: int  # 0 without an agent
+    collector_ticks: int
+    processor_us: int
+    when: float  # monotonic
 
-    Returns the agent's and the collector's CPU ticks (0 without an agent)
-    and the time (monotonic) when the last record came in.
-    """
-    def sample() -> tuple[int, int, float]:
-        return (agent.cpu_ticks() if agent else 0), rotel.cpu_ticks(), time.monotonic()
 
+def _sample(rotel: Rotel, agent: Agent | None) -> _Sample:
+    return _Sample(agent.cpu_ticks() if agent else 0, rotel.cpu_ticks(), rotel.received.processor_us,
+                   time.monotonic())
+
+
+def _wait_for_collector(rotel: Rotel, agent: Agent | None, total: int, idle: float = _IDLE) -> _Sample:
+    """Poll until the collector has total storm records or none came for idle s:
+    the costs and time when the last record came in."""
     last = rotel.poll().storm
-    at_last = sample()
-    while last < total and time.monotonic() - at_last[2] < idle:
+    at_last = _sample(rotel, agent)
+    while last < total and time.monotonic() - at_last.when < idle:
         time.sleep(0.05)
         count = rotel.poll().storm
         if count != last:
-            last, at_last = count, sample()
+            last, at_last = count, _sample(rotel, agent)
     return at_last
 
 

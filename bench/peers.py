@@ -36,7 +36,8 @@ BPFTRACE_PROGRAM = 'tracepoint:sched:sched_process_exec { printf("%d %s\\n", pid
 AUDIT_KEY = "oebench"
 AUDIT_RULE = ["-F", "arch=b64", "-S", "execve", "-k", AUDIT_KEY]
 # Debian's /etc/audit/rules.d/audit.rules default ("-b 8192 ... to survive
-# stress events"); the kernel's own default, 64, loses records in a storm.
+# stress events"); with the kernel's own, 64, a storm's tasks mostly wait for
+# auditd to catch up, which measures the backlog instead of auditd.
 AUDIT_BACKLOG = 8192
 _READY_TIMEOUT = 30.0
 # A tracer whose output has not grown for this long has written all it will.
@@ -145,6 +146,11 @@ class Bpftrace:
         seen0 = all_lines.poll()
         run = _measure_child(self._children, child, self._storm, total, marker, storm_lines.poll, stopped_count=None)
         run.seen = all_lines.poll() - seen0
+        # bpftrace's own report of perf buffer overflows: "Lost N events".
+        lost = sum(int(f[1]) for f in (line.split() for line in out.read_text(errors="replace").splitlines())
+                   if len(f) == 3 and f[0] == "Lost" and f[1].isdigit())
+        if lost:
+            run.notes.append(f"bpftrace lost {lost} events")
         return run
 
 

@@ -267,7 +267,8 @@ def scaling_table(r: Results) -> str:
             f"{t.agent_us_per_exec:.1f}",
             f"{100 * t.agent_ticks / busy / CLK_TCK:.1f}",
             f"{kb_to_mb(t.hwm_kb):.1f}",
+            _n(_other_execs(t)),
         ])
     return table(["target execs/s", "achieved execs/s", "execs", "at collector", "kernel lost",
-                  "agent µs/exec", "agent % of a core", "peak RSS MB"], rows)
+                  "agent µs/exec", "agent % of a core", "peak RSS MB", "other execs"], rows)
 

@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,11 @@ def agent_python() -> Path:
     return venv if venv.exists() else Path(sys.executable)
 
 
+_T0 = time.monotonic()
+
+
 def say(message: str) -> None:
-    print(f"bench: {message}", flush=True)
+    print(f"bench [{time.monotonic() - _T0:6.1f}s]: {message}", flush=True)
 
 
 def run_otel_exec(setup: Setup, plan: Plan, results: Results) -> None:
@@ -293,4 +297,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)  # everything was stopped in main's finally

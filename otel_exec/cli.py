@@ -28,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="OTLP protocol (overrides OTEL_EXPORTER_OTLP_PROTOCOL; default grpc)")
     run.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                      help="header sent with every OTLP request (repeatable; overrides OTEL_EXPORTER_OTLP_HEADERS)")
+    run.add_argument("--spool-dir", default=Config.spool_dir, metavar="DIR",
+                     help="OTLP records are written here first and sent from here, so none is lost to a "
+                          "collector outage or an agent crash (default %(default)s)")
+    run.add_argument("--spool-max-bytes", type=int, default=Config.spool_max_bytes,
+                     help="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
+    run.add_argument("--no-spool", action="store_true",
+                     help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE bound them)")
     run.add_argument("--span-env", action="store_true",
                      help="put environment attributes on spans too (they are always on the exec's log record)")
     run.add_argument("--format", choices=FORMATS, help="pretty on a terminal, jsonl otherwise")
@@ -66,6 +73,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         protocol=args.protocol,
         headers=headers,
         span_env=args.span_env,
+        spool_dir=None if args.no_spool else args.spool_dir,
+        spool_max_bytes=args.spool_max_bytes,
         format=args.format,
         output=args.output,
         duration=args.duration,
@@ -93,6 +102,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from .console import ConsoleExporter
     from .identity import HostIdentity
     from .otlp import OtlpOptions, OtlpSink, configured
+    from .spool import Spool
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
@@ -100,7 +110,8 @@ def run(cfg: Config, stderr: TextIO) -> int:
     sinks: list[Sink] = []
     out: TextIO | None = None
     if "otlp" in exporters:
-        sinks.append(OtlpSink(opts, identity))
+        spool = Spool(cfg.spool_dir, cfg.spool_max_bytes) if cfg.spool_dir else None
+        sinks.append(OtlpSink(opts, identity, spool))
     if "console" in exporters:
         out = open(cfg.output, "w", buffering=1 << 16) if cfg.output else sys.stdout
         sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl")))

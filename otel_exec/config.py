@@ -17,6 +17,8 @@ class Config:
     protocol: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     span_env: bool = False
+    spool_dir: str | None = "/var/lib/otel-exec"  # None: records wait in memory only
+    spool_max_bytes: int = 1 << 30
     shutdown_grace: float = 10.0  # seconds to flush queues on stop
     format: str | None = None  # None: pretty on a TTY, jsonl otherwise
     output: str | None = None  # None: stdout

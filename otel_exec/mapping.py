@@ -18,6 +18,9 @@ from .events import ExecEvent
 from .proctable import ProcessInfo
 
 EVENT_NAME = "otel_exec.process.exec"
+OBSERVED_EVENT_NAME = "otel_exec.process.observed"  # running when the agent started
+GAP_EVENT_NAME = "otel_exec.agent.gap"  # an interval no agent watched
+SEVERITY_WARN = 13
 SEVERITY_INFO = 9
 SPAN_KIND_INTERNAL = 1
 STATUS_ERROR = 2
@@ -292,6 +295,27 @@ def log_record(ev: ExecEvent, enc: ExecEncoding, info: ProcessInfo, observed_ns:
     return _in_scope((_LOG_HEAD, _U64(ev.timestamp), _LOG_SEVERITY, enc.body, enc.ids.log, enc.common.log,
                       _LOG_IDS, info.trace_id, _LOG_SPAN_ID, info.span_id, _LOG_OBSERVED, _U64(observed_ns),
                       _LOG_EVENT_NAME))
+
+
+def observed_record(info: ProcessInfo, attrs: Attrs, now_ns: int) -> bytes:
+    """A LogRecord for a process found in /proc at start-up, framed."""
+    parts = [_LOG_HEAD, _U64(now_ns), _LOG_SEVERITY,
+             w.len_field(5, w.any_string(shlex.join(info.argv or [info.comm]))), attrs.log]
+    if info.owns_span:
+        parts += (_LOG_IDS, info.trace_id, _LOG_SPAN_ID, info.span_id)
+    parts += (_LOG_OBSERVED, _U64(now_ns), w.len_field(12, OBSERVED_EVENT_NAME.encode()))
+    return _in_scope(parts)
+
+
+def gap_record(start_ns: int, end_ns: int) -> bytes:
+    """A LogRecord saying no agent watched from start_ns to end_ns: execs in
+    between are missing, processes still running then appear as observed."""
+    attrs = Attrs.of([_kv("otel_exec.gap.start", iso8601(start_ns)), _kv("otel_exec.gap.end", iso8601(end_ns)),
+                      _kv("otel_exec.gap.seconds", (end_ns - start_ns) / 1e9)])
+    body = f"otel-exec was not watching from {iso8601(start_ns)} to {iso8601(end_ns)}"
+    return _in_scope((_LOG_HEAD, _U64(end_ns), w.varint_field(2, SEVERITY_WARN), w.len_field(3, b"WARN"),
+                      w.len_field(5, w.any_string(body)), attrs.log, _LOG_OBSERVED, _U64(end_ns),
+                      w.len_field(12, GAP_EVENT_NAME.encode())))
 
 
 _SPAN_TRACE_ID = w.tag(1, w.LEN) + w.varint(16)

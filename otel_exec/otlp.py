@@ -27,6 +27,7 @@ from . import mapping
 from .events import ExecEvent
 from .identity import HostIdentity
 from .proctable import ProcessInfo
+from .spool import Batch, Position, SignalSpool, Spool
 
 log = logging.getLogger("otel_exec.otlp")
 
@@ -215,87 +216,196 @@ class BatchSettings:
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
 
 
+class MemoryQueue:
+    """Records in memory only (--no-spool): lost if the agent dies; when
+    full, or when the exporter gives up on a batch, records are dropped and
+    counted."""
+
+    retries = False
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.overflow = 0
+        self._q: deque[bytes] = deque()
+
+    def add(self, record: bytes) -> None:
+        if len(self._q) >= self.max_size:
+            self.overflow += 1
+            return
+        self._q.append(record)
+
+    def flush(self) -> None:
+        """Records are visible to the exporter as soon as they are added."""
+
+    def take(self, max_records: int, max_bytes: int) -> Batch | None:
+        q = self._q
+        if not q:
+            return None
+        batch: list[bytes] = []
+        size = 0
+        while q and len(batch) < max_records and size < max_bytes:
+            rec = q.popleft()
+            batch.append(rec)
+            size += len(rec)
+        return Batch(batch, Position(0, 0))
+
+    def done(self, batch: Batch) -> None:
+        """Taken records are gone from memory already."""
+
+    def pending(self) -> int:
+        return len(self._q)
+
+    def stats(self) -> dict[str, int]:
+        return {"queue_overflow": self.overflow, "unsent": len(self._q)}
+
+
+class SpoolQueue:
+    """Records written to the on-disk spool (otel_exec.spool) at the end of
+    each drain of the ring buffer, and sent from there: a failed batch stays
+    to be sent again."""
+
+    retries = True
+
+    def __init__(self, spool: SignalSpool) -> None:
+        self.spool = spool
+        self._buf: list[bytes] = []
+
+    def add(self, record: bytes) -> None:
+        self._buf.append(record)
+
+    def flush(self) -> None:
+        buf, self._buf = self._buf, []
+        self.spool.append(buf)
+
+    def take(self, max_records: int, max_bytes: int) -> Batch | None:
+        return self.spool.read(max_records, max_bytes)
+
+    def done(self, batch: Batch) -> None:
+        self.spool.ack(batch.end)
+
+    def pending(self) -> int:
+        return self.spool.pending_bytes()
+
+    def stats(self) -> dict[str, int]:
+        oldest = self.spool.oldest_pending_ns()
+        return {"spool_evicted": self.spool.evicted, "spool_bytes": self.spool.pending_bytes(),
+                "spool_oldest_age_s": (time.time_ns() - oldest) // 10**9 if oldest else 0}
+
+
+RecordQueue = MemoryQueue | SpoolQueue
+_BACKOFF_MAX_S = 30.0
+
+
 class BatchExporter:
-    """One signal's queue of encoded records and the thread that sends it."""
+    """One signal's records and the thread that sends them in batches."""
 
     def __init__(self, signal: str, transport: Transport, resource: bytes, settings: BatchSettings,
-                 on_failed: Callable[[list[bytes]], None] | None = None) -> None:
+                 queue: RecordQueue) -> None:
         self.signal = signal
         self.transport = transport
         self.resource = resource
         self.settings = settings
-        self.on_failed = on_failed
+        self.queue = queue
         self.exported = 0
-        self.failed = 0
-        self.queue_overflow = 0
-        self._queue: deque[bytes] = deque()
+        self.failed = 0  # dropped after the exporter gave up (memory queue only)
+        self._added = 0
         self._wake = threading.Event()
         self._stopping = False
+        self._deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name=f"otlp-{signal}", daemon=True)
         self._thread.start()
 
     def add(self, record: bytes) -> None:
-        if len(self._queue) >= self.settings.max_queue_size:
-            self.queue_overflow += 1
-            return
-        self._queue.append(record)
-        if len(self._queue) >= self.settings.max_export_batch_size:
+        self.queue.add(record)
+        self._added += 1
+
+    def flush(self) -> None:
+        """End of a drain: make the records durable, wake the sender once a
+        full batch waits."""
+        self.queue.flush()
+        if self._added >= self.settings.max_export_batch_size:
+            self._added = 0
             self._wake.set()
 
     def _run(self) -> None:
-        # Wakes on the schedule delay or when a full batch waits; either way
-        # everything queued goes out, in batches of at most the batch size.
+        backoff = 0.0
         while not self._stopping:
-            self._wake.wait(self.settings.schedule_delay_s)
+            self._wake.wait(max(backoff, self.settings.schedule_delay_s))
             self._wake.clear()
-            while self._queue:
-                self._send_batch()
-        while self._queue:
-            self._send_batch()
+            backoff = 0.0 if self._send_pending() else min(max(1.0, 2 * backoff), _BACKOFF_MAX_S)
+        while time.monotonic() < self._deadline and self._send_pending() and self.queue.pending():
+            pass
 
-    def _send_batch(self) -> None:
-        q = self._queue
-        batch: list[bytes] = []
-        size = 0
-        while q and len(batch) < self.settings.max_export_batch_size and size < MAX_REQUEST_BYTES:
-            rec = q.popleft()
-            batch.append(rec)
-            size += len(rec)
-        try:
-            ok = self.transport.send(export_request(self.resource, batch), len(batch))
-        except Exception:  # the SDK logs the cause; a crash here would stop all export
-            log.exception("OTLP %s export failed", self.signal)
-            ok = False
-        if ok:
-            self.exported += len(batch)
-        else:
-            self.failed += len(batch)
-            if self.on_failed is not None:
-                self.on_failed(batch)
+    def _send_pending(self) -> bool:
+        """Send until nothing is pending; False when a send failed and the
+        queue keeps the batch for a later try."""
+        while time.monotonic() < self._deadline:
+            batch = self.queue.take(self.settings.max_export_batch_size, MAX_REQUEST_BYTES)
+            if batch is None:
+                return True
+            if batch.records:
+                try:
+                    ok = self.transport.send(export_request(self.resource, batch.records), len(batch.records))
+                except Exception:  # the SDK logs the cause; a crash here would stop all export
+                    log.exception("OTLP %s export failed", self.signal)
+                    ok = False
+                if ok:
+                    self.exported += len(batch.records)
+                elif self.queue.retries:
+                    return False
+                else:
+                    self.failed += len(batch.records)
+            self.queue.done(batch)
+        return False
 
-    def shutdown(self, timeout_s: float) -> None:
-        """Send what is queued, within timeout_s, then stop."""
+    def begin_shutdown(self, timeout_s: float) -> None:
+        """Send what is pending within timeout_s, then stop; what a spool
+        still holds is sent after the next start. join() waits."""
+        self.queue.flush()
+        self._deadline = time.monotonic() + timeout_s
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout_s)
+
+    def join(self) -> None:
+        self._thread.join(max(0.0, self._deadline - time.monotonic()) + 1)
         self.transport.shutdown()
+
+    def stats(self) -> dict[str, int]:
+        return {f"{self.signal}_{k}": v for k, v in
+                {"exported": self.exported, "failed": self.failed, **self.queue.stats()}.items()}
 
 
 class OtlpSink:
-    """Exec log records and process spans, to an OTLP endpoint."""
+    """Exec log records and process spans, to an OTLP endpoint, through the
+    spool unless it is off."""
 
-    def __init__(self, opts: OtlpOptions, identity: HostIdentity) -> None:
+    def __init__(self, opts: OtlpOptions, identity: HostIdentity, spool: Spool | None) -> None:
         self.span_env = opts.span_env
+        self.spool = spool
         resource = _encoded_resource(resource_attributes(identity))
-        self.logs = BatchExporter("logs", make_transport("logs", opts), resource,
-                                  BatchSettings.from_env("OTEL_BLRP", 1000))
-        self.spans = BatchExporter("traces", make_transport("traces", opts), resource,
-                                   BatchSettings.from_env("OTEL_BSP", 5000))
+
+        def exporter(signal: str, prefix: str, delay_ms: int) -> BatchExporter:
+            settings = BatchSettings.from_env(prefix, delay_ms)
+            queue = SpoolQueue(spool.signal(signal)) if spool else MemoryQueue(settings.max_queue_size)
+            return BatchExporter(signal, make_transport(signal, opts), resource, settings, queue)
+
+        self.logs = exporter("logs", "OTEL_BLRP", 1000)
+        self.spans = exporter("traces", "OTEL_BSP", 5000)
 
     def seed(self, infos: list[ProcessInfo]) -> None:
+        """Processes already running get a span, and a log record each: they
+        may have started while no agent watched."""
+        now = time.time_ns()
         for info in infos:
-            if info.owns_span:
-                info.span_attrs = (mapping.Attrs.of(mapping.seeded_attributes(info)).span,)
+            if info.seeded_from_proc:
+                attrs = mapping.Attrs.of(mapping.seeded_attributes(info))
+                self.logs.add(mapping.observed_record(info, attrs, now))
+                if info.owns_span:
+                    info.span_attrs = (attrs.span,)
+        gap_start = self.spool.previous_heartbeat if self.spool else None
+        if gap_start is not None:
+            self.logs.add(mapping.gap_record(gap_start, now))
+        self.flush()
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
         enc = mapping.exec_attributes(ev, self.span_env)
@@ -318,20 +428,26 @@ class OtlpSink:
         info.span_attrs = ()
 
     def flush(self) -> None:
-        """Batches leave on their own schedule."""
+        """The end of a drain of the ring buffer: everything read so far is
+        handed over (written to the spool)."""
+        self.logs.flush()
+        self.spans.flush()
+        if self.spool:
+            self.spool.beat()
 
     def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None:
         now = time.time_ns()
         for info in still_open:
             if info.owns_span:
                 self._end(info, now, "agent_stopped", incomplete=True)
-        deadline = time.monotonic() + timeout_s
-        self.logs.shutdown(timeout_s)
-        self.spans.shutdown(max(0.0, deadline - time.monotonic()))
+        self.flush()
+        # Both signals flush at once, within the one grace period.
+        for b in (self.logs, self.spans):
+            b.begin_shutdown(timeout_s)
+        for b in (self.logs, self.spans):
+            b.join()
+        if self.spool:
+            self.spool.close()
 
     def stats(self) -> dict[str, int]:
-        stats = {}
-        for b in (self.logs, self.spans):
-            stats.update({f"{b.signal}_exported": b.exported, f"{b.signal}_failed": b.failed,
-                          f"{b.signal}_queue_overflow": b.queue_overflow, f"{b.signal}_unsent": len(b._queue)})
-        return stats
+        return {**self.logs.stats(), **self.spans.stats()}

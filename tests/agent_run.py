@@ -32,11 +32,13 @@ def kernel_available() -> str | None:
 
 class AgentRun:
     def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.out = workdir / "events.jsonl"
         self.err = workdir / "agent.stderr"
         self.ready = workdir / "ready"
-        cmd = [sys.executable, "-m", "otel_exec", "run", "--format", "jsonl",
-               "--output", str(self.out), "--ready-file", str(self.ready), "--poll-interval", "0.05", *extra]
+        self.spool = workdir / "spool"
+        cmd = [sys.executable, "-m", "otel_exec", "run", "--format", "jsonl", "--output", str(self.out),
+               "--ready-file", str(self.ready), "--poll-interval", "0.05", "--spool-dir", str(self.spool), *extra]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.err, "w"), env=env)
         self._pos = 0
