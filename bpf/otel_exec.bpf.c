@@ -47,9 +47,13 @@ struct {
 	__type(value, struct exec_scratch);
 } scratch SEC(".maps");
 
+/* counters[cpu * OE_CNT_COUNT + counter]: memory-mapped by user space, which
+ * reads them with no bpf() call, so it can drop every capability once the
+ * programs are attached. A CPU only writes its own slots. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, OE_CNT_COUNT);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, OE_CNT_COUNT); /* times the number of possible CPUs */
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
@@ -106,7 +110,8 @@ struct kernfs_node___615 {
 
 static __always_inline void count(__u32 idx)
 {
-	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+	__u32 slot = bpf_get_smp_processor_id() * OE_CNT_COUNT + idx;
+	__u64 *c = bpf_map_lookup_elem(&counters, &slot);
 
 	if (c)
 		(*c)++;

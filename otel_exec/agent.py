@@ -9,7 +9,9 @@ import threading
 import time
 from typing import Callable, Protocol, TextIO
 
+from . import privileges
 from .config import Config
+from .errors import UsageError
 from .events import Event, ExecEvent
 from .identity import HostIdentity
 from .proctable import ProcessInfo, ProcessTable
@@ -38,6 +40,8 @@ class EventSource(Protocol):
     def detach(self) -> None: ...
     def counters(self) -> dict[str, int]: ...
     def close(self) -> None: ...
+    # Capabilities still needed once attached (privileges.drop keeps them).
+    run_time_capabilities: set[int]
 
 
 class Agent:
@@ -73,11 +77,18 @@ class Agent:
         # often; per-event objects are acyclic and freed by refcounting.
         gc.freeze()
         gc.set_threshold(20000, 20, 20)
+        privileges.drop(privileges.resolve_user(self.cfg.user) if self.cfg.user else None,
+                        keep=self.source.run_time_capabilities,
+                        own=[self.cfg.spool_dir] if self.cfg.spool_dir and os.path.isdir(self.cfg.spool_dir) else [])
         if self.cfg.ready_file:
             tmp = f"{self.cfg.ready_file}.tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            os.replace(tmp, self.cfg.ready_file)
+            try:
+                with open(tmp, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+                os.replace(tmp, self.cfg.ready_file)
+            except OSError as e:
+                raise UsageError(f"cannot write --ready-file {self.cfg.ready_file}: {e.strerror}"
+                                 f"{' (as --user ' + self.cfg.user + ')' if self.cfg.user else ''}") from None
 
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
     run.add_argument("--no-spool", action="store_true",
                      help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE bound them)")
+    run.add_argument("--user", metavar="USER",
+                     help="once the probes are attached, switch to this user (name or uid); every capability "
+                          "is dropped in any case")
     run.add_argument("--span-env", action="store_true",
                      help="put environment attributes on spans too (they are always on the exec's log record)")
     run.add_argument("--format", choices=FORMATS, help="pretty on a terminal, jsonl otherwise")
@@ -75,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         span_env=args.span_env,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
+        user=args.user,
         format=args.format,
         output=args.output,
         duration=args.duration,

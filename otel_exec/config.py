@@ -19,6 +19,7 @@ class Config:
     span_env: bool = False
     spool_dir: str | None = "/var/lib/otel-exec"  # None: records wait in memory only
     spool_max_bytes: int = 1 << 30
+    user: str | None = None  # run as this user once attached (--user)
     shutdown_grace: float = 10.0  # seconds to flush queues on stop
     format: str | None = None  # None: pretty on a TTY, jsonl otherwise
     output: str | None = None  # None: stdout

@@ -15,6 +15,10 @@ Transform = Callable[[list[str]], list[str]]
 
 
 class CoreSource:
+    # The ring buffer and the counters are memory-mapped: no capability is
+    # needed to read them, nor /proc after the seed.
+    run_time_capabilities: set[int] = set()
+
     def __init__(self, cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
                  log: TextIO) -> None:
         self.decoder = Decoder(identity, argv_transform=argv_transform, env_transform=env_transform)

@@ -172,6 +172,8 @@ const volatile char cfg[64] = {};
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 20); } events SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, int); __type(value, long); }
     scratch SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __uint(map_flags, BPF_F_MMAPABLE);
+         __type(key, int); __type(value, long); } counters SEC(".maps");
 SEC("tp_btf/sched_process_exec")
 int handle_exec(void *ctx) { return *(volatile int *)(long)cfg[0]; }
 """
