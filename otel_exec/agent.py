@@ -58,7 +58,9 @@ class Agent:
         self.path_prefixes = tuple(cfg.path_prefix)
         self.stopping = threading.Event()
         self.exported = 0
+        self.exits_seen = 0
         self.source: EventSource | None = None
+        self.tick: Callable[[], None] = lambda: None  # called every loop (otel_exec.telemetry)
 
     def start(self) -> None:
         # Attach first, seed after: a process that starts in between is seen
@@ -101,6 +103,7 @@ class Agent:
                 sink.on_exec(ev, info, previous)
             self.exported += 1
         else:
+            self.exits_seen += 1
             ended = self.table.on_exit(ev)
             if ended is not None:
                 for sink in self.sinks:
@@ -125,6 +128,7 @@ class Agent:
             if source.drain(self.handle):
                 for sink in self.sinks:
                     sink.flush()
+            self.tick()
         # Detach first, then drain: everything the kernel produced is handled
         # and the counters read later describe exactly that.
         source.detach()
@@ -142,6 +146,8 @@ class Agent:
     def report(self) -> dict[str, int]:
         counters = self.source.counters() if self.source else {}
         counters["exported"] = self.exported
+        counters["exits_seen"] = self.exits_seen
+        counters["process_table_size"] = len(self.table)
         counters["process_table_evicted"] = self.table.evicted
         counters["malformed_traceparent"] = self.lineage.malformed_traceparent
         for sink in self.sinks:

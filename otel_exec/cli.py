@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
     run.add_argument("--no-spool", action="store_true",
                      help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE bound them)")
+    run.add_argument("--stats-interval", type=float, metavar="SECONDS",
+                     help="print a one-line summary (execs, exported, lost, spool) to stderr this often")
     run.add_argument("--user", metavar="USER",
                      help="once the probes are attached, switch to this user (name or uid); every capability "
                           "is dropped in any case")
@@ -79,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
         user=args.user,
+        stats_interval=args.stats_interval,
         format=args.format,
         output=args.output,
         duration=args.duration,
@@ -107,6 +110,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from .identity import HostIdentity
     from .otlp import OtlpOptions, OtlpSink, configured
     from .spool import Spool
+    from .telemetry import Telemetry
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
@@ -120,6 +124,8 @@ def run(cfg: Config, stderr: TextIO) -> int:
         out = open(cfg.output, "w", buffering=1 << 16) if cfg.output else sys.stdout
         sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl")))
     agent = Agent(cfg, sinks, identity, log=stderr)
+    telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval, stderr)
+    agent.tick = telemetry.tick
     install_signal_handlers(agent)
     try:
         agent.start()
@@ -127,6 +133,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     finally:
         agent.shutdown(cfg.shutdown_grace)
         report = agent.report()
+        telemetry.close()
         agent.close()
         if out is not None and out is not sys.stdout:
             out.close()

@@ -20,6 +20,7 @@ class Config:
     spool_dir: str | None = "/var/lib/otel-exec"  # None: records wait in memory only
     spool_max_bytes: int = 1 << 30
     user: str | None = None  # run as this user once attached (--user)
+    stats_interval: float | None = None  # seconds between summaries on stderr
     shutdown_grace: float = 10.0  # seconds to flush queues on stop
     format: str | None = None  # None: pretty on a TTY, jsonl otherwise
     output: str | None = None  # None: stdout
@@ -72,5 +73,9 @@ class Config:
         for comm in (*self.comm, *self.exclude_comm):
             if not comm or len(comm.encode()) > 15:
                 raise UsageError(f"comm {comm!r} must be 1 to 15 bytes (the kernel's TASK_COMM_LEN)")
+        if self.stats_interval is not None and self.stats_interval <= 0:
+            raise UsageError("--stats-interval must be positive")
+        if self.spool_max_bytes < 16 << 20:
+            raise UsageError("--spool-max-bytes must be at least 16 MiB")
         if self.process_table_size < 1024:
             raise UsageError("--process-table-size must be at least 1024")

@@ -308,6 +308,7 @@ class BatchExporter:
         self.queue = queue
         self.exported = 0
         self.failed = 0  # dropped after the exporter gave up (memory queue only)
+        self.latency_ms = 0  # of the last request the collector answered
         self._added = 0
         self._wake = threading.Event()
         self._stopping = False
@@ -345,7 +346,9 @@ class BatchExporter:
                 return True
             if batch.records:
                 try:
+                    started = time.monotonic()
                     ok = self.transport.send(export_request(self.resource, batch.records), len(batch.records))
+                    self.latency_ms = int((time.monotonic() - started) * 1000)
                 except Exception:  # the SDK logs the cause; a crash here would stop all export
                     log.exception("OTLP %s export failed", self.signal)
                     ok = False
@@ -372,7 +375,8 @@ class BatchExporter:
 
     def stats(self) -> dict[str, int]:
         return {f"{self.signal}_{k}": v for k, v in
-                {"exported": self.exported, "failed": self.failed, **self.queue.stats()}.items()}
+                {"exported": self.exported, "failed": self.failed, "export_latency_ms": self.latency_ms,
+                 **self.queue.stats()}.items()}
 
 
 class OtlpSink:

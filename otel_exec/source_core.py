@@ -53,7 +53,8 @@ class CoreSource:
         self.probes.detach()
 
     def counters(self) -> dict[str, int]:
-        return {**self.probes.counters(), "decode_errors": self.decode_errors}
+        return {**self.probes.counters(), "decode_errors": self.decode_errors,
+                "ringbuf_used_bytes": self.ring.available_bytes()}
 
     def close(self) -> None:
         self.ring.close()

@@ -211,9 +211,11 @@ class SignalSpool:
                        for seg, size in self._sizes.items() if seg >= cur.segment)
 
     def oldest_pending_ns(self) -> int | None:
+        """When the oldest segment with unsent records was started."""
         with self._lock:
-            pending = [self._oldest_ns[s] for s in self._sizes
-                       if s in self._oldest_ns and s >= self._cursor.segment and self._sizes[s] > 0]
+            cur = self._cursor
+            pending = [self._oldest_ns[s] for s, size in self._sizes.items()
+                       if s in self._oldest_ns and (s > cur.segment or (s == cur.segment and size > cur.offset))]
         return min(pending, default=None)
 
     def close(self) -> None:

@@ -492,6 +492,8 @@ class Collector:
             "logs",
             "--debug-log",
             "traces",
+            "--debug-log",  # the agent's own metrics: few, read as text by tests/test_telemetry.py
+            "metrics",
             "--debug-log-verbosity",
             "detailed",
         ]
