@@ -27,7 +27,7 @@ from . import mapping
 from .events import ExecEvent
 from .identity import HostIdentity
 from .proctable import ProcessInfo
-from .spool import Batch, Position, SignalSpool, Spool
+from .spool import Batch, Position, SignalSpool, Spool, frame
 
 log = logging.getLogger("otel_exec.otlp")
 
@@ -144,13 +144,31 @@ def _grpc_transport(signal: str, opts: OtlpOptions) -> Transport:
     return GrpcTransport()
 
 
+def otlp_http_session() -> "requests.Session":
+    """A requests session for the SDK's OTLP/HTTP exporters in which the CA
+    file they configure from OTEL_EXPORTER_OTLP_*CERTIFICATE (set as
+    session.verify) wins: requests otherwise lets REQUESTS_CA_BUNDLE /
+    CURL_CA_BUNDLE override a session's verify, so the OTLP CA would be
+    silently ignored wherever either is set."""
+    import requests
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None and self.verify is not True:
+                settings["verify"] = self.verify
+            return settings
+
+    return Session()
+
+
 def _http_transport(signal: str, opts: OtlpOptions) -> Transport:
     if signal == "logs":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Exporter
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Exporter
     endpoint = f"{opts.endpoint.rstrip('/')}/v1/{signal}" if opts.endpoint else None
-    exporter = Exporter(endpoint=endpoint, headers=opts.headers or None)
+    exporter = Exporter(endpoint=endpoint, headers=opts.headers or None, session=otlp_http_session())
 
     class HttpTransport:
         def send(self, payload: bytes, count: int) -> bool:
@@ -271,11 +289,11 @@ class SpoolQueue:
         self._buf: list[bytes] = []
 
     def add(self, record: bytes) -> None:
-        self._buf.append(record)
+        self._buf += (frame(len(record)), record)
 
     def flush(self) -> None:
         buf, self._buf = self._buf, []
-        self.spool.append(buf)
+        self.spool.append(buf, len(buf) // 2)
 
     def take(self, max_records: int, max_bytes: int) -> Batch | None:
         return self.spool.read(max_records, max_bytes)

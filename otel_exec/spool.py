@@ -29,6 +29,7 @@ from pathlib import Path
 from .errors import UsageError
 
 _LEN = struct.Struct("<I")
+frame = _LEN.pack  # the length prefix of a record in a segment
 SEGMENT_BYTES = 4 * 1024 * 1024
 HEARTBEAT = "heartbeat"
 
@@ -118,10 +119,12 @@ class SignalSpool:
         os.replace(tmp, self._cursor_path())
 
     # -- writer ---------------------------------------------------------
-    def append(self, records: list[bytes]) -> None:
-        if not records:
+    def append(self, framed: list[bytes], count: int) -> None:
+        """Write `count` records, given as [frame(r1), r1, frame(r2), r2, ...]
+        (see frame()): one write() per drain of the ring buffer."""
+        if not count:
             return
-        data = b"".join(part for rec in records for part in (_LEN.pack(len(rec)), rec))
+        data = b"".join(framed)
         with self._lock:
             seg = self._write_seg
             if self._sizes[seg] and self._sizes[seg] + len(data) > SEGMENT_BYTES:
@@ -132,7 +135,7 @@ class SignalSpool:
                 self._oldest_ns[seg] = time.time_ns()
             os.write(self._fd, data)
             self._sizes[seg] += len(data)
-            self._counts[seg] += len(records)
+            self._counts[seg] += count
             self._evict()
 
     def _evict(self) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
-from .otlp import OtlpOptions, protocol_for
+from .otlp import OtlpOptions, otlp_http_session, protocol_for
 
 Report = Callable[[], dict[str, int]]
 
@@ -59,7 +59,7 @@ class Telemetry:
         else:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
             endpoint = f"{opts.endpoint.rstrip('/')}/v1/metrics" if opts.endpoint else None
-            exporter = Http(endpoint=endpoint, headers=opts.headers or None)
+            exporter = Http(endpoint=endpoint, headers=opts.headers or None, session=otlp_http_session())
         # OTEL_METRIC_EXPORT_INTERVAL sets the period, as users expect.
         provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)],
                                  resource=Resource.create({"service.name": "otel-exec"}))

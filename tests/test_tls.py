@@ -58,6 +58,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -257,11 +261,11 @@ class Delivery:
     """One export request as the receiver got it."""
 
     protocol: str  # "grpc" or "http/protobuf"
-    signal: str  # "logs" or "traces"
+    signal: str  # "logs", "traces" or "metrics" (the agent's own)
     client_cn: str  # CN of the verified client certificate
     authorization: str | None
     accepted: bool  # False: refused for its authorization header
-    request: Any  # ExportLogsServiceRequest or ExportTraceServiceRequest
+    request: Any  # ExportLogsServiceRequest, ExportTraceServiceRequest or ExportMetricsServiceRequest
 
     def log_records(self) -> list[Any]:
         if self.signal != "logs":
@@ -274,13 +278,16 @@ class Delivery:
         return [s for rs in self.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
 
 
-_REQUESTS = {"logs": ExportLogsServiceRequest, "traces": ExportTraceServiceRequest}
-_RESPONSES = {"logs": ExportLogsServiceResponse, "traces": ExportTraceServiceResponse}
+_REQUESTS = {"logs": ExportLogsServiceRequest, "traces": ExportTraceServiceRequest,
+             "metrics": ExportMetricsServiceRequest}
+_RESPONSES = {"logs": ExportLogsServiceResponse, "traces": ExportTraceServiceResponse,
+              "metrics": ExportMetricsServiceResponse}
 _GRPC_SERVICES = {
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
     "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
+    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
 }
-_HTTP_PATHS = {"/v1/logs": "logs", "/v1/traces": "traces"}
+_HTTP_PATHS = {"/v1/logs": "logs", "/v1/traces": "traces", "/v1/metrics": "metrics"}
 
 
 class TlsReceiver:
@@ -365,12 +372,17 @@ class TlsReceiver:
         return [(d, r) for d in deliveries for r in d.log_records()
                 if _attributes(r.attributes).get(MARK_ATTR) == mark]
 
+    def deliveries_of(self, signal: str) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self.deliveries if d.signal == signal]
+
     def spans_with_ids(self, span_ids: set[bytes]) -> list[tuple[Delivery, Any]]:
         with self._lock:
             deliveries = list(self.deliveries)
         return [(d, s) for d in deliveries for s in d.spans() if s.span_id in span_ids]
 
-    def wait(self, find: Callable[[], list[Any]], timeout: float = 15) -> list[Any]:
+    def wait(self, find: Callable[[], Any], timeout: float = 15) -> Any:
+        """find()'s first true result, or its last one after timeout seconds."""
         deadline = time.monotonic() + timeout
         while True:
             found = find()
@@ -406,7 +418,7 @@ class _HttpsServer(ThreadingHTTPServer):
 class _OtlpHttpHandler(BaseHTTPRequestHandler):
     server: _HttpsServer
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         signal = _HTTP_PATHS.get(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if signal is None:
@@ -428,7 +440,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -448,10 +460,16 @@ def receiver(pki: Pki) -> Iterator[TlsReceiver]:
     instance.stop()
 
 
+# requests takes these over the CA file the OTLP/HTTP exporter is given
+# (test_http_otlp_certificate_wins_over_requests_ca_bundle): kept out of the
+# agent's environment but in that test.
+_CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
 def tls_env(pki: Pki, *, ca: Path | None, client: tuple[Path, Path] | None) -> dict[str, str]:
     """The agent's environment: TLS only from the standard variables, and
-    nothing OTLP-related inherited from the caller's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    nothing OTLP-related (nor a requests CA bundle) inherited from the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k not in _CA_BUNDLE_VARS}
     env.update(OTEL_BLRP_SCHEDULE_DELAY="200", OTEL_BSP_SCHEDULE_DELAY="200",
                OTEL_EXPORTER_OTLP_TIMEOUT=EXPORT_TIMEOUT_S)
     if ca is not None:
@@ -493,7 +511,7 @@ def test_rotel_receivers_have_no_tls() -> None:
     out = subprocess.run([str(binary), "start", "--help"], capture_output=True, text=True, timeout=30,
                          env={"PATH": os.environ.get("PATH", ""), "NO_COLOR": "1"})
     assert out.returncode == 0, out.stderr
-    options = set(re.findall(r"^\s+(--[a-z0-9-]+)", out.stdout, re.M))
+    options = set(re.findall(r"^\s+(--[a-z0-9-]+)", out.stdout, re.MULTILINE))
     assert {"--otlp-grpc-endpoint", "--otlp-http-endpoint", "--otlp-exporter-tls-cert-file",
             "--otlp-exporter-tls-ca-file"} <= options, sorted(options)
     receiver_side = sorted(o for o in options
@@ -547,7 +565,7 @@ def test_pki_makes_working_mtls_certificates(backend: str, tmp_path: Path) -> No
 
     for host in (_LOOPBACK, "localhost"):
         assert handshake(pki.client_cert, pki.client_key, host) == (None, CLIENT_CN)
-    client_error, server_side = handshake(pki.rogue_client_cert, pki.rogue_client_key, _LOOPBACK)
+    _, server_side = handshake(pki.rogue_client_cert, pki.rogue_client_key, _LOOPBACK)
     assert server_side and "CERTIFICATE_VERIFY_FAILED" in server_side
 
 
@@ -556,6 +574,7 @@ def test_pki_makes_working_mtls_certificates(backend: str, tmp_path: Path) -> No
 def test_mtls_and_bearer_token_deliver_logs_and_spans(protocol: str, pki: Pki, receiver: TlsReceiver,
                                                       tmp_path: Path) -> None:
     env = tls_env(pki, ca=pki.ca, client=(pki.client_cert, pki.client_key))
+    metrics_before = len(receiver.deliveries_of("metrics"))
     agent = start_agent(tmp_path, receiver, protocol, env)
     try:
         mark = new_mark()
@@ -583,6 +602,12 @@ def test_mtls_and_bearer_token_deliver_logs_and_spans(protocol: str, pki: Pki, r
         rc, err = agent.stop()
     assert rc == 0, err
     assert EXPORT_FAILED not in err, err
+    # The agent's own metrics (exported at the latest when it stops) take
+    # the same TLS configuration and header.
+    metrics = receiver.deliveries_of("metrics")[metrics_before:]
+    assert metrics, "the agent's own metrics did not arrive"
+    for d in metrics:
+        assert (d.protocol, d.client_cn, d.authorization, d.accepted) == (protocol, CLIENT_CN, TOKEN, True)
 
 
 # How each negative case differs from the working configuration above.
@@ -609,6 +634,7 @@ def test_broken_tls_or_token_fails_loudly_and_the_agent_keeps_running(
         client = (getattr(pki, f"{broken['client']}_cert"), getattr(pki, f"{broken['client']}_key"))
     env = tls_env(pki, ca=pki.ca if broken["ca"] else None, client=client)
     handshake_failures_before = len(receiver.http_handshake_failures)
+    deliveries_before = len(receiver.deliveries)
     agent = start_agent(tmp_path, receiver, protocol, env, token=broken["token"])
     try:
         mark = new_mark()
@@ -628,14 +654,42 @@ def test_broken_tls_or_token_fails_loudly_and_the_agent_keeps_running(
     assert "otel-exec: stopped" in err
 
     arrived = receiver.logs_of(mark)
+    got = receiver.deliveries[deliveries_before:]
     if case == "wrong_token":
-        # The header reached the receiver, which refused it: nothing accepted.
-        assert arrived, "the request with the wrong token never reached the receiver"
-        assert all(d.authorization == "Bearer wrong" and not d.accepted for d, _ in arrived)
-        assert all(d.client_cn == CLIENT_CN for d, _ in arrived)  # TLS itself worked
+        # The header reached the receiver, which refused it: nothing was
+        # accepted. (The marked record itself need not have been sent: the
+        # spool retries its oldest batch first.)
+        assert got, "no request with the wrong token reached the receiver"
+        assert all(d.authorization == "Bearer wrong" and not d.accepted for d in got)
+        assert all(d.client_cn == CLIENT_CN for d in got)  # TLS itself worked
+        assert all(not d.accepted for d, _ in arrived)
     else:
         # Stopped by TLS: no request got through at all.
-        assert arrived == []
+        assert got == [] and arrived == []
         if protocol == "http/protobuf":
             # The HTTPS side can see its failed handshakes: TLS is what stopped it.
             assert len(receiver.http_handshake_failures) > handshake_failures_before
+
+
+@pytest.mark.kernel
+def test_http_otlp_certificate_wins_over_requests_ca_bundle(pki: Pki, receiver: TlsReceiver,
+                                                            tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_CERTIFICATE is the CA for OTLP/HTTP even where the
+    environment names another bundle for requests, as Debian-based images
+    and corporate setups often do (REQUESTS_CA_BUNDLE=the system bundle:
+    our private CA is not in it). Here it names the rogue CA."""
+    env = tls_env(pki, ca=pki.ca, client=(pki.client_cert, pki.client_key))
+    env["REQUESTS_CA_BUNDLE"] = str(pki.rogue_ca)
+    agent = start_agent(tmp_path, receiver, "http/protobuf", env)
+    try:
+        mark = new_mark()
+        subprocess.run([TRUE], env=marked_env(mark), check=True)
+        agent.one(marked(mark))
+        # Until the record arrives or the export is reported failed.
+        receiver.wait(lambda: receiver.logs_of(mark) or EXPORT_FAILED in agent.err.read_text())
+        logs = receiver.logs_of(mark)
+    finally:
+        rc, err = agent.stop()
+    assert rc == 0, err
+    assert logs, f"no log record arrived; agent stderr:\n{err[-3000:]}"
+    assert EXPORT_FAILED not in err, err
