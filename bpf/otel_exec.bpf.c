@@ -493,8 +493,18 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	BPF_CORE_READ_STR_INTO(&s->rec.hostname, t, nsproxy, uts_ns, name.nodename);
 
 	read_file_id(BPF_CORE_READ(bprm, file), &s->rec.file);
-	/* A forked copy shares its image parent's mm->exe_file. */
-	read_file_id(BPF_CORE_READ(parent, mm, exe_file), &s->rec.parent_exe);
+	{
+		/* A forked copy shares its image parent's mm->exe_file. The thread
+		 * that forked us still has the mm when its group leader exited. */
+		struct file *pexe = BPF_CORE_READ(t, real_parent, mm, exe_file);
+
+		if (!pexe)
+			pexe = BPF_CORE_READ(parent, mm, exe_file);
+		if (pexe)
+			read_file_id(pexe, &s->rec.parent_exe);
+		else if (!(BPF_CORE_READ(parent, flags) & PF_KTHREAD))
+			s->rec.flags |= OE_F_PARENT_EXE_UNKNOWN;
+	}
 
 	/* Strings, in enum oe_str order. */
 	s->rec.str_len[OE_STR_CMDPATH] = put_str(s, off, BPF_CORE_READ(bprm, filename), OE_STR_MAX,

@@ -58,6 +58,9 @@ enum oe_str {
 #define OE_F_CMDPATH_TRUNCATED     (1u << 5)
 #define OE_F_INTERP_TRUNCATED      (1u << 6)
 #define OE_F_PREV_COMM_KNOWN       (1u << 7)
+/* The parent's mm was gone (it is exiting, or its main thread exited): its
+ * executable is unknown, user space takes the image from its table. */
+#define OE_F_PARENT_EXE_UNKNOWN    (1u << 23)
 /* Per resolved path p (OE_PATH_*), three bits from OE_F_PATH_SHIFT + 3p:
  * the walk hit its bound, the file is unlinked, the dentry is detached
  * (a pseudo file such as a memfd, pipe or socket: the kernel names it via

@@ -16,7 +16,7 @@ from .events import Event, ExecEvent
 from .identity import HostIdentity
 from .proctable import ProcessInfo, ProcessTable
 from .redact import RedactionPolicy
-from .source_core import CoreSource
+from .sources import make_source
 from .spans import SpanLineage
 
 
@@ -65,7 +65,7 @@ class Agent:
     def start(self) -> None:
         # Attach first, seed after: a process that starts in between is seen
         # twice (harmless) rather than not at all.
-        self.source = CoreSource(self.cfg, self.identity, self.redaction.argv, self.redaction.env, self.log)
+        self.source = make_source(self.cfg, self.identity, self.redaction.argv, self.redaction.env, self.log)
         self.table.seed_from_proc(self.identity)
         seeded = self.table.entries()
         for info in seeded:
@@ -97,8 +97,11 @@ class Agent:
             if self.path_prefixes and not ev.pathname.startswith(self.path_prefixes) \
                     and not ev.cmdpath.startswith(self.path_prefixes):
                 return
+            parent = self.table.get(ev.image_ppid)
+            if not ev.parent_exec_id and parent is not None:
+                ev.parent_exec_id = parent.exec_id  # the kernel could not see the parent's executable
             info, previous = self.table.on_exec(ev)
-            self.lineage.on_exec(ev, info, previous, self.table.get(ev.image_ppid))
+            self.lineage.on_exec(ev, info, previous, parent)
             for sink in self.sinks:
                 sink.on_exec(ev, info, previous)
             self.exported += 1

@@ -6,7 +6,7 @@ import sys
 from typing import Sequence, TextIO
 
 from . import __version__
-from .config import ENV_CAPTURE_MODES, FORMATS, Config
+from .config import BACKENDS, ENV_CAPTURE_MODES, FORMATS, Config
 from .errors import OtelExecError, UsageError
 
 
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes)
     run.add_argument("--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS")
     run.add_argument("--process-table-size", type=int, default=Config.process_table_size)
+    run.add_argument("--backend", choices=BACKENDS, default=Config.backend,
+                     help="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
+                          "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
     return parser
 
 
@@ -99,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ringbuf_bytes=args.ringbuf_bytes,
         poll_interval=args.poll_interval,
         process_table_size=args.process_table_size,
+        backend=args.backend,
     )
     cfg.validate()
     return cfg
@@ -108,9 +112,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from .agent import Agent, Sink, install_signal_handlers
     from .console import ConsoleExporter
     from .identity import HostIdentity
-    from .otlp import OtlpOptions, OtlpSink, configured
+    from .otlp import OtlpOptions, OtlpSink, configured, resource_attributes
     from .spool import Spool
-    from .telemetry import Telemetry
+    from .telemetry import Telemetry, loss_reason
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
@@ -121,10 +125,14 @@ def run(cfg: Config, stderr: TextIO) -> int:
         spool = Spool(cfg.spool_dir, cfg.spool_max_bytes) if cfg.spool_dir else None
         sinks.append(OtlpSink(opts, identity, spool))
     if "console" in exporters:
-        out = open(cfg.output, "w", buffering=1 << 16) if cfg.output else sys.stdout
+        # UTF-8 whatever the locale: event text is never unencodable.
+        out = open(cfg.output, "w", buffering=1 << 16, encoding="utf-8") if cfg.output else sys.stdout
+        if out is sys.stdout:
+            sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
         sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl")))
     agent = Agent(cfg, sinks, identity, log=stderr)
-    telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval, stderr)
+    telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval,
+                          resource_attributes(identity), stderr)
     agent.tick = telemetry.tick
     install_signal_handlers(agent)
     try:
@@ -139,7 +147,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
             out.close()
     print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
     lost = {k: v for k, v in report.items()
-            if k.startswith("lost_") or k == "decode_errors" or k.endswith(("_failed", "_queue_overflow", "_unsent"))}
+            if loss_reason(k) or k.endswith("_unsent")}
     if any(lost.values()):
         print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
     return 0

@@ -8,6 +8,7 @@ from .layout import ARGS_MAX
 ENV_CAPTURE_MODES = ("none", "redacted", "all")
 FORMATS = ("pretty", "jsonl")
 EXPORTERS = ("console", "otlp")
+BACKENDS = ("auto", "core", "bcc")
 
 
 @dataclass
@@ -46,6 +47,10 @@ class Config:
     poll_interval: float = 0.1
     wakeup_fraction: float = 0.25
     process_table_size: int = 65536
+    # core: CO-RE through libbpf (needs kernel BTF); bcc: BCC (needs the bcc
+    # module and kernel headers, docs/backends.md); auto: core where the
+    # kernel has BTF, else bcc.
+    backend: str = "auto"
 
     def validate(self) -> None:
         from .errors import UsageError
@@ -73,9 +78,15 @@ class Config:
         for comm in (*self.comm, *self.exclude_comm):
             if not comm or len(comm.encode()) > 15:
                 raise UsageError(f"comm {comm!r} must be 1 to 15 bytes (the kernel's TASK_COMM_LEN)")
+        if self.user is not None:
+            from .privileges import resolve_user
+
+            resolve_user(self.user)  # an unknown user fails now, not after attaching
         if self.stats_interval is not None and self.stats_interval <= 0:
             raise UsageError("--stats-interval must be positive")
         if self.spool_max_bytes < 16 << 20:
             raise UsageError("--spool-max-bytes must be at least 16 MiB")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
         if self.process_table_size < 1024:
             raise UsageError("--process-table-size must be at least 1024")

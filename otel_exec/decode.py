@@ -82,25 +82,40 @@ class Strings(list[str]):
     __slots__ = ("trace_context",)
 
 
-class BlockCache:
-    """Raw argv/env block -> its (transformed, e.g. redacted) element list.
+class BoundedCache(dict):  # type: ignore[type-arg]
+    """A memo that empties itself once it holds max_entries entries or
+    max_bytes of what remember() was told they weigh: emptying costs one
+    re-decode per value still in use, and bounds memory whatever the input
+    (argv and env blocks reach 128 KiB each)."""
 
-    Bounded: emptied when full, which costs one re-decode per live block."""
-
-    def __init__(self, transform: Callable[[list[str]], list[str]] | None, max_entries: int = 2048) -> None:
-        self.transform = transform
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 8 << 20) -> None:
+        super().__init__()
         self.max_entries = max_entries
-        self._cache: dict[tuple[bytes, bool], Strings] = {}
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def remember(self, key: object, value: object, weight: int = 0) -> None:
+        if len(self) >= self.max_entries or self.bytes + weight > self.max_bytes:
+            self.clear()
+            self.bytes = 0
+        self[key] = value
+        self.bytes += weight
+
+
+class BlockCache:
+    """Raw argv/env block -> its (transformed, e.g. redacted) element list."""
+
+    def __init__(self, transform: Callable[[list[str]], list[str]] | None) -> None:
+        self.transform = transform
+        self._cache = BoundedCache(2048)
 
     def get(self, raw: bytes, truncated: bool) -> Strings:
         key = (raw, truncated)
-        hit = self._cache.get(key)
+        hit: Strings | None = self._cache.get(key)
         if hit is None:
             items = split_block(raw, truncated)
             hit = Strings(self.transform(items) if self.transform else items)
-            if len(self._cache) >= self.max_entries:
-                self._cache.clear()
-            self._cache[key] = hit
+            self._cache.remember(key, hit, 2 * len(raw))  # the raw key and the decoded strings
         return hit
 
 
@@ -129,23 +144,17 @@ class Decoder:
         self.env_blocks = BlockCache(env_transform)
         # Paths, cgroups and parents repeat from exec to exec (one binary, one
         # cwd, one shell starting many commands): each is worked out once.
-        self._paths: dict[tuple[bytes, int], str] = {}
-        self._cgroups: dict[tuple[bytes, int], tuple[str, str | None]] = {}
-        self._parents: dict[tuple[int, int, int, int], str] = {}
-        self._shared: dict[bytes, SharedExec] = {}
-
-    @staticmethod
-    def _remember(cache: dict, key: object, value: object) -> None:
-        if len(cache) >= 4096:
-            cache.clear()
-        cache[key] = value
+        self._paths = BoundedCache()
+        self._cgroups = BoundedCache()
+        self._parents = BoundedCache()
+        self._shared = BoundedCache()
 
     def _path(self, raw: bytes, pflags: int) -> str:
         key = (raw, pflags)
         joined = self._paths.get(key)
         if joined is None:
             joined = join_path(raw, pflags)
-            self._remember(self._paths, key, joined)
+            self._paths.remember(key, joined, 2 * len(raw))
         return joined
 
     def _cgroup(self, raw: bytes, pflags: int) -> tuple[str, str | None]:
@@ -154,7 +163,7 @@ class Decoder:
         if hit is None:
             path = join_path(raw, pflags)
             hit = (path, container_id(path))
-            self._remember(self._cgroups, key, hit)
+            self._cgroups.remember(key, hit, 2 * len(raw))
         return hit
 
     def _parent_exec_id(self, pid: int, start_boot_ns: int, kdev: int, inode: int) -> str:
@@ -163,7 +172,7 @@ class Decoder:
         if hit is None:
             ident = self.identity
             hit = ident.exec_id(pid, ident.ticks_from_boot_ns(start_boot_ns), kernel_dev_to_user(kdev), inode)
-            self._remember(self._parents, key, hit)
+            self._parents.remember(key, hit)
         return hit
 
     def decode(self, rec: memoryview | bytes) -> Event:
@@ -187,6 +196,7 @@ class Decoder:
     def exit(self, rec: memoryview | bytes) -> ExitEvent:
         _, _, boot_ns, start, pid, status, comm = self._fixed(layout.EXIT, rec)
         ident = self.identity
+        status &= 0xFFFF  # a wait status: the kernel's exit_code never sets more
         killed = os.WIFSIGNALED(status)
         return ExitEvent(
             timestamp=ident.boot_ns_to_epoch_ns(boot_ns),
@@ -207,7 +217,8 @@ class Decoder:
         shared = self._shared.get(key)
         if shared is None:
             shared = self._decode_shared(key)
-            self._remember(self._shared, key, shared)
+            # Its argv and env are weighed by the block caches.
+            self._shared.remember(key, shared, len(key))
         f = shared.fields
         ident = self.identity
         start_ticks = ident.ticks_from_boot_ns(start)
@@ -216,7 +227,9 @@ class Decoder:
             ident.boot_ns_to_epoch_ns(start), start_ticks,
             # exec_id: pid, start, and the file's dev and inode
             ident.exec_id(host_pid, start_ticks, f[_DEV], f[_INODE]),
-            self._parent_exec_id(image_ppid, pstart, *shared.parent_exe),
+            # "" when the kernel could not see the parent's executable: the
+            # agent takes the image from its process table.
+            self._parent_exec_id(image_ppid, pstart, *shared.parent_exe) if shared.parent_exe else "",
             *f, shared)
 
     def _decode_shared(self, raw: bytes) -> SharedExec:
@@ -279,5 +292,5 @@ class Decoder:
             argv_cut or bool(flags & layout.F_ARGV_UNREADABLE),
             env_cut or bool(flags & layout.F_ENV_UNREADABLE),
             argc, envc, cut_paths,
-        ), (p_dev, p_ino))
+        ), None if flags & layout.F_PARENT_EXE_UNKNOWN else (p_dev, p_ino))
         return shared

@@ -36,6 +36,13 @@ class TracefsError(OtelExecError):
     exit_code = 5
 
 
+class BccError(OtelExecError):
+    """--backend bcc was asked for and BCC cannot run: no `bcc` Python
+    module, or no kernel headers for it to compile against."""
+
+    exit_code = 7
+
+
 class BpfError(OtelExecError):
     """libbpf or a bpf() call failed: open, attach, map access."""
 

@@ -18,7 +18,7 @@ class SharedExec:
 
     __slots__ = ("fields", "parent_exe", "encoded")
 
-    def __init__(self, fields: tuple[object, ...], parent_exe: tuple[int, int] = (0, 0)) -> None:
+    def __init__(self, fields: tuple[object, ...], parent_exe: tuple[int, int] | None = (0, 0)) -> None:
         self.fields = fields
         self.parent_exe = parent_exe
         self.encoded: object = None
@@ -77,6 +77,10 @@ class ExecEvent:
     envc: int
     path_truncated: list[str]  # names of the paths cut by a bound
     shared: SharedExec | None = None  # not a field of the event: a cache key
+    # Names of the fields the backend could not verify (their values are
+    # placeholders: "", 0, [], None, False). Always empty from the CO-RE
+    # backend; see docs/backends.md for the BCC backend.
+    unavailable: tuple[str, ...] = ()
 
 
 SHARED_FIELDS = ExecEvent.__slots__[ExecEvent.__slots__.index("uid"):ExecEvent.__slots__.index("shared")]

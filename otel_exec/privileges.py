@@ -66,21 +66,26 @@ def drop(user: pwd.struct_passwd | None, keep: set[int], own: list[str]) -> None
     """Drop to `keep` capabilities, as `user` if given. `own` lists paths
     (the spool) that user must be able to write: they are chowned first."""
     _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    # The bounding set only limits what an exec could gain, and the agent
+    # never execs (no_new_privs below seals that too): dropping from it
+    # needs CAP_SETPCAP, which a unit may not grant, so it is best effort.
     for cap in range(CAP_LAST + 1):
-        if cap not in keep:
-            # EINVAL: a capability this kernel does not know; nothing to drop.
-            if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
-                _check(-1, f"drop capability {cap} from the bounding set")
+        if cap not in keep and _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break
     if user is not None:
-        for path in own:
-            for root, dirs, files in os.walk(path):
-                for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                    os.chown(name, user.pw_uid, user.pw_gid)
-        # Keep the permitted set across the uid change, then narrow it.
-        _check(_libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities across setuid")
-        os.setgroups([])
-        os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
-        os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
+        try:
+            for path in own:
+                for root, dirs, files in os.walk(path):
+                    for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                        os.chown(name, user.pw_uid, user.pw_gid)
+            # Keep the permitted set across the uid change, then narrow it.
+            _check(_libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities across setuid")
+            os.setgroups([])
+            os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
+            os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
+        except PermissionError as e:
+            raise PrivilegeError(f"cannot switch to user {user.pw_name}: {e.strerror} "
+                                 "(--user needs CAP_SETUID, CAP_SETGID and CAP_CHOWN)") from None
         _check(_libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "reset keep-capabilities")
     _set_caps(keep)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")

@@ -51,11 +51,14 @@ class SpanLineage:
             parent = None  # since re-exec'd, or a reused pid: not the image this one came from
         continues = previous if previous is not None else parent
         # Images of one process can share an exec id (A, B, A again): a
-        # re-exec's span id also hashes its exec time.
-        info.span_id = _digest(ev.exec_id, ev.timestamp if previous is not None else 0, 8)
+        # re-exec's span id also hashes its exec time. Without an exec id
+        # (the BCC backend could not verify one) the ids come from the pid
+        # and exec time, unique but not stable across agent restarts.
+        key = ev.exec_id or f"{ev.host_pid}@{ev.timestamp}"
+        info.span_id = _digest(key, ev.timestamp if previous is not None else 0, 8)
         info.span_start = ev.timestamp
         info.owns_span = True
-        self._parent(info, trace_context_entries(ev.env), continues, ev.exec_id)
+        self._parent(info, trace_context_entries(ev.env), continues, key)
 
     def _parent(self, info: ProcessInfo, ctx: dict[str, str], continues: ProcessInfo | None,
                 exec_id: str) -> None:

@@ -55,7 +55,12 @@ def open_spool_dir(path: str) -> Path:
     except OSError as e:
         raise UsageError(f"spool directory {path}: {e.strerror}") from None
     if st.st_uid != os.geteuid():
-        raise UsageError(f"spool directory {path} belongs to uid {st.st_uid}, not to the agent")
+        if os.geteuid() != 0:
+            raise UsageError(f"spool directory {path} belongs to uid {st.st_uid}, not to the agent")
+        # An earlier run with --user left it to that user: root takes it back.
+        for root, dirs, files in os.walk(d):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.lchown(name, 0, 0)
     if st.st_mode & 0o077:
         os.chmod(d, 0o700)  # a spool holds command lines: nobody else reads it
     return d
@@ -92,7 +97,7 @@ class SignalSpool:
         return [int(p.name[len(prefix):-4]) for p in self.dir.glob(f"{prefix}*.seg")]
 
     def _open_segment(self, seg: int) -> int:
-        fd = os.open(self._path(seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = os.open(self._path(seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         self._sizes.setdefault(seg, 0)
         self._counts[seg] = 0
         return fd
@@ -111,7 +116,7 @@ class SignalSpool:
 
     def _store_cursor(self, pos: Position) -> None:
         tmp = self._cursor_path().with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, f"{pos.segment} {pos.offset}\n".encode())
         finally:
@@ -251,7 +256,7 @@ class Spool:
 
     def __init__(self, path: str, max_bytes: int) -> None:
         self.dir = open_spool_dir(path)
-        self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -261,7 +266,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.previous_heartbeat = last_heartbeat_ns(self.dir)
         self._signals: dict[str, SignalSpool] = {}
-        self._last_beat = 0.0
+        self._last_beat = 0.0  # 0: this run has not watched anything yet
 
     def signal(self, name: str) -> SignalSpool:
         if name not in self._signals:
@@ -276,7 +281,8 @@ class Spool:
             heartbeat(self.dir, time.time_ns())
 
     def close(self) -> None:
-        heartbeat(self.dir, time.time_ns())
+        if self._last_beat:  # a run that never started watching leaves the last one's
+            heartbeat(self.dir, time.time_ns())
         for s in self._signals.values():
             s.close()
         os.close(self._lock_fd)

@@ -30,7 +30,7 @@ _GAUGES = {
 
 def loss_reason(key: str) -> str | None:
     """The reason a report() key counts lost records, or None."""
-    if key.startswith("lost_") or key in ("decode_errors", "process_table_evicted"):
+    if key.startswith("lost_") or key == "decode_errors":
         return key.removeprefix("lost_")
     for suffix in ("_failed", "_queue_overflow", "_spool_evicted"):
         if key.endswith(suffix):
@@ -40,14 +40,14 @@ def loss_reason(key: str) -> str | None:
 
 class Telemetry:
     def __init__(self, report: Report, opts: OtlpOptions | None, stats_interval: float | None,
-                 err: TextIO = sys.stderr) -> None:
+                 resource: dict[str, object], err: TextIO = sys.stderr) -> None:
         self.report = report
         self.err = err
         self.stats_interval = stats_interval
         self._next_stats = time.monotonic() + stats_interval if stats_interval else float("inf")
-        self._provider = self._metrics(opts) if opts is not None else None
+        self._provider = self._metrics(opts, resource) if opts is not None else None
 
-    def _metrics(self, opts: OtlpOptions) -> object:
+    def _metrics(self, opts: OtlpOptions, resource: dict[str, object]) -> object:
         from opentelemetry.metrics import CallbackOptions, Observation
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -62,7 +62,7 @@ class Telemetry:
             exporter = Http(endpoint=endpoint, headers=opts.headers or None, session=otlp_http_session())
         # OTEL_METRIC_EXPORT_INTERVAL sets the period, as users expect.
         provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)],
-                                 resource=Resource.create({"service.name": "otel-exec"}))
+                                 resource=Resource(resource))  # type: ignore[arg-type]
         meter = provider.get_meter("otel-exec")
 
         def observe(select: Callable[[dict[str, int]], Iterable[tuple[int, dict[str, str]]]]) -> Callable:

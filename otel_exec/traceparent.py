@@ -52,8 +52,8 @@ def _scan(env: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for entry in env:
         if entry[:1] in "TB" and (entry.startswith("TRACE") or entry.startswith("BAGGAGE=")):
-            key, _, value = entry.partition("=")
-            if key in ("TRACEPARENT", "TRACESTATE", "BAGGAGE"):
+            key, sep, value = entry.partition("=")
+            if sep and key in ("TRACEPARENT", "TRACESTATE", "BAGGAGE"):  # getenv(3) skips entries without "="
                 found.setdefault(key, value)
     return found
 

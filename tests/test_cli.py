@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,9 +57,11 @@ def test_storm_every_exec_printed_zero_loss(need_kernel: None, tmp_path: Path) -
 def test_duration_prints_a_concurrent_ls(need_kernel: None) -> None:
     mark = new_mark()
     t0 = time.monotonic()
-    agent = subprocess.Popen([sys.executable, "-m", "otel_exec", "run", "--duration", "3"], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # attached well within this (start-up is measured in bench/)
+    ready = Path(tempfile.mkdtemp()) / "ready"
+    agent = subprocess.Popen([sys.executable, "-m", "otel_exec", "run", "--duration", "3", "--ready-file",
+                              str(ready)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not ready.exists() and agent.poll() is None:
+        time.sleep(0.02)
     subprocess.run(["ls", "-l", "/"], env=marked_env(mark), stdout=subprocess.DEVNULL, check=True)
     out, err = agent.communicate(timeout=30)
     assert agent.returncode == 0, err

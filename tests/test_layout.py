@@ -95,7 +95,7 @@ def test_constants_match_header() -> None:
     assert d["OE_ARGS_MAX"] == layout.ARGS_MAX
     assert d["OE_ABI_VERSION"] == layout.ABI_VERSION
     for flag in ("ARGV_TRUNCATED", "ENV_TRUNCATED", "INVOKED_FROM_KERNEL", "ARGV_UNREADABLE",
-                 "ENV_UNREADABLE", "CMDPATH_TRUNCATED", "INTERP_TRUNCATED", "PREV_COMM_KNOWN",
+                 "ENV_UNREADABLE", "CMDPATH_TRUNCATED", "INTERP_TRUNCATED", "PREV_COMM_KNOWN", "PARENT_EXE_UNKNOWN",
                  "PATH_SHIFT", "PATH_BITS"):
         assert d[f"OE_F_{flag}"] == getattr(layout, f"F_{flag}"), flag
     for flag in ("TRUNCATED", "DELETED", "DETACHED"):

@@ -34,15 +34,13 @@ def test_metrics_reach_the_collector(make_collector, tmp_path: Path) -> None:
     if reason:
         pytest.skip(reason)
     collector: Collector = make_collector()
-    metrics_file = tmp_path / "metrics.txt"
     env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="500", OTEL_BLRP_SCHEDULE_DELAY="100")
     run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint, env=env)
     subprocess.run(["/bin/true"], env=marked_env(new_mark()), check=True)
     time.sleep(2)
     rc, err = run.stop()
     assert rc == 0, err
-    out = collector.output_tail(200_000) if hasattr(collector, "output_tail") else ""
-    metrics_file.write_text(out)
+    out = collector.output_path.read_text(errors="replace")  # rotel's debug dump, metrics included
     for name in ("otel_exec.events", "otel_exec.records.exported", "otel_exec.lost", "otel_exec.spool.size",
                  "otel_exec.ringbuf.used", "otel_exec.process_table.size", "otel_exec.export.latency"):
         assert name in out, name
@@ -50,6 +48,7 @@ def test_metrics_reach_the_collector(make_collector, tmp_path: Path) -> None:
 
 def test_every_loss_counter_has_a_reason() -> None:
     for key in ("lost_exec_ringbuf_full", "lost_exit_ringbuf_full", "lost_exec_no_scratch", "decode_errors",
-                "logs_queue_overflow", "logs_spool_evicted", "traces_failed", "process_table_evicted"):
+                "logs_queue_overflow", "logs_spool_evicted", "traces_failed"):
         assert loss_reason(key)
     assert loss_reason("exec_seen") is None and loss_reason("logs_exported") is None
+    assert loss_reason("process_table_evicted") is None  # a bound on memory, not lost records

@@ -1,0 +1,55 @@
+"""Backend selection: which EventSource (agent.EventSource) the agent reads.
+
+- core: CO-RE programs through libbpf (source_core); needs kernel BTF.
+- bcc: BCC compiles bpf/otel_exec_bcc.c at start (source_bcc); needs the
+  `bcc` Python module (python3-bpfcc) and kernel headers.
+- auto (default): core when /sys/kernel/btf/vmlinux exists, else bcc when
+  BCC can run, else a NoBtfError naming the packages to install.
+Both produce the same ExecEvent/ExitEvent, so everything downstream is
+shared (docs/backends.md).
+"""
+from __future__ import annotations
+
+from typing import Callable, TextIO
+
+from . import bcc_setup, loader
+from .config import Config
+from .errors import BccError, NoBtfError
+from .identity import HostIdentity
+
+Transform = Callable[[list[str]], list[str]]
+
+
+def choose_backend(cfg: Config) -> str:
+    """core or bcc, for cfg.backend; raises when neither can run."""
+    if cfg.backend in ("core", "bcc"):
+        if cfg.backend == "bcc":
+            problem = bcc_setup.bcc_problem()
+            if problem:
+                raise BccError(f"the BCC backend cannot run: {problem}; install: {bcc_setup.install_hint()}")
+        return cfg.backend
+    if loader.VMLINUX_BTF.exists():
+        return "core"
+    problem = bcc_setup.bcc_problem()
+    if problem is None:
+        return "bcc"
+    raise NoBtfError(
+        f"{loader.VMLINUX_BTF} does not exist: this kernel lacks BTF, which the CO-RE backend needs, and the "
+        f"BCC backend cannot run either ({problem}); install BCC and this kernel's headers: "
+        f"{bcc_setup.install_hint()}")
+
+
+def make_source(cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
+                log: TextIO):  # -> agent.EventSource
+    loader.check_privileges()
+    backend = choose_backend(cfg)
+    if backend == "core":
+        from .source_core import CoreSource
+
+        return CoreSource(cfg, identity, argv_transform, env_transform, log)
+    from .source_bcc import BccSource
+
+    if cfg.backend == "auto":
+        print(f"otel-exec: no kernel BTF ({loader.VMLINUX_BTF}): using the BCC backend", file=log)
+    return BccSource(cfg, identity, argv_transform, env_transform, log)
+
