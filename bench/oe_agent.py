@@ -113,6 +113,18 @@ class Agent:
                 return {key: int(value) for key, _, value in pairs if value.lstrip("-").isdigit()}
         raise RuntimeError(f"otel-exec printed no final counters:\n{self.stderr_tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash ends it: no flush, no final counters."""
+        assert self.child is not None
+        self.child.signal(signal.SIGKILL)
+        self.child.proc.wait()
+        self._children.forget(self.child)
+        self.child = None
+
+    @property
+    def stderr_path(self) -> Path:
+        return self._stderr
+
     def stderr_tail(self, limit: int = 3000) -> str:
         data = self._stderr.read_bytes() if self._stderr.exists() else b""
         return data[-limit:].decode(errors="replace")
@@ -190,6 +202,7 @@ def traced_run(
     # Let the start-up work (seeded spans, first export) finish first.
     time.sleep(_SETTLE)
     rss: list[int] = []
+    rotel.poll()  # processor time so far (start-up records) is not the storm's
     start = _sample(rotel, agent)
     result = setup.storm.run(total, rate, marker, during=lambda: rss.append(agent.status_kb("VmRSS")))
     rss.append(agent.status_kb("VmRSS"))

@@ -29,7 +29,9 @@ options), which appends one section per run below. The storm is `bench/storm.c`:
 2 workers fork+execve `/bin/true` (through a symlink at a unique path), with a
 fixed 16-variable environment plus a marker variable; otel-exec exports
 OTLP/gRPC to a real collector (rotel on loopback) whose processor counts the
-storm's records and their latency.
+storm's records and their latency. The same run measures bpftrace, forkstat
+and auditd on the same storm (`--install-peers` installs them) and a scaling
+series (500, 1,000, 2,000 execs/s and unthrottled).
 
 Targets (issue 4), on a 2-core machine with the full field set (argv, env):
 

@@ -66,14 +66,25 @@ class Received:
     processor_us: int = 0  # time spent in rotel_count_processor
     latency_ms: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    # With detail=True only (see rotel_count_processor.py):
+    # (exec id, kernel event time) of the storm records: a record received
+    # twice counts once, two execs that share an exec id twice.
+    ids: set[tuple[str, int]] = field(default_factory=set)
+    events: dict[str, Counter[int]] = field(default_factory=dict)  # other records: name -> unix second -> count
+    gaps: list[tuple[int, float]] = field(default_factory=list)  # otel_exec.agent.gap: (time ns, seconds)
+    observed: set[int] = field(default_factory=set)  # pids of observed records with the marker in their body
 
 
 class Rotel:
     """One rotel process counting records whose marker_key attribute equals
-    marker_value, except the exec of launcher (the storm binary)."""
+    marker_value, except the exec of launcher (the storm binary).
+
+    detail=True also collects which records arrived (Received.ids, events,
+    gaps, observed), at some cost to rotel's CPU."""
 
     def __init__(
-        self, children: Children, binary: Path, workdir: Path, marker_key: str, marker_value: str, launcher: Path
+        self, children: Children, binary: Path, workdir: Path, marker_key: str, marker_value: str, launcher: Path,
+        detail: bool = False,
     ) -> None:
         self._children = children
         self._binary = binary
@@ -81,6 +92,8 @@ class Rotel:
         self._marker_key = marker_key
         self._marker_value = marker_value
         self._launcher = launcher
+        self._detail = detail
+        self._ports: tuple[int, int] | None = None
         self._counts = workdir / "counts.jsonl"
         self._log = workdir / "rotel.log"
         self._offset = 0
@@ -94,6 +107,18 @@ class Rotel:
             if self._launch(_free_port(), _free_port()):
                 return
         raise RuntimeError(f"rotel: no free port pair after {_PORT_ATTEMPTS} attempts")
+
+    def restart(self, timeout: float = _START_TIMEOUT) -> None:
+        """Start again after stop(), on the same ports (what its clients
+        were configured with); counting goes on where it stopped."""
+        assert self._ports is not None and self.child is None
+        deadline = time.monotonic() + timeout
+        while not self._launch(*self._ports):
+            # Another process may hold a port for a moment (it was free a
+            # second ago); give up only after timeout.
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rotel: ports {self._ports} still in use after {timeout}s")
+            time.sleep(0.5)
 
     def _launch(self, grpc_port: int, http_port: int) -> bool:
         env = {
@@ -110,6 +135,8 @@ class Rotel:
             OEBENCH_MARKER_VALUE=self._marker_value,
             OEBENCH_LAUNCHER=str(self._launcher),
         )
+        if self._detail:
+            env["OEBENCH_DETAIL"] = "1"
         argv = [
             str(self._binary), "start",
             "--otlp-grpc-endpoint", f"{_LOOPBACK}:{grpc_port}",
@@ -123,6 +150,7 @@ class Rotel:
         while child.proc.poll() is None:
             if _accepts(grpc_port) and _accepts(http_port):
                 self.child = child
+                self._ports = (grpc_port, http_port)
                 self.grpc_endpoint = f"http://{_LOOPBACK}:{grpc_port}"
                 return True
             if time.monotonic() > deadline:
@@ -160,6 +188,13 @@ class Rotel:
             self.received.other += batch["o"]
             self.received.processor_us += batch["us"]
             self.received.latency_ms.update({int(ms): n for ms, n in batch["h"].items()})
+            if "ids" in batch:
+                self.received.ids.update((i, int(t)) for i, t in batch["ids"])
+                for name, seconds in batch["e"].items():
+                    self.received.events.setdefault(name, Counter()).update(
+                        {int(s): n for s, n in seconds.items()})
+                self.received.gaps.extend((int(t), float(sec)) for t, sec in batch["gap"])
+                self.received.observed.update(batch["obs"])
         if self.received.errors:
             raise RuntimeError("rotel_count_processor failed:\n" + self.received.errors[0])
         return self.received

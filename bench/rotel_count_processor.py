@@ -13,7 +13,20 @@ compact line per batch (not per record) appended to the output file:
      "us": <time spent here, µs>, "h": {"<latency ms>": <count>, ...}}
 
 where latency = processing time - record timestamp (the kernel's event time),
-bucketed by millisecond. A storm record carries the marker; so does the exec
+bucketed by millisecond.
+
+With OEBENCH_DETAIL=1 (bench/reliability.py, where what arrived matters more
+than what it costs) a line also has
+
+    "ids": [[<otel_exec.exec_id>, <time_unix_nano>] of each storm record, ...],
+    "e": {"<event name of other records>": {"<unix second>": <count>}},
+    "gap": [[<time_unix_nano>, <otel_exec.gap.seconds>], ...],
+    "obs": [<process.pid of otel_exec.process.observed records whose body
+             holds the marker value>, ...]
+
+so that duplicates (delivery is at least once: a record sent again is the
+same bytes) can be told from new records, also from a new exec that got the
+same exec id, and start-up records counted. A storm record carries the marker; so does the exec
 of the storm launcher itself (the marker is in its environment, which it
 passes on), told apart by its command line (the record's body) and counted
 as other. Settings come from rotel's environment (set by
@@ -33,6 +46,13 @@ _KEY = os.environ["OEBENCH_MARKER_KEY"]
 _VALUE = os.environ["OEBENCH_MARKER_VALUE"]
 _LAUNCHER = os.environ["OEBENCH_LAUNCHER"]
 _ENV_PREFIX = "process.environment_variable."
+_DETAIL = os.environ.get("OEBENCH_DETAIL") == "1"
+_EXEC_ID = "otel_exec.exec_id"
+# Where otel-exec puts the exec id among an exec record's attributes (after
+# the pids and the creation time); found by a scan if that ever changes.
+_EXEC_ID_INDEX = 5
+_GAP = "otel_exec.agent.gap"
+_OBSERVED = "otel_exec.process.observed"
 
 
 def _is_storm(attributes: Any) -> bool:
@@ -60,6 +80,42 @@ def _is_launcher(body: Any) -> bool:
     return isinstance(text, str) and text.startswith(_LAUNCHER)
 
 
+def _attribute(attributes: Any, key: str, hint: int = 0) -> Any:
+    """The value of attribute key (looked for at index hint first), or None."""
+    if hint < len(attributes) and attributes[hint].key == key:
+        return attributes[hint].value.value
+    for kv in attributes:
+        if kv.key == key:
+            return kv.value.value
+    return None
+
+
+def _detail(resource_logs: Any, summary: dict[str, Any]) -> None:
+    """The OEBENCH_DETAIL fields of summary (see the module's doc)."""
+    ids: list[list[Any]] = []
+    events: dict[str, dict[int, int]] = {}
+    gaps: list[list[Any]] = []
+    observed: list[int] = []
+    for scope_logs in resource_logs.scope_logs:
+        for record in scope_logs.log_records:
+            attributes = record.attributes
+            if _is_storm(attributes) and not _is_launcher(record.body):
+                ids.append([_attribute(attributes, _EXEC_ID, _EXEC_ID_INDEX), record.time_unix_nano])
+                continue
+            name = record.event_name
+            t = record.time_unix_nano
+            per_second = events.setdefault(name, {})
+            per_second[t // 10**9] = per_second.get(t // 10**9, 0) + 1
+            if name == _GAP:
+                gaps.append([t, _attribute(attributes, "otel_exec.gap.seconds")])
+            elif name == _OBSERVED:
+                body = record.body
+                text = None if body is None else body.value
+                if isinstance(text, str) and _VALUE in text:
+                    observed.append(_attribute(attributes, "process.pid"))
+    summary.update(ids=ids, e=events, gap=gaps, obs=observed)
+
+
 def _summarise(resource_logs: Any, now: int) -> dict[str, Any]:
     storm = other = 0
     histogram: dict[int, int] = {}
@@ -82,6 +138,8 @@ def process_logs(resource_logs: Any) -> None:
     # exit; write it as a line instead, which bench/rotel_collector.py raises.
     try:
         summary = _summarise(resource_logs, now)
+        if _DETAIL:
+            _detail(resource_logs, summary)
         # Wall time, an upper bound of this hook's CPU: it waits on nothing
         # but may be preempted.
         summary["us"] = round((time.perf_counter() - t0) * 1e6)

@@ -64,9 +64,11 @@ class Storm:
         self.sentinel = workdir / "oebench-ready"
         self.sentinel.symlink_to("/bin/true")
 
-    def run(self, total: int, rate: float, marker: str, during: Callable[[], None] | None = None) -> StormResult:
+    def run(self, total: int, rate: float, marker: str, during: Callable[[], None] | None = None,
+            interval: float = 1.0) -> StormResult:
         """total execs at rate execs/s (0: as fast as possible); during() is
-        called about every second while the storm runs (e.g. to sample RSS)."""
+        called about every interval seconds while the storm runs (e.g. to
+        sample RSS)."""
         env = dict(STORM_ENV)
         env[MARKER_VAR] = marker  # last: see rotel_count_processor._is_storm
         argv = [str(self.binary), str(self.workers), str(total), str(rate), str(self.program)]
@@ -77,7 +79,7 @@ class Storm:
         deadline = time.monotonic() + 5 * expected + 60
         while True:
             try:
-                child.proc.wait(timeout=1.0)
+                child.proc.wait(timeout=interval)
                 break
             except subprocess.TimeoutExpired:
                 if time.monotonic() > deadline:

@@ -128,9 +128,11 @@ class Agent:
                     break
                 timeout = min(timeout, left)
             source.wait(timeout)
-            if source.drain(self.handle):
-                for sink in self.sinks:
-                    sink.flush()
+            source.drain(self.handle)
+            # Every loop, also when nothing came: the spool's heartbeat says
+            # the agent is watching (a later start reports the gap after it).
+            for sink in self.sinks:
+                sink.flush()
             self.tick()
         # Detach first, then drain: everything the kernel produced is handled
         # and the counters read later describe exactly that.
