@@ -37,10 +37,11 @@ class Config:
     container_only: bool = False
     argv_max_bytes: int = 32 * 1024
     env_max_bytes: int = 32 * 1024
-    # Measured in bench/: every page of the ring is resident (twice mapped)
-    # once written, and 2 MiB keeps a 3,000 execs/s storm loss-free with the
-    # default poll interval while the agent stays under 60 MB.
-    ringbuf_bytes: int = 2 * 1024 * 1024
+    # The ring absorbs bursts the reader cannot follow at once (hundreds of
+    # parents forking together): 2 MiB lost ~30% of a 4,200-exec burst in
+    # tests/test_hostile.py, 8 MiB none. Every page of it is resident once
+    # written (twice mapped: 16 MB of RSS), the price of losing nothing.
+    ringbuf_bytes: int = 8 * 1024 * 1024
     # The reader sleeps this long between drains unless the kernel wakes it
     # because wakeup_fraction of the ring is full: batching wake-ups is what
     # keeps the per-exec kernel cost low.
