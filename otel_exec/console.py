@@ -29,17 +29,22 @@ def pretty_line(ev: ExecEvent) -> str:
 
 
 class ConsoleExporter:
+    """Lines are held until flush(), the end of a drain of the ring buffer,
+    and written after the sinks before it (the spool) flushed: an exec
+    printed is an exec already durable elsewhere."""
+
     def __init__(self, out: TextIO, fmt: str) -> None:
         self.out = out
         self.jsonl = fmt == "jsonl"
+        self._lines: list[str] = []
         if not self.jsonl:
             out.write(f"{'TIME':12} {'PID':>7} {'PPID':>7} {'UID':>5} PATH: ARGV\n")
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
         if self.jsonl:
-            self.out.write(json.dumps(exec_to_dict(ev), ensure_ascii=False) + "\n")
+            self._lines.append(json.dumps(exec_to_dict(ev), ensure_ascii=False))
         else:
-            self.out.write(pretty_line(ev) + "\n")
+            self._lines.append(pretty_line(ev))
 
     def seed(self, infos: list[ProcessInfo]) -> None:
         pass
@@ -51,10 +56,13 @@ class ConsoleExporter:
         pass
 
     def flush(self) -> None:
+        if self._lines:
+            self.out.write("\n".join(self._lines) + "\n")
+            self._lines.clear()
         self.out.flush()
 
     def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None:
-        self.out.flush()
+        self.flush()
 
     def stats(self) -> dict[str, int]:
         return {}
