@@ -63,7 +63,7 @@ class Agent:
         self.argv = [
             str(python), "-m", "otel_exec", "run",
             "--exporter", "otlp", "--endpoint", endpoint, "--protocol", "grpc",
-            "--ready-file", str(self._ready), *extra_args,
+            "--ready-file", str(self._ready), "--spool-dir", str(workdir / "spool"), *extra_args,
         ]
         self._env = agent_env(extra_env)
         self.child: Child | None = None

@@ -140,7 +140,8 @@ def agents(tmp_path_factory: pytest.TempPathFactory, bcc_env: dict[str, str]) ->
         core.stop()
         raise
     yield Pair(core, bcc)
-    _stop_clean(core)
+    rc, err = core.stop()
+    assert rc == 0, err
     err = _stop_clean(bcc)
     counters = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", err.splitlines()[-1]))
     assert counters["decode_errors"] == 0
