@@ -46,7 +46,7 @@ def install_hint(release: str | None = None) -> str:
 def import_bcc(dist_packages: Path = DIST_PACKAGES) -> ModuleType:
     """The bcc module; ImportError says why it cannot be had."""
     try:
-        import bcc  # noqa: PLC0415
+        import bcc
 
         return bcc
     except ImportError:
@@ -121,7 +121,7 @@ def installed_headers(root: Path = HEADERS_ROOT) -> list[Path]:
     for name in names:
         key = _version_key(name)
         path = root / name
-        if key is None or name.endswith("-common") or name.endswith("-common-rt"):
+        if key is None or name.endswith(("-common", "-common-rt")):
             continue
         if not (path / "include" / "generated").is_dir():
             continue

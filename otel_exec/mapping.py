@@ -238,8 +238,58 @@ class ExecEncoding:
         return self.ids.span, self.common.span
 
 
+# Event fields a backend may leave unverified (ExecEvent.unavailable) and the
+# attributes that carry them: those are left out rather than sent empty.
+_FIELD_ATTRIBUTES = {
+    "pathname": ("process.executable.path", "process.executable.name", "file.path"),
+    "dev": ("otel_exec.file.dev",), "inode": ("file.inode",), "ctime": ("file.changed",),
+    "inode_mode": ("file.mode", "otel_exec.file.type"),
+    "interpreter_pathname": ("otel_exec.interpreter.path",), "interpreter_dev": ("otel_exec.interpreter.dev",),
+    "interpreter_inode": ("otel_exec.interpreter.inode",), "interpreter_ctime": ("otel_exec.interpreter.changed",),
+    "stdin_type": ("otel_exec.stdin.type", "process.interactive"), "stdin_path": ("otel_exec.stdin.path",),
+    "pwd": ("process.working_directory",), "mount_ns": ("otel_exec.mount_ns",), "pid_ns": ("otel_exec.pid_ns",),
+    "cgroup_path": ("process.linux.cgroup",), "container_id": ("container.id",),
+    "hostname": ("otel_exec.uts.hostname",), "process_start_time": ("process.creation.time",),
+    "exec_id": ("otel_exec.exec_id",), "parent_exec_id": ("otel_exec.parent_exec_id",),
+    "euid": ("process.user.id",), "egid": ("process.group.id",), "uid": ("process.real_user.id",),
+    "gid": ("process.real_group.id",), "pid": ("process.vpid",), "ppid": ("otel_exec.vppid", "process.parent_pid"),
+    "host_ppid": ("process.parent_pid",), "prev_comm": ("otel_exec.prev_comm",), "interp": ("otel_exec.interp",),
+    "argv": ("process.command", "process.command_args", "process.args_count"),
+}
+
+
+def _key_of(kv: bytes) -> str:
+    """The key of an encoded KeyValue (keys are shorter than 128 bytes)."""
+    return kv[2:2 + kv[1]].decode()
+
+
+def _without_unavailable(ev: ExecEvent) -> ExecEncoding:
+    """A backend that could not verify some fields (BCC): their attributes
+    are left out, and otel_exec.unavailable names the fields."""
+    skip = {a for f in ev.unavailable for a in _FIELD_ATTRIBUTES.get(f, ())}
+    kvs = [kv for kv in (
+        _kv("process.pid", ev.host_pid), _kv("process.parent_pid", ev.host_ppid), _kv("process.vpid", ev.pid),
+        _kv("otel_exec.vppid", ev.ppid), _kv("process.creation.time", iso8601(ev.process_start_time)),
+        _kv("otel_exec.exec_id", ev.exec_id), _kv("otel_exec.parent_exec_id", ev.parent_exec_id),
+        _kv("otel_exec.unavailable", list(ev.unavailable)),
+        *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
+                    ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime),
+        *_context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
+                      ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type, ev.stdin_path,
+                      ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc, ev.path_truncated),
+        _kv("process.command", ev.argv[0] if ev.argv else ""), _kv("process.command_args", ev.argv),
+        _kv("process.args_count", ev.argc),
+    ) if _key_of(kv) not in skip]
+    env = Attrs.of(_env_kvs(ev.env))
+    common = Attrs.of(kvs)
+    return ExecEncoding(Attrs(b"", b""), Attrs(common.log + env.log, common.span),
+                        w.len_field(5, w.any_string(shlex.join(ev.argv))))
+
+
 def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
     """Every field of an exec (docs/attributes.md), encoded."""
+    if ev.unavailable:
+        return _without_unavailable(ev)
     shared = ev.shared
     common = shared.encoded if shared is not None else None
     if common is None:

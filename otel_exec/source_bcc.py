@@ -140,7 +140,7 @@ class _StderrCapture:
     """libbcc reports compile errors and the verifier's log on fd 2: keep
     them for the error message instead of spilling them on the terminal."""
 
-    def __enter__(self) -> "_StderrCapture":
+    def __enter__(self) -> _StderrCapture:
         sys.stderr.flush()
         self._saved = os.dup(2)
         self._file = tempfile.TemporaryFile()
@@ -478,7 +478,7 @@ class BccSource:
     def _on_record(self, ctx: object, data: int, size: int) -> int:
         raw = ctypes.string_at(data, size)
         try:
-            rtype, rsize, boot_ns = HDR.unpack_from(raw)
+            rtype, rsize, _ = HDR.unpack_from(raw)
             if rsize > len(raw):
                 raise ValueError(f"record says {rsize} bytes, {len(raw)} were read")
             if rtype == REC_EXEC:

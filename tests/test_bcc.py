@@ -124,8 +124,18 @@ class Pair:
     bcc: AgentRun
 
 
+def _stop(run: AgentRun, sig: int = signal.SIGTERM) -> tuple[int, str]:
+    """run.stop(), and a kill if it does not stop: never leave an agent behind."""
+    try:
+        return run.stop(sig)
+    except subprocess.TimeoutExpired:
+        run.proc.kill()
+        run.proc.wait()
+        return -9, run.err.read_text() + "\n(killed: it did not stop)"
+
+
 def _stop_clean(run: AgentRun) -> str:
-    rc, err = run.stop()
+    rc, err = _stop(run)
     assert rc == 0, err
     assert "WARNING" not in err, err
     return err
@@ -137,13 +147,17 @@ def agents(tmp_path_factory: pytest.TempPathFactory, bcc_env: dict[str, str]) ->
     try:
         bcc = AgentRun(tmp_path_factory.mktemp("bcc"), "--backend", "bcc", env=bcc_env)
     except BaseException:
-        core.stop()
+        _stop(core)
         raise
-    yield Pair(core, bcc)
-    rc, err = core.stop()
-    assert rc == 0, err
-    err = _stop_clean(bcc)
-    counters = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", err.splitlines()[-1]))
+    try:
+        yield Pair(core, bcc)
+    finally:
+        core_rc, core_err = _stop(core)
+        bcc_rc, err = _stop(bcc)
+    assert core_rc == 0, core_err
+    assert bcc_rc == 0, err
+    assert "WARNING" not in err, err
+    counters = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", err.splitlines()[-1])}
     assert counters["decode_errors"] == 0
     assert all(v == 0 for k, v in counters.items() if k.startswith("lost_")), counters
 
@@ -234,7 +248,7 @@ def test_short_lived(agents: Pair, progs: Progs) -> None:
     mark = new_mark()
     for binary in (progs.dyn_true, progs.static_true, "/bin/true"):
         subprocess.run([binary, "a b", ""], env=marked_env(mark, SOME_TOKEN="s3cr3t"), check=True)
-        _, bcc = pair(agents, lambda e: marked(mark)(e) and e["cmdpath"] == binary)
+        _, bcc = pair(agents, lambda e, binary=binary: marked(mark)(e) and e["cmdpath"] == binary)
         # From the kernel records, whether or not the process still lives.
         available(bcc, KERNEL_FIELDS + ["argv", "argc", "host_ppid", "pid", "tid", "ppid", "pid_ns"])
         assert "SOME_TOKEN=[REDACTED]" in bcc["env"]
@@ -252,7 +266,7 @@ def test_scripts(agents: Pair, tmp_path: Path) -> None:
     for script in (inner, outer):
         mark = new_mark()
         with Live([str(script), "30"], mark):
-            _, bcc = pair(agents, lambda e: marked(mark)(e) and e["cmdpath"] == str(script))
+            _, bcc = pair(agents, lambda e, mark=mark, script=script: marked(mark)(e) and e["cmdpath"] == str(script))
         # Alive: the kernel's #! rewrite of argv is read from /proc and
         # checked against the argv passed to execve.
         available(bcc, PROC_FIELDS + KERNEL_FIELDS + ["argv", "argc"])
@@ -270,7 +284,7 @@ def test_argv_edge_cases(agents: Pair, progs: Progs) -> None:
     for argv in cases:
         mark = new_mark()
         subprocess.run(argv, env=marked_env(mark), check=True, capture_output=True)
-        _, bcc = pair(agents, lambda e: marked(mark)(e) and e["comm"] == "print_argv")
+        _, bcc = pair(agents, lambda e, mark=mark: marked(mark)(e) and e["comm"] == "print_argv")
         available(bcc, ["argv", "argc", "env", "envc"])
 
 
@@ -279,7 +293,7 @@ def test_argv_and_env_beyond_the_bound(agents: Pair, progs: Progs) -> None:
     argv = [progs.print_argv] + [f"{i:04d}" + "a" * 3000 for i in range(15)]
     env = marked_env(mark, **{f"BIG_{i:02d}": "e" * 3000 for i in range(15)})
     subprocess.run(argv, env=env, check=True, capture_output=True)
-    core, bcc = pair(agents, marked(mark))
+    _, bcc = pair(agents, marked(mark))
     available(bcc, ["argv", "argc", "argv_truncated", "env", "envc", "env_truncated"])
     assert bcc["argv_truncated"] and bcc["env_truncated"]
 
@@ -514,12 +528,17 @@ def test_auto_runs_bcc_without_btf(tmp_path: Path, bcc_env: dict[str, str]) -> N
                               "--output", str(out), "--ready-file", str(tmp_path / "ready")],
                              cwd=Path(__file__).resolve().parent.parent, env=bcc_env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "ready").exists() and agent.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    mark = new_mark()
-    subprocess.run(["ls", "-l", "/"], env=marked_env(mark), stdout=subprocess.DEVNULL, check=True)
-    _, err = agent.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "ready").exists() and agent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mark = new_mark()
+        subprocess.run(["ls", "-l", "/"], env=marked_env(mark), stdout=subprocess.DEVNULL, check=True)
+        _, err = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
     assert agent.returncode == 0, err
     assert "using the BCC backend" in err
     events = [json.loads(line) for line in out.read_text().splitlines()]
@@ -587,7 +606,7 @@ def test_program_reads_no_kernel_struct() -> None:
     from otel_exec.source_bcc import program_path
 
     src = program_path().read_text()
-    code = re.sub(r"/\*.*?\*/", "", src, flags=re.S)
+    code = re.sub(r"/\*.*?\*/", "", src, flags=re.DOTALL)
     structs = set(re.findall(r"struct\s+(\w+)", code))
     assert structs <= {"oe_hdr", "oe_args", "oe_prep", "oe_exec", "oe_exit", "oe_discard", "oe_scratch",
                        "oe_proc", "oe_clone", "oe_pending", "oe_comm", "bpf_pidns_info"}, structs
@@ -599,6 +618,6 @@ def test_program_reads_no_kernel_struct() -> None:
 
 def test_sigint_stops_bcc_agent_cleanly(tmp_path: Path, bcc_env: dict[str, str]) -> None:
     run = AgentRun(tmp_path, "--backend", "bcc", env=bcc_env)
-    rc, err = run.stop(signal.SIGINT)
+    rc, err = _stop(run, signal.SIGINT)
     assert rc == 0, err
     assert "stopped;" in err and "exec_seen=" in err

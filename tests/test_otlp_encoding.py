@@ -142,3 +142,16 @@ def test_varints_and_int_attributes_of_every_size() -> None:
         assert (a["process.pid"], a["process.parent_pid"], a["process.vpid"], a["otel_exec.vppid"]) == \
             (pid, pid + 1, pid, 0)
         assert a["otel_exec.exec_id"] == "e" * 32
+
+
+def test_fields_a_backend_could_not_verify_are_left_out() -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    ev = sample_exec(unavailable=("pathname", "process_start_time", "exec_id"))
+    enc = mapping.exec_attributes(ev)
+    a = attrs(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
+    for gone in ("process.executable.path", "process.executable.name", "file.path", "process.creation.time",
+                 "otel_exec.exec_id"):
+        assert gone not in a
+    assert a["otel_exec.unavailable"] == ["pathname", "process_start_time", "exec_id"]
+    assert a["process.pid"] == 4242 and a["process.command_args"] == ev.argv
