@@ -88,7 +88,7 @@ class BoundedCache(dict):  # type: ignore[type-arg]
     re-decode per value still in use, and bounds memory whatever the input
     (argv and env blocks reach 128 KiB each)."""
 
-    def __init__(self, max_entries: int = 4096, max_bytes: int = 8 << 20) -> None:
+    def __init__(self, max_entries: int = 1024, max_bytes: int = 2 << 20) -> None:
         super().__init__()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -107,7 +107,7 @@ class BlockCache:
 
     def __init__(self, transform: Callable[[list[str]], list[str]] | None) -> None:
         self.transform = transform
-        self._cache = BoundedCache(2048)
+        self._cache = BoundedCache()
 
     def get(self, raw: bytes, truncated: bool) -> Strings:
         key = (raw, truncated)
@@ -217,8 +217,9 @@ class Decoder:
         shared = self._shared.get(key)
         if shared is None:
             shared = self._decode_shared(key)
-            # Its argv and env are weighed by the block caches.
-            self._shared.remember(key, shared, len(key))
+            # The raw key, and the attributes the exporter encodes onto it
+            # (its argv and env strings are weighed by the block caches).
+            self._shared.remember(key, shared, 3 * len(key))
         f = shared.fields
         ident = self.identity
         start_ticks = ident.ticks_from_boot_ns(start)
