@@ -41,11 +41,23 @@ def run_storm(storm: str, mark: str, total: int, rate: float) -> subprocess.Pope
     return subprocess.Popen([storm, "2", str(total), str(rate), "/bin/true"], env=env, stdout=subprocess.DEVNULL)
 
 
-def storm_logs(collector: Collector, mark: str, count: int, timeout: float) -> set[int]:
-    logs = collector.wait_for_logs(lambda r: r.attributes.get(MARK_ATTR) == mark
-                                   and r.attributes.get("process.executable.name") == "true",
-                                   count=count, timeout=timeout)
-    return {r.attributes["process.pid"] for r in logs}
+def storm_execs(collector: Collector, mark: str) -> set[tuple[str, int]]:
+    """The storm's execs at the collector, each once: by exec id and time
+    (pids repeat in a long storm, and a resent record arrives twice)."""
+    return {(r.attributes["otel_exec.exec_id"], r.timestamp) for r in collector.logs()
+            if r.attributes.get(MARK_ATTR) == mark and r.attributes.get("process.executable.name") == "true"}
+
+
+def wait_for_execs(collector: Collector, mark: str, want: int | set[tuple[str, int]],
+                   timeout: float) -> set[tuple[str, int]]:
+    """Until `want` execs (a count, or these very ones) have arrived."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = storm_execs(collector, mark)
+        done = len(got) >= want if isinstance(want, int) else want <= got
+        if done or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
 
 
 def test_collector_outage_loses_nothing(storm: str, make_collector, tmp_path: Path) -> None:
@@ -58,10 +70,10 @@ def test_collector_outage_loses_nothing(storm: str, make_collector, tmp_path: Pa
     assert proc.wait(timeout=OUTAGE_S * 3) == 0
     assert (tmp_path / "spool").exists() and any((tmp_path / "spool").glob("logs-*.seg"))
     collector.restart()
-    pids = storm_logs(collector, mark, total, timeout=120)
+    arrived = wait_for_execs(collector, mark, total, timeout=180)
     rc, err = run.stop()
     assert rc == 0, err
-    assert len(pids) == total
+    assert len(arrived) == total
     assert "lost_exec_ringbuf_full=0" in err and "logs_spool_evicted=0" in err
 
 
@@ -77,14 +89,14 @@ def test_sigkill_then_restart_delivers_everything_read(storm: str, make_collecto
     proc.wait(timeout=300)
     # What the first agent had read: it wrote its console lines after its
     # spool (sinks flush in order), so every printed exec was spooled.
-    read = {e["host_pid"] for e in first.find(lambda e: f"OE_TEST_MARK={mark}" in e["env"]
-                                              and e["comm"] == "true", count=10**9, timeout=0)}
+    read = {(e["exec_id"], e["timestamp"]) for e in first.find(lambda e: f"OE_TEST_MARK={mark}" in e["env"]
+                                                                and e["comm"] == "true", count=10**9, timeout=0)}
     assert 0 < len(read) < 20000
     restart_ns = time.time_ns()
     second = AgentRun(tmp_path / "b", "--endpoint", collector.grpc_endpoint,
                       "--spool-dir", str(tmp_path / "spool"), env=agent_env())
     try:
-        arrived = storm_logs(collector, mark, len(read), timeout=120)
+        arrived = wait_for_execs(collector, mark, read, timeout=180)
         assert read <= arrived
         (gap,) = collector.wait_for_logs(lambda r: r.event_name == "otel_exec.agent.gap", timeout=30)
         assert gap.timestamp >= restart_ns
