@@ -85,6 +85,22 @@ class AgentRun:
         return rc, self.err.read_text()
 
 
+class Live:
+    """A process kept alive while a test compares its event with its /proc
+    entry; killed on leaving the block."""
+
+    def __init__(self, argv: list, mark: str, **kw) -> None:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        self.proc = subprocess.Popen(argv, env=kw.pop("env", marked_env(mark)), **kw)
+
+    def __enter__(self) -> subprocess.Popen:
+        return self.proc
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def marked(mark: str) -> Callable[[dict], bool]:
     entry = f"OE_TEST_MARK={mark}"
     return lambda e: entry in e["env"]

@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark
+from agent_run import AgentRun, Live, kernel_available, marked, marked_env, new_mark
 from otel_exec import bcc_setup, cli, loader, sources, tracefs
 from otel_exec.config import Config
 from otel_exec.errors import BccError, NoBtfError, TracefsError
@@ -207,21 +207,6 @@ def pair(agents: Pair, pred: Callable[[dict], bool], timeout: float = 15) -> tup
 def available(bcc: dict, fields: list[str]) -> None:
     missing = [f for f in fields if f in bcc["unavailable"]]
     assert not missing, f"expected from the BCC backend: {missing}; event: {bcc}"
-
-
-class Live:
-    """A process kept alive while both agents report it."""
-
-    def __init__(self, argv: list, mark: str, **kw) -> None:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        self.proc = subprocess.Popen(argv, env=kw.pop("env", marked_env(mark)), **kw)
-
-    def __enter__(self) -> subprocess.Popen:
-        return self.proc
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 # --- scenarios ------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_run import AgentRun, agent, marked, marked_env, new_mark  # noqa: F401
+from agent_run import AgentRun, Live, agent, marked, marked_env, new_mark  # noqa: F401
 from otel_exec.identity import HostIdentity
 from progs import Progs, elf_interp, popen_with_fd3, run_with_fd3
 
@@ -98,21 +98,6 @@ def parent_exec_id_of_me() -> str:
     ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
     exe = os.stat("/proc/self/exe")
     return IDENTITY.exec_id(os.getpid(), ticks, exe.st_dev, exe.st_ino)
-
-
-class Live:
-    """A process kept alive while the test reads its /proc entry."""
-
-    def __init__(self, argv: list, mark: str, **kw) -> None:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        self.proc = subprocess.Popen(argv, env=kw.pop("env", marked_env(mark)), **kw)
-
-    def __enter__(self) -> subprocess.Popen:
-        return self.proc
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.mark.parametrize("how", ["relative", "symlink"])
