@@ -38,10 +38,12 @@ class Config:
     argv_max_bytes: int = 32 * 1024
     env_max_bytes: int = 32 * 1024
     # The ring absorbs bursts the reader cannot follow at once (hundreds of
-    # parents forking together): 2 MiB lost ~30% of a 4,200-exec burst in
-    # tests/test_hostile.py, 8 MiB none. Every page of it is resident once
-    # written (twice mapped: 16 MB of RSS), the price of losing nothing.
-    ringbuf_bytes: int = 8 * 1024 * 1024
+    # parents forking together). tests/test_hostile.py's 4,200-exec burst:
+    # at reader nice 0, 2 MiB lost ~25%, 4 MiB none; with the reader's
+    # raised priority (privileges.raise_reader_priority) 2 MiB lost none,
+    # so 4 MiB leaves a margin. All of it is resident (mapped once, see
+    # ringbuf.py): this is the largest single item of the agent's RSS.
+    ringbuf_bytes: int = 4 * 1024 * 1024
     # The reader sleeps this long between drains unless the kernel wakes it
     # because wakeup_fraction of the ring is full: batching wake-ups is what
     # keeps the per-exec kernel cost low.

@@ -50,14 +50,26 @@ def check_privileges() -> None:
     raise PrivilegeError(f"{who}: loading eBPF needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run with sudo")
 
 
-def check_btf() -> bytes:
+def btf_names_present(names: set[bytes], btf: Path = VMLINUX_BTF) -> set[bytes]:
+    """Which of `names` are strings of the kernel's BTF. Read in chunks:
+    the file is several MB, and libbpf parses it again while loading, so
+    reading it whole here raised the agent's peak RSS by as much."""
+    wanted = {b"\0" + n + b"\0" for n in names}
+    found: set[bytes] = set()
+    overlap = max(map(len, wanted), default=0)
+    tail = b""
     try:
-        return VMLINUX_BTF.read_bytes()
+        with btf.open("rb") as f:
+            while chunk := f.read(1 << 18):
+                window = tail + chunk
+                found |= {w for w in wanted if w in window}
+                tail = window[-overlap:]
     except OSError as e:
         raise NoBtfError(
-            f"{VMLINUX_BTF} is not readable ({e.strerror}): this kernel lacks BTF "
+            f"{btf} is not readable ({e.strerror}): this kernel lacks BTF "
             "(CONFIG_DEBUG_INFO_BTF=y); use a kernel with BTF"
         ) from None
+    return {w[1:-1] for w in found}
 
 
 def pid_ns_inum(pid: int | str = "self") -> int:
@@ -69,11 +81,11 @@ class KernelProbes:
 
     def __init__(self, cfg: Config) -> None:
         check_privileges()
-        kernel_btf = check_btf()
+        present = btf_names_present(set(OPTIONAL_PROGRAMS.values()))
         self.obj = BpfObject(str(object_path()))
         try:
             for prog, symbol in OPTIONAL_PROGRAMS.items():
-                if symbol not in kernel_btf:
+                if symbol not in present:
                     self.obj.set_autoload(prog, False)
             self.obj.set_rodata(self._config_bytes(cfg))
             self.obj.set_max_entries("events", cfg.ringbuf_bytes)

@@ -5,11 +5,13 @@ every record; reading the shared memory ourselves costs one memoryview slice
 per record and lets a whole batch be consumed between two position updates.
 
 Layout (kernel/bpf/ringbuf.c): page 0 of the map fd holds consumer_pos and is
-the only writable page; page 1 holds producer_pos; the data area follows and
-is mapped twice in a row, so a record that wraps past the end is still
-contiguous. Each record is an 8-byte header (u32 len with BUSY/DISCARD flags,
-u32 page offset used by the kernel) followed by len bytes, the next record
-starting at the following 8-byte boundary.
+the only writable page; page 1 holds producer_pos; the data area follows.
+The kernel offers the data area twice in a row, so that a record wrapping
+past the end reads as one piece (libbpf maps both); every page mapped counts
+in the reader's resident memory, so this reader maps it once and copies the
+rare wrapping record together. Each record is an 8-byte header (u32 len with
+BUSY/DISCARD flags, u32 page offset used by the kernel) followed by len
+bytes, the next record starting at the following 8-byte boundary.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class RingBuffer:
         if size <= 0 or size & (size - 1) or size % page:
             raise ValueError(f"ring size {size} is not a power-of-two multiple of {page}")
         self._mask = size - 1
+        self._size = size
         self._closed = False
         fd = -1
         try:
@@ -48,7 +51,7 @@ class RingBuffer:
             fd = os.dup(map_fd)
             self._cons_map = mmap.mmap(fd, page, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-            self._prod_map = mmap.mmap(fd, page + 2 * size, access=mmap.ACCESS_READ, offset=page)
+            self._prod_map = mmap.mmap(fd, page + size, access=mmap.ACCESS_READ, offset=page)
             self._epoll = select.epoll()
             self._epoll.register(fd, select.EPOLLIN)
         except OSError as exc:
@@ -76,7 +79,8 @@ class RingBuffer:
     def drain(self, handle: Callable[[memoryview], None], max_records: int | None = None) -> int:
         """Call ``handle`` on each submitted record's payload, oldest first.
 
-        The payload is a read-only view into the ring, valid only until
+        The payload is a read-only view into the ring (bytes for a record
+        that wraps past the end of the ring), valid only until
         ``handle`` returns for the last record of the batch: the space is
         given back to the kernel then (one consumer_pos store per batch,
         i.e. per producer_pos snapshot), and new records overwrite it.
@@ -95,6 +99,7 @@ class RingBuffer:
         hdr = self._hdr
         data = self._data
         mask = self._mask
+        size = self._size
         cons_pos = self._cons_pos
         prod_pos = self._prod_pos
         count = 0
@@ -112,8 +117,9 @@ class RingBuffer:
                         return count
                     length = word & _LEN_MASK
                     if not word & _DISCARD:
-                        start = off + _HDR_SIZE
-                        handle(data[start:start + length])
+                        start = (off + _HDR_SIZE) & mask
+                        end = start + length
+                        handle(data[start:end] if end <= size else bytes(data[start:]) + bytes(data[:end - size]))
                         count += 1
                     pos += (length + _HDR_SIZE + 7) & ~7
                     if count == limit:

@@ -10,6 +10,11 @@ crash of the agent, and is sent after the next start (at least once: a
 batch sent but not yet acknowledged is sent again, so every record carries a
 stable id a backend can drop duplicates by).
 
+Records appended in this run are also kept in memory (up to
+RECENT_BYTES) until acknowledged, so the export thread sends them without
+reading them back; the files are read only for what an earlier run left, or
+what fell out of that window during a long collector outage.
+
 Why not SQLite: an INSERT per record costs more CPU than the agent's whole
 per-exec budget, and a record is never updated or queried, only appended
 and read back in order: segments give the same guarantees for a write()
@@ -23,6 +28,7 @@ import os
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +37,11 @@ from .errors import UsageError
 _LEN = struct.Struct("<I")
 frame = _LEN.pack  # the length prefix of a record in a segment
 SEGMENT_BYTES = 4 * 1024 * 1024
+# Appended records kept in memory for the export thread: a few batches' worth.
+RECENT_BYTES = 4 * 1024 * 1024
+# The cursor file is rewritten in place: a fixed width, so a shorter value
+# never leaves the tail of a longer one behind.
+_CURSOR_WIDTH = 32
 HEARTBEAT = "heartbeat"
 
 
@@ -38,6 +49,21 @@ HEARTBEAT = "heartbeat"
 class Position:
     segment: int
     offset: int
+
+
+class _Recent:
+    """Records appended in one write, not yet acknowledged: records[first:]
+    start at (segment, offset) of their segment file and end at end."""
+
+    __slots__ = ("segment", "offset", "end", "records", "first", "nbytes")
+
+    def __init__(self, segment: int, offset: int, records: list[bytes], nbytes: int) -> None:
+        self.segment = segment
+        self.offset = offset
+        self.end = offset + nbytes
+        self.records = records
+        self.first = 0
+        self.nbytes = nbytes
 
 
 @dataclass
@@ -86,7 +112,10 @@ class SignalSpool:
         # record cut short by a crash.
         self._write_seg = max(self._sizes, default=0) + 1
         self._fd = self._open_segment(self._write_seg)
+        self._cursor_fd = os.open(self._cursor_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         self._cursor = self._load_cursor()
+        self._recent: deque[_Recent] = deque()
+        self._recent_bytes = 0
 
     # -- files ----------------------------------------------------------
     def _path(self, seg: int) -> Path:
@@ -107,21 +136,17 @@ class SignalSpool:
 
     def _load_cursor(self) -> Position:
         try:
-            seg, off = self._cursor_path().read_text().split()
+            seg, off = os.pread(self._cursor_fd, _CURSOR_WIDTH, 0).split()
             pos = Position(int(seg), int(off))
-        except (OSError, ValueError):
+        except ValueError:  # empty (first run) or unreadable: from the oldest segment
             pos = Position(0, 0)
         oldest = min(self._sizes)
         return pos if pos.segment >= oldest else Position(oldest, 0)
 
     def _store_cursor(self, pos: Position) -> None:
-        tmp = self._cursor_path().with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, f"{pos.segment} {pos.offset}\n".encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._cursor_path())
+        """One pwrite of a few bytes, within one page: a SIGKILL leaves the
+        old or the new value, never a mix."""
+        os.pwrite(self._cursor_fd, f"{pos.segment} {pos.offset}".ljust(_CURSOR_WIDTH - 1).encode() + b"\n", 0)
 
     # -- writer ---------------------------------------------------------
     def append(self, framed: list[bytes], count: int) -> None:
@@ -139,6 +164,11 @@ class SignalSpool:
             if not self._sizes[seg]:
                 self._oldest_ns[seg] = time.time_ns()
             os.write(self._fd, data)
+            self._recent.append(_Recent(seg, self._sizes[seg], framed[1::2], len(data)))
+            self._recent_bytes += len(data)
+            while self._recent_bytes > RECENT_BYTES:
+                # Still on disk: read back from there once the cursor gets to it.
+                self._recent_bytes -= self._recent.popleft().nbytes
             self._sizes[seg] += len(data)
             self._counts[seg] += count
             self._evict()
@@ -154,6 +184,8 @@ class SignalSpool:
                 d.pop(oldest, None)
             if self._cursor.segment <= oldest:
                 self._cursor = Position(min(self._sizes), 0)
+            while self._recent and self._recent[0].segment <= oldest:
+                self._recent_bytes -= self._recent.popleft().nbytes
 
     def _count_records(self, seg: int) -> int:
         n = 0
@@ -169,25 +201,59 @@ class SignalSpool:
 
     # -- reader ---------------------------------------------------------
     def read(self, max_records: int, max_bytes: int) -> Batch | None:
-        """The next records after the cursor (from one segment), or None
-        when everything was sent. A batch with no records moves the cursor
-        past the rest of a segment a crash cut short."""
+        """The next records after the cursor, or None when everything was
+        sent. A batch with no records moves the cursor past the rest of a
+        segment a crash cut short."""
         with self._lock:
             pos = self._cursor
+            head = self._recent[0] if self._recent else None
+            if head is not None and (head.segment, head.offset) == (pos.segment, pos.offset):
+                return self._read_recent(max_records, max_bytes)
             sizes = dict(self._sizes)
             writing = self._write_seg
+        return self._read_files(pos, sizes, writing, max_records, max_bytes)
+
+    def _read_recent(self, max_records: int, max_bytes: int) -> Batch:
+        """From the records in memory; the caller holds the lock."""
+        records: list[bytes] = []
+        size = 0
+        end = self._cursor
+        for chunk in self._recent:
+            rest = chunk.records[chunk.first:]
+            rest_bytes = chunk.end - chunk.offset - 4 * len(rest)
+            if len(records) + len(rest) <= max_records and size + rest_bytes <= max_bytes:
+                records += rest  # the whole chunk: most batches are a few chunks
+                size += rest_bytes
+                end = Position(chunk.segment, chunk.end)
+                continue
+            offset = chunk.offset
+            for rec in rest:
+                if len(records) >= max_records or (records and size + len(rec) > max_bytes):
+                    return Batch(records, end)
+                records.append(rec)
+                size += len(rec)
+                offset += 4 + len(rec)
+                end = Position(chunk.segment, offset)
+        return Batch(records, end)
+
+    def _read_files(self, pos: Position, sizes: dict[int, int], writing: int, max_records: int,
+                    max_bytes: int) -> Batch | None:
         for seg in sorted(s for s in sizes if s >= pos.segment):
             offset = pos.offset if seg == pos.segment else 0
-            if offset >= sizes[seg]:
+            left = sizes[seg] - offset
+            if left <= 0:
                 continue
             with open(self._path(seg), "rb") as f:
                 f.seek(offset)
-                data = f.read(min(sizes[seg] - offset, max_bytes + (1 << 20)))
+                data = f.read(min(left, max_bytes))
+                if len(data) >= 4 and 4 + _LEN.unpack_from(data)[0] > len(data):
+                    # A first record larger than max_bytes: read all of it.
+                    data += f.read(min(left, 4 + _LEN.unpack_from(data)[0]) - len(data))
             records: list[bytes] = []
             p = size = 0
-            while p + 4 <= len(data) and len(records) < max_records and size < max_bytes:
+            while p + 4 <= len(data) and len(records) < max_records:
                 n = _LEN.unpack_from(data, p)[0]
-                if p + 4 + n > len(data):
+                if p + 4 + n > len(data) or (records and size + n > max_bytes):
                     break
                 records.append(data[p + 4:p + 4 + n])
                 size += n
@@ -209,6 +275,14 @@ class SignalSpool:
                 self._path(seg).unlink(missing_ok=True)
                 for d in (self._sizes, self._counts, self._oldest_ns):
                     d.pop(seg, None)
+            recent = self._recent
+            while recent and (recent[0].segment, recent[0].end) <= (end.segment, end.offset):
+                self._recent_bytes -= recent.popleft().nbytes
+            if recent and recent[0].segment == end.segment:
+                chunk = recent[0]
+                while chunk.offset < end.offset:
+                    chunk.offset += 4 + len(chunk.records[chunk.first])
+                    chunk.first += 1
             self._store_cursor(end)
 
     # -- state ----------------------------------------------------------
@@ -229,6 +303,7 @@ class SignalSpool:
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)
+            os.close(self._cursor_fd)
 
 
 def last_heartbeat_ns(directory: Path) -> int | None:

@@ -53,6 +53,26 @@ def test_root_agent_drops_every_capability(public_dir: Path) -> None:
     assert st["Uid"].split()[0] == "0"
 
 
+def _nice(pid: int, tid: int) -> int:
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[16])  # field 19: nice
+
+
+def test_only_the_ring_buffer_reader_runs_at_raised_priority(public_dir: Path) -> None:
+    """The reader (the main thread) at READER_NICE, so a burst of execs
+    cannot starve it; the export threads at the agent's own nice value."""
+    from otel_exec.privileges import READER_NICE
+
+    run = AgentRun(public_dir / "nice", "--exporter", "otlp,console", "--endpoint", "http://127.0.0.1:9")
+    try:
+        pid = run.proc.pid
+        others = {_nice(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid}
+        assert _nice(pid, pid) == READER_NICE
+        assert others == {os.nice(0)}
+    finally:
+        run.stop()
+
+
 def test_user_switches_to_an_unprivileged_user(public_dir: Path) -> None:
     (public_dir / "nobody").mkdir(mode=0o777)
     (public_dir / "nobody").chmod(0o777)  # the ready file is written after the switch

@@ -1,0 +1,34 @@
+"""Preflight of the CO-RE loader (otel_exec.loader) that needs no kernel."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from otel_exec.errors import NoBtfError
+from otel_exec.loader import OPTIONAL_PROGRAMS, VMLINUX_BTF, btf_names_present
+
+
+def test_btf_names_are_found_whole_across_chunk_edges(tmp_path: Path) -> None:
+    btf = tmp_path / "vmlinux"
+    chunk = 1 << 18
+    # One name straddles the first read's edge, one is only a prefix of a
+    # real name, one is at the very end.
+    body = bytearray(b"\x01" * (3 * chunk))
+    body[chunk - 5:chunk - 5 + 12] = b"\0straddles\0"[:12]
+    body[100:100 + 13] = b"\0prefix_longer"
+    body += b"\0at_the_end\0"
+    btf.write_bytes(bytes(body))
+    assert btf_names_present({b"straddles", b"prefix", b"at_the_end", b"absent"}, btf) == \
+        {b"straddles", b"at_the_end"}
+
+
+def test_unreadable_btf_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(NoBtfError, match="lacks BTF"):
+        btf_names_present({b"x"}, tmp_path / "missing")
+
+
+@pytest.mark.skipif(not VMLINUX_BTF.exists(), reason="no kernel BTF")
+def test_this_kernel_names_its_tracepoints() -> None:
+    assert b"btf_trace_sched_process_exec" in btf_names_present(
+        {b"btf_trace_sched_process_exec", *OPTIONAL_PROGRAMS.values()})
