@@ -244,6 +244,7 @@ class MemoryQueue:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self.overflow = 0
+        self._added = 0
         self._q: deque[bytes] = deque()
 
     def add(self, record: bytes) -> None:
@@ -251,9 +252,13 @@ class MemoryQueue:
             self.overflow += 1
             return
         self._q.append(record)
+        self._added += 1
 
-    def flush(self) -> None:
-        """Records are visible to the exporter as soon as they are added."""
+    def flush(self) -> int:
+        """Records are visible to the exporter as soon as they are added:
+        returns how many were since the last flush."""
+        added, self._added = self._added, 0
+        return added
 
     def take(self, max_records: int, max_bytes: int) -> Batch | None:
         q = self._q
@@ -291,9 +296,11 @@ class SpoolQueue:
     def add(self, record: bytes) -> None:
         self._buf += (frame(len(record)), record)
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        """Write what was added since the last flush; returns how many."""
         buf, self._buf = self._buf, []
         self.spool.append(buf, len(buf) // 2)
+        return len(buf) // 2
 
     def take(self, max_records: int, max_bytes: int) -> Batch | None:
         return self.spool.read(max_records, max_bytes)
@@ -327,6 +334,8 @@ class BatchExporter:
         self.exported = 0
         self.failed = 0  # dropped after the exporter gave up (memory queue only)
         self.latency_ms = 0  # of the last request the collector answered
+        # The queue's own method: one call per record on the reader's hot path.
+        self.add: Callable[[bytes], None] = queue.add
         self._added = 0
         self._wake = threading.Event()
         self._stopping = False
@@ -334,14 +343,10 @@ class BatchExporter:
         self._thread = threading.Thread(target=self._run, name=f"otlp-{signal}", daemon=True)
         self._thread.start()
 
-    def add(self, record: bytes) -> None:
-        self.queue.add(record)
-        self._added += 1
-
     def flush(self) -> None:
         """End of a drain: make the records durable, wake the sender once a
         full batch waits."""
-        self.queue.flush()
+        self._added += self.queue.flush()
         if self._added >= self.settings.max_export_batch_size:
             self._added = 0
             self._wake.set()
