@@ -3,11 +3,13 @@ to rotel, and the measurements of one traced storm."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from procs import Child, Children, cpu_ticks, status_kb, ticks_to_us
@@ -26,6 +28,9 @@ _SETTLE = 1.0
 _IDLE = 8.0
 # After the agent exited (its queues flushed), only rotel's processing lags.
 _FLUSH_IDLE = 2.0
+# Without a counting collector: long enough for the agent to send its last
+# spans (the span batch delay, OTEL_BSP_SCHEDULE_DELAY, is 5 s by default).
+_UNCOUNTED_DRAIN = 7.0
 
 
 def agent_env(extra: dict[str, str]) -> dict[str, str]:
@@ -147,7 +152,7 @@ class Setup:
 class TracedRun:
     label: str
     storm: StormResult
-    recorded: int  # storm records at the collector, once the agent stopped
+    recorded: int | None  # storm records at the collector, once the agent stopped (None: not counted)
     counters: dict[str, int]  # the agent's final stderr line
     agent_ticks: int  # storm start .. the collector had all it would get
     settle_seconds: float  # storm end .. the collector had all it would get
@@ -156,6 +161,9 @@ class TracedRun:
     latency_ms: Counter[int]
     collector_ticks: int  # rotel, same span as agent_ticks
     processor_us: int  # of collector_ticks, in rotel_count_processor (wall time)
+    # BPF program name -> (run_time_ns, run_cnt) since load, when
+    # kernel.bpf_stats_enabled was on (else empty)
+    bpf_stats: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def kernel_lost(self) -> int:
@@ -185,8 +193,12 @@ def traced_run(
     rate: float,
     extra_args: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
+    count: bool = True,
 ) -> TracedRun:
-    """One storm with the agent exporting to a fresh collector.
+    """One storm with the agent exporting to a fresh collector; with
+    count=False the collector runs without the counting processor (nothing
+    recorded, no latency) and the agent's CPU is taken _UNCOUNTED_DRAIN s
+    after the storm.
 
     Processes left running by an exception are stopped by the caller's
     Children.stop_all().
@@ -194,7 +206,7 @@ def traced_run(
     workdir = setup.workdir / f"run-{label}"
     workdir.mkdir()
     marker = f"{setup.run_id}-{label}"
-    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, marker, setup.storm.binary)
+    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, marker, setup.storm.binary, count=count)
     rotel.start()
     agent = Agent(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
                   extra_args or [], extra_env or {})
@@ -207,16 +219,22 @@ def traced_run(
     result = setup.storm.run(total, rate, marker, during=lambda: rss.append(agent.status_kb("VmRSS")))
     rss.append(agent.status_kb("VmRSS"))
     storm_end = time.monotonic()
-    done = _wait_for_collector(rotel, agent, total)
+    if count:
+        done = _wait_for_collector(rotel, agent, total)
+    else:
+        time.sleep(_UNCOUNTED_DRAIN)
+        done = _sample(rotel, agent)
     hwm_kb = agent.status_kb("VmHWM")
+    bpf_stats = bpf_prog_stats()  # while the programs are loaded
     counters = agent.stop()
     # Whatever the agent flushed while stopping still counts as recorded.
-    _wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
+    if count:
+        _wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
     rotel.stop()
     return TracedRun(
         label=label,
         storm=result,
-        recorded=rotel.received.storm,
+        recorded=rotel.received.storm if count else None,
         counters=counters,
         agent_ticks=done.agent_ticks - start.agent_ticks,
         settle_seconds=done.when - storm_end,
@@ -225,7 +243,24 @@ def traced_run(
         latency_ms=rotel.received.latency_ms,
         collector_ticks=done.collector_ticks - start.collector_ticks,
         processor_us=done.processor_us - start.processor_us,
+        bpf_stats=bpf_stats,
     )
+
+
+def bpf_prog_stats() -> dict[str, tuple[int, int]]:
+    """(run_time_ns, run_cnt) of each loaded handle_* program, if the kernel
+    counts them (kernel.bpf_stats_enabled) and bpftool can tell: nothing
+    when another agent's programs of the same names are loaded too."""
+    try:
+        if Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip() != "1":
+            return {}
+        out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=False).stdout
+        progs = json.loads(out or "[]")
+    except (OSError, ValueError):
+        return {}
+    ours = [p for p in progs if p.get("name", "").startswith("handle_")]
+    stats = {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in ours}
+    return stats if len(stats) == len(ours) else {}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -56,6 +57,9 @@ class Results:
     pairs: int
     untraced: list[float] = field(default_factory=list)  # execs/s
     traced: list[TracedRun] = field(default_factory=list)
+    # A/B pairs with a collector that counts nothing (no benchmark processor)
+    untraced_uncounted: list[float] = field(default_factory=list)
+    uncounted: list[TracedRun] = field(default_factory=list)
     startup_s: list[float] = field(default_factory=list)
     low_latency: TracedRun | None = None
     sustained: TracedRun | None = None
@@ -87,8 +91,8 @@ def _latency(hist: Counter[int]) -> str:
     return f"{_s(percentile_ms(hist, 50))} / {_s(percentile_ms(hist, 99))} / {_s(max(hist) if hist else None)}"
 
 
-def _n(value: float) -> str:
-    return f"{value:,.0f}"
+def _n(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
 
 
 def _pairs(n: int) -> str:
@@ -109,7 +113,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _complete(run: TracedRun) -> bool:
+def _complete(run: TracedRun) -> bool:  # counted runs only
     return run.recorded == run.storm.execs and run.kernel_lost == 0
 
 
@@ -137,12 +141,32 @@ def targets_table(r: Results) -> str:
         ])
     untraced, traced = statistics.median(r.untraced), statistics.median(t.storm.rate for t in runs)
     ratio = traced / untraced
-    rows.append([
-        "Overhead: exec rate traced / untraced",
-        f">= {TARGET_RATE_RATIO}",
-        f"{ratio:.3f} ({_n(traced)}/s vs {_n(untraced)}/s, medians of {_pairs(len(runs))})",
-        _mark(ratio >= TARGET_RATE_RATIO),
-    ])
+    if r.uncounted:
+        plain_untraced = statistics.median(r.untraced_uncounted)
+        plain_traced = statistics.median(t.storm.rate for t in r.uncounted)
+        plain_ratio = plain_traced / plain_untraced
+        rows.append([
+            "Overhead: exec rate traced / untraced, collector as users run it",
+            f">= {TARGET_RATE_RATIO}",
+            (f"{plain_ratio:.3f} ({_n(plain_traced)}/s vs {_n(plain_untraced)}/s, medians of "
+             f"{_pairs(len(r.uncounted))}; rotel without the counting processor)"),
+            _mark(plain_ratio >= TARGET_RATE_RATIO),
+        ])
+        rows.append([
+            "Overhead with the benchmark's counting collector",
+            "info",
+            (f"{ratio:.3f} ({_n(traced)}/s vs {_n(untraced)}/s, medians of {_pairs(len(runs))}; "
+             "the processor's CPU is taken from the storm too)"),
+            "info",
+        ])
+        rows.append(_overhead_budget(r, plain_untraced, plain_ratio))
+    else:
+        rows.append([
+            "Overhead: exec rate traced / untraced",
+            f">= {TARGET_RATE_RATIO}",
+            f"{ratio:.3f} ({_n(traced)}/s vs {_n(untraced)}/s, medians of {_pairs(len(runs))})",
+            _mark(ratio >= TARGET_RATE_RATIO),
+        ])
     cpu = [t.agent_us_per_exec for t in runs]
     rows.append([
         "Agent CPU per exec (user + system)",
@@ -150,7 +174,7 @@ def targets_table(r: Results) -> str:
         f"{statistics.median(cpu):.1f} µs median (runs: {', '.join(f'{c:.1f}' for c in cpu)})",
         _mark(statistics.median(cpu) <= TARGET_CPU_US),
     ])
-    peak_runs = runs + ([r.sustained] if r.sustained else [])
+    peak_runs = runs + r.uncounted + ([r.sustained] if r.sustained else [])
     peak = max(kb_to_mb(t.hwm_kb) for t in peak_runs)
     rows.append([
         "Peak RSS (VmHWM)",
@@ -197,8 +221,41 @@ def targets_table(r: Results) -> str:
     return table(["target", "goal", "measured", "result"], rows)
 
 
+def _kernel_us_per_exec(run: TracedRun | None) -> float | None:
+    """BPF time per exec: the exec program's average run, plus the exit and
+    prepare-exec programs' (each runs about once per exec)."""
+    if run is None or not run.bpf_stats:
+        return None
+    return sum(ns / cnt for ns, cnt in run.bpf_stats.values() if cnt) / 1000
+
+
+def _overhead_budget(r: Results, untraced_rate: float, measured_ratio: float) -> list[str]:
+    """Where the storm's lost rate goes: every µs of CPU the agent, the
+    collector or the BPF programs use comes out of the storm's, since the
+    storm keeps both cores busy."""
+    budget = (os.cpu_count() or 1) * 1e6 / untraced_rate
+    # The counted runs' agent CPU: measured up to the moment the collector
+    # had everything, not over a fixed drain.
+    agent = statistics.median(t.agent_us_per_exec for t in r.traced)
+    collector = statistics.median(t.collector_us_per_exec for t in r.uncounted)
+    kernel = _kernel_us_per_exec(r.sustained)
+    used = agent + collector + (kernel or 0)
+    parts = [f"agent {agent:.1f} µs", f"collector {collector:.1f} µs",
+             f"BPF programs {kernel:.1f} µs" if kernel is not None else "BPF programs not measured"]
+    return [
+        "Where the overhead goes (per exec)",
+        "info",
+        (f"untraced, the storm uses {budget:.0f} µs of CPU per exec (both cores busy); tracing adds "
+         f"{', '.join(parts)} (agent: counted runs; collector: uncounted runs; BPF: sustained run, "
+         f"kernel.bpf_stats_enabled) = {used:.1f} µs, so a ratio of {budget / (budget + used):.3f} is expected "
+         f"from CPU alone (measured {measured_ratio:.3f}). The collector's share alone caps the ratio at "
+         f"{budget / (budget + collector):.3f}; at the 25 µs agent target, {budget / (budget + TARGET_CPU_US + collector + (kernel or 0)):.3f}"),
+        "info",
+    ]
+
+
 def runs_table(r: Results) -> str:
-    runs = list(r.traced)
+    runs = list(r.traced) + list(r.uncounted)
     runs += [t for t in (r.low_latency, r.sustained) if t is not None]
     runs += [t for _, t in r.scaling]
     rows = [[
@@ -216,6 +273,8 @@ def runs_table(r: Results) -> str:
         _n(_other_execs(t)),
     ] for t in runs]
     untraced = ", ".join(_n(rate) for rate in r.untraced)
+    if r.uncounted:
+        untraced += "; before the uncounted runs: " + ", ".join(_n(rate) for rate in r.untraced_uncounted)
     return (table(["run", "execs", "execs/s", "at collector", "kernel lost", "export lost",
                    "agent µs/exec", "peak RSS MB", "latency p50/p99/max s", "drain s", "rotel µs/exec (processor)", "other execs"], rows)
             + f"\n\nUntraced storm rates (execs/s): {untraced}. \"drain\": storm end until the collector "
@@ -224,19 +283,24 @@ def runs_table(r: Results) -> str:
             "(in parentheses, the part spent in the benchmark's counting processor). Other execs: execs the "
             "agent saw (exec_seen) besides the storm's, while it ran; more than a handful means other work "
             "on the machine, whose execs the agent and the collector also handled (and which the CPU per "
-            "storm exec includes).")
+            "storm exec includes). \"uncounted\" runs: the collector without the counting processor, so "
+            "nothing is counted there (n/a) and the agent's CPU is taken 7 s after the storm (its last spans "
+            "wait up to 5 s).")
 
 
 def peers_table(r: Results) -> str:
     rows = []
     runs = r.traced
+    rate_runs, rate_untraced = (r.uncounted, r.untraced_uncounted) if r.uncounted else (runs, r.untraced)
     rows.append([
         "otel-exec (full field set, OTLP/gRPC)",
-        f"{statistics.median(t.storm.rate for t in runs) / statistics.median(r.untraced):.3f}",
+        f"{statistics.median(t.storm.rate for t in rate_runs) / statistics.median(rate_untraced):.3f}",
         ", ".join(_n(t.recorded) for t in runs),
         f"{statistics.median(t.agent_us_per_exec for t in runs):.1f} µs",
-        f"{max(kb_to_mb(t.hwm_kb) for t in runs):.1f} MB",
-        f"{_pairs(len(runs))}; other execs seen: {', '.join(_n(_other_execs(t)) for t in runs)}",
+        f"{max(kb_to_mb(t.hwm_kb) for t in runs + r.uncounted):.1f} MB",
+        (f"{_pairs(len(runs))}" + (f" counted, {_pairs(len(r.uncounted))} for the rate (collector without the "
+                                   "counting processor)" if r.uncounted else "")
+         + f"; other execs seen: {', '.join(_n(_other_execs(t)) for t in runs)}"),
     ])
     for p in r.peers:
         if p.unavailable is not None:

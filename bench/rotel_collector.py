@@ -80,11 +80,14 @@ class Rotel:
     marker_value, except the exec of launcher (the storm binary).
 
     detail=True also collects which records arrived (Received.ids, events,
-    gaps, observed), at some cost to rotel's CPU."""
+    gaps, observed), at some cost to rotel's CPU; count=False runs rotel
+    without the processor (nothing is counted: poll() stays empty), as a
+    user would run a collector, for the exec rate measured without the
+    benchmark's own instrumentation."""
 
     def __init__(
         self, children: Children, binary: Path, workdir: Path, marker_key: str, marker_value: str, launcher: Path,
-        detail: bool = False,
+        detail: bool = False, count: bool = True,
     ) -> None:
         self._children = children
         self._binary = binary
@@ -93,6 +96,7 @@ class Rotel:
         self._marker_value = marker_value
         self._launcher = launcher
         self._detail = detail
+        self._count = count
         self._ports: tuple[int, int] | None = None
         self._counts = workdir / "counts.jsonl"
         self._log = workdir / "rotel.log"
@@ -142,7 +146,7 @@ class Rotel:
             "--otlp-grpc-endpoint", f"{_LOOPBACK}:{grpc_port}",
             "--otlp-http-endpoint", f"{_LOOPBACK}:{http_port}",
             "--exporter", "blackhole",
-            "--otlp-with-logs-processor", str(_PROCESSOR),
+            *(["--otlp-with-logs-processor", str(_PROCESSOR)] if self._count else []),
         ]
         with self._log.open("ab") as log:
             child = self._children.start("rotel", argv, env=env, stdout=log, stderr=subprocess.STDOUT)

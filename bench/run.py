@@ -7,6 +7,8 @@ In order, each on loopback with a fresh rotel collector per traced run:
   1. start-up: launch to ready file, a few times, while the machine is idle;
   2. A/B pairs: untraced storm, then traced storm (completeness, kernel loss,
      agent CPU and peak RSS, latency kernel event -> collector);
+  2b. A/B pairs again with the collector as a user runs it, without the
+     benchmark's counting processor: the exec rate the target is about;
   3. one traced storm with the low-latency setting;
   4. a sustained unthrottled storm (60 s) for completeness and RSS over time;
   5. the scaling series (500, 1,000, 2,000 execs/s and unthrottled, 10 s each);
@@ -18,6 +20,7 @@ started is stopped on exit, error or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +127,14 @@ def run_otel_exec(setup: Setup, plan: Plan, results: Results) -> None:
             f"{traced.recorded:,} of {plan.execs:,} at the collector, kernel lost {traced.kernel_lost}, "
             f"{traced.agent_us_per_exec:.1f} µs/exec")
 
+    for i in range(plan.pairs):
+        untraced = setup.storm.run(plan.execs, 0, f"{setup.run_id}-p{i}")
+        results.untraced_uncounted.append(untraced.rate)
+        traced = traced_run(setup, f"uncounted-{i + 1}", plan.execs, 0, count=False)
+        results.uncounted.append(traced)
+        say(f"uncounted pair {i + 1}/{plan.pairs}: untraced {untraced.rate:,.0f}, traced {traced.storm.rate:,.0f} "
+            f"execs/s, kernel lost {traced.kernel_lost}, {traced.agent_us_per_exec:.1f} µs/exec")
+
     results.low_latency = traced_run(setup, "low-latency", plan.execs, 0, LOW_LATENCY_ARGS, LOW_LATENCY_ENV)
     say(f"low-latency: {results.low_latency.recorded:,} of {plan.execs:,}")
 
@@ -130,7 +142,8 @@ def run_otel_exec(setup: Setup, plan: Plan, results: Results) -> None:
     untraced_rate = statistics.median(results.untraced)
     sustained_execs = round(untraced_rate * plan.sustained_seconds)
     say(f"sustained: {sustained_execs:,} execs (~{plan.sustained_seconds:.0f} s)")
-    results.sustained = traced_run(setup, "sustained", sustained_execs, 0)
+    with bpf_stats_enabled():
+        results.sustained = traced_run(setup, "sustained", sustained_execs, 0)
     results.sustained_seconds = plan.sustained_seconds
     say(f"sustained: {results.sustained.recorded:,} of {sustained_execs:,} in {results.sustained.storm.seconds:.1f} s")
 
@@ -142,6 +155,19 @@ def run_otel_exec(setup: Setup, plan: Plan, results: Results) -> None:
             results.scaling.append((rate, run))
             say(f"{label}: {run.storm.rate:,.0f} execs/s, {run.recorded:,} of {total:,}, "
                 f"{run.agent_us_per_exec:.1f} µs/exec")
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled() -> Iterator[None]:
+    """kernel.bpf_stats_enabled on while the block runs: the kernel then
+    times every BPF program run (two clock reads each)."""
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = stats.read_text().strip()
+    stats.write_text("1")
+    try:
+        yield
+    finally:
+        stats.write_text(before)
 
 
 def run_peers(setup: Setup, plan: Plan, results: Results) -> None:
@@ -199,7 +225,8 @@ def render(results: Results, plan: Plan, command: str, started: datetime.datetim
         f"    {command}",
         "",
         (f"Storm: {WORKERS} workers, {plan.execs:,} execs of /bin/true per A/B run, {plan.pairs} A/B pair(s); "
-         "collector: rotel on loopback (blackhole exporter, counting processor), OTLP/gRPC."),
+         "collector: rotel on loopback (blackhole exporter, counting processor; the \"uncounted\" pairs "
+         "without it), OTLP/gRPC."),
         "",
         "### otel-exec against the targets",
         "",

@@ -109,3 +109,11 @@ def test_a_record_larger_than_max_bytes_is_read_whole(tmp_path: Path) -> None:
     old.close()
     new = SignalSpool(tmp_path, "logs", 1 << 30)
     assert _drain(new, max_bytes=1000) == [big, b"small"]
+
+
+def test_one_append_of_more_records_than_writev_takes_at_once(tmp_path: Path) -> None:
+    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    recs = _records(1500)  # 3,000 buffers: three writev() calls
+    _append(sp, recs)
+    sp.close()
+    assert _drain(SignalSpool(tmp_path, "logs", 1 << 30), max_records=400) == recs
