@@ -62,10 +62,16 @@ class Agent:
         self.source: EventSource | None = None
         self.tick: Callable[[], None] = lambda: None  # called every loop (otel_exec.telemetry)
 
-    def start(self) -> None:
-        # Attach first, seed after: a process that starts in between is seen
-        # twice (harmless) rather than not at all.
+    def attach(self) -> None:
+        """Load and attach the programs: events queue in the ring buffer
+        from now on, until run() reads them."""
         self.source = make_source(self.cfg, self.identity, self.redaction.argv, self.redaction.env, self.log)
+
+    def start(self) -> None:
+        # Attached first, seeded after: a process that starts in between is
+        # seen twice (harmless) rather than not at all.
+        if self.source is None:
+            self.attach()
         self.table.seed_from_proc(self.identity)
         seeded = self.table.entries()
         for info in seeded:

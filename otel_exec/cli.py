@@ -122,18 +122,26 @@ def run(cfg: Config, stderr: TextIO) -> int:
     exporters = cfg.exporters or (("otlp",) if configured(opts) else ("console",))
     sinks: list[Sink] = []
     out: TextIO | None = None
-    if "otlp" in exporters:
-        spool = Spool(cfg.spool_dir, cfg.spool_max_bytes) if cfg.spool_dir else None
-        sinks.append(OtlpSink(opts, identity, spool))
-    if "console" in exporters:
-        # UTF-8 whatever the locale: event text is never unencodable.
-        out = open(cfg.output, "w", buffering=1 << 16, encoding="utf-8") if cfg.output else sys.stdout
-        if out is sys.stdout:
-            sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
-        sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl")))
     agent = Agent(cfg, sinks, identity, log=stderr)
-    telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval,
-                          resource_attributes(identity), stderr)
+    # Programs first: libbpf's parse of the kernel's BTF (several MB, freed
+    # once loaded) then does not come on top of the exporters' modules,
+    # imported below: it was the agent's peak RSS (BENCHMARKS.md).
+    agent.attach()
+    try:
+        if "otlp" in exporters:
+            spool = Spool(cfg.spool_dir, cfg.spool_max_bytes) if cfg.spool_dir else None
+            sinks.append(OtlpSink(opts, identity, spool))
+        if "console" in exporters:
+            # UTF-8 whatever the locale: event text is never unencodable.
+            out = open(cfg.output, "w", buffering=1 << 16, encoding="utf-8") if cfg.output else sys.stdout
+            if out is sys.stdout:
+                sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
+            sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl")))
+        telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval,
+                              resource_attributes(identity), stderr)
+    except BaseException:
+        agent.close()
+        raise
     agent.tick = telemetry.tick
     install_signal_handlers(agent)
     try:
