@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import Child, Children, cpu_ticks, status_kb, ticks_to_us
+from procs import Child, Children, bpf_run_time_ns, cpu_ticks, status_kb, ticks_to_us, written_bytes
 from rotel_collector import Rotel
 from storm import MARKER_KEY, Storm, StormResult
 
@@ -89,6 +89,12 @@ class Agent:
     def cpu_ticks(self) -> int:
         return cpu_ticks(self._running().pid)
 
+    def written_bytes(self) -> int:
+        return written_bytes(self._running().pid)
+
+    def bpf_run_time_ns(self) -> int:
+        return bpf_run_time_ns(self._running().pid)
+
     def status_kb(self, key: str) -> int:
         return status_kb(self._running().pid, key)
 
@@ -156,6 +162,8 @@ class TracedRun:
     latency_ms: Counter[int]
     collector_ticks: int  # rotel, same span as agent_ticks
     processor_us: int  # of collector_ticks, in rotel_count_processor (wall time)
+    written_bytes: int  # by the agent (its spool), same span as agent_ticks
+    bpf_ns: int  # in the agent's BPF programs, same span; 0 without kernel.bpf_stats_enabled
 
     @property
     def kernel_lost(self) -> int:
@@ -185,8 +193,11 @@ def traced_run(
     rate: float,
     extra_args: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
+    storm_key: tuple[str, str] | None = None,
 ) -> TracedRun:
-    """One storm with the agent exporting to a fresh collector.
+    """One storm with the agent exporting to a fresh collector, which tells
+    storm records by storm_key (attribute, value); by default the storm's
+    marker variable, which needs the environment collected.
 
     Processes left running by an exception are stopped by the caller's
     Children.stop_all().
@@ -194,7 +205,8 @@ def traced_run(
     workdir = setup.workdir / f"run-{label}"
     workdir.mkdir()
     marker = f"{setup.run_id}-{label}"
-    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, marker, setup.storm.binary)
+    key, value = storm_key or (MARKER_KEY, marker)
+    rotel = Rotel(setup.children, setup.rotel, workdir, key, value, setup.storm.binary)
     rotel.start()
     agent = Agent(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
                   extra_args or [], extra_env or {})
@@ -225,19 +237,24 @@ def traced_run(
         latency_ms=rotel.received.latency_ms,
         collector_ticks=done.collector_ticks - start.collector_ticks,
         processor_us=done.processor_us - start.processor_us,
+        written_bytes=done.agent_written - start.agent_written,
+        bpf_ns=done.agent_bpf_ns - start.agent_bpf_ns,
     )
 
 
 @dataclass(frozen=True)
 class _Sample:
-    agent_ticks: int  # 0 without an agent
+    agent_ticks: int  # 0 without an agent, as the two below
+    agent_written: int
+    agent_bpf_ns: int
     collector_ticks: int
     processor_us: int
     when: float  # monotonic
 
 
 def _sample(rotel: Rotel, agent: Agent | None) -> _Sample:
-    return _Sample(agent.cpu_ticks() if agent else 0, rotel.cpu_ticks(), rotel.received.processor_us,
+    return _Sample(agent.cpu_ticks() if agent else 0, agent.written_bytes() if agent else 0,
+                   agent.bpf_run_time_ns() if agent else 0, rotel.cpu_ticks(), rotel.received.processor_us,
                    time.monotonic())
 
 
