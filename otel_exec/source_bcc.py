@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import bcc_setup
-from .cgroups import cgroup2_root, resolve as resolve_cgroup
+from .cgroups import cgroup2_root
+from .cgroups import resolve as resolve_cgroup
 from .config import Config
 from .decode import BlockCache, container_id, text
 from .errors import BccError, BpfError, BpfLoadError

@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -196,7 +195,8 @@ def test_a_reexec_that_is_not_reported_ends_the_previous_span(need_kernel: None,
                                             OTEL_BSP_SCHEDULE_DELAY="200"))
     mark = new_mark()
     t0 = time.time_ns()
-    done = subprocess.run(["/bin/sh", "-c", f"exec {hidden} -c '{child}; exit 3'"], env=marked_env(mark))
+    done = subprocess.run(["/bin/sh", "-c", f"exec {hidden} -c '{child}; exit 3'"], env=marked_env(mark),
+                          check=False)
     assert done.returncode == 3
     counters = stop_clean(run)
     assert counters["exec_sampled_out"] + counters["exec_filtered"] >= 1
@@ -227,14 +227,10 @@ def test_no_field_leaves_out_exactly_its_fields(agent: AgentRun, progs: Progs, t
     program = copy_of(SLEEP, tmp_path / "oe-fields")
     run = AgentRun(tmp_path / "agent", "--no-field", group)
     mark = new_mark()
-    stdin = open(__file__, "rb")
-    try:
-        with Live([program, "30"], mark, cwd=tmp_path, stdin=stdin) as p:
-            full = _live_event(agent, p.pid)
-            assert_live_process(full, p.pid)
-            part = _live_event(run, p.pid)
-    finally:
-        stdin.close()
+    with open(__file__, "rb") as stdin, Live([program, "30"], mark, cwd=tmp_path, stdin=stdin) as p:
+        full = _live_event(agent, p.pid)
+        assert_live_process(full, p.pid)
+        part = _live_event(run, p.pid)
     stop_clean(run)
     gone = FIELD_GROUPS[group]
     assert part["unavailable"] == [f for f in full if f in gone] and full["unavailable"] == []

@@ -3,6 +3,8 @@ entries the kernel looks up, decoding of the records they shape, and their
 OTLP encoding. tests/test_knobs.py runs them for real."""
 from __future__ import annotations
 
+import io
+import json
 import os
 
 import pytest
@@ -11,9 +13,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from otel_exec import cli, layout, mapping
 from otel_exec.cgroups import cgroup2_root, resolve
 from otel_exec.config import FIELD_GROUPS, Config
+from otel_exec.console import ConsoleExporter, pretty_line
 from otel_exec.decode import Decoder
-from otel_exec.errors import UsageError
-from otel_exec.events import ExecEvent, UnreportedExecEvent
+from otel_exec.events import ExecEvent, SharedExec, UnreportedExecEvent
 from otel_exec.loader import prefix_entries
 from otel_exec.proctable import ProcessTable
 from test_decode_fuzz import IDENTITY, build_exec, leaf_first
@@ -112,8 +114,6 @@ def test_sample_rate_attribute_only_when_sampling() -> None:
 def test_not_collected_fields_leave_no_attribute_and_no_body() -> None:
     """The CO-RE path (a shared part, encoded once) leaves out the same
     attributes as the per-exec path of the BCC backend."""
-    from otel_exec.events import SharedExec
-
     gone = Config(no_field=["argv", "env", "paths"]).not_collected()
     for shared in (SharedExec(()), None):
         ev = sample_exec(unavailable=gone, argv=[], env=[], pathname="", pwd="", cgroup_path="", container_id=None,
@@ -146,11 +146,6 @@ def test_unreported_exec_ends_the_image_of_that_process_only() -> None:
 
 
 def test_console_leaves_out_what_was_not_collected() -> None:
-    import io
-    import json
-
-    from otel_exec.console import ConsoleExporter, pretty_line
-
     gone = Config(no_field=["paths", "argv"]).not_collected()
     ev = sample_exec(unavailable=gone, argv=[], pathname="", sample_rate=4)
     line = pretty_line(ev)
