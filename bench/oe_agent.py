@@ -3,16 +3,14 @@ to rotel, and the measurements of one traced storm."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from procs import Child, Children, cpu_ticks, status_kb, ticks_to_us
+from procs import Child, Children, bpf_run_time_ns, cpu_ticks, status_kb, ticks_to_us, written_bytes
 from rotel_collector import Rotel
 from storm import MARKER_KEY, Storm, StormResult
 
@@ -94,6 +92,12 @@ class Agent:
     def cpu_ticks(self) -> int:
         return cpu_ticks(self._running().pid)
 
+    def written_bytes(self) -> int:
+        return written_bytes(self._running().pid)
+
+    def bpf_run_time_ns(self) -> int:
+        return bpf_run_time_ns(self._running().pid)
+
     def status_kb(self, key: str) -> int:
         return status_kb(self._running().pid, key)
 
@@ -161,9 +165,8 @@ class TracedRun:
     latency_ms: Counter[int]
     collector_ticks: int  # rotel, same span as agent_ticks
     processor_us: int  # of collector_ticks, in rotel_count_processor (wall time)
-    # BPF program name -> (run_time_ns, run_cnt) since load, when
-    # kernel.bpf_stats_enabled was on (else empty)
-    bpf_stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+    written_bytes: int  # by the agent (its spool), same span as agent_ticks
+    bpf_ns: int  # in the agent's BPF programs, same span; 0 without kernel.bpf_stats_enabled
 
     @property
     def kernel_lost(self) -> int:
@@ -193,9 +196,12 @@ def traced_run(
     rate: float,
     extra_args: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
+    storm_key: tuple[str, str] | None = None,
     count: bool = True,
 ) -> TracedRun:
-    """One storm with the agent exporting to a fresh collector; with
+    """One storm with the agent exporting to a fresh collector, which tells
+    storm records by storm_key (attribute, value); by default the storm's
+    marker variable, which needs the environment collected. With
     count=False the collector runs without the counting processor (nothing
     recorded, no latency) and the agent's CPU is taken _UNCOUNTED_DRAIN s
     after the storm.
@@ -206,7 +212,8 @@ def traced_run(
     workdir = setup.workdir / f"run-{label}"
     workdir.mkdir()
     marker = f"{setup.run_id}-{label}"
-    rotel = Rotel(setup.children, setup.rotel, workdir, MARKER_KEY, marker, setup.storm.binary, count=count)
+    key, value = storm_key or (MARKER_KEY, marker)
+    rotel = Rotel(setup.children, setup.rotel, workdir, key, value, setup.storm.binary, count=count)
     rotel.start()
     agent = Agent(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
                   extra_args or [], extra_env or {})
@@ -225,10 +232,8 @@ def traced_run(
         time.sleep(_UNCOUNTED_DRAIN)
         done = _sample(rotel, agent)
     hwm_kb = agent.status_kb("VmHWM")
-    bpf_stats = bpf_prog_stats()  # while the programs are loaded
     counters = agent.stop()
-    # Whatever the agent flushed while stopping still counts as recorded.
-    if count:
+    if count:  # whatever the agent flushed while stopping still counts as recorded
         _wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
     rotel.stop()
     return TracedRun(
@@ -243,36 +248,24 @@ def traced_run(
         latency_ms=rotel.received.latency_ms,
         collector_ticks=done.collector_ticks - start.collector_ticks,
         processor_us=done.processor_us - start.processor_us,
-        bpf_stats=bpf_stats,
+        written_bytes=done.agent_written - start.agent_written,
+        bpf_ns=done.agent_bpf_ns - start.agent_bpf_ns,
     )
-
-
-def bpf_prog_stats() -> dict[str, tuple[int, int]]:
-    """(run_time_ns, run_cnt) of each loaded handle_* program, if the kernel
-    counts them (kernel.bpf_stats_enabled) and bpftool can tell: nothing
-    when another agent's programs of the same names are loaded too."""
-    try:
-        if Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip() != "1":
-            return {}
-        out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=False).stdout
-        progs = json.loads(out or "[]")
-    except (OSError, ValueError):
-        return {}
-    ours = [p for p in progs if p.get("name", "").startswith("handle_")]
-    stats = {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in ours}
-    return stats if len(stats) == len(ours) else {}
 
 
 @dataclass(frozen=True)
 class _Sample:
-    agent_ticks: int  # 0 without an agent
+    agent_ticks: int  # 0 without an agent, as the two below
+    agent_written: int
+    agent_bpf_ns: int
     collector_ticks: int
     processor_us: int
     when: float  # monotonic
 
 
 def _sample(rotel: Rotel, agent: Agent | None) -> _Sample:
-    return _Sample(agent.cpu_ticks() if agent else 0, rotel.cpu_ticks(), rotel.received.processor_us,
+    return _Sample(agent.cpu_ticks() if agent else 0, agent.written_bytes() if agent else 0,
+                   agent.bpf_run_time_ns() if agent else 0, rotel.cpu_ticks(), rotel.received.processor_us,
                    time.monotonic())
 
 

@@ -40,6 +40,47 @@ def status_kb(pid: int, key: str) -> int:
     raise KeyError(f"{key} not in /proc/{pid}/status")
 
 
+def written_bytes(pid: int) -> int:
+    """wchar of /proc/PID/io: bytes the process handed to write(2) and its
+    kin, all threads. For otel-exec that is its spool: every OTLP record is
+    written there once (sends to the collector go through sendmsg, which
+    wchar does not count)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise KeyError(f"wchar not in /proc/{pid}/io")
+
+
+def bpf_run_time_ns(pid: int) -> int:
+    """Kernel time spent in the BPF programs the process holds open (the
+    run_time_ns of their fdinfo), summed: 0 unless kernel.bpf_stats_enabled
+    is set (see BpfStats)."""
+    total = 0
+    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = fdinfo.read_text()
+        except OSError:
+            continue  # closed meanwhile
+        if "prog_id:" in text:
+            total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("run_time_ns:")), 0)
+    return total
+
+
+class BpfStats:
+    """kernel.bpf_stats_enabled on for the block, as it was after: the
+    kernel then times every BPF program run, at a small cost to each."""
+
+    _SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+    def __enter__(self) -> BpfStats:
+        self._saved = self._SYSCTL.read_text()
+        self._SYSCTL.write_text("1")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._SYSCTL.write_text(self._saved)
+
+
 def kb_to_mb(kb: int) -> float:
     """kB (KiB, as /proc reports) to MB (10**6 bytes, the targets' unit)."""
     return kb * 1024 / 1e6

@@ -222,11 +222,11 @@ def targets_table(r: Results) -> str:
 
 
 def _kernel_us_per_exec(run: TracedRun | None) -> float | None:
-    """BPF time per exec: the exec program's average run, plus the exit and
-    prepare-exec programs' (each runs about once per exec)."""
-    if run is None or not run.bpf_stats:
+    """Time in the agent's BPF programs (exec, exit, prepare_exec) per
+    storm exec, if the run had kernel.bpf_stats_enabled on."""
+    if run is None or not run.bpf_ns:
         return None
-    return sum(ns / cnt for ns, cnt in run.bpf_stats.values() if cnt) / 1000
+    return run.bpf_ns / run.storm.execs / 1000
 
 
 def _overhead_budget(r: Results, untraced_rate: float, measured_ratio: float) -> list[str]:

@@ -55,7 +55,12 @@ _GAP = "otel_exec.agent.gap"
 _OBSERVED = "otel_exec.process.observed"
 
 
+_KEY_IN_ENV = _KEY.startswith(_ENV_PREFIX)
+
+
 def _is_storm(attributes: Any) -> bool:
+    if not _KEY_IN_ENV:  # e.g. otel_exec.cmdpath, when the environment is not collected
+        return _attribute(attributes, _KEY) == _VALUE
     # Scanned from the end, stopping once past the block of env attributes:
     # otel-exec puts the environment last, and bench/storm.py puts the marker
     # last in the storm's environment, so a storm record is decided in one

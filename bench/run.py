@@ -20,7 +20,6 @@ started is stopped on exit, error or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
 import platform
@@ -33,13 +32,12 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from oe_agent import Setup, measure_startup, traced_run
 from peers import INSTALL_COMMAND, PEERS, PeerResult, install_peers
-from procs import Children
+from procs import BpfStats, Children
 from report import (
     HEADER,
     Results,
@@ -142,7 +140,7 @@ def run_otel_exec(setup: Setup, plan: Plan, results: Results) -> None:
     untraced_rate = statistics.median(results.untraced)
     sustained_execs = round(untraced_rate * plan.sustained_seconds)
     say(f"sustained: {sustained_execs:,} execs (~{plan.sustained_seconds:.0f} s)")
-    with bpf_stats_enabled():
+    with BpfStats():  # the BPF programs' share of the overhead (report._overhead_budget)
         results.sustained = traced_run(setup, "sustained", sustained_execs, 0)
     results.sustained_seconds = plan.sustained_seconds
     say(f"sustained: {results.sustained.recorded:,} of {sustained_execs:,} in {results.sustained.storm.seconds:.1f} s")
@@ -155,19 +153,6 @@ def run_otel_exec(setup: Setup, plan: Plan, results: Results) -> None:
             results.scaling.append((rate, run))
             say(f"{label}: {run.storm.rate:,.0f} execs/s, {run.recorded:,} of {total:,}, "
                 f"{run.agent_us_per_exec:.1f} µs/exec")
-
-
-@contextlib.contextmanager
-def bpf_stats_enabled() -> Iterator[None]:
-    """kernel.bpf_stats_enabled on while the block runs: the kernel then
-    times every BPF program run (two clock reads each)."""
-    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
-    before = stats.read_text().strip()
-    stats.write_text("1")
-    try:
-        yield
-    finally:
-        stats.write_text(before)
 
 
 def run_peers(setup: Setup, plan: Plan, results: Results) -> None:

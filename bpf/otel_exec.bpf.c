@@ -31,13 +31,28 @@ struct {
 	__uint(max_entries, 8 << 20); /* resized by user space */
 } events SEC(".maps");
 
+/* One path walked by walk_path(): per step of the walk, leaf first, the
+ * name of the component it passed, or 0 where it crossed a mount. */
+struct path_walk {
+	__u64 name[OE_PATH_DEPTH_MAX];   /* kernel addresses of the dentry names */
+	__u32 n;                         /* steps */
+	__u32 pflags;                    /* OE_PF_* */
+};
+
 /* An exec record is built here and copied out with bpf_ringbuf_output: a
  * reservation must have a constant size, while most records are a few
  * hundred bytes and a few are hundreds of KiB. Indexed by CPU: tracepoint
- * programs run with preemption disabled and do not nest with each other. */
+ * programs run with preemption disabled and do not nest with each other.
+ * rec and data go out in one piece; what follows them is working space. */
 struct exec_scratch {
 	struct oe_exec rec;
 	char data[OE_DATA_SIZE];
+	struct path_walk walk;
+	/* A path's first bytes as a path_prefixes key. A name is copied in with
+	 * up to OE_PREFIX_LEN bytes wherever the previous one ended: key_tail
+	 * takes what runs past key.data. */
+	struct oe_prefix_key key;
+	char key_tail[OE_PREFIX_LEN];
 };
 
 struct {
@@ -58,20 +73,38 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* comm -> 1 (include) or 2 (exclude) */
+/* comm -> OE_MATCH_* bits */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, OE_FILTER_ENTRIES_MAX);
 	__type(key, char[OE_COMM_LEN]);
 	__type(value, __u8);
 } comm_filter SEC(".maps");
 
+/* real uid -> OE_MATCH_* bits */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, OE_FILTER_ENTRIES_MAX);
 	__type(key, __u32);
 	__type(value, __u8);
 } uid_filter SEC(".maps");
+
+/* cgroup v2 id (kernfs id, the inode number of its directory) -> 1 */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OE_FILTER_ENTRIES_MAX);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_filter SEC(".maps");
+
+/* path prefix -> OE_MATCH_* bits (see struct oe_prefix_key) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, OE_FILTER_ENTRIES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct oe_prefix_key);
+	__type(value, __u8);
+} path_prefixes SEC(".maps");
 
 /* comm before exec, keyed by tid, from sched_prepare_exec (6.10+) */
 struct {
@@ -182,18 +215,24 @@ static __always_inline __u32 put_str(struct exec_scratch *s, __u32 off, const vo
  */
 #define PACK(len, flags) ((__u64)(flags) << 32 | (len))
 
-/* Path of (mnt, dentry) as leaf-first components, walking dentries up to
- * the mount root and then across mounts, as d_path() does. */
-__noinline __u64 put_path(struct exec_scratch *s, __u32 off, __u64 vfsmnt_addr, __u64 dentry_addr)
+/* Walks (mnt, dentry) up to the root of the mount namespace as d_path()
+ * does, dentries up to the mount root and then across mounts, into s->walk.
+ * Apart from writing the path (put_walked), the --path-prefix filters read
+ * the walk of the executable, which is then written without a second one. */
+__noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr)
 {
 	struct vfsmount *vfsmnt = (void *)vfsmnt_addr;
 	struct dentry *dentry = (void *)dentry_addr;
-	__u32 start = off, pflags = 0, mnt_off = bpf_core_field_offset(struct mount, mnt);
+	__u32 n = OE_PATH_DEPTH_MAX, pflags = 0, mnt_off = bpf_core_field_offset(struct mount, mnt);
 	struct mount *mnt = (void *)vfsmnt - mnt_off;
 	bool done = false;
 	int i;
 
-	if (!s || !dentry || !vfsmnt)
+	if (!s)
+		return 0;
+	s->walk.n = 0;
+	s->walk.pflags = 0;
+	if (!dentry || !vfsmnt)
 		return 0;
 	if (!BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry)
 		pflags |= OE_PF_DELETED;
@@ -209,31 +248,122 @@ __noinline __u64 put_path(struct exec_scratch *s, __u32 off, __u64 vfsmnt_addr, 
 				/* A dentry with no parent that is not a mount root:
 				 * a pseudo file (memfd, pipe, socket, anon inode). */
 				pflags |= OE_PF_DETACHED;
-				off += put_str(s, off, BPF_CORE_READ(dentry, d_name.name), OE_NAME_MAX,
-					       false, NULL);
+				s->walk.name[i] = (__u64)BPF_CORE_READ(dentry, d_name.name);
+				n = i + 1;
 				done = true;
 				break;
 			}
 			mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 			if (mnt_parent == mnt) {
+				n = i;
 				done = true;
 				break;
 			}
+			/* Indexed by step, not by component: a counter of its own
+			 * would multiply the states the verifier explores. */
+			s->walk.name[i] = 0;
 			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 			mnt = mnt_parent;
 			vfsmnt = (void *)mnt + mnt_off;
 			continue;
 		}
-		if (off - start > OE_PATH_MAX - OE_NAME_MAX)
-			break;
-		off += put_str(s, off, BPF_CORE_READ(dentry, d_name.name), OE_NAME_MAX, false, NULL);
+		s->walk.name[i] = (__u64)BPF_CORE_READ(dentry, d_name.name);
 		dentry = parent;
 	}
-	if (!done) {
+	if (!done)
 		pflags |= OE_PF_TRUNCATED;
-		count(OE_CNT_CUT_PATH);
+	s->walk.n = n;
+	s->walk.pflags = pflags;
+	return 0;
+}
+
+/* Writes the path in s->walk at off as leaf-first components, at most
+ * OE_PATH_MAX bytes (a cut keeps the leaf-most ones). */
+__noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
+{
+	__u32 start = off, n, pflags;
+	int i;
+
+	if (!s)
+		return 0;
+	n = s->walk.n;
+	pflags = s->walk.pflags;
+	for (i = 0; i < OE_PATH_DEPTH_MAX && i < n; i++) {
+		__u64 name = s->walk.name[i];
+
+		if (!name)
+			continue;
+		if (off - start > OE_PATH_MAX - OE_NAME_MAX) {
+			pflags |= OE_PF_TRUNCATED;
+			break;
+		}
+		off += put_str(s, off, (void *)name, OE_NAME_MAX, false, NULL);
 	}
+	if (pflags & OE_PF_TRUNCATED)
+		count(OE_CNT_CUT_PATH);
 	return PACK(off - start, pflags);
+}
+
+/* The OE_MATCH_* bits of the longest configured prefix of the first len
+ * bytes in s->key.data. */
+static __always_inline __u32 prefix_bits(struct exec_scratch *s, __u32 len)
+{
+	__u8 *bits;
+
+	s->key.prefixlen = len * 8;
+	bits = bpf_map_lookup_elem(&path_prefixes, &s->key);
+	return bits ? *bits : 0;
+}
+
+/* The same for a kernel string (cmdpath), of which OE_PREFIX_LEN - 1 bytes
+ * are compared. */
+static __always_inline __u32 string_prefix_bits(struct exec_scratch *s, const char *str)
+{
+	long n = bpf_probe_read_kernel_str(s->key.data, OE_PREFIX_LEN, str);
+
+	return prefix_bits(s, n > 1 ? n - 1 : 0);
+}
+
+/* The same for the path in s->walk, joined root first as user space joins
+ * it ("..." first when the walk was cut). */
+__noinline __u32 walked_prefix_bits(struct exec_scratch *s)
+{
+	__u64 pos = 0;  /* 64 bits: a 32-bit index is widened in a copy the verifier cannot bound */
+	__u32 n;
+	int i;
+
+	if (!s)
+		return 0;
+	n = s->walk.n;
+	if (s->walk.pflags & OE_PF_TRUNCATED) {
+		__builtin_memcpy(s->key.data, "...", 3);
+		pos = 3;
+	}
+	for (i = 0; i < OE_PATH_DEPTH_MAX && i < n; i++) {
+		__u64 name = s->walk.name[(n - 1 - i) & (OE_PATH_DEPTH_MAX - 1)];
+		long len;
+
+		/* pos is no more precise than this range: a precise pos per
+		 * step would multiply the states the verifier explores. */
+		barrier_var(pos);
+		pos &= 2 * OE_PREFIX_LEN - 1;
+		if (pos >= OE_PREFIX_LEN - 1)
+			break;
+		if (!name)
+			continue;
+		s->key.data[pos] = '/';
+		len = bpf_probe_read_kernel_str(&s->key.data[pos + 1], OE_PREFIX_LEN, (void *)name);
+		pos += len > 1 ? len : 1;
+	}
+	/* No component: the root. */
+	if (pos == 0) {
+		s->key.data[0] = '/';
+		pos = 1;
+	} else if (pos == 3 && (s->walk.pflags & OE_PF_TRUNCATED)) {
+		s->key.data[3] = '/';
+		pos = 4;
+	}
+	return prefix_bits(s, pos < OE_PREFIX_LEN - 1 ? pos : OE_PREFIX_LEN - 1);
 }
 
 static __always_inline struct kernfs_node *kernfs_parent(struct kernfs_node *kn)
@@ -277,12 +407,17 @@ static __always_inline __u32 put_resolved(struct exec_scratch *s, __u32 off, int
 	return len;
 }
 
+static __always_inline void walk_file(struct exec_scratch *s, struct file *f)
+{
+	walk_path(s, (__u64)BPF_CORE_READ(f, f_path.mnt), (__u64)BPF_CORE_READ(f, f_path.dentry));
+}
+
 static __always_inline __u64 file_path(struct exec_scratch *s, __u32 off, struct file *f)
 {
 	if (!f)
 		return 0;
-	return put_path(s, off, (__u64)BPF_CORE_READ(f, f_path.mnt),
-			(__u64)BPF_CORE_READ(f, f_path.dentry));
+	walk_file(s, f);
+	return put_walked(s, off);
 }
 
 /* Copy [start, end) of the new process's memory (argv or env block). */
@@ -389,28 +524,80 @@ static __always_inline __u64 wakeup_flags(void)
 		       BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline bool filtered(struct task_struct *t, __u32 pid_ns)
+/* The OE_MATCH_* bits of the current comm (after the exec). */
+static __always_inline __u32 comm_bits(void)
 {
 	char comm[OE_COMM_LEN] = {};
-	__u8 *mode;
+	__u8 *bits;
 
-	if (cfg.filter_comm_include || cfg.filter_comm_exclude) {
-		bpf_get_current_comm(comm, sizeof(comm));
-		mode = bpf_map_lookup_elem(&comm_filter, comm);
-		if (cfg.filter_comm_include && (!mode || *mode != 1))
-			return true;
-		if (cfg.filter_comm_exclude && mode && *mode == 2)
+	bpf_get_current_comm(comm, sizeof(comm));
+	bits = bpf_map_lookup_elem(&comm_filter, comm);
+	return bits ? *bits : 0;
+}
+
+static __always_inline __u32 uid_bits(__u32 uid)
+{
+	__u8 *bits = bpf_map_lookup_elem(&uid_filter, &uid);
+
+	return bits ? *bits : 0;
+}
+
+/* The task's cgroup v2, or one of its ancestors, is in cgroup_filter. Level
+ * 0 is the root; a configured cgroup deeper than OE_CGROUP_DEPTH_MAX is
+ * refused by user space. */
+static __always_inline bool in_filtered_cgroup(void)
+{
+	int level;
+
+	for (level = 0; level <= OE_CGROUP_DEPTH_MAX; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+		if (!id)
+			return false;  /* deeper than the task's own cgroup */
+		if (bpf_map_lookup_elem(&cgroup_filter, &id))
 			return true;
 	}
-	if (cfg.filter_uid) {
-		__u32 uid = BPF_CORE_READ(t, cred, uid.val);
+	return false;
+}
 
-		if (!bpf_map_lookup_elem(&uid_filter, &uid))
-			return true;
-	}
+/* The filters that need no scratch: comm, uid, pid namespace, cgroup. */
+static __always_inline bool filtered(__u32 comm, __u32 uid, __u32 pid_ns)
+{
+	if (cfg.filter_comm_include && !(comm & OE_MATCH_INCLUDE))
+		return true;
+	if (cfg.filter_comm_exclude && (comm & OE_MATCH_EXCLUDE))
+		return true;
+	if (cfg.filter_uid && !(uid & OE_MATCH_INCLUDE))
+		return true;
 	if (cfg.container_only && pid_ns == cfg.host_pid_ns)
 		return true;
+	if (cfg.filter_cgroup && !in_filtered_cgroup())
+		return true;
 	return false;
+}
+
+/* An exec that is not reported ends the image user space may hold for the
+ * process: tell it, unless this is the first exec since the fork (the
+ * previous image was the parent's, which goes on). After the exec,
+ * self_exec_id has grown by one per exec since the fork. */
+static __always_inline void unreported(struct task_struct *t)
+{
+	struct oe_unreported_exec *r;
+
+	if (BPF_CORE_READ(t, self_exec_id) == BPF_CORE_READ(t, parent_exec_id) + 1)
+		return;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count(OE_CNT_LOST_UNREPORTED_RINGBUF_FULL);
+		return;
+	}
+	r->hdr.type = OE_REC_UNREPORTED_EXEC;
+	r->hdr.size = sizeof(*r);
+	r->hdr.boot_ns = bpf_ktime_get_boot_ns();
+	r->start_boottime_ns = BPF_CORE_READ(t, start_boottime);
+	r->pid = BPF_CORE_READ(t, tgid);
+	r->_pad = 0;
+	bpf_ringbuf_submit(r, wakeup_flags());
 }
 
 SEC("tp_btf/sched_prepare_exec")
@@ -431,11 +618,13 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	struct task_struct *image_owner;
 	struct mm_struct *mm = BPF_CORE_READ(t, mm);
 	struct pid *tpid = BPF_CORE_READ(t, thread_pid);
+	struct file *exe = BPF_CORE_READ(bprm, file);
 	struct exec_scratch *s;
 	struct pid_namespace *ns;
 	struct upid up = {};
 	__u32 key = bpf_get_smp_processor_id(), off = 0, level, tid;
-	bool cut = false;
+	__u32 comm = 0, uid = 0, prefix = 0;
+	bool cut = false, exe_walked = false, sampled = false;
 	char *prev;
 	long err;
 
@@ -443,21 +632,61 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 		return 0;
 	count(OE_CNT_EXEC_SEEN);
 
+	/* Filters, cheapest first; then sampling. Both come before the work of
+	 * building the record. */
 	level = BPF_CORE_READ(tpid, level);
 	bpf_core_read(&up, sizeof(up), &tpid->numbers[level]);
 	ns = up.ns;
-	if (filtered(t, BPF_CORE_READ(ns, ns.inum))) {
+	if (cfg.filter_comm_include || cfg.filter_comm_exclude || cfg.keep_comm)
+		comm = comm_bits();
+	if (cfg.filter_uid || cfg.keep_uid)
+		uid = uid_bits(BPF_CORE_READ(t, cred, uid.val));
+	if (filtered(comm, uid, BPF_CORE_READ(ns, ns.inum))) {
 		count(OE_CNT_EXEC_FILTERED);
+		unreported(t);
 		return 0;
 	}
 
 	s = bpf_map_lookup_elem(&scratch, &key);
 	if (!s) {
 		count(OE_CNT_LOST_EXEC_NO_SCRATCH);
+		unreported(t);
 		return 0;
 	}
+	/* A prefix of cmdpath decides without a walk; the executable's path is
+	 * walked only when that did not, and the walk is kept for the record. */
+	if (cfg.filter_path || cfg.keep_path)
+		prefix = string_prefix_bits(s, BPF_CORE_READ(bprm, filename));
+	if (cfg.filter_path && !(prefix & OE_MATCH_INCLUDE)) {
+		walk_file(s, exe);
+		exe_walked = true;
+		prefix |= walked_prefix_bits(s);
+		if (!(prefix & OE_MATCH_INCLUDE)) {
+			count(OE_CNT_EXEC_FILTERED);
+			unreported(t);
+			return 0;
+		}
+	}
+	if (cfg.sample_rate > 1 && !((comm | uid | prefix) & OE_MATCH_KEEP)) {
+		if (cfg.keep_path && !exe_walked) {
+			walk_file(s, exe);
+			exe_walked = true;
+			prefix |= walked_prefix_bits(s);
+		}
+		if (!(prefix & OE_MATCH_KEEP)) {
+			if (bpf_get_prandom_u32() % cfg.sample_rate) {
+				count(OE_CNT_EXEC_SAMPLED_OUT);
+				unreported(t);
+				return 0;
+			}
+			sampled = true;
+		}
+	}
+
 	__builtin_memset(&s->rec, 0, sizeof(s->rec));
 	s->rec.hdr.type = OE_REC_EXEC;
+	if (sampled)
+		s->rec.flags |= OE_F_SAMPLED;
 	s->rec.hdr.boot_ns = bpf_ktime_get_boot_ns();
 
 	s->rec.host_pid = BPF_CORE_READ(t, tgid);
@@ -492,7 +721,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	}
 	BPF_CORE_READ_STR_INTO(&s->rec.hostname, t, nsproxy, uts_ns, name.nodename);
 
-	read_file_id(BPF_CORE_READ(bprm, file), &s->rec.file);
+	read_file_id(exe, &s->rec.file);
 	{
 		/* A forked copy shares its image parent's mm->exe_file. The thread
 		 * that forked us still has the mm when its group leader exited. */
@@ -523,16 +752,22 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 		count(OE_CNT_CUT_STRING);
 	}
 
-	off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME,
-			    file_path(s, off, BPF_CORE_READ(bprm, file)));
-	{
+	/* cfg.skip is constant for the verifier: what --no-field switched off is
+	 * not even in the program that runs. */
+	if (!(cfg.skip & OE_SKIP_PATHS)) {
+		if (!exe_walked)
+			walk_file(s, exe);
+		off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME, put_walked(s, off));
+	}
+	if (!(cfg.skip & OE_SKIP_INTERPRETER)) {
 		struct file *ld = elf_interpreter(t, mm);
 
 		read_file_id(ld, &s->rec.interpreter);
-		off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER,
-				    file_path(s, off, ld));
+		if (!(cfg.skip & OE_SKIP_PATHS))
+			off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER,
+					    file_path(s, off, ld));
 	}
-	{
+	if (!(cfg.skip & OE_SKIP_STDIN)) {
 		struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
 		struct file *in = NULL;
 
@@ -540,13 +775,15 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 			bpf_core_read(&in, sizeof(in), &fds[0]);
 		read_file_id(in, &s->rec.stdin);
 		s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
-		off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, file_path(s, off, in));
+		if (!(cfg.skip & OE_SKIP_PATHS))
+			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, file_path(s, off, in));
 	}
-	off += put_resolved(s, off, OE_STR_PWD, OE_PATH_PWD,
-			    put_path(s, off, (__u64)BPF_CORE_READ(t, fs, pwd.mnt),
-				     (__u64)BPF_CORE_READ(t, fs, pwd.dentry)));
-	off += put_resolved(s, off, OE_STR_CGROUP, OE_PATH_CGROUP,
-			    put_cgroup(s, off, (__u64)BPF_CORE_READ(t, cgroups, dfl_cgrp, kn)));
+	if (!(cfg.skip & OE_SKIP_PATHS)) {
+		walk_path(s, (__u64)BPF_CORE_READ(t, fs, pwd.mnt), (__u64)BPF_CORE_READ(t, fs, pwd.dentry));
+		off += put_resolved(s, off, OE_STR_PWD, OE_PATH_PWD, put_walked(s, off));
+		off += put_resolved(s, off, OE_STR_CGROUP, OE_PATH_CGROUP,
+				    put_cgroup(s, off, (__u64)BPF_CORE_READ(t, cgroups, dfl_cgrp, kn)));
+	}
 
 	s->rec.str_len[OE_STR_ARGV] =
 		put_user_block(s, off, BPF_CORE_READ(mm, arg_start), BPF_CORE_READ(mm, arg_end),

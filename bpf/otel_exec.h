@@ -33,6 +33,7 @@
 enum oe_record_type {
 	OE_REC_EXEC = 1,
 	OE_REC_EXIT = 3,
+	OE_REC_UNREPORTED_EXEC = 4,
 };
 
 /* Variable-length strings of an exec record, in the order they follow it. */
@@ -61,6 +62,9 @@ enum oe_str {
 /* The parent's mm was gone (it is exiting, or its main thread exited): its
  * executable is unknown, user space takes the image from its table. */
 #define OE_F_PARENT_EXE_UNKNOWN    (1u << 23)
+/* Kept by --sample-rate N (it stands for N execs), not by an always-keep
+ * filter; without sampling no exec has it. */
+#define OE_F_SAMPLED               (1u << 24)
 /* Per resolved path p (OE_PATH_*), three bits from OE_F_PATH_SHIFT + 3p:
  * the walk hit its bound, the file is unlinked, the dentry is detached
  * (a pseudo file such as a memfd, pipe or socket: the kernel names it via
@@ -80,9 +84,11 @@ enum oe_str {
 enum oe_counter {
 	OE_CNT_EXEC_SEEN = 0,
 	OE_CNT_EXEC_FILTERED,
+	OE_CNT_EXEC_SAMPLED_OUT,         /* passed the filters, dropped by --sample-rate */
 	OE_CNT_LOST_EXEC_RINGBUF_FULL,   /* record could not be output */
 	OE_CNT_LOST_EXIT_RINGBUF_FULL,
 	OE_CNT_LOST_EXEC_NO_SCRATCH,     /* per-CPU scratch lookup failed */
+	OE_CNT_LOST_UNREPORTED_RINGBUF_FULL, /* an oe_unreported_exec could not be output */
 	OE_CNT_CUT_ARGV,                 /* argv cut by the configured bound */
 	OE_CNT_CUT_ENV,
 	OE_CNT_CUT_PATH,                 /* a path deeper/longer than the walk bound */
@@ -148,17 +154,61 @@ struct oe_exit {
 	char comm[OE_COMM_LEN];
 };
 
+/*
+ * An exec that was not reported (filtered or sampled out) by a process that
+ * had exec'd before: the image user space may hold for it has ended. Not sent
+ * for a first exec after fork, whose previous image is its parent's.
+ */
+struct oe_unreported_exec {
+	struct oe_header hdr;
+	__u64 start_boottime_ns;
+	__u32 pid;                       /* host tgid */
+	__u32 _pad;
+};
+
+/* Entries of each filter map: comms, uids, cgroups, path prefixes. */
+#define OE_FILTER_ENTRIES_MAX 256
+
+/* Bits of the comm_filter, uid_filter and path_prefixes values. */
+#define OE_MATCH_INCLUDE 1u              /* --comm, --uid, --path-prefix */
+#define OE_MATCH_EXCLUDE 2u              /* --exclude-comm */
+#define OE_MATCH_KEEP    4u              /* --keep-comm, --keep-uid, --keep-path-prefix */
+
+/* path_prefixes is an LPM trie keyed by a path's first OE_PREFIX_LEN - 1
+ * bytes; each entry's value holds the bits of every configured prefix that
+ * is a prefix of it, so the longest match answers for all. */
+#define OE_PREFIX_LEN 256
+struct oe_prefix_key {
+	__u32 prefixlen;                 /* bits */
+	char data[OE_PREFIX_LEN];
+};
+
+/* oe_config.skip: what --no-field switches off (argv and env: argv_max and
+ * env_max are 0). */
+#define OE_SKIP_STDIN       (1u << 0)    /* fd 0's identity and path */
+#define OE_SKIP_INTERPRETER (1u << 1)    /* the ELF interpreter's identity and path */
+#define OE_SKIP_PATHS       (1u << 2)    /* every dentry/kernfs walk: pathname, interpreter,
+					  * stdin, pwd, cgroup */
+
 /* Load-time configuration (.rodata, set before load). */
 struct oe_config {
 	__u32 self_tgid;                 /* the agent: its execs/forks/exits are not reported */
-	__u32 argv_max;                  /* bytes, <= OE_ARGS_MAX */
+	__u32 argv_max;                  /* bytes, <= OE_ARGS_MAX; 0 = do not read argv */
 	__u32 env_max;                   /* bytes, <= OE_ARGS_MAX; 0 = do not read env */
 	__u32 host_pid_ns;               /* pid-ns inum of the host, for container_only */
-	__u8 filter_comm_include;        /* only comms in comm_filter with value 1 */
-	__u8 filter_comm_exclude;        /* drop comms in comm_filter with value 2 */
-	__u8 filter_uid;                 /* only uids in uid_filter */
+	__u8 filter_comm_include;        /* only comms in comm_filter with OE_MATCH_INCLUDE */
+	__u8 filter_comm_exclude;        /* drop comms in comm_filter with OE_MATCH_EXCLUDE */
+	__u8 filter_uid;                 /* only uids in uid_filter with OE_MATCH_INCLUDE */
 	__u8 container_only;             /* only tasks outside the host pid namespace */
 	__u32 wakeup_bytes;              /* wake the reader once this much is queued */
+	__u8 filter_cgroup;              /* only tasks in a cgroup of cgroup_filter, or below one */
+	__u8 filter_path;                /* only cmdpath or pathname under an OE_MATCH_INCLUDE prefix */
+	__u8 keep_comm;                  /* sampling spares comms with OE_MATCH_KEEP */
+	__u8 keep_uid;                   /* ... uids with OE_MATCH_KEEP */
+	__u8 keep_path;                  /* ... cmdpath or pathname under an OE_MATCH_KEEP prefix */
+	__u8 _pad[3];
+	__u32 sample_rate;               /* keep 1 exec in sample_rate; 0 and 1 keep every exec */
+	__u32 skip;                      /* OE_SKIP_* */
 };
 
 #endif /* OTEL_EXEC_H */

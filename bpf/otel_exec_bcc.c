@@ -205,6 +205,7 @@ BPF_HASH(clones, u32, struct oe_clone, 16384);
 BPF_HASH(pending, u32, struct oe_pending, 16384);
 BPF_HASH(comm_filter, struct oe_comm, u8, 256);
 BPF_HASH(uid_filter, u32, u8, 256);
+BPF_HASH(cgroup_filter, u64, u8, 256); /* cgroup v2 ids of --cgroup */
 BPF_ARRAY(control, u64, 1); /* [0]: 1 once user space filled the filters and tails */
 BPF_PROG_ARRAY(tails, 2); /* [OE_TAIL_COPY] oe_copy, [OE_TAIL_COUNT] oe_count */
 
@@ -764,6 +765,26 @@ static __always_inline bool filtered(void)
 		struct bpf_pidns_info ns = {};
 
 		if (!bpf_get_ns_current_pid_tgid(OE_HOST_PIDNS_DEV, OE_HOST_PIDNS_INO, &ns, sizeof(ns)))
+			return true;
+	}
+#endif
+#ifdef OE_FILTER_CGROUP
+	{
+		/* The task's cgroup or an ancestor, from the root (level 0) down. */
+		bool in = false;
+		int level;
+
+		for (level = 0; level <= OE_CGROUP_DEPTH_MAX; level++) {
+			u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+			if (!id)
+				break;
+			if (cgroup_filter.lookup(&id)) {
+				in = true;
+				break;
+			}
+		}
+		if (!in)
 			return true;
 	}
 #endif

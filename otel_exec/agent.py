@@ -12,7 +12,7 @@ from typing import Callable, Protocol, TextIO
 from . import privileges
 from .config import Config
 from .errors import UsageError
-from .events import Event, ExecEvent
+from .events import Event, ExecEvent, UnreportedExecEvent
 from .identity import HostIdentity
 from .proctable import ProcessInfo, ProcessTable
 from .redact import RedactionPolicy
@@ -26,6 +26,7 @@ class Sink(Protocol):
     def seed(self, infos: list[ProcessInfo]) -> None: ...
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None: ...
     def on_exit(self, info: ProcessInfo, timestamp: int) -> None: ...
+    def on_unreported_exec(self, info: ProcessInfo, timestamp: int) -> None: ...
     def on_drop(self, info: ProcessInfo) -> None: ...
     def flush(self) -> None: ...
     def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None: ...
@@ -55,7 +56,6 @@ class Agent:
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.table.on_drop = self._dropped
         self.lineage = SpanLineage()
-        self.path_prefixes = tuple(cfg.path_prefix)
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0
@@ -101,9 +101,6 @@ class Agent:
 
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):
-            if self.path_prefixes and not ev.pathname.startswith(self.path_prefixes) \
-                    and not ev.cmdpath.startswith(self.path_prefixes):
-                return
             parent = self.table.get(ev.image_ppid)
             if not ev.parent_exec_id and parent is not None:
                 ev.parent_exec_id = parent.exec_id  # the kernel could not see the parent's executable
@@ -112,6 +109,11 @@ class Agent:
             for sink in self.sinks:
                 sink.on_exec(ev, info, previous)
             self.exported += 1
+        elif isinstance(ev, UnreportedExecEvent):
+            ended = self.table.on_unreported_exec(ev)
+            if ended is not None:
+                for sink in self.sinks:
+                    sink.on_unreported_exec(ended, ev.timestamp)
         else:
             self.exits_seen += 1
             ended = self.table.on_exit(ev)

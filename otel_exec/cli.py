@@ -7,7 +7,7 @@ import sys
 from typing import Sequence, TextIO
 
 from . import __version__
-from .config import BACKENDS, ENV_CAPTURE_MODES, FORMATS, Config
+from .config import BACKENDS, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS, Config
 from .errors import OtelExecError, UsageError
 
 
@@ -52,11 +52,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also redact matches of REGEX in argv and env values (repeatable)")
     run.add_argument("--env-allow", action="append", default=[], metavar="KEY",
                      help="keep this env key verbatim even if it looks secret (repeatable)")
-    run.add_argument("--comm", action="append", default=[], help="only these command names (repeatable)")
-    run.add_argument("--exclude-comm", action="append", default=[], help="never these command names")
-    run.add_argument("--path-prefix", action="append", default=[], help="only executables under this prefix")
-    run.add_argument("--uid", action="append", default=[], type=int, help="only these user ids")
-    run.add_argument("--container-only", action="store_true", help="only processes in a container")
+    filters = run.add_argument_group("filters (repeatable; which side applies each: docs/fields.md)")
+    filters.add_argument("--comm", action="append", default=[], help="only these command names")
+    filters.add_argument("--exclude-comm", action="append", default=[], help="never these command names")
+    filters.add_argument("--path-prefix", action="append", default=[], metavar="PREFIX",
+                         help="only execs whose path as exec'd (cmdpath) or resolved executable path starts "
+                              "with PREFIX (a string prefix: /usr/bin/ is the directory, /usr/bin/py also "
+                              "matches /usr/bin/python3)")
+    filters.add_argument("--uid", action="append", default=[], type=int, help="only these real user ids")
+    filters.add_argument("--container-only", action="store_true",
+                         help="only processes outside the agent's PID namespace")
+    filters.add_argument("--cgroup", action="append", default=[], metavar="PATH",
+                         help="only processes in this cgroup v2 or below it: the path as /proc/PID/cgroup shows it "
+                              "(/system.slice/ssh.service) or the directory (/sys/fs/cgroup/system.slice)")
+    sampling = run.add_argument_group("sampling (in the kernel, after the filters)")
+    sampling.add_argument("--sample-rate", type=int, default=Config.sample_rate, metavar="N",
+                          help="keep 1 exec in N at random, except those an always-keep option matches; "
+                               "records carry otel_exec.sample_rate (default 1: keep every exec)")
+    sampling.add_argument("--keep-comm", action="append", default=[], metavar="NAME",
+                          help="never sample out this command name (repeatable)")
+    sampling.add_argument("--keep-uid", action="append", default=[], type=int, metavar="UID",
+                          help="never sample out this real user id (repeatable)")
+    sampling.add_argument("--keep-path-prefix", action="append", default=[], metavar="PREFIX",
+                          help="never sample out execs under PREFIX, as --path-prefix matches it (repeatable)")
+    run.add_argument("--no-field", action="append", default=[], type=_csv, metavar="FIELD[,FIELD]",
+                     help=f"do not collect these fields, in the kernel: {', '.join(FIELD_GROUPS)} "
+                          "(paths: every resolved path: executable, interpreter, stdin, working directory, "
+                          "cgroup); records leave them out and name them in otel_exec.unavailable (repeatable)")
     run.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes)
     run.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes)
     run.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes)
@@ -98,6 +120,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         path_prefix=args.path_prefix,
         uid=args.uid,
         container_only=args.container_only,
+        cgroup=args.cgroup,
+        sample_rate=args.sample_rate,
+        keep_comm=args.keep_comm,
+        keep_uid=args.keep_uid,
+        keep_path_prefix=args.keep_path_prefix,
+        no_field=[name for names in args.no_field for name in names],
         argv_max_bytes=args.argv_max_bytes,
         env_max_bytes=args.env_max_bytes,
         ringbuf_bytes=args.ringbuf_bytes,
@@ -136,7 +164,8 @@ def run(cfg: Config, stderr: TextIO) -> int:
             out = open(cfg.output, "w", buffering=1 << 16, encoding="utf-8") if cfg.output else sys.stdout
             if out is sys.stdout:
                 sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
-            sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl")))
+            sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl"),
+                                         cfg.not_collected()))
         telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval,
                               resource_attributes(identity), stderr)
     except BaseException:

@@ -1,14 +1,25 @@
 """Agent configuration: one dataclass, built from the command line."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from .layout import ARGS_MAX
+from .events import ExecEvent
+from .layout import ARGS_MAX, FILTER_ENTRIES_MAX, PREFIX_LEN
 
 ENV_CAPTURE_MODES = ("none", "redacted", "all")
 FORMATS = ("pretty", "jsonl")
 EXPORTERS = ("console", "otlp")
 BACKENDS = ("auto", "core", "bcc")
+# --no-field NAME: what the kernel then does not read, as the ExecEvent
+# fields left out (named in ExecEvent.unavailable, docs/fields.md).
+FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    "argv": ("argv", "argv_truncated"),
+    "env": ("env", "env_truncated"),
+    "stdin": ("stdin_type", "stdin_path"),
+    "interpreter": ("interpreter_pathname", "interpreter_dev", "interpreter_inode", "interpreter_ctime"),
+    "paths": ("pathname", "interpreter_pathname", "stdin_path", "pwd", "cgroup_path", "container_id"),
+}
 
 
 @dataclass
@@ -35,6 +46,13 @@ class Config:
     path_prefix: list[str] = field(default_factory=list)
     uid: list[int] = field(default_factory=list)
     container_only: bool = False
+    cgroup: list[str] = field(default_factory=list)
+    sample_rate: int = 1  # keep 1 exec in N (in the kernel); 1 keeps every exec
+    # Execs that sampling never drops (they still go through the filters).
+    keep_comm: list[str] = field(default_factory=list)
+    keep_uid: list[int] = field(default_factory=list)
+    keep_path_prefix: list[str] = field(default_factory=list)
+    no_field: list[str] = field(default_factory=list)  # FIELD_GROUPS the kernel does not read
     argv_max_bytes: int = 32 * 1024
     env_max_bytes: int = 32 * 1024
     # The ring absorbs bursts the reader cannot follow at once (hundreds of
@@ -54,6 +72,29 @@ class Config:
     # module and kernel headers, docs/backends.md); auto: core where the
     # kernel has BTF, else bcc.
     backend: str = "auto"
+
+    def not_collected(self) -> tuple[str, ...]:
+        """The ExecEvent fields --no-field leaves out, in field order."""
+        off = {name for group in self.no_field for name in FIELD_GROUPS[group]}
+        return tuple(name for name in ExecEvent.__slots__ if name in off)
+
+    def bcc_unsupported(self) -> list[str]:
+        """The options given that the BCC backend does not implement: its
+        program cannot read what they need, or the savings they are for
+        would not happen there (docs/backends.md)."""
+        return [flag for flag, given in (
+            ("--sample-rate", self.sample_rate > 1), ("--keep-comm", bool(self.keep_comm)),
+            ("--keep-uid", bool(self.keep_uid)), ("--keep-path-prefix", bool(self.keep_path_prefix)),
+            ("--no-field", bool(self.no_field))) if given]
+
+    def check_backend(self, backend: str, why: str) -> None:
+        """Refuse options the chosen backend would otherwise ignore."""
+        from .errors import UsageError
+
+        unsupported = self.bcc_unsupported() if backend == "bcc" else []
+        if unsupported:
+            raise UsageError(f"{', '.join(unsupported)}: not supported by the BCC backend ({why}); "
+                             "the CO-RE backend needs kernel BTF (docs/backends.md)")
 
     def validate(self) -> None:
         from .errors import UsageError
@@ -78,9 +119,37 @@ class Config:
             raise UsageError("--duration must be positive")
         if not 0.001 <= self.poll_interval <= 10:
             raise UsageError("--poll-interval must be between 0.001 and 10 seconds")
-        for comm in (*self.comm, *self.exclude_comm):
+        for comm in (*self.comm, *self.exclude_comm, *self.keep_comm):
             if not comm or len(comm.encode()) > 15:
                 raise UsageError(f"comm {comm!r} must be 1 to 15 bytes (the kernel's TASK_COMM_LEN)")
+        for prefix in (*self.path_prefix, *self.keep_path_prefix):
+            if not 1 <= len(os.fsencode(prefix)) < PREFIX_LEN:
+                raise UsageError(f"path prefix {prefix!r} must be 1 to {PREFIX_LEN - 1} bytes "
+                                 "(the kernel compares that much of a path)")
+        for uid in (*self.uid, *self.keep_uid):
+            if not 0 <= uid < 2**32 - 1:
+                raise UsageError(f"uid {uid} is not a valid user id")
+        for name, values in (("--comm, --exclude-comm and --keep-comm", {*self.comm, *self.exclude_comm,
+                                                                         *self.keep_comm}),
+                             ("--uid and --keep-uid", {*self.uid, *self.keep_uid}),
+                             ("--cgroup", set(self.cgroup)),
+                             ("--path-prefix and --keep-path-prefix", {*self.path_prefix, *self.keep_path_prefix})):
+            if len(values) > FILTER_ENTRIES_MAX:
+                raise UsageError(f"{name} take at most {FILTER_ENTRIES_MAX} distinct values")
+        if not 1 <= self.sample_rate < 2**32:
+            raise UsageError("--sample-rate must be a whole number from 1 (keep every exec) to 4294967295")
+        keeps = [flag for flag, given in (("--keep-comm", self.keep_comm), ("--keep-uid", self.keep_uid),
+                                          ("--keep-path-prefix", self.keep_path_prefix)) if given]
+        if keeps and self.sample_rate == 1:
+            raise UsageError(f"{', '.join(keeps)} only spare execs from sampling: give --sample-rate N > 1 too")
+        for group in self.no_field:
+            if group not in FIELD_GROUPS:
+                raise UsageError(f"--no-field {group!r}: must be one of {', '.join(FIELD_GROUPS)}")
+        if self.cgroup:
+            from .cgroups import resolve
+
+            for spec in self.cgroup:
+                resolve(spec)  # a cgroup that does not exist fails now, not after attaching
         if self.user is not None:
             from .privileges import resolve_user
 
@@ -91,5 +160,6 @@ class Config:
             raise UsageError("--spool-max-bytes must be at least 16 MiB")
         if self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
+        self.check_backend(self.backend, "--backend bcc")
         if self.process_table_size < 1024:
             raise UsageError("--process-table-size must be at least 1024")

@@ -15,34 +15,42 @@ EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name != "shared"]
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
 
 
-def exec_to_dict(ev: ExecEvent) -> dict[str, object]:
-    return {name: getattr(ev, name) for name in EXEC_FIELDS}
+def exec_to_dict(ev: ExecEvent, fields: list[str] = EXEC_FIELDS) -> dict[str, object]:
+    return {name: getattr(ev, name) for name in fields}
 
 
 def pretty_line(ev: ExecEvent) -> str:
     ts = time.strftime("%H:%M:%S", time.localtime(ev.timestamp / 1e9))
     ms = ev.timestamp // 1_000_000 % 1000
-    cmd = shlex.join(ev.argv).translate(_CONTROL) + (" …" if ev.argv_truncated else "")
+    if "argv" in ev.unavailable:
+        cmd = "(argv unavailable)"
+    else:
+        cmd = shlex.join(ev.argv).translate(_CONTROL) + (" …" if ev.argv_truncated else "")
     where = f" [{ev.container_id[:12]}]" if ev.container_id else ""
-    path = ev.pathname.translate(_CONTROL)
-    return f"{ts}.{ms:03d} {ev.host_pid:>7} {ev.host_ppid:>7} {ev.uid:>5}{where} {path}: {cmd}"
+    # Without the resolved path (--no-field paths), the path as exec'd.
+    path = (ev.cmdpath if "pathname" in ev.unavailable else ev.pathname).translate(_CONTROL)
+    rate = f" (1 of {ev.sample_rate})" if ev.sample_rate and ev.sample_rate > 1 else ""
+    return f"{ts}.{ms:03d} {ev.host_pid:>7} {ev.host_ppid:>7} {ev.uid:>5}{where} {path}: {cmd}{rate}"
 
 
 class ConsoleExporter:
     """Lines are held until flush(), the end of a drain of the ring buffer,
     and written after the sinks before it (the spool) flushed: an exec
-    printed is an exec already durable elsewhere."""
+    printed is an exec already durable elsewhere. JSON objects leave out the
+    fields --no-field switched off (`not_collected`); `unavailable` names
+    them."""
 
-    def __init__(self, out: TextIO, fmt: str) -> None:
+    def __init__(self, out: TextIO, fmt: str, not_collected: tuple[str, ...] = ()) -> None:
         self.out = out
         self.jsonl = fmt == "jsonl"
+        self.fields = [name for name in EXEC_FIELDS if name not in not_collected]
         self._lines: list[str] = []
         if not self.jsonl:
             out.write(f"{'TIME':12} {'PID':>7} {'PPID':>7} {'UID':>5} PATH: ARGV\n")
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
         if self.jsonl:
-            self._lines.append(json.dumps(exec_to_dict(ev), ensure_ascii=False))
+            self._lines.append(json.dumps(exec_to_dict(ev, self.fields), ensure_ascii=False))
         else:
             self._lines.append(pretty_line(ev))
 
@@ -50,6 +58,9 @@ class ConsoleExporter:
         pass
 
     def on_exit(self, info: ProcessInfo, timestamp: int) -> None:
+        pass
+
+    def on_unreported_exec(self, info: ProcessInfo, timestamp: int) -> None:
         pass
 
     def on_drop(self, info: ProcessInfo) -> None:

@@ -11,7 +11,7 @@ import stat
 from typing import Callable
 
 from . import layout
-from .events import SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec
+from .events import SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec, UnreportedExecEvent
 from .identity import HostIdentity, kernel_dev_to_user
 
 PIPEFS_MAGIC = 0x50495045
@@ -134,12 +134,18 @@ def _cstr(raw: bytes) -> str:
 
 class Decoder:
     """`argv_transform`/`env_transform` (the redaction policy) run once per
-    distinct block, not once per event."""
+    distinct block, not once per event. `not_collected`: the fields the
+    kernel was told not to read (--no-field), which get placeholders and are
+    named in ExecEvent.unavailable; `sample_rate`: --sample-rate."""
 
     def __init__(self, identity: HostIdentity, argv_transform: Callable[[list[str]], list[str]] | None = None,
-                 env_transform: Callable[[list[str]], list[str]] | None = None) -> None:
+                 env_transform: Callable[[list[str]], list[str]] | None = None,
+                 not_collected: tuple[str, ...] = (), sample_rate: int = 1) -> None:
         self.identity = identity
         self._tick_ns = 1_000_000_000 // identity.clk_tck  # as identity.ticks_from_boot_ns
+        self.not_collected = not_collected
+        self._placeholders = [SHARED_FIELDS.index(name) for name in not_collected]
+        self.sample_rate = sample_rate
         self.argv_blocks = BlockCache(argv_transform)
         self.env_blocks = BlockCache(env_transform)
         # Paths, cgroups and parents repeat from exec to exec (one binary, one
@@ -186,6 +192,10 @@ class Decoder:
             return self.exec(rec[:size])
         if rtype == layout.REC_EXIT:
             return self.exit(rec[:size])
+        if rtype == layout.REC_UNREPORTED_EXEC:
+            _, _, boot_ns, start, pid, _ = self._fixed(layout.UNREPORTED_EXEC, rec)
+            ident = self.identity
+            return UnreportedExecEvent(ident.boot_ns_to_epoch_ns(boot_ns), pid, ident.ticks_from_boot_ns(start))
         raise DecodeError(f"unknown record type {rtype}")
 
     def _fixed(self, s: "layout.struct.Struct", rec: memoryview | bytes) -> tuple:
@@ -229,7 +239,7 @@ class Decoder:
             # "" when the kernel could not see the parent's executable: the
             # agent takes the image from its process table.
             self._parent_exec_id(image_ppid, pstart, *shared.parent_exe) if shared.parent_exe else "",
-            *f, shared)
+            *f, shared, self.not_collected)
 
     def _decode_shared(self, raw: bytes) -> SharedExec:
         """The shared part of an exec record: everything after the
@@ -291,5 +301,12 @@ class Decoder:
             argv_cut or bool(flags & layout.F_ARGV_UNREADABLE),
             env_cut or bool(flags & layout.F_ENV_UNREADABLE),
             argc, envc, cut_paths,
+            self.sample_rate if flags & layout.F_SAMPLED else 1 if self.sample_rate > 1 else None,
         ), None if flags & layout.F_PARENT_EXE_UNKNOWN else (p_dev, p_ino))
+        if self._placeholders:
+            # An empty path decodes as "/": a field not read must not look read.
+            fields = list(shared.fields)
+            for i in self._placeholders:
+                fields[i] = type(fields[i])()
+            shared.fields = tuple(fields)
         return shared

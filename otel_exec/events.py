@@ -76,10 +76,13 @@ class ExecEvent:
     argc: int  # the kernel's count, also when argv was truncated
     envc: int
     path_truncated: list[str]  # names of the paths cut by a bound
+    # With --sample-rate N > 1: N when sampling kept this exec (it stands
+    # for N), 1 when an always-keep option did; None without sampling.
+    sample_rate: int | None = None
     shared: SharedExec | None = None  # not a field of the event: a cache key
-    # Names of the fields the backend could not verify (their values are
-    # placeholders: "", 0, [], None, False). Always empty from the CO-RE
-    # backend; see docs/backends.md for the BCC backend.
+    # Names of the fields the backend could not verify, or that --no-field
+    # switched off (their values are placeholders: "", 0, [], None, False).
+    # From the CO-RE backend only the latter; see docs/backends.md for BCC.
     unavailable: tuple[str, ...] = ()
 
 
@@ -97,4 +100,14 @@ class ExitEvent:
     comm: str
 
 
-Event = ExecEvent | ExitEvent
+@dataclass(slots=True)
+class UnreportedExecEvent:
+    """A process that had exec'd before exec'd again, and that exec was
+    filtered or sampled out: the image it ran until then has ended."""
+
+    timestamp: int
+    pid: int  # host pid
+    start_ticks: int
+
+
+Event = ExecEvent | ExitEvent | UnreportedExecEvent

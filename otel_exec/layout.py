@@ -12,10 +12,12 @@ ABI_VERSION = 1
 
 REC_EXEC = 1
 REC_EXIT = 3
+REC_UNREPORTED_EXEC = 4
 
 COMM_LEN = 16
 HOSTNAME_LEN = 65
 ARGS_MAX = 128 * 1024
+CGROUP_DEPTH_MAX = 16  # cgroup levels the kernel walks (and --cgroup can match)
 
 # enum oe_str: the variable-length strings that follow an exec record, in order.
 STR_NAMES = ("cmdpath", "interp", "pathname", "interpreter", "stdin", "pwd", "cgroup", "argv", "env")
@@ -31,6 +33,7 @@ F_CMDPATH_TRUNCATED = 1 << 5
 F_INTERP_TRUNCATED = 1 << 6
 F_PREV_COMM_KNOWN = 1 << 7
 F_PARENT_EXE_UNKNOWN = 1 << 23
+F_SAMPLED = 1 << 24
 F_PATH_SHIFT = 8
 F_PATH_BITS = 3
 PF_TRUNCATED = 1
@@ -44,9 +47,11 @@ PATH_FIELDS = ("pathname", "interpreter_pathname", "stdin_path", "pwd", "cgroup_
 COUNTER_NAMES = (
     "exec_seen",
     "exec_filtered",
+    "exec_sampled_out",
     "lost_exec_ringbuf_full",
     "lost_exit_ringbuf_full",
     "lost_exec_no_scratch",
+    "lost_unreported_ringbuf_full",
     "cut_argv",
     "cut_env",
     "cut_path",
@@ -54,6 +59,20 @@ COUNTER_NAMES = (
     "read_error",
 )
 LOSS_COUNTERS = tuple(n for n in COUNTER_NAMES if n.startswith("lost_"))
+
+# Filter maps: their size, and the OE_MATCH_* bits of their values.
+FILTER_ENTRIES_MAX = 256
+MATCH_INCLUDE = 1
+MATCH_EXCLUDE = 2
+MATCH_KEEP = 4
+# path_prefixes keys (struct oe_prefix_key): a prefix has at most
+# PREFIX_LEN - 1 bytes, the bytes of a path the kernel compares.
+PREFIX_LEN = 256
+
+# oe_config.skip
+SKIP_STDIN = 1 << 0
+SKIP_INTERPRETER = 1 << 1
+SKIP_PATHS = 1 << 2
 
 _FILE_ID = (("inode", "Q"), ("ctime_ns", "Q"), ("dev", "I"), ("mode", "I"))
 
@@ -98,6 +117,18 @@ EXIT_MEMBERS: list[tuple[str, str]] = [
     ("comm", f"{COMM_LEN}s"),
 ]
 
+UNREPORTED_EXEC_MEMBERS: list[tuple[str, str]] = [
+    *_HEADER,
+    ("start_boottime_ns", "Q"),
+    ("pid", "I"),
+    ("_pad", "I"),
+]
+
+PREFIX_KEY_MEMBERS: list[tuple[str, str]] = [
+    ("prefixlen", "I"),
+    ("data", f"{PREFIX_LEN}s"),
+]
+
 CONFIG_MEMBERS: list[tuple[str, str]] = [
     ("self_tgid", "I"),
     ("argv_max", "I"),
@@ -108,6 +139,14 @@ CONFIG_MEMBERS: list[tuple[str, str]] = [
     ("filter_uid", "B"),
     ("container_only", "B"),
     ("wakeup_bytes", "I"),
+    ("filter_cgroup", "B"),
+    ("filter_path", "B"),
+    ("keep_comm", "B"),
+    ("keep_uid", "B"),
+    ("keep_path", "B"),
+    ("_pad", "3s"),
+    ("sample_rate", "I"),
+    ("skip", "I"),
 ]
 
 
@@ -131,6 +170,8 @@ EXEC_SHARED_OFFSET = 64  # OE_EXEC_SHARED_OFFSET: where the per-process fields e
 EXEC_HEAD = _struct(EXEC_MEMBERS[:_SHARED_FROM])  # the per-process fields
 EXEC_SHARED = _struct(EXEC_MEMBERS[_SHARED_FROM:])  # the rest, before the strings
 EXIT = _struct(EXIT_MEMBERS)
+UNREPORTED_EXEC = _struct(UNREPORTED_EXEC_MEMBERS)
+PREFIX_KEY = _struct(PREFIX_KEY_MEMBERS)
 CONFIG = _struct(CONFIG_MEMBERS)
 HEADER = _struct(_HEADER)
 

@@ -6,12 +6,15 @@ one-line errors with distinct exit codes before libbpf is asked anything.
 from __future__ import annotations
 
 import mmap
+import operator
 import os
 import struct
+from functools import reduce
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
-from . import layout
+from . import cgroups, layout
 from .config import Config
 from .errors import NoBtfError, PrivilegeError
 from .libbpf import BpfObject
@@ -22,6 +25,7 @@ CAP_PERFMON = 38
 CAP_BPF = 39
 # sched_prepare_exec (6.10+) is the only place the comm before exec is seen.
 OPTIONAL_PROGRAMS = {"handle_prepare_exec": b"btf_trace_sched_prepare_exec"}
+T = TypeVar("T")
 
 
 def object_path() -> Path:
@@ -76,6 +80,25 @@ def pid_ns_inum(pid: int | str = "self") -> int:
     return os.stat(f"/proc/{pid}/ns/pid").st_ino
 
 
+def _match_bits(*options: tuple[list[T], int]) -> dict[T, int]:
+    """Each value given to some of the options -> the OR of their bits."""
+    bits: dict[T, int] = {}
+    for values, bit in options:
+        for value in values:
+            bits[value] = bits.get(value, 0) | bit
+    return bits
+
+
+def prefix_entries(include: list[str], keep: list[str]) -> dict[bytes, int]:
+    """The path_prefixes entries: each prefix -> the bits of every prefix
+    that is a prefix of it (itself included). The kernel's lookup returns
+    only the longest match, which so answers for all the shorter ones."""
+    own = _match_bits(([os.fsencode(p) for p in include], layout.MATCH_INCLUDE),
+                      ([os.fsencode(p) for p in keep], layout.MATCH_KEEP))
+    return {prefix: reduce(operator.or_, (bits for other, bits in own.items() if prefix.startswith(other)))
+            for prefix in own}
+
+
 class KernelProbes:
     """The loaded, attached programs and the maps user space talks to."""
 
@@ -106,26 +129,42 @@ class KernelProbes:
 
     @staticmethod
     def _config_bytes(cfg: Config) -> bytes:
+        skip = 0
+        for group, bit in (("stdin", layout.SKIP_STDIN), ("interpreter", layout.SKIP_INTERPRETER),
+                           ("paths", layout.SKIP_PATHS)):
+            if group in cfg.no_field:
+                skip |= bit
         return layout.CONFIG.pack(
             os.getpid(),
-            cfg.argv_max_bytes,
+            0 if "argv" in cfg.no_field else cfg.argv_max_bytes,
             # env is read even with --env-capture none: TRACEPARENT lives there.
-            cfg.env_max_bytes,
+            0 if "env" in cfg.no_field else cfg.env_max_bytes,
             pid_ns_inum(),  # the agent runs in the host pid namespace (hostPID)
             bool(cfg.comm),
             bool(cfg.exclude_comm),
             bool(cfg.uid),
             cfg.container_only,
             int(cfg.ringbuf_bytes * cfg.wakeup_fraction),
+            bool(cfg.cgroup),
+            bool(cfg.path_prefix),
+            bool(cfg.keep_comm),
+            bool(cfg.keep_uid),
+            bool(cfg.keep_path_prefix),
+            b"",
+            cfg.sample_rate,
+            skip,
         )
 
     def _fill_filters(self, cfg: Config) -> None:
-        for comms, mode in ((cfg.comm, 1), (cfg.exclude_comm, 2)):
-            for comm in comms:
-                key = comm.encode().ljust(layout.COMM_LEN, b"\0")
-                self.obj.map_update("comm_filter", key, bytes([mode]))
-        for uid in cfg.uid:
-            self.obj.map_update("uid_filter", uid.to_bytes(4, "little"), b"\1")
+        for comm, bits in _match_bits((cfg.comm, layout.MATCH_INCLUDE), (cfg.exclude_comm, layout.MATCH_EXCLUDE),
+                                      (cfg.keep_comm, layout.MATCH_KEEP)).items():
+            self.obj.map_update("comm_filter", comm.encode().ljust(layout.COMM_LEN, b"\0"), bytes([bits]))
+        for uid, bits in _match_bits((cfg.uid, layout.MATCH_INCLUDE), (cfg.keep_uid, layout.MATCH_KEEP)).items():
+            self.obj.map_update("uid_filter", uid.to_bytes(4, "little"), bytes([bits]))
+        for spec in cfg.cgroup:
+            self.obj.map_update("cgroup_filter", cgroups.resolve(spec).id.to_bytes(8, "little"), b"\1")
+        for prefix, bits in prefix_entries(cfg.path_prefix, cfg.keep_path_prefix).items():
+            self.obj.map_update("path_prefixes", layout.PREFIX_KEY.pack(8 * len(prefix), prefix), bytes([bits]))
 
     def counters(self) -> dict[str, int]:
         """Summed over CPUs, read from the mapped map (no bpf() call)."""

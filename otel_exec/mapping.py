@@ -98,7 +98,7 @@ def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpa
         kv("otel_exec.cmdpath", cmdpath),
         kv("otel_exec.interp", interp),
     ]
-    if ld_path:
+    if ld_path or ld_inode:  # the identity alone when --no-field paths
         kvs += (
             kv("otel_exec.interpreter.path", ld_path),
             kv("otel_exec.interpreter.dev", ld_dev),
@@ -214,11 +214,23 @@ def _shared_encoding(ev: ExecEvent, span_env: bool) -> tuple[Attrs, bytes]:
                         ev.path_truncated)
     argv = ev.argv
     kvs += (_kv("process.command", argv[0] if argv else ""), _kv("process.command_args", argv),
-            _kv("process.args_count", ev.argc))
+            _kv("process.args_count", ev.argc), *_sampling_kvs(ev))
+    if ev.unavailable:  # --no-field: the same for every exec of the run, so cached with the rest
+        kvs = _available(ev, kvs)
     env = Attrs.of(_env_kvs(ev.env))
     common = Attrs.of(kvs)
     attrs = Attrs(common.log + env.log, common.span + env.span if span_env else common.span)
-    return attrs, w.len_field(5, w.any_string(shlex.join(argv)))
+    return attrs, _body(ev)
+
+
+def _sampling_kvs(ev: ExecEvent) -> tuple[bytes, ...]:
+    """With --sample-rate: how many execs this record stands for."""
+    return () if ev.sample_rate is None else (_kv("otel_exec.sample_rate", ev.sample_rate),)
+
+
+def _body(ev: ExecEvent) -> bytes:
+    """LogRecord.body, the command line; none when argv is unavailable."""
+    return b"" if "argv" in ev.unavailable else w.len_field(5, w.any_string(shlex.join(ev.argv)))
 
 
 class ExecEncoding:
@@ -254,7 +266,9 @@ _FIELD_ATTRIBUTES = {
     "euid": ("process.user.id",), "egid": ("process.group.id",), "uid": ("process.real_user.id",),
     "gid": ("process.real_group.id",), "pid": ("process.vpid",), "ppid": ("otel_exec.vppid", "process.parent_pid"),
     "host_ppid": ("process.parent_pid",), "prev_comm": ("otel_exec.prev_comm",), "interp": ("otel_exec.interp",),
-    "argv": ("process.command", "process.command_args", "process.args_count"),
+    "argv": ("process.command", "process.command_args"), "argc": ("process.args_count",),
+    "argv_truncated": ("otel_exec.argv_truncated",), "envc": ("otel_exec.env_count",),
+    "env_truncated": ("otel_exec.env_truncated",),
 }
 
 
@@ -263,34 +277,38 @@ def _key_of(kv: bytes) -> str:
     return kv[2:2 + kv[1]].decode()
 
 
-def _without_unavailable(ev: ExecEvent) -> ExecEncoding:
-    """A backend that could not verify some fields (BCC): their attributes
-    are left out, and otel_exec.unavailable names the fields."""
+def _available(ev: ExecEvent, kvs: list[bytes]) -> list[bytes]:
+    """kvs without the attributes of the fields in ev.unavailable, and
+    otel_exec.unavailable naming those fields."""
     skip = {a for f in ev.unavailable for a in _FIELD_ATTRIBUTES.get(f, ())}
-    kvs = [kv for kv in (
+    return [_kv("otel_exec.unavailable", list(ev.unavailable)), *(kv for kv in kvs if _key_of(kv) not in skip)]
+
+
+def _without_unavailable(ev: ExecEvent) -> ExecEncoding:
+    """A backend that could not verify some fields (BCC), which vary from
+    exec to exec: encoded per exec, ids included."""
+    kvs = _available(ev, [
         _kv("process.pid", ev.host_pid), _kv("process.parent_pid", ev.host_ppid), _kv("process.vpid", ev.pid),
         _kv("otel_exec.vppid", ev.ppid), _kv("process.creation.time", iso8601(ev.process_start_time)),
         _kv("otel_exec.exec_id", ev.exec_id), _kv("otel_exec.parent_exec_id", ev.parent_exec_id),
-        _kv("otel_exec.unavailable", list(ev.unavailable)),
         *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
                     ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime),
         *_context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
                       ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type, ev.stdin_path,
                       ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc, ev.path_truncated),
         _kv("process.command", ev.argv[0] if ev.argv else ""), _kv("process.command_args", ev.argv),
-        _kv("process.args_count", ev.argc),
-    ) if _key_of(kv) not in skip]
+        _kv("process.args_count", ev.argc), *_sampling_kvs(ev),
+    ])
     env = Attrs.of(_env_kvs(ev.env))
     common = Attrs.of(kvs)
-    return ExecEncoding(Attrs(b"", b""), Attrs(common.log + env.log, common.span),
-                        w.len_field(5, w.any_string(shlex.join(ev.argv))))
+    return ExecEncoding(Attrs(b"", b""), Attrs(common.log + env.log, common.span), _body(ev))
 
 
 def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
     """Every field of an exec (docs/attributes.md), encoded."""
-    if ev.unavailable:
-        return _without_unavailable(ev)
     shared = ev.shared
+    if ev.unavailable and shared is None:
+        return _without_unavailable(ev)
     common = shared.encoded if shared is not None else None
     if common is None:
         common = _shared_encoding(ev, span_env)

@@ -445,6 +445,10 @@ class OtlpSink:
         if info.owns_span:
             self._end(info, timestamp, "exit")
 
+    def on_unreported_exec(self, info: ProcessInfo, timestamp: int) -> None:
+        if info.owns_span:
+            self._end(info, timestamp, "exec")  # the next image was filtered or sampled out
+
     def on_drop(self, info: ProcessInfo) -> None:
         if info.owns_span:
             self._end(info, time.time_ns(), "evicted", incomplete=True)

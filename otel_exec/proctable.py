@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .decode import split_block, text
-from .events import ExecEvent, ExitEvent
+from .events import ExecEvent, ExitEvent, UnreportedExecEvent
 from .identity import HostIdentity
 
 DEFAULT_MAX_ENTRIES = 65536
@@ -136,14 +136,24 @@ class ProcessTable:
     def on_exit(self, ev: ExitEvent) -> ProcessInfo | None:
         """Remove the process; return its entry marked with how it ended, or
         None if the table did not know it."""
-        info = self._procs.pop(ev.pid, None)
-        if info is None:
-            return None
-        if info.start_ticks != ev.start_ticks:
+        info = self._pop(ev.pid, ev.start_ticks)
+        if info is not None:
+            info.exit_code = ev.exit_code
+            info.signal = ev.signal
+        return info
+
+    def on_unreported_exec(self, ev: UnreportedExecEvent) -> ProcessInfo | None:
+        """The process exec'd an image that is not reported: remove the
+        image it ran before and return it, or None if the table did not know
+        it. Its children then have no image parent here (new traces), and
+        its exit is ignored."""
+        return self._pop(ev.pid, ev.start_ticks)
+
+    def _pop(self, pid: int, start_ticks: int) -> ProcessInfo | None:
+        info = self._procs.pop(pid, None)
+        if info is not None and info.start_ticks != start_ticks:
             self._dropped(info)  # a reused pid's stale entry
             return None
-        info.exit_code = ev.exit_code
-        info.signal = ev.signal
         return info
 
     def seed_from_proc(self, identity: HostIdentity, proc: str = "/proc") -> int:

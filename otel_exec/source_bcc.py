@@ -40,12 +40,14 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import bcc_setup
+from .cgroups import cgroup2_root
+from .cgroups import resolve as resolve_cgroup
 from .config import Config
 from .decode import BlockCache, container_id, text
 from .errors import BccError, BpfError, BpfLoadError
 from .events import Event, ExecEvent, ExitEvent
 from .identity import HostIdentity
-from .layout import ARGS_MAX
+from .layout import ARGS_MAX, CGROUP_DEPTH_MAX
 from .loader import check_privileges
 from .tracefs import ensure_tracefs
 
@@ -237,22 +239,9 @@ class CgroupPaths:
     Ids are not reused within a boot, so a mapping once found stays right."""
 
     def __init__(self) -> None:
-        self.root = self._cgroup2_root()
+        self.root = cgroup2_root()
         self._paths: dict[int, str] = {}
         self._scanned = 0.0
-
-    @staticmethod
-    def _cgroup2_root() -> str | None:
-        try:
-            with open("/proc/self/mountinfo", "rb") as f:
-                for line in f:
-                    pre, _, post = line.partition(b" - ")
-                    fields = pre.split()
-                    if post.split()[:1] == [b"cgroup2"] and fields[3] == b"/":
-                        return os.fsdecode(fields[4])
-        except OSError:
-            pass
-        return None
 
     def path(self, cgroup_id: int) -> str | None:
         hit = self._paths.get(cgroup_id)
@@ -317,6 +306,10 @@ class BccSource:
         self.env_blocks = BlockCache(env_transform)
         self.decode_errors = 0
         self.proc_unverified = 0
+        # --path-prefix is decided here: the BCC program cannot read
+        # bprm->file, so the resolved path is only known from /proc.
+        self.path_prefixes = tuple(cfg.path_prefix)
+        self.path_filtered = 0
         self.kernel_518 = kernel_version() >= (5, 18, 0)
         disabled = {x.strip() for x in os.environ.get(DISABLE_ENV, "").split(",") if x.strip()}
         self.features = tracepoint_features(tracefs, disabled)
@@ -379,6 +372,9 @@ class BccSource:
             defines["OE_FILTER_UID"] = 1
         if cfg.container_only:
             defines["OE_CONTAINER_ONLY"] = 1
+        if cfg.cgroup:
+            defines["OE_FILTER_CGROUP"] = 1
+            defines["OE_CGROUP_DEPTH_MAX"] = CGROUP_DEPTH_MAX
         return defines
 
     def _load(self, bcc, tracefs: str):  # -> bcc.BPF
@@ -410,6 +406,9 @@ class BccSource:
         uids = self.bpf["uid_filter"]
         for uid in self.cfg.uid:
             uids[ctypes.c_uint32(uid)] = ctypes.c_uint8(1)
+        cgroup_ids = self.bpf["cgroup_filter"]
+        for spec in self.cfg.cgroup:
+            cgroup_ids[ctypes.c_uint64(resolve_cgroup(spec).id)] = ctypes.c_uint8(1)
 
     def _seed(self) -> None:
         """Parents and start times of the processes running now, for execs
@@ -455,6 +454,7 @@ class BccSource:
         counters = self._counters
         out = {name: int(counters.sum(counters.Key(i)).value) for i, name in enumerate(COUNTER_NAMES)}
         out["decode_errors"] = self.decode_errors
+        out["exec_filtered"] += self.path_filtered
         out["proc_unverified"] = self.proc_unverified  # execs whose /proc fields could not be verified
         out["bcc_load_ms"] = round(self.load_seconds * 1000)
         return out
@@ -482,7 +482,12 @@ class BccSource:
             if rsize > len(raw):
                 raise ValueError(f"record says {rsize} bytes, {len(raw)} were read")
             if rtype == REC_EXEC:
-                self._queue.append(self._exec(raw))
+                ev = self._exec(raw)
+                if not self.path_prefixes or ev.pathname.startswith(self.path_prefixes) \
+                        or ev.cmdpath.startswith(self.path_prefixes):
+                    self._queue.append(ev)
+                else:
+                    self.path_filtered += 1
             elif rtype == REC_ARGS:
                 self._args(raw)
             elif rtype == REC_PREP:

@@ -21,7 +21,8 @@ class CoreSource:
 
     def __init__(self, cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
                  log: TextIO) -> None:
-        self.decoder = Decoder(identity, argv_transform=argv_transform, env_transform=env_transform)
+        self.decoder = Decoder(identity, argv_transform=argv_transform, env_transform=env_transform,
+                               not_collected=cfg.not_collected(), sample_rate=cfg.sample_rate)
         self.log = log
         self.decode_errors = 0
         self.probes = KernelProbes(cfg)

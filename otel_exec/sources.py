@@ -50,6 +50,7 @@ def make_source(cfg: Config, identity: HostIdentity, argv_transform: Transform, 
     from .source_bcc import BccSource
 
     if cfg.backend == "auto":
+        cfg.check_backend("bcc", f"--backend auto chose it: {loader.VMLINUX_BTF} does not exist")
         print(f"otel-exec: no kernel BTF ({loader.VMLINUX_BTF}): using the BCC backend", file=log)
     return BccSource(cfg, identity, argv_transform, env_transform, log)
 

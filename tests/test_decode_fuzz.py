@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from otel_exec import layout
 from otel_exec.decode import DecodeError, Decoder
-from otel_exec.events import ExecEvent, ExitEvent
+from otel_exec.events import ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.identity import HostIdentity
 from otel_exec.redact import RedactionPolicy
 
@@ -321,7 +321,7 @@ def outcome(dec: Decoder, rec: memoryview | bytes) -> tuple[str, Any]:
         return ("error", None)
     except Exception as e:
         raise AssertionError(f"decode raised {type(e).__name__}: {e!r} (not a DecodeError)") from e
-    assert isinstance(ev, (ExecEvent, ExitEvent))
+    assert isinstance(ev, (ExecEvent, ExitEvent, UnreportedExecEvent))
     return ("event", {f.name: getattr(ev, f.name) for f in dc_fields(ev) if f.name != "shared"})
 
 
@@ -390,6 +390,19 @@ def test_valid_exit_records_decode(rec: bytes) -> None:
     check_contract(rec)
 
 
+@fuzz_settings(60)
+@given(u64, u64, u32)
+def test_valid_unreported_exec_records_decode(boot_ns: int, start: int, pid: int) -> None:
+    rec = layout.UNREPORTED_EXEC.pack(layout.REC_UNREPORTED_EXEC, layout.UNREPORTED_EXEC.size, boot_ns, start, pid, 0)
+    ev = Decoder(IDENTITY).decode(rec)
+    assert isinstance(ev, UnreportedExecEvent)
+    assert (ev.pid, ev.timestamp, ev.start_ticks) == \
+        (pid, boot_ns + IDENTITY.realtime_minus_boottime_ns, start // 10**7)
+    check_contract(rec)
+    with pytest.raises(DecodeError):
+        Decoder(IDENTITY).decode(rec[:-1])
+
+
 @fuzz_settings(150)
 @given(exec_records(), st.lists(mutation, min_size=1, max_size=6))
 def test_mutated_exec_records_decode_or_raise_decode_error(case: tuple[bytes, dict], ops: list[tuple]) -> None:
@@ -413,7 +426,7 @@ def test_random_bytes_decode_or_raise_decode_error(raw: bytes) -> None:
 
 @fuzz_settings(120)
 @given(st.binary(min_size=layout.EXEC.size - layout.HEADER.size, max_size=1024),
-       st.sampled_from([layout.REC_EXEC, layout.REC_EXIT]))
+       st.sampled_from([layout.REC_EXEC, layout.REC_EXIT, layout.REC_UNREPORTED_EXEC]))
 def test_random_bodies_with_a_consistent_header(body: bytes, rtype: int) -> None:
     """Random bytes behind a header whose size is right, so the decoder
     gets past the first check; half the time str_len[] adds up too."""

@@ -16,7 +16,7 @@ import pytest
 from otel_exec import layout
 
 HEADER = Path(__file__).resolve().parent.parent / "bpf" / "otel_exec.h"
-RECORD_STRUCTS = ("oe_exec", "oe_exit", "oe_config")
+RECORD_STRUCTS = ("oe_exec", "oe_exit", "oe_unreported_exec", "oe_prefix_key", "oe_config")
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,8 @@ def _flatten(btf: dict, struct: dict, prefix: str = "", base: int = 0) -> dict[s
 @pytest.mark.parametrize("cname,members,packer", [
     ("oe_exec", layout.EXEC_MEMBERS, layout.EXEC),
     ("oe_exit", layout.EXIT_MEMBERS, layout.EXIT),
+    ("oe_unreported_exec", layout.UNREPORTED_EXEC_MEMBERS, layout.UNREPORTED_EXEC),
+    ("oe_prefix_key", layout.PREFIX_KEY_MEMBERS, layout.PREFIX_KEY),
     ("oe_config", layout.CONFIG_MEMBERS, layout.CONFIG),
 ])
 def test_struct_matches_btf(btf_structs: dict, cname: str, members: list, packer) -> None:
@@ -93,11 +95,18 @@ def test_constants_match_header() -> None:
     assert d["OE_COMM_LEN"] == layout.COMM_LEN
     assert d["OE_HOSTNAME_LEN"] == layout.HOSTNAME_LEN
     assert d["OE_ARGS_MAX"] == layout.ARGS_MAX
+    assert d["OE_CGROUP_DEPTH_MAX"] == layout.CGROUP_DEPTH_MAX
     assert d["OE_ABI_VERSION"] == layout.ABI_VERSION
     for flag in ("ARGV_TRUNCATED", "ENV_TRUNCATED", "INVOKED_FROM_KERNEL", "ARGV_UNREADABLE",
                  "ENV_UNREADABLE", "CMDPATH_TRUNCATED", "INTERP_TRUNCATED", "PREV_COMM_KNOWN", "PARENT_EXE_UNKNOWN",
-                 "PATH_SHIFT", "PATH_BITS"):
+                 "SAMPLED", "PATH_SHIFT", "PATH_BITS"):
         assert d[f"OE_F_{flag}"] == getattr(layout, f"F_{flag}"), flag
+    for match in ("INCLUDE", "EXCLUDE", "KEEP"):
+        assert d[f"OE_MATCH_{match}"] == getattr(layout, f"MATCH_{match}")
+    for skip in ("STDIN", "INTERPRETER", "PATHS"):
+        assert d[f"OE_SKIP_{skip}"] == getattr(layout, f"SKIP_{skip}")
+    assert d["OE_FILTER_ENTRIES_MAX"] == layout.FILTER_ENTRIES_MAX
+    assert d["OE_PREFIX_LEN"] == layout.PREFIX_LEN
     for flag in ("TRUNCATED", "DELETED", "DETACHED"):
         assert d[f"OE_PF_{flag}"] == getattr(layout, f"PF_{flag}")
     paths = ["PATHNAME", "INTERPRETER", "STDIN", "PWD", "CGROUP"]
@@ -107,7 +116,8 @@ def test_constants_match_header() -> None:
 def test_enums_match_header() -> None:
     body = re.search(r"enum oe_record_type \{(.*?)\};", HEADER.read_text(), re.S).group(1)
     values = {k: int(v) for k, v in re.findall(r"(OE_REC_\w+) = (\d+)", body)}
-    assert values == {"OE_REC_EXEC": layout.REC_EXEC, "OE_REC_EXIT": layout.REC_EXIT}
+    assert values == {"OE_REC_EXEC": layout.REC_EXEC, "OE_REC_EXIT": layout.REC_EXIT,
+                      "OE_REC_UNREPORTED_EXEC": layout.REC_UNREPORTED_EXEC}
     strs = _header_enum("oe_str")
     assert strs[-1] == "OE_STR_COUNT"
     assert [s.removeprefix("OE_STR_").lower() for s in strs[:-1]] == list(layout.STR_NAMES)

@@ -1,0 +1,52 @@
+"""cgroup v2 for --cgroup: where the hierarchy is mounted, and which id a
+cgroup has (what bpf_get_current_cgroup_id() and its ancestor variant
+return: the kernfs id, which is the inode number of the cgroup's directory)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .layout import CGROUP_DEPTH_MAX
+
+
+def cgroup2_root() -> str | None:
+    """Where the cgroup2 file system is mounted with its root (the agent's
+    cgroup namespace's root), or None."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                pre, _, post = line.partition(b" - ")
+                fields = pre.split()
+                if post.split()[:1] == [b"cgroup2"] and fields[3] == b"/":
+                    return os.fsdecode(fields[4])
+    except OSError:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class Cgroup:
+    path: str  # in the hierarchy, as /proc/PID/cgroup shows it after "0::"
+    id: int
+    level: int  # 0 for the root
+
+
+def resolve(spec: str) -> Cgroup:
+    """A --cgroup value: the path in the hierarchy (/system.slice/x.service,
+    as /proc/PID/cgroup shows it; a leading / is optional), or the cgroup's
+    directory under the cgroup2 mount (/sys/fs/cgroup/system.slice)."""
+    root = cgroup2_root()
+    if root is None:
+        raise UsageError(f"--cgroup {spec}: no cgroup2 file system is mounted (--cgroup needs cgroup v2)")
+    path = os.path.normpath("/" + spec.lstrip("/"))
+    if path == root or path.startswith(root.rstrip("/") + "/"):
+        path = os.path.normpath("/" + path[len(root):].lstrip("/"))
+    level = 0 if path == "/" else path.count("/")
+    if level > CGROUP_DEPTH_MAX:
+        raise UsageError(f"--cgroup {spec}: {level} levels deep; the kernel side matches cgroups at most "
+                         f"{CGROUP_DEPTH_MAX} levels below the root")
+    directory = root if path == "/" else root.rstrip("/") + path
+    if not os.path.isfile(os.path.join(directory, "cgroup.procs")):
+        raise UsageError(f"--cgroup {spec}: no such cgroup ({directory} is not a cgroup v2 directory)")
+    return Cgroup(path, os.stat(directory).st_ino, level)
