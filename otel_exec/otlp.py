@@ -272,6 +272,10 @@ class MemoryQueue:
             size += len(rec)
         return Batch(batch, Position(0, 0))
 
+    def release(self, batch: Batch) -> None:
+        """The request holds the records: a failed batch is dropped anyway."""
+        batch.records = []
+
     def done(self, batch: Batch) -> None:
         """Taken records are gone from memory already."""
 
@@ -304,6 +308,12 @@ class SpoolQueue:
 
     def take(self, max_records: int, max_bytes: int) -> Batch | None:
         return self.spool.read(max_records, max_bytes)
+
+    def release(self, batch: Batch) -> None:
+        """The request holds the records: memory keeps none; if it fails,
+        the next take() reads them back from the segment files."""
+        batch.records = []
+        self.spool.forget(batch.end)
 
     def done(self, batch: Batch) -> None:
         self.spool.ack(batch.end)
@@ -368,19 +378,26 @@ class BatchExporter:
             if batch is None:
                 return True
             if batch.records:
+                count = len(batch.records)
+                request = export_request(self.resource, batch.records)
+                # The request holds the records now: the queue lets go of
+                # its copies, so that at a storm's peak a batch is in memory
+                # once (plus the transport's copy), not twice.
+                self.queue.release(batch)
                 try:
                     started = time.monotonic()
-                    ok = self.transport.send(export_request(self.resource, batch.records), len(batch.records))
+                    ok = self.transport.send(request, count)
                     self.latency_ms = int((time.monotonic() - started) * 1000)
                 except Exception:  # the SDK logs the cause; a crash here would stop all export
                     log.exception("OTLP %s export failed", self.signal)
                     ok = False
+                del request
                 if ok:
-                    self.exported += len(batch.records)
+                    self.exported += count
                 elif self.queue.retries:
                     return False
                 else:
-                    self.failed += len(batch.records)
+                    self.failed += count
             self.queue.done(batch)
         return False
 

@@ -287,15 +287,25 @@ class SignalSpool:
                 self._path(seg).unlink(missing_ok=True)
                 for d in (self._sizes, self._counts, self._oldest_ns):
                     d.pop(seg, None)
-            recent = self._recent
-            while recent and (recent[0].segment, recent[0].end) <= (end.segment, end.offset):
-                self._recent_bytes -= recent.popleft().nbytes
-            if recent and recent[0].segment == end.segment:
-                chunk = recent[0]
-                while chunk.offset < end.offset:
-                    chunk.offset += 4 + len(chunk.records[chunk.first])
-                    chunk.first += 1
+            self._drop_recent(end)
             self._store_cursor(end)
+
+    def forget(self, end: Position) -> None:
+        """Drop the in-memory copies of the records before `end` (a batch
+        being sent: its request holds them). If it fails, they are read
+        back from the segment files."""
+        with self._lock:
+            self._drop_recent(end)
+
+    def _drop_recent(self, end: Position) -> None:
+        recent = self._recent
+        while recent and (recent[0].segment, recent[0].end) <= (end.segment, end.offset):
+            self._recent_bytes -= recent.popleft().nbytes
+        if recent and recent[0].segment == end.segment:
+            chunk = recent[0]
+            while chunk.offset < end.offset:
+                chunk.offset += 4 + len(chunk.records[chunk.first])
+                chunk.first += 1
 
     # -- state ----------------------------------------------------------
     def pending_bytes(self) -> int:

@@ -117,3 +117,19 @@ def test_one_append_of_more_records_than_writev_takes_at_once(tmp_path: Path) ->
     _append(sp, recs)
     sp.close()
     assert _drain(SignalSpool(tmp_path, "logs", 1 << 30), max_records=400) == recs
+
+
+def test_a_batch_forgotten_while_sent_is_read_back_from_the_files_if_it_failed(tmp_path: Path) -> None:
+    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    recs = _records(30)
+    _append(sp, recs[:10])
+    _append(sp, recs[10:20])
+    first = sp.read(15, 1 << 20)
+    assert first is not None and first.records == recs[:15]
+    sp.forget(first.end)  # in flight: memory let go of it
+    _append(sp, recs[20:])
+    again = sp.read(15, 1 << 20)  # the send failed: same records, from disk
+    assert again is not None and again.records == recs[:15] and again.end == first.end
+    sp.forget(again.end)
+    sp.ack(again.end)
+    assert _drain(sp) == recs[15:]  # the rest from memory again
