@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import sys
+import time
 from typing import Sequence, TextIO
 
 from . import __version__
@@ -171,7 +172,13 @@ def run(cfg: Config, stderr: TextIO) -> int:
     except BaseException:
         agent.close()
         raise
-    agent.tick = telemetry.tick
+    trim_heap = HeapTrimmer()
+
+    def tick() -> None:
+        telemetry.tick()
+        trim_heap()
+
+    agent.tick = tick
     install_signal_handlers(agent)
     try:
         agent.start()
@@ -204,6 +211,29 @@ def _few_malloc_arenas() -> None:
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
     except OSError:  # not glibc: nothing to tune
         pass
+
+
+class HeapTrimmer:
+    """Every few seconds, malloc_trim(0): glibc hands the free pages inside
+    its heaps back to the kernel. A storm's batches leave free holes
+    between longer-lived allocations that glibc otherwise keeps: in a
+    10-minute soak RSS climbed in 2 MB steps (58 -> 64 MB, BENCHMARKS.md).
+    A trim of the agent's heap costs well under a millisecond."""
+
+    INTERVAL_S = 5.0
+
+    def __init__(self) -> None:
+        try:
+            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to trim
+            self._trim = None
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self._trim is not None and now >= self._next:
+            self._next = now + self.INTERVAL_S
+            self._trim(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -195,3 +195,16 @@ def test_bpf_load_failure_exit_6_with_verifier_lines(need_kernel: None, monkeypa
     err = capsys.readouterr().err
     assert "handle_exec" in err
     assert "invalid mem access" in err  # the verifier's own words
+
+
+def test_heap_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_exec.cli import HeapTrimmer
+
+    calls: list[int] = []
+    clock = iter([100.0, 101.0, 100.0 + HeapTrimmer.INTERVAL_S, 200.0])
+    monkeypatch.setattr("otel_exec.cli.time.monotonic", lambda: next(clock))
+    trimmer = HeapTrimmer()
+    trimmer._trim = calls.append  # type: ignore[assignment]
+    for _ in range(4):
+        trimmer()
+    assert calls == [0, 0, 0]  # at 100, 105 and 200 s; not at 101 s
