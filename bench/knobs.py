@@ -25,17 +25,14 @@ import argparse
 import datetime
 import os
 import shlex
-import shutil
-import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from oe_agent import Setup, TracedRun, traced_run
-from procs import BpfStats, Children, ticks_to_us
+from procs import BpfStats, ticks_to_us
 from report import table
 from rotel_collector import find_rotel
-from run import REPO, WORKERS, _exit_on_signal, agent_python, append_report, machine, say
+from run import REPO, WORKERS, Session, agent_python, machine, publish, say
 from storm import Storm
 
 SETTINGS: list[tuple[str, list[str]]] = [
@@ -74,14 +71,10 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench: run as root (the agent needs it)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
     started = datetime.datetime.now(datetime.UTC)
     about = machine()
-    workdir = Path(tempfile.mkdtemp(prefix="oebench-knobs-"))
-    children = Children()
-    ok = False
-    try:
+    with Session("oebench-knobs-", "bench: did not finish; logs kept in") as session:
+        children, workdir = session.children, session.workdir
         storm = Storm(children, workdir, WORKERS)
         setup = Setup(children, agent_python(), REPO, find_rotel(agent_python()), storm, workdir,
                       run_id=started.strftime("%Y%m%dT%H%M%S"))
@@ -95,19 +88,9 @@ def main(argv: list[str]) -> int:
                                  storm_key=("otel_exec.cmdpath", str(storm.program)))
                 rows.append(row(label, run, untraced.rate))
                 say(f"{label}: " + ", ".join(rows[-1][1:]))
-        section = render(rows, args.execs, started, about, shlex.join(["python3", "bench/knobs.py", *argv]))
-        print()
-        print(section)
-        append_report(args.output, section)
-        say(f"appended to {args.output}")
-        ok = True
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        children.stop_all()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"bench: did not finish; logs kept in {workdir}", file=sys.stderr)
+        publish(args.output, render(rows, args.execs, started, about, shlex.join(["python3", "bench/knobs.py", *argv])),
+                say)
+        session.ok = True
     return 0
 
 

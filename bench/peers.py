@@ -110,8 +110,11 @@ class _LineCounter:
         return self.count
 
 
-class Bpftrace:
-    name = "bpftrace"
+class _Peer:
+    """A tracer the benchmark compares otel-exec with, on the same storm."""
+
+    name: str
+    tools: tuple[str, ...]  # the executables it needs
 
     def __init__(self, children: Children, workdir: Path, storm: Storm) -> None:
         self._children = children
@@ -119,9 +122,18 @@ class Bpftrace:
         self._storm = storm
 
     def unavailable(self) -> str | None:
-        if shutil.which("bpftrace") is None:
+        """Why it cannot run here, or None."""
+        if any(shutil.which(tool) is None for tool in self.tools):
             return f"not installed ({INSTALL_COMMAND}, or --install-peers)"
-        return ensure_tracefs()
+        return None
+
+
+class Bpftrace(_Peer):
+    name = "bpftrace"
+    tools = ("bpftrace",)
+
+    def unavailable(self) -> str | None:
+        return super().unavailable() or ensure_tracefs()
 
     def traced_run(self, total: int, marker: str) -> PeerRun:
         out, err = self._workdir / "bpftrace.out", self._workdir / "bpftrace.err"
@@ -154,18 +166,9 @@ class Bpftrace:
         return run
 
 
-class Forkstat:
+class Forkstat(_Peer):
     name = "forkstat"
-
-    def __init__(self, children: Children, workdir: Path, storm: Storm) -> None:
-        self._children = children
-        self._workdir = workdir
-        self._storm = storm
-
-    def unavailable(self) -> str | None:
-        if shutil.which("forkstat") is None:
-            return f"not installed ({INSTALL_COMMAND}, or --install-peers)"
-        return None
+    tools = ("forkstat",)
 
     def traced_run(self, total: int, marker: str) -> PeerRun:
         out = self._workdir / "forkstat.out"
@@ -235,21 +238,21 @@ def _measure_child(
     return PeerRun(result.rate, count(), 0, ticks_to_us(ticks) / total, kb_to_mb(hwm_kb), notes)
 
 
-class Auditd:
+class Auditd(_Peer):
     """auditd with one execve rule. Started here with a private config whose
     log lives in the work directory (never rotated mid-run), unless an
     auditd already runs: then that one and its log are used, and left running."""
 
     name = "auditd"
+    tools = ("auditd", "auditctl")
 
     def __init__(self, children: Children, workdir: Path, storm: Storm) -> None:
-        self._children = children
-        self._workdir = workdir / "audit"
-        self._storm = storm
+        super().__init__(children, workdir / "audit", storm)
 
     def unavailable(self) -> str | None:
-        if shutil.which("auditd") is None or shutil.which("auditctl") is None:
-            return f"not installed ({INSTALL_COMMAND}, or --install-peers)"
+        missing = super().unavailable()
+        if missing is not None:
+            return missing
         try:
             _audit_status()
         except RuntimeError as e:

@@ -34,10 +34,7 @@ import datetime
 import json
 import os
 import shlex
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import traceback
 from collections import Counter
@@ -48,7 +45,7 @@ from pathlib import Path
 from oe_agent import Agent
 from procs import Child, Children, kb_to_mb
 from rotel_collector import Rotel, find_rotel
-from run import IDLE_LOAD, _exit_on_signal, agent_python, append_report, machine
+from run import IDLE_LOAD, Session, agent_python, machine, publish
 from storm import MARKER_KEY, MARKER_VAR, Storm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -645,9 +642,6 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("reliability: run as root (the agent needs it)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
     started = datetime.datetime.now(datetime.UTC)
     command = shlex.join(["python3", "bench/reliability.py", *argv])
     about = machine()
@@ -655,10 +649,8 @@ def main(argv: list[str]) -> int:
     if load > IDLE_LOAD:
         say(f"note: load average {load}: a loaded machine makes delivery slower, not a check laxer")
 
-    workdir = Path(tempfile.mkdtemp(prefix="oereliability-"))
-    children = Children()
-    ok = False
-    try:
+    with Session("oereliability-", "reliability: logs and spools kept in") as session:
+        children, workdir = session.children, session.workdir
         python = agent_python()
         ctx = Context(children, python, find_rotel(python), Storm(children, workdir, WORKERS), workdir,
                       started.strftime("%Y%m%dT%H%M%S"), outage, soak)
@@ -671,21 +663,9 @@ def main(argv: list[str]) -> int:
                 traceback.print_exc()
                 ctx.rows.append(Row(TITLES[name], "ran to the end", False,
                                     "error: " + " ".join(str(e).split())[:400]))
-        section = render(ctx.rows, checks, outage, soak, command, started, about)
-        print()
-        print(section)
-        append_report(args.output, section)
-        say(f"appended to {args.output}")
-        ok = not any(row.passed is False for row in ctx.rows)
-    finally:
-        # A second Ctrl-C must not cut the cleanup short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        children.stop_all()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"reliability: logs and spools kept in {workdir}", file=sys.stderr)
-    return 0 if ok else 1
+        publish(args.output, render(ctx.rows, checks, outage, soak, command, started, about), say)
+        session.ok = not any(row.passed is False for row in ctx.rows)
+    return 0 if session.ok else 1
 
 
 if __name__ == "__main__":

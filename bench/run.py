@@ -32,8 +32,10 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from oe_agent import Setup, measure_startup, traced_run
 from peers import INSTALL_COMMAND, PEERS, PeerResult, install_peers
@@ -251,8 +253,46 @@ def append_report(path: Path, section: str) -> None:
         f.write("\n" + section)
 
 
+def publish(output: Path, section: str, say: Callable[[str], None]) -> None:
+    print()
+    print(section)
+    append_report(output, section)
+    say(f"appended to {output}")
+
+
 def _exit_on_signal(signum: int, _frame: types.FrameType | None) -> None:
     raise SystemExit(128 + signum)
+
+
+class Session:
+    """What every benchmark script does around its measurements. SIGTERM and
+    SIGHUP unwind like Ctrl-C, through the cleanup; SIGINT does too, even
+    when started from a shell that ignores it for background jobs. A fresh
+    work directory and the processes started for it (children) are all
+    stopped at the end; the directory is removed if the run set ok, else
+    kept and named after `kept`."""
+
+    def __init__(self, prefix: str, kept: str) -> None:
+        self._prefix = prefix
+        self._kept = kept
+        self.ok = False
+
+    def __enter__(self) -> Self:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        signal.signal(signal.SIGHUP, _exit_on_signal)
+        self.workdir = Path(tempfile.mkdtemp(prefix=self._prefix))
+        self.children = Children()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # A second Ctrl-C must not cut the cleanup short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.children.stop_all()
+        if self.ok:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            print(f"{self._kept} {self.workdir}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
@@ -260,12 +300,6 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench: run as root (the agent and the peers need it)", file=sys.stderr)
         return 2
-    # SIGTERM/SIGHUP unwind like Ctrl-C does, through the cleanup below; and
-    # SIGINT does even when started from a shell that ignores it for
-    # background jobs.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
     started = datetime.datetime.now(datetime.UTC)
     command = shlex.join(["python3", "bench/run.py", *argv])
     about = machine()
@@ -276,10 +310,8 @@ def main(argv: list[str]) -> int:
         say(f"installing peers: {INSTALL_COMMAND}")
         install_peers()
 
-    workdir = Path(tempfile.mkdtemp(prefix="oebench-"))
-    children = Children()
-    ok = False
-    try:
+    with Session("oebench-", "bench: did not finish; logs kept in") as session:
+        children, workdir = session.children, session.workdir
         storm = Storm(children, workdir, WORKERS)
         setup = Setup(children, agent_python(), REPO, find_rotel(agent_python()), storm, workdir,
                       run_id=started.strftime("%Y%m%dT%H%M%S"))
@@ -291,20 +323,8 @@ def main(argv: list[str]) -> int:
                                      "or run with --install-peers.")
         else:
             run_peers(setup, plan, results)
-        section = render(results, plan, command, started, about)
-        print()
-        print(section)
-        append_report(args.output, section)
-        say(f"appended to {args.output}")
-        ok = True
-    finally:
-        # A second Ctrl-C must not cut the cleanup short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        children.stop_all()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"bench: did not finish; logs kept in {workdir}", file=sys.stderr)
+        publish(args.output, render(results, plan, command, started, about), say)
+        session.ok = True
     return 0
 
 

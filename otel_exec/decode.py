@@ -142,7 +142,7 @@ class Decoder:
                  env_transform: Callable[[list[str]], list[str]] | None = None,
                  not_collected: tuple[str, ...] = (), sample_rate: int = 1) -> None:
         self.identity = identity
-        self._tick_ns = 1_000_000_000 // identity.clk_tck  # as identity.ticks_from_boot_ns
+        self._tick_ns = identity.ns_per_tick  # ticks_from_boot_ns without a call, per event
         self.not_collected = not_collected
         self._placeholders = [SHARED_FIELDS.index(name) for name in not_collected]
         self.sample_rate = sample_rate

@@ -96,10 +96,14 @@ class HostIdentity:
         """CLOCK_BOOTTIME ns (BPF's bpf_ktime_get_boot_ns) -> ns since epoch."""
         return boot_ns + self.realtime_minus_boottime_ns
 
+    @property
+    def ns_per_tick(self) -> int:
+        return 1_000_000_000 // self.clk_tck
+
     def ticks_from_boot_ns(self, ns: int) -> int:
         """Boot-time ns -> clock ticks, truncated as the kernel does for
         /proc/PID/stat field 22 (nsec_to_clock_t)."""
-        return ns // (1_000_000_000 // self.clk_tck)
+        return ns // self.ns_per_tick
 
     def exec_id(self, pid: int, start_ticks: int, exe_dev: int, exe_inode: int) -> str:
         """32 hex chars naming one process image on this host and boot.

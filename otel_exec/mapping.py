@@ -319,13 +319,12 @@ def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
     a, b, c, d = v(ev.host_pid), v(ev.host_ppid), v(ev.pid), v(ev.ppid)
     created, exec_id, parent = iso8601(ev.process_start_time).encode(), ev.exec_id.encode(), \
         ev.parent_exec_id.encode()
+    pids = (_PID[len(a)] + a, _PPID[len(b)] + b, _VPID[len(c)] + c, _VPPID[len(d)] + d)
     if len(created) == _CREATED_SIZE and len(exec_id) == len(parent) == _EXEC_ID_SIZE:
         # Every exec the CO-RE backend reports: prefixes encoded once.
-        ids = (_PID[len(a)] + a, _PPID[len(b)] + b, _VPID[len(c)] + c, _VPPID[len(d)] + d,
-               _CREATED + created, _EXEC_ID + exec_id, _PARENT_EXEC_ID + parent)
+        ids = (*pids, _CREATED + created, _EXEC_ID + exec_id, _PARENT_EXEC_ID + parent)
     else:
-        ids = (_PID[len(a)] + a, _PPID[len(b)] + b, _VPID[len(c)] + c, _VPPID[len(d)] + d,
-               _framed_fixed("process.creation.time", created.decode()),
+        ids = (*pids, _framed_fixed("process.creation.time", created.decode()),
                _framed_fixed("otel_exec.exec_id", ev.exec_id),
                _framed_fixed("otel_exec.parent_exec_id", ev.parent_exec_id))
     return ExecEncoding(Attrs(_LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)), attrs, body)

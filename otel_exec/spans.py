@@ -90,7 +90,7 @@ class SpanLineage:
             if parent is not None and parent.start_ticks > info.start_ticks:
                 parent = None  # a later holder of a reused pid
             info.span_id = _digest(info.exec_id, 0, 8)
-            info.span_start = identity.boot_ns_to_epoch_ns(info.start_ticks * (10**9 // identity.clk_tck))
+            info.span_start = identity.boot_ns_to_epoch_ns(info.start_ticks * identity.ns_per_tick)
             info.owns_span = True
             self._parent(info, trace_context_entries(_environ(proc, info.pid)), parent, info.exec_id)
 

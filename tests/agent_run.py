@@ -6,6 +6,7 @@ into the environment of what it runs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from otel_exec.cgroups import cgroup2_root
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +102,29 @@ class Live:
     def __exit__(self, *exc: object) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+@contextlib.contextmanager
+def new_cgroup(*names: str) -> Iterator[Path]:
+    """A fresh cgroup v2 under the hierarchy's root (names: its path below
+    the root, one level each), removed with its parents after the test; the
+    test's processes in it must be gone by then (rmdir is retried while the
+    kernel still counts them)."""
+    root = cgroup2_root()
+    if root is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    made = [Path(root, *names[:i + 1]) for i in range(len(names))]
+    made[-1].mkdir(parents=True)
+    try:
+        yield made[-1]
+    finally:
+        for cg in reversed(made):
+            for _ in range(50):
+                try:
+                    cg.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 def marked(mark: str) -> Callable[[dict], bool]:

@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from agent_run import AgentRun, Live, kernel_available, marked, marked_env, new_mark
+from agent_run import AgentRun, Live, kernel_available, marked, marked_env, new_cgroup, new_mark
 from otel_exec import bcc_setup, cli, loader, sources, tracefs
 from otel_exec.config import Config
 from otel_exec.errors import BccError, NoBtfError, TracefsError
@@ -382,24 +382,13 @@ def test_setuid_binary(agents: Pair, progs: Progs, tmp_path: Path) -> None:
 
 
 def test_container_cgroup(agents: Pair) -> None:
-    root = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.procs").exists() \
-        else Path("/sys/fs/cgroup")
     cid = "fedcba9876543210" * 4
-    cg = root / f"docker-{cid}.scope"
-    cg.mkdir()
     mark = new_mark()
-    try:
+    with new_cgroup(f"docker-{cid}.scope") as cg:
         with Live(["/bin/sh", "-c", f"echo $$ > {cg}/cgroup.procs && exec {SLEEP} 30"], mark) as p:
             _, bcc = pair(agents, lambda e: marked(mark)(e) and e["argv"] == [SLEEP, "30"])
             p.kill()
             p.wait()
-    finally:
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
     available(bcc, ["cgroup_path", "container_id"])
     assert bcc["container_id"] == cid
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_run import AgentRun, Live, agent, marked, marked_env, new_mark  # noqa: F401
+from agent_run import AgentRun, Live, agent, marked, marked_env, new_cgroup, new_mark  # noqa: F401
 from otel_exec.identity import HostIdentity
 from progs import Progs, elf_interp, popen_with_fd3, run_with_fd3
 
@@ -350,27 +350,14 @@ def test_non_utf8_path_and_argv(agent: AgentRun, progs: Progs, tmp_path: Path) -
 
 
 def test_container_id_from_cgroup(agent: AgentRun, tmp_path: Path) -> None:
-    root = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.procs").exists() \
-        else Path("/sys/fs/cgroup")
-    if not (root / "cgroup.procs").exists():
-        pytest.skip("no cgroup v2 hierarchy mounted")
     cid = "0123456789abcdef" * 4
-    cg = root / f"docker-{cid}.scope"
-    cg.mkdir()
     mark = new_mark()
-    try:
+    with new_cgroup(f"docker-{cid}.scope") as cg:
         with Live(["/bin/sh", "-c", f"echo $$ > {cg}/cgroup.procs && exec {SLEEP} 30"], mark) as p:
             ev = agent.one(lambda e: marked(mark)(e) and e["argv"] == [SLEEP, "30"])
             assert_live_process(ev, p.pid)
             p.kill()
             p.wait()
-    finally:
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
     assert ev["container_id"] == cid
     assert ev["cgroup_path"] == f"/docker-{cid}.scope"
     assert ev["cgroup_id"] != 0

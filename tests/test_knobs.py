@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_run import AgentRun, Live, agent, kernel_available, marked, marked_env, new_mark  # noqa: F401
+from agent_run import AgentRun, Live, agent, kernel_available, marked, marked_env, new_cgroup, new_mark  # noqa: F401
 from collector import Collector
 from otel_exec import bcc_setup, cli, loader
-from otel_exec.cgroups import cgroup2_root
 from otel_exec.config import FIELD_GROUPS
 from otel_exec.events import ExecEvent
 from progs import Progs
@@ -88,22 +87,8 @@ def test_path_prefix_filter_keeps_exactly_the_matching_execs(need_kernel: None, 
 @pytest.fixture
 def cgroups(need_kernel: None) -> Iterator[tuple[Path, Path]]:
     """A fresh cgroup v2 under the root and one below it; removed after."""
-    root = cgroup2_root()
-    if root is None:
-        pytest.skip("no cgroup v2 hierarchy mounted")
-    top = Path(root) / f"oe-knobs-{new_mark()[:12]}"
-    sub = top / "sub"
-    sub.mkdir(parents=True)
-    try:
-        yield top, sub
-    finally:
-        for cg in (sub, top):
-            for _ in range(50):
-                try:
-                    cg.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+    with new_cgroup(f"oe-knobs-{new_mark()[:12]}", "sub") as sub:
+        yield sub.parent, sub
 
 
 def test_cgroup_filter_keeps_the_cgroup_and_below(cgroups: tuple[Path, Path], progs: Progs,
