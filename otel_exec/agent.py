@@ -7,9 +7,9 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Protocol, TextIO
+from typing import Callable, Iterable, Protocol, TextIO
 
-from . import privileges
+from . import privileges, safefs
 from .config import Config
 from .errors import UsageError
 from .events import Event, ExecEvent, UnreportedExecEvent
@@ -21,8 +21,12 @@ from .spans import SpanLineage
 
 
 class Sink(Protocol):
-    """Where events go: the console, OTLP. Called from the reader thread."""
+    """Where events go: the console, OTLP. Called from the reader thread.
+    Made before the privilege drop (it may need root to open its files),
+    it starts no thread and opens no connection until start(), which comes
+    after the drop."""
 
+    def start(self) -> None: ...
     def seed(self, infos: list[ProcessInfo]) -> None: ...
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None: ...
     def on_exit(self, info: ProcessInfo, timestamp: int) -> None: ...
@@ -60,6 +64,9 @@ class Agent:
         self.exported = 0
         self.exits_seen = 0
         self.source: EventSource | None = None
+        # Resolved before attaching: an unknown user is a usage error that
+        # costs no load.
+        self.user = privileges.resolve_user(cfg.user) if cfg.user else None
         self.tick: Callable[[], None] = lambda: None  # called every loop (otel_exec.telemetry)
 
     def attach(self) -> None:
@@ -67,37 +74,63 @@ class Agent:
         from now on, until run() reads them."""
         self.source = make_source(self.cfg, self.identity, self.redaction.argv, self.redaction.env, self.log)
 
-    def start(self) -> None:
+    def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
+        """Seed, drop privileges while the agent is still one thread, then
+        start the sinks and `also_start`: every thread they make inherits
+        the dropped state, and check_threads proves it before and after."""
         # Attached first, seeded after: a process that starts in between is
         # seen twice (harmless) rather than not at all.
         if self.source is None:
             self.attach()
-        self.table.seed_from_proc(self.identity)
-        seeded = self.table.entries()
-        for info in seeded:
-            if info.seeded_from_proc and info.argv:
-                info.argv = self.redaction.argv(info.argv)
-        self.lineage.seed(self.table, self.identity)
-        for sink in self.sinks:
-            sink.seed(seeded)
-        # Everything loaded so far (modules, the seeded table) lives as long as
-        # the agent: keep it out of the collector's scans, and collect less
-        # often; per-event objects are acyclic and freed by refcounting.
-        gc.freeze()
-        gc.set_threshold(20000, 20, 20)
-        privileges.raise_reader_priority()
-        privileges.drop(privileges.resolve_user(self.cfg.user) if self.cfg.user else None,
-                        keep=self.source.run_time_capabilities,
-                        own=[self.cfg.spool_dir] if self.cfg.spool_dir and os.path.isdir(self.cfg.spool_dir) else [])
-        if self.cfg.ready_file:
-            tmp = f"{self.cfg.ready_file}.tmp"
-            try:
-                with open(tmp, "w") as f:
-                    f.write(f"{os.getpid()}\n")
-                os.replace(tmp, self.cfg.ready_file)
-            except OSError as e:
-                raise UsageError(f"cannot write --ready-file {self.cfg.ready_file}: {e.strerror}"
-                                 f"{' (as --user ' + self.cfg.user + ')' if self.cfg.user else ''}") from None
+        assert self.source is not None
+        ready = self._open_ready_dir()
+        try:
+            self.table.seed_from_proc(self.identity)
+            seeded = self.table.entries()
+            for info in seeded:
+                if info.seeded_from_proc and info.argv:
+                    info.argv = self.redaction.argv(info.argv)
+            self.lineage.seed(self.table, self.identity)
+            for sink in self.sinks:
+                sink.seed(seeded)
+            # Everything loaded so far (modules, the seeded table) lives as long as
+            # the agent: keep it out of the collector's scans, and collect less
+            # often; per-event objects are acyclic and freed by refcounting.
+            gc.freeze()
+            gc.set_threshold(20000, 20, 20)
+            agent_nice = privileges.raise_reader_priority()
+            dropped = privileges.drop(self.user, keep=self.source.run_time_capabilities)
+            privileges.check_threads(dropped)
+            for sink in self.sinks:
+                sink.start()
+            for start in also_start:
+                start()
+            privileges.restore_other_threads_priority(agent_nice)
+            privileges.check_threads(dropped)
+            if ready is not None:
+                self._write_ready_file(*ready)
+        finally:
+            if ready is not None:
+                os.close(ready[0])
+
+    def _open_ready_dir(self) -> tuple[int, str] | None:
+        """The --ready-file's directory, checked and held open from before
+        the drop, so the file is written where it was checked."""
+        if not self.cfg.ready_file:
+            return None
+        try:
+            return safefs.split(self.cfg.ready_file, trust=[self.user.pw_uid] if self.user else [])
+        except safefs.UnsafePath as e:
+            raise UsageError(f"--ready-file: {e}") from None
+        except OSError as e:
+            raise UsageError(f"--ready-file {self.cfg.ready_file}: {e.strerror}") from None
+
+    def _write_ready_file(self, dir_fd: int, name: str) -> None:
+        try:
+            safefs.replace_file(dir_fd, name, f"{os.getpid()}\n".encode(), 0o644)
+        except OSError as e:
+            raise UsageError(f"cannot write --ready-file {self.cfg.ready_file}: {e.strerror}"
+                             f"{' (as --user ' + self.cfg.user + ')' if self.cfg.user else ''}") from None
 
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):

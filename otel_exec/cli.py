@@ -41,11 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print a one-line summary (execs, exported, lost, spool) to stderr this often")
     run.add_argument("--user", metavar="USER",
                      help="once the probes are attached, switch to this user (name or uid); every capability "
-                          "is dropped in any case")
+                          "the backend does not need at run time is dropped in any case (docs/operations.md)")
     run.add_argument("--span-env", action="store_true",
                      help="put environment attributes on spans too (they are always on the exec's log record)")
     run.add_argument("--format", choices=FORMATS, help="pretty on a terminal, jsonl otherwise")
-    run.add_argument("--output", metavar="FILE", help="write events here instead of stdout")
+    run.add_argument("--output", metavar="FILE",
+                     help="write events here instead of stdout (created 0600; never through a symlink)")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     run.add_argument("--ready-file", metavar="PATH", help="written once probes are attached and /proc is seeded")
     run.add_argument("--env-capture", choices=ENV_CAPTURE_MODES, default="redacted")
@@ -140,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def run(cfg: Config, stderr: TextIO) -> int:
     from .agent import Agent, Sink, install_signal_handlers
-    from .console import ConsoleExporter
+    from .console import ConsoleExporter, open_output
     from .identity import HostIdentity
     from .otlp import OtlpOptions, OtlpSink, configured, resource_attributes
     from .spool import Spool
@@ -156,14 +157,18 @@ def run(cfg: Config, stderr: TextIO) -> int:
     # once loaded) then does not come on top of the exporters' modules,
     # imported below: it was the agent's peak RSS (BENCHMARKS.md).
     agent.attach()
+    # The sinks and the telemetry are made now, as root (a root-only TLS key
+    # or spool directory), and start their threads only after the privilege
+    # drop (Agent.start).
+    trust = [agent.user.pw_uid] if agent.user else []
     try:
         if "otlp" in exporters:
-            spool = Spool(cfg.spool_dir, cfg.spool_max_bytes) if cfg.spool_dir else None
+            spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, owner=agent.user) if cfg.spool_dir else None
             sinks.append(OtlpSink(opts, identity, spool))
         if "console" in exporters:
-            # UTF-8 whatever the locale: event text is never unencodable.
-            out = open(cfg.output, "w", buffering=1 << 16, encoding="utf-8") if cfg.output else sys.stdout
+            out = open_output(cfg.output, trust) if cfg.output else sys.stdout
             if out is sys.stdout:
+                # UTF-8 whatever the locale: event text is never unencodable.
                 sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
             sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl"),
                                          cfg.not_collected()))
@@ -181,7 +186,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     agent.tick = tick
     install_signal_handlers(agent)
     try:
-        agent.start()
+        agent.start(also_start=[telemetry.start])
         agent.run()
     finally:
         agent.shutdown(cfg.shutdown_grace)

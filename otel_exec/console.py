@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
-from typing import TextIO
+from typing import Iterable, TextIO
 
+from . import safefs
+from .errors import UsageError
 from .events import ExecEvent
 from .proctable import ProcessInfo
 
@@ -33,6 +36,25 @@ def pretty_line(ev: ExecEvent) -> str:
     return f"{ts}.{ms:03d} {ev.host_pid:>7} {ev.host_ppid:>7} {ev.uid:>5}{where} {path}: {cmd}{rate}"
 
 
+def open_output(path: str, trust: Iterable[int] = ()) -> TextIO:
+    """--output, opened (as root, before the privilege drop) relative to its
+    checked directory: created 0600, since records hold every user's argv
+    and environment; an existing file must be a regular, singly linked
+    file of root, the agent or `trust`, and is truncated."""
+    try:
+        dir_fd, name = safefs.split(path, trust=trust)
+        try:
+            fd = safefs.open_file(dir_fd, name, os.O_WRONLY | os.O_TRUNC, 0o600, trust=trust)
+        finally:
+            os.close(dir_fd)
+    except safefs.UnsafePath as e:
+        raise UsageError(f"--output: {e}") from None
+    except OSError as e:
+        raise UsageError(f"--output {path}: {e.strerror}") from None
+    # UTF-8 whatever the locale: event text is never unencodable.
+    return open(fd, "w", buffering=1 << 16, encoding="utf-8")
+
+
 class ConsoleExporter:
     """Lines are held until flush(), the end of a drain of the ring buffer,
     and written after the sinks before it (the spool) flushed: an exec
@@ -47,6 +69,9 @@ class ConsoleExporter:
         self._lines: list[str] = []
         if not self.jsonl:
             out.write(f"{'TIME':12} {'PID':>7} {'PPID':>7} {'UID':>5} PATH: ARGV\n")
+
+    def start(self) -> None:
+        pass  # no thread: lines are written from the reader thread
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
         if self.jsonl:

@@ -24,6 +24,14 @@ class PrivilegeError(OtelExecError):
     exit_code = 3
 
 
+class PrivilegeLeakError(OtelExecError):
+    """After the privilege drop, a thread of the agent still holds more than
+    the source needs at run time: a capability, its bounding set, no
+    no_new_privs, or (with --user) another uid or gid."""
+
+    exit_code = 8
+
+
 class NoBtfError(OtelExecError):
     """The kernel exposes no BTF (/sys/kernel/btf/vmlinux), so CO-RE cannot relocate."""
 

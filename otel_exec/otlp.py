@@ -92,6 +92,7 @@ def export_request(resource: bytes, records: list[bytes]) -> bytes:
 
 
 class Transport(Protocol):
+    def start(self) -> None: ...
     def send(self, payload: bytes, count: int) -> bool: ...
     def shutdown(self) -> None: ...
 
@@ -115,16 +116,33 @@ class _RawStub:
         self.Export = channel.unary_unary(method)  # type: ignore[attr-defined]
 
 
+class ChannelAtStart:
+    """Mixed into an SDK gRPC exporter: its constructor reads the TLS files
+    (as root, before the privilege drop) but makes no channel, since the
+    first channel starts gRPC's threads; start_channel() makes it after."""
+
+    _channel_allowed = False
+
+    def _initialize_channel_and_stub(self) -> None:
+        if self._channel_allowed:
+            super()._initialize_channel_and_stub()  # type: ignore[misc]
+
+    def start_channel(self) -> None:
+        self._channel_allowed = True
+        self._initialize_channel_and_stub()
+
+
 def _grpc_transport(signal: str, opts: OtlpOptions) -> Transport:
     if signal == "logs":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Base
     else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Base
 
-    class RawGrpcExporter(Base):  # type: ignore[misc, valid-type]
+    class RawGrpcExporter(ChannelAtStart, Base):  # type: ignore[misc, valid-type]
         def _initialize_channel_and_stub(self) -> None:
             super()._initialize_channel_and_stub()
-            self._client = _RawStub(self._channel, _GRPC_METHODS[signal])
+            if self._channel is not None:
+                self._client = _RawStub(self._channel, _GRPC_METHODS[signal])
 
         def _translate_data(self, data: _Prepared) -> bytes:  # type: ignore[override]
             return data.payload
@@ -135,6 +153,9 @@ def _grpc_transport(signal: str, opts: OtlpOptions) -> Transport:
     exporter = RawGrpcExporter(endpoint=opts.endpoint, headers=opts.headers or None)
 
     class GrpcTransport:
+        def start(self) -> None:
+            exporter.start_channel()
+
         def send(self, payload: bytes, count: int) -> bool:
             return exporter._export(_Prepared(payload, count)).name == "SUCCESS"
 
@@ -171,6 +192,9 @@ def _http_transport(signal: str, opts: OtlpOptions) -> Transport:
     exporter = Exporter(endpoint=endpoint, headers=opts.headers or None, session=otlp_http_session())
 
     class HttpTransport:
+        def start(self) -> None:
+            pass  # requests connects at the first send
+
         def send(self, payload: bytes, count: int) -> bool:
             return bool(exporter._client.export(payload).success)
 
@@ -351,6 +375,9 @@ class BatchExporter:
         self._stopping = False
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name=f"otlp-{signal}", daemon=True)
+
+    def start(self) -> None:
+        self.transport.start()
         self._thread.start()
 
     def flush(self) -> None:
@@ -410,7 +437,8 @@ class BatchExporter:
         self._wake.set()
 
     def join(self) -> None:
-        self._thread.join(max(0.0, self._deadline - time.monotonic()) + 1)
+        if self._thread.ident is not None:  # started
+            self._thread.join(max(0.0, self._deadline - time.monotonic()) + 1)
         self.transport.shutdown()
 
     def stats(self) -> dict[str, int]:
@@ -435,6 +463,11 @@ class OtlpSink:
 
         self.logs = exporter("logs", "OTEL_BLRP", 1000)
         self.spans = exporter("traces", "OTEL_BSP", 5000)
+
+    def start(self) -> None:
+        """After the privilege drop: the export threads and connections."""
+        self.logs.start()
+        self.spans.start()
 
     def seed(self, infos: list[ProcessInfo]) -> None:
         """Processes already running get a span, and a log record each: they

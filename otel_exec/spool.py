@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
 import struct
 import threading
 import time
@@ -354,9 +355,15 @@ class Spool:
     # Of --spool-max-bytes: exec log records are most of the bytes.
     SHARES = {"logs": 0.75, "traces": 0.25}
 
-    def __init__(self, path: str, max_bytes: int) -> None:
+    def __init__(self, path: str, max_bytes: int, owner: pwd.struct_passwd | None = None) -> None:
         self.dir = open_spool_dir(path)
+        self.owner = owner  # --user: what the spool makes is handed to it
         self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            self._hand_over(dir_fd, self._lock_fd)
+        finally:
+            os.close(dir_fd)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -368,9 +375,15 @@ class Spool:
         self._signals: dict[str, SignalSpool] = {}
         self._last_beat = 0.0  # 0: this run has not watched anything yet
 
+    def _hand_over(self, *fds: int) -> None:
+        if self.owner is not None:
+            for fd in fds:
+                os.fchown(fd, self.owner.pw_uid, self.owner.pw_gid)
+
     def signal(self, name: str) -> SignalSpool:
         if name not in self._signals:
-            self._signals[name] = SignalSpool(self.dir, name, int(self.max_bytes * self.SHARES[name]))
+            s = self._signals[name] = SignalSpool(self.dir, name, int(self.max_bytes * self.SHARES[name]))
+            self._hand_over(s._fd, s._cursor_fd)
         return self._signals[name]
 
     def beat(self) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
-from .otlp import OtlpOptions, otlp_http_session, protocol_for
+from .otlp import ChannelAtStart, OtlpOptions, otlp_http_session, protocol_for
 
 Report = Callable[[], dict[str, int]]
 
@@ -39,30 +39,47 @@ def loss_reason(key: str) -> str | None:
 
 
 class Telemetry:
+    """Made before the privilege drop (the exporter reads its TLS files
+    then); start(), after it, starts the metrics thread and connection."""
+
     def __init__(self, report: Report, opts: OtlpOptions | None, stats_interval: float | None,
                  resource: dict[str, object], err: TextIO = sys.stderr) -> None:
         self.report = report
         self.err = err
         self.stats_interval = stats_interval
+        self.resource = resource
         self._next_stats = time.monotonic() + stats_interval if stats_interval else float("inf")
-        self._provider = self._metrics(opts, resource) if opts is not None else None
+        self._exporter = self._metric_exporter(opts) if opts is not None else None
+        self._provider: object | None = None
 
-    def _metrics(self, opts: OtlpOptions, resource: dict[str, object]) -> object:
+    @staticmethod
+    def _metric_exporter(opts: OtlpOptions) -> object:
+        if protocol_for("metrics", opts) == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            class GrpcMetricExporter(ChannelAtStart, OTLPMetricExporter):  # type: ignore[misc, valid-type]
+                pass
+
+            return GrpcMetricExporter(endpoint=opts.endpoint, headers=opts.headers or None)
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+        endpoint = f"{opts.endpoint.rstrip('/')}/v1/metrics" if opts.endpoint else None
+        return Http(endpoint=endpoint, headers=opts.headers or None, session=otlp_http_session())
+
+    def start(self) -> None:
+        if self._exporter is not None:
+            if isinstance(self._exporter, ChannelAtStart):
+                self._exporter.start_channel()
+            self._provider = self._metrics(self._exporter)
+
+    def _metrics(self, exporter: object) -> object:
         from opentelemetry.metrics import CallbackOptions, Observation
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
 
-        if protocol_for("metrics", opts) == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-            exporter = OTLPMetricExporter(endpoint=opts.endpoint, headers=opts.headers or None)
-        else:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
-            endpoint = f"{opts.endpoint.rstrip('/')}/v1/metrics" if opts.endpoint else None
-            exporter = Http(endpoint=endpoint, headers=opts.headers or None, session=otlp_http_session())
         # OTEL_METRIC_EXPORT_INTERVAL sets the period, as users expect.
-        provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)],
-                                 resource=Resource(resource))  # type: ignore[arg-type]
+        provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)],  # type: ignore[arg-type]
+                                 resource=Resource(self.resource))  # type: ignore[arg-type]
         meter = provider.get_meter("otel-exec")
 
         def observe(select: Callable[[dict[str, int]], Iterable[tuple[int, dict[str, str]]]]) -> Callable:

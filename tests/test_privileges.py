@@ -1,10 +1,17 @@
-"""Least privilege: after attaching, the agent holds no capability, and can
-run as an unprivileged user (issue 5)."""
+"""Least privilege, read as an attacker would: every thread's
+/proc/PID/task/TID/status while the agent exports (issues 5 and 10).
+
+Capabilities, the bounding and ambient sets and no_new_privs belong to a
+thread: a drop on the main thread says nothing about the gRPC, exporter and
+metrics threads, so each one is read.
+"""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,14 +19,58 @@ from typing import Iterator
 
 import pytest
 
-from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark
+from agent_run import ROOT, AgentRun, kernel_available, marked, marked_env, new_mark
+from collector import Collector
+from otel_exec.errors import PrivilegeLeakError
+from otel_exec.privileges import cap_name
+from otel_exec.source_bcc import BccSource
+from test_bcc import bcc_env  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.kernel
 
+NOBODY = 65534
+GRPC_THREADS = ("grpc_global_tim", "event_engine")
+# main (reader), otlp-logs, otlp-traces, the metrics reader: Python threads
+# carry the interpreter's name in /proc.
+PYTHON_THREADS = 4
 
-def status(pid: int) -> dict[str, str]:
-    return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                if ":\t" in line)
+
+def status(pid: int, tid: int | None = None) -> dict[str, str]:
+    path = f"/proc/{pid}/task/{tid}/status" if tid else f"/proc/{pid}/status"
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in Path(path).read_text().splitlines())}
+
+
+def threads(pid: int) -> dict[int, dict[str, str]]:
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = status(pid, int(tid))
+        except FileNotFoundError:
+            pass  # ended meanwhile
+    return out
+
+
+def mask(caps: set[int]) -> int:
+    return sum(1 << c for c in caps)
+
+
+def assert_every_thread_clean(pid: int, keep: set[int], uid: int = 0, gid: int = 0) -> dict[int, dict[str, str]]:
+    """Every thread holds exactly `keep` (effective, permitted, bounding),
+    nothing inheritable or ambient, no_new_privs, and runs as uid/gid."""
+    seen = threads(pid)
+    for tid, st in seen.items():
+        who = f"thread {tid} ({st['Name']})"
+        for key, want in (("CapEff", mask(keep)), ("CapPrm", mask(keep)), ("CapBnd", mask(keep)),
+                          ("CapInh", 0), ("CapAmb", 0)):
+            got = int(st[key], 16)
+            extra = [cap_name(c) for c in range(64) if got >> c & 1 and not want >> c & 1]
+            assert got == want, f"{who}: {key} {st[key]} (extra: {extra})"
+        assert st["NoNewPrivs"] == "1", who
+        assert set(st["Uid"].split()) == {str(uid)}, (who, st["Uid"])
+        assert set(st["Gid"].split()) == {str(gid)}, (who, st["Gid"])
+        if uid:
+            assert st["Groups"] == "", (who, st["Groups"])
+    return seen
 
 
 @pytest.fixture
@@ -29,28 +80,86 @@ def public_dir() -> Iterator[Path]:
     if reason:
         pytest.skip(reason)
     d = Path(tempfile.mkdtemp(prefix="oe-priv-", dir="/tmp"))
-    d.chmod(0o777)
+    d.chmod(0o1777)  # as /tmp: sticky, so the agent trusts it
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
-def check_unprivileged(run: AgentRun) -> dict[str, str]:
-    st = status(run.proc.pid)
-    for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-        assert int(st[key].strip(), 16) == 0, (key, st[key])
-    assert st["NoNewPrivs"].strip() == "1"
-    mark = new_mark()
-    subprocess.run(["/bin/true"], env=marked_env(mark), check=True)
-    assert run.one(marked(mark))["comm"] == "true"  # still reading the kernel
-    rc, err = run.stop()
+def workdir_for(public_dir: Path, user: str | None) -> Path:
+    """The agent's files: with --user, in a directory that user owns (the
+    ready file is written after the switch)."""
+    d = public_dir / (user or "root")
+    d.mkdir()
+    if user:
+        os.chown(d, NOBODY, NOBODY)
+    return d
+
+
+@pytest.mark.parametrize("backend", ["core", "bcc"])
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize("user", [None, "nobody"])
+def test_no_thread_keeps_privileges_while_exporting(request: pytest.FixtureRequest, public_dir: Path,
+                                                    collector: Collector, backend: str, protocol: str,
+                                                    user: str | None) -> None:
+    """With logs, spans and metrics going to a real collector, every thread
+    (reader, exporters, metrics reader, gRPC's own) holds only what the
+    backend documents as needed at run time, and runs as --user."""
+    env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="200", OTEL_BLRP_SCHEDULE_DELAY="100")
+    keep: set[int] = set()
+    if backend == "bcc":
+        env.update(request.getfixturevalue("bcc_env"))
+        keep = BccSource.run_time_capabilities
+    endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+    run = AgentRun(workdir_for(public_dir, user), "--backend", backend, "--exporter", "otlp,console",
+                   "--endpoint", endpoint, "--protocol", protocol, *(["--user", user] if user else []), env=env)
+    try:
+        mark = new_mark()
+        subprocess.run(["/bin/true"], env=marked_env(mark), check=True)
+        collector.wait_for_logs(lambda r: r.attributes.get("process.environment_variable.OE_TEST_MARK") == mark,
+                                timeout=20)
+        time.sleep(0.5)  # a few metric exports
+        seen = assert_every_thread_clean(run.proc.pid, keep, *((NOBODY, NOBODY) if user else (0, 0)))
+        names = sorted(st["Name"] for st in seen.values())
+        print(backend, protocol, user, names)
+        # The threads that talk to the network are among those read.
+        assert sum(n.startswith("python") for n in names) >= PYTHON_THREADS, names
+        if protocol == "grpc":
+            assert all(any(n.startswith(g) for n in names) for g in GRPC_THREADS), names
+        else:
+            assert not any(n.startswith(g) for n in names for g in GRPC_THREADS), names
+        assert run.one(marked(mark))["comm"] == "true"  # still reading the kernel
+    finally:
+        rc, err = run.stop()
     assert rc == 0, err
     assert "exec_seen=" in err  # the kernel's counters, read without bpf()
-    return st
+    assert "logs_exported=0," not in err, err
 
 
-def test_root_agent_drops_every_capability(public_dir: Path) -> None:
-    st = check_unprivileged(AgentRun(public_dir / "root"))
-    assert st["Uid"].split()[0] == "0"
+PRE_DROP_THREAD = """
+import sys, threading
+from otel_exec import cli
+started = threading.Event()
+threading.Thread(target=lambda: (started.set(), threading.Event().wait()), daemon=True).start()
+started.wait()
+print(threading.enumerate()[-1].native_id, flush=True)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("user", [None, "nobody"])
+def test_a_thread_started_before_the_drop_is_refused(public_dir: Path, user: str | None) -> None:
+    """A thread that exists before the drop keeps root's capabilities (they
+    are per thread): the self-check names it and the agent refuses to run."""
+    work = workdir_for(public_dir, user)
+    proc = subprocess.run(
+        [sys.executable, "-c", PRE_DROP_THREAD, "run", "--exporter", "console", "--output", str(work / "out"),
+         "--ready-file", str(work / "ready"), "--duration", "30", *(["--user", user] if user else [])],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == PrivilegeLeakError.exit_code, proc.stderr
+    tid = proc.stdout.strip()
+    assert re.fullmatch(rf"otel-exec: error: thread {tid} \(\S+\) holds CAP_\w+ in Cap(Eff|Bnd) after the "
+                        r"privilege drop; refusing to run \(.*\)\n", proc.stderr), proc.stderr
+    assert not (work / "ready").exists()
 
 
 def _nice(pid: int, tid: int) -> int:
@@ -60,7 +169,8 @@ def _nice(pid: int, tid: int) -> int:
 
 def test_only_the_ring_buffer_reader_runs_at_raised_priority(public_dir: Path) -> None:
     """The reader (the main thread) at READER_NICE, so a burst of execs
-    cannot starve it; the export threads at the agent's own nice value."""
+    cannot starve it; the export threads, which it starts after the drop,
+    at the agent's own nice value."""
     from otel_exec.privileges import READER_NICE
 
     run = AgentRun(public_dir / "nice", "--exporter", "otlp,console", "--endpoint", "http://127.0.0.1:9")
@@ -73,16 +183,20 @@ def test_only_the_ring_buffer_reader_runs_at_raised_priority(public_dir: Path) -
         run.stop()
 
 
-def test_user_switches_to_an_unprivileged_user(public_dir: Path) -> None:
-    (public_dir / "nobody").mkdir(mode=0o777)
-    (public_dir / "nobody").chmod(0o777)  # the ready file is written after the switch
-    run = AgentRun(public_dir / "nobody", "--user", "nobody", "--exporter", "otlp,console",
+def test_user_owns_the_spool_it_writes(public_dir: Path) -> None:
+    run = AgentRun(workdir_for(public_dir, "nobody"), "--user", "nobody", "--exporter", "otlp,console",
                    "--endpoint", "http://127.0.0.1:9")  # nothing listens: records stay in the spool
-    time.sleep(0.2)
-    st = check_unprivileged(run)
-    assert set(st["Uid"].split()) == {"65534"} and set(st["Gid"].split()) == {"65534"}
+    try:
+        assert_every_thread_clean(run.proc.pid, set(), NOBODY, NOBODY)
+        assert run.ready.stat().st_uid == NOBODY  # written after the switch
+        mark = new_mark()
+        subprocess.run(["/bin/true"], env=marked_env(mark), check=True)
+        assert run.one(marked(mark))["comm"] == "true"
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
     spool = public_dir / "nobody" / "spool"
-    assert spool.stat().st_uid == 65534
+    assert spool.stat().st_uid == NOBODY
     assert any(f.name.startswith("logs-") and f.stat().st_size > 0 for f in spool.iterdir())
 
 
