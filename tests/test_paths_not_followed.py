@@ -1,0 +1,156 @@
+"""--output and --ready-file in a directory other users can write to (issue
+10): what another user plants there (symlinks, hard links, files of their
+own, a symlinked parent) never makes the root agent change a file it should
+not. Each attack is planted for real, the agent runs for real, and the
+victim, a root-owned file, is compared before and after.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import pytest
+
+from agent_run import ROOT, AgentRun, kernel_available, marked, marked_env, new_mark
+
+pytestmark = pytest.mark.kernel
+
+NOBODY = 65534
+PRECIOUS = b"root's own data\n"
+
+
+class Snapshot(NamedTuple):
+    uid: int
+    gid: int
+    mode: int
+    nlink: int
+    content: bytes
+
+
+def snapshot(path: Path) -> Snapshot:
+    st = path.stat()
+    return Snapshot(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_nlink, path.read_bytes())
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A 1777 directory like /tmp, where any user can plant names."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    d = Path(tempfile.mkdtemp(prefix="oe-shared-", dir="/tmp"))
+    d.chmod(0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def victim() -> Iterator[Path]:
+    """A root-owned 0644 file in a root-only directory, on the same file
+    system as `shared` (so it can be hard-linked)."""
+    d = Path(tempfile.mkdtemp(prefix="oe-victim-", dir="/tmp"))
+    f = d / "victim"
+    f.write_bytes(PRECIOUS)
+    f.chmod(0o644)
+    yield f
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def plant_symlink(link: Path, target: Path) -> None:
+    """A symlink as user nobody would make it."""
+    link.symlink_to(target)
+    os.lchown(link, NOBODY, NOBODY)
+
+
+def run_agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "otel_exec", "run", "--exporter", "console", "--format", "jsonl",
+                           "--duration", "1", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def refused(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("otel-exec: error: ") and message in lines[0], proc.stderr
+
+
+def test_output_symlink_to_a_root_file_is_refused(shared: Path, victim: Path) -> None:
+    before = snapshot(victim)
+    plant_symlink(shared / "events.jsonl", victim)
+    refused(run_agent("--output", str(shared / "events.jsonl")), "events.jsonl: a symlink; not followed")
+    assert snapshot(victim) == before
+
+
+def test_output_hard_link_to_a_root_file_is_refused(shared: Path, victim: Path) -> None:
+    """Where fs.protected_hardlinks is off, another user can link a file
+    they cannot write; made here as root, which can do it anyway."""
+    os.link(victim, shared / "events.jsonl")
+    before = snapshot(victim)
+    refused(run_agent("--output", str(shared / "events.jsonl")), "has 2 links")
+    assert snapshot(victim) == before
+
+
+def test_output_another_user_made_is_refused(shared: Path) -> None:
+    """A file nobody made (and could read later) is not written into."""
+    planted = shared / "events.jsonl"
+    planted.write_bytes(b"mine\n")
+    planted.chmod(0o666)
+    os.chown(planted, NOBODY, NOBODY)
+    before = snapshot(planted)
+    refused(run_agent("--output", str(planted)), "owned by uid 65534")
+    assert snapshot(planted) == before
+
+
+def test_parent_symlinked_by_another_user_is_refused(shared: Path, victim: Path) -> None:
+    """shared/dir -> the root-only directory of the victim, planted by
+    nobody: neither file is created or written there."""
+    plant_symlink(shared / "dir", victim.parent)
+    before = sorted(os.listdir(victim.parent)), snapshot(victim)
+    refused(run_agent("--output", str(shared / "dir" / "victim")), "a symlink owned by uid 65534; not followed")
+    refused(run_agent("--output", str(shared / "out"), "--ready-file", str(shared / "dir" / "victim")),
+            "a symlink owned by uid 65534; not followed")
+    assert (sorted(os.listdir(victim.parent)), snapshot(victim)) == before
+
+
+def test_ready_file_symlinks_are_replaced_not_followed(shared: Path, victim: Path, tmp_path: Path) -> None:
+    """ready and ready.tmp (the temporary name earlier versions used) point
+    at the victim: the ready file replaces the link, the victim stays."""
+    plant_symlink(shared / "ready", victim)
+    plant_symlink(shared / "ready.tmp", victim)
+    before = snapshot(victim)
+    proc = run_agent("--output", str(tmp_path / "out"), "--ready-file", str(shared / "ready"))
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(victim) == before
+    ready = shared / "ready"
+    assert not ready.is_symlink() and ready.stat().st_uid == 0 and ready.read_text().strip().isdigit()
+    assert sorted(p.name for p in shared.iterdir()) == ["ready", "ready.tmp"]  # no temporary file left
+
+
+def test_output_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Records hold every user's argv and environment: 0600 under umask
+    022, for a new file and for an existing one (which is truncated)."""
+    existing = tmp_path / "existing.jsonl"
+    existing.write_text("old line\n")
+    existing.chmod(0o644)
+    old_umask = os.umask(0o022)
+    try:
+        runs = [AgentRun(tmp_path / "new"), AgentRun(tmp_path / "old", "--output", str(existing))]
+    finally:
+        os.umask(old_umask)
+    mark = new_mark()
+    subprocess.run(["/bin/true"], env=marked_env(mark), check=True)
+    runs[0].one(marked(mark))
+    for run in runs:
+        rc, err = run.stop()
+        assert rc == 0, err
+    new = tmp_path / "new" / "events.jsonl"
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+    text = existing.read_text()
+    assert not text.startswith("old line") and mark in text
