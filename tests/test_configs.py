@@ -61,7 +61,7 @@ DEPRECATED_ALIASES: dict[str, dict[str, str]] = {
 MIN_CONTRIB_VERSION = (0, 153, 0)
 
 SIGNALS = ("traces", "logs", "metrics", "profiles")
-NEEDED_CAPS = {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_RESOURCE", "SYS_NICE"}
+NEEDED_CAPS = {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_RESOURCE", "SYS_NICE", "SETPCAP"}
 ENV_DEFAULT = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*:-(?P<default>.*)\}$")
 
 
