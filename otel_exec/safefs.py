@@ -12,7 +12,7 @@ one of the uids the caller trusts (the agent, its --user) and nobody else
 can write to it, except where the sticky bit keeps others from renaming or
 deleting what is not theirs (/tmp). A symlink is followed only if root or a
 trusted uid owns it, as fs.protected_symlinks does for sticky directories:
-/var/run -> /run passes, a link another user planted does not.
+/var/run -> /run (or -> ../run) passes, a link another user planted does not.
 
 A file is opened only if it is a regular file with a single link that a
 trusted uid owns; one that does not exist is created with O_EXCL, so a name
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from typing import Iterable
 
@@ -60,15 +61,22 @@ def open_dir(path: str, *, trust: Iterable[int] = (), create_mode: int | None = 
     if not path:
         raise UnsafePath("empty path")
     pending = [p for p in os.path.abspath(path).split("/") if p]
-    fd = os.open("/", _DIR_FLAGS)
-    walked = ""
+    # The directories walked, each opened by name in the one before: the
+    # one before is therefore its real parent, which is where a '..' that a
+    # symlink target brings (/var/run -> ../run) leads.
+    stack = [os.open("/", _DIR_FLAGS)]
+    walked: list[str] = []
     links = 0
     try:
         while pending:
             name = pending.pop(0)
-            if name == "..":  # abspath folded these; only a symlink target brings one
-                raise UnsafePath(f"{path}: a symlink in it points through '..'")
-            here = f"{walked}/{name}"
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                    walked.pop()
+                continue
+            fd = stack[-1]
+            here = "/" + "/".join([*walked, name])
             try:
                 nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
@@ -91,24 +99,21 @@ def open_dir(path: str, *, trust: Iterable[int] = (), create_mode: int | None = 
                 if links > _MAX_SYMLINKS:
                     raise UnsafePath(f"{path}: too many symlinks") from None
                 target = os.readlink(name, dir_fd=fd)
-                parts = [p for p in target.split("/") if p and p != "."]
                 if target.startswith("/"):
-                    os.close(fd)
-                    fd = os.open("/", _DIR_FLAGS)
-                    walked = ""
-                pending[:0] = parts
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                    walked.clear()
+                pending[:0] = [p for p in target.split("/") if p and p != "."]
                 continue
-            os.close(fd)
-            fd = nfd
-            walked = here
-            check_dir(fd, walked or "/", trusted)
-        return fd
+            stack.append(nfd)
+            walked.append(name)
+            check_dir(nfd, here, trusted)
+        return stack.pop()
     except FileNotFoundError:
-        os.close(fd)
         raise UnsafePath(f"{path}: no such directory") from None
-    except BaseException:
-        os.close(fd)
-        raise
+    finally:
+        for fd in stack:
+            os.close(fd)
 
 
 def split(path: str, *, trust: Iterable[int] = ()) -> tuple[int, str]:
@@ -156,12 +161,10 @@ def open_file(dir_fd: int, name: str, flags: int, mode: int = 0o600, *, trust: I
 
 def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
     """Write `data` to `name` atomically: a new file made with O_EXCL, then
-    renamed over `name` (a rename replaces a symlink, never follows it)."""
-    tmp = f".{name}.{os.getpid()}.tmp"
-    try:
-        os.unlink(tmp, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
+    renamed over `name` (a rename replaces a symlink, never follows it).
+    The temporary name is not predictable, so that another user cannot
+    plant it first in a shared directory."""
+    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
         view = memoryview(data)

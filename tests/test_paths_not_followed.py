@@ -154,3 +154,23 @@ def test_output_is_private_whatever_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE(existing.stat().st_mode) == 0o600
     text = existing.read_text()
     assert not text.startswith("old line") and mark in text
+
+
+def test_a_trusted_symlink_through_dotdot_is_followed(tmp_path: Path) -> None:
+    """A root-owned relative link such as Fedora's /var/run -> ../run leads
+    where the kernel would go; the descriptors walked are all closed."""
+    from otel_exec import safefs
+
+    (tmp_path / "var").mkdir()
+    (tmp_path / "run" / "otel-exec").mkdir(parents=True)
+    (tmp_path / "var" / "run").symlink_to("../run")
+    open_fds = len(os.listdir("/proc/self/fd"))
+    dir_fd, name = safefs.split(str(tmp_path / "var" / "run" / "otel-exec" / "ready"))
+    try:
+        assert name == "ready"
+        assert os.fstat(dir_fd).st_ino == (tmp_path / "run" / "otel-exec").stat().st_ino
+        safefs.replace_file(dir_fd, name, b"1\n")
+    finally:
+        os.close(dir_fd)
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+    assert os.listdir(tmp_path / "run" / "otel-exec") == ["ready"]
