@@ -10,8 +10,10 @@ import contextlib
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -151,3 +153,16 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentRun]:
     yield run
     rc, err = run.stop()
     assert rc == 0, err
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A 1777 directory like /tmp: an unprivileged user can reach it (pytest's
+    tmp is 0700) and plant names in it; the agent trusts it (sticky)."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    d = Path(tempfile.mkdtemp(prefix="oe-public-", dir="/tmp"))
+    d.chmod(0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

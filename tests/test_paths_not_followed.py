@@ -17,7 +17,7 @@ from typing import Iterator, NamedTuple
 
 import pytest
 
-from agent_run import ROOT, AgentRun, kernel_available, marked, marked_env, new_mark
+from agent_run import ROOT, AgentRun, marked, marked_env, new_mark, public_dir  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.kernel
 
@@ -39,21 +39,9 @@ def snapshot(path: Path) -> Snapshot:
 
 
 @pytest.fixture
-def shared() -> Iterator[Path]:
-    """A 1777 directory like /tmp, where any user can plant names."""
-    reason = kernel_available()
-    if reason:
-        pytest.skip(reason)
-    d = Path(tempfile.mkdtemp(prefix="oe-shared-", dir="/tmp"))
-    d.chmod(0o1777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
 def victim() -> Iterator[Path]:
     """A root-owned 0644 file in a root-only directory, on the same file
-    system as `shared` (so it can be hard-linked)."""
+    system as `public_dir` (so it can be hard-linked)."""
     d = Path(tempfile.mkdtemp(prefix="oe-victim-", dir="/tmp"))
     f = d / "victim"
     f.write_bytes(PRECIOUS)
@@ -80,25 +68,25 @@ def refused(proc: subprocess.CompletedProcess[str], message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("otel-exec: error: ") and message in lines[0], proc.stderr
 
 
-def test_output_symlink_to_a_root_file_is_refused(shared: Path, victim: Path) -> None:
+def test_output_symlink_to_a_root_file_is_refused(public_dir: Path, victim: Path) -> None:
     before = snapshot(victim)
-    plant_symlink(shared / "events.jsonl", victim)
-    refused(run_agent("--output", str(shared / "events.jsonl")), "events.jsonl: a symlink; not followed")
+    plant_symlink(public_dir / "events.jsonl", victim)
+    refused(run_agent("--output", str(public_dir / "events.jsonl")), "events.jsonl: a symlink; not followed")
     assert snapshot(victim) == before
 
 
-def test_output_hard_link_to_a_root_file_is_refused(shared: Path, victim: Path) -> None:
+def test_output_hard_link_to_a_root_file_is_refused(public_dir: Path, victim: Path) -> None:
     """Where fs.protected_hardlinks is off, another user can link a file
     they cannot write; made here as root, which can do it anyway."""
-    os.link(victim, shared / "events.jsonl")
+    os.link(victim, public_dir / "events.jsonl")
     before = snapshot(victim)
-    refused(run_agent("--output", str(shared / "events.jsonl")), "has 2 links")
+    refused(run_agent("--output", str(public_dir / "events.jsonl")), "has 2 links")
     assert snapshot(victim) == before
 
 
-def test_output_another_user_made_is_refused(shared: Path) -> None:
+def test_output_another_user_made_is_refused(public_dir: Path) -> None:
     """A file nobody made (and could read later) is not written into."""
-    planted = shared / "events.jsonl"
+    planted = public_dir / "events.jsonl"
     planted.write_bytes(b"mine\n")
     planted.chmod(0o666)
     os.chown(planted, NOBODY, NOBODY)
@@ -107,29 +95,29 @@ def test_output_another_user_made_is_refused(shared: Path) -> None:
     assert snapshot(planted) == before
 
 
-def test_parent_symlinked_by_another_user_is_refused(shared: Path, victim: Path) -> None:
-    """shared/dir -> the root-only directory of the victim, planted by
+def test_parent_symlinked_by_another_user_is_refused(public_dir: Path, victim: Path) -> None:
+    """public_dir/dir -> the root-only directory of the victim, planted by
     nobody: neither file is created or written there."""
-    plant_symlink(shared / "dir", victim.parent)
+    plant_symlink(public_dir / "dir", victim.parent)
     before = sorted(os.listdir(victim.parent)), snapshot(victim)
-    refused(run_agent("--output", str(shared / "dir" / "victim")), "a symlink owned by uid 65534; not followed")
-    refused(run_agent("--output", str(shared / "out"), "--ready-file", str(shared / "dir" / "victim")),
+    refused(run_agent("--output", str(public_dir / "dir" / "victim")), "a symlink owned by uid 65534; not followed")
+    refused(run_agent("--output", str(public_dir / "out"), "--ready-file", str(public_dir / "dir" / "victim")),
             "a symlink owned by uid 65534; not followed")
     assert (sorted(os.listdir(victim.parent)), snapshot(victim)) == before
 
 
-def test_ready_file_symlinks_are_replaced_not_followed(shared: Path, victim: Path, tmp_path: Path) -> None:
+def test_ready_file_symlinks_are_replaced_not_followed(public_dir: Path, victim: Path, tmp_path: Path) -> None:
     """ready and ready.tmp (the temporary name earlier versions used) point
     at the victim: the ready file replaces the link, the victim stays."""
-    plant_symlink(shared / "ready", victim)
-    plant_symlink(shared / "ready.tmp", victim)
+    plant_symlink(public_dir / "ready", victim)
+    plant_symlink(public_dir / "ready.tmp", victim)
     before = snapshot(victim)
-    proc = run_agent("--output", str(tmp_path / "out"), "--ready-file", str(shared / "ready"))
+    proc = run_agent("--output", str(tmp_path / "out"), "--ready-file", str(public_dir / "ready"))
     assert proc.returncode == 0, proc.stderr
     assert snapshot(victim) == before
-    ready = shared / "ready"
+    ready = public_dir / "ready"
     assert not ready.is_symlink() and ready.stat().st_uid == 0 and ready.read_text().strip().isdigit()
-    assert sorted(p.name for p in shared.iterdir()) == ["ready", "ready.tmp"]  # no temporary file left
+    assert sorted(p.name for p in public_dir.iterdir()) == ["ready", "ready.tmp"]  # no temporary file left
 
 
 def test_output_is_private_whatever_the_umask(tmp_path: Path) -> None:

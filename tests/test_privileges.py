@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from agent_run import ROOT, AgentRun, kernel_available, marked, marked_env, new_mark
+from agent_run import ROOT, AgentRun, marked, marked_env, new_mark, public_dir  # noqa: F401  (fixture)
 from collector import Collector
 from otel_exec.errors import PrivilegeLeakError
 from otel_exec.privileges import cap_name
@@ -35,9 +32,9 @@ GRPC_THREADS = ("grpc_global_tim", "event_engine")
 PYTHON_THREADS = 4
 
 
-def status(pid: int, tid: int | None = None) -> dict[str, str]:
-    path = f"/proc/{pid}/task/{tid}/status" if tid else f"/proc/{pid}/status"
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in Path(path).read_text().splitlines())}
+def status(pid: int, tid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
 
 
 def threads(pid: int) -> dict[int, dict[str, str]]:
@@ -71,18 +68,6 @@ def assert_every_thread_clean(pid: int, keep: set[int], uid: int = 0, gid: int =
         if uid:
             assert st["Groups"] == "", (who, st["Groups"])
     return seen
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory an unprivileged user can reach (pytest's tmp is 0700)."""
-    reason = kernel_available()
-    if reason:
-        pytest.skip(reason)
-    d = Path(tempfile.mkdtemp(prefix="oe-priv-", dir="/tmp"))
-    d.chmod(0o1777)  # as /tmp: sticky, so the agent trusts it
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def workdir_for(public_dir: Path, user: str | None) -> Path:
