@@ -185,6 +185,21 @@ def test_user_owns_the_spool_it_writes(public_dir: Path) -> None:
     assert any(f.name.startswith("logs-") and f.stat().st_size > 0 for f in spool.iterdir())
 
 
+def test_console_only_touches_no_spool_directory(public_dir: Path) -> None:
+    """Without the OTLP exporter the spool directory (here a root one with
+    a file in it) is neither opened nor handed to --user."""
+    work = workdir_for(public_dir, "nobody")
+    spool = work / "spool"
+    spool.mkdir(mode=0o700)
+    (spool / "logs-1").write_bytes(b"x")
+    before = [(p.name, p.stat().st_uid, p.stat().st_mode) for p in [spool, *spool.iterdir()]]
+    run = AgentRun(work, "--user", "nobody", "--exporter", "console")
+    assert_every_thread_clean(run.proc.pid, set(), NOBODY, NOBODY)
+    rc, err = run.stop()
+    assert rc == 0, err
+    assert [(p.name, p.stat().st_uid, p.stat().st_mode) for p in [spool, *spool.iterdir()]] == before
+
+
 def test_unknown_user_is_a_usage_error(public_dir: Path) -> None:
     with pytest.raises(RuntimeError, match="no such user"):
         AgentRun(public_dir / "x", "--user", "no-such-user-oe")
