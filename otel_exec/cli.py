@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", metavar="FILE",
                      help="write events here instead of stdout (created 0600; never through a symlink)")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    run.add_argument("--ready-file", metavar="PATH", help="written once probes are attached and /proc is seeded")
+    run.add_argument("--ready-file", metavar="PATH",
+                     help="written once probes are attached, /proc is seeded, privileges are dropped and the "
+                          "exporters run")
     run.add_argument("--env-capture", choices=ENV_CAPTURE_MODES, default="redacted")
     run.add_argument("--redact-pattern", action="append", default=[], metavar="REGEX",
                      help="also redact matches of REGEX in argv and env values (repeatable)")
