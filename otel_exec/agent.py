@@ -87,8 +87,7 @@ class Agent:
         gc.set_threshold(20000, 20, 20)
         privileges.raise_reader_priority()
         privileges.drop(privileges.resolve_user(self.cfg.user) if self.cfg.user else None,
-                        keep=self.source.run_time_capabilities,
-                        own=[self.cfg.spool_dir] if self.cfg.spool_dir and os.path.isdir(self.cfg.spool_dir) else [])
+                        keep=self.source.run_time_capabilities)
         if self.cfg.ready_file:
             tmp = f"{self.cfg.ready_file}.tmp"
             try:

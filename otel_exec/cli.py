@@ -10,6 +10,7 @@ from typing import Sequence, TextIO
 from . import __version__
 from .config import BACKENDS, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS, Config
 from .errors import OtelExecError, UsageError
+from .spool import FULL_ACTIONS
 
 
 def _csv(value: str) -> list[str]:
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "collector outage or an agent crash (default %(default)s)")
     run.add_argument("--spool-max-bytes", type=int, default=Config.spool_max_bytes,
                      help="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
+    run.add_argument("--spool-full-action", choices=FULL_ACTIONS, default=Config.spool_full_action,
+                     help="when the disk takes no write and the memory window is full too, drop the oldest "
+                          "or the newest records, counted (default %(default)s)")
+    run.add_argument("--spool-allow-group-read", action="store_true",
+                     help="accept an existing spool directory its group may read (0750); otherwise any "
+                          "access by group or others is refused")
     run.add_argument("--no-spool", action="store_true",
                      help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE bound them)")
     run.add_argument("--stats-interval", type=float, metavar="SECONDS",
@@ -107,6 +114,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         span_env=args.span_env,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
+        spool_full_action=args.spool_full_action,
+        spool_allow_group_read=args.spool_allow_group_read,
         user=args.user,
         stats_interval=args.stats_interval,
         format=args.format,
@@ -143,6 +152,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from .console import ConsoleExporter
     from .identity import HostIdentity
     from .otlp import OtlpOptions, OtlpSink, configured, resource_attributes
+    from .privileges import resolve_user
     from .spool import Spool
     from .telemetry import Telemetry, loss_reason
 
@@ -158,7 +168,10 @@ def run(cfg: Config, stderr: TextIO) -> int:
     agent.attach()
     try:
         if "otlp" in exporters:
-            spool = Spool(cfg.spool_dir, cfg.spool_max_bytes) if cfg.spool_dir else None
+            # Made as root, before the drop: it hands what it creates to --user.
+            spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, resolve_user(cfg.user) if cfg.user else None,
+                          allow_group_read=cfg.spool_allow_group_read, full_action=cfg.spool_full_action,
+                          boot_id=identity.boot_id) if cfg.spool_dir else None
             sinks.append(OtlpSink(opts, identity, spool))
         if "console" in exporters:
             # UTF-8 whatever the locale: event text is never unencodable.

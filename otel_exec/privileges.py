@@ -81,9 +81,9 @@ def raise_reader_priority() -> None:
         pass
 
 
-def drop(user: pwd.struct_passwd | None, keep: set[int], own: list[str]) -> None:
-    """Drop to `keep` capabilities, as `user` if given. `own` lists paths
-    (the spool) that user must be able to write: they are chowned first."""
+def drop(user: pwd.struct_passwd | None, keep: set[int]) -> None:
+    """Drop to `keep` capabilities, as `user` if given (the spool handed
+    itself to that user already: otel_exec.spool)."""
     _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
     # The bounding set only limits what an exec could gain, and the agent
     # never execs (no_new_privs below seals that too): dropping from it
@@ -93,10 +93,6 @@ def drop(user: pwd.struct_passwd | None, keep: set[int], own: list[str]) -> None
             break
     if user is not None:
         try:
-            for path in own:
-                for root, dirs, files in os.walk(path):
-                    for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                        os.chown(name, user.pw_uid, user.pw_gid)
             # Keep the permitted set across the uid change, then narrow it.
             _check(_libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities across setuid")
             os.setgroups([])
@@ -104,7 +100,7 @@ def drop(user: pwd.struct_passwd | None, keep: set[int], own: list[str]) -> None
             os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
         except PermissionError as e:
             raise PrivilegeError(f"cannot switch to user {user.pw_name}: {e.strerror} "
-                                 "(--user needs CAP_SETUID, CAP_SETGID and CAP_CHOWN)") from None
+                                 "(--user needs CAP_SETUID and CAP_SETGID)") from None
         _check(_libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "reset keep-capabilities")
     _set_caps(keep)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
