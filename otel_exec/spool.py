@@ -74,7 +74,7 @@ _DISK_RETRY_S = 1.0
 _CURSOR_WIDTH = 32
 _HEARTBEAT_WIDTH = 96
 HEARTBEAT = "heartbeat"
-LOCK = "lock"
+LOCK = "lock"  # a file earlier versions flocked; the directory is flocked now
 SIGNALS = ("logs", "traces")
 FULL_ACTIONS = ("drop-oldest", "drop-newest")
 _SEGMENT_NAME = re.compile(r"(logs|traces)-([0-9]{1,18})\.seg")
@@ -248,7 +248,7 @@ class SpoolDirectory:
             except safefs.UnsafePath as e:
                 self.unsafe(name, str(e))
             except OSError as e:
-                if e.errno not in (errno.EISDIR, errno.ENXIO, errno.EACCES):
+                if e.errno not in (errno.EISDIR, errno.ENXIO):
                     raise
                 self.unsafe(name, e.strerror or "cannot be opened")
             try:
@@ -292,6 +292,49 @@ class SpoolDirectory:
         os.close(self.fd)
 
 
+class _OwnFile:
+    """A small file of the spool's own (cursor, heartbeat), rewritten in
+    place by one pwrite. On a disk that takes no write (read-only, full of
+    inodes) it is read if it exists, and opened for writing at the next
+    write that finds the disk writable again."""
+
+    def __init__(self, directory: SpoolDirectory, name: str) -> None:
+        self.dir = directory
+        self.name = name
+        self.fd = self._open()
+        self._first = b""
+        if self.fd is None:  # what an earlier run left is still worth reading
+            fd = directory.open_segment(name)
+            if fd is not None:
+                try:
+                    self._first = os.pread(fd, 256, 0)
+                finally:
+                    os.close(fd)
+
+    def _open(self) -> int | None:
+        try:
+            return self.dir.open_own(self.name)
+        except OSError:
+            return None
+
+    def read(self, n: int) -> bytes:
+        return os.pread(self.fd, n, 0) if self.fd is not None else self._first[:n]
+
+    def write(self, data: bytes) -> None:
+        if self.fd is None:
+            self.fd = self._open()
+        if self.fd is not None:
+            try:
+                os.pwrite(self.fd, data, 0)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class SignalSpool:
     """The segments of one signal ("logs", "traces"). append() is called
     from the reader thread, read()/ack()/forget() from the export thread."""
@@ -317,7 +360,7 @@ class SignalSpool:
             if fd is not None:
                 st = os.fstat(fd)
                 self._segs[seg] = _Segment(fd, st.st_size, None, st.st_mtime_ns)
-        self._cursor_fd = self.dir.open_own(f"{signal}.cursor")
+        self._cursor_file = _OwnFile(self.dir, f"{signal}.cursor")
         loaded = self._parse_cursor()
         # Never append to a segment of an earlier run (its tail may be a
         # record cut short by a crash), nor number one at or below a name
@@ -360,7 +403,7 @@ class SignalSpool:
 
     def _parse_cursor(self) -> Position | None:
         try:
-            seg, off = os.pread(self._cursor_fd, _CURSOR_WIDTH, 0).split()
+            seg, off = self._cursor_file.read(_CURSOR_WIDTH).split()
             return Position(int(seg), int(off))
         except ValueError:  # empty (first run) or garbled
             return None
@@ -388,10 +431,7 @@ class SignalSpool:
         """One pwrite of a few bytes, within one page: a SIGKILL leaves the
         old or the new value, never a mix. A failed write only means a
         resend after the next start."""
-        try:
-            os.pwrite(self._cursor_fd, f"{pos.segment} {pos.offset}".ljust(_CURSOR_WIDTH - 1).encode() + b"\n", 0)
-        except OSError:
-            pass
+        self._cursor_file.write(f"{pos.segment} {pos.offset}".ljust(_CURSOR_WIDTH - 1).encode() + b"\n")
 
     def _drop_segment(self, seg: int) -> None:
         """Forget a segment (deleted, or about to be); the caller holds the lock."""
@@ -730,7 +770,7 @@ class SignalSpool:
         with self._lock:
             for seg in list(self._segs):
                 self._drop_segment(seg)
-            os.close(self._cursor_fd)
+            self._cursor_file.close()
 
 
 @dataclass(frozen=True)
@@ -771,16 +811,17 @@ class Spool:
         self.boot_id = boot_id
         self.clock_steps = 0
         self._signals: dict[str, SignalSpool] = {}
-        self._lock_fd = self._heartbeat_fd = -1
         try:
-            self._lock_fd = self.dir.open_own(LOCK)
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"spool directory {path} is in use by another otel-exec "
-                                 "(give each agent its own --spool-dir)") from None
-            self._heartbeat_fd = self.dir.open_own(HEARTBEAT)
-            self._previous_heartbeat = os.pread(self._heartbeat_fd, _HEARTBEAT_WIDTH, 0).split()
+            # On the directory itself: no file to create, so a read-only or
+            # full disk still has its lock.
+            fcntl.flock(self.dir.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.dir.close()
+            raise UsageError(f"spool directory {path} is in use by another otel-exec "
+                             "(give each agent its own --spool-dir)") from None
+        try:
+            self._heartbeat = _OwnFile(self.dir, HEARTBEAT)
+            self._previous_heartbeat = self._heartbeat.read(_HEARTBEAT_WIDTH).split()
             found = self._scan()
             for name in self.SHARES:
                 self._signals[name] = SignalSpool(self.dir, name, int(max_bytes * self.SHARES[name]),
@@ -853,10 +894,7 @@ class Spool:
         """Wall clock, CLOCK_BOOTTIME and boot id, in one pwrite (see
         SignalSpool._store_cursor); on a full disk the old one stays."""
         line = f"{time.time_ns()} {_boottime_ns()} {self.boot_id or '-'}".ljust(_HEARTBEAT_WIDTH - 1) + "\n"
-        try:
-            os.pwrite(self._heartbeat_fd, line.encode(), 0)
-        except OSError:
-            pass
+        self._heartbeat.write(line.encode())
 
     def stats(self) -> dict[str, int]:
         """Counters of the directory (those of each signal: SignalSpool.stats)."""
@@ -871,7 +909,6 @@ class Spool:
     def _close_files(self) -> None:
         for s in self._signals.values():
             s.close()
-        for fd in (self._heartbeat_fd, self._lock_fd):
-            if fd >= 0:
-                os.close(fd)
+        if hasattr(self, "_heartbeat"):
+            self._heartbeat.close()
         self.dir.close()

@@ -29,7 +29,7 @@ def public_dir() -> Iterator[Path]:
     if reason:
         pytest.skip(reason)
     d = Path(tempfile.mkdtemp(prefix="oe-priv-", dir="/tmp"))
-    d.chmod(0o777)
+    d.chmod(0o1777)  # sticky, as /tmp: a spool below a directory anyone may rename in is refused
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -74,8 +74,8 @@ def test_only_the_ring_buffer_reader_runs_at_raised_priority(public_dir: Path) -
 
 
 def test_user_switches_to_an_unprivileged_user(public_dir: Path) -> None:
-    (public_dir / "nobody").mkdir(mode=0o777)
-    (public_dir / "nobody").chmod(0o777)  # the ready file is written after the switch
+    (public_dir / "nobody").mkdir()
+    (public_dir / "nobody").chmod(0o1777)  # the ready file is written after the switch
     run = AgentRun(public_dir / "nobody", "--user", "nobody", "--exporter", "otlp,console",
                    "--endpoint", "http://127.0.0.1:9")  # nothing listens: records stay in the spool
     time.sleep(0.2)

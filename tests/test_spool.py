@@ -350,7 +350,7 @@ def _unchanged(victim: Path, st: os.stat_result, data: bytes) -> None:
     assert (now.st_uid, now.st_gid, now.st_mode, victim.read_bytes()) == (st.st_uid, st.st_gid, st.st_mode, data)
 
 
-@pytest.mark.parametrize("name", ["logs.cursor", "heartbeat", "lock", "traces.cursor"])
+@pytest.mark.parametrize("name", ["logs.cursor", "heartbeat", "traces.cursor"])
 @pytest.mark.parametrize("link", ["symlink", "hardlink"])
 def test_a_link_planted_for_a_spool_file_is_never_written_through(tmp_path: Path, name: str, link: str) -> None:
     victim, st, data = _root_file(tmp_path)
@@ -456,3 +456,17 @@ def test_gap_from_an_old_heartbeat_in_the_future_is_zero(tmp_path: Path) -> None
     gap = sp.gap()
     sp.close()
     assert gap is not None and gap.seconds == 0 and gap.clock_step_s < -3500 and sp.clock_steps == 1
+
+
+def test_a_link_named_lock_is_not_touched(tmp_path: Path) -> None:
+    """The lock is the directory's own flock: a file named lock (earlier
+    versions used one) is never opened."""
+    victim, st, data = _root_file(tmp_path)
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    (d / "lock").symlink_to(victim)
+    sp = Spool(str(d), 1 << 32)
+    with pytest.raises(UsageError, match="in use by another otel-exec"):
+        Spool(str(d), 1 << 32)
+    sp.close()
+    _unchanged(victim, st, data)
