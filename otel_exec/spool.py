@@ -355,11 +355,13 @@ class SignalSpool:
         self.cursor_reset = 0  # cursor values that pointed nowhere
         self._lock = threading.Lock()
         self._segs: dict[int, _Segment] = {}
+        self._bytes = 0  # the size of every segment, summed
         for seg, name in sorted(found.items()):
             fd = self.dir.open_segment(name)
             if fd is not None:
                 st = os.fstat(fd)
                 self._segs[seg] = _Segment(fd, st.st_size, None, st.st_mtime_ns)
+                self._bytes += st.st_size
         self._cursor_file = _OwnFile(self.dir, f"{signal}.cursor")
         loaded = self._parse_cursor()
         # Never append to a segment of an earlier run (its tail may be a
@@ -380,6 +382,9 @@ class SignalSpool:
         self._disk_error: str | None = None  # why the last write failed; None: the disk takes writes
         self._retry_at = 0.0
         self._memory_full_logged = False
+        self._episode_logged = False  # whether this episode's start was logged (then its end is too)
+        self._logged_error = ""
+        self._logged_at = 0.0
         self._warned_corrupt = False
         try:
             self._new_segment()  # before the drop: an empty directory of root's still works
@@ -436,6 +441,7 @@ class SignalSpool:
     def _drop_segment(self, seg: int) -> None:
         """Forget a segment (deleted, or about to be); the caller holds the lock."""
         s = self._segs.pop(seg)
+        self._bytes -= s.size
         if s is self._write:
             self._write = None
         os.close(s.fd)
@@ -461,10 +467,11 @@ class SignalSpool:
                 self._hold(framed[1::2])
                 return
             if self._disk_error is not None:
-                log.warning("spool %s: %s segments are written again (%d records could not be, %d of them "
-                            "dropped)", self.dir.path, self.signal, self.write_failed, self.dropped_disk_full)
+                if self._episode_logged:
+                    log.warning("spool %s: %s segments are written again (%d records could not be, %d of them "
+                                "dropped)", self.dir.path, self.signal, self.write_failed, self.dropped_disk_full)
+                    self._memory_full_logged = False
                 self._disk_error = None
-                self._memory_full_logged = False
             self._evict()
 
     def _write_disk(self, framed: list[bytes], size: int, count: int) -> None:
@@ -489,6 +496,7 @@ class SignalSpool:
             # Still on disk: read back from there once the cursor gets to it.
             self._recent_bytes -= self._recent.popleft().nbytes
         w.size += size
+        self._bytes += size
         w.count = (w.count or 0) + count
 
     @staticmethod
@@ -507,9 +515,21 @@ class SignalSpool:
         """A write (or a segment's creation) failed; the caller holds the lock."""
         self.write_failed += count
         self._retry_at = time.monotonic() + _DISK_RETRY_S
+        if self._write is not None and self._write.size:
+            # The next try starts a new segment: this one is then deleted once
+            # sent, which on a small disk may be what frees the space.
+            self._write = None
+            self._delete_sent()
         self._release_deleted()
         if self._disk_error is None:
             self._disk_error = e.strerror or str(e)
+            # A small disk flips between full and not every few seconds:
+            # one warning a minute for the same cause is enough.
+            now = time.monotonic()
+            self._episode_logged = self._disk_error != self._logged_error or now - self._logged_at >= 60
+            if not self._episode_logged:
+                return
+            self._logged_error, self._logged_at = self._disk_error, now
             log.warning("spool %s: cannot write %s records (%s): they wait in memory (up to %d MiB) and are sent "
                         "first; writing is tried again every %.0f s", self.dir.path, self.signal, self._disk_error,
                         HELD_BYTES >> 20, _DISK_RETRY_S)
@@ -563,7 +583,7 @@ class SignalSpool:
     def _evict(self) -> None:
         """Delete the oldest segments while over max_bytes (never the one
         being written); the caller holds the lock."""
-        while sum(s.size for s in self._segs.values()) > self.max_bytes and len(self._segs) > 1:
+        while self._bytes > self.max_bytes and len(self._segs) > 1:
             oldest = min(self._segs)
             s = self._segs[oldest]
             if s is self._write:
@@ -718,11 +738,19 @@ class SignalSpool:
             if end <= self._cursor:
                 return
             self._cursor = end
-            for seg in [s for s in self._segs if s < end.segment and self._segs[s] is not self._write]:
-                self.dir.unlink(self._name(seg))
-                self._drop_segment(seg)
+            self._delete_sent()
             self._drop_recent(end)
             self._store_cursor(end)
+
+    def _delete_sent(self) -> None:
+        """Delete the segments no longer written to that the cursor is past
+        (a segment left after a failed write: as soon as it is read to its
+        end); the caller holds the lock."""
+        cur = self._cursor
+        for seg, s in list(self._segs.items()):
+            if s is not self._write and (seg < cur.segment or (seg == cur.segment and cur.offset >= s.size)):
+                self.dir.unlink(self._name(seg))
+                self._drop_segment(seg)
 
     def forget(self, end: Position) -> None:
         """Drop the in-memory copies of the records before `end` (a batch

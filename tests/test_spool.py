@@ -470,3 +470,21 @@ def test_a_link_named_lock_is_not_touched(tmp_path: Path) -> None:
         Spool(str(d), 1 << 32)
     sp.close()
     _unchanged(victim, st, data)
+
+
+def test_a_full_disk_of_sent_records_is_freed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a disk the spool itself filled, with everything in it sent: a
+    failed write leaves that segment, which is deleted at once, so the next
+    try finds the space."""
+    d = tmp_path / "s"
+    sp = _logs(d)
+    _append(sp, _records(5))
+    assert _drain(sp) == _records(5)
+    (first,) = d.glob("logs-*.seg")
+    failing = _failing_disk(monkeypatch)
+    _append(sp, _records(3, start=5))
+    assert not first.exists()
+    failing[0] = False
+    _append(sp, _records(2, start=8))
+    assert _drain(sp) == _records(5, start=5)
+    assert len(list(d.glob("logs-*.seg"))) == 1

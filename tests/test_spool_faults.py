@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -142,8 +143,6 @@ def test_a_read_only_spool_then_writable_again(storm: str, make_collector, tiny_
 def _handmade_spool(d: Path, n: int) -> list[str]:
     """A spool an earlier run left: n gap records (real LogRecords) in two
     segments of logs; returns their gap.start values."""
-    import otel_exec.spool as spool_mod
-
     starts = []
     sp = Spool(str(d), 1 << 32)
     logs = sp.signal("logs")
@@ -154,7 +153,6 @@ def _handmade_spool(d: Path, n: int) -> list[str]:
         if i == n // 2:
             logs._write = None  # start the next segment here
     sp.close()
-    del spool_mod
     return starts
 
 
@@ -356,7 +354,7 @@ def test_a_spool_directory_of_another_uid_exits_2(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
     os.chown(spool, 4242, 4242)
-    proc = subprocess.run([os.sys.executable, "-m", "otel_exec", "run", "--endpoint", "http://127.0.0.1:9",
+    proc = subprocess.run([sys.executable, "-m", "otel_exec", "run", "--endpoint", "http://127.0.0.1:9",
                            "--spool-dir", str(spool), "--duration", "1"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 2, proc.stderr
