@@ -26,8 +26,8 @@ execs arrived, by exec id, so duplicates count once) and its own fresh
      20 s; from 5 s to 15 s the tmpfs is full (a ballast file) and the
      collector down, so records beyond the 8 MiB memory window are dropped
      (--spool-full-action drop-oldest, the default). The agent must keep
-     running, every exec of a second storm after space and collector
-     returned must arrive, and every exec record the agent made must be
+     running, every exec of a second storm (100/s) after space and
+     collector returned and the agent drained must arrive, and every exec record the agent made must be
      delivered or counted: exported = delivered + dropped.
 Then it prints a table and appends it to BENCHMARKS.md. Every process it
 started is stopped on exit, error or Ctrl-C; the work directory (spools,
@@ -291,6 +291,7 @@ DISKFULL_SECONDS = 20.0
 DISKFULL_FROM = 5.0
 DISKFULL_TO = 15.0
 DISKFULL_AFTER = 1000
+DISKFULL_AFTER_RATE = 100.0  # what 256 KiB and a sender that wakes every second keep up with
 DISKFULL_DELIVERY_TIMEOUT = 300.0
 
 
@@ -348,13 +349,20 @@ def _diskfull(ctx: Context, workdir: Path, fs: Path, rotel: Rotel, marker: str) 
         during()
         time.sleep(0.5)
     alive = agent.child is not None and agent.child.proc.poll() is None
-    after = ctx.storm.run(DISKFULL_AFTER, DISKFULL_RATE, marker)
     received = rotel.received
-    time.sleep(2)  # a stats line after the storm
-    # Until the agent holds nothing more to send (spool and memory window).
-    done_at = wait_until(rotel, lambda: stats_spool_bytes(agent.stderr_path)[-1:] == [0],
-                         DISKFULL_DELIVERY_TIMEOUT)
-    time.sleep(2)
+
+    def drained() -> float | None:
+        """Until the agent holds nothing more to send (spool and memory window)."""
+        time.sleep(2)  # a stats line from now on
+        return wait_until(rotel, lambda: stats_spool_bytes(agent.stderr_path)[-1:] == [0], DISKFULL_DELIVERY_TIMEOUT)
+
+    drained_at = drained()
+    say(f"diskfull: {'drained' if drained_at else 'NOT drained'} {(drained_at or time.monotonic()) - t0:.1f} s in; "
+        f"{DISKFULL_AFTER:,} execs more at {DISKFULL_AFTER_RATE:.0f}/s")
+    before_after = len(received.ids)
+    after = ctx.storm.run(DISKFULL_AFTER, DISKFULL_AFTER_RATE, marker)
+    done_at = drained()
+    after_arrived = len(received.ids) - before_after
     counters = agent.stop()
     rotel.poll()
     rotel.stop()
@@ -368,6 +376,8 @@ def _diskfull(ctx: Context, workdir: Path, fs: Path, rotel: Rotel, marker: str) 
                         f"{storm_text(result.execs, result.seconds, result.rate)}; "
                         f"logs_spool_write_failed={counters.get('logs_spool_write_failed', 0):,}, "
                         f"traces_spool_write_failed={counters.get('traces_spool_write_failed', 0):,}"))
+    ctx.rows.append(Row("Spool disk full", "every exec after space returned arrives", after_arrived == after.execs,
+                        f"{after_arrived:,} of {after.execs:,} ({storm_text(after.execs, after.seconds, after.rate)})"))
     ctx.rows.append(Row("Spool disk full", "exported = delivered + dropped (every exec record)",
                         exported == delivered + dropped,
                         f"exported {exported:,} = delivered {delivered:,} ({storm:,} storm, {others:,} other) + "
@@ -697,7 +707,8 @@ def render(rows: list[Row], checks: list[str], outage: float, soak: float, comma
         "soak": (f"memory: {soak:.0f} s at {SOAK_RATE:.0f} execs/s, VmRSS every {RSS_EVERY:.0f} s"),
         "diskfull": (f"disk full: the spool on a {DISKFULL_FS} tmpfs, /bin/true at {DISKFULL_RATE:.0f} execs/s for "
                      f"{DISKFULL_SECONDS:.0f} s, the tmpfs filled and the collector down from {DISKFULL_FROM:.0f} s "
-                     f"to {DISKFULL_TO:.0f} s, then {DISKFULL_AFTER:,} execs more; 'exported' = exec records the "
+                     f"to {DISKFULL_TO:.0f} s; once the agent drained, {DISKFULL_AFTER:,} execs more at "
+                     f"{DISKFULL_AFTER_RATE:.0f}/s; 'exported' = exec records the "
                      "agent made (its final line), 'delivered' = distinct exec records at the collector"),
     }
     failed = sum(1 for r in rows if r.passed is False)

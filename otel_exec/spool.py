@@ -60,6 +60,10 @@ log = logging.getLogger("otel_exec.spool")
 _LEN = struct.Struct("<I")
 frame = _LEN.pack  # the length prefix of a record in a segment
 SEGMENT_BYTES = 4 * 1024 * 1024
+# A segment being written that the collector has all of is left for a new
+# one once it holds this much: deleted at once, it frees the disk while the
+# collector keeps up (a new file per this many bytes costs ~20 us).
+SENT_SEGMENT_BYTES = 64 * 1024
 _IOV_MAX = 1024  # Linux's limit on buffers per writev()
 # Appended records kept in memory for the export thread: a few batches' worth
 # (256 log records of an exec with a 16-variable environment are ~0.7 MB).
@@ -397,12 +401,14 @@ class SignalSpool:
 
     def _new_segment(self) -> None:
         while True:
-            seg, self._next_seg = self._next_seg, self._next_seg + 1
+            seg = self._next_seg
             try:
                 fd = self.dir.create(self._name(seg), os.O_RDWR | os.O_APPEND)
                 break
             except FileExistsError:
                 self.dir.unsafe(self._name(seg), "appeared in the spool; not used")
+                self._next_seg += 1
+        self._next_seg += 1
         self._segs[seg] = self._write = _Segment(fd, 0, 0, time.time_ns())
         self._write_seg = seg
 
@@ -738,6 +744,9 @@ class SignalSpool:
             if end <= self._cursor:
                 return
             self._cursor = end
+            w = self._write
+            if w is not None and end.segment == self._write_seg and end.offset >= w.size >= SENT_SEGMENT_BYTES:
+                self._write = None
             self._delete_sent()
             self._drop_recent(end)
             self._store_cursor(end)

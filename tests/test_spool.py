@@ -488,3 +488,17 @@ def test_a_full_disk_of_sent_records_is_freed(tmp_path: Path, monkeypatch: pytes
     _append(sp, _records(2, start=8))
     assert _drain(sp) == _records(5, start=5)
     assert len(list(d.glob("logs-*.seg"))) == 1
+
+
+def test_a_written_segment_the_collector_has_is_left_and_deleted(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "SENT_SEGMENT_BYTES", 300)
+    d = tmp_path / "s"
+    sp = _logs(d)
+    for i in range(0, 40, 4):
+        _append(sp, _records(4, start=i))
+        _drain(sp)
+    segs = list(d.glob("logs-*.seg"))
+    assert len(segs) <= 1 and all(p.stat().st_size < 600 for p in segs)  # not 40 records' worth
+    _append(sp, _records(2, start=40))
+    assert _drain(sp) == _records(2, start=40)
