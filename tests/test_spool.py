@@ -502,3 +502,22 @@ def test_a_written_segment_the_collector_has_is_left_and_deleted(tmp_path: Path,
     assert len(segs) <= 1 and all(p.stat().st_size < 600 for p in segs)  # not 40 records' worth
     _append(sp, _records(2, start=40))
     assert _drain(sp) == _records(2, start=40)
+
+
+@pytest.mark.parametrize("where", ["memory", "files", "held"])
+def test_a_rejected_batch_acked_unsent_blocks_nothing_behind_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                where: str) -> None:
+    """The export loop drops a batch the collector refuses for good by
+    acking it: the cursor moves past it and the next read is what follows."""
+    if where == "files":
+        monkeypatch.setattr(spool_mod, "RECENT_BYTES", 1)
+    sp = _logs(tmp_path / "s")
+    if where == "held":
+        _failing_disk(monkeypatch)
+    recs = _records(12)
+    _append(sp, recs)
+    rejected = sp.read(5, 1 << 20)
+    assert rejected is not None and rejected.records == recs[:5]
+    sp.forget(rejected.end)
+    sp.ack(rejected.end)
+    assert _drain(sp) == recs[5:]
