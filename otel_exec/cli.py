@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="when the disk takes no write and the memory window is full too, drop the oldest "
                           "or the newest records, counted (default %(default)s)")
     run.add_argument("--spool-allow-group-read", action="store_true",
-                     help="accept an existing spool directory its group may read (0750); otherwise any "
-                          "access by group or others is refused")
+                     help="keep the group's read access to an existing spool directory (0750); otherwise "
+                          "read access of group and others is removed (write access is refused)")
     run.add_argument("--no-spool", action="store_true",
                      help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE bound them)")
     run.add_argument("--stats-interval", type=float, metavar="SECONDS",

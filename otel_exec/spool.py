@@ -205,11 +205,14 @@ class SpoolDirectory:
             if st.st_uid not in self.trust:
                 raise UsageError(f"spool directory {self.path} belongs to uid {st.st_uid}, not to the agent"
                                  f"{' or --user' if self.owner else ''}")
-            allowed = 0o050 if allow_group_read else 0
-            if mode & 0o077 & ~allowed:
-                raise UsageError(f"spool directory {self.path} has mode {mode:04o}: it holds command lines, "
-                                 "so nobody else may read or write it (chmod 0700"
-                                 f"{'' if allow_group_read else ', or --spool-allow-group-read for 0750'})")
+            if mode & 0o022:
+                raise UsageError(f"spool directory {self.path} has mode {mode:04o}: others could plant or swap "
+                                 "files in it (chmod 0700)")
+            # It holds command lines: nobody else reads it either (a
+            # hostPath the kubelet makes is 0755).
+            keep = 0o7700 | (mode & 0o050 if allow_group_read else 0)
+            if mode & ~keep:
+                os.fchmod(fd, mode & keep)
             if created or st.st_uid == 0:
                 self.give(fd)  # a directory of root's: the agent's own, to hand over
             return fd

@@ -400,17 +400,22 @@ def test_a_spool_directory_of_another_uid_is_refused(tmp_path: Path) -> None:
     assert list(d.iterdir()) == [] and d.stat().st_uid == 4242
 
 
-@pytest.mark.parametrize("mode,allow,ok", [(0o700, False, True), (0o750, False, False), (0o750, True, True),
-                                           (0o770, True, False), (0o755, True, False), (0o1777, False, False)])
-def test_spool_directory_mode(tmp_path: Path, mode: int, allow: bool, ok: bool) -> None:
+@pytest.mark.parametrize("mode,allow,after", [(0o700, False, 0o700), (0o755, False, 0o700), (0o750, True, 0o750),
+                                              (0o755, True, 0o750), (0o770, True, None), (0o702, False, None),
+                                              (0o1777, False, None)])
+def test_spool_directory_mode(tmp_path: Path, mode: int, allow: bool, after: int | None) -> None:
+    """Writable by others: refused; readable: closed (but for the group
+    with --spool-allow-group-read)."""
     d = tmp_path / "s"
     d.mkdir()
     d.chmod(mode)
-    if ok:
+    if after is not None:
         Spool(str(d), 1 << 32, allow_group_read=allow).close()
+        assert d.stat().st_mode & 0o7777 == after
     else:
         with pytest.raises(UsageError, match="mode"):
             Spool(str(d), 1 << 32, allow_group_read=allow)
+        assert d.stat().st_mode & 0o7777 == mode
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
