@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """otel-exec's reliability benchmark (issue 5, "Acceptance"), in one command: run as root.
 
-    python3 bench/reliability.py [--quick] [--only {outage,kill,soak}] [--output FILE]
+    python3 bench/reliability.py [--quick] [--only {outage,kill,soak,diskfull}] [--output FILE]
                                  [--outage-seconds S] [--soak-seconds S]
 
 Each check on loopback, with its own rotel collector (counting which storm
@@ -22,6 +22,13 @@ execs arrived, by exec id, so duplicates count once) and its own fresh
   3. soak: 10 minutes (--quick: 60 s) at 1,000 execs/s, the agent's VmRSS
      sampled every 10 s: RSS at the end within 10% of RSS at the 1-minute
      mark (--quick: the 30 s mark); every exec arrives, no loss counter.
+  4. diskfull: the spool on a 256 KiB tmpfs; a storm at 1,000 execs/s for
+     20 s; from 5 s to 15 s the tmpfs is full (a ballast file) and the
+     collector down, so records beyond the 8 MiB memory window are dropped
+     (--spool-full-action drop-oldest, the default). The agent must keep
+     running, every exec of a second storm (100/s) after space and
+     collector returned and the agent drained must arrive, and every exec record the agent made must be
+     delivered or counted: exported = delivered + dropped.
 Then it prints a table and appends it to BENCHMARKS.md. Every process it
 started is stopped on exit, error or Ctrl-C; the work directory (spools,
 logs) is removed when every check passed, else kept and named.
@@ -50,7 +57,7 @@ from storm import MARKER_KEY, MARKER_VAR, Storm
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
-CHECKS = ("outage", "kill", "soak")
+CHECKS = ("outage", "kill", "soak", "diskfull")
 # After the agent is ready, before a storm: its start-up records are out.
 SETTLE = 1.0
 
@@ -132,7 +139,8 @@ def loss_counters(counters: dict[str, int]) -> dict[str, int]:
     (the same set its otel_exec.lost metric and its WARNING line use)."""
     return {k: v for k, v in counters.items()
             if k.startswith("lost_") or k in ("decode_errors", "process_table_evicted")
-            or k.endswith(("_failed", "_queue_overflow", "_spool_evicted", "_unsent"))}
+            or (k.endswith(("_failed", "_queue_overflow", "_spool_evicted", "_unsent", "_dropped_disk_full",
+                            "_spool_corrupt", "_spool_segment_lost")) and not k.endswith("_spool_write_failed"))}
 
 
 def losses_text(counters: dict[str, int]) -> str:
@@ -274,6 +282,109 @@ def check_outage(ctx: Context) -> None:
         f"max {mb(max(stats, default=0))} pending (`--stats-interval 1`, {len(stats)} lines), max {mb(max_dir)} "
         f"on disk (spool directory sampled every 0.5 s); default --spool-max-bytes (1 GiB)"))
     say(f"outage: {arrived:,} of {result.execs:,} arrived; {losses_text(counters)}")
+
+
+# -- 4. spool disk full -------------------------------------------------------------
+DISKFULL_FS = "256k"
+DISKFULL_RATE = 1000.0
+DISKFULL_SECONDS = 20.0
+DISKFULL_FROM = 5.0
+DISKFULL_TO = 15.0
+DISKFULL_AFTER = 1000
+DISKFULL_AFTER_RATE = 100.0  # what 256 KiB and a sender that wakes every second keep up with
+DISKFULL_DELIVERY_TIMEOUT = 300.0
+
+
+def fill(fs: Path) -> Path:
+    """Take every free block of fs; returns the ballast file."""
+    ballast = fs / "ballast"
+    with open(ballast, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return ballast
+
+
+def check_diskfull(ctx: Context) -> None:
+    import subprocess
+
+    workdir, rotel, marker = ctx.collector("diskfull")
+    fs = workdir / "tmpfs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISKFULL_FS},mode=0700", "tmpfs", str(fs)], check=True)
+    try:
+        _diskfull(ctx, workdir, fs, rotel, marker)
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
+def _diskfull(ctx: Context, workdir: Path, fs: Path, rotel: Rotel, marker: str) -> None:
+    agent = ctx.agent(workdir / "agent", rotel, fs / "spool", "--stats-interval", "1")
+    time.sleep(SETTLE)
+    total = round(DISKFULL_RATE * DISKFULL_SECONDS)
+    say(f"diskfull: {total:,} execs at {DISKFULL_RATE:.0f}/s; {fs} full and the collector down from "
+        f"{DISKFULL_FROM:.0f} s to {DISKFULL_TO:.0f} s")
+    t0 = time.monotonic()
+    ballast: Path | None = None
+    restored = False
+
+    def during() -> None:
+        nonlocal ballast, restored
+        now = time.monotonic() - t0
+        if ballast is None and now >= DISKFULL_FROM:
+            rotel.poll()
+            rotel.stop()
+            ballast = fill(fs)
+            say(f"diskfull: {fs} full, collector stopped at {now:.1f} s")
+        elif ballast is not None and not restored and now >= DISKFULL_TO:
+            ballast.unlink()
+            rotel.restart()
+            restored = True
+            say(f"diskfull: space and collector back at {now:.1f} s")
+
+    result = ctx.storm.run(total, DISKFULL_RATE, marker, during=during, interval=0.5)
+    while not restored:
+        during()
+        time.sleep(0.5)
+    alive = agent.child is not None and agent.child.proc.poll() is None
+    received = rotel.received
+
+    def drained() -> float | None:
+        """Until the agent holds nothing more to send (spool and memory window)."""
+        time.sleep(2)  # a stats line from now on
+        return wait_until(rotel, lambda: stats_spool_bytes(agent.stderr_path)[-1:] == [0], DISKFULL_DELIVERY_TIMEOUT)
+
+    drained_at = drained()
+    say(f"diskfull: {'drained' if drained_at else 'NOT drained'} {(drained_at or time.monotonic()) - t0:.1f} s in; "
+        f"{DISKFULL_AFTER:,} execs more at {DISKFULL_AFTER_RATE:.0f}/s")
+    before_after = len(received.ids)
+    after = ctx.storm.run(DISKFULL_AFTER, DISKFULL_AFTER_RATE, marker)
+    done_at = drained()
+    after_arrived = len(received.ids) - before_after
+    counters = agent.stop()
+    rotel.poll()
+    rotel.stop()
+    exported = counters.get("exported", 0)
+    dropped = counters.get("logs_dropped_disk_full", 0)
+    storm = len(received.ids)
+    # Every exec record, the storm's and the few others: each one once.
+    others = sum(received.events.get("otel_exec.process.exec", {}).values())
+    delivered = storm + others
+    ctx.rows.append(Row("Spool disk full", "the agent keeps running", alive,
+                        f"{storm_text(result.execs, result.seconds, result.rate)}; "
+                        f"logs_spool_write_failed={counters.get('logs_spool_write_failed', 0):,}, "
+                        f"traces_spool_write_failed={counters.get('traces_spool_write_failed', 0):,}"))
+    ctx.rows.append(Row("Spool disk full", "every exec after space returned arrives", after_arrived == after.execs,
+                        f"{after_arrived:,} of {after.execs:,} ({storm_text(after.execs, after.seconds, after.rate)})"))
+    ctx.rows.append(Row("Spool disk full", "exported = delivered + dropped (every exec record)",
+                        exported == delivered + dropped,
+                        f"exported {exported:,} = delivered {delivered:,} ({storm:,} storm, {others:,} other) + "
+                        f"logs_dropped_disk_full {dropped:,}; storm captured {result.execs + after.execs:,}"
+                        f" ({'all in' if done_at else 'timed out'}); traces_dropped_disk_full="
+                        f"{counters.get('traces_dropped_disk_full', 0):,}; {losses_text(counters)}"))
+    say(f"diskfull: exported {exported:,}, delivered {delivered:,}, dropped {dropped:,}")
 
 
 # -- 2. SIGKILL and restart ------------------------------------------------------
@@ -563,8 +674,10 @@ def check_soak(ctx: Context) -> None:
         f"{arrived:,} of {result.execs:,} arrived")
 
 
-RUNNERS: dict[str, Callable[[Context], None]] = {"outage": check_outage, "kill": check_kill, "soak": check_soak}
-TITLES = {"outage": "Collector outage", "kill": "Agent SIGKILL + restart", "soak": "Memory flat"}
+RUNNERS: dict[str, Callable[[Context], None]] = {"outage": check_outage, "kill": check_kill, "soak": check_soak,
+                                                 "diskfull": check_diskfull}
+TITLES = {"outage": "Collector outage", "kill": "Agent SIGKILL + restart", "soak": "Memory flat",
+          "diskfull": "Spool disk full"}
 
 
 # -- report --------------------------------------------------------------------------
@@ -592,6 +705,11 @@ def render(rows: list[Row], checks: list[str], outage: float, soak: float, comma
                  f"--output FILE`) SIGKILLed {KILL_AT:.0f} s in, a new agent on the same spool after the storm; "
                  "'read' = the storm execs in the first agent's console file"),
         "soak": (f"memory: {soak:.0f} s at {SOAK_RATE:.0f} execs/s, VmRSS every {RSS_EVERY:.0f} s"),
+        "diskfull": (f"disk full: the spool on a {DISKFULL_FS} tmpfs, /bin/true at {DISKFULL_RATE:.0f} execs/s for "
+                     f"{DISKFULL_SECONDS:.0f} s, the tmpfs filled and the collector down from {DISKFULL_FROM:.0f} s "
+                     f"to {DISKFULL_TO:.0f} s; once the agent drained, {DISKFULL_AFTER:,} execs more at "
+                     f"{DISKFULL_AFTER_RATE:.0f}/s; 'exported' = exec records the "
+                     "agent made (its final line), 'delivered' = distinct exec records at the collector"),
     }
     failed = sum(1 for r in rows if r.passed is False)
     parts = [

@@ -10,6 +10,7 @@ from typing import Sequence, TextIO
 from . import __version__
 from .config import BACKENDS, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS, Config
 from .errors import OtelExecError, UsageError
+from .spool import FULL_ACTIONS
 
 
 def _csv(value: str) -> list[str]:
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "collector outage or an agent crash (default %(default)s)")
     run.add_argument("--spool-max-bytes", type=int, default=Config.spool_max_bytes,
                      help="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
+    run.add_argument("--spool-full-action", choices=FULL_ACTIONS, default=Config.spool_full_action,
+                     help="when the disk takes no write and the memory window is full too, drop the oldest "
+                          "or the newest records, counted (default %(default)s)")
+    run.add_argument("--spool-allow-group-read", action="store_true",
+                     help="keep the group's read access to an existing spool directory (0750); otherwise "
+                          "read access of group and others is removed (write access is refused)")
     run.add_argument("--no-spool", action="store_true",
                      help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE bound them)")
     run.add_argument("--stats-interval", type=float, metavar="SECONDS",
@@ -110,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         span_env=args.span_env,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
+        spool_full_action=args.spool_full_action,
+        spool_allow_group_read=args.spool_allow_group_read,
         user=args.user,
         stats_interval=args.stats_interval,
         format=args.format,
@@ -165,7 +174,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
     trust = [agent.user.pw_uid] if agent.user else []
     try:
         if "otlp" in exporters:
-            spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, owner=agent.user) if cfg.spool_dir else None
+            spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, agent.user,
+                          allow_group_read=cfg.spool_allow_group_read, full_action=cfg.spool_full_action,
+                          boot_id=identity.boot_id) if cfg.spool_dir else None
             sinks.append(OtlpSink(opts, identity, spool))
         if "console" in exporters:
             out = open_output(cfg.output, trust) if cfg.output else sys.stdout

@@ -31,6 +31,8 @@ class Config:
     span_env: bool = False
     spool_dir: str | None = "/var/lib/otel-exec"  # None: records wait in memory only
     spool_max_bytes: int = 1 << 30
+    spool_full_action: str = "drop-oldest"  # which records give way when disk and memory are full
+    spool_allow_group_read: bool = False  # accept a spool directory its group may read (0750)
     user: str | None = None  # run as this user once attached (--user)
     stats_interval: float | None = None  # seconds between summaries on stderr
     shutdown_grace: float = 10.0  # seconds to flush queues on stop

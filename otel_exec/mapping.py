@@ -392,11 +392,14 @@ def observed_record(info: ProcessInfo, attrs: Attrs, now_ns: int) -> bytes:
     return _in_scope(parts)
 
 
-def gap_record(start_ns: int, end_ns: int) -> bytes:
-    """A LogRecord saying no agent watched from start_ns to end_ns: execs in
-    between are missing, processes still running then appear as observed."""
+def gap_record(start_ns: int, end_ns: int, seconds: float, clock_step_s: float = 0.0) -> bytes:
+    """A LogRecord saying no agent watched from start_ns to end_ns (seconds
+    long, measured on a clock no step changes): execs in between are
+    missing, processes still running then appear as observed. A wall-clock
+    step in between is an attribute of its own."""
     attrs = Attrs.of([_kv("otel_exec.gap.start", iso8601(start_ns)), _kv("otel_exec.gap.end", iso8601(end_ns)),
-                      _kv("otel_exec.gap.seconds", (end_ns - start_ns) / 1e9)])
+                      _kv("otel_exec.gap.seconds", seconds),
+                      *([_kv("otel_exec.gap.clock_step_seconds", clock_step_s)] if clock_step_s else [])])
     body = f"otel-exec was not watching from {iso8601(start_ns)} to {iso8601(end_ns)}"
     return _in_scope((_LOG_HEAD, _U64(end_ns), w.varint_field(2, SEVERITY_WARN), w.len_field(3, b"WARN"),
                       w.len_field(5, w.any_string(body)), attrs.log, _LOG_OBSERVED, _U64(end_ns),

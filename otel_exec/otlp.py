@@ -347,8 +347,8 @@ class SpoolQueue:
 
     def stats(self) -> dict[str, int]:
         oldest = self.spool.oldest_pending_ns()
-        return {"spool_evicted": self.spool.evicted, "spool_bytes": self.spool.pending_bytes(),
-                "spool_oldest_age_s": (time.time_ns() - oldest) // 10**9 if oldest else 0}
+        return {**self.spool.stats(), "spool_bytes": self.spool.pending_bytes(),
+                "spool_oldest_age_s": max(0, time.time_ns() - oldest) // 10**9 if oldest else 0}
 
 
 RecordQueue = MemoryQueue | SpoolQueue
@@ -479,9 +479,9 @@ class OtlpSink:
                 self.logs.add(mapping.observed_record(info, attrs, now))
                 if info.owns_span:
                     info.span_attrs = (attrs.span,)
-        gap_start = self.spool.previous_heartbeat if self.spool else None
-        if gap_start is not None:
-            self.logs.add(mapping.gap_record(gap_start, now))
+        gap = self.spool.gap() if self.spool else None
+        if gap is not None:
+            self.logs.add(mapping.gap_record(gap.start_ns, gap.end_ns, gap.seconds, gap.clock_step_s))
         self.flush()
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
@@ -531,4 +531,4 @@ class OtlpSink:
             self.spool.close()
 
     def stats(self) -> dict[str, int]:
-        return {**self.logs.stats(), **self.spans.stats()}
+        return {**self.logs.stats(), **self.spans.stats(), **(self.spool.stats() if self.spool else {})}

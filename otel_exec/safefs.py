@@ -141,13 +141,7 @@ def open_file(dir_fd: int, name: str, flags: int, mode: int = 0o600, *, trust: I
             raise UnsafePath(f"{name}: a symlink; not followed") from None
         raise
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafePath(f"{name}: not a regular file")
-        if st.st_nlink != 1:
-            raise UnsafePath(f"{name}: has {st.st_nlink} links (a hard link is not written through)")
-        if st.st_uid not in _trusted(trust):
-            raise UnsafePath(f"{name}: owned by uid {st.st_uid}, which the agent does not trust")
+        st = check_file(fd, name, _trusted(trust))
         os.set_blocking(fd, True)
         if flags & os.O_TRUNC:
             os.ftruncate(fd, 0)
@@ -157,6 +151,19 @@ def open_file(dir_fd: int, name: str, flags: int, mode: int = 0o600, *, trust: I
     except BaseException:
         os.close(fd)
         raise
+
+
+def check_file(fd: int, name: str, trusted: frozenset[int]) -> os.stat_result:
+    """`fd` is a regular, singly linked file a trusted uid owns: not a
+    device or FIFO, and not a hard link to a file elsewhere."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePath(f"{name}: not a regular file")
+    if st.st_nlink != 1:
+        raise UnsafePath(f"{name}: has {st.st_nlink} links (a hard link is not written through)")
+    if st.st_uid not in trusted:
+        raise UnsafePath(f"{name}: owned by uid {st.st_uid}, which the agent does not trust")
+    return st
 
 
 def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:

@@ -23,19 +23,49 @@ _GAUGES = {
     "traces_spool_oldest_age_s": ("otel_exec.spool.oldest_age", "s", {"signal": "traces"}),
     "ringbuf_used_bytes": ("otel_exec.ringbuf.used", "By", {}),
     "process_table_size": ("otel_exec.process_table.size", "{process}", {}),
+    "logs_spool_held_bytes": ("otel_exec.spool.held", "By", {"signal": "logs"}),
+    "traces_spool_held_bytes": ("otel_exec.spool.held", "By", {"signal": "traces"}),
     "logs_export_latency_ms": ("otel_exec.export.latency", "ms", {"signal": "logs"}),
     "traces_export_latency_ms": ("otel_exec.export.latency", "ms", {"signal": "traces"}),
 }
+
+
+# Spool troubles that lose no record by themselves (report() key suffix ->
+# otel_exec.spool.faults reason); those that do are loss reasons.
+SPOOL_FAULTS = {"spool_write_failed": "write_failed", "spool_cursor_reset": "cursor_reset",
+                "spool_unsafe_files": "unsafe_file", "spool_foreign_files": "foreign_file"}
+
+
+def spool_fault(key: str) -> tuple[str, dict[str, str]] | None:
+    """(reason, attributes) of a report() key that counts spool faults, or None."""
+    for suffix, reason in SPOOL_FAULTS.items():
+        if key == suffix:
+            return reason, {"reason": reason}
+        if key.endswith("_" + suffix):
+            return reason, {"reason": reason, "signal": key.removesuffix("_" + suffix)}
+    return None
 
 
 def loss_reason(key: str) -> str | None:
     """The reason a report() key counts lost records, or None."""
     if key.startswith("lost_") or key == "decode_errors":
         return key.removeprefix("lost_")
-    for suffix in ("_failed", "_queue_overflow", "_spool_evicted"):
+    if spool_fault(key):
+        return None
+    for suffix in ("_failed", "_queue_overflow", "_spool_evicted", "_dropped_disk_full", "_spool_corrupt",
+                   "_spool_segment_lost"):
         if key.endswith(suffix):
             return key
     return None
+
+
+# Spool counters the summary line shows each of while not zero.
+_SPOOL_TROUBLE_KEYS = {
+    *(f"{signal}_{suffix}" for signal in ("logs", "traces")
+      for suffix in ("spool_write_failed", "spool_held_bytes", "dropped_disk_full", "spool_corrupt",
+                     "spool_segment_lost", "spool_cursor_reset")),
+    "spool_unsafe_files", "spool_foreign_files", "clock_steps",
+}
 
 
 class Telemetry:
@@ -98,6 +128,13 @@ class Telemetry:
             "otel_exec.lost", [observe(lambda r: [(v, {"reason": reason}) for k, v in r.items()
                                                   if (reason := loss_reason(k))])],
             unit="{record}", description="Records lost, by reason (each has its own counter)")
+        meter.create_observable_counter(
+            "otel_exec.spool.faults", [observe(lambda r: [(v, fault[1]) for k, v in r.items()
+                                                          if (fault := spool_fault(k))])],
+            unit="{fault}", description="Spool troubles that lost nothing by themselves, by reason")
+        meter.create_observable_counter(
+            "otel_exec.clock.steps", [observe(lambda r: [(r["clock_steps"], {})] if "clock_steps" in r else [])],
+            unit="{step}", description="Wall-clock steps found between the last heartbeat and this start")
         by_name: dict[str, list[tuple[str, dict[str, str]]]] = {}
         units: dict[str, str] = {}
         for key, (name, unit, attrs) in _GAUGES.items():
@@ -118,7 +155,8 @@ class Telemetry:
             print(f"otel-exec: execs={r.get('exec_seen', 0)} exported_logs={r.get('logs_exported', 0)} "
                   f"exported_spans={r.get('traces_exported', 0)} lost={lost} "
                   f"spool={r.get('logs_spool_bytes', 0) + r.get('traces_spool_bytes', 0)}B "
-                  f"ringbuf={r.get('ringbuf_used_bytes', 0)}B table={r.get('process_table_size', 0)}",
+                  f"ringbuf={r.get('ringbuf_used_bytes', 0)}B table={r.get('process_table_size', 0)}"
+                  + "".join(f" {k}={v}" for k, v in r.items() if v and k in _SPOOL_TROUBLE_KEYS),
                   file=self.err, flush=True)
 
     def close(self) -> None:

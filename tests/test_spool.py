@@ -1,13 +1,26 @@
 """The spool's segments, cursor and in-memory window (otel_exec.spool):
-whatever path a record takes, it is read back once, in order, until acked."""
+whatever path a record takes, it is read back once, in order, until acked;
+disk trouble, a damaged spool and planted files stop nothing."""
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
 from otel_exec import spool as spool_mod
-from otel_exec.spool import SignalSpool, frame
+from otel_exec.errors import UsageError
+from otel_exec.spool import SignalSpool, Spool, frame
+
+
+def framed_record(body: bytes) -> bytes:
+    """A record as mapping frames one (a field 2 of its scope block)."""
+    n, head = len(body), b""
+    while n >= 0x80:
+        head += bytes((n & 0x7F | 0x80,))
+        n >>= 7
+    return b"\x12" + head + bytes((n,)) + body
 
 
 def _append(sp: SignalSpool, records: list[bytes]) -> None:
@@ -26,11 +39,38 @@ def _drain(sp: SignalSpool, max_records: int = 7, max_bytes: int = 1 << 20) -> l
 
 
 def _records(n: int, start: int = 0) -> list[bytes]:
-    return [f"record-{i}-".encode() * (1 + i % 5) for i in range(start, start + n)]
+    return [framed_record(f"record-{i}-".encode() * (1 + i % 5)) for i in range(start, start + n)]
+
+
+def _logs(path: Path, max_bytes: int = 1 << 32, **kw: object) -> SignalSpool:
+    """The logs spool of a Spool on path (closed with the test's spools)."""
+    sp = Spool(str(path), max_bytes, **kw)  # type: ignore[arg-type]
+    _open.append(sp)
+    return sp.signal("logs")
+
+
+_open: list[Spool] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_spools() -> object:
+    yield
+    while _open:
+        try:
+            _open.pop().close()
+        except OSError:
+            pass
+
+
+def _restart(path: Path, **kw: object) -> SignalSpool:
+    """Close the spool on path (as a stop would) and open it again."""
+    while _open:
+        _open.pop().close()
+    return _logs(path, **kw)
 
 
 def test_records_come_back_in_order_from_memory(tmp_path: Path) -> None:
-    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    sp = _logs(tmp_path / "s")
     recs = _records(50)
     for i in range(0, 50, 10):
         _append(sp, recs[i:i + 10])
@@ -39,7 +79,7 @@ def test_records_come_back_in_order_from_memory(tmp_path: Path) -> None:
 
 
 def test_a_batch_not_acked_is_read_again(tmp_path: Path) -> None:
-    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    sp = _logs(tmp_path / "s")
     _append(sp, _records(10))
     first = sp.read(4, 1 << 20)
     assert first is not None and sp.read(4, 1 << 20) == first  # a failed send retries the same records
@@ -49,7 +89,7 @@ def test_a_batch_not_acked_is_read_again(tmp_path: Path) -> None:
 
 def test_what_memory_dropped_is_read_from_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spool_mod, "RECENT_BYTES", 300)
-    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    sp = _logs(tmp_path / "s")
     recs = _records(200)
     for i in range(0, 200, 3):
         _append(sp, recs[i:i + 3])
@@ -57,31 +97,30 @@ def test_what_memory_dropped_is_read_from_the_files(tmp_path: Path, monkeypatch:
 
 
 def test_a_restart_sends_what_the_last_run_left_then_its_own(tmp_path: Path) -> None:
-    old = SignalSpool(tmp_path, "logs", 1 << 30)
+    old = _logs(tmp_path / "s")
     _append(old, _records(20))
     batch = old.read(8, 1 << 20)
     assert batch is not None
     old.ack(batch.end)
-    old.close()  # or killed: the cursor and the segment are on disk
-    new = SignalSpool(tmp_path, "logs", 1 << 30)
+    new = _restart(tmp_path / "s")  # or killed: the cursor and the segment are on disk
     _append(new, _records(5, start=100))
     assert _drain(new, max_records=3) == _records(20)[8:] + _records(5, start=100)
 
 
 def test_batches_span_segments_and_acked_segments_are_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
-    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    sp = _logs(tmp_path / "s")
     recs = _records(60)
     for i in range(0, 60, 4):
         _append(sp, recs[i:i + 4])
-    assert len(list(tmp_path.glob("logs-*.seg"))) > 3
+    assert len(list((tmp_path / "s").glob("logs-*.seg"))) > 3
     assert _drain(sp, max_records=9) == recs
-    assert len(list(tmp_path.glob("logs-*.seg"))) == 1  # the one being written
+    assert len(list((tmp_path / "s").glob("logs-*.seg"))) == 1  # the one being written
 
 
 def test_eviction_drops_the_oldest_records_and_counts_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
-    sp = SignalSpool(tmp_path, "logs", 1000)
+    sp = _logs(tmp_path / "s", 1000 * 4 // 3)
     recs = _records(100)
     for i in range(0, 100, 4):
         _append(sp, recs[i:i + 4])
@@ -91,36 +130,34 @@ def test_eviction_drops_the_oldest_records_and_counts_them(tmp_path: Path, monke
 
 
 def test_a_record_cut_by_a_crash_is_skipped(tmp_path: Path) -> None:
-    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    sp = _logs(tmp_path / "s")
     _append(sp, _records(3))
-    sp.close()
-    seg = next(tmp_path.glob("logs-*.seg"))
+    seg = next((tmp_path / "s").glob("logs-*.seg"))
     with seg.open("ab") as f:
         f.write(frame(1000) + b"only part of it")
-    new = SignalSpool(tmp_path, "logs", 1 << 30)
+    new = _restart(tmp_path / "s")
     _append(new, _records(2, start=10))
     assert _drain(new) == _records(3) + _records(2, start=10)
+    assert new.corrupt == 1
 
 
 def test_a_record_larger_than_max_bytes_is_read_whole(tmp_path: Path) -> None:
-    old = SignalSpool(tmp_path, "logs", 1 << 30)
-    big = b"x" * 5000
-    _append(old, [big, b"small"])
-    old.close()
-    new = SignalSpool(tmp_path, "logs", 1 << 30)
-    assert _drain(new, max_bytes=1000) == [big, b"small"]
+    old = _logs(tmp_path / "s")
+    big, small = framed_record(b"x" * 5000), framed_record(b"small")
+    _append(old, [big, small])
+    new = _restart(tmp_path / "s")
+    assert _drain(new, max_bytes=1000) == [big, small]
 
 
 def test_one_append_of_more_records_than_writev_takes_at_once(tmp_path: Path) -> None:
-    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    sp = _logs(tmp_path / "s")
     recs = _records(1500)  # 3,000 buffers: three writev() calls
     _append(sp, recs)
-    sp.close()
-    assert _drain(SignalSpool(tmp_path, "logs", 1 << 30), max_records=400) == recs
+    assert _drain(_restart(tmp_path / "s"), max_records=400) == recs
 
 
 def test_a_batch_forgotten_while_sent_is_read_back_from_the_files_if_it_failed(tmp_path: Path) -> None:
-    sp = SignalSpool(tmp_path, "logs", 1 << 30)
+    sp = _logs(tmp_path / "s")
     recs = _records(30)
     _append(sp, recs[:10])
     _append(sp, recs[10:20])
@@ -133,3 +170,359 @@ def test_a_batch_forgotten_while_sent_is_read_back_from_the_files_if_it_failed(t
     sp.forget(again.end)
     sp.ack(again.end)
     assert _drain(sp) == recs[15:]  # the rest from memory again
+
+
+# -- disk trouble ------------------------------------------------------------
+
+def _failing_disk(monkeypatch: pytest.MonkeyPatch, err: int = errno.ENOSPC) -> list[bool]:
+    """Writes fail with err (after writing a part of the frame, as a full
+    disk does) while the returned flag is set."""
+    failing = [True]
+    real = SignalSpool._write_all
+
+    def write_all(fd: int, parts: list[bytes]) -> None:
+        if failing[0]:
+            os.write(fd, parts[0][:2])  # a partial frame, as a short write leaves it
+            raise OSError(err, os.strerror(err))
+        real(fd, parts)
+
+    monkeypatch.setattr(SignalSpool, "_write_all", staticmethod(write_all))
+    monkeypatch.setattr(spool_mod, "_DISK_RETRY_S", 0.0)
+    return failing
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS])
+def test_a_disk_that_takes_no_write_loses_nothing_that_fits_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+    sp = _logs(tmp_path / "s")
+    _append(sp, _records(5))
+    failing = _failing_disk(monkeypatch, err)
+    _append(sp, _records(10, start=5))
+    _append(sp, _records(10, start=15))
+    assert sp.write_failed == 20 and sp.dropped_disk_full == 0
+    failing[0] = False
+    _append(sp, _records(5, start=25))  # the disk is back
+    got = _drain(sp, max_records=4)
+    assert sorted(got) == sorted(_records(30)) and len(got) == 30
+    assert got[:20] == _records(20, start=5)  # memory-only records go first
+    seg = max((tmp_path / "s").glob("logs-*.seg"))
+    data = seg.read_bytes()
+    p = 0
+    while p < len(data):  # no partial frame left behind: every frame is whole
+        n = int.from_bytes(data[p:p + 4], "little")
+        assert spool_mod.valid_record(data, p + 4, n)
+        p += 4 + n
+    assert p == len(data)
+
+
+@pytest.mark.parametrize("action", spool_mod.FULL_ACTIONS)
+def test_when_disk_and_memory_are_full_the_chosen_records_give_way_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str) -> None:
+    recs = [framed_record(b"same size %03d" % i) for i in range(40)]
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", sum(map(len, recs[:10])))
+    sp = _logs(tmp_path / "s", full_action=action)
+    _failing_disk(monkeypatch)
+    for i in range(0, 40, 5):
+        _append(sp, recs[i:i + 5])
+    got = _drain(sp)
+    assert sp.write_failed == 40 and sp.dropped_disk_full == 30 and len(got) == 10
+    assert got == (recs[30:] if action == "drop-oldest" else recs[:10])
+
+
+def test_drop_oldest_spares_a_batch_being_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recs = [framed_record(b"same size %03d" % i) for i in range(20)]
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", sum(map(len, recs[:10])))
+    sp = _logs(tmp_path / "s", full_action="drop-oldest")
+    _failing_disk(monkeypatch)
+    _append(sp, recs[:10])
+    sending = sp.read(4, 1 << 20)
+    assert sending is not None and sending.records == recs[:4]
+    _append(sp, recs[10:20])
+    sp.ack(sending.end)
+    # The oldest that were not being sent gave way: 4..13.
+    assert sending.records + _drain(sp) == recs[:4] + recs[14:20] and sp.dropped_disk_full == 10
+
+
+def test_start_on_a_disk_that_takes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(*_: object, **__: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SignalSpool, "_new_segment", no_space)
+    sp = _logs(tmp_path / "s")
+    _append(sp, _records(3))
+    assert _drain(sp) == _records(3) and sp.write_failed == 3
+
+
+# -- a damaged spool repairs itself -----------------------------------------
+
+def test_a_corrupt_record_in_the_middle_is_skipped_and_what_follows_is_read(tmp_path: Path) -> None:
+    sp = _logs(tmp_path / "s")
+    recs = _records(10)
+    _append(sp, recs)
+    seg = max((tmp_path / "s").glob("logs-*.seg"))
+    data = bytearray(seg.read_bytes())
+    third = sum(4 + len(r) for r in recs[:3])
+    data[third:third + 4] = (123456).to_bytes(4, "little")  # the 4th record's length, garbage
+    data[third + 4] = 0x00  # and its tag
+    seg.write_bytes(bytes(data))
+    new = _restart(tmp_path / "s")
+    assert _drain(new, max_records=2) == recs[:3] + recs[4:]
+    assert new.corrupt == 1
+
+
+def test_a_cursor_past_every_segment_is_reset_and_counted(tmp_path: Path) -> None:
+    sp = _logs(tmp_path / "s")
+    _append(sp, _records(5))
+    _restart(tmp_path / "s")
+    while _open:
+        _open.pop().close()
+    (tmp_path / "s" / "logs.cursor").write_text("999999 12\n")
+    new = _logs(tmp_path / "s")
+    _append(new, _records(2, start=5))
+    assert _drain(new) == _records(7) and new.cursor_reset == 1
+    assert all(int(p.name[5:-4]) > 999999 for p in (tmp_path / "s").glob("logs-*.seg"))
+
+
+def test_a_missing_cursor_reads_from_the_oldest_segment(tmp_path: Path) -> None:
+    _append(_logs(tmp_path / "s"), _records(4))
+    while _open:
+        _open.pop().close()
+    (tmp_path / "s" / "logs.cursor").unlink()
+    new = _logs(tmp_path / "s")
+    assert _drain(new) == _records(4) and new.cursor_reset == 1
+
+
+def test_foreign_files_in_the_spool_are_ignored_and_counted(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    _append(_logs(d), _records(4))
+    while _open:
+        _open.pop().close()
+    (d / "logs-old.seg").write_bytes(b"whatever")
+    (d / "notes.txt").write_text("x")
+    sp = Spool(str(d), 1 << 32)
+    _open.append(sp)
+    assert _drain(sp.signal("logs")) == _records(4) and sp.dir.foreign_files == 2
+
+
+def test_a_segment_deleted_behind_the_spool_is_counted_not_fatal(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
+    d = tmp_path / "s"
+    first = _logs(d)
+    for i in range(0, 30, 3):
+        _append(first, _records(3, start=i))
+    sp = _restart(d)
+    segs = sorted(d.glob("logs-*.seg"))
+    segs[1].unlink()  # an operator freeing disk space
+    got = _drain(sp)
+    assert len(got) + sp.segment_lost == 30 and sp.segment_lost > 0
+    assert got == [r for r in _records(30) if r in got]
+
+
+def test_eviction_while_a_batch_from_the_files_is_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read/evict race: a segment evicted while its records are read
+    or sent is neither an error nor a wrong read."""
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 300)
+    monkeypatch.setattr(spool_mod, "RECENT_BYTES", 1)
+    sp = _logs(tmp_path / "s", 2000)
+    recs = _records(200)
+    _append(sp, recs[:5])
+    batch = sp.read(3, 1 << 20)
+    assert batch is not None and batch.records == recs[:3]
+    for i in range(5, 200, 5):
+        _append(sp, recs[i:i + 5])  # the segment the batch came from is evicted
+    sp.ack(batch.end)
+    got = _drain(sp)
+    assert len(got) + sp.evicted >= 197 and got == recs[200 - len(got):]
+
+
+# -- planted files -----------------------------------------------------------
+
+def _root_file(tmp_path: Path) -> tuple[Path, os.stat_result, bytes]:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"root's secret\n")
+    victim.chmod(0o644)
+    return victim, victim.stat(), victim.read_bytes()
+
+
+def _unchanged(victim: Path, st: os.stat_result, data: bytes) -> None:
+    now = victim.stat()
+    assert (now.st_uid, now.st_gid, now.st_mode, victim.read_bytes()) == (st.st_uid, st.st_gid, st.st_mode, data)
+
+
+@pytest.mark.parametrize("name", ["logs.cursor", "heartbeat", "traces.cursor"])
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_link_planted_for_a_spool_file_is_never_written_through(tmp_path: Path, name: str, link: str) -> None:
+    victim, st, data = _root_file(tmp_path)
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    (d / name).symlink_to(victim) if link == "symlink" else os.link(victim, d / name)
+    sp = Spool(str(d), 1 << 32)
+    _append(sp.signal("logs"), _records(3))
+    sp.beat()
+    sp.signal("logs").ack(sp.signal("logs").read(10, 1 << 20).end)  # type: ignore[union-attr]
+    sp.close()
+    _unchanged(victim, st, data)
+    assert sp.dir.unsafe_files == 1
+    assert not (d / name).is_symlink() and (d / name).stat().st_nlink == 1
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_link_planted_as_a_segment_is_never_read(tmp_path: Path, link: str) -> None:
+    victim, st, data = _root_file(tmp_path)
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    seg = d / "logs-000000000001.seg"
+    seg.symlink_to(victim) if link == "symlink" else os.link(victim, seg)
+    sp = Spool(str(d), 1 << 32)
+    _open.append(sp)
+    _append(sp.signal("logs"), _records(2))
+    assert _drain(sp.signal("logs")) == _records(2)  # nothing of the victim
+    assert sp.dir.unsafe_files == 1
+    _unchanged(victim, st, data)
+
+
+def test_a_spool_directory_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "s").symlink_to(tmp_path / "real")
+    with pytest.raises(UsageError, match="symlink"):
+        Spool(str(tmp_path / "s"), 1 << 32)
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another uid")
+def test_a_spool_directory_of_another_uid_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    os.chown(d, 4242, 4242)
+    with pytest.raises(UsageError, match="belongs to uid 4242"):
+        Spool(str(d), 1 << 32)
+    assert list(d.iterdir()) == [] and d.stat().st_uid == 4242
+
+
+@pytest.mark.parametrize("mode,allow,after", [(0o700, False, 0o700), (0o755, False, 0o700), (0o750, True, 0o750),
+                                              (0o755, True, 0o750), (0o770, True, None), (0o702, False, None),
+                                              (0o1777, False, None)])
+def test_spool_directory_mode(tmp_path: Path, mode: int, allow: bool, after: int | None) -> None:
+    """Writable by others: refused; readable: closed (but for the group
+    with --spool-allow-group-read)."""
+    d = tmp_path / "s"
+    d.mkdir()
+    d.chmod(mode)
+    if after is not None:
+        Spool(str(d), 1 << 32, allow_group_read=allow).close()
+        assert d.stat().st_mode & 0o7777 == after
+    else:
+        with pytest.raises(UsageError, match="mode"):
+            Spool(str(d), 1 << 32, allow_group_read=allow)
+        assert d.stat().st_mode & 0o7777 == mode
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
+def test_owner_gets_the_directory_and_what_the_spool_created_only(tmp_path: Path) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    (d / "logs.cursor").write_text("")  # an earlier run's, root's
+    sp = Spool(str(d), 1 << 32, nobody)
+    sp.close()
+    owners = {p.name: p.stat().st_uid for p in d.iterdir()}
+    assert d.stat().st_uid == nobody.pw_uid
+    assert owners.pop("logs.cursor") == 0
+    assert set(owners.values()) == {nobody.pw_uid}, owners
+
+
+# -- time --------------------------------------------------------------------
+
+def test_gap_from_a_heartbeat_in_the_future_is_not_negative(tmp_path: Path) -> None:
+    """A wall clock stepped back between heartbeat and start (faked: the
+    heartbeat says an hour ahead)."""
+    d = tmp_path / "s"
+    Spool(str(d), 1 << 32, boot_id="b1").close()
+    boot = spool_mod._boottime_ns()
+    (d / "heartbeat").write_text(f"{os.popen('date +%s%N').read().strip()} {boot - 5 * 10**9} b1")
+    future = int((d / "heartbeat").read_text().split()[0]) + 3600 * 10**9
+    (d / "heartbeat").write_text(f"{future} {boot - 5 * 10**9} b1")
+    sp = Spool(str(d), 1 << 32, boot_id="b1")
+    gap = sp.gap()
+    sp.close()
+    assert gap is not None and 5 <= gap.seconds < 60 and gap.start_ns < gap.end_ns
+    assert -3660 < gap.clock_step_s < -3540 and sp.clock_steps == 1
+
+
+def test_gap_from_an_old_heartbeat_in_the_future_is_zero(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    Spool(str(d), 1 << 32).close()
+    import time
+    (d / "heartbeat").write_text(str(time.time_ns() + 3600 * 10**9))  # the format before boot times
+    sp = Spool(str(d), 1 << 32, boot_id="b2")
+    gap = sp.gap()
+    sp.close()
+    assert gap is not None and gap.seconds == 0 and gap.clock_step_s < -3500 and sp.clock_steps == 1
+
+
+def test_a_link_named_lock_is_not_touched(tmp_path: Path) -> None:
+    """The lock is the directory's own flock: a file named lock (earlier
+    versions used one) is never opened."""
+    victim, st, data = _root_file(tmp_path)
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    (d / "lock").symlink_to(victim)
+    sp = Spool(str(d), 1 << 32)
+    with pytest.raises(UsageError, match="in use by another otel-exec"):
+        Spool(str(d), 1 << 32)
+    sp.close()
+    _unchanged(victim, st, data)
+
+
+def test_a_full_disk_of_sent_records_is_freed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a disk the spool itself filled, with everything in it sent: a
+    failed write leaves that segment, which is deleted at once, so the next
+    try finds the space."""
+    d = tmp_path / "s"
+    sp = _logs(d)
+    _append(sp, _records(5))
+    assert _drain(sp) == _records(5)
+    (first,) = d.glob("logs-*.seg")
+    failing = _failing_disk(monkeypatch)
+    _append(sp, _records(3, start=5))
+    assert not first.exists()
+    failing[0] = False
+    _append(sp, _records(2, start=8))
+    assert _drain(sp) == _records(5, start=5)
+    assert len(list(d.glob("logs-*.seg"))) == 1
+
+
+def test_a_written_segment_the_collector_has_is_left_and_deleted(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "SENT_SEGMENT_BYTES", 300)
+    d = tmp_path / "s"
+    sp = _logs(d)
+    for i in range(0, 40, 4):
+        _append(sp, _records(4, start=i))
+        _drain(sp)
+    segs = list(d.glob("logs-*.seg"))
+    assert len(segs) <= 1 and all(p.stat().st_size < 600 for p in segs)  # not 40 records' worth
+    _append(sp, _records(2, start=40))
+    assert _drain(sp) == _records(2, start=40)
+
+
+@pytest.mark.parametrize("where", ["memory", "files", "held"])
+def test_a_rejected_batch_acked_unsent_blocks_nothing_behind_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                where: str) -> None:
+    """The export loop drops a batch the collector refuses for good by
+    acking it: the cursor moves past it and the next read is what follows."""
+    if where == "files":
+        monkeypatch.setattr(spool_mod, "RECENT_BYTES", 1)
+    sp = _logs(tmp_path / "s")
+    if where == "held":
+        _failing_disk(monkeypatch)
+    recs = _records(12)
+    _append(sp, recs)
+    rejected = sp.read(5, 1 << 20)
+    assert rejected is not None and rejected.records == recs[:5]
+    sp.forget(rejected.end)
+    sp.ack(rejected.end)
+    assert _drain(sp) == recs[5:]

@@ -52,3 +52,7 @@ def test_every_loss_counter_has_a_reason() -> None:
         assert loss_reason(key)
     assert loss_reason("exec_seen") is None and loss_reason("logs_exported") is None
     assert loss_reason("process_table_evicted") is None  # a bound on memory, not lost records
+    for key in ("logs_dropped_disk_full", "traces_spool_corrupt", "logs_spool_segment_lost"):
+        assert loss_reason(key)
+    for key in ("logs_spool_write_failed", "logs_spool_cursor_reset", "spool_unsafe_files", "spool_foreign_files"):
+        assert loss_reason(key) is None  # kept in memory, or repaired: nothing lost by itself
