@@ -24,6 +24,8 @@ class Sink(Protocol):
     """Where events go: the console, OTLP. Called from the reader thread."""
 
     def seed(self, infos: list[ProcessInfo]) -> None: ...
+    # Threads and connections: called once privileges are dropped.
+    def start(self) -> None: ...
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None: ...
     def on_exit(self, info: ProcessInfo, timestamp: int) -> None: ...
     def on_unreported_exec(self, info: ProcessInfo, timestamp: int) -> None: ...
@@ -89,6 +91,8 @@ class Agent:
         privileges.drop(privileges.resolve_user(self.cfg.user) if self.cfg.user else None,
                         keep=self.source.run_time_capabilities,
                         own=[self.cfg.spool_dir] if self.cfg.spool_dir and os.path.isdir(self.cfg.spool_dir) else [])
+        for sink in self.sinks:
+            sink.start()
         if self.cfg.ready_file:
             tmp = f"{self.cfg.ready_file}.tmp"
             try:

@@ -16,6 +16,16 @@ Report = Callable[[], dict[str, int]]
 
 # report() key -> (instrument, attributes); counters are cumulative.
 _SEEN = {"exec_seen": {"type": "exec"}, "exits_seen": {"type": "exit"}}
+# report() key suffix -> counter of export trouble that loses nothing by itself.
+_EXPORT_TROUBLE = {
+    "export_retries": ("otel_exec.export.retries", "{request}",
+                       "Export requests that failed retryably (sent again after a backoff)"),
+    "export_errors": ("otel_exec.export.errors", "{error}", "Unexpected errors in the export loop (logged with "
+                      "a traceback; export went on)"),
+    "export_thread_restarts": ("otel_exec.export.thread_restarts", "{thread}",
+                               "Export threads found dead and started again"),
+}
+_SIGNALS = ("logs", "traces")
 _GAUGES = {
     "logs_spool_bytes": ("otel_exec.spool.size", "By", {"signal": "logs"}),
     "traces_spool_bytes": ("otel_exec.spool.size", "By", {"signal": "traces"}),
@@ -32,7 +42,7 @@ def loss_reason(key: str) -> str | None:
     """The reason a report() key counts lost records, or None."""
     if key.startswith("lost_") or key == "decode_errors":
         return key.removeprefix("lost_")
-    for suffix in ("_failed", "_queue_overflow", "_spool_evicted"):
+    for suffix in ("_failed", "_rejected", "_queue_overflow", "_spool_evicted"):
         if key.endswith(suffix):
             return key
     return None
@@ -81,6 +91,11 @@ class Telemetry:
             "otel_exec.lost", [observe(lambda r: [(v, {"reason": reason}) for k, v in r.items()
                                                   if (reason := loss_reason(k))])],
             unit="{record}", description="Records lost, by reason (each has its own counter)")
+        for suffix, (name, unit, description) in _EXPORT_TROUBLE.items():
+            meter.create_observable_counter(
+                name, [observe(lambda r, suffix=suffix: [(r.get(f"{s}_{suffix}", 0), {"signal": s})
+                                                         for s in _SIGNALS])],
+                unit=unit, description=description)
         by_name: dict[str, list[tuple[str, dict[str, str]]]] = {}
         units: dict[str, str] = {}
         for key, (name, unit, attrs) in _GAUGES.items():
@@ -98,8 +113,12 @@ class Telemetry:
             self._next_stats = now + (self.stats_interval or 0)
             r = self.report()
             lost = sum(v for k, v in r.items() if loss_reason(k))
+            trouble = " ".join(f"{suffix}={sum(r.get(f'{s}_{suffix}', 0) for s in _SIGNALS)}"
+                               for suffix in _EXPORT_TROUBLE)
             print(f"otel-exec: execs={r.get('exec_seen', 0)} exported_logs={r.get('logs_exported', 0)} "
                   f"exported_spans={r.get('traces_exported', 0)} lost={lost} "
+                  f"rejected_logs={r.get('logs_rejected', 0)} rejected_spans={r.get('traces_rejected', 0)} "
+                  f"{trouble} "
                   f"spool={r.get('logs_spool_bytes', 0) + r.get('traces_spool_bytes', 0)}B "
                   f"ringbuf={r.get('ringbuf_used_bytes', 0)}B table={r.get('process_table_size', 0)}",
                   file=self.err, flush=True)
