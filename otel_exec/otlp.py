@@ -780,14 +780,15 @@ class BatchExporter:
                 if not batch.records:
                     self.queue.done(batch)
                     continue
-                held = _Held(export_request(self.resource, batch.records), len(batch.records), batch)
+                # Held from here: an exception while sending does not lose it.
+                held = self._held = _Held(export_request(self.resource, batch.records), len(batch.records), batch)
                 # The request holds the records now: the queue lets go of
                 # its copies, so that at a storm's peak a batch is in memory
                 # once (plus the transport's copy), not twice.
                 self.queue.release(batch)
             if not self._deliver(held.request, held.count):
-                # The spool reads the batch back from its files next time.
-                self._held = None if self.queue.retries else held
+                if self.queue.retries:  # the spool reads the batch back from its files next time
+                    self._held = None
                 return False
             self._held = None
             self.queue.done(held.batch)

@@ -43,12 +43,12 @@ def agent_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_agent(tmp_path: Path, fc: FakeCollector, protocol: str, **env: str) -> AgentRun:
+def start_agent(tmp_path: Path, fc: FakeCollector, protocol: str, *args: str, **env: str) -> AgentRun:
     reason = kernel_available()
     if reason:
         pytest.skip(reason)
     return AgentRun(tmp_path, "--exporter", "otlp,console", "--endpoint", fc.endpoint(protocol),
-                    "--protocol", protocol, "--stats-interval", "0.2", env=agent_env(**env))
+                    "--protocol", protocol, "--stats-interval", "0.2", *args, env=agent_env(**env))
 
 
 def final_counters(err: str) -> dict[str, int]:
@@ -224,6 +224,30 @@ def test_retryable_failures_are_retried_until_delivered(protocol: str, case: str
             assert gap >= 0.7, gap  # backoff: 1 s less 20 % jitter
         check_clean_spool(counters)
         assert "Failed to export logs" in err and "retrying in" in err
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_without_spool_a_failing_batch_is_held_and_retried(protocol: str, tmp_path: Path) -> None:
+    """--no-spool: nothing on disk to read the batch back from, so the
+    exporter keeps the request and sends it again."""
+    def policy(signal: str, records: list[Any], nth: int) -> Reply:
+        return Reply(code=grpc.StatusCode.UNAVAILABLE) if signal == "logs" and nth < 2 else OK
+
+    with FakeCollector(policy) as fc:
+        agent = start_agent(tmp_path, fc, protocol, "--no-spool")
+        try:
+            [mark] = run_marked(agent, 1, pause=0)
+            assert fc.wait(lambda: fc.marked("logs", MARK_ATTR, mark), timeout=30)
+            wait_for_stats(agent, fc, "export_retries", lambda: 2)
+        finally:
+            rc, err = agent.stop()
+        assert rc == 0, err
+        counters = final_counters(err)
+        assert counters["logs_export_retries"] == 2
+        assert counters["logs_failed"] == counters["logs_rejected"] == counters["logs_queue_overflow"] == 0
+        assert counters["logs_exported"] == fc.accepted_count("logs")
+        requests = fc.requests("logs")
+        assert [len(r.records) for r in requests[:3]] == [len(requests[0].records)] * 3  # the same batch, resent
 
 
 # --- partial success ------------------------------------------------------------------------------
