@@ -670,11 +670,11 @@ def render(rows: list[Row], checks: list[str], outage: float, soak: float, comma
         "",
         f"    {command}",
         "",
-        ("`bench/reliability.py`, issue 5's acceptance. Collector: rotel on loopback (blackhole exporter), "
-         "its processor noting the exec id of every storm record, so a record delivered twice (at least "
-         "once) counts once. Storm: " + "; ".join(plan[c] for c in checks) + ". Loss counters: the agent's "
-         "final stderr line (kernel ring buffer, queue, spool eviction, failed, decode errors, process "
-         "table evictions)."),
+        ("`bench/reliability.py`, issue 5's acceptance. Collector (but for the rejecting collector): rotel on "
+         "loopback (blackhole exporter), its processor noting the exec id of every storm record, so a record "
+         "delivered twice (at least once) counts once. Storm: " + "; ".join(plan[c] for c in checks) + ". Loss "
+         "counters: the agent's final stderr line (kernel ring buffer, queue, spool eviction, failed, rejected, "
+         "decode errors, process table evictions)."),
         "",
         table(rows),
         "",
