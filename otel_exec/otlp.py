@@ -335,7 +335,9 @@ class HttpTransport:
         except self._no_answer as e:  # no answer: connection, TLS, timeout
             return Answer(Outcome.RETRY, type(e).__name__, str(e))
         if 200 <= r.status_code < 300:
-            return _sent(r.content)
+            # Only a protobuf answer is an ExportServiceResponse (a proxy's
+            # JSON or HTML could decode as one by chance).
+            return _sent(r.content) if "protobuf" in r.headers.get("Content-Type", "protobuf") else Answer(Outcome.SENT)
         reason = f"HTTP {r.status_code}"
         message = _http_message(r.content, r.headers.get("Content-Type", ""))
         if r.status_code in _HTTP_RETRYABLE:

@@ -119,6 +119,9 @@ class FakeCollector:
     def __init__(self, policy: Policy = accept_all) -> None:
         self.policy = policy
         self.received: list[Received] = []
+        # Per OTLP/HTTP logs/traces request: did it come gzipped (a grpcio
+        # server does not show a request's compression to its handler).
+        self.gzipped: list[bool] = []
         self._lock = threading.Lock()
         self._nth: dict[str, int] = {}
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -146,7 +149,9 @@ class FakeCollector:
         self._http.server_close()
 
     # -- answering ------------------------------------------------------------------------------
-    def _decide(self, protocol: str, signal: str, body: bytes) -> Reply:
+    def _decide(self, protocol: str, signal: str, body: bytes, gzipped: bool | None = None) -> Reply:
+        if signal != "metrics" and gzipped is not None:
+            self.gzipped.append(gzipped)
         request = _REQUESTS[signal].FromString(body)
         records = _records(signal, request)
         with self._lock:
@@ -232,10 +237,11 @@ class _Handler(BaseHTTPRequestHandler):
         if signal is None:
             self._answer(404, b"", {})
             return
-        if self.headers.get("Content-Encoding") == "gzip":
+        gzipped = self.headers.get("Content-Encoding") == "gzip"
+        if gzipped:
             body = gzip.decompress(body)
         collector: FakeCollector = self.server.collector  # type: ignore[attr-defined]
-        reply = collector._decide("http/protobuf", signal, body)
+        reply = collector._decide("http/protobuf", signal, body, gzipped)
         if reply.hang_s:
             self._answer(500, b"answered after a hang", {"Content-Type": "text/plain"})
         elif reply.http_status == 200:

@@ -250,6 +250,22 @@ def test_without_spool_a_failing_batch_is_held_and_retried(protocol: str, tmp_pa
         assert [len(r.records) for r in requests[:3]] == [len(requests[0].records)] * 3  # the same batch, resent
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_gzip_compression_from_the_environment(protocol: str, tmp_path: Path) -> None:
+    """gRPC: the records arrive (grpcio's server decompresses without telling
+    the handler); HTTP: every request came with Content-Encoding: gzip."""
+    with FakeCollector() as fc:
+        agent = start_agent(tmp_path, fc, protocol, OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+        try:
+            [mark] = run_marked(agent, 1, pause=0)
+            assert fc.wait(lambda: fc.marked("logs", MARK_ATTR, mark))
+        finally:
+            rc, err = agent.stop()
+        assert rc == 0, err
+        if protocol != "grpc":
+            assert fc.gzipped and all(fc.gzipped)
+
+
 # --- partial success ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
