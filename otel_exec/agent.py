@@ -87,12 +87,12 @@ class Agent:
         # often; per-event objects are acyclic and freed by refcounting.
         gc.freeze()
         gc.set_threshold(20000, 20, 20)
+        own_nice = os.getpriority(os.PRIO_PROCESS, 0)
         privileges.raise_reader_priority()
         privileges.drop(privileges.resolve_user(self.cfg.user) if self.cfg.user else None,
                         keep=self.source.run_time_capabilities,
                         own=[self.cfg.spool_dir] if self.cfg.spool_dir and os.path.isdir(self.cfg.spool_dir) else [])
-        for sink in self.sinks:
-            sink.start()
+        self._start_sinks(own_nice)
         if self.cfg.ready_file:
             tmp = f"{self.cfg.ready_file}.tmp"
             try:
@@ -102,6 +102,27 @@ class Agent:
             except OSError as e:
                 raise UsageError(f"cannot write --ready-file {self.cfg.ready_file}: {e.strerror}"
                                  f"{' (as --user ' + self.cfg.user + ')' if self.cfg.user else ''}") from None
+
+    def _start_sinks(self, nice: int) -> None:
+        """Start the sinks' threads (after the privilege drop) from a thread
+        at the agent's own nice value: a new thread inherits its creator's,
+        and the reader's raised one is for the reader alone. Lowering one's
+        own priority needs no capability."""
+        failed: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)  # this thread only (Linux)
+                for sink in self.sinks:
+                    sink.start()
+            except BaseException as e:  # re-raised in the caller
+                failed.append(e)
+
+        starter = threading.Thread(target=start, name="start-sinks")
+        starter.start()
+        starter.join()
+        if failed:
+            raise failed[0]
 
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):

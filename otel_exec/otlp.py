@@ -393,9 +393,9 @@ def parse_headers(raw: str) -> dict[str, str]:
 def check_header(key: str, value: str, source: str) -> None:
     """gRPC metadata rules (the stricter of the two protocols): lower-case
     ASCII keys of [0-9a-z_.-], not reserved (grpc-*), printable ASCII values."""
-    if not _METADATA_KEY.fullmatch(key) or key.startswith("grpc-"):
+    if not _METADATA_KEY.fullmatch(key) or key.startswith("grpc-") or key.endswith("-bin"):
         raise UsageError(f"{source}: header name {key!r} is not allowed (lower-case letters, digits, '-', '_', "
-                         "'.'; not grpc-*)")
+                         "'.'; not grpc-*, not *-bin: binary metadata)")
     if not all(" " <= c <= "~" for c in value):
         raise UsageError(f"{source}: the value of header {key!r} has a character that is not printable ASCII")
 
@@ -444,36 +444,38 @@ def _check_tls_files(ca: tuple[str, str] | None, cert: tuple[str, str] | None,
                          f"({e.reason or e})") from None
 
 
+def _grpc_target(signal: str, opts: OtlpOptions) -> tuple[str, bool]:
+    """(host:port, TLS or not): the scheme decides, as in the SDK: https is
+    TLS whatever *_INSECURE says, http plain text unless *_INSECURE=false;
+    without a scheme, TLS unless *_INSECURE=true."""
+    found = ("--endpoint", opts.endpoint) if opts.endpoint else _env(signal, "ENDPOINT")
+    source, endpoint = found or ("the default endpoint", "http://localhost:4317")
+    insecure = _env(signal, "INSECURE")
+    if "://" in endpoint:
+        parts = _check_url(endpoint, source)
+        return parts.netloc, parts.scheme == "https" or (insecure is not None and insecure[1].lower() != "true")
+    if not re.fullmatch(r"[^\s/]+:\d+", endpoint):
+        raise UsageError(f"{source}: {endpoint!r} is neither a URL nor host:port")
+    return endpoint, insecure is None or insecure[1].lower() != "true"
+
+
+def _http_target(signal: str, opts: OtlpOptions) -> tuple[str, bool]:
+    """(URL, TLS or not): a per-signal endpoint is used as it is; the generic
+    one and --endpoint get /v1/<signal>."""
+    if opts.endpoint:
+        source, url = "--endpoint", f"{opts.endpoint.rstrip('/')}/v1/{signal}"
+    elif found := _env(signal, "ENDPOINT"):
+        source, url = found
+        if source == "OTEL_EXPORTER_OTLP_ENDPOINT":
+            url = f"{url.rstrip('/')}/v1/{signal}"
+    else:
+        source, url = "the default endpoint", f"http://localhost:4318/v1/{signal}"
+    return url, _check_url(url, source).scheme == "https"
+
+
 def transport_settings(signal: str, opts: OtlpOptions) -> TransportSettings:
     protocol = protocol_for(signal, opts)
-    source = "--endpoint"
-    if protocol == "grpc":
-        found = ("--endpoint", opts.endpoint) if opts.endpoint else _env(signal, "ENDPOINT")
-        source, endpoint = found or ("the default endpoint", "http://localhost:4317")
-        insecure_env = _env(signal, "INSECURE")
-        if "://" in endpoint:
-            parts = _check_url(endpoint, source)
-            target = parts.netloc
-            # The scheme decides, as in the SDK: https is TLS whatever
-            # *_INSECURE says; http is plain text unless *_INSECURE=false.
-            insecure = parts.scheme == "http" and (insecure_env is None or insecure_env[1].lower() == "true")
-        else:
-            if not re.fullmatch(r"[^\s/]+:\d+", endpoint):
-                raise UsageError(f"{source}: {endpoint!r} is neither a URL nor host:port")
-            target = endpoint
-            insecure = insecure_env is not None and insecure_env[1].lower() == "true"
-        tls = not insecure
-    else:
-        if opts.endpoint:
-            target = f"{opts.endpoint.rstrip('/')}/v1/{signal}"
-        elif found := _env(signal, "ENDPOINT"):
-            source, target = found
-            if source == "OTEL_EXPORTER_OTLP_ENDPOINT":  # the per-signal one is used as it is
-                target = f"{target.rstrip('/')}/v1/{signal}"
-        else:
-            source, target = "the default endpoint", f"http://localhost:4318/v1/{signal}"
-        tls = _check_url(target, source).scheme == "https"
-        insecure = not tls
+    target, tls = (_grpc_target if protocol == "grpc" else _http_target)(signal, opts)
     env_headers = _env(signal, "HEADERS")
     headers = parse_headers(env_headers[1]) if env_headers else {}
     headers.update(opts.headers)  # --header wins, key by key
@@ -494,7 +496,7 @@ def transport_settings(signal: str, opts: OtlpOptions) -> TransportSettings:
             raise UsageError(f"{found[0]}={found[1]!r}: use gzip or none")
     ca, cert, key = (_env(signal, name) if tls else None for name in ("CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"))
     _check_tls_files(ca, cert, key)
-    return TransportSettings(signal, protocol, target, insecure, tuple(headers.items()), timeout_s, compression,
+    return TransportSettings(signal, protocol, target, not tls, tuple(headers.items()), timeout_s, compression,
                              ca and ca[1], cert and cert[1], key and key[1])
 
 

@@ -76,6 +76,7 @@ def test_headers_url_decoded_per_signal_first_and_flags_win(monkeypatch: pytest.
 @pytest.mark.parametrize("headers,env,fragment", [
     ({"Upper": "v"}, "", "header name 'Upper'"),
     ({"grpc-timeout": "1"}, "", "not grpc-*"),
+    ({"trace-bin": "AAEC"}, "", "binary metadata"),
     ({"k": "a\tb"}, "", "not printable ASCII"),
     ({}, "k=caf%C3%A9", "OTEL_EXPORTER_OTLP_HEADERS"),
 ])
