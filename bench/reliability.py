@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """otel-exec's reliability benchmark (issue 5, "Acceptance"), in one command: run as root.
 
-    python3 bench/reliability.py [--quick] [--only {outage,kill,soak,diskfull}] [--output FILE]
+    python3 bench/reliability.py [--quick] [--only {outage,kill,soak,diskfull,reject}] [--output FILE]
                                  [--outage-seconds S] [--soak-seconds S]
 
 Each check on loopback, with its own rotel collector (counting which storm
@@ -29,6 +29,13 @@ execs arrived, by exec id, so duplicates count once) and its own fresh
      running, every exec of a second storm (100/s) after space and
      collector returned and the agent drained must arrive, and every exec record the agent made must be
      delivered or counted: exported = delivered + dropped.
+  5. reject: a storm of 5,000 execs at 500/s against a collector
+     (bench/rejecting_collector.py) that, per signal, refuses every tenth
+     request for good (INVALID_ARGUMENT), answers another UNAVAILABLE
+     (retryable) and accepts another but for its last record (partial
+     success). Every storm exec must be delivered or counted as rejected,
+     and the agent's logs_rejected, logs_export_retries and logs_exported
+     must equal what the collector refused, answered retryably and took.
 Then it prints a table and appends it to BENCHMARKS.md. Every process it
 started is stopped on exit, error or Ctrl-C; the work directory (spools,
 logs) is removed when every check passed, else kept and named.
@@ -41,6 +48,7 @@ import datetime
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 import traceback
@@ -57,7 +65,7 @@ from storm import MARKER_KEY, MARKER_VAR, Storm
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
-CHECKS = ("outage", "kill", "soak", "diskfull")
+CHECKS = ("outage", "kill", "soak", "diskfull", "reject")
 # After the agent is ready, before a storm: its start-up records are out.
 SETTLE = 1.0
 
@@ -87,6 +95,10 @@ RSS_EVERY = 10.0
 RSS_BASELINE = 60.0
 RSS_TOLERANCE = 0.10
 SOAK_DELIVERY_TIMEOUT = 120.0
+
+REJECT_EXECS = 5000
+REJECT_RATE = 500.0
+REJECT_DELIVERY_TIMEOUT = 120.0
 
 _STATS_PREFIX = "otel-exec: execs="
 _T0 = time.monotonic()
@@ -139,7 +151,7 @@ def loss_counters(counters: dict[str, int]) -> dict[str, int]:
     (the same set its otel_exec.lost metric and its WARNING line use)."""
     return {k: v for k, v in counters.items()
             if k.startswith("lost_") or k in ("decode_errors", "process_table_evicted")
-            or (k.endswith(("_failed", "_queue_overflow", "_spool_evicted", "_unsent", "_dropped_disk_full",
+            or (k.endswith(("_failed", "_rejected", "_queue_overflow", "_spool_evicted", "_unsent", "_dropped_disk_full",
                             "_spool_corrupt", "_spool_segment_lost")) and not k.endswith("_spool_write_failed"))}
 
 
@@ -674,10 +686,58 @@ def check_soak(ctx: Context) -> None:
         f"{arrived:,} of {result.execs:,} arrived")
 
 
+# -- 4. a collector that refuses ---------------------------------------------------
+def check_reject(ctx: Context) -> None:
+    workdir = ctx.workdir / "reject"
+    workdir.mkdir()
+    marker = f"{ctx.run_id}-reject"
+    tally = workdir / "collector.json"
+    collector = ctx.children.start(
+        "rejecting-collector", [str(ctx.python), str(REPO / "bench" / "rejecting_collector.py"), str(tally), marker,
+                                str(ctx.storm.binary)], stdout=subprocess.PIPE)
+    assert collector.proc.stdout is not None
+    port = int(collector.proc.stdout.readline())
+    agent = Agent(ctx.children, ctx.python, REPO, workdir, f"http://127.0.0.1:{port}", ["--stats-interval", "1"],
+                  {})
+    agent.start()
+    time.sleep(SETTLE)
+    say(f"reject: {REJECT_EXECS:,} execs at {REJECT_RATE:.0f}/s against a collector refusing on a cycle")
+    result = ctx.storm.run(REJECT_EXECS, REJECT_RATE, marker)
+    # Sent (or dropped) all it has: the spool is empty in two stats lines in a row.
+    deadline = time.monotonic() + REJECT_DELIVERY_TIMEOUT
+    while time.monotonic() < deadline and stats_spool_bytes(agent.stderr_path)[-2:] != [0, 0]:
+        time.sleep(1)
+    counters = agent.stop()
+    ctx.children.stop(collector)
+    seen = json.loads(tally.read_text())
+    logs, traces = seen["logs"], seen["traces"]
+    delivered, refused = set(logs["storm"]["delivered"]), set(logs["storm"]["refused"])
+    vanished = result.execs - len(delivered | refused)
+    ctx.rows.append(Row(
+        "Rejecting collector", "every exec delivered or counted as rejected", vanished == 0,
+        f"captured {result.execs:,} ({storm_text(result.execs, result.seconds, result.rate)}): delivered "
+        f"{len(delivered):,}, rejected {len(refused):,} (of them {len(delivered & refused):,} also delivered: "
+        f"at-least-once), vanished {vanished:,}"))
+    for signal_name, at_collector in (("logs", logs), ("traces", traces)):
+        agent_side = (counters.get(f"{signal_name}_exported"), counters.get(f"{signal_name}_rejected"),
+                      counters.get(f"{signal_name}_export_retries"))
+        collector_side = (at_collector["taken"], at_collector["refused"], at_collector["retryable_answers"])
+        ctx.rows.append(Row(
+            "Rejecting collector", f"{signal_name}: agent's exported / rejected / retries = collector's taken / "
+            "refused / retryable answers", agent_side == collector_side,
+            f"agent {' / '.join(f'{v:,}' for v in agent_side if v is not None)}; collector "
+            f"{' / '.join(f'{v:,}' for v in collector_side)} over {at_collector['requests']:,} requests"))
+    ctx.rows.append(Row("Rejecting collector", "nothing lost but the rejected records",
+                        not any(v for k, v in loss_counters(counters).items() if not k.endswith("_rejected")),
+                        losses_text(counters)))
+    say(f"reject: delivered {len(delivered):,}, rejected {len(refused):,}, vanished {vanished:,}; "
+        f"{losses_text(counters)}")
+
+
 RUNNERS: dict[str, Callable[[Context], None]] = {"outage": check_outage, "kill": check_kill, "soak": check_soak,
-                                                 "diskfull": check_diskfull}
+                                                 "diskfull": check_diskfull, "reject": check_reject}
 TITLES = {"outage": "Collector outage", "kill": "Agent SIGKILL + restart", "soak": "Memory flat",
-          "diskfull": "Spool disk full"}
+          "diskfull": "Spool disk full", "reject": "Rejecting collector"}
 
 
 # -- report --------------------------------------------------------------------------
@@ -710,6 +770,11 @@ def render(rows: list[Row], checks: list[str], outage: float, soak: float, comma
                      f"to {DISKFULL_TO:.0f} s; once the agent drained, {DISKFULL_AFTER:,} execs more at "
                      f"{DISKFULL_AFTER_RATE:.0f}/s; 'exported' = exec records the "
                      "agent made (its final line), 'delivered' = distinct exec records at the collector"),
+        "reject": (f"rejecting collector: {REJECT_EXECS:,} execs at {REJECT_RATE:.0f}/s, OTLP/gRPC to "
+                   "bench/rejecting_collector.py (not rotel) which, per signal and request n, refuses n % 10 == 3 "
+                   "(INVALID_ARGUMENT), answers n % 10 == 6 UNAVAILABLE and n % 10 == 8 a partial success "
+                   "refusing the last record; 'delivered' and 'rejected' are the storm's exec ids as it took "
+                   "or refused them"),
     }
     failed = sum(1 for r in rows if r.passed is False)
     parts = [
@@ -721,11 +786,11 @@ def render(rows: list[Row], checks: list[str], outage: float, soak: float, comma
         "",
         f"    {command}",
         "",
-        ("`bench/reliability.py`, issue 5's acceptance. Collector: rotel on loopback (blackhole exporter), "
-         "its processor noting the exec id of every storm record, so a record delivered twice (at least "
-         "once) counts once. Storm: " + "; ".join(plan[c] for c in checks) + ". Loss counters: the agent's "
-         "final stderr line (kernel ring buffer, queue, spool eviction, failed, decode errors, process "
-         "table evictions)."),
+        ("`bench/reliability.py`, issue 5's acceptance. Collector (but for the rejecting collector): rotel on "
+         "loopback (blackhole exporter), its processor noting the exec id of every storm record, so a record "
+         "delivered twice (at least once) counts once. Storm: " + "; ".join(plan[c] for c in checks) + ". Loss "
+         "counters: the agent's final stderr line (kernel ring buffer, queue, spool eviction, failed, rejected, "
+         "decode errors, process table evictions)."),
         "",
         table(rows),
         "",

@@ -79,6 +79,9 @@ class ConsoleExporter:
         else:
             self._lines.append(pretty_line(ev))
 
+    def start(self) -> None:
+        """Nothing to start: lines go out from the reader thread."""
+
     def seed(self, infos: list[ProcessInfo]) -> None:
         pass
 

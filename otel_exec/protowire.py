@@ -8,7 +8,7 @@ decodes the output with the official generated classes.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
@@ -106,3 +106,47 @@ def repeated(field: int, messages: Iterable[bytes]) -> bytes:
     """Each encoded message as one occurrence of a repeated field."""
     t = tag(field, LEN)
     return b"".join(t + varint(len(m)) + m for m in messages)
+
+
+# --- decoding (collector answers, and splitting a request) -------------------
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) of each field of a message: an int
+    for a varint, the bytes of a LEN, I64 or I32 field. ValueError when the
+    message is malformed."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _read_varint(data, pos)
+        wire_type = key & 7
+        value: int | bytes
+        if wire_type == VARINT:
+            value, pos = _read_varint(data, pos)
+        else:
+            if wire_type == LEN:
+                size, pos = _read_varint(data, pos)
+            elif wire_type in (I64, I32):
+                size = 8 if wire_type == I64 else 4
+            else:
+                raise ValueError(f"unsupported wire type {wire_type}")
+            if pos + size > end:
+                raise ValueError("field runs past the end of the message")
+            value, pos = data[pos:pos + size], pos + size
+        yield key >> 3, wire_type, value
+
+
+def signed64(n: int) -> int:
+    """An int64 field's value from its varint (two's complement)."""
+    return n - (1 << 64) if n >= 1 << 63 else n

@@ -10,12 +10,22 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
-from .otlp import ChannelAtStart, OtlpOptions, otlp_http_session, protocol_for
+from .otlp import OtlpOptions, TransportSettings, grpc_credentials, otlp_http_session, transport_settings
 
 Report = Callable[[], dict[str, int]]
 
 # report() key -> (instrument, attributes); counters are cumulative.
 _SEEN = {"exec_seen": {"type": "exec"}, "exits_seen": {"type": "exit"}}
+# report() key suffix -> counter of export trouble that loses nothing by itself.
+_EXPORT_TROUBLE = {
+    "export_retries": ("otel_exec.export.retries", "{request}",
+                       "Export requests that failed retryably (sent again after a backoff)"),
+    "export_errors": ("otel_exec.export.errors", "{error}", "Unexpected errors in the export loop (logged with "
+                      "a traceback; export went on)"),
+    "export_thread_restarts": ("otel_exec.export.thread_restarts", "{thread}",
+                               "Export threads found dead and started again"),
+}
+_SIGNALS = ("logs", "traces")
 _GAUGES = {
     "logs_spool_bytes": ("otel_exec.spool.size", "By", {"signal": "logs"}),
     "traces_spool_bytes": ("otel_exec.spool.size", "By", {"signal": "traces"}),
@@ -52,8 +62,8 @@ def loss_reason(key: str) -> str | None:
         return key.removeprefix("lost_")
     if spool_fault(key):
         return None
-    for suffix in ("_failed", "_queue_overflow", "_spool_evicted", "_dropped_disk_full", "_spool_corrupt",
-                   "_spool_segment_lost"):
+    for suffix in ("_failed", "_rejected", "_queue_overflow", "_spool_evicted", "_dropped_disk_full",
+                   "_spool_corrupt", "_spool_segment_lost"):
         if key.endswith(suffix):
             return key
     return None
@@ -79,27 +89,38 @@ class Telemetry:
         self.stats_interval = stats_interval
         self.resource = resource
         self._next_stats = time.monotonic() + stats_interval if stats_interval else float("inf")
-        self._exporter = self._metric_exporter(opts) if opts is not None else None
+        # Checked, and a gRPC channel's credentials read, now (as root).
+        self._settings = transport_settings("metrics", opts) if opts is not None else None
+        self._credentials = grpc_credentials(self._settings) if self._settings else None
         self._provider: object | None = None
 
-    @staticmethod
-    def _metric_exporter(opts: OtlpOptions) -> object:
-        if protocol_for("metrics", opts) == "grpc":
+    def start(self) -> None:
+        """After the privilege drop: the SDK's OTLP metric exporter opens its
+        channel when it is made, and the reader starts its thread."""
+        if self._settings is not None:
+            self._provider = self._metrics(self._metric_exporter(self._settings))
+
+    def _metric_exporter(self, settings: TransportSettings) -> object:
+        """The SDK's OTLP metric exporter, configured through its public
+        parameters from the same checked settings the log and span
+        transports use."""
+        headers = dict(settings.headers)
+        if settings.protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc import Compression as GrpcCompression
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-            class GrpcMetricExporter(ChannelAtStart, OTLPMetricExporter):  # type: ignore[misc, valid-type]
-                pass
-
-            return GrpcMetricExporter(endpoint=opts.endpoint, headers=opts.headers or None)
+            scheme = "http" if settings.insecure else "https"
+            return OTLPMetricExporter(
+                endpoint=f"{scheme}://{settings.target}", insecure=settings.insecure, credentials=self._credentials,
+                headers=headers, timeout=settings.timeout_s,
+                compression=GrpcCompression.Gzip if settings.compression == "gzip" else GrpcCompression.NoCompression)
+        from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
-        endpoint = f"{opts.endpoint.rstrip('/')}/v1/metrics" if opts.endpoint else None
-        return Http(endpoint=endpoint, headers=opts.headers or None, session=otlp_http_session())
 
-    def start(self) -> None:
-        if self._exporter is not None:
-            if isinstance(self._exporter, ChannelAtStart):
-                self._exporter.start_channel()
-            self._provider = self._metrics(self._exporter)
+        return Http(endpoint=settings.target, certificate_file=settings.ca or None,
+                    client_key_file=settings.client_key, client_certificate_file=settings.client_cert,
+                    headers=headers, timeout=settings.timeout_s, session=otlp_http_session(),
+                    compression=HttpCompression.Gzip if settings.compression == "gzip" else HttpCompression.NoCompression)
 
     def _metrics(self, exporter: object) -> object:
         from opentelemetry.metrics import CallbackOptions, Observation
@@ -135,6 +156,11 @@ class Telemetry:
         meter.create_observable_counter(
             "otel_exec.clock.steps", [observe(lambda r: [(r["clock_steps"], {})] if "clock_steps" in r else [])],
             unit="{step}", description="Wall-clock steps found between the last heartbeat and this start")
+        for suffix, (name, unit, description) in _EXPORT_TROUBLE.items():
+            meter.create_observable_counter(
+                name, [observe(lambda r, suffix=suffix: [(r.get(f"{s}_{suffix}", 0), {"signal": s})
+                                                         for s in _SIGNALS])],
+                unit=unit, description=description)
         by_name: dict[str, list[tuple[str, dict[str, str]]]] = {}
         units: dict[str, str] = {}
         for key, (name, unit, attrs) in _GAUGES.items():
@@ -152,8 +178,12 @@ class Telemetry:
             self._next_stats = now + (self.stats_interval or 0)
             r = self.report()
             lost = sum(v for k, v in r.items() if loss_reason(k))
+            trouble = " ".join(f"{suffix}={sum(r.get(f'{s}_{suffix}', 0) for s in _SIGNALS)}"
+                               for suffix in _EXPORT_TROUBLE)
             print(f"otel-exec: execs={r.get('exec_seen', 0)} exported_logs={r.get('logs_exported', 0)} "
                   f"exported_spans={r.get('traces_exported', 0)} lost={lost} "
+                  f"rejected_logs={r.get('logs_rejected', 0)} rejected_spans={r.get('traces_rejected', 0)} "
+                  f"{trouble} "
                   f"spool={r.get('logs_spool_bytes', 0) + r.get('traces_spool_bytes', 0)}B "
                   f"ringbuf={r.get('ringbuf_used_bytes', 0)}B table={r.get('process_table_size', 0)}"
                   + "".join(f" {k}={v}" for k, v in r.items() if v and k in _SPOOL_TROUBLE_KEYS),
