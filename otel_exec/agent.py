@@ -11,13 +11,15 @@ from typing import Callable, Protocol, TextIO
 
 from . import privileges
 from .config import Config
+from .decode import Strings
 from .errors import UsageError
 from .events import Event, ExecEvent, UnreportedExecEvent
 from .identity import HostIdentity
 from .proctable import ProcessInfo, ProcessTable
 from .redact import RedactionPolicy
 from .sources import make_source
-from .spans import SpanLineage
+from .spans import SpanLineage, TraceparentTrust
+from .traceparent import trace_context_entries
 
 
 class Sink(Protocol):
@@ -52,10 +54,10 @@ class Agent:
         self.log = log
         self.identity = identity
         self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
-                                         env_allow=cfg.env_allow)
+                                         env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.table.on_drop = self._dropped
-        self.lineage = SpanLineage()
+        self.lineage = SpanLineage(TraceparentTrust.parse(cfg.trust_traceparent), self.redaction.scan)
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0
@@ -65,7 +67,14 @@ class Agent:
     def attach(self) -> None:
         """Load and attach the programs: events queue in the ring buffer
         from now on, until run() reads them."""
-        self.source = make_source(self.cfg, self.identity, self.redaction.argv, self.redaction.env, self.log)
+        self.source = make_source(self.cfg, self.identity, self.redaction.argv, self._env, self.log)
+
+    def _env(self, env: list[str]) -> Strings:
+        """The environment as emitted, carrying the trace context lineage
+        reads from it as it was (before redaction, in every mode)."""
+        redacted = Strings(self.redaction.env(env))
+        redacted.trace_context = trace_context_entries(env)
+        return redacted
 
     def start(self) -> None:
         # Attached first, seeded after: a process that starts in between is
