@@ -108,16 +108,19 @@ _AUTH_SCHEME = re.compile(r"(?i)(?<![A-Za-z])(?:Bearer|Basic|Digest|Token|Negoti
 _CREDENTIAL_LIKE = re.compile(r"[0-9+/=._~\-]|.[A-Z]")
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{1,64}+-----")
 _PEM_END = "-----END "
-_TOKEN_HINTS: Final = ("eyJ", "gh", "github_pat_", "glpat-", "xox", "xapp-", "AKIA", "ASIA", "AGPA", "AIDA",
-                       "AROA", "AIza", "k_live_", "k_test_", "sk-", "npm_", "pypi-", "SG.")
-_AUTH_HINTS: Final = ("earer", "asic", "igest", "oken", "egotiate", "EARER", "ASIC", "IGEST", "OKEN", "EGOTIATE")
+# One pass that rules out the value rules above for most text: each of them
+# needs one of these.
+_RARE_RULE_HINT = re.compile("|".join(re.escape(h) for h in (
+    "://", "-----begin ", "eyj", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox", "xapp-",
+    "akia", "asia", "agpa", "aida", "aroa", "aiza", "k_live_", "k_test_", "sk-", "npm_", "pypi-", "sg.", "bearer",
+    "basic", "digest", "token", "negotiate")))  # searched in lower case
 
 _ENV_MODES: Final = ("none", "redacted", "all")
 # The same few hundred names recur in every exec, so the decision per name is
 # memoized; names longer than this are not, and the memo is cleared when full.
 _NAME_CACHE_MAX: Final = 4096
 _NAME_CACHE_LEN_MAX: Final = 256
-# Env entries known to pass through unchanged, bounded by their total length
+# Strings known to pass through unchanged (env entries, argv elements), bounded by their total length
 # so the memory stays small whatever the workload.
 _UNCHANGED_CHARS_MAX: Final = 1 << 20
 _UNCHANGED_ENTRY_LEN_MAX: Final = 4096
@@ -262,6 +265,26 @@ _default_key_re = re.compile(DEFAULT_SECRET_KEY_PATTERN, re.ASCII)
 
 # -- the policy ---------------------------------------------------------------
 
+class _BoundedSet(set[str]):
+    """Strings known to pass a scan unchanged, bounded by their total length
+    so the memory stays small whatever the workload. Only those: a string
+    that was changed would keep its secret alive here."""
+
+    __slots__ = ("chars",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chars = 0
+
+    def remember(self, text: str) -> None:
+        if len(text) <= _UNCHANGED_ENTRY_LEN_MAX:
+            self.chars += len(text)
+            if self.chars > _UNCHANGED_CHARS_MAX:
+                self.clear()
+                self.chars = len(text)
+            self.add(text)
+
+
 def _pattern_replacer(pattern: re.Pattern[str]) -> Callable[[str], str]:
     """A user rule: with capture groups, what each participating group
     matched is replaced (Tetragon's redaction filters); without, the whole
@@ -307,7 +330,7 @@ class RedactionPolicy:
     """
 
     __slots__ = ("env_capture", "env_allow", "_key_re", "_key_words", "_extra", "_allow", "_secret_names",
-                 "_unchanged", "_unchanged_chars")
+                 "_unchanged", "_unchanged_args")
 
     def __init__(
         self,
@@ -334,8 +357,8 @@ class RedactionPolicy:
         self._secret_names: dict[str, bool] = {}
         # Only entries that leave unchanged: a redacted one would keep its
         # secret alive here.
-        self._unchanged: set[str] = set()
-        self._unchanged_chars = 0
+        self._unchanged = _BoundedSet()  # env entries
+        self._unchanged_args = _BoundedSet()  # argv elements, scanned
 
     def is_secret_name(self, name: str) -> bool:
         """True if an env key, flag name (dashes stripped) or header name
@@ -377,7 +400,7 @@ class RedactionPolicy:
             else:
                 result = f"{key}={self.scan(value)}"
             if result == entry:
-                self._remember_unchanged(entry)
+                unchanged.remember(entry)
             append(result)
         return out
 
@@ -393,7 +416,13 @@ class RedactionPolicy:
         an argument holding a whole command line (``sh -c '...'``) is
         tokenized at white space and gets the same treatment.
         """
-        out = [self.scan(a) for a in argv]
+        seen = self._unchanged_args
+        out = list(argv)
+        for i, arg in enumerate(argv):
+            if arg not in seen:
+                out[i] = scanned = self.scan(arg)
+                if scanned == arg:
+                    seen.remember(arg)
         if len(out) > 1:
             self._flags(list(argv), out)
             for i in range(1, len(out)):
@@ -411,14 +440,12 @@ class RedactionPolicy:
             text = replace(text)
         if self._allow and any(p.fullmatch(text) for p in self._allow):
             return text
-        if "://" in text:
-            text = _url_credentials(text)
-        if "-----BEGIN " in text:
-            text = _pem_blocks(text)
-        if any(h in text for h in _TOKEN_HINTS):
-            text = _TOKEN_SHAPES.sub(REDACTED, text)
-        if any(h in text for h in _AUTH_HINTS):
-            text = _auth_schemes(text)
+        if _RARE_RULE_HINT.search(text.lower()):
+            if "://" in text:
+                text = _url_credentials(text)
+            if "-----BEGIN " in text:
+                text = _pem_blocks(text)
+            text = _auth_schemes(_TOKEN_SHAPES.sub(REDACTED, text))
         if '"' in text and ":" in text:
             text = self._json_pairs(text)
         if "=" in text:
@@ -514,13 +541,6 @@ class RedactionPolicy:
                 return False
         return self._key_re.search(name) is not None
 
-    def _remember_unchanged(self, entry: str) -> None:
-        if len(entry) <= _UNCHANGED_ENTRY_LEN_MAX:
-            self._unchanged_chars += len(entry)
-            if self._unchanged_chars > _UNCHANGED_CHARS_MAX:
-                self._unchanged.clear()
-                self._unchanged_chars = len(entry)
-            self._unchanged.add(entry)
 
     def _json_pairs(self, text: str) -> str:
         def pair(m: re.Match[str]) -> str:
@@ -536,7 +556,10 @@ class RedactionPolicy:
         for m in _ASSIGNMENT.finditer(text):
             start, value_start = m.start(), m.end()
             name = text[start:value_start - 1].rstrip(" \t").lstrip("-")
-            if start < done or not self.is_secret_name(name):
+            # Inside a value, PWD= is a connection string's password, not
+            # the working directory.
+            if start < done or not (self.is_secret_name(name) or (
+                    name.upper() in _NEVER_SECRET_NAMES and self._key_re.search(name))):
                 continue
             before = text[start - 1] if start else ""
             if before and before in "?&":
