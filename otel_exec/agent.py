@@ -173,6 +173,7 @@ class Agent:
         counters["process_table_size"] = len(self.table)
         counters["process_table_evicted"] = self.table.evicted
         counters["malformed_traceparent"] = self.lineage.malformed_traceparent
+        counters["untrusted_traceparent"] = self.lineage.untrusted_traceparent
         for sink in self.sinks:
             counters.update(sink.stats())
         return counters
