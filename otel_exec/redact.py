@@ -77,6 +77,9 @@ def _default_key_pattern() -> str:
 
 
 DEFAULT_SECRET_KEY_PATTERN: Final = _default_key_pattern()
+# ASCII case folding only, so that the plain substring test in
+# RedactionPolicy._looks_secret is a faithful gate in front of the regex.
+_default_key_re = re.compile(DEFAULT_SECRET_KEY_PATTERN, re.ASCII)
 
 # The start of a URL: a scheme run that no scheme character precedes.
 _URL_SCHEME = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*+://")
@@ -190,7 +193,6 @@ PROGRAM_RULES: Final[dict[str, ProgramRule]] = {
     "openssl": ProgramRule({"-passin": _ALL, "-passout": _ALL, "-pass": _ALL, "-k": _ALL, "-password": _ALL}),
     "lftp": ProgramRule({"-u": ","}),
     **dict.fromkeys(("useradd", "usermod"), ProgramRule({"-p": _ALL, "--password": _ALL})),
-    "git": ProgramRule({}),  # -c http.extraheader=: a secret name (EXTRAHEADER)
 }
 # Programs that end the context of the one before them in a command line
 # (sshpass -p X ssh -p 22 host: the second -p is a port).
@@ -226,8 +228,7 @@ def _positional_secrets(program: str, args: Sequence[str], is_secret: Callable[[
     elif program in ("sqlplus", "rman", "expdp", "impdp", "sqlldr", "dgmgrl"):
         # user/password[@connect]
         for j, w in enumerate(words):
-            slash = w.find("/")
-            if slash > 0:
+            if w.find("/") > 0 and w[0] != "@":  # not @/path/script.sql
                 secret.add(positional[j])
     elif program == "redis-cli":
         for j in range(len(words) - 1):
@@ -258,9 +259,6 @@ def _hide_after(value: str, sep: str) -> str:
         return REDACTED if value else value
     head, found, rest = value.partition(sep)
     return f"{head}{sep}{REDACTED}" if found and rest else value
-
-
-_default_key_re = re.compile(DEFAULT_SECRET_KEY_PATTERN, re.ASCII)
 
 
 # -- the policy ---------------------------------------------------------------
@@ -322,11 +320,12 @@ class RedactionPolicy:
     replaces the default words. ``extra_patterns`` are user rules (see
     ``_pattern_replacer``), applied to every argument and scanned value.
     ``allow_patterns``: an argument or env value that one of them matches
-    whole is left to the user rules alone. Invalid regexes raise
-    ``re.error`` here, never while redacting.
+    whole is left to the user rules alone (a known false positive). Invalid
+    regexes raise ``re.error`` here, never while redacting.
 
-    The policy memoizes per-name decisions and unchanged env entries (both
-    bounded); under the GIL, concurrent use is safe.
+    The policy memoizes per-name decisions and the env entries and argv
+    elements that passed unchanged (all bounded); under the GIL, concurrent
+    use is safe.
     """
 
     __slots__ = ("env_capture", "env_allow", "_key_re", "_key_words", "_extra", "_allow", "_secret_names",
@@ -345,8 +344,6 @@ class RedactionPolicy:
         self.env_capture = env_capture
         self.env_allow = frozenset(env_allow)
         if secret_key_pattern is None:
-            # ASCII case folding only, so that the plain substring test in
-            # _looks_secret is a faithful gate in front of the regex.
             self._key_re = _default_key_re
             self._key_words: tuple[str, ...] = tuple(w.lower() for w in DEFAULT_SECRET_KEY_WORDS)
         else:
@@ -355,8 +352,6 @@ class RedactionPolicy:
         self._extra = tuple(_pattern_replacer(re.compile(p)) for p in extra_patterns)
         self._allow = tuple(re.compile(p) for p in allow_patterns)
         self._secret_names: dict[str, bool] = {}
-        # Only entries that leave unchanged: a redacted one would keep its
-        # secret alive here.
         self._unchanged = _BoundedSet()  # env entries
         self._unchanged_args = _BoundedSet()  # argv elements, scanned
 
@@ -394,7 +389,7 @@ class RedactionPolicy:
                 result = entry
             elif key in TRACE_CONTEXT_KEYS:
                 result = f"{key}={self.scan(value[:TRACE_CONTEXT_MAX[key]])}"
-            elif self.is_secret_name(key):
+            elif self.is_secret_name(key) and not self._allowed(value):
                 append(f"{key}={REDACTED}" if value else entry)
                 continue
             else:
@@ -441,7 +436,7 @@ class RedactionPolicy:
         if self._allow and any(p.fullmatch(text) for p in self._allow):
             return text
         if _RARE_RULE_HINT.search(text.lower()):
-            if "://" in text:
+            if "@" in text and "://" in text:
                 text = _url_credentials(text)
             if "-----BEGIN " in text:
                 text = _pem_blocks(text)

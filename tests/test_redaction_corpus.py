@@ -59,6 +59,7 @@ def test_user_rules_capture_groups_and_allow_list() -> None:
     fake = "ghp_" + "0" * 36
     assert p.argv(["echo", fake, "ghp_" + "1" * 36]) == ["echo", fake, REDACTED]
     assert p.argv(["gh", "--token", fake]) == ["gh", "--token", fake]
+    assert p.env([f"GH_TOKEN={fake}", "GH_PAT=x"]) == [f"GH_TOKEN={fake}", f"GH_PAT={REDACTED}"]
 
 
 def _secret_texts() -> list[str]:
