@@ -433,7 +433,7 @@ class RedactionPolicy:
         pairs, ``NAME=value`` and ``Name: value`` with a secret name."""
         for replace in self._extra:
             text = replace(text)
-        if self._allow and any(p.fullmatch(text) for p in self._allow):
+        if self._allowed(text):
             return text
         if _RARE_RULE_HINT.search(text.lower()):
             if "@" in text and "://" in text:
@@ -519,7 +519,7 @@ class RedactionPolicy:
         return "".join(pieces)
 
     def _allowed(self, text: str) -> bool:
-        return any(p.fullmatch(text) for p in self._allow)
+        return bool(self._allow) and any(p.fullmatch(text) for p in self._allow)
 
     def _looks_secret(self, name: str) -> bool:
         if name.upper() in _NEVER_SECRET_NAMES:

@@ -144,6 +144,11 @@ def test_env_capture_and_argv_redaction(need_kernel: None, progs: Progs, tmp_pat
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "--env-capture", "bogus"]) == 2
+    assert cli.main(["run", "--trust-traceparent", "bob"]) == 2
+    assert "--trust-traceparent 'bob'" in capsys.readouterr().err
+    assert cli.main(["run", "--redact-pattern", "("]) == 2
+    assert cli.main(["run", "--redact-allow", "[a"]) == 2
+    assert "--redact-allow '[a': not a regular expression" in capsys.readouterr().err
     assert cli.main(["run", "--argv-max-bytes", str(10**9)]) == 2
     assert "--argv-max-bytes must be between" in capsys.readouterr().err
     assert cli.main(["run", "--comm", "a-name-longer-than-15"]) == 2

@@ -202,8 +202,9 @@ chunks = st.lists(st.one_of(text, specials), max_size=8).map("".join)
 policies = st.builds(
     RedactionPolicy,
     env_capture=st.sampled_from(["none", "redacted", "all"]),
-    extra_patterns=st.sampled_from([(), (r"ab+",), (r"x*",)]),
+    extra_patterns=st.sampled_from([(), (r"ab+",), (r"x*",), (r"(a)|(b)?(c*)",), (r"k=(\w*)",)]),
     env_allow=st.sampled_from([(), ("API_TOKEN",)]),
+    allow_patterns=st.sampled_from([(), (r".*",), (r"a+",)]),
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -278,6 +279,36 @@ def test_trust_traceparent_root(collector: Collector, tmp_path: Path, as_root: b
                                              and r.attributes["process.executable.name"] == "env", timeout=15)
         assert span.trace_id != TRACE and span.parent_span_id == env_log.span_id
         assert span.attributes["otel_exec.traceparent.untrusted"] == tp
+
+
+@pytest.mark.kernel
+def test_trust_traceparent_on_the_proc_seed_path(collector: Collector, tmp_path: Path) -> None:
+    """A process an unprivileged user started before the agent, with a
+    TRACEPARENT of its own: its /proc span nests under its parent's, and
+    the value is recorded."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    tp = f"00-{TRACE}-{PARENT}-01"
+    user = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c",
+                             "read x"], stdin=subprocess.PIPE, env=marked_env(new_mark(), TRACEPARENT=tp))
+    try:
+        time.sleep(0.2)
+        run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint, "--trust-traceparent", "root",
+                       env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100"))
+        rc, err = run.stop()
+        assert rc == 0, err
+        (span,) = collector.wait_for_spans(lambda s: s.attributes.get("process.pid") == user.pid
+                                           and s.attributes.get("otel_exec.observed_from") == "procfs", timeout=15)
+        me = max(collector.wait_for_spans(lambda s: s.attributes.get("process.pid") == os.getpid()
+                                          and s.attributes.get("otel_exec.observed_from") == "procfs", timeout=15),
+                 key=lambda s: s.end_time)
+    finally:
+        user.kill()
+        user.wait()
+    assert span.attributes["otel_exec.traceparent.untrusted"] == tp
+    assert span.trace_id != TRACE and span.parent_span_id == me.span_id
+    assert re.search(r"untrusted_traceparent=[1-9]", err)  # at least this one
 
 
 @pytest.mark.kernel
