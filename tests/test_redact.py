@@ -233,3 +233,6 @@ def test_property_secret_values_never_show(value):
     assert p.env([f"API_TOKEN={value}"]) == [f"API_TOKEN={REDACTED}"]
     assert p.argv(["x", f"--password={value}", "--token", "v" + value]) == \
         ["x", f"--password={REDACTED}", "--token", REDACTED]
+    # Whatever the value starts with ("-", "-----BEGIN", white space).
+    assert p.argv(["x", "--token", value])[2] == REDACTED
+    assert p.argv(["mysql", "-p", value])[2] == REDACTED
