@@ -69,8 +69,8 @@ def main() -> None:
     env_warm = per_call_us(policy.env, envs, rounds)
     env_cold = per_call_us(lambda e: RedactionPolicy().env(e), envs[:20], max(rounds // 10, 5))
     print(f"argv (typical, 10 commands): {argv:.2f} us/call")
-    print(f"env (40 entries, 3 new per call): {env_warm:.2f} us/call")
-    print(f"env (40 entries, fresh policy): {env_cold:.2f} us/call")
+    print(f"env (43 entries, 3 new per call): {env_warm:.2f} us/call")
+    print(f"env (43 entries, fresh policy): {env_cold:.2f} us/call")
 
 
 if __name__ == "__main__":
