@@ -28,9 +28,11 @@ def json_line(obj: object) -> str:
     """One JSON Lines line: UTF-8 text, no raw control, separator or bidi
     character anywhere (json.dumps alone writes C1 and U+2028 raw)."""
     line = json.dumps(obj, ensure_ascii=False)
+    if line.isascii():  # the common case, one C-level pass: nothing to escape but DEL
+        return line.replace("\x7f", "\\u007f") if "\x7f" in line else line
     # In JSON text these characters only occur inside strings: escaping them
     # in place keeps every value.
-    return _JSON_ESCAPED.sub(lambda m: _JSON_ESCAPES[ord(m.group())], line) if _JSON_ESCAPED.search(line) else line
+    return _JSON_ESCAPED.sub(lambda m: _JSON_ESCAPES[ord(m.group())], line)
 
 
 def exec_to_dict(ev: ExecEvent, fields: list[str] = EXEC_FIELDS) -> dict[str, object]:

@@ -212,6 +212,7 @@ def test_json_line_escapes_every_invisible_control() -> None:
     assert not any(c in line for c in RAW_FORBIDDEN)
     assert json.loads(line) == {"argv": [SPOOF], "k": {"n": SPOOF}}
     line.encode("utf-8")
+    assert json_line({"a": "x\x7f"}) == '{"a": "x\\u007f"}'  # an ASCII line has DEL escaped too
 
 
 @pytest.mark.kernel
