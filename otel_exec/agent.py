@@ -11,13 +11,15 @@ from typing import Callable, Iterable, Protocol, TextIO
 
 from . import privileges, safefs
 from .config import Config
+from .decode import Strings
 from .errors import UsageError
 from .events import Event, ExecEvent, UnreportedExecEvent
 from .identity import HostIdentity
 from .proctable import ProcessInfo, ProcessTable
 from .redact import RedactionPolicy
 from .sources import make_source
-from .spans import SpanLineage
+from .spans import SpanLineage, TraceparentTrust
+from .traceparent import trace_context_entries
 
 
 class Sink(Protocol):
@@ -56,10 +58,10 @@ class Agent:
         self.log = log
         self.identity = identity
         self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
-                                         env_allow=cfg.env_allow)
+                                         env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.table.on_drop = self._dropped
-        self.lineage = SpanLineage()
+        self.lineage = SpanLineage(TraceparentTrust.parse(cfg.trust_traceparent), self.redaction.scan)
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0
@@ -72,7 +74,14 @@ class Agent:
     def attach(self) -> None:
         """Load and attach the programs: events queue in the ring buffer
         from now on, until run() reads them."""
-        self.source = make_source(self.cfg, self.identity, self.redaction.argv, self.redaction.env, self.log)
+        self.source = make_source(self.cfg, self.identity, self.redaction.argv, self._env, self.log)
+
+    def _env(self, env: list[str]) -> Strings:
+        """The environment as emitted, carrying the trace context lineage
+        reads from it as it was (before redaction, in every mode)."""
+        redacted = Strings(self.redaction.env(env))
+        redacted.trace_context = trace_context_entries(env)
+        return redacted
 
     def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
         """Seed, drop privileges while the agent is still one thread, then
@@ -197,6 +206,7 @@ class Agent:
         counters["process_table_size"] = len(self.table)
         counters["process_table_evicted"] = self.table.evicted
         counters["malformed_traceparent"] = self.lineage.malformed_traceparent
+        counters["untrusted_traceparent"] = self.lineage.untrusted_traceparent
         for sink in self.sinks:
             counters.update(sink.stats())
         return counters

@@ -58,9 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ready-file", metavar="PATH",
                      help="written once probes are attached, /proc is seeded, privileges are dropped and the "
                           "exporters run")
-    run.add_argument("--env-capture", choices=ENV_CAPTURE_MODES, default="redacted")
+    run.add_argument("--env-capture", choices=ENV_CAPTURE_MODES, default="redacted",
+                     help="redacted (default): secret values hidden (docs/redaction.md); none: no environment "
+                          "attribute at all (lineage still reads TRACEPARENT); all: verbatim")
     run.add_argument("--redact-pattern", action="append", default=[], metavar="REGEX",
-                     help="also redact matches of REGEX in argv and env values (repeatable)")
+                     help="also redact in every argument and env value: what each capture group of REGEX "
+                          "matched, or the whole match without groups (repeatable)")
+    run.add_argument("--redact-allow", action="append", default=[], metavar="REGEX",
+                     help="an argument or env value REGEX matches whole is left alone by the built-in rules "
+                          "(repeatable; --redact-pattern still applies)")
+    run.add_argument("--trust-traceparent", default=Config.trust_traceparent, metavar="any|none|root|UID[,UID...]",
+                     help="whose TRACEPARENT may parent a span, by real user id; others are recorded as "
+                          "otel_exec.traceparent.untrusted and nest under their lineage parent (default any)")
     run.add_argument("--env-allow", action="append", default=[], metavar="KEY",
                      help="keep this env key verbatim even if it looks secret (repeatable)")
     filters = run.add_argument_group("filters (repeatable; which side applies each: docs/fields.md)")
@@ -127,6 +136,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ready_file=args.ready_file,
         env_capture=args.env_capture,
         redact_patterns=args.redact_pattern,
+        redact_allow=args.redact_allow,
+        trust_traceparent=args.trust_traceparent,
         env_allow=args.env_allow,
         comm=args.comm,
         exclude_comm=args.exclude_comm,

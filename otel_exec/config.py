@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from .events import ExecEvent
@@ -42,7 +43,9 @@ class Config:
     ready_file: str | None = None
     env_capture: str = "redacted"
     redact_patterns: list[str] = field(default_factory=list)
+    redact_allow: list[str] = field(default_factory=list)  # values the built-in rules leave alone
     env_allow: list[str] = field(default_factory=list)
+    trust_traceparent: str = "any"  # whose TRACEPARENT parents spans (spans.TraceparentTrust)
     comm: list[str] = field(default_factory=list)
     exclude_comm: list[str] = field(default_factory=list)
     path_prefix: list[str] = field(default_factory=list)
@@ -103,6 +106,15 @@ class Config:
 
         if self.env_capture not in ENV_CAPTURE_MODES:
             raise UsageError(f"--env-capture must be one of {', '.join(ENV_CAPTURE_MODES)}")
+        from .spans import TraceparentTrust
+
+        TraceparentTrust.parse(self.trust_traceparent)
+        for flag, patterns in (("--redact-pattern", self.redact_patterns), ("--redact-allow", self.redact_allow)):
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise UsageError(f"{flag} {pattern!r}: not a regular expression: {e}") from None
         if self.format is not None and self.format not in FORMATS:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
         for name in self.exporters:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import time
 from typing import Iterable, TextIO
@@ -14,8 +15,27 @@ from .proctable import ProcessInfo
 
 EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name != "shared"]
 # A newline or escape sequence in a path or argument must not forge lines or
-# drive the terminal: control characters print as \xNN.
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
+# drive the terminal: C0 and C1 controls print as \xNN, line and paragraph
+# separators and bidirectional controls (which reorder what a terminal or
+# editor shows) as \uXXXX.
+_C0_C1 = [*range(32), 127, *range(0x80, 0xA0)]
+_INVISIBLE = [0x200E, 0x200F, 0x061C, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_CONTROL = {**{c: f"\\x{c:02x}" for c in _C0_C1}, **{c: f"\\u{c:04x}" for c in _INVISIBLE}}
+# JSON escapes C0 controls itself; the rest become \uXXXX escapes, so a
+# line read back is the same string and the file shows none of them raw.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in [127, *range(0x80, 0xA0), *_INVISIBLE]}
+_JSON_ESCAPED = re.compile("[" + "".join(re.escape(chr(c)) for c in _JSON_ESCAPES) + "]")
+
+
+def json_line(obj: object) -> str:
+    """One JSON Lines line: UTF-8 text, no raw control, separator or bidi
+    character anywhere (json.dumps alone writes C1 and U+2028 raw)."""
+    line = json.dumps(obj, ensure_ascii=False)
+    if line.isascii():  # the common case, one C-level pass: nothing to escape but DEL
+        return line.replace("\x7f", "\\u007f") if "\x7f" in line else line
+    # In JSON text these characters only occur inside strings: escaping them
+    # in place keeps every value.
+    return _JSON_ESCAPED.sub(lambda m: _JSON_ESCAPES[ord(m.group())], line)
 
 
 def exec_to_dict(ev: ExecEvent, fields: list[str] = EXEC_FIELDS) -> dict[str, object]:
@@ -75,7 +95,7 @@ class ConsoleExporter:
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
         if self.jsonl:
-            self._lines.append(json.dumps(exec_to_dict(ev, self.fields), ensure_ascii=False))
+            self._lines.append(json_line(exec_to_dict(ev, self.fields)))
         else:
             self._lines.append(pretty_line(ev))
 

@@ -76,7 +76,8 @@ def join_path(leaf_first: bytes, pflags: int, fs_magic: int = 0, inode: int = 0)
 class Strings(list[str]):
     """A decoded argv or env list. Identical blocks (a storm of one command,
     the shared environment of a build) decode to one shared, read-only
-    instance, on which span lineage caches its `trace_context`."""
+    instance. `trace_context`: the W3C context of an env as the process had
+    it, set before redaction (agent) or cached by span lineage."""
 
     __slots__ = ("trace_context",)
 
@@ -113,7 +114,10 @@ class BlockCache:
         hit: Strings | None = self._cache.get(key)
         if hit is None:
             items = split_block(raw, truncated)
-            hit = Strings(self.transform(items) if self.transform else items)
+            result = self.transform(items) if self.transform else items
+            # A transform may return Strings of its own, carrying what it
+            # read before redacting (the trace context).
+            hit = result if isinstance(result, Strings) else Strings(result)
             self._cache.remember(key, hit, 2 * len(raw))  # the raw key and the decoded strings
         return hit
 

@@ -460,6 +460,8 @@ def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) 
         parts += (_SPAN_PARENT, info.parent_span_id)
     parts += (name, _SPAN_KIND_START, _U64(info.span_start), _SPAN_END, _U64(max(end_ns, info.span_start)),
               *info.span_attrs, _ending(reason, incomplete, info.exit_code, info.signal))
+    if info.untrusted_traceparent:
+        parts.append(Attrs.of([_kv("otel_exec.traceparent.untrusted", info.untrusted_traceparent)]).span)
     return _in_scope(parts)
 
 

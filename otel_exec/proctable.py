@@ -65,6 +65,9 @@ class ProcessInfo:
     parent_span_id: bytes = b""
     trace_state: str = ""
     traceparent: str = ""  # TRACEPARENT as this image's environment had it
+    # A TRACEPARENT this image set that --trust-traceparent did not follow
+    # (bounded and scanned): recorded on its span, not used as its parent.
+    untrusted_traceparent: str = ""
     owns_span: bool = False
     span_start: int = 0  # ns since epoch
     span_attrs: tuple[bytes, ...] = ()  # encoded attribute parts, kept until the span ends

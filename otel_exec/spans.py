@@ -4,7 +4,9 @@ Rules, in order (README "Traces"):
 1. A valid W3C TRACEPARENT in the image's environment that the image it
    continues (its own previous image, or its parent's image) did not
    already carry unchanged: the application set it, so the process joins
-   the application's trace under that span.
+   the application's trace under that span, if --trust-traceparent trusts
+   the process's real user (TraceparentTrust); an untrusted one is recorded
+   on the span (otel_exec.traceparent.untrusted) and rule 2 applies.
 2. Else the span of the image it continues: a re-exec nests under the
    process's previous image, a fork+exec child under its parent's image.
 3. Else a new trace rooted at this image.
@@ -17,11 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
+from typing import Callable
 
+from .errors import UsageError
 from .events import ExecEvent
 from .identity import HostIdentity
 from .proctable import ProcessInfo, ProcessTable
 from .traceparent import remote_parent, trace_context_entries
+
+
+# An untrusted TRACEPARENT is recorded, not parsed: keep it short.
+TRACEPARENT_RECORDED_MAX = 256
 
 
 def _digest(exec_id: str, salt: int, size: int) -> bytes:
@@ -39,9 +48,52 @@ def _digest(exec_id: str, salt: int, size: int) -> bytes:
     return d if any(d) else b"\1" * size  # all-zero ids are invalid
 
 
+@dataclass(frozen=True)
+class TraceparentTrust:
+    """Whose TRACEPARENT may parent a span (--trust-traceparent): every
+    process's (``any``), none, or those whose real user id is in ``uids``
+    (``root`` is uid 0). The real uid is the user who controlled the
+    environment: a set-user-id program run by a user is that user's."""
+
+    any_uid: bool
+    uids: frozenset[int]
+
+    @classmethod
+    def parse(cls, spec: str) -> TraceparentTrust:
+        if spec == "any":
+            return cls(True, frozenset())
+        if spec == "none":
+            return cls(False, frozenset())
+        uids: set[int] = set()
+        for part in spec.split(","):
+            part = part.strip()
+            if part == "root":
+                uids.add(0)
+            elif part.isdigit() and int(part) < 2**32 - 1:
+                uids.add(int(part))
+            else:
+                raise UsageError(f"--trust-traceparent {spec!r}: must be any, none, root, or user ids "
+                                 "separated by commas (root,1000)")
+        return cls(False, frozenset(uids))
+
+    def trusts(self, uid: int) -> bool:
+        return self.any_uid or uid in self.uids
+
+
+TRUST_ANY = TraceparentTrust(True, frozenset())
+
+
 class SpanLineage:
-    def __init__(self) -> None:
+    """`trust`: whose TRACEPARENT is followed; `scrub`: the redaction value
+    scan, applied to the trace state spans carry and to an untrusted
+    TRACEPARENT recorded on a span."""
+
+    def __init__(self, trust: TraceparentTrust = TRUST_ANY,
+                 scrub: Callable[[str], str] = lambda value: value) -> None:
         self.malformed_traceparent = 0
+        self.untrusted_traceparent = 0
+        self.trust = trust
+        self.scrub = scrub
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None,
                 parent: ProcessInfo | None) -> None:
@@ -58,19 +110,23 @@ class SpanLineage:
         info.span_id = _digest(key, ev.timestamp if previous is not None else 0, 8)
         info.span_start = ev.timestamp
         info.owns_span = True
-        self._parent(info, trace_context_entries(ev.env), continues, key)
+        self._parent(info, trace_context_entries(ev.env), continues, key, ev.uid)
 
     def _parent(self, info: ProcessInfo, ctx: dict[str, str], continues: ProcessInfo | None,
-                exec_id: str) -> None:
+                exec_id: str, uid: int | None) -> None:
         traceparent = ctx.get("TRACEPARENT", "")
         info.traceparent = traceparent
         if traceparent and (continues is None or traceparent != continues.traceparent):
-            remote = remote_parent(ctx)
-            if remote is not None:
-                info.trace_id, info.parent_span_id, info.trace_state = \
-                    remote.trace_id, remote.span_id, remote.trace_state
-                return
-            self.malformed_traceparent += 1
+            if uid is not None and not self.trust.trusts(uid):
+                self.untrusted_traceparent += 1
+                info.untrusted_traceparent = self.scrub(traceparent[:TRACEPARENT_RECORDED_MAX])
+            else:
+                remote = remote_parent(ctx)
+                if remote is not None:
+                    info.trace_id, info.parent_span_id, info.trace_state = \
+                        remote.trace_id, remote.span_id, self.scrub(remote.trace_state)
+                    return
+                self.malformed_traceparent += 1
         if continues is not None and continues.span_id:
             info.trace_id, info.parent_span_id, info.trace_state = \
                 continues.trace_id, continues.span_id, continues.trace_state
@@ -92,7 +148,20 @@ class SpanLineage:
             info.span_id = _digest(info.exec_id, 0, 8)
             info.span_start = identity.boot_ns_to_epoch_ns(info.start_ticks * identity.ns_per_tick)
             info.owns_span = True
-            self._parent(info, trace_context_entries(_environ(proc, info.pid)), parent, info.exec_id)
+            uid = None if self.trust.any_uid else _real_uid(proc, info.pid)
+            self._parent(info, trace_context_entries(_environ(proc, info.pid)), parent, info.exec_id, uid)
+
+
+def _real_uid(proc: str, pid: int) -> int:
+    """The process's real user id; -1 (trusted by no list) when unreadable."""
+    try:
+        with open(f"{proc}/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
 
 
 def _environ(proc: str, pid: int) -> list[str]:

@@ -129,19 +129,26 @@ def test_env_capture_and_argv_redaction(need_kernel: None, progs: Progs, tmp_pat
     events, _, _ = _filtered_run(tmp_path, progs, "--comm", "oe-drop", *flags)
     (ev,) = events
     traceparent = "TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    assert traceparent in ev["env"]  # always kept: the tracing layer needs it
+    # Kept unless no environment is wanted at all: lineage reads it before
+    # redaction (tests/test_redaction_corpus.py).
+    assert (traceparent in ev["env"]) == (mode != "none")
     if mode == "all":
         assert "API_TOKEN=s3cr3t" in ev["env"]
     elif mode == "redacted":
         assert "API_TOKEN=[REDACTED]" in ev["env"]
         assert any(e.startswith("OE_TEST_MARK=") for e in ev["env"])
     else:
-        assert ev["env"] == [traceparent]
+        assert ev["env"] == []
     assert ev["argv"][1] == "--password=[REDACTED]"  # argv redaction does not depend on --env-capture
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "--env-capture", "bogus"]) == 2
+    assert cli.main(["run", "--trust-traceparent", "bob"]) == 2
+    assert "--trust-traceparent 'bob'" in capsys.readouterr().err
+    assert cli.main(["run", "--redact-pattern", "("]) == 2
+    assert cli.main(["run", "--redact-allow", "[a"]) == 2
+    assert "--redact-allow '[a': not a regular expression" in capsys.readouterr().err
     assert cli.main(["run", "--argv-max-bytes", str(10**9)]) == 2
     assert "--argv-max-bytes must be between" in capsys.readouterr().err
     assert cli.main(["run", "--comm", "a-name-longer-than-15"]) == 2

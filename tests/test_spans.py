@@ -2,8 +2,11 @@
 covered end to end in tests/test_e2e_otlp.py)."""
 from __future__ import annotations
 
+import pytest
+
+from otel_exec.errors import UsageError
 from otel_exec.proctable import ProcessTable
-from otel_exec.spans import SpanLineage
+from otel_exec.spans import SpanLineage, TraceparentTrust
 from otel_exec.traceparent import parse_traceparent, trace_context_entries
 from test_proctable import exec_ev
 
@@ -88,3 +91,63 @@ def test_parse_traceparent_rules() -> None:
     assert parse_traceparent("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01") is None
     assert trace_context_entries(["TRACEPARENT=a", "TRACEPARENT=b", "BAGGAGE=x=1"]) == \
         {"TRACEPARENT": "a", "BAGGAGE": "x=1"}
+
+
+def _world_trusting(spec: str) -> World:
+    w = World()
+    w.lineage = SpanLineage(TraceparentTrust.parse(spec), lambda v: v.replace("secret", "[REDACTED]"))
+    return w
+
+
+def _exec_as(w: World, uid: int, pid: int, ppid: int, ticks: int, exec_id: str, env: list[str]):
+    parent = w.table.get(ppid)
+    ev = exec_ev(pid, ppid, ticks, exec_id, parent_exec_id=parent.exec_id if parent else "")
+    ev.image_ppid, ev.env, ev.uid = ppid, list(env), uid
+    info, previous = w.table.on_exec(ev)
+    w.lineage.on_exec(ev, info, previous, w.table.get(ppid))
+    return info
+
+
+def test_untrusted_traceparent_is_recorded_not_followed() -> None:
+    w = _world_trusting("root")
+    sh = _exec_as(w, 65534, 10, 1, 5, "sh", [])
+    child = _exec_as(w, 65534, 11, 10, 6, "c", [f"TRACEPARENT={TP}"])
+    assert (child.trace_id, child.parent_span_id) == (sh.trace_id, sh.span_id)
+    assert child.untrusted_traceparent == TP and w.lineage.untrusted_traceparent == 1
+    # Its children inherit the same value unchanged: they nest under it.
+    grandchild = _exec_as(w, 65534, 12, 11, 7, "g", [f"TRACEPARENT={TP}"])
+    assert grandchild.parent_span_id == child.span_id and not grandchild.untrusted_traceparent
+    root = _exec_as(w, 0, 20, 1, 8, "r", [f"TRACEPARENT={TP}", "TRACESTATE=k=secret"])
+    assert (root.trace_id, root.parent_span_id) == (TRACE, SPAN)
+    assert root.trace_state == "k=[REDACTED]" and not root.untrusted_traceparent
+
+
+def test_trust_specs() -> None:
+    assert TraceparentTrust.parse("any").trusts(1234)
+    assert not TraceparentTrust.parse("none").trusts(0)
+    listed = TraceparentTrust.parse("root,1000")
+    assert listed.trusts(0) and listed.trusts(1000) and not listed.trusts(1001)
+    for bad in ("", "bob", "root,", "-1", "4294967295"):
+        with pytest.raises(UsageError):
+            TraceparentTrust.parse(bad)
+    w = _world_trusting("none")
+    assert _exec_as(w, 0, 10, 1, 5, "a", [f"TRACEPARENT={TP}"]).parent_span_id == b""
+
+
+def test_lineage_reads_trace_context_from_before_redaction() -> None:
+    """--env-capture none emits no environment: the decoded block carries
+    the context the agent read from the raw one (agent.Agent._env)."""
+    from otel_exec.decode import Strings
+    from otel_exec.redact import RedactionPolicy
+
+    raw = [f"TRACEPARENT={TP}", "PATH=/bin"]
+    emitted = Strings(RedactionPolicy("none").env(raw))
+    emitted.trace_context = trace_context_entries(raw)
+    assert emitted == []
+    w = World()
+    info = w.exec(10, 1, 5, "a")
+    ev = exec_ev(11, 10, 6, "b", parent_exec_id="a")
+    ev.image_ppid, ev.env = 10, emitted
+    child, previous = w.table.on_exec(ev)
+    w.lineage.on_exec(ev, child, previous, info)
+    assert (child.trace_id, child.parent_span_id) == (TRACE, SPAN)
