@@ -273,7 +273,10 @@ def rotel_binary() -> Path:
     spec = importlib.util.find_spec("rotel")
     if spec is None or spec.origin is None:
         raise FileNotFoundError("the rotel package is not installed (pip install rotel==0.0.1a15)")
-    return Path(spec.origin).with_name("rotel-agent")
+    binary = Path(spec.origin).with_name("rotel-agent")
+    if not binary.exists():
+        raise FileNotFoundError(f"the rotel package at {spec.origin} has no rotel-agent binary")
+    return binary
 
 
 def _free_port_pair() -> tuple[int, int]:

@@ -38,7 +38,7 @@ from otel_exec.errors import BccError, NoBtfError, TracefsError
 from otel_exec.events import ExecEvent
 from progs import Progs, popen_with_fd3
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_bcc]
 
 SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
 FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "unavailable")]

@@ -9,6 +9,7 @@ import time
 import psutil
 import pytest
 
+from kernel_guard import MACHINE_LACKS
 from otel_exec.events import ExecEvent, ExitEvent
 from otel_exec.identity import HostIdentity
 from otel_exec.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
@@ -68,12 +69,17 @@ def test_seed_finds_self_and_parent(ident):
     assert table.ancestors(os.getpid())[0] is parent
 
 
+@pytest.mark.needs_host_pidns
 def test_seed_kernel_thread(ident):
+    # Whether pid 2 is kthreadd is read from /proc, not from the table under
+    # test: a seed that misses it fails instead of skipping.
+    lacks = MACHINE_LACKS["needs_host_pidns"]()
+    if lacks:
+        pytest.skip(lacks)
     table = ProcessTable()
     table.seed_from_proc(ident)
     kthreadd = table.get(2)
-    if kthreadd is None or kthreadd.comm != "kthreadd":
-        pytest.skip("no kthreadd visible (pid namespace)")
+    assert kthreadd is not None and kthreadd.comm == "kthreadd"
     assert kthreadd.exe == "" and kthreadd.argv == []
     assert kthreadd.exec_id == ident.exec_id(2, kthreadd.start_ticks, 0, 0)
 
