@@ -1,0 +1,162 @@
+"""Every loss and cut counter made non-zero once through the real path, and
+its value checked against ground truth in the final stderr line, the
+--stats-interval line, the WARNING line and the metric at the collector.
+
+The agent runs with `--comm` set to a name only this test's programs have,
+so the execs of the rest of the machine are filtered in the kernel and never
+reach the ring: what was lost or cut is exactly what this test ran minus
+what arrived.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark
+from collector import Collector
+from otel_exec.telemetry import loss_reason
+from progs import Progs
+
+pytestmark = pytest.mark.kernel
+
+SMALLEST_RING = 2 * 1024 * 1024  # config.validate's floor: a power of two holding several largest records
+
+
+def stop_line(err: str) -> dict[str, int]:
+    """The `otel-exec: stopped; k=v, ...` line as a dict."""
+    line = next(l for l in err.splitlines() if l.startswith("otel-exec: stopped; "))
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.removeprefix("otel-exec: stopped; ").split(", "))}
+
+
+def warning_line(err: str) -> dict[str, int]:
+    line = next(l for l in err.splitlines() if l.startswith("otel-exec: WARNING events were lost: "))
+    return ast.literal_eval(line.removeprefix("otel-exec: WARNING events were lost: "))
+
+
+def stats_lines(err: str) -> list[dict[str, str]]:
+    return [dict(kv.split("=", 1) for kv in l.removeprefix("otel-exec: ").split())
+            for l in err.splitlines() if l.startswith("otel-exec: execs=")]
+
+
+def metric_points(dump: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(attributes, value) of every data point of metric `name` in rotel's
+    detailed debug log, in the order exported."""
+    points: list[tuple[dict[str, str], float]] = []
+    for block in re.split(r"(?m)^(?=Metric #\d+)", dump):
+        if not re.search(rf"(?m)^\s*-> Name: {re.escape(name)}\s*$", block):
+            continue
+        for dp in re.split(r"(?m)^(?=\w*DataPoints? #\d+)", block)[1:]:
+            attrs = dict(re.findall(r"(?m)^\s*-> (\S+): Str\((.*)\)\s*$", dp))
+            value = re.search(r"(?m)^Value: (\S+)\s*$", dp)
+            if value:
+                points.append((attrs, float(value.group(1))))
+    return points
+
+
+def last_value(dump: str, name: str, **attrs: str) -> float:
+    values = [v for a, v in metric_points(dump, name) if all(a.get(k) == w for k, w in attrs.items())]
+    assert values, f"no data point of {name} {attrs} in the collector's dump"
+    return values[-1]
+
+
+def unique_program(progs: Progs, tmp_path: Path, name: str) -> str:
+    """A copy of a tiny static program under a comm nothing else on the machine has."""
+    tmp_path.mkdir(mode=0o755)
+    path = tmp_path / name
+    shutil.copy2(progs.static_true, path)
+    return str(path)
+
+
+def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, progs: Progs,
+                                                              tmp_path: Path) -> None:
+    """The agent is stopped (SIGSTOP) while execs with ~28 KiB of argv fill
+    the smallest ring several times over: the kernel drops what does not
+    fit and counts it. lost_exec_ringbuf_full must equal the execs run minus
+    the execs delivered, and say so on every channel."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    collector: Collector = make_collector()
+    comm = "oe_ringfull"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="300", OTEL_BLRP_SCHEDULE_DELAY="100")
+    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--endpoint", collector.grpc_endpoint,
+                   "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING), "--stats-interval", "0.2", env=env)
+    mark = new_mark()
+    argv = [prog, *(f"{i}" * 4000 for i in range(7))]
+    big = 200  # ~6 MiB of exec records: the 2 MiB ring overflows whatever the reader does
+    small = 2000  # then small records, and their exits, fill what space is left
+    execs = big + small
+    run.proc.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(big):
+            subprocess.run(argv, env=marked_env(mark), check=True)
+        subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {small} ]; do {prog}; i=$((i+1)); done"],
+                       env=marked_env(mark), check=True)
+    finally:
+        run.proc.send_signal(signal.SIGCONT)
+    time.sleep(1.5)  # drained, a stats line and a metric export after it
+    rc, err = run.stop()
+    assert rc == 0, err
+    delivered = [e for e in run.events if marked(mark)(e)]
+    assert all(e["argv"] in (argv, [prog]) for e in delivered)
+    counters = stop_line(err)
+    lost = execs - len(delivered)
+    assert lost > 0, "the ring did not overflow"
+    assert counters["lost_exec_ringbuf_full"] == lost
+    assert counters["exported"] == len(delivered)  # nothing else passes --comm
+    assert counters["lost_exit_ringbuf_full"] > 0  # the burst's own exits, among others
+    warned = warning_line(err)
+    assert warned["lost_exec_ringbuf_full"] == lost
+    assert warned["lost_exit_ringbuf_full"] == counters["lost_exit_ringbuf_full"]
+    total_lost = sum(v for k, v in counters.items() if loss_reason(k))
+    assert int(stats_lines(err)[-1]["lost"]) == total_lost
+    dump = collector.output_path.read_text(errors="replace")
+    assert last_value(dump, "otel_exec.lost", reason="exec_ringbuf_full") == lost
+    assert last_value(dump, "otel_exec.lost", reason="exit_ringbuf_full") == counters["lost_exit_ringbuf_full"]
+    assert last_value(dump, "otel_exec.events", type="exec") == counters["exec_seen"] > execs
+    assert last_value(dump, "otel_exec.events", type="exit") == counters["exits_seen"] > 0
+    assert last_value(dump, "otel_exec.records.exported", signal="logs") == counters["logs_exported"] > 0
+    assert last_value(dump, "otel_exec.process_table.size") == counters["process_table_size"] > 0
+
+
+def test_cut_counters_count_each_cut_block(progs: Progs, tmp_path: Path) -> None:
+    """argv and env over their bounds, each cut counted once per exec."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    comm = "oe_cuts"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    bound = 4096
+    run = AgentRun(tmp_path / "agent", "--comm", comm, "--argv-max-bytes", str(bound),
+                   "--env-max-bytes", str(bound))
+    mark = new_mark()
+    # argv block: NUL-terminated strings; the path and one argument of
+    # bound - len(path) - 1 bytes fill it exactly, one more byte cuts it.
+    fits = [prog, "a" * (bound - len(prog) - 2)]
+    assert sum(len(a) + 1 for a in fits) == bound
+    over = [prog, "a" * (bound - len(prog) - 1)]
+    env = marked_env(mark)
+    env_block = sum(len(f"{k}={v}") + 1 for k, v in env.items())
+    env_over = dict(env, PAD="p" * (bound - env_block - len("PAD=")))  # one byte over
+    assert sum(len(f"{k}={v}") + 1 for k, v in env_over.items()) == bound + 1
+    for argv, e in [(fits, env), (fits, env), (over, env), (over, env), (over, env), (fits, env_over)]:
+        subprocess.run(argv, env=e, check=True)
+    got = run.find(marked(mark), 6)
+    rc, err = run.stop()
+    assert rc == 0, err
+    assert len(got) == 6
+    counters = stop_line(err)
+    assert counters["cut_argv"] == 3
+    assert counters["cut_env"] == 1
+    assert sum(e["argv_truncated"] for e in got) == 3 and sum(e["env_truncated"] for e in got) == 1
+    assert counters["exported"] == 6 and counters["lost_exec_ringbuf_full"] == 0
+    assert "WARNING" not in err  # cuts are not losses
