@@ -9,9 +9,7 @@ what arrived.
 """
 from __future__ import annotations
 
-import ast
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,51 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark
-from collector import Collector
+from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark, stats_lines, stop_line, warning_line
+from collector import Collector, last_value
 from otel_exec.telemetry import loss_reason
 from progs import Progs
 
 pytestmark = pytest.mark.kernel
 
 SMALLEST_RING = 2 * 1024 * 1024  # config.validate's floor: a power of two holding several largest records
-
-
-def stop_line(err: str) -> dict[str, int]:
-    """The `otel-exec: stopped; k=v, ...` line as a dict."""
-    line = next(l for l in err.splitlines() if l.startswith("otel-exec: stopped; "))
-    return {k: int(v) for k, v in (kv.split("=") for kv in line.removeprefix("otel-exec: stopped; ").split(", "))}
-
-
-def warning_line(err: str) -> dict[str, int]:
-    line = next(l for l in err.splitlines() if l.startswith("otel-exec: WARNING events were lost: "))
-    return ast.literal_eval(line.removeprefix("otel-exec: WARNING events were lost: "))
-
-
-def stats_lines(err: str) -> list[dict[str, str]]:
-    return [dict(kv.split("=", 1) for kv in l.removeprefix("otel-exec: ").split())
-            for l in err.splitlines() if l.startswith("otel-exec: execs=")]
-
-
-def metric_points(dump: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """(attributes, value) of every data point of metric `name` in rotel's
-    detailed debug log, in the order exported."""
-    points: list[tuple[dict[str, str], float]] = []
-    for block in re.split(r"(?m)^(?=Metric #\d+)", dump):
-        if not re.search(rf"(?m)^\s*-> Name: {re.escape(name)}\s*$", block):
-            continue
-        for dp in re.split(r"(?m)^(?=\w*DataPoints? #\d+)", block)[1:]:
-            attrs = dict(re.findall(r"(?m)^\s*-> (\S+): Str\((.*)\)\s*$", dp))
-            value = re.search(r"(?m)^Value: (\S+)\s*$", dp)
-            if value:
-                points.append((attrs, float(value.group(1))))
-    return points
-
-
-def last_value(dump: str, name: str, **attrs: str) -> float:
-    values = [v for a, v in metric_points(dump, name) if all(a.get(k) == w for k, w in attrs.items())]
-    assert values, f"no data point of {name} {attrs} in the collector's dump"
-    return values[-1]
 
 
 def unique_program(progs: Progs, tmp_path: Path, name: str) -> str:
