@@ -121,3 +121,42 @@ def test_cut_counters_count_each_cut_block(progs: Progs, tmp_path: Path) -> None
     assert sum(e["argv_truncated"] for e in got) == 3 and sum(e["env_truncated"] for e in got) == 1
     assert counters["exported"] == 6 and counters["lost_exec_ringbuf_full"] == 0
     assert "WARNING" not in err  # cuts are not losses
+
+
+def test_records_straddling_the_ring_s_end_arrive_whole(progs: Progs, tmp_path: Path) -> None:
+    """The ring's data area is mapped once (otel_exec/ringbuf.py): a record
+    that crosses its end is copied together from both ends. 256 execs of
+    ~30 KiB records (argv numbered per exec) pass through the smallest ring
+    about four times; every crossing of the end falls inside a record unless
+    a record starts exactly there (one 8-byte position of ~30 KiB), so
+    nearly every crossing is a straddling exec record of this test. Every
+    exec must arrive once, with its own argv, and nothing counted lost or
+    malformed. The test waits for each round of 8 execs (~250 KiB, under the
+    ring's wake-up quarter) so the ring never fills."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    comm = "oe_wrap"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    run = AgentRun(tmp_path / "agent", "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING))
+    mark = new_mark()
+    rounds, per_round = 32, 8
+    expected: list[list[str]] = []
+    for r in range(rounds):
+        for i in range(per_round):
+            n = r * per_round + i
+            argv = [prog, f"exec-{n}", *(f"{n % 10}" * 3700 for _ in range(8))]
+            subprocess.run(argv, env=marked_env(mark), check=True)
+            expected.append(argv)
+        got = run.find(marked(mark), len(expected), timeout=20)
+        assert len(got) == len(expected), f"round {r}: {len(got)} of {len(expected)} arrived"
+    rc, err = run.stop()
+    assert rc == 0, err
+    got = [e for e in run.events if marked(mark)(e)]
+    assert [e["argv"] for e in got] == expected
+    assert not any(e["argv_truncated"] or e["env_truncated"] for e in got)
+    counters = stop_line(err)
+    assert counters["decode_errors"] == 0
+    assert all(v == 0 for k, v in counters.items() if k.startswith("lost_")), counters
+    ring_bytes = sum(len("\0".join(a)) for a in expected)
+    assert ring_bytes > 3 * SMALLEST_RING  # the ring's end was crossed at least 3 times

@@ -88,3 +88,13 @@ def test_parse_traceparent_rules() -> None:
     assert parse_traceparent("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01") is None
     assert trace_context_entries(["TRACEPARENT=a", "TRACEPARENT=b", "BAGGAGE=x=1"]) == \
         {"TRACEPARENT": "a", "BAGGAGE": "x=1"}
+
+
+def test_tracestate_cut_boundary() -> None:
+    from otel_exec.traceparent import remote_parent
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for n in (511, 512, 513, 2000):
+        state = "a=" + "x" * (n - 2)
+        parent = remote_parent({"TRACEPARENT": tp, "TRACESTATE": state})
+        assert parent is not None and parent.trace_state == state[:512]
+    assert remote_parent({"TRACEPARENT": tp}).trace_state == ""
