@@ -234,3 +234,33 @@ def test_exec_of_known_seeded_process(ident):
     _, prev = table.on_exec(exec_ev(os.getpid(), os.getppid(), me.start_ticks, "new-image",
                                     path=sys.executable))
     assert prev is me  # a re-exec of a process found in /proc
+
+
+def test_table_size_must_be_positive():
+    with pytest.raises(ValueError, match="^max_entries must be at least 1$"):
+        ProcessTable(max_entries=0)
+    one = ProcessTable(max_entries=1)
+    one.on_exec(exec_ev(1, 0, 1, "e1"))
+    one.on_exec(exec_ev(2, 0, 2, "e2"))
+    assert [i.exec_id for i in one.entries()] == ["e2"] and one.evicted == 1
+
+
+def test_reused_pid_drops_the_stale_image_and_keeps_the_new_one():
+    table = ProcessTable()
+    dropped = []
+    table.on_drop = dropped.append
+    table.on_exec(exec_ev(7, 1, 100, "old", path="/bin/old"))
+    info, previous = table.on_exec(exec_ev(7, 1, 200, "new", path="/bin/new"))
+    assert previous is None  # a different process: not its past image
+    assert [d.exec_id for d in dropped] == ["old"]
+    assert (info.exec_id, info.comm, info.exe) == ("new", "new", "/bin/new")
+    assert table.entries() == [info]
+
+
+def test_parent_started_in_the_same_tick_is_an_ancestor():
+    table = ProcessTable()
+    table.on_exec(exec_ev(10, 1, 500, "parent"))
+    table.on_exec(exec_ev(11, 10, 500, "child"))  # forked and exec'd within one clock tick
+    assert [a.exec_id for a in table.ancestors(11)] == ["parent"]
+    table.on_exec(exec_ev(12, 10, 499, "older-than-parent"))  # a reused pid's parent: not an ancestor
+    assert table.ancestors(12) == []
