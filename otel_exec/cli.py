@@ -232,10 +232,10 @@ M_ARENA_MAX = -8
 
 def _few_malloc_arenas() -> None:
     """glibc gives each thread that allocates (the exporters', gRPC's) an
-    arena of its own; their fragments made RSS creep by 20% over a
-    10-minute storm, two arenas keep it flat (BENCHMARKS.md). (A fixed
-    mmap threshold, to hand each batch's buffers back to the kernel, cost
-    ~10 µs/exec of page faults for no lower peak.)"""
+    arena of its own; their fragments made RSS creep over a long storm,
+    two arenas keep it flat (BENCHMARKS.md). (A fixed mmap threshold, to
+    hand each batch's buffers back to the kernel, cost page faults on
+    every exec for no lower peak.)"""
     try:
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
     except OSError:  # not glibc: nothing to tune
@@ -246,8 +246,8 @@ class HeapTrimmer:
     """Every few seconds, malloc_trim(0): glibc hands the free pages inside
     its heaps back to the kernel. A storm's batches leave free holes
     between longer-lived allocations that glibc otherwise keeps: in a
-    10-minute soak RSS climbed in 2 MB steps (58 -> 64 MB, BENCHMARKS.md).
-    A trim of the agent's heap costs well under a millisecond."""
+    long soak RSS climbed step by step (BENCHMARKS.md). A trim is cheap
+    next to the interval."""
 
     INTERVAL_S = 5.0
 

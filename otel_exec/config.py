@@ -61,10 +61,9 @@ class Config:
     argv_max_bytes: int = 32 * 1024
     env_max_bytes: int = 32 * 1024
     # The ring absorbs bursts the reader cannot follow at once (hundreds of
-    # parents forking together). tests/test_hostile.py's 4,200-exec burst:
-    # at reader nice 0, 2 MiB lost ~25%, 4 MiB none; with the reader's
-    # raised priority (privileges.raise_reader_priority) 2 MiB lost none,
-    # so 4 MiB leaves a margin. All of it is resident (mapped once, see
+    # parents forking together); the default leaves a margin over the
+    # smallest ring that lost nothing in tests/test_hostile.py's burst
+    # (docs/operations.md#sizing). All of it is resident (mapped once, see
     # ringbuf.py): this is the largest single item of the agent's RSS.
     ringbuf_bytes: int = 4 * 1024 * 1024
     # The reader sleeps this long between drains unless the kernel wakes it

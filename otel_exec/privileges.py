@@ -84,9 +84,8 @@ READER_NICE = -10
 def raise_reader_priority() -> int:
     """Let the reader thread preempt the processes it watches: in a burst
     of hundreds of processes exec'ing at once it would otherwise get a
-    hundredth of a core and the ring buffer would fill (test_hostile's
-    4,200-exec burst lost a quarter of a 2 MiB ring at nice 0). The reader
-    only ever uses a few percent of a core, so nobody starves. On Linux a
+    small share of a core and the ring buffer would fill (test_hostile's
+    burst). The reader needs little CPU, so nobody starves. On Linux a
     nice value is per thread. Best effort: without CAP_SYS_NICE the nice
     value stays. Returns the nice value the thread had."""
     before = os.getpriority(os.PRIO_PROCESS, 0)

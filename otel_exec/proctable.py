@@ -210,16 +210,6 @@ class ProcessTable:
                 info.parent_exec_id = parent.exec_id
         return len(seeded)
 
-    def _current(self, pid: int, start_ticks: int) -> ProcessInfo | None:
-        """The entry for ``pid`` if it is the process started at
-        ``start_ticks``; a stale entry for an earlier holder is dropped."""
-        info = self._procs.get(pid)
-        if info is not None and info.start_ticks != start_ticks:
-            del self._procs[pid]
-            self._dropped(info)
-            return None
-        return info
-
     def _put(self, info: ProcessInfo) -> None:
         procs = self._procs
         procs[info.pid] = info

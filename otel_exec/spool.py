@@ -65,10 +65,9 @@ SEGMENT_BYTES = 4 * 1024 * 1024
 # collector keeps up (a new file per this many bytes costs ~20 us).
 SENT_SEGMENT_BYTES = 64 * 1024
 _IOV_MAX = 1024  # Linux's limit on buffers per writev()
-# Appended records kept in memory for the export thread: a few batches' worth
-# (256 log records of an exec with a 16-variable environment are ~0.7 MB).
+# Appended records kept in memory for the export thread: a few batches' worth.
 # More waits only while the collector lags, and is read back from the files
-# then: a window of 4 MiB per signal let such a lag lift peak RSS by ~5 MB.
+# then: a larger window let such a lag lift peak RSS (BENCHMARKS.md).
 RECENT_BYTES = 2 * 1024 * 1024
 # Records the disk would not take, per signal, kept until sent.
 HELD_BYTES = 8 * 1024 * 1024

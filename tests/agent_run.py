@@ -6,6 +6,7 @@ into the environment of what it runs.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -88,6 +89,22 @@ class AgentRun:
         rc = self.proc.wait(timeout)
         self._read_new()
         return rc, self.err.read_text()
+
+
+def stop_line(err: str) -> dict[str, int]:
+    """The `otel-exec: stopped; k=v, ...` line as a dict."""
+    line = next(l for l in err.splitlines() if l.startswith("otel-exec: stopped; "))
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.removeprefix("otel-exec: stopped; ").split(", "))}
+
+
+def warning_line(err: str) -> dict[str, int]:
+    line = next(l for l in err.splitlines() if l.startswith("otel-exec: WARNING events were lost: "))
+    return ast.literal_eval(line.removeprefix("otel-exec: WARNING events were lost: "))
+
+
+def stats_lines(err: str) -> list[dict[str, str]]:
+    return [dict(kv.split("=", 1) for kv in l.removeprefix("otel-exec: ").split())
+            for l in err.splitlines() if l.startswith("otel-exec: execs=")]
 
 
 class Live:

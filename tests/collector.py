@@ -45,6 +45,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -273,7 +274,31 @@ def rotel_binary() -> Path:
     spec = importlib.util.find_spec("rotel")
     if spec is None or spec.origin is None:
         raise FileNotFoundError("the rotel package is not installed (pip install rotel==0.0.1a15)")
-    return Path(spec.origin).with_name("rotel-agent")
+    binary = Path(spec.origin).with_name("rotel-agent")
+    if not binary.exists():
+        raise FileNotFoundError(f"the rotel package at {spec.origin} has no rotel-agent binary")
+    return binary
+
+
+def metric_points(dump: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(attributes, value) of every data point of metric `name` in rotel's
+    detailed debug log, in the order exported."""
+    points: list[tuple[dict[str, str], float]] = []
+    for block in re.split(r"(?m)^(?=Metric #\d+)", dump):
+        if not re.search(rf"(?m)^\s*-> Name: {re.escape(name)}\s*$", block):
+            continue
+        for dp in re.split(r"(?m)^(?=\w*DataPoints? #\d+)", block)[1:]:
+            attrs = dict(re.findall(r"(?m)^\s*-> (\S+): Str\((.*)\)\s*$", dp))
+            value = re.search(r"(?m)^Value: (\S+)\s*$", dp)
+            if value:
+                points.append((attrs, float(value.group(1))))
+    return points
+
+
+def last_value(dump: str, name: str, **attrs: str) -> float:
+    values = [v for a, v in metric_points(dump, name) if all(a.get(k) == w for k, w in attrs.items())]
+    assert values, f"no data point of {name} {attrs} in the collector's dump"
+    return values[-1]
 
 
 def _free_port_pair() -> tuple[int, int]:

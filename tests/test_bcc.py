@@ -38,7 +38,7 @@ from otel_exec.errors import BccError, NoBtfError, TracefsError
 from otel_exec.events import ExecEvent
 from progs import Progs, popen_with_fd3
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_bcc]
 
 SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
 FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "unavailable")]
@@ -370,15 +370,25 @@ def test_memfd_and_unlinked_execs(agents: Pair, progs: Progs, tmp_path: Path) ->
     assert bcc["pathname"].endswith(" (deleted)")
 
 
-def test_setuid_binary(agents: Pair, progs: Progs, tmp_path: Path) -> None:
+def test_setuid_binary(agents: Pair, tmp_path: Path) -> None:
+    """A setuid+setgid program kept running until both backends reported it:
+    BCC reads euid/egid from /proc/PID/status while it lives, and must not
+    leave them unavailable or take the real ids."""
     tmp_path.chmod(0o755)
-    binary = tmp_path / "print_ids_suid"
-    shutil.copy2(progs.print_ids, binary)
+    binary = tmp_path / "sleep_suid"
+    shutil.copy2(SLEEP, binary)
     os.chown(binary, 65534, 65534)
-    binary.chmod(0o4755)
+    binary.chmod(0o6755)
     mark = new_mark()
-    subprocess.run([str(binary)], env=marked_env(mark), check=True, capture_output=True)
-    pair(agents, marked(mark))
+    with Live([str(binary), "30"], mark) as p:
+        core, bcc = pair(agents, marked(mark))
+        status = Path(f"/proc/{p.pid}/status").read_text()
+    available(bcc, ["uid", "gid", "euid", "egid"])
+    real_uid, euid = (int(x) for x in re.search(r"^Uid:\s+(\d+)\s+(\d+)", status, re.M).groups())
+    real_gid, egid = (int(x) for x in re.search(r"^Gid:\s+(\d+)\s+(\d+)", status, re.M).groups())
+    assert (euid, egid) == (65534, 65534) and (real_uid, real_gid) == (os.getuid(), os.getgid())
+    for ev in (core, bcc):
+        assert (ev["uid"], ev["gid"], ev["euid"], ev["egid"]) == (real_uid, real_gid, euid, egid)
 
 
 def test_container_cgroup(agents: Pair) -> None:

@@ -37,6 +37,8 @@ from opentelemetry.util.types import AnyValue
 import collector as collector_module
 from collector import Collector, CollectorError, LogRecord, Span, _JsonLines
 
+pytestmark = pytest.mark.needs_rotel
+
 # One attribute of every kind the SDK accepts on spans and log records.
 TYPED_ATTRIBUTES: dict[str, Any] = {
     "str": "hello",

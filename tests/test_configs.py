@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.needs_yaml
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -476,7 +477,6 @@ def test_systemd_unit_hardening_and_spool():
 
 
 def test_traced_app_passes_trace_context_to_children():
-    pytest.importorskip("opentelemetry.sdk")
     out = subprocess.run(
         [sys.executable, str(TRACED_APP), "--exporter", "none", "--cmd", 'echo "child TRACEPARENT=$TRACEPARENT"'],
         capture_output=True,
@@ -493,7 +493,6 @@ def test_traced_app_passes_trace_context_to_children():
 
 
 def test_traced_app_env_names_follow_the_spec():
-    pytest.importorskip("opentelemetry.sdk")
     sys.path.insert(0, str(TRACED_APP.parent))
     try:
         import traced_app

@@ -121,6 +121,22 @@ def test_traceparent_attaches_tree_to_the_application_trace(otlp_agent: AgentRun
     assert {r.trace_id for r in logs} == {TRACE}
 
 
+def test_tracestate_is_cut_at_exactly_512_characters(otlp_agent: AgentRun, collector: Collector) -> None:
+    """traceparent._TRACESTATE_MAX: a TRACESTATE of 512 characters arrives
+    whole on the span, one of 513 loses its last character (the current rule
+    cuts characters; whole-entry cutting would change this test)."""
+    states = {512: "k0=" + "v" * 509, 513: "k0=" + "v" * 509 + "w"}
+    marks = {n: new_mark() for n in states}
+    for n, state in states.items():
+        env = marked_env(marks[n], TRACEPARENT=f"00-{TRACE}-{PARENT}-01", TRACESTATE=state)
+        subprocess.run(["/bin/true"], env=env, check=True)
+    for n, state in states.items():
+        (span,) = spans_of(collector, marks[n], 1)
+        assert len(state) == n
+        assert span.trace_state == state[:512]
+    assert len(spans_of(collector, marks[513], 1)[0].trace_state) == 512
+
+
 def test_exit_codes_and_signals_land_on_spans(otlp_agent: AgentRun, collector: Collector) -> None:
     mark = new_mark()
     subprocess.run(["/bin/sh", "-c", "exit 3"], env=marked_env(mark))

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from agent_run import AgentRun, agent, kernel_available, marked, marked_env, new_mark  # noqa: F401
+from agent_run import AgentRun, agent, kernel_available, marked, marked_env, new_mark, stop_line  # noqa: F401
 from progs import Progs, decode_bytes, popen_with_fd3
 
 from otel_exec.identity import HostIdentity
@@ -84,9 +84,8 @@ def stop_counters(run: AgentRun) -> dict[str, int]:
     """Stop the agent; its `otel-exec: stopped; k=v, ...` line as a dict."""
     rc, err = run.stop()
     assert rc == 0, err
-    lines = [l for l in err.splitlines() if l.startswith("otel-exec: stopped; ")]
-    assert len(lines) == 1, err
-    return {k: int(v) for k, v in (kv.split("=") for kv in lines[0].removeprefix("otel-exec: stopped; ").split(", "))}
+    assert err.count("otel-exec: stopped; ") == 1, err
+    return stop_line(err)
 
 
 def start_ticks(pid: int) -> int:

@@ -50,6 +50,7 @@ def test_options_bcc_supports_pass_with_bcc() -> None:
     Config(backend="bcc", path_prefix=["/usr"], comm=["x"]).check_backend("bcc", "--backend bcc")
 
 
+@pytest.mark.needs_cgroup2
 def test_cgroup_forms_name_the_same_cgroup() -> None:
     root = cgroup2_root()
     if root is None:

@@ -28,6 +28,7 @@ def test_unreadable_btf_is_a_clear_error(tmp_path: Path) -> None:
         btf_names_present({b"x"}, tmp_path / "missing")
 
 
+@pytest.mark.kernel
 @pytest.mark.skipif(not VMLINUX_BTF.exists(), reason="no kernel BTF")
 def test_this_kernel_names_its_tracepoints() -> None:
     assert b"btf_trace_sched_process_exec" in btf_names_present(

@@ -155,3 +155,47 @@ def test_fields_a_backend_could_not_verify_are_left_out() -> None:
         assert gone not in a
     assert a["otel_exec.unavailable"] == ["pathname", "process_start_time", "exec_id"]
     assert a["process.pid"] == 4242 and a["process.command_args"] == ev.argv
+
+
+# --- protowire against the protobuf library -----------------------------------
+
+VARINT_EDGES = [0, 1, 127, 128, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 127 << 21, 127 << 35, (1 << 63) - 1,
+                -1, -2, -(1 << 63)]
+
+
+def test_varints_at_every_length_boundary_match_protobuf() -> None:
+    from otel_exec import protowire as w
+    for n in VARINT_EDGES:
+        assert AnyValue.FromString(w.any_value(n)).int_value == n, n
+        assert w.any_value(n) == AnyValue(int_value=n).SerializeToString(), n
+    assert [len(w.varint(n)) for n in (127, 128, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, -1)] == [1, 2, 2, 3, 3, 4, 10]
+
+
+def test_fixed_and_varint_fields_match_protobuf() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanPb
+
+    from otel_exec import protowire as w
+    # Span: start_time_unix_nano fixed64 (7), flags fixed32 (16), kind enum/varint (6).
+    raw = w.varint_field(6, 3) + w.fixed64_field(7, (1 << 64) - 2) + w.fixed32_field(16, 0x80000301)
+    span = SpanPb.FromString(raw)
+    assert (span.kind, span.start_time_unix_nano, span.flags) == (3, (1 << 64) - 2, 0x80000301)
+    assert raw == SpanPb(kind=3, start_time_unix_nano=(1 << 64) - 2, flags=0x80000301).SerializeToString()
+
+
+def test_any_values_of_every_kind_match_protobuf() -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import ArrayValue
+
+    from otel_exec import protowire as w
+    assert w.any_value(2.5) == AnyValue(double_value=2.5).SerializeToString()
+    assert w.any_value(True) == AnyValue(bool_value=True).SerializeToString()
+    assert AnyValue.FromString(w.any_value(False)).WhichOneof("value") == "bool_value"
+    assert w.any_value(["a", "", "ü"]) == AnyValue(array_value=ArrayValue(values=[
+        AnyValue(string_value="a"), AnyValue(string_value=""), AnyValue(string_value="ü")])).SerializeToString()
+    # A lone surrogate (undecodable bytes of a path) becomes U+FFFD's "?"
+    # replacement, never an encoding error that would lose the whole request.
+    assert AnyValue.FromString(w.any_value("a\udcffb")).string_value == "a?b"
+    kv = KeyValue.FromString(w.key_value(w.key_head("k.ü"), w.any_value(7)))
+    assert (kv.key, kv.value.int_value) == ("k.ü", 7)
+    many = ExportLogsServiceRequest.FromString(w.repeated(1, [b"", b"", b""]))
+    assert len(many.resource_logs) == 3
+    assert w.repeated(1, [b"a", b"bc"]) == b"\x0a\x01a\x0a\x02bc"  # nothing between occurrences

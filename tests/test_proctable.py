@@ -9,6 +9,7 @@ import time
 import psutil
 import pytest
 
+from kernel_guard import MACHINE_LACKS
 from otel_exec.events import ExecEvent, ExitEvent
 from otel_exec.identity import HostIdentity
 from otel_exec.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
@@ -68,12 +69,17 @@ def test_seed_finds_self_and_parent(ident):
     assert table.ancestors(os.getpid())[0] is parent
 
 
+@pytest.mark.needs_host_pidns
 def test_seed_kernel_thread(ident):
+    # Whether pid 2 is kthreadd is read from /proc, not from the table under
+    # test: a seed that misses it fails instead of skipping.
+    lacks = MACHINE_LACKS["needs_host_pidns"]()
+    if lacks:
+        pytest.skip(lacks)
     table = ProcessTable()
     table.seed_from_proc(ident)
     kthreadd = table.get(2)
-    if kthreadd is None or kthreadd.comm != "kthreadd":
-        pytest.skip("no kthreadd visible (pid namespace)")
+    assert kthreadd is not None and kthreadd.comm == "kthreadd"
     assert kthreadd.exe == "" and kthreadd.argv == []
     assert kthreadd.exec_id == ident.exec_id(2, kthreadd.start_ticks, 0, 0)
 
@@ -228,3 +234,33 @@ def test_exec_of_known_seeded_process(ident):
     _, prev = table.on_exec(exec_ev(os.getpid(), os.getppid(), me.start_ticks, "new-image",
                                     path=sys.executable))
     assert prev is me  # a re-exec of a process found in /proc
+
+
+def test_table_size_must_be_positive():
+    with pytest.raises(ValueError, match="^max_entries must be at least 1$"):
+        ProcessTable(max_entries=0)
+    one = ProcessTable(max_entries=1)
+    one.on_exec(exec_ev(1, 0, 1, "e1"))
+    one.on_exec(exec_ev(2, 0, 2, "e2"))
+    assert [i.exec_id for i in one.entries()] == ["e2"] and one.evicted == 1
+
+
+def test_reused_pid_drops_the_stale_image_and_keeps_the_new_one():
+    table = ProcessTable()
+    dropped = []
+    table.on_drop = dropped.append
+    table.on_exec(exec_ev(7, 1, 100, "old", path="/bin/old"))
+    info, previous = table.on_exec(exec_ev(7, 1, 200, "new", path="/bin/new"))
+    assert previous is None  # a different process: not its past image
+    assert [d.exec_id for d in dropped] == ["old"]
+    assert (info.exec_id, info.comm, info.exe) == ("new", "new", "/bin/new")
+    assert table.entries() == [info]
+
+
+def test_parent_started_in_the_same_tick_is_an_ancestor():
+    table = ProcessTable()
+    table.on_exec(exec_ev(10, 1, 500, "parent"))
+    table.on_exec(exec_ev(11, 10, 500, "child"))  # forked and exec'd within one clock tick
+    assert [a.exec_id for a in table.ancestors(11)] == ["parent"]
+    table.on_exec(exec_ev(12, 10, 499, "older-than-parent"))  # a reused pid's parent: not an ancestor
+    assert table.ancestors(12) == []

@@ -6,8 +6,9 @@ import pytest
 
 from otel_exec.errors import UsageError
 from otel_exec.proctable import ProcessTable
+from otel_exec.decode import Strings
 from otel_exec.spans import SpanLineage, TraceparentTrust
-from otel_exec.traceparent import parse_traceparent, trace_context_entries
+from otel_exec.traceparent import parse_traceparent, remote_parent, trace_context_entries
 from test_proctable import exec_ev
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -151,3 +152,44 @@ def test_lineage_reads_trace_context_from_before_redaction() -> None:
     child, previous = w.table.on_exec(ev)
     w.lineage.on_exec(ev, child, previous, info)
     assert (child.trace_id, child.parent_span_id) == (TRACE, SPAN)
+
+
+def test_tracestate_cut_boundary() -> None:
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for n in (511, 512, 513, 2000):
+        state = "a=" + "x" * (n - 2)
+        parent = remote_parent({"TRACEPARENT": tp, "TRACESTATE": state})
+        assert parent is not None and parent.trace_state == state[:512]
+    assert remote_parent({"TRACEPARENT": tp}).trace_state == ""
+
+
+def test_traceparent_flags_and_whitespace() -> None:
+    base = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-"
+    assert [parse_traceparent(base + f)[2] for f in ("00", "01", "02", "03", "ff")] == [False, True, False, True, True]
+    assert parse_traceparent(f"  {TP}\n") == (TRACE, SPAN, True)  # the value as a shell may leave it
+    assert parse_traceparent(TP[:-1]) is None and parse_traceparent("") is None
+    assert parse_traceparent("fe-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") == (TRACE, SPAN, True)
+
+
+def test_trace_context_entries_scan_like_getenv() -> None:
+    env = ["PATH=/bin", "TRACEPARENT", "TRACEPARENTX=1", "TRACESTATE=a=1", "TRACESTATE=a=2", "BAGGAGE=k=v",
+           "BAGGAGEX=0", "XTRACEPARENT=0", "TRACEPARENT=" + TP]
+    assert trace_context_entries(env) == {"TRACESTATE": "a=1", "BAGGAGE": "k=v", "TRACEPARENT": TP}
+    assert trace_context_entries([]) == {}
+    cached = Strings(["TRACEPARENT=" + TP])
+    first = trace_context_entries(cached)
+    cached.append("TRACESTATE=late")  # a decoded block never changes: the first scan is kept
+    assert trace_context_entries(cached) is first and first == {"TRACEPARENT": TP}
+    plain = ["TRACEPARENT=" + TP]
+    trace_context_entries(plain)
+    plain.append("TRACESTATE=x")  # a plain list is scanned every time
+    assert trace_context_entries(plain) == {"TRACEPARENT": TP, "TRACESTATE": "x"}
+
+
+def test_remote_parent_needs_a_valid_traceparent() -> None:
+    assert remote_parent({}) is None
+    assert remote_parent({"TRACESTATE": "a=1"}) is None
+    assert remote_parent({"TRACEPARENT": "garbage", "TRACESTATE": "a=1"}) is None
+    parent = remote_parent({"TRACEPARENT": TP, "TRACESTATE": "a=1", "BAGGAGE": "k=v"})
+    assert parent is not None
+    assert (parent.trace_id, parent.span_id, parent.sampled, parent.trace_state) == (TRACE, SPAN, True, "a=1")

@@ -501,6 +501,7 @@ def wait_for_text(path: Path, text: str, timeout: float = 20) -> str:
 # --- tests ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.needs_rotel
 def test_rotel_receivers_have_no_tls() -> None:
     """Why TlsReceiver and not rotel (see the module docstring). If this
     fails, rotel's receivers gained TLS options: run these tests against it."""

@@ -1,0 +1,169 @@
+"""Every loss and cut counter made non-zero once through the real path, and
+its value checked against ground truth in the final stderr line, the
+--stats-interval line, the WARNING line and the metric at the collector.
+
+The agent runs with `--comm` set to a name only this test's programs have,
+so the execs of the rest of the machine are filtered in the kernel and never
+reach the ring: what was lost or cut is exactly what this test ran minus
+what arrived.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark, stats_lines, stop_line, warning_line
+from collector import Collector, last_value
+from otel_exec.telemetry import loss_reason
+from progs import Progs
+
+pytestmark = pytest.mark.kernel
+
+SMALLEST_RING = 2 * 1024 * 1024  # config.validate's floor: a power of two holding several largest records
+
+
+def unique_program(progs: Progs, tmp_path: Path, name: str) -> str:
+    """A copy of a tiny static program under a comm nothing else on the machine has."""
+    tmp_path.mkdir(mode=0o755)
+    path = tmp_path / name
+    shutil.copy2(progs.static_true, path)
+    return str(path)
+
+
+def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, progs: Progs,
+                                                              tmp_path: Path) -> None:
+    """The agent is stopped (SIGSTOP) while execs with ~28 KiB of argv fill
+    the smallest ring several times over: the kernel drops what does not
+    fit and counts it. lost_exec_ringbuf_full must equal the execs run minus
+    the execs delivered, and say so on every channel."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    collector: Collector = make_collector()
+    comm = "oe_ringfull"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="300", OTEL_BLRP_SCHEDULE_DELAY="100")
+    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--endpoint", collector.grpc_endpoint,
+                   "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING), "--stats-interval", "0.2", env=env)
+    mark = new_mark()
+    argv = [prog, *(f"{i}" * 4000 for i in range(7))]
+    big = 200  # ~6 MiB of exec records: the 2 MiB ring overflows whatever the reader does
+    small = 2000  # then small records, and their exits, fill what space is left
+    execs = big + small
+    run.proc.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(big):
+            subprocess.run(argv, env=marked_env(mark), check=True)
+        subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {small} ]; do {prog}; i=$((i+1)); done"],
+                       env=marked_env(mark), check=True)
+        # A second exec since the fork, of a filtered image: the kernel
+        # tries to tell user space that the shell's image ended, into a full ring.
+        for _ in range(50):
+            subprocess.run(["/bin/sh", "-c", "exec /bin/true"], env=marked_env(mark), check=True)
+    finally:
+        run.proc.send_signal(signal.SIGCONT)
+    time.sleep(1.5)  # drained, a stats line and a metric export after it
+    rc, err = run.stop()
+    assert rc == 0, err
+    delivered = [e for e in run.events if marked(mark)(e)]
+    assert all(e["argv"] in (argv, [prog]) for e in delivered)
+    counters = stop_line(err)
+    lost = execs - len(delivered)
+    assert lost > 0, "the ring did not overflow"
+    assert counters["lost_exec_ringbuf_full"] == lost
+    assert counters["exported"] == len(delivered)  # nothing else passes --comm
+    assert counters["lost_exit_ringbuf_full"] > 0  # the burst's own exits, among others
+    assert counters["lost_unreported_ringbuf_full"] > 0
+    warned = warning_line(err)
+    assert warned["lost_exec_ringbuf_full"] == lost
+    assert all(warned[k] == counters[k] for k in warned if k in counters)
+    total_lost = sum(v for k, v in counters.items() if loss_reason(k))
+    assert int(stats_lines(err)[-1]["lost"]) == total_lost
+    dump = collector.output_path.read_text(errors="replace")
+    assert last_value(dump, "otel_exec.lost", reason="exec_ringbuf_full") == lost
+    assert last_value(dump, "otel_exec.lost", reason="exit_ringbuf_full") == counters["lost_exit_ringbuf_full"]
+    assert last_value(dump, "otel_exec.lost", reason="unreported_ringbuf_full") == \
+        counters["lost_unreported_ringbuf_full"]
+    assert last_value(dump, "otel_exec.events", type="exec") == counters["exec_seen"] > execs
+    assert last_value(dump, "otel_exec.events", type="exit") == counters["exits_seen"] > 0
+    assert last_value(dump, "otel_exec.records.exported", signal="logs") == counters["logs_exported"] > 0
+    assert last_value(dump, "otel_exec.process_table.size") == counters["process_table_size"] > 0
+
+
+def test_cut_counters_count_each_cut_block(progs: Progs, tmp_path: Path) -> None:
+    """argv and env over their bounds, each cut counted once per exec."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    comm = "oe_cuts"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    bound = 4096
+    run = AgentRun(tmp_path / "agent", "--comm", comm, "--argv-max-bytes", str(bound),
+                   "--env-max-bytes", str(bound))
+    mark = new_mark()
+    # argv block: NUL-terminated strings; the path and one argument of
+    # bound - len(path) - 1 bytes fill it exactly, one more byte cuts it.
+    fits = [prog, "a" * (bound - len(prog) - 2)]
+    assert sum(len(a) + 1 for a in fits) == bound
+    over = [prog, "a" * (bound - len(prog) - 1)]
+    env = marked_env(mark)
+    env_block = sum(len(f"{k}={v}") + 1 for k, v in env.items())
+    env_over = dict(env, PAD="p" * (bound - env_block - len("PAD=")))  # one byte over
+    assert sum(len(f"{k}={v}") + 1 for k, v in env_over.items()) == bound + 1
+    for argv, e in [(fits, env), (fits, env), (over, env), (over, env), (over, env), (fits, env_over)]:
+        subprocess.run(argv, env=e, check=True)
+    got = run.find(marked(mark), 6)
+    rc, err = run.stop()
+    assert rc == 0, err
+    assert len(got) == 6
+    counters = stop_line(err)
+    assert counters["cut_argv"] == 3
+    assert counters["cut_env"] == 1
+    assert sum(e["argv_truncated"] for e in got) == 3 and sum(e["env_truncated"] for e in got) == 1
+    assert counters["exported"] == 6 and counters["lost_exec_ringbuf_full"] == 0
+    assert "WARNING" not in err  # cuts are not losses
+
+
+def test_records_straddling_the_ring_s_end_arrive_whole(progs: Progs, tmp_path: Path) -> None:
+    """The ring's data area is mapped once (otel_exec/ringbuf.py): a record
+    that crosses its end is copied together from both ends. 256 execs of
+    ~30 KiB records (argv numbered per exec) pass through the smallest ring
+    about four times; every crossing of the end falls inside a record unless
+    a record starts exactly there (one 8-byte position of ~30 KiB), so
+    nearly every crossing is a straddling exec record of this test. Every
+    exec must arrive once, with its own argv, and nothing counted lost or
+    malformed. The test waits for each round of 8 execs (~250 KiB, under the
+    ring's wake-up quarter) so the ring never fills."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    comm = "oe_wrap"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    run = AgentRun(tmp_path / "agent", "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING))
+    mark = new_mark()
+    rounds, per_round = 32, 8
+    expected: list[list[str]] = []
+    for r in range(rounds):
+        for i in range(per_round):
+            n = r * per_round + i
+            argv = [prog, f"exec-{n}", *(f"{n % 10}" * 3700 for _ in range(8))]
+            subprocess.run(argv, env=marked_env(mark), check=True)
+            expected.append(argv)
+        got = run.find(marked(mark), len(expected), timeout=20)
+        assert len(got) == len(expected), f"round {r}: {len(got)} of {len(expected)} arrived"
+    rc, err = run.stop()
+    assert rc == 0, err
+    got = [e for e in run.events if marked(mark)(e)]
+    assert [e["argv"] for e in got] == expected
+    assert not any(e["argv_truncated"] or e["env_truncated"] for e in got)
+    counters = stop_line(err)
+    assert counters["decode_errors"] == 0
+    assert all(v == 0 for k, v in counters.items() if k.startswith("lost_")), counters
+    ring_bytes = sum(len("\0".join(a)) for a in expected)
+    assert ring_bytes > 3 * SMALLEST_RING  # the ring's end was crossed at least 3 times
