@@ -193,3 +193,92 @@ def test_remote_parent_needs_a_valid_traceparent() -> None:
     parent = remote_parent({"TRACEPARENT": TP, "TRACESTATE": "a=1", "BAGGAGE": "k=v"})
     assert parent is not None
     assert (parent.trace_id, parent.span_id, parent.sampled, parent.trace_state) == (TRACE, SPAN, True, "a=1")
+
+
+def test_digest_ids() -> None:
+    from otel_exec.spans import _digest
+    exec_id = "0af7651916cd43dd8448eb211c80319c"
+    assert _digest(exec_id, 0, 8) == bytes.fromhex(exec_id[:16])  # its leading bytes, stable across restarts
+    assert _digest(exec_id, 0, 16) == bytes.fromhex(exec_id)
+    salted = _digest(exec_id, 5, 8)
+    assert len(salted) == 8 and salted != _digest(exec_id, 0, 8) and salted != _digest(exec_id, 6, 8)
+    assert salted == _digest(exec_id, 5, 8)
+    for odd in ("not-hex-at-all!!", "0af7", "12@1000"):  # no exec id: pid@time keys
+        d = _digest(odd, 0, 8)
+        assert len(d) == 8 and d == _digest(odd, 0, 8) and d != _digest(odd + "x", 0, 8)
+    assert _digest("0" * 32, 0, 8) == b"\1" * 8  # an all-zero id is invalid in OTLP
+
+
+def test_seed_gives_spans_to_processes_found_in_proc(tmp_path) -> None:
+    from otel_exec.identity import HostIdentity
+    from otel_exec.proctable import ProcessInfo
+    from otel_exec.spans import _environ
+
+    ident = HostIdentity.current()
+    table = ProcessTable()
+
+    def seeded(pid: int, ppid: int, ticks: int, exe: str, environ: bytes | None = None) -> ProcessInfo:
+        info = ProcessInfo(pid, ppid, ticks, f"ab{pid:030x}", "", "c", exe, [], True, None)
+        table._put(info)
+        if environ is not None:
+            (tmp_path / str(pid)).mkdir()
+            (tmp_path / str(pid) / "environ").write_bytes(environ)
+        return info
+
+    init = seeded(1, 0, 1, "/sbin/init")
+    kthread = seeded(2, 0, 1, "")
+    shell = seeded(100, 1, 50, "/bin/sh", b"PATH=/bin\0")
+    app = seeded(101, 100, 60, "/bin/app", f"A=1\0TRACEPARENT={TP}\0TRACESTATE=k=v\0".encode())
+    child = seeded(102, 100, 70, "/bin/ls")  # no environ readable: []
+    bad = seeded(103, 100, 71, "/bin/bad", b"TRACEPARENT=00-nothex\0")
+    orphan = seeded(105, 106, 80, "/bin/x", b"")
+    later = seeded(106, 1, 90, "/bin/y", b"")  # holds 105's parent pid but started after it
+    w = SpanLineage()
+    w.seed(table, ident, str(tmp_path))
+    assert not init.span_id and not kthread.span_id and not init.owns_span
+    assert shell.owns_span and shell.span_id == bytes.fromhex(shell.exec_id[:16])
+    assert shell.trace_id == bytes.fromhex(shell.exec_id) and shell.parent_span_id == b""
+    assert shell.span_start == ident.boot_ns_to_epoch_ns(50 * ident.ns_per_tick)
+    assert (app.trace_id, app.parent_span_id, app.trace_state, app.traceparent) == (TRACE, SPAN, "k=v", TP)
+    assert (child.trace_id, child.parent_span_id) == (shell.trace_id, shell.span_id)
+    assert (bad.trace_id, bad.parent_span_id) == (shell.trace_id, shell.span_id) and w.malformed_traceparent == 1
+    assert orphan.parent_span_id == b"" and orphan.trace_id == bytes.fromhex(orphan.exec_id)
+    assert later.parent_span_id == b""
+    before = shell.span_id
+    shell.span_id = b"kept"
+    w.seed(table, ident, str(tmp_path))  # entries that own a span already are left alone
+    assert shell.span_id == b"kept" and before
+    (tmp_path / "107").mkdir()
+    (tmp_path / "107" / "environ").write_bytes(b"X=\xff\0\0Y=2\0")
+    assert _environ(str(tmp_path), 107) == ["X=\\xff", "Y=2"]
+    assert _environ(str(tmp_path), 999) == []
+
+
+def test_span_ids_of_reexecs_and_execs_without_exec_id() -> None:
+    from otel_exec.spans import _digest
+    w = World()
+    exec_id = "ab" + "1" * 30
+    first = w.exec(20, 1, 5, exec_id, ts=1000)
+    assert first.span_id == _digest(exec_id, 0, 8) and first.span_start == 1000
+    assert first.trace_state == "" and first.parent_span_id == b""
+    again = w.exec(20, 1, 5, exec_id, ts=2000)  # the same file exec'd again: same exec id
+    assert again.span_id == _digest(exec_id, 2000, 8) != first.span_id
+    assert again.parent_span_id == first.span_id and again.span_start == 2000
+    anonymous = w.exec(21, 1, 6, "", ts=3000)  # BCC could not verify an exec id
+    assert anonymous.span_id == _digest("21@3000", 0, 8)
+    assert anonymous.trace_id == _digest("21@3000", 0, 16)
+    for pid in (22, 23):
+        w.exec(pid, 1, 7, f"ab{pid:030x}", env=["TRACEPARENT=garbage"])
+    assert w.lineage.malformed_traceparent == 2
+
+
+def test_seed_parent_started_in_the_same_tick(tmp_path) -> None:
+    from otel_exec.identity import HostIdentity
+    from otel_exec.proctable import ProcessInfo
+    table = ProcessTable()
+    parent = ProcessInfo(30, 1, 40, "ab" + "3" * 30, "", "p", "/bin/p", [], True, None)
+    child = ProcessInfo(31, 30, 40, "ab" + "4" * 30, "", "c", "/bin/c", [], True, None)
+    table._put(parent)
+    table._put(child)
+    SpanLineage().seed(table, HostIdentity.current(), str(tmp_path))
+    assert child.parent_span_id == parent.span_id and child.trace_id == parent.trace_id
