@@ -178,7 +178,7 @@ class SpoolDirectory:
         if not name:
             raise UsageError(f"spool directory {self.path}: not a directory name")
         try:
-            parent_fd = safefs.open_dir(parent, create_mode=0o755)
+            parent_fd = safefs.open_dir(parent, trust=self.trust, create_mode=0o755)
         except safefs.UnsafePath as e:
             raise UsageError(f"spool directory {self.path}: {e}") from None
         except OSError as e:
@@ -806,9 +806,13 @@ class SignalSpool:
                 "spool_held_bytes": self._held_bytes}
 
     def close(self) -> None:
+        """Close the files; what is pending stays known, for the final report."""
         with self._lock:
-            for seg in list(self._segs):
-                self._drop_segment(seg)
+            for s in self._segs.values():
+                if s.fd >= 0:
+                    os.close(s.fd)
+                    s.fd = -1
+            self._write = None
             self._cursor_file.close()
 
 

@@ -6,6 +6,8 @@ state) read when a reader asks, so the per-event path pays nothing.
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
 import time
 from typing import Callable, Iterable, TextIO
@@ -78,6 +80,34 @@ _SPOOL_TROUBLE_KEYS = {
 }
 
 
+def metric_exporter(settings: TransportSettings) -> Callable[[], object]:
+    """A maker of the SDK's OTLP metric exporter, configured through its
+    public parameters from the same checked settings the log and span
+    transports use."""
+    # The SDK's modules are imported now, as root: after a drop to --user the
+    # interpreter's own library directory may be out of reach.
+    for module in ("opentelemetry.sdk.metrics", "opentelemetry.sdk.metrics.export"):
+        importlib.import_module(module)
+    headers = dict(settings.headers)
+    if settings.protocol == "grpc":
+        import grpc
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return functools.partial(
+            OTLPMetricExporter, endpoint=f"{'http' if settings.insecure else 'https'}://{settings.target}",
+            insecure=settings.insecure, credentials=grpc_credentials(settings), headers=headers,
+            timeout=settings.timeout_s,
+            compression=grpc.Compression.Gzip if settings.compression == "gzip" else grpc.Compression.NoCompression)
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+
+    return functools.partial(
+        HttpMetricExporter, endpoint=settings.target, certificate_file=settings.ca, headers=headers,
+        client_key_file=settings.client_key, client_certificate_file=settings.client_cert,
+        timeout=settings.timeout_s, session=otlp_http_session(),
+        compression=Compression.Gzip if settings.compression == "gzip" else Compression.NoCompression)
+
+
 class Telemetry:
     """Made before the privilege drop (the exporter reads its TLS files
     then); start(), after it, starts the metrics thread and connection."""
@@ -89,38 +119,16 @@ class Telemetry:
         self.stats_interval = stats_interval
         self.resource = resource
         self._next_stats = time.monotonic() + stats_interval if stats_interval else float("inf")
-        # Checked, and a gRPC channel's credentials read, now (as root).
-        self._settings = transport_settings("metrics", opts) if opts is not None else None
-        self._credentials = grpc_credentials(self._settings) if self._settings else None
+        # Checked, credentials read and modules imported now, as root; the
+        # exporter is made in start(), after the drop, since the gRPC one
+        # opens its channel (and gRPC's threads) at once.
+        self._make_exporter = metric_exporter(transport_settings("metrics", opts)) if opts is not None else None
         self._provider: object | None = None
 
     def start(self) -> None:
-        """After the privilege drop: the SDK's OTLP metric exporter opens its
-        channel when it is made, and the reader starts its thread."""
-        if self._settings is not None:
-            self._provider = self._metrics(self._metric_exporter(self._settings))
-
-    def _metric_exporter(self, settings: TransportSettings) -> object:
-        """The SDK's OTLP metric exporter, configured through its public
-        parameters from the same checked settings the log and span
-        transports use."""
-        headers = dict(settings.headers)
-        if settings.protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc import Compression as GrpcCompression
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-            scheme = "http" if settings.insecure else "https"
-            return OTLPMetricExporter(
-                endpoint=f"{scheme}://{settings.target}", insecure=settings.insecure, credentials=self._credentials,
-                headers=headers, timeout=settings.timeout_s,
-                compression=GrpcCompression.Gzip if settings.compression == "gzip" else GrpcCompression.NoCompression)
-        from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
-
-        return Http(endpoint=settings.target, certificate_file=settings.ca or None,
-                    client_key_file=settings.client_key, client_certificate_file=settings.client_cert,
-                    headers=headers, timeout=settings.timeout_s, session=otlp_http_session(),
-                    compression=HttpCompression.Gzip if settings.compression == "gzip" else HttpCompression.NoCompression)
+        """After the privilege drop: the metric exporter and the reader's thread."""
+        if self._make_exporter is not None:
+            self._provider = self._metrics(self._make_exporter())
 
     def _metrics(self, exporter: object) -> object:
         from opentelemetry.metrics import CallbackOptions, Observation
