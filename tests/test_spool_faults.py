@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from agent_run import AgentRun, kernel_available
+from agent_run import AgentRun, kernel_available, public_dir  # noqa: F401  (fixture)
 from collector import Collector
 from otel_exec import mapping
 from otel_exec.spool import Spool, frame
@@ -272,18 +272,6 @@ def test_a_wall_clock_step_back_is_recorded_not_a_negative_gap(make_collector, t
 
 # -- planted files (issue 10) -------------------------------------------------
 
-@pytest.fixture
-def sticky_dir() -> Iterator[Path]:
-    """A 1777 directory, as /tmp: anyone may create in it."""
-    reason = kernel_available()
-    if reason:
-        pytest.skip(reason)
-    d = Path(tempfile.mkdtemp(prefix="oe-sticky-", dir="/tmp"))
-    d.chmod(0o1777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def _victims(base: Path, n: int) -> list[tuple[Path, tuple[int, int, int, bytes]]]:
     out = []
     for i in range(n):
@@ -301,13 +289,13 @@ def _unchanged(victims: list[tuple[Path, tuple[int, int, int, bytes]]]) -> None:
         assert (st.st_uid, st.st_gid, st.st_mode, v.read_bytes()) == before, v
 
 
-def test_links_planted_in_a_user_owned_spool_are_never_followed(make_collector, sticky_dir: Path) -> None:
+def test_links_planted_in_a_user_owned_spool_are_never_followed(make_collector, public_dir: Path) -> None:
     """--user nobody owns the spool, so nobody may have planted anything in
     it: symlinks and hard links named like its files point at root's files.
     None changes owner, mode or content, and none is sent."""
     nobody = pwd.getpwnam("nobody")
     collector: Collector = make_collector()
-    work = sticky_dir / "run"
+    work = public_dir / "run"
     work.mkdir()
     work.chmod(0o1777)
     spool = work / "spool"
@@ -343,15 +331,15 @@ def test_links_planted_in_a_user_owned_spool_are_never_followed(make_collector, 
         shutil.rmtree(outside, ignore_errors=True)
 
 
-def test_a_spool_directory_planted_as_a_symlink_is_refused(sticky_dir: Path) -> None:
+def test_a_spool_directory_planted_as_a_symlink_is_refused(public_dir: Path) -> None:
     victim_dir = Path(tempfile.mkdtemp(prefix="oe-rootdir-"))
     victim_dir.chmod(0o755)
     try:
-        link = sticky_dir / "spool"
+        link = public_dir / "spool"
         link.symlink_to(victim_dir)
         os.lchown(link, 65534, 65534)  # planted by another user
         with pytest.raises(RuntimeError, match="symlink"):
-            AgentRun(sticky_dir / "run", "--endpoint", "http://127.0.0.1:9", "--spool-dir", str(link))
+            AgentRun(public_dir / "run", "--endpoint", "http://127.0.0.1:9", "--spool-dir", str(link))
         st = victim_dir.stat()
         assert (st.st_uid, st.st_mode & 0o7777, list(victim_dir.iterdir())) == (0, 0o755, [])
     finally:
@@ -373,16 +361,16 @@ def test_a_spool_directory_of_another_uid_exits_2(tmp_path: Path) -> None:
     assert spool.stat().st_uid == 4242 and list(spool.iterdir()) == []
 
 
-def test_the_console_exporter_touches_no_spool_directory(sticky_dir: Path) -> None:
-    foreign = sticky_dir / "foreign"
+def test_the_console_exporter_touches_no_spool_directory(public_dir: Path) -> None:
+    foreign = public_dir / "foreign"
     foreign.mkdir(mode=0o700)
     os.chown(foreign, 4242, 4242)
-    for spool in (sticky_dir / "missing", foreign):
-        work = sticky_dir / f"run-{spool.name}"
+    for spool in (public_dir / "missing", foreign):
+        work = public_dir / f"run-{spool.name}"
         work.mkdir()
         work.chmod(0o1777)  # the ready file is written as --user
         run = AgentRun(work, "--exporter", "console", "--user", "nobody", "--spool-dir", str(spool))
         rc, err = run.stop()
         assert rc == 0, err
-    assert not (sticky_dir / "missing").exists()
+    assert not (public_dir / "missing").exists()
     assert foreign.stat().st_uid == 4242 and list(foreign.iterdir()) == []
