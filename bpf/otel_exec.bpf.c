@@ -639,7 +639,10 @@ int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bp
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct task_struct *parent = BPF_CORE_READ(t, real_parent, group_leader);
+	/* Read once: the parent may exit meanwhile and t be handed to a reaper,
+	 * whose executable is not the parent's. */
+	struct task_struct *forker = BPF_CORE_READ(t, real_parent);
+	struct task_struct *parent = BPF_CORE_READ(forker, group_leader);
 	struct task_struct *image_owner;
 	struct mm_struct *mm = BPF_CORE_READ(t, mm);
 	struct pid *tpid = BPF_CORE_READ(t, thread_pid);
@@ -749,7 +752,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	read_file_id(exe, &s->rec.file);
 	/* A forked copy shares its image parent's mm->exe_file. The thread that
 	 * forked us still has the mm when its group leader exited. */
-	if (!read_exe_id(BPF_CORE_READ(t, real_parent), &s->rec.parent_exe) &&
+	if (!read_exe_id(forker, &s->rec.parent_exe) &&
 	    !read_exe_id(parent, &s->rec.parent_exe) && !(BPF_CORE_READ(parent, flags) & PF_KTHREAD))
 		s->rec.flags |= OE_F_PARENT_EXE_UNKNOWN;
 
