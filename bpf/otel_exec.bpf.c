@@ -185,6 +185,31 @@ static __always_inline void read_file_id(struct file *f, struct oe_file_id *id)
 	id->ctime_ns = inode_ctime_ns(inode);
 }
 
+/* The id of the executable of another task, which may be exiting on another
+ * CPU meanwhile: exit_mm() clears p->mm, then frees the mm and drops the last
+ * reference to its exe_file, and both slabs hand the memory to the next mm or
+ * file at once. Read from there, the id would name another file, and the
+ * parent_exec_id another image. p->mm and its exe_file unchanged after the
+ * read prove both were alive throughout (exec and exit replace p->mm before
+ * they free the old one). False, and *id cleared, when p has no mm or it
+ * changed. */
+static __always_inline bool read_exe_id(struct task_struct *p, struct oe_file_id *id)
+{
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	struct file *exe;
+
+	if (!mm)
+		return false;
+	exe = BPF_CORE_READ(mm, exe_file);
+	if (!exe)
+		return false;
+	read_file_id(exe, id);
+	if (BPF_CORE_READ(p, mm) == mm && BPF_CORE_READ(mm, exe_file) == exe)
+		return true;
+	__builtin_memset(id, 0, sizeof(*id));
+	return false;
+}
+
 /* Append a NUL-terminated copy of a kernel or user string at *off. */
 static __always_inline __u32 put_str(struct exec_scratch *s, __u32 off, const void *src,
 				     __u32 max, bool user, bool *cut)
@@ -614,7 +639,10 @@ int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bp
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct task_struct *parent = BPF_CORE_READ(t, real_parent, group_leader);
+	/* Read once: the parent may exit meanwhile and t be handed to a reaper,
+	 * whose executable is not the parent's. */
+	struct task_struct *forker = BPF_CORE_READ(t, real_parent);
+	struct task_struct *parent = BPF_CORE_READ(forker, group_leader);
 	struct task_struct *image_owner;
 	struct mm_struct *mm = BPF_CORE_READ(t, mm);
 	struct pid *tpid = BPF_CORE_READ(t, thread_pid);
@@ -722,18 +750,11 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	BPF_CORE_READ_STR_INTO(&s->rec.hostname, t, nsproxy, uts_ns, name.nodename);
 
 	read_file_id(exe, &s->rec.file);
-	{
-		/* A forked copy shares its image parent's mm->exe_file. The thread
-		 * that forked us still has the mm when its group leader exited. */
-		struct file *pexe = BPF_CORE_READ(t, real_parent, mm, exe_file);
-
-		if (!pexe)
-			pexe = BPF_CORE_READ(parent, mm, exe_file);
-		if (pexe)
-			read_file_id(pexe, &s->rec.parent_exe);
-		else if (!(BPF_CORE_READ(parent, flags) & PF_KTHREAD))
-			s->rec.flags |= OE_F_PARENT_EXE_UNKNOWN;
-	}
+	/* A forked copy shares its image parent's mm->exe_file. The thread that
+	 * forked us still has the mm when its group leader exited. */
+	if (!read_exe_id(forker, &s->rec.parent_exe) &&
+	    !read_exe_id(parent, &s->rec.parent_exe) && !(BPF_CORE_READ(parent, flags) & PF_KTHREAD))
+		s->rec.flags |= OE_F_PARENT_EXE_UNKNOWN;
 
 	/* Strings, in enum oe_str order. */
 	s->rec.str_len[OE_STR_CMDPATH] = put_str(s, off, BPF_CORE_READ(bprm, filename), OE_STR_MAX,

@@ -143,7 +143,7 @@ class Agent:
 
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):
-            parent = self.table.get(ev.image_ppid)
+            parent = self.table.image_parent(ev)
             if not ev.parent_exec_id and parent is not None:
                 ev.parent_exec_id = parent.exec_id  # the kernel could not see the parent's executable
             info, previous = self.table.on_exec(ev)

@@ -13,7 +13,8 @@ from .errors import UsageError
 from .events import ExecEvent
 from .proctable import ProcessInfo
 
-EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name != "shared"]
+# shared is a cache key, parent_start_ticks only checks the parent's table entry.
+EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "parent_start_ticks")]
 # A newline or escape sequence in a path or argument must not forge lines or
 # drive the terminal: C0 and C1 controls print as \xNN, line and paragraph
 # separators and bidirectional controls (which reorder what a terminal or

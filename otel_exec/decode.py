@@ -243,7 +243,7 @@ class Decoder:
             # "" when the kernel could not see the parent's executable: the
             # agent takes the image from its process table.
             self._parent_exec_id(image_ppid, pstart, *shared.parent_exe) if shared.parent_exe else "",
-            *f, shared, self.not_collected)
+            *f, shared, self.not_collected, pstart // self._tick_ns)
 
     def _decode_shared(self, raw: bytes) -> SharedExec:
         """The shared part of an exec record: everything after the

@@ -84,6 +84,10 @@ class ExecEvent:
     # switched off (their values are placeholders: "", 0, [], None, False).
     # From the CO-RE backend only the latter; see docs/backends.md for BCC.
     unavailable: tuple[str, ...] = ()
+    # The image parent's start in clock ticks since boot, when the backend
+    # read it: tells its table entry from a stale one of an earlier holder
+    # of the pid (see ProcessTable.image_parent).
+    parent_start_ticks: int | None = None
 
 
 SHARED_FIELDS = ExecEvent.__slots__[ExecEvent.__slots__.index("uid"):ExecEvent.__slots__.index("shared")]

@@ -110,6 +110,18 @@ class ProcessTable:
             self._procs.move_to_end(pid)
         return info
 
+    def image_parent(self, ev: ExecEvent) -> ProcessInfo | None:
+        """The entry for the exec's image parent, or None. An entry of an
+        earlier holder of ``ev.image_ppid`` (its exit missed, or not yet
+        read because the parent left and its pid was reused before this
+        exec's record was written) started at another tick: it is not the
+        parent, and an exec whose kernel record lacks the parent's image must
+        not take its exec id."""
+        info = self.get(ev.image_ppid)
+        if info is not None and ev.parent_start_ticks not in (None, info.start_ticks):
+            return None
+        return info
+
     def ancestors(self, pid: int, limit: int = 64) -> list[ProcessInfo]:
         """Parent, grandparent, ... of ``pid`` as far as the table knows them,
         nearest first, at most ``limit``. A parent that started after its

@@ -237,6 +237,7 @@ def exec_records(draw: st.DrawFn) -> tuple[bytes, dict]:
                                     v["file.inode"]),
         "parent_exec_id": IDENTITY.exec_id(v["image_ppid"], v["parent_start_boottime_ns"] // 10**7,
                                            dev_user(v["parent_exe.dev"]), v["parent_exe.inode"]),
+        "parent_start_ticks": v["parent_start_boottime_ns"] // 10**7,
     }
     return rec, want
 

@@ -264,3 +264,20 @@ def test_parent_started_in_the_same_tick_is_an_ancestor():
     assert [a.exec_id for a in table.ancestors(11)] == ["parent"]
     table.on_exec(exec_ev(12, 10, 499, "older-than-parent"))  # a reused pid's parent: not an ancestor
     assert table.ancestors(12) == []
+
+
+def test_image_parent_is_not_an_earlier_holder_of_its_pid():
+    """An exec whose kernel record could not read the parent's executable
+    (the parent was exiting) takes the parent's exec id from the table: never
+    that of an earlier process with the same pid whose entry is still there
+    (its exit missed, or the pid reused before the record was written)."""
+    table = ProcessTable()
+    table.on_exec(exec_ev(300, 1, 100, "earlier-holder"))
+    child = exec_ev(301, 300, 250, "child", parent_exec_id="")
+    child.parent_start_ticks = 200  # the real parent, started after the entry's process
+    assert table.image_parent(child) is None
+    child.parent_start_ticks = 100
+    assert table.image_parent(child).exec_id == "earlier-holder"
+    child.parent_start_ticks = None  # a backend that does not read it
+    assert table.image_parent(child).exec_id == "earlier-holder"
+
