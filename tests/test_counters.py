@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -167,3 +170,124 @@ def test_records_straddling_the_ring_s_end_arrive_whole(progs: Progs, tmp_path: 
     assert all(v == 0 for k, v in counters.items() if k.startswith("lost_")), counters
     ring_bytes = sum(len("\0".join(a)) for a in expected)
     assert ring_bytes > 3 * SMALLEST_RING  # the ring's end was crossed at least 3 times
+
+
+def test_path_and_string_cuts_are_counted_once_per_cut_string(progs: Progs, tmp_path: Path) -> None:
+    """cut_path: a program 70 directories deep (the walk stops at 64
+    components) is cut once per exec, in pathname only (stdin, the working
+    directory and the cgroup are shallow). cut_string: execveat() from a
+    directory fd with a 4,090-byte relative name makes the kernel's filename
+    "/dev/fd/N/<name>", over OE_STR_MAX (4,096 with its NUL); an ELF's interp
+    is that same filename, so cmdpath and interp are cut: two per exec."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    comm = "oe_pathcut"
+    deep = tmp_path / "bin"
+    deep.mkdir(mode=0o755)
+    for _ in range(70):
+        deep = deep / "d"
+        deep.mkdir(mode=0o755)
+    prog = deep / comm
+    shutil.copy2(progs.static_true, prog)
+    run = AgentRun(tmp_path / "agent", "--comm", comm)
+    mark = new_mark()
+    deep_execs, fd_execs = 3, 2
+    for _ in range(deep_execs):
+        subprocess.run([str(prog)], env=marked_env(mark), stdin=subprocess.DEVNULL, cwd="/", check=True)
+    rel = "./" * ((4090 - len(comm)) // 2) + comm
+    assert len(rel) >= 4089
+    execveat = ("import ctypes, os, sys\n"
+                "libc = ctypes.CDLL(None, use_errno=True)\n"
+                "fd = os.open(sys.argv[1], os.O_PATH | os.O_DIRECTORY)\n"
+                "argv = (ctypes.c_char_p * 2)(sys.argv[3].encode(), None)\n"
+                "envp = (ctypes.c_char_p * 3)(b'OE_TEST_MARK=' + sys.argv[4].encode(), b'PATH=/bin', None)\n"
+                "libc.syscall(int(sys.argv[5]), fd, sys.argv[2].encode(), argv, envp, 0)\n"
+                "sys.exit(f'execveat: {os.strerror(ctypes.get_errno())}')\n")
+    nr_execveat = {"x86_64": 322, "aarch64": 281}[os.uname().machine]
+    for _ in range(fd_execs):
+        subprocess.run([sys.executable, "-c", execveat, str(deep), rel, comm, mark, str(nr_execveat)],
+                       stdin=subprocess.DEVNULL, cwd="/", check=True)
+    got = run.find(marked(mark), deep_execs + fd_execs)
+    rc, err = run.stop()
+    assert rc == 0, err
+    assert len(got) == deep_execs + fd_execs
+    counters = stop_line(err)
+    assert counters["cut_path"] == deep_execs + fd_execs  # the fd execs run the same deep file
+    assert counters["cut_string"] == 2 * fd_execs
+    assert [sorted(e["path_truncated"]) for e in got] == \
+        [["pathname"]] * deep_execs + [["cmdpath", "interp", "pathname"]] * fd_execs
+    assert all(e["pathname"].endswith("/d/d/" + comm) for e in got)
+    assert all(e["argv_truncated"] is False for e in got)
+    assert "WARNING" not in err  # cuts are not losses
+
+
+def _dead_endpoint() -> str:
+    """A loopback port nobody listens on (bound, then closed again: refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _wait_for_stats(run: AgentRun, ready: Callable[[dict[str, str]], bool], timeout: float = 30) -> dict[str, str]:
+    """The first --stats-interval line for which ready() holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hits = [s for s in stats_lines(run.err.read_text()) if ready(s)]
+        if hits:
+            return hits[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no stats line matched; agent stderr: {run.err.read_text()[-2000:]}")
+
+
+def test_without_spool_a_dead_collector_s_losses_add_up_to_the_execs(make_collector, progs: Progs,
+                                                                      tmp_path: Path) -> None:
+    """--no-spool, logs to a port nobody listens on, a queue of 10. At start
+    the agent seeds a log record per running process (dozens on any
+    machine): 10 fill the queue, the rest overflow, and the exporter takes
+    the 10 as one batch and holds it for retries (it takes nothing else
+    while it holds one). Then this test's 41 execs fill the emptied queue
+    (10) and overflow it (31). At stop the held batch is failed and the
+    queue unsent: failed = 10, unsent = 10, and the overflow grew by
+    exactly 31 over the execs. Spans and metrics go to the collector,
+    which shows the same counts."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    collector: Collector = make_collector()
+    comm = "oe_nospool"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    queue, execs = 10, 41
+    env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="300", OTEL_BLRP_SCHEDULE_DELAY="100",
+               OTEL_BLRP_MAX_QUEUE_SIZE=str(queue), OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=_dead_endpoint(),
+               OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.grpc_endpoint,
+               OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=collector.grpc_endpoint)
+    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm, "--no-spool",
+                   "--stats-interval", "0.1", env=env)
+    mark = new_mark()
+    try:
+        # The seeded batch is held: only this test's execs add records now.
+        seeded_overflow = int(_wait_for_stats(run, lambda s: int(s["export_retries"]) >= 1)["lost"])
+        subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {execs} ]; do {prog}; i=$((i+1)); done"],
+                       env=marked_env(mark), check=True)
+        overflow = seeded_overflow + execs - queue
+        shown = _wait_for_stats(run, lambda s: int(s["lost"]) >= overflow)
+        assert int(shown["lost"]) == overflow and int(shown["exported_logs"]) == 0
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
+    assert len([e for e in run.events if marked(mark)(e)]) == execs
+    counters = stop_line(err)
+    assert counters["exported"] == execs  # the console got them all: nothing else passed --comm
+    assert counters["logs_exported"] == 0
+    assert counters["logs_failed"] == queue
+    assert counters["logs_unsent"] == queue
+    assert counters["logs_queue_overflow"] == overflow
+    assert counters["traces_failed"] == counters["traces_queue_overflow"] == counters["traces_unsent"] == 0
+    warned = warning_line(err)
+    assert (warned["logs_failed"], warned["logs_unsent"], warned["logs_queue_overflow"]) == (queue, queue, overflow)
+    dump = collector.output_path.read_text(errors="replace")
+    assert last_value(dump, "otel_exec.lost", reason="logs_failed") == queue
+    assert last_value(dump, "otel_exec.lost", reason="logs_queue_overflow") == overflow
+    assert last_value(dump, "otel_exec.export.retries", signal="logs") == counters["logs_export_retries"] >= 1
+    assert last_value(dump, "otel_exec.records.exported", signal="logs") == 0
