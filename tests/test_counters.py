@@ -229,11 +229,13 @@ def _dead_endpoint() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def _wait_for_stats(run: AgentRun, ready: Callable[[dict[str, str]], bool], timeout: float = 30) -> dict[str, str]:
-    """The first --stats-interval line for which ready() holds."""
+def _wait_for_stats(run: AgentRun, ready: Callable[[dict[str, str]], bool], after: int = 0,
+                    timeout: float = 30) -> dict[str, str]:
+    """The first --stats-interval line, of those after the first `after`,
+    for which ready() holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        hits = [s for s in stats_lines(run.err.read_text()) if ready(s)]
+        hits = [s for s in stats_lines(run.err.read_text())[after:] if ready(s)]
         if hits:
             return hits[0]
         time.sleep(0.05)
@@ -291,3 +293,71 @@ def test_without_spool_a_dead_collector_s_losses_add_up_to_the_execs(make_collec
     assert last_value(dump, "otel_exec.lost", reason="logs_queue_overflow") == overflow
     assert last_value(dump, "otel_exec.export.retries", signal="logs") == counters["logs_export_retries"] >= 1
     assert last_value(dump, "otel_exec.records.exported", signal="logs") == 0
+
+
+def _spooled_records(spool: Path, signal: str) -> list[bytes]:
+    """The records in a signal's segment files (a 4-byte length before each)."""
+    records = []
+    for seg in sorted(spool.glob(f"{signal}-*.seg")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 4 <= len(data):
+            n = int.from_bytes(data[pos:pos + 4], "little")
+            records.append(data[pos + 4:pos + 4 + n])
+            pos += 4 + n
+    return records
+
+
+def test_a_full_spool_evicts_its_oldest_segments_and_counts_their_records(make_collector, progs: Progs,
+                                                                          tmp_path: Path) -> None:
+    """Logs to a port nobody listens on, the smallest spool (16 MiB, 12 MiB
+    of it for logs): ~28 MiB of exec records (~28 KiB of environment each,
+    which spans do not carry) make it delete its oldest 4 MiB segments.
+    Nothing is ever sent, so every record written is either still in a
+    segment file after the stop or evicted: logs_spool_evicted = the seeded
+    records (on disk before the execs) + the execs delivered − the records
+    left, exactly; the seeded ones, written first, are all gone."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    collector: Collector = make_collector()
+    comm = "oe_evict"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="300", OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=_dead_endpoint(),
+               OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.grpc_endpoint,
+               OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=collector.grpc_endpoint)
+    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm,
+                   "--spool-max-bytes", str(16 << 20), "--stats-interval", "0.1", env=env)
+    mark = new_mark()
+    try:
+        seeded = len(_spooled_records(run.spool, "logs"))  # written before the agent said it was ready
+        assert seeded > 0
+        big_env = marked_env(mark, **{f"PAD{i}": f"{i}" * 4000 for i in range(7)})
+        rounds, per_round = 20, 50  # ~28 MiB; each round waited for, so the ring never fills
+        for r in range(rounds):
+            subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {per_round} ]; do {prog}; i=$((i+1)); done"],
+                           env=big_env, check=True)
+            run.find(marked(mark), (r + 1) * per_round, timeout=30)
+        execs = len([e for e in run.events if marked(mark)(e)])
+        assert execs == rounds * per_round
+        # Stats lines begun after the last record was seen: its drain, and
+        # the spool writes at its end, are over.
+        printed = len(stats_lines(run.err.read_text()))
+        _wait_for_stats(run, lambda s: True, after=printed + 1)
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
+    left = _spooled_records(run.spool, "logs")
+    assert all(mark.encode() in r for r in left), "a seeded record outlived the eviction"
+    evicted = seeded + execs - len(left)
+    assert 0 < evicted < seeded + execs
+    counters = stop_line(err)
+    assert counters["logs_spool_evicted"] == evicted
+    assert counters["traces_spool_evicted"] == 0 and counters["lost_exec_ringbuf_full"] == 0
+    assert counters["logs_exported"] == 0 and counters["cut_env"] == 0
+    assert counters["logs_spool_bytes"] == sum(4 + len(r) for r in left) <= 12 << 20
+    assert warning_line(err)["logs_spool_evicted"] == evicted
+    assert int(stats_lines(err)[-1]["lost"]) == evicted
+    dump = collector.output_path.read_text(errors="replace")
+    assert last_value(dump, "otel_exec.lost", reason="logs_spool_evicted") == evicted
+    assert last_value(dump, "otel_exec.spool.size", signal="logs") == counters["logs_spool_bytes"]
