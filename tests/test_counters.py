@@ -23,8 +23,11 @@ import pytest
 
 from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark, stats_lines, stop_line, warning_line
 from collector import Collector, last_value
+from otel_exec import tracefs
+from otel_exec.source_bcc import tracepoint_features
 from otel_exec.telemetry import loss_reason
 from progs import Progs
+from test_bcc import bcc_env  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.kernel
 
@@ -361,3 +364,62 @@ def test_a_full_spool_evicts_its_oldest_segments_and_counts_their_records(make_c
     dump = collector.output_path.read_text(errors="replace")
     assert last_value(dump, "otel_exec.lost", reason="logs_spool_evicted") == evicted
     assert last_value(dump, "otel_exec.spool.size", signal="logs") == counters["logs_spool_bytes"]
+
+
+@pytest.mark.needs_bcc
+def test_the_bcc_backend_counts_every_lost_exec_exactly(bcc_env: dict[str, str], make_collector, progs: Progs,
+                                                       tmp_path: Path) -> None:
+    """The BCC backend's own ring (per exec an ARGS record at the syscall's
+    entry, a PREP record where the kernel has sched_prepare_exec, the EXEC
+    record, and the exit's) filled while the agent is stopped, as in the
+    CO-RE test above. An exec whose EXEC record fit arrives (without argv
+    and env when its ARGS did not fit: found by its comm, not by the mark
+    in its environment): lost_exec_ringbuf_full = execs run − execs
+    delivered, exactly; the other records of the burst are counted lost
+    too, on every channel."""
+    collector: Collector = make_collector()
+    comm = "oe_bccfull"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    env = dict(bcc_env, OTEL_METRIC_EXPORT_INTERVAL="300", OTEL_BLRP_SCHEDULE_DELAY="100")
+    run = AgentRun(tmp_path / "agent", "--backend", "bcc", "--exporter", "otlp,console",
+                   "--endpoint", collector.grpc_endpoint, "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING),
+                   "--stats-interval", "0.2", env=env)
+    mark = new_mark()
+    argv = [prog, *(f"{i}" * 4000 for i in range(7))]
+    big, small = 200, 2000
+    execs = big + small
+    run.proc.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(big):
+            subprocess.run(argv, env=marked_env(mark), check=True)
+        subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {small} ]; do {prog}; i=$((i+1)); done"],
+                       env=marked_env(mark), check=True)
+    finally:
+        printed = len(stats_lines(run.err.read_text()))  # none while stopped
+        run.proc.send_signal(signal.SIGCONT)
+    # Stats lines begun after the agent ran again and drained the ring.
+    _wait_for_stats(run, lambda s: s["ringbuf"] == "0B", after=printed)
+    printed = len(stats_lines(run.err.read_text()))
+    _wait_for_stats(run, lambda s: True, after=printed + 1)
+    rc, err = run.stop()
+    assert rc == 0, err
+    delivered = [e for e in run.events if e["comm"] == comm]
+    assert all(e["argv"] in (argv, [prog]) for e in delivered if marked(mark)(e))
+    counters = stop_line(err)
+    assert counters["exec_seen"] - counters["exec_filtered"] == execs  # the kernel saw each exec of the test
+    lost = execs - len(delivered)
+    assert lost > 0, "the ring did not overflow"
+    assert counters["lost_exec_ringbuf_full"] == lost
+    assert counters["exported"] == len(delivered)
+    ring_losses = ["lost_args_ringbuf_full", "lost_exit_ringbuf_full"]
+    if tracepoint_features(tracefs.ensure_tracefs(), set())["SCHED_PREPARE_EXEC"]:
+        ring_losses.append("lost_prep_ringbuf_full")
+    assert all(counters[k] > 0 for k in ring_losses), counters
+    warned = warning_line(err)
+    assert warned["lost_exec_ringbuf_full"] == lost
+    assert all(warned[k] == counters[k] for k in ring_losses)
+    total_lost = sum(v for k, v in counters.items() if loss_reason(k))
+    assert int(stats_lines(err)[-1]["lost"]) == total_lost
+    dump = collector.output_path.read_text(errors="replace")
+    for key in ["lost_exec_ringbuf_full", *ring_losses]:
+        assert last_value(dump, "otel_exec.lost", reason=key.removeprefix("lost_")) == counters[key]
