@@ -9,10 +9,13 @@ what arrived.
 """
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -22,7 +25,9 @@ from typing import Callable
 import pytest
 
 from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark, stats_lines, stop_line, warning_line
+from bpf_testprog import build
 from collector import Collector, last_value
+from otel_exec.libbpf import BpfObject
 from otel_exec import tracefs
 from otel_exec.source_bcc import tracepoint_features
 from otel_exec.telemetry import loss_reason
@@ -423,3 +428,132 @@ def test_the_bcc_backend_counts_every_lost_exec_exactly(bcc_env: dict[str, str],
     dump = collector.output_path.read_text(errors="replace")
     for key in ["lost_exec_ringbuf_full", *ring_losses]:
         assert last_value(dump, "otel_exec.lost", reason=key.removeprefix("lost_")) == counters[key]
+
+
+# Writes a malformed record into the ring map it is given (the agent's
+# "events", through bpf_map__reuse_fd) for each exec of a child of
+# target_tgid; the n-th exec's record is malformed in the n % 4-th way.
+MALFORMED_PROG = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile __u32 target_tgid = 0;
+__u64 seq;
+__u64 failed;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);  /* set to the agent's size */
+} events SEC(".maps");
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p)
+{
+	__u32 rec[4] = {};  /* type, size, boot_ns */
+	long err;
+
+	if (BPF_CORE_READ(p, real_parent, tgid) != target_tgid)
+		return 0;
+	switch (__sync_fetch_and_add(&seq, 1) % 4) {
+	case 0:  /* shorter than a header */
+		rec[0] = 1; rec[1] = 8;
+		err = bpf_ringbuf_output(&events, rec, 8, 0);
+		break;
+	case 1:  /* a type the agent does not know */
+		rec[0] = 99; rec[1] = 16;
+		err = bpf_ringbuf_output(&events, rec, 16, 0);
+		break;
+	case 2:  /* says more bytes than it has */
+		rec[0] = 1; rec[1] = 24;
+		err = bpf_ringbuf_output(&events, rec, 16, 0);
+		break;
+	default:  /* an exec record of a header only */
+		rec[0] = 1; rec[1] = 16;
+		err = bpf_ringbuf_output(&events, rec, 16, 0);
+	}
+	if (err)
+		__sync_fetch_and_add(&failed, 1);
+	return 0;
+}
+"""
+BPF_MAP_TYPE_RINGBUF = 27
+SYS_PIDFD_GETFD = 438
+
+
+def ring_fd_of(pid: int, name: str) -> int:
+    """A descriptor of process pid's ring buffer map `name` (pidfd_getfd)."""
+    rings: dict[int, int] = {}  # map id -> one of pid's descriptors of it
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        info = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
+                    if ":\t" in line)
+        if info.get("map_type") == str(BPF_MAP_TYPE_RINGBUF):
+            rings[int(info["map_id"])] = int(fd)
+    named = [fd for map_id, fd in rings.items()
+             if json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(map_id)], check=True,
+                                          capture_output=True, text=True).stdout)["name"] == name]
+    assert len(named) == 1, (rings, named)
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, named[0], 0)
+        assert fd >= 0, os.strerror(ctypes.get_errno())
+        return fd
+    finally:
+        os.close(pidfd)
+
+
+def test_malformed_records_in_the_agent_s_ring_are_counted_and_dropped(
+        make_collector, progs: Progs, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A BPF program of the test writes four kinds of malformed record into
+    the agent's own ring (the map shared by descriptor), once per exec of a
+    child of this test: the agent drops each one, says so on stderr, counts
+    it in decode_errors exactly, and carries on with the well-formed
+    records around them."""
+    obj_path = build(tmp_path_factory.mktemp("malformed"), "oe_malformed", MALFORMED_PROG)
+    collector: Collector = make_collector()
+    comm = "oe_malformed"
+    env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="300")
+    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--endpoint", collector.grpc_endpoint,
+                   "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING), "--stats-interval", "0.1", env=env)
+    ring = ring_fd_of(run.proc.pid, "events")
+    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)  # its own handle: the agent's prototypes stay as they are
+    libbpf.bpf_object__find_map_by_name.restype = ctypes.c_void_p
+    libbpf.bpf_object__find_map_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    libbpf.bpf_map__reuse_fd.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    mark = new_mark()
+    malformed = 8
+    try:
+        with BpfObject(str(obj_path)) as obj:
+            obj.set_max_entries("events", SMALLEST_RING)
+            obj.set_rodata(struct.pack("=I", os.getpid()))
+            events = libbpf.bpf_object__find_map_by_name(obj._handle(), b"events")
+            assert libbpf.bpf_map__reuse_fd(events, ring) == 0
+            obj.load()
+            obj.attach_all()
+            for _ in range(malformed):
+                subprocess.run(["/bin/true"], env=marked_env(mark), check=True)  # filtered: only the test's record
+            obj.detach_all()
+        shown = _wait_for_stats(run, lambda s: int(s["lost"]) >= malformed)
+        assert int(shown["lost"]) == malformed
+        prog = unique_program(progs, tmp_path / "bin", comm)
+        subprocess.run([prog], env=marked_env(mark), check=True)
+        after = run.one(marked(mark))  # the agent goes on
+        assert after["comm"] == comm
+    finally:
+        os.close(ring)
+        rc, err = run.stop()
+    assert rc == 0, err
+    assert err.count("otel-exec: dropped a malformed record: ") == malformed
+    for why in ("shorter than its header", "unknown record type 99", "record says 24 bytes, 16 were read",
+                "exec record of 16 bytes"):
+        assert err.count(why) == malformed // 4, why
+    counters = stop_line(err)
+    assert counters["decode_errors"] == malformed
+    assert warning_line(err)["decode_errors"] == malformed
+    assert int(stats_lines(err)[-1]["lost"]) == malformed
+    dump = collector.output_path.read_text(errors="replace")
+    assert last_value(dump, "otel_exec.lost", reason="decode_errors") == malformed
