@@ -557,3 +557,37 @@ def test_malformed_records_in_the_agent_s_ring_are_counted_and_dropped(
     assert int(stats_lines(err)[-1]["lost"]) == malformed
     dump = collector.output_path.read_text(errors="replace")
     assert last_value(dump, "otel_exec.lost", reason="decode_errors") == malformed
+
+
+@pytest.mark.needs_bcc
+def test_the_bcc_backend_counts_argv_it_could_not_read(bcc_env: dict[str, str], progs: Progs,
+                                                       tmp_path: Path) -> None:
+    """BCC reads argv from the calling process at the syscall's entry, where
+    BPF cannot fault a page in: an argument in a mapped page nothing has
+    touched yet is unreadable there (execve itself faults it in and runs
+    the program with an empty argument). One read_error per exec; the exec
+    still arrives, its environment read."""
+    comm = "oe_unreadable"
+    prog = unique_program(progs, tmp_path / "bin", comm)
+    run = AgentRun(tmp_path / "agent", "--backend", "bcc", "--comm", comm, env=bcc_env)
+    mark = new_mark()
+    untouched = ("import ctypes, mmap, os, sys\n"
+                 "page = mmap.mmap(-1, mmap.PAGESIZE)  # never read or written here\n"
+                 "arg = ctypes.addressof(ctypes.c_char.from_buffer(page))\n"
+                 "argv = (ctypes.c_char_p * 3)(sys.argv[1].encode(), arg, None)\n"
+                 "envp = (ctypes.c_char_p * 2)(b'OE_TEST_MARK=' + sys.argv[2].encode(), None)\n"
+                 "libc = ctypes.CDLL(None, use_errno=True)\n"
+                 "libc.execve(sys.argv[1].encode(), argv, envp)\n"
+                 "sys.exit(f'execve: {os.strerror(ctypes.get_errno())}')\n")
+    execs = 3
+    for _ in range(execs):
+        subprocess.run([sys.executable, "-c", untouched, prog, mark], stdin=subprocess.DEVNULL, check=True)
+    got = run.find(marked(mark), execs)
+    rc, err = run.stop()
+    assert rc == 0, err
+    assert len(got) == execs and all(e["comm"] == comm for e in got)
+    # argv from /proc while the process lived, else unavailable: never a guess.
+    assert all(e["argv"] == [prog, ""] or "argv" in e["unavailable"] for e in got)
+    counters = stop_line(err)
+    assert counters["read_error"] == execs
+    assert "WARNING" not in err  # nothing lost: the exec arrived
