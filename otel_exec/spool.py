@@ -596,7 +596,11 @@ class SignalSpool:
             s = self._segs[oldest]
             if s is self._write:
                 break
-            self.evicted += s.count if s.count is not None else self._count_records(s.fd, s.size, 0)
+            # Records before the cursor were sent: only the rest is lost.
+            if self._cursor.segment == oldest and self._cursor.offset:
+                self.evicted += self._count_records(s.fd, s.size, self._cursor.offset)
+            else:
+                self.evicted += s.count if s.count is not None else self._count_records(s.fd, s.size, 0)
             self.dir.unlink(self._name(oldest))
             self._drop_segment(oldest)
             if self._cursor.segment <= oldest:

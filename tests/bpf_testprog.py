@@ -150,8 +150,8 @@ def spawn(n: int) -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="session")
-def bpf_prog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build(d: Path, name: str, source: str) -> Path:
+    """source compiled against this kernel's BTF into d/<name>.bpf.o."""
     if os.geteuid() != 0:
         pytest.skip("needs root to load BPF programs")
     if not VMLINUX_BTF.exists():
@@ -159,17 +159,21 @@ def bpf_prog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for tool in ("clang", "bpftool"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is needed to build the test BPF program")
-    d = tmp_path_factory.mktemp("bpf_testprog")
     with open(d / "vmlinux.h", "wb") as out:
         subprocess.run(["bpftool", "btf", "dump", "file", str(VMLINUX_BTF), "format", "c"],
                        stdout=out, check=True)
-    src = d / f"{OBJ_NAME}.bpf.c"
-    src.write_text(TEST_PROG)
-    obj = d / f"{OBJ_NAME}.bpf.o"
+    src = d / f"{name}.bpf.c"
+    src.write_text(source)
+    obj = d / f"{name}.bpf.o"
     arch = {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     subprocess.run(["clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-Wall",
                     f"-I{d}", "-c", str(src), "-o", str(obj)], check=True)
     return obj
+
+
+@pytest.fixture(scope="session")
+def bpf_prog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("bpf_testprog"), OBJ_NAME, TEST_PROG)
 
 
 @pytest.fixture

@@ -526,3 +526,21 @@ def test_a_rejected_batch_acked_unsent_blocks_nothing_behind_it(tmp_path: Path, 
     sp.forget(rejected.end)
     sp.ack(rejected.end)
     assert _drain(sp) == recs[5:]
+
+
+def test_eviction_counts_only_the_unsent_records_of_a_partly_sent_segment(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oldest segment evicted while the cursor is inside it: the records
+    before the cursor were sent, and are not counted lost."""
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
+    sp = _logs(tmp_path / "s", 1000 * 4 // 3)
+    recs = _records(100)
+    _append(sp, recs[:4])
+    sent = sp.read(2, 1 << 20)
+    assert sent is not None and sent.records == recs[:2]
+    sp.ack(sent.end)
+    for i in range(4, 100, 4):
+        _append(sp, recs[i:i + 4])
+    got = _drain(sp)
+    assert sp.evicted > 0 and 2 + sp.evicted + len(got) == 100
+    assert got == recs[2 + sp.evicted:]
