@@ -34,6 +34,7 @@ import pytest
 from agent_run import AgentRun, Live, kernel_available, marked, marked_env, new_cgroup, new_mark
 from otel_exec import bcc_setup, cli, loader, sources, tracefs
 from otel_exec.config import Config
+from otel_exec.console import EXEC_FIELDS
 from otel_exec.errors import BccError, NoBtfError, TracefsError
 from otel_exec.events import ExecEvent
 from progs import Progs, popen_with_fd3
@@ -41,7 +42,8 @@ from progs import Progs, popen_with_fd3
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_bcc]
 
 SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
-FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "unavailable")]
+# The fields of a JSONL exec line (otel_exec.console), but the list of unavailable ones.
+FIELDS = [name for name in EXEC_FIELDS if name != "unavailable"]
 # The two agents' programs run one after the other on the same tracepoint,
 # and each converts boot time to the epoch with its own sample.
 TIMESTAMP_SLACK_NS = 20_000_000
