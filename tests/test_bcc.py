@@ -36,7 +36,6 @@ from otel_exec import bcc_setup, cli, loader, sources, tracefs
 from otel_exec.config import Config
 from otel_exec.console import EXEC_FIELDS
 from otel_exec.errors import BccError, NoBtfError, TracefsError
-from otel_exec.events import ExecEvent
 from progs import Progs, popen_with_fd3
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_bcc]
