@@ -199,3 +199,24 @@ def test_any_values_of_every_kind_match_protobuf() -> None:
     many = ExportLogsServiceRequest.FromString(w.repeated(1, [b"", b"", b""]))
     assert len(many.resource_logs) == 3
     assert w.repeated(1, [b"a", b"bc"]) == b"\x0a\x01a\x0a\x02bc"  # nothing between occurrences
+
+
+def test_precomputed_prefixes_frame_the_same_bytes_as_the_general_encoder() -> None:
+    """The int and fixed-size string fast paths (prefix + value) give what
+    framing the KeyValue from scratch gives, at every varint size."""
+    from otel_exec import protowire as w
+    for key in ("process.pid", "otel_exec.vppid", "k" * 200):
+        prefixes = mapping._int_prefixes(key)
+        assert len(prefixes) == 11 and prefixes[0] == b""
+        for v in (0, 1, 127, 128, 16_383, 16_384, 2**31 - 1, 2**32, 2**56, 2**63 - 1):
+            kv = mapping._kv(key, v)
+            assert prefixes[len(w.varint(v))] + w.varint(v) == w.varint(len(kv)) + kv, (key, v)
+        for size in (0, 1, 24, 32, 127, 128, 300):
+            s = "x" * size
+            kv = mapping._kv(key, s)
+            assert mapping._str_prefix(key, size) + s.encode() == w.varint(len(kv)) + kv, (key, size)
+    for key, s in (("otel_exec.exec_id", "e" * 32), ("otel_exec.exec_id", "short"),
+                   ("process.creation.time", mapping.iso8601(1_700_000_000_123_456_789)),
+                   ("otel_exec.parent_exec_id", "f" * 31 + "\u00e9")):
+        kv = mapping._kv(key, s)
+        assert mapping._framed_fixed(key, s) == w.varint(len(kv)) + kv, (key, s)

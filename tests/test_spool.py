@@ -526,3 +526,93 @@ def test_a_rejected_batch_acked_unsent_blocks_nothing_behind_it(tmp_path: Path, 
     sp.forget(rejected.end)
     sp.ack(rejected.end)
     assert _drain(sp) == recs[5:]
+
+
+def _heartbeat_gap(tmp_path: Path, line: str, boot_id: str = "b1") -> tuple[spool_mod.Gap | None, int]:
+    d = tmp_path / "s"
+    Spool(str(d), 1 << 32, boot_id=boot_id).close()
+    (d / "heartbeat").write_text(line)
+    sp = Spool(str(d), 1 << 32, boot_id=boot_id)
+    try:
+        return sp.gap(), sp.clock_steps
+    finally:
+        sp.close()
+
+
+def test_gap_on_the_same_boot_is_measured_on_boottime(tmp_path: Path) -> None:
+    import time
+    s = 10**9
+    wall, boot = time.time_ns(), spool_mod._boottime_ns()
+    gap, steps = _heartbeat_gap(tmp_path, f"{wall - 5 * s} {boot - 5 * s} b1")
+    assert gap is not None and 5 <= gap.seconds < 30 and gap.clock_step_s == 0.0 and steps == 0
+    assert gap.end_ns - gap.start_ns == int(gap.seconds * 1e9) and abs(gap.end_ns - time.time_ns()) < 30 * s
+    # The wall clock stepped 100 s forward in between: the gap stays ~5 s.
+    gap, steps = _heartbeat_gap(tmp_path, f"{wall - 105 * s} {boot - 5 * s} b1")
+    assert gap is not None and 5 <= gap.seconds < 30 and 99 < gap.clock_step_s < 101 and steps == 1
+
+
+def test_gap_across_boots_is_the_wall_clock_s(tmp_path: Path) -> None:
+    import time
+    s = 10**9
+    wall, boot = time.time_ns(), spool_mod._boottime_ns()
+    for line in (f"{wall - 100 * s} {boot - 5 * s} other-boot", f"{wall - 100 * s} {boot + 50 * s} b1",
+                 f"{wall - 100 * s} {boot - 5 * s} -", f"{wall - 100 * s} x b1", f"{wall - 100 * s} {boot} \xff"):
+        gap, steps = _heartbeat_gap(tmp_path, line)
+        assert gap is not None and 100 <= gap.seconds < 130, line
+        assert gap.clock_step_s == 0.0 and steps == 0, line  # forward: no step known
+
+
+@pytest.mark.parametrize("line", ["", "garbage 1 b1", "\n"])
+def test_no_gap_without_a_readable_heartbeat(tmp_path: Path, line: str) -> None:
+    assert _heartbeat_gap(tmp_path, line) == (None, 0)
+
+
+def test_the_heartbeat_is_written_by_beat_and_at_close(tmp_path: Path) -> None:
+    import time
+    d = tmp_path / "s"
+    sp = Spool(str(d), 1 << 32, boot_id="b9")
+    sp.close()
+    assert (d / "heartbeat").read_bytes() == b""  # never watched: nothing claimed
+    before = time.time_ns()
+    sp = Spool(str(d), 1 << 32, boot_id="b9")
+    sp.beat()
+    line = (d / "heartbeat").read_bytes()
+    assert len(line) == 96 and line.endswith(b"\n")
+    wall, boot, boot_id = line.split()
+    assert before <= int(wall) <= time.time_ns() and 0 < int(boot) <= spool_mod._boottime_ns()
+    assert boot_id == b"b9"
+    (d / "heartbeat").write_bytes(b"")
+    sp.beat()  # within the second: not written again
+    assert (d / "heartbeat").read_bytes() == b""
+    sp.close()
+    assert (d / "heartbeat").read_bytes().split()[2] == b"b9"
+    sp = Spool(str(d), 1 << 32)
+    sp.beat()
+    sp.close()
+    assert (d / "heartbeat").read_bytes().split()[2] == b"-"  # no boot id known
+
+
+def test_pending_bytes_oldest_pending_and_stats(tmp_path: Path) -> None:
+    import time
+    d = tmp_path / "s"
+    sp = Spool(str(d), 1 << 32)
+    _open.append(sp)
+    logs = sp.signal("logs")
+    assert logs.pending_bytes() == 0 and logs.oldest_pending_ns() is None
+    before = time.time_ns()
+    records = _records(10)
+    _append(logs, records)
+    size = sum(len(frame(len(r))) + len(r) for r in records)
+    assert logs.pending_bytes() == size
+    oldest = logs.oldest_pending_ns()
+    assert oldest is not None and before - 10**9 <= oldest <= time.time_ns()
+    batch = logs.read(4, 1 << 20)
+    assert batch is not None
+    logs.ack(batch.end)
+    assert logs.pending_bytes() == size - sum(len(frame(len(r))) + len(r) for r in records[:4])
+    assert _drain(logs) == records[4:]
+    assert logs.pending_bytes() == 0 and logs.oldest_pending_ns() is None
+    assert logs.stats() == {"spool_evicted": 0, "spool_write_failed": 0, "dropped_disk_full": 0,
+                            "spool_corrupt": 0, "spool_segment_lost": 0, "spool_cursor_reset": 0,
+                            "spool_held_bytes": 0}
+    assert sp.stats() == {"spool_unsafe_files": 0, "spool_foreign_files": 0, "clock_steps": 0}
