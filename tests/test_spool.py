@@ -616,3 +616,60 @@ def test_pending_bytes_oldest_pending_and_stats(tmp_path: Path) -> None:
                             "spool_corrupt": 0, "spool_segment_lost": 0, "spool_cursor_reset": 0,
                             "spool_held_bytes": 0}
     assert sp.stats() == {"spool_unsafe_files": 0, "spool_foreign_files": 0, "clock_steps": 0}
+
+
+def test_valid_record_checks_the_tag_and_the_length_varint() -> None:
+    body = b"x" * 200
+    rec = b"\x12\xc8\x01" + body  # tag, varint 200, body
+    data = b"junk" + rec
+    assert spool_mod.valid_record(data, 4, len(rec))
+    assert spool_mod.valid_record(memoryview(data), 4, len(rec))
+    assert not spool_mod.valid_record(data, 4, len(rec) - 1)  # the varint says 200
+    assert not spool_mod.valid_record(data, 4, len(rec) + 1)
+    assert not spool_mod.valid_record(b"\x13" + rec[1:], 0, len(rec))  # another field
+    assert spool_mod.valid_record(b"\x12\x00", 0, 2) and not spool_mod.valid_record(b"\x12", 0, 1)
+    assert not spool_mod.valid_record(b"\x12" + b"\x80" * 12, 0, 13)  # a varint that never ends
+    assert spool_mod.valid_record(b"\x12\x0a" + b"\x80" * 10, 0, 12)  # it ends within ten bytes of value
+    long_varint = b"\x12" + b"\x80" * 9 + b"\x00"  # ten bytes of varint, value 0
+    assert spool_mod.valid_record(long_varint, 0, 11)
+
+
+def test_next_record_finds_the_first_valid_frame_after_start() -> None:
+    rec = framed_record(b"hello")
+    good = frame(len(rec)) + rec
+    assert spool_mod._next_record(good, 0) == 0 and spool_mod._next_record(good, 1) is None
+    assert spool_mod._next_record(b"\x00" * 3 + good, 0) == 3
+    assert spool_mod._next_record(b"\x00" * 3 + good + good, 4) == 3 + len(good)
+    # A tag byte whose length prefix runs past the end, or does not frame a record.
+    trap = frame(1000) + rec
+    assert spool_mod._next_record(b"\x00" + trap + good, 0) == 1 + len(trap)
+    assert spool_mod._next_record(b"\x00" + frame(2) + b"\x12\x05" + good, 0) == 7
+    assert spool_mod._next_record(b"\x00" * 3 + frame(len(rec)) + rec[:-1], 0) is None
+    assert spool_mod._next_record(b"\x12\x12\x12\x12\x12", 0) is None
+
+
+def test_batches_from_the_files_hold_what_fits_max_bytes_exactly(tmp_path: Path) -> None:
+    recs = [framed_record(b"%03d" % i * 10) for i in range(12)]  # all the same length
+    n = 4 + len(recs[0])  # a record and its length prefix, as read from a segment
+    _append(_logs(tmp_path / "s"), recs)
+    new = _restart(tmp_path / "s")
+    for max_bytes, want in ((3 * n, 3), (3 * n - 1, 2), (n - 5, 1), (5 * n, 4)):
+        batch = new.read(4, max_bytes)
+        assert batch is not None and len(batch.records) == want, (max_bytes, len(batch.records))
+        new.ack(batch.end)
+    assert _drain(new) == recs[10:]
+
+
+def test_a_corrupt_record_with_the_next_one_beyond_the_read_window(tmp_path: Path) -> None:
+    """The read window (max_bytes) ends before a good record follows the
+    corrupt one: the rest of the segment is searched for it."""
+    recs = [framed_record(b"a" * 3000)] + _records(3)
+    sp = _logs(tmp_path / "s")
+    _append(sp, recs)
+    seg = max((tmp_path / "s").glob("logs-*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[4] = 0x00  # the first record's tag
+    seg.write_bytes(bytes(data))
+    new = _restart(tmp_path / "s")
+    assert _drain(new, max_bytes=1000) == recs[1:]
+    assert new.corrupt == 1
