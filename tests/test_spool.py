@@ -673,3 +673,124 @@ def test_a_corrupt_record_with_the_next_one_beyond_the_read_window(tmp_path: Pat
     new = _restart(tmp_path / "s")
     assert _drain(new, max_bytes=1000) == recs[1:]
     assert new.corrupt == 1
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_disk_trouble_is_warned_once_per_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    caplog.set_level(logging.WARNING)
+    d = tmp_path / "s"
+    sp = _logs(d)
+    failing = _failing_disk(monkeypatch)
+    _append(sp, _records(2))
+    _append(sp, _records(2, start=2))  # the same episode: no second warning
+    assert _warnings(caplog) == [
+        f"spool {d}: cannot write logs records (No space left on device): they wait in memory (up to 8 MiB) "
+        "and are sent first; writing is tried again every 0 s"]
+    failing[0] = False
+    _append(sp, _records(1, start=4))
+    assert _warnings(caplog)[1:] == [f"spool {d}: logs segments are written again (4 records could not be, "
+                                     "0 of them dropped)"]
+    caplog.clear()
+    failing[0] = True
+    _append(sp, _records(1, start=5))  # the same cause within the minute: quiet, and quiet when it ends
+    failing[0] = False
+    _append(sp, _records(1, start=6))
+    assert _warnings(caplog) == []
+    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: 10.0**9)  # a minute later (and more)
+    failing[0] = True
+    _append(sp, _records(1, start=7))
+    assert len(_warnings(caplog)) == 1 and "No space left on device" in _warnings(caplog)[0]
+    assert sorted(_drain(sp)) == sorted(_records(8)) and sp.write_failed == 6
+
+
+def test_another_cause_of_disk_trouble_is_warned_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    caplog.set_level(logging.WARNING)
+    sp = _logs(tmp_path / "s")
+    failing = _failing_disk(monkeypatch)
+    _append(sp, _records(1))
+    failing[0] = False
+    _append(sp, _records(1, start=1))
+    _failing_disk(monkeypatch, errno.EIO)
+    _append(sp, _records(1, start=2))
+    assert [m.split("(")[1].split(")")[0] for m in _warnings(caplog) if "cannot write" in m] == [
+        "No space left on device", "Input/output error"]
+
+
+def test_the_disk_is_tried_again_only_after_the_retry_interval(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = _logs(tmp_path / "s")
+    failing = _failing_disk(monkeypatch)
+    monkeypatch.setattr(spool_mod, "_DISK_RETRY_S", 1.0)
+    clock = [1000.0]
+    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: clock[0])
+    _append(sp, _records(1))
+    failing[0] = False
+    clock[0] += 0.5
+    _append(sp, _records(1, start=1))  # the disk may be back: not tried before the second is out
+    assert sp.write_failed == 2 and not any(p.stat().st_size for p in (tmp_path / "s").glob("logs-*.seg"))
+    clock[0] += 0.6
+    _append(sp, _records(1, start=2))
+    assert sp.write_failed == 2 and sum(p.stat().st_size for p in (tmp_path / "s").glob("logs-*.seg")) > 0
+    assert _drain(sp) == _records(3)
+
+
+def test_memory_full_is_warned_once_per_disk_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    caplog.set_level(logging.WARNING)
+    recs = [framed_record(b"same size %03d" % i) for i in range(20)]
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", sum(map(len, recs[:2])))
+    d = tmp_path / "s"
+    sp = _logs(d, full_action="drop-newest")
+    failing = _failing_disk(monkeypatch)
+    for r in recs[:6]:
+        _append(sp, [r])
+    full = [m for m in _warnings(caplog) if "memory window" in m]
+    assert full == [f"spool {d}: the disk and the 0 MiB memory window for logs are full: dropping the newest "
+                    "records (--spool-full-action drop-newest), counted as logs_dropped_disk_full"]
+    assert sp.dropped_disk_full == 4
+    failing[0] = False
+    _append(sp, [recs[6]])
+    failing[0] = True
+    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: 10.0**9)
+    for r in recs[7:12]:
+        _append(sp, [r])
+    assert len([m for m in _warnings(caplog) if "memory window" in m]) == 2
+
+
+def test_a_segment_deleted_behind_the_spool_is_warned_with_its_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
+    d = tmp_path / "s"
+    first = _logs(d)
+    for i in range(0, 30, 3):
+        _append(first, _records(3, start=i))
+    sp = _restart(d)
+    batch = sp.read(1, 1 << 20)
+    assert batch is not None
+    sp.ack(batch.end)  # the cursor inside the first segment
+    segs = sorted(d.glob("logs-*.seg"))
+    per_segment = []
+    for seg in segs[:3]:
+        data, n, pos = seg.read_bytes(), 0, 0
+        while pos < len(data):
+            pos, n = pos + 4 + int.from_bytes(data[pos:pos + 4], "little"), n + 1
+        per_segment.append(n)
+    segs[0].unlink()
+    segs[2].unlink()
+    got = _drain(sp)
+    lost = [m for m in _warnings(caplog) if "records are lost" in m]
+    assert [m.split(";")[0] for m in lost] == [f"spool {d}: {segs[0].name} was deleted by someone else",
+                                               f"spool {d}: {segs[2].name} was deleted by someone else"]
+    counts = [int(m.split("its ")[1].split()[0]) for m in lost]
+    assert counts == [per_segment[0] - 1, per_segment[2]] and sp.segment_lost == sum(counts)
+    assert len(got) + sp.segment_lost == 29 and got == [r for r in _records(30)[1:] if r in got]
