@@ -382,3 +382,24 @@ def test_user_rule_groups_that_do_not_take_part_or_are_nested():
     assert p.scan("zzz") == "zzz"  # x* matches empty everywhere: nothing hidden
     assert p.scan("ab a") == f"{R}{R} {R}"
     assert p.scan("cd") == R  # the inner group sits in the outer one
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("see https://example.org/x and https://tok123@github.com/r",
+     f"see https://example.org/x and https://{R}@github.com/r"),  # a URL without '@' ends nothing
+    ("me@host.com https://example.org/x", "me@host.com https://example.org/x"),
+    ("https://user:pa:ss@host/", f"https://user:{R}@host/"),  # the password starts at the first ':'
+    ("https://u:1234@host/", f"https://u:{R}@host/"),  # all digits, but no path follows: a password
+    ("https://host:8080/path@x", "https://host:8080/path@x"),
+    ("https://h:1/p@x", "https://h:1/p@x"),
+    ("https://tok@en@host/p", f"https://{R}@host/p"),
+    ("https://host/a@b", "https://host/a@b"),
+    ("https://tok@host/a@b", f"https://{R}@host/a@b"),
+    ("https://t@host/a@b", f"https://{R}@host/a@b"),
+    ("https://@host/a@b", "https://@host/a@b"),
+    ("https://a@b@host/x@y", f"https://{R}@host/x@y"),
+    (f"{R} https://u:pw@h", f"{R} https://u:{R}@h"),
+    ("https://u:pw@h https://v:pw2@h2", f"https://u:{R}@h https://v:{R}@h2"),
+])
+def test_url_credentials_in_one_value(policy, text, expected):
+    assert policy.scan(text) == expected
