@@ -493,3 +493,9 @@ def test_exit_records_decode_the_wait_status(status: int, exit_code: int | None,
     assert (ev.exit_code, ev.signal, ev.core_dumped) == (exit_code, signo, core)
     assert (ev.pid, ev.comm, ev.start_ticks, ev.timestamp) == (1234, "sleep", 3,
                                                                42 + IDENTITY.realtime_minus_boottime_ns)
+
+
+def test_a_short_exit_record_says_how_short() -> None:
+    rec = build_exit(pid=1)
+    with pytest.raises(DecodeError, match=rf"^record of {len(rec) - 1} bytes, its type needs {len(rec)}$"):
+        Decoder(IDENTITY).decode(memoryview(rec[:-1]))
