@@ -403,3 +403,45 @@ def test_user_rule_groups_that_do_not_take_part_or_are_nested():
 ])
 def test_url_credentials_in_one_value(policy, text, expected):
     assert policy.scan(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Server=h;Password=pw;Database=d", f"Server=h;Password={R};Database=d"),  # a connection string
+    ("Password=pw;Database=d", f"Password={R};Database=d"),
+    ("x Password=pw;y", f"x Password={R};y"),
+    ("-Password=pw;x", f"-Password={R}"),  # an option: its value runs to the end
+    ("a,Password=pw;y", f"a,Password={R}"),
+    ('Password="p;w";x', f"Password={R}"),  # quoted: not a connection string
+    ("u?token=abc&x=1#f", f"u?token={R}&x=1#f"),  # a query parameter
+    (f"Password={R};Password=x", f"Password={R};Password={R}"),
+    ("OPTS XPW=abc", "OPTS XPW=abc"),  # PW inside a word
+])
+def test_assignments_inside_a_value(policy, text, expected):
+    assert policy.scan(text) == expected
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["my prog --token x", "a"], ["my prog --token x", "a"]),  # argv[0] is a name, never a command line
+    (["xargs", "mysql -p secret"], ["xargs", f"mysql -p {R}"]),
+    (["sh", "-c", "tool --token x"], ["sh", "-c", f"tool --token {R}"]),  # an unknown program, a flag in it
+    (["sh", "-c", "  sqlplus scott/tiger"], ["sh", "-c", f"  sqlplus scott/{R}"]),
+])
+def test_command_lines_inside_an_argument(policy, argv, expected):
+    assert policy.argv(argv) == expected
+
+
+def test_the_memo_of_unchanged_arguments_stays_bounded():
+    from otel_exec import redact
+    p = RedactionPolicy()
+    args = [f"{i:06d}" + "a" * 4000 for i in range(600)]  # ~2.4 MB of distinct, unchanged arguments
+    for i in range(0, 600, 50):
+        assert p.argv(["prog", *args[i:i + 50]]) == ["prog", *args[i:i + 50]]
+    memo = p._unchanged_args
+    assert sum(map(len, memo)) <= redact._UNCHANGED_CHARS_MAX and memo.chars == sum(map(len, memo))
+    assert args[-1] in memo and args[0] not in memo
+    too_long = "b" * (redact._UNCHANGED_ENTRY_LEN_MAX + 1)
+    p.argv(["prog", too_long])
+    assert too_long not in memo and "b" * redact._UNCHANGED_ENTRY_LEN_MAX not in memo
+    exact = "c" * redact._UNCHANGED_ENTRY_LEN_MAX
+    p.argv(["prog", exact])
+    assert exact in memo
