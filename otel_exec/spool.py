@@ -700,15 +700,14 @@ class SignalSpool:
                     return Batch([], self._cursor)
             return None
         records: list[bytes] = []
-        p = total = 0
+        p = 0
+        # data holds at most max_bytes (or the one larger first record):
+        # what it holds whole fits the batch.
         while p + 4 <= len(data) and len(records) < max_records:
             n = _LEN.unpack_from(data, p)[0]
-            if p + 4 + n > len(data) or (records and total + n > max_bytes):
-                break
-            if not valid_record(data, p + 4, n):
+            if p + 4 + n > len(data) or not valid_record(data, p + 4, n):
                 break
             records.append(data[p + 4:p + 4 + n])
-            total += n
             p += 4 + n
         if records:
             return Batch(records, Position(seg, offset + p))

@@ -473,3 +473,31 @@ def test_exit_status_with_bit_31_set() -> None:
     except DecodeError:
         return
     assert isinstance(ev, ExitEvent)
+
+
+@pytest.mark.parametrize("status,exit_code,signo,core", [
+    (0, 0, None, False),
+    (3 << 8, 3, None, False),
+    (255 << 8, 255, None, False),
+    (0x80, 0, None, False),  # the core bit means nothing without a signal
+    (9, None, 9, False),  # SIGKILL
+    (11 | 0x80, None, 11, True),  # SIGSEGV, core dumped
+    (0x7E, None, 0x7E, False),  # the highest signal number
+    (0x7F, 0, None, False),  # 0x7F: stopped, not an end
+])
+def test_exit_records_decode_the_wait_status(status: int, exit_code: int | None, signo: int | None,
+                                             core: bool) -> None:
+    rec = build_exit(**{"pid": 1234, "exit_code": status, "comm": b"sleep\0junk",
+                        "start_boottime_ns": 3 * 10**7 + 5, "hdr.boot_ns": 42})
+    ev = Decoder(IDENTITY).decode(memoryview(rec))
+    assert isinstance(ev, ExitEvent)
+    assert (ev.exit_code, ev.signal, ev.core_dumped) == (exit_code, signo, core)
+    assert (ev.pid, ev.comm, ev.start_ticks, ev.timestamp) == (1234, "sleep", 3,
+                                                               42 + IDENTITY.realtime_minus_boottime_ns)
+
+
+def test_a_short_exit_record_says_how_short() -> None:
+    size = layout.EXIT.size
+    rec = build_exit(**{"pid": 1, "hdr.size": size - 1})[:-1]  # its header agrees it is short
+    with pytest.raises(DecodeError, match=rf"^record of {size - 1} bytes, its type needs {size}$"):
+        Decoder(IDENTITY).decode(memoryview(rec))

@@ -199,3 +199,117 @@ def test_any_values_of_every_kind_match_protobuf() -> None:
     many = ExportLogsServiceRequest.FromString(w.repeated(1, [b"", b"", b""]))
     assert len(many.resource_logs) == 3
     assert w.repeated(1, [b"a", b"bc"]) == b"\x0a\x01a\x0a\x02bc"  # nothing between occurrences
+
+
+def test_precomputed_prefixes_frame_the_same_bytes_as_the_general_encoder() -> None:
+    """The int and fixed-size string fast paths (prefix + value) give what
+    framing the KeyValue from scratch gives, at every varint size."""
+    from otel_exec import protowire as w
+    for key in ("process.pid", "otel_exec.vppid", "k" * 200):
+        prefixes = mapping._int_prefixes(key)
+        assert len(prefixes) == 11 and prefixes[0] == b""
+        for v in (0, 1, 127, 128, 16_383, 16_384, 2**31 - 1, 2**32, 2**56, 2**63 - 1):
+            kv = mapping._kv(key, v)
+            assert prefixes[len(w.varint(v))] + w.varint(v) == w.varint(len(kv)) + kv, (key, v)
+        for size in (0, 1, 24, 32, 127, 128, 300):
+            s = "x" * size
+            kv = mapping._kv(key, s)
+            assert mapping._str_prefix(key, size) + s.encode() == w.varint(len(kv)) + kv, (key, size)
+    for key, s in (("otel_exec.exec_id", "e" * 32), ("otel_exec.exec_id", "short"),
+                   ("process.creation.time", mapping.iso8601(1_700_000_000_123_456_789)),
+                   ("otel_exec.parent_exec_id", "f" * 31 + "\u00e9")):
+        kv = mapping._kv(key, s)
+        assert mapping._framed_fixed(key, s) == w.varint(len(kv)) + kv, (key, s)
+
+
+def _fresh_memos() -> None:
+    """The encoder memoizes keys, names, seconds and span endings per
+    process; a test that checks how they are built starts without them (a
+    mutation tool forks its workers from a process that already filled them)."""
+    for memo in (mapping._heads, mapping._seconds, mapping._endings, mapping._names):
+        memo.clear()
+
+
+def _one_log(rec: bytes):
+    return ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec])).resource_logs[0] \
+        .scope_logs[0].log_records[0]
+
+
+def _one_span(rec: bytes):
+    return ExportTraceServiceRequest.FromString(otlp.export_request(b"", [rec])).resource_spans[0] \
+        .scope_spans[0].spans[0]
+
+
+def test_gap_record_round_trip() -> None:
+    _fresh_memos()
+    start, end = 1_700_000_000_250_000_000, 1_700_000_090_999_000_000
+    lr = _one_log(mapping.gap_record(start, end, 90.75, -3600.5))
+    assert (lr.time_unix_nano, lr.observed_time_unix_nano) == (end, end)
+    assert (lr.severity_number, lr.severity_text, lr.event_name) == (13, "WARN", "otel_exec.agent.gap")
+    assert lr.body.string_value == ("otel-exec was not watching from 2023-11-14T22:13:20.250Z to "
+                                    "2023-11-14T22:14:50.999Z")
+    assert attrs(lr.attributes) == {"otel_exec.gap.start": "2023-11-14T22:13:20.250Z",
+                                    "otel_exec.gap.end": "2023-11-14T22:14:50.999Z",
+                                    "otel_exec.gap.seconds": 90.75,
+                                    "otel_exec.gap.clock_step_seconds": -3600.5}
+    assert lr.trace_id == b"" and lr.span_id == b""
+    assert "otel_exec.gap.clock_step_seconds" not in attrs(_one_log(mapping.gap_record(start, end, 1.0)).attributes)
+
+
+def test_observed_record_and_seeded_attributes_round_trip() -> None:
+    _fresh_memos()
+    info = ProcessInfo(321, 1, 50, "a" * 32, "b" * 32, "bash", "/usr/bin/bash", ["bash", "-l", "x y"], False,
+                       1_700_000_000_000_000_000, trace_id=b"\x01" * 16, span_id=b"\x02" * 8, owns_span=True)
+    seeded = mapping.seeded_attributes(info)
+    lr = _one_log(mapping.observed_record(info, mapping.Attrs.of(seeded), 1_700_000_005_000_000_000))
+    assert (lr.time_unix_nano, lr.observed_time_unix_nano) == (1_700_000_005_000_000_000,) * 2
+    assert (lr.severity_number, lr.severity_text, lr.event_name) == (9, "INFO", "otel_exec.process.observed")
+    assert lr.body.string_value == "bash -l 'x y'"
+    assert (lr.trace_id, lr.span_id, lr.flags) == (b"\x01" * 16, b"\x02" * 8, 1)
+    assert attrs(lr.attributes) == {
+        "process.pid": 321, "process.parent_pid": 1, "process.executable.path": "/usr/bin/bash",
+        "process.executable.name": "bash", "otel_exec.comm": "bash", "otel_exec.exec_id": "a" * 32,
+        "otel_exec.parent_exec_id": "b" * 32, "otel_exec.observed_from": "procfs",
+        "process.command": "bash", "process.command_args": ["bash", "-l", "x y"], "process.args_count": 3}
+    # A kernel thread: no argv, named by comm; a process without its own span has no ids.
+    kthread = ProcessInfo(2, 0, 1, "c" * 32, "", "kthreadd", "", [], False, 0)
+    seeded = mapping.seeded_attributes(kthread)
+    lr = _one_log(mapping.observed_record(kthread, mapping.Attrs.of(seeded), 5))
+    assert lr.body.string_value == "kthreadd" and lr.trace_id == b"" and lr.span_id == b""
+    assert "process.command" not in attrs(lr.attributes) and "process.args_count" not in attrs(lr.attributes)
+    assert mapping.Attrs.of([]).log == b"" and mapping.Attrs.of([]).span == b""
+    both = mapping.Attrs.concat((mapping.Attrs.of(seeded[:2]), mapping.Attrs.of(seeded[2:])))
+    assert (both.log, both.span) == (mapping.Attrs.of(seeded).log, mapping.Attrs.of(seeded).span)
+
+
+def test_span_endings_and_names_built_fresh() -> None:
+    _fresh_memos()
+    ev = sample_exec()
+    info = info_for(ev)
+    info.span_attrs = mapping.exec_attributes(ev).span_attrs()
+    cases = [  # (exit_code, signal, reason, incomplete) -> (attributes of the ending, status code, message)
+        ((0, None, "exit", False), {"otel_exec.span.ended_by": "exit", "process.exit.code": 0}, 0, ""),
+        ((3, None, "exec", False), {"otel_exec.span.ended_by": "exec", "process.exit.code": 3,
+                                    "error.type": "3"}, 2, "exited with 3"),
+        ((None, 11, "exit", False), {"otel_exec.span.ended_by": "exit", "otel_exec.exit.signal": 11,
+                                     "error.type": "SIGSEGV"}, 2, "exited with SIGSEGV"),
+        ((None, 99, "exit", False), {"otel_exec.span.ended_by": "exit", "otel_exec.exit.signal": 99,
+                                     "error.type": "signal 99"}, 2, "exited with signal 99"),
+        ((None, None, "agent_stopped", True), {"otel_exec.span.ended_by": "agent_stopped",
+                                               "otel_exec.span.incomplete": True}, 0, ""),
+    ]
+    for (code, signo, reason, incomplete), ending, status, message in cases:
+        info.exit_code, info.signal = code, signo
+        for _ in range(2):  # built, then from the memo
+            s = _one_span(mapping.span(info, ev.timestamp - 1, reason, incomplete))
+            a = attrs(s.attributes)
+            assert {k: v for k, v in a.items() if k in ending or k.startswith(("otel_exec.span.", "error.",
+                    "otel_exec.exit.", "process.exit."))} == ending
+            assert (s.status.code, s.status.message) == (status, message)
+            assert s.name == "sudo" and s.end_time_unix_nano == s.start_time_unix_nano == ev.timestamp
+    info.exe, info.comm = "", "kworker/0:1"
+    info.trace_state, info.parent_span_id, info.untrusted_traceparent = "", b"", "00-bad"
+    s = _one_span(mapping.span(info, ev.timestamp + 7, "exit"))
+    assert s.name == "kworker/0:1" and s.trace_state == "" and s.parent_span_id == b""
+    assert s.end_time_unix_nano == ev.timestamp + 7
+    assert attrs(s.attributes)["otel_exec.traceparent.untrusted"] == "00-bad"

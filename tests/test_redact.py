@@ -236,3 +236,212 @@ def test_property_secret_values_never_show(value):
     # Whatever the value starts with ("-", "-----BEGIN", white space).
     assert p.argv(["x", "--token", value])[2] == REDACTED
     assert p.argv(["mysql", "-p", value])[2] == REDACTED
+
+
+# The default key regex is built once, at import: these tests build it again
+# through the same helpers so that what the helpers produce is checked too
+# (a mutation tool that forks after import would otherwise never see a change).
+_SECRET_NAMES = ["API_TOKEN", "api_token", "Api_Token", "db.password", "MASTERKEY", "OAUTH_CLIENT", "AUTH",
+                 "API_KEY", "api_key", "apiKey", "ApiKey", "SSH_KEYS", "ssh_keys", "sshKeys", "KEY2", "db.key",
+                 "MYSQL_PWD", "SENTRY_DSN", "dsn", "DB_PASS", "GITLAB_PAT", "PW", "REQUEST_SIG", "JWT",
+                 "Key", "x-Key", "signingKeys"]
+_PLAIN_NAMES = ["KEYBOARD", "keyboard", "Keyboard", "XKB_KEYMAP", "MONKEY", "monkey", "PATH", "path", "HOME",
+                "GIT_AUTHOR_NAME", "AUTHORS", "author", "DSNX", "PASSAGE", "passage", "Passage", "PATCH",
+                "SIGNAL_X", "KEYs1", "KEYSX", "KEYSTONE", "keystone"]
+
+
+@pytest.mark.parametrize("name", _SECRET_NAMES)
+def test_the_default_key_pattern_built_anew_finds_secret_names(name):
+    from otel_exec import redact
+    assert re.compile(redact._default_key_pattern(), re.ASCII).search(name), name
+
+
+@pytest.mark.parametrize("name", _PLAIN_NAMES)
+def test_the_default_key_pattern_built_anew_passes_plain_names(name):
+    from otel_exec import redact
+    assert not re.compile(redact._default_key_pattern(), re.ASCII).search(name), name
+
+
+def test_the_built_pattern_is_the_one_in_use():
+    from otel_exec import redact
+    assert redact._default_key_pattern() == redact.DEFAULT_SECRET_KEY_PATTERN
+    for name in _SECRET_NAMES:
+        assert RedactionPolicy().is_secret_name(name), name
+    for name in _PLAIN_NAMES:
+        assert not RedactionPolicy().is_secret_name(name), name
+
+
+R = REDACTED
+
+
+@pytest.mark.parametrize("argv,expected", [
+    # htpasswd -b: the password is the last positional argument.
+    (["htpasswd", "-b", "/etc/htpw", "me", "s3cret"], ["htpasswd", "-b", "/etc/htpw", "me", R]),
+    (["htpasswd", "-nb", "me", "s3cret"], ["htpasswd", "-nb", "me", R]),
+    (["htpasswd", "-c", "/etc/htpw", "me"], ["htpasswd", "-c", "/etc/htpw", "me"]),
+    (["htpasswd", "--bogus", "/etc/htpw", "me"], ["htpasswd", "--bogus", "/etc/htpw", "me"]),
+    (["sudo", "htpasswd", "-b", "f", "me", "pw"], ["sudo", "htpasswd", "-b", "f", "me", R]),
+    # aws configure set NAME VALUE, only when NAME looks secret
+    (["aws", "configure", "set", "aws_secret_access_key", "wJalr"],
+     ["aws", "configure", "set", "aws_secret_access_key", R]),
+    (["aws", "--profile", "p", "configure", "set", "aws_session_token", "tok"],
+     ["aws", "--profile", "p", "configure", "set", "aws_session_token", R]),
+    (["aws", "configure", "set", "region", "us-east-1"], ["aws", "configure", "set", "region", "us-east-1"]),
+    (["aws", "configure", "set"], ["aws", "configure", "set"]),
+    (["aws", "s3", "configure", "token"], ["aws", "s3", "configure", "token"]),
+    # vault login TOKEN; a method's key=value pairs are not the token
+    (["vault", "login", "s.abcdef"], ["vault", "login", R]),
+    (["vault", "login", "-method=userpass", "username=me"], ["vault", "login", "-method=userpass", "username=me"]),
+    (["vault", "login"], ["vault", "login"]),
+    (["vault", "read", "login"], ["vault", "read", "login"]),
+    # Oracle tools: user/password[@connect]; @script and /nolog are no password
+    (["sqlplus", "scott/tiger@orcl"], ["sqlplus", f"scott/{R}@orcl"]),
+    (["sqlplus", "scott/tiger"], ["sqlplus", f"scott/{R}"]),
+    (["sqlplus", "-s", "scott/tiger@//db:1521/orcl", "@/path/script.sql"],
+     ["sqlplus", "-s", f"scott/{R}@//db:1521/orcl", "@/path/script.sql"]),
+    (["sqlplus", "/nolog"], ["sqlplus", "/nolog"]),
+    (["sqlplus", "/", "as", "sysdba"], ["sqlplus", "/", "as", "sysdba"]),
+    (["rman", "target", "sys/pw@db"], ["rman", "target", f"sys/{R}@db"]),
+    (["expdp", "u/p", "directory=d"], ["expdp", f"u/{R}", "directory=d"]),
+    (["sh", "-c", "sqlplus scott/tiger@orcl"], ["sh", "-c", f"sqlplus scott/{R}@orcl"]),
+    # redis-cli AUTH [user] password, CONFIG SET requirepass/masterauth
+    (["redis-cli", "AUTH", "pw"], ["redis-cli", "AUTH", R]),
+    (["redis-cli", "auth", "user", "pw"], ["redis-cli", "auth", R, R]),
+    (["redis-cli", "-h", "h", "config", "set", "requirepass", "pw", "extra"],
+     ["redis-cli", "-h", "h", "config", "set", "requirepass", R, "extra"]),
+    (["redis-cli", "config", "set", "masterauth", "pw"], ["redis-cli", "config", "set", "masterauth", R]),
+    (["redis-cli", "get", "auth"], ["redis-cli", "get", "auth"]),
+    (["redis-cli", "AUTH"], ["redis-cli", "AUTH"]),
+    # nmcli's secret properties
+    (["nmcli", "dev", "wifi", "connect", "home", "password", "pw"],
+     ["nmcli", "dev", "wifi", "connect", "home", "password", R]),
+    (["nmcli", "con", "modify", "c", "wifi-sec.psk", "pw", "802-1x.password", "pw2", "wifi-sec.wep-key0", "k"],
+     ["nmcli", "con", "modify", "c", "wifi-sec.psk", R, "802-1x.password", R, "wifi-sec.wep-key0", R]),
+    (["nmcli", "password"], ["nmcli", "password"]),
+    # openssl passwd PASSWORD
+    (["openssl", "passwd", "-1", "pw"], ["openssl", "passwd", "-1", R]),
+    (["openssl", "passwd"], ["openssl", "passwd"]),
+    (["openssl", "enc", "passwd", "x"], ["openssl", "enc", "passwd", "x"]),
+    (["openssl", "x509", "-in", "a/b"], ["openssl", "x509", "-in", "a/b"]),
+    # FreeRDP's /p:password, any case; /pw: is another option
+    (["xfreerdp", "/u:me", "/p:pw", "/v:h"], ["xfreerdp", "/u:me", f"/p:{R}", "/v:h"]),
+    (["wlfreerdp", "/P:pw"], ["wlfreerdp", f"/P:{R}"]),
+    (["xfreerdp", "/pw:x"], ["xfreerdp", "/pw:x"]),
+])
+def test_positional_secrets_of_known_programs(policy, argv, expected):
+    assert policy.argv(argv) == expected
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["curl", "--user=me:pw", "https://h"], ["curl", f"--user=me:{R}", "https://h"]),
+    (["curl", "-ume:pw"], ["curl", f"-ume:{R}"]),
+    (["curl", "--user", "me:pw"], ["curl", "--user", f"me:{R}"]),
+    (["curl", "-u", "me"], ["curl", "-u", "me"]),  # no password given: curl prompts
+    (["curl", "--user-agent=x:y", "--user-agent", "a:b"], ["curl", "--user-agent=x:y", "--user-agent", "a:b"]),
+    (["curl", "--user:x"], ["curl", "--user:x"]),
+    (["curl", "--user="], ["curl", "--user="]),
+    (["7z", "a", "-pSECRET", "x.7z"], ["7z", "a", f"-p{R}", "x.7z"]),
+    (["7z", "a", "-p", "x.7z"], ["7z", "a", "-p", "x.7z"]),  # a lone -p prompts
+    (["smbclient", "-U", "me%pw", "//h/s"], ["smbclient", "-U", f"me%{R}", "//h/s"]),
+    (["smbclient", "-Ume%pw"], ["smbclient", f"-Ume%{R}"]),
+    (["smbclient", "--user=me%pw"], ["smbclient", f"--user=me%{R}"]),
+    (["smbclient", "-U", "me"], ["smbclient", "-U", "me"]),
+    (["lftp", "-u", "me,pw", "host"], ["lftp", "-u", f"me,{R}", "host"]),
+    (["docker", "run", "-p", "8080:80", "img"], ["docker", "run", "-p", "8080:80", "img"]),
+    (["docker", "-p", "x", "login"], ["docker", "-p", "x", "login"]),
+    (["docker", "login", "-p", "pw", "reg"], ["docker", "login", "-p", R, "reg"]),
+    (["mysql", "-psecret", "db"], ["mysql", f"-p{R}", "db"]),
+    (["mysql", "-p"], ["mysql", "-p"]),
+    (["keytool", "-storepass", "pw", "-keypass", "kp"], ["keytool", "-storepass", R, "-keypass", R]),
+    (["openssl", "enc", "-k", "pw", "-pass", "pass:x"], ["openssl", "enc", "-k", R, "-pass", R]),
+    (["sshpass", "-p", "pw", "ssh", "-p", "22", "h"], ["sshpass", "-p", R, "ssh", "-p", "22", "h"]),
+    (["sh", "-c", "a  --token  x  y"], ["sh", "-c", f"a  --token  {R}  y"]),  # the spacing is kept
+])
+def test_program_options_attached_separate_and_partial(policy, argv, expected):
+    assert policy.argv(argv) == expected
+
+
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----"
+PEM_HIDDEN = f"-----BEGIN RSA PRIVATE KEY-----{R}-----END RSA PRIVATE KEY-----"
+
+
+@pytest.mark.parametrize("text,expected", [
+    (PEM, PEM_HIDDEN),
+    (f"x {PEM} y {PEM}", f"x {PEM_HIDDEN} y {PEM_HIDDEN}"),
+    ("-----BEGIN CERTIFICATE-----\nMIIcut", f"-----BEGIN CERTIFICATE-----{R}"),  # cut short: to the end
+    ("a-----BEGIN RSA PRIVATE KEY----------BEGIN RSA PRIVATE KEY-----b", f"a-----BEGIN RSA PRIVATE KEY-----{R}"),
+    ("-----BEGIN x-----", "-----BEGIN x-----"),
+])
+def test_pem_block_bodies(policy, text, expected):
+    assert policy.scan(text) == expected
+
+
+def test_user_rule_groups_that_do_not_take_part_or_are_nested():
+    p = RedactionPolicy(extra_patterns=[r"id=(\d+)-(\d+)?", r"x*", r"(a)(b)?", r"((c)d)"])
+    assert p.scan("id=12-34 id=5-") == f"id={R}-{R} id={R}-"
+    assert p.scan("zzz") == "zzz"  # x* matches empty everywhere: nothing hidden
+    assert p.scan("ab a") == f"{R}{R} {R}"
+    assert p.scan("cd") == R  # the inner group sits in the outer one
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("see https://example.org/x and https://tok123@github.com/r",
+     f"see https://example.org/x and https://{R}@github.com/r"),  # a URL without '@' ends nothing
+    ("me@host.com https://example.org/x", "me@host.com https://example.org/x"),
+    ("https://user:pa:ss@host/", f"https://user:{R}@host/"),  # the password starts at the first ':'
+    ("https://u:1234@host/", f"https://u:{R}@host/"),  # all digits, but no path follows: a password
+    ("https://host:8080/path@x", "https://host:8080/path@x"),
+    ("https://h:1/p@x", "https://h:1/p@x"),
+    ("https://tok@en@host/p", f"https://{R}@host/p"),
+    ("https://host/a@b", "https://host/a@b"),
+    ("https://tok@host/a@b", f"https://{R}@host/a@b"),
+    ("https://t@host/a@b", f"https://{R}@host/a@b"),
+    ("https://@host/a@b", "https://@host/a@b"),
+    ("https://a@b@host/x@y", f"https://{R}@host/x@y"),
+    (f"{R} https://u:pw@h", f"{R} https://u:{R}@h"),
+    ("https://u:pw@h https://v:pw2@h2", f"https://u:{R}@h https://v:{R}@h2"),
+])
+def test_url_credentials_in_one_value(policy, text, expected):
+    assert policy.scan(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Server=h;Password=pw;Database=d", f"Server=h;Password={R};Database=d"),  # a connection string
+    ("Password=pw;Database=d", f"Password={R};Database=d"),
+    ("x Password=pw;y", f"x Password={R};y"),
+    ("-Password=pw;x", f"-Password={R}"),  # an option: its value runs to the end
+    ("a,Password=pw;y", f"a,Password={R}"),
+    ('Password="p;w";x', f"Password={R}"),  # quoted: not a connection string
+    ("u?token=abc&x=1#f", f"u?token={R}&x=1#f"),  # a query parameter
+    (f"Password={R};Password=x", f"Password={R};Password={R}"),
+    ("OPTS XPW=abc", "OPTS XPW=abc"),  # PW inside a word
+])
+def test_assignments_inside_a_value(policy, text, expected):
+    assert policy.scan(text) == expected
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["my prog --token x", "a"], ["my prog --token x", "a"]),  # argv[0] is a name, never a command line
+    (["xargs", "mysql -p secret"], ["xargs", f"mysql -p {R}"]),
+    (["sh", "-c", "tool --token x"], ["sh", "-c", f"tool --token {R}"]),  # an unknown program, a flag in it
+    (["sh", "-c", "  sqlplus scott/tiger"], ["sh", "-c", f"  sqlplus scott/{R}"]),
+])
+def test_command_lines_inside_an_argument(policy, argv, expected):
+    assert policy.argv(argv) == expected
+
+
+def test_the_memo_of_unchanged_arguments_stays_bounded():
+    from otel_exec import redact
+    p = RedactionPolicy()
+    args = [f"{i:06d}" + "a" * 4000 for i in range(600)]  # ~2.4 MB of distinct, unchanged arguments
+    for i in range(0, 600, 50):
+        assert p.argv(["prog", *args[i:i + 50]]) == ["prog", *args[i:i + 50]]
+    memo = p._unchanged_args
+    assert sum(map(len, memo)) <= redact._UNCHANGED_CHARS_MAX and memo.chars == sum(map(len, memo))
+    assert args[-1] in memo and args[0] not in memo
+    too_long = "b" * (redact._UNCHANGED_ENTRY_LEN_MAX + 1)
+    p.argv(["prog", too_long])
+    assert too_long not in memo and "b" * redact._UNCHANGED_ENTRY_LEN_MAX not in memo
+    exact = "c" * redact._UNCHANGED_ENTRY_LEN_MAX
+    p.argv(["prog", exact])
+    assert exact in memo

@@ -544,3 +544,271 @@ def test_eviction_counts_only_the_unsent_records_of_a_partly_sent_segment(tmp_pa
     got = _drain(sp)
     assert sp.evicted > 0 and 2 + sp.evicted + len(got) == 100
     assert got == recs[2 + sp.evicted:]
+
+
+def _heartbeat_gap(tmp_path: Path, line: str, boot_id: str = "b1") -> tuple[spool_mod.Gap | None, int]:
+    d = tmp_path / "s"
+    Spool(str(d), 1 << 32, boot_id=boot_id).close()
+    (d / "heartbeat").write_text(line)
+    sp = Spool(str(d), 1 << 32, boot_id=boot_id)
+    try:
+        return sp.gap(), sp.clock_steps
+    finally:
+        sp.close()
+
+
+def test_gap_on_the_same_boot_is_measured_on_boottime(tmp_path: Path) -> None:
+    import time
+    s = 10**9
+    wall, boot = time.time_ns(), spool_mod._boottime_ns()
+    gap, steps = _heartbeat_gap(tmp_path, f"{wall - 5 * s} {boot - 5 * s} b1")
+    assert gap is not None and 5 <= gap.seconds < 30 and gap.clock_step_s == 0.0 and steps == 0
+    assert gap.end_ns - gap.start_ns == int(gap.seconds * 1e9) and abs(gap.end_ns - time.time_ns()) < 30 * s
+    # The wall clock stepped 100 s forward in between: the gap stays ~5 s.
+    gap, steps = _heartbeat_gap(tmp_path, f"{wall - 105 * s} {boot - 5 * s} b1")
+    assert gap is not None and 5 <= gap.seconds < 30 and 99 < gap.clock_step_s < 101 and steps == 1
+
+
+def test_gap_across_boots_is_the_wall_clock_s(tmp_path: Path) -> None:
+    import time
+    s = 10**9
+    wall, boot = time.time_ns(), spool_mod._boottime_ns()
+    for line in (f"{wall - 100 * s} {boot - 5 * s} other-boot", f"{wall - 100 * s} {boot + 50 * s} b1",
+                 f"{wall - 100 * s} {boot - 5 * s} -", f"{wall - 100 * s} x b1", f"{wall - 100 * s} {boot} \xff"):
+        gap, steps = _heartbeat_gap(tmp_path, line)
+        assert gap is not None and 100 <= gap.seconds < 130, line
+        assert gap.clock_step_s == 0.0 and steps == 0, line  # forward: no step known
+
+
+@pytest.mark.parametrize("line", ["", "garbage 1 b1", "\n"])
+def test_no_gap_without_a_readable_heartbeat(tmp_path: Path, line: str) -> None:
+    assert _heartbeat_gap(tmp_path, line) == (None, 0)
+
+
+def test_the_heartbeat_is_written_by_beat_and_at_close(tmp_path: Path) -> None:
+    import time
+    d = tmp_path / "s"
+    sp = Spool(str(d), 1 << 32, boot_id="b9")
+    sp.close()
+    assert (d / "heartbeat").read_bytes() == b""  # never watched: nothing claimed
+    before = time.time_ns()
+    sp = Spool(str(d), 1 << 32, boot_id="b9")
+    sp.beat()
+    line = (d / "heartbeat").read_bytes()
+    assert len(line) == 96 and line.endswith(b"\n")
+    wall, boot, boot_id = line.split()
+    assert before <= int(wall) <= time.time_ns() and 0 < int(boot) <= spool_mod._boottime_ns()
+    assert boot_id == b"b9"
+    (d / "heartbeat").write_bytes(b"")
+    sp.beat()  # within the second: not written again
+    assert (d / "heartbeat").read_bytes() == b""
+    sp.close()
+    assert (d / "heartbeat").read_bytes().split()[2] == b"b9"
+    sp = Spool(str(d), 1 << 32)
+    sp.beat()
+    sp.close()
+    assert (d / "heartbeat").read_bytes().split()[2] == b"-"  # no boot id known
+
+
+def test_pending_bytes_oldest_pending_and_stats(tmp_path: Path) -> None:
+    import time
+    d = tmp_path / "s"
+    sp = Spool(str(d), 1 << 32)
+    _open.append(sp)
+    logs = sp.signal("logs")
+    assert logs.pending_bytes() == 0 and logs.oldest_pending_ns() is None
+    before = time.time_ns()
+    records = _records(10)
+    _append(logs, records)
+    size = sum(len(frame(len(r))) + len(r) for r in records)
+    assert logs.pending_bytes() == size
+    oldest = logs.oldest_pending_ns()
+    assert oldest is not None and before - 10**9 <= oldest <= time.time_ns()
+    batch = logs.read(4, 1 << 20)
+    assert batch is not None
+    logs.ack(batch.end)
+    assert logs.pending_bytes() == size - sum(len(frame(len(r))) + len(r) for r in records[:4])
+    assert _drain(logs) == records[4:]
+    assert logs.pending_bytes() == 0 and logs.oldest_pending_ns() is None
+    assert logs.stats() == {"spool_evicted": 0, "spool_write_failed": 0, "dropped_disk_full": 0,
+                            "spool_corrupt": 0, "spool_segment_lost": 0, "spool_cursor_reset": 0,
+                            "spool_held_bytes": 0}
+    assert sp.stats() == {"spool_unsafe_files": 0, "spool_foreign_files": 0, "clock_steps": 0}
+
+
+def test_valid_record_checks_the_tag_and_the_length_varint() -> None:
+    body = b"x" * 200
+    rec = b"\x12\xc8\x01" + body  # tag, varint 200, body
+    data = b"junk" + rec
+    assert spool_mod.valid_record(data, 4, len(rec))
+    assert spool_mod.valid_record(memoryview(data), 4, len(rec))
+    assert not spool_mod.valid_record(data, 4, len(rec) - 1)  # the varint says 200
+    assert not spool_mod.valid_record(data, 4, len(rec) + 1)
+    assert not spool_mod.valid_record(b"\x13" + rec[1:], 0, len(rec))  # another field
+    assert spool_mod.valid_record(b"\x12\x00", 0, 2) and not spool_mod.valid_record(b"\x12", 0, 1)
+    assert not spool_mod.valid_record(b"\x12" + b"\x80" * 12, 0, 13)  # a varint that never ends
+    assert spool_mod.valid_record(b"\x12\x0a" + b"\x80" * 10, 0, 12)  # it ends within ten bytes of value
+    long_varint = b"\x12" + b"\x80" * 9 + b"\x00"  # ten bytes of varint, value 0
+    assert spool_mod.valid_record(long_varint, 0, 11)
+
+
+def test_next_record_finds_the_first_valid_frame_after_start() -> None:
+    rec = framed_record(b"hello")
+    good = frame(len(rec)) + rec
+    assert spool_mod._next_record(good, 0) == 0 and spool_mod._next_record(good, 1) is None
+    assert spool_mod._next_record(b"\x00" * 3 + good, 0) == 3
+    assert spool_mod._next_record(b"\x00" * 3 + good + good, 4) == 3 + len(good)
+    # A tag byte whose length prefix runs past the end, or does not frame a record.
+    trap = frame(1000) + rec
+    assert spool_mod._next_record(b"\x00" + trap + good, 0) == 1 + len(trap)
+    assert spool_mod._next_record(b"\x00" + frame(2) + b"\x12\x05" + good, 0) == 7
+    assert spool_mod._next_record(b"\x00" * 3 + frame(len(rec)) + rec[:-1], 0) is None
+    assert spool_mod._next_record(b"\x12\x12\x12\x12\x12", 0) is None
+
+
+def test_batches_from_the_files_hold_what_fits_max_bytes_exactly(tmp_path: Path) -> None:
+    recs = [framed_record(b"%03d" % i * 10) for i in range(12)]  # all the same length
+    n = 4 + len(recs[0])  # a record and its length prefix, as read from a segment
+    _append(_logs(tmp_path / "s"), recs)
+    new = _restart(tmp_path / "s")
+    for max_bytes, want in ((3 * n, 3), (3 * n - 1, 2), (n - 5, 1), (5 * n, 4)):
+        batch = new.read(4, max_bytes)
+        assert batch is not None and len(batch.records) == want, (max_bytes, len(batch.records))
+        new.ack(batch.end)
+    assert _drain(new) == recs[10:]
+
+
+def test_a_corrupt_record_with_the_next_one_beyond_the_read_window(tmp_path: Path) -> None:
+    """The read window (max_bytes) ends before a good record follows the
+    corrupt one: the rest of the segment is searched for it."""
+    recs = [framed_record(b"a" * 3000)] + _records(3)
+    sp = _logs(tmp_path / "s")
+    _append(sp, recs)
+    seg = max((tmp_path / "s").glob("logs-*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[4] = 0x00  # the first record's tag
+    seg.write_bytes(bytes(data))
+    new = _restart(tmp_path / "s")
+    assert _drain(new, max_bytes=1000) == recs[1:]
+    assert new.corrupt == 1
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_disk_trouble_is_warned_once_per_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    caplog.set_level(logging.WARNING)
+    d = tmp_path / "s"
+    sp = _logs(d)
+    failing = _failing_disk(monkeypatch)
+    _append(sp, _records(2))
+    _append(sp, _records(2, start=2))  # the same episode: no second warning
+    assert _warnings(caplog) == [
+        f"spool {d}: cannot write logs records (No space left on device): they wait in memory (up to 8 MiB) "
+        "and are sent first; writing is tried again every 0 s"]
+    failing[0] = False
+    _append(sp, _records(1, start=4))
+    assert _warnings(caplog)[1:] == [f"spool {d}: logs segments are written again (4 records could not be, "
+                                     "0 of them dropped)"]
+    caplog.clear()
+    failing[0] = True
+    _append(sp, _records(1, start=5))  # the same cause within the minute: quiet, and quiet when it ends
+    failing[0] = False
+    _append(sp, _records(1, start=6))
+    assert _warnings(caplog) == []
+    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: 10.0**9)  # a minute later (and more)
+    failing[0] = True
+    _append(sp, _records(1, start=7))
+    assert len(_warnings(caplog)) == 1 and "No space left on device" in _warnings(caplog)[0]
+    assert sorted(_drain(sp)) == sorted(_records(8)) and sp.write_failed == 6
+
+
+def test_another_cause_of_disk_trouble_is_warned_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    caplog.set_level(logging.WARNING)
+    sp = _logs(tmp_path / "s")
+    failing = _failing_disk(monkeypatch)
+    _append(sp, _records(1))
+    failing[0] = False
+    _append(sp, _records(1, start=1))
+    _failing_disk(monkeypatch, errno.EIO)
+    _append(sp, _records(1, start=2))
+    assert [m.split("(")[1].split(")")[0] for m in _warnings(caplog) if "cannot write" in m] == [
+        "No space left on device", "Input/output error"]
+
+
+def test_the_disk_is_tried_again_only_after_the_retry_interval(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = _logs(tmp_path / "s")
+    failing = _failing_disk(monkeypatch)
+    monkeypatch.setattr(spool_mod, "_DISK_RETRY_S", 1.0)
+    clock = [1000.0]
+    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: clock[0])
+    _append(sp, _records(1))
+    failing[0] = False
+    clock[0] += 0.5
+    _append(sp, _records(1, start=1))  # the disk may be back: not tried before the second is out
+    assert sp.write_failed == 2 and not any(p.stat().st_size for p in (tmp_path / "s").glob("logs-*.seg"))
+    clock[0] += 0.6
+    _append(sp, _records(1, start=2))
+    assert sp.write_failed == 2 and sum(p.stat().st_size for p in (tmp_path / "s").glob("logs-*.seg")) > 0
+    assert _drain(sp) == _records(3)
+
+
+def test_memory_full_is_warned_once_per_disk_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    caplog.set_level(logging.WARNING)
+    recs = [framed_record(b"same size %03d" % i) for i in range(20)]
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", sum(map(len, recs[:2])))
+    d = tmp_path / "s"
+    sp = _logs(d, full_action="drop-newest")
+    failing = _failing_disk(monkeypatch)
+    for r in recs[:6]:
+        _append(sp, [r])
+    full = [m for m in _warnings(caplog) if "memory window" in m]
+    assert full == [f"spool {d}: the disk and the 0 MiB memory window for logs are full: dropping the newest "
+                    "records (--spool-full-action drop-newest), counted as logs_dropped_disk_full"]
+    assert sp.dropped_disk_full == 4
+    failing[0] = False
+    _append(sp, [recs[6]])
+    failing[0] = True
+    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: 10.0**9)
+    for r in recs[7:12]:
+        _append(sp, [r])
+    assert len([m for m in _warnings(caplog) if "memory window" in m]) == 2
+
+
+def test_a_segment_deleted_behind_the_spool_is_warned_with_its_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
+    d = tmp_path / "s"
+    first = _logs(d)
+    for i in range(0, 30, 3):
+        _append(first, _records(3, start=i))
+    sp = _restart(d)
+    batch = sp.read(1, 1 << 20)
+    assert batch is not None
+    sp.ack(batch.end)  # the cursor inside the first segment
+    segs = sorted(d.glob("logs-*.seg"))
+    per_segment = []
+    for seg in segs[:3]:
+        data, n, pos = seg.read_bytes(), 0, 0
+        while pos < len(data):
+            pos, n = pos + 4 + int.from_bytes(data[pos:pos + 4], "little"), n + 1
+        per_segment.append(n)
+    segs[0].unlink()
+    segs[2].unlink()
+    got = _drain(sp)
+    lost = [m for m in _warnings(caplog) if "records are lost" in m]
+    assert [m.split(";")[0] for m in lost] == [f"spool {d}: {segs[0].name} was deleted by someone else",
+                                               f"spool {d}: {segs[2].name} was deleted by someone else"]
+    counts = [int(m.split("its ")[1].split()[0]) for m in lost]
+    assert counts == [per_segment[0] - 1, per_segment[2]] and sp.segment_lost == sum(counts)
+    assert len(got) + sp.segment_lost == 29 and got == [r for r in _records(30)[1:] if r in got]
