@@ -47,6 +47,20 @@ def unique_program(progs: Progs, tmp_path: Path, name: str) -> str:
     return str(path)
 
 
+def overflow_the_ring(prog: str, mark: str) -> tuple[list[str], int]:
+    """While the agent is stopped: execs of `prog` that overflow the smallest
+    ring whatever the reader does. Returns the big execs' argv and how many
+    execs ran."""
+    argv = [prog, *(f"{i}" * 4000 for i in range(7))]
+    big = 200  # ~6 MiB of exec records
+    small = 2000  # then small records, and their exits, fill what space is left
+    for _ in range(big):
+        subprocess.run(argv, env=marked_env(mark), check=True)
+    subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {small} ]; do {prog}; i=$((i+1)); done"],
+                   env=marked_env(mark), check=True)
+    return argv, big + small
+
+
 def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, progs: Progs,
                                                               tmp_path: Path) -> None:
     """The agent is stopped (SIGSTOP) while execs with ~28 KiB of argv fill
@@ -63,16 +77,9 @@ def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, p
     run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--endpoint", collector.grpc_endpoint,
                    "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING), "--stats-interval", "0.2", env=env)
     mark = new_mark()
-    argv = [prog, *(f"{i}" * 4000 for i in range(7))]
-    big = 200  # ~6 MiB of exec records: the 2 MiB ring overflows whatever the reader does
-    small = 2000  # then small records, and their exits, fill what space is left
-    execs = big + small
     run.proc.send_signal(signal.SIGSTOP)
     try:
-        for _ in range(big):
-            subprocess.run(argv, env=marked_env(mark), check=True)
-        subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {small} ]; do {prog}; i=$((i+1)); done"],
-                       env=marked_env(mark), check=True)
+        argv, execs = overflow_the_ring(prog, mark)
         # A second exec since the fork, of a filtered image: the kernel
         # tries to tell user space that the shell's image ended, into a full ring.
         for _ in range(50):
@@ -390,15 +397,9 @@ def test_the_bcc_backend_counts_every_lost_exec_exactly(bcc_env: dict[str, str],
                    "--endpoint", collector.grpc_endpoint, "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING),
                    "--stats-interval", "0.2", env=env)
     mark = new_mark()
-    argv = [prog, *(f"{i}" * 4000 for i in range(7))]
-    big, small = 200, 2000
-    execs = big + small
     run.proc.send_signal(signal.SIGSTOP)
     try:
-        for _ in range(big):
-            subprocess.run(argv, env=marked_env(mark), check=True)
-        subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {small} ]; do {prog}; i=$((i+1)); done"],
-                       env=marked_env(mark), check=True)
+        argv, execs = overflow_the_ring(prog, mark)
     finally:
         printed = len(stats_lines(run.err.read_text()))  # none while stopped
         run.proc.send_signal(signal.SIGCONT)
