@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cost of the redaction policy (otel_exec.redact) on typical argv and env.
+"""Cost of the redaction policy (otel_exec.policy.redact) on typical argv and env.
 
     python3 bench/redact.py [ROUNDS]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from otel_exec.redact import RedactionPolicy  # noqa: E402
+from otel_exec.policy.redact import RedactionPolicy  # noqa: E402
 
 ARGVS = [
     ["/usr/bin/gcc", "-O2", "-g", "-Wall", "-I/usr/include/python3.11", "-c", "src/module.c", "-o",

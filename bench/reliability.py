@@ -463,7 +463,7 @@ def _string(any_value: bytes) -> str | None:
 
 def spooled_storm_execs(spool: Path, marker: str, launcher: Path) -> set[tuple[str, int]] | None:
     """(exec id, event time) of the storm's exec records in a spool's log
-    segments, sent or not (see otel_exec/spool.py: length-prefixed records,
+    segments, sent or not (see otel_exec/export/spool.py: length-prefixed records,
     each a LogRecord framed as a field of its scope block); None when the
     segments cannot be read so."""
     wanted = marker.encode()

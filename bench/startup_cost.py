@@ -4,7 +4,7 @@ its --ready-file, the resident memory 1 s later (VmRSS, RssAnon, RssFile),
 and for BCC the compile + load time it reports (bcc_load_ms).
 
     sudo python3 bench/startup_cost.py core 5
-    sudo BCC_KERNEL_SOURCE=$(python3 -m otel_exec.bcc_setup prepare-headers) \\
+    sudo BCC_KERNEL_SOURCE=$(python3 -m otel_exec.bcc.toolchain prepare-headers) \\
         python3 bench/startup_cost.py bcc 5
 
 Prints one line per start and the medians (docs/backends.md#start-up-cost).

@@ -2,7 +2,7 @@
 /*
  * otel-exec, BCC backend: the kernel side for kernels without BTF.
  *
- * Compiled at run time by BCC (otel_exec/source_bcc.py, which prepends the
+ * Compiled at run time by BCC (otel_exec/bcc/source.py, which prepends the
  * OE_* #defines). It reads NO kernel struct: every value comes from a
  * tracepoint's format fields (which BCC reads from tracefs for the running
  * kernel), from a BPF helper, or from user memory at an address a syscall

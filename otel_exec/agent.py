@@ -9,17 +9,19 @@ import threading
 import time
 from typing import Callable, Iterable, Protocol, TextIO
 
-from . import privileges, safefs
-from .config import Config
-from .decode import Strings
-from .errors import UsageError
-from .events import Event, ExecEvent, UnreportedExecEvent
-from .identity import HostIdentity
-from .proctable import ProcessInfo, ProcessTable
-from .redact import RedactionPolicy
-from .sources import make_source
-from .spans import SpanLineage, TraceparentTrust
-from .traceparent import trace_context_entries
+from otel_exec.host import privileges
+
+from otel_exec.host import safefs
+from otel_exec.config import Config
+from otel_exec.core.decode import Strings
+from otel_exec.errors import UsageError
+from otel_exec.model.events import Event, ExecEvent, UnreportedExecEvent
+from otel_exec.host.identity import HostIdentity
+from otel_exec.lineage.proctable import ProcessInfo, ProcessTable
+from otel_exec.policy.redact import RedactionPolicy
+from otel_exec.sources import make_source
+from otel_exec.lineage.spans import SpanLineage, TraceparentTrust
+from otel_exec.lineage.traceparent import trace_context_entries
 
 
 class Sink(Protocol):
@@ -69,7 +71,7 @@ class Agent:
         # Resolved before attaching: an unknown user is a usage error that
         # costs no load.
         self.user = privileges.resolve_user(cfg.user) if cfg.user else None
-        self.tick: Callable[[], None] = lambda: None  # called every loop (otel_exec.telemetry)
+        self.tick: Callable[[], None] = lambda: None  # called every loop (otel_exec.export.telemetry)
 
     def attach(self) -> None:
         """Load and attach the programs: events queue in the ring buffer

@@ -7,10 +7,10 @@ import sys
 import time
 from typing import Sequence, TextIO
 
-from . import __version__
-from .config import BACKENDS, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS, Config
-from .errors import OtelExecError, UsageError
-from .spool import FULL_ACTIONS
+from otel_exec import __version__
+from otel_exec.config import BACKENDS, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS, Config
+from otel_exec.errors import OtelExecError, UsageError
+from otel_exec.export.spool import FULL_ACTIONS
 
 
 def _csv(value: str) -> list[str]:
@@ -162,12 +162,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run(cfg: Config, stderr: TextIO) -> int:
-    from .agent import Agent, Sink, install_signal_handlers
-    from .console import ConsoleExporter, open_output
-    from .identity import HostIdentity
-    from .otlp import OtlpOptions, OtlpSink, configured, resource_attributes
-    from .spool import Spool
-    from .telemetry import Telemetry, loss_reason
+    from otel_exec.agent import Agent, Sink, install_signal_handlers
+    from otel_exec.export.console import ConsoleExporter, open_output
+    from otel_exec.host.identity import HostIdentity
+    from otel_exec.export.otlp.sink import OtlpOptions, OtlpSink, configured, resource_attributes
+    from otel_exec.export.spool import Spool
+    from otel_exec.export.telemetry import Telemetry, loss_reason
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)

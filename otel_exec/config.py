@@ -5,8 +5,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .events import ExecEvent
-from .layout import ARGS_MAX, FILTER_ENTRIES_MAX, PREFIX_LEN
+from otel_exec.model.events import ExecEvent
+from otel_exec.model.layout import ARGS_MAX, FILTER_ENTRIES_MAX, PREFIX_LEN
 
 ENV_CAPTURE_MODES = ("none", "redacted", "all")
 FORMATS = ("pretty", "jsonl")
@@ -93,7 +93,7 @@ class Config:
 
     def check_backend(self, backend: str, why: str) -> None:
         """Refuse options the chosen backend would otherwise ignore."""
-        from .errors import UsageError
+        from otel_exec.errors import UsageError
 
         unsupported = self.bcc_unsupported() if backend == "bcc" else []
         if unsupported:
@@ -101,11 +101,11 @@ class Config:
                              "the CO-RE backend needs kernel BTF (docs/backends.md)")
 
     def validate(self) -> None:
-        from .errors import UsageError
+        from otel_exec.errors import UsageError
 
         if self.env_capture not in ENV_CAPTURE_MODES:
             raise UsageError(f"--env-capture must be one of {', '.join(ENV_CAPTURE_MODES)}")
-        from .spans import TraceparentTrust
+        from otel_exec.lineage.spans import TraceparentTrust
 
         TraceparentTrust.parse(self.trust_traceparent)
         for flag, patterns in (("--redact-pattern", self.redact_patterns), ("--redact-allow", self.redact_allow)):
@@ -159,12 +159,12 @@ class Config:
             if group not in FIELD_GROUPS:
                 raise UsageError(f"--no-field {group!r}: must be one of {', '.join(FIELD_GROUPS)}")
         if self.cgroup:
-            from .cgroups import resolve
+            from otel_exec.host.cgroups import resolve
 
             for spec in self.cgroup:
                 resolve(spec)  # a cgroup that does not exist fails now, not after attaching
         if self.user is not None:
-            from .privileges import resolve_user
+            from otel_exec.host.privileges import resolve_user
 
             resolve_user(self.user)  # an unknown user fails now, not after attaching
         if self.stats_interval is not None and self.stats_interval <= 0:

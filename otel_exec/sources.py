@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Callable, TextIO
 
-from . import bcc_setup, loader
-from .config import Config
-from .errors import BccError, NoBtfError
-from .identity import HostIdentity
+from otel_exec.bcc import toolchain
+
+from otel_exec.core import probes
+from otel_exec.config import Config
+from otel_exec.errors import BccError, NoBtfError
+from otel_exec.host.identity import HostIdentity
 
 Transform = Callable[[list[str]], list[str]]
 
@@ -24,33 +26,33 @@ def choose_backend(cfg: Config) -> str:
     """core or bcc, for cfg.backend; raises when neither can run."""
     if cfg.backend in ("core", "bcc"):
         if cfg.backend == "bcc":
-            problem = bcc_setup.bcc_problem()
+            problem = toolchain.bcc_problem()
             if problem:
-                raise BccError(f"the BCC backend cannot run: {problem}; install: {bcc_setup.install_hint()}")
+                raise BccError(f"the BCC backend cannot run: {problem}; install: {toolchain.install_hint()}")
         return cfg.backend
-    if loader.VMLINUX_BTF.exists():
+    if probes.VMLINUX_BTF.exists():
         return "core"
-    problem = bcc_setup.bcc_problem()
+    problem = toolchain.bcc_problem()
     if problem is None:
         return "bcc"
     raise NoBtfError(
-        f"{loader.VMLINUX_BTF} does not exist: this kernel lacks BTF, which the CO-RE backend needs, and the "
+        f"{probes.VMLINUX_BTF} does not exist: this kernel lacks BTF, which the CO-RE backend needs, and the "
         f"BCC backend cannot run either ({problem}); install BCC and this kernel's headers: "
-        f"{bcc_setup.install_hint()}")
+        f"{toolchain.install_hint()}")
 
 
 def make_source(cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
                 log: TextIO):  # -> agent.EventSource
-    loader.check_privileges()
+    probes.check_privileges()
     backend = choose_backend(cfg)
     if backend == "core":
-        from .source_core import CoreSource
+        from otel_exec.core.source import CoreSource
 
         return CoreSource(cfg, identity, argv_transform, env_transform, log)
-    from .source_bcc import BccSource
+    from otel_exec.bcc.source import BccSource
 
     if cfg.backend == "auto":
-        cfg.check_backend("bcc", f"--backend auto chose it: {loader.VMLINUX_BTF} does not exist")
-        print(f"otel-exec: no kernel BTF ({loader.VMLINUX_BTF}): using the BCC backend", file=log)
+        cfg.check_backend("bcc", f"--backend auto chose it: {probes.VMLINUX_BTF} does not exist")
+        print(f"otel-exec: no kernel BTF ({probes.VMLINUX_BTF}): using the BCC backend", file=log)
     return BccSource(cfg, identity, argv_transform, env_transform, log)
 

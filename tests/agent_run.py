@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from otel_exec.cgroups import cgroup2_root
+from otel_exec.host.cgroups import cgroup2_root
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_exec.libbpf import BpfObject
+from otel_exec.core.libbpf import BpfObject
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 OBJ_NAME = "oe_test"  # libbpf names the .bss map "oe_test.bss"

@@ -37,7 +37,7 @@ PREREQUISITE_MARKS = ("kernel", "needs_rotel", "needs_yaml", "needs_bcc", "needs
 
 
 def _lacks_cgroup2() -> str | None:
-    from otel_exec.cgroups import cgroup2_root
+    from otel_exec.host.cgroups import cgroup2_root
     return None if cgroup2_root() else "no cgroup v2 hierarchy mounted"
 
 

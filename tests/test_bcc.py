@@ -10,7 +10,7 @@ vacuous.
 
 This machine has no kernel headers for its own kernel: the set-up installs
 BCC and the distribution's nearest headers (idempotently) and points
-BCC_KERNEL_SOURCE at them (otel_exec.bcc_setup.prepare_headers). That is
+BCC_KERNEL_SOURCE at them (otel_exec.bcc.toolchain.prepare_headers). That is
 only sound because bpf/otel_exec_bcc.c reads no kernel struct layout; these
 comparisons with the CO-RE backend, which reads the real layouts through
 BTF, are what shows it.
@@ -32,16 +32,20 @@ from typing import Callable, Iterator
 import pytest
 
 from agent_run import AgentRun, Live, kernel_available, marked, marked_env, new_cgroup, new_mark
-from otel_exec import bcc_setup, cli, loader, sources, tracefs
+from otel_exec.bcc import toolchain
+from otel_exec import cli
+from otel_exec.core import probes
+from otel_exec import sources
+from otel_exec.host import tracefs
 from otel_exec.config import Config
-from otel_exec.console import EXEC_FIELDS
+from otel_exec.export.console import EXEC_FIELDS
 from otel_exec.errors import BccError, NoBtfError, TracefsError
 from progs import Progs, popen_with_fd3
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_bcc]
 
 SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
-# The fields of a JSONL exec line (otel_exec.console), but the list of unavailable ones.
+# The fields of a JSONL exec line (otel_exec.export.console), but the list of unavailable ones.
 FIELDS = [name for name in EXEC_FIELDS if name != "unavailable"]
 # The two agents' programs run one after the other on the same tracepoint,
 # and each converts boot time to the epoch with its own sample.
@@ -84,16 +88,16 @@ def ensure_bcc() -> dict[str, str]:
     installed). Idempotent: installs nothing the second time."""
     if shutil.which("apt-get") is None:
         raise RuntimeError("no apt-get: install bpfcc-tools python3-bpfcc and kernel headers by hand")
-    installed = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status} ", *bcc_setup.PACKAGES],
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status} ", *toolchain.PACKAGES],
                                capture_output=True, text=True).stdout.split()
-    if installed != ["installed"] * len(bcc_setup.PACKAGES):
-        _apt_install(list(bcc_setup.PACKAGES))
+    if installed != ["installed"] * len(toolchain.PACKAGES):
+        _apt_install(list(toolchain.PACKAGES))
     env = dict(os.environ)
-    env.pop(bcc_setup.KERNEL_SOURCE_ENV, None)
-    if bcc_setup.headers_problem(env) is None:
+    env.pop(toolchain.KERNEL_SOURCE_ENV, None)
+    if toolchain.headers_problem(env) is None:
         return env  # the running kernel's own headers
-    if not bcc_setup.installed_headers():
-        own = bcc_setup.headers_package()
+    if not toolchain.installed_headers():
+        own = toolchain.headers_package()
         if _apt_has(own):
             _apt_install([own])
         else:
@@ -106,8 +110,8 @@ def ensure_bcc() -> dict[str, str]:
             if meta is None:
                 raise RuntimeError(f"no kernel headers package for {arch} in apt")
             _apt_install([meta])
-    env[bcc_setup.KERNEL_SOURCE_ENV] = str(bcc_setup.prepare_headers())
-    assert bcc_setup.headers_problem(env) is None
+    env[toolchain.KERNEL_SOURCE_ENV] = str(toolchain.prepare_headers())
+    assert toolchain.headers_problem(env) is None
     return env
 
 
@@ -469,13 +473,13 @@ def test_without_prepare_exec_and_group_dead(tmp_path: Path, bcc_env: dict[str, 
 
 def test_no_btf_and_no_bcc_names_the_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(loader, "VMLINUX_BTF", tmp_path / "no-such-btf")
-    monkeypatch.setattr(loader, "check_privileges", lambda: None)
+    monkeypatch.setattr(probes, "VMLINUX_BTF", tmp_path / "no-such-btf")
+    monkeypatch.setattr(probes, "check_privileges", lambda: None)
 
     def no_bcc(*_: object) -> None:
         raise ImportError("no python module `bcc` (python3-bpfcc installs it in /usr/lib/python3/dist-packages)")
 
-    monkeypatch.setattr(bcc_setup, "import_bcc", no_bcc)
+    monkeypatch.setattr(toolchain, "import_bcc", no_bcc)
     assert cli.main(["run", "--duration", "1"]) == NoBtfError.exit_code
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -489,13 +493,13 @@ def test_no_btf_and_no_bcc_names_the_packages(monkeypatch: pytest.MonkeyPatch, t
 def test_auto_picks_core_with_btf_and_bcc_without(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                    bcc_env: dict[str, str]) -> None:
     assert sources.choose_backend(Config()) == "core"
-    monkeypatch.setattr(loader, "VMLINUX_BTF", tmp_path / "no-such-btf")
-    if bcc_setup.KERNEL_SOURCE_ENV in bcc_env:
-        monkeypatch.setenv(bcc_setup.KERNEL_SOURCE_ENV, bcc_env[bcc_setup.KERNEL_SOURCE_ENV])
+    monkeypatch.setattr(probes, "VMLINUX_BTF", tmp_path / "no-such-btf")
+    if toolchain.KERNEL_SOURCE_ENV in bcc_env:
+        monkeypatch.setenv(toolchain.KERNEL_SOURCE_ENV, bcc_env[toolchain.KERNEL_SOURCE_ENV])
     else:
-        monkeypatch.delenv(bcc_setup.KERNEL_SOURCE_ENV, raising=False)
+        monkeypatch.delenv(toolchain.KERNEL_SOURCE_ENV, raising=False)
     assert sources.choose_backend(Config()) == "bcc"
-    monkeypatch.setenv(bcc_setup.KERNEL_SOURCE_ENV, str(tmp_path))  # not a header tree
+    monkeypatch.setenv(toolchain.KERNEL_SOURCE_ENV, str(tmp_path))  # not a header tree
     with pytest.raises(NoBtfError, match="linux-headers-"):
         sources.choose_backend(Config())
     with pytest.raises(BccError, match="kconfig.h"):
@@ -505,8 +509,8 @@ def test_auto_picks_core_with_btf_and_bcc_without(monkeypatch: pytest.MonkeyPatc
 def test_auto_runs_bcc_without_btf(tmp_path: Path, bcc_env: dict[str, str]) -> None:
     """The whole agent, started the way a user would on a kernel without BTF
     (emulated: the BTF path patched in the child process)."""
-    code = ("import sys, pathlib; from otel_exec import loader, cli; "
-            "loader.VMLINUX_BTF = pathlib.Path('/nonexistent/vmlinux'); "
+    code = ("import sys, pathlib; from otel_exec import cli; from otel_exec.core import probes; "
+            "probes.VMLINUX_BTF = pathlib.Path('/nonexistent/vmlinux'); "
             "sys.exit(cli.main(sys.argv[1:]))")
     out = tmp_path / "out.jsonl"
     agent = subprocess.Popen([sys.executable, "-c", code, "run", "--duration", "4", "--format", "jsonl",
@@ -560,21 +564,21 @@ def test_prepare_headers_merges_split_trees(tmp_path: Path) -> None:
     (common / "Makefile").write_text("common\n")
     (flavour / "Makefile").write_text(f"include {common}/Makefile\n")
     (flavour / ".config").write_text("CONFIG_X=y\n")
-    tree = bcc_setup.prepare_headers(flavour, cache=tmp_path / "cache")
+    tree = toolchain.prepare_headers(flavour, cache=tmp_path / "cache")
     assert (tree / "include" / "linux" / "kconfig.h").read_text() == "/* common */\n"
     assert (tree / "include" / "generated").is_dir()
     assert (tree / "arch" / "x86" / "include" / "asm").is_dir()
     assert (tree / "arch" / "x86" / "include" / "generated").is_dir()
     assert (tree / "Makefile").read_text().startswith("include")  # the flavour's wins
     assert (tree / ".config").exists()
-    assert bcc_setup.headers_problem({bcc_setup.KERNEL_SOURCE_ENV: str(tree)}) is None
-    assert bcc_setup.prepare_headers(flavour, cache=tmp_path / "cache") == tree  # reused
+    assert toolchain.headers_problem({toolchain.KERNEL_SOURCE_ENV: str(tree)}) is None
+    assert toolchain.prepare_headers(flavour, cache=tmp_path / "cache") == tree  # reused
 
 
 def test_bcc_imports_from_any_python_of_the_version(bcc_env: dict[str, str]) -> None:
     """python3-bpfcc installs for /usr/bin/python3; the agent's interpreter
     (pyenv, a venv) loads it too, without dist-packages on its path."""
-    code = ("import sys; from otel_exec import bcc_setup; m = bcc_setup.import_bcc(); "
+    code = ("import sys; from otel_exec.bcc import toolchain; m = toolchain.import_bcc(); "
             "assert '/usr/lib/python3/dist-packages' not in sys.path; print(m.__file__)")
     venv_python = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python"
     for python in {sys.executable, *([str(venv_python)] if venv_python.exists() else [])}:
@@ -588,7 +592,7 @@ def test_program_reads_no_kernel_struct() -> None:
     """The BCC program's whole input is tracepoint fields, helpers and user
     memory: no struct of the kernel's is named, no kernel memory is read
     but the tracepoint record (the __data_loc strings)."""
-    from otel_exec.source_bcc import program_path
+    from otel_exec.bcc.source import program_path
 
     src = program_path().read_text()
     code = re.sub(r"/\*.*?\*/", "", src, flags=re.DOTALL)

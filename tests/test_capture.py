@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent_run import AgentRun, Live, agent, marked, marked_env, new_cgroup, new_mark  # noqa: F401
-from otel_exec.identity import HostIdentity
+from otel_exec.host.identity import HostIdentity
 from progs import Progs, elf_interp, popen_with_fd3, run_with_fd3
 
 pytestmark = pytest.mark.kernel

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from agent_run import ROOT, AgentRun, kernel_available, marked, marked_env, new_mark
-from otel_exec import cli, loader
+from otel_exec import cli
+from otel_exec.core import probes
 from progs import Progs
 
 kernel = pytest.mark.kernel
@@ -167,7 +168,7 @@ def test_missing_privilege_exit_3(need_kernel: None) -> None:
 @kernel
 def test_no_btf_exit_4(need_kernel: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(loader, "VMLINUX_BTF", tmp_path / "no-such-btf")
+    monkeypatch.setattr(probes, "VMLINUX_BTF", tmp_path / "no-such-btf")
     assert cli.main(["run", "--duration", "1"]) == 4
     err = capsys.readouterr().err
     assert "BTF" in err and err.count("\n") == 1
@@ -197,7 +198,7 @@ def test_bpf_load_failure_exit_6_with_verifier_lines(need_kernel: None, monkeypa
     obj = tmp_path / "bad.bpf.o"
     subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(src), "-o",
                     str(obj)], check=True)
-    monkeypatch.setattr(loader, "object_path", lambda: obj)
+    monkeypatch.setattr(probes, "object_path", lambda: obj)
     assert cli.main(["run", "--duration", "1"]) == 6
     err = capsys.readouterr().err
     assert "handle_exec" in err

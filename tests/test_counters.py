@@ -27,10 +27,10 @@ import pytest
 from agent_run import AgentRun, kernel_available, marked, marked_env, new_mark, stats_lines, stop_line, warning_line
 from bpf_testprog import build
 from collector import Collector, last_value
-from otel_exec.libbpf import BpfObject
-from otel_exec import tracefs
-from otel_exec.source_bcc import tracepoint_features
-from otel_exec.telemetry import loss_reason
+from otel_exec.core.libbpf import BpfObject
+from otel_exec.host import tracefs
+from otel_exec.bcc.source import tracepoint_features
+from otel_exec.export.telemetry import loss_reason
 from progs import Progs
 from test_bcc import bcc_env  # noqa: F401  (a fixture)
 
@@ -108,8 +108,8 @@ def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, p
     assert last_value(dump, "otel_exec.lost", reason="exit_ringbuf_full") == counters["lost_exit_ringbuf_full"]
     assert last_value(dump, "otel_exec.lost", reason="unreported_ringbuf_full") == \
         counters["lost_unreported_ringbuf_full"]
-    assert last_value(dump, "otel_exec.events", type="exec") == counters["exec_seen"] > execs
-    assert last_value(dump, "otel_exec.events", type="exit") == counters["exits_seen"] > 0
+    assert last_value(dump, "otel_exec.model.events", type="exec") == counters["exec_seen"] > execs
+    assert last_value(dump, "otel_exec.model.events", type="exit") == counters["exits_seen"] > 0
     assert last_value(dump, "otel_exec.records.exported", signal="logs") == counters["logs_exported"] > 0
     assert last_value(dump, "otel_exec.process_table.size") == counters["process_table_size"] > 0
 
@@ -149,7 +149,7 @@ def test_cut_counters_count_each_cut_block(progs: Progs, tmp_path: Path) -> None
 
 
 def test_records_straddling_the_ring_s_end_arrive_whole(progs: Progs, tmp_path: Path) -> None:
-    """The ring's data area is mapped once (otel_exec/ringbuf.py): a record
+    """The ring's data area is mapped once (otel_exec/core/ringbuf.py): a record
     that crosses its end is copied together from both ends. 256 execs of
     ~30 KiB records (argv numbered per exec) pass through the smallest ring
     about four times; every crossing of the end falls inside a record unless

@@ -1,6 +1,6 @@
 """Property tests of the record decoder against random and mutated records.
 
-Records are built here from otel_exec/layout.py (the mirror of
+Records are built here from otel_exec/model/layout.py (the mirror of
 bpf/otel_exec.h, itself checked against the BTF by tests/test_layout.py),
 then damaged: bytes flipped, size and string-length fields set to absurd
 values, records cut short or extended. Whatever it is fed,
@@ -24,11 +24,11 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from otel_exec import layout
-from otel_exec.decode import DecodeError, Decoder
-from otel_exec.events import ExecEvent, ExitEvent, UnreportedExecEvent
-from otel_exec.identity import HostIdentity
-from otel_exec.redact import RedactionPolicy
+from otel_exec.model import layout
+from otel_exec.core.decode import DecodeError, Decoder
+from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
+from otel_exec.host.identity import HostIdentity
+from otel_exec.policy.redact import RedactionPolicy
 
 IDENTITY = HostIdentity(machine_id="fuzz-machine", boot_id="fuzz-boot", clk_tck=100,
                         realtime_minus_boottime_ns=1_700_000_000 * 10**9)

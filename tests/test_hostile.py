@@ -34,8 +34,8 @@ import pytest
 from agent_run import AgentRun, agent, kernel_available, marked, marked_env, new_mark, stop_line  # noqa: F401
 from progs import Progs, decode_bytes, popen_with_fd3
 
-from otel_exec.identity import HostIdentity
-from otel_exec.redact import TRACE_CONTEXT_MAX
+from otel_exec.host.identity import HostIdentity
+from otel_exec.policy.redact import TRACE_CONTEXT_MAX
 
 pytestmark = pytest.mark.kernel
 

@@ -1,11 +1,11 @@
-"""Host identity, clock conversion and exec ids (otel_exec.identity)."""
+"""Host identity, clock conversion and exec ids (otel_exec.host.identity)."""
 import os
 import re
 import time
 
 import pytest
 
-from otel_exec.identity import HostIdentity, kernel_dev_to_user
+from otel_exec.host.identity import HostIdentity, kernel_dev_to_user
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,11 @@ import pytest
 
 from agent_run import AgentRun, Live, agent, kernel_available, marked, marked_env, new_cgroup, new_mark  # noqa: F401
 from collector import Collector
-from otel_exec import bcc_setup, cli, loader
+from otel_exec.bcc import toolchain
+from otel_exec import cli
+from otel_exec.core import probes
 from otel_exec.config import FIELD_GROUPS
-from otel_exec.events import ExecEvent
+from otel_exec.model.events import ExecEvent
 from progs import Progs
 from test_bcc import bcc_env  # noqa: F401
 from test_capture import assert_live_process
@@ -262,8 +264,8 @@ def test_auto_backend_refuses_options_bcc_lacks(need_kernel: None, monkeypatch: 
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Without BTF, auto picks BCC: options it cannot honour stop the agent
     before BCC compiles anything, never silently ignored."""
-    monkeypatch.setattr(loader, "VMLINUX_BTF", tmp_path / "no-btf")
-    monkeypatch.setattr(bcc_setup, "bcc_problem", lambda: None)
+    monkeypatch.setattr(probes, "VMLINUX_BTF", tmp_path / "no-btf")
+    monkeypatch.setattr(toolchain, "bcc_problem", lambda: None)
     assert cli.main(["run", "--no-field", "paths", "--duration", "1", "--no-spool"]) == 2
     err = capsys.readouterr().err
     assert "--no-field: not supported by the BCC backend (--backend auto chose it" in err

@@ -10,14 +10,18 @@ import os
 import pytest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from otel_exec import cli, layout, mapping
-from otel_exec.cgroups import cgroup2_root, resolve
+from otel_exec import cli
+
+from otel_exec.model import layout
+
+from otel_exec.export.otlp import encode
+from otel_exec.host.cgroups import cgroup2_root, resolve
 from otel_exec.config import FIELD_GROUPS, Config
-from otel_exec.console import ConsoleExporter, pretty_line
-from otel_exec.decode import Decoder
-from otel_exec.events import ExecEvent, SharedExec, UnreportedExecEvent
-from otel_exec.loader import prefix_entries
-from otel_exec.proctable import ProcessTable
+from otel_exec.export.console import ConsoleExporter, pretty_line
+from otel_exec.core.decode import Decoder
+from otel_exec.model.events import ExecEvent, SharedExec, UnreportedExecEvent
+from otel_exec.core.probes import prefix_entries
+from otel_exec.lineage.proctable import ProcessTable
 from test_decode_fuzz import IDENTITY, build_exec, leaf_first
 from test_otlp_encoding import attrs, sample_exec
 from test_proctable import exec_ev
@@ -107,7 +111,7 @@ def test_decoder_sample_rate(rate: int, flags: int, expect: int | None) -> None:
 def test_sample_rate_attribute_only_when_sampling() -> None:
     for rate in (None, 1, 10):
         ev = sample_exec(sample_rate=rate)
-        enc = mapping.exec_attributes(ev)
+        enc = encode.exec_attributes(ev)
         a = attrs(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
         assert a.get("otel_exec.sample_rate") == rate
 
@@ -119,7 +123,7 @@ def test_not_collected_fields_leave_no_attribute_and_no_body() -> None:
     for shared in (SharedExec(()), None):
         ev = sample_exec(unavailable=gone, argv=[], env=[], pathname="", pwd="", cgroup_path="", container_id=None,
                          interpreter_pathname="", stdin_path="", shared=shared)
-        enc = mapping.exec_attributes(ev)
+        enc = encode.exec_attributes(ev)
         a = attrs(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
         for key in ("process.executable.path", "process.executable.name", "file.path", "process.command",
                     "process.command_args", "process.working_directory", "process.linux.cgroup", "container.id",

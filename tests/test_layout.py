@@ -1,4 +1,4 @@
-"""otel_exec/layout.py must agree with bpf/otel_exec.h, the one source of truth.
+"""otel_exec/model/layout.py must agree with bpf/otel_exec.h, the one source of truth.
 
 Struct offsets come from BTF that clang emits for the header compiled for the
 BPF target (the same compiler and ABI as the kernel programs); constants and
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_exec import layout
+from otel_exec.model import layout
 
 HEADER = Path(__file__).resolve().parent.parent / "bpf" / "otel_exec.h"
 RECORD_STRUCTS = ("oe_exec", "oe_exit", "oe_unreported_exec", "oe_prefix_key", "oe_config")

@@ -1,4 +1,4 @@
-"""otel_exec.libbpf against the real kernel, with the program of bpf_testprog.py."""
+"""otel_exec.core.libbpf against the real kernel, with the program of bpf_testprog.py."""
 from __future__ import annotations
 
 import os
@@ -18,8 +18,8 @@ from bpf_testprog import (
 )
 
 from otel_exec.errors import BpfError, BpfLoadError
-from otel_exec.libbpf import BpfObject, num_possible_cpus
-from otel_exec.ringbuf import RingBuffer
+from otel_exec.core.libbpf import BpfObject, num_possible_cpus
+from otel_exec.core.ringbuf import RingBuffer
 
 pytest_plugins = ("bpf_testprog",)  # its fixtures: bpf_prog_path, open_prog, loaded
 Opener = Callable[[], BpfObject]

@@ -1,4 +1,4 @@
-"""Preflight of the CO-RE loader (otel_exec.loader) that needs no kernel."""
+"""Preflight of the CO-RE loader (otel_exec.core.probes) that needs no kernel."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from otel_exec.errors import NoBtfError
-from otel_exec.loader import OPTIONAL_PROGRAMS, VMLINUX_BTF, btf_names_present
+from otel_exec.core.probes import OPTIONAL_PROGRAMS, VMLINUX_BTF, btf_names_present
 
 
 def test_btf_names_are_found_whole_across_chunk_edges(tmp_path: Path) -> None:

@@ -23,10 +23,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_exec import otlp
-from otel_exec import protowire as w
+from otel_exec.export.otlp import sink as otlp
+from otel_exec.export.otlp import protowire as w
 from otel_exec.errors import UsageError
-from otel_exec.otlp import Outcome, OtlpOptions, transport_settings
+from otel_exec.export.otlp.sink import Outcome, OtlpOptions, transport_settings
 
 
 @pytest.fixture(autouse=True)

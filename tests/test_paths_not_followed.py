@@ -147,7 +147,7 @@ def test_output_is_private_whatever_the_umask(tmp_path: Path) -> None:
 def test_a_trusted_symlink_through_dotdot_is_followed(tmp_path: Path) -> None:
     """A root-owned relative link such as Fedora's /var/run -> ../run leads
     where the kernel would go; the descriptors walked are all closed."""
-    from otel_exec import safefs
+    from otel_exec.host import safefs
 
     (tmp_path / "var").mkdir()
     (tmp_path / "run" / "otel-exec").mkdir(parents=True)

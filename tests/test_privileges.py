@@ -19,8 +19,8 @@ import pytest
 from agent_run import ROOT, AgentRun, marked, marked_env, new_mark, public_dir  # noqa: F401  (fixture)
 from collector import Collector
 from otel_exec.errors import PrivilegeLeakError
-from otel_exec.privileges import cap_name
-from otel_exec.source_bcc import BccSource
+from otel_exec.host.privileges import cap_name
+from otel_exec.bcc.source import BccSource
 from test_bcc import bcc_env  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.kernel
@@ -156,7 +156,7 @@ def test_only_the_ring_buffer_reader_runs_at_raised_priority(public_dir: Path) -
     """The reader (the main thread) at READER_NICE, so a burst of execs
     cannot starve it; the export threads, which it starts after the drop,
     at the agent's own nice value."""
-    from otel_exec.privileges import READER_NICE
+    from otel_exec.host.privileges import READER_NICE
 
     run = AgentRun(public_dir / "nice", "--exporter", "otlp,console", "--endpoint", "http://127.0.0.1:9")
     try:

@@ -1,5 +1,5 @@
 """The process table: seeding from /proc and lineage from events
-(otel_exec.proctable)."""
+(otel_exec.lineage.proctable)."""
 import os
 import signal
 import subprocess
@@ -10,9 +10,9 @@ import psutil
 import pytest
 
 from kernel_guard import MACHINE_LACKS
-from otel_exec.events import ExecEvent, ExitEvent
-from otel_exec.identity import HostIdentity
-from otel_exec.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
+from otel_exec.model.events import ExecEvent, ExitEvent
+from otel_exec.host.identity import HostIdentity
+from otel_exec.lineage.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
 
 
 @pytest.fixture(scope="module")

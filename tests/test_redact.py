@@ -1,4 +1,4 @@
-"""Secret redaction of env and argv (otel_exec.redact)."""
+"""Secret redaction of env and argv (otel_exec.policy.redact)."""
 import re
 import time
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_exec.redact import (
+from otel_exec.policy.redact import (
     DEFAULT_SECRET_KEY_WORDS,
     REDACTED,
     TRACE_CONTEXT_MAX,
@@ -252,18 +252,18 @@ _PLAIN_NAMES = ["KEYBOARD", "keyboard", "Keyboard", "XKB_KEYMAP", "MONKEY", "mon
 
 @pytest.mark.parametrize("name", _SECRET_NAMES)
 def test_the_default_key_pattern_built_anew_finds_secret_names(name):
-    from otel_exec import redact
+    from otel_exec.policy import redact
     assert re.compile(redact._default_key_pattern(), re.ASCII).search(name), name
 
 
 @pytest.mark.parametrize("name", _PLAIN_NAMES)
 def test_the_default_key_pattern_built_anew_passes_plain_names(name):
-    from otel_exec import redact
+    from otel_exec.policy import redact
     assert not re.compile(redact._default_key_pattern(), re.ASCII).search(name), name
 
 
 def test_the_built_pattern_is_the_one_in_use():
-    from otel_exec import redact
+    from otel_exec.policy import redact
     assert redact._default_key_pattern() == redact.DEFAULT_SECRET_KEY_PATTERN
     for name in _SECRET_NAMES:
         assert RedactionPolicy().is_secret_name(name), name
@@ -431,7 +431,7 @@ def test_command_lines_inside_an_argument(policy, argv, expected):
 
 
 def test_the_memo_of_unchanged_arguments_stays_bounded():
-    from otel_exec import redact
+    from otel_exec.policy import redact
     p = RedactionPolicy()
     args = [f"{i:06d}" + "a" * 4000 for i in range(600)]  # ~2.4 MB of distinct, unchanged arguments
     for i in range(0, 600, 50):

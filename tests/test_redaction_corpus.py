@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from agent_run import AgentRun, kernel_available, marked_env, new_mark
 from collector import Collector
-from otel_exec.console import json_line
-from otel_exec.redact import REDACTED, RedactionPolicy
+from otel_exec.export.console import json_line
+from otel_exec.policy.redact import REDACTED, RedactionPolicy
 from redaction_corpus import LOOKALIKES, SECRET_CASES
 
 TRUE = "/bin/true"

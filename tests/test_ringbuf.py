@@ -1,4 +1,4 @@
-"""otel_exec.ringbuf against real kernel ring buffers fed by exec events."""
+"""otel_exec.core.ringbuf against real kernel ring buffers fed by exec events."""
 from __future__ import annotations
 
 import mmap
@@ -9,8 +9,8 @@ import pytest
 from bpf_testprog import CNT_RING_FULL, CNT_SEEN, REC, RING_BYTES, Rec, config, spawn
 
 from otel_exec.errors import BpfError
-from otel_exec.libbpf import BpfObject
-from otel_exec.ringbuf import RingBuffer
+from otel_exec.core.libbpf import BpfObject
+from otel_exec.core.ringbuf import RingBuffer
 
 pytest_plugins = ("bpf_testprog",)  # its fixtures: bpf_prog_path, open_prog, loaded
 Opener = Callable[[], BpfObject]

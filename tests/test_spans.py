@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from otel_exec.errors import UsageError
-from otel_exec.proctable import ProcessTable
-from otel_exec.decode import Strings
-from otel_exec.spans import SpanLineage, TraceparentTrust
-from otel_exec.traceparent import parse_traceparent, remote_parent, trace_context_entries
+from otel_exec.lineage.proctable import ProcessTable
+from otel_exec.core.decode import Strings
+from otel_exec.lineage.spans import SpanLineage, TraceparentTrust
+from otel_exec.lineage.traceparent import parse_traceparent, remote_parent, trace_context_entries
 from test_proctable import exec_ev
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -138,8 +138,8 @@ def test_trust_specs() -> None:
 def test_lineage_reads_trace_context_from_before_redaction() -> None:
     """--env-capture none emits no environment: the decoded block carries
     the context the agent read from the raw one (agent.Agent._env)."""
-    from otel_exec.decode import Strings
-    from otel_exec.redact import RedactionPolicy
+    from otel_exec.core.decode import Strings
+    from otel_exec.policy.redact import RedactionPolicy
 
     raw = [f"TRACEPARENT={TP}", "PATH=/bin"]
     emitted = Strings(RedactionPolicy("none").env(raw))
@@ -196,7 +196,7 @@ def test_remote_parent_needs_a_valid_traceparent() -> None:
 
 
 def test_digest_ids() -> None:
-    from otel_exec.spans import _digest
+    from otel_exec.lineage.spans import _digest
     exec_id = "0af7651916cd43dd8448eb211c80319c"
     assert _digest(exec_id, 0, 8) == bytes.fromhex(exec_id[:16])  # its leading bytes, stable across restarts
     assert _digest(exec_id, 0, 16) == bytes.fromhex(exec_id)
@@ -210,9 +210,9 @@ def test_digest_ids() -> None:
 
 
 def test_seed_gives_spans_to_processes_found_in_proc(tmp_path) -> None:
-    from otel_exec.identity import HostIdentity
-    from otel_exec.proctable import ProcessInfo
-    from otel_exec.spans import _environ
+    from otel_exec.host.identity import HostIdentity
+    from otel_exec.lineage.proctable import ProcessInfo
+    from otel_exec.lineage.spans import _environ
 
     ident = HostIdentity.current()
     table = ProcessTable()
@@ -255,7 +255,7 @@ def test_seed_gives_spans_to_processes_found_in_proc(tmp_path) -> None:
 
 
 def test_span_ids_of_reexecs_and_execs_without_exec_id() -> None:
-    from otel_exec.spans import _digest
+    from otel_exec.lineage.spans import _digest
     w = World()
     exec_id = "ab" + "1" * 30
     first = w.exec(20, 1, 5, exec_id, ts=1000)
@@ -273,8 +273,8 @@ def test_span_ids_of_reexecs_and_execs_without_exec_id() -> None:
 
 
 def test_seed_parent_started_in_the_same_tick(tmp_path) -> None:
-    from otel_exec.identity import HostIdentity
-    from otel_exec.proctable import ProcessInfo
+    from otel_exec.host.identity import HostIdentity
+    from otel_exec.lineage.proctable import ProcessInfo
     table = ProcessTable()
     parent = ProcessInfo(30, 1, 40, "ab" + "3" * 30, "", "p", "/bin/p", [], True, None)
     child = ProcessInfo(31, 30, 40, "ab" + "4" * 30, "", "c", "/bin/c", [], True, None)

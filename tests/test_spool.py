@@ -1,4 +1,4 @@
-"""The spool's segments, cursor and in-memory window (otel_exec.spool):
+"""The spool's segments, cursor and in-memory window (otel_exec.export.spool):
 whatever path a record takes, it is read back once, in order, until acked;
 disk trouble, a damaged spool and planted files stop nothing."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from otel_exec import spool as spool_mod
+from otel_exec.export import spool as spool_mod
 from otel_exec.errors import UsageError
-from otel_exec.spool import SignalSpool, Spool, frame
+from otel_exec.export.spool import SignalSpool, Spool, frame
 
 
 def framed_record(body: bytes) -> bytes:

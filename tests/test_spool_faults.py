@@ -19,8 +19,8 @@ import pytest
 
 from agent_run import AgentRun, kernel_available, public_dir  # noqa: F401  (fixture)
 from collector import Collector
-from otel_exec import mapping
-from otel_exec.spool import Spool, frame
+from otel_exec.export.otlp import encode
+from otel_exec.export.spool import Spool, frame
 from test_durability import agent_env, run_storm, storm, storm_execs, wait_for_execs  # noqa: F401
 
 pytestmark = pytest.mark.kernel
@@ -158,8 +158,8 @@ def _handmade_spool(d: Path, n: int) -> list[str]:
     sp = Spool(str(d), 1 << 32)
     logs = sp.signal("logs")
     for i in range(n):
-        rec = mapping.gap_record(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 2), 1.0)
-        starts.append(mapping.iso8601(1_000_000_000 * (i + 1)))
+        rec = encode.gap_record(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 2), 1.0)
+        starts.append(encode.iso8601(1_000_000_000 * (i + 1)))
         logs.append([frame(len(rec)), rec], 1)
         if i == n // 2:
             logs._write = None  # start the next segment here
@@ -252,7 +252,7 @@ def test_a_wall_clock_step_back_is_recorded_not_a_negative_gap(make_collector, t
     reason = kernel_available()
     if reason:
         pytest.skip(reason)
-    from otel_exec.identity import HostIdentity
+    from otel_exec.host.identity import HostIdentity
 
     d = tmp_path / "spool"
     Spool(str(d), 1 << 32).close()

@@ -29,12 +29,12 @@ def _once(original, exc, signal_of):
 
 
 if _FAULT == "send_raises":
-    from otel_exec import otlp
+    from otel_exec.export.otlp import sink as otlp
 
     for cls in (otlp.GrpcTransport, otlp.HttpTransport):
         cls.send = _once(cls.send, RuntimeError("injected transport fault"), lambda t: t.settings.signal)
 elif _FAULT == "thread_dies":
-    from otel_exec import otlp
+    from otel_exec.export.otlp import sink as otlp
 
     otlp.BatchExporter._step = _once(otlp.BatchExporter._step, InjectedThreadDeath("injected thread death"),
                                      lambda b: b.signal)

@@ -22,7 +22,7 @@ import pwd
 import threading
 from dataclasses import dataclass
 
-from .errors import PrivilegeError, PrivilegeLeakError, UsageError
+from otel_exec.errors import PrivilegeError, PrivilegeLeakError, UsageError
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 PR_SET_KEEPCAPS = 8

@@ -9,7 +9,7 @@ headers for BCC to compile against.
 - ``headers_problem()``: BCC compiles against /lib/modules/$(uname -r)/build
   (with /source beside it on Debian's split packages), or the tree that
   BCC_KERNEL_SOURCE names.
-- ``prepare_headers()`` (also ``python -m otel_exec.bcc_setup
+- ``prepare_headers()`` (also ``python -m otel_exec.bcc.toolchain
   prepare-headers``): for a kernel whose own headers are not packaged, one
   tree made of the distribution's nearest installed headers (Debian splits
   them into linux-headers-X-common and linux-headers-X-ARCH; BCC_KERNEL_SOURCE
@@ -208,7 +208,7 @@ def prepare_headers(headers: Path | None = None, cache: Path = CACHE_DIR) -> Pat
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m otel_exec.bcc_setup")
+    parser = argparse.ArgumentParser(prog="python -m otel_exec.bcc.toolchain")
     sub = parser.add_subparsers(dest="cmd", required=True)
     prep = sub.add_parser("prepare-headers", help="print a header tree for BCC_KERNEL_SOURCE (made if needed)")
     prep.add_argument("--headers", type=Path, help="a /usr/src/linux-headers-* tree (default: the nearest)")

@@ -52,10 +52,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import safefs
-from .errors import PrivilegeError, UsageError
+from otel_exec.host import safefs
+from otel_exec.errors import PrivilegeError, UsageError
 
-log = logging.getLogger("otel_exec.spool")
+log = logging.getLogger("otel_exec.export.spool")
 
 _LEN = struct.Struct("<I")
 frame = _LEN.pack  # the length prefix of a record in a segment

@@ -1,4 +1,4 @@
-"""Raw ring-buffer records -> typed events (otel_exec.events).
+"""Raw ring-buffer records -> typed events (otel_exec.model.events).
 
 Pure functions of the record bytes and the host identity: no /proc, no
 policy. A record that is short or inconsistent raises DecodeError; it never
@@ -10,9 +10,9 @@ import re
 import stat
 from typing import Callable
 
-from . import layout
-from .events import SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec, UnreportedExecEvent
-from .identity import HostIdentity, kernel_dev_to_user
+from otel_exec.model import layout
+from otel_exec.model.events import SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec, UnreportedExecEvent
+from otel_exec.host.identity import HostIdentity, kernel_dev_to_user
 
 PIPEFS_MAGIC = 0x50495045
 SOCKFS_MAGIC = 0x534F434B

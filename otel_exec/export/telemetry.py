@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
-from .otlp import OtlpOptions, TransportSettings, grpc_credentials, otlp_http_session, transport_settings
+from otel_exec.export.otlp.sink import OtlpOptions, TransportSettings, grpc_credentials, otlp_http_session, transport_settings
 
 Report = Callable[[], dict[str, int]]
 
@@ -147,7 +147,7 @@ class Telemetry:
             return callback
 
         meter.create_observable_counter(
-            "otel_exec.events", [observe(lambda r: [(r.get(k, 0), a) for k, a in _SEEN.items()])],
+            "otel_exec.model.events", [observe(lambda r: [(r.get(k, 0), a) for k, a in _SEEN.items()])],
             unit="{event}", description="Events the kernel reported, by type")
         meter.create_observable_counter(
             "otel_exec.records.exported",

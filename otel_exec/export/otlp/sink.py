@@ -1,6 +1,6 @@
 """OTLP export: resource, batching, transports, and what each failure means.
 
-Records are encoded by otel_exec.mapping; here they are batched (honouring
+Records are encoded by otel_exec.export.otlp.encode; here they are batched (honouring
 OTEL_BLRP_* / OTEL_BSP_*), wrapped into export requests by concatenation, and
 sent by two small transports of our own: gRPC through grpcio (the OTLP
 service's Export method, called with bytes) and HTTP through requests. Both
@@ -31,20 +31,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from . import __version__
-from . import protowire as w
-from .errors import UsageError
-from . import mapping
-from .events import ExecEvent
-from .identity import HostIdentity
-from .proctable import ProcessInfo
-from .spool import Batch, Position, SignalSpool, Spool, frame
+from otel_exec import __version__
+from otel_exec.export.otlp import protowire as w
+from otel_exec.errors import UsageError
+from otel_exec.export.otlp import encode
+from otel_exec.model.events import ExecEvent
+from otel_exec.host.identity import HostIdentity
+from otel_exec.lineage.proctable import ProcessInfo
+from otel_exec.export.spool import Batch, Position, SignalSpool, Spool, frame
 
 if TYPE_CHECKING:
     import grpc
     import requests
 
-log = logging.getLogger("otel_exec.otlp")
+log = logging.getLogger("otel_exec.export.otlp.sink")
 
 PROTOCOLS = ("grpc", "http/protobuf")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm32", "ppc64le": "ppc64", "s390x": "s390x"}
@@ -96,7 +96,7 @@ _SCOPE_FIELD = w.len_field(1, _SCOPE)
 
 def export_request(resource: bytes, records: list[bytes]) -> bytes:
     """ExportLogsServiceRequest or ExportTraceServiceRequest from records
-    framed as mapping.log_record() and mapping.span() frame them: both nest
+    framed as encode.log_record() and encode.span() frame them: both nest
     resource (1) and one scope block (2) holding scope (1) and the records
     (2). The records are copied once, by one join."""
     size = len(_SCOPE_FIELD) + sum(map(len, records))
@@ -617,7 +617,7 @@ class MemoryQueue:
 
 
 class SpoolQueue:
-    """Records written to the on-disk spool (otel_exec.spool) at the end of
+    """Records written to the on-disk spool (otel_exec.export.spool) at the end of
     each drain of the ring buffer, and sent from there: a failed batch stays
     to be sent again."""
 
@@ -914,18 +914,18 @@ class OtlpSink:
         now = time.time_ns()
         for info in infos:
             if info.seeded_from_proc:
-                attrs = mapping.Attrs.of(mapping.seeded_attributes(info))
-                self.logs.add(mapping.observed_record(info, attrs, now))
+                attrs = encode.Attrs.of(encode.seeded_attributes(info))
+                self.logs.add(encode.observed_record(info, attrs, now))
                 if info.owns_span:
                     info.span_attrs = (attrs.span,)
         gap = self.spool.gap() if self.spool else None
         if gap is not None:
-            self.logs.add(mapping.gap_record(gap.start_ns, gap.end_ns, gap.seconds, gap.clock_step_s))
+            self.logs.add(encode.gap_record(gap.start_ns, gap.end_ns, gap.seconds, gap.clock_step_s))
         self.flush()
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
-        enc = mapping.exec_attributes(ev, self.span_env)
-        self.logs.add(mapping.log_record(ev, enc, info, time.time_ns()))
+        enc = encode.exec_attributes(ev, self.span_env)
+        self.logs.add(encode.log_record(ev, enc, info, time.time_ns()))
         info.span_attrs = enc.span_attrs()
         if previous is not None and previous.owns_span:
             self._end(previous, ev.timestamp, "exec")
@@ -943,7 +943,7 @@ class OtlpSink:
             self._end(info, time.time_ns(), "evicted", incomplete=True)
 
     def _end(self, info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> None:
-        self.spans.add(mapping.span(info, end_ns, reason, incomplete))
+        self.spans.add(encode.span(info, end_ns, reason, incomplete))
         info.owns_span = False
         info.span_attrs = ()
 

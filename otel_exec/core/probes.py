@@ -14,10 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-from . import cgroups, layout
-from .config import Config
-from .errors import NoBtfError, PrivilegeError
-from .libbpf import BpfObject
+from otel_exec.host import cgroups
+
+from otel_exec.model import layout
+from otel_exec.config import Config
+from otel_exec.errors import NoBtfError, PrivilegeError
+from otel_exec.core.libbpf import BpfObject
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 CAP_SYS_ADMIN = 21
@@ -31,7 +33,7 @@ T = TypeVar("T")
 def object_path() -> Path:
     path = Path(str(resources.files("otel_exec") / "_bpf" / "otel_exec.bpf.o"))
     if not path.exists():
-        from .errors import BpfError
+        from otel_exec.errors import BpfError
 
         raise BpfError(f"{path} is missing: build it with `make -C bpf` or reinstall the package")
     return path

@@ -13,9 +13,9 @@ import stat
 import struct
 import time
 
-from . import protowire as w
-from .events import ExecEvent
-from .proctable import ProcessInfo
+from otel_exec.export.otlp import protowire as w
+from otel_exec.model.events import ExecEvent
+from otel_exec.lineage.proctable import ProcessInfo
 
 EVENT_NAME = "otel_exec.process.exec"
 OBSERVED_EVENT_NAME = "otel_exec.process.observed"  # running when the agent started

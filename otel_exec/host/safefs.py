@@ -26,7 +26,7 @@ import secrets
 import stat
 from typing import Iterable
 
-from .errors import UsageError
+from otel_exec.errors import UsageError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_SYMLINKS = 40  # the kernel's own limit on links in one lookup

@@ -13,7 +13,7 @@ import ctypes
 import ctypes.util
 import os
 
-from .errors import TracefsError
+from otel_exec.errors import TracefsError
 
 TRACEFS = "/sys/kernel/tracing"
 DEBUGFS_TRACING = "/sys/kernel/debug/tracing"

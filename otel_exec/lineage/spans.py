@@ -22,11 +22,11 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import UsageError
-from .events import ExecEvent
-from .identity import HostIdentity
-from .proctable import ProcessInfo, ProcessTable
-from .traceparent import remote_parent, trace_context_entries
+from otel_exec.errors import UsageError
+from otel_exec.model.events import ExecEvent
+from otel_exec.host.identity import HostIdentity
+from otel_exec.lineage.proctable import ProcessInfo, ProcessTable
+from otel_exec.lineage.traceparent import remote_parent, trace_context_entries
 
 
 # An untrusted TRACEPARENT is recorded, not parsed: keep it short.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .layout import CGROUP_DEPTH_MAX
+from otel_exec.errors import UsageError
+from otel_exec.model.layout import CGROUP_DEPTH_MAX
 
 
 def cgroup2_root() -> str | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Callable, TextIO
 
-from .config import Config
-from .decode import DecodeError, Decoder
-from .events import Event
-from .identity import HostIdentity
-from .loader import KernelProbes
-from .ringbuf import RingBuffer
+from otel_exec.config import Config
+from otel_exec.core.decode import DecodeError, Decoder
+from otel_exec.model.events import Event
+from otel_exec.host.identity import HostIdentity
+from otel_exec.core.probes import KernelProbes
+from otel_exec.core.ringbuf import RingBuffer
 
 Transform = Callable[[list[str]], list[str]]
 

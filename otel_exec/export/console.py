@@ -8,10 +8,10 @@ import shlex
 import time
 from typing import Iterable, TextIO
 
-from . import safefs
-from .errors import UsageError
-from .events import ExecEvent
-from .proctable import ProcessInfo
+from otel_exec.host import safefs
+from otel_exec.errors import UsageError
+from otel_exec.model.events import ExecEvent
+from otel_exec.lineage.proctable import ProcessInfo
 
 # shared is a cache key, parent_start_ticks only checks the parent's table entry.
 EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "parent_start_ticks")]

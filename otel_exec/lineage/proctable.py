@@ -21,9 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
-from .decode import split_block, text
-from .events import ExecEvent, ExitEvent, UnreportedExecEvent
-from .identity import HostIdentity
+from otel_exec.core.decode import split_block, text
+from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
+from otel_exec.host.identity import HostIdentity
 
 DEFAULT_MAX_ENTRIES = 65536
 """Default bound: twice the kernel's default pid_max of 32768, so a default
@@ -58,7 +58,7 @@ class ProcessInfo:
     exec_time: int | None  # ns since epoch of the exec; None when seeded
     exit_code: int | None = None
     signal: int | None = None
-    # The span of this image, assigned by otel_exec.spans; owns_span turns
+    # The span of this image, assigned by otel_exec.lineage.spans; owns_span turns
     # False once the span was ended and handed to the exporters.
     trace_id: bytes = b""
     span_id: bytes = b""

@@ -39,17 +39,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-from . import bcc_setup
-from .cgroups import cgroup2_root
-from .cgroups import resolve as resolve_cgroup
-from .config import Config
-from .decode import BlockCache, container_id, text
-from .errors import BccError, BpfError, BpfLoadError
-from .events import Event, ExecEvent, ExitEvent
-from .identity import HostIdentity
-from .layout import ARGS_MAX, CGROUP_DEPTH_MAX
-from .loader import check_privileges
-from .tracefs import ensure_tracefs
+from otel_exec.bcc import toolchain
+from otel_exec.host.cgroups import cgroup2_root
+from otel_exec.host.cgroups import resolve as resolve_cgroup
+from otel_exec.config import Config
+from otel_exec.core.decode import BlockCache, container_id, text
+from otel_exec.errors import BccError, BpfError, BpfLoadError
+from otel_exec.model.events import Event, ExecEvent, ExitEvent
+from otel_exec.host.identity import HostIdentity
+from otel_exec.model.layout import ARGS_MAX, CGROUP_DEPTH_MAX
+from otel_exec.core.probes import check_privileges
+from otel_exec.host.tracefs import ensure_tracefs
 
 Transform = Callable[[list[str]], list[str]]
 
@@ -92,8 +92,8 @@ _IMAGES_MAX = 65536
 _STR_MAX = 4096
 
 def program_path() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "bpf" / PROGRAM, here / "_bpf" / PROGRAM):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package.parent / "bpf" / PROGRAM, package / "_bpf" / PROGRAM):
         if candidate.exists():
             return candidate
     raise BpfError(f"{PROGRAM} is missing: it ships in bpf/ (or otel_exec/_bpf/ when installed)")
@@ -276,7 +276,7 @@ class CgroupPaths:
 class BccSource:
     """EventSource (agent.EventSource) over the BCC program."""
 
-    # Kept when privileges are dropped after start (otel_exec.privileges):
+    # Kept when privileges are dropped after start (otel_exec.host.privileges):
     # /proc/PID/{exe,fd,cwd,auxv,maps,environ,ns} of other users' processes
     # need ptrace read access (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH),
     # /proc/PID/map_files CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN, not kept:
@@ -293,12 +293,12 @@ class BccSource:
                            f"(BPF ring buffer); this is {os.uname().release}")
         tracefs = ensure_tracefs()
         try:
-            bcc = bcc_setup.import_bcc()
+            bcc = toolchain.import_bcc()
         except ImportError as e:
-            raise BccError(f"the BCC backend cannot run: {e}; install: {bcc_setup.install_hint()}") from None
-        problem = bcc_setup.headers_problem()
+            raise BccError(f"the BCC backend cannot run: {e}; install: {toolchain.install_hint()}") from None
+        problem = toolchain.headers_problem()
         if problem:
-            raise BccError(f"the BCC backend cannot run: {problem}; install: {bcc_setup.install_hint()}")
+            raise BccError(f"the BCC backend cannot run: {problem}; install: {toolchain.install_hint()}")
         self.cfg = cfg
         self.identity = identity
         self.log = log
