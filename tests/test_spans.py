@@ -212,7 +212,7 @@ def test_digest_ids() -> None:
 def test_seed_gives_spans_to_processes_found_in_proc(tmp_path) -> None:
     from otel_exec.host.identity import HostIdentity
     from otel_exec.lineage.proctable import ProcessInfo
-    from otel_exec.lineage.spans import _environ
+    from otel_exec.host.procfs import environ
 
     ident = HostIdentity.current()
     table = ProcessTable()
@@ -250,8 +250,8 @@ def test_seed_gives_spans_to_processes_found_in_proc(tmp_path) -> None:
     assert shell.span_id == b"kept" and before
     (tmp_path / "107").mkdir()
     (tmp_path / "107" / "environ").write_bytes(b"X=\xff\0\0Y=2\0")
-    assert _environ(str(tmp_path), 107) == ["X=\\xff", "Y=2"]
-    assert _environ(str(tmp_path), 999) == []
+    assert environ(107, str(tmp_path)) == ["X=\\xff", "Y=2"]
+    assert environ(999, str(tmp_path)) == []
 
 
 def test_span_ids_of_reexecs_and_execs_without_exec_id() -> None:

@@ -30,7 +30,6 @@ import ctypes
 import os
 import re
 import socket
-import stat
 import struct
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from otel_exec.config import Config
 from otel_exec.core.decode import BlockCache, container_id, text
 from otel_exec.errors import BccError, BpfError, BpfLoadError
 from otel_exec.model.events import Event, ExecEvent, ExitEvent
+from otel_exec.host import procfs
 from otel_exec.host.identity import HostIdentity
 from otel_exec.model.layout import ARGS_MAX, CGROUP_DEPTH_MAX
 from otel_exec.core.probes import check_privileges
@@ -79,13 +79,10 @@ COUNTER_NAMES = (
 _LOST_EXIT = COUNTER_NAMES.index("lost_exit_ringbuf_full")
 
 CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE = 2, 19, 39, 40
-PF_KTHREAD = 0x00200000
-AT_NULL, AT_BASE = 0, 7
 # Margin for comparing the kernel's task start time with the BPF clock
 # reads around it (both CLOCK_BOOTTIME; the BPF helper is the NMI-safe
 # accessor, which may lag the other by a little).
 START_MARGIN_NS = 50_000
-_AUXV = struct.Struct("@LL")
 _PENDING_MAX = 4096
 _PENDING_BYTES_MAX = 32 << 20
 _IMAGES_MAX = 65536
@@ -187,50 +184,6 @@ class _Known:
     ppid: int | None
     ppid_kthread: bool
     start_ticks: int | None
-
-
-@dataclass(slots=True)
-class _Snap:
-    """/proc/PID as read for one exec; None fields could not be read."""
-
-    start_ticks: int | None = None
-    euid: int | None = None
-    egid: int | None = None
-    nspid: list[int] | None = None
-    exe: bytes | None = None
-    exe_st: os.stat_result | None = None
-    interp_static: bool = False
-    interp: tuple[bytes, os.stat_result] | None = None
-    stdin: tuple[bytes, int] | None = None  # (path, S_IFMT); (b"", 0) when closed
-    cwd: bytes | None = None
-    mnt_ns: int | None = None
-    pid_ns: int | None = None
-    uts_ns: int | None = None
-    cmdline: bytes | None = None
-    cmdline_whole: bool = False
-    environ: bytes | None = None
-    environ_whole: bool = False
-
-
-def _read(path: str, limit: int = 1 << 16) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        size = 0
-        while size < limit:
-            chunk = os.read(fd, min(1 << 16, limit - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _stat_fields(raw: bytes) -> list[bytes]:
-    """Fields of /proc/PID/stat from the state on (comm may hold anything)."""
-    return raw[raw.rfind(b")") + 2:].split()
 
 
 class CgroupPaths:
@@ -418,15 +371,15 @@ class BccSource:
             if not name.isdigit():
                 continue
             try:
-                fields = _stat_fields(_read(f"/proc/{name}/stat"))
+                fields = procfs.stat_fields(procfs.read(f"/proc/{name}/stat"))
             except OSError:
                 continue
-            if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+            if len(fields) <= procfs.STAT_STARTTIME or fields[procfs.STAT_STATE] in procfs.GONE_STATES:
                 continue
-            pid, ppid = int(name), int(fields[1])
-            if int(fields[6]) & PF_KTHREAD:
+            pid, ppid = int(name), int(fields[procfs.STAT_PPID])
+            if int(fields[procfs.STAT_FLAGS]) & procfs.PF_KTHREAD:
                 kthreads.add(pid)
-            known[pid] = _Known(ppid, False, int(fields[19]))
+            known[pid] = _Known(ppid, False, int(fields[procfs.STAT_STARTTIME]))
             children.setdefault(ppid, set()).add(pid)
         for k in known.values():
             k.ppid_kthread = k.ppid in kthreads
@@ -598,113 +551,6 @@ class BccSource:
             return None
         return v.life, v.img_token
 
-    def _snapshot(self, pid: int, want_cmdline: bool, want_environ: bool) -> _Snap | None:
-        base = f"/proc/{pid}"
-        snap = _Snap()
-        try:
-            fields = _stat_fields(_read(f"{base}/stat"))
-            snap.start_ticks = int(fields[19])
-        except (OSError, ValueError, IndexError):
-            return None
-        try:
-            for line in _read(f"{base}/status").splitlines():
-                if line.startswith(b"Uid:"):
-                    snap.euid = int(line.split()[2])
-                elif line.startswith(b"Gid:"):
-                    snap.egid = int(line.split()[2])
-                elif line.startswith(b"NSpid:"):
-                    snap.nspid = [int(x) for x in line.split()[1:]]
-        except (OSError, ValueError, IndexError):
-            pass
-        try:
-            snap.exe = os.readlink(f"{base}/exe".encode())
-            snap.exe_st = os.stat(f"{base}/exe")
-        except OSError:
-            snap.exe = snap.exe_st = None
-        self._interpreter(base, snap)
-        try:
-            snap.stdin = (os.readlink(f"{base}/fd/0".encode()), stat.S_IFMT(os.stat(f"{base}/fd/0").st_mode))
-        except FileNotFoundError:
-            snap.stdin = (b"", 0)  # closed (checked against exit by the image token)
-        except OSError:
-            snap.stdin = None
-        try:
-            snap.cwd = os.readlink(f"{base}/cwd".encode())
-        except OSError:
-            pass
-        for attr, ns in (("mnt_ns", "mnt"), ("pid_ns", "pid"), ("uts_ns", "uts")):
-            try:
-                setattr(snap, attr, os.stat(f"{base}/ns/{ns}").st_ino)
-            except OSError:
-                pass
-        limit = 2 * ARGS_MAX + _STR_MAX * 4
-        if want_cmdline:
-            try:
-                snap.cmdline = _read(f"{base}/cmdline", limit)
-                snap.cmdline_whole = len(snap.cmdline) < limit and snap.cmdline.endswith(b"\0")
-            except OSError:
-                pass
-        if want_environ:
-            try:
-                snap.environ = _read(f"{base}/environ", limit)
-                snap.environ_whole = len(snap.environ) < limit
-            except OSError:
-                pass
-        return snap
-
-    def _interpreter(self, base: str, snap: _Snap) -> None:
-        """The ELF interpreter as the CO-RE backend finds it: auxv's AT_BASE
-        and the file mapped there."""
-        try:
-            auxv = _read(f"{base}/auxv")
-        except OSError:
-            return
-        at_base = None
-        complete = False
-        for off in range(0, len(auxv) - _AUXV.size + 1, _AUXV.size):
-            key, value = _AUXV.unpack_from(auxv, off)
-            if key == AT_NULL:
-                complete = True
-                break
-            if key == AT_BASE:
-                at_base = value
-        if not complete:
-            return  # no mm (exiting): unknown
-        if not at_base:
-            snap.interp_static = True
-            return
-        try:
-            maps = _read(f"{base}/maps", 1 << 22)
-        except OSError:
-            return
-        for line in maps.splitlines():
-            span = line.split(b" ", 1)[0]
-            lo, _, hi = span.partition(b"-")
-            try:
-                if not int(lo, 16) <= at_base < int(hi, 16):
-                    continue
-            except ValueError:
-                return
-            link = f"{base}/map_files/{span.decode()}"
-            try:
-                snap.interp = (os.readlink(link.encode()), os.stat(link))
-                return
-            except OSError:
-                pass
-            # map_files needs CAP_CHECKPOINT_RESTORE: the path maps shows,
-            # accepted only if that file is the mapped inode.
-            parts = line.split(maxsplit=5)
-            if len(parts) < 6 or b"\\012" in parts[5] or parts[5].endswith(b" (deleted)"):
-                return
-            try:
-                major, minor = (int(x, 16) for x in parts[3].split(b":"))
-                st = os.stat(parts[5])
-            except (ValueError, OSError):
-                return
-            if st.st_ino == int(parts[4]) and (os.major(st.st_dev), os.minor(st.st_dev)) == (major, minor):
-                snap.interp = (parts[5], st)
-            return
-
     # --- exec -------------------------------------------------------------------
 
     def _exec(self, raw: bytes) -> ExecEvent:
@@ -737,7 +583,7 @@ class BccSource:
         # sched_prepare_exec, and checks the argv read at the syscall.
         want_cmdline = True
         want_environ = args is None or bool(args.flags & A_ENV_UNREADABLE)
-        snap = self._snapshot(host_pid, want_cmdline, want_environ)
+        snap = procfs.snapshot(host_pid, want_cmdline, want_environ, 2 * ARGS_MAX + _STR_MAX * 4)
         if snap is not None:
             token = self._image_token(host_pid)
             if token is None or token[1] != boot_ns:
@@ -902,14 +748,12 @@ class BccSource:
         pid_at_level: the parent's pid at that level, 0 if not visible."""
         if host_ppid is None or parent_kind != P_ALIVE:
             return None
+        ids = procfs.status_ids(host_ppid)
         try:
-            nspid = None
-            for line in _read(f"/proc/{host_ppid}/status").splitlines():
-                if line.startswith(b"NSpid:"):
-                    nspid = [int(x) for x in line.split()[1:]]
             parent_ns = os.stat(f"/proc/{host_ppid}/ns/pid").st_ino
-        except (OSError, ValueError):
+        except OSError:
             return None
+        nspid = None if ids is None else ids.nspid
         token = self._image_token(host_ppid)
         if nspid is None or token is None or token[0] != ppid_life:
             return None  # the parent is gone: not the one read
@@ -920,7 +764,7 @@ class BccSource:
             return nspid[level]
         return None
 
-    def _argv(self, args: _Args | None, prep: _Prep | None, snap: _Snap | None, cmdpath: bytes,
+    def _argv(self, args: _Args | None, prep: _Prep | None, snap: procfs.Snapshot | None, cmdpath: bytes,
               is_script: bool | None, missing: set[str]) -> tuple[list[str], int | None, bool, str | None]:
         """argv, argc, argv_truncated and interp, as the CO-RE backend reads
         them after the exec (for a script: after the kernel's #! rewrite)."""
@@ -976,7 +820,7 @@ class BccSource:
         tail = [cmdpath] + passed[1:]
         return len(proc_argv) > len(tail) and proc_argv[-len(tail):] == tail
 
-    def _env(self, args: _Args | None, snap: _Snap | None, missing: set[str]) -> tuple[list[str], int | None, bool]:
+    def _env(self, args: _Args | None, snap: procfs.Snapshot | None, missing: set[str]) -> tuple[list[str], int | None, bool]:
         max_bytes = self.cfg.env_max_bytes
         if args is not None and not args.flags & A_ENV_UNREADABLE:
             cut = bool(args.flags & (A_ENV_CUT | A_ENVC_UNKNOWN))

@@ -91,9 +91,6 @@ class ConsoleExporter:
         if not self.jsonl:
             out.write(f"{'TIME':12} {'PID':>7} {'PPID':>7} {'UID':>5} PATH: ARGV\n")
 
-    def start(self) -> None:
-        pass  # no thread: lines are written from the reader thread
-
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
         if self.jsonl:
             self._lines.append(json_line(exec_to_dict(ev, self.fields)))

@@ -23,6 +23,7 @@ from typing import Callable
 
 from otel_exec.core.decode import split_block, text
 from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
+from otel_exec.host import procfs
 from otel_exec.host.identity import HostIdentity
 
 DEFAULT_MAX_ENTRIES = 65536
@@ -31,11 +32,6 @@ host fits whole. An entry costs about 200 bytes plus its strings (argv, ids,
 paths): tens of MiB when full. Hosts that raise pid_max to 4194304 keep
 their 65536 most recently active processes."""
 
-# Field 22 of /proc/PID/stat (starttime), indexed from the state (field 3),
-# which is the first field after the comm's closing parenthesis.
-_STAT_PPID = 4 - 3
-_STAT_STARTTIME = 22 - 3
-_GONE_STATES = (b"Z", b"X")  # zombie, dead: exited already, no exit event will come
 
 
 @dataclass(slots=True)
@@ -71,22 +67,6 @@ class ProcessInfo:
     owns_span: bool = False
     span_start: int = 0  # ns since epoch
     span_attrs: tuple[bytes, ...] = ()  # encoded attribute parts, kept until the span ends
-
-
-# One read per file: stat always fits; a longer cmdline loses its cut last
-# element, and 64 KiB is plenty for the lineage of processes that predate the
-# agent.
-_READ_MAX = 1 << 16
-
-
-def _read(path: bytes) -> bytes:
-    # os.open/os.read skip the io stack: seeding reads a few files for every
-    # process on the host.
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, _READ_MAX)
-    finally:
-        os.close(fd)
 
 
 class ProcessTable:
@@ -181,38 +161,32 @@ class ProcessTable:
         """
         procs = self._procs
         seeded: list[ProcessInfo] = []
-        root = os.fsencode(proc)
-        for name in os.listdir(root):
-            if not name.isdigit():
-                continue
-            base = root + b"/" + name
+        for pid in procfs.pids(proc):
+            base = f"{proc}/{pid}"
             try:
-                stat = _read(base + b"/stat")
-                cmdline = _read(base + b"/cmdline")
+                stat = procfs.read(base + "/stat")
+                cmdline = procfs.read(base + "/cmdline")
             except OSError:
                 continue  # exited meanwhile
-            # comm may itself hold ') ' and spaces: it ends at the last ')'.
-            open_paren = stat.find(b"(")
-            close_paren = stat.rfind(b")")
-            fields = stat[close_paren + 2:].split()
-            if open_paren < 0 or len(fields) <= _STAT_STARTTIME or fields[0] in _GONE_STATES:
+            fields = procfs.stat_fields(stat)
+            if stat.find(b"(") < 0 or len(fields) <= procfs.STAT_STARTTIME \
+                    or fields[procfs.STAT_STATE] in procfs.GONE_STATES:
                 continue
-            pid = int(name)
-            start_ticks = int(fields[_STAT_STARTTIME])
+            start_ticks = int(fields[procfs.STAT_STARTTIME])
             known = procs.get(pid)
             if known is not None and known.start_ticks == start_ticks:
                 continue
-            exe_link = base + b"/exe"
+            exe_link = base + "/exe"
             try:
-                exe = text(os.readlink(exe_link))
+                exe = text(os.readlink(os.fsencode(exe_link)))
                 st = os.stat(exe_link)
                 exe_dev, exe_ino = st.st_dev, st.st_ino
             except OSError:
                 exe, exe_dev, exe_ino = "", 0, 0
-            argv = split_block(cmdline, truncated=len(cmdline) == _READ_MAX)
-            info = ProcessInfo(pid, int(fields[_STAT_PPID]), start_ticks,
+            argv = split_block(cmdline, truncated=len(cmdline) == procfs.READ_MAX)
+            info = ProcessInfo(pid, int(fields[procfs.STAT_PPID]), start_ticks,
                                identity.exec_id(pid, start_ticks, exe_dev, exe_ino), "",
-                               text(stat[open_paren + 1:close_paren]), exe, argv, True, None)
+                               text(procfs.stat_comm(stat)), exe, argv, True, None)
             self._put(info)
             seeded.append(info)
         # Parents are only all known once every process has been read.

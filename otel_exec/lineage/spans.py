@@ -18,12 +18,12 @@ keeps its ids, and children started after the restart still nest under it.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 from otel_exec.errors import UsageError
 from otel_exec.model.events import ExecEvent
+from otel_exec.host import procfs
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.proctable import ProcessInfo, ProcessTable
 from otel_exec.lineage.traceparent import remote_parent, trace_context_entries
@@ -148,26 +148,9 @@ class SpanLineage:
             info.span_id = _digest(info.exec_id, 0, 8)
             info.span_start = identity.boot_ns_to_epoch_ns(info.start_ticks * identity.ns_per_tick)
             info.owns_span = True
-            uid = None if self.trust.any_uid else _real_uid(proc, info.pid)
-            self._parent(info, trace_context_entries(_environ(proc, info.pid)), parent, info.exec_id, uid)
-
-
-def _real_uid(proc: str, pid: int) -> int:
-    """The process's real user id; -1 (trusted by no list) when unreadable."""
-    try:
-        with open(f"{proc}/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return -1
-
-
-def _environ(proc: str, pid: int) -> list[str]:
-    try:
-        with open(f"{proc}/{pid}/environ", "rb") as f:
-            raw = f.read(1 << 20)
-    except OSError:
-        return []
-    return [e.decode("utf-8", "backslashreplace") for e in raw.split(b"\0") if e]
+            if self.trust.any_uid:
+                uid = None
+            else:
+                ids = procfs.status_ids(info.pid, proc)
+                uid = -1 if ids is None or ids.uid is None else ids.uid  # -1: trusted by no list
+            self._parent(info, trace_context_entries(procfs.environ(info.pid, proc)), parent, info.exec_id, uid)

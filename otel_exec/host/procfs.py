@@ -1,0 +1,229 @@
+"""The one reader of /proc: what a live process's files say about it.
+
+Used by the BCC backend (an exec's executable, interpreter, stdin, ids,
+namespaces, argv/env while the process lives), by the process-table seed
+(every process already running at start) and by span lineage (the real uid
+and environment of processes found at start). Every function reads with
+os.open/os.read, bounded, and returns what it could read: a process may
+exit between two reads, and a field that could not be read stays None.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from dataclasses import dataclass
+
+PROC = "/proc"
+READ_MAX = 1 << 16
+PF_KTHREAD = 0x00200000
+AT_NULL, AT_BASE = 0, 7
+_AUXV = struct.Struct("@LL")
+_MAPS_MAX = 1 << 22
+# Fields of /proc/PID/stat indexed from the state (field 3), the first field
+# after the comm's closing parenthesis: comm may hold ') ' and spaces.
+STAT_STATE = 3 - 3
+STAT_PPID = 4 - 3
+STAT_FLAGS = 9 - 3
+STAT_STARTTIME = 22 - 3
+GONE_STATES = (b"Z", b"X")  # zombie, dead: exited already, no exit event will come
+
+
+def read(path: str | bytes, limit: int = READ_MAX) -> bytes:
+    """Up to limit bytes of a /proc file (os.open/os.read skip the io stack:
+    the seed reads several files of every process on the host)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, min(READ_MAX, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def stat_fields(raw: bytes) -> list[bytes]:
+    """Fields of /proc/PID/stat from the state on."""
+    return raw[raw.rfind(b")") + 2:].split()
+
+
+def stat_comm(raw: bytes) -> bytes:
+    """The comm of /proc/PID/stat: between the first '(' and the last ')'."""
+    return raw[raw.find(b"(") + 1:raw.rfind(b")")]
+
+
+def pids(proc: str = PROC) -> list[int]:
+    return [int(name) for name in os.listdir(proc) if name.isdigit()]
+
+
+@dataclass(slots=True)
+class StatusIds:
+    """The id lines of /proc/PID/status (real and effective columns)."""
+
+    uid: int | None = None
+    euid: int | None = None
+    gid: int | None = None
+    egid: int | None = None
+    nspid: list[int] | None = None
+
+
+def status_ids(pid: int, proc: str = PROC) -> StatusIds | None:
+    """None when the file cannot be read; a line that cannot be parsed
+    leaves its fields None."""
+    try:
+        raw = read(f"{proc}/{pid}/status")
+    except OSError:
+        return None
+    ids = StatusIds()
+    try:
+        for line in raw.splitlines():
+            if line.startswith(b"Uid:"):
+                parts = line.split()
+                ids.uid, ids.euid = int(parts[1]), int(parts[2])
+            elif line.startswith(b"Gid:"):
+                parts = line.split()
+                ids.gid, ids.egid = int(parts[1]), int(parts[2])
+            elif line.startswith(b"NSpid:"):
+                ids.nspid = [int(x) for x in line.split()[1:]]
+    except (ValueError, IndexError):
+        pass
+    return ids
+
+
+def environ(pid: int, proc: str = PROC, limit: int = 1 << 20) -> list[str]:
+    """The environment a process was started with; [] when unreadable."""
+    try:
+        raw = read(f"{proc}/{pid}/environ", limit)
+    except OSError:
+        return []
+    return [e.decode("utf-8", "backslashreplace") for e in raw.split(b"\0") if e]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """/proc/PID as read for one exec; None fields could not be read."""
+
+    start_ticks: int | None = None
+    euid: int | None = None
+    egid: int | None = None
+    nspid: list[int] | None = None
+    exe: bytes | None = None
+    exe_st: os.stat_result | None = None
+    interp_static: bool = False
+    interp: tuple[bytes, os.stat_result] | None = None
+    stdin: tuple[bytes, int] | None = None  # (path, S_IFMT); (b"", 0) when closed
+    cwd: bytes | None = None
+    mnt_ns: int | None = None
+    pid_ns: int | None = None
+    uts_ns: int | None = None
+    cmdline: bytes | None = None
+    cmdline_whole: bool = False
+    environ: bytes | None = None
+    environ_whole: bool = False
+
+
+def snapshot(pid: int, want_cmdline: bool, want_environ: bool, block_limit: int) -> Snapshot | None:
+    """What /proc/PID says now; None when the process is gone. cmdline and
+    environ are read up to block_limit bytes."""
+    base = f"{PROC}/{pid}"
+    snap = Snapshot()
+    try:
+        snap.start_ticks = int(stat_fields(read(f"{base}/stat"))[STAT_STARTTIME])
+    except (OSError, ValueError, IndexError):
+        return None
+    ids = status_ids(pid)
+    if ids is not None:
+        snap.euid, snap.egid, snap.nspid = ids.euid, ids.egid, ids.nspid
+    try:
+        snap.exe = os.readlink(f"{base}/exe".encode())
+        snap.exe_st = os.stat(f"{base}/exe")
+    except OSError:
+        snap.exe = snap.exe_st = None
+    _interpreter(base, snap)
+    try:
+        snap.stdin = (os.readlink(f"{base}/fd/0".encode()), stat.S_IFMT(os.stat(f"{base}/fd/0").st_mode))
+    except FileNotFoundError:
+        snap.stdin = (b"", 0)  # closed (the caller checks that against an exit)
+    except OSError:
+        snap.stdin = None
+    try:
+        snap.cwd = os.readlink(f"{base}/cwd".encode())
+    except OSError:
+        pass
+    for attr, ns in (("mnt_ns", "mnt"), ("pid_ns", "pid"), ("uts_ns", "uts")):
+        try:
+            setattr(snap, attr, os.stat(f"{base}/ns/{ns}").st_ino)
+        except OSError:
+            pass
+    if want_cmdline:
+        try:
+            snap.cmdline = read(f"{base}/cmdline", block_limit)
+            snap.cmdline_whole = len(snap.cmdline) < block_limit and snap.cmdline.endswith(b"\0")
+        except OSError:
+            pass
+    if want_environ:
+        try:
+            snap.environ = read(f"{base}/environ", block_limit)
+            snap.environ_whole = len(snap.environ) < block_limit
+        except OSError:
+            pass
+    return snap
+
+
+def _interpreter(base: str, snap: Snapshot) -> None:
+    """The ELF interpreter as the CO-RE backend finds it: auxv's AT_BASE
+    and the file mapped there."""
+    try:
+        auxv = read(f"{base}/auxv")
+    except OSError:
+        return
+    at_base = None
+    complete = False
+    for off in range(0, len(auxv) - _AUXV.size + 1, _AUXV.size):
+        key, value = _AUXV.unpack_from(auxv, off)
+        if key == AT_NULL:
+            complete = True
+            break
+        if key == AT_BASE:
+            at_base = value
+    if not complete:
+        return  # no mm (exiting): unknown
+    if not at_base:
+        snap.interp_static = True
+        return
+    try:
+        maps = read(f"{base}/maps", _MAPS_MAX)
+    except OSError:
+        return
+    for line in maps.splitlines():
+        span = line.split(b" ", 1)[0]
+        lo, _, hi = span.partition(b"-")
+        try:
+            if not int(lo, 16) <= at_base < int(hi, 16):
+                continue
+        except ValueError:
+            return
+        link = f"{base}/map_files/{span.decode()}"
+        try:
+            snap.interp = (os.readlink(link.encode()), os.stat(link))
+            return
+        except OSError:
+            pass
+        # map_files needs CAP_CHECKPOINT_RESTORE: the path maps shows,
+        # accepted only if that file is the mapped inode.
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or b"\\012" in parts[5] or parts[5].endswith(b" (deleted)"):
+            return
+        try:
+            major, minor = (int(x, 16) for x in parts[3].split(b":"))
+            st = os.stat(parts[5])
+        except (ValueError, OSError):
+            return
+        if st.st_ino == int(parts[4]) and (os.major(st.st_dev), os.minor(st.st_dev)) == (major, minor):
+            snap.interp = (parts[5], st)
+        return
