@@ -9,9 +9,7 @@ import threading
 import time
 from typing import Callable, Iterable, Protocol, TextIO
 
-from otel_exec.host import privileges
-
-from otel_exec.host import safefs
+from otel_exec.host import privileges, safefs
 from otel_exec.config import Config
 from otel_exec.core.decode import Strings
 from otel_exec.errors import UsageError
