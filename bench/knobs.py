@@ -3,9 +3,9 @@
 
     python3 bench/knobs.py [--execs N] [--output FILE]
 
-One unthrottled storm (bench/storm.py: 2 workers, N execs of /bin/true,
+One unthrottled storm (bench/lib/storm.py: 2 workers, N execs of /bin/true,
 default 10,000) without the agent, then one per setting, each with the
-agent exporting OTLP/gRPC to a fresh rotel (bench/oe_agent.traced_run):
+agent exporting OTLP/gRPC to a fresh rotel (bench/lib/oe_agent.traced_run):
 the default, --no-field env, argv, paths and all five, --sample-rate 10,
 and a comm filter that drops the whole storm. Per setting: the storm's exec
 rate, storm records at the collector, the agent's CPU and the bytes it wrote
@@ -28,12 +28,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from oe_agent import Setup, TracedRun, traced_run
-from procs import BpfStats, ticks_to_us
-from report import table
-from rotel_collector import find_rotel
+from lib.oe_agent import Setup, TracedRun, traced_run
+from lib.procs import BpfStats, ticks_to_us
+from lib.report import table
+from lib.rotel_collector import find_rotel
 from run import REPO, WORKERS, Session, agent_python, machine, publish, say
-from storm import Storm
+from lib.storm import Storm
 
 SETTINGS: list[tuple[str, list[str]]] = [
     ("default (every field)", []),

@@ -57,11 +57,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oe_agent import Agent
-from procs import Child, Children, kb_to_mb
-from rotel_collector import Rotel, find_rotel
+from lib.oe_agent import Agent
+from lib.procs import Child, Children, kb_to_mb
+from lib.rotel_collector import Rotel, find_rotel
 from run import IDLE_LOAD, Session, agent_python, machine, publish
-from storm import MARKER_KEY, MARKER_VAR, Storm
+from lib.storm import MARKER_KEY, MARKER_VAR, Storm
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2

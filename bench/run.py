@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from oe_agent import Setup, measure_startup, traced_run
-from peers import INSTALL_COMMAND, PEERS, PeerResult, install_peers
-from procs import BpfStats, Children
-from report import (
+from lib.oe_agent import Setup, measure_startup, traced_run
+from lib.peers import INSTALL_COMMAND, PEERS, PeerResult, install_peers
+from lib.procs import BpfStats, Children
+from lib.report import (
     HEADER,
     Results,
     peers_table,
@@ -48,8 +48,8 @@ from report import (
     scaling_table,
     targets_table,
 )
-from rotel_collector import find_rotel
-from storm import Storm
+from lib.rotel_collector import find_rotel
+from lib.storm import Storm
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
