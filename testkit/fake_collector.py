@@ -45,6 +45,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from testkit.poll import wait_until
+
 _LOOPBACK = "127.0.0.1"
 _REQUESTS = {"logs": ExportLogsServiceRequest, "traces": ExportTraceServiceRequest,
              "metrics": ExportMetricsServiceRequest}
@@ -220,12 +222,7 @@ class FakeCollector:
         return value
 
     def wait(self, done: Callable[[], Any], timeout: float = 20) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = done()
-            if result or time.monotonic() > deadline:
-                return result
-            time.sleep(0.05)
+        return wait_until(done, timeout)
 
 
 class _Handler(BaseHTTPRequestHandler):

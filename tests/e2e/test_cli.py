@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -13,18 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent_run import ROOT, AgentRun, kernel_available, marked, marked_env, new_mark
+from tests.helpers.agent_run import ROOT, AgentRun, counters_from, kernel_available, marked, marked_env, new_mark
 from otel_exec import cli
 from otel_exec.core import probes
 from tests.helpers.progs import Progs
 
 kernel = pytest.mark.kernel
 TRUE = os.path.realpath("/bin/true")
-
-
-def counters_from(stderr: str) -> dict[str, int]:
-    line = [l for l in stderr.splitlines() if "stopped;" in l][-1]
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from otel_exec.host import tracefs
 from otel_exec.bcc.source import tracepoint_features
 from otel_exec.export.telemetry import loss_reason
 from tests.helpers.progs import Progs
-from tests.bcc.test_bcc import bcc_env  # noqa: F401  (a fixture)
+from tests.helpers.bcc_env import bcc_env  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.kernel
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent_run import AgentRun, Live, agent, kernel_available, marked, marked_env, new_cgroup, new_mark  # noqa: F401
+from tests.helpers.agent_run import AgentRun, Live, agent, counters_from, kernel_available, marked, marked_env, new_cgroup, new_mark  # noqa: F401
 from tests.helpers.collector import Collector
 from otel_exec.bcc import toolchain
 from otel_exec import cli
@@ -26,9 +26,8 @@ from otel_exec.core import probes
 from otel_exec.config import FIELD_GROUPS
 from otel_exec.model.events import ExecEvent
 from tests.helpers.progs import Progs
-from tests.bcc.test_bcc import bcc_env  # noqa: F401
-from tests.core.test_capture import assert_live_process
-from tests.e2e.test_cli import counters_from
+from tests.helpers.bcc_env import bcc_env  # noqa: F401
+from tests.helpers.proc_truth import assert_live_process
 
 pytestmark = pytest.mark.kernel
 

@@ -22,9 +22,8 @@ from otel_exec.core.decode import Decoder
 from otel_exec.model.events import ExecEvent, SharedExec, UnreportedExecEvent
 from otel_exec.core.probes import prefix_entries
 from otel_exec.lineage.proctable import ProcessTable
-from tests.core.test_decode_fuzz import IDENTITY, build_exec, leaf_first
-from tests.export.test_otlp_encoding import attrs, sample_exec
-from tests.lineage.test_proctable import exec_ev
+from tests.helpers.events import attrs, exec_ev, sample_exec
+from tests.helpers.records import IDENTITY, build_exec, leaf_first
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

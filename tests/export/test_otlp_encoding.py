@@ -1,7 +1,6 @@
 """The hand-written OTLP encoding, decoded with the official generated classes."""
 from __future__ import annotations
 
-import stat
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -13,35 +12,7 @@ from otel_exec.export.otlp import sink as otlp
 from otel_exec.model.events import ExecEvent
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.proctable import ProcessInfo
-
-
-def sample_exec(**over: object) -> ExecEvent:
-    fields = dict(
-        timestamp=1_700_000_000_123_456_789, pid=7, tid=7, ppid=1, host_pid=4242, host_tid=4242, host_ppid=4000,
-        uid=1000, gid=1000, euid=0, egid=0, comm="sudo", prev_comm="bash", pwd="/home/u", mount_ns=4026531832,
-        pid_ns=4026531836, cgroup_id=1234, cgroup_path="/system.slice/docker-" + "ab" * 32 + ".scope",
-        container_id="ab" * 32, hostname="box", process_start_time=1_700_000_000_000_000_000, exec_id="e" * 32,
-        parent_exec_id="f" * 32, cmdpath="sudo", pathname="/usr/bin/sudo", dev=65024, inode=12345,
-        ctime=1_600_000_000_000_000_000, inode_mode=stat.S_IFREG | 0o4755,
-        interpreter_pathname="/usr/lib/ld.so", interpreter_dev=65024, interpreter_inode=99,
-        interpreter_ctime=1_500_000_000_000_000_000, argv=["sudo", "-u", "x y", "caf\u00e9"], interp="sudo",
-        stdin_type=stat.S_IFCHR, stdin_path="/dev/pts/3", invoked_from_kernel=False,
-        env=["HOME=/root", "API_TOKEN=[REDACTED]", "NOEQUALS", "HOME=/second"], argv_truncated=False,
-        env_truncated=True,
-        argc=4, envc=3, path_truncated=["pwd"], start_ticks=100, image_ppid=4000)
-    fields.update(over)
-    return ExecEvent(**fields)  # type: ignore[arg-type]
-
-
-def any_to_py(v: AnyValue) -> object:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [any_to_py(e) for e in v.array_value.values]
-    return getattr(v, kind)
-
-
-def attrs(kvs) -> dict[str, object]:
-    return {kv.key: any_to_py(kv.value) for kv in kvs}
+from tests.helpers.events import attrs, sample_exec
 
 
 def info_for(ev: ExecEvent) -> ProcessInfo:

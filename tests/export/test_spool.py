@@ -69,6 +69,16 @@ def _restart(path: Path, **kw: object) -> SignalSpool:
     return _logs(path, **kw)
 
 
+def _thirty_records_in_small_segments(path: Path, monkeypatch: pytest.MonkeyPatch) -> SignalSpool:
+    """Records 0..29 written to 200-byte segments on path, then the spool
+    restarted on them (every record is in a file, none in memory)."""
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
+    first = _logs(path)
+    for i in range(0, 30, 3):
+        _append(first, _records(3, start=i))
+    return _restart(path)
+
+
 def test_records_come_back_in_order_from_memory(tmp_path: Path) -> None:
     sp = _logs(tmp_path / "s")
     recs = _records(50)
@@ -306,12 +316,8 @@ def test_foreign_files_in_the_spool_are_ignored_and_counted(tmp_path: Path) -> N
 
 def test_a_segment_deleted_behind_the_spool_is_counted_not_fatal(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
     d = tmp_path / "s"
-    first = _logs(d)
-    for i in range(0, 30, 3):
-        _append(first, _records(3, start=i))
-    sp = _restart(d)
+    sp = _thirty_records_in_small_segments(d, monkeypatch)
     segs = sorted(d.glob("logs-*.seg"))
     segs[1].unlink()  # an operator freeing disk space
     got = _drain(sp)
@@ -787,12 +793,8 @@ def test_a_segment_deleted_behind_the_spool_is_warned_with_its_count(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     import logging
     caplog.set_level(logging.WARNING)
-    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
     d = tmp_path / "s"
-    first = _logs(d)
-    for i in range(0, 30, 3):
-        _append(first, _records(3, start=i))
-    sp = _restart(d)
+    sp = _thirty_records_in_small_segments(d, monkeypatch)
     batch = sp.read(1, 1 << 20)
     assert batch is not None
     sp.ack(batch.end)  # the cursor inside the first segment

@@ -4,7 +4,6 @@ full; segments, cursors and heartbeats damaged or replaced by links. The
 agent keeps capturing, delivers what it can, and counts the rest exactly."""
 from __future__ import annotations
 
-import errno
 import os
 import pwd
 import shutil
@@ -17,11 +16,12 @@ from typing import Iterator
 
 import pytest
 
-from tests.helpers.agent_run import AgentRun, kernel_available, public_dir  # noqa: F401  (fixture)
+from tests.helpers.agent_run import AgentRun, kernel_available, public_dir, stop_line  # noqa: F401  (fixture)
 from tests.helpers.collector import Collector
 from otel_exec.export.otlp import encode
 from otel_exec.export.spool import Spool, frame
-from tests.export.test_durability import agent_env, run_storm, storm, storm_execs, wait_for_execs  # noqa: F401
+from testkit.diskfull import fill
+from tests.helpers.storm import agent_env, run_storm, storm, storm_execs, wait_for_execs  # noqa: F401
 
 pytestmark = pytest.mark.kernel
 
@@ -39,23 +39,6 @@ def tiny_fs() -> Iterator[Path]:
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
     mnt.rmdir()
-
-
-def fill(fs: Path) -> Path:
-    """Take every free block of fs; returns the ballast file."""
-    ballast = fs / "ballast"
-    with open(ballast, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
-    return ballast
-
-
-def final_counters(err: str) -> dict[str, int]:
-    line = next(l for l in err.splitlines() if l.startswith("otel-exec: stopped; "))
-    return {k: int(v) for k, v in (kv.split("=") for kv in line.removeprefix("otel-exec: stopped; ").split(", "))}
 
 
 def stats_lines(err: str) -> list[str]:
@@ -103,7 +86,7 @@ def test_a_spool_on_a_full_disk_during_a_storm(storm: str, make_collector, tiny_
     wait_drained(run)
     rc, err = run.stop()
     assert rc == 0, err
-    c = final_counters(err)
+    c = stop_line(err)
     assert len(arrived_after) == 100
     assert c["logs_spool_write_failed"] > 0 and c["logs_dropped_disk_full"] > 0, c
     assert c["logs_spool_evicted"] == 0 and c["logs_failed"] == 0
@@ -143,7 +126,7 @@ def test_a_read_only_spool_then_writable_again(storm: str, make_collector, tiny_
     finally:
         rc, err = run.stop()
     assert rc == 0, err
-    c = final_counters(err)
+    c = stop_line(err)
     assert c["logs_spool_write_failed"] >= 200 and c["logs_dropped_disk_full"] == 0, c
     assert err.count("cannot write logs records (Read-only file system)") == 1
     assert err.count("logs segments are written again") == 1
@@ -201,7 +184,7 @@ def test_a_damaged_spool_repairs_itself_at_start(make_collector, tmp_path: Path)
         rc, err = run.stop()
     assert rc == 0, err
     assert {r.attributes["otel_exec.gap.start"] for r in got} == set(starts) - {starts[2]}
-    c = final_counters(err)
+    c = stop_line(err)
     assert (c["logs_spool_corrupt"], c["logs_spool_cursor_reset"], c["spool_foreign_files"],
             c["spool_unsafe_files"]) == (1, 1, 2, 1), c
     assert victim.read_text() == "root's\n" and not (d / "traces.cursor").is_symlink()
@@ -242,7 +225,7 @@ def test_a_segment_deleted_while_the_agent_runs(storm: str, make_collector, tmp_
         rc, err = run.stop()
     assert rc == 0, err
     assert len(got) == 20 - in_first
-    assert final_counters(err)["logs_spool_segment_lost"] == in_first
+    assert stop_line(err)["logs_spool_segment_lost"] == in_first
 
 
 def test_a_wall_clock_step_back_is_recorded_not_a_negative_gap(make_collector, tmp_path: Path) -> None:
@@ -267,7 +250,7 @@ def test_a_wall_clock_step_back_is_recorded_not_a_negative_gap(make_collector, t
     assert rc == 0, err
     assert 5 <= gap.attributes["otel_exec.gap.seconds"] < 60
     assert -3660 < gap.attributes["otel_exec.gap.clock_step_seconds"] < -3540
-    assert final_counters(err)["clock_steps"] == 1
+    assert stop_line(err)["clock_steps"] == 1
 
 
 # -- planted files (issue 10) -------------------------------------------------
@@ -320,7 +303,7 @@ def test_links_planted_in_a_user_owned_spool_are_never_followed(make_collector, 
         rc, err = second.stop()
         assert rc == 0, err
         _unchanged(victims)
-        assert final_counters(err)["spool_unsafe_files"] == 4  # lock is never opened at all
+        assert stop_line(err)["spool_unsafe_files"] == 4  # lock is never opened at all
         sent = collector.output_path.read_text(errors="replace")
         assert "SECRET-" not in sent and all(b"SECRET-" not in p.read_bytes() for p in spool.glob("*.seg")
                                              if not p.is_symlink() and p.stat().st_nlink == 1)

@@ -67,6 +67,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from testkit.poll import wait_until
 from tests.helpers.agent_run import AgentRun, kernel_available, marked, marked_env, new_mark
 from tests.helpers.collector import rotel_binary
 
@@ -383,12 +384,7 @@ class TlsReceiver:
 
     def wait(self, find: Callable[[], Any], timeout: float = 15) -> Any:
         """find()'s first true result, or its last one after timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = find()
-            if found or time.monotonic() > deadline:
-                return found
-            time.sleep(0.05)
+        return wait_until(find, timeout)
 
 
 class _HttpsServer(ThreadingHTTPServer):

@@ -7,6 +7,7 @@ into the environment of what it runs.
 from __future__ import annotations
 
 import ast
+import re
 import contextlib
 import json
 import os
@@ -183,3 +184,8 @@ def public_dir() -> Iterator[Path]:
     d.chmod(0o1777)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def counters_from(stderr: str) -> dict[str, int]:
+    line = [l for l in stderr.splitlines() if "stopped;" in l][-1]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}

@@ -21,7 +21,7 @@ from tests.helpers.collector import Collector
 from otel_exec.errors import PrivilegeLeakError
 from otel_exec.host.privileges import cap_name
 from otel_exec.bcc.source import BccSource
-from tests.bcc.test_bcc import bcc_env  # noqa: F401  (fixture)
+from tests.helpers.bcc_env import bcc_env  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.kernel
 

@@ -10,9 +10,10 @@ import psutil
 import pytest
 
 from tests.helpers.kernel_guard import MACHINE_LACKS
-from otel_exec.model.events import ExecEvent, ExitEvent
+from otel_exec.model.events import ExitEvent
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
+from tests.helpers.events import exec_ev
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +25,6 @@ def proc_stat_fields(pid):
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     return stat[stat.rfind(b")") + 2:].split()
-
-
-def exec_ev(pid, ppid, start_ticks, exec_id, *, parent_exec_id="kernel-parent-id", path="/usr/bin/x",
-            argv=("x",), ts=1_000):
-    return ExecEvent(
-        timestamp=ts, pid=pid, tid=pid, ppid=ppid, host_pid=pid, host_tid=pid, host_ppid=ppid,
-        uid=0, gid=0, euid=0, egid=0, comm=os.path.basename(path)[:15], prev_comm="", pwd="/",
-        mount_ns=0, pid_ns=0, cgroup_id=0, cgroup_path="/", container_id=None, hostname="h",
-        process_start_time=0, exec_id=exec_id, parent_exec_id=parent_exec_id, cmdpath=path,
-        pathname=path, dev=0, inode=0, ctime=0, inode_mode=0o100755, interpreter_pathname="",
-        interpreter_dev=0, interpreter_inode=0, interpreter_ctime=0, argv=list(argv), interp=path,
-        stdin_type=0, stdin_path="", invoked_from_kernel=False, env=[], argv_truncated=False,
-        env_truncated=False, argc=len(argv), envc=0, start_ticks=start_ticks, image_ppid=ppid,
-        path_truncated=[],
-    )
 
 
 def exit_ev(pid, ticks, code=0, sig=None):

@@ -9,7 +9,7 @@ from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.core.decode import Strings
 from otel_exec.lineage.spans import SpanLineage, TraceparentTrust
 from otel_exec.lineage.traceparent import parse_traceparent, remote_parent, trace_context_entries
-from tests.lineage.test_proctable import exec_ev
+from tests.helpers.events import exec_ev
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
