@@ -31,9 +31,9 @@ from pathlib import Path
 from lib.oe_agent import Setup, TracedRun, traced_run
 from lib.procs import BpfStats, ticks_to_us
 from lib.report import table
-from lib.rotel_collector import find_rotel
-from run import REPO, WORKERS, Session, agent_python, machine, publish, say
+from lib.session import REPO, WORKERS, Session, agent_python, machine, publish, say
 from lib.storm import Storm
+from testkit.rotel import rotel_binary
 
 SETTINGS: list[tuple[str, list[str]]] = [
     ("default (every field)", []),
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     with Session("oebench-knobs-", "bench: did not finish; logs kept in") as session:
         children, workdir = session.children, session.workdir
         storm = Storm(children, workdir, WORKERS)
-        setup = Setup(children, agent_python(), REPO, find_rotel(agent_python()), storm, workdir,
+        setup = Setup(children, agent_python(), REPO, rotel_binary(agent_python()), storm, workdir,
                       run_id=started.strftime("%Y%m%dT%H%M%S"))
         untraced = storm.run(args.execs, 0, f"{setup.run_id}-untraced")
         say(f"untraced: {untraced.rate:,.0f} execs/s")

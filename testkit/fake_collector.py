@@ -32,30 +32,20 @@ from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
-    ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
+from testkit.otlp_services import GRPC_SERVICES, HTTP_PATHS, REQUESTS
 from testkit.poll import wait_until
 
 _LOOPBACK = "127.0.0.1"
-_REQUESTS = {"logs": ExportLogsServiceRequest, "traces": ExportTraceServiceRequest,
-             "metrics": ExportMetricsServiceRequest}
-_SERVICES = {
-    "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
-    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
-    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
-}
-_PATHS = {"/v1/logs": "logs", "/v1/traces": "traces", "/v1/metrics": "metrics"}
 # The answer status of each gRPC code for HTTP, where a test uses one Reply for both.
 _HTTP_FOR = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
              grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAVAILABLE: 503,
@@ -130,7 +120,7 @@ class FakeCollector:
         self._grpc.add_generic_rpc_handlers(tuple(
             grpc.method_handlers_generic_handler(service, {"Export": grpc.unary_unary_rpc_method_handler(
                 self._grpc_export(signal))})
-            for signal, service in _SERVICES.items()))
+            for signal, service in GRPC_SERVICES.items()))
         self.grpc_port = self._grpc.add_insecure_port(f"{_LOOPBACK}:0")
         self._http = ThreadingHTTPServer((_LOOPBACK, 0), _Handler)
         self._http.daemon_threads = True
@@ -154,7 +144,7 @@ class FakeCollector:
     def _decide(self, protocol: str, signal: str, body: bytes, gzipped: bool | None = None) -> Reply:
         if signal != "metrics" and gzipped is not None:
             self.gzipped.append(gzipped)
-        request = _REQUESTS[signal].FromString(body)
+        request = REQUESTS[signal].FromString(body)
         records = _records(signal, request)
         with self._lock:
             nth = self._nth.get(signal, 0)
@@ -229,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: ThreadingHTTPServer
 
     def do_POST(self) -> None:
-        signal = _PATHS.get(self.path)
+        signal = HTTP_PATHS.get(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if signal is None:
             self._answer(404, b"", {})

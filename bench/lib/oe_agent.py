@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.losses import EXPORT_LOSS_KEYS, kernel_losses
 from lib.procs import Child, Children, bpf_run_time_ns, cpu_ticks, status_kb, ticks_to_us, written_bytes
 from lib.rotel_collector import Rotel
 from lib.storm import MARKER_KEY, Storm, StormResult
@@ -48,7 +49,9 @@ def agent_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-class Agent:
+class AgentProcess:
+    """One `otel-exec run` the benchmark started and measures (its main loop is otel_exec.agent.Agent)."""
+
     def __init__(
         self,
         children: Children,
@@ -170,11 +173,11 @@ class TracedRun:
 
     @property
     def kernel_lost(self) -> int:
-        return sum(v for k, v in self.counters.items() if k.startswith("lost_"))
+        return sum(kernel_losses(self.counters).values())
 
     @property
     def export_lost(self) -> int:
-        return sum(self.counters.get(k, 0) for k in ("logs_failed", "logs_queue_overflow", "logs_unsent"))
+        return sum(self.counters.get(k, 0) for k in EXPORT_LOSS_KEYS)
 
     @property
     def agent_us_per_exec(self) -> float:
@@ -215,7 +218,7 @@ def traced_run(
     key, value = storm_key or (MARKER_KEY, marker)
     rotel = Rotel(setup.children, setup.rotel, workdir, key, value, setup.storm.binary, count=count)
     rotel.start()
-    agent = Agent(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
+    agent = AgentProcess(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
                   extra_args or [], extra_env or {})
     agent.start()
     # Let the start-up work (seeded spans, first export) finish first.
@@ -263,13 +266,13 @@ class _Sample:
     when: float  # monotonic
 
 
-def _sample(rotel: Rotel, agent: Agent | None) -> _Sample:
+def _sample(rotel: Rotel, agent: AgentProcess | None) -> _Sample:
     return _Sample(agent.cpu_ticks() if agent else 0, agent.written_bytes() if agent else 0,
                    agent.bpf_run_time_ns() if agent else 0, rotel.cpu_ticks(), rotel.received.processor_us,
                    time.monotonic())
 
 
-def _wait_for_collector(rotel: Rotel, agent: Agent | None, total: int, idle: float = _IDLE) -> _Sample:
+def _wait_for_collector(rotel: Rotel, agent: AgentProcess | None, total: int, idle: float = _IDLE) -> _Sample:
     """Poll until the collector has total storm records or none came for idle s:
     the costs and time when the last record came in."""
     last = rotel.poll().storm
@@ -292,7 +295,7 @@ def measure_startup(setup: Setup, runs: int) -> list[float]:
     rotel.start()
     times = []
     for i in range(runs + 1):
-        agent = Agent(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint, [], {})
+        agent = AgentProcess(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint, [], {})
         seconds = agent.start()
         agent.stop()
         if i:

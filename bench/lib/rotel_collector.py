@@ -8,10 +8,7 @@ No --debug-log: printing every record costs rotel more CPU than the agent.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -19,42 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.procs import Child, Children, cpu_ticks
+from testkit.rotel import LOOPBACK, PORT_ATTEMPTS, PORT_TAKEN, accepts, free_port_pair, rotel_argv, rotel_env
 
 _PROCESSOR = Path(__file__).with_name("rotel_count_processor.py")
-_LOOPBACK = "127.0.0.1"
 _START_TIMEOUT = 20.0
-# Fresh ports to try when another process took a picked port first.
-_PORT_ATTEMPTS = 5
-
-
-def find_rotel(venv_python: Path | None) -> Path:
-    """rotel's binary: <site-packages>/rotel/rotel-agent, in this or the project's interpreter."""
-    spec = importlib.util.find_spec("rotel")
-    if spec is not None and spec.submodule_search_locations:
-        binary = Path(next(iter(spec.submodule_search_locations))) / "rotel-agent"
-        if binary.exists():
-            return binary
-    if venv_python is not None:
-        code = ("import importlib.util as u; s = u.find_spec('rotel'); "
-                "print(next(iter(s.submodule_search_locations)) if s else '')")
-        found = subprocess.run([str(venv_python), "-c", code], capture_output=True, text=True, check=False).stdout.strip()
-        if found and (Path(found) / "rotel-agent").exists():
-            return Path(found) / "rotel-agent"
-    raise FileNotFoundError("rotel is not installed: pip install rotel==0.0.1a15")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((_LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((_LOOPBACK, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -107,10 +72,10 @@ class Rotel:
         self.grpc_endpoint = ""
 
     def start(self) -> None:
-        for _ in range(_PORT_ATTEMPTS):
-            if self._launch(_free_port(), _free_port()):
+        for _ in range(PORT_ATTEMPTS):
+            if self._launch(*free_port_pair()):
                 return
-        raise RuntimeError(f"rotel: no free port pair after {_PORT_ATTEMPTS} attempts")
+        raise RuntimeError(f"rotel: no free port pair after {PORT_ATTEMPTS} attempts")
 
     def restart(self, timeout: float = _START_TIMEOUT) -> None:
         """Start again after stop(), on the same ports (what its clients
@@ -125,15 +90,7 @@ class Rotel:
             time.sleep(0.5)
 
     def _launch(self, grpc_port: int, http_port: int) -> bool:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            # ROTEL_* would change rotel's settings; PYTHONHOME/PYTHONPATH
-            # would point its embedded system Python at another stdlib.
-            if not key.startswith("ROTEL_") and key not in ("PYTHONHOME", "PYTHONPATH")
-        }
-        env.update(
-            NO_COLOR="1",
+        env = rotel_env(
             OEBENCH_COUNT_FILE=str(self._counts),
             OEBENCH_MARKER_KEY=self._marker_key,
             OEBENCH_MARKER_VALUE=self._marker_value,
@@ -141,28 +98,23 @@ class Rotel:
         )
         if self._detail:
             env["OEBENCH_DETAIL"] = "1"
-        argv = [
-            str(self._binary), "start",
-            "--otlp-grpc-endpoint", f"{_LOOPBACK}:{grpc_port}",
-            "--otlp-http-endpoint", f"{_LOOPBACK}:{http_port}",
-            "--exporter", "blackhole",
-            *(["--otlp-with-logs-processor", str(_PROCESSOR)] if self._count else []),
-        ]
+        argv = rotel_argv(self._binary, (grpc_port, http_port),
+                          *(["--otlp-with-logs-processor", str(_PROCESSOR)] if self._count else []))
         with self._log.open("ab") as log:
             child = self._children.start("rotel", argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + _START_TIMEOUT
         while child.proc.poll() is None:
-            if _accepts(grpc_port) and _accepts(http_port):
+            if accepts(grpc_port, timeout=0.2) and accepts(http_port, timeout=0.2):
                 self.child = child
                 self._ports = (grpc_port, http_port)
-                self.grpc_endpoint = f"http://{_LOOPBACK}:{grpc_port}"
+                self.grpc_endpoint = f"http://{LOOPBACK}:{grpc_port}"
                 return True
             if time.monotonic() > deadline:
                 self._children.stop(child)
                 raise RuntimeError(f"rotel did not listen within {_START_TIMEOUT}s:\n{self.log_tail()}")
             time.sleep(0.02)
         self._children.forget(child)
-        if "Address already in use" in self.log_tail():
+        if PORT_TAKEN in self.log_tail():
             return False
         raise RuntimeError(f"rotel exited with {child.proc.returncode}:\n{self.log_tail()}")
 

@@ -54,22 +54,11 @@ from typing import Any
 
 import grpc
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
+from testkit.otlp_services import GRPC_SERVICES, HTTP_PATHS, REQUESTS, RESPONSES
 from testkit.poll import wait_until
+from testkit.rotel import rotel_binary
 from tests.helpers.agent_run import AgentRun, kernel_available, marked, marked_env, new_mark
-from tests.helpers.collector import rotel_binary
 
 TOKEN = "Bearer t0k3n"
 CLIENT_CN = "otel-exec-test-client"
@@ -279,16 +268,6 @@ class Delivery:
         return [s for rs in self.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
 
 
-_REQUESTS = {"logs": ExportLogsServiceRequest, "traces": ExportTraceServiceRequest,
-             "metrics": ExportMetricsServiceRequest}
-_RESPONSES = {"logs": ExportLogsServiceResponse, "traces": ExportTraceServiceResponse,
-              "metrics": ExportMetricsServiceResponse}
-_GRPC_SERVICES = {
-    "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
-    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
-    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
-}
-_HTTP_PATHS = {"/v1/logs": "logs", "/v1/traces": "traces", "/v1/metrics": "metrics"}
 
 
 class TlsReceiver:
@@ -319,7 +298,7 @@ class TlsReceiver:
         self._grpc.add_generic_rpc_handlers(tuple(
             grpc.method_handlers_generic_handler(service, {"Export": grpc.unary_unary_rpc_method_handler(
                 self._grpc_export(signal), response_serializer=lambda r: r.SerializeToString())})
-            for signal, service in _GRPC_SERVICES.items()))
+            for signal, service in GRPC_SERVICES.items()))
         creds = grpc.ssl_server_credentials([(server_key, server_cert)], root_certificates=ca,
                                             require_client_auth=True)
         self.grpc_port = self._grpc.add_secure_port(f"{_LOOPBACK}:0", creds)
@@ -349,12 +328,12 @@ class TlsReceiver:
             authorization = dict(context.invocation_metadata()).get("authorization")
             if not self._receive("grpc", signal, cn, authorization, body):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad or missing bearer token")
-            return _RESPONSES[signal]()
+            return RESPONSES[signal]()
         return export
 
     def _receive(self, protocol: str, signal: str, client_cn: str, authorization: str | None,
                  body: bytes) -> bool:
-        request = _REQUESTS[signal].FromString(body)
+        request = REQUESTS[signal].FromString(body)
         accepted = authorization == self.token
         with self._lock:
             self.deliveries.append(Delivery(protocol, signal, client_cn, authorization, accepted, request))
@@ -415,7 +394,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
     server: _HttpsServer
 
     def do_POST(self) -> None:
-        signal = _HTTP_PATHS.get(self.path)
+        signal = HTTP_PATHS.get(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if signal is None:
             self._reply(404, b"")
@@ -425,7 +404,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         cert = self.connection.getpeercert() or {}  # type: ignore[attr-defined]
         cn = next((value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"), "")
         if self.server.receiver._receive("http/protobuf", signal, cn, self.headers.get("Authorization"), body):
-            self._reply(200, _RESPONSES[signal]().SerializeToString())
+            self._reply(200, RESPONSES[signal]().SerializeToString())
         else:
             self._reply(401, b"")
 

@@ -42,12 +42,10 @@ Both skip the test when the rotel package is not installed
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -59,6 +57,9 @@ import pytest
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import SpanKind, StatusCode
 
+from testkit.rotel import LOOPBACK, PORT_ATTEMPTS, PORT_TAKEN, accepts, rotel_argv, rotel_binary, rotel_env
+from testkit.rotel import free_port_pair as _free_port_pair  # a name test_collector_fixture replaces
+
 _PROCESSOR = Path(__file__).with_name("rotel_dump_processor.py")
 # Written by the processor into the collector's directory (names shared with it).
 _LOGS_FILE = "logs.jsonl"
@@ -66,9 +67,6 @@ _SPANS_FILE = "spans.jsonl"
 # Passed to the processor through rotel's environment.
 _DIR_ENV = "OTEL_EXEC_TEST_COLLECTOR_DIR"
 
-_LOOPBACK = "127.0.0.1"
-# Fresh port pairs to try when another process takes a picked port first.
-_PORT_ATTEMPTS = 5
 _POLL_INTERVAL = 0.02
 
 # OTLP's SpanKind numbers (0 is SPAN_KIND_UNSPECIFIED) differ from the API's.
@@ -269,17 +267,6 @@ class _JsonLines(Generic[_T]):
         return self.records
 
 
-def rotel_binary() -> Path:
-    """Path of the rotel-agent binary inside the installed ``rotel`` package."""
-    spec = importlib.util.find_spec("rotel")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("the rotel package is not installed (pip install rotel==0.0.1a15)")
-    binary = Path(spec.origin).with_name("rotel-agent")
-    if not binary.exists():
-        raise FileNotFoundError(f"the rotel package at {spec.origin} has no rotel-agent binary")
-    return binary
-
-
 def metric_points(dump: str, name: str) -> list[tuple[dict[str, str], float]]:
     """(attributes, value) of every data point of metric `name` in rotel's
     detailed debug log, in the order exported."""
@@ -299,15 +286,6 @@ def last_value(dump: str, name: str, **attrs: str) -> float:
     values = [v for a, v in metric_points(dump, name) if all(a.get(k) == w for k, w in attrs.items())]
     assert values, f"no data point of {name} {attrs} in the collector's dump"
     return values[-1]
-
-
-def _free_port_pair() -> tuple[int, int]:
-    # Both bound at once so that they differ. They are free again when rotel
-    # binds them, so another process may take one first: start() retries.
-    with socket.socket() as a, socket.socket() as b:
-        a.bind((_LOOPBACK, 0))
-        b.bind((_LOOPBACK, 0))
-        return a.getsockname()[1], b.getsockname()[1]
 
 
 def _owns_listener(pid: int, port: int) -> bool:
@@ -335,14 +313,6 @@ def _owns_listener(pid: int, port: int) -> bool:
         except FileNotFoundError:  # closed meanwhile
             continue
     return False
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection((_LOOPBACK, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def _process_state(pid: int) -> str:
@@ -389,12 +359,12 @@ class Collector:
     @property
     def grpc_endpoint(self) -> str:
         """For OTLP/gRPC exporters (with insecure=True)."""
-        return f"http://{_LOOPBACK}:{self.grpc_port}"
+        return f"http://{LOOPBACK}:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
         """Base URL for OTLP/HTTP: the signals are at /v1/logs and /v1/traces."""
-        return f"http://{_LOOPBACK}:{self.http_port}"
+        return f"http://{LOOPBACK}:{self.http_port}"
 
     @property
     def pid(self) -> int | None:
@@ -413,12 +383,12 @@ class Collector:
         if self._proc is not None:
             raise CollectorError("the collector is already running")
         if self._ports is None:
-            for _ in range(_PORT_ATTEMPTS):
+            for _ in range(PORT_ATTEMPTS):
                 ports = _free_port_pair()
                 if self._launch(ports):
                     self._ports = ports
                     return
-            raise CollectorError(f"no free port pair for rotel in {_PORT_ATTEMPTS} tries")
+            raise CollectorError(f"no free port pair for rotel in {PORT_ATTEMPTS} tries")
         # Same ports as before: wait for whatever holds one to let go of it.
         deadline = time.monotonic() + self._startup_timeout
         while not self._launch(self._ports):
@@ -490,25 +460,10 @@ class Collector:
 
     def _launch(self, ports: tuple[int, int]) -> bool:
         """Run rotel on ports until ready: True, or False if a port was taken."""
-        grpc_port, http_port = ports
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            # ROTEL_* would change rotel's settings; PYTHONHOME/PYTHONPATH
-            # would point its embedded system Python at another stdlib.
-            if not key.startswith("ROTEL_") and key not in ("PYTHONHOME", "PYTHONPATH")
-        }
-        env["NO_COLOR"] = "1"  # rotel colours its log even into a file
-        env[_DIR_ENV] = str(self.workdir)
-        argv = [
-            str(self._binary),
-            "start",
-            "--otlp-grpc-endpoint",
-            f"{_LOOPBACK}:{grpc_port}",
-            "--otlp-http-endpoint",
-            f"{_LOOPBACK}:{http_port}",
-            "--exporter",
-            "blackhole",
+        env = rotel_env(**{_DIR_ENV: str(self.workdir)})
+        argv = rotel_argv(
+            self._binary,
+            ports,
             "--otlp-with-logs-processor",
             str(_PROCESSOR),
             "--otlp-with-trace-processor",
@@ -521,7 +476,7 @@ class Collector:
             "metrics",
             "--debug-log-verbosity",
             "detailed",
-        ]
+        )
         self._output = self.output_path.open("ab")
         start_offset = self._output.tell()
         self._output.write(f"--- collector: {' '.join(argv)}\n".encode())
@@ -539,10 +494,10 @@ class Collector:
             if returncode is not None:
                 self._close_output()
                 output = self._read_output(start_offset)
-                if "Address already in use" in output:
+                if PORT_TAKEN in output:
                     return False
                 raise CollectorError(f"rotel exited with {returncode} while starting:\n{output}")
-            if all(_owns_listener(proc.pid, port) and _accepts(port) for port in ports):
+            if all(_owns_listener(proc.pid, port) and accepts(port, timeout=1) for port in ports):
                 self._proc = proc
                 return True
             if time.monotonic() > deadline:
