@@ -31,7 +31,7 @@ from pathlib import Path
 from lib.oe_agent import Setup, TracedRun, traced_run
 from lib.procs import BpfStats, ticks_to_us
 from lib.report import table
-from lib.session import REPO, WORKERS, Session, agent_python, machine, publish, say
+from lib.session import REPO, WORKERS, Session, agent_python, machine, publish, say, section_head
 from lib.storm import Storm
 from testkit.rotel import rotel_binary
 
@@ -96,14 +96,7 @@ def main(argv: list[str]) -> int:
 
 def render(rows: list[list[str]], execs: int, started: datetime.datetime, about: str, command: str) -> str:
     return "\n".join([
-        f"## {started:%Y-%m-%d %H:%M} UTC: cost knobs",
-        "",
-        f"Machine: {about}.",
-        "",
-        "Command (as root, from the repository root):",
-        "",
-        f"    {command}",
-        "",
+        *section_head(f"## {started:%Y-%m-%d %H:%M} UTC: cost knobs", about, command),
         (f"One unthrottled storm of {execs:,} execs per setting ({WORKERS} workers, /bin/true), the agent "
          "exporting OTLP/gRPC to rotel on loopback; every setting with --path-prefix set to the storm's "
          "program, so other execs on the machine are dropped in the kernel (see bench/knobs.py)."),

@@ -61,7 +61,7 @@ from lib.losses import loss_counters, losses_text
 from lib.oe_agent import AgentProcess
 from lib.procs import Child, Children, kb_to_mb
 from lib.rotel_collector import Rotel
-from lib.session import IDLE_LOAD, REPO, Session, agent_python, machine, publish
+from lib.session import IDLE_LOAD, REPO, Session, agent_python, load_average, machine, publish, section_head
 from lib.storm import MARKER_KEY, MARKER_VAR, Storm
 from otel_exec.export.otlp import protowire
 from testkit.diskfull import fill
@@ -716,14 +716,7 @@ def render(rows: list[Row], checks: list[str], outage: float, soak: float, comma
     }
     failed = sum(1 for r in rows if r.passed is False)
     parts = [
-        f"## {started:%Y-%m-%d %H:%M} UTC: reliability{' (smoke run)' if short else ''}",
-        "",
-        f"Machine: {about}.",
-        "",
-        "Command (as root, from the repository root):",
-        "",
-        f"    {command}",
-        "",
+        *section_head(f"## {started:%Y-%m-%d %H:%M} UTC: reliability{' (smoke run)' if short else ''}", about, command),
         ("`bench/reliability.py`, issue 5's acceptance. Collector (but for the rejecting collector): rotel on "
          "loopback (blackhole exporter), its processor noting the exec id of every storm record, so a record "
          "delivered twice (at least once) counts once. Storm: " + "; ".join(plan[c] for c in checks) + ". Loss "
@@ -766,7 +759,7 @@ def main(argv: list[str]) -> int:
     started = datetime.datetime.now(datetime.UTC)
     command = shlex.join(["python3", "bench/reliability.py", *argv])
     about = machine()
-    load = float(Path("/proc/loadavg").read_text().split()[0])
+    load = load_average()
     if load > IDLE_LOAD:
         say(f"note: load average {load}: a loaded machine makes delivery slower, not a check laxer")
 

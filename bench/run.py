@@ -40,7 +40,18 @@ from lib.report import (
     scaling_table,
     targets_table,
 )
-from lib.session import IDLE_LOAD, REPO, WORKERS, Session, agent_python, machine, publish, say
+from lib.session import (
+    IDLE_LOAD,
+    REPO,
+    WORKERS,
+    Session,
+    agent_python,
+    load_average,
+    machine,
+    publish,
+    say,
+    section_head,
+)
 from lib.storm import Storm
 from testkit.rotel import rotel_binary
 
@@ -168,14 +179,7 @@ def peer_versions() -> str:
 
 def render(results: Results, plan: Plan, command: str, started: datetime.datetime, about: str) -> str:
     parts = [
-        f"## {started:%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Machine: {about}.",
-        "",
-        "Command (as root, from the repository root):",
-        "",
-        f"    {command}",
-        "",
+        *section_head(f"## {started:%Y-%m-%d %H:%M} UTC", about, command),
         (f"Storm: {WORKERS} workers, {plan.execs:,} execs of /bin/true per A/B run, {plan.pairs} A/B pair(s); "
          "collector: rotel on loopback (blackhole exporter, counting processor; the \"uncounted\" pairs "
          "without it), OTLP/gRPC."),
@@ -218,7 +222,7 @@ def main(argv: list[str]) -> int:
     started = datetime.datetime.now(datetime.UTC)
     command = shlex.join(["python3", "bench/run.py", *argv])
     about = machine()
-    load = float(Path("/proc/loadavg").read_text().split()[0])
+    load = load_average()
     if load > IDLE_LOAD:
         say(f"warning: load average {load} > {IDLE_LOAD}: other work on this machine skews every number")
     if args.install_peers:

@@ -54,6 +54,17 @@ def machine() -> str:
             f"{python} (agent), load average {load} at start")
 
 
+def load_average() -> float:
+    """The 1-minute load average."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def section_head(title: str, about: str, command: str) -> list[str]:
+    """The lines a report section starts with: its title, the machine
+    (machine()) and the command that made it."""
+    return [title, "", f"Machine: {about}.", "", "Command (as root, from the repository root):", "", f"    {command}", ""]
+
+
 def append_report(path: Path, section: str) -> None:
     existing = path.read_text() if path.exists() else ""
     with path.open("a") as f:
