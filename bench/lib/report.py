@@ -26,7 +26,7 @@ TARGET_P99_S = 1.5
 HEADER = """# Benchmarks
 
 Measured by `bench/run.py` (run as root: `python3 bench/run.py`, `--help` for
-options), which appends one section per run below. The storm is `bench/storm.c`:
+options), which appends one section per run below. The storm is `testkit/storm.c`:
 2 workers fork+execve `/bin/true` (through a symlink at a unique path), with a
 fixed 16-variable environment plus a marker variable; otel-exec exports
 OTLP/gRPC to a real collector (rotel on loopback) whose processor counts the

@@ -1,4 +1,4 @@
-"""The exec storm: bench/storm.c, built once, run with a fixed environment and a marker.
+"""The exec storm: testkit/storm.c, built once, run with a fixed environment and a marker.
 
 The storm execs /bin/true through a symlink at a path unique to this run, so
 that every tracer (otel-exec by the marker, the peers by the filename they
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lib.procs import Children, run_checked
 
-_SOURCE = Path(__file__).resolve().parent.parent / "storm.c"
+_SOURCE = Path(__file__).resolve().parents[2] / "testkit" / "storm.c"
 MARKER_VAR = "OEBENCH_MARKER"
 MARKER_KEY = f"process.environment_variable.{MARKER_VAR}"
 # A fixed environment, the size of a typical login or CI shell's (16

@@ -1,4 +1,4 @@
-"""The exec storm (bench/storm.c) for tests that need many execs at a set
+"""The exec storm (testkit/storm.c) for tests that need many execs at a set
 rate, and the storm's execs as they arrive at the collector."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.helpers.agent_run import kernel_available
 from tests.helpers.collector import Collector
 
 
-STORM = Path(__file__).resolve().parents[2] / "bench" / "storm.c"
+STORM = Path(__file__).resolve().parents[2] / "testkit" / "storm.c"
 
 
 MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
