@@ -3,9 +3,9 @@
 
     python3 bench/knobs.py [--execs N] [--output FILE]
 
-One unthrottled storm (bench/storm.py: 2 workers, N execs of /bin/true,
+One unthrottled storm (bench/lib/storm.py: 2 workers, N execs of /bin/true,
 default 10,000) without the agent, then one per setting, each with the
-agent exporting OTLP/gRPC to a fresh rotel (bench/oe_agent.traced_run):
+agent exporting OTLP/gRPC to a fresh rotel (bench/lib/oe_agent.traced_run):
 the default, --no-field env, argv, paths and all five, --sample-rate 10,
 and a comm filter that drops the whole storm. Per setting: the storm's exec
 rate, storm records at the collector, the agent's CPU and the bytes it wrote
@@ -28,12 +28,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from oe_agent import Setup, TracedRun, traced_run
-from procs import BpfStats, ticks_to_us
-from report import table
-from rotel_collector import find_rotel
-from run import REPO, WORKERS, Session, agent_python, machine, publish, say
-from storm import Storm
+from lib.oe_agent import Setup, TracedRun, traced_run
+from lib.procs import BpfStats, ticks_to_us
+from lib.report import table
+from lib.session import REPO, WORKERS, Session, agent_python, machine, publish, say, section_head
+from lib.storm import Storm
+from testkit.rotel import rotel_binary
 
 SETTINGS: list[tuple[str, list[str]]] = [
     ("default (every field)", []),
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     with Session("oebench-knobs-", "bench: did not finish; logs kept in") as session:
         children, workdir = session.children, session.workdir
         storm = Storm(children, workdir, WORKERS)
-        setup = Setup(children, agent_python(), REPO, find_rotel(agent_python()), storm, workdir,
+        setup = Setup(children, agent_python(), REPO, rotel_binary(agent_python()), storm, workdir,
                       run_id=started.strftime("%Y%m%dT%H%M%S"))
         untraced = storm.run(args.execs, 0, f"{setup.run_id}-untraced")
         say(f"untraced: {untraced.rate:,.0f} execs/s")
@@ -96,14 +96,7 @@ def main(argv: list[str]) -> int:
 
 def render(rows: list[list[str]], execs: int, started: datetime.datetime, about: str, command: str) -> str:
     return "\n".join([
-        f"## {started:%Y-%m-%d %H:%M} UTC: cost knobs",
-        "",
-        f"Machine: {about}.",
-        "",
-        "Command (as root, from the repository root):",
-        "",
-        f"    {command}",
-        "",
+        *section_head(f"## {started:%Y-%m-%d %H:%M} UTC: cost knobs", about, command),
         (f"One unthrottled storm of {execs:,} execs per setting ({WORKERS} workers, /bin/true), the agent "
          "exporting OTLP/gRPC to rotel on loopback; every setting with --path-prefix set to the storm's "
          "program, so other execs on the machine are dropped in the kernel (see bench/knobs.py)."),

@@ -5,7 +5,7 @@ needs grpcio and opentelemetry-proto):
 
     rejecting_collector.py RESULT.json MARKER LAUNCHER
 
-It serves OTLP/gRPC on loopback (tests/fake_collector.py), prints its port as
+It serves OTLP/gRPC on loopback (testkit/fake_collector.py), prints its port as
 one line, and on SIGTERM writes RESULT.json: per signal, the records it took
 and refused, its retryable answers, and the exec ids of the storm's log
 records (records carrying MARKER, not the LAUNCHER's) delivered and refused.
@@ -23,12 +23,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc  # noqa: E402
-from fake_collector import OK, FakeCollector, Received, Reply, attributes  # noqa: E402
+from testkit.fake_collector import OK, FakeCollector, Received, Reply, attributes  # noqa: E402
 
-from storm import MARKER_KEY  # noqa: E402
+from lib.storm import MARKER_KEY  # noqa: E402
 
 RETRYABLE = grpc.StatusCode.UNAVAILABLE
 

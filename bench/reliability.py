@@ -57,13 +57,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oe_agent import Agent
-from procs import Child, Children, kb_to_mb
-from rotel_collector import Rotel, find_rotel
-from run import IDLE_LOAD, Session, agent_python, machine, publish
-from storm import MARKER_KEY, MARKER_VAR, Storm
+from lib.losses import loss_counters, losses_text
+from lib.oe_agent import AgentProcess
+from lib.procs import Child, Children, kb_to_mb
+from lib.rotel_collector import Rotel
+from lib.session import IDLE_LOAD, REPO, Session, agent_python, load_average, machine, publish, section_head
+from lib.storm import MARKER_KEY, MARKER_VAR, Storm
+from otel_exec.export.otlp import protowire
+from testkit.diskfull import fill
+from testkit.rotel import rotel_binary
 
-REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
 CHECKS = ("outage", "kill", "soak", "diskfull", "reject")
 # After the agent is ready, before a storm: its start-up records are out.
@@ -137,34 +140,15 @@ class Context:
         rotel.start()
         return workdir, rotel, marker
 
-    def agent(self, workdir: Path, rotel: Rotel, spool: Path, *extra: str) -> Agent:
+    def agent(self, workdir: Path, rotel: Rotel, spool: Path, *extra: str) -> AgentProcess:
         workdir.mkdir(exist_ok=True)
-        agent = Agent(self.children, self.python, REPO, workdir, rotel.grpc_endpoint,
+        agent = AgentProcess(self.children, self.python, REPO, workdir, rotel.grpc_endpoint,
                       ["--spool-dir", str(spool), *extra], {})
         agent.start()
         return agent
 
 
 # -- measurements -------------------------------------------------------------
-def loss_counters(counters: dict[str, int]) -> dict[str, int]:
-    """Every counter of the agent's final line that counts lost records
-    (the same set its otel_exec.lost metric and its WARNING line use)."""
-    return {k: v for k, v in counters.items()
-            if k.startswith("lost_") or k in ("decode_errors", "process_table_evicted")
-            or (k.endswith(("_failed", "_rejected", "_queue_overflow", "_spool_evicted", "_unsent", "_dropped_disk_full",
-                            "_spool_corrupt", "_spool_segment_lost")) and not k.endswith("_spool_write_failed"))}
-
-
-def losses_text(counters: dict[str, int]) -> str:
-    """The kernel's counters and spool eviction by name, the others summed up."""
-    losses = loss_counters(counters)
-    named = [k for k in losses if k.startswith("lost_")] + [k for k in ("logs_spool_evicted",) if k in losses]
-    others = {k: v for k, v in losses.items() if k not in named}
-    text = ", ".join(f"{k}={losses[k]}" for k in named)
-    nonzero = {k: v for k, v in others.items() if v}
-    text += "; " + (", ".join(f"{k}={v}" for k, v in nonzero.items()) if nonzero
-                    else f"{len(others)} other loss counters ({', '.join(others)}) 0")
-    return text
 
 
 def dir_bytes(path: Path) -> int:
@@ -307,18 +291,6 @@ DISKFULL_AFTER_RATE = 100.0  # what 256 KiB and a sender that wakes every second
 DISKFULL_DELIVERY_TIMEOUT = 300.0
 
 
-def fill(fs: Path) -> Path:
-    """Take every free block of fs; returns the ballast file."""
-    ballast = fs / "ballast"
-    with open(ballast, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return ballast
-
-
 def check_diskfull(ctx: Context) -> None:
     import subprocess
 
@@ -419,44 +391,10 @@ def console_exec_ids(path: Path, marker: str, launcher: Path) -> list[tuple[str,
     return ids
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
-    """(field number, value) of a protobuf message: ints for VARINT and I64, bytes for LEN."""
-    fields: list[tuple[int, int | bytes]] = []
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire == 5:
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
-        else:
-            raise ValueError(f"wire type {wire}")
-        fields.append((number, value))
-    return fields
-
-
 def _string(any_value: bytes) -> str | None:
     """AnyValue.string_value, or None."""
-    for number, value in _fields(any_value):
-        if number == 1 and isinstance(value, bytes):
+    for number, wire, value in protowire.fields(any_value):
+        if number == 1 and wire == protowire.LEN and isinstance(value, bytes):
             return value.decode(errors="replace")
     return None
 
@@ -480,16 +418,16 @@ def spooled_storm_execs(spool: Path, marker: str, launcher: Path) -> set[tuple[s
                     break  # cut short by the SIGKILL
                 if wanted not in framed:
                     continue
-                ((_, record),) = _fields(framed)
+                ((_, _, record),) = protowire.fields(framed)
                 assert isinstance(record, bytes)
                 time_ns, body, attributes = 0, None, {}
-                for number, value in _fields(record):
-                    if number == 1 and isinstance(value, int):
-                        time_ns = value
-                    elif number == 5 and isinstance(value, bytes):
+                for number, wire, value in protowire.fields(record):
+                    if number == 1 and wire == protowire.I64 and isinstance(value, bytes):
+                        time_ns = int.from_bytes(value, "little")
+                    elif number == 5 and wire == protowire.LEN and isinstance(value, bytes):
                         body = _string(value)
-                    elif number == 6 and isinstance(value, bytes):
-                        kv = dict(_fields(value))
+                    elif number == 6 and wire == protowire.LEN and isinstance(value, bytes):
+                        kv = {n: v for n, _, v in protowire.fields(value)}
                         key, any_value = kv.get(1), kv.get(2)
                         if isinstance(key, bytes) and isinstance(any_value, bytes):
                             attributes[key.decode(errors="replace")] = any_value
@@ -697,7 +635,7 @@ def check_reject(ctx: Context) -> None:
                                 str(ctx.storm.binary)], stdout=subprocess.PIPE)
     assert collector.proc.stdout is not None
     port = int(collector.proc.stdout.readline())
-    agent = Agent(ctx.children, ctx.python, REPO, workdir, f"http://127.0.0.1:{port}", ["--stats-interval", "1"],
+    agent = AgentProcess(ctx.children, ctx.python, REPO, workdir, f"http://127.0.0.1:{port}", ["--stats-interval", "1"],
                   {})
     agent.start()
     time.sleep(SETTLE)
@@ -778,14 +716,7 @@ def render(rows: list[Row], checks: list[str], outage: float, soak: float, comma
     }
     failed = sum(1 for r in rows if r.passed is False)
     parts = [
-        f"## {started:%Y-%m-%d %H:%M} UTC: reliability{' (smoke run)' if short else ''}",
-        "",
-        f"Machine: {about}.",
-        "",
-        "Command (as root, from the repository root):",
-        "",
-        f"    {command}",
-        "",
+        *section_head(f"## {started:%Y-%m-%d %H:%M} UTC: reliability{' (smoke run)' if short else ''}", about, command),
         ("`bench/reliability.py`, issue 5's acceptance. Collector (but for the rejecting collector): rotel on "
          "loopback (blackhole exporter), its processor noting the exec id of every storm record, so a record "
          "delivered twice (at least once) counts once. Storm: " + "; ".join(plan[c] for c in checks) + ". Loss "
@@ -828,14 +759,14 @@ def main(argv: list[str]) -> int:
     started = datetime.datetime.now(datetime.UTC)
     command = shlex.join(["python3", "bench/reliability.py", *argv])
     about = machine()
-    load = float(Path("/proc/loadavg").read_text().split()[0])
+    load = load_average()
     if load > IDLE_LOAD:
         say(f"note: load average {load}: a loaded machine makes delivery slower, not a check laxer")
 
     with Session("oereliability-", "reliability: logs and spools kept in") as session:
         children, workdir = session.children, session.workdir
         python = agent_python()
-        ctx = Context(children, python, find_rotel(python), Storm(children, workdir, WORKERS), workdir,
+        ctx = Context(children, python, rotel_binary(python), Storm(children, workdir, WORKERS), workdir,
                       started.strftime("%Y%m%dT%H%M%S"), outage, soak)
         say(f"work directory {workdir}; agent: {python} -m otel_exec; checks: {', '.join(checks)}")
         for name in checks:

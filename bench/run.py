@@ -22,45 +22,45 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-import types
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
-from oe_agent import Setup, measure_startup, traced_run
-from peers import INSTALL_COMMAND, PEERS, PeerResult, install_peers
-from procs import BpfStats, Children
-from report import (
-    HEADER,
+from lib.oe_agent import Setup, measure_startup, traced_run
+from lib.peers import INSTALL_COMMAND, PEERS, PeerResult, install_peers
+from lib.procs import BpfStats
+from lib.report import (
     Results,
     peers_table,
     runs_table,
     scaling_table,
     targets_table,
 )
-from rotel_collector import find_rotel
-from storm import Storm
+from lib.session import (
+    IDLE_LOAD,
+    REPO,
+    WORKERS,
+    Session,
+    agent_python,
+    load_average,
+    machine,
+    publish,
+    say,
+    section_head,
+)
+from lib.storm import Storm
+from testkit.rotel import rotel_binary
 
-REPO = Path(__file__).resolve().parent.parent
-WORKERS = 2
 SCALING_RATES = (500.0, 1000.0, 2000.0, 0.0)
 SCALING_SECONDS = 10.0
 LOW_LATENCY_ENV = {"OTEL_BLRP_SCHEDULE_DELAY": "100"}
 LOW_LATENCY_ARGS = ["--poll-interval", "0.02"]
 # A/B pairs for each peer: fewer than for otel-exec, to bound the run time.
 MAX_PEER_PAIRS = 2
-# Above this 1-minute load average the machine is not idle enough to measure.
-IDLE_LOAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -98,18 +98,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Plan]:
         peer_pairs=min(pairs, MAX_PEER_PAIRS),
     )
     return args, plan
-
-
-def agent_python() -> Path:
-    venv = REPO / ".venv" / "bin" / "python"
-    return venv if venv.exists() else Path(sys.executable)
-
-
-_T0 = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"bench [{time.monotonic() - _T0:6.1f}s]: {message}", flush=True)
 
 
 def run_otel_exec(setup: Setup, plan: Plan, results: Results) -> None:
@@ -180,18 +168,6 @@ def run_peers(setup: Setup, plan: Plan, results: Results) -> None:
             say(f"{peer.name}: {result.unavailable}")
 
 
-def machine() -> str:
-    meminfo = Path("/proc/meminfo").read_text().split()
-    mem_gb = int(meminfo[meminfo.index("MemTotal:") + 1]) * 1024 / 1e9
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.machine())
-    python = subprocess.run([str(agent_python()), "--version"], capture_output=True, text=True,
-                            check=False).stdout.strip()
-    load = Path("/proc/loadavg").read_text().split()[0]
-    return (f"Linux {platform.release()}, {os.cpu_count()} cores ({model}), {mem_gb:.1f} GB memory, "
-            f"{python} (agent), load average {load} at start")
-
-
 def peer_versions() -> str:
     versions = []
     for argv in (["bpftrace", "--version"], ["forkstat", "-h"], ["auditctl", "-v"]):
@@ -203,14 +179,7 @@ def peer_versions() -> str:
 
 def render(results: Results, plan: Plan, command: str, started: datetime.datetime, about: str) -> str:
     parts = [
-        f"## {started:%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Machine: {about}.",
-        "",
-        "Command (as root, from the repository root):",
-        "",
-        f"    {command}",
-        "",
+        *section_head(f"## {started:%Y-%m-%d %H:%M} UTC", about, command),
         (f"Storm: {WORKERS} workers, {plan.execs:,} execs of /bin/true per A/B run, {plan.pairs} A/B pair(s); "
          "collector: rotel on loopback (blackhole exporter, counting processor; the \"uncounted\" pairs "
          "without it), OTLP/gRPC."),
@@ -245,56 +214,6 @@ def render(results: Results, plan: Plan, command: str, started: datetime.datetim
     return "\n".join(parts) + "\n"
 
 
-def append_report(path: Path, section: str) -> None:
-    existing = path.read_text() if path.exists() else ""
-    with path.open("a") as f:
-        if not existing:
-            f.write(HEADER)
-        f.write("\n" + section)
-
-
-def publish(output: Path, section: str, say: Callable[[str], None]) -> None:
-    print()
-    print(section)
-    append_report(output, section)
-    say(f"appended to {output}")
-
-
-def _exit_on_signal(signum: int, _frame: types.FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-class Session:
-    """What every benchmark script does around its measurements. SIGTERM and
-    SIGHUP unwind like Ctrl-C, through the cleanup; SIGINT does too, even
-    when started from a shell that ignores it for background jobs. A fresh
-    work directory and the processes started for it (children) are all
-    stopped at the end; the directory is removed if the run set ok, else
-    kept and named after `kept`."""
-
-    def __init__(self, prefix: str, kept: str) -> None:
-        self._prefix = prefix
-        self._kept = kept
-        self.ok = False
-
-    def __enter__(self) -> Self:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _exit_on_signal)
-        signal.signal(signal.SIGHUP, _exit_on_signal)
-        self.workdir = Path(tempfile.mkdtemp(prefix=self._prefix))
-        self.children = Children()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # A second Ctrl-C must not cut the cleanup short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.children.stop_all()
-        if self.ok:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        else:
-            print(f"{self._kept} {self.workdir}", file=sys.stderr)
-
-
 def main(argv: list[str]) -> int:
     args, plan = parse_args(argv)
     if os.geteuid() != 0:
@@ -303,7 +222,7 @@ def main(argv: list[str]) -> int:
     started = datetime.datetime.now(datetime.UTC)
     command = shlex.join(["python3", "bench/run.py", *argv])
     about = machine()
-    load = float(Path("/proc/loadavg").read_text().split()[0])
+    load = load_average()
     if load > IDLE_LOAD:
         say(f"warning: load average {load} > {IDLE_LOAD}: other work on this machine skews every number")
     if args.install_peers:
@@ -313,7 +232,7 @@ def main(argv: list[str]) -> int:
     with Session("oebench-", "bench: did not finish; logs kept in") as session:
         children, workdir = session.children, session.workdir
         storm = Storm(children, workdir, WORKERS)
-        setup = Setup(children, agent_python(), REPO, find_rotel(agent_python()), storm, workdir,
+        setup = Setup(children, agent_python(), REPO, rotel_binary(agent_python()), storm, workdir,
                       run_id=started.strftime("%Y%m%dT%H%M%S"))
         results = Results(execs=plan.execs, pairs=plan.pairs)
         say(f"work directory {workdir}; agent: {setup.python} -m otel_exec; collector: {setup.rotel}")

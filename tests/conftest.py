@@ -1,11 +1,11 @@
 """Shared pytest wiring: re-exports the kernel-skip guard hooks
-(tests/kernel_guard.py) and the session-scoped ``progs`` fixture
-(tests/progs.py)."""
-from kernel_guard import (  # noqa: F401
+(tests/helpers/kernel_guard.py) and the session-scoped ``progs`` fixture
+(tests/helpers/progs.py)."""
+from tests.helpers.kernel_guard import (  # noqa: F401
     pytest_make_collect_report,
     pytest_runtest_makereport,
     pytest_sessionfinish,
     pytest_terminal_summary,
 )
-from progs import progs  # noqa: F401
-from collector import collector, make_collector  # noqa: F401
+from tests.helpers.progs import progs  # noqa: F401
+from tests.helpers.collector import collector, make_collector  # noqa: F401

@@ -9,7 +9,7 @@
  * argc == 0: since Linux 5.18 (commit dcd46d897adb "exec: Force single
  * empty string when argv is empty") the kernel pushes one empty string, so
  * the new program sees argc == 1, argv[0] == "" and /proc/PID/cmdline is
- * the single byte "\0" (verified on 6.18 by tests/test_progs.py, which
+ * the single byte "\0" (verified on 6.18 by tests/harness/test_progs.py, which
  * execs print_argv this way).  bprm->argc, as an exec tracer sees it at
  * sched_process_exec, is 1 as well; the kernel logs a one-time warning
  * "launching <path> with NULL argv: empty string added".

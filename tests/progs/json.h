@@ -4,7 +4,7 @@
  * string is the latin-1 decoding of the bytes.  '"' and '\\' are escaped,
  * bytes < 0x20 and >= 0x7f are written as \u00XX, so the output is pure
  * ASCII.  In Python: json.loads(...)[...].encode("latin-1") gives back the
- * exact bytes (tests/progs.py: decode_bytes()).
+ * exact bytes (tests/helpers/progs.py: decode_bytes()).
  */
 #ifndef OE_PROGS_JSON_H
 #define OE_PROGS_JSON_H

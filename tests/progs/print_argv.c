@@ -7,7 +7,7 @@
  *    "execfn": "<getauxval(AT_EXECFN): the filename execve was given,
  *                e.g. /dev/fd/N for fexecve/execveat>"}
  * Strings use the latin-1 convention of json.h: decode_bytes() in
- * tests/progs.py turns them back into the exact bytes.
+ * tests/helpers/progs.py turns them back into the exact bytes.
  */
 #define _GNU_SOURCE
 #include <sys/auxv.h>

@@ -1,0 +1,212 @@
+"""The agent as a user runs it: storms, --duration, signals, filters, errors."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.agent_run import ROOT, AgentRun, counters_from, kernel_available, marked, marked_env, new_mark
+from otel_exec import cli
+from otel_exec.core import probes
+from tests.helpers.progs import Progs
+
+kernel = pytest.mark.kernel
+TRUE = os.path.realpath("/bin/true")
+
+
+@pytest.fixture
+def need_kernel() -> None:
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+
+
+@kernel
+def test_storm_every_exec_printed_zero_loss(need_kernel: None, tmp_path: Path) -> None:
+    run = AgentRun(tmp_path)  # default poll interval and ring size
+    mark = new_mark()
+    per_worker = 2500
+    loop = f"i=0; while [ $i -lt {per_worker} ]; do /bin/true; i=$((i+1)); done"
+    workers = [subprocess.Popen(["/bin/sh", "-c", loop], env=marked_env(mark)) for _ in range(2)]
+    assert all(w.wait(timeout=300) == 0 for w in workers)
+    hits = run.find(lambda e: marked(mark)(e) and e["pathname"] == TRUE, count=2 * per_worker, timeout=30)
+    rc, err = run.stop(signal.SIGINT)
+    assert rc == 0, err
+    assert len(hits) == 2 * per_worker
+    assert len({e["host_pid"] for e in hits}) == 2 * per_worker
+    counters = counters_from(err)
+    assert {k: v for k, v in counters.items() if k.startswith("lost_")} == dict.fromkeys(
+        [k for k in counters if k.startswith("lost_")], 0)
+    assert counters["decode_errors"] == 0
+    assert "WARNING" not in err
+
+
+@kernel
+def test_duration_prints_a_concurrent_ls(need_kernel: None) -> None:
+    mark = new_mark()
+    t0 = time.monotonic()
+    ready = Path(tempfile.mkdtemp()) / "ready"
+    agent = subprocess.Popen([sys.executable, "-m", "otel_exec", "run", "--duration", "3", "--ready-file",
+                              str(ready)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not ready.exists() and agent.poll() is None:
+        time.sleep(0.02)
+    subprocess.run(["ls", "-l", "/"], env=marked_env(mark), stdout=subprocess.DEVNULL, check=True)
+    out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    assert time.monotonic() - t0 >= 3
+    import json
+
+    events = [json.loads(line) for line in out.splitlines()]
+    ls = [e for e in events if marked(mark)(e)]
+    assert len(ls) == 1 and ls[0]["argv"] == ["ls", "-l", "/"]
+    assert ls[0]["pathname"] == os.path.realpath(shutil.which("ls"))
+    assert "stopped;" in err
+
+
+def _filtered_run(tmp_path: Path, progs: Progs, *flags: str) -> tuple[list[dict], dict[str, int], dict]:
+    """Runs the agent with flags, execs a fixed set of programs, returns the
+    events of those programs, the counters and the programs' names."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    names = {"keep": bindir / "oe-keep", "drop": bindir / "oe-drop"}
+    for p in names.values():
+        shutil.copy2(progs.dyn_true, p)
+    run = AgentRun(tmp_path, *flags)
+    mark = new_mark()
+    env = marked_env(mark, API_TOKEN="s3cr3t", TRACEPARENT="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    for p in names.values():
+        subprocess.run([str(p), "--password=hunter2"], env=env, check=True)
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(names["keep"])],
+                   env=env, check=True)
+    subprocess.run(["unshare", "--pid", "--fork", str(names["keep"]), "in-ns"], env=env, check=True)
+    time.sleep(0.3)
+    hits = run.find(lambda e: e["pathname"].startswith(str(bindir)), count=99, timeout=1)
+    rc, err = run.stop()
+    assert rc == 0, err
+    return hits, counters_from(err), names
+
+
+@kernel
+@pytest.mark.parametrize("flags,expect", [
+    ([], {("oe-keep", 0, "host"), ("oe-drop", 0, "host"), ("oe-keep", 65534, "host"), ("oe-keep", 0, "ns")}),
+    (["--comm", "oe-keep"], {("oe-keep", 0, "host"), ("oe-keep", 65534, "host"), ("oe-keep", 0, "ns")}),
+    (["--exclude-comm", "oe-keep"], {("oe-drop", 0, "host")}),
+    (["--uid", "65534"], {("oe-keep", 65534, "host")}),
+    (["--container-only"], {("oe-keep", 0, "ns")}),
+])
+def test_kernel_filters(need_kernel: None, progs: Progs, tmp_path: Path, flags: list[str], expect: set) -> None:
+    events, counters, _ = _filtered_run(tmp_path, progs, *flags)
+    own_ns = os.readlink("/proc/self/ns/pid")
+    seen = {(e["comm"], e["uid"], "host" if f"pid:[{e['pid_ns']}]" == own_ns else "ns") for e in events}
+    assert seen == expect
+    assert len(events) == len(expect)
+    if flags:
+        assert counters["exec_filtered"] > 0
+
+
+@kernel
+def test_path_prefix_filter(need_kernel: None, progs: Progs, tmp_path: Path) -> None:
+    events, _, names = _filtered_run(tmp_path, progs, "--path-prefix", str(tmp_path / "bin" / "oe-d"))
+    assert [e["pathname"] for e in events] == [str(names["drop"])]
+
+
+@kernel
+@pytest.mark.parametrize("mode", ["redacted", "none", "all"])
+def test_env_capture_and_argv_redaction(need_kernel: None, progs: Progs, tmp_path: Path, mode: str) -> None:
+    flags = [] if mode == "redacted" else ["--env-capture", mode]
+    events, _, _ = _filtered_run(tmp_path, progs, "--comm", "oe-drop", *flags)
+    (ev,) = events
+    traceparent = "TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    # Kept unless no environment is wanted at all: lineage reads it before
+    # redaction (tests/policy/test_redaction_corpus.py).
+    assert (traceparent in ev["env"]) == (mode != "none")
+    if mode == "all":
+        assert "API_TOKEN=s3cr3t" in ev["env"]
+    elif mode == "redacted":
+        assert "API_TOKEN=[REDACTED]" in ev["env"]
+        assert any(e.startswith("OE_TEST_MARK=") for e in ev["env"])
+    else:
+        assert ev["env"] == []
+    assert ev["argv"][1] == "--password=[REDACTED]"  # argv redaction does not depend on --env-capture
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--env-capture", "bogus"]) == 2
+    assert cli.main(["run", "--trust-traceparent", "bob"]) == 2
+    assert "--trust-traceparent 'bob'" in capsys.readouterr().err
+    assert cli.main(["run", "--redact-pattern", "("]) == 2
+    assert cli.main(["run", "--redact-allow", "[a"]) == 2
+    assert "--redact-allow '[a': not a regular expression" in capsys.readouterr().err
+    assert cli.main(["run", "--argv-max-bytes", str(10**9)]) == 2
+    assert "--argv-max-bytes must be between" in capsys.readouterr().err
+    assert cli.main(["run", "--comm", "a-name-longer-than-15"]) == 2
+    assert cli.main(["frobnicate"]) == 2
+
+
+@kernel
+def test_missing_privilege_exit_3(need_kernel: None) -> None:
+    proc = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m", "otel_exec",
+                           "run", "--duration", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 3
+    assert proc.stderr.strip().count("\n") == 0
+    assert "CAP_BPF" in proc.stderr and "sudo" in proc.stderr
+
+
+@kernel
+def test_no_btf_exit_4(need_kernel: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(probes, "VMLINUX_BTF", tmp_path / "no-such-btf")
+    assert cli.main(["run", "--duration", "1"]) == 4
+    err = capsys.readouterr().err
+    assert "BTF" in err and err.count("\n") == 1
+
+
+# The maps and config the loader sets up, and a program the verifier rejects.
+BAD_PROG = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+const volatile char cfg[64] = {};
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 20); } events SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, int); __type(value, long); }
+    scratch SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __uint(map_flags, BPF_F_MMAPABLE);
+         __type(key, int); __type(value, long); } counters SEC(".maps");
+SEC("tp_btf/sched_process_exec")
+int handle_exec(void *ctx) { return *(volatile int *)(long)cfg[0]; }
+"""
+
+
+@kernel
+def test_bpf_load_failure_exit_6_with_verifier_lines(need_kernel: None, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "bad.bpf.c"
+    src.write_text(BAD_PROG)
+    obj = tmp_path / "bad.bpf.o"
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(src), "-o",
+                    str(obj)], check=True)
+    monkeypatch.setattr(probes, "object_path", lambda: obj)
+    assert cli.main(["run", "--duration", "1"]) == 6
+    err = capsys.readouterr().err
+    assert "handle_exec" in err
+    assert "invalid mem access" in err  # the verifier's own words
+
+
+def test_heap_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_exec.cli import HeapTrimmer
+
+    calls: list[int] = []
+    clock = iter([100.0, 101.0, 100.0 + HeapTrimmer.INTERVAL_S, 200.0])
+    monkeypatch.setattr("otel_exec.cli.time.monotonic", lambda: next(clock))
+    trimmer = HeapTrimmer()
+    trimmer._trim = calls.append  # type: ignore[assignment]
+    for _ in range(4):
+        trimmer()
+    assert calls == [0, 0, 0]  # at 100, 105 and 200 s; not at 101 s

@@ -1,0 +1,288 @@
+"""The hand-written OTLP encoding, decoded with the official generated classes."""
+from __future__ import annotations
+
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from otel_exec.export.otlp import encode
+
+from otel_exec.export.otlp import sink as otlp
+from otel_exec.model.events import ExecEvent
+from otel_exec.host.identity import HostIdentity
+from otel_exec.lineage.proctable import ProcessInfo
+from tests.helpers.events import attrs, sample_exec
+
+
+def info_for(ev: ExecEvent) -> ProcessInfo:
+    return ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id, ev.comm,
+                       ev.pathname, ev.argv, False, ev.timestamp, trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
+                       parent_span_id=b"\x03" * 8, trace_state="k=v", owns_span=True, span_start=ev.timestamp)
+
+
+def test_log_record_round_trip() -> None:
+    ev = sample_exec()
+    info = info_for(ev)
+    rec = encode.log_record(ev, encode.exec_attributes(ev), info, 1_700_000_001_000_000_000)
+    req = ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec] * 2))
+    scope = req.resource_logs[0].scope_logs[0]
+    assert scope.scope.name == "otel-exec"
+    assert len(scope.log_records) == 2
+    lr = scope.log_records[0]
+    assert lr.time_unix_nano == ev.timestamp
+    assert lr.observed_time_unix_nano == 1_700_000_001_000_000_000
+    assert lr.severity_number == 9 and lr.severity_text == "INFO"
+    assert lr.event_name == "otel_exec.process.exec"
+    assert lr.body.string_value == "sudo -u 'x y' 'caf\u00e9'"  # shlex.join quoting
+    assert lr.trace_id == b"\x01" * 16 and lr.span_id == b"\x02" * 8
+    keys = [kv.key for kv in lr.attributes]
+    assert len(keys) == len(set(keys))  # OTLP forbids duplicate keys, even for an env key set twice
+    a = attrs(lr.attributes)
+    assert a["process.pid"] == 4242 and a["process.parent_pid"] == 4000 and a["process.vpid"] == 7
+    assert a["process.executable.path"] == "/usr/bin/sudo" and a["process.executable.name"] == "sudo"
+    assert a["process.command"] == "sudo" and a["process.command_args"] == ev.argv
+    assert a["process.args_count"] == 4
+    assert (a["process.user.id"], a["process.real_user.id"]) == (0, 1000)
+    assert a["process.working_directory"] == "/home/u"
+    assert a["process.creation.time"] == "2023-11-14T22:13:20.000Z"
+    assert a["process.interactive"] is True
+    assert a["process.linux.cgroup"] == "0::" + ev.cgroup_path
+    assert a["container.id"] == "ab" * 32
+    assert a["file.path"] == "/usr/bin/sudo" and a["file.inode"] == "12345" and a["file.mode"] == "4755"
+    assert a["process.environment_variable.HOME"] == "/root"
+    assert a["process.environment_variable.API_TOKEN"] == "[REDACTED]"
+    assert a["otel_exec.env_entries_without_value"] == ["NOEQUALS"]
+    assert a["otel_exec.interpreter.path"] == "/usr/lib/ld.so"
+    assert a["otel_exec.env_truncated"] is True and a["otel_exec.argv_truncated"] is False
+    assert a["otel_exec.path_truncated"] == ["pwd"]
+    assert a["otel_exec.stdin.type"] == "chr" and a["otel_exec.stdin.path"] == "/dev/pts/3"
+
+
+def test_span_round_trip_exit_codes_and_signals() -> None:
+    ev = sample_exec()
+    info = info_for(ev)
+    info.span_attrs = encode.exec_attributes(ev).span_attrs()
+    info.exit_code = 3
+    ok = encode.span(info, ev.timestamp + 5, "exit")
+    info.exit_code, info.signal = None, 9
+    killed = encode.span(info, ev.timestamp + 5, "exit")
+    req = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [ok, killed]))
+    s1, s2 = req.resource_spans[0].scope_spans[0].spans
+    assert (s1.trace_id, s1.span_id, s1.parent_span_id) == (b"\x01" * 16, b"\x02" * 8, b"\x03" * 8)
+    assert s1.trace_state == "k=v" and s1.name == "sudo" and s1.kind == 1
+    assert (s1.start_time_unix_nano, s1.end_time_unix_nano) == (ev.timestamp, ev.timestamp + 5)
+    a1, a2 = attrs(s1.attributes), attrs(s2.attributes)
+    assert a1["process.exit.code"] == 3 and a1["error.type"] == "3" and s1.status.code == 2
+    assert a1["process.pid"] == 4242 and a1["otel_exec.span.ended_by"] == "exit"
+    assert a2["otel_exec.exit.signal"] == 9 and a2["error.type"] == "SIGKILL" and s2.status.code == 2
+    info.signal, info.exit_code = None, 0
+    clean = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [
+        encode.span(info, ev.timestamp, "agent_stopped", incomplete=True)])).resource_spans[0].scope_spans[0].spans[0]
+    assert clean.status.code == 0 and "error.type" not in attrs(clean.attributes)
+    assert attrs(clean.attributes)["otel_exec.span.incomplete"] is True
+
+
+def test_resource_has_service_and_host_and_honours_env(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=ci,host.name=override")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    ident = HostIdentity.current()
+    res = otlp.resource_attributes(ident)
+    assert res["service.name"] == "otel-exec"
+    assert res["host.id"] == ident.machine_id and res["os.type"] == "linux"
+    assert res["host.arch"] in ("amd64", "arm64") and res["service.instance.id"]
+    assert res["deployment.environment.name"] == "ci" and res["host.name"] == "override"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "execs")
+    res = otlp.resource_attributes(ident)
+    assert res["service.name"] == "execs"
+    req = ExportLogsServiceRequest.FromString(otlp.export_request(otlp._encoded_resource(res), []))
+    assert attrs(req.resource_logs[0].resource.attributes)["service.name"] == "execs"
+    assert not any(k.startswith("process.") for k in res)
+
+
+def test_varints_and_int_attributes_of_every_size() -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    from otel_exec.export.otlp import protowire as w
+
+    for v in (0, 1, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 4194304, 2**35, 2**63 - 1, -1, -(2**63)):
+        kv = KeyValue.FromString(w.key_value(w.key_head("k"), w.any_value(v)))
+        assert kv.value.int_value == v
+    for pid in (1, 200, 70000, 4194303):
+        ev = sample_exec(host_pid=pid, host_ppid=pid + 1, pid=pid, ppid=0)
+        enc = encode.exec_attributes(ev)
+        a = attrs(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
+        assert (a["process.pid"], a["process.parent_pid"], a["process.vpid"], a["otel_exec.vppid"]) == \
+            (pid, pid + 1, pid, 0)
+        assert a["otel_exec.exec_id"] == "e" * 32
+
+
+def test_fields_a_backend_could_not_verify_are_left_out() -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    ev = sample_exec(unavailable=("pathname", "process_start_time", "exec_id"))
+    enc = encode.exec_attributes(ev)
+    a = attrs(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
+    for gone in ("process.executable.path", "process.executable.name", "file.path", "process.creation.time",
+                 "otel_exec.exec_id"):
+        assert gone not in a
+    assert a["otel_exec.unavailable"] == ["pathname", "process_start_time", "exec_id"]
+    assert a["process.pid"] == 4242 and a["process.command_args"] == ev.argv
+
+
+# --- protowire against the protobuf library -----------------------------------
+
+VARINT_EDGES = [0, 1, 127, 128, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 127 << 21, 127 << 35, (1 << 63) - 1,
+                -1, -2, -(1 << 63)]
+
+
+def test_varints_at_every_length_boundary_match_protobuf() -> None:
+    from otel_exec.export.otlp import protowire as w
+    for n in VARINT_EDGES:
+        assert AnyValue.FromString(w.any_value(n)).int_value == n, n
+        assert w.any_value(n) == AnyValue(int_value=n).SerializeToString(), n
+    assert [len(w.varint(n)) for n in (127, 128, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, -1)] == [1, 2, 2, 3, 3, 4, 10]
+
+
+def test_fixed_and_varint_fields_match_protobuf() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanPb
+
+    from otel_exec.export.otlp import protowire as w
+    # Span: start_time_unix_nano fixed64 (7), flags fixed32 (16), kind enum/varint (6).
+    raw = w.varint_field(6, 3) + w.fixed64_field(7, (1 << 64) - 2) + w.fixed32_field(16, 0x80000301)
+    span = SpanPb.FromString(raw)
+    assert (span.kind, span.start_time_unix_nano, span.flags) == (3, (1 << 64) - 2, 0x80000301)
+    assert raw == SpanPb(kind=3, start_time_unix_nano=(1 << 64) - 2, flags=0x80000301).SerializeToString()
+
+
+def test_any_values_of_every_kind_match_protobuf() -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import ArrayValue
+
+    from otel_exec.export.otlp import protowire as w
+    assert w.any_value(2.5) == AnyValue(double_value=2.5).SerializeToString()
+    assert w.any_value(True) == AnyValue(bool_value=True).SerializeToString()
+    assert AnyValue.FromString(w.any_value(False)).WhichOneof("value") == "bool_value"
+    assert w.any_value(["a", "", "ü"]) == AnyValue(array_value=ArrayValue(values=[
+        AnyValue(string_value="a"), AnyValue(string_value=""), AnyValue(string_value="ü")])).SerializeToString()
+    # A lone surrogate (undecodable bytes of a path) becomes U+FFFD's "?"
+    # replacement, never an encoding error that would lose the whole request.
+    assert AnyValue.FromString(w.any_value("a\udcffb")).string_value == "a?b"
+    kv = KeyValue.FromString(w.key_value(w.key_head("k.ü"), w.any_value(7)))
+    assert (kv.key, kv.value.int_value) == ("k.ü", 7)
+    many = ExportLogsServiceRequest.FromString(w.repeated(1, [b"", b"", b""]))
+    assert len(many.resource_logs) == 3
+    assert w.repeated(1, [b"a", b"bc"]) == b"\x0a\x01a\x0a\x02bc"  # nothing between occurrences
+
+
+def test_precomputed_prefixes_frame_the_same_bytes_as_the_general_encoder() -> None:
+    """The int and fixed-size string fast paths (prefix + value) give what
+    framing the KeyValue from scratch gives, at every varint size."""
+    from otel_exec.export.otlp import protowire as w
+    for key in ("process.pid", "otel_exec.vppid", "k" * 200):
+        prefixes = encode._int_prefixes(key)
+        assert len(prefixes) == 11 and prefixes[0] == b""
+        for v in (0, 1, 127, 128, 16_383, 16_384, 2**31 - 1, 2**32, 2**56, 2**63 - 1):
+            kv = encode._kv(key, v)
+            assert prefixes[len(w.varint(v))] + w.varint(v) == w.varint(len(kv)) + kv, (key, v)
+        for size in (0, 1, 24, 32, 127, 128, 300):
+            s = "x" * size
+            kv = encode._kv(key, s)
+            assert encode._str_prefix(key, size) + s.encode() == w.varint(len(kv)) + kv, (key, size)
+    for key, s in (("otel_exec.exec_id", "e" * 32), ("otel_exec.exec_id", "short"),
+                   ("process.creation.time", encode.iso8601(1_700_000_000_123_456_789)),
+                   ("otel_exec.parent_exec_id", "f" * 31 + "\u00e9")):
+        kv = encode._kv(key, s)
+        assert encode._framed_fixed(key, s) == w.varint(len(kv)) + kv, (key, s)
+
+
+def _fresh_memos() -> None:
+    """The encoder memoizes keys, names, seconds and span endings per
+    process; a test that checks how they are built starts without them (a
+    mutation tool forks its workers from a process that already filled them)."""
+    for memo in (encode._heads, encode._seconds, encode._endings, encode._names):
+        memo.clear()
+
+
+def _one_log(rec: bytes):
+    return ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec])).resource_logs[0] \
+        .scope_logs[0].log_records[0]
+
+
+def _one_span(rec: bytes):
+    return ExportTraceServiceRequest.FromString(otlp.export_request(b"", [rec])).resource_spans[0] \
+        .scope_spans[0].spans[0]
+
+
+def test_gap_record_round_trip() -> None:
+    _fresh_memos()
+    start, end = 1_700_000_000_250_000_000, 1_700_000_090_999_000_000
+    lr = _one_log(encode.gap_record(start, end, 90.75, -3600.5))
+    assert (lr.time_unix_nano, lr.observed_time_unix_nano) == (end, end)
+    assert (lr.severity_number, lr.severity_text, lr.event_name) == (13, "WARN", "otel_exec.agent.gap")
+    assert lr.body.string_value == ("otel-exec was not watching from 2023-11-14T22:13:20.250Z to "
+                                    "2023-11-14T22:14:50.999Z")
+    assert attrs(lr.attributes) == {"otel_exec.gap.start": "2023-11-14T22:13:20.250Z",
+                                    "otel_exec.gap.end": "2023-11-14T22:14:50.999Z",
+                                    "otel_exec.gap.seconds": 90.75,
+                                    "otel_exec.gap.clock_step_seconds": -3600.5}
+    assert lr.trace_id == b"" and lr.span_id == b""
+    assert "otel_exec.gap.clock_step_seconds" not in attrs(_one_log(encode.gap_record(start, end, 1.0)).attributes)
+
+
+def test_observed_record_and_seeded_attributes_round_trip() -> None:
+    _fresh_memos()
+    info = ProcessInfo(321, 1, 50, "a" * 32, "b" * 32, "bash", "/usr/bin/bash", ["bash", "-l", "x y"], False,
+                       1_700_000_000_000_000_000, trace_id=b"\x01" * 16, span_id=b"\x02" * 8, owns_span=True)
+    seeded = encode.seeded_attributes(info)
+    lr = _one_log(encode.observed_record(info, encode.Attrs.of(seeded), 1_700_000_005_000_000_000))
+    assert (lr.time_unix_nano, lr.observed_time_unix_nano) == (1_700_000_005_000_000_000,) * 2
+    assert (lr.severity_number, lr.severity_text, lr.event_name) == (9, "INFO", "otel_exec.process.observed")
+    assert lr.body.string_value == "bash -l 'x y'"
+    assert (lr.trace_id, lr.span_id, lr.flags) == (b"\x01" * 16, b"\x02" * 8, 1)
+    assert attrs(lr.attributes) == {
+        "process.pid": 321, "process.parent_pid": 1, "process.executable.path": "/usr/bin/bash",
+        "process.executable.name": "bash", "otel_exec.comm": "bash", "otel_exec.exec_id": "a" * 32,
+        "otel_exec.parent_exec_id": "b" * 32, "otel_exec.observed_from": "procfs",
+        "process.command": "bash", "process.command_args": ["bash", "-l", "x y"], "process.args_count": 3}
+    # A kernel thread: no argv, named by comm; a process without its own span has no ids.
+    kthread = ProcessInfo(2, 0, 1, "c" * 32, "", "kthreadd", "", [], False, 0)
+    seeded = encode.seeded_attributes(kthread)
+    lr = _one_log(encode.observed_record(kthread, encode.Attrs.of(seeded), 5))
+    assert lr.body.string_value == "kthreadd" and lr.trace_id == b"" and lr.span_id == b""
+    assert "process.command" not in attrs(lr.attributes) and "process.args_count" not in attrs(lr.attributes)
+    assert encode.Attrs.of([]).log == b"" and encode.Attrs.of([]).span == b""
+    both = encode.Attrs.concat((encode.Attrs.of(seeded[:2]), encode.Attrs.of(seeded[2:])))
+    assert (both.log, both.span) == (encode.Attrs.of(seeded).log, encode.Attrs.of(seeded).span)
+
+
+def test_span_endings_and_names_built_fresh() -> None:
+    _fresh_memos()
+    ev = sample_exec()
+    info = info_for(ev)
+    info.span_attrs = encode.exec_attributes(ev).span_attrs()
+    cases = [  # (exit_code, signal, reason, incomplete) -> (attributes of the ending, status code, message)
+        ((0, None, "exit", False), {"otel_exec.span.ended_by": "exit", "process.exit.code": 0}, 0, ""),
+        ((3, None, "exec", False), {"otel_exec.span.ended_by": "exec", "process.exit.code": 3,
+                                    "error.type": "3"}, 2, "exited with 3"),
+        ((None, 11, "exit", False), {"otel_exec.span.ended_by": "exit", "otel_exec.exit.signal": 11,
+                                     "error.type": "SIGSEGV"}, 2, "exited with SIGSEGV"),
+        ((None, 99, "exit", False), {"otel_exec.span.ended_by": "exit", "otel_exec.exit.signal": 99,
+                                     "error.type": "signal 99"}, 2, "exited with signal 99"),
+        ((None, None, "agent_stopped", True), {"otel_exec.span.ended_by": "agent_stopped",
+                                               "otel_exec.span.incomplete": True}, 0, ""),
+    ]
+    for (code, signo, reason, incomplete), ending, status, message in cases:
+        info.exit_code, info.signal = code, signo
+        for _ in range(2):  # built, then from the memo
+            s = _one_span(encode.span(info, ev.timestamp - 1, reason, incomplete))
+            a = attrs(s.attributes)
+            assert {k: v for k, v in a.items() if k in ending or k.startswith(("otel_exec.span.", "error.",
+                    "otel_exec.exit.", "process.exit."))} == ending
+            assert (s.status.code, s.status.message) == (status, message)
+            assert s.name == "sudo" and s.end_time_unix_nano == s.start_time_unix_nano == ev.timestamp
+    info.exe, info.comm = "", "kworker/0:1"
+    info.trace_state, info.parent_span_id, info.untrusted_traceparent = "", b"", "00-bad"
+    s = _one_span(encode.span(info, ev.timestamp + 7, "exit"))
+    assert s.name == "kworker/0:1" and s.trace_state == "" and s.parent_span_id == b""
+    assert s.end_time_unix_nano == ev.timestamp + 7
+    assert attrs(s.attributes)["otel_exec.traceparent.untrusted"] == "00-bad"

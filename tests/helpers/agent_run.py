@@ -1,0 +1,191 @@
+"""A real `otel-exec run` in the background, and ways to find its events.
+
+Kernel tests share one agent per session (``agent`` fixture): it writes JSON
+Lines to a file, and each test finds its own execs by a unique marker it puts
+into the environment of what it runs.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import contextlib
+import json
+import os
+import signal
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from otel_exec.host.cgroups import cgroup2_root
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def kernel_available() -> str | None:
+    """Why kernel tests cannot run here, or None if they can."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        return "kernel has no BTF"
+    return None
+
+
+class AgentRun:
+    def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.out = workdir / "events.jsonl"
+        self.err = workdir / "agent.stderr"
+        self.ready = workdir / "ready"
+        self.spool = workdir / "spool"
+        cmd = [sys.executable, "-m", "otel_exec", "run", "--format", "jsonl", "--output", str(self.out),
+               "--ready-file", str(self.ready), "--poll-interval", "0.05", "--spool-dir", str(self.spool), *extra]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.err, "w"), env=env)
+        self._pos = 0
+        self._buf = b""
+        self.events: list[dict] = []
+        deadline = time.monotonic() + 30
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"agent did not start: {self.err.read_text()}")
+            time.sleep(0.02)
+
+    def _read_new(self) -> None:
+        if not self.out.exists():
+            return
+        with open(self.out, "rb") as f:
+            f.seek(self._pos)
+            chunk = f.read()
+        self._pos += len(chunk)
+        lines = (self._buf + chunk).split(b"\n")
+        self._buf = lines.pop()
+        self.events.extend(json.loads(line) for line in lines if line)
+
+    def find(self, pred: Callable[[dict], bool], count: int = 1, timeout: float = 10) -> list[dict]:
+        """The first `count` events matching pred, waiting up to timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._read_new()
+            hits = [e for e in self.events if pred(e)]
+            if len(hits) >= count or time.monotonic() > deadline:
+                return hits
+            time.sleep(0.05)
+
+    def one(self, pred: Callable[[dict], bool], timeout: float = 10) -> dict:
+        hits = self.find(pred, 1, timeout)
+        assert hits, f"no event matched within {timeout}s; agent stderr: {self.err.read_text()[-2000:]}"
+        return hits[0]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        self._read_new()
+        return rc, self.err.read_text()
+
+
+def stop_line(err: str) -> dict[str, int]:
+    """The `otel-exec: stopped; k=v, ...` line as a dict."""
+    line = next(l for l in err.splitlines() if l.startswith("otel-exec: stopped; "))
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.removeprefix("otel-exec: stopped; ").split(", "))}
+
+
+def warning_line(err: str) -> dict[str, int]:
+    line = next(l for l in err.splitlines() if l.startswith("otel-exec: WARNING events were lost: "))
+    return ast.literal_eval(line.removeprefix("otel-exec: WARNING events were lost: "))
+
+
+def stats_lines(err: str) -> list[dict[str, str]]:
+    return [dict(kv.split("=", 1) for kv in l.removeprefix("otel-exec: ").split())
+            for l in err.splitlines() if l.startswith("otel-exec: execs=")]
+
+
+class Live:
+    """A process kept alive while a test compares its event with its /proc
+    entry; killed on leaving the block."""
+
+    def __init__(self, argv: list, mark: str, **kw) -> None:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        self.proc = subprocess.Popen(argv, env=kw.pop("env", marked_env(mark)), **kw)
+
+    def __enter__(self) -> subprocess.Popen:
+        return self.proc
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def new_cgroup(*names: str) -> Iterator[Path]:
+    """A fresh cgroup v2 under the hierarchy's root (names: its path below
+    the root, one level each), removed with its parents after the test; the
+    test's processes in it must be gone by then (rmdir is retried while the
+    kernel still counts them)."""
+    root = cgroup2_root()
+    if root is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    made = [Path(root, *names[:i + 1]) for i in range(len(names))]
+    made[-1].mkdir(parents=True)
+    try:
+        yield made[-1]
+    finally:
+        for cg in reversed(made):
+            for _ in range(50):
+                try:
+                    cg.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+def marked(mark: str) -> Callable[[dict], bool]:
+    entry = f"OE_TEST_MARK={mark}"
+    return lambda e: entry in e["env"]
+
+
+def new_mark() -> str:
+    return uuid.uuid4().hex
+
+
+def marked_env(mark: str, **extra: str) -> dict[str, str]:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "OE_TEST_MARK": mark}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentRun]:
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    run = AgentRun(tmp_path_factory.mktemp("agent"))
+    yield run
+    rc, err = run.stop()
+    assert rc == 0, err
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A 1777 directory like /tmp: an unprivileged user can reach it (pytest's
+    tmp is 0700) and plant names in it; the agent trusts it (sticky)."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    d = Path(tempfile.mkdtemp(prefix="oe-public-", dir="/tmp"))
+    d.chmod(0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def counters_from(stderr: str) -> dict[str, int]:
+    line = [l for l in stderr.splitlines() if "stopped;" in l][-1]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}

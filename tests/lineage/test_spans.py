@@ -1,0 +1,284 @@
+"""Span lineage rules with synthetic exec sequences (the kernel path is
+covered end to end in tests/e2e/test_e2e_otlp.py)."""
+from __future__ import annotations
+
+import pytest
+
+from otel_exec.errors import UsageError
+from otel_exec.lineage.proctable import ProcessTable
+from otel_exec.core.decode import Strings
+from otel_exec.lineage.spans import SpanLineage, TraceparentTrust
+from otel_exec.lineage.traceparent import parse_traceparent, remote_parent, trace_context_entries
+from tests.helpers.events import exec_ev
+
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+SPAN = bytes.fromhex("b7ad6b7169203331")
+
+
+class World:
+    def __init__(self) -> None:
+        self.table = ProcessTable()
+        self.lineage = SpanLineage()
+
+    def exec(self, pid: int, ppid: int, ticks: int, exec_id: str, env: list[str] = [], ts: int = 1000):
+        """As the kernel reports it: the image parent's exec id comes along."""
+        parent = self.table.get(ppid)
+        ev = exec_ev(pid, ppid, ticks, exec_id, ts=ts, parent_exec_id=parent.exec_id if parent else "")
+        ev.image_ppid = ppid
+        ev.env = list(env)
+        info, previous = self.table.on_exec(ev)
+        self.lineage.on_exec(ev, info, previous, self.table.get(ppid))
+        return info
+
+
+def test_root_then_fork_exec_children_nest() -> None:
+    w = World()
+    sh = w.exec(10, 1, 5, "sh")
+    assert sh.owns_span and sh.parent_span_id == b"" and len(sh.trace_id) == 16
+    true = w.exec(11, 10, 6, "true")
+    assert (true.trace_id, true.parent_span_id) == (sh.trace_id, sh.span_id)
+    assert true.span_id != sh.span_id
+
+
+def test_reexec_nests_under_previous_image() -> None:
+    w = World()
+    first = w.exec(10, 1, 5, "a")
+    second = w.exec(10, 1, 5, "b")
+    assert second.parent_span_id == first.span_id and second.trace_id == first.trace_id
+    again = w.exec(10, 1, 5, "a", ts=2000)
+    assert again.span_id != first.span_id  # same exec id, told apart by exec time
+
+
+def test_traceparent_attaches_and_inherited_copy_nests_under_process() -> None:
+    w = World()
+    app = w.exec(10, 1, 5, "app")
+    sh = w.exec(11, 10, 6, "sh", env=[f"TRACEPARENT={TP}", "TRACESTATE=k=v"])
+    assert (sh.trace_id, sh.parent_span_id, sh.trace_state) == (TRACE, SPAN, "k=v")
+    # sh's child inherits the same TRACEPARENT unchanged: it nests under sh,
+    # not flat under the application's span.
+    curl = w.exec(12, 11, 7, "curl", env=[f"TRACEPARENT={TP}"])
+    assert (curl.trace_id, curl.parent_span_id) == (TRACE, sh.span_id)
+    assert app.trace_id != TRACE
+
+
+def test_malformed_traceparent_is_counted_and_ignored() -> None:
+    w = World()
+    parent = w.exec(10, 1, 5, "p")
+    child = w.exec(11, 10, 6, "c", env=["TRACEPARENT=garbage"])
+    assert child.parent_span_id == parent.span_id
+    assert w.lineage.malformed_traceparent == 1
+
+
+def test_parent_that_reexeced_since_is_not_the_parent() -> None:
+    w = World()
+    w.exec(10, 1, 5, "old-image")
+    ev = exec_ev(11, 10, 6, "child", parent_exec_id="old-image")
+    ev.image_ppid = 10
+    w.exec(10, 1, 5, "new-image", ts=2000)
+    info, previous = w.table.on_exec(ev)
+    w.lineage.on_exec(ev, info, previous, w.table.get(10))
+    assert info.parent_span_id == b""  # the old image's span is gone: a new trace
+
+
+def test_parse_traceparent_rules() -> None:
+    assert parse_traceparent(TP) == (TRACE, SPAN, True)
+    assert parse_traceparent("00-" + "0" * 32 + "-b7ad6b7169203331-01") is None  # all-zero trace id
+    assert parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01") is None
+    assert parse_traceparent("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") is None
+    assert parse_traceparent(TP + "-extra") is None  # version 00 has exactly four fields
+    assert parse_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-extra") == \
+        (TRACE, SPAN, False)  # a future version may append fields
+    assert parse_traceparent("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01") is None
+    assert trace_context_entries(["TRACEPARENT=a", "TRACEPARENT=b", "BAGGAGE=x=1"]) == \
+        {"TRACEPARENT": "a", "BAGGAGE": "x=1"}
+
+
+def _world_trusting(spec: str) -> World:
+    w = World()
+    w.lineage = SpanLineage(TraceparentTrust.parse(spec), lambda v: v.replace("secret", "[REDACTED]"))
+    return w
+
+
+def _exec_as(w: World, uid: int, pid: int, ppid: int, ticks: int, exec_id: str, env: list[str]):
+    parent = w.table.get(ppid)
+    ev = exec_ev(pid, ppid, ticks, exec_id, parent_exec_id=parent.exec_id if parent else "")
+    ev.image_ppid, ev.env, ev.uid = ppid, list(env), uid
+    info, previous = w.table.on_exec(ev)
+    w.lineage.on_exec(ev, info, previous, w.table.get(ppid))
+    return info
+
+
+def test_untrusted_traceparent_is_recorded_not_followed() -> None:
+    w = _world_trusting("root")
+    sh = _exec_as(w, 65534, 10, 1, 5, "sh", [])
+    child = _exec_as(w, 65534, 11, 10, 6, "c", [f"TRACEPARENT={TP}"])
+    assert (child.trace_id, child.parent_span_id) == (sh.trace_id, sh.span_id)
+    assert child.untrusted_traceparent == TP and w.lineage.untrusted_traceparent == 1
+    # Its children inherit the same value unchanged: they nest under it.
+    grandchild = _exec_as(w, 65534, 12, 11, 7, "g", [f"TRACEPARENT={TP}"])
+    assert grandchild.parent_span_id == child.span_id and not grandchild.untrusted_traceparent
+    root = _exec_as(w, 0, 20, 1, 8, "r", [f"TRACEPARENT={TP}", "TRACESTATE=k=secret"])
+    assert (root.trace_id, root.parent_span_id) == (TRACE, SPAN)
+    assert root.trace_state == "k=[REDACTED]" and not root.untrusted_traceparent
+
+
+def test_trust_specs() -> None:
+    assert TraceparentTrust.parse("any").trusts(1234)
+    assert not TraceparentTrust.parse("none").trusts(0)
+    listed = TraceparentTrust.parse("root,1000")
+    assert listed.trusts(0) and listed.trusts(1000) and not listed.trusts(1001)
+    for bad in ("", "bob", "root,", "-1", "4294967295"):
+        with pytest.raises(UsageError):
+            TraceparentTrust.parse(bad)
+    w = _world_trusting("none")
+    assert _exec_as(w, 0, 10, 1, 5, "a", [f"TRACEPARENT={TP}"]).parent_span_id == b""
+
+
+def test_lineage_reads_trace_context_from_before_redaction() -> None:
+    """--env-capture none emits no environment: the decoded block carries
+    the context the agent read from the raw one (agent.Agent._env)."""
+    from otel_exec.core.decode import Strings
+    from otel_exec.policy.redact import RedactionPolicy
+
+    raw = [f"TRACEPARENT={TP}", "PATH=/bin"]
+    emitted = Strings(RedactionPolicy("none").env(raw))
+    emitted.trace_context = trace_context_entries(raw)
+    assert emitted == []
+    w = World()
+    info = w.exec(10, 1, 5, "a")
+    ev = exec_ev(11, 10, 6, "b", parent_exec_id="a")
+    ev.image_ppid, ev.env = 10, emitted
+    child, previous = w.table.on_exec(ev)
+    w.lineage.on_exec(ev, child, previous, info)
+    assert (child.trace_id, child.parent_span_id) == (TRACE, SPAN)
+
+
+def test_tracestate_cut_boundary() -> None:
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for n in (511, 512, 513, 2000):
+        state = "a=" + "x" * (n - 2)
+        parent = remote_parent({"TRACEPARENT": tp, "TRACESTATE": state})
+        assert parent is not None and parent.trace_state == state[:512]
+    assert remote_parent({"TRACEPARENT": tp}).trace_state == ""
+
+
+def test_traceparent_flags_and_whitespace() -> None:
+    base = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-"
+    assert [parse_traceparent(base + f)[2] for f in ("00", "01", "02", "03", "ff")] == [False, True, False, True, True]
+    assert parse_traceparent(f"  {TP}\n") == (TRACE, SPAN, True)  # the value as a shell may leave it
+    assert parse_traceparent(TP[:-1]) is None and parse_traceparent("") is None
+    assert parse_traceparent("fe-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") == (TRACE, SPAN, True)
+
+
+def test_trace_context_entries_scan_like_getenv() -> None:
+    env = ["PATH=/bin", "TRACEPARENT", "TRACEPARENTX=1", "TRACESTATE=a=1", "TRACESTATE=a=2", "BAGGAGE=k=v",
+           "BAGGAGEX=0", "XTRACEPARENT=0", "TRACEPARENT=" + TP]
+    assert trace_context_entries(env) == {"TRACESTATE": "a=1", "BAGGAGE": "k=v", "TRACEPARENT": TP}
+    assert trace_context_entries([]) == {}
+    cached = Strings(["TRACEPARENT=" + TP])
+    first = trace_context_entries(cached)
+    cached.append("TRACESTATE=late")  # a decoded block never changes: the first scan is kept
+    assert trace_context_entries(cached) is first and first == {"TRACEPARENT": TP}
+    plain = ["TRACEPARENT=" + TP]
+    trace_context_entries(plain)
+    plain.append("TRACESTATE=x")  # a plain list is scanned every time
+    assert trace_context_entries(plain) == {"TRACEPARENT": TP, "TRACESTATE": "x"}
+
+
+def test_remote_parent_needs_a_valid_traceparent() -> None:
+    assert remote_parent({}) is None
+    assert remote_parent({"TRACESTATE": "a=1"}) is None
+    assert remote_parent({"TRACEPARENT": "garbage", "TRACESTATE": "a=1"}) is None
+    parent = remote_parent({"TRACEPARENT": TP, "TRACESTATE": "a=1", "BAGGAGE": "k=v"})
+    assert parent is not None
+    assert (parent.trace_id, parent.span_id, parent.sampled, parent.trace_state) == (TRACE, SPAN, True, "a=1")
+
+
+def test_digest_ids() -> None:
+    from otel_exec.lineage.spans import _digest
+    exec_id = "0af7651916cd43dd8448eb211c80319c"
+    assert _digest(exec_id, 0, 8) == bytes.fromhex(exec_id[:16])  # its leading bytes, stable across restarts
+    assert _digest(exec_id, 0, 16) == bytes.fromhex(exec_id)
+    salted = _digest(exec_id, 5, 8)
+    assert len(salted) == 8 and salted != _digest(exec_id, 0, 8) and salted != _digest(exec_id, 6, 8)
+    assert salted == _digest(exec_id, 5, 8)
+    for odd in ("not-hex-at-all!!", "0af7", "12@1000"):  # no exec id: pid@time keys
+        d = _digest(odd, 0, 8)
+        assert len(d) == 8 and d == _digest(odd, 0, 8) and d != _digest(odd + "x", 0, 8)
+    assert _digest("0" * 32, 0, 8) == b"\1" * 8  # an all-zero id is invalid in OTLP
+
+
+def test_seed_gives_spans_to_processes_found_in_proc(tmp_path) -> None:
+    from otel_exec.host.identity import HostIdentity
+    from otel_exec.lineage.proctable import ProcessInfo
+    from otel_exec.host.procfs import environ
+
+    ident = HostIdentity.current()
+    table = ProcessTable()
+
+    def seeded(pid: int, ppid: int, ticks: int, exe: str, environ: bytes | None = None) -> ProcessInfo:
+        info = ProcessInfo(pid, ppid, ticks, f"ab{pid:030x}", "", "c", exe, [], True, None)
+        table._put(info)
+        if environ is not None:
+            (tmp_path / str(pid)).mkdir()
+            (tmp_path / str(pid) / "environ").write_bytes(environ)
+        return info
+
+    init = seeded(1, 0, 1, "/sbin/init")
+    kthread = seeded(2, 0, 1, "")
+    shell = seeded(100, 1, 50, "/bin/sh", b"PATH=/bin\0")
+    app = seeded(101, 100, 60, "/bin/app", f"A=1\0TRACEPARENT={TP}\0TRACESTATE=k=v\0".encode())
+    child = seeded(102, 100, 70, "/bin/ls")  # no environ readable: []
+    bad = seeded(103, 100, 71, "/bin/bad", b"TRACEPARENT=00-nothex\0")
+    orphan = seeded(105, 106, 80, "/bin/x", b"")
+    later = seeded(106, 1, 90, "/bin/y", b"")  # holds 105's parent pid but started after it
+    w = SpanLineage()
+    w.seed(table, ident, str(tmp_path))
+    assert not init.span_id and not kthread.span_id and not init.owns_span
+    assert shell.owns_span and shell.span_id == bytes.fromhex(shell.exec_id[:16])
+    assert shell.trace_id == bytes.fromhex(shell.exec_id) and shell.parent_span_id == b""
+    assert shell.span_start == ident.boot_ns_to_epoch_ns(50 * ident.ns_per_tick)
+    assert (app.trace_id, app.parent_span_id, app.trace_state, app.traceparent) == (TRACE, SPAN, "k=v", TP)
+    assert (child.trace_id, child.parent_span_id) == (shell.trace_id, shell.span_id)
+    assert (bad.trace_id, bad.parent_span_id) == (shell.trace_id, shell.span_id) and w.malformed_traceparent == 1
+    assert orphan.parent_span_id == b"" and orphan.trace_id == bytes.fromhex(orphan.exec_id)
+    assert later.parent_span_id == b""
+    before = shell.span_id
+    shell.span_id = b"kept"
+    w.seed(table, ident, str(tmp_path))  # entries that own a span already are left alone
+    assert shell.span_id == b"kept" and before
+    (tmp_path / "107").mkdir()
+    (tmp_path / "107" / "environ").write_bytes(b"X=\xff\0\0Y=2\0")
+    assert environ(107, str(tmp_path)) == ["X=\\xff", "Y=2"]
+    assert environ(999, str(tmp_path)) == []
+
+
+def test_span_ids_of_reexecs_and_execs_without_exec_id() -> None:
+    from otel_exec.lineage.spans import _digest
+    w = World()
+    exec_id = "ab" + "1" * 30
+    first = w.exec(20, 1, 5, exec_id, ts=1000)
+    assert first.span_id == _digest(exec_id, 0, 8) and first.span_start == 1000
+    assert first.trace_state == "" and first.parent_span_id == b""
+    again = w.exec(20, 1, 5, exec_id, ts=2000)  # the same file exec'd again: same exec id
+    assert again.span_id == _digest(exec_id, 2000, 8) != first.span_id
+    assert again.parent_span_id == first.span_id and again.span_start == 2000
+    anonymous = w.exec(21, 1, 6, "", ts=3000)  # BCC could not verify an exec id
+    assert anonymous.span_id == _digest("21@3000", 0, 8)
+    assert anonymous.trace_id == _digest("21@3000", 0, 16)
+    for pid in (22, 23):
+        w.exec(pid, 1, 7, f"ab{pid:030x}", env=["TRACEPARENT=garbage"])
+    assert w.lineage.malformed_traceparent == 2
+
+
+def test_seed_parent_started_in_the_same_tick(tmp_path) -> None:
+    from otel_exec.host.identity import HostIdentity
+    from otel_exec.lineage.proctable import ProcessInfo
+    table = ProcessTable()
+    parent = ProcessInfo(30, 1, 40, "ab" + "3" * 30, "", "p", "/bin/p", [], True, None)
+    child = ProcessInfo(31, 30, 40, "ab" + "4" * 30, "", "c", "/bin/c", [], True, None)
+    table._put(parent)
+    table._put(child)
+    SpanLineage().seed(table, HostIdentity.current(), str(tmp_path))
+    assert child.parent_span_id == parent.span_id and child.trace_id == parent.trace_id
