@@ -29,7 +29,7 @@ from bpf_testprog import build
 from collector import Collector, last_value
 from otel_exec.core.libbpf import BpfObject
 from otel_exec.host import tracefs
-from otel_exec.bcc.source import tracepoint_features
+from otel_exec.bcc.program import tracepoint_features
 from otel_exec.export.telemetry import loss_reason
 from progs import Progs
 from test_bcc import bcc_env  # noqa: F401  (a fixture)
