@@ -188,3 +188,10 @@ def test_a_member_added_on_one_side_is_named(tmp_path: Path) -> None:
     real = compile_btf(BCC_HEADER, ["oe_proc"], TYPEDEFS[BCC_HEADER], tmp_path)
     problems = mismatches(real, entry)
     assert any(p.startswith("struct oe_proc (") and "member added_in_python " in p for p in problems), problems
+
+
+def test_bcc_header_names_no_kernel_struct() -> None:
+    """Like the program (test_bcc.test_program_reads_no_kernel_struct), the
+    header it includes names only its own structs."""
+    code = re.sub(r"/\*.*?\*/", "", BCC_HEADER.read_text(), flags=re.S)
+    assert set(re.findall(r"struct\s+(\w+)", code)) == declared_structs(BCC_HEADER)
