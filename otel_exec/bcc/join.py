@@ -53,7 +53,7 @@ _PENDING_BYTES_MAX = 32 << 20
 
 
 @dataclass(slots=True)
-class _Args:
+class _PendingArgs:
     boot_ns: int
     flags: int
     argc: int
@@ -64,7 +64,7 @@ class _Args:
 
 
 @dataclass(slots=True)
-class _Prep:
+class _PendingPrep:
     boot_ns: int
     comm: bytes
     interp: bytes
@@ -86,9 +86,9 @@ class RecordJoin:
         self._self_uts = os.stat("/proc/self/ns/uts").st_ino
         self.hostname = socket.gethostname()
         self.cgroups = CgroupPaths()
-        self._pending_args: dict[int, _Args] = {}
+        self._pending_args: dict[int, _PendingArgs] = {}
         self._pending_bytes = 0
-        self._pending_prep: dict[int, _Prep] = {}
+        self._pending_prep: dict[int, _PendingPrep] = {}
 
     def add(self, raw: bytes) -> Event | None:
         """The event a record completes, if any; ValueError if it is malformed."""
@@ -125,7 +125,7 @@ class RecordJoin:
         if pos + argv_len + env_len != size:
             raise ValueError(f"ARGS of {size} bytes holds {argv_len} + {env_len} after its header")
         self._drop_args(tid)
-        args = _Args(boot_ns, flags, argc, envc, comm, raw[pos:pos + argv_len], raw[pos + argv_len:size])
+        args = _PendingArgs(boot_ns, flags, argc, envc, comm, raw[pos:pos + argv_len], raw[pos + argv_len:size])
         self._pending_args[tid] = args
         self._pending_bytes += argv_len + env_len
         while len(self._pending_args) > _PENDING_MAX or self._pending_bytes > _PENDING_BYTES_MAX:
@@ -136,11 +136,11 @@ class RecordJoin:
         interp = raw[PREP.size:PREP.size + interp_len]
         if PREP.size + interp_len != size:
             raise ValueError(f"PREP of {size} bytes holds a {interp_len}-byte interp")
-        self._pending_prep[tid] = _Prep(boot_ns, comm, interp.split(b"\0", 1)[0], interp_len >= STR_MAX)
+        self._pending_prep[tid] = _PendingPrep(boot_ns, comm, interp.split(b"\0", 1)[0], interp_len >= STR_MAX)
         if len(self._pending_prep) > _PENDING_MAX:
             del self._pending_prep[next(iter(self._pending_prep))]
 
-    def _claim(self, old_tid: int, args_ns: int, prep_ns: int) -> tuple[_Args | None, _Prep | None]:
+    def _claim(self, old_tid: int, args_ns: int, prep_ns: int) -> tuple[_PendingArgs | None, _PendingPrep | None]:
         """The ARGS and PREP an EXEC names, taken off the pending maps."""
         args = self._pending_args.get(old_tid)
         if args is not None and args.boot_ns == args_ns and args_ns:
@@ -293,7 +293,7 @@ class RecordJoin:
         self.lineage.learn(host_pid, host_ppid, bool(from_kernel), start)
         return ev
 
-    def _image_snapshot(self, host_pid: int, boot_ns: int, args: _Args | None) -> procfs.Snapshot | None:
+    def _image_snapshot(self, host_pid: int, boot_ns: int, args: _PendingArgs | None) -> procfs.Snapshot | None:
         """/proc/PID of the image this exec began, or None if the process
         exec'd again or exited before it was read."""
         # The process's argv tells scripts apart on kernels without
@@ -382,7 +382,7 @@ class RecordJoin:
         self.lineage.remember_image(host_pid, boot_ns, exec_id)
         return exe_fields, exec_id
 
-    def _argv(self, args: _Args | None, prep: _Prep | None, snap: procfs.Snapshot | None, cmdpath: bytes,
+    def _argv(self, args: _PendingArgs | None, prep: _PendingPrep | None, snap: procfs.Snapshot | None, cmdpath: bytes,
               is_script: bool | None, missing: set[str]) -> tuple[list[str], int | None, bool, str | None]:
         """argv, argc, argv_truncated and interp, as the CO-RE backend reads
         them after the exec (for a script: after the kernel's #! rewrite)."""
@@ -430,7 +430,7 @@ class RecordJoin:
             return argv, len(proc_argv), cut, interp
         return unavailable()
 
-    def _env(self, args: _Args | None, snap: procfs.Snapshot | None,
+    def _env(self, args: _PendingArgs | None, snap: procfs.Snapshot | None,
              missing: set[str]) -> tuple[list[str], int | None, bool]:
         max_bytes = self.cfg.env_max_bytes
         if args is not None and not args.flags & A_ENV_UNREADABLE:

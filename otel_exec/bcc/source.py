@@ -4,23 +4,10 @@ BCC compiles bpf/otel_exec_bcc.c at start (program.py). That program reads
 no kernel struct, only tracepoint fields, BPF helpers and the syscall's
 argv/env in the caller's memory, so kernel headers that do not match the
 running kernel are harmless. Its records become the same ExecEvent/ExitEvent
-the CO-RE backend produces (join.py), with what it cannot read from the
-kernel taken from /proc and checked against the kernel's image token, and
-lineage the kernel side did not see kept in user space (lineage.py):
-
-- from the kernel records (always): timestamp, host_pid/host_tid, uid, gid,
-  comm, cgroup_id, cmdpath, argv/env as passed to execve(at) (with the same
-  bound, truncation and redaction as CO-RE), prev_comm, interp (6.10+:
-  sched_prepare_exec), and lineage kept in a kernel map: host_ppid while the
-  parent that forked the process is alive, image_ppid when the parent's
-  image began while the agent ran, invoked_from_kernel, the start time when
-  the fork was seen; pid/tid/ppid/pid_ns for processes in the agent's pid
-  namespace (bpf_get_ns_current_pid_tgid);
-- from /proc/PID, verified: the executable, the ELF interpreter, stdin,
-  pwd, euid/egid, namespaces, hostname, start time, the post-#! argv of
-  scripts, and from those exec_id;
-- cgroup_path (and container_id) from cgroup_id.
-What cannot be verified is left empty and named in ExecEvent.unavailable.
+the CO-RE backend produces (join.py): what the kernel side cannot read is
+taken from /proc and verified against the kernel's image token, lineage it
+did not see is kept in user space (lineage.py), and what cannot be verified
+is named in ExecEvent.unavailable.
 """
 from __future__ import annotations
 
