@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Record layout shared by the kernel programs and user space: the one
- * source of truth. otel_exec/model/layout.py mirrors it and tests/test_layout.py
+ * source of truth. otel_exec/model/layout.py mirrors it and tests/model/test_layout_registry.py
  * checks the mirror against the BTF of the compiled object.
  *
  * Every record starts with struct oe_header. Exec records carry a fixed part

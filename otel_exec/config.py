@@ -62,7 +62,7 @@ class Config:
     env_max_bytes: int = 32 * 1024
     # The ring absorbs bursts the reader cannot follow at once (hundreds of
     # parents forking together); the default leaves a margin over the
-    # smallest ring that lost nothing in tests/test_hostile.py's burst
+    # smallest ring that lost nothing in tests/e2e/test_hostile.py's burst
     # (docs/operations.md#sizing). All of it is resident (mapped once, see
     # ringbuf.py): this is the largest single item of the agent's RSS.
     ringbuf_bytes: int = 4 * 1024 * 1024

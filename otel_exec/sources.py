@@ -1,7 +1,7 @@
 """Backend selection: which EventSource (agent.EventSource) the agent reads.
 
 - core: CO-RE programs through libbpf (source_core); needs kernel BTF.
-- bcc: BCC compiles bpf/otel_exec_bcc.c at start (source_bcc); needs the
+- bcc: BCC compiles bpf/otel_exec_bcc.c at start (otel_exec/bcc/); needs the
   `bcc` Python module (python3-bpfcc) and kernel headers.
 - auto (default): core when /sys/kernel/btf/vmlinux exists, else bcc when
   BCC can run, else a NoBtfError naming the packages to install.

@@ -13,6 +13,7 @@ import time
 from typing import Callable, Iterable, TextIO
 
 from otel_exec.export.otlp.sink import OtlpOptions, TransportSettings, grpc_credentials, otlp_http_session, transport_settings
+from otel_exec.model.counters import loss_reason as kernel_loss_reason
 
 Report = Callable[[], dict[str, int]]
 
@@ -60,8 +61,11 @@ def spool_fault(key: str) -> tuple[str, dict[str, str]] | None:
 
 def loss_reason(key: str) -> str | None:
     """The reason a report() key counts lost records, or None."""
-    if key.startswith("lost_") or key == "decode_errors":
-        return key.removeprefix("lost_")
+    reason = kernel_loss_reason(key)
+    if reason is not None:
+        return reason
+    if key == "decode_errors":
+        return key
     if spool_fault(key):
         return None
     for suffix in ("_failed", "_rejected", "_queue_overflow", "_spool_evicted", "_dropped_disk_full",

@@ -1,9 +1,11 @@
-"""cgroup v2 for --cgroup: where the hierarchy is mounted, and which id a
-cgroup has (what bpf_get_current_cgroup_id() and its ancestor variant
-return: the kernfs id, which is the inode number of the cgroup's directory)."""
+"""cgroup v2: where the hierarchy is mounted, and both directions between a
+cgroup and its id (what bpf_get_current_cgroup_id() and its ancestor variant
+return: the kernfs id, which is the inode number of the cgroup's directory):
+resolve() a --cgroup spec to its id, CgroupPaths an id to its path."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from otel_exec.errors import UsageError
@@ -50,3 +52,44 @@ def resolve(spec: str) -> Cgroup:
     if not os.path.isfile(os.path.join(directory, "cgroup.procs")):
         raise UsageError(f"--cgroup {spec}: no such cgroup ({directory} is not a cgroup v2 directory)")
     return Cgroup(path, os.stat(directory).st_ino, level)
+
+
+class CgroupPaths:
+    """cgroup v2 id -> its path in the hierarchy, by a walk of the cgroup2
+    mount. Ids are not reused within a boot, so a mapping once found stays
+    right."""
+
+    def __init__(self) -> None:
+        self.root = cgroup2_root()
+        self._paths: dict[int, str] = {}
+        self._scanned = 0.0
+
+    def path(self, cgroup_id: int) -> str | None:
+        hit = self._paths.get(cgroup_id)
+        if hit is None and self.root and time.monotonic() - self._scanned > 0.05:
+            self._scan()
+            hit = self._paths.get(cgroup_id)
+        return hit
+
+    def _scan(self) -> None:
+        self._scanned = time.monotonic()
+        root = os.fsencode(self.root or "")
+        paths: dict[int, str] = {}
+        try:
+            paths[os.stat(root).st_ino] = "/"
+        except OSError:
+            return
+        stack = [(root, b"")]
+        while stack:
+            d, rel = stack.pop()
+            try:
+                with os.scandir(d) as it:
+                    for e in it:
+                        if e.is_dir(follow_symlinks=False):
+                            sub = rel + b"/" + e.name
+                            # as the kernel's strings are decoded (core.decode.text)
+                            paths[e.inode()] = sub.decode("utf-8", "backslashreplace")
+                            stack.append((e.path, sub))
+            except OSError:
+                continue
+        self._paths = paths

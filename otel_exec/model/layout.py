@@ -1,12 +1,15 @@
 """Python mirror of bpf/otel_exec.h, the record layout.
 
-tests/test_layout.py compares every member offset and struct size below with
-the BTF of the compiled object, so a change to the header that is not made
-here fails the tests instead of silently shifting fields.
+tests/model/test_layout_registry.py compares every member offset and struct size
+below with the BTF of the header compiled for the BPF target, so a change to
+the header that is not made here fails the tests instead of silently
+shifting fields.
 """
 from __future__ import annotations
 
 import struct
+
+from otel_exec.model import counters
 
 ABI_VERSION = 1
 
@@ -43,22 +46,21 @@ PF_DETACHED = 4
 # the event field it fills.
 PATH_FIELDS = ("pathname", "interpreter_pathname", "stdin_path", "pwd", "cgroup_path")
 
-# enum oe_counter, in order.
+# enum oe_counter, in order (names: otel_exec/model/counters.py).
 COUNTER_NAMES = (
-    "exec_seen",
-    "exec_filtered",
-    "exec_sampled_out",
-    "lost_exec_ringbuf_full",
-    "lost_exit_ringbuf_full",
-    "lost_exec_no_scratch",
-    "lost_unreported_ringbuf_full",
-    "cut_argv",
-    "cut_env",
-    "cut_path",
-    "cut_string",
-    "read_error",
+    counters.EXEC_SEEN,
+    counters.EXEC_FILTERED,
+    counters.EXEC_SAMPLED_OUT,
+    counters.LOST_EXEC_RINGBUF_FULL,
+    counters.LOST_EXIT_RINGBUF_FULL,
+    counters.LOST_EXEC_NO_SCRATCH,
+    counters.LOST_UNREPORTED_RINGBUF_FULL,
+    counters.CUT_ARGV,
+    counters.CUT_ENV,
+    counters.CUT_PATH,
+    counters.CUT_STRING,
+    counters.READ_ERROR,
 )
-LOSS_COUNTERS = tuple(n for n in COUNTER_NAMES if n.startswith("lost_"))
 
 # Filter maps: their size, and the OE_MATCH_* bits of their values.
 FILTER_ENTRIES_MAX = 256

@@ -533,7 +533,7 @@ def test_program_reads_no_kernel_struct() -> None:
     """The BCC program's whole input is tracepoint fields, helpers and user
     memory: no struct of the kernel's is named, no kernel memory is read
     but the tracepoint record (the __data_loc strings)."""
-    from otel_exec.bcc.source import program_path
+    from otel_exec.bcc.program import program_path
 
     src = program_path().read_text()
     code = re.sub(r"/\*.*?\*/", "", src, flags=re.DOTALL)

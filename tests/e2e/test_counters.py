@@ -29,7 +29,7 @@ from tests.helpers.bpf_testprog import build
 from tests.helpers.collector import Collector, last_value
 from otel_exec.core.libbpf import BpfObject
 from otel_exec.host import tracefs
-from otel_exec.bcc.source import tracepoint_features
+from otel_exec.bcc.program import tracepoint_features
 from otel_exec.export.telemetry import loss_reason
 from tests.helpers.progs import Progs
 from tests.helpers.bcc_env import bcc_env  # noqa: F401  (a fixture)

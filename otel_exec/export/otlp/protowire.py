@@ -2,7 +2,7 @@
 
 Building opentelemetry-proto message objects costs tens of microseconds per
 record in Python; concatenating pre-encoded bytes costs a few. Field numbers
-come from opentelemetry/proto (common, logs, trace); tests/test_protowire.py
+come from opentelemetry/proto (common, logs, trace); tests/export/test_otlp_encoding.py
 decodes the output with the official generated classes.
 """
 from __future__ import annotations
