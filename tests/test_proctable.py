@@ -1,5 +1,5 @@
-"""The process table: seeding from /proc and lineage from events
-(otel_exec.lineage.proctable)."""
+"""The process table: filled from /proc (observed exec events) and kept by
+events (otel_exec.lineage.proctable)."""
 import os
 import signal
 import subprocess
@@ -12,7 +12,9 @@ import pytest
 from kernel_guard import MACHINE_LACKS
 from otel_exec.model.events import ExecEvent, ExitEvent
 from otel_exec.host.identity import HostIdentity
+from otel_exec.core.procevents import observed_execs
 from otel_exec.lineage.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
+from otel_exec.lineage.spans import SpanLineage
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +48,21 @@ def exit_ev(pid, ticks, code=0, sig=None):
                      core_dumped=False, comm="x")
 
 
-def test_seed_finds_self_and_parent(ident):
+def observe(ident, proc="/proc"):
+    """The processes in `proc` as the agent handles them at start: observed
+    exec events through span lineage into a table. Returns the table and
+    how many events there were."""
     table = ProcessTable()
-    assert table.seed_from_proc(ident) == len(table) > 1
+    lineage = SpanLineage(table)
+    events = observed_execs(ident, lambda argv: argv, lambda env: env, proc)
+    for ev in events:
+        lineage.on_exec(ev)
+    return table, len(events)
+
+
+def test_observed_finds_self_and_parent(ident):
+    table, n = observe(ident)
+    assert n == len(table) > 1
     me = table.get(os.getpid())
     assert me is not None and me.seeded_from_proc and me.exec_time is None
     assert me.ppid == os.getppid()
@@ -70,21 +84,20 @@ def test_seed_finds_self_and_parent(ident):
 
 
 @pytest.mark.needs_host_pidns
-def test_seed_kernel_thread(ident):
+def test_observed_kernel_thread(ident):
     # Whether pid 2 is kthreadd is read from /proc, not from the table under
-    # test: a seed that misses it fails instead of skipping.
+    # test: a reader that misses it fails instead of skipping.
     lacks = MACHINE_LACKS["needs_host_pidns"]()
     if lacks:
         pytest.skip(lacks)
-    table = ProcessTable()
-    table.seed_from_proc(ident)
+    table, _ = observe(ident)
     kthreadd = table.get(2)
     assert kthreadd is not None and kthreadd.comm == "kthreadd"
     assert kthreadd.exe == "" and kthreadd.argv == []
     assert kthreadd.exec_id == ident.exec_id(2, kthreadd.start_ticks, 0, 0)
 
 
-def test_seed_odd_comm_and_zombie(ident, tmp_path):
+def test_observed_odd_comm_and_zombie(ident, tmp_path):
     odd = tmp_path / "a) b (c)"
     odd.symlink_to("/bin/sleep")
     sleeper = subprocess.Popen([str(odd), "30"])
@@ -93,8 +106,7 @@ def test_seed_odd_comm_and_zombie(ident, tmp_path):
         deadline = time.monotonic() + 10
         while proc_stat_fields(zombie.pid)[0] != b"Z" and time.monotonic() < deadline:
             time.sleep(0.01)
-        table = ProcessTable()
-        table.seed_from_proc(ident)
+        table, _ = observe(ident)
         info = table.get(sleeper.pid)
         assert info is not None
         assert info.comm == "a) b (c)"
@@ -108,35 +120,28 @@ def test_seed_odd_comm_and_zombie(ident, tmp_path):
         zombie.wait()
 
 
-def test_seed_skips_what_vanished(ident, tmp_path):
+def test_observed_skips_what_vanished(ident, tmp_path):
     (tmp_path / "123").mkdir()  # no stat file: gone between listdir and read
     (tmp_path / "self").mkdir()
     (tmp_path / "456").mkdir()
     (tmp_path / "456" / "stat").write_bytes(b"456 (weird) comm)) S 1 456 456 0 -1 "
                                             + b"0 " * 13 + b"777 0 0\n")
     (tmp_path / "456" / "cmdline").write_bytes(b"a\0b c\0")
-    table = ProcessTable()
-    assert table.seed_from_proc(ident, proc=str(tmp_path)) == 1
+    table, n = observe(ident, proc=str(tmp_path))
+    assert n == 1
     info = table.get(456)
     assert (info.comm, info.ppid, info.start_ticks, info.argv, info.exe) == \
         ("weird) comm)", 1, 777, ["a", "b c"], "")
 
 
-def test_seed_keeps_entries_from_events(ident):
-    table = ProcessTable()
-    ticks = int(proc_stat_fields(os.getpid())[19])
-    table.on_exec(exec_ev(os.getpid(), os.getppid(), ticks, "from-event"))
-    table.seed_from_proc(ident)
-    assert table.get(os.getpid()).exec_id == "from-event"
-
-
-def test_seed_speed(ident):
-    """Seeding ~300 processes stays far below 100 ms (measured ~10 ms)."""
+def test_observed_speed(ident):
+    """Reading ~300 processes from /proc and handling their observed exec
+    events stays far below 100 ms."""
     children = [subprocess.Popen(["sleep", "60"]) for _ in range(300 - len(psutil.pids()))]
     try:
-        best = min(_time_seed(ident) for _ in range(3))
+        best = min(_time_observe(ident) for _ in range(3))
         n = len(psutil.pids())
-        print(f"seeded {n} processes in {best * 1e3:.1f} ms")
+        print(f"observed {n} processes in {best * 1e3:.1f} ms")
         assert best < 0.1 * max(1, n / 300)
     finally:
         for c in children:
@@ -145,10 +150,9 @@ def test_seed_speed(ident):
             c.wait()
 
 
-def _time_seed(ident):
-    table = ProcessTable()
+def _time_observe(ident):
     t = time.perf_counter()
-    table.seed_from_proc(ident)
+    observe(ident)
     return time.perf_counter() - t
 
 
@@ -227,9 +231,8 @@ def test_ancestors_stop_at_reused_parent_pid_and_limit():
     assert table.ancestors(999) == []
 
 
-def test_exec_of_known_seeded_process(ident):
-    table = ProcessTable()
-    table.seed_from_proc(ident)
+def test_exec_of_known_observed_process(ident):
+    table, _ = observe(ident)
     me = table.get(os.getpid())
     _, prev = table.on_exec(exec_ev(os.getpid(), os.getppid(), me.start_ticks, "new-image",
                                     path=sys.executable))
