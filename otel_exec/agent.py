@@ -88,6 +88,14 @@ class Agent:
         redacted.trace_context = trace_context_entries(env)
         return redacted
 
+    def _trace_context_only(self, env: list[str]) -> Strings:
+        """The environment of a process found in /proc: none of it is
+        reported, so none of it is kept (nor redacted, for every process
+        at start) but the trace context lineage reads from it."""
+        kept = Strings()
+        kept.trace_context = trace_context_entries(env)
+        return kept
+
     def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
         """Handle the processes already running, drop privileges while the
         agent is still one thread, then start the sinks and `also_start`:
@@ -127,7 +135,9 @@ class Agent:
         """The processes running now, as observed exec events on the kernel
         events' path; one the table knows already (from an event) is left
         as the event put it, as events know more."""
-        for ev in observed_execs(self.identity, self.redaction.argv, self._env, proc):
+        # Their user ids only matter to --trust-traceparent lists.
+        with_ids = not self.lineage.trust.any_uid
+        for ev in observed_execs(self.identity, self.redaction.argv, self._trace_context_only, proc, with_ids):
             if not self.table.knows(ev):
                 self.handle(ev)
 

@@ -83,6 +83,31 @@ def test_observed_finds_self_and_parent(ident):
     assert table.ancestors(os.getpid())[0] is parent
 
 
+def test_observed_event_of_this_process(ident):
+    """What the builder makes of /proc/self: ids, start, argv through the
+    given transform, the environment through its own, placeholders named."""
+    def observed_self(with_ids):
+        events = observed_execs(ident, lambda argv: ["[argv]"] + argv[1:], lambda env: env[:1], with_ids=with_ids)
+        return next(ev for ev in events if ev.host_pid == os.getpid())
+
+    me = observed_self(True)
+    assert me.observed and (me.uid, me.euid, me.gid, me.egid) == (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
+    cmdline = psutil.Process().cmdline()
+    assert me.argv == ["[argv]"] + cmdline[1:] and me.argc == len(cmdline) and not me.argv_truncated
+    with open("/proc/self/environ", "rb") as f:
+        environ = [e.decode("utf-8", "backslashreplace") for e in f.read().split(b"\0") if e]
+    assert me.env == environ[:1] and me.envc == len(environ)
+    assert me.start_ticks == int(proc_stat_fields(os.getpid())[19])
+    assert me.process_start_time == ident.boot_ns_to_epoch_ns(me.start_ticks * ident.ns_per_tick)
+    assert me.pathname == os.readlink("/proc/self/exe") and me.inode == os.stat("/proc/self/exe").st_ino
+    assert (me.host_ppid, me.image_ppid) == (os.getppid(), os.getppid())
+    assert me.parent_start_ticks == int(proc_stat_fields(os.getppid())[19])
+    assert "pwd" in me.unavailable and "uid" not in me.unavailable
+    no_ids = observed_self(False)
+    assert (no_ids.uid, no_ids.euid, no_ids.gid, no_ids.egid) == (-1,) * 4
+    assert {"uid", "euid", "gid", "egid"} <= set(no_ids.unavailable)
+
+
 @pytest.mark.needs_host_pidns
 def test_observed_kernel_thread(ident):
     # Whether pid 2 is kthreadd is read from /proc, not from the table under
@@ -151,8 +176,13 @@ def test_observed_speed(ident):
 
 
 def _time_observe(ident):
+    """The agent's start-up work: read /proc, handle every observed event."""
+    from otel_exec.agent import Agent
+    from otel_exec.config import Config
+
+    agent = Agent(Config(), [], ident)
     t = time.perf_counter()
-    observe(ident)
+    agent.observe_running()
     return time.perf_counter() - t
 
 

@@ -260,6 +260,7 @@ def test_observed_processes_found_in_proc_get_spans(tmp_path) -> None:
     ident = agent.identity
     agent.observe_running(str(proc))
     assert all(ev.observed for ev, _ in recorder.execs) and agent.exported == 0
+    assert all(ev.env == [] for ev, _ in recorder.execs)  # only its trace context is kept
     spans = {ev.host_pid: span for ev, span in recorder.execs}
     init, kthread, shell, app, child, bad, orphan, later = (spans[p] for p in (1, 2, 100, 101, 102, 103, 105, 106))
     exec_id = {pid: agent.table.get(pid).exec_id for pid in spans}

@@ -25,14 +25,21 @@ NOT_READ = ("prev_comm", "pwd", "mount_ns", "pid_ns", "cgroup_id", "cgroup_path"
 """ExecEvent fields an observed event has no value for."""
 
 
+NO_IDS = ("uid", "gid", "euid", "egid")
+"""The id fields, when they were not read (`with_ids` False)."""
+
+
 def observed_execs(identity: HostIdentity, argv: Callable[[list[str]], list[str]],
-                   env: Callable[[list[str]], list[str]], proc: str = procfs.PROC) -> list[ExecEvent]:
+                   env: Callable[[list[str]], list[str]], proc: str = procfs.PROC,
+                   with_ids: bool = True) -> list[ExecEvent]:
     """One observed exec event per process running now, oldest first (a
     parent before its children), with `argv` and `env` applied as the
     backends apply them (redaction). A process's image parent is only
     resolved once every process has been read: its parent as /proc lists
-    it, unless that pid's holder started after it (a reused pid)."""
-    found = procfs.running(proc)
+    it, unless that pid's holder started after it (a reused pid). Without
+    `with_ids` the user and group ids are not read: -1 and unavailable."""
+    found = procfs.running(proc, with_ids)
+    unavailable = NOT_READ if with_ids else NOT_READ + NO_IDS
     now = time.time_ns()
     by_pid = {p.pid: p for p in found}
     exec_ids = {p.pid: identity.exec_id(p.pid, p.start_ticks, p.exe_dev, p.exe_ino) for p in found}
@@ -45,7 +52,7 @@ def observed_execs(identity: HostIdentity, argv: Callable[[list[str]], list[str]
         args = split_block(p.cmdline, truncated=p.cmdline_cut)
         environ = env(p.environ)
         ids = p.ids or procfs.StatusIds()
-        unread = -1  # an id /proc did not give: trusted by no --trust-traceparent list
+        unread = -1  # an id not read: trusted by no --trust-traceparent list
         events.append(ExecEvent(
             timestamp=now, pid=p.pid, tid=p.pid, ppid=p.ppid, host_pid=p.pid, host_tid=p.pid,
             host_ppid=p.ppid, image_ppid=p.ppid if parent is not None else 0, process_start_time=start_ns,
@@ -58,6 +65,6 @@ def observed_execs(identity: HostIdentity, argv: Callable[[list[str]], list[str]
             ctime=0, inode_mode=0, interpreter_pathname="", interpreter_dev=0, interpreter_inode=0,
             interpreter_ctime=0, argv=argv(args) if args else args, interp="", stdin_type=0, stdin_path="",
             invoked_from_kernel=False, env=environ, argv_truncated=p.cmdline_cut, env_truncated=False,
-            argc=len(args), envc=len(p.environ), path_truncated=[], unavailable=NOT_READ,
+            argc=len(args), envc=len(p.environ), path_truncated=[], unavailable=unavailable,
             parent_start_ticks=parent.start_ticks if parent is not None else None, observed=True))
     return events

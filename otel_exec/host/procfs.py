@@ -117,12 +117,13 @@ class Running:
     exe_ino: int
     cmdline: bytes
     cmdline_cut: bool  # READ_MAX bytes read: the last argument may be partial
-    ids: StatusIds | None
+    ids: StatusIds | None  # None when unreadable, or not asked for
     environ: list[str]
 
 
-def running(proc: str = PROC) -> list[Running]:
-    """Every process running now, in the order /proc lists them. One that
+def running(proc: str = PROC, with_ids: bool = True) -> list[Running]:
+    """Every process running now, in the order /proc lists them; its ids
+    (/proc/PID/status, the costliest file to read) only `with_ids`. One that
     vanishes while being read, or is a zombie already (no exit event will
     come), is skipped; one whose exe cannot be read (kernel thread,
     permission) has exe b"", dev and inode 0."""
@@ -145,8 +146,8 @@ def running(proc: str = PROC) -> list[Running]:
         except OSError:
             exe, exe_dev, exe_ino = b"", 0, 0
         found.append(Running(pid, int(fields[STAT_PPID]), int(fields[STAT_STARTTIME]), stat_comm(raw), exe,
-                             exe_dev, exe_ino, cmdline, len(cmdline) == READ_MAX, status_ids(pid, proc),
-                             environ(pid, proc)))
+                             exe_dev, exe_ino, cmdline, len(cmdline) == READ_MAX,
+                             status_ids(pid, proc) if with_ids else None, environ(pid, proc)))
     return found
 
 
