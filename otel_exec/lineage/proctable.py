@@ -65,9 +65,13 @@ class ProcessTable:
         exec's record was written) started at another tick: it is not the
         parent, and an exec whose kernel record lacks the parent's image must
         not take its exec id."""
-        info = self.get(ev.image_ppid)
-        if info is not None and ev.parent_start_ticks not in (None, info.start_ticks):
-            return None
+        procs = self._procs
+        info = procs.get(ev.image_ppid)
+        if info is not None:
+            procs.move_to_end(ev.image_ppid)  # a use, as get() counts it
+            started = ev.parent_start_ticks
+            if started is not None and started != info.start_ticks:
+                return None
         return info
 
     def ancestors(self, pid: int, limit: int = 64) -> list[ProcessInfo]:
@@ -87,13 +91,18 @@ class ProcessTable:
     def on_exec(self, ev: ExecEvent) -> tuple[ProcessInfo, ProcessInfo | None]:
         """Install the new image of ``ev.host_pid``; return it and the
         process's previous image (a re-exec), or None."""
-        previous = self._procs.pop(ev.host_pid, None)
+        procs = self._procs
+        pid = ev.host_pid
+        previous = procs.pop(pid, None)
         if previous is not None and previous.start_ticks != ev.start_ticks:
             self._dropped(previous)  # a reused pid's stale entry: not this process's past
             previous = None
-        info = ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id,
+        info = ProcessInfo(pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id,
                            ev.comm, ev.pathname, ev.argv, False, ev.timestamp)
-        self._put(info)
+        procs[pid] = info  # a key just popped: it goes last, the most recent use
+        if len(procs) > self.max_entries:
+            self.evicted += 1
+            self._dropped(procs.popitem(last=False)[1])
         return info, previous
 
     def on_exit(self, ev: ExitEvent) -> ProcessInfo | None:
@@ -118,14 +127,6 @@ class ProcessTable:
             self._dropped(info)  # a reused pid's stale entry
             return None
         return info
-
-    def _put(self, info: ProcessInfo) -> None:
-        procs = self._procs
-        procs[info.pid] = info
-        procs.move_to_end(info.pid)
-        if len(procs) > self.max_entries:
-            self.evicted += 1
-            self._dropped(procs.popitem(last=False)[1])
 
     def _dropped(self, info: ProcessInfo) -> None:
         if self.on_drop is not None:
