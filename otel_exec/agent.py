@@ -15,10 +15,11 @@ from otel_exec.core.decode import Strings
 from otel_exec.errors import UsageError
 from otel_exec.model.events import Event, ExecEvent, UnreportedExecEvent
 from otel_exec.host.identity import HostIdentity
-from otel_exec.lineage.proctable import ProcessInfo, ProcessTable
+from otel_exec.core.procevents import observed_execs
+from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.policy.redact import RedactionPolicy
 from otel_exec.sources import make_source
-from otel_exec.lineage.spans import SpanLineage, TraceparentTrust
+from otel_exec.lineage.spans import ProcessSpan, SpanLineage, TraceparentTrust
 from otel_exec.lineage.traceparent import trace_context_entries
 
 
@@ -29,13 +30,16 @@ class Sink(Protocol):
     after the drop."""
 
     def start(self) -> None: ...
-    def seed(self, infos: list[ProcessInfo]) -> None: ...
-    def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None: ...
-    def on_exit(self, info: ProcessInfo, timestamp: int) -> None: ...
-    def on_unreported_exec(self, info: ProcessInfo, timestamp: int) -> None: ...
-    def on_drop(self, info: ProcessInfo) -> None: ...
+    # An exec the kernel reported and the span lineage opened for its image.
+    def on_exec(self, ev: ExecEvent, span: ProcessSpan) -> None: ...
+    # A process found running in /proc at start (an observed exec event,
+    # handled like the kernel's) and its span; None for pid 1 and kernel
+    # threads, which get none.
+    def on_observed(self, ev: ExecEvent, span: ProcessSpan | None) -> None: ...
+    # A span lineage ended (exit, re-exec, eviction, agent stop).
+    def on_span_end(self, span: ProcessSpan) -> None: ...
     def flush(self) -> None: ...
-    def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None: ...
+    def close(self, timeout_s: float) -> None: ...
     def stats(self) -> dict[str, int]: ...
 
 
@@ -60,8 +64,7 @@ class Agent:
         self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
                                          env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
-        self.table.on_drop = self._dropped
-        self.lineage = SpanLineage(TraceparentTrust.parse(cfg.trust_traceparent), self.redaction.scan)
+        self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.redaction.scan)
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0
@@ -83,26 +86,30 @@ class Agent:
         redacted.trace_context = trace_context_entries(env)
         return redacted
 
+    def _trace_context_only(self, env: list[str]) -> Strings:
+        """The environment of a process found in /proc: none of it is
+        reported, so none of it is kept (nor redacted, for every process
+        at start) but the trace context lineage reads from it."""
+        kept = Strings()
+        kept.trace_context = trace_context_entries(env)
+        return kept
+
     def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
-        """Seed, drop privileges while the agent is still one thread, then
-        start the sinks and `also_start`: every thread they make inherits
-        the dropped state, and check_threads proves it before and after."""
-        # Attached first, seeded after: a process that starts in between is
-        # seen twice (harmless) rather than not at all.
+        """Handle the processes already running, drop privileges while the
+        agent is still one thread, then start the sinks and `also_start`:
+        every thread they make inherits the dropped state, and check_threads
+        proves it before and after."""
+        # Attached first, /proc read after: a process that starts in between
+        # is seen twice (harmless) rather than not at all.
         if self.source is None:
             self.attach()
         assert self.source is not None
         ready = self._open_ready_dir()
         try:
-            self.table.seed_from_proc(self.identity)
-            seeded = self.table.entries()
-            for info in seeded:
-                if info.seeded_from_proc and info.argv:
-                    info.argv = self.redaction.argv(info.argv)
-            self.lineage.seed(self.table, self.identity)
-            for sink in self.sinks:
-                sink.seed(seeded)
-            # Everything loaded so far (modules, the seeded table) lives as long as
+            # The sinks are all made by now (cli adds them after the agent).
+            self.lineage.on_end = [sink.on_span_end for sink in self.sinks]
+            self.observe_running()
+            # Everything loaded so far (modules, the table) lives as long as
             # the agent: keep it out of the collector's scans, and collect less
             # often; per-event objects are acyclic and freed by refcounting.
             gc.freeze()
@@ -121,6 +128,16 @@ class Agent:
         finally:
             if ready is not None:
                 os.close(ready[0])
+
+    def observe_running(self, proc: str = "/proc") -> None:
+        """The processes running now, as observed exec events on the kernel
+        events' path; one the table knows already (from an event) is left
+        as the event put it, as events know more."""
+        # Their user ids only matter to --trust-traceparent lists.
+        with_ids = not self.lineage.trust.any_uid
+        for ev in observed_execs(self.identity, self.redaction.argv, self._trace_context_only, proc, with_ids):
+            if not self.table.knows(ev):
+                self.handle(ev)
 
     def _open_ready_dir(self) -> tuple[int, str] | None:
         """The --ready-file's directory, checked and held open from before
@@ -143,29 +160,19 @@ class Agent:
 
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):
-            parent = self.table.image_parent(ev)
-            if not ev.parent_exec_id and parent is not None:
-                ev.parent_exec_id = parent.exec_id  # the kernel could not see the parent's executable
-            info, previous = self.table.on_exec(ev)
-            self.lineage.on_exec(ev, info, previous, parent)
-            for sink in self.sinks:
-                sink.on_exec(ev, info, previous)
-            self.exported += 1
-        elif isinstance(ev, UnreportedExecEvent):
-            ended = self.table.on_unreported_exec(ev)
-            if ended is not None:
+            span = self.lineage.on_exec(ev)
+            if ev.observed:
                 for sink in self.sinks:
-                    sink.on_unreported_exec(ended, ev.timestamp)
+                    sink.on_observed(ev, span)
+            else:
+                for sink in self.sinks:
+                    sink.on_exec(ev, span)  # type: ignore[arg-type]  # every reported image has one
+                self.exported += 1
+        elif isinstance(ev, UnreportedExecEvent):
+            self.lineage.on_unreported_exec(ev)
         else:
             self.exits_seen += 1
-            ended = self.table.on_exit(ev)
-            if ended is not None:
-                for sink in self.sinks:
-                    sink.on_exit(ended, ev.timestamp)
-
-    def _dropped(self, info: ProcessInfo) -> None:
-        for sink in self.sinks:
-            sink.on_drop(info)
+            self.lineage.on_exit(ev)
 
     def run(self) -> None:
         source = self.source
@@ -192,9 +199,9 @@ class Agent:
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Spans still open end now, marked incomplete; queues are flushed."""
-        still_open = self.table.entries()
+        self.lineage.close()
         for sink in self.sinks:
-            sink.close(still_open, timeout_s)
+            sink.close(timeout_s)
 
     def stop(self, *_: object) -> None:
         self.stopping.set()

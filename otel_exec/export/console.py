@@ -11,10 +11,11 @@ from typing import Iterable, TextIO
 from otel_exec.host import safefs
 from otel_exec.errors import UsageError
 from otel_exec.model.events import ExecEvent
-from otel_exec.lineage.proctable import ProcessInfo
+from otel_exec.lineage.spans import ProcessSpan
 
-# shared is a cache key, parent_start_ticks only checks the parent's table entry.
-EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "parent_start_ticks")]
+# shared is a cache key, parent_start_ticks only checks the parent's table
+# entry, observed is False on every exec printed (on_observed prints none).
+EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "parent_start_ticks", "observed")]
 # A newline or escape sequence in a path or argument must not forge lines or
 # drive the terminal: C0 and C1 controls print as \xNN, line and paragraph
 # separators and bidirectional controls (which reorder what a terminal or
@@ -91,7 +92,7 @@ class ConsoleExporter:
         if not self.jsonl:
             out.write(f"{'TIME':12} {'PID':>7} {'PPID':>7} {'UID':>5} PATH: ARGV\n")
 
-    def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
+    def on_exec(self, ev: ExecEvent, span: ProcessSpan) -> None:
         if self.jsonl:
             self._lines.append(json_line(exec_to_dict(ev, self.fields)))
         else:
@@ -100,16 +101,10 @@ class ConsoleExporter:
     def start(self) -> None:
         """Nothing to start: lines go out from the reader thread."""
 
-    def seed(self, infos: list[ProcessInfo]) -> None:
-        pass
+    def on_observed(self, ev: ExecEvent, span: ProcessSpan | None) -> None:
+        """Processes found running at start are not printed."""
 
-    def on_exit(self, info: ProcessInfo, timestamp: int) -> None:
-        pass
-
-    def on_unreported_exec(self, info: ProcessInfo, timestamp: int) -> None:
-        pass
-
-    def on_drop(self, info: ProcessInfo) -> None:
+    def on_span_end(self, span: ProcessSpan) -> None:
         pass
 
     def flush(self) -> None:
@@ -118,7 +113,7 @@ class ConsoleExporter:
             self._lines.clear()
         self.out.flush()
 
-    def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None:
+    def close(self, timeout_s: float) -> None:
         self.flush()
 
     def stats(self) -> dict[str, int]:

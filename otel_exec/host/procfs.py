@@ -1,9 +1,9 @@
 """The one reader of /proc: what a live process's files say about it.
 
 Used by the BCC backend (an exec's executable, interpreter, stdin, ids,
-namespaces, argv/env while the process lives), by the process-table seed
-(every process already running at start) and by span lineage (the real uid
-and environment of processes found at start). Every function reads with
+namespaces, argv/env while the process lives) and at start for every
+process already running (``running``, made into observed exec events by
+otel_exec.core.procevents). Every function reads with
 os.open/os.read, bounded, and returns what it could read: a process may
 exit between two reads, and a field that could not be read stays None.
 """
@@ -31,7 +31,7 @@ GONE_STATES = (b"Z", b"X")  # zombie, dead: exited already, no exit event will c
 
 def read(path: str | bytes, limit: int = READ_MAX) -> bytes:
     """Up to limit bytes of a /proc file (os.open/os.read skip the io stack:
-    the seed reads several files of every process on the host)."""
+    the start reads several files of every process on the host)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []
@@ -102,6 +102,53 @@ def environ(pid: int, proc: str = PROC, limit: int = 1 << 20) -> list[str]:
     except OSError:
         return []
     return [e.decode("utf-8", "backslashreplace") for e in raw.split(b"\0") if e]
+
+
+@dataclass(slots=True)
+class Running:
+    """A process found running in /proc (``running``)."""
+
+    pid: int
+    ppid: int
+    start_ticks: int
+    comm: bytes
+    exe: bytes  # b"" for kernel threads or when unreadable
+    exe_dev: int
+    exe_ino: int
+    cmdline: bytes
+    cmdline_cut: bool  # READ_MAX bytes read: the last argument may be partial
+    ids: StatusIds | None  # None when unreadable, or not asked for
+    environ: list[str]
+
+
+def running(proc: str = PROC, with_ids: bool = True) -> list[Running]:
+    """Every process running now, in the order /proc lists them; its ids
+    (/proc/PID/status, the costliest file to read) only `with_ids`. One that
+    vanishes while being read, or is a zombie already (no exit event will
+    come), is skipped; one whose exe cannot be read (kernel thread,
+    permission) has exe b"", dev and inode 0."""
+    found: list[Running] = []
+    for pid in pids(proc):
+        base = f"{proc}/{pid}"
+        try:
+            raw = read(base + "/stat")
+            cmdline = read(base + "/cmdline")
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat_fields(raw)
+        if raw.find(b"(") < 0 or len(fields) <= STAT_STARTTIME or fields[STAT_STATE] in GONE_STATES:
+            continue
+        exe_link = base + "/exe"
+        try:
+            exe = os.readlink(os.fsencode(exe_link))
+            st = os.stat(exe_link)
+            exe_dev, exe_ino = st.st_dev, st.st_ino
+        except OSError:
+            exe, exe_dev, exe_ino = b"", 0, 0
+        found.append(Running(pid, int(fields[STAT_PPID]), int(fields[STAT_STARTTIME]), stat_comm(raw), exe,
+                             exe_dev, exe_ino, cmdline, len(cmdline) == READ_MAX,
+                             status_ids(pid, proc) if with_ids else None, environ(pid, proc)))
+    return found
 
 
 @dataclass(slots=True)

@@ -14,18 +14,20 @@ Rules, in order (README "Traces"):
 Span and trace ids derive from the exec id (for a re-exec, and the exec
 time), so the span of a process found again in /proc after an agent restart
 keeps its ids, and children started after the restart still nest under it.
+Processes found in /proc at start come as observed exec events
+(otel_exec.core.procevents), oldest first, on the same path.
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 from otel_exec.errors import UsageError
-from otel_exec.model.events import ExecEvent
-from otel_exec.host import procfs
-from otel_exec.host.identity import HostIdentity
-from otel_exec.lineage.proctable import ProcessInfo, ProcessTable
+from otel_exec.lineage.proctable import ProcessTable
+from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
+from otel_exec.model.process import ProcessInfo
 from otel_exec.lineage.traceparent import remote_parent, trace_context_entries
 
 
@@ -83,74 +85,145 @@ class TraceparentTrust:
 TRUST_ANY = TraceparentTrust(True, frozenset())
 
 
+@dataclass(slots=True, eq=False)
+class ProcessSpan:
+    """The span of one process image: open from its exec (or, found in
+    /proc at start, from the process's start) while the process table holds
+    the image; handed to the exporters once ended (end_ns, ended_by)."""
+
+    process: ProcessInfo  # its exe or comm names the span; exit_code/signal say how it ended
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes  # b"" for a root
+    trace_state: str
+    traceparent: str  # TRACEPARENT as this image's environment had it
+    # A TRACEPARENT this image set that --trust-traceparent did not follow
+    # (bounded and scanned): recorded on its span, not used as its parent.
+    untrusted_traceparent: str
+    start_ns: int  # ns since epoch
+    end_ns: int = 0
+    ended_by: str = ""  # exit, exec (the process exec'd again), evicted, agent_stopped
+    incomplete: bool = False  # the agent stopped watching before the image ended
+    # Encoded Span.attributes parts an exporter attached when the span
+    # opened (the OTLP sink: the exec's attributes), kept until it ends.
+    attributes: tuple[bytes, ...] = ()
+
+
 class SpanLineage:
-    """`trust`: whose TRACEPARENT is followed; `scrub`: the redaction value
+    """Owns every span's life: opens one per reported image (on_exec), picks
+    its trace and parent, and ends it when the image ends: exit, a re-exec
+    (reported or not), the table dropping the image (evicted, or stale
+    after a missed exit), or the agent stopping (close). Each ended span goes
+    to every callable in `on_end` (the sinks).
+
+    `trust`: whose TRACEPARENT is followed; `scrub`: the redaction value
     scan, applied to the trace state spans carry and to an untrusted
     TRACEPARENT recorded on a span."""
 
-    def __init__(self, trust: TraceparentTrust = TRUST_ANY,
+    def __init__(self, table: ProcessTable, trust: TraceparentTrust = TRUST_ANY,
                  scrub: Callable[[str], str] = lambda value: value) -> None:
         self.malformed_traceparent = 0
         self.untrusted_traceparent = 0
         self.trust = trust
         self.scrub = scrub
+        self.table = table
+        table.on_drop = self._dropped
+        self.on_end: list[Callable[[ProcessSpan], None]] = []
+        # By host pid: the open span of the image the table holds for it.
+        # Every way out of the table passes here (exit, unreported exec,
+        # re-exec, on_drop), so the two stay in step.
+        self._open: dict[int, ProcessSpan] = {}
 
-    def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None,
-                parent: ProcessInfo | None) -> None:
-        """Assign info's span; `previous` is the process's own previous
-        image, `parent` the table's entry for its image parent."""
-        if parent is not None and parent.exec_id != ev.parent_exec_id:
-            parent = None  # since re-exec'd, or a reused pid: not the image this one came from
-        continues = previous if previous is not None else parent
+    def on_exec(self, ev: ExecEvent) -> ProcessSpan | None:
+        """Put ev's image in the table and open its span; the span of the
+        image it replaces ends. None for pid 1 and kernel threads found in
+        /proc: every process descends from them, and one trace per boot
+        would be useless; their children start traces of their own."""
+        table = self.table
+        spans = self._open
+        continues = None  # the span this image continues
+        parent = table.image_parent(ev)
+        if parent is not None:
+            if not ev.parent_exec_id:
+                ev.parent_exec_id = parent.exec_id  # the kernel could not see the parent's executable
+            if parent.exec_id == ev.parent_exec_id:  # else since re-exec'd, or a reused pid
+                # Looked up before the table takes the new entry, which may evict the parent.
+                continues = spans.get(parent.pid)
+        info, previous = table.on_exec(ev)
+        ended = None
+        if previous is not None:
+            ended = continues = spans.pop(ev.host_pid, None)
+        if ev.observed:
+            # Found in /proc: when it exec'd is unknown, its span starts with the process.
+            info.seeded_from_proc, info.exec_time = True, None
+            if ev.host_pid == 1 or not ev.pathname:
+                return None
+            start = ev.process_start_time
+        else:
+            start = ev.timestamp
         # Images of one process can share an exec id (A, B, A again): a
         # re-exec's span id also hashes its exec time. Without an exec id
         # (the BCC backend could not verify one) the ids come from the pid
         # and exec time, unique but not stable across agent restarts.
         key = ev.exec_id or f"{ev.host_pid}@{ev.timestamp}"
-        info.span_id = _digest(key, ev.timestamp if previous is not None else 0, 8)
-        info.span_start = ev.timestamp
-        info.owns_span = True
-        self._parent(info, trace_context_entries(ev.env), continues, key, ev.uid)
-
-    def _parent(self, info: ProcessInfo, ctx: dict[str, str], continues: ProcessInfo | None,
-                exec_id: str, uid: int | None) -> None:
+        ctx = trace_context_entries(ev.env)
         traceparent = ctx.get("TRACEPARENT", "")
-        info.traceparent = traceparent
+        untrusted = ""
+        if continues is not None:
+            trace_id, parent_span_id, trace_state = continues.trace_id, continues.span_id, continues.trace_state
+        else:
+            trace_id, parent_span_id, trace_state = _digest(key, 0, 16), b"", ""
         if traceparent and (continues is None or traceparent != continues.traceparent):
-            if uid is not None and not self.trust.trusts(uid):
+            if not self.trust.trusts(ev.uid):
                 self.untrusted_traceparent += 1
-                info.untrusted_traceparent = self.scrub(traceparent[:TRACEPARENT_RECORDED_MAX])
+                untrusted = self.scrub(traceparent[:TRACEPARENT_RECORDED_MAX])
             else:
                 remote = remote_parent(ctx)
                 if remote is not None:
-                    info.trace_id, info.parent_span_id, info.trace_state = \
+                    trace_id, parent_span_id, trace_state = \
                         remote.trace_id, remote.span_id, self.scrub(remote.trace_state)
-                    return
-                self.malformed_traceparent += 1
-        if continues is not None and continues.span_id:
-            info.trace_id, info.parent_span_id, info.trace_state = \
-                continues.trace_id, continues.span_id, continues.trace_state
-        else:
-            info.trace_id, info.parent_span_id, info.trace_state = _digest(exec_id, 0, 16), b"", ""
+                else:
+                    self.malformed_traceparent += 1
+        span = spans[ev.host_pid] = ProcessSpan(
+            info, trace_id, _digest(key, ev.timestamp if previous is not None else 0, 8), parent_span_id,
+            trace_state, traceparent, untrusted, start)
+        if ended is not None:
+            self._end(ended, ev.timestamp, "exec")
+        return span
 
-    def seed(self, table: ProcessTable, identity: HostIdentity, proc: str = "/proc") -> None:
-        """Spans for the processes found in /proc. pid 1 and kernel threads
-        get none: every process descends from them, and one trace per boot
-        would be useless; their children start traces of their own."""
-        seeded = sorted((i for i in table.entries() if i.seeded_from_proc and not i.owns_span),
-                        key=lambda i: i.start_ticks)
-        for info in seeded:
-            if info.pid == 1 or not info.exe:
-                continue
-            parent = table.get(info.ppid)
-            if parent is not None and parent.start_ticks > info.start_ticks:
-                parent = None  # a later holder of a reused pid
-            info.span_id = _digest(info.exec_id, 0, 8)
-            info.span_start = identity.boot_ns_to_epoch_ns(info.start_ticks * identity.ns_per_tick)
-            info.owns_span = True
-            if self.trust.any_uid:
-                uid = None
-            else:
-                ids = procfs.status_ids(info.pid, proc)
-                uid = -1 if ids is None or ids.uid is None else ids.uid  # -1: trusted by no list
-            self._parent(info, trace_context_entries(procfs.environ(info.pid, proc)), parent, info.exec_id, uid)
+    def on_exit(self, ev: ExitEvent) -> None:
+        info = self.table.on_exit(ev)
+        if info is not None:
+            span = self._open.pop(info.pid, None)
+            if span is not None:
+                # _end's work, written out: an exit is most ends, on the hot path.
+                span.end_ns, span.ended_by = ev.timestamp, "exit"
+                for on_end in self.on_end:
+                    on_end(span)
+
+    def on_unreported_exec(self, ev: UnreportedExecEvent) -> None:
+        """The process exec'd an image that is not reported: the span of
+        the one it ran until then ends."""
+        info = self.table.on_unreported_exec(ev)
+        if info is not None:
+            span = self._open.pop(info.pid, None)
+            if span is not None:
+                self._end(span, ev.timestamp, "exec")
+
+    def _dropped(self, info: ProcessInfo) -> None:
+        span = self._open.pop(info.pid, None)
+        if span is not None:
+            self._end(span, time.time_ns(), "evicted", incomplete=True)
+
+    def close(self) -> None:
+        """The agent stops: spans still open end now, marked incomplete."""
+        now = time.time_ns()
+        for info in self.table.entries():
+            span = self._open.pop(info.pid, None)
+            if span is not None:
+                self._end(span, now, "agent_stopped", incomplete=True)
+
+    def _end(self, span: ProcessSpan, end_ns: int, reason: str, incomplete: bool = False) -> None:
+        span.end_ns, span.ended_by, span.incomplete = end_ns, reason, incomplete
+        for on_end in self.on_end:
+            on_end(span)

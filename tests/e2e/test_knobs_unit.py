@@ -156,7 +156,7 @@ def test_console_leaves_out_what_was_not_collected() -> None:
     assert line.endswith(" sudo: (argv unavailable) (1 of 4)")  # cmdpath in place of the path
     out = io.StringIO()
     console = ConsoleExporter(out, "jsonl", gone)
-    console.on_exec(ev, None, None)  # type: ignore[arg-type]
+    console.on_exec(ev, None)
     console.flush()
     obj = json.loads(out.getvalue())
     assert not set(gone) & set(obj) and obj["unavailable"] == list(gone) and obj["sample_rate"] == 4

@@ -11,20 +11,28 @@ from otel_exec.export.otlp import encode
 from otel_exec.export.otlp import sink as otlp
 from otel_exec.model.events import ExecEvent
 from otel_exec.host.identity import HostIdentity
-from otel_exec.lineage.proctable import ProcessInfo
+from otel_exec.lineage.spans import ProcessSpan
+from otel_exec.model.process import ProcessInfo
 from tests.helpers.events import attrs, sample_exec
 
 
-def info_for(ev: ExecEvent) -> ProcessInfo:
-    return ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id, ev.comm,
-                       ev.pathname, ev.argv, False, ev.timestamp, trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
-                       parent_span_id=b"\x03" * 8, trace_state="k=v", owns_span=True, span_start=ev.timestamp)
+def span_for(ev: ExecEvent) -> ProcessSpan:
+    info = ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id, ev.comm,
+                       ev.pathname, ev.argv, False, ev.timestamp)
+    return ProcessSpan(info, trace_id=b"\x01" * 16, span_id=b"\x02" * 8, parent_span_id=b"\x03" * 8,
+                       trace_state="k=v", traceparent="", untrusted_traceparent="", start_ns=ev.timestamp)
+
+
+def ended(span: ProcessSpan, end_ns: int, reason: str, incomplete: bool = False) -> bytes:
+    """encode.span of `span` ended as span lineage ends it."""
+    span.end_ns, span.ended_by, span.incomplete = end_ns, reason, incomplete
+    return encode.span(span)
 
 
 def test_log_record_round_trip() -> None:
     ev = sample_exec()
-    info = info_for(ev)
-    rec = encode.log_record(ev, encode.exec_attributes(ev), info, 1_700_000_001_000_000_000)
+    span = span_for(ev)
+    rec = encode.log_record(ev, encode.exec_attributes(ev), span, 1_700_000_001_000_000_000)
     req = ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec] * 2))
     scope = req.resource_logs[0].scope_logs[0]
     assert scope.scope.name == "otel-exec"
@@ -61,12 +69,13 @@ def test_log_record_round_trip() -> None:
 
 def test_span_round_trip_exit_codes_and_signals() -> None:
     ev = sample_exec()
-    info = info_for(ev)
-    info.span_attrs = encode.exec_attributes(ev).span_attrs()
+    span = span_for(ev)
+    info = span.process
+    span.attributes = encode.exec_attributes(ev).span_attrs()
     info.exit_code = 3
-    ok = encode.span(info, ev.timestamp + 5, "exit")
+    ok = ended(span, ev.timestamp + 5, "exit")
     info.exit_code, info.signal = None, 9
-    killed = encode.span(info, ev.timestamp + 5, "exit")
+    killed = ended(span, ev.timestamp + 5, "exit")
     req = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [ok, killed]))
     s1, s2 = req.resource_spans[0].scope_spans[0].spans
     assert (s1.trace_id, s1.span_id, s1.parent_span_id) == (b"\x01" * 16, b"\x02" * 8, b"\x03" * 8)
@@ -78,7 +87,7 @@ def test_span_round_trip_exit_codes_and_signals() -> None:
     assert a2["otel_exec.exit.signal"] == 9 and a2["error.type"] == "SIGKILL" and s2.status.code == 2
     info.signal, info.exit_code = None, 0
     clean = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [
-        encode.span(info, ev.timestamp, "agent_stopped", incomplete=True)])).resource_spans[0].scope_spans[0].spans[0]
+        ended(span, ev.timestamp, "agent_stopped", incomplete=True)])).resource_spans[0].scope_spans[0].spans[0]
     assert clean.status.code == 0 and "error.type" not in attrs(clean.attributes)
     assert attrs(clean.attributes)["otel_exec.span.incomplete"] is True
 
@@ -231,10 +240,12 @@ def test_gap_record_round_trip() -> None:
 
 def test_observed_record_and_seeded_attributes_round_trip() -> None:
     _fresh_memos()
-    info = ProcessInfo(321, 1, 50, "a" * 32, "b" * 32, "bash", "/usr/bin/bash", ["bash", "-l", "x y"], False,
-                       1_700_000_000_000_000_000, trace_id=b"\x01" * 16, span_id=b"\x02" * 8, owns_span=True)
-    seeded = encode.seeded_attributes(info)
-    lr = _one_log(encode.observed_record(info, encode.Attrs.of(seeded), 1_700_000_005_000_000_000))
+    ev = sample_exec(host_pid=321, host_ppid=1, start_ticks=50, exec_id="a" * 32, parent_exec_id="b" * 32,
+                     comm="bash", pathname="/usr/bin/bash", argv=["bash", "-l", "x y"], observed=True)
+    info = ProcessInfo(321, 1, 50, "a" * 32, "b" * 32, "bash", "/usr/bin/bash", ev.argv, True, None)
+    span = ProcessSpan(info, b"\x01" * 16, b"\x02" * 8, b"", "", "", "", ev.timestamp)
+    seeded = encode.seeded_attributes(ev)
+    lr = _one_log(encode.observed_record(ev, span, encode.Attrs.of(seeded), 1_700_000_005_000_000_000))
     assert (lr.time_unix_nano, lr.observed_time_unix_nano) == (1_700_000_005_000_000_000,) * 2
     assert (lr.severity_number, lr.severity_text, lr.event_name) == (9, "INFO", "otel_exec.process.observed")
     assert lr.body.string_value == "bash -l 'x y'"
@@ -245,9 +256,10 @@ def test_observed_record_and_seeded_attributes_round_trip() -> None:
         "otel_exec.parent_exec_id": "b" * 32, "otel_exec.observed_from": "procfs",
         "process.command": "bash", "process.command_args": ["bash", "-l", "x y"], "process.args_count": 3}
     # A kernel thread: no argv, named by comm; a process without its own span has no ids.
-    kthread = ProcessInfo(2, 0, 1, "c" * 32, "", "kthreadd", "", [], False, 0)
+    kthread = sample_exec(host_pid=2, host_ppid=0, start_ticks=1, exec_id="c" * 32, parent_exec_id="", comm="kthreadd",
+                          pathname="", argv=[], observed=True)
     seeded = encode.seeded_attributes(kthread)
-    lr = _one_log(encode.observed_record(kthread, encode.Attrs.of(seeded), 5))
+    lr = _one_log(encode.observed_record(kthread, None, encode.Attrs.of(seeded), 5))
     assert lr.body.string_value == "kthreadd" and lr.trace_id == b"" and lr.span_id == b""
     assert "process.command" not in attrs(lr.attributes) and "process.args_count" not in attrs(lr.attributes)
     assert encode.Attrs.of([]).log == b"" and encode.Attrs.of([]).span == b""
@@ -258,8 +270,9 @@ def test_observed_record_and_seeded_attributes_round_trip() -> None:
 def test_span_endings_and_names_built_fresh() -> None:
     _fresh_memos()
     ev = sample_exec()
-    info = info_for(ev)
-    info.span_attrs = encode.exec_attributes(ev).span_attrs()
+    span = span_for(ev)
+    info = span.process
+    span.attributes = encode.exec_attributes(ev).span_attrs()
     cases = [  # (exit_code, signal, reason, incomplete) -> (attributes of the ending, status code, message)
         ((0, None, "exit", False), {"otel_exec.span.ended_by": "exit", "process.exit.code": 0}, 0, ""),
         ((3, None, "exec", False), {"otel_exec.span.ended_by": "exec", "process.exit.code": 3,
@@ -274,15 +287,15 @@ def test_span_endings_and_names_built_fresh() -> None:
     for (code, signo, reason, incomplete), ending, status, message in cases:
         info.exit_code, info.signal = code, signo
         for _ in range(2):  # built, then from the memo
-            s = _one_span(encode.span(info, ev.timestamp - 1, reason, incomplete))
+            s = _one_span(ended(span, ev.timestamp - 1, reason, incomplete))
             a = attrs(s.attributes)
             assert {k: v for k, v in a.items() if k in ending or k.startswith(("otel_exec.span.", "error.",
                     "otel_exec.exit.", "process.exit."))} == ending
             assert (s.status.code, s.status.message) == (status, message)
             assert s.name == "sudo" and s.end_time_unix_nano == s.start_time_unix_nano == ev.timestamp
     info.exe, info.comm = "", "kworker/0:1"
-    info.trace_state, info.parent_span_id, info.untrusted_traceparent = "", b"", "00-bad"
-    s = _one_span(encode.span(info, ev.timestamp + 7, "exit"))
+    span.trace_state, span.parent_span_id, span.untrusted_traceparent = "", b"", "00-bad"
+    s = _one_span(ended(span, ev.timestamp + 7, "exit"))
     assert s.name == "kworker/0:1" and s.trace_state == "" and s.parent_span_id == b""
     assert s.end_time_unix_nano == ev.timestamp + 7
     assert attrs(s.attributes)["otel_exec.traceparent.untrusted"] == "00-bad"

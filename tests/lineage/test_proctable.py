@@ -1,5 +1,5 @@
-"""The process table: seeding from /proc and lineage from events
-(otel_exec.lineage.proctable)."""
+"""The process table: filled from /proc (observed exec events) and kept by
+events (otel_exec.lineage.proctable)."""
 import os
 import signal
 import subprocess
@@ -12,7 +12,9 @@ import pytest
 from tests.helpers.kernel_guard import MACHINE_LACKS
 from otel_exec.model.events import ExitEvent
 from otel_exec.host.identity import HostIdentity
+from otel_exec.core.procevents import observed_execs
 from otel_exec.lineage.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
+from otel_exec.lineage.spans import SpanLineage
 from tests.helpers.events import exec_ev
 
 
@@ -32,9 +34,21 @@ def exit_ev(pid, ticks, code=0, sig=None):
                      core_dumped=False, comm="x")
 
 
-def test_seed_finds_self_and_parent(ident):
+def observe(ident, proc="/proc"):
+    """The processes in `proc` as the agent handles them at start: observed
+    exec events through span lineage into a table. Returns the table and
+    how many events there were."""
     table = ProcessTable()
-    assert table.seed_from_proc(ident) == len(table) > 1
+    lineage = SpanLineage(table)
+    events = observed_execs(ident, lambda argv: argv, lambda env: env, proc)
+    for ev in events:
+        lineage.on_exec(ev)
+    return table, len(events)
+
+
+def test_observed_finds_self_and_parent(ident):
+    table, n = observe(ident)
+    assert n == len(table) > 1
     me = table.get(os.getpid())
     assert me is not None and me.seeded_from_proc and me.exec_time is None
     assert me.ppid == os.getppid()
@@ -55,22 +69,46 @@ def test_seed_finds_self_and_parent(ident):
     assert table.ancestors(os.getpid())[0] is parent
 
 
+def test_observed_event_of_this_process(ident):
+    """What the builder makes of /proc/self: ids, start, argv through the
+    given transform, the environment through its own, placeholders named."""
+    def observed_self(with_ids):
+        events = observed_execs(ident, lambda argv: ["[argv]"] + argv[1:], lambda env: env[:1], with_ids=with_ids)
+        return next(ev for ev in events if ev.host_pid == os.getpid())
+
+    me = observed_self(True)
+    assert me.observed and (me.uid, me.euid, me.gid, me.egid) == (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
+    cmdline = psutil.Process().cmdline()
+    assert me.argv == ["[argv]"] + cmdline[1:] and me.argc == len(cmdline) and not me.argv_truncated
+    with open("/proc/self/environ", "rb") as f:
+        environ = [e.decode("utf-8", "backslashreplace") for e in f.read().split(b"\0") if e]
+    assert me.env == environ[:1] and me.envc == len(environ)
+    assert me.start_ticks == int(proc_stat_fields(os.getpid())[19])
+    assert me.process_start_time == ident.boot_ns_to_epoch_ns(me.start_ticks * ident.ns_per_tick)
+    assert me.pathname == os.readlink("/proc/self/exe") and me.inode == os.stat("/proc/self/exe").st_ino
+    assert (me.host_ppid, me.image_ppid) == (os.getppid(), os.getppid())
+    assert me.parent_start_ticks == int(proc_stat_fields(os.getppid())[19])
+    assert "pwd" in me.unavailable and "uid" not in me.unavailable
+    no_ids = observed_self(False)
+    assert (no_ids.uid, no_ids.euid, no_ids.gid, no_ids.egid) == (-1,) * 4
+    assert {"uid", "euid", "gid", "egid"} <= set(no_ids.unavailable)
+
+
 @pytest.mark.needs_host_pidns
-def test_seed_kernel_thread(ident):
+def test_observed_kernel_thread(ident):
     # Whether pid 2 is kthreadd is read from /proc, not from the table under
-    # test: a seed that misses it fails instead of skipping.
+    # test: a reader that misses it fails instead of skipping.
     lacks = MACHINE_LACKS["needs_host_pidns"]()
     if lacks:
         pytest.skip(lacks)
-    table = ProcessTable()
-    table.seed_from_proc(ident)
+    table, _ = observe(ident)
     kthreadd = table.get(2)
     assert kthreadd is not None and kthreadd.comm == "kthreadd"
     assert kthreadd.exe == "" and kthreadd.argv == []
     assert kthreadd.exec_id == ident.exec_id(2, kthreadd.start_ticks, 0, 0)
 
 
-def test_seed_odd_comm_and_zombie(ident, tmp_path):
+def test_observed_odd_comm_and_zombie(ident, tmp_path):
     odd = tmp_path / "a) b (c)"
     odd.symlink_to("/bin/sleep")
     sleeper = subprocess.Popen([str(odd), "30"])
@@ -79,8 +117,7 @@ def test_seed_odd_comm_and_zombie(ident, tmp_path):
         deadline = time.monotonic() + 10
         while proc_stat_fields(zombie.pid)[0] != b"Z" and time.monotonic() < deadline:
             time.sleep(0.01)
-        table = ProcessTable()
-        table.seed_from_proc(ident)
+        table, _ = observe(ident)
         info = table.get(sleeper.pid)
         assert info is not None
         assert info.comm == "a) b (c)"
@@ -94,35 +131,28 @@ def test_seed_odd_comm_and_zombie(ident, tmp_path):
         zombie.wait()
 
 
-def test_seed_skips_what_vanished(ident, tmp_path):
+def test_observed_skips_what_vanished(ident, tmp_path):
     (tmp_path / "123").mkdir()  # no stat file: gone between listdir and read
     (tmp_path / "self").mkdir()
     (tmp_path / "456").mkdir()
     (tmp_path / "456" / "stat").write_bytes(b"456 (weird) comm)) S 1 456 456 0 -1 "
                                             + b"0 " * 13 + b"777 0 0\n")
     (tmp_path / "456" / "cmdline").write_bytes(b"a\0b c\0")
-    table = ProcessTable()
-    assert table.seed_from_proc(ident, proc=str(tmp_path)) == 1
+    table, n = observe(ident, proc=str(tmp_path))
+    assert n == 1
     info = table.get(456)
     assert (info.comm, info.ppid, info.start_ticks, info.argv, info.exe) == \
         ("weird) comm)", 1, 777, ["a", "b c"], "")
 
 
-def test_seed_keeps_entries_from_events(ident):
-    table = ProcessTable()
-    ticks = int(proc_stat_fields(os.getpid())[19])
-    table.on_exec(exec_ev(os.getpid(), os.getppid(), ticks, "from-event"))
-    table.seed_from_proc(ident)
-    assert table.get(os.getpid()).exec_id == "from-event"
-
-
-def test_seed_speed(ident):
-    """Seeding ~300 processes stays far below 100 ms (measured ~10 ms)."""
+def test_observed_speed(ident):
+    """Reading ~300 processes from /proc and handling their observed exec
+    events stays far below 100 ms."""
     children = [subprocess.Popen(["sleep", "60"]) for _ in range(300 - len(psutil.pids()))]
     try:
-        best = min(_time_seed(ident) for _ in range(3))
+        best = min(_time_observe(ident) for _ in range(3))
         n = len(psutil.pids())
-        print(f"seeded {n} processes in {best * 1e3:.1f} ms")
+        print(f"observed {n} processes in {best * 1e3:.1f} ms")
         assert best < 0.1 * max(1, n / 300)
     finally:
         for c in children:
@@ -131,10 +161,14 @@ def test_seed_speed(ident):
             c.wait()
 
 
-def _time_seed(ident):
-    table = ProcessTable()
+def _time_observe(ident):
+    """The agent's start-up work: read /proc, handle every observed event."""
+    from otel_exec.agent import Agent
+    from otel_exec.config import Config
+
+    agent = Agent(Config(), [], ident)
     t = time.perf_counter()
-    table.seed_from_proc(ident)
+    agent.observe_running()
     return time.perf_counter() - t
 
 
@@ -213,9 +247,8 @@ def test_ancestors_stop_at_reused_parent_pid_and_limit():
     assert table.ancestors(999) == []
 
 
-def test_exec_of_known_seeded_process(ident):
-    table = ProcessTable()
-    table.seed_from_proc(ident)
+def test_exec_of_known_observed_process(ident):
+    table, _ = observe(ident)
     me = table.get(os.getpid())
     _, prev = table.on_exec(exec_ev(os.getpid(), os.getppid(), me.start_ticks, "new-image",
                                     path=sys.executable))

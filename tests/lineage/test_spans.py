@@ -19,7 +19,7 @@ SPAN = bytes.fromhex("b7ad6b7169203331")
 class World:
     def __init__(self) -> None:
         self.table = ProcessTable()
-        self.lineage = SpanLineage()
+        self.lineage = SpanLineage(self.table)
 
     def exec(self, pid: int, ppid: int, ticks: int, exec_id: str, env: list[str] = [], ts: int = 1000):
         """As the kernel reports it: the image parent's exec id comes along."""
@@ -27,15 +27,13 @@ class World:
         ev = exec_ev(pid, ppid, ticks, exec_id, ts=ts, parent_exec_id=parent.exec_id if parent else "")
         ev.image_ppid = ppid
         ev.env = list(env)
-        info, previous = self.table.on_exec(ev)
-        self.lineage.on_exec(ev, info, previous, self.table.get(ppid))
-        return info
+        return self.lineage.on_exec(ev)
 
 
 def test_root_then_fork_exec_children_nest() -> None:
     w = World()
     sh = w.exec(10, 1, 5, "sh")
-    assert sh.owns_span and sh.parent_span_id == b"" and len(sh.trace_id) == 16
+    assert sh is not None and sh.parent_span_id == b"" and len(sh.trace_id) == 16
     true = w.exec(11, 10, 6, "true")
     assert (true.trace_id, true.parent_span_id) == (sh.trace_id, sh.span_id)
     assert true.span_id != sh.span_id
@@ -76,8 +74,7 @@ def test_parent_that_reexeced_since_is_not_the_parent() -> None:
     ev = exec_ev(11, 10, 6, "child", parent_exec_id="old-image")
     ev.image_ppid = 10
     w.exec(10, 1, 5, "new-image", ts=2000)
-    info, previous = w.table.on_exec(ev)
-    w.lineage.on_exec(ev, info, previous, w.table.get(10))
+    info = w.lineage.on_exec(ev)
     assert info.parent_span_id == b""  # the old image's span is gone: a new trace
 
 
@@ -96,7 +93,7 @@ def test_parse_traceparent_rules() -> None:
 
 def _world_trusting(spec: str) -> World:
     w = World()
-    w.lineage = SpanLineage(TraceparentTrust.parse(spec), lambda v: v.replace("secret", "[REDACTED]"))
+    w.lineage = SpanLineage(w.table, TraceparentTrust.parse(spec), lambda v: v.replace("secret", "[REDACTED]"))
     return w
 
 
@@ -104,9 +101,7 @@ def _exec_as(w: World, uid: int, pid: int, ppid: int, ticks: int, exec_id: str, 
     parent = w.table.get(ppid)
     ev = exec_ev(pid, ppid, ticks, exec_id, parent_exec_id=parent.exec_id if parent else "")
     ev.image_ppid, ev.env, ev.uid = ppid, list(env), uid
-    info, previous = w.table.on_exec(ev)
-    w.lineage.on_exec(ev, info, previous, w.table.get(ppid))
-    return info
+    return w.lineage.on_exec(ev)
 
 
 def test_untrusted_traceparent_is_recorded_not_followed() -> None:
@@ -149,8 +144,7 @@ def test_lineage_reads_trace_context_from_before_redaction() -> None:
     info = w.exec(10, 1, 5, "a")
     ev = exec_ev(11, 10, 6, "b", parent_exec_id="a")
     ev.image_ppid, ev.env = 10, emitted
-    child, previous = w.table.on_exec(ev)
-    w.lineage.on_exec(ev, child, previous, info)
+    child = w.lineage.on_exec(ev)
     assert (child.trace_id, child.parent_span_id) == (TRACE, SPAN)
 
 
@@ -209,45 +203,80 @@ def test_digest_ids() -> None:
     assert _digest("0" * 32, 0, 8) == b"\1" * 8  # an all-zero id is invalid in OTLP
 
 
-def test_seed_gives_spans_to_processes_found_in_proc(tmp_path) -> None:
+class Recorder:
+    """A sink that keeps what the agent hands it."""
+
+    def __init__(self) -> None:
+        self.execs: list = []  # (event, span)
+
+    def on_exec(self, ev, span) -> None:
+        self.execs.append((ev, span))
+
+    def on_observed(self, ev, span) -> None:
+        self.execs.append((ev, span))
+
+    def on_span_end(self, span) -> None:
+        pass
+
+
+def fake_proc(root, pid: int, ppid: int, ticks: int, exe=None, environ: bytes | None = None) -> None:
+    """/proc/PID as procfs.running reads it: stat (start ticks in field 22),
+    cmdline, exe (a link; none for a kernel thread), environ if given."""
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    (d / "stat").write_bytes(f"{pid} (c) S {ppid} ".encode() + b"0 " * 17 + f"{ticks} 0 0\n".encode())
+    (d / "cmdline").write_bytes(b"")
+    if exe is not None:
+        (d / "exe").symlink_to(exe)
+    if environ is not None:
+        (d / "environ").write_bytes(environ)
+
+
+def observing_agent():
+    from otel_exec.agent import Agent
+    from otel_exec.config import Config
     from otel_exec.host.identity import HostIdentity
-    from otel_exec.lineage.proctable import ProcessInfo
+
+    recorder = Recorder()
+    return Agent(Config(), [recorder], HostIdentity.current()), recorder  # type: ignore[list-item]
+
+
+def test_observed_processes_found_in_proc_get_spans(tmp_path) -> None:
     from otel_exec.host.procfs import environ
 
-    ident = HostIdentity.current()
-    table = ProcessTable()
-
-    def seeded(pid: int, ppid: int, ticks: int, exe: str, environ: bytes | None = None) -> ProcessInfo:
-        info = ProcessInfo(pid, ppid, ticks, f"ab{pid:030x}", "", "c", exe, [], True, None)
-        table._put(info)
-        if environ is not None:
-            (tmp_path / str(pid)).mkdir()
-            (tmp_path / str(pid) / "environ").write_bytes(environ)
-        return info
-
-    init = seeded(1, 0, 1, "/sbin/init")
-    kthread = seeded(2, 0, 1, "")
-    shell = seeded(100, 1, 50, "/bin/sh", b"PATH=/bin\0")
-    app = seeded(101, 100, 60, "/bin/app", f"A=1\0TRACEPARENT={TP}\0TRACESTATE=k=v\0".encode())
-    child = seeded(102, 100, 70, "/bin/ls")  # no environ readable: []
-    bad = seeded(103, 100, 71, "/bin/bad", b"TRACEPARENT=00-nothex\0")
-    orphan = seeded(105, 106, 80, "/bin/x", b"")
-    later = seeded(106, 1, 90, "/bin/y", b"")  # holds 105's parent pid but started after it
-    w = SpanLineage()
-    w.seed(table, ident, str(tmp_path))
-    assert not init.span_id and not kthread.span_id and not init.owns_span
-    assert shell.owns_span and shell.span_id == bytes.fromhex(shell.exec_id[:16])
-    assert shell.trace_id == bytes.fromhex(shell.exec_id) and shell.parent_span_id == b""
-    assert shell.span_start == ident.boot_ns_to_epoch_ns(50 * ident.ns_per_tick)
+    proc, bin_ = tmp_path / "proc", tmp_path / "bin"
+    bin_.mkdir()
+    for name in ("init", "sh", "app", "ls", "bad", "x", "y"):
+        (bin_ / name).write_bytes(b"")
+    fake_proc(proc, 1, 0, 1, bin_ / "init")
+    fake_proc(proc, 2, 0, 1)  # a kernel thread: no exe
+    fake_proc(proc, 100, 1, 50, bin_ / "sh", b"PATH=/bin\0")
+    fake_proc(proc, 101, 100, 60, bin_ / "app", f"A=1\0TRACEPARENT={TP}\0TRACESTATE=k=v\0".encode())
+    fake_proc(proc, 102, 100, 70, bin_ / "ls")  # no environ readable: []
+    fake_proc(proc, 103, 100, 71, bin_ / "bad", b"TRACEPARENT=00-nothex\0")
+    fake_proc(proc, 105, 106, 80, bin_ / "x", b"")
+    fake_proc(proc, 106, 1, 90, bin_ / "y", b"")  # holds 105's parent pid but started after it
+    agent, recorder = observing_agent()
+    ident = agent.identity
+    agent.observe_running(str(proc))
+    assert all(ev.observed for ev, _ in recorder.execs) and agent.exported == 0
+    assert all(ev.env == [] for ev, _ in recorder.execs)  # only its trace context is kept
+    spans = {ev.host_pid: span for ev, span in recorder.execs}
+    init, kthread, shell, app, child, bad, orphan, later = (spans[p] for p in (1, 2, 100, 101, 102, 103, 105, 106))
+    exec_id = {pid: agent.table.get(pid).exec_id for pid in spans}
+    assert init is None and kthread is None  # pid 1 and kernel threads get no span
+    assert shell is not None and shell.span_id == bytes.fromhex(exec_id[100][:16])
+    assert shell.trace_id == bytes.fromhex(exec_id[100]) and shell.parent_span_id == b""
+    assert shell.start_ns == ident.boot_ns_to_epoch_ns(50 * ident.ns_per_tick)
     assert (app.trace_id, app.parent_span_id, app.trace_state, app.traceparent) == (TRACE, SPAN, "k=v", TP)
     assert (child.trace_id, child.parent_span_id) == (shell.trace_id, shell.span_id)
-    assert (bad.trace_id, bad.parent_span_id) == (shell.trace_id, shell.span_id) and w.malformed_traceparent == 1
-    assert orphan.parent_span_id == b"" and orphan.trace_id == bytes.fromhex(orphan.exec_id)
+    assert (bad.trace_id, bad.parent_span_id) == (shell.trace_id, shell.span_id)
+    assert agent.lineage.malformed_traceparent == 1
+    assert orphan.parent_span_id == b"" and orphan.trace_id == bytes.fromhex(exec_id[105])
     assert later.parent_span_id == b""
     before = shell.span_id
-    shell.span_id = b"kept"
-    w.seed(table, ident, str(tmp_path))  # entries that own a span already are left alone
-    assert shell.span_id == b"kept" and before
+    agent.observe_running(str(proc))  # processes the table knows already are left alone
+    assert len(recorder.execs) == 8 and agent.table.get(100) is shell.process and shell.span_id == before
     (tmp_path / "107").mkdir()
     (tmp_path / "107" / "environ").write_bytes(b"X=\xff\0\0Y=2\0")
     assert environ(107, str(tmp_path)) == ["X=\\xff", "Y=2"]
@@ -259,11 +288,11 @@ def test_span_ids_of_reexecs_and_execs_without_exec_id() -> None:
     w = World()
     exec_id = "ab" + "1" * 30
     first = w.exec(20, 1, 5, exec_id, ts=1000)
-    assert first.span_id == _digest(exec_id, 0, 8) and first.span_start == 1000
+    assert first.span_id == _digest(exec_id, 0, 8) and first.start_ns == 1000
     assert first.trace_state == "" and first.parent_span_id == b""
     again = w.exec(20, 1, 5, exec_id, ts=2000)  # the same file exec'd again: same exec id
     assert again.span_id == _digest(exec_id, 2000, 8) != first.span_id
-    assert again.parent_span_id == first.span_id and again.span_start == 2000
+    assert again.parent_span_id == first.span_id and again.start_ns == 2000
     anonymous = w.exec(21, 1, 6, "", ts=3000)  # BCC could not verify an exec id
     assert anonymous.span_id == _digest("21@3000", 0, 8)
     assert anonymous.trace_id == _digest("21@3000", 0, 16)
@@ -272,13 +301,29 @@ def test_span_ids_of_reexecs_and_execs_without_exec_id() -> None:
     assert w.lineage.malformed_traceparent == 2
 
 
-def test_seed_parent_started_in_the_same_tick(tmp_path) -> None:
-    from otel_exec.host.identity import HostIdentity
-    from otel_exec.lineage.proctable import ProcessInfo
-    table = ProcessTable()
-    parent = ProcessInfo(30, 1, 40, "ab" + "3" * 30, "", "p", "/bin/p", [], True, None)
-    child = ProcessInfo(31, 30, 40, "ab" + "4" * 30, "", "c", "/bin/c", [], True, None)
-    table._put(parent)
-    table._put(child)
-    SpanLineage().seed(table, HostIdentity.current(), str(tmp_path))
+def test_observed_parent_started_in_the_same_tick(tmp_path) -> None:
+    proc = tmp_path / "proc"
+    (tmp_path / "p").write_bytes(b"")
+    (tmp_path / "c").write_bytes(b"")
+    fake_proc(proc, 31, 30, 40, tmp_path / "c")
+    fake_proc(proc, 30, 1, 40, tmp_path / "p")
+    agent, recorder = observing_agent()
+    agent.observe_running(str(proc))
+    spans = {ev.host_pid: span for ev, span in recorder.execs}
+    parent, child = spans[30], spans[31]
     assert child.parent_span_id == parent.span_id and child.trace_id == parent.trace_id
+
+
+def test_observed_exec_leaves_entries_from_events() -> None:
+    """A process the table knows from a kernel event is not replaced by its
+    observed exec event: events know more."""
+    import os
+
+    from otel_exec.host.procfs import STAT_STARTTIME, read, stat_fields
+
+    agent, recorder = observing_agent()
+    ticks = int(stat_fields(read(f"/proc/{os.getpid()}/stat"))[STAT_STARTTIME])
+    agent.handle(exec_ev(os.getpid(), os.getppid(), ticks, "from-event"))
+    agent.observe_running()
+    assert agent.table.get(os.getpid()).exec_id == "from-event"
+    assert [ev.observed for ev, _ in recorder.execs if ev.host_pid == os.getpid()] == [False]

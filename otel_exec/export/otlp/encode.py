@@ -14,8 +14,8 @@ import struct
 import time
 
 from otel_exec.export.otlp import protowire as w
+from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.events import ExecEvent
-from otel_exec.lineage.proctable import ProcessInfo
 
 EVENT_NAME = "otel_exec.process.exec"
 OBSERVED_EVENT_NAME = "otel_exec.process.observed"  # running when the agent started
@@ -330,21 +330,22 @@ def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
     return ExecEncoding(Attrs(_LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)), attrs, body)
 
 
-def seeded_attributes(info: ProcessInfo) -> list[bytes]:
-    """What /proc told about a process that was running before the agent."""
+def seeded_attributes(ev: ExecEvent) -> list[bytes]:
+    """What /proc told about a process that was running before the agent
+    (an observed exec event)."""
     attrs = [
-        _kv("process.pid", info.pid),
-        _kv("process.parent_pid", info.ppid),
-        _kv("process.executable.path", info.exe),
-        _kv("process.executable.name", os.path.basename(info.exe)),
-        _kv("otel_exec.comm", info.comm),
-        _kv("otel_exec.exec_id", info.exec_id),
-        _kv("otel_exec.parent_exec_id", info.parent_exec_id),
+        _kv("process.pid", ev.host_pid),
+        _kv("process.parent_pid", ev.host_ppid),
+        _kv("process.executable.path", ev.pathname),
+        _kv("process.executable.name", os.path.basename(ev.pathname)),
+        _kv("otel_exec.comm", ev.comm),
+        _kv("otel_exec.exec_id", ev.exec_id),
+        _kv("otel_exec.parent_exec_id", ev.parent_exec_id),
         _kv("otel_exec.observed_from", "procfs"),
     ]
-    if info.argv:
-        attrs += (_kv("process.command", info.argv[0]), _kv("process.command_args", info.argv),
-                  _kv("process.args_count", len(info.argv)))
+    if ev.argv:
+        attrs += (_kv("process.command", ev.argv[0]), _kv("process.command_args", ev.argv),
+                  _kv("process.args_count", len(ev.argv)))
     return attrs
 
 
@@ -371,23 +372,24 @@ _LOG_AFTER_BODY_SIZE = len(_LOG_IDS) + 16 + len(_LOG_SPAN_ID) + 8 + len(_LOG_OBS
 _LOG_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + _LOG_AFTER_BODY_SIZE
 
 
-def log_record(ev: ExecEvent, enc: ExecEncoding, info: ProcessInfo, observed_ns: int) -> bytes:
+def log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns: int) -> bytes:
     """An opentelemetry.proto.logs.v1.LogRecord, framed (_in_scope): the
     hot path of every exec, so the length is summed from known sizes (ids
     are 16 and 8 bytes) rather than measured part by part."""
     body, ids, common = enc.body, enc.ids.log, enc.common.log
     return b"".join((_IN_SCOPE, _varint(_LOG_FIXED_SIZE + len(body) + len(ids) + len(common)),
                      _LOG_TIME.pack(_LOG_HEAD[0], ev.timestamp), _LOG_SEVERITY, body, ids, common,
-                     _LOG_IDS, info.trace_id, _LOG_SPAN_ID, info.span_id, _LOG_OBSERVED, _U64(observed_ns),
+                     _LOG_IDS, span.trace_id, _LOG_SPAN_ID, span.span_id, _LOG_OBSERVED, _U64(observed_ns),
                      _LOG_EVENT_NAME))
 
 
-def observed_record(info: ProcessInfo, attrs: Attrs, now_ns: int) -> bytes:
-    """A LogRecord for a process found in /proc at start-up, framed."""
+def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_ns: int) -> bytes:
+    """A LogRecord for a process found in /proc at start-up (an observed
+    exec event), framed; with the ids of its span if it has one."""
     parts = [_LOG_HEAD, _U64(now_ns), _LOG_SEVERITY,
-             w.len_field(5, w.any_string(shlex.join(info.argv or [info.comm]))), attrs.log]
-    if info.owns_span:
-        parts += (_LOG_IDS, info.trace_id, _LOG_SPAN_ID, info.span_id)
+             w.len_field(5, w.any_string(shlex.join(ev.argv or [ev.comm]))), attrs.log]
+    if span is not None:
+        parts += (_LOG_IDS, span.trace_id, _LOG_SPAN_ID, span.span_id)
     parts += (_LOG_OBSERVED, _U64(now_ns), w.len_field(12, OBSERVED_EVENT_NAME.encode()))
     return _in_scope(parts)
 
@@ -442,10 +444,11 @@ def _ending(reason: str, incomplete: bool, exit_code: int | None, signo: int | N
     return hit
 
 
-def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> bytes:
-    """An opentelemetry.proto.trace.v1.Span for a process image, framed
-    (_in_scope), named after its executable; its attributes were kept
-    since it started."""
+def span(ended: ProcessSpan) -> bytes:
+    """An opentelemetry.proto.trace.v1.Span for an ended process image,
+    framed (_in_scope), named after its executable; its attributes were
+    kept since it started."""
+    info = ended.process
     key = info.exe or f"\0{info.comm}"  # no executable (kernel thread): named by comm
     name = _names.get(key)
     if name is None:
@@ -453,15 +456,15 @@ def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) 
         if len(_names) >= 4096:
             _names.clear()
         _names[key] = name
-    parts = [_SPAN_TRACE_ID, info.trace_id, _SPAN_ID, info.span_id]
-    if info.trace_state:
-        parts.append(w.len_field(3, info.trace_state.encode()))
-    if info.parent_span_id:
-        parts += (_SPAN_PARENT, info.parent_span_id)
-    parts += (name, _SPAN_KIND_START, _U64(info.span_start), _SPAN_END, _U64(max(end_ns, info.span_start)),
-              *info.span_attrs, _ending(reason, incomplete, info.exit_code, info.signal))
-    if info.untrusted_traceparent:
-        parts.append(Attrs.of([_kv("otel_exec.traceparent.untrusted", info.untrusted_traceparent)]).span)
+    parts = [_SPAN_TRACE_ID, ended.trace_id, _SPAN_ID, ended.span_id]
+    if ended.trace_state:
+        parts.append(w.len_field(3, ended.trace_state.encode()))
+    if ended.parent_span_id:
+        parts += (_SPAN_PARENT, ended.parent_span_id)
+    parts += (name, _SPAN_KIND_START, _U64(ended.start_ns), _SPAN_END, _U64(max(ended.end_ns, ended.start_ns)),
+              *ended.attributes, _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal))
+    if ended.untrusted_traceparent:
+        parts.append(Attrs.of([_kv("otel_exec.traceparent.untrusted", ended.untrusted_traceparent)]).span)
     return _in_scope(parts)
 
 

@@ -37,7 +37,7 @@ from otel_exec.errors import UsageError
 from otel_exec.export.otlp import encode
 from otel_exec.model.events import ExecEvent
 from otel_exec.host.identity import HostIdentity
-from otel_exec.lineage.proctable import ProcessInfo
+from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.export.spool import Batch, Position, SignalSpool, Spool, frame
 
 if TYPE_CHECKING:
@@ -902,50 +902,33 @@ class OtlpSink:
         self.spans = exporter("traces", "OTEL_BSP", 5000)
 
     def start(self) -> None:
-        """Connect and start the export threads: after the privilege drop
-        (the constructor, run before it, only reads and checks the
-        configuration and the credential files)."""
-        self.logs.start()
-        self.spans.start()
-
-    def seed(self, infos: list[ProcessInfo]) -> None:
-        """Processes already running get a span, and a log record each: they
-        may have started while no agent watched."""
-        now = time.time_ns()
-        for info in infos:
-            if info.seeded_from_proc:
-                attrs = encode.Attrs.of(encode.seeded_attributes(info))
-                self.logs.add(encode.observed_record(info, attrs, now))
-                if info.owns_span:
-                    info.span_attrs = (attrs.span,)
+        """Hand over the records of the processes found running (the agent
+        handled their observed exec events) and, after them, the interval
+        no agent watched; then connect and start the export threads: after
+        the privilege drop (the constructor, run before it, only reads and
+        checks the configuration and the credential files)."""
         gap = self.spool.gap() if self.spool else None
         if gap is not None:
             self.logs.add(encode.gap_record(gap.start_ns, gap.end_ns, gap.seconds, gap.clock_step_s))
         self.flush()
+        self.logs.start()
+        self.spans.start()
 
-    def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
+    def on_exec(self, ev: ExecEvent, span: ProcessSpan) -> None:
         enc = encode.exec_attributes(ev, self.span_env)
-        self.logs.add(encode.log_record(ev, enc, info, time.time_ns()))
-        info.span_attrs = enc.span_attrs()
-        if previous is not None and previous.owns_span:
-            self._end(previous, ev.timestamp, "exec")
+        self.logs.add(encode.log_record(ev, enc, span, time.time_ns()))
+        span.attributes = enc.span_attrs()
 
-    def on_exit(self, info: ProcessInfo, timestamp: int) -> None:
-        if info.owns_span:
-            self._end(info, timestamp, "exit")
+    def on_observed(self, ev: ExecEvent, span: ProcessSpan | None) -> None:
+        """Running before the agent, maybe since before any agent watched: a
+        log record of what /proc told, and the same attributes on its span."""
+        attrs = encode.Attrs.of(encode.seeded_attributes(ev))
+        self.logs.add(encode.observed_record(ev, span, attrs, ev.timestamp))
+        if span is not None:
+            span.attributes = (attrs.span,)
 
-    def on_unreported_exec(self, info: ProcessInfo, timestamp: int) -> None:
-        if info.owns_span:
-            self._end(info, timestamp, "exec")  # the next image was filtered or sampled out
-
-    def on_drop(self, info: ProcessInfo) -> None:
-        if info.owns_span:
-            self._end(info, time.time_ns(), "evicted", incomplete=True)
-
-    def _end(self, info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> None:
-        self.spans.add(encode.span(info, end_ns, reason, incomplete))
-        info.owns_span = False
-        info.span_attrs = ()
+    def on_span_end(self, span: ProcessSpan) -> None:
+        self.spans.add(encode.span(span))
 
     def flush(self) -> None:
         """The end of a drain of the ring buffer: everything read so far is
@@ -957,11 +940,7 @@ class OtlpSink:
         self.logs.check()
         self.spans.check()
 
-    def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None:
-        now = time.time_ns()
-        for info in still_open:
-            if info.owns_span:
-                self._end(info, now, "agent_stopped", incomplete=True)
+    def close(self, timeout_s: float) -> None:
         self.flush()
         # Both signals flush at once, within the one grace period.
         for b in (self.logs, self.spans):

@@ -1,0 +1,70 @@
+"""Exec events for the processes already running at start (as Tetragon's
+procevents does): each process /proc lists becomes an ExecEvent marked
+``observed``, handled on the same path as the kernel's events, so the
+process table, span lineage and the exporters know no second way in.
+
+An observed event carries what /proc tells: ids, start, executable, comm,
+argv, the real and effective ids and the environment (span lineage reads
+its trace context; the exporters report none of it). Its timestamp is when
+/proc was read, the same for every process of one start; the fields /proc
+does not give are placeholders named in ``unavailable``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from otel_exec.core.decode import split_block, text
+from otel_exec.host import procfs
+from otel_exec.host.identity import HostIdentity
+from otel_exec.model.events import ExecEvent
+
+NOT_READ = ("prev_comm", "pwd", "mount_ns", "pid_ns", "cgroup_id", "cgroup_path", "container_id", "hostname",
+            "cmdpath", "ctime", "inode_mode", "interpreter_pathname", "interpreter_dev", "interpreter_inode",
+            "interpreter_ctime", "interp", "stdin_type", "stdin_path")
+"""ExecEvent fields an observed event has no value for."""
+
+
+NO_IDS = ("uid", "gid", "euid", "egid")
+"""The id fields, when they were not read (`with_ids` False)."""
+
+
+def observed_execs(identity: HostIdentity, argv: Callable[[list[str]], list[str]],
+                   env: Callable[[list[str]], list[str]], proc: str = procfs.PROC,
+                   with_ids: bool = True) -> list[ExecEvent]:
+    """One observed exec event per process running now, oldest first (a
+    parent before its children), with `argv` and `env` applied as the
+    backends apply them (redaction). A process's image parent is only
+    resolved once every process has been read: its parent as /proc lists
+    it, unless that pid's holder started after it (a reused pid). Without
+    `with_ids` the user and group ids are not read: -1 and unavailable."""
+    found = procfs.running(proc, with_ids)
+    unavailable = NOT_READ if with_ids else NOT_READ + NO_IDS
+    now = time.time_ns()
+    by_pid = {p.pid: p for p in found}
+    exec_ids = {p.pid: identity.exec_id(p.pid, p.start_ticks, p.exe_dev, p.exe_ino) for p in found}
+    events = []
+    for p in sorted(found, key=lambda p: (p.start_ticks, p.pid)):
+        parent = by_pid.get(p.ppid)
+        if parent is not None and parent.start_ticks > p.start_ticks:
+            parent = None
+        start_ns = identity.boot_ns_to_epoch_ns(p.start_ticks * identity.ns_per_tick)
+        args = split_block(p.cmdline, truncated=p.cmdline_cut)
+        environ = env(p.environ)
+        ids = p.ids or procfs.StatusIds()
+        unread = -1  # an id not read: trusted by no --trust-traceparent list
+        events.append(ExecEvent(
+            timestamp=now, pid=p.pid, tid=p.pid, ppid=p.ppid, host_pid=p.pid, host_tid=p.pid,
+            host_ppid=p.ppid, image_ppid=p.ppid if parent is not None else 0, process_start_time=start_ns,
+            start_ticks=p.start_ticks, exec_id=exec_ids[p.pid],
+            parent_exec_id=exec_ids[parent.pid] if parent is not None else "",
+            uid=unread if ids.uid is None else ids.uid, gid=unread if ids.gid is None else ids.gid,
+            euid=unread if ids.euid is None else ids.euid, egid=unread if ids.egid is None else ids.egid,
+            comm=text(p.comm), prev_comm="", pwd="", mount_ns=0, pid_ns=0, cgroup_id=0, cgroup_path="",
+            container_id=None, hostname="", cmdpath="", pathname=text(p.exe), dev=p.exe_dev, inode=p.exe_ino,
+            ctime=0, inode_mode=0, interpreter_pathname="", interpreter_dev=0, interpreter_inode=0,
+            interpreter_ctime=0, argv=argv(args) if args else args, interp="", stdin_type=0, stdin_path="",
+            invoked_from_kernel=False, env=environ, argv_truncated=p.cmdline_cut, env_truncated=False,
+            argc=len(args), envc=len(p.environ), path_truncated=[], unavailable=unavailable,
+            parent_start_ticks=parent.start_ticks if parent is not None else None, observed=True))
+    return events
