@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
+import os
 import sys
 import time
 from typing import Sequence, TextIO
@@ -51,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "the backend does not need at run time is dropped in any case (docs/operations.md)")
     run.add_argument("--span-env", action="store_true",
                      help="put environment attributes on spans too (they are always on the exec's log record)")
-    run.add_argument("--format", choices=FORMATS, help="pretty on a terminal, jsonl otherwise")
+    run.add_argument("--format", choices=FORMATS,
+                     help="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
+    run.add_argument("--tree", action="store_true",
+                     help="pretty format: indent each exec and exit under the process that started it")
+    run.add_argument("--color", choices=("auto", "always", "never"), default=Config.color,
+                     help="pretty format: colour failures, signals and redactions (auto: on a terminal "
+                          "unless NO_COLOR is set)")
+    run.add_argument("--verbose", action="store_true",
+                     help="on stop, also print every counter (always done when stderr is not a terminal)")
     run.add_argument("--output", metavar="FILE",
                      help="write events here instead of stdout (created 0600; never through a symlink)")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
@@ -107,22 +117,51 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=BACKENDS, default=Config.backend,
                      help="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
                           "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
+    _add_check_parser(sub)
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def _add_check_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    check = sub.add_parser("check", help="report every prerequisite of `run` (pass/warn/fail and the fix); "
+                                         "exit 0 only when run would start as configured")
+    check.add_argument("--exporter", default=[], type=_csv, help="as for run")
+    check.add_argument("--endpoint", help="as for run: the OTLP check exports one test record there")
+    check.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="as for run")
+    check.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    check.add_argument("--spool-dir", default=Config.spool_dir, metavar="DIR", help="as for run")
+    check.add_argument("--no-spool", action="store_true", help="as for run")
+    check.add_argument("--spool-max-bytes", type=int, default=Config.spool_max_bytes, help="as for run")
+    check.add_argument("--spool-allow-group-read", action="store_true", help="as for run")
+    check.add_argument("--user", metavar="USER", help="as for run")
+    check.add_argument("--backend", choices=BACKENDS, default=Config.backend, help="as for run")
+
+
+def _headers(raw: list[str]) -> dict[str, str]:
     headers = {}
-    for h in args.header:
+    for h in raw:
         key, sep, value = h.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--header {h!r} must be KEY=VALUE")
         # gRPC metadata keys must be lower case (HTTP headers do not care).
         headers[key.strip().lower()] = value.strip()
+    return headers
+
+
+def check_config_from_args(args: argparse.Namespace) -> Config:
+    cfg = Config(exporters=tuple(args.exporter), endpoint=args.endpoint, protocol=args.protocol,
+                 headers=_headers(args.header), spool_dir=None if args.no_spool else args.spool_dir,
+                 spool_max_bytes=args.spool_max_bytes, spool_allow_group_read=args.spool_allow_group_read,
+                 user=args.user, backend=args.backend)
+    cfg.validate()
+    return cfg
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config(
         exporters=tuple(args.exporter),
         endpoint=args.endpoint,
         protocol=args.protocol,
-        headers=headers,
+        headers=_headers(args.header),
         span_env=args.span_env,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
@@ -131,6 +170,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         user=args.user,
         stats_interval=args.stats_interval,
         format=args.format,
+        tree=args.tree,
+        color=args.color,
+        verbose=args.verbose,
         output=args.output,
         duration=args.duration,
         ready_file=args.ready_file,
@@ -163,11 +205,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.agent import Agent, Sink, install_signal_handlers
-    from otel_exec.export.console import ConsoleExporter, open_output
+    from otel_exec.check import preflight
+    from otel_exec.export.console import ConsoleSink, colour_wanted, open_output
     from otel_exec.host.identity import HostIdentity
     from otel_exec.export.otlp.sink import OtlpOptions, OtlpSink, configured, resource_attributes
     from otel_exec.export.spool import Spool
-    from otel_exec.export.telemetry import Telemetry, loss_reason
+    from otel_exec.export.summary import is_loss, summary_lines
+    from otel_exec.export.telemetry import Telemetry
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
@@ -175,6 +219,12 @@ def run(cfg: Config, stderr: TextIO) -> int:
     sinks: list[Sink] = []
     out: TextIO | None = None
     agent = Agent(cfg, sinks, identity, log=stderr)
+    failed = preflight(cfg)
+    if failed:
+        # Every failing prerequisite at once, not one per start.
+        for result in failed:
+            print(f"otel-exec: error: {result.detail}" + (f"; fix: {result.fix}" if result.fix else ""), file=stderr)
+        return failed[0].exit_code
     # Programs first: libbpf's parse of the kernel's BTF (several MB, freed
     # once loaded) then does not come on top of the exporters' modules,
     # imported below: it was the agent's peak RSS (BENCHMARKS.md).
@@ -194,8 +244,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
             if out is sys.stdout:
                 # UTF-8 whatever the locale: event text is never unencodable.
                 sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
-            sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl"),
-                                         cfg.not_collected()))
+            sinks.append(ConsoleSink(out, cfg.format or ("pretty" if out.isatty() else "jsonl"), cfg.not_collected(),
+                                     colour=colour_wanted(out, cfg.color), tree=cfg.tree,
+                                     seeded_exits=not cfg.filtered()))
         telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval,
                               resource_attributes(identity), stderr)
     except BaseException:
@@ -209,6 +260,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
 
     agent.tick = tick
     install_signal_handlers(agent)
+    started = time.monotonic()
     try:
         agent.start(also_start=[telemetry.start])
         agent.run()
@@ -219,11 +271,15 @@ def run(cfg: Config, stderr: TextIO) -> int:
         agent.close()
         if out is not None and out is not sys.stdout:
             out.close()
-    print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
-    lost = {k: v for k, v in report.items()
-            if loss_reason(k) or k.endswith("_unsent")}
-    if any(lost.values()):
-        print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
+    # The full counter set for scripts and logs; a person at a terminal
+    # reads the summary below unless --verbose.
+    if cfg.verbose or not stderr.isatty():
+        print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
+        lost = {k: v for k, v in report.items() if is_loss(k)}
+        if any(lost.values()):
+            print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
+    for line in summary_lines(report, time.monotonic() - started):
+        print(line, file=stderr)
     return 0
 
 
@@ -265,11 +321,24 @@ class HeapTrimmer:
             self._trim(0)
 
 
+def _configure_logging() -> None:
+    """The libraries' log lines (the OTel SDK, gRPC's Python side, ours)
+    carry the agent's prefix and a level, at OTEL_LOG_LEVEL (default info)."""
+    level = os.environ.get("OTEL_LOG_LEVEL", "info").strip().upper()
+    logging.basicConfig(format="otel-exec: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr,
+                        level=getattr(logging, {"WARN": "WARNING"}.get(level, level), logging.INFO))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _few_malloc_arenas()
+    _configure_logging()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "check":
+            from otel_exec.check import run_checks
+
+            return run_checks(check_config_from_args(args), sys.stdout)
         return run(config_from_args(args), sys.stderr)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)
