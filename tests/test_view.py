@@ -251,8 +251,9 @@ def test_colour_rules_on_a_pty_and_a_pipe() -> None:
 
 
 def test_duration_text() -> None:
-    assert [duration_text(ns) for ns in (999, 1_500_000, 2_340_000_000, 125 * 10**9, 3725 * 10**9)] == \
-        ["1µs", "1.5ms", "2.34s", "2m05s", "1h02m05s"]
+    assert [duration_text(ns) for ns in (999, 999_600, 1_500_000, 999_960_000, 2_340_000_000, 59_996_000_000,
+                                         125 * 10**9, 3725 * 10**9)] == \
+        ["1µs", "1.0ms", "1.5ms", "1.00s", "2.34s", "1m00s", "2m05s", "1h02m05s"]
 
 
 def test_summary_lists_losses_first_and_leaves_zero_counters_out() -> None:

@@ -95,13 +95,14 @@ def signal_name(number: int) -> str:
 
 
 def duration_text(ns: int) -> str:
-    if ns < 1_000_000:
+    # Each unit up to where its rounding would print the next one's 1.
+    if ns < 999_500:
         return f"{ns / 1000:.0f}µs"
-    if ns < 1_000_000_000:
+    if ns < 999_950_000:
         return f"{ns / 1e6:.1f}ms"
-    if ns < 60_000_000_000:
+    if ns < 59_995_000_000:
         return f"{ns / 1e9:.2f}s"
-    minutes, seconds = divmod(ns // 1_000_000_000, 60)
+    minutes, seconds = divmod(round(ns / 1e9), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
