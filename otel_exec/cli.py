@@ -342,11 +342,21 @@ class HeapTrimmer:
             self._trim(0)
 
 
+class PrefixedFormatter(logging.Formatter):
+    """`otel-exec: LEVEL: LOGGER: MESSAGE` on every line, a traceback's too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        head = f"otel-exec: {record.levelname.lower()}: {record.name}: "
+        return "\n".join(head + line for line in super().format(record).splitlines())
+
+
 def _configure_logging() -> None:
     """The libraries' log lines (the OTel SDK, gRPC's Python side, ours)
     carry the agent's prefix and a level, at OTEL_LOG_LEVEL (default info)."""
     level = os.environ.get("OTEL_LOG_LEVEL", "info").strip().upper()
-    logging.basicConfig(format="otel-exec: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrefixedFormatter())
+    logging.basicConfig(handlers=[handler],
                         level=getattr(logging, {"WARN": "WARNING"}.get(level, level), logging.INFO))
 
 

@@ -8,6 +8,7 @@ import pty
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -277,3 +278,30 @@ def test_redaction_marker_stands_out_in_colour() -> None:
     sink.on_exec(sample_exec(argv=["curl", "-H", "Authorization: [REDACTED]"]), None, None)  # type: ignore[arg-type]
     sink.flush()
     assert "\x1b[7m[REDACTED]\x1b[0m" in out.getvalue().splitlines()[1]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("level", ["info", "error"])
+def test_every_stderr_line_carries_the_prefix_and_library_lines_a_level(need_kernel: None, tmp_path: Path,
+                                                                       level: str) -> None:
+    """A dead collector makes the agent's export loop and the OTel SDK's
+    metric exporter log; OTEL_LOG_LEVEL=error keeps only errors of them."""
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    try:
+        endpoint = f"http://127.0.0.1:{port.getsockname()[1]}"  # bound, not listening: refused
+        proc = subprocess.run([sys.executable, "-m", "otel_exec", "run", "--endpoint", endpoint, "--no-spool",
+                               "--comm", "oe-nothing-runs", "--duration", "2", "--poll-interval", "0.05"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, OTEL_LOG_LEVEL=level, OTEL_METRIC_EXPORT_INTERVAL="200"))
+    finally:
+        port.close()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines and all(line.startswith("otel-exec: ") for line in lines), proc.stderr
+    library = [line for line in lines if re.match(r"otel-exec: (debug|info|warning|error|critical): "
+                                                  r"(opentelemetry|otel_exec)\.", line)]
+    sdk_errors = [line for line in library if line.startswith("otel-exec: error: opentelemetry.")]
+    assert sdk_errors, proc.stderr  # the SDK's metric exporter: "Failed to export metrics"
+    warnings = [line for line in library if line.startswith("otel-exec: warning: ")]
+    assert bool(warnings) == (level == "info"), proc.stderr
