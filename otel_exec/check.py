@@ -54,15 +54,16 @@ def check_privileges() -> Result:
 
 def check_btf(cfg: Config) -> Iterator[Result]:
     """Kernel BTF, and what it says the kernel offers."""
-    need = cfg.backend == "core"
     try:
         present = probes.btf_names_present({_RINGBUF, _PREPARE_EXEC, *_TP_BTF})
     except OtelExecError as e:
-        if need or not toolchain.bcc_problem() is None:
+        if cfg.backend == "bcc":
+            yield Result("btf", WARN, f"{e}; --backend bcc does not need it")
+        elif cfg.backend == "auto" and toolchain.bcc_problem() is None:
+            yield Result("btf", WARN, f"{e}; --backend auto uses BCC", "a kernel with BTF runs the CO-RE backend")
+        else:
             yield _failed("btf", e, "use a kernel built with CONFIG_DEBUG_INFO_BTF=y, or --backend bcc "
                                     f"({toolchain.install_hint()})")
-        else:
-            yield Result("btf", WARN, f"{e}; --backend auto uses BCC", "a kernel with BTF runs the CO-RE backend")
         return
     yield Result("btf", PASS, f"{probes.VMLINUX_BTF} readable")
     missing = sorted(n.decode() for n in {_RINGBUF, *_TP_BTF} - present)
