@@ -292,15 +292,15 @@ def run(cfg: Config, stderr: TextIO) -> int:
         agent.close()
         if out is not None and out is not sys.stdout:
             out.close()
-    # The full counter set for scripts and logs; a person at a terminal
-    # reads the summary below unless --verbose.
+    for line in summary_lines(report, time.monotonic() - started):
+        print(line, file=stderr)
+    # The full counter set for scripts and logs, last; a person at a
+    # terminal reads the summary above unless --verbose.
     if cfg.verbose or not stderr.isatty():
         print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
         lost = {k: v for k, v in report.items() if is_loss(k)}
         if any(lost.values()):
             print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
-    for line in summary_lines(report, time.monotonic() - started):
-        print(line, file=stderr)
     return 0
 
 
