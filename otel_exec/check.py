@@ -17,6 +17,10 @@ from otel_exec.config import Config
 from otel_exec.core import probes
 from otel_exec.errors import OtelExecError, TracefsError
 from otel_exec.host import privileges, tracefs
+from otel_exec.export.otlp import protowire as w
+from otel_exec.export.otlp.sink import (OtlpOptions, Outcome, configured, export_request, make_transport,
+                                        transport_settings)
+from otel_exec.export.spool import SpoolDirectory
 from otel_exec.host.identity import HostIdentity
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -122,21 +126,15 @@ def check_bcc(cfg: Config) -> Result:
 
 
 def _uses_otlp(cfg: Config) -> bool:
-    from otel_exec.export.otlp.sink import configured
-
     return "otlp" in cfg.exporters or (not cfg.exporters and configured(_otlp_options(cfg)))
 
 
-def _otlp_options(cfg: Config):  # -> OtlpOptions
-    from otel_exec.export.otlp.sink import OtlpOptions
-
+def _otlp_options(cfg: Config) -> OtlpOptions:
     return OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
 
 
 def check_spool(cfg: Config) -> Result:
     """The directory as the agent opens it (owner, mode), and its free space."""
-    from otel_exec.export.spool import SpoolDirectory
-
     if not cfg.spool_dir:
         return Result("spool", WARN, "--no-spool: records wait in memory only", "drop --no-spool to survive outages")
     try:
@@ -160,9 +158,6 @@ def check_spool(cfg: Config) -> Result:
 def check_otlp(cfg: Config) -> Result:
     """A real export of one test log record over the configured protocol,
     TLS and headers; the collector's answer is reported."""
-    from otel_exec.export.otlp import protowire as w
-    from otel_exec.export.otlp.sink import Outcome, export_request, make_transport, transport_settings
-
     opts = _otlp_options(cfg)
     try:
         settings = transport_settings("logs", opts)

@@ -305,3 +305,41 @@ def test_every_stderr_line_carries_the_prefix_and_library_lines_a_level(need_ker
     assert sdk_errors, proc.stderr  # the SDK's metric exporter: "Failed to export metrics"
     warnings = [line for line in library if line.startswith("otel-exec: warning: ")]
     assert bool(warnings) == (level == "info"), proc.stderr
+
+
+def _ended(exec_time: int | None, exit_code: int | None = 0, sig: int | None = None):  # -> ProcessInfo
+    from otel_exec.lineage.proctable import ProcessInfo
+
+    return ProcessInfo(pid=4242, ppid=1, start_ticks=5, exec_id="e" * 32, parent_exec_id="", comm="sleep",
+                       exe="/usr/bin/sleep", argv=["sleep", "9"], seeded_from_proc=exec_time is None,
+                       exec_time=exec_time, exit_code=exit_code, signal=sig)
+
+
+def test_exits_of_processes_running_at_start_are_left_out_when_a_filter_is_set() -> None:
+    shown, filtered = io.StringIO(), io.StringIO()
+    for out, seeded_exits in ((shown, True), (filtered, False)):
+        sink = ConsoleSink(out, "jsonl", seeded_exits=seeded_exits)
+        sink.on_exit(_ended(None), 2_000_000_000)
+        sink.on_exit(_ended(1_000_000_000, None, signal.SIGTERM), 2_000_000_000)
+        sink.flush()
+    import json
+
+    assert [json.loads(line)["duration_ns"] for line in shown.getvalue().splitlines()] == [None, 1_000_000_000]
+    [record] = [json.loads(line) for line in filtered.getvalue().splitlines()]
+    assert record == {"event": "exit", "timestamp": 2_000_000_000, "host_pid": 4242, "host_ppid": 1,
+                      "exec_id": "e" * 32, "comm": "sleep", "exe": "/usr/bin/sleep", "exit_code": None,
+                      "signal": signal.SIGTERM, "signal_name": "SIGTERM", "exec_time": 1_000_000_000,
+                      "duration_ns": 1_000_000_000}
+
+
+def test_exec_line_names_the_container_and_the_pod() -> None:
+    from test_otlp_encoding import sample_exec
+    from otel_exec.export.console import pretty_line
+
+    pod = "0d4c1b52-3f6e-4a3b-9b8e-2f1c9d7a6e55"
+    cid = "ab" * 32
+    ev = sample_exec(container_id=cid, cgroup_path=f"/kubepods/burstable/pod{pod}/{cid}")
+    assert f" [{cid[:12]} pod 0d4c1b52] " in pretty_line(ev)
+    systemd = sample_exec(container_id=None, cgroup_path=f"/kubepods.slice/kubepods-pod{pod.replace('-', '_')}.slice")
+    assert " [pod 0d4c1b52] " in pretty_line(systemd)
+    assert "[" not in pretty_line(sample_exec(container_id=None, cgroup_path="/user.slice")).split(": ")[0]
