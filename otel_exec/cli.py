@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
+import os
 import sys
 import time
 from typing import Sequence, TextIO
@@ -17,62 +19,87 @@ def _csv(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
+RUN_EXAMPLES = """examples:
+  otel-exec run                                        the terminal view: every exec and exit here
+  otel-exec run --tree --comm bash --comm sh           shells, indented under whoever started them
+  otel-exec run --format jsonl --output /var/log/execs.jsonl
+  otel-exec run --endpoint http://127.0.0.1:4317       OTLP/gRPC to a collector (spooled on disk first)
+  otel-exec check --endpoint http://127.0.0.1:4317     what run needs, each with pass/warn/fail and the fix
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-exec", description="Trace every exec on this machine.")
     parser.add_argument("--version", action="version", version=f"otel-exec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="attach to the kernel and report every exec")
-    run.add_argument("--exporter", default=[], type=_csv,
+    run = sub.add_parser("run", help="attach to the kernel and report every exec",
+                         description="Attach to the kernel and report every exec (and exit) on this machine.",
+                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    capture = run.add_argument_group("capture")
+    filters = run.add_argument_group("filters", "in the kernel, repeatable; sampling (--sample-rate, --keep-*) "
+                                                "comes after the filters (docs/fields.md)")
+    privacy = run.add_argument_group("privacy")
+    export = run.add_argument_group("export")
+    reliability = run.add_argument_group("reliability")
+    diagnostics = run.add_argument_group("diagnostics")
+    export.add_argument("--exporter", default=[], type=_csv,
                      help="otlp, console or both (otlp,console); default: otlp when an endpoint is "
                           "configured (--endpoint or OTEL_EXPORTER_OTLP_*ENDPOINT), else console")
-    run.add_argument("--endpoint", help="OTLP endpoint URL, e.g. http://127.0.0.1:4317 (overrides "
+    export.add_argument("--endpoint", help="OTLP endpoint URL, e.g. http://127.0.0.1:4317 (overrides "
                                         "OTEL_EXPORTER_OTLP_ENDPOINT)")
-    run.add_argument("--protocol", choices=("grpc", "http/protobuf"),
+    export.add_argument("--protocol", choices=("grpc", "http/protobuf"),
                      help="OTLP protocol (overrides OTEL_EXPORTER_OTLP_PROTOCOL; default grpc)")
-    run.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
+    export.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                      help="header sent with every OTLP request (repeatable; overrides OTEL_EXPORTER_OTLP_HEADERS)")
-    run.add_argument("--spool-dir", default=Config.spool_dir, metavar="DIR",
+    reliability.add_argument("--spool-dir", default=Config.spool_dir, metavar="DIR",
                      help="OTLP records are written here first and sent from here, so none is lost to a "
                           "collector outage or an agent crash (default %(default)s)")
-    run.add_argument("--spool-max-bytes", type=int, default=Config.spool_max_bytes,
+    reliability.add_argument("--spool-max-bytes", type=int, default=Config.spool_max_bytes,
                      help="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
-    run.add_argument("--spool-full-action", choices=FULL_ACTIONS, default=Config.spool_full_action,
+    reliability.add_argument("--spool-full-action", choices=FULL_ACTIONS, default=Config.spool_full_action,
                      help="when the disk takes no write and the memory window is full too, drop the oldest "
                           "or the newest records, counted (default %(default)s)")
-    run.add_argument("--spool-allow-group-read", action="store_true",
+    reliability.add_argument("--spool-allow-group-read", action="store_true",
                      help="keep the group's read access to an existing spool directory (0750); otherwise "
                           "read access of group and others is removed (write access is refused)")
-    run.add_argument("--no-spool", action="store_true",
+    reliability.add_argument("--no-spool", action="store_true",
                      help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE bound them)")
-    run.add_argument("--stats-interval", type=float, metavar="SECONDS",
+    diagnostics.add_argument("--stats-interval", type=float, metavar="SECONDS",
                      help="print a one-line summary (execs, exported, lost, spool) to stderr this often")
-    run.add_argument("--user", metavar="USER",
+    privacy.add_argument("--user", metavar="USER",
                      help="once the probes are attached, switch to this user (name or uid); every capability "
                           "the backend does not need at run time is dropped in any case (docs/operations.md)")
-    run.add_argument("--span-env", action="store_true",
+    privacy.add_argument("--span-env", action="store_true",
                      help="put environment attributes on spans too (they are always on the exec's log record)")
-    run.add_argument("--format", choices=FORMATS, help="pretty on a terminal, jsonl otherwise")
-    run.add_argument("--output", metavar="FILE",
+    export.add_argument("--format", choices=FORMATS,
+                     help="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
+    export.add_argument("--tree", action="store_true",
+                     help="pretty format: indent each exec and exit under the process that started it")
+    export.add_argument("--color", choices=("auto", "always", "never"), default=Config.color,
+                     help="pretty format: colour failures, signals and redactions (auto: on a terminal "
+                          "unless NO_COLOR is set)")
+    diagnostics.add_argument("--verbose", action="store_true",
+                     help="on stop, also print every counter (always done when stderr is not a terminal)")
+    export.add_argument("--output", metavar="FILE",
                      help="write events here instead of stdout (created 0600; never through a symlink)")
-    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    run.add_argument("--ready-file", metavar="PATH",
+    capture.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    diagnostics.add_argument("--ready-file", metavar="PATH",
                      help="written once probes are attached, /proc is seeded, privileges are dropped and the "
                           "exporters run")
-    run.add_argument("--env-capture", choices=ENV_CAPTURE_MODES, default="redacted",
+    privacy.add_argument("--env-capture", choices=ENV_CAPTURE_MODES, default="redacted",
                      help="redacted (default): secret values hidden (docs/redaction.md); none: no environment "
                           "attribute at all (lineage still reads TRACEPARENT); all: verbatim")
-    run.add_argument("--redact-pattern", action="append", default=[], metavar="REGEX",
+    privacy.add_argument("--redact-pattern", action="append", default=[], metavar="REGEX",
                      help="also redact in every argument and env value: what each capture group of REGEX "
                           "matched, or the whole match without groups (repeatable)")
-    run.add_argument("--redact-allow", action="append", default=[], metavar="REGEX",
+    privacy.add_argument("--redact-allow", action="append", default=[], metavar="REGEX",
                      help="an argument or env value REGEX matches whole is left alone by the built-in rules "
                           "(repeatable; --redact-pattern still applies)")
-    run.add_argument("--trust-traceparent", default=Config.trust_traceparent, metavar="any|none|root|UID[,UID...]",
+    privacy.add_argument("--trust-traceparent", default=Config.trust_traceparent, metavar="any|none|root|UID[,UID...]",
                      help="whose TRACEPARENT may parent a span, by real user id; others are recorded as "
                           "otel_exec.traceparent.untrusted and nest under their lineage parent (default any)")
-    run.add_argument("--env-allow", action="append", default=[], metavar="KEY",
+    privacy.add_argument("--env-allow", action="append", default=[], metavar="KEY",
                      help="keep this env key verbatim even if it looks secret (repeatable)")
-    filters = run.add_argument_group("filters (repeatable; which side applies each: docs/fields.md)")
     filters.add_argument("--comm", action="append", default=[], help="only these command names")
     filters.add_argument("--exclude-comm", action="append", default=[], help="never these command names")
     filters.add_argument("--path-prefix", action="append", default=[], metavar="PREFIX",
@@ -85,44 +112,77 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--cgroup", action="append", default=[], metavar="PATH",
                          help="only processes in this cgroup v2 or below it: the path as /proc/PID/cgroup shows it "
                               "(/system.slice/ssh.service) or the directory (/sys/fs/cgroup/system.slice)")
-    sampling = run.add_argument_group("sampling (in the kernel, after the filters)")
-    sampling.add_argument("--sample-rate", type=int, default=Config.sample_rate, metavar="N",
+    filters.add_argument("--sample-rate", type=int, default=Config.sample_rate, metavar="N",
                           help="keep 1 exec in N at random, except those an always-keep option matches; "
                                "records carry otel_exec.sample_rate (default 1: keep every exec)")
-    sampling.add_argument("--keep-comm", action="append", default=[], metavar="NAME",
+    filters.add_argument("--keep-comm", action="append", default=[], metavar="NAME",
                           help="never sample out this command name (repeatable)")
-    sampling.add_argument("--keep-uid", action="append", default=[], type=int, metavar="UID",
+    filters.add_argument("--keep-uid", action="append", default=[], type=int, metavar="UID",
                           help="never sample out this real user id (repeatable)")
-    sampling.add_argument("--keep-path-prefix", action="append", default=[], metavar="PREFIX",
+    filters.add_argument("--keep-path-prefix", action="append", default=[], metavar="PREFIX",
                           help="never sample out execs under PREFIX, as --path-prefix matches it (repeatable)")
-    run.add_argument("--no-field", action="append", default=[], type=_csv, metavar="FIELD[,FIELD]",
+    capture.add_argument("--no-field", action="append", default=[], type=_csv, metavar="FIELD[,FIELD]",
                      help=f"do not collect these fields, in the kernel: {', '.join(FIELD_GROUPS)} "
                           "(paths: every resolved path: executable, interpreter, stdin, working directory, "
                           "cgroup); records leave them out and name them in otel_exec.unavailable (repeatable)")
-    run.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes)
-    run.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes)
-    run.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes)
-    run.add_argument("--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS")
-    run.add_argument("--process-table-size", type=int, default=Config.process_table_size)
-    run.add_argument("--backend", choices=BACKENDS, default=Config.backend,
+    capture.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes,
+                         help="argv bytes read per exec (default 32 KiB)")
+    capture.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes,
+                         help="environment bytes read per exec (default 32 KiB)")
+    capture.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes,
+                         help="the kernel ring buffer, a power of two (default 4 MiB)")
+    capture.add_argument("--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS",
+                         help="drain the ring at least this often (default %(default)s)")
+    capture.add_argument("--process-table-size", type=int, default=Config.process_table_size,
+                         help="processes tracked for lineage (default %(default)s)")
+    capture.add_argument("--backend", choices=BACKENDS, default=Config.backend,
                      help="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
                           "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
+    _add_check_parser(sub)
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def _add_check_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    check = sub.add_parser("check", help="report every prerequisite of `run` (pass/warn/fail and the fix); "
+                                         "exit 0 only when run would start as configured")
+    check.add_argument("--exporter", default=[], type=_csv, help="as for run")
+    check.add_argument("--endpoint", help="as for run: the OTLP check exports one test record there")
+    check.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="as for run")
+    check.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    check.add_argument("--spool-dir", default=Config.spool_dir, metavar="DIR", help="as for run")
+    check.add_argument("--no-spool", action="store_true", help="as for run")
+    check.add_argument("--spool-max-bytes", type=int, default=Config.spool_max_bytes, help="as for run")
+    check.add_argument("--spool-allow-group-read", action="store_true", help="as for run")
+    check.add_argument("--user", metavar="USER", help="as for run")
+    check.add_argument("--backend", choices=BACKENDS, default=Config.backend, help="as for run")
+
+
+def _headers(raw: list[str]) -> dict[str, str]:
     headers = {}
-    for h in args.header:
+    for h in raw:
         key, sep, value = h.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--header {h!r} must be KEY=VALUE")
         # gRPC metadata keys must be lower case (HTTP headers do not care).
         headers[key.strip().lower()] = value.strip()
+    return headers
+
+
+def check_config_from_args(args: argparse.Namespace) -> Config:
+    cfg = Config(exporters=tuple(args.exporter), endpoint=args.endpoint, protocol=args.protocol,
+                 headers=_headers(args.header), spool_dir=None if args.no_spool else args.spool_dir,
+                 spool_max_bytes=args.spool_max_bytes, spool_allow_group_read=args.spool_allow_group_read,
+                 user=args.user, backend=args.backend)
+    cfg.validate()
+    return cfg
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config(
         exporters=tuple(args.exporter),
         endpoint=args.endpoint,
         protocol=args.protocol,
-        headers=headers,
+        headers=_headers(args.header),
         span_env=args.span_env,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
@@ -131,6 +191,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         user=args.user,
         stats_interval=args.stats_interval,
         format=args.format,
+        tree=args.tree,
+        color=args.color,
+        verbose=args.verbose,
         output=args.output,
         duration=args.duration,
         ready_file=args.ready_file,
@@ -163,11 +226,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.agent import Agent, Sink, install_signal_handlers
-    from otel_exec.export.console import ConsoleExporter, open_output
+    from otel_exec.check import preflight
+    from otel_exec.export.console import ConsoleSink, colour_wanted, open_output
     from otel_exec.host.identity import HostIdentity
     from otel_exec.export.otlp.sink import OtlpOptions, OtlpSink, configured, resource_attributes
     from otel_exec.export.spool import Spool
-    from otel_exec.export.telemetry import Telemetry, loss_reason
+    from otel_exec.export.summary import is_loss, summary_lines
+    from otel_exec.export.telemetry import Telemetry
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
@@ -175,6 +240,12 @@ def run(cfg: Config, stderr: TextIO) -> int:
     sinks: list[Sink] = []
     out: TextIO | None = None
     agent = Agent(cfg, sinks, identity, log=stderr)
+    failed = preflight(cfg)
+    if failed:
+        # Every failing prerequisite at once, not one per start.
+        for result in failed:
+            print(f"otel-exec: error: {result.detail}" + (f"; fix: {result.fix}" if result.fix else ""), file=stderr)
+        return failed[0].exit_code
     # Programs first: libbpf's parse of the kernel's BTF (several MB, freed
     # once loaded) then does not come on top of the exporters' modules,
     # imported below: it was the agent's peak RSS (BENCHMARKS.md).
@@ -194,8 +265,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
             if out is sys.stdout:
                 # UTF-8 whatever the locale: event text is never unencodable.
                 sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
-            sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl"),
-                                         cfg.not_collected()))
+            sinks.append(ConsoleSink(out, cfg.format or ("pretty" if out.isatty() else "jsonl"), cfg.not_collected(),
+                                     colour=colour_wanted(out, cfg.color), tree=cfg.tree,
+                                     seeded_exits=not cfg.filtered()))
         telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval,
                               resource_attributes(identity), stderr)
     except BaseException:
@@ -209,6 +281,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
 
     agent.tick = tick
     install_signal_handlers(agent)
+    started = time.monotonic()
     try:
         agent.start(also_start=[telemetry.start])
         agent.run()
@@ -219,11 +292,15 @@ def run(cfg: Config, stderr: TextIO) -> int:
         agent.close()
         if out is not None and out is not sys.stdout:
             out.close()
-    print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
-    lost = {k: v for k, v in report.items()
-            if loss_reason(k) or k.endswith("_unsent")}
-    if any(lost.values()):
-        print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
+    for line in summary_lines(report, time.monotonic() - started):
+        print(line, file=stderr)
+    # The full counter set for scripts and logs, last; a person at a
+    # terminal reads the summary above unless --verbose.
+    if cfg.verbose or not stderr.isatty():
+        print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
+        lost = {k: v for k, v in report.items() if is_loss(k)}
+        if any(lost.values()):
+            print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
     return 0
 
 
@@ -265,11 +342,34 @@ class HeapTrimmer:
             self._trim(0)
 
 
+class PrefixedFormatter(logging.Formatter):
+    """`otel-exec: LEVEL: LOGGER: MESSAGE` on every line, a traceback's too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        head = f"otel-exec: {record.levelname.lower()}: {record.name}: "
+        return "\n".join(head + line for line in super().format(record).splitlines())
+
+
+def _configure_logging() -> None:
+    """The libraries' log lines (the OTel SDK, gRPC's Python side, ours)
+    carry the agent's prefix and a level, at OTEL_LOG_LEVEL (default info)."""
+    level = os.environ.get("OTEL_LOG_LEVEL", "info").strip().upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrefixedFormatter())
+    logging.basicConfig(handlers=[handler],
+                        level=getattr(logging, {"WARN": "WARNING"}.get(level, level), logging.INFO))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _few_malloc_arenas()
+    _configure_logging()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "check":
+            from otel_exec.check import run_checks
+
+            return run_checks(check_config_from_args(args), sys.stdout)
         return run(config_from_args(args), sys.stderr)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)

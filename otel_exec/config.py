@@ -38,6 +38,9 @@ class Config:
     stats_interval: float | None = None  # seconds between summaries on stderr
     shutdown_grace: float = 10.0  # seconds to flush queues on stop
     format: str | None = None  # None: pretty on a TTY, jsonl otherwise
+    tree: bool = False  # pretty: indent by lineage (--tree)
+    color: str = "auto"  # pretty: auto (a terminal without NO_COLOR), always, never
+    verbose: bool = False  # every counter on stop, also on a terminal
     output: str | None = None  # None: stdout
     duration: float | None = None
     ready_file: str | None = None
@@ -76,6 +79,11 @@ class Config:
     # module and kernel headers, docs/backends.md); auto: core where the
     # kernel has BTF, else bcc.
     backend: str = "auto"
+
+    def filtered(self) -> bool:
+        """Whether a filter chooses which execs are reported."""
+        return bool(self.comm or self.exclude_comm or self.path_prefix or self.uid or self.container_only
+                    or self.cgroup)
 
     def not_collected(self) -> tuple[str, ...]:
         """The ExecEvent fields --no-field leaves out, in field order."""

@@ -17,7 +17,7 @@ from otel_exec.model import layout
 from otel_exec.export.otlp import encode
 from otel_exec.host.cgroups import cgroup2_root, resolve
 from otel_exec.config import FIELD_GROUPS, Config
-from otel_exec.export.console import ConsoleExporter, pretty_line
+from otel_exec.export.console import ConsoleSink, pretty_line
 from otel_exec.core.decode import Decoder
 from otel_exec.model.events import ExecEvent, SharedExec, UnreportedExecEvent
 from otel_exec.core.probes import prefix_entries
@@ -155,8 +155,8 @@ def test_console_leaves_out_what_was_not_collected() -> None:
     line = pretty_line(ev)
     assert line.endswith(" sudo: (argv unavailable) (1 of 4)")  # cmdpath in place of the path
     out = io.StringIO()
-    console = ConsoleExporter(out, "jsonl", gone)
-    console.on_exec(ev, None)
+    console = ConsoleSink(out, "jsonl", gone)
+    console.on_exec(ev, None)  # type: ignore[arg-type]
     console.flush()
     obj = json.loads(out.getvalue())
     assert not set(gone) & set(obj) and obj["unavailable"] == list(gone) and obj["sample_rate"] == 4

@@ -50,7 +50,8 @@ class AgentRun:
                                      stderr=open(self.err, "w"), env=env)
         self._pos = 0
         self._buf = b""
-        self.events: list[dict] = []
+        self.events: list[dict] = []  # exec records
+        self.exits: list[dict] = []  # exit records ("event": "exit")
         deadline = time.monotonic() + 30
         while not self.ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -67,7 +68,8 @@ class AgentRun:
         self._pos += len(chunk)
         lines = (self._buf + chunk).split(b"\n")
         self._buf = lines.pop()
-        self.events.extend(json.loads(line) for line in lines if line)
+        for record in (json.loads(line) for line in lines if line):
+            (self.exits if record.get("event") == "exit" else self.events).append(record)
 
     def find(self, pred: Callable[[dict], bool], count: int = 1, timeout: float = 10) -> list[dict]:
         """The first `count` events matching pred, waiting up to timeout."""
@@ -149,7 +151,7 @@ def new_cgroup(*names: str) -> Iterator[Path]:
 
 def marked(mark: str) -> Callable[[dict], bool]:
     entry = f"OE_TEST_MARK={mark}"
-    return lambda e: entry in e["env"]
+    return lambda e: entry in e.get("env", ())  # exit records ("event": "exit") carry no environment
 
 
 def new_mark() -> str:
