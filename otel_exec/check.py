@@ -18,8 +18,8 @@ from otel_exec.core import probes
 from otel_exec.errors import OtelExecError, TracefsError
 from otel_exec.host import privileges, tracefs
 from otel_exec.export.otlp import protowire as w
-from otel_exec.export.otlp.sink import (OtlpOptions, Outcome, configured, export_request, make_transport,
-                                        transport_settings)
+from otel_exec.export.otlp.encode import export_request
+from otel_exec.export.otlp.transport import OtlpOptions, Outcome, configured, make_transport, transport_settings
 from otel_exec.export.spool import SpoolDirectory
 from otel_exec.host.identity import HostIdentity
 

@@ -229,7 +229,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.check import preflight
     from otel_exec.export.console import ConsoleSink, colour_wanted, open_output
     from otel_exec.host.identity import HostIdentity
-    from otel_exec.export.otlp.sink import OtlpOptions, OtlpSink, configured, resource_attributes
+    from otel_exec.export.otlp.resource import resource_attributes
+    from otel_exec.export.otlp.sink import OtlpSink
+    from otel_exec.export.otlp.transport import OtlpOptions, configured
     from otel_exec.export.spool import Spool
     from otel_exec.export.summary import is_loss, summary_lines
     from otel_exec.export.telemetry import Telemetry

@@ -83,7 +83,7 @@ FULL_ACTIONS = ("drop-oldest", "drop-newest")
 _SEGMENT_NAME = re.compile(r"(logs|traces)-([0-9]{1,18})\.seg")
 _OWN_FILES = {LOCK, HEARTBEAT, *(f"{s}.cursor" for s in SIGNALS)}
 # Every record is a message framed as a field 2 (LEN) of its scope block
-# (mapping._in_scope): that tag, then a varint of the rest's length.
+# (otel_exec.export.otlp.encode._in_scope): that tag, then a varint of the rest's length.
 _RECORD_TAG = 0x12
 
 
@@ -342,8 +342,9 @@ class _OwnFile:
 
 
 class SignalSpool:
-    """The segments of one signal ("logs", "traces"). append() is called
-    from the reader thread, read()/ack()/forget() from the export thread."""
+    """The segments of one signal ("logs", "traces"). add(), write_added()
+    and append() are called from the reader thread, read()/ack()/forget()
+    from the export thread."""
 
     def __init__(self, directory: SpoolDirectory, signal: str, max_bytes: int, found: dict[int, str],
                  full_action: str = FULL_ACTIONS[0]) -> None:
@@ -360,6 +361,7 @@ class SignalSpool:
         self.segment_lost = 0  # records of segments deleted by someone else
         self.cursor_reset = 0  # cursor values that pointed nowhere
         self._lock = threading.Lock()
+        self._added: list[bytes] = []  # add()ed since the last write_added(): [frame(r1), r1, ...]
         self._segs: dict[int, _Segment] = {}
         self._bytes = 0  # the size of every segment, summed
         for seg, name in sorted(found.items()):
@@ -457,6 +459,18 @@ class SignalSpool:
             self._recent_bytes -= self._recent.popleft().nbytes
 
     # -- writer ---------------------------------------------------------
+    def add(self, record: bytes) -> None:
+        """Keep a record for the next write_added(): from the reader thread,
+        once per record."""
+        self._added += (frame(len(record)), record)
+
+    def write_added(self) -> int:
+        """Write the records add()ed since the last call, in one write() (the
+        end of a drain of the ring buffer); returns how many."""
+        framed, self._added = self._added, []
+        self.append(framed, len(framed) // 2)
+        return len(framed) // 2
+
     def append(self, framed: list[bytes], count: int) -> None:
         """Write `count` records, given as [frame(r1), r1, frame(r2), r2, ...]
         (see frame()): one write() per drain of the ring buffer."""

@@ -12,7 +12,8 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
-from otel_exec.export.otlp.sink import OtlpOptions, TransportSettings, grpc_credentials, otlp_http_session, transport_settings
+from otel_exec.export.otlp.transport import (OtlpOptions, TransportSettings, grpc_credentials, otlp_http_session,
+                                             transport_settings)
 from otel_exec.model.counters import loss_reason as kernel_loss_reason
 
 Report = Callable[[], dict[str, int]]

@@ -13,15 +13,14 @@ class SharedExec:
     """What every exec of one command from one context has in common (the
     shared part of the kernel record), decoded once: `fields` are the
     values of ExecEvent's shared fields, in order; `parent_exe` the kernel
-    dev and inode of the parent's executable. Later stages cache what they
-    derive from it in `encoded`."""
+    dev and inode of the parent's executable. Later stages key what they
+    derive from it by this object."""
 
-    __slots__ = ("fields", "parent_exe", "encoded")
+    __slots__ = ("fields", "parent_exe")
 
     def __init__(self, fields: tuple[object, ...], parent_exe: tuple[int, int] | None = (0, 0)) -> None:
         self.fields = fields
         self.parent_exe = parent_exe
-        self.encoded: object = None
 
 
 @dataclass(slots=True)

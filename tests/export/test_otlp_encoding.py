@@ -1,15 +1,16 @@
 """The hand-written OTLP encoding, decoded with the official generated classes."""
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_exec.export.otlp import encode
-
-from otel_exec.export.otlp import sink as otlp
-from otel_exec.model.events import ExecEvent
+from otel_exec.export.otlp import attributes, encode
+from otel_exec.export.otlp.resource import resource_attributes
+from otel_exec.model.events import ExecEvent, SharedExec
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.process import ProcessInfo
@@ -33,7 +34,7 @@ def test_log_record_round_trip() -> None:
     ev = sample_exec()
     span = span_for(ev)
     rec = encode.log_record(ev, encode.exec_attributes(ev), span, 1_700_000_001_000_000_000)
-    req = ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec] * 2))
+    req = ExportLogsServiceRequest.FromString(encode.export_request(b"", [rec] * 2))
     scope = req.resource_logs[0].scope_logs[0]
     assert scope.scope.name == "otel-exec"
     assert len(scope.log_records) == 2
@@ -76,7 +77,7 @@ def test_span_round_trip_exit_codes_and_signals() -> None:
     ok = ended(span, ev.timestamp + 5, "exit")
     info.exit_code, info.signal = None, 9
     killed = ended(span, ev.timestamp + 5, "exit")
-    req = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [ok, killed]))
+    req = ExportTraceServiceRequest.FromString(encode.export_request(b"", [ok, killed]))
     s1, s2 = req.resource_spans[0].scope_spans[0].spans
     assert (s1.trace_id, s1.span_id, s1.parent_span_id) == (b"\x01" * 16, b"\x02" * 8, b"\x03" * 8)
     assert s1.trace_state == "k=v" and s1.name == "sudo" and s1.kind == 1
@@ -86,7 +87,7 @@ def test_span_round_trip_exit_codes_and_signals() -> None:
     assert a1["process.pid"] == 4242 and a1["otel_exec.span.ended_by"] == "exit"
     assert a2["otel_exec.exit.signal"] == 9 and a2["error.type"] == "SIGKILL" and s2.status.code == 2
     info.signal, info.exit_code = None, 0
-    clean = ExportTraceServiceRequest.FromString(otlp.export_request(b"", [
+    clean = ExportTraceServiceRequest.FromString(encode.export_request(b"", [
         ended(span, ev.timestamp, "agent_stopped", incomplete=True)])).resource_spans[0].scope_spans[0].spans[0]
     assert clean.status.code == 0 and "error.type" not in attrs(clean.attributes)
     assert attrs(clean.attributes)["otel_exec.span.incomplete"] is True
@@ -96,15 +97,15 @@ def test_resource_has_service_and_host_and_honours_env(monkeypatch) -> None:
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=ci,host.name=override")
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     ident = HostIdentity.current()
-    res = otlp.resource_attributes(ident)
+    res = resource_attributes(ident)
     assert res["service.name"] == "otel-exec"
     assert res["host.id"] == ident.machine_id and res["os.type"] == "linux"
     assert res["host.arch"] in ("amd64", "arm64") and res["service.instance.id"]
     assert res["deployment.environment.name"] == "ci" and res["host.name"] == "override"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "execs")
-    res = otlp.resource_attributes(ident)
+    res = resource_attributes(ident)
     assert res["service.name"] == "execs"
-    req = ExportLogsServiceRequest.FromString(otlp.export_request(otlp._encoded_resource(res), []))
+    req = ExportLogsServiceRequest.FromString(encode.export_request(encode.encoded_resource(res), []))
     assert attrs(req.resource_logs[0].resource.attributes)["service.name"] == "execs"
     assert not any(k.startswith("process.") for k in res)
 
@@ -213,12 +214,12 @@ def _fresh_memos() -> None:
 
 
 def _one_log(rec: bytes):
-    return ExportLogsServiceRequest.FromString(otlp.export_request(b"", [rec])).resource_logs[0] \
+    return ExportLogsServiceRequest.FromString(encode.export_request(b"", [rec])).resource_logs[0] \
         .scope_logs[0].log_records[0]
 
 
 def _one_span(rec: bytes):
-    return ExportTraceServiceRequest.FromString(otlp.export_request(b"", [rec])).resource_spans[0] \
+    return ExportTraceServiceRequest.FromString(encode.export_request(b"", [rec])).resource_spans[0] \
         .scope_spans[0].spans[0]
 
 
@@ -299,3 +300,86 @@ def test_span_endings_and_names_built_fresh() -> None:
     assert s.name == "kworker/0:1" and s.trace_state == "" and s.parent_span_id == b""
     assert s.end_time_unix_nano == ev.timestamp + 7
     assert attrs(s.attributes)["otel_exec.traceparent.untrusted"] == "00-bad"
+
+
+# --- the attribute table (otel_exec/export/otlp/attributes.py) --------------------
+
+PACKAGE = Path(__file__).resolve().parent.parent / "otel_exec"
+TABLE_FILE = PACKAGE / "export" / "otlp" / "attributes.py"
+
+
+def _string_literals(path: Path) -> list[tuple[int, str]]:
+    """Every string constant of a module, f-string pieces included."""
+    return [(node.lineno, node.value) for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_no_attribute_key_is_spelled_outside_the_table() -> None:
+    keys = set(attributes.TABLE)
+    assert len(keys) > 60 and "service.name" in keys and "process.pid" in keys  # the table, not an empty dict
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == TABLE_FILE:
+            continue
+        for line, value in _string_literals(path):
+            if value in keys or value.startswith(attributes.ENV_PREFIX):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {value!r}")
+    assert not found, "attribute keys spelled outside otel_exec/export/otlp/attributes.py:\n" + "\n".join(found)
+
+
+def test_the_table_names_fields_of_exec_events() -> None:
+    for key, fields in attributes.TABLE.items():
+        assert set(fields) <= set(ExecEvent.__slots__), key
+
+
+def _keys(kvs) -> set[str]:  # type: ignore[no-untyped-def]
+    return {kv.key for kv in kvs}
+
+
+def test_every_key_sent_is_in_the_table() -> None:
+    ev = sample_exec(sample_rate=10, unavailable=("prev_comm",))
+    span = span_for(ev)
+    span.untrusted_traceparent = "00-bad"
+    span.attributes = encode.exec_attributes(ev).span_attrs()
+    sent: set[str] = set()
+    spans = []
+    for span.process.exit_code, span.process.signal in ((1, None), (None, 9)):
+        spans.append(ended(span, ev.timestamp, "exit", True))
+    for encoded in ExportTraceServiceRequest.FromString(encode.export_request(b"", spans)).resource_spans[0] \
+            .scope_spans[0].spans:
+        sent |= _keys(encoded.attributes)
+    observed = sample_exec(host_pid=321, host_ppid=1, exec_id="a" * 32, parent_exec_id="b" * 32, comm="bash",
+                           pathname="/usr/bin/bash", argv=["bash"], observed=True)
+    records = [encode.log_record(ev, encode.exec_attributes(ev), span, 1),
+               encode.observed_record(observed, span_for(observed),
+                                      encode.Attrs.of(encode.seeded_attributes(observed)), 1),
+               encode.gap_record(1, 2, 1.0, 0.5)]
+    request = ExportLogsServiceRequest.FromString(
+        encode.export_request(encode.encoded_resource(resource_attributes(HostIdentity.current())), records))
+    sent |= _keys(request.resource_logs[0].resource.attributes)
+    for record in request.resource_logs[0].scope_logs[0].log_records:
+        sent |= _keys(record.attributes)
+    env = {key for key in sent if key.startswith(attributes.ENV_PREFIX)}
+    assert env and not sent - env - set(attributes.TABLE)
+
+
+def test_an_unavailable_field_takes_along_the_keys_the_table_gives_it() -> None:
+    """On both paths: the per-exec one (BCC, no shared part: any field) and
+    the one encoded once per shared part (CO-RE: the fields --no-field
+    switches off)."""
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    from otel_exec.config import FIELD_GROUPS
+
+    def sent(unavailable: tuple[str, ...], shared: SharedExec | None) -> set[str]:
+        enc = encode.exec_attributes(sample_exec(unavailable=unavailable, shared=shared))
+        return _keys(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
+
+    everything = sent((), None)
+    for field in sorted({f for fields in attributes.TABLE.values() for f in fields}):
+        gone = {key for key, fields in attributes.TABLE.items() if field in fields}
+        assert gone <= everything, field
+        assert sent((field,), None) == everything - gone | {attributes.UNAVAILABLE}, field
+    for field in sorted({f for fields in FIELD_GROUPS.values() for f in fields}):
+        gone = {key for key, fields in attributes.TABLE.items() if field in fields}
+        assert sent((field,), SharedExec(())) == everything - gone | {attributes.UNAVAILABLE}, field

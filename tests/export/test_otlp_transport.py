@@ -23,10 +23,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_exec.export.otlp import sink as otlp
+from otel_exec.export.otlp import encode, transport
 from otel_exec.export.otlp import protowire as w
 from otel_exec.errors import UsageError
-from otel_exec.export.otlp.sink import Outcome, OtlpOptions, transport_settings
+from otel_exec.export.otlp.transport import Outcome, OtlpOptions, transport_settings
 
 
 @pytest.fixture(autouse=True)
@@ -102,19 +102,19 @@ def test_partial_success_is_decoded_for_both_signals() -> None:
         rejected_log_records=3, error_message="bad attr")).SerializeToString()
     spans = ExportTraceServiceResponse(partial_success=ExportTracePartialSuccess(
         rejected_spans=2)).SerializeToString()
-    assert otlp._sent(logs) == otlp.Answer(Outcome.SENT, "partial success", "bad attr", rejected=3)
-    assert otlp._sent(spans).rejected == 2
-    assert otlp._sent(b"") == otlp.Answer(Outcome.SENT)
-    assert otlp._sent(b"\xff\xff").outcome is Outcome.SENT  # garbage: still taken
+    assert transport._sent(logs) == transport.Answer(Outcome.SENT, "partial success", "bad attr", rejected=3)
+    assert transport._sent(spans).rejected == 2
+    assert transport._sent(b"") == transport.Answer(Outcome.SENT)
+    assert transport._sent(b"\xff\xff").outcome is Outcome.SENT  # garbage: still taken
 
 
 def test_retry_after_seconds_and_http_date() -> None:
-    assert otlp.retry_after_s("3") == 3.0
+    assert transport.retry_after_s("3") == 3.0
     in_ten = email.utils.format_datetime(datetime.datetime.now(datetime.timezone.utc)
                                          + datetime.timedelta(seconds=10), usegmt=True)
-    assert 8 <= otlp.retry_after_s(in_ten) <= 10  # type: ignore[operator]
-    assert otlp.retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: now
-    assert otlp.retry_after_s("soon") is None and otlp.retry_after_s(None) is None
+    assert 8 <= transport.retry_after_s(in_ten) <= 10  # type: ignore[operator]
+    assert transport.retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: now
+    assert transport.retry_after_s("soon") is None and transport.retry_after_s(None) is None
 
 
 class _RpcError(grpc.RpcError):
@@ -154,19 +154,19 @@ def _status_with_retry_info(seconds: int, nanos: int = 0) -> bytes:
 ])
 def test_grpc_codes_classified_as_the_otlp_spec_says(code: grpc.StatusCode, trailers: tuple, outcome: Outcome,
                                                      delay: float | None) -> None:
-    answer = otlp._grpc_failure(_RpcError(code, trailers))
+    answer = transport._grpc_failure(_RpcError(code, trailers))
     assert (answer.outcome, answer.retry_after_s, answer.reason) == (outcome, delay, code.name)
 
 
 def test_http_error_message_from_a_status_or_text() -> None:
-    assert otlp._http_message(Status(message="no tenant").SerializeToString(), "application/x-protobuf") \
+    assert transport._http_message(Status(message="no tenant").SerializeToString(), "application/x-protobuf") \
         == "no tenant"
-    assert otlp._http_message(b"plain words\n", "text/plain") == "plain words"
+    assert transport._http_message(b"plain words\n", "text/plain") == "plain words"
 
 
 def test_request_records_split_back_into_the_records_it_was_built_from() -> None:
     records = [w.len_field(2, w.fixed64_field(1, i) + w.len_field(3, b"x" * i)) for i in range(1, 6)]
-    request = otlp.export_request(otlp._encoded_resource({"service.name": "t"}), records)
-    assert otlp.request_records(request) == records
-    half = otlp.export_request(otlp._encoded_resource({"service.name": "t"}), records[:2])
+    request = encode.export_request(encode.encoded_resource({"service.name": "t"}), records)
+    assert encode.request_records(request) == records
+    half = encode.export_request(encode.encoded_resource({"service.name": "t"}), records[:2])
     assert len(ExportLogsServiceRequest.FromString(half).resource_logs[0].scope_logs[0].log_records) == 2

@@ -1,8 +1,10 @@
-"""Events -> OTLP log records and spans, encoded (docs/attributes.md).
+"""Events -> OTLP log records, spans and the export requests that carry
+them, encoded (docs/attributes.md).
 
-Attribute names follow the OpenTelemetry semantic conventions where one
-exists; every other field lives under the `otel_exec.` namespace. An exec's
-attributes are encoded once and used by both its log record and its span.
+Attribute keys come from otel_exec.export.otlp.attributes. An exec's
+attributes are encoded once and used by both its log record and its span;
+what every exec of one command from one context shares is encoded once per
+shared part of the kernel record (ExecEvent.shared) and kept here.
 """
 from __future__ import annotations
 
@@ -12,7 +14,11 @@ import signal
 import stat
 import struct
 import time
+from typing import Callable
 
+from otel_exec import __version__
+from otel_exec.core.decode import BoundedCache
+from otel_exec.export.otlp import attributes as keys
 from otel_exec.export.otlp import protowire as w
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.events import ExecEvent
@@ -24,7 +30,6 @@ SEVERITY_WARN = 13
 SEVERITY_INFO = 9
 SPAN_KIND_INTERNAL = 1
 STATUS_ERROR = 2
-ENV_PREFIX = "process.environment_variable."
 
 # stdin_type as a word: the S_IFMT names of stat(2)
 _FILE_TYPES = {stat.S_IFREG: "reg", stat.S_IFDIR: "dir", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk",
@@ -83,27 +88,30 @@ def iso8601(ns: int) -> str:
     return f"{prefix}.{rem // 1_000_000:03d}Z"
 
 
+# An attribute encoder: _kv, or one that leaves out what is unavailable (_keeping).
+KeyValueEncoder = Callable[[str, w.Value], bytes]
+
+
 def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpath: str, interp: str,
-               ld_path: str, ld_dev: int, ld_inode: int, ld_ctime: int) -> list[bytes]:
-    kv = _kv
+               ld_path: str, ld_dev: int, ld_inode: int, ld_ctime: int, kv: KeyValueEncoder = _kv) -> list[bytes]:
     kvs = [
-        kv("process.executable.path", pathname),
-        kv("process.executable.name", os.path.basename(pathname)),
-        kv("file.path", pathname),
-        kv("file.inode", str(inode)),
-        kv("file.mode", f"{stat.S_IMODE(mode):04o}"),
-        kv("file.changed", iso8601(ctime)),
-        kv("otel_exec.file.dev", dev),
-        kv("otel_exec.file.type", _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")),
-        kv("otel_exec.cmdpath", cmdpath),
-        kv("otel_exec.interp", interp),
+        kv(keys.EXECUTABLE_PATH, pathname),
+        kv(keys.EXECUTABLE_NAME, os.path.basename(pathname)),
+        kv(keys.FILE_PATH, pathname),
+        kv(keys.FILE_INODE, str(inode)),
+        kv(keys.FILE_MODE, f"{stat.S_IMODE(mode):04o}"),
+        kv(keys.FILE_CHANGED, iso8601(ctime)),
+        kv(keys.FILE_DEV, dev),
+        kv(keys.FILE_TYPE, _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")),
+        kv(keys.CMDPATH, cmdpath),
+        kv(keys.INTERP, interp),
     ]
     if ld_path or ld_inode:  # the identity alone when --no-field paths
         kvs += (
-            kv("otel_exec.interpreter.path", ld_path),
-            kv("otel_exec.interpreter.dev", ld_dev),
-            kv("otel_exec.interpreter.inode", str(ld_inode)),
-            kv("otel_exec.interpreter.changed", iso8601(ld_ctime)),
+            kv(keys.INTERPRETER_PATH, ld_path),
+            kv(keys.INTERPRETER_DEV, ld_dev),
+            kv(keys.INTERPRETER_INODE, str(ld_inode)),
+            kv(keys.INTERPRETER_CHANGED, iso8601(ld_ctime)),
         )
     return kvs
 
@@ -111,34 +119,57 @@ def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpa
 def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path: str, container: str | None,
                  hostname: str, mount_ns: int, pid_ns: int, cgroup_id: int, comm: str, prev_comm: str,
                  stdin_type: int, stdin_path: str, from_kernel: bool, argv_cut: bool, env_cut: bool,
-                 envc: int, cut_paths: list[str]) -> list[bytes]:
-    kv = _kv
+                 envc: int, cut_paths: list[str], kv: KeyValueEncoder = _kv) -> list[bytes]:
     kvs = [
-        kv("process.user.id", euid),
-        kv("process.real_user.id", uid),
-        kv("process.group.id", egid),
-        kv("process.real_group.id", gid),
-        kv("process.working_directory", pwd),
-        kv("process.interactive", stdin_type == stat.S_IFCHR and stdin_path.startswith(("/dev/pts/", "/dev/tty"))),
-        kv("process.linux.cgroup", f"0::{cgroup_path}"),
-        kv("otel_exec.comm", comm),
-        kv("otel_exec.prev_comm", prev_comm),
-        kv("otel_exec.stdin.type", _FILE_TYPES.get(stdin_type, "none" if not stdin_type else "unknown")),
-        kv("otel_exec.stdin.path", stdin_path),
-        kv("otel_exec.invoked_from_kernel", from_kernel),
-        kv("otel_exec.mount_ns", mount_ns),
-        kv("otel_exec.pid_ns", pid_ns),
-        kv("otel_exec.cgroup.id", cgroup_id),
-        kv("otel_exec.uts.hostname", hostname),
-        kv("otel_exec.env_count", envc),
-        kv("otel_exec.argv_truncated", argv_cut),
-        kv("otel_exec.env_truncated", env_cut),
+        kv(keys.USER_ID, euid),
+        kv(keys.REAL_USER_ID, uid),
+        kv(keys.GROUP_ID, egid),
+        kv(keys.REAL_GROUP_ID, gid),
+        kv(keys.WORKING_DIRECTORY, pwd),
+        kv(keys.INTERACTIVE, stdin_type == stat.S_IFCHR and stdin_path.startswith(("/dev/pts/", "/dev/tty"))),
+        kv(keys.CGROUP, f"0::{cgroup_path}"),
+        kv(keys.COMM, comm),
+        kv(keys.PREV_COMM, prev_comm),
+        kv(keys.STDIN_TYPE, _FILE_TYPES.get(stdin_type, "none" if not stdin_type else "unknown")),
+        kv(keys.STDIN_PATH, stdin_path),
+        kv(keys.INVOKED_FROM_KERNEL, from_kernel),
+        kv(keys.MOUNT_NS, mount_ns),
+        kv(keys.PID_NS, pid_ns),
+        kv(keys.CGROUP_ID, cgroup_id),
+        kv(keys.HOSTNAME, hostname),
+        kv(keys.ENV_COUNT, envc),
+        kv(keys.ARGV_TRUNCATED, argv_cut),
+        kv(keys.ENV_TRUNCATED, env_cut),
     ]
     if container:
-        kvs.append(kv("container.id", container))
+        kvs.append(kv(keys.CONTAINER_ID, container))
     if cut_paths:
-        kvs.append(kv("otel_exec.path_truncated", cut_paths))
+        kvs.append(kv(keys.PATH_TRUNCATED, cut_paths))
     return kvs
+
+
+def _command_kvs(ev: ExecEvent, kv: KeyValueEncoder = _kv) -> tuple[bytes, ...]:
+    """The command line, and with --sample-rate how many execs this record
+    stands for."""
+    argv = ev.argv
+    kvs = (kv(keys.COMMAND, argv[0] if argv else ""), kv(keys.COMMAND_ARGS, argv), kv(keys.ARGS_COUNT, ev.argc))
+    return kvs if ev.sample_rate is None else (*kvs, kv(keys.SAMPLE_RATE, ev.sample_rate))
+
+
+def _keeping(unavailable: tuple[str, ...]) -> KeyValueEncoder:
+    """_kv for a record without the attributes of these unavailable fields:
+    those come out empty, to be left out (_available)."""
+    gone = keys.left_out(unavailable)
+
+    def kv(key: str, value: w.Value) -> bytes:
+        return b"" if key in gone else _kv(key, value)
+    return kv
+
+
+def _available(unavailable: tuple[str, ...], kvs: list[bytes]) -> list[bytes]:
+    """otel_exec.unavailable naming the unavailable fields, then the
+    attributes _keeping() kept."""
+    return [_kv(keys.UNAVAILABLE, list(unavailable)), *filter(None, kvs)]
 
 
 def _env_kvs(env: list[str]) -> list[bytes]:
@@ -154,9 +185,9 @@ def _env_kvs(env: list[str]) -> list[bytes]:
             bare.append(entry)
         elif key not in seen:
             seen.add(key)
-            kvs.append(_kv(ENV_PREFIX + key, value))
+            kvs.append(_kv(keys.ENV_PREFIX + key, value))
     if bare:
-        kvs.append(_kv("otel_exec.env_entries_without_value", bare))
+        kvs.append(_kv(keys.ENV_WITHOUT_VALUE, bare))
     return kvs
 
 
@@ -179,18 +210,17 @@ def _str_prefix(key: str, size: int) -> bytes:
         w.tag(1, w.LEN) + _varint(size)
 
 
-_PID, _PPID, _VPID, _VPPID = (_int_prefixes(k) for k in (
-    "process.pid", "process.parent_pid", "process.vpid", "otel_exec.vppid"))
+_PID, _PPID, _VPID, _VPPID = (_int_prefixes(k) for k in (keys.PID, keys.PARENT_PID, keys.VPID, keys.VPPID))
 _FIXED_STRINGS = {key: (_str_prefix(key, size), size) for key, size in (
-    ("process.creation.time", len("2000-01-01T00:00:00.000Z")),
-    ("otel_exec.exec_id", 32),  # identity.exec_id: 32 hex digits
-    ("otel_exec.parent_exec_id", 32),
+    (keys.CREATION_TIME, len("2000-01-01T00:00:00.000Z")),
+    (keys.EXEC_ID, 32),  # identity.exec_id: 32 hex digits
+    (keys.PARENT_EXEC_ID, 32),
 )}
 
 
-_CREATED, _CREATED_SIZE = _FIXED_STRINGS["process.creation.time"]
-_EXEC_ID, _EXEC_ID_SIZE = _FIXED_STRINGS["otel_exec.exec_id"]
-_PARENT_EXEC_ID = _FIXED_STRINGS["otel_exec.parent_exec_id"][0]
+_CREATED, _CREATED_SIZE = _FIXED_STRINGS[keys.CREATION_TIME]
+_EXEC_ID, _EXEC_ID_SIZE = _FIXED_STRINGS[keys.EXEC_ID]
+_PARENT_EXEC_ID = _FIXED_STRINGS[keys.PARENT_EXEC_ID][0]
 
 
 def _framed_fixed(key: str, s: str) -> bytes:
@@ -205,27 +235,24 @@ def _framed_fixed(key: str, s: str) -> bytes:
 def _shared_encoding(ev: ExecEvent, span_env: bool) -> tuple[Attrs, bytes]:
     """The attributes every exec sharing ev.shared has in common, and the
     log body. The environment goes on the log record, and on the span only
-    with span_env: it is most of a record's bytes (docs/attributes.md)."""
+    with span_env: it is most of a record's bytes (docs/attributes.md).
+    With --no-field the unavailable fields are the same for every exec of
+    the run, so they are left out here, once per shared part."""
+    unavailable = ev.unavailable
+    kv = _keeping(unavailable) if unavailable else _kv
     kvs = _image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
-                     ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime)
+                     ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv)
     kvs += _context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
                         ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type,
                         ev.stdin_path, ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc,
-                        ev.path_truncated)
-    argv = ev.argv
-    kvs += (_kv("process.command", argv[0] if argv else ""), _kv("process.command_args", argv),
-            _kv("process.args_count", ev.argc), *_sampling_kvs(ev))
-    if ev.unavailable:  # --no-field: the same for every exec of the run, so cached with the rest
-        kvs = _available(ev, kvs)
+                        ev.path_truncated, kv)
+    kvs += _command_kvs(ev, kv)
+    if unavailable:
+        kvs = _available(unavailable, kvs)
     env = Attrs.of(_env_kvs(ev.env))
     common = Attrs.of(kvs)
     attrs = Attrs(common.log + env.log, common.span + env.span if span_env else common.span)
     return attrs, _body(ev)
-
-
-def _sampling_kvs(ev: ExecEvent) -> tuple[bytes, ...]:
-    """With --sample-rate: how many execs this record stands for."""
-    return () if ev.sample_rate is None else (_kv("otel_exec.sample_rate", ev.sample_rate),)
 
 
 def _body(ev: ExecEvent) -> bytes:
@@ -236,7 +263,7 @@ def _body(ev: ExecEvent) -> bytes:
 class ExecEncoding:
     """An exec's encoded attributes, in two parts that records join
     without copying them first: its own ids, and what it shares with
-    every exec of one command from one context (encoded once, on
+    every exec of one command from one context (encoded once per
     ev.shared); and the log body."""
 
     __slots__ = ("ids", "common", "body")
@@ -250,71 +277,47 @@ class ExecEncoding:
         return self.ids.span, self.common.span
 
 
-# Event fields a backend may leave unverified (ExecEvent.unavailable) and the
-# attributes that carry them: those are left out rather than sent empty.
-_FIELD_ATTRIBUTES = {
-    "pathname": ("process.executable.path", "process.executable.name", "file.path"),
-    "dev": ("otel_exec.file.dev",), "inode": ("file.inode",), "ctime": ("file.changed",),
-    "inode_mode": ("file.mode", "otel_exec.file.type"),
-    "interpreter_pathname": ("otel_exec.interpreter.path",), "interpreter_dev": ("otel_exec.interpreter.dev",),
-    "interpreter_inode": ("otel_exec.interpreter.inode",), "interpreter_ctime": ("otel_exec.interpreter.changed",),
-    "stdin_type": ("otel_exec.stdin.type", "process.interactive"), "stdin_path": ("otel_exec.stdin.path",),
-    "pwd": ("process.working_directory",), "mount_ns": ("otel_exec.mount_ns",), "pid_ns": ("otel_exec.pid_ns",),
-    "cgroup_path": ("process.linux.cgroup",), "container_id": ("container.id",),
-    "hostname": ("otel_exec.uts.hostname",), "process_start_time": ("process.creation.time",),
-    "exec_id": ("otel_exec.exec_id",), "parent_exec_id": ("otel_exec.parent_exec_id",),
-    "euid": ("process.user.id",), "egid": ("process.group.id",), "uid": ("process.real_user.id",),
-    "gid": ("process.real_group.id",), "pid": ("process.vpid",), "ppid": ("otel_exec.vppid", "process.parent_pid"),
-    "host_ppid": ("process.parent_pid",), "prev_comm": ("otel_exec.prev_comm",), "interp": ("otel_exec.interp",),
-    "argv": ("process.command", "process.command_args"), "argc": ("process.args_count",),
-    "argv_truncated": ("otel_exec.argv_truncated",), "envc": ("otel_exec.env_count",),
-    "env_truncated": ("otel_exec.env_truncated",),
-}
-
-
-def _key_of(kv: bytes) -> str:
-    """The key of an encoded KeyValue (keys are shorter than 128 bytes)."""
-    return kv[2:2 + kv[1]].decode()
-
-
-def _available(ev: ExecEvent, kvs: list[bytes]) -> list[bytes]:
-    """kvs without the attributes of the fields in ev.unavailable, and
-    otel_exec.unavailable naming those fields."""
-    skip = {a for f in ev.unavailable for a in _FIELD_ATTRIBUTES.get(f, ())}
-    return [_kv("otel_exec.unavailable", list(ev.unavailable)), *(kv for kv in kvs if _key_of(kv) not in skip)]
-
-
 def _without_unavailable(ev: ExecEvent) -> ExecEncoding:
     """A backend that could not verify some fields (BCC), which vary from
     exec to exec: encoded per exec, ids included."""
-    kvs = _available(ev, [
-        _kv("process.pid", ev.host_pid), _kv("process.parent_pid", ev.host_ppid), _kv("process.vpid", ev.pid),
-        _kv("otel_exec.vppid", ev.ppid), _kv("process.creation.time", iso8601(ev.process_start_time)),
-        _kv("otel_exec.exec_id", ev.exec_id), _kv("otel_exec.parent_exec_id", ev.parent_exec_id),
+    kv = _keeping(ev.unavailable)
+    kvs = _available(ev.unavailable, [
+        kv(keys.PID, ev.host_pid), kv(keys.PARENT_PID, ev.host_ppid), kv(keys.VPID, ev.pid),
+        kv(keys.VPPID, ev.ppid), kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
+        kv(keys.EXEC_ID, ev.exec_id), kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
         *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
-                    ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime),
+                    ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv),
         *_context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
                       ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type, ev.stdin_path,
-                      ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc, ev.path_truncated),
-        _kv("process.command", ev.argv[0] if ev.argv else ""), _kv("process.command_args", ev.argv),
-        _kv("process.args_count", ev.argc), *_sampling_kvs(ev),
+                      ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc, ev.path_truncated, kv),
+        *_command_kvs(ev, kv),
     ])
     env = Attrs.of(_env_kvs(ev.env))
     common = Attrs.of(kvs)
     return ExecEncoding(Attrs(b"", b""), Attrs(common.log + env.log, common.span), _body(ev))
 
 
+# ExecEvent.shared -> _shared_encoding() of it. Keyed by the object, which
+# the entry keeps alive, so that an id is never reused while cached; bounded
+# as the decoder bounds its own memo of shared parts (argv and env reach
+# 128 KiB each). One OtlpSink per process: its --span-env is the only one.
+_shared_encodings = BoundedCache()
+_encoding_of_shared = _shared_encodings.get  # bound once: the per-exec lookup is one C call
+
+
 def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
     """Every field of an exec (docs/attributes.md), encoded."""
     shared = ev.shared
-    if ev.unavailable and shared is None:
-        return _without_unavailable(ev)
-    common = shared.encoded if shared is not None else None
-    if common is None:
-        common = _shared_encoding(ev, span_env)
-        if shared is not None:
-            shared.encoded = common
-    attrs, body = common  # type: ignore[misc]
+    if shared is None:
+        if ev.unavailable:
+            return _without_unavailable(ev)
+        attrs, body = _shared_encoding(ev, span_env)
+    else:
+        common = _encoding_of_shared(shared)
+        if common is None:
+            common = _shared_encoding(ev, span_env)
+            _shared_encodings.remember(shared, common, len(common[0].log) + len(common[0].span) + len(common[1]))
+        attrs, body = common
     v = _varint
     a, b, c, d = v(ev.host_pid), v(ev.host_ppid), v(ev.pid), v(ev.ppid)
     created, exec_id, parent = iso8601(ev.process_start_time).encode(), ev.exec_id.encode(), \
@@ -324,9 +327,9 @@ def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
         # Every exec the CO-RE backend reports: prefixes encoded once.
         ids = (*pids, _CREATED + created, _EXEC_ID + exec_id, _PARENT_EXEC_ID + parent)
     else:
-        ids = (*pids, _framed_fixed("process.creation.time", created.decode()),
-               _framed_fixed("otel_exec.exec_id", ev.exec_id),
-               _framed_fixed("otel_exec.parent_exec_id", ev.parent_exec_id))
+        ids = (*pids, _framed_fixed(keys.CREATION_TIME, created.decode()),
+               _framed_fixed(keys.EXEC_ID, ev.exec_id),
+               _framed_fixed(keys.PARENT_EXEC_ID, ev.parent_exec_id))
     return ExecEncoding(Attrs(_LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)), attrs, body)
 
 
@@ -334,18 +337,18 @@ def seeded_attributes(ev: ExecEvent) -> list[bytes]:
     """What /proc told about a process that was running before the agent
     (an observed exec event)."""
     attrs = [
-        _kv("process.pid", ev.host_pid),
-        _kv("process.parent_pid", ev.host_ppid),
-        _kv("process.executable.path", ev.pathname),
-        _kv("process.executable.name", os.path.basename(ev.pathname)),
-        _kv("otel_exec.comm", ev.comm),
-        _kv("otel_exec.exec_id", ev.exec_id),
-        _kv("otel_exec.parent_exec_id", ev.parent_exec_id),
-        _kv("otel_exec.observed_from", "procfs"),
+        _kv(keys.PID, ev.host_pid),
+        _kv(keys.PARENT_PID, ev.host_ppid),
+        _kv(keys.EXECUTABLE_PATH, ev.pathname),
+        _kv(keys.EXECUTABLE_NAME, os.path.basename(ev.pathname)),
+        _kv(keys.COMM, ev.comm),
+        _kv(keys.EXEC_ID, ev.exec_id),
+        _kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
+        _kv(keys.OBSERVED_FROM, "procfs"),
     ]
     if ev.argv:
-        attrs += (_kv("process.command", ev.argv[0]), _kv("process.command_args", ev.argv),
-                  _kv("process.args_count", len(ev.argv)))
+        attrs += (_kv(keys.COMMAND, ev.argv[0]), _kv(keys.COMMAND_ARGS, ev.argv),
+                  _kv(keys.ARGS_COUNT, len(ev.argv)))
     return attrs
 
 
@@ -363,7 +366,7 @@ _IN_SCOPE = w.tag(2, w.LEN)  # ScopeLogs.log_records, ScopeSpans.spans
 
 def _in_scope(parts: tuple[bytes, ...] | list[bytes]) -> bytes:
     """The message made of `parts`, framed as a record of its scope block:
-    the form records are queued and batched in (otlp.export_request)."""
+    the form records are queued and batched in (export_request)."""
     return b"".join((_IN_SCOPE, _varint(sum(map(len, parts))), *parts))
 
 
@@ -399,9 +402,9 @@ def gap_record(start_ns: int, end_ns: int, seconds: float, clock_step_s: float =
     long, measured on a clock no step changes): execs in between are
     missing, processes still running then appear as observed. A wall-clock
     step in between is an attribute of its own."""
-    attrs = Attrs.of([_kv("otel_exec.gap.start", iso8601(start_ns)), _kv("otel_exec.gap.end", iso8601(end_ns)),
-                      _kv("otel_exec.gap.seconds", seconds),
-                      *([_kv("otel_exec.gap.clock_step_seconds", clock_step_s)] if clock_step_s else [])])
+    attrs = Attrs.of([_kv(keys.GAP_START, iso8601(start_ns)), _kv(keys.GAP_END, iso8601(end_ns)),
+                      _kv(keys.GAP_SECONDS, seconds),
+                      *([_kv(keys.GAP_CLOCK_STEP, clock_step_s)] if clock_step_s else [])])
     body = f"otel-exec was not watching from {iso8601(start_ns)} to {iso8601(end_ns)}"
     return _in_scope((_LOG_HEAD, _U64(end_ns), w.varint_field(2, SEVERITY_WARN), w.len_field(3, b"WARN"),
                       w.len_field(5, w.any_string(body)), attrs.log, _LOG_OBSERVED, _U64(end_ns),
@@ -423,19 +426,19 @@ def _ending(reason: str, incomplete: bool, exit_code: int | None, signo: int | N
     key = (reason, incomplete, exit_code, signo)
     hit = _endings.get(key)
     if hit is None:
-        kvs = [_kv("otel_exec.span.ended_by", reason)]
+        kvs = [_kv(keys.ENDED_BY, reason)]
         if incomplete:
-            kvs.append(_kv("otel_exec.span.incomplete", True))
+            kvs.append(_kv(keys.INCOMPLETE, True))
         error_type = None
         if signo is not None:
-            kvs.append(_kv("otel_exec.exit.signal", signo))
+            kvs.append(_kv(keys.EXIT_SIGNAL, signo))
             error_type = _signal_name(signo)
         elif exit_code is not None:
-            kvs.append(_kv("process.exit.code", exit_code))
+            kvs.append(_kv(keys.EXIT_CODE, exit_code))
             error_type = str(exit_code) if exit_code else None
         status = b""
         if error_type is not None:
-            kvs.append(_kv("error.type", error_type))
+            kvs.append(_kv(keys.ERROR_TYPE, error_type))
             status = w.len_field(15, w.len_field(2, f"exited with {error_type}".encode())
                                  + w.varint_field(3, STATUS_ERROR))
         hit = Attrs.of(kvs).span + status
@@ -464,7 +467,7 @@ def span(ended: ProcessSpan) -> bytes:
     parts += (name, _SPAN_KIND_START, _U64(ended.start_ns), _SPAN_END, _U64(max(ended.end_ns, ended.start_ns)),
               *ended.attributes, _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal))
     if ended.untrusted_traceparent:
-        parts.append(Attrs.of([_kv("otel_exec.traceparent.untrusted", ended.untrusted_traceparent)]).span)
+        parts.append(Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span)
     return _in_scope(parts)
 
 
@@ -473,3 +476,39 @@ def _signal_name(signo: int) -> str:
         return signal.Signals(signo).name
     except ValueError:
         return f"signal {signo}"
+
+
+# -- the request ------------------------------------------------------------
+
+_SCOPE = w.len_field(1, b"otel-exec") + w.len_field(2, __version__.encode())
+_SCOPE_FIELD = w.len_field(1, _SCOPE)
+
+
+def encoded_resource(attrs: dict[str, object]) -> bytes:
+    """An opentelemetry.proto.resource.v1.Resource of these attributes."""
+    kvs = [w.key_value(w.key_head(k), w.any_value(v)) for k, v in attrs.items()]  # type: ignore[arg-type]
+    return w.repeated(1, kvs)
+
+
+def export_request(resource: bytes, records: list[bytes]) -> bytes:
+    """ExportLogsServiceRequest or ExportTraceServiceRequest from records
+    framed as log_record() and span() frame them: both nest resource (1)
+    and one scope block (2) holding scope (1) and the records (2). The
+    records are copied once, by one join."""
+    size = len(_SCOPE_FIELD) + sum(map(len, records))
+    scope_head = w.tag(2, w.LEN) + w.varint(size)
+    resource_field = w.len_field(1, resource)
+    inner = len(resource_field) + len(scope_head) + size
+    return b"".join((w.tag(1, w.LEN), w.varint(inner), resource_field, scope_head, _SCOPE_FIELD, *records))
+
+
+def request_records(request: bytes) -> list[bytes]:
+    """The records of a request export_request() built, framed again as
+    log_record() and span() frame them: to split it."""
+    for number, _, resource_block in w.fields(request):
+        if number == 1:
+            for inner, _, scope_block in w.fields(resource_block):  # type: ignore[arg-type]
+                if inner == 2:
+                    return [w.len_field(2, rec) for n, _, rec in w.fields(scope_block)  # type: ignore[arg-type]
+                            if n == 2]  # type: ignore[arg-type]
+    return []

@@ -29,12 +29,12 @@ def _once(original, exc, signal_of):
 
 
 if _FAULT == "send_raises":
-    from otel_exec.export.otlp import sink as otlp
+    from otel_exec.export.otlp import transport
 
-    for cls in (otlp.GrpcTransport, otlp.HttpTransport):
+    for cls in (transport.GrpcTransport, transport.HttpTransport):
         cls.send = _once(cls.send, RuntimeError("injected transport fault"), lambda t: t.settings.signal)
 elif _FAULT == "thread_dies":
-    from otel_exec.export.otlp import sink as otlp
+    from otel_exec.export.otlp import batch
 
-    otlp.BatchExporter._step = _once(otlp.BatchExporter._step, InjectedThreadDeath("injected thread death"),
-                                     lambda b: b.signal)
+    batch.BatchExporter._step = _once(batch.BatchExporter._step, InjectedThreadDeath("injected thread death"),
+                                      lambda b: b.signal)

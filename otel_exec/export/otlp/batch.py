@@ -1,0 +1,368 @@
+"""Batching: one signal's queue of encoded records and the thread that sends
+them in batches (honouring OTEL_BLRP_* / OTEL_BSP_*), each batch wrapped
+into an export request by encode.export_request and handed to a transport.
+Records wait in the on-disk spool (SpoolQueue) or, with --no-spool, in
+memory (MemoryQueue).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from otel_exec.errors import UsageError
+from otel_exec.export.otlp.encode import export_request, request_records
+from otel_exec.export.otlp.transport import MESSAGE_MAX, Answer, Outcome, Transport
+from otel_exec.export.spool import Batch, Position, SignalSpool
+
+log = logging.getLogger("otel_exec.export.otlp.batch")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise UsageError(f"{name} must be positive")
+    return value
+
+
+@dataclass
+class BatchSettings:
+    schedule_delay_s: float
+    max_queue_size: int
+    max_export_batch_size: int
+
+    @classmethod
+    def from_env(cls, prefix: str, default_delay_ms: int) -> BatchSettings:
+        """OTEL_BLRP_* (logs) or OTEL_BSP_* (spans), with the spec's defaults
+        but for the batch size: 256 rather than 512 records per request
+        halves what waits in memory (an exec's log record is a few KiB),
+        at no measurable CPU cost (BENCHMARKS.md).
+        *_EXPORT_TIMEOUT is not used: a request's deadline is the exporter's
+        OTEL_EXPORTER_OTLP_TIMEOUT, as the SDK's exporters apply it."""
+        settings = cls(
+            _env_int(f"{prefix}_SCHEDULE_DELAY", default_delay_ms) / 1000,
+            _env_int(f"{prefix}_MAX_QUEUE_SIZE", 2048),
+            _env_int(f"{prefix}_MAX_EXPORT_BATCH_SIZE", 256),
+        )
+        settings.max_export_batch_size = min(settings.max_export_batch_size, settings.max_queue_size)
+        return settings
+
+
+# Collectors refuse gRPC messages over 4 MiB by default.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+
+
+class MemoryQueue:
+    """Records in memory only (--no-spool): lost if the agent dies; when
+    full, records are dropped and counted; a batch that fails retryably is
+    held by the exporter and tried again."""
+
+    retries = False
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.overflow = 0
+        self._added = 0
+        self._q: deque[bytes] = deque()
+
+    def add(self, record: bytes) -> None:
+        if len(self._q) >= self.max_size:
+            self.overflow += 1
+            return
+        self._q.append(record)
+        self._added += 1
+
+    def flush(self) -> int:
+        """Records are visible to the exporter as soon as they are added:
+        returns how many were since the last flush."""
+        added, self._added = self._added, 0
+        return added
+
+    def take(self, max_records: int, max_bytes: int) -> Batch | None:
+        q = self._q
+        if not q:
+            return None
+        batch: list[bytes] = []
+        size = 0
+        while q and len(batch) < max_records and size < max_bytes:
+            rec = q.popleft()
+            batch.append(rec)
+            size += len(rec)
+        return Batch(batch, Position(0, 0))
+
+    def release(self, batch: Batch) -> None:
+        """The request holds the records (and the exporter holds the request
+        while it is retried)."""
+        batch.records = []
+
+    def done(self, batch: Batch) -> None:
+        """Taken records are gone from memory already."""
+
+    def pending(self) -> int:
+        return len(self._q)
+
+    def stats(self) -> dict[str, int]:
+        return {"queue_overflow": self.overflow, "unsent": len(self._q)}
+
+
+class SpoolQueue:
+    """Records written to the on-disk spool (otel_exec.export.spool) at the end of
+    each drain of the ring buffer, and sent from there: a failed batch stays
+    to be sent again."""
+
+    retries = True
+
+    def __init__(self, spool: SignalSpool) -> None:
+        self.spool = spool
+        # The spool's own method: one call per record on the reader's hot path.
+        self.add: Callable[[bytes], None] = spool.add
+
+    def flush(self) -> int:
+        """Write what was added since the last flush; returns how many."""
+        return self.spool.write_added()
+
+    def take(self, max_records: int, max_bytes: int) -> Batch | None:
+        return self.spool.read(max_records, max_bytes)
+
+    def release(self, batch: Batch) -> None:
+        """The request holds the records: memory keeps none; if it fails,
+        the next take() reads them back from the segment files."""
+        batch.records = []
+        self.spool.forget(batch.end)
+
+    def done(self, batch: Batch) -> None:
+        self.spool.ack(batch.end)
+
+    def pending(self) -> int:
+        return self.spool.pending_bytes()
+
+    def stats(self) -> dict[str, int]:
+        oldest = self.spool.oldest_pending_ns()
+        return {**self.spool.stats(), "spool_bytes": self.spool.pending_bytes(),
+                "spool_oldest_age_s": max(0, time.time_ns() - oldest) // 10**9 if oldest else 0}
+
+
+RecordQueue = MemoryQueue | SpoolQueue
+_BACKOFF_FIRST_S = 1.0
+_BACKOFF_MAX_S = 30.0
+# A server's Retry-After / RetryInfo is followed up to this long: a broken
+# or hostile value must not park export for a day.
+_SERVER_DELAY_MAX_S = 300.0
+
+
+@dataclass
+class _Held:
+    """A batch's request kept for another try (memory queue: nowhere else
+    holds its records)."""
+
+    request: bytes
+    count: int
+    batch: Batch
+
+
+class BatchExporter:
+    """One signal's records and the thread that sends them in batches.
+
+    The thread starts at start(), not before (the agent drops privileges in
+    between). Every step of its loop runs inside one error handler: an
+    unexpected exception is logged with its traceback, counted
+    (export_errors) and the loop goes on; if the thread dies anyway,
+    check() (the reader loop calls it every poll) starts a new one
+    (export_thread_restarts)."""
+
+    def __init__(self, signal: str, transport: Transport, resource: bytes, settings: BatchSettings,
+                 queue: RecordQueue) -> None:
+        self.signal = signal
+        self.transport = transport
+        self.resource = resource
+        self.settings = settings
+        self.queue = queue
+        self.exported = 0
+        self.failed = 0  # memory queue: retryable batches still failing at stop
+        self.rejected = 0  # refused by the collector for good (whole batches, or partial success)
+        self.retries = 0  # retryable failures (each is tried again later)
+        self.errors = 0  # unexpected exceptions in the export loop
+        self.thread_restarts = 0
+        self.latency_ms = 0  # of the last request the collector answered
+        # The queue's own method: one call per record on the reader's hot path.
+        self.add: Callable[[bytes], None] = queue.add
+        self._added = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._deadline = float("inf")
+        self._thread: threading.Thread | None = None
+        self._held: _Held | None = None
+        self._attempt = 0  # retryable failures in a row
+        self._retry_at = 0.0  # monotonic: no request before this
+        self._failing = ""  # the retryable reason last logged, until a success
+        self._logged: set[str] = set()  # reasons of rejections already logged
+
+    def start(self) -> None:
+        self.transport.start()
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"otlp-{self.signal}", daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        """From the reader loop: a dead export thread is replaced at once."""
+        thread = self._thread
+        if thread is not None and not self._stopping and not thread.is_alive():
+            self.thread_restarts += 1
+            log.error("OTLP %s export thread died (its traceback is above); starting a new one", self.signal)
+            self._spawn()
+
+    def flush(self) -> None:
+        """End of a drain: make the records durable, wake the sender once a
+        full batch waits."""
+        self._added += self.queue.flush()
+        if self._added >= self.settings.max_export_batch_size:
+            self._added = 0
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            if self._retry_at:
+                left = self._retry_at - time.monotonic()
+                if left > 0:  # a backoff: only a stop cuts it short, not a full batch
+                    self._wake.wait(left)
+                    self._wake.clear()
+                    continue
+            else:
+                self._wake.wait(self.settings.schedule_delay_s)
+                self._wake.clear()
+                if self._stopping:
+                    break
+            self._step()
+        while time.monotonic() < self._deadline and self._step() and self.queue.pending():
+            pass
+        if self._held is not None:  # memory queue: nowhere to keep it
+            self.failed += self._held.count
+            self._held = None
+
+    def _step(self) -> bool:
+        """Send what is pending; True when all of it was."""
+        try:
+            if self._send_pending():
+                self._retry_at = 0.0
+                return True
+            return False
+        except Exception:
+            self.errors += 1
+            log.exception("OTLP %s export: unexpected error; export goes on after a backoff", self.signal)
+            self._back_off(None)
+            return False
+
+    def _send_pending(self) -> bool:
+        """Send until nothing is pending; False when a send is to be tried
+        again later (the queue, or _held, keeps the batch)."""
+        while time.monotonic() < self._deadline:
+            held = self._held
+            if held is None:
+                batch = self.queue.take(self.settings.max_export_batch_size, MAX_REQUEST_BYTES)
+                if batch is None:
+                    return True
+                if not batch.records:
+                    self.queue.done(batch)
+                    continue
+                # Held from here: an exception while sending does not lose it.
+                held = self._held = _Held(export_request(self.resource, batch.records), len(batch.records), batch)
+                # The request holds the records now: the queue lets go of
+                # its copies, so that at a storm's peak a batch is in memory
+                # once (plus the transport's copy), not twice.
+                self.queue.release(batch)
+            if not self._deliver(held.request, held.count):
+                if self.queue.retries:  # the spool reads the batch back from its files next time
+                    self._held = None
+                return False
+            self._held = None
+            self.queue.done(held.batch)
+        return False
+
+    def _deliver(self, request: bytes, count: int) -> bool:
+        """Send one request; True when it is settled (accepted, or dropped
+        and counted), False when it is to be tried again."""
+        started = time.monotonic()
+        answer = self.transport.send(request)
+        if answer.outcome is not Outcome.RETRY:
+            self.latency_ms = int((time.monotonic() - started) * 1000)
+        if answer.outcome is Outcome.SENT:
+            rejected = min(answer.rejected, count)
+            self.exported += count - rejected
+            self.rejected += rejected
+            if answer.reason:
+                self._log_once(answer, f"partial success: {rejected} of {count} records rejected")
+            if self._failing:
+                log.warning("OTLP %s export to %s works again", self.signal, self.transport.target)
+            self._failing, self._attempt, self._retry_at = "", 0, 0.0
+            return True
+        if answer.outcome is Outcome.TOO_LARGE and count > 1:
+            records = request_records(request)
+            half = len(records) // 2
+            # A retryable failure of a half retries the whole batch: the
+            # other half may be sent twice (delivery is at least once).
+            return all(self._deliver(export_request(self.resource, part), len(part))
+                       for part in (records[:half], records[half:]))
+        if answer.outcome is not Outcome.RETRY:
+            self.rejected += count
+            self._log_once(answer, f"{count} records dropped (the collector will not take them: not retried)")
+            return True
+        self.retries += 1
+        self._back_off(answer.retry_after_s)
+        if answer.reason != self._failing:
+            self._failing = answer.reason
+            log.warning("Failed to export %s to %s: %s%s; retrying in %.1f s (logged again only if the cause "
+                        "changes)", self.signal, self.transport.target, answer.reason,
+                        f": {answer.message[:MESSAGE_MAX]}" if answer.message else "",
+                        self._retry_at - time.monotonic())
+        return False
+
+    def _back_off(self, server_delay_s: float | None) -> None:
+        """Exponential, with jitter so that agents restarted together do not
+        retry together; a server's delay is followed (bounded)."""
+        if server_delay_s is not None:
+            delay = min(server_delay_s, _SERVER_DELAY_MAX_S)
+        else:
+            delay = min(_BACKOFF_FIRST_S * 2 ** self._attempt, _BACKOFF_MAX_S) * random.uniform(0.8, 1.2)
+        self._attempt = min(self._attempt + 1, 16)
+        self._retry_at = time.monotonic() + delay
+
+    def _log_once(self, answer: Answer, what: str) -> None:
+        if answer.reason not in self._logged:
+            self._logged.add(answer.reason)
+            log.error("Failed to export %s to %s: %s%s; %s (logged once per cause; counted in %s_rejected)",
+                      self.signal, self.transport.target, answer.reason,
+                      f": {answer.message[:MESSAGE_MAX]}" if answer.message else "", what, self.signal)
+
+    def begin_shutdown(self, timeout_s: float) -> None:
+        """Send what is pending within timeout_s, then stop; what a spool
+        still holds is sent after the next start. join() waits."""
+        self.queue.flush()
+        self._deadline = time.monotonic() + timeout_s
+        self._stopping = True
+        self._retry_at = 0.0
+        self._wake.set()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join(max(0.0, self._deadline - time.monotonic()) + 1)
+        self.transport.shutdown()
+
+    def stats(self) -> dict[str, int]:
+        return {f"{self.signal}_{k}": v for k, v in
+                {"exported": self.exported, "failed": self.failed, "rejected": self.rejected,
+                 "export_retries": self.retries, "export_errors": self.errors,
+                 "export_thread_restarts": self.thread_restarts, "export_latency_ms": self.latency_ms,
+                 **self.queue.stats()}.items()}
