@@ -13,12 +13,12 @@ from otel_exec.host import privileges
 
 from otel_exec.host import safefs
 from otel_exec.config import Config
-from otel_exec.core.decode import Strings
 from otel_exec.errors import UsageError
 from otel_exec.model.events import Event, ExecEvent, UnreportedExecEvent
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.proctable import ProcessInfo, ProcessTable
 from otel_exec.policy.redact import RedactionPolicy
+from otel_exec.policy.stage import ExecPolicy
 from otel_exec.sources import make_source
 from otel_exec.lineage.spans import SpanLineage, TraceparentTrust
 from otel_exec.lineage.traceparent import trace_context_entries
@@ -59,11 +59,12 @@ class Agent:
         self.sinks = sinks
         self.log = log
         self.identity = identity
-        self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
-                                         env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow)
+        self.policy = ExecPolicy(RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
+                                                 env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow),
+                                 cfg.sample_rate, trace_context_entries)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.table.on_drop = self._dropped
-        self.lineage = SpanLineage(TraceparentTrust.parse(cfg.trust_traceparent), self.redaction.scan)
+        self.lineage = SpanLineage(TraceparentTrust.parse(cfg.trust_traceparent), self.policy.redaction.scan)
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0
@@ -76,14 +77,7 @@ class Agent:
     def attach(self) -> None:
         """Load and attach the programs: events queue in the ring buffer
         from now on, until run() reads them."""
-        self.source = make_source(self.cfg, self.identity, self.redaction.argv, self._env, self.log)
-
-    def _env(self, env: list[str]) -> Strings:
-        """The environment as emitted, carrying the trace context lineage
-        reads from it as it was (before redaction, in every mode)."""
-        redacted = Strings(self.redaction.env(env))
-        redacted.trace_context = trace_context_entries(env)
-        return redacted
+        self.source = make_source(self.cfg, self.identity, self.log)
 
     def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
         """Seed, drop privileges while the agent is still one thread, then
@@ -100,7 +94,7 @@ class Agent:
             seeded = self.table.entries()
             for info in seeded:
                 if info.seeded_from_proc and info.argv:
-                    info.argv = self.redaction.argv(info.argv)
+                    info.argv = self.policy.seeded_argv(info.argv)
             self.lineage.seed(self.table, self.identity)
             for sink in self.sinks:
                 sink.seed(seeded)
@@ -145,6 +139,7 @@ class Agent:
 
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):
+            self.policy.apply(ev)
             parent = self.table.image_parent(ev)
             if not ev.parent_exec_id and parent is not None:
                 ev.parent_exec_id = parent.exec_id  # the kernel could not see the parent's executable

@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 
 from otel_exec.model import layout
 from otel_exec.core.decode import DecodeError, Decoder
-from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
+from otel_exec.model.events import Event, ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.host.identity import HostIdentity
+from otel_exec.lineage.traceparent import trace_context_entries
 from otel_exec.policy.redact import RedactionPolicy
+from otel_exec.policy.stage import ExecPolicy
 
 IDENTITY = HostIdentity(machine_id="fuzz-machine", boot_id="fuzz-boot", clk_tck=100,
                         realtime_minus_boottime_ns=1_700_000_000 * 10**9)
@@ -304,13 +306,25 @@ def mutate(rec: bytes, ops: list[tuple]) -> bytes:
 
 # -- the contract -------------------------------------------------------------
 
-REDACTION = RedactionPolicy()
+class RedactingDecoder(Decoder):
+    """decode, then the policy stage with the agent's default redaction, as
+    otel-exec run puts them one after the other (agent.Agent.handle)."""
+
+    def __init__(self) -> None:
+        super().__init__(IDENTITY)
+        self.policy = ExecPolicy(RedactionPolicy(), 1, trace_context_entries)
+
+    def decode(self, rec: memoryview | bytes) -> Event:
+        ev = super().decode(rec)
+        if isinstance(ev, ExecEvent):
+            self.policy.apply(ev)
+        return ev
 
 
 def decoders() -> list[Decoder]:
     """Fresh decoders (no cache shared between the inputs compared): plain,
     and with the agent's default redaction, as otel-exec run builds it."""
-    return [Decoder(IDENTITY), Decoder(IDENTITY, argv_transform=REDACTION.argv, env_transform=REDACTION.env)]
+    return [Decoder(IDENTITY), RedactingDecoder()]
 
 
 def outcome(dec: Decoder, rec: memoryview | bytes) -> tuple[str, Any]:

@@ -51,8 +51,6 @@ from otel_exec.model.layout import ARGS_MAX, CGROUP_DEPTH_MAX
 from otel_exec.core.probes import check_privileges
 from otel_exec.host.tracefs import ensure_tracefs
 
-Transform = Callable[[list[str]], list[str]]
-
 PROGRAM = "otel_exec_bcc.c"
 MIN_KERNEL = (5, 8)  # BPF ring buffer, bpf_ktime_get_boot_ns
 # Tests emulate older kernels by hiding optional tracepoints:
@@ -238,8 +236,7 @@ class BccSource:
     # which kernels before 6.5 refuse without CAP_BPF.
     run_time_capabilities: set[int] = {CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE}
 
-    def __init__(self, cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
-                 log: TextIO) -> None:
+    def __init__(self, cfg: Config, identity: HostIdentity, log: TextIO) -> None:
         check_privileges()
         if kernel_version()[:2] < MIN_KERNEL:
             raise BccError(f"the BCC backend needs Linux {MIN_KERNEL[0]}.{MIN_KERNEL[1]} or later "
@@ -255,8 +252,8 @@ class BccSource:
         self.cfg = cfg
         self.identity = identity
         self.log = log
-        self.argv_blocks = BlockCache(argv_transform)
-        self.env_blocks = BlockCache(env_transform)
+        self.argv_blocks = BlockCache()
+        self.env_blocks = BlockCache()
         self.decode_errors = 0
         self.proc_unverified = 0
         # --path-prefix is decided here: the BCC program cannot read
