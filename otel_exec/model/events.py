@@ -128,12 +128,6 @@ SHARED_FIELDS: tuple[str, ...] = ExecEvent.__slots__[
     ExecEvent.__slots__.index("uid"):ExecEvent.__slots__.index("sample_rate")]
 
 
-def _generate(name: str, signature: str, body: list[str], namespace: dict[str, Any]) -> Callable[..., Any]:
-    source = f"def {name}({signature}):\n" + "".join(f"    {line}\n" for line in body)
-    exec(source, namespace)  # noqa: S102 - source made of dataclass field names
-    return namespace[name]  # type: ignore[no-any-return]
-
-
 def per_exec_constructor(event: type, shared_fields: tuple[str, ...]) -> Callable[..., Any]:
     """A function building `event` (a slots dataclass) from a SharedExec,
     whose `fields` hold the values of `shared_fields` in that order, and
@@ -154,6 +148,8 @@ def per_exec_constructor(event: type, shared_fields: tuple[str, ...]) -> Callabl
     for f in fields(event):
         if f.name in shared_fields or f.name == "shared":
             continue
+        if f.default_factory is not MISSING:
+            raise TypeError(f"{event.__name__}.{f.name}: a default_factory is not supported")
         if f.default is not MISSING:
             namespace[f"_default_{f.name}"] = f.default
             params.append(f"{f.name}=_default_{f.name}")
@@ -162,8 +158,11 @@ def per_exec_constructor(event: type, shared_fields: tuple[str, ...]) -> Callabl
     body = ["ev = _new(_event)", *(f"ev.{n} = {n}" for n in names if n not in shared_fields)]
     if shared_fields:
         body.append(f"({', '.join(f'ev.{n}' for n in shared_fields)},) = shared.fields")
-    return _generate(f"{event.__name__.lower()}_from_shared", f"shared, *, {', '.join(params)}",
-                     [*body, "return ev"], namespace)
+    name = f"{event.__name__.lower()}_from_shared"
+    lines = [f"def {name}(shared, *, {', '.join(params)}):", *(f"    {line}" for line in [*body, "return ev"])]
+    source = "\n".join(lines) + "\n"
+    exec(source, namespace)  # noqa: S102 - source made of the dataclass's field names
+    return namespace[name]  # type: ignore[no-any-return]
 
 
 # ExecEvent from a SharedExec and its per-exec fields by keyword.
