@@ -3,7 +3,7 @@
 
     python3 bench/redact.py [ROUNDS]
 
-The agent redacts once per distinct argv or env block (decode.BlockCache),
+The agent redacts once per distinct argv or env block (policy.stage),
 so what counts is one call on a block not seen before: argv of a build or
 shell session, and an environment of ~40 entries of which a few change from
 exec to exec (the policy remembers entries it passed unchanged). Prints the

@@ -11,13 +11,13 @@ from typing import Callable, Iterable, Protocol, TextIO
 
 from otel_exec.host import privileges, safefs
 from otel_exec.config import Config
-from otel_exec.core.decode import Strings
 from otel_exec.errors import UsageError
 from otel_exec.model.events import Event, ExecEvent, UnreportedExecEvent
 from otel_exec.host.identity import HostIdentity
 from otel_exec.core.procevents import observed_execs
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.policy.redact import RedactionPolicy
+from otel_exec.policy.stage import ExecPolicy
 from otel_exec.sources import make_source
 from otel_exec.lineage.spans import ProcessSpan, SpanLineage, TraceparentTrust
 from otel_exec.lineage.traceparent import trace_context_entries
@@ -61,10 +61,11 @@ class Agent:
         self.sinks = sinks
         self.log = log
         self.identity = identity
-        self.redaction = RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
-                                         env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow)
+        self.policy = ExecPolicy(RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
+                                                 env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow),
+                                 cfg.sample_rate, trace_context_entries)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
-        self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.redaction.scan)
+        self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.policy.redaction.scan)
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0
@@ -77,22 +78,7 @@ class Agent:
     def attach(self) -> None:
         """Load and attach the programs: events queue in the ring buffer
         from now on, until run() reads them."""
-        self.source = make_source(self.cfg, self.identity, self.redaction.argv, self._env, self.log)
-
-    def _env(self, env: list[str]) -> Strings:
-        """The environment as emitted, carrying the trace context lineage
-        reads from it as it was (before redaction, in every mode)."""
-        redacted = Strings(self.redaction.env(env))
-        redacted.trace_context = trace_context_entries(env)
-        return redacted
-
-    def _trace_context_only(self, env: list[str]) -> Strings:
-        """The environment of a process found in /proc: none of it is
-        reported, so none of it is kept (nor redacted, for every process
-        at start) but the trace context lineage reads from it."""
-        kept = Strings()
-        kept.trace_context = trace_context_entries(env)
-        return kept
+        self.source = make_source(self.cfg, self.identity, self.log)
 
     def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
         """Handle the processes already running, drop privileges while the
@@ -135,7 +121,7 @@ class Agent:
         as the event put it, as events know more."""
         # Their user ids only matter to --trust-traceparent lists.
         with_ids = not self.lineage.trust.any_uid
-        for ev in observed_execs(self.identity, self.redaction.argv, self._trace_context_only, proc, with_ids):
+        for ev in observed_execs(self.identity, proc, with_ids):
             if not self.table.knows(ev):
                 self.handle(ev)
 
@@ -160,6 +146,7 @@ class Agent:
 
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):
+            self.policy.apply(ev)
             span = self.lineage.on_exec(ev)
             if ev.observed:
                 for sink in self.sinks:

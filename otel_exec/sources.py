@@ -10,7 +10,7 @@ shared (docs/backends.md).
 """
 from __future__ import annotations
 
-from typing import Callable, TextIO
+from typing import TextIO
 
 from otel_exec.bcc import toolchain
 
@@ -18,8 +18,6 @@ from otel_exec.core import probes
 from otel_exec.config import Config
 from otel_exec.errors import BccError, NoBtfError
 from otel_exec.host.identity import HostIdentity
-
-Transform = Callable[[list[str]], list[str]]
 
 
 def choose_backend(cfg: Config) -> str:
@@ -41,18 +39,17 @@ def choose_backend(cfg: Config) -> str:
         f"{toolchain.install_hint()}")
 
 
-def make_source(cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
-                log: TextIO):  # -> agent.EventSource
+def make_source(cfg: Config, identity: HostIdentity, log: TextIO):  # -> agent.EventSource
     probes.check_privileges()
     backend = choose_backend(cfg)
     if backend == "core":
         from otel_exec.core.source import CoreSource
 
-        return CoreSource(cfg, identity, argv_transform, env_transform, log)
+        return CoreSource(cfg, identity, log)
     from otel_exec.bcc.source import BccSource
 
     if cfg.backend == "auto":
         cfg.check_backend("bcc", f"--backend auto chose it: {probes.VMLINUX_BTF} does not exist")
         print(f"otel-exec: no kernel BTF ({probes.VMLINUX_BTF}): using the BCC backend", file=log)
-    return BccSource(cfg, identity, argv_transform, env_transform, log)
+    return BccSource(cfg, identity, log)
 

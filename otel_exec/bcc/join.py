@@ -41,7 +41,6 @@ from otel_exec.host.identity import HostIdentity
 from otel_exec.model.events import Event, ExecEvent, ExitEvent
 from otel_exec.model.layout import ARGS_MAX
 
-Transform = Callable[[list[str]], list[str]]
 ImageToken = Callable[[int], tuple[int, int] | None]
 
 # Margin for comparing the kernel's task start time with the BPF clock
@@ -73,14 +72,14 @@ class _PendingPrep:
 
 class RecordJoin:
     def __init__(self, cfg: Config, identity: HostIdentity, image_token: ImageToken, lineage: Lineage,
-                 host_pid_ns: int, argv_transform: Transform, env_transform: Transform) -> None:
+                 host_pid_ns: int) -> None:
         self.cfg = cfg
         self.identity = identity
         self.image_token = image_token  # the kernel's (life, image token) of a pid
         self.lineage = lineage
         self.host_pid_ns = host_pid_ns
-        self.argv_blocks = BlockCache(argv_transform)
-        self.env_blocks = BlockCache(env_transform)
+        self.argv_blocks = BlockCache()
+        self.env_blocks = BlockCache()
         self.proc_unverified = 0  # execs whose /proc fields could not be verified
         self.kernel_518 = kernel_version() >= (5, 18, 0)
         self._self_uts = os.stat("/proc/self/ns/uts").st_ino

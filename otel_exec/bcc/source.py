@@ -15,7 +15,7 @@ import ctypes
 from typing import Callable, TextIO
 
 from otel_exec.bcc import layout
-from otel_exec.bcc.join import RecordJoin, Transform
+from otel_exec.bcc.join import RecordJoin
 from otel_exec.bcc.lineage import Lineage
 from otel_exec.bcc.program import BccProgram
 from otel_exec.config import Config
@@ -40,8 +40,7 @@ class BccSource:
     # which kernels before 6.5 refuse without CAP_BPF.
     run_time_capabilities: set[int] = {CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE}
 
-    def __init__(self, cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
-                 log: TextIO) -> None:
+    def __init__(self, cfg: Config, identity: HostIdentity, log: TextIO) -> None:
         check_privileges()
         self.log = log
         self.decode_errors = 0
@@ -55,7 +54,7 @@ class BccSource:
         try:
             self.lineage = Lineage()
             self.join = RecordJoin(cfg, identity, self.program.image_token, self.lineage,
-                                   self.program.pid_ns.st_ino, argv_transform, env_transform)
+                                   self.program.pid_ns.st_ino)
             self.program.start()
             self.lineage.seed()
             self.program.open_ring(self._on_record)

@@ -1,17 +1,18 @@
 """Raw ring-buffer records -> typed events (otel_exec.model.events).
 
 Pure functions of the record bytes and the host identity: no /proc, no
-policy. A record that is short or inconsistent raises DecodeError; it never
-reads past the record it was given.
+policy (redaction and sampling come next, in otel_exec.policy). A record
+that is short or inconsistent raises DecodeError; it never reads past the
+record it was given.
 """
 from __future__ import annotations
 
 import re
 import stat
-from typing import Callable
 
 from otel_exec.model import layout
-from otel_exec.model.events import SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec, UnreportedExecEvent
+from otel_exec.model.events import (SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec, Strings,
+                                    UnreportedExecEvent, exec_event_from_shared)
 from otel_exec.host.identity import HostIdentity, kernel_dev_to_user
 
 PIPEFS_MAGIC = 0x50495045
@@ -25,6 +26,9 @@ _CONTAINER_CGROUP = re.compile(
 )
 
 
+# Any of the flags path_truncated names: most records have none.
+_ANY_PATH_CUT = layout.F_CMDPATH_TRUNCATED | layout.F_INTERP_TRUNCATED | sum(
+    layout.PF_TRUNCATED << (layout.F_PATH_SHIFT + i * layout.F_PATH_BITS) for i in range(len(layout.PATH_FIELDS)))
 _DEV = SHARED_FIELDS.index("dev")
 _INODE = SHARED_FIELDS.index("inode")
 
@@ -73,15 +77,6 @@ def join_path(leaf_first: bytes, pflags: int, fs_magic: int = 0, inode: int = 0)
     return path
 
 
-class Strings(list[str]):
-    """A decoded argv or env list. Identical blocks (a storm of one command,
-    the shared environment of a build) decode to one shared, read-only
-    instance. `trace_context`: the W3C context of an env as the process had
-    it, set before redaction (agent) or cached by span lineage."""
-
-    __slots__ = ("trace_context",)
-
-
 class BoundedCache(dict):  # type: ignore[type-arg]
     """A memo that empties itself once it holds max_entries entries or
     max_bytes of what remember() was told they weigh: emptying costs one
@@ -103,21 +98,17 @@ class BoundedCache(dict):  # type: ignore[type-arg]
 
 
 class BlockCache:
-    """Raw argv/env block -> its (transformed, e.g. redacted) element list."""
+    """Raw argv/env block -> its element list, one shared instance per
+    distinct block (which the policy then redacts in place, once)."""
 
-    def __init__(self, transform: Callable[[list[str]], list[str]] | None) -> None:
-        self.transform = transform
+    def __init__(self) -> None:
         self._cache = BoundedCache()
 
     def get(self, raw: bytes, truncated: bool) -> Strings:
         key = (raw, truncated)
         hit: Strings | None = self._cache.get(key)
         if hit is None:
-            items = split_block(raw, truncated)
-            result = self.transform(items) if self.transform else items
-            # A transform may return Strings of its own, carrying what it
-            # read before redacting (the trace context).
-            hit = result if isinstance(result, Strings) else Strings(result)
+            hit = Strings(split_block(raw, truncated))
             self._cache.remember(key, hit, 2 * len(raw))  # the raw key and the decoded strings
         return hit
 
@@ -137,21 +128,17 @@ def _cstr(raw: bytes) -> str:
 
 
 class Decoder:
-    """`argv_transform`/`env_transform` (the redaction policy) run once per
-    distinct block, not once per event. `not_collected`: the fields the
-    kernel was told not to read (--no-field), which get placeholders and are
-    named in ExecEvent.unavailable; `sample_rate`: --sample-rate."""
+    """`not_collected`: the fields the kernel was told not to read
+    (--no-field), which get placeholders and are named in
+    ExecEvent.unavailable."""
 
-    def __init__(self, identity: HostIdentity, argv_transform: Callable[[list[str]], list[str]] | None = None,
-                 env_transform: Callable[[list[str]], list[str]] | None = None,
-                 not_collected: tuple[str, ...] = (), sample_rate: int = 1) -> None:
+    def __init__(self, identity: HostIdentity, not_collected: tuple[str, ...] = ()) -> None:
         self.identity = identity
         self._tick_ns = identity.ns_per_tick  # ticks_from_boot_ns without a call, per event
         self.not_collected = not_collected
         self._placeholders = [SHARED_FIELDS.index(name) for name in not_collected]
-        self.sample_rate = sample_rate
-        self.argv_blocks = BlockCache(argv_transform)
-        self.env_blocks = BlockCache(env_transform)
+        self.argv_blocks = BlockCache()
+        self.env_blocks = BlockCache()
         # Paths, cgroups and parents repeat from exec to exec (one binary, one
         # cwd, one shell starting many commands): each is worked out once.
         self._paths = BoundedCache()
@@ -235,15 +222,16 @@ class Decoder:
         ident = self.identity
         start_ticks = start // self._tick_ns
         to_epoch = ident.realtime_minus_boottime_ns
-        return ExecEvent(
-            boot_ns + to_epoch, pid, tid, ppid, host_pid, host_tid, host_ppid, image_ppid,
-            start + to_epoch, start_ticks,
+        return exec_event_from_shared(
+            shared,
+            timestamp=boot_ns + to_epoch, pid=pid, tid=tid, ppid=ppid, host_pid=host_pid, host_tid=host_tid,
+            host_ppid=host_ppid, image_ppid=image_ppid, process_start_time=start + to_epoch, start_ticks=start_ticks,
             # exec_id: pid, start, and the file's dev and inode
-            ident.exec_id(host_pid, start_ticks, f[_DEV], f[_INODE]),
+            exec_id=ident.exec_id(host_pid, start_ticks, f[_DEV], f[_INODE]),
             # "" when the kernel could not see the parent's executable: the
             # agent takes the image from its process table.
-            self._parent_exec_id(image_ppid, pstart, *shared.parent_exe) if shared.parent_exe else "",
-            *f, shared, self.not_collected, pstart // self._tick_ns)
+            parent_exec_id=self._parent_exec_id(image_ppid, pstart, *shared.parent_exe) if shared.parent_exe else "",
+            unavailable=self.not_collected, parent_start_ticks=pstart // self._tick_ns)
 
     def _decode_shared(self, raw: bytes) -> SharedExec:
         """The shared part of an exec record: everything after the
@@ -267,46 +255,46 @@ class Decoder:
             pos += n
 
         shift, bits = layout.F_PATH_SHIFT, layout.F_PATH_BITS
-
-        def pflags(i: int) -> int:
-            return flags >> (shift + i * bits) & 7
-
+        pflags = [flags >> (shift + i * bits) & 7 for i in range(len(layout.PATH_FIELDS))]
         path = self._path
-        cgroup_path, container = self._cgroup(strs[layout.STR_CGROUP], pflags(4))
-        stdin_pf = pflags(2)
+        cgroup_path, container = self._cgroup(strs[layout.STR_CGROUP], pflags[4])
+        stdin_pf = pflags[2]
         if not s_mode:
             stdin_path = ""
         elif stdin_pf & layout.PF_DETACHED:
             stdin_path = join_path(strs[layout.STR_STDIN], stdin_pf, stdin_magic, s_ino)
         else:
             stdin_path = path(strs[layout.STR_STDIN], stdin_pf)
-        cut_paths = [name for i, name in enumerate(layout.PATH_FIELDS) if pflags(i) & layout.PF_TRUNCATED]
-        cut_paths += [name for name, bit in (("cmdpath", layout.F_CMDPATH_TRUNCATED),
-                                             ("interp", layout.F_INTERP_TRUNCATED)) if flags & bit]
+        cut_paths: list[str] = []
+        if flags & _ANY_PATH_CUT:
+            cut_paths = [name for i, name in enumerate(layout.PATH_FIELDS) if pflags[i] & layout.PF_TRUNCATED]
+            cut_paths += [name for name, bit in (("cmdpath", layout.F_CMDPATH_TRUNCATED),
+                                                 ("interp", layout.F_INTERP_TRUNCATED)) if flags & bit]
         argv_cut = bool(flags & layout.F_ARGV_TRUNCATED)
         env_cut = bool(flags & layout.F_ENV_TRUNCATED)
-        shared = SharedExec((
-            uid, gid, euid, egid,
-            _cstr(comm),
-            _cstr(prev_comm) if flags & layout.F_PREV_COMM_KNOWN else "",
-            path(strs[layout.STR_PWD], pflags(3)),
-            mount_ns, pid_ns, cgroup_id, cgroup_path, container,
-            _cstr(hostname),
-            _cstr(strs[layout.STR_CMDPATH]),
-            path(strs[layout.STR_PATHNAME], pflags(0)),
-            kernel_dev_to_user(f_dev), f_ino, f_ctime, f_mode,
-            path(strs[layout.STR_INTERPRETER], pflags(1)) if i_ino else "",
-            kernel_dev_to_user(i_dev) if i_ino else 0, i_ino, i_ctime,
-            self.argv_blocks.get(strs[layout.STR_ARGV], argv_cut),
-            _cstr(strs[layout.STR_INTERP]),
-            stat.S_IFMT(s_mode), stdin_path,
-            bool(flags & layout.F_INVOKED_FROM_KERNEL),
-            self.env_blocks.get(strs[layout.STR_ENV], env_cut),
-            argv_cut or bool(flags & layout.F_ARGV_UNREADABLE),
-            env_cut or bool(flags & layout.F_ENV_UNREADABLE),
-            argc, envc, cut_paths,
-            self.sample_rate if flags & layout.F_SAMPLED else 1 if self.sample_rate > 1 else None,
-        ), None if flags & layout.F_PARENT_EXE_UNKNOWN else (p_dev, p_ino))
+        shared = SharedExec.of(None if flags & layout.F_PARENT_EXE_UNKNOWN else (p_dev, p_ino),
+                               bool(flags & layout.F_SAMPLED), (
+            "uid", uid, "gid", gid, "euid", euid, "egid", egid,
+            "comm", _cstr(comm),
+            "prev_comm", _cstr(prev_comm) if flags & layout.F_PREV_COMM_KNOWN else "",
+            "pwd", path(strs[layout.STR_PWD], pflags[3]),
+            "mount_ns", mount_ns, "pid_ns", pid_ns,
+            "cgroup_id", cgroup_id, "cgroup_path", cgroup_path, "container_id", container,
+            "hostname", _cstr(hostname),
+            "cmdpath", _cstr(strs[layout.STR_CMDPATH]),
+            "pathname", path(strs[layout.STR_PATHNAME], pflags[0]),
+            "dev", kernel_dev_to_user(f_dev), "inode", f_ino, "ctime", f_ctime, "inode_mode", f_mode,
+            "interpreter_pathname", path(strs[layout.STR_INTERPRETER], pflags[1]) if i_ino else "",
+            "interpreter_dev", kernel_dev_to_user(i_dev) if i_ino else 0,
+            "interpreter_inode", i_ino, "interpreter_ctime", i_ctime,
+            "argv", self.argv_blocks.get(strs[layout.STR_ARGV], argv_cut),
+            "interp", _cstr(strs[layout.STR_INTERP]),
+            "stdin_type", stat.S_IFMT(s_mode), "stdin_path", stdin_path,
+            "invoked_from_kernel", bool(flags & layout.F_INVOKED_FROM_KERNEL),
+            "env", self.env_blocks.get(strs[layout.STR_ENV], env_cut),
+            "argv_truncated", argv_cut or bool(flags & layout.F_ARGV_UNREADABLE),
+            "env_truncated", env_cut or bool(flags & layout.F_ENV_UNREADABLE),
+            "argc", argc, "envc", envc, "path_truncated", cut_paths))
         if self._placeholders:
             # An empty path decodes as "/": a field not read must not look read.
             fields = list(shared.fields)

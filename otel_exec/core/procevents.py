@@ -12,12 +12,11 @@ does not give are placeholders named in ``unavailable``.
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from otel_exec.core.decode import split_block, text
 from otel_exec.host import procfs
 from otel_exec.host.identity import HostIdentity
-from otel_exec.model.events import ExecEvent
+from otel_exec.model.events import ExecEvent, Strings
 
 NOT_READ = ("prev_comm", "pwd", "mount_ns", "pid_ns", "cgroup_id", "cgroup_path", "container_id", "hostname",
             "cmdpath", "ctime", "inode_mode", "interpreter_pathname", "interpreter_dev", "interpreter_inode",
@@ -29,12 +28,10 @@ NO_IDS = ("uid", "gid", "euid", "egid")
 """The id fields, when they were not read (`with_ids` False)."""
 
 
-def observed_execs(identity: HostIdentity, argv: Callable[[list[str]], list[str]],
-                   env: Callable[[list[str]], list[str]], proc: str = procfs.PROC,
-                   with_ids: bool = True) -> list[ExecEvent]:
+def observed_execs(identity: HostIdentity, proc: str = procfs.PROC, with_ids: bool = True) -> list[ExecEvent]:
     """One observed exec event per process running now, oldest first (a
-    parent before its children), with `argv` and `env` applied as the
-    backends apply them (redaction). A process's image parent is only
+    parent before its children), argv and env as read (the policy stage
+    redacts them like the kernel's). A process's image parent is only
     resolved once every process has been read: its parent as /proc lists
     it, unless that pid's holder started after it (a reused pid). Without
     `with_ids` the user and group ids are not read: -1 and unavailable."""
@@ -50,7 +47,6 @@ def observed_execs(identity: HostIdentity, argv: Callable[[list[str]], list[str]
             parent = None
         start_ns = identity.boot_ns_to_epoch_ns(p.start_ticks * identity.ns_per_tick)
         args = split_block(p.cmdline, truncated=p.cmdline_cut)
-        environ = env(p.environ)
         ids = p.ids or procfs.StatusIds()
         unread = -1  # an id not read: trusted by no --trust-traceparent list
         events.append(ExecEvent(
@@ -63,8 +59,8 @@ def observed_execs(identity: HostIdentity, argv: Callable[[list[str]], list[str]
             comm=text(p.comm), prev_comm="", pwd="", mount_ns=0, pid_ns=0, cgroup_id=0, cgroup_path="",
             container_id=None, hostname="", cmdpath="", pathname=text(p.exe), dev=p.exe_dev, inode=p.exe_ino,
             ctime=0, inode_mode=0, interpreter_pathname="", interpreter_dev=0, interpreter_inode=0,
-            interpreter_ctime=0, argv=argv(args) if args else args, interp="", stdin_type=0, stdin_path="",
-            invoked_from_kernel=False, env=environ, argv_truncated=p.cmdline_cut, env_truncated=False,
+            interpreter_ctime=0, argv=Strings(args), interp="", stdin_type=0, stdin_path="",
+            invoked_from_kernel=False, env=Strings(p.environ), argv_truncated=p.cmdline_cut, env_truncated=False,
             argc=len(args), envc=len(p.environ), path_truncated=[], unavailable=unavailable,
             parent_start_ticks=parent.start_ticks if parent is not None else None, observed=True))
     return events

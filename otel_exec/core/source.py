@@ -11,18 +11,14 @@ from otel_exec.host.identity import HostIdentity
 from otel_exec.core.probes import KernelProbes
 from otel_exec.core.ringbuf import RingBuffer
 
-Transform = Callable[[list[str]], list[str]]
-
 
 class CoreSource:
     # The ring buffer and the counters are memory-mapped: no capability is
     # needed to read them, nor /proc after the seed.
     run_time_capabilities: set[int] = set()
 
-    def __init__(self, cfg: Config, identity: HostIdentity, argv_transform: Transform, env_transform: Transform,
-                 log: TextIO) -> None:
-        self.decoder = Decoder(identity, argv_transform=argv_transform, env_transform=env_transform,
-                               not_collected=cfg.not_collected(), sample_rate=cfg.sample_rate)
+    def __init__(self, cfg: Config, identity: HostIdentity, log: TextIO) -> None:
+        self.decoder = Decoder(identity, not_collected=cfg.not_collected())
         self.log = log
         self.decode_errors = 0
         self.probes = KernelProbes(cfg)

@@ -38,7 +38,7 @@ def parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
 def trace_context_entries(env: list[str]) -> dict[str, str]:
     """TRACEPARENT / TRACESTATE / BAGGAGE values from a KEY=VALUE list. A key
     set twice keeps its first value, as getenv(3) does. Cached on a shared
-    decoded block (decode.Strings)."""
+    decoded block (events.Strings)."""
     cached = getattr(env, "trace_context", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]

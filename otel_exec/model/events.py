@@ -6,21 +6,53 @@ not valid UTF-8 in the kernel keep their bytes as ``\\xNN`` escapes (Python's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+
+class Strings(list[str]):
+    """A decoded argv or env list. Identical blocks (a storm of one command,
+    the shared environment of a build) decode to one shared instance, which
+    the policy (otel_exec.policy.stage) redacts in place, once, before any
+    later stage sees it: `redacted` says it has. `trace_context`: the W3C
+    context of an env as the process had it, read before redaction (the
+    policy) or cached by span lineage."""
+
+    __slots__ = ("trace_context", "redacted")
+
+    def __init__(self, items: Iterable[str] = ()) -> None:
+        list.__init__(self, items)
+        self.redacted = False
 
 
 class SharedExec:
     """What every exec of one command from one context has in common (the
     shared part of the kernel record), decoded once: `fields` are the
-    values of ExecEvent's shared fields, in order; `parent_exe` the kernel
-    dev and inode of the parent's executable. Later stages key what they
-    derive from it by this object."""
+    values of ExecEvent's SHARED_FIELDS, in that order (SharedExec.of
+    checks it); `parent_exe` the kernel dev and inode of the
+    parent's executable; `sampled`: the kernel's sampling draw kept these
+    execs (OE_F_SAMPLED). Later stages key what they derive from it by
+    this object."""
 
-    __slots__ = ("fields", "parent_exe")
+    __slots__ = ("fields", "parent_exe", "sampled")
 
-    def __init__(self, fields: tuple[object, ...], parent_exe: tuple[int, int] | None = (0, 0)) -> None:
+    def __init__(self, fields: tuple[object, ...], parent_exe: tuple[int, int] | None = (0, 0),
+                 sampled: bool = False) -> None:
         self.fields = fields
         self.parent_exe = parent_exe
+        self.sampled = sampled
+
+    @classmethod
+    def of(cls, parent_exe: tuple[int, int] | None, sampled: bool, named: tuple[object, ...]) -> SharedExec:
+        """From ("uid", uid, "gid", gid, ...): each of the SHARED_FIELDS,
+        in that order, followed by its value. The names are checked on
+        every call (a cheap tuple comparison, unlike ~30 keywords): a field
+        moved or renamed in ExecEvent is an error, never a shifted value."""
+        if named[::2] != SHARED_FIELDS:
+            raise ValueError(f"SharedExec.of got the fields {named[::2]}; ExecEvent's shared fields are, "
+                             f"in order: {SHARED_FIELDS}")
+        return cls(named[1::2], parent_exe, sampled)
 
 
 @dataclass(slots=True)
@@ -93,7 +125,51 @@ class ExecEvent:
     observed: bool = False
 
 
-SHARED_FIELDS = ExecEvent.__slots__[ExecEvent.__slots__.index("uid"):ExecEvent.__slots__.index("shared")]
+# The fields the decoder reads from the shared part of the record; the rest
+# are per exec (sample_rate: set by the policy).
+SHARED_FIELDS: tuple[str, ...] = ExecEvent.__slots__[
+    ExecEvent.__slots__.index("uid"):ExecEvent.__slots__.index("sample_rate")]
+
+
+def per_exec_constructor(event: type, shared_fields: tuple[str, ...]) -> Callable[..., Any]:
+    """A function building `event` (a slots dataclass) from a SharedExec,
+    whose `fields` hold the values of `shared_fields` in that order, and
+    every other field by keyword (those with a default may be left out).
+
+    Keywords on the dataclass itself would be the safe way, and a slow one
+    on the decoder's per-exec path (~40 of them); a positional call shifts
+    values when a field moves. The generated function sets each field by
+    its name instead, in place of the dataclass's __init__ (which does the
+    same, and nothing else: no __post_init__). A shared name the dataclass
+    lacks is an error here, at import; a per-exec one at the first call."""
+    names = [f.name for f in fields(event)]
+    unknown = [n for n in (*shared_fields, "shared") if n not in names]
+    if unknown:
+        raise TypeError(f"{event.__name__} has no field {', '.join(unknown)}")
+    namespace: dict[str, Any] = {"_new": object.__new__, "_event": event}
+    params = []
+    for f in fields(event):
+        if f.name in shared_fields or f.name == "shared":
+            continue
+        if f.default_factory is not MISSING:
+            raise TypeError(f"{event.__name__}.{f.name}: a default_factory is not supported")
+        if f.default is not MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        else:
+            params.append(f.name)
+    body = ["ev = _new(_event)", *(f"ev.{n} = {n}" for n in names if n not in shared_fields)]
+    if shared_fields:
+        body.append(f"({', '.join(f'ev.{n}' for n in shared_fields)},) = shared.fields")
+    name = f"{event.__name__.lower()}_from_shared"
+    lines = [f"def {name}(shared, *, {', '.join(params)}):", *(f"    {line}" for line in [*body, "return ev"])]
+    source = "\n".join(lines) + "\n"
+    exec(source, namespace)  # noqa: S102 - source made of the dataclass's field names
+    return namespace[name]  # type: ignore[no-any-return]
+
+
+# ExecEvent from a SharedExec and its per-exec fields by keyword.
+exec_event_from_shared = per_exec_constructor(ExecEvent, SHARED_FIELDS)
 
 
 @dataclass(slots=True)

@@ -40,7 +40,7 @@ DEFAULT_SECRET_KEY_WORDS: Final[tuple[str, ...]] = (
 WORD_PART_KEY_WORDS: Final[tuple[str, ...]] = ("KEY", "PWD", "DSN", "PASS", "PAT", "PW", "SIG", "JWT")
 
 # W3C trace context and baggage, propagated through the environment. Lineage
-# reads them before redaction (decode.Strings.trace_context); what is
+# reads them before redaction (events.Strings.trace_context); what is
 # emitted is bounded and scanned like any value, whatever the key says.
 TRACE_CONTEXT_KEYS: Final = frozenset({"TRACEPARENT", "TRACESTATE", "BAGGAGE"})
 # W3C: a traceparent is 55 characters (version 00), vendors should

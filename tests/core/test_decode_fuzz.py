@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 
 from otel_exec.model import layout
 from otel_exec.core.decode import DecodeError, Decoder
-from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
+from otel_exec.lineage.traceparent import trace_context_entries
+from otel_exec.model.events import Event, ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.policy.redact import RedactionPolicy
-from tests.helpers.records import IDENTITY, build_exec, leaf_first
+from otel_exec.policy.stage import ExecPolicy
+from tests.helpers.records import IDENTITY, block, build_exec, leaf_first
 
 
 EXIT_NAMES = [name for name, _ in layout.EXIT_MEMBERS]
@@ -51,10 +53,6 @@ ANON_INODE_FS_MAGIC = 0x09041934
 
 # -- building records ---------------------------------------------------------
 
-
-
-def block(items: list[bytes]) -> bytes:
-    return b"".join(i + b"\0" for i in items)
 
 
 def build_exit(**values: object) -> bytes:
@@ -285,13 +283,25 @@ def mutate(rec: bytes, ops: list[tuple]) -> bytes:
 
 # -- the contract -------------------------------------------------------------
 
-REDACTION = RedactionPolicy()
+class RedactingDecoder(Decoder):
+    """decode, then the policy stage with the agent's default redaction, as
+    otel-exec run puts them one after the other (agent.Agent.handle)."""
+
+    def __init__(self) -> None:
+        super().__init__(IDENTITY)
+        self.policy = ExecPolicy(RedactionPolicy(), 1, trace_context_entries)
+
+    def decode(self, rec: memoryview | bytes) -> Event:
+        ev = super().decode(rec)
+        if isinstance(ev, ExecEvent):
+            self.policy.apply(ev)
+        return ev
 
 
 def decoders() -> list[Decoder]:
     """Fresh decoders (no cache shared between the inputs compared): plain,
     and with the agent's default redaction, as otel-exec run builds it."""
-    return [Decoder(IDENTITY), Decoder(IDENTITY, argv_transform=REDACTION.argv, env_transform=REDACTION.env)]
+    return [Decoder(IDENTITY), RedactingDecoder()]
 
 
 def outcome(dec: Decoder, rec: memoryview | bytes) -> tuple[str, Any]:

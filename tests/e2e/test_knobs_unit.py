@@ -21,6 +21,9 @@ from otel_exec.export.console import ConsoleSink, pretty_line
 from otel_exec.core.decode import Decoder
 from otel_exec.model.events import ExecEvent, SharedExec, UnreportedExecEvent
 from otel_exec.core.probes import prefix_entries
+from otel_exec.lineage.traceparent import trace_context_entries
+from otel_exec.policy.redact import RedactionPolicy
+from otel_exec.policy.stage import ExecPolicy
 from otel_exec.lineage.proctable import ProcessTable
 from tests.helpers.events import attrs, exec_ev, sample_exec
 from tests.helpers.records import IDENTITY, build_exec, leaf_first
@@ -101,9 +104,10 @@ def test_decoder_gives_placeholders_for_what_was_not_collected() -> None:
 
 @pytest.mark.parametrize("rate,flags,expect", [
     (1, 0, None), (4, 0, 1), (4, layout.F_SAMPLED, 4), (1000, layout.F_SAMPLED, 1000)])
-def test_decoder_sample_rate(rate: int, flags: int, expect: int | None) -> None:
+def test_policy_sample_rate(rate: int, flags: int, expect: int | None) -> None:
     strs = [b"/bin/true\0", b"/bin/true\0", leaf_first([b"bin", b"true"]), b"", b"", b"", b"", b"true\0", b""]
-    ev = Decoder(IDENTITY, sample_rate=rate).decode(build_exec(strs, flags=flags))
+    ev = Decoder(IDENTITY).decode(build_exec(strs, flags=flags))
+    ExecPolicy(RedactionPolicy(), rate, trace_context_entries).apply(ev)
     assert isinstance(ev, ExecEvent) and ev.sample_rate == expect
 
 

@@ -29,3 +29,8 @@ def build_exec(strs: list[bytes], **values: object) -> bytes:
         v[f"str_len[{i}]"] = len(s)
     v["hdr.size"] = values.get("hdr.size", layout.EXEC.size + sum(map(len, strs)))
     return layout.EXEC.pack(*(v[name] for name in EXEC_NAMES)) + b"".join(strs)
+
+
+def block(items: list[bytes]) -> bytes:
+    """An argv or env block as the kernel copies it: NUL-terminated items."""
+    return b"".join(i + b"\0" for i in items)

@@ -15,6 +15,8 @@ from otel_exec.host.identity import HostIdentity
 from otel_exec.core.procevents import observed_execs
 from otel_exec.lineage.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
 from otel_exec.lineage.spans import SpanLineage
+from otel_exec.policy.redact import RedactionPolicy
+from otel_exec.policy.stage import ExecPolicy
 from tests.helpers.events import exec_ev
 
 
@@ -40,7 +42,7 @@ def observe(ident, proc="/proc"):
     how many events there were."""
     table = ProcessTable()
     lineage = SpanLineage(table)
-    events = observed_execs(ident, lambda argv: argv, lambda env: env, proc)
+    events = observed_execs(ident, proc)
     for ev in events:
         lineage.on_exec(ev)
     return table, len(events)
@@ -70,19 +72,23 @@ def test_observed_finds_self_and_parent(ident):
 
 
 def test_observed_event_of_this_process(ident):
-    """What the builder makes of /proc/self: ids, start, argv through the
-    given transform, the environment through its own, placeholders named."""
+    """What the builder makes of /proc/self: ids, start, argv and the
+    environment as read, placeholders named; the policy stage then redacts
+    argv and keeps only the trace context of the environment."""
     def observed_self(with_ids):
-        events = observed_execs(ident, lambda argv: ["[argv]"] + argv[1:], lambda env: env[:1], with_ids=with_ids)
+        events = observed_execs(ident, with_ids=with_ids)
         return next(ev for ev in events if ev.host_pid == os.getpid())
 
     me = observed_self(True)
     assert me.observed and (me.uid, me.euid, me.gid, me.egid) == (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
     cmdline = psutil.Process().cmdline()
-    assert me.argv == ["[argv]"] + cmdline[1:] and me.argc == len(cmdline) and not me.argv_truncated
+    assert me.argv == cmdline and me.argc == len(cmdline) and not me.argv_truncated
     with open("/proc/self/environ", "rb") as f:
         environ = [e.decode("utf-8", "backslashreplace") for e in f.read().split(b"\0") if e]
-    assert me.env == environ[:1] and me.envc == len(environ)
+    assert me.env == environ and me.envc == len(environ)
+    ExecPolicy(RedactionPolicy(), 1, lambda env: {"TRACEPARENT": env[0]}).apply(me)
+    assert me.env == [] and me.env.trace_context == {"TRACEPARENT": environ[0]}
+    assert me.argv == RedactionPolicy().argv(cmdline) and me.argv.redacted
     assert me.start_ticks == int(proc_stat_fields(os.getpid())[19])
     assert me.process_start_time == ident.boot_ns_to_epoch_ns(me.start_ticks * ident.ns_per_tick)
     assert me.pathname == os.readlink("/proc/self/exe") and me.inode == os.stat("/proc/self/exe").st_ino

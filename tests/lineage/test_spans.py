@@ -6,7 +6,7 @@ import pytest
 
 from otel_exec.errors import UsageError
 from otel_exec.lineage.proctable import ProcessTable
-from otel_exec.core.decode import Strings
+from otel_exec.model.events import Strings
 from otel_exec.lineage.spans import SpanLineage, TraceparentTrust
 from otel_exec.lineage.traceparent import parse_traceparent, remote_parent, trace_context_entries
 from tests.helpers.events import exec_ev
@@ -132,8 +132,8 @@ def test_trust_specs() -> None:
 
 def test_lineage_reads_trace_context_from_before_redaction() -> None:
     """--env-capture none emits no environment: the decoded block carries
-    the context the agent read from the raw one (agent.Agent._env)."""
-    from otel_exec.core.decode import Strings
+    the context the policy read from the raw one (policy.stage.ExecPolicy)."""
+    from otel_exec.model.events import Strings
     from otel_exec.policy.redact import RedactionPolicy
 
     raw = [f"TRACEPARENT={TP}", "PATH=/bin"]
