@@ -151,15 +151,16 @@ def test_observed_skips_what_vanished(ident, tmp_path):
         ("weird) comm)", 1, 777, ["a", "b c"], "")
 
 
-def test_observed_speed(ident):
-    """Reading ~300 processes from /proc and handling their observed exec
-    events stays far below 100 ms."""
+def test_observed_at_scale(ident):
+    """~300 processes read from /proc all become observed exec events the
+    agent handles. (Its cost is a benchmark, not a test: bench/startup_cost.py
+    times start-up to the ready file, which includes this work.)"""
     children = [subprocess.Popen(["sleep", "60"]) for _ in range(300 - len(psutil.pids()))]
     try:
-        best = min(_time_observe(ident) for _ in range(3))
-        n = len(psutil.pids())
-        print(f"observed {n} processes in {best * 1e3:.1f} ms")
-        assert best < 0.1 * max(1, n / 300)
+        agent = _observed_by_agent(ident)
+        running = set(psutil.pids())
+        assert {c.pid for c in children} <= {info.pid for info in agent.table.entries()}
+        assert len(agent.table) >= min(300, len(running)) - 5  # a few may exit meanwhile
     finally:
         for c in children:
             c.kill()
@@ -167,15 +168,14 @@ def test_observed_speed(ident):
             c.wait()
 
 
-def _time_observe(ident):
+def _observed_by_agent(ident):
     """The agent's start-up work: read /proc, handle every observed event."""
     from otel_exec.agent import Agent
     from otel_exec.config import Config
 
     agent = Agent(Config(), [], ident)
-    t = time.perf_counter()
     agent.observe_running()
-    return time.perf_counter() - t
+    return agent
 
 
 def test_lru_bound_and_eviction():
@@ -305,4 +305,3 @@ def test_image_parent_is_not_an_earlier_holder_of_its_pid():
     assert table.image_parent(child).exec_id == "earlier-holder"
     child.parent_start_ticks = None  # a backend that does not read it
     assert table.image_parent(child).exec_id == "earlier-holder"
-
