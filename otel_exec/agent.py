@@ -14,7 +14,7 @@ from otel_exec.config import Config
 from otel_exec.errors import UsageError
 from otel_exec.model.events import Event, ExecEvent, UnreportedExecEvent
 from otel_exec.host.identity import HostIdentity
-from otel_exec.core.procevents import observed_execs
+from otel_exec.host.procevents import observed_execs
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.policy.redact import RedactionPolicy
 from otel_exec.policy.stage import ExecPolicy

@@ -50,7 +50,7 @@ def _failed(name: str, e: OtelExecError, fix: str) -> Result:
 
 def check_privileges() -> Result:
     try:
-        probes.check_privileges()
+        privileges.check_can_load_bpf()
     except OtelExecError as e:
         return _failed("privileges", e, "run as root (sudo) or grant CAP_BPF, CAP_PERFMON (and CAP_SYS_RESOURCE)")
     return Result("privileges", PASS, f"euid {os.geteuid()}, CAP_BPF/CAP_PERFMON or CAP_SYS_ADMIN held")

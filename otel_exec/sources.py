@@ -17,6 +17,7 @@ from otel_exec.bcc import toolchain
 from otel_exec.core import probes
 from otel_exec.config import Config
 from otel_exec.errors import BccError, NoBtfError
+from otel_exec.host import privileges
 from otel_exec.host.identity import HostIdentity
 
 
@@ -40,7 +41,7 @@ def choose_backend(cfg: Config) -> str:
 
 
 def make_source(cfg: Config, identity: HostIdentity, log: TextIO):  # -> agent.EventSource
-    probes.check_privileges()
+    privileges.check_can_load_bpf()
     backend = choose_backend(cfg)
     if backend == "core":
         from otel_exec.core.source import CoreSource

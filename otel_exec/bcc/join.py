@@ -34,7 +34,8 @@ from otel_exec.bcc.layout import (A_ARGC_UNKNOWN, A_ARGV_CUT, A_ARGV_UNREADABLE,
 from otel_exec.bcc.lineage import Lineage
 from otel_exec.bcc.program import kernel_version
 from otel_exec.config import Config
-from otel_exec.core.decode import BlockCache, container_id, text
+from otel_exec.host.cgroups import container_id
+from otel_exec.model.blocks import BlockCache, text
 from otel_exec.host import procfs
 from otel_exec.host.cgroups import CgroupPaths
 from otel_exec.host.identity import HostIdentity

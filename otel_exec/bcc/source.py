@@ -19,7 +19,7 @@ from otel_exec.bcc.join import RecordJoin
 from otel_exec.bcc.lineage import Lineage
 from otel_exec.bcc.program import BccProgram
 from otel_exec.config import Config
-from otel_exec.core.probes import check_privileges
+from otel_exec.host import privileges
 from otel_exec.host.identity import HostIdentity
 from otel_exec.model import counters
 from otel_exec.model.events import Event, ExecEvent
@@ -41,7 +41,7 @@ class BccSource:
     run_time_capabilities: set[int] = {CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE}
 
     def __init__(self, cfg: Config, identity: HostIdentity, log: TextIO) -> None:
-        check_privileges()
+        privileges.check_can_load_bpf()
         self.log = log
         self.decode_errors = 0
         # --path-prefix is decided here: the BCC program cannot read

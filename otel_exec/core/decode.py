@@ -7,24 +7,18 @@ record it was given.
 """
 from __future__ import annotations
 
-import re
 import stat
 
 from otel_exec.model import layout
-from otel_exec.model.events import (SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec, Strings,
-                                    UnreportedExecEvent, exec_event_from_shared)
+from otel_exec.host.cgroups import container_id
+from otel_exec.model.blocks import BlockCache, BoundedCache, text
+from otel_exec.model.events import (SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec, UnreportedExecEvent,
+                                    exec_event_from_shared)
 from otel_exec.host.identity import HostIdentity, kernel_dev_to_user
 
 PIPEFS_MAGIC = 0x50495045
 SOCKFS_MAGIC = 0x534F434B
 ANON_INODE_FS_MAGIC = 0x09041934
-
-# Leaf-most cgroup component naming a container, for the cgroup layouts of
-# docker (systemd and cgroupfs drivers), containerd/CRI, cri-o and podman.
-_CONTAINER_CGROUP = re.compile(
-    r"^(?:docker-|cri-containerd-|crio-|libpod-)?([0-9a-f]{64})(?:\.scope)?$"
-)
-
 
 # Any of the flags path_truncated names: most records have none.
 _ANY_PATH_CUT = layout.F_CMDPATH_TRUNCATED | layout.F_INTERP_TRUNCATED | sum(
@@ -35,24 +29,6 @@ _INODE = SHARED_FIELDS.index("inode")
 
 class DecodeError(ValueError):
     """The record is malformed: its size fields disagree with its bytes."""
-
-
-def text(raw: bytes) -> str:
-    """Kernel bytes as str; invalid UTF-8 bytes become \\xNN escapes."""
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def split_block(block: bytes, truncated: bool) -> list[str]:
-    """argv/env block -> elements. A block cut by the bound loses its partial
-    last element rather than reporting it as if whole."""
-    if not block:
-        return []
-    if block.endswith(b"\0"):
-        return [text(e) for e in block[:-1].split(b"\0")]
-    parts = block.split(b"\0")
-    if truncated:
-        parts.pop()
-    return [text(e) for e in parts]
 
 
 def join_path(leaf_first: bytes, pflags: int, fs_magic: int = 0, inode: int = 0) -> str:
@@ -75,52 +51,6 @@ def join_path(leaf_first: bytes, pflags: int, fs_magic: int = 0, inode: int = 0)
     if pflags & layout.PF_DELETED:
         path += " (deleted)"
     return path
-
-
-class BoundedCache(dict):  # type: ignore[type-arg]
-    """A memo that empties itself once it holds max_entries entries or
-    max_bytes of what remember() was told they weigh: emptying costs one
-    re-decode per value still in use, and bounds memory whatever the input
-    (argv and env blocks reach 128 KiB each)."""
-
-    def __init__(self, max_entries: int = 1024, max_bytes: int = 2 << 20) -> None:
-        super().__init__()
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.bytes = 0
-
-    def remember(self, key: object, value: object, weight: int = 0) -> None:
-        if len(self) >= self.max_entries or self.bytes + weight > self.max_bytes:
-            self.clear()
-            self.bytes = 0
-        self[key] = value
-        self.bytes += weight
-
-
-class BlockCache:
-    """Raw argv/env block -> its element list, one shared instance per
-    distinct block (which the policy then redacts in place, once)."""
-
-    def __init__(self) -> None:
-        self._cache = BoundedCache()
-
-    def get(self, raw: bytes, truncated: bool) -> Strings:
-        key = (raw, truncated)
-        hit: Strings | None = self._cache.get(key)
-        if hit is None:
-            hit = Strings(split_block(raw, truncated))
-            self._cache.remember(key, hit, 2 * len(raw))  # the raw key and the decoded strings
-        return hit
-
-
-def container_id(cgroup_path: str) -> str | None:
-    for part in reversed(cgroup_path.split("/")):
-        if "conmon" in part:
-            continue
-        m = _CONTAINER_CGROUP.match(part)
-        if m:
-            return m.group(1)
-    return None
 
 
 def _cstr(raw: bytes) -> str:

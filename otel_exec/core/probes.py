@@ -14,17 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-from otel_exec.host import cgroups
+from otel_exec.host import cgroups, privileges
 
 from otel_exec.model import layout
 from otel_exec.config import Config
-from otel_exec.errors import NoBtfError, PrivilegeError
+from otel_exec.errors import NoBtfError
 from otel_exec.core.libbpf import BpfObject
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
-CAP_SYS_ADMIN = 21
-CAP_PERFMON = 38
-CAP_BPF = 39
 # sched_prepare_exec (6.10+) is the only place the comm before exec is seen.
 OPTIONAL_PROGRAMS = {"handle_prepare_exec": b"btf_trace_sched_prepare_exec"}
 T = TypeVar("T")
@@ -37,23 +34,6 @@ def object_path() -> Path:
 
         raise BpfError(f"{path} is missing: build it with `make -C bpf` or reinstall the package")
     return path
-
-
-def effective_caps() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
-
-
-def check_privileges() -> None:
-    caps = effective_caps()
-    has = lambda cap: bool(caps & (1 << cap))  # noqa: E731
-    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
-        return
-    who = "not running as root" if os.geteuid() != 0 else "root without the needed capabilities"
-    raise PrivilegeError(f"{who}: loading eBPF needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run with sudo")
 
 
 def btf_names_present(names: set[bytes], btf: Path = VMLINUX_BTF) -> set[bytes]:
@@ -105,7 +85,7 @@ class KernelProbes:
     """The loaded, attached programs and the maps user space talks to."""
 
     def __init__(self, cfg: Config) -> None:
-        check_privileges()
+        privileges.check_can_load_bpf()
         present = btf_names_present(set(OPTIONAL_PROGRAMS.values()))
         self.obj = BpfObject(str(object_path()))
         try:

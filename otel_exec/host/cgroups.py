@@ -1,10 +1,12 @@
 """cgroup v2: where the hierarchy is mounted, and both directions between a
 cgroup and its id (what bpf_get_current_cgroup_id() and its ancestor variant
 return: the kernfs id, which is the inode number of the cgroup's directory):
-resolve() a --cgroup spec to its id, CgroupPaths an id to its path."""
+resolve() a --cgroup spec to its id, CgroupPaths an id to its path; and
+container_id(), the container a cgroup path names."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -87,9 +89,26 @@ class CgroupPaths:
                     for e in it:
                         if e.is_dir(follow_symlinks=False):
                             sub = rel + b"/" + e.name
-                            # as the kernel's strings are decoded (core.decode.text)
+                            # as the kernel's strings are decoded (model.blocks.text)
                             paths[e.inode()] = sub.decode("utf-8", "backslashreplace")
                             stack.append((e.path, sub))
             except OSError:
                 continue
         self._paths = paths
+
+
+# Leaf-most cgroup component naming a container, for the cgroup layouts of
+# docker (systemd and cgroupfs drivers), containerd/CRI, cri-o and podman.
+_CONTAINER_CGROUP = re.compile(
+    r"^(?:docker-|cri-containerd-|crio-|libpod-)?([0-9a-f]{64})(?:\.scope)?$"
+)
+
+
+def container_id(cgroup_path: str) -> str | None:
+    for part in reversed(cgroup_path.split("/")):
+        if "conmon" in part:
+            continue
+        m = _CONTAINER_CGROUP.match(part)
+        if m:
+            return m.group(1)
+    return None

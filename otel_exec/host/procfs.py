@@ -3,7 +3,7 @@
 Used by the BCC backend (an exec's executable, interpreter, stdin, ids,
 namespaces, argv/env while the process lives) and at start for every
 process already running (``running``, made into observed exec events by
-otel_exec.core.procevents). Every function reads with
+otel_exec.host.procevents). Every function reads with
 os.open/os.read, bounded, and returns what it could read: a process may
 exit between two reads, and a field that could not be read stays None.
 """

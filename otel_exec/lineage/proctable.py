@@ -2,7 +2,7 @@
 its lineage.
 
 Filled at start by the observed exec events of the processes found in /proc
-(otel_exec.core.procevents), then kept current by exec and exit events. A forked
+(otel_exec.host.procevents), then kept current by exec and exit events. A forked
 child that has not exec'd runs its parent's image and needs no entry: an
 exec names its image parent (``ExecEvent.image_ppid``).
 Keyed by host pid and bounded: when full, the least recently used entry is

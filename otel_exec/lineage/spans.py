@@ -15,7 +15,7 @@ Span and trace ids derive from the exec id (for a re-exec, and the exec
 time), so the span of a process found again in /proc after an agent restart
 keeps its ids, and children started after the restart still nest under it.
 Processes found in /proc at start come as observed exec events
-(otel_exec.core.procevents), oldest first, on the same path.
+(otel_exec.host.procevents), oldest first, on the same path.
 """
 from __future__ import annotations
 

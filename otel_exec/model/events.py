@@ -119,7 +119,7 @@ class ExecEvent:
     # read it: tells its table entry from a stale one of an earlier holder
     # of the pid (see ProcessTable.image_parent).
     parent_start_ticks: int | None = None
-    # Found running in /proc at start (otel_exec.core.procevents), not
+    # Found running in /proc at start (otel_exec.host.procevents), not
     # reported by the kernel: its timestamp is when /proc was read, the
     # fields /proc did not give are placeholders named in `unavailable`.
     observed: bool = False

@@ -36,7 +36,7 @@ from otel_exec.bcc import toolchain
 from otel_exec import cli
 from otel_exec.core import probes
 from otel_exec import sources
-from otel_exec.host import tracefs
+from otel_exec.host import privileges, tracefs
 from otel_exec.config import Config
 from otel_exec.export.console import EXEC_FIELDS
 from otel_exec.errors import BccError, NoBtfError, TracefsError
@@ -415,7 +415,7 @@ def test_without_prepare_exec_and_group_dead(tmp_path: Path, bcc_env: dict[str, 
 def test_no_btf_and_no_bcc_names_the_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(probes, "VMLINUX_BTF", tmp_path / "no-such-btf")
-    monkeypatch.setattr(probes, "check_privileges", lambda: None)
+    monkeypatch.setattr(privileges, "check_can_load_bpf", lambda: None)
 
     def no_bcc(*_: object) -> None:
         raise ImportError("no python module `bcc` (python3-bpfcc installs it in /usr/lib/python3/dist-packages)")

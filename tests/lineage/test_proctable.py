@@ -12,7 +12,7 @@ import pytest
 from tests.helpers.kernel_guard import MACHINE_LACKS
 from otel_exec.model.events import ExitEvent
 from otel_exec.host.identity import HostIdentity
-from otel_exec.core.procevents import observed_execs
+from otel_exec.host.procevents import observed_execs
 from otel_exec.lineage.proctable import DEFAULT_MAX_ENTRIES, ProcessTable
 from otel_exec.lineage.spans import SpanLineage
 from otel_exec.policy.redact import RedactionPolicy

@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from otel_exec import __version__
-from otel_exec.core.decode import BoundedCache
+from otel_exec.model.blocks import BoundedCache
 from otel_exec.export.otlp import attributes as keys
 from otel_exec.export.otlp import protowire as w
 from otel_exec.lineage.spans import ProcessSpan

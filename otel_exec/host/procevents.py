@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from otel_exec.core.decode import split_block, text
+from otel_exec.model.blocks import split_block, text
 from otel_exec.host import procfs
 from otel_exec.host.identity import HostIdentity
 from otel_exec.model.events import ExecEvent, Strings

@@ -1,0 +1,60 @@
+"""Kernel strings and argv/env blocks as Python text, shared by both
+backends' decoders and the /proc reader's events: invalid UTF-8 keeps its
+bytes as \\xNN escapes, and identical blocks decode to one shared list."""
+from __future__ import annotations
+
+from otel_exec.model.events import Strings
+
+
+def text(raw: bytes) -> str:
+    """Kernel bytes as str; invalid UTF-8 bytes become \\xNN escapes."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def split_block(block: bytes, truncated: bool) -> list[str]:
+    """argv/env block -> elements. A block cut by the bound loses its partial
+    last element rather than reporting it as if whole."""
+    if not block:
+        return []
+    if block.endswith(b"\0"):
+        return [text(e) for e in block[:-1].split(b"\0")]
+    parts = block.split(b"\0")
+    if truncated:
+        parts.pop()
+    return [text(e) for e in parts]
+
+
+class BoundedCache(dict):  # type: ignore[type-arg]
+    """A memo that empties itself once it holds max_entries entries or
+    max_bytes of what remember() was told they weigh: emptying costs one
+    re-decode per value still in use, and bounds memory whatever the input
+    (argv and env blocks reach 128 KiB each)."""
+
+    def __init__(self, max_entries: int = 1024, max_bytes: int = 2 << 20) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def remember(self, key: object, value: object, weight: int = 0) -> None:
+        if len(self) >= self.max_entries or self.bytes + weight > self.max_bytes:
+            self.clear()
+            self.bytes = 0
+        self[key] = value
+        self.bytes += weight
+
+
+class BlockCache:
+    """Raw argv/env block -> its element list, one shared instance per
+    distinct block (which the policy then redacts in place, once)."""
+
+    def __init__(self) -> None:
+        self._cache = BoundedCache()
+
+    def get(self, raw: bytes, truncated: bool) -> Strings:
+        key = (raw, truncated)
+        hit: Strings | None = self._cache.get(key)
+        if hit is None:
+            hit = Strings(split_block(raw, truncated))
+            self._cache.remember(key, hit, 2 * len(raw))  # the raw key and the decoded strings
+        return hit
