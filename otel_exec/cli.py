@@ -3,26 +3,32 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
+import os
 import sys
 import time
 from typing import Sequence, TextIO
 
 from otel_exec import __version__
-from otel_exec.config import BACKENDS, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS, Config
+from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS,
+                              Config, csv, log_level, parse_layered, signal_exporters)
 from otel_exec.errors import OtelExecError, UsageError
 from otel_exec.export.spool import FULL_ACTIONS
-
-
-def _csv(value: str) -> list[str]:
-    return [v for v in value.split(",") if v]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-exec", description="Trace every exec on this machine.")
     parser.add_argument("--version", action="version", version=f"otel-exec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="attach to the kernel and report every exec")
-    run.add_argument("--exporter", default=[], type=_csv,
+    run = sub.add_parser("run", help="attach to the kernel and report every exec",
+                         epilog="Every option can also be set by an OTEL_EXEC_<OPTION> variable or a key of the "
+                                "configuration file; a flag wins over the variable, the variable over the file "
+                                "(docs/configuration.md).")
+    run.add_argument("--config", metavar="PATH",
+                     help=f"YAML file of settings, keys as in docs/configuration.md (also ${CONFIG_ENV}; "
+                          f"default {DEFAULT_CONFIG_FILE} when it exists; '' reads none). It must belong to "
+                          "root and be writable by no other user")
+    run.add_argument("--exporter", default=[], type=csv,
                      help="otlp, console or both (otlp,console); default: otlp when an endpoint is "
                           "configured (--endpoint or OTEL_EXPORTER_OTLP_*ENDPOINT), else console")
     run.add_argument("--endpoint", help="OTLP endpoint URL, e.g. http://127.0.0.1:4317 (overrides "
@@ -95,15 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="never sample out this real user id (repeatable)")
     sampling.add_argument("--keep-path-prefix", action="append", default=[], metavar="PREFIX",
                           help="never sample out execs under PREFIX, as --path-prefix matches it (repeatable)")
-    run.add_argument("--no-field", action="append", default=[], type=_csv, metavar="FIELD[,FIELD]",
+    run.add_argument("--no-field", action="append", default=[], type=csv, metavar="FIELD[,FIELD]",
                      help=f"do not collect these fields, in the kernel: {', '.join(FIELD_GROUPS)} "
                           "(paths: every resolved path: executable, interpreter, stdin, working directory, "
                           "cgroup); records leave them out and name them in otel_exec.unavailable (repeatable)")
-    run.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes)
-    run.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes)
-    run.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes)
-    run.add_argument("--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS")
-    run.add_argument("--process-table-size", type=int, default=Config.process_table_size)
+    run.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes, metavar="BYTES",
+                     help="the kernel copies at most this much of the argument list; a longer one is cut and "
+                          "flagged (default %(default)s)")
+    run.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes, metavar="BYTES",
+                     help="the kernel copies at most this much of the environment; a longer one is cut and "
+                          "flagged (default %(default)s)")
+    run.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes, metavar="BYTES",
+                     help="size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
+                          "longer bursts (docs/operations.md#sizing; default %(default)s)")
+    run.add_argument("--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS",
+                     help="the reader drains the ring this often unless the ring fills faster "
+                          "(default %(default)s)")
+    run.add_argument("--process-table-size", type=int, default=Config.process_table_size, metavar="ENTRIES",
+                     help="processes the kernel and the agent keep track of for lineage; the oldest are evicted "
+                          "beyond it (default %(default)s)")
     run.add_argument("--backend", choices=BACKENDS, default=Config.backend,
                      help="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
                           "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
@@ -171,7 +187,11 @@ def run(cfg: Config, stderr: TextIO) -> int:
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
-    exporters = cfg.exporters or (("otlp",) if configured(opts) else ("console",))
+    exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
+    opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
+    if not (exporters["logs"] or exporters["traces"]):
+        raise UsageError("neither exec records nor spans are exported (OTEL_SDK_DISABLED=true, or "
+                         "OTEL_LOGS_EXPORTER and OTEL_TRACES_EXPORTER say none): nothing to do")
     sinks: list[Sink] = []
     out: TextIO | None = None
     agent = Agent(cfg, sinks, identity, log=stderr)
@@ -184,20 +204,21 @@ def run(cfg: Config, stderr: TextIO) -> int:
     # drop (Agent.start).
     trust = [agent.user.pw_uid] if agent.user else []
     try:
-        if "otlp" in exporters:
+        if opts.signals:
             spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, agent.user,
                           allow_group_read=cfg.spool_allow_group_read, full_action=cfg.spool_full_action,
                           boot_id=identity.boot_id) if cfg.spool_dir else None
             sinks.append(OtlpSink(opts, identity, spool))
-        if "console" in exporters:
+        if "console" in exporters["logs"]:
             out = open_output(cfg.output, trust) if cfg.output else sys.stdout
             if out is sys.stdout:
                 # UTF-8 whatever the locale: event text is never unencodable.
                 sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
             sinks.append(ConsoleExporter(out, cfg.format or ("pretty" if out.isatty() else "jsonl"),
                                          cfg.not_collected()))
-        telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval,
-                              resource_attributes(identity), stderr)
+        telemetry = Telemetry(agent.report, opts if "otlp" in exporters["metrics"] else None, cfg.stats_interval,
+                              resource_attributes(identity), stderr,
+                              console=stderr if "console" in exporters["metrics"] else None)
     except BaseException:
         agent.close()
         raise
@@ -265,11 +286,21 @@ class HeapTrimmer:
             self._trim(0)
 
 
+def _log_to_stderr() -> None:
+    """The agent's and the SDK's log messages on stderr, at OTEL_LOG_LEVEL."""
+    level, warning = log_level(os.environ)
+    logging.basicConfig(format="%(message)s")  # once: a later call (tests call main() again) adds nothing
+    logging.getLogger().setLevel(level)
+    if warning:
+        logging.getLogger("otel_exec").warning("otel-exec: %s", warning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _few_malloc_arenas()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        _log_to_stderr()
+        args = parse_layered(parser, argv, os.environ)
         return run(config_from_args(args), sys.stderr)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)

@@ -56,6 +56,7 @@ class OtlpOptions:
     protocol: str | None = None  # --protocol: overrides OTEL_EXPORTER_OTLP_*PROTOCOL
     headers: dict[str, str] = field(default_factory=dict)  # --header: overrides *_HEADERS
     span_env: bool = False  # --span-env: environment attributes on spans too
+    signals: tuple[str, ...] = ("logs", "traces")  # those OTEL_<SIGNAL>_EXPORTER sends over OTLP
 
 
 def configured(opts: OtlpOptions) -> bool:
@@ -898,15 +899,18 @@ class OtlpSink:
             queue = SpoolQueue(spool.signal(signal)) if spool else MemoryQueue(settings.max_queue_size)
             return BatchExporter(signal, make_transport(signal, opts), resource, settings, queue)
 
-        self.logs = exporter("logs", "OTEL_BLRP", 1000)
-        self.spans = exporter("traces", "OTEL_BSP", 5000)
+        # A signal turned off (OTEL_<SIGNAL>_EXPORTER=none) has no exporter
+        # and costs no encoding.
+        self.logs = exporter("logs", "OTEL_BLRP", 1000) if "logs" in opts.signals else None
+        self.spans = exporter("traces", "OTEL_BSP", 5000) if "traces" in opts.signals else None
+        self.exporters = [b for b in (self.logs, self.spans) if b is not None]
 
     def start(self) -> None:
         """Connect and start the export threads: after the privilege drop
         (the constructor, run before it, only reads and checks the
         configuration and the credential files)."""
-        self.logs.start()
-        self.spans.start()
+        for b in self.exporters:
+            b.start()
 
     def seed(self, infos: list[ProcessInfo]) -> None:
         """Processes already running get a span, and a log record each: they
@@ -915,17 +919,19 @@ class OtlpSink:
         for info in infos:
             if info.seeded_from_proc:
                 attrs = encode.Attrs.of(encode.seeded_attributes(info))
-                self.logs.add(encode.observed_record(info, attrs, now))
+                if self.logs is not None:
+                    self.logs.add(encode.observed_record(info, attrs, now))
                 if info.owns_span:
                     info.span_attrs = (attrs.span,)
         gap = self.spool.gap() if self.spool else None
-        if gap is not None:
+        if gap is not None and self.logs is not None:
             self.logs.add(encode.gap_record(gap.start_ns, gap.end_ns, gap.seconds, gap.clock_step_s))
         self.flush()
 
     def on_exec(self, ev: ExecEvent, info: ProcessInfo, previous: ProcessInfo | None) -> None:
         enc = encode.exec_attributes(ev, self.span_env)
-        self.logs.add(encode.log_record(ev, enc, info, time.time_ns()))
+        if self.logs is not None:
+            self.logs.add(encode.log_record(ev, enc, info, time.time_ns()))
         info.span_attrs = enc.span_attrs()
         if previous is not None and previous.owns_span:
             self._end(previous, ev.timestamp, "exec")
@@ -943,19 +949,20 @@ class OtlpSink:
             self._end(info, time.time_ns(), "evicted", incomplete=True)
 
     def _end(self, info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) -> None:
-        self.spans.add(encode.span(info, end_ns, reason, incomplete))
+        if self.spans is not None:
+            self.spans.add(encode.span(info, end_ns, reason, incomplete))
         info.owns_span = False
         info.span_attrs = ()
 
     def flush(self) -> None:
         """The end of a drain of the ring buffer: everything read so far is
         handed over (written to the spool)."""
-        self.logs.flush()
-        self.spans.flush()
+        for b in self.exporters:
+            b.flush()
         if self.spool:
             self.spool.beat()
-        self.logs.check()
-        self.spans.check()
+        for b in self.exporters:
+            b.check()
 
     def close(self, still_open: list[ProcessInfo], timeout_s: float) -> None:
         now = time.time_ns()
@@ -964,12 +971,13 @@ class OtlpSink:
                 self._end(info, now, "agent_stopped", incomplete=True)
         self.flush()
         # Both signals flush at once, within the one grace period.
-        for b in (self.logs, self.spans):
+        for b in self.exporters:
             b.begin_shutdown(timeout_s)
-        for b in (self.logs, self.spans):
+        for b in self.exporters:
             b.join()
         if self.spool:
             self.spool.close()
 
     def stats(self) -> dict[str, int]:
-        return {**self.logs.stats(), **self.spans.stats(), **(self.spool.stats() if self.spool else {})}
+        stats = {k: v for b in self.exporters for k, v in b.stats().items()}
+        return {**stats, **(self.spool.stats() if self.spool else {})}
