@@ -3,7 +3,7 @@
  * otel-exec, BCC backend: what the kernel program (otel_exec_bcc.c) and user
  * space share: the records it writes into the ring buffer, the `procs`
  * entries user space looks up, the comm_filter key and the counters.
- * otel_exec/bcc/layout.py mirrors it; tests/test_layout_registry.py checks
+ * otel_exec/bcc/layout.py mirrors it; tests/model/test_layout_registry.py checks
  * the mirror against this header compiled for the BPF target.
  *
  * u32/u64 come from the kernel headers BCC compiles against: like the

@@ -10,13 +10,10 @@ import time
 from typing import Sequence, TextIO
 
 from otel_exec import __version__
-from otel_exec.config import BACKENDS, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS, Config
+from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS,
+                              Config, csv, log_level, parse_layered, signal_exporters)
 from otel_exec.errors import OtelExecError, UsageError
 from otel_exec.export.spool import FULL_ACTIONS
-
-
-def _csv(value: str) -> list[str]:
-    return [v for v in value.split(",") if v]
 
 
 RUN_EXAMPLES = """examples:
@@ -34,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="attach to the kernel and report every exec",
                          description="Attach to the kernel and report every exec (and exit) on this machine.",
-                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         epilog=RUN_EXAMPLES + "\nEvery option can also be set by an OTEL_EXEC_<OPTION> variable or a key of the "
+                                "configuration file; a flag wins over the variable, the variable over the file "
+                                "(docs/configuration.md).\n", formatter_class=argparse.RawDescriptionHelpFormatter)
     capture = run.add_argument_group("capture")
     filters = run.add_argument_group("filters", "in the kernel, repeatable; sampling (--sample-rate, --keep-*) "
                                                 "comes after the filters (docs/fields.md)")
@@ -42,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = run.add_argument_group("export")
     reliability = run.add_argument_group("reliability")
     diagnostics = run.add_argument_group("diagnostics")
-    export.add_argument("--exporter", default=[], type=_csv,
+    run.add_argument("--config", metavar="PATH",
+                     help=f"YAML file of settings, keys as in docs/configuration.md (also ${CONFIG_ENV}; "
+                          f"default {DEFAULT_CONFIG_FILE} when it exists; '' reads none). It must belong to "
+                          "root and be writable by no other user")
+    export.add_argument("--exporter", default=[], type=csv,
                      help="otlp, console or both (otlp,console); default: otlp when an endpoint is "
                           "configured (--endpoint or OTEL_EXPORTER_OTLP_*ENDPOINT), else console")
     export.add_argument("--endpoint", help="OTLP endpoint URL, e.g. http://127.0.0.1:4317 (overrides "
@@ -121,20 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="never sample out this real user id (repeatable)")
     filters.add_argument("--keep-path-prefix", action="append", default=[], metavar="PREFIX",
                           help="never sample out execs under PREFIX, as --path-prefix matches it (repeatable)")
-    capture.add_argument("--no-field", action="append", default=[], type=_csv, metavar="FIELD[,FIELD]",
+    capture.add_argument("--no-field", action="append", default=[], type=csv, metavar="FIELD[,FIELD]",
                      help=f"do not collect these fields, in the kernel: {', '.join(FIELD_GROUPS)} "
                           "(paths: every resolved path: executable, interpreter, stdin, working directory, "
                           "cgroup); records leave them out and name them in otel_exec.unavailable (repeatable)")
-    capture.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes,
-                         help="argv bytes read per exec (default 32 KiB)")
-    capture.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes,
-                         help="environment bytes read per exec (default 32 KiB)")
-    capture.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes,
-                         help="the kernel ring buffer, a power of two (default 4 MiB)")
+    capture.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes, metavar="BYTES",
+                     help="the kernel copies at most this much of the argument list; a longer one is cut and "
+                          "flagged (default %(default)s)")
+    capture.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes, metavar="BYTES",
+                     help="the kernel copies at most this much of the environment; a longer one is cut and "
+                          "flagged (default %(default)s)")
+    capture.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes, metavar="BYTES",
+                     help="size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
+                          "longer bursts (docs/operations.md#sizing; default %(default)s)")
     capture.add_argument("--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS",
-                         help="drain the ring at least this often (default %(default)s)")
-    capture.add_argument("--process-table-size", type=int, default=Config.process_table_size,
-                         help="processes tracked for lineage (default %(default)s)")
+                     help="the reader drains the ring this often unless the ring fills faster "
+                          "(default %(default)s)")
+    capture.add_argument("--process-table-size", type=int, default=Config.process_table_size, metavar="ENTRIES",
+                     help="processes the kernel and the agent keep track of for lineage; the oldest are evicted "
+                          "beyond it (default %(default)s)")
     capture.add_argument("--backend", choices=BACKENDS, default=Config.backend,
                      help="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
                           "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
@@ -145,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_check_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     check = sub.add_parser("check", help="report every prerequisite of `run` (pass/warn/fail and the fix); "
                                          "exit 0 only when run would start as configured")
-    check.add_argument("--exporter", default=[], type=_csv, help="as for run")
+    check.add_argument("--exporter", default=[], type=csv, help="as for run")
     check.add_argument("--endpoint", help="as for run: the OTLP check exports one test record there")
     check.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="as for run")
     check.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="as for run")
@@ -238,7 +246,11 @@ def run(cfg: Config, stderr: TextIO) -> int:
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
-    exporters = cfg.exporters or (("otlp",) if configured(opts) else ("console",))
+    exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
+    opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
+    if not (exporters["logs"] or exporters["traces"]):
+        raise UsageError("neither exec records nor spans are exported (OTEL_SDK_DISABLED=true, or "
+                         "OTEL_LOGS_EXPORTER and OTEL_TRACES_EXPORTER say none): nothing to do")
     sinks: list[Sink] = []
     out: TextIO | None = None
     agent = Agent(cfg, sinks, identity, log=stderr)
@@ -257,12 +269,12 @@ def run(cfg: Config, stderr: TextIO) -> int:
     # drop (Agent.start).
     trust = [agent.user.pw_uid] if agent.user else []
     try:
-        if "otlp" in exporters:
+        if opts.signals:
             spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, agent.user,
                           allow_group_read=cfg.spool_allow_group_read, full_action=cfg.spool_full_action,
                           boot_id=identity.boot_id) if cfg.spool_dir else None
             sinks.append(OtlpSink(opts, identity, spool))
-        if "console" in exporters:
+        if "console" in exporters["logs"]:
             out = open_output(cfg.output, trust) if cfg.output else sys.stdout
             if out is sys.stdout:
                 # UTF-8 whatever the locale: event text is never unencodable.
@@ -270,8 +282,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
             sinks.append(ConsoleSink(out, cfg.format or ("pretty" if out.isatty() else "jsonl"), cfg.not_collected(),
                                      colour=colour_wanted(out, cfg.color), tree=cfg.tree,
                                      seeded_exits=not cfg.filtered()))
-        telemetry = Telemetry(agent.report, opts if "otlp" in exporters else None, cfg.stats_interval,
-                              resource_attributes(identity), stderr)
+        telemetry = Telemetry(agent.report, opts if "otlp" in exporters["metrics"] else None, cfg.stats_interval,
+                              resource_attributes(identity), stderr,
+                              console=stderr if "console" in exporters["metrics"] else None)
     except BaseException:
         agent.close()
         raise
@@ -353,13 +366,15 @@ class PrefixedFormatter(logging.Formatter):
 
 
 def _configure_logging() -> None:
-    """The libraries' log lines (the OTel SDK, gRPC's Python side, ours)
-    carry the agent's prefix and a level, at OTEL_LOG_LEVEL (default info)."""
-    level = os.environ.get("OTEL_LOG_LEVEL", "info").strip().upper()
+    """The libraries' log lines (the OTel SDK, gRPC's Python side, ours) on
+    stderr with the agent's prefix and a level, at OTEL_LOG_LEVEL."""
+    level, warning = log_level(os.environ)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PrefixedFormatter())
-    logging.basicConfig(handlers=[handler],
-                        level=getattr(logging, {"WARN": "WARNING"}.get(level, level), logging.INFO))
+    logging.basicConfig(handlers=[handler])  # once: a later call (tests call main() again) adds nothing
+    logging.getLogger().setLevel(level)
+    if warning:
+        logging.getLogger("otel_exec").warning("%s", warning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse_layered(parser, argv, os.environ)
         if args.command == "check":
             from otel_exec.check import run_checks
 

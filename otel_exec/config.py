@@ -1,10 +1,15 @@
-"""Agent configuration: one dataclass, built from the command line."""
+"""Agent configuration: one dataclass, built from the command line, the
+OTEL_EXEC_* variables and the configuration file (docs/configuration.md)."""
 from __future__ import annotations
 
+import argparse
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
+from otel_exec.errors import UsageError
 from otel_exec.model.events import ExecEvent
 from otel_exec.model.layout import ARGS_MAX, FILTER_ENTRIES_MAX, PREFIX_LEN
 
@@ -101,16 +106,12 @@ class Config:
 
     def check_backend(self, backend: str, why: str) -> None:
         """Refuse options the chosen backend would otherwise ignore."""
-        from otel_exec.errors import UsageError
-
         unsupported = self.bcc_unsupported() if backend == "bcc" else []
         if unsupported:
             raise UsageError(f"{', '.join(unsupported)}: not supported by the BCC backend ({why}); "
                              "the CO-RE backend needs kernel BTF (docs/backends.md)")
 
     def validate(self) -> None:
-        from otel_exec.errors import UsageError
-
         if self.env_capture not in ENV_CAPTURE_MODES:
             raise UsageError(f"--env-capture must be one of {', '.join(ENV_CAPTURE_MODES)}")
         from otel_exec.lineage.spans import TraceparentTrust
@@ -184,3 +185,268 @@ class Config:
         self.check_backend(self.backend, "--backend bcc")
         if self.process_table_size < 1024:
             raise UsageError("--process-table-size must be at least 1024")
+
+
+# --------------------------------------------------------------------------- settings from a file and the environment
+#
+# Every option of a subcommand can also come from an OTEL_EXEC_<DEST>
+# variable and from key <dest> of the YAML configuration file; the names are
+# derived from the argparse actions themselves, so the flag, the variable
+# and the key of one setting cannot drift apart (docs/configuration.md is
+# checked against settings_table() by a test). Precedence: flag, then
+# variable, then file, then the built-in default. The standard OTEL_*
+# variables come below all of these: an otel-exec setting overrides them.
+
+DEFAULT_CONFIG_FILE = "/etc/otel-exec/config.yaml"
+CONFIG_ENV = "OTEL_EXEC_CONFIG"
+ENV_PREFIX = "OTEL_EXEC_"
+CONFIG_FILE_MAX_BYTES = 1 << 20
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def settings(sub: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The options of a subcommand that a file or variable may set: all
+    but --help, --version and --config itself."""
+    return [a for a in sub._actions
+            if a.option_strings and a.dest not in ("help", "version", "config")
+            and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+
+
+def env_name(action: argparse.Action) -> str:
+    return ENV_PREFIX + action.dest.upper()
+
+
+def file_key(action: argparse.Action) -> str:
+    return action.dest
+
+
+def is_switch(action: argparse.Action) -> bool:
+    return isinstance(action, argparse._StoreTrueAction)
+
+
+def is_repeatable(action: argparse.Action) -> bool:
+    return isinstance(action, argparse._AppendAction)
+
+
+def _convert(action: argparse.Action, raw: str, source: str) -> object:
+    """One value as the flag would take it: its type, then its choices."""
+    flag = action.option_strings[-1]
+    try:
+        value = action.type(raw) if callable(action.type) else raw
+    except (TypeError, ValueError):
+        kind = getattr(action.type, "__name__", "value").lstrip("_")
+        raise UsageError(f"{source}: {raw!r} is not a valid {kind} (as for {flag})") from None
+    if action.choices is not None and value not in action.choices:
+        raise UsageError(f"{source}: {raw!r} is not one of {', '.join(map(str, action.choices))} (as for {flag})")
+    return value
+
+
+def _scalar(value: object, source: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise UsageError(f"{source}: expected a string or number, got {type(value).__name__} {value!r}")
+    return str(value)
+
+
+def from_env(action: argparse.Action, raw: str, source: str) -> object:
+    """An OTEL_EXEC_* value: a switch is true/false; a repeatable option
+    takes comma-separated values, or a YAML/JSON list for values that hold
+    a comma ('["a,b", "c"]')."""
+    if is_switch(action):
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise UsageError(f"{source}: {raw!r} is neither true nor false")
+    if is_repeatable(action):
+        if raw.lstrip().startswith("["):
+            items = _yaml_load(raw, source)
+            if not isinstance(items, list):
+                raise UsageError(f"{source}: not a list")
+        else:
+            items = [v for v in raw.split(",") if v]
+        return [_convert(action, _scalar(v, source), source) for v in items]
+    return _convert(action, raw, source)
+
+
+def from_file(action: argparse.Action, value: object, source: str) -> object:
+    """A configuration-file value: a boolean for a switch, a list (or one
+    value) for a repeatable option, a string or number otherwise."""
+    if is_switch(action):
+        if not isinstance(value, bool):
+            raise UsageError(f"{source}: expected true or false, got {value!r}")
+        return value
+    if is_repeatable(action):
+        items = value if isinstance(value, list) else [value]
+        return [_convert(action, _scalar(v, source), source) for v in items]
+    if isinstance(value, list) and action.type is csv:
+        value = ",".join(_scalar(v, source) for v in value)
+    return _convert(action, _scalar(value, source), source)
+
+
+def csv(value: str) -> list[str]:
+    """A comma-separated flag value (--exporter, --no-field)."""
+    return [v for v in value.split(",") if v]
+
+
+def _yaml_load(text: str, source: str) -> object:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UsageError(f"{source}: not valid YAML: {e}") from None
+
+
+def read_config_file(path: str) -> dict[str, object]:
+    """The YAML mapping in `path`, opened as safefs checks a root agent's
+    input: every directory on the way and the file itself belong to root
+    (or the agent's user), no other user can write to them, a symlink is
+    followed only if root owns it. Another user who could edit it could
+    set --endpoint or --env-capture all."""
+    from otel_exec.host import safefs
+
+    data = safefs.read_file(path, CONFIG_FILE_MAX_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    doc = _yaml_load(text, path)
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
+        raise UsageError(f"{path}: must be a mapping of setting names to values (docs/configuration.md)")
+    return doc
+
+
+def config_file_path(given: str | None, environ: Mapping[str, str]) -> tuple[str | None, bool]:
+    """(path, required): --config, else $OTEL_EXEC_CONFIG (both must
+    exist), else the default path when it exists; '' (empty) reads none."""
+    path = given if given is not None else environ.get(CONFIG_ENV)
+    if path is not None:
+        return path or None, True
+    return DEFAULT_CONFIG_FILE, False
+
+
+def layered(sub: argparse.ArgumentParser, args: argparse.Namespace, given: set[str],
+            file_values: Mapping[str, object], file_name: str, environ: Mapping[str, str]) -> argparse.Namespace:
+    """`args` with each option not given as a flag taken from its
+    OTEL_EXEC_* variable, else from the configuration file, else left at
+    its default."""
+    options = settings(sub)
+    known = {file_key(a): a for a in options}
+    unknown = sorted(set(file_values) - set(known))
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else "")
+                 for k in unknown]
+        raise UsageError(f"{file_name}: unknown setting {', '.join(hints)}; the settings are listed in "
+                         "docs/configuration.md")
+    for action in options:
+        if action.dest in given:
+            continue
+        var = env_name(action)
+        if var in environ:
+            setattr(args, action.dest, from_env(action, environ[var], var))
+        elif file_key(action) in file_values:
+            setattr(args, action.dest, from_file(action, file_values[file_key(action)],
+                                                 f"{file_name}: {file_key(action)}"))
+    return args
+
+
+def settings_table(sub: argparse.ArgumentParser) -> str:
+    """The Markdown table of docs/configuration.md: one row per option."""
+    rows = ["| Flag | Environment variable | File key | Default | Meaning |", "|---|---|---|---|---|"]
+    for action in settings(sub):
+        flag = action.option_strings[-1] + ("" if is_switch(action) else f" {action.metavar or action.dest.upper()}")
+        if is_switch(action):
+            default = "false"
+        elif action.default in (None, []) or action.default is argparse.SUPPRESS:
+            default = ""
+        else:
+            default = str(action.default)
+        meaning = " ".join((action.help or "").split()).replace("|", "\\|") % {"default": action.default}
+        kind = " (repeatable)" if is_repeatable(action) else ""
+        rows.append(f"| `{flag}`{kind} | `{env_name(action)}` | `{file_key(action)}` | {default and f'`{default}`'} "
+                    f"| {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _given(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The dests of `sub`'s options given on the command line: a second
+    parse with no defaults leaves out every option not given."""
+    saved = [(a, a.default) for a in sub._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[name]
+
+
+def parse_layered(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                  environ: Mapping[str, str]) -> argparse.Namespace:
+    """parse_args() with the OTEL_EXEC_* variables and the configuration
+    file filling in the options not given as flags."""
+    args = parser.parse_args(argv)
+    sub = subcommand(parser, args.command)
+    if not any(a.dest == "config" for a in sub._actions):
+        return args
+    path, required = config_file_path(args.config, environ)
+    file_values: Mapping[str, object] = {}
+    if path is not None and (required or os.path.lexists(path)):
+        file_values = read_config_file(path)
+    return layered(sub, args, _given(parser, sub, argv), file_values, path or "", environ)
+
+
+# --------------------------------------------------------------------------- OTEL_*_EXPORTER, OTEL_SDK_DISABLED
+
+SIGNALS = ("logs", "traces", "metrics")
+SIGNAL_EXPORTERS = ("otlp", "console", "none")
+
+
+def signal_exporters(chosen: tuple[str, ...], environ: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """The exporters each signal goes to. OTEL_SDK_DISABLED=true: none for
+    every signal. Else OTEL_<SIGNAL>_EXPORTER when set (otlp, console or
+    none; a comma-separated list as the SDKs take it) is more specific than
+    `chosen` (--exporter) and wins; otherwise logs go where --exporter says,
+    traces and metrics to otlp if --exporter has it (the console shows exec
+    records, not spans)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return dict.fromkeys(SIGNALS, ())
+    result = {}
+    for signal in SIGNALS:
+        var = f"OTEL_{signal.upper()}_EXPORTER"
+        raw = environ.get(var, "").strip()
+        if not raw:
+            result[signal] = chosen if signal == "logs" else tuple(n for n in chosen if n == "otlp")
+            continue
+        names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+        for name in names:
+            if name not in SIGNAL_EXPORTERS:
+                raise UsageError(f"{var}={raw!r}: {name!r} is not one of {', '.join(SIGNAL_EXPORTERS)}")
+        if "none" in names and len(names) > 1:
+            raise UsageError(f"{var}={raw!r}: none cannot be combined with an exporter")
+        if signal == "traces" and "console" in names:
+            raise UsageError(f"{var}={raw!r}: the console shows exec records, not spans; use otlp or none")
+        result[signal] = tuple(n for n in names if n != "none")
+    return result
+
+
+LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
+
+
+def log_level(environ: Mapping[str, str]) -> tuple[int, str | None]:
+    """(level, warning) of OTEL_LOG_LEVEL for the agent's own log messages
+    (otel_exec.* and the SDK's): warn unless set; an unknown value is
+    warned about and ignored, as the specification asks."""
+    raw = environ.get("OTEL_LOG_LEVEL", "").strip().lower()
+    if not raw:
+        return LOG_LEVELS["warn"], None
+    if raw not in LOG_LEVELS:
+        return LOG_LEVELS["warn"], f"OTEL_LOG_LEVEL={raw!r} is not one of debug, info, warn, error; using warn"
+    return LOG_LEVELS[raw], None

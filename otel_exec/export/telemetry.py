@@ -118,7 +118,7 @@ class Telemetry:
     then); start(), after it, starts the metrics thread and connection."""
 
     def __init__(self, report: Report, opts: OtlpOptions | None, stats_interval: float | None,
-                 resource: dict[str, object], err: TextIO = sys.stderr) -> None:
+                 resource: dict[str, object], err: TextIO = sys.stderr, console: TextIO | None = None) -> None:
         self.report = report
         self.err = err
         self.stats_interval = stats_interval
@@ -128,6 +128,10 @@ class Telemetry:
         # exporter is made in start(), after the drop, since the gRPC one
         # opens its channel (and gRPC's threads) at once.
         self._make_exporter = metric_exporter(transport_settings("metrics", opts)) if opts is not None else None
+        if console is not None:  # OTEL_METRICS_EXPORTER=console
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+            self._make_exporter = functools.partial(ConsoleMetricExporter, out=console)
         self._provider: object | None = None
 
     def start(self) -> None:

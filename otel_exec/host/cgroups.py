@@ -14,16 +14,31 @@ from otel_exec.errors import UsageError
 from otel_exec.model.layout import CGROUP_DEPTH_MAX
 
 
+# The id (directory inode) of the hierarchy's root cgroup, seen from any
+# cgroup namespace.
+ROOT_CGROUP_ID = 1
+
+
 def cgroup2_root() -> str | None:
-    """Where the cgroup2 file system is mounted with its root (the agent's
-    cgroup namespace's root), or None."""
+    """Where the whole cgroup2 hierarchy is mounted, or None. In a cgroup
+    namespace (a container's, a pod's) the mount the runtime made shows the
+    container's own cgroup as its root, while the kernel counts a cgroup's
+    level from the real root: only a mount of the whole hierarchy (the
+    host's /sys/fs/cgroup, e.g. a hostPath volume) gives the levels the
+    kernel side matches. It is the one whose root directory has the root
+    cgroup's id, whatever mountinfo shows as its root (/../.. from inside
+    a namespace)."""
     try:
         with open("/proc/self/mountinfo", "rb") as f:
             for line in f:
                 pre, _, post = line.partition(b" - ")
-                fields = pre.split()
-                if post.split()[:1] == [b"cgroup2"] and fields[3] == b"/":
-                    return os.fsdecode(fields[4])
+                if post.split()[:1] == [b"cgroup2"]:
+                    mount_point = os.fsdecode(pre.split()[4])
+                    try:
+                        if os.stat(mount_point).st_ino == ROOT_CGROUP_ID:
+                            return mount_point
+                    except OSError:  # hidden under another mount
+                        continue
     except OSError:
         pass
     return None
@@ -42,7 +57,9 @@ def resolve(spec: str) -> Cgroup:
     directory under the cgroup2 mount (/sys/fs/cgroup/system.slice)."""
     root = cgroup2_root()
     if root is None:
-        raise UsageError(f"--cgroup {spec}: no cgroup2 file system is mounted (--cgroup needs cgroup v2)")
+        raise UsageError(f"--cgroup {spec}: no cgroup2 file system is mounted with the whole hierarchy (--cgroup "
+                         "needs cgroup v2; in a container, mount the host's /sys/fs/cgroup: "
+                         "docs/operations.md#kubernetes)")
     path = os.path.normpath("/" + spec.lstrip("/"))
     if path == root or path.startswith(root.rstrip("/") + "/"):
         path = os.path.normpath("/" + path[len(root):].lstrip("/"))

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.needs_yaml
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[2]
-COLLECTOR_CONFIGS = sorted((ROOT / "collector-config").glob("*.yaml"))
+COLLECTOR_CONFIGS = sorted((ROOT / "collector-config").glob("*.yaml"))  # for Kubernetes
+HOST_COLLECTOR_CONFIGS = sorted((ROOT / "collector-config" / "host").glob("*.yaml"))
+EXAMPLE_AGENT_CONFIG = ROOT / "examples" / "otel-exec.yaml"
 COMPOSE_FILE = ROOT / "examples" / "docker-compose.yaml"
 COMPOSE_COLLECTOR = ROOT / "examples" / "compose" / "otel-collector.yaml"
 COMPOSE_LOKI = ROOT / "examples" / "compose" / "loki.yaml"
@@ -88,7 +90,7 @@ def pipeline_signal(pipeline_id: str) -> str:
 
 # --------------------------------------------------------------------------- collector configs
 
-ALL_COLLECTOR_CONFIGS = COLLECTOR_CONFIGS + [COMPOSE_COLLECTOR]
+ALL_COLLECTOR_CONFIGS = COLLECTOR_CONFIGS + HOST_COLLECTOR_CONFIGS + [COMPOSE_COLLECTOR]
 
 
 def test_the_three_collector_configs_exist():
@@ -195,10 +197,32 @@ def test_k8s_attributes_associates_pods_by_container_id(path):
         assert processors.index("groupbyattrs") < processors.index("k8s_attributes"), f"{path.name}: {pipeline_id}"
 
 
-def test_compose_collector_has_no_k8s_attributes():
+@pytest.mark.parametrize("path", [COMPOSE_COLLECTOR, *HOST_COLLECTOR_CONFIGS], ids=lambda p: str(p.relative_to(ROOT)))
+def test_host_collectors_have_no_k8s_attributes(path):
     """Outside Kubernetes the processor cannot reach an API server and the collector would not start."""
-    cfg = load_yaml(COMPOSE_COLLECTOR)
+    cfg = load_yaml(path)
     assert not any(component_type(k) == "k8s_attributes" for k in cfg["processors"])
+
+
+def test_every_backend_has_a_host_variant():
+    """The same backends and pipelines as the Kubernetes file, only k8s_attributes left out."""
+    assert [p.name for p in HOST_COLLECTOR_CONFIGS] == [p.name for p in COLLECTOR_CONFIGS]
+    for k8s_path, host_path in zip(COLLECTOR_CONFIGS, HOST_COLLECTOR_CONFIGS):
+        k8s, host = load_yaml(k8s_path), load_yaml(host_path)
+        assert k8s["exporters"].keys() == host["exporters"].keys(), host_path.name
+        for pipeline_id, pipeline in k8s["service"]["pipelines"].items():
+            expected = [p for p in pipeline.get("processors") or [] if component_type(p) != "k8s_attributes"]
+            assert host["service"]["pipelines"][pipeline_id]["processors"] == expected, (host_path.name, pipeline_id)
+            assert host["service"]["pipelines"][pipeline_id]["exporters"] == pipeline["exporters"]
+
+
+@pytest.mark.parametrize("path", [ROOT / "collector-config" / "loki.yaml", ROOT / "collector-config" / "host" / "loki.yaml"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_loki_config_says_where_traces_go(path):
+    """Loki stores no traces: the file says so and how to stop the agent sending them."""
+    assert exporters_of(load_yaml(path), "traces") == ["debug"]
+    text = path.read_text()
+    assert "OTEL_TRACES_EXPORTER=none" in text and "Loki stores logs only" in text
 
 
 def exporters_of(cfg, signal: str) -> list[str]:
@@ -422,10 +446,53 @@ def test_daemonset_host_mounts():
 
     btf = mounted({"/sys/kernel/btf", "/sys"}, read_only=True)
     assert Path(btf["mountPath"]) in (Path("/sys/kernel/btf"), Path("/sys"))
-    mounted({"/proc"}, read_only=True)
-    mounted({"/sys/fs/cgroup"}, read_only=True)
     spool = mounted({"/var/lib/otel-exec"}, read_only=False)
     assert spool["mountPath"] == "/var/lib/otel-exec"
+    # hostPID already shows the host's processes in /proc: no /proc mount.
+    assert "/proc" not in host_paths.values()
+    # The host's whole cgroup hierarchy, which otel_exec.host.cgroups finds by its root cgroup's id
+    # wherever it is mounted (tests/test_cgroup_namespace.py).
+    mounted({"/sys/fs/cgroup"}, read_only=True)
+    # Every volume is mounted.
+    assert {v["name"] for v in pod["volumes"]} == set(mounts)
+
+
+def agent_settings(text: str):
+    """An agent configuration file's values as the agent would take them."""
+    from otel_exec import cli
+    from otel_exec.config import layered, subcommand
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["run", "--config", ""])
+    return cli.config_from_args(layered(subcommand(parser, "run"), args, set(), yaml.safe_load(text), "example", {}))
+
+
+def test_daemonset_reads_its_settings_from_the_config_map():
+    from otel_exec.config import DEFAULT_CONFIG_FILE
+
+    config_map = next(d for d in k8s_docs() if d["kind"] == "ConfigMap")
+    pod = daemonset()["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v.get("configMap", {}).get("name") == config_map["metadata"]["name"]]
+    (mount,) = [m for m in agent_container()["volumeMounts"] if m["name"] == volume["name"]]
+    # A single file (subPath): a ConfigMap volume's directory is world-writable, which the agent refuses.
+    assert mount["mountPath"] == DEFAULT_CONFIG_FILE and mount["subPath"] == "config.yaml" and mount["readOnly"]
+    assert volume["configMap"]["defaultMode"] & 0o022 == 0
+    assert agent_settings(config_map["data"]["config.yaml"]).exporters == ("otlp",)
+    assert agent_container()["command"] == ["otel-exec", "run"]
+
+
+def test_example_agent_config_is_valid():
+    cfg = agent_settings(EXAMPLE_AGENT_CONFIG.read_text())
+    assert cfg.exporters == ("otlp",) and cfg.endpoint == "http://localhost:4317"
+
+
+def test_kubernetes_manifest_validates_against_the_schemas():
+    """kubernetes-validate (the test extra) checks every document against the Kubernetes API
+    schemas, rejecting unknown fields."""
+    kv = Path(sys.executable).parent / "kubernetes-validate"
+    out = subprocess.run([str(kv), "--strict", str(K8S_MANIFEST)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("passed") == len(k8s_docs()), out.stdout
 
 
 # --------------------------------------------------------------------------- systemd
@@ -471,6 +538,19 @@ def test_systemd_unit_hardening_and_spool():
     assert "PrivatePIDs" not in service
     env = dict(v.split("=", 1) for v in unit_values("Environment"))
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith(("http://", "https://"))
+
+
+def test_systemd_unit_reads_the_config_file():
+    """What the unit's comment promises is read: /etc/otel-exec/config.yaml (the agent's default,
+    in a ConfigurationDirectory) and OTEL_EXEC_* / OTEL_* variables from /etc/default/otel-exec."""
+    from otel_exec.config import DEFAULT_CONFIG_FILE
+
+    service = unit()["Service"]
+    assert DEFAULT_CONFIG_FILE == f"/etc/{service['ConfigurationDirectory']}/config.yaml"
+    assert "--config" not in service["ExecStart"]  # the default path, read when present
+    assert "-/etc/default/otel-exec" in unit_values("EnvironmentFile")
+    text = SYSTEMD_UNIT.read_text()
+    assert DEFAULT_CONFIG_FILE in text and "OTEL_EXEC_" in text
 
 
 # --------------------------------------------------------------------------- traced_app.py

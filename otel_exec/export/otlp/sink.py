@@ -31,8 +31,11 @@ class OtlpSink:
             queue = SpoolQueue(spool.signal(signal)) if spool else MemoryQueue(settings.max_queue_size)
             return BatchExporter(signal, make_transport(signal, opts), resource, settings, queue)
 
-        self.logs = exporter("logs", "OTEL_BLRP", 1000)
-        self.spans = exporter("traces", "OTEL_BSP", 5000)
+        # A signal turned off (OTEL_<SIGNAL>_EXPORTER=none) has no exporter
+        # and costs no encoding.
+        self.logs = exporter("logs", "OTEL_BLRP", 1000) if "logs" in opts.signals else None
+        self.spans = exporter("traces", "OTEL_BSP", 5000) if "traces" in opts.signals else None
+        self.exporters = [b for b in (self.logs, self.spans) if b is not None]
 
     def start(self) -> None:
         """Hand over the records of the processes found running (the agent
@@ -41,47 +44,51 @@ class OtlpSink:
         the privilege drop (the constructor, run before it, only reads and
         checks the configuration and the credential files)."""
         gap = self.spool.gap() if self.spool else None
-        if gap is not None:
+        if gap is not None and self.logs is not None:
             self.logs.add(encode.gap_record(gap.start_ns, gap.end_ns, gap.seconds, gap.clock_step_s))
         self.flush()
-        self.logs.start()
-        self.spans.start()
+        for b in self.exporters:
+            b.start()
 
     def on_exec(self, ev: ExecEvent, span: ProcessSpan) -> None:
         enc = encode.exec_attributes(ev, self.span_env)
-        self.logs.add(encode.log_record(ev, enc, span, time.time_ns()))
+        if self.logs is not None:
+            self.logs.add(encode.log_record(ev, enc, span, time.time_ns()))
         span.attributes = enc.span_attrs()
 
     def on_observed(self, ev: ExecEvent, span: ProcessSpan | None) -> None:
         """Running before the agent, maybe since before any agent watched: a
         log record of what /proc told, and the same attributes on its span."""
         attrs = encode.Attrs.of(encode.seeded_attributes(ev))
-        self.logs.add(encode.observed_record(ev, span, attrs, ev.timestamp))
+        if self.logs is not None:
+            self.logs.add(encode.observed_record(ev, span, attrs, ev.timestamp))
         if span is not None:
             span.attributes = (attrs.span,)
 
     def on_span_end(self, span: ProcessSpan) -> None:
-        self.spans.add(encode.span(span))
+        if self.spans is not None:
+            self.spans.add(encode.span(span))
 
     def flush(self) -> None:
         """The end of a drain of the ring buffer: everything read so far is
         handed over (written to the spool)."""
-        self.logs.flush()
-        self.spans.flush()
+        for b in self.exporters:
+            b.flush()
         if self.spool:
             self.spool.beat()
-        self.logs.check()
-        self.spans.check()
+        for b in self.exporters:
+            b.check()
 
     def close(self, timeout_s: float) -> None:
         self.flush()
         # Both signals flush at once, within the one grace period.
-        for b in (self.logs, self.spans):
+        for b in self.exporters:
             b.begin_shutdown(timeout_s)
-        for b in (self.logs, self.spans):
+        for b in self.exporters:
             b.join()
         if self.spool:
             self.spool.close()
 
     def stats(self) -> dict[str, int]:
-        return {**self.logs.stats(), **self.spans.stats(), **(self.spool.stats() if self.spool else {})}
+        stats = {k: v for b in self.exporters for k, v in b.stats().items()}
+        return {**stats, **(self.spool.stats() if self.spool else {})}

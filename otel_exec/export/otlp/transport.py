@@ -40,6 +40,7 @@ class OtlpOptions:
     protocol: str | None = None  # --protocol: overrides OTEL_EXPORTER_OTLP_*PROTOCOL
     headers: dict[str, str] = field(default_factory=dict)  # --header: overrides *_HEADERS
     span_env: bool = False  # --span-env: environment attributes on spans too
+    signals: tuple[str, ...] = ("logs", "traces")  # those OTEL_<SIGNAL>_EXPORTER sends over OTLP
 
 
 def configured(opts: OtlpOptions) -> bool:
