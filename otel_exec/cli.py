@@ -128,12 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"do not collect these fields, in the kernel: {', '.join(FIELD_GROUPS)} "
                           "(paths: every resolved path: executable, interpreter, stdin, working directory, "
                           "cgroup); records leave them out and name them in otel_exec.unavailable (repeatable)")
-    capture.add_argument("--argv-max-bytes", type=int, default=Config.argv_max_bytes, metavar="BYTES",
-                     help="the kernel copies at most this much of the argument list; a longer one is cut and "
-                          "flagged (default %(default)s)")
-    capture.add_argument("--env-max-bytes", type=int, default=Config.env_max_bytes, metavar="BYTES",
-                     help="the kernel copies at most this much of the environment; a longer one is cut and "
-                          "flagged (default %(default)s)")
+    for block, what in (("argv", "argument list"), ("env", "environment")):
+        capture.add_argument(f"--{block}-max-bytes", type=int, default=getattr(Config, f"{block}_max_bytes"),
+                             metavar="BYTES", help=f"the kernel copies at most this much of the {what}; a longer "
+                                                   "one is cut and flagged (default %(default)s)")
     capture.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes, metavar="BYTES",
                      help="size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
                           "longer bursts (docs/operations.md#sizing; default %(default)s)")

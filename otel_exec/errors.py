@@ -7,54 +7,46 @@ from __future__ import annotations
 
 
 class OtelExecError(Exception):
-    """Base of every error the CLI reports as ``otel-exec: <str(err)>``."""
+    """Base of every error the CLI reports as ``otel-exec: <str(err)>``;
+    each subclass names its exit code in its class statement."""
 
     exit_code = 1
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class UsageError(OtelExecError):
+
+class UsageError(OtelExecError, exit_code=2):
     """Bad command line or configuration."""
 
-    exit_code = 2
 
-
-class PrivilegeError(OtelExecError):
+class PrivilegeError(OtelExecError, exit_code=3):
     """Not root, or missing CAP_BPF / CAP_PERFMON."""
 
-    exit_code = 3
 
-
-class PrivilegeLeakError(OtelExecError):
+class PrivilegeLeakError(OtelExecError, exit_code=8):
     """After the privilege drop, a thread of the agent still holds more than
     the source needs at run time: a capability, its bounding set, no
     no_new_privs, or (with --user) another uid or gid."""
 
-    exit_code = 8
 
-
-class NoBtfError(OtelExecError):
+class NoBtfError(OtelExecError, exit_code=4):
     """The kernel exposes no BTF (/sys/kernel/btf/vmlinux), so CO-RE cannot relocate."""
 
-    exit_code = 4
 
-
-class TracefsError(OtelExecError):
+class TracefsError(OtelExecError, exit_code=5):
     """tracefs is needed but missing or unreadable."""
 
-    exit_code = 5
 
-
-class BccError(OtelExecError):
+class BccError(OtelExecError, exit_code=7):
     """--backend bcc was asked for and BCC cannot run: no `bcc` Python
     module, or no kernel headers for it to compile against."""
 
-    exit_code = 7
 
-
-class BpfError(OtelExecError):
+class BpfError(OtelExecError, exit_code=6):
     """libbpf or a bpf() call failed: open, attach, map access."""
-
-    exit_code = 6
 
 
 class BpfLoadError(BpfError):

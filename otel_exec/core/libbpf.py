@@ -19,8 +19,11 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
+from typing import TypeVar
 
 from otel_exec.errors import BpfError, BpfLoadError
+
+_C = TypeVar("_C", bound="Closing")
 
 _LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 _LOG_TAIL_LINES = 20
@@ -131,7 +134,19 @@ def num_possible_cpus() -> int:
     return n
 
 
-class BpfObject:
+class Closing:
+    """`with x:` closes x at the end: the kernel objects (BPF object, ring
+    buffer) hold file descriptors and mappings a test must not leak."""
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
+class BpfObject(Closing):
     """One BPF ELF object: open, configure, ``load()``, ``attach_all()``, use maps."""
 
     num_possible_cpus = staticmethod(num_possible_cpus)
@@ -147,17 +162,6 @@ class BpfObject:
         if not obj:
             raise BpfError(f"cannot open BPF object {path}: {strerror(ctypes.get_errno())}")
         self._obj = obj
-
-    def __enter__(self) -> BpfObject:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def log(self) -> str:

@@ -19,8 +19,8 @@ import mmap
 import os
 import select
 from collections.abc import Callable
-from types import TracebackType
 
+from otel_exec.core.libbpf import Closing
 from otel_exec.errors import BpfError
 
 _BUSY = 1 << 31  # reserved, not yet submitted or discarded
@@ -29,7 +29,7 @@ _LEN_MASK = _DISCARD - 1
 _HDR_SIZE = 8
 
 
-class RingBuffer:
+class RingBuffer(Closing):
     """Reads records of one ring buffer map; ``size`` is its max_entries.
 
     Single consumer: two readers of one map would step on consumer_pos.
@@ -64,17 +64,6 @@ class RingBuffer:
         self._prod_pos = memoryview(self._prod_map)[:8].cast("Q")
         self._data = memoryview(self._prod_map)[page:]
         self._hdr = self._data.cast("I")  # headers are 8-aligned: word off >> 2
-
-    def __enter__(self) -> RingBuffer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def drain(self, handle: Callable[[memoryview], None], max_records: int | None = None) -> int:
         """Call ``handle`` on each submitted record's payload, oldest first.

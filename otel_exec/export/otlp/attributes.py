@@ -15,14 +15,16 @@ from __future__ import annotations
 TABLE: dict[str, tuple[str, ...]] = {}
 
 
-def _key(key: str, *fields: str) -> str:
-    TABLE[key] = fields
+def _key(key: str, fields: str) -> str:
+    """A row of the table: the key, and the fields (space-separated) whose
+    values it carries; "" for a key that is always sent."""
+    TABLE[key] = tuple(fields.split())
     return key
 
 
 # An exec's ids, per exec.
-PID = _key("process.pid")
-PARENT_PID = _key("process.parent_pid", "ppid", "host_ppid")
+PID = _key("process.pid", "")
+PARENT_PID = _key("process.parent_pid", "ppid host_ppid")
 VPID = _key("process.vpid", "pid")
 VPPID = _key("otel_exec.vppid", "ppid")
 CREATION_TIME = _key("process.creation.time", "process_start_time")
@@ -38,75 +40,79 @@ FILE_MODE = _key("file.mode", "inode_mode")
 FILE_CHANGED = _key("file.changed", "ctime")
 FILE_DEV = _key("otel_exec.file.dev", "dev")
 FILE_TYPE = _key("otel_exec.file.type", "inode_mode")
-CMDPATH = _key("otel_exec.cmdpath")
+CMDPATH = _key("otel_exec.cmdpath", "")
 INTERP = _key("otel_exec.interp", "interp")
 INTERPRETER_PATH = _key("otel_exec.interpreter.path", "interpreter_pathname")
 INTERPRETER_DEV = _key("otel_exec.interpreter.dev", "interpreter_dev")
 INTERPRETER_INODE = _key("otel_exec.interpreter.inode", "interpreter_inode")
 INTERPRETER_CHANGED = _key("otel_exec.interpreter.changed", "interpreter_ctime")
 
-# The context it runs in.
+# Who runs it, and where: user, working directory, cgroup, container, namespaces.
 USER_ID = _key("process.user.id", "euid")
 REAL_USER_ID = _key("process.real_user.id", "uid")
 GROUP_ID = _key("process.group.id", "egid")
 REAL_GROUP_ID = _key("process.real_group.id", "gid")
 WORKING_DIRECTORY = _key("process.working_directory", "pwd")
-INTERACTIVE = _key("process.interactive", "stdin_type")
 CGROUP = _key("process.linux.cgroup", "cgroup_path")
-COMM = _key("otel_exec.comm")
-PREV_COMM = _key("otel_exec.prev_comm", "prev_comm")
-STDIN_TYPE = _key("otel_exec.stdin.type", "stdin_type")
-STDIN_PATH = _key("otel_exec.stdin.path", "stdin_path")
-INVOKED_FROM_KERNEL = _key("otel_exec.invoked_from_kernel")
+CGROUP_ID = _key("otel_exec.cgroup.id", "")
+CONTAINER_ID = _key("container.id", "container_id")
 MOUNT_NS = _key("otel_exec.mount_ns", "mount_ns")
 PID_NS = _key("otel_exec.pid_ns", "pid_ns")
-CGROUP_ID = _key("otel_exec.cgroup.id")
 HOSTNAME = _key("otel_exec.uts.hostname", "hostname")
+
+# How it was started: the task's names before and after, its stdin, a kernel-started exec.
+COMM = _key("otel_exec.comm", "")
+PREV_COMM = _key("otel_exec.prev_comm", "prev_comm")
+INTERACTIVE = _key("process.interactive", "stdin_type")
+STDIN_TYPE = _key("otel_exec.stdin.type", "stdin_type")
+STDIN_PATH = _key("otel_exec.stdin.path", "stdin_path")
+INVOKED_FROM_KERNEL = _key("otel_exec.invoked_from_kernel", "")
+
+# What the kernel side cut or counted.
 ENV_COUNT = _key("otel_exec.env_count", "envc")
 ARGV_TRUNCATED = _key("otel_exec.argv_truncated", "argv_truncated")
 ENV_TRUNCATED = _key("otel_exec.env_truncated", "env_truncated")
-CONTAINER_ID = _key("container.id", "container_id")
-PATH_TRUNCATED = _key("otel_exec.path_truncated")
+PATH_TRUNCATED = _key("otel_exec.path_truncated", "")
 
 # The command line, its sampling and what is missing.
 COMMAND = _key("process.command", "argv")
 COMMAND_ARGS = _key("process.command_args", "argv")
 ARGS_COUNT = _key("process.args_count", "argc")
-SAMPLE_RATE = _key("otel_exec.sample_rate")
-UNAVAILABLE = _key("otel_exec.unavailable")
+SAMPLE_RATE = _key("otel_exec.sample_rate", "")
+UNAVAILABLE = _key("otel_exec.unavailable", "")
 
 # The environment: one attribute per key, named ENV_PREFIX + the key, and
 # the entries without "=" in one (an empty env list leaves out both).
 ENV_PREFIX = "process.environment_variable."
-ENV_WITHOUT_VALUE = _key("otel_exec.env_entries_without_value")
+ENV_WITHOUT_VALUE = _key("otel_exec.env_entries_without_value", "")
 
 # How a span ended (spans only).
-ENDED_BY = _key("otel_exec.span.ended_by")
-INCOMPLETE = _key("otel_exec.span.incomplete")
-EXIT_SIGNAL = _key("otel_exec.exit.signal")
-EXIT_CODE = _key("process.exit.code")
-ERROR_TYPE = _key("error.type")
-TRACEPARENT_UNTRUSTED = _key("otel_exec.traceparent.untrusted")
+ENDED_BY = _key("otel_exec.span.ended_by", "")
+INCOMPLETE = _key("otel_exec.span.incomplete", "")
+EXIT_SIGNAL = _key("otel_exec.exit.signal", "")
+EXIT_CODE = _key("process.exit.code", "")
+ERROR_TYPE = _key("error.type", "")
+TRACEPARENT_UNTRUSTED = _key("otel_exec.traceparent.untrusted", "")
 
 # A process found in /proc at start-up: where it was read.
-OBSERVED_FROM = _key("otel_exec.observed_from")
+OBSERVED_FROM = _key("otel_exec.observed_from", "")
 
 # An interval no agent watched.
-GAP_START = _key("otel_exec.gap.start")
-GAP_END = _key("otel_exec.gap.end")
-GAP_SECONDS = _key("otel_exec.gap.seconds")
-GAP_CLOCK_STEP = _key("otel_exec.gap.clock_step_seconds")
+GAP_START = _key("otel_exec.gap.start", "")
+GAP_END = _key("otel_exec.gap.end", "")
+GAP_SECONDS = _key("otel_exec.gap.seconds", "")
+GAP_CLOCK_STEP = _key("otel_exec.gap.clock_step_seconds", "")
 
 # The resource of every request (and of the agent's own metrics).
-SERVICE_NAME = _key("service.name")
-SERVICE_VERSION = _key("service.version")
-SERVICE_INSTANCE_ID = _key("service.instance.id")
-HOST_NAME = _key("host.name")
-HOST_ID = _key("host.id")
-OS_TYPE = _key("os.type")
-HOST_ARCH = _key("host.arch")
-SDK_NAME = _key("telemetry.sdk.name")
-SDK_LANGUAGE = _key("telemetry.sdk.language")
+SERVICE_NAME = _key("service.name", "")
+SERVICE_VERSION = _key("service.version", "")
+SERVICE_INSTANCE_ID = _key("service.instance.id", "")
+HOST_NAME = _key("host.name", "")
+HOST_ID = _key("host.id", "")
+OS_TYPE = _key("os.type", "")
+HOST_ARCH = _key("host.arch", "")
+SDK_NAME = _key("telemetry.sdk.name", "")
+SDK_LANGUAGE = _key("telemetry.sdk.language", "")
 
 _left_out: dict[tuple[str, ...], frozenset[str]] = {}
 
