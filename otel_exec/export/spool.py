@@ -891,12 +891,12 @@ class Spool:
             self.dir.foreign_files = len(foreign)
             log.warning("spool directory %s: ignoring %d files it does not use: %s", self.dir.path, len(foreign),
                         ", ".join(sorted(foreign)[:5]) + (", ..." if len(foreign) > 5 else ""))
-        # Every segment stays open until sent: make room for them all.
+        # Every segment stays open until sent: make room for them all. (Linux
+        # caps both limits at fs.nr_open: neither is ever RLIM_INFINITY.)
         want = sum(map(len, found.values())) + 1024
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard),
-                                                        hard))
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
         return found
 
     def signal(self, name: str) -> SignalSpool:
