@@ -593,3 +593,236 @@ def test_the_heartbeat_line_and_its_once_a_second_rhythm(tmp_path: Path, clocks:
         mono[0] = 1000.0 + later
         sp.beat()
         assert bool((d / "heartbeat").read_bytes()) == written, later
+
+
+# -- disk trouble --------------------------------------------------------------
+
+def test_a_disk_error_without_errno_is_warned_with_its_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+
+    def write_all(fd: int, parts: list[bytes]) -> None:
+        raise OSError("the volume went away")
+
+    monkeypatch.setattr(SignalSpool, "_write_all", staticmethod(write_all))
+    put(sp, range(0, 2))
+    assert warnings_of(caplog) == [
+        f"spool {d}: cannot write logs records (the volume went away): they wait in memory (up to 8 MiB) and are "
+        "sent first; writing is tried again every 1 s"]
+    assert read_all(sp) == want(range(0, 2))
+
+
+@pytest.mark.parametrize("later,warned", [(59.9, False), (60.0, True)])
+def test_the_same_disk_trouble_is_warned_again_after_a_minute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture, later: float,
+                                                             warned: bool) -> None:
+    caplog.set_level(logging.WARNING)
+    mono = [1000.0]
+    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: mono[0])
+    sp = spool(tmp_path / "s").signal("logs")
+    real = SignalSpool._write_all
+    failing = [True]
+
+    def write_all(fd: int, parts: list[bytes]) -> None:
+        if failing[0]:
+            raise OSError(28, "No space left on device")
+        real(fd, parts)
+
+    monkeypatch.setattr(SignalSpool, "_write_all", staticmethod(write_all))
+    monkeypatch.setattr(spool_mod, "_DISK_RETRY_S", 0.0)
+    put(sp, range(0, 1))
+    failing[0] = False
+    put(sp, range(1, 2))
+    failing[0] = True
+    mono[0] += later
+    put(sp, range(2, 3))
+    assert len([m for m in warnings_of(caplog) if "cannot write" in m]) == 1 + warned
+    assert sorted(read_all(sp)) == sorted(want(range(0, 3)))
+
+
+@pytest.mark.parametrize("action", spool_mod.FULL_ACTIONS)
+def test_memory_holds_exactly_its_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str) -> None:
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", sum(len(small_record(i)) for i in range(0, 3)))
+    sp = spool(tmp_path / "s", full_action=action).signal("logs")
+    full_disk(monkeypatch)
+    put(sp, range(0, 3))
+    assert sp.dropped_disk_full == 0 and sp.stats()["spool_held_bytes"] == spool_mod.HELD_BYTES
+    put(sp, range(7, 8))  # as long as record 0
+    assert sp.dropped_disk_full == 1
+    assert read_all(sp) == (want(range(1, 3)) + want(range(7, 8)) if action == "drop-oldest" else want(range(0, 3)))
+
+
+# -- batch sizes from memory -----------------------------------------------------
+
+def nbytes(ids: range) -> int:
+    return sum(len(small_record(i)) for i in ids)
+
+
+CHUNKS = [range(0, 3), range(3, 6), range(6, 9)]
+
+
+@pytest.mark.parametrize("held", [False, True])
+@pytest.mark.parametrize("max_records,max_bytes,first", [
+    (9, nbytes(range(0, 3)), 3),  # exactly the first append
+    (9, nbytes(range(0, 3)) - 1, 2),
+    (9, nbytes(range(0, 6)) + nbytes(range(6, 9)) - 1, 8),  # the third append does not fit whole
+    (9, nbytes(range(0, 9)), 9),
+    (2, 1 << 20, 2),
+    (2, nbytes(range(0, 2)), 2),  # two of an append, exactly
+    (9, nbytes(range(0, 1)) + 1, 1),
+    (9, 1, 1),  # a record larger than max_bytes goes alone
+    (4, nbytes(range(0, 2)) + nbytes(range(0, 1)), 2),
+])
+def test_a_batch_from_memory_holds_what_fits_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: bool,
+                                                     max_records: int, max_bytes: int, first: int) -> None:
+    """Records appended this run (or held while the disk takes none) are
+    batched by their own bytes, frames not counted, up to max_bytes exactly."""
+    sp = spool(tmp_path / "s").signal("logs")
+    if held:
+        full_disk(monkeypatch)
+    for ids in CHUNKS:
+        put(sp, ids)
+    batch = sp.read(max_records, max_bytes)
+    assert batch is not None and batch.records == want(range(0, first))
+    sp.ack(batch.end)
+    assert read_all(sp) == want(range(first, 9))
+
+
+def test_a_segment_cut_after_a_length_prefix_counts_that_record_lost(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A crash after the length prefix was written: the cut record was one
+    the agent had, and is counted with the segment's when it is lost."""
+    caplog.set_level(logging.WARNING)
+    d = tmp_path / "s"
+    seg = one_segment(d, range(0, 3))
+    with seg.open("ab") as f:
+        f.write(frame(40))
+    sp = spool(d).signal("logs")
+    seg.unlink()
+    assert sp.read(10, 1 << 20) is not None and sp.segment_lost == 4
+
+
+@pytest.mark.parametrize("max_bytes", [4, 5, 20])
+def test_a_record_larger_than_a_tiny_read_window_is_read_whole(tmp_path: Path, max_bytes: int) -> None:
+    d = tmp_path / "s"
+    one_segment(d, range(0, 3))
+    sp = spool(d).signal("logs")
+    got = []
+    while (batch := sp.read(10, max_bytes)) is not None:
+        assert len(batch.records) == 1
+        got += batch.records
+        sp.ack(batch.end)
+    assert got == want(range(0, 3)) and sp.corrupt == 0
+
+
+# -- the spool's own files ---------------------------------------------------------
+
+def test_every_file_the_spool_makes_is_0600(tmp_path: Path, umask: object) -> None:
+    d = tmp_path / "s"
+    sp = spool(d)
+    put(sp.signal("logs"), range(0, 2))
+    sp.beat()
+    assert {p.name: p.stat().st_mode & 0o7777 for p in d.iterdir()} == {
+        name: 0o600 for name in ("heartbeat", "logs.cursor", "traces.cursor", "logs-000000000001.seg",
+                                 "traces-000000000001.seg")}
+
+
+def test_a_socket_planted_as_the_heartbeat_is_replaced_and_counted(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+    caplog.set_level(logging.WARNING)
+    d = tmp_path / "s"
+    spool(d)
+    stop_all()
+    (d / "heartbeat").unlink()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(d / "heartbeat"))
+        sp = spool(d)
+    sp.beat()
+    assert (d / "heartbeat").is_file() and len((d / "heartbeat").read_bytes()) == 96
+    assert sp.stats()["spool_unsafe_files"] == 1
+    assert warnings_of(caplog) == [f"spool directory {d}: heartbeat: No such device or address"]
+
+
+def test_a_directory_named_like_a_cursor_stops_the_start(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    spool(d)
+    stop_all()
+    (d / "logs.cursor").unlink()
+    (d / "logs.cursor").mkdir()
+    with pytest.raises(UsageError) as e:
+        Spool(str(d), 1 << 32)
+    assert str(e.value) == f"spool directory {d}: logs.cursor is a directory"
+
+
+def test_a_file_that_keeps_being_replaced_stops_the_start_after_three_tries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    real_create = SpoolDirectory.create
+    directories: list[SpoolDirectory] = []
+
+    def planted_first(self: SpoolDirectory, name: str, flags: int) -> int:
+        if name == "heartbeat":  # someone wins the race every time
+            (d / name).symlink_to(tmp_path / "victim")
+            directories.append(self)
+        return real_create(self, name, flags)
+
+    monkeypatch.setattr(SpoolDirectory, "create", planted_first)
+    with pytest.raises(UsageError) as e:
+        Spool(str(d), 1 << 32)
+    assert str(e.value) == f"spool directory {d}: heartbeat keeps being replaced"
+    assert directories[0].unsafe_files == 3 and not (tmp_path / "victim").exists()
+
+
+@pytest.fixture
+def read_only_own_files(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The cursor and heartbeat cannot be opened for writing (a read-only
+    or inode-full disk) while the flag is set."""
+    read_only = [True]
+    real = SpoolDirectory.open_own
+
+    def open_own(self: SpoolDirectory, name: str) -> int:
+        if read_only[0]:
+            raise OSError(30, "Read-only file system")
+        return real(self, name)
+
+    monkeypatch.setattr(SpoolDirectory, "open_own", open_own)
+    return read_only
+
+
+def test_own_files_that_cannot_be_written_are_still_read(tmp_path: Path, clocks: dict[str, int],
+                                                         read_only_own_files: list[bool]) -> None:
+    read_only_own_files[0] = False
+    d = tmp_path / "s"
+    segs = segments_of_one_segment_each(d, [range(0, 3)] + [range(i, i + 1) for i in range(3, 12)])
+    (d / "logs.cursor").write_bytes(cursor_line(10, 0))  # two digits: read from the first byte on
+    assert [p.name for p in segs][-2:] == [f"logs-{n:012d}.seg" for n in (9, 10)]
+    sp = spool(d, boot_id="b1")
+    sp.beat()
+    stop_all()
+    read_only_own_files[0] = True
+    before = (d / "heartbeat").read_bytes()
+    clocks["wall"] += 30 * S
+    clocks["boot"] += 30 * S
+    sp = spool(d, boot_id="b1")
+    assert sp.gap() == spool_mod.Gap(clocks["wall"] - 30 * S, clocks["wall"], 30.0, 0.0)
+    logs = sp.signal("logs")
+    assert read_all(logs) == want(range(11, 12)) and logs.cursor_reset == 0
+    sp.beat()
+    assert (d / "heartbeat").read_bytes() == before
+    read_only_own_files[0] = False  # writable again: written at the next write
+    put(logs, range(20, 21))
+    assert read_all(logs) == want(range(20, 21))
+    assert cursor_file(d) != cursor_line(10, 0)
+
+
+def test_no_own_files_and_a_disk_that_takes_none(tmp_path: Path, read_only_own_files: list[bool]) -> None:
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    sp = spool(d)
+    assert sp.gap() is None and not (d / "heartbeat").exists() and not (d / "logs.cursor").exists()
+    put(sp.signal("logs"), range(0, 2))
+    assert read_all(sp.signal("logs")) == want(range(0, 2))
