@@ -826,3 +826,68 @@ def test_no_own_files_and_a_disk_that_takes_none(tmp_path: Path, read_only_own_f
     assert sp.gap() is None and not (d / "heartbeat").exists() and not (d / "logs.cursor").exists()
     put(sp.signal("logs"), range(0, 2))
     assert read_all(sp.signal("logs")) == want(range(0, 2))
+
+
+# -- writing ---------------------------------------------------------------------
+
+def test_a_segment_name_planted_before_a_new_segment_is_skipped_and_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 60)
+    d = tmp_path / "s"
+    sp = spool(d)
+    logs = sp.signal("logs")
+    (d / "logs-000000000002.seg").symlink_to(tmp_path / "victim")
+    (d / "logs-000000000003.seg").write_bytes(b"")
+    for i in range(0, 12, 3):
+        put(logs, range(i, i + 3))
+    assert warnings_of(caplog) == [f"spool directory {d}: logs-00000000000{n}.seg: appeared in the spool; not used"
+                                   for n in (2, 3)]
+    assert sp.stats()["spool_unsafe_files"] == 2 and not (tmp_path / "victim").exists()
+    assert sorted(p.name for p in d.glob("logs-*.seg") if p.lstat().st_size and not p.is_symlink()) == [
+        f"logs-{n:012d}.seg" for n in (1, 4, 5, 6)]
+    stop_all()
+    (d / "logs-000000000002.seg").unlink()
+    (d / "logs-000000000003.seg").unlink()
+    assert read_all(spool(d).signal("logs")) == want(range(0, 12))
+
+
+def test_a_short_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """writev() may write less than asked (a signal, a quota reached half
+    way): the rest follows, so the segment holds every frame whole."""
+    real = os.writev
+    monkeypatch.setattr(os, "writev", lambda fd, buffers: real(fd, [b"".join(buffers)[:7]]))
+    d = tmp_path / "s"
+    put(spool(d).signal("logs"), range(0, 5))
+    stop_all()
+    monkeypatch.undo()
+    sp = spool(d).signal("logs")
+    assert read_all(sp) == want(range(0, 5)) and sp.corrupt == 0
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_closing_the_spool_closes_every_file_it_opened(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    segments_of_one_segment_each(d, [range(0, 2), range(2, 4)])
+    before = open_fds()
+    sp = Spool(str(d), 1 << 32)
+    put(sp.signal("logs"), range(4, 6))
+    sp.beat()
+    assert len(open_fds() - before) >= 6  # the directory, heartbeat, 2 cursors, 3 + 1 segments
+    sp.close()
+    assert open_fds() - before == set()
+
+
+@pytest.mark.parametrize("name", ["heartbeat", "logs.cursor", "traces.cursor"])
+def test_a_start_that_fails_closes_what_it_opened(tmp_path: Path, name: str) -> None:
+    d = tmp_path / "s"
+    segments_of_one_segment_each(d, [range(0, 2), range(2, 4)])
+    (d / name).unlink()
+    (d / name).mkdir()
+    before = open_fds()
+    with pytest.raises(UsageError, match=f"{name} is a directory"):
+        Spool(str(d), 1 << 32)
+    assert open_fds() - before == set()

@@ -368,7 +368,12 @@ class SignalSpool:
                 st = os.fstat(fd)
                 self._segs[seg] = _Segment(fd, st.st_size, None, st.st_mtime_ns)
                 self._bytes += st.st_size
-        self._cursor_file = _OwnFile(self.dir, f"{signal}.cursor")
+        try:
+            self._cursor_file = _OwnFile(self.dir, f"{signal}.cursor")
+        except BaseException:  # a start that fails (the name is a directory) leaves no segment open
+            for s in self._segs.values():
+                os.close(s.fd)
+            raise
         loaded = self._parse_cursor()
         # Never append to a segment of an earlier run (its tail may be a
         # record cut short by a crash), nor number one at or below a name
