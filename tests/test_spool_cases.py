@@ -891,3 +891,154 @@ def test_a_start_that_fails_closes_what_it_opened(tmp_path: Path, name: str) -> 
     with pytest.raises(UsageError, match=f"{name} is a directory"):
         Spool(str(d), 1 << 32)
     assert open_fds() - before == set()
+
+
+# -- segments that cannot be read, cut or corrupt ---------------------------------
+
+def test_valid_record_takes_a_length_of_up_to_ten_varint_bytes() -> None:
+    body = b"b" * 20000  # a three-byte varint
+    rec = b"\x12\xa0\x9c\x01" + body
+    assert spool_mod.valid_record(rec, 0, len(rec)) and not spool_mod.valid_record(rec, 0, len(rec) - 1)
+    assert not spool_mod.valid_record(b"\x12" + b"\x80" * 10 + b"\x00", 0, 12)  # eleven bytes of varint
+
+
+@pytest.fixture
+def eio_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """os.pread fails with EIO on the files named in the returned list."""
+    names: list[str] = []
+    real = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) in names:
+            raise OSError(5, "Input/output error")
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    return names
+
+
+def test_a_segment_that_cannot_be_read_is_dropped_and_the_next_one_read(
+        tmp_path: Path, eio_on: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    d = tmp_path / "s"
+    segs = three_segments(d)
+    sp = spool(d).signal("logs")
+    eio_on.append(segs[1].name)
+    assert read_all(sp) == want(range(0, 3)) + want(range(6, 9))
+    # Not even its records could be counted.
+    assert warnings_of(caplog) == [f"spool {d}: {segs[1].name} cannot be read (Input/output error); its 0 unsent "
+                                   "records are lost"]
+    assert sp.segment_lost == 0 and sp.pending_bytes() == 0
+    assert segs[1].exists()  # left for whoever can read it: only the next start tries again
+
+
+def test_the_segment_being_written_that_cannot_be_read_is_tried_again(
+        tmp_path: Path, eio_on: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "RECENT_BYTES", 1)  # read back from the file
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    put(sp, range(0, 4))
+    eio_on.append("logs-000000000001.seg")
+    pending = sp.pending_bytes()
+    assert sp.read(10, 1 << 20) is None and sp.pending_bytes() == pending and sp.segment_lost == 0
+    eio_on.clear()
+    assert read_all(sp) == want(range(0, 4))
+
+
+def test_corruption_in_the_segment_being_written_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(spool_mod, "RECENT_BYTES", 1)
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    put(sp, range(0, 4))
+    put(sp, range(4, 8))
+    seg = d / "logs-000000000001.seg"
+    data = bytearray(seg.read_bytes())
+    for i in (1, 5):  # two damaged records: counted twice, warned once
+        data[offset_of(range(0, 8), i) + 4] = 0
+    seg.write_bytes(bytes(data))
+    assert read_all(sp) == [r for r in want(range(0, 8)) if r not in want(range(1, 2)) + want(range(5, 6))]
+    assert sp.corrupt == 2 and len([m for m in warnings_of(caplog) if "corrupt" in m]) == 1
+
+
+def test_a_cut_record_at_the_end_of_the_last_segment_on_a_disk_that_takes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No segment is being written (none could be made): the last one's cut
+    tail is skipped all the same, and reading ends there."""
+    d = tmp_path / "s"
+    seg = one_segment(d, range(0, 3))
+    with seg.open("ab") as f:
+        f.write(frame(100) + b"\x12\x62cut")
+    real_create = SpoolDirectory.create
+
+    def no_new_segment(self: SpoolDirectory, name: str, flags: int) -> int:
+        if name.endswith(".seg"):
+            raise OSError(28, "No space left on device")
+        return real_create(self, name, flags)
+
+    monkeypatch.setattr(SpoolDirectory, "create", no_new_segment)
+    size = seg.stat().st_size
+    sp = spool(d).signal("logs")
+    assert read_all(sp) == want(range(0, 3)) and sp.corrupt == 1
+    assert cursor_file(d) == cursor_line(1, size) and not seg.exists()
+
+
+def test_a_cursor_moved_while_a_damaged_segment_is_read_is_followed(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The appending thread evicts the segment while the export thread
+    looks past its damage: nothing is counted, reading goes on from where
+    the cursor now is."""
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 200)
+    d = tmp_path / "s"
+    seg = one_segment(d, range(0, 10))
+    data = bytearray(seg.read_bytes())
+    data[4] = 0  # the first record's tag
+    seg.write_bytes(bytes(data))
+    sp = spool(d, full_action="drop-oldest")
+    logs = sp.signal("logs")
+    logs.max_bytes = seg.stat().st_size  # one more append evicts it
+    real = SignalSpool._pread_all
+
+    def pread_all(fd: int, offset: int, size: int) -> bytes:
+        put(logs, range(20, 22))
+        return real(fd, offset, size)
+
+    monkeypatch.setattr(SignalSpool, "_pread_all", staticmethod(pread_all))
+    batch = logs.read(10, 30)  # a window shorter than the segment: the rest is read for the next record
+    assert batch is not None and batch.records == [] and batch.end == spool_mod.Position(2, 0)
+    assert logs.corrupt == 0 and logs.evicted == 10 and not seg.exists()
+    monkeypatch.undo()
+    assert read_all(logs) == want(range(20, 22))
+
+
+def test_drop_oldest_with_every_held_record_being_sent_drops_the_new_one(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", nbytes(range(0, 3)))
+    sp = spool(tmp_path / "s", full_action="drop-oldest").signal("logs")
+    full_disk(monkeypatch)
+    put(sp, range(0, 3))
+    sending = sp.read(3, 1 << 20)
+    assert sending is not None and sending.records == want(range(0, 3))
+    put(sp, range(3, 4))
+    assert sp.dropped_disk_full == 1
+    sp.ack(sending.end)
+    assert sp.read(3, 1 << 20) is None
+
+
+def test_eviction_after_sent_segments_were_deleted_counts_only_what_is_left(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 60)
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    sp.max_bytes = 200
+    put(sp, range(0, 3))
+    put(sp, range(3, 6))
+    assert read_all(sp) == want(range(0, 6))  # sent: their segments deleted
+    for i in range(6, 12, 3):
+        put(sp, range(i, i + 3))
+    assert sp.evicted == 0  # 2 segments of ~60 bytes: under 200
+    for i in range(12, 24, 3):
+        put(sp, range(i, i + 3))
+    # One append a segment, ~55 bytes each: six unsent, three evicted.
+    assert sp.evicted == 9 and read_all(sp) == want(range(15, 24))

@@ -452,11 +452,10 @@ class SignalSpool:
         self._cursor_file.write(f"{pos.segment} {pos.offset}".ljust(_CURSOR_WIDTH - 1).encode() + b"\n")
 
     def _drop_segment(self, seg: int) -> None:
-        """Forget a segment (deleted, or about to be); the caller holds the lock."""
+        """Forget a segment (deleted, or about to be) other than the one
+        written to; the caller holds the lock."""
         s = self._segs.pop(seg)
         self._bytes -= s.size
-        if s is self._write:
-            self._write = None
         os.close(s.fd)
         while self._recent and self._recent[0].segment <= seg:
             self._recent_bytes -= self._recent.popleft().nbytes
