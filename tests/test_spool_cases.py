@@ -543,9 +543,10 @@ def gap_after(d: Path, heartbeat: str, boot_id: str = "b1") -> tuple[spool_mod.G
 @pytest.mark.parametrize("boot", [0, 200, 500])
 def test_a_gap_on_the_same_boot_is_exactly_the_boottime_between(tmp_path: Path, clocks: dict[str, int],
                                                                 boot: int) -> None:
-    wall = clocks["wall"] - (500 - boot) * S  # the wall clock kept time
+    wall = clocks["wall"] - (500 - boot) * S - 100 * S  # the wall clock was stepped 100 s forward
     gap, sp = gap_after(tmp_path / "s", f"{wall} {boot * S} b1")
-    assert gap == spool_mod.Gap(wall, clocks["wall"], float(500 - boot), 0.0) and sp.clock_steps == 0
+    assert gap == spool_mod.Gap(clocks["wall"] - (500 - boot) * S, clocks["wall"], float(500 - boot), 100.0)
+    assert sp.clock_steps == 1
 
 
 @pytest.mark.parametrize("step", [1, -1, 3600, -3600])
@@ -1042,3 +1043,59 @@ def test_eviction_after_sent_segments_were_deleted_counts_only_what_is_left(tmp_
         put(sp, range(i, i + 3))
     # One append a segment, ~55 bytes each: six unsent, three evicted.
     assert sp.evicted == 9 and read_all(sp) == want(range(15, 24))
+
+
+# -- what memory keeps -------------------------------------------------------------
+
+def damage(seg: Path, ids: range, within: range) -> None:
+    """Zero the tags of the records `ids` in a segment holding `within`."""
+    data = bytearray(seg.read_bytes())
+    for i in ids:
+        data[offset_of(within, i) + 4] = 0
+    seg.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("ack_at", [3, 4])
+def test_records_of_this_run_are_sent_from_memory_after_each_ack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 ack_at: int) -> None:
+    """Memory keeps what was appended and not acknowledged, and only that,
+    across many appends and acks (at an append's end or inside one): damage
+    done to the file afterwards never reaches what is sent."""
+    monkeypatch.setattr(spool_mod, "RECENT_BYTES", int(nbytes(range(0, 3)) * 4 * 1.5))
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    seg = d / "logs-000000000001.seg"
+    for start in range(0, 60, 6):
+        put(sp, range(start, start + 3))
+        put(sp, range(start + 3, start + 6))
+        batch = sp.read(ack_at, 1 << 20)
+        assert batch is not None
+        sp.ack(batch.end)
+        damage(seg, range(start + ack_at, start + 6), range(0, start + 6))
+        assert read_all(sp) == want(range(start + ack_at, start + 6)), start
+    assert sp.corrupt == 0
+
+
+def test_a_held_batch_acked_frees_its_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", nbytes(range(0, 4)))
+    sp = spool(tmp_path / "s", full_action="drop-oldest").signal("logs")
+    full_disk(monkeypatch)
+    put(sp, range(0, 4))
+    batch = sp.read(3, 1 << 20)
+    assert batch is not None
+    sp.ack(batch.end)
+    assert sp.stats()["spool_held_bytes"] == nbytes(range(3, 4)) and sp.pending_bytes() == nbytes(range(3, 4))
+    put(sp, range(4, 8))  # memory full again: the oldest not being sent give way
+    assert sp.dropped_disk_full == 2 and read_all(sp) == want(range(5, 8))  # 3, then 4
+
+
+def test_a_written_segment_the_collector_has_is_left_at_exactly_its_size(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "SENT_SEGMENT_BYTES", nbytes(range(0, 3)) + 12)
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    put(sp, range(0, 3))
+    assert (d / "logs-000000000001.seg").stat().st_size == spool_mod.SENT_SEGMENT_BYTES
+    assert read_all(sp) == want(range(0, 3))
+    put(sp, range(3, 4))
+    assert sorted(p.name for p in d.glob("logs-*.seg")) == ["logs-000000000002.seg"]
