@@ -1099,3 +1099,37 @@ def test_a_written_segment_the_collector_has_is_left_at_exactly_its_size(tmp_pat
     assert read_all(sp) == want(range(0, 3))
     put(sp, range(3, 4))
     assert sorted(p.name for p in d.glob("logs-*.seg")) == ["logs-000000000002.seg"]
+
+
+def test_the_only_segment_that_cannot_be_read_on_a_disk_that_takes_nothing_is_kept(
+        tmp_path: Path, eio_on: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last segment is not given up on a read error: nothing newer
+    would follow it; it is tried again."""
+    d = tmp_path / "s"
+    seg = one_segment(d, range(0, 3))
+    real_create = SpoolDirectory.create
+
+    def no_new_segment(self: SpoolDirectory, name: str, flags: int) -> int:
+        if name.endswith(".seg"):
+            raise OSError(28, "No space left on device")
+        return real_create(self, name, flags)
+
+    monkeypatch.setattr(SpoolDirectory, "create", no_new_segment)
+    sp = spool(d).signal("logs")
+    eio_on.append(seg.name)
+    assert sp.read(10, 1 << 20) is None and sp.segment_lost == 0
+    eio_on.clear()
+    assert read_all(sp) == want(range(0, 3))
+
+
+@pytest.mark.parametrize("slack,evicted", [(0, 0), (-1, 3)])
+def test_eviction_starts_above_max_bytes_and_spares_only_the_segment_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slack: int, evicted: int) -> None:
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 60)
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    sp.max_bytes = sum(4 + len(small_record(i)) for i in range(0, 6)) + slack  # two appends, two segments
+    put(sp, range(0, 3))
+    put(sp, range(3, 6))
+    assert len(list(d.glob("logs-*.seg"))) == 2 - (evicted > 0)
+    assert sp.evicted == evicted and read_all(sp) == want(range(evicted, 6))
