@@ -1133,3 +1133,29 @@ def test_eviction_starts_above_max_bytes_and_spares_only_the_segment_written(
     put(sp, range(3, 6))
     assert len(list(d.glob("logs-*.seg"))) == 2 - (evicted > 0)
     assert sp.evicted == evicted and read_all(sp) == want(range(evicted, 6))
+
+
+def test_eviction_of_an_earlier_run_s_segments_counts_their_records(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "s"
+    three_segments(d)
+    sp = spool(d).signal("logs")
+    sp.max_bytes = 1  # the next append evicts every segment but the one it wrote
+    put(sp, range(9, 10))
+    assert sp.evicted == 9 and read_all(sp) == want(range(9, 10))
+
+
+def test_eviction_counts_add_up_across_episodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 60)
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    sp.max_bytes = 3 * 60
+    for i in range(0, 15, 3):  # five appends, a segment each: the first two evicted
+        put(sp, range(i, i + 3))
+    assert sp.evicted == 6
+    batch = sp.read(1, 1 << 20)
+    assert batch is not None and batch.records == want(range(6, 7))
+    sp.ack(batch.end)
+    for i in range(15, 21, 3):  # the partly sent segment goes, then the next one
+        put(sp, range(i, i + 3))
+    assert sp.evicted == 6 + 2 + 3 and read_all(sp) == want(range(12, 21))
