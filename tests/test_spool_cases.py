@@ -644,12 +644,15 @@ def test_the_same_disk_trouble_is_warned_again_after_a_minute(tmp_path: Path, mo
 
 
 @pytest.mark.parametrize("action", spool_mod.FULL_ACTIONS)
-def test_memory_holds_exactly_its_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str) -> None:
+def test_memory_holds_exactly_its_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     monkeypatch.setattr(spool_mod, "HELD_BYTES", sum(len(small_record(i)) for i in range(0, 3)))
     sp = spool(tmp_path / "s", full_action=action).signal("logs")
     full_disk(monkeypatch)
     put(sp, range(0, 3))
     assert sp.dropped_disk_full == 0 and sp.stats()["spool_held_bytes"] == spool_mod.HELD_BYTES
+    assert not [m for m in warnings_of(caplog) if "memory window" in m]  # full, not over
     put(sp, range(7, 8))  # as long as record 0
     assert sp.dropped_disk_full == 1
     assert read_all(sp) == (want(range(1, 3)) + want(range(7, 8)) if action == "drop-oldest" else want(range(0, 3)))
@@ -1159,3 +1162,24 @@ def test_eviction_counts_add_up_across_episodes(tmp_path: Path, monkeypatch: pyt
     for i in range(15, 21, 3):  # the partly sent segment goes, then the next one
         put(sp, range(i, i + 3))
     assert sp.evicted == 6 + 2 + 3 and read_all(sp) == want(range(12, 21))
+
+
+@pytest.mark.parametrize("ack_at", [4, 5])
+def test_memory_accounts_for_appends_of_different_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       ack_at: int) -> None:
+    big, small = range(0, 5), range(5, 6)
+    window = sum(4 + len(small_record(i)) for i in range(0, 6))
+    monkeypatch.setattr(spool_mod, "RECENT_BYTES", window + 4 + len(small_record(5)) // 2)
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    seg = d / "logs-000000000001.seg"
+    for n in range(8):
+        put(sp, big)
+        put(sp, small)
+        batch = sp.read(ack_at, 1 << 20)
+        assert batch is not None
+        sp.ack(batch.end)
+        damage(seg, range(ack_at, 6), range(0, 6 * (n + 1)))  # the segment holds every round's six
+        assert read_all(sp) == want(range(ack_at, 6)), n
+    assert sp.corrupt == 0
+
