@@ -1183,3 +1183,23 @@ def test_memory_accounts_for_appends_of_different_sizes(tmp_path: Path, monkeypa
         assert read_all(sp) == want(range(ack_at, 6)), n
     assert sp.corrupt == 0
 
+
+
+def test_an_earlier_run_s_oldest_pending_is_its_segment_s_time(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    segs = three_segments(d)
+    os.utime(segs[0], ns=(10**18, 10**18))
+    assert spool(d).signal("logs").oldest_pending_ns() == 10**18
+
+
+def test_memory_and_segments_hold_exactly_their_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    two = sum(4 + len(small_record(i)) for i in range(0, 6))
+    monkeypatch.setattr(spool_mod, "RECENT_BYTES", two)
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", two)
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    put(sp, range(0, 3))
+    put(sp, range(3, 6))
+    assert [p.name for p in d.glob("logs-*.seg")] == ["logs-000000000001.seg"]
+    damage(d / "logs-000000000001.seg", range(0, 6), range(0, 6))
+    assert read_all(sp) == want(range(0, 6)) and sp.corrupt == 0  # all of it from memory
