@@ -136,13 +136,14 @@ def test_a_spool_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 @needs_root
 @pytest.mark.parametrize("user", [False, True])
-def test_a_spool_directory_of_another_uid_is_refused_by_name(tmp_path: Path, user: bool) -> None:
+@pytest.mark.parametrize("uid", [1, 4242])
+def test_a_spool_directory_of_another_uid_is_refused_by_name(tmp_path: Path, user: bool, uid: int) -> None:
     d = tmp_path / "s"
     d.mkdir(mode=0o700)
-    os.chown(d, 4242, 4242)
+    os.chown(d, uid, uid)
     with pytest.raises(UsageError) as e:
         Spool(str(d), 1 << 32, pwd.getpwnam("nobody") if user else None)
-    assert str(e.value) == f"spool directory {d} belongs to uid 4242, not to the agent{' or --user' if user else ''}"
+    assert str(e.value) == f"spool directory {d} belongs to uid {uid}, not to the agent{' or --user' if user else ''}"
 
 
 @pytest.mark.parametrize("mode,allow,after", [(0o701, False, 0o700), (0o751, True, 0o750), (0o741, True, 0o740),
@@ -1203,3 +1204,57 @@ def test_memory_and_segments_hold_exactly_their_size(tmp_path: Path, monkeypatch
     assert [p.name for p in d.glob("logs-*.seg")] == ["logs-000000000001.seg"]
     damage(d / "logs-000000000001.seg", range(0, 6), range(0, 6))
     assert read_all(sp) == want(range(0, 6)) and sp.corrupt == 0  # all of it from memory
+
+
+def test_a_spool_directory_others_can_write_to_is_refused_by_name(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    d.mkdir()
+    d.chmod(0o722)
+    with pytest.raises(UsageError) as e:
+        Spool(str(d), 1 << 32)
+    assert str(e.value) == f"spool directory {d} has mode 0722: others could plant or swap files in it (chmod 0700)"
+
+
+def test_the_group_loses_read_unless_allowed(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    d.mkdir()
+    d.chmod(0o750)
+    spool(d)
+    assert d.stat().st_mode & 0o7777 == 0o700
+
+
+@needs_root
+def test_files_of_the_user_are_the_spool_s_own(tmp_path: Path) -> None:
+    """After the privilege drop the agent writes as --user: the next start
+    (as root) takes the files it finds of that user as its own."""
+    nobody = pwd.getpwnam("nobody")
+    d = tmp_path / "s"
+    three_segments(d)
+    (d / "logs.cursor").write_bytes(cursor_line(2, 0))
+    for p in [d, *d.iterdir()]:
+        os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    sp = spool(d, owner=nobody)
+    assert sp.stats()["spool_unsafe_files"] == 0
+    assert read_all(sp.signal("logs")) == want(range(3, 9))
+
+
+@needs_root
+@pytest.mark.parametrize("found", [False, True])
+def test_a_handover_without_cap_chown_is_a_privilege_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            found: bool) -> None:
+    from otel_exec.errors import PrivilegeError
+    nobody = pwd.getpwnam("nobody")
+    d = tmp_path / "s"
+    if found:  # the directory is the user's already: the first file made fails
+        d.mkdir(mode=0o700)
+        os.chown(d, nobody.pw_uid, nobody.pw_gid)
+
+    def no_chown(fd: int, uid: int, gid: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchown", no_chown)
+    before = open_fds()
+    with pytest.raises(PrivilegeError) as e:
+        Spool(str(d), 1 << 32, nobody)
+    assert str(e.value) == f"cannot hand the spool directory {d} to --user nobody (needs CAP_CHOWN)"
+    assert open_fds() - before == set()

@@ -857,7 +857,6 @@ class Spool:
         if full_action not in FULL_ACTIONS:
             raise UsageError(f"--spool-full-action must be one of {', '.join(FULL_ACTIONS)}")
         self.dir = SpoolDirectory(path, owner, allow_group_read)
-        self.max_bytes = max_bytes
         self.boot_id = boot_id
         self.clock_steps = 0
         self._signals: dict[str, SignalSpool] = {}
