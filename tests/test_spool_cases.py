@@ -1258,3 +1258,9 @@ def test_a_handover_without_cap_chown_is_a_privilege_error(tmp_path: Path, monke
         Spool(str(d), 1 << 32, nobody)
     assert str(e.value) == f"cannot hand the spool directory {d} to --user nobody (needs CAP_CHOWN)"
     assert open_fds() - before == set()
+
+
+def test_each_signal_gets_its_share_of_max_bytes(tmp_path: Path) -> None:
+    sp = Spool(str(tmp_path / "s"), 1000)
+    _spools.append(sp)
+    assert (sp.signal("logs").max_bytes, sp.signal("traces").max_bytes) == (750, 250)
