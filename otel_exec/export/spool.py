@@ -370,7 +370,12 @@ class SignalSpool:
                 st = os.fstat(fd)
                 self._segs[seg] = _Segment(fd, st.st_size, None, st.st_mtime_ns)
                 self._bytes += st.st_size
-        self._cursor_file = _OwnFile(self.dir, f"{signal}.cursor")
+        try:
+            self._cursor_file = _OwnFile(self.dir, f"{signal}.cursor")
+        except BaseException:  # a start that fails (the name is a directory) leaves no segment open
+            for s in self._segs.values():
+                os.close(s.fd)
+            raise
         loaded = self._parse_cursor()
         # Never append to a segment of an earlier run (its tail may be a
         # record cut short by a crash), nor number one at or below a name
@@ -449,11 +454,10 @@ class SignalSpool:
         self._cursor_file.write(f"{pos.segment} {pos.offset}".ljust(_CURSOR_WIDTH - 1).encode() + b"\n")
 
     def _drop_segment(self, seg: int) -> None:
-        """Forget a segment (deleted, or about to be); the caller holds the lock."""
+        """Forget a segment (deleted, or about to be) other than the one
+        written to; the caller holds the lock."""
         s = self._segs.pop(seg)
         self._bytes -= s.size
-        if s is self._write:
-            self._write = None
         os.close(s.fd)
         while self._recent and self._recent[0].segment <= seg:
             self._recent_bytes -= self._recent.popleft().nbytes
@@ -867,7 +871,6 @@ class Spool:
         if full_action not in FULL_ACTIONS:
             raise UsageError(f"--spool-full-action must be one of {', '.join(FULL_ACTIONS)}")
         self.dir = SpoolDirectory(path, owner, allow_group_read)
-        self.max_bytes = max_bytes
         self.boot_id = boot_id
         self.clock_steps = 0
         self._signals: dict[str, SignalSpool] = {}
@@ -905,12 +908,12 @@ class Spool:
             self.dir.foreign_files = len(foreign)
             log.warning("spool directory %s: ignoring %d files it does not use: %s", self.dir.path, len(foreign),
                         ", ".join(sorted(foreign)[:5]) + (", ..." if len(foreign) > 5 else ""))
-        # Every segment stays open until sent: make room for them all.
+        # Every segment stays open until sent: make room for them all. (Linux
+        # caps both limits at fs.nr_open: neither is ever RLIM_INFINITY.)
         want = sum(map(len, found.values())) + 1024
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard),
-                                                        hard))
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
         return found
 
     def signal(self, name: str) -> SignalSpool:
