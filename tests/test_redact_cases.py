@@ -1,0 +1,50 @@
+"""Exact cases of the redaction policy (otel_exec.policy.redact) through
+RedactionPolicy.argv/env/scan: the boundaries test_redact.py and the corpus
+do not pin down, each found by a mutant of mutmut that survived them
+(docs/testing.md, "Mutation score of the pure modules"). Each case is a
+command line as it is typed, with its secret hidden and its look-alike
+left alone.
+"""
+from __future__ import annotations
+
+import pytest
+
+from otel_exec.policy.redact import REDACTED as R
+from otel_exec.policy.redact import RedactionPolicy
+
+POLICY = RedactionPolicy()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    # a long option's value holding '=': the option is what comes before the first one
+    (["curl", "--user=deploy:pa=ss", "https://h"], ["curl", f"--user=deploy:{R}", "https://h"]),
+    (["smbclient", "--user=me%a=b", "//h/s"], ["smbclient", f"--user=me%{R}", "//h/s"]),
+    # vault login TOKEN after options, and inside a shell command line
+    (["vault", "login", "-no-print", "hvs.CAESIJx9yQ"], ["vault", "login", "-no-print", R]),
+    (["sh", "-c", "vault login hvs.CAESIJx9yQ && export VAULT_ADDR=https://v:8200"],
+     ["sh", "-c", f"vault login {R} && export VAULT_ADDR=https://v:8200"]),
+    # every Oracle tool: user/password[@connect]
+    (["impdp", "system/Manager1@orcl", "dumpfile=x.dmp"], ["impdp", f"system/{R}@orcl", "dumpfile=x.dmp"]),
+    (["sqlldr", "scott/tiger@orcl", "control=load.ctl"], ["sqlldr", f"scott/{R}@orcl", "control=load.ctl"]),
+    (["dgmgrl", "sys/Oracle_1@prim"], ["dgmgrl", f"sys/{R}@prim"]),
+    (["expdp", "hr/hr_pw", "directory=dp"], ["expdp", f"hr/{R}", "directory=dp"]),
+    (["rman", "target", "/", "catalog", "rco/cat_pw@catdb"], ["rman", "target", "/", "catalog", f"rco/{R}@catdb"]),
+    # an absolute path (a script, a control file) is no user/password
+    (["sh", "-c", "sqlplus -s /nolog < /tmp/run.sql"], ["sh", "-c", "sqlplus -s /nolog < /tmp/run.sql"]),
+    (["sqlldr", "/u01/app/load.ctl"], ["sqlldr", "/u01/app/load.ctl"]),
+    # openssl passwd [options] PASSWORD: the last word, not the salt
+    (["openssl", "passwd", "-6", "-salt", "Xy12", "hunter2"], ["openssl", "passwd", "-6", "-salt", "Xy12", R]),
+])
+def test_positional_and_option_secrets(argv: list[str], expected: list[str]) -> None:
+    assert POLICY.argv(argv) == expected
+
+
+def test_a_user_rule_s_empty_group_hides_nothing() -> None:
+    p = RedactionPolicy(extra_patterns=[r"id=(\w*)"])
+    assert p.scan("id= id=7") == f"id= id={R}"
+
+
+def test_pem_blocks_after_one_nested_in_another() -> None:
+    text = ("-----BEGIN A-----\n-----BEGIN B-----\nb64\n-----END A-----\n"
+            "-----BEGIN C-----\nsecret\n-----END C-----")
+    assert POLICY.scan(text) == f"-----BEGIN A-----{R}-----END A-----\n-----BEGIN C-----{R}-----END C-----"
