@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from otel_exec.core.decode import BoundedCache, DecodeError, Decoder
+from otel_exec.core.decode import BoundedCache, DecodeError, Decoder, Strings
 from otel_exec.host.identity import HostIdentity
 from otel_exec.model import layout
 from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
@@ -335,6 +335,7 @@ def test_identical_blocks_decode_to_one_shared_instance() -> None:
     first = decode_exec(exec_record({"argv": b"make\0-j8\0", "env": b"A=1\0"}, pid=1), decoder)
     again = decode_exec(exec_record({"argv": b"make\0-j8\0", "env": b"A=1\0"}, pid=2, cgroup_id=9), decoder)
     assert again.argv is first.argv and again.env is first.env
+    assert type(first.argv) is Strings and type(first.env) is Strings  # where lineage keeps the trace context
     assert again.shared is not first.shared  # another shared part (cgroup id), the same blocks
     same = decode_exec(exec_record({"argv": b"make\0-j8\0", "env": b"A=1\0"}, pid=3), decoder)
     assert same.shared is first.shared and (same.pid, first.pid) == (3, 1)
@@ -384,6 +385,10 @@ def test_parent_exec_ids_are_remembered_per_parent() -> None:
         assert ev.parent_exec_id == IDENTITY.exec_id(ppid, pstart // TICK_NS, os.makedev(0, dev), inode)
         ids[(ppid, pstart, dev, inode)] = ev.parent_exec_id
     assert len(set(ids.values())) == 5
+    # worked out once per parent: a storm of one shell's children reuses it
+    again = decode_exec(exec_record(image_ppid=5, parent_start_boottime_ns=TICK_NS, parent_exe_dev=1,
+                                    parent_exe_inode=2, pid=77), decoder)
+    assert again.parent_exec_id is ids[(5, TICK_NS, 1, 2)]
 
 
 def test_paths_and_cgroups_are_remembered_with_their_flags() -> None:
@@ -396,3 +401,25 @@ def test_paths_and_cgroups_are_remembered_with_their_flags() -> None:
     assert (plain.cgroup_path, plain.pwd) == (f"/docker/{HEX64}", "/w")
     assert (trunc.cgroup_path, trunc.pwd) == (f".../docker/{HEX64}", "/w (deleted)")
     assert trunc.container_id == plain.container_id == HEX64
+
+
+def test_the_block_transform_runs_once_per_distinct_block_and_keeps_what_it_returns() -> None:
+    """The agent's redaction, given to the decoder as the block transforms:
+    its result is the event's list, and a Strings it returns (carrying the
+    trace context it read) is kept as it is."""
+    calls: list[list[str]] = []
+
+    def redact_env(env: list[str]) -> list[str]:
+        calls.append(env)
+        out = Strings(e if not e.startswith("TOKEN=") else "TOKEN=x" for e in env)
+        out.trace_context = {"TRACEPARENT": "00-1-2-01"}
+        return out
+
+    decoder = Decoder(IDENTITY, argv_transform=lambda argv: [a.upper() for a in argv], env_transform=redact_env)
+    env = b"TOKEN=hunter2\0A=1\0"
+    first = decode_exec(exec_record({"argv": b"make\0", "env": env}, cgroup_id=1), decoder)
+    second = decode_exec(exec_record({"argv": b"make\0", "env": env}, cgroup_id=2), decoder)
+    assert first.argv == ["MAKE"] and first.env == ["TOKEN=x", "A=1"]
+    assert type(first.argv) is Strings  # the transform's plain list, made Strings
+    assert first.env.trace_context == {"TRACEPARENT": "00-1-2-01"}
+    assert second.env is first.env and calls == [["TOKEN=hunter2", "A=1"]]

@@ -48,3 +48,17 @@ def test_pem_blocks_after_one_nested_in_another() -> None:
     text = ("-----BEGIN A-----\n-----BEGIN B-----\nb64\n-----END A-----\n"
             "-----BEGIN C-----\nsecret\n-----END C-----")
     assert POLICY.scan(text) == f"-----BEGIN A-----{R}-----END A-----\n-----BEGIN C-----{R}-----END C-----"
+
+
+def test_the_memo_of_name_decisions_is_bounded() -> None:
+    """is_secret_name remembers names up to 256 characters, and empties
+    its memo once it holds 4096 of them; the answers stay the same."""
+    p = RedactionPolicy()
+    memo = p._secret_names
+    assert p.is_secret_name("A" * 252 + "_KEY") and p.is_secret_name("A" * 253 + "_KEY") is True
+    assert ("A" * 252 + "_KEY") in memo and ("A" * 253 + "_KEY") not in memo
+    names = [f"VAR_{i}" for i in range(4096 - len(memo))]
+    assert not any(p.is_secret_name(n) for n in names)
+    assert len(memo) == 4096
+    assert p.is_secret_name("GITHUB_TOKEN") and list(memo) == ["GITHUB_TOKEN"]
+    assert p.is_secret_name("GITHUB_TOKEN") and not p.is_secret_name("VAR_1")
