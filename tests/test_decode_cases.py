@@ -345,22 +345,26 @@ def test_identical_blocks_decode_to_one_shared_instance() -> None:
     assert cut.argv == first.argv and cut.argv is not first.argv
 
 
-def test_the_block_memo_is_bounded_by_twice_the_raw_bytes() -> None:
-    """2 MiB of weight, each block weighing twice its raw bytes: eight
-    blocks of 128 KiB fill it, the ninth empties it (and one decoded again
-    is another instance). Each exec has its own cgroup id, so that its
-    shared part is decoded anew and looks its blocks up."""
+@pytest.mark.parametrize("string,field", [("argv", "argv"), ("env", "env"), ("pwd", "pwd"), ("pathname", "pathname"),
+                                          ("cgroup", "cgroup_path")])
+def test_the_memos_of_blocks_and_paths_are_bounded_by_twice_the_raw_bytes(string: str, field: str) -> None:
+    """2 MiB of weight, each block or path weighing twice its raw bytes:
+    eight of 128 KiB fill a memo, the ninth empties it (and one decoded
+    again is another instance). Each exec has its own cgroup id, so that
+    its shared part is decoded anew and looks its strings up."""
     decoder = Decoder(IDENTITY)
     cgroup_ids = iter(range(1, 100))
-    blocks = [b"%08d" % i + b"x" * (128 * 1024 - 9) + b"\0" for i in range(9)]
+    raws = [b"%08d" % i + b"x" * (128 * 1024 - 9) + b"\0" for i in range(9)]
 
-    def argv_of(raw: bytes) -> list[str]:
-        return decode_exec(exec_record({"argv": raw}, cgroup_id=next(cgroup_ids)), decoder).argv
+    def decoded(raw: bytes) -> object:
+        # pathname and pwd share one memo: the other one empty (no weight)
+        strings = {"pathname": b"", string: raw}
+        return getattr(decode_exec(exec_record(strings, cgroup_id=next(cgroup_ids)), decoder), field)
 
-    first = [argv_of(raw) for raw in blocks[:8]]
-    assert all(argv_of(raw) is argv for raw, argv in zip(blocks, first))
-    argv_of(blocks[8])
-    again = argv_of(blocks[1])
+    first = [decoded(raw) for raw in raws[:8]]
+    assert all(decoded(raw) is value for raw, value in zip(raws, first))
+    decoded(raws[8])
+    again = decoded(raws[1])
     assert again == first[1] and again is not first[1]
 
 
@@ -401,6 +405,13 @@ def test_paths_and_cgroups_are_remembered_with_their_flags() -> None:
     assert (plain.cgroup_path, plain.pwd) == (f"/docker/{HEX64}", "/w")
     assert (trunc.cgroup_path, trunc.pwd) == (f".../docker/{HEX64}", "/w (deleted)")
     assert trunc.container_id == plain.container_id == HEX64
+    # each worked out once: another exec from the same cwd and cgroup (its own
+    # shared part: another cgroup id) reuses them
+    again = decode_exec(exec_record({"cgroup": path_bytes(f"/docker/{HEX64}"), "pwd": path_bytes("/w")},
+                                    cgroup_id=5), decoder)
+    assert again.shared is not plain.shared
+    assert again.pwd is plain.pwd and again.pathname is plain.pathname
+    assert again.cgroup_path is plain.cgroup_path and again.container_id is plain.container_id
 
 
 def test_the_block_transform_runs_once_per_distinct_block_and_keeps_what_it_returns() -> None:
