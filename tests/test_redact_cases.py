@@ -44,6 +44,11 @@ def test_a_user_rule_s_empty_group_hides_nothing() -> None:
     assert p.scan("id= id=7") == f"id= id={R}"
 
 
+def test_a_user_rule_s_group_after_one_that_took_no_part_is_hidden() -> None:
+    p = RedactionPolicy(extra_patterns=[r"pin(-code)?=(\d+)"])
+    assert p.scan("pin=1234 pin-code=5678") == f"pin={R} pin{R}={R}"
+
+
 def test_pem_blocks_after_one_nested_in_another() -> None:
     text = ("-----BEGIN A-----\n-----BEGIN B-----\nb64\n-----END A-----\n"
             "-----BEGIN C-----\nsecret\n-----END C-----")
@@ -62,3 +67,13 @@ def test_the_memo_of_name_decisions_is_bounded() -> None:
     assert len(memo) == 4096
     assert p.is_secret_name("GITHUB_TOKEN") and list(memo) == ["GITHUB_TOKEN"]
     assert p.is_secret_name("GITHUB_TOKEN") and not p.is_secret_name("VAR_1")
+
+
+@pytest.mark.parametrize("text,expected", [
+    # a ':' and an '@' in the path, none in the authority: no credentials
+    ("https://en.wikipedia.org/wiki/Special:Contributions/ops@example",
+     "https://en.wikipedia.org/wiki/Special:Contributions/ops@example"),
+    ("https://git.example.com:8443/a:b@c", "https://git.example.com:8443/a:b@c"),
+])
+def test_url_credentials_are_only_in_the_authority(text: str, expected: str) -> None:
+    assert POLICY.scan(text) == expected
