@@ -19,6 +19,9 @@ POLICY = RedactionPolicy()
     # a long option's value holding '=': the option is what comes before the first one
     (["curl", "--user=deploy:pa=ss", "https://h"], ["curl", f"--user=deploy:{R}", "https://h"]),
     (["smbclient", "--user=me%a=b", "//h/s"], ["smbclient", f"--user=me%{R}", "//h/s"]),
+    # what follows the first separator is hidden, separators in it included
+    (["curl", "-u", "deploy:pa:ss", "https://h"], ["curl", "-u", f"deploy:{R}", "https://h"]),
+    (["curl", "-u", "deploy:", "https://h"], ["curl", "-u", "deploy:", "https://h"]),  # an empty password
     # vault login TOKEN after options, and inside a shell command line
     (["vault", "login", "-no-print", "hvs.CAESIJx9yQ"], ["vault", "login", "-no-print", R]),
     (["sh", "-c", "vault login hvs.CAESIJx9yQ && export VAULT_ADDR=https://v:8200"],
@@ -74,6 +77,15 @@ def test_the_memo_of_name_decisions_is_bounded() -> None:
     ("https://en.wikipedia.org/wiki/Special:Contributions/ops@example",
      "https://en.wikipedia.org/wiki/Special:Contributions/ops@example"),
     ("https://git.example.com:8443/a:b@c", "https://git.example.com:8443/a:b@c"),
+    ("https://mail.example.org/thread/a@b.org/msg@c", "https://mail.example.org/thread/a@b.org/msg@c"),
 ])
 def test_url_credentials_are_only_in_the_authority(text: str, expected: str) -> None:
+    assert POLICY.scan(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("use Basic dXNlcjpwYXNzd29yZA== here", f"use Basic {R} here"),
+    ("-H Authorization: Bearer 9f8e7d6c5b4a", f"-H Authorization: Bearer {R}"),
+])
+def test_authorization_schemes_inside_a_value(text: str, expected: str) -> None:
     assert POLICY.scan(text) == expected
