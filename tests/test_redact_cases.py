@@ -89,3 +89,11 @@ def test_url_credentials_are_only_in_the_authority(text: str, expected: str) -> 
 ])
 def test_authorization_schemes_inside_a_value(text: str, expected: str) -> None:
     assert POLICY.scan(text) == expected
+
+
+def test_the_memos_of_unchanged_strings_count_their_characters_from_zero() -> None:
+    p = RedactionPolicy()
+    assert p.argv(["make", "-j8"]) == ["make", "-j8"]
+    assert p._unchanged_args == {"make", "-j8"} and p._unchanged_args.chars == 7
+    assert p.env(["HOME=/root", "GITHUB_TOKEN=ghp_x"]) == ["HOME=/root", f"GITHUB_TOKEN={R}"]
+    assert p._unchanged == {"HOME=/root"} and p._unchanged.chars == 10  # never what was changed
