@@ -97,3 +97,8 @@ def test_the_memos_of_unchanged_strings_count_their_characters_from_zero() -> No
     assert p._unchanged_args == {"make", "-j8"} and p._unchanged_args.chars == 7
     assert p.env(["HOME=/root", "GITHUB_TOKEN=ghp_x"]) == ["HOME=/root", f"GITHUB_TOKEN={R}"]
     assert p._unchanged == {"HOME=/root"} and p._unchanged.chars == 10  # never what was changed
+
+
+def test_an_unknown_env_capture_mode_names_the_modes() -> None:
+    with pytest.raises(ValueError, match=r"^env_capture must be one of none, redacted, all, not 'some'$"):
+        RedactionPolicy(env_capture="some")  # type: ignore[arg-type]
