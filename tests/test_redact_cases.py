@@ -102,3 +102,19 @@ def test_the_memos_of_unchanged_strings_count_their_characters_from_zero() -> No
 def test_an_unknown_env_capture_mode_names_the_modes() -> None:
     with pytest.raises(ValueError, match=r"^env_capture must be one of none, redacted, all, not 'some'$"):
         RedactionPolicy(env_capture="some")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("--apikey=abc", f"--apikey={R}"),  # the name without its dashes
+    ("ApiKey =abc;Server=h", f"ApiKey ={R};Server=h"),  # ... and without the blanks before '='
+    ("--apikeys=abc", "--apikeys=abc"),
+])
+def test_an_anchored_secret_key_pattern_sees_the_bare_name(text: str, expected: str) -> None:
+    p = RedactionPolicy(secret_key_pattern=r"^apikey$")
+    assert p.scan(text) == expected
+
+
+def test_an_anchored_secret_key_pattern_sees_the_bare_flag_name() -> None:
+    p = RedactionPolicy(secret_key_pattern=r"^apikey$")
+    assert p.argv(["tool", "--apikey", "abc", "-apikey", "def", "--apikeys", "ghi"]) == \
+        ["tool", "--apikey", R, "-apikey", R, "--apikeys", "ghi"]
