@@ -407,10 +407,13 @@ def test_paths_and_cgroups_are_remembered_with_their_flags() -> None:
     assert trunc.container_id == plain.container_id == HEX64
     # each worked out once: another exec from the same cwd and cgroup (its own
     # shared part: another cgroup id) reuses them
-    again = decode_exec(exec_record({"cgroup": path_bytes(f"/docker/{HEX64}"), "pwd": path_bytes("/w")},
-                                    cgroup_id=5), decoder)
-    assert again.shared is not plain.shared
+    strings = {"cgroup": path_bytes(f"/docker/{HEX64}"), "pwd": path_bytes("/w"), "stdin": path_bytes("/dev/pts/0")}
+    tty = 0o020620
+    once = decode_exec(exec_record(strings, cgroup_id=4, stdin_mode=tty), decoder)
+    again = decode_exec(exec_record(strings, cgroup_id=5, stdin_mode=tty), decoder)
+    assert again.shared is not plain.shared and again.shared is not once.shared
     assert again.pwd is plain.pwd and again.pathname is plain.pathname
+    assert again.stdin_path is once.stdin_path == "/dev/pts/0"
     assert again.cgroup_path is plain.cgroup_path and again.container_id is plain.container_id
 
 
