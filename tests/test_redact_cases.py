@@ -118,3 +118,13 @@ def test_an_anchored_secret_key_pattern_sees_the_bare_flag_name() -> None:
     p = RedactionPolicy(secret_key_pattern=r"^apikey$")
     assert p.argv(["tool", "--apikey", "abc", "-apikey", "def", "--apikeys", "ghi"]) == \
         ["tool", "--apikey", R, "-apikey", R, "--apikeys", "ghi"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    # a connection string: the password runs to the next ';' only
+    ("Password=pw;Database=d;Server=h", f"Password={R};Database=d;Server=h"),
+    # ODBC's braces quote a value that holds ';': to the end
+    ("Pwd={p;w};Database=d", f"Pwd={R}"),
+])
+def test_connection_string_values(text: str, expected: str) -> None:
+    assert POLICY.scan(text) == expected
