@@ -437,3 +437,13 @@ def test_the_block_transform_runs_once_per_distinct_block_and_keeps_what_it_retu
     assert type(first.argv) is Strings  # the transform's plain list, made Strings
     assert first.env.trace_context == {"TRACEPARENT": "00-1-2-01"}
     assert second.env is first.env and calls == [["TOKEN=hunter2", "A=1"]]
+
+
+@pytest.mark.parametrize("rate,flags,sample_rate", [
+    (2, 0, 1),  # kept by a keep rule while sampling 1 in 2: counts once
+    (2, layout.F_SAMPLED, 2),
+    (1, layout.F_SAMPLED, 1),
+    (1, 0, None),  # no sampling: no sample rate
+])
+def test_the_sample_rate_of_an_exec(rate: int, flags: int, sample_rate: int | None) -> None:
+    assert decode_exec(exec_record(flags=flags), Decoder(IDENTITY, sample_rate=rate)).sample_rate == sample_rate

@@ -128,3 +128,7 @@ def test_an_anchored_secret_key_pattern_sees_the_bare_flag_name() -> None:
 ])
 def test_connection_string_values(text: str, expected: str) -> None:
     assert POLICY.scan(text) == expected
+
+
+def test_an_assignment_after_a_hidden_value_is_hidden_too() -> None:
+    assert POLICY.scan(f"{R} password=hunter2") == f"{R} password={R}"
