@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from otel_exec.policy import redact
+from otel_exec.policy.redact import DEFAULT_SECRET_KEY_WORDS, RedactionPolicy
 from otel_exec.policy.redact import REDACTED as R
-from otel_exec.policy.redact import RedactionPolicy
 
 POLICY = RedactionPolicy()
 
@@ -22,6 +23,10 @@ POLICY = RedactionPolicy()
     # what follows the first separator is hidden, separators in it included
     (["curl", "-u", "deploy:pa:ss", "https://h"], ["curl", "-u", f"deploy:{R}", "https://h"]),
     (["curl", "-u", "deploy:", "https://h"], ["curl", "-u", "deploy:", "https://h"]),  # an empty password
+    # a program by its path, or opened by a shell's '(' or quote
+    (["/usr/bin/mysql", "-pS3cret", "db"], ["/usr/bin/mysql", f"-p{R}", "db"]),
+    (["sh", "-c", "(mysql -pS3cret db)"], ["sh", "-c", f"(mysql -p{R} db)"]),
+    (["sh", "-c", "Xmysql -pS3cret"], ["sh", "-c", "Xmysql -pS3cret"]),  # another program
     # vault login TOKEN after options, and inside a shell command line
     (["vault", "login", "-no-print", "hvs.CAESIJx9yQ"], ["vault", "login", "-no-print", R]),
     (["sh", "-c", "vault login hvs.CAESIJx9yQ && export VAULT_ADDR=https://v:8200"],
@@ -132,3 +137,18 @@ def test_connection_string_values(text: str, expected: str) -> None:
 
 def test_an_assignment_after_a_hidden_value_is_hidden_too() -> None:
     assert POLICY.scan(f"{R} password=hunter2") == f"{R} password={R}"
+
+
+def test_the_unchanged_memo_empties_only_past_its_bound() -> None:
+    memo = RedactionPolicy()._unchanged_args
+    piece = redact._UNCHANGED_ENTRY_LEN_MAX
+    for i in range(redact._UNCHANGED_CHARS_MAX // piece):
+        memo.remember(f"{i:08d}".ljust(piece, "a"))
+    assert memo.chars == redact._UNCHANGED_CHARS_MAX and len(memo) == redact._UNCHANGED_CHARS_MAX // piece
+    memo.remember("b")
+    assert memo == {"b"} and memo.chars == 1
+
+
+def test_a_name_holding_every_key_word_is_secret() -> None:
+    name = "_".join(DEFAULT_SECRET_KEY_WORDS)
+    assert POLICY.env([f"{name}=v"]) == [f"{name}={R}"]
