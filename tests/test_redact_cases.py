@@ -152,3 +152,11 @@ def test_the_unchanged_memo_empties_only_past_its_bound() -> None:
 def test_a_name_holding_every_key_word_is_secret() -> None:
     name = "_".join(DEFAULT_SECRET_KEY_WORDS)
     assert POLICY.env([f"{name}=v"]) == [f"{name}={R}"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("X-Api-Key: 5f1c9a", f"X-Api-Key: {R}"),
+    ("X-Api-Key: ", "X-Api-Key: "),  # a header name with no value: nothing to hide
+])
+def test_header_values(text: str, expected: str) -> None:
+    assert POLICY.scan(text) == expected
