@@ -31,6 +31,8 @@ POLICY = RedactionPolicy()
     (["vault", "login", "-no-print", "hvs.CAESIJx9yQ"], ["vault", "login", "-no-print", R]),
     (["sh", "-c", "vault login hvs.CAESIJx9yQ && export VAULT_ADDR=https://v:8200"],
      ["sh", "-c", f"vault login {R} && export VAULT_ADDR=https://v:8200"]),
+    (["sh", "-c", "vault login hvs.CAESIJx9yQ && mysql -u app -pS3cret db"],
+     ["sh", "-c", f"vault login {R} && mysql -u app -p{R} db"]),  # each program its own rules
     # every Oracle tool: user/password[@connect]
     (["impdp", "system/Manager1@orcl", "dumpfile=x.dmp"], ["impdp", f"system/{R}@orcl", "dumpfile=x.dmp"]),
     (["sqlldr", "scott/tiger@orcl", "control=load.ctl"], ["sqlldr", f"scott/{R}@orcl", "control=load.ctl"]),
