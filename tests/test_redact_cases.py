@@ -33,8 +33,8 @@ POLICY = RedactionPolicy()
      ["sh", "-c", f"vault login {R} && export VAULT_ADDR=https://v:8200"]),
     (["sh", "-c", "vault login hvs.CAESIJx9yQ && mysql -u app -pS3cret db"],
      ["sh", "-c", f"vault login {R} && mysql -u app -p{R} db"]),  # each program its own rules
-    (["sh", "-c", "htpasswd -b /etc/htpw me pw && mysql -u app db"],
-     ["sh", "-c", f"htpasswd -b /etc/htpw me {R} && mysql -u app db"]),
+    (["sh", "-c", "htpasswd -b /etc/htpw me pw\nmysql -u app db"],
+     ["sh", "-c", f"htpasswd -b /etc/htpw me {R}\nmysql -u app db"]),
     # every Oracle tool: user/password[@connect]
     (["impdp", "system/Manager1@orcl", "dumpfile=x.dmp"], ["impdp", f"system/{R}@orcl", "dumpfile=x.dmp"]),
     (["sqlldr", "scott/tiger@orcl", "control=load.ctl"], ["sqlldr", f"scott/{R}@orcl", "control=load.ctl"]),
