@@ -46,6 +46,7 @@ POLICY = RedactionPolicy()
     (["sqlldr", "/u01/app/load.ctl"], ["sqlldr", "/u01/app/load.ctl"]),
     # openssl passwd [options] PASSWORD: the last word, not the salt
     (["openssl", "passwd", "-6", "-salt", "Xy12", "hunter2"], ["openssl", "passwd", "-6", "-salt", "Xy12", R]),
+    (["sudo", "openssl", "passwd", "-6", "hunter2"], ["sudo", "openssl", "passwd", "-6", R]),  # behind a wrapper
 ])
 def test_positional_and_option_secrets(argv: list[str], expected: list[str]) -> None:
     assert POLICY.argv(argv) == expected
