@@ -23,6 +23,9 @@ POLICY = RedactionPolicy()
     # what follows the first separator is hidden, separators in it included
     (["curl", "-u", "deploy:pa:ss", "https://h"], ["curl", "-u", f"deploy:{R}", "https://h"]),
     (["curl", "-u", "deploy:", "https://h"], ["curl", "-u", "deploy:", "https://h"]),  # an empty password
+    # docker's -p is a password only after login, behind a wrapper too
+    (["sudo", "docker", "run", "-p", "8080:80", "img"], ["sudo", "docker", "run", "-p", "8080:80", "img"]),
+    (["sudo", "docker", "login", "-p", "pw", "reg"], ["sudo", "docker", "login", "-p", R, "reg"]),
     # a program by its path, or opened by a shell's '(' or quote
     (["/usr/bin/mysql", "-pS3cret", "db"], ["/usr/bin/mysql", f"-p{R}", "db"]),
     (["sh", "-c", "(mysql -pS3cret db)"], ["sh", "-c", f"(mysql -p{R} db)"]),
