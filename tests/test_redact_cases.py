@@ -168,3 +168,13 @@ def test_a_name_holding_every_key_word_is_secret() -> None:
 ])
 def test_header_values(text: str, expected: str) -> None:
     assert POLICY.scan(text) == expected
+
+
+def test_allowed_values_of_program_options_and_positionals_stay() -> None:
+    """allow_patterns: a known false positive (a demo password) is kept,
+    where it is attached, separate or positional."""
+    p = RedactionPolicy(allow_patterns=[r"changeme", r"scott/tiger(@\w+)?"])
+    assert p.argv(["mysql", "-pchangeme", "-p", "changeme"]) == ["mysql", "-pchangeme", "-p", "changeme"]
+    assert p.argv(["sqlplus", "-s", "scott/tiger@orcl"]) == ["sqlplus", "-s", "scott/tiger@orcl"]
+    assert p.argv(["sqlplus", "-s", "sys/pw@orcl"]) == ["sqlplus", "-s", f"sys/{R}@orcl"]
+    assert p.argv(["mysql", "-ps3cret"]) == ["mysql", f"-p{R}"]
