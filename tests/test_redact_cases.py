@@ -13,7 +13,14 @@ from otel_exec.policy import redact
 from otel_exec.policy.redact import DEFAULT_SECRET_KEY_WORDS, RedactionPolicy
 from otel_exec.policy.redact import REDACTED as R
 
-POLICY = RedactionPolicy()
+
+
+def fresh() -> RedactionPolicy:
+    """A policy of its own per case: its memos (names, unchanged strings)
+    start empty, so no earlier case (nor mutmut's stats run, which its
+    workers fork from) has settled the case before the code under test
+    runs."""
+    return RedactionPolicy()
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -52,7 +59,7 @@ POLICY = RedactionPolicy()
     (["sudo", "openssl", "passwd", "-6", "hunter2"], ["sudo", "openssl", "passwd", "-6", R]),  # behind a wrapper
 ])
 def test_positional_and_option_secrets(argv: list[str], expected: list[str]) -> None:
-    assert POLICY.argv(argv) == expected
+    assert fresh().argv(argv) == expected
 
 
 def test_a_user_rule_s_empty_group_hides_nothing() -> None:
@@ -68,7 +75,7 @@ def test_a_user_rule_s_group_after_one_that_took_no_part_is_hidden() -> None:
 def test_pem_blocks_after_one_nested_in_another() -> None:
     text = ("-----BEGIN A-----\n-----BEGIN B-----\nb64\n-----END A-----\n"
             "-----BEGIN C-----\nsecret\n-----END C-----")
-    assert POLICY.scan(text) == f"-----BEGIN A-----{R}-----END A-----\n-----BEGIN C-----{R}-----END C-----"
+    assert fresh().scan(text) == f"-----BEGIN A-----{R}-----END A-----\n-----BEGIN C-----{R}-----END C-----"
 
 
 def test_the_memo_of_name_decisions_is_bounded() -> None:
@@ -93,7 +100,7 @@ def test_the_memo_of_name_decisions_is_bounded() -> None:
     ("https://mail.example.org/thread/a@b.org/msg@c", "https://mail.example.org/thread/a@b.org/msg@c"),
 ])
 def test_url_credentials_are_only_in_the_authority(text: str, expected: str) -> None:
-    assert POLICY.scan(text) == expected
+    assert fresh().scan(text) == expected
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -101,7 +108,7 @@ def test_url_credentials_are_only_in_the_authority(text: str, expected: str) -> 
     ("-H Authorization: Bearer 9f8e7d6c5b4a", f"-H Authorization: Bearer {R}"),
 ])
 def test_authorization_schemes_inside_a_value(text: str, expected: str) -> None:
-    assert POLICY.scan(text) == expected
+    assert fresh().scan(text) == expected
 
 
 def test_the_memos_of_unchanged_strings_count_their_characters_from_zero() -> None:
@@ -140,11 +147,11 @@ def test_an_anchored_secret_key_pattern_sees_the_bare_flag_name() -> None:
     ("Pwd={p;w};Database=d", f"Pwd={R}"),
 ])
 def test_connection_string_values(text: str, expected: str) -> None:
-    assert POLICY.scan(text) == expected
+    assert fresh().scan(text) == expected
 
 
 def test_an_assignment_after_a_hidden_value_is_hidden_too() -> None:
-    assert POLICY.scan(f"{R} password=hunter2") == f"{R} password={R}"
+    assert fresh().scan(f"{R} password=hunter2") == f"{R} password={R}"
 
 
 def test_the_unchanged_memo_empties_only_past_its_bound() -> None:
@@ -159,7 +166,7 @@ def test_the_unchanged_memo_empties_only_past_its_bound() -> None:
 
 def test_a_name_holding_every_key_word_is_secret() -> None:
     name = "_".join(DEFAULT_SECRET_KEY_WORDS)
-    assert POLICY.env([f"{name}=v"]) == [f"{name}={R}"]
+    assert fresh().env([f"{name}=v"]) == [f"{name}={R}"]
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -167,7 +174,7 @@ def test_a_name_holding_every_key_word_is_secret() -> None:
     ("X-Api-Key: ", "X-Api-Key: "),  # a header name with no value: nothing to hide
 ])
 def test_header_values(text: str, expected: str) -> None:
-    assert POLICY.scan(text) == expected
+    assert fresh().scan(text) == expected
 
 
 def test_allowed_values_of_program_options_and_positionals_stay() -> None:
