@@ -123,8 +123,6 @@ _CONTAINER_CGROUP = re.compile(
 
 def container_id(cgroup_path: str) -> str | None:
     for part in reversed(cgroup_path.split("/")):
-        if "conmon" in part:
-            continue
         m = _CONTAINER_CGROUP.match(part)
         if m:
             return m.group(1)
