@@ -252,6 +252,10 @@ _POSITIONAL_PROGRAMS: Final = frozenset({"htpasswd", "aws", "vault", "sqlplus", 
                                          "dgmgrl", "redis-cli", "nmcli", "openssl", "xfreerdp",
                                          "wlfreerdp"})
 _KNOWN_PROGRAMS: Final = frozenset(PROGRAM_RULES) | _POSITIONAL_PROGRAMS
+# Words that end one command of a shell command line and start the next
+# (sh -c 'htpasswd -b f u PW && mysql ...'): positional rules stop there.
+_SHELL_SEPARATORS: Final = frozenset({"&&", "||", "|", "|&", ";", "&"})
+_SHELL_WORD: Final = re.compile(r"[;&|]++|[^\s;&|]++")
 
 
 def _hide_after(value: str, sep: str) -> str:
@@ -460,8 +464,18 @@ class RedactionPolicy:
         start = 1  # where the current program's arguments start
         subcommand_seen = False
         pending: str | None = None  # what of the next element is hidden, if anything
+        command_starts = False  # the next word names a program (after a shell separator)
         for i in range(1, len(argv)):
             arg = argv[i]
+            if arg in _SHELL_SEPARATORS:
+                self._positionals(program, argv, out, start, i)
+                program, rule, start, subcommand_seen, pending = "", None, i + 1, False, None
+                command_starts = True
+                continue
+            if command_starts and arg[:1] != "-":
+                command_starts = False
+                program, rule, start = _program_name(arg), PROGRAM_RULES.get(_program_name(arg)), i + 1
+                continue
             if pending is not None:
                 if not self._allowed(arg):
                     out[i] = _hide_after(arg, pending)
@@ -502,9 +516,10 @@ class RedactionPolicy:
                     out[start + j] = _hide_positional(program, argv[start + j])
 
     def _command_line(self, text: str) -> str:
-        """A command line inside one argument: its white-space separated
-        words go through the flag rules; the text between them is kept."""
-        spans = [m.span() for m in re.finditer(r"\S++", text)]
+        """A command line inside one argument: its words (separated by white
+        space, with the shell's ; & | as words of their own) go through the
+        flag rules; the text between them is kept."""
+        spans = [m.span() for m in _SHELL_WORD.finditer(text)]
         words = [text[s:e] for s, e in spans]
         out = list(words)
         self._flags(words, out)
@@ -622,7 +637,8 @@ def _url_credentials(text: str) -> str:
             if inner_at > 0:
                 hidden = (begin, begin + inner_at)
                 at = begin + inner_at
-        if hidden is not None and not text.startswith(REDACTED, hidden[0]):
+        # Already hidden whole by a user rule: kept; hidden in part: hidden whole.
+        if hidden is not None and text[hidden[0]:hidden[1]] != REDACTED:
             pieces += (text[done:hidden[0]], REDACTED)
             done = hidden[1]
         pos = max(at + 1, m.end())

@@ -185,3 +185,24 @@ def test_allowed_values_of_program_options_and_positionals_stay() -> None:
     assert p.argv(["sqlplus", "-s", "scott/tiger@orcl"]) == ["sqlplus", "-s", "scott/tiger@orcl"]
     assert p.argv(["sqlplus", "-s", "sys/pw@orcl"]) == ["sqlplus", "-s", f"sys/{R}@orcl"]
     assert p.argv(["mysql", "-ps3cret"]) == ["mysql", f"-p{R}"]
+
+
+@pytest.mark.parametrize("command", [
+    "htpasswd -b /etc/h alice S3cretPW && mysql -u root db",
+    "htpasswd -b /etc/h alice S3cretPW; echo done",
+    "htpasswd -b /etc/h alice S3cretPW || exit 1",
+    "htpasswd -b /etc/h alice S3cretPW | tee log",
+])
+def test_a_shell_separator_ends_the_command_whose_positional_is_secret(command: str) -> None:
+    """sh -c 'A && B': the password is A's last positional, before the
+    separator, which stays as it was."""
+    out = RedactionPolicy().argv(["sh", "-c", command])[2]
+    assert "S3cretPW" not in out and "[REDACTED]" in out
+    assert out.replace("[REDACTED]", "S3cretPW") == command
+
+
+def test_a_password_a_user_rule_hid_in_part_is_hidden_whole() -> None:
+    policy = RedactionPolicy(extra_patterns=[r"pw-\d+"])
+    assert policy.scan("https://u:pw-123abc@h/x") == "https://u:[REDACTED]@h/x"
+    assert policy.scan("https://u:pw-123@h/x") == "https://u:[REDACTED]@h/x"
+
