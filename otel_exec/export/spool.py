@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from otel_exec.host import safefs
 from otel_exec.errors import PrivilegeError, UsageError
 
-log = logging.getLogger("otel_exec.export.spool")
+log = logging.getLogger(__name__)
 
 _LEN = struct.Struct("<I")
 frame = _LEN.pack  # the length prefix of a record in a segment

@@ -138,7 +138,7 @@ def test_refused_batches_are_dropped_counted_and_logged_once(protocol: str, code
         assert fc.metric("otel_exec.lost", {"reason": "logs_rejected"}) == counters["logs_rejected"]
         check_clean_spool(counters)
         reason = code.name if protocol == "grpc" else f"HTTP {Reply(code=code).http_status}"
-        failures = [line for line in err.splitlines() if line.startswith("otel-exec: error: otel_exec.export.otlp.sink: Failed to export logs")]
+        failures = [line for line in err.splitlines() if line.startswith("otel-exec: error: otel_exec.export.otlp.batch: Failed to export logs")]
         assert len(failures) == 1, failures  # once per (signal, reason), however many batches
         assert reason in failures[0] and message in failures[0]
         assert len(fc.requests("logs")) > 1
@@ -304,7 +304,7 @@ def test_partial_success_counts_the_rejected_records(protocol: str, tmp_path: Pa
         assert counters["logs_rejected"] == stats["rejected_logs"] == 1
         assert counters["logs_exported"] == fc.accepted_count("logs")
         assert fc.metric("otel_exec.lost", {"reason": "logs_rejected"}) == 1
-        [line] = [x for x in err.splitlines() if x.startswith("otel-exec: error: otel_exec.export.otlp.sink: Failed to export logs")]
+        [line] = [x for x in err.splitlines() if x.startswith("otel-exec: error: otel_exec.export.otlp.batch: Failed to export logs")]
         assert "partial success" in line and "one record had a bad attribute" in line
 
 

@@ -20,7 +20,7 @@ from otel_exec.export.otlp.encode import export_request, request_records
 from otel_exec.export.otlp.transport import MESSAGE_MAX, Answer, Outcome, Transport
 from otel_exec.export.spool import Batch, Position, SignalSpool
 
-log = logging.getLogger("otel_exec.export.otlp.batch")
+log = logging.getLogger(__name__)
 
 
 def _env_int(name: str, default: int) -> int:
