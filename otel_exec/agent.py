@@ -10,6 +10,7 @@ import time
 from typing import Callable, Iterable, Protocol, TextIO
 
 from otel_exec.host import privileges, safefs
+from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.config import Config
 from otel_exec.core.decode import Strings
 from otel_exec.errors import UsageError
@@ -70,6 +71,9 @@ class Agent:
         # costs no load.
         self.user = privileges.resolve_user(cfg.user) if cfg.user else None
         self.tick: Callable[[], None] = lambda: None  # called every loop (otel_exec.export.telemetry)
+        self.executables = ExecutableIdentities(
+            cfg.executable_sha256_max_bytes if cfg.executable_sha256 else None, cfg.executable_cache_entries,
+            cfg.executable_wait_ms / 1000) if cfg.executable_identity else None
 
     def attach(self) -> None:
         """Load and attach the programs: events queue in the ring buffer
@@ -112,6 +116,8 @@ class Agent:
             privileges.check_threads(dropped)
             for sink in self.sinks:
                 sink.start()
+            if self.executables is not None:
+                self.executables.start()
             for start in also_start:
                 start()
             privileges.restore_other_threads_priority(agent_nice)
@@ -146,7 +152,9 @@ class Agent:
             parent = self.table.image_parent(ev)
             if not ev.parent_exec_id and parent is not None:
                 ev.parent_exec_id = parent.exec_id  # the kernel could not see the parent's executable
+            late = self.executables.on_exec(ev) if self.executables is not None else None
             info, previous = self.table.on_exec(ev)
+            info.late_identity = late
             self.lineage.on_exec(ev, info, previous, parent)
             for sink in self.sinks:
                 sink.on_exec(ev, info, previous)
@@ -193,6 +201,8 @@ class Agent:
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Spans still open end now, marked incomplete; queues are flushed."""
         still_open = self.table.entries()
+        if self.executables is not None:
+            self.executables.stop()
         for sink in self.sinks:
             sink.close(still_open, timeout_s)
 
@@ -207,6 +217,8 @@ class Agent:
         counters["process_table_evicted"] = self.table.evicted
         counters["malformed_traceparent"] = self.lineage.malformed_traceparent
         counters["untrusted_traceparent"] = self.lineage.untrusted_traceparent
+        if self.executables is not None:
+            counters.update(self.executables.stats())
         for sink in self.sinks:
             counters.update(sink.stats())
         return counters

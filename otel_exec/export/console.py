@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import time
+from dataclasses import asdict
 from typing import Iterable, TextIO
 
 from otel_exec.host import safefs
@@ -15,6 +16,8 @@ from otel_exec.lineage.proctable import ProcessInfo
 
 # shared is a cache key, parent_start_ticks only checks the parent's table entry.
 EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "parent_start_ticks")]
+# Objects, written as dicts of the values they have (exec_to_dict).
+IDENTITY_FIELDS = ("executable_identity", "script_identity")
 # A newline or escape sequence in a path or argument must not forge lines or
 # drive the terminal: C0 and C1 controls print as \xNN, line and paragraph
 # separators and bidirectional controls (which reorder what a terminal or
@@ -40,7 +43,13 @@ def json_line(obj: object) -> str:
 
 
 def exec_to_dict(ev: ExecEvent, fields: list[str] = EXEC_FIELDS) -> dict[str, object]:
-    return {name: getattr(ev, name) for name in fields}
+    out = {name: getattr(ev, name) for name in fields}
+    if ev.executable_identity is not None:
+        for name in IDENTITY_FIELDS:
+            identity = out.get(name)
+            if identity is not None:
+                out[name] = {k: v for k, v in asdict(identity).items() if v is not None}
+    return out
 
 
 def pretty_line(ev: ExecEvent) -> str:

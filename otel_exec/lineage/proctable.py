@@ -24,6 +24,7 @@ from typing import Callable
 from otel_exec.core.decode import split_block, text
 from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.host import procfs
+from otel_exec.host.executables import Slot
 from otel_exec.host.identity import HostIdentity
 
 DEFAULT_MAX_ENTRIES = 65536
@@ -67,6 +68,9 @@ class ProcessInfo:
     owns_span: bool = False
     span_start: int = 0  # ns since epoch
     span_attrs: tuple[bytes, ...] = ()  # encoded attribute parts, kept until the span ends
+    # The executable identity still being computed when the exec was
+    # recorded (otel_exec.host.executables.Slot): it rides on the span.
+    late_identity: Slot | None = None
 
 
 class ProcessTable:

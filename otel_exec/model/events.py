@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from otel_exec.model.executable import ExecutableIdentity
+
 
 class SharedExec:
     """What every exec of one command from one context has in common (the
@@ -88,6 +90,10 @@ class ExecEvent:
     # read it: tells its table entry from a stale one of an earlier holder
     # of the pid (see ProcessTable.image_parent).
     parent_start_ticks: int | None = None
+    # What the executed file is by content (otel_exec.host.executables);
+    # None when identity is off. For a `#!` script, the script's too.
+    executable_identity: ExecutableIdentity | None = None
+    script_identity: ExecutableIdentity | None = None
 
 
 SHARED_FIELDS = ExecEvent.__slots__[ExecEvent.__slots__.index("uid"):ExecEvent.__slots__.index("shared")]

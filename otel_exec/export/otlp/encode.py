@@ -15,6 +15,7 @@ import time
 
 from otel_exec.export.otlp import protowire as w
 from otel_exec.model.events import ExecEvent
+from otel_exec.model.executable import COMPLETE, ExecutableIdentity
 from otel_exec.lineage.proctable import ProcessInfo
 
 EVENT_NAME = "otel_exec.process.exec"
@@ -223,6 +224,56 @@ def _shared_encoding(ev: ExecEvent, span_env: bool) -> tuple[Attrs, bytes]:
     return attrs, _body(ev)
 
 
+# ExecutableIdentity fields and their attributes: registry keys for the
+# build ids (they join with OpenTelemetry profiles), otel_exec.* for the rest.
+_EXECUTABLE_KEYS = (("gnu_build_id", "process.executable.build_id.gnu"),
+                    ("go_build_id", "process.executable.build_id.go"),
+                    ("htlhash", "process.executable.build_id.htlhash"),
+                    ("sha256", "otel_exec.executable.sha256"), ("size", "otel_exec.executable.size"),
+                    ("status", "otel_exec.executable.identity_status"))
+_SCRIPT_KEYS = (("sha256", "otel_exec.script.sha256"),
+                ("htlhash", "otel_exec.script.htlhash"), ("size", "otel_exec.script.size"),
+                ("status", "otel_exec.script.identity_status"))
+_LATE_KEY = "otel_exec.executable.identity_late"
+_identities: dict[tuple[ExecutableIdentity, bool], list[bytes]] = {}
+
+
+def _identity_kvs(identity: ExecutableIdentity, script: bool) -> list[bytes]:
+    """The attributes of one identity (a few distinct ones per binary),
+    encoded once each; the status only when it is not complete."""
+    key = (identity, script)
+    kvs = _identities.get(key)
+    if kvs is None:
+        kvs = []
+        for field, name in _SCRIPT_KEYS if script else _EXECUTABLE_KEYS:
+            value = getattr(identity, field)
+            if value is not None and not (field == "status" and value == COMPLETE):
+                kvs.append(_kv(name, value))
+        if len(_identities) >= 4096:
+            _identities.clear()
+        _identities[key] = kvs
+    return kvs
+
+
+def identity_attrs(ev: ExecEvent) -> Attrs:
+    """The exec's executable (and script) identity, when computed."""
+    identity, script = ev.executable_identity, ev.script_identity
+    if identity is None:
+        return Attrs(b"", b"")
+    kvs = _identity_kvs(identity, False)
+    if script is not None:
+        kvs = kvs + _identity_kvs(script, True)
+    return Attrs.of(kvs)
+
+
+def late_identity_attrs(identity: ExecutableIdentity) -> bytes:
+    """Span.attributes of an identity that came after its exec record (whose
+    status said pending): the values, and the final status under its own
+    key, so that no key appears twice on the span."""
+    kvs = [kv for kv in _identity_kvs(identity, False) if _key_of(kv) != "otel_exec.executable.identity_status"]
+    return Attrs.of([*kvs, _kv(_LATE_KEY, identity.status)]).span
+
+
 def _sampling_kvs(ev: ExecEvent) -> tuple[bytes, ...]:
     """With --sample-rate: how many execs this record stands for."""
     return () if ev.sample_rate is None else (_kv("otel_exec.sample_rate", ev.sample_rate),)
@@ -301,7 +352,7 @@ def _without_unavailable(ev: ExecEvent) -> ExecEncoding:
     ])
     env = Attrs.of(_env_kvs(ev.env))
     common = Attrs.of(kvs)
-    return ExecEncoding(Attrs(b"", b""), Attrs(common.log + env.log, common.span), _body(ev))
+    return ExecEncoding(identity_attrs(ev), Attrs(common.log + env.log, common.span), _body(ev))
 
 
 def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
@@ -327,7 +378,11 @@ def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
         ids = (*pids, _framed_fixed("process.creation.time", created.decode()),
                _framed_fixed("otel_exec.exec_id", ev.exec_id),
                _framed_fixed("otel_exec.parent_exec_id", ev.parent_exec_id))
-    return ExecEncoding(Attrs(_LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)), attrs, body)
+    log, span_ids = _LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)
+    if ev.executable_identity is not None:
+        identity = identity_attrs(ev)
+        log, span_ids = log + identity.log, span_ids + identity.span
+    return ExecEncoding(Attrs(log, span_ids), attrs, body)
 
 
 def seeded_attributes(info: ProcessInfo) -> list[bytes]:
@@ -462,6 +517,9 @@ def span(info: ProcessInfo, end_ns: int, reason: str, incomplete: bool = False) 
               *info.span_attrs, _ending(reason, incomplete, info.exit_code, info.signal))
     if info.untrusted_traceparent:
         parts.append(Attrs.of([_kv("otel_exec.traceparent.untrusted", info.untrusted_traceparent)]).span)
+    late = info.late_identity
+    if late is not None and late.result is not None:
+        parts.append(late_identity_attrs(late.result))
     return _in_scope(parts)
 
 

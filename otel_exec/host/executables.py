@@ -1,0 +1,238 @@
+"""Executable identity per exec (docs/fields.md#executable-identity): which
+file the process executed, read by a bounded worker, cached.
+
+The reader thread opens the executed file while the exec is fresh, and
+proves it is the one the kernel loaded: the process's own /proc/PID/exe
+(procfs.open_exe) when the agent may open it, else the reported path,
+accepted only if fstat gives the device, inode and ctime the kernel
+reported. Without capabilities (CO-RE after the privilege drop) the path
+is what works: /proc/PID/exe of another user's process, of a setuid one,
+or of one holding capabilities is refused to a process without
+CAP_SYS_PTRACE. The open descriptor goes to the worker, which computes
+otel_exec.host.exefile.identify; the reader waits for it at most
+`wait_s`, then the exec record says "pending" and the value follows on
+the span.
+
+The cache is keyed by the kernel's (dev, inode, ctime) of the executed
+file and keeps the size it read: an exec storm of one binary costs one
+computation. It holds at most `cache_entries`, dropping the oldest.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import threading
+from collections import OrderedDict
+
+from otel_exec.host import exefile, procfs
+from otel_exec.model.events import ExecEvent
+from otel_exec.model.executable import (BUSY, BY_PATH, CHANGED, GONE, MEMFD, PENDING, UNREADABLE,
+                                        ExecutableIdentity)
+
+DEFAULT_WAIT_S = 0.005
+DEFAULT_CACHE_ENTRIES = 4096
+DEFAULT_SHA256_MAX_BYTES = 256 << 20
+QUEUE_MAX = 256
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+DELETED_SUFFIX = " (deleted)"
+
+PENDING_IDENTITY = ExecutableIdentity(PENDING)
+_FLAGGED = {status: ExecutableIdentity(status) for status in (BUSY, CHANGED, GONE, MEMFD, UNREADABLE)}
+# Without these the executed file cannot be told from another (the BCC
+# backend, when the process was gone before /proc was read).
+_IDENTIFYING_FIELDS = ("dev", "inode", "ctime")
+
+
+class Slot:
+    """One file's identity: filled once by the worker (or at once with a
+    flag), read by the reader thread and the span encoder."""
+
+    __slots__ = ("result", "done")
+
+    def __init__(self, result: ExecutableIdentity | None = None) -> None:
+        self.result = result
+        self.done = threading.Event()
+        if result is not None:
+            self.done.set()
+
+    def fill(self, result: ExecutableIdentity) -> None:
+        self.result = result
+        self.done.set()
+
+
+class ExecutableIdentities:
+    def __init__(self, sha256_max_bytes: int | None = DEFAULT_SHA256_MAX_BYTES,
+                 cache_entries: int = DEFAULT_CACHE_ENTRIES, wait_s: float = DEFAULT_WAIT_S,
+                 scripts: bool = True) -> None:
+        self.sha256_max_bytes = sha256_max_bytes
+        self.cache_entries = max(1, cache_entries)
+        self.wait_s = wait_s
+        self.scripts = scripts
+        # Executables by the kernel's (dev, inode, ctime); scripts, which the
+        # kernel does not identify, by fstat's (dev, inode, ctime, size).
+        self._cache: OrderedDict[tuple[int, ...], Slot] = OrderedDict()
+        self._queue: queue.Queue[tuple[int, Slot, bool] | None] = queue.Queue(QUEUE_MAX)
+        self._thread: threading.Thread | None = None
+        self.computed = 0
+        self.cache_hits = 0
+        self.flagged = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        """Start the worker: after the privilege drop, like every thread."""
+        self._thread = threading.Thread(target=self._work, name="otel-exec-identity", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            try:
+                self._queue.put(None, timeout=5)
+            except queue.Full:
+                return  # a daemon thread: it ends with the agent
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def on_exec(self, ev: ExecEvent) -> Slot | None:
+        """Set ev.executable_identity (and ev.script_identity for a `#!`
+        script); the slot whose value is still to come, else None."""
+        if ev.unavailable and any(name in ev.unavailable for name in _IDENTIFYING_FIELDS):
+            ev.unavailable += ("executable_identity",)
+            self.flagged += 1
+            return None
+        key = (ev.dev, ev.inode, ev.ctime)
+        slot = self._cache.get(key)
+        if slot is not None:
+            self.cache_hits += 1
+        else:
+            slot = self._open_and_queue(ev, key)
+        result = slot.result
+        if result is None and slot.done.wait(self.wait_s):
+            result = slot.result
+        if result is None:
+            ev.executable_identity = PENDING_IDENTITY
+        else:
+            ev.executable_identity = result
+            slot = None
+        if self.scripts and ev.interp != ev.cmdpath and ev.cmdpath:
+            ev.script_identity = self._script(ev)
+        return slot
+
+    def _store(self, key: tuple[int, ...], slot: Slot) -> None:
+        cache = self._cache
+        cache[key] = slot
+        if len(cache) > self.cache_entries:
+            cache.popitem(last=False)
+
+    def _flag(self, status: str) -> Slot:
+        self.flagged += 1
+        return Slot(_FLAGGED[status])
+
+    def _open_and_queue(self, ev: ExecEvent, key: tuple[int, int, int]) -> Slot:
+        fd = procfs.open_exe(ev.host_pid)
+        if fd is not None and not _same_file(fd, ev):
+            os.close(fd)  # the pid exec'd again or is another process now
+            fd = None
+        if fd is None:
+            if ev.pathname.startswith("/memfd:"):
+                return self._flag(MEMFD)
+            if ev.pathname.endswith(DELETED_SUFFIX) or not ev.pathname.startswith("/"):
+                return self._flag(GONE)
+            try:
+                fd = os.open(ev.pathname, _OPEN_FLAGS)
+            except (FileNotFoundError, NotADirectoryError):
+                return self._flag(GONE)
+            except PermissionError:
+                return self._flag(UNREADABLE)
+            except OSError:
+                return self._flag(GONE)
+            if not _same_file(fd, ev):
+                os.close(fd)
+                return self._flag(CHANGED)
+        slot = Slot()
+        if not self._submit(fd, slot, False):
+            return self._flag(BUSY)
+        self._store(key, slot)
+        return slot
+
+    def _script(self, ev: ExecEvent) -> ExecutableIdentity:
+        """The script a `#!` exec ran: the kernel reports no inode for it,
+        so it is opened by the path given to execve, from the process's
+        working directory, and flagged as such."""
+        path = ev.cmdpath if ev.cmdpath.startswith("/") else os.path.join(ev.pwd, ev.cmdpath)
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except PermissionError:
+            self.flagged += 1
+            return _FLAGGED[UNREADABLE]
+        except OSError:
+            self.flagged += 1
+            return _FLAGGED[GONE]
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            self.flagged += 1
+            return _FLAGGED[GONE]
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            self.flagged += 1
+            return _FLAGGED[GONE]
+        key = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size)
+        slot = self._cache.get(key)
+        if slot is not None:
+            os.close(fd)
+            self.cache_hits += 1
+        else:
+            slot = Slot()
+            if not self._submit(fd, slot, True):
+                self.flagged += 1
+                return _FLAGGED[BUSY]
+            self._store(key, slot)
+        if slot.done.wait(self.wait_s) and slot.result is not None:
+            return slot.result
+        self.flagged += 1
+        return PENDING_IDENTITY  # a script's value does not follow later
+
+    def _submit(self, fd: int, slot: Slot, script: bool) -> bool:
+        try:
+            self._queue.put_nowait((fd, slot, script))
+            return True
+        except queue.Full:
+            os.close(fd)
+            return False
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            fd, slot, script = job
+            try:
+                size = os.fstat(fd).st_size
+                result = exefile.identify(fd, size, self.sha256_max_bytes)
+                if script:
+                    result = ExecutableIdentity(BY_PATH, result.size, result.sha256, result.htlhash)
+                self.computed += 1
+            except OSError:
+                self.failed += 1
+                result = _FLAGGED[UNREADABLE]
+            finally:
+                os.close(fd)
+            slot.fill(result)
+
+    def stats(self) -> dict[str, int]:
+        return {"executable_identity_computed": self.computed,
+                "executable_identity_cache_hits": self.cache_hits,
+                "executable_identity_flagged": self.flagged,
+                "executable_identity_failed": self.failed}
+
+
+def _same_file(fd: int, ev: ExecEvent) -> bool:
+    """Whether fd is the file the exec loaded, as the kernel reported it."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (stat.S_ISREG(st.st_mode) and st.st_dev == ev.dev and st.st_ino == ev.inode
+            and st.st_ctime_ns == ev.ctime)

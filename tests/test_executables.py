@@ -1,0 +1,177 @@
+"""otel_exec.host.executables without the kernel: which file is read, the
+cache, the bounded wait, the flags, the counters. The live-kernel checks
+are in tests/test_exec_identity.py."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from otel_exec.export.otlp import encode
+from otel_exec.host.executables import ExecutableIdentities
+from otel_exec.lineage.proctable import ProcessInfo
+from otel_exec.model.events import ExecEvent
+from otel_exec.model.executable import BY_PATH, CHANGED, COMPLETE, GONE, MEMFD, PENDING
+
+NO_PID = 2**22 + 1  # above pid_max: /proc/NO_PID/exe never opens, the path is used
+
+
+def exec_of(path: Path | str, pid: int = NO_PID, cmdpath: str | None = None, interp: str | None = None,
+            pwd: str = "/") -> ExecEvent:
+    path = str(path)
+    try:
+        st = os.stat(path)
+        dev, ino, ctime = st.st_dev, st.st_ino, st.st_ctime_ns
+    except OSError:
+        dev = ino = ctime = 1
+    cmdpath = cmdpath or path
+    return ExecEvent(
+        timestamp=1, pid=pid, tid=pid, ppid=1, host_pid=pid, host_tid=pid, host_ppid=1, image_ppid=1,
+        process_start_time=0, start_ticks=0, exec_id="", parent_exec_id="", uid=0, gid=0, euid=0, egid=0,
+        comm="x", prev_comm="", pwd=pwd, mount_ns=0, pid_ns=0, cgroup_id=0, cgroup_path="/", container_id=None,
+        hostname="h", cmdpath=cmdpath, pathname=path, dev=dev, inode=ino, ctime=ctime, inode_mode=0o100755,
+        interpreter_pathname="", interpreter_dev=0, interpreter_inode=0, interpreter_ctime=0, argv=["x"],
+        interp=interp or cmdpath, stdin_type=0, stdin_path="", invoked_from_kernel=False, env=[],
+        argv_truncated=False, env_truncated=False, argc=1, envc=0, path_truncated=[])
+
+
+def started(**kw: object) -> ExecutableIdentities:
+    ids = ExecutableIdentities(wait_s=5.0, **kw)  # type: ignore[arg-type]
+    ids.start()
+    return ids
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_one_computation_for_many_execs(tmp_path: Path) -> None:
+    exe = tmp_path / "bin"
+    exe.write_bytes(os.urandom(10000))
+    ids = started()
+    try:
+        for _ in range(50):
+            ev = exec_of(exe)
+            assert ids.on_exec(ev) is None
+            assert ev.executable_identity is not None and ev.executable_identity.sha256 == sha(exe)
+        assert ids.stats() == {"executable_identity_computed": 1, "executable_identity_cache_hits": 49,
+                               "executable_identity_flagged": 0, "executable_identity_failed": 0}
+    finally:
+        ids.stop()
+
+
+def test_replaced_file_is_not_hashed_in_its_place(tmp_path: Path) -> None:
+    exe = tmp_path / "bin"
+    exe.write_bytes(b"first")
+    ev = exec_of(exe)
+    new = tmp_path / "new"
+    new.write_bytes(b"second")
+    os.rename(new, exe)
+    ids = started()
+    try:
+        ids.on_exec(ev)
+        assert ev.executable_identity is not None and ev.executable_identity.status == CHANGED
+        assert ev.executable_identity.sha256 is None
+        again = exec_of(exe)
+        ids.on_exec(again)
+        assert again.executable_identity is not None and again.executable_identity.sha256 == sha(exe)
+    finally:
+        ids.stop()
+
+
+def test_own_process_is_read_through_proc(tmp_path: Path) -> None:
+    """A live process the agent may open /proc/PID/exe of is read there:
+    also when its path names nothing any more."""
+    exe = os.readlink("/proc/self/exe")
+    ev = exec_of(exe, pid=os.getpid())
+    ev.pathname = "/nonexistent (deleted)"
+    ids = started()
+    try:
+        ids.on_exec(ev)
+        assert ev.executable_identity is not None and ev.executable_identity.status == COMPLETE
+        assert ev.executable_identity.sha256 == sha(Path(exe))
+    finally:
+        ids.stop()
+
+
+def test_flags_without_a_file(tmp_path: Path) -> None:
+    ids = started()
+    try:
+        for path, status in (("/memfd:x (deleted)", MEMFD), (str(tmp_path / "gone (deleted)"), GONE),
+                             (str(tmp_path / "missing"), GONE)):
+            ev = exec_of(path)
+            assert ids.on_exec(ev) is None
+            assert ev.executable_identity is not None and ev.executable_identity.status == status, path
+        assert ids.flagged == 3 and ids.computed == 0
+    finally:
+        ids.stop()
+
+
+def test_late_value_rides_on_the_span(tmp_path: Path) -> None:
+    """Not ready within the wait: the record says pending; the span carries
+    the values and the final status under its own key."""
+    exe = tmp_path / "bin"
+    exe.write_bytes(os.urandom(5000))
+    ids = ExecutableIdentities(wait_s=0)  # the worker starts after the exec: always late
+    ev = exec_of(exe)
+    late = ids.on_exec(ev)
+    assert late is not None and ev.executable_identity is not None and ev.executable_identity.status == PENDING
+    ids.start()
+    try:
+        assert late.done.wait(5)
+    finally:
+        ids.stop()
+    info = ProcessInfo(1, 1, 0, "a" * 32, "", "x", str(exe), ["x"], False, 0, trace_id=b"t" * 16,
+                       span_id=b"s" * 8, owns_span=True, span_start=1)
+    info.late_identity = late
+    span = encode.span(info, 2, "exit")
+    assert sha(exe).encode() in span
+    assert b"otel_exec.executable.identity_late" in span and b"complete" in span
+
+
+def test_script_identity_by_path(tmp_path: Path) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    interpreter = os.path.realpath("/bin/sh")
+    ev = exec_of(interpreter, cmdpath="run.sh", interp="/bin/sh", pwd=str(tmp_path))
+    ids = started()
+    try:
+        ids.on_exec(ev)
+        assert ev.executable_identity is not None and ev.executable_identity.sha256 == sha(Path(interpreter))
+        assert ev.script_identity is not None
+        assert (ev.script_identity.status, ev.script_identity.sha256) == (BY_PATH, sha(script))
+        again = exec_of(interpreter, cmdpath="run.sh", interp="/bin/sh", pwd=str(tmp_path))
+        ids.on_exec(again)
+        assert again.script_identity == ev.script_identity and ids.computed == 2
+    finally:
+        ids.stop()
+
+
+def test_cache_is_bounded(tmp_path: Path) -> None:
+    ids = started(cache_entries=3)
+    try:
+        for i in range(10):
+            f = tmp_path / f"b{i}"
+            f.write_bytes(bytes([i]) * 100)
+            ids.on_exec(exec_of(f))
+        assert len(ids._cache) == 3 and ids.computed == 10
+    finally:
+        ids.stop()
+
+
+def test_wait_is_bounded(tmp_path: Path) -> None:
+    """A file that takes long to hash does not hold the exec until it is
+    done: the record goes out pending, the value comes later."""
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.write(os.urandom(1 << 20) * 64)
+    ids = ExecutableIdentities(wait_s=0.001)
+    ids.start()
+    try:
+        ev = exec_of(big)
+        late = ids.on_exec(ev)
+        assert late is not None and late.result is None
+        assert ev.executable_identity is not None and ev.executable_identity.status == PENDING
+        assert late.done.wait(30) and late.result is not None and late.result.sha256 == sha(big)
+    finally:
+        ids.stop()
