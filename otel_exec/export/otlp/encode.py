@@ -236,6 +236,9 @@ _SCRIPT_KEYS = (("sha256", "otel_exec.script.sha256"),
                 ("status", "otel_exec.script.identity_status"))
 _LATE_KEY = "otel_exec.executable.identity_late"
 _identities: dict[tuple[ExecutableIdentity, bool], list[bytes]] = {}
+# By id(): an exec storm hands the same identity object over and over; the
+# object is kept in the value, so its id cannot be reused while cached.
+_exec_identities: dict[int, tuple[ExecutableIdentity, Attrs]] = {}
 
 
 def _identity_kvs(identity: ExecutableIdentity, script: bool) -> list[bytes]:
@@ -260,10 +263,14 @@ def identity_attrs(ev: ExecEvent) -> Attrs:
     identity, script = ev.executable_identity, ev.script_identity
     if identity is None:
         return Attrs(b"", b"")
-    kvs = _identity_kvs(identity, False)
     if script is not None:
-        kvs = kvs + _identity_kvs(script, True)
-    return Attrs.of(kvs)
+        return Attrs.of(_identity_kvs(identity, False) + _identity_kvs(script, True))
+    hit = _exec_identities.get(id(identity))
+    if hit is None or hit[0] is not identity:
+        if len(_exec_identities) >= 4096:
+            _exec_identities.clear()
+        hit = _exec_identities[id(identity)] = (identity, Attrs.of(_identity_kvs(identity, False)))
+    return hit[1]
 
 
 def late_identity_attrs(identity: ExecutableIdentity) -> bytes:
