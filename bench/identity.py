@@ -40,9 +40,9 @@ from rotel_collector import find_rotel
 from run import REPO, WORKERS, Session, agent_python, machine, publish, say
 from storm import Storm
 
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from exe_reference import exec_event  # noqa: E402
 from otel_exec.host.executables import ExecutableIdentities  # noqa: E402
-from otel_exec.model.events import ExecEvent  # noqa: E402
 
 SETTINGS: list[tuple[str, list[str]]] = [
     ("identity off (--no-executable-identity)", ["--no-executable-identity"]),
@@ -73,19 +73,6 @@ def storm_rows(execs: int, started: datetime.datetime) -> list[list[str]]:
     return rows
 
 
-def event_for(path: str) -> ExecEvent:
-    st = os.stat(path)
-    return ExecEvent(
-        timestamp=1, pid=2**22 + 1, tid=0, ppid=1, host_pid=2**22 + 1, host_tid=0, host_ppid=1, image_ppid=1,
-        process_start_time=0, start_ticks=0, exec_id="", parent_exec_id="", uid=0, gid=0, euid=0, egid=0,
-        comm="true", prev_comm="", pwd="/", mount_ns=0, pid_ns=0, cgroup_id=0, cgroup_path="/",
-        container_id=None, hostname="h", cmdpath=path, pathname=path, dev=st.st_dev, inode=st.st_ino,
-        ctime=st.st_ctime_ns, inode_mode=st.st_mode, interpreter_pathname="", interpreter_dev=0,
-        interpreter_inode=0, interpreter_ctime=0, argv=["true"], interp=path, stdin_type=0, stdin_path="",
-        invoked_from_kernel=False, env=[], argv_truncated=False, env_truncated=False, argc=1, envc=0,
-        path_truncated=[])
-
-
 def in_process_rows(files: int) -> list[list[str]]:
     """Cold: `files` distinct copies of /bin/true; warm: that many execs of
     one. The reader waits up to the default bound, as the agent does."""
@@ -99,11 +86,11 @@ def in_process_rows(files: int) -> list[list[str]]:
             copies.append(path)
         for sha_label, cap in (("build ids + htlhash", None), ("default (with SHA-256)", 256 << 20)):
             for cache, paths in (("cold", copies), ("warm", [copies[0]] * files)):
-                events = [event_for(p) for p in paths]
+                events = [exec_event(p) for p in paths]
                 ids = ExecutableIdentities(sha256_max_bytes=cap)
                 ids.start()
                 if cache == "warm":
-                    ids.on_exec(event_for(copies[0]))  # the one miss, outside the measurement
+                    ids.on_exec(exec_event(copies[0]))  # the one miss, outside the measurement
                 to_value: list[float] = []
                 cpu0, thread0 = time.process_time(), time.thread_time()
                 for ev in events:

@@ -170,7 +170,7 @@ def agents(tmp_path_factory: pytest.TempPathFactory, bcc_env: dict[str, str]) ->
 # --- comparison ---------------------------------------------------------------
 
 PLACEHOLDER = {"container_id": None, "invoked_from_kernel": False, "argv_truncated": False,
-               "env_truncated": False, "executable_identity": None}
+               "env_truncated": False, "executable_identity": None, "script_identity": None}
 IDENTITY_FIELDS = ("executable_identity", "script_identity")
 
 

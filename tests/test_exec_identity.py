@@ -17,7 +17,7 @@ import pytest
 from agent_run import AgentRun, Live, kernel_available, marked, marked_env, new_mark, public_dir, stop_line  # noqa: F401
 from collector import Collector
 from progs import Progs
-from test_exefile import build_c, build_go, go_tool_buildid, readelf_build_id, reference_htlhash, sha256sum
+from exe_reference import build_c, build_go, go_tool_buildid, readelf_build_id, reference_htlhash, sha256sum
 
 pytestmark = pytest.mark.kernel
 

@@ -7,33 +7,11 @@ import hashlib
 import os
 from pathlib import Path
 
+from exe_reference import exec_event
 from otel_exec.export.otlp import encode
 from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.lineage.proctable import ProcessInfo
-from otel_exec.model.events import ExecEvent
 from otel_exec.model.executable import BY_PATH, CHANGED, COMPLETE, GONE, MEMFD, PENDING
-
-NO_PID = 2**22 + 1  # above pid_max: /proc/NO_PID/exe never opens, the path is used
-
-
-def exec_of(path: Path | str, pid: int = NO_PID, cmdpath: str | None = None, interp: str | None = None,
-            pwd: str = "/") -> ExecEvent:
-    path = str(path)
-    try:
-        st = os.stat(path)
-        dev, ino, ctime = st.st_dev, st.st_ino, st.st_ctime_ns
-    except OSError:
-        dev = ino = ctime = 1
-    cmdpath = cmdpath or path
-    return ExecEvent(
-        timestamp=1, pid=pid, tid=pid, ppid=1, host_pid=pid, host_tid=pid, host_ppid=1, image_ppid=1,
-        process_start_time=0, start_ticks=0, exec_id="", parent_exec_id="", uid=0, gid=0, euid=0, egid=0,
-        comm="x", prev_comm="", pwd=pwd, mount_ns=0, pid_ns=0, cgroup_id=0, cgroup_path="/", container_id=None,
-        hostname="h", cmdpath=cmdpath, pathname=path, dev=dev, inode=ino, ctime=ctime, inode_mode=0o100755,
-        interpreter_pathname="", interpreter_dev=0, interpreter_inode=0, interpreter_ctime=0, argv=["x"],
-        interp=interp or cmdpath, stdin_type=0, stdin_path="", invoked_from_kernel=False, env=[],
-        argv_truncated=False, env_truncated=False, argc=1, envc=0, path_truncated=[])
-
 
 def started(**kw: object) -> ExecutableIdentities:
     ids = ExecutableIdentities(wait_s=5.0, **kw)  # type: ignore[arg-type]
@@ -51,7 +29,7 @@ def test_one_computation_for_many_execs(tmp_path: Path) -> None:
     ids = started()
     try:
         for _ in range(50):
-            ev = exec_of(exe)
+            ev = exec_event(exe)
             assert ids.on_exec(ev) is None
             assert ev.executable_identity is not None and ev.executable_identity.sha256 == sha(exe)
         assert ids.stats() == {"executable_identity_computed": 1, "executable_identity_cache_hits": 49,
@@ -63,7 +41,7 @@ def test_one_computation_for_many_execs(tmp_path: Path) -> None:
 def test_replaced_file_is_not_hashed_in_its_place(tmp_path: Path) -> None:
     exe = tmp_path / "bin"
     exe.write_bytes(b"first")
-    ev = exec_of(exe)
+    ev = exec_event(exe)
     new = tmp_path / "new"
     new.write_bytes(b"second")
     os.rename(new, exe)
@@ -72,7 +50,7 @@ def test_replaced_file_is_not_hashed_in_its_place(tmp_path: Path) -> None:
         ids.on_exec(ev)
         assert ev.executable_identity is not None and ev.executable_identity.status == CHANGED
         assert ev.executable_identity.sha256 is None
-        again = exec_of(exe)
+        again = exec_event(exe)
         ids.on_exec(again)
         assert again.executable_identity is not None and again.executable_identity.sha256 == sha(exe)
     finally:
@@ -83,7 +61,7 @@ def test_own_process_is_read_through_proc(tmp_path: Path) -> None:
     """A live process the agent may open /proc/PID/exe of is read there:
     also when its path names nothing any more."""
     exe = os.readlink("/proc/self/exe")
-    ev = exec_of(exe, pid=os.getpid())
+    ev = exec_event(exe, pid=os.getpid())
     ev.pathname = "/nonexistent (deleted)"
     ids = started()
     try:
@@ -99,7 +77,7 @@ def test_flags_without_a_file(tmp_path: Path) -> None:
     try:
         for path, status in (("/memfd:x (deleted)", MEMFD), (str(tmp_path / "gone (deleted)"), GONE),
                              (str(tmp_path / "missing"), GONE)):
-            ev = exec_of(path)
+            ev = exec_event(path)
             assert ids.on_exec(ev) is None
             assert ev.executable_identity is not None and ev.executable_identity.status == status, path
         assert ids.flagged == 3 and ids.computed == 0
@@ -113,7 +91,7 @@ def test_late_value_rides_on_the_span(tmp_path: Path) -> None:
     exe = tmp_path / "bin"
     exe.write_bytes(os.urandom(5000))
     ids = ExecutableIdentities(wait_s=0)  # the worker starts after the exec: always late
-    ev = exec_of(exe)
+    ev = exec_event(exe)
     late = ids.on_exec(ev)
     assert late is not None and ev.executable_identity is not None and ev.executable_identity.status == PENDING
     ids.start()
@@ -133,14 +111,14 @@ def test_script_identity_by_path(tmp_path: Path) -> None:
     script = tmp_path / "run.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     interpreter = os.path.realpath("/bin/sh")
-    ev = exec_of(interpreter, cmdpath="run.sh", interp="/bin/sh", pwd=str(tmp_path))
+    ev = exec_event(interpreter, cmdpath="run.sh", interp="/bin/sh", pwd=str(tmp_path))
     ids = started()
     try:
         ids.on_exec(ev)
         assert ev.executable_identity is not None and ev.executable_identity.sha256 == sha(Path(interpreter))
         assert ev.script_identity is not None
         assert (ev.script_identity.status, ev.script_identity.sha256) == (BY_PATH, sha(script))
-        again = exec_of(interpreter, cmdpath="run.sh", interp="/bin/sh", pwd=str(tmp_path))
+        again = exec_event(interpreter, cmdpath="run.sh", interp="/bin/sh", pwd=str(tmp_path))
         ids.on_exec(again)
         assert again.script_identity == ev.script_identity and ids.computed == 2
     finally:
@@ -153,7 +131,7 @@ def test_cache_is_bounded(tmp_path: Path) -> None:
         for i in range(10):
             f = tmp_path / f"b{i}"
             f.write_bytes(bytes([i]) * 100)
-            ids.on_exec(exec_of(f))
+            ids.on_exec(exec_event(f))
         assert len(ids._cache) == 3 and ids.computed == 10
     finally:
         ids.stop()
@@ -168,7 +146,7 @@ def test_wait_is_bounded(tmp_path: Path) -> None:
     ids = ExecutableIdentities(wait_s=0.001)
     ids.start()
     try:
-        ev = exec_of(big)
+        ev = exec_event(big)
         late = ids.on_exec(ev)
         assert late is not None and late.result is None
         assert ev.executable_identity is not None and ev.executable_identity.status == PENDING

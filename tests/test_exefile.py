@@ -3,67 +3,14 @@ go tool buildid, and a plain reading of the htlhash definition (semantic
 conventions, process.executable.build_id.htlhash)."""
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from exe_reference import build_c, build_go, go_tool_buildid, readelf_build_id, reference_htlhash, sha256sum
 from otel_exec.host import exefile
 from otel_exec.model.executable import COMPLETE, TOO_LARGE
-
-HELLO_C = "int main(void) { return 0; }\n"
-HELLO_GO = 'package main\n\nimport "os"\n\nfunc main() { os.Exit(0) }\n'
-
-
-def reference_htlhash(path: Path) -> str:
-    """The definition read literally: SHA-256 of File[:4096] + File[-4096:]
-    + BigEndianUInt64(Len(File)), first 16 bytes in hex."""
-    data = path.read_bytes()
-    return hashlib.sha256(data[:4096] + data[-4096:] + len(data).to_bytes(8, "big")).digest()[:16].hex()
-
-
-def sha256sum(path: Path) -> str:
-    return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
-
-
-def readelf_build_id(path: Path) -> str | None:
-    out = subprocess.run(["readelf", "-n", str(path)], capture_output=True, text=True, check=True).stdout
-    m = re.search(r"Build ID: ([0-9a-f]+)", out)
-    return m.group(1) if m else None
-
-
-def go_tool_buildid(path: Path) -> str:
-    return subprocess.run(["go", "tool", "buildid", str(path)], capture_output=True, text=True, check=True,
-                          env=go_env(path.parent)).stdout.strip()
-
-
-def go_env(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "HOME": str(tmp), "GOCACHE": str(tmp / "gocache"), "GOPATH": str(tmp / "gopath"),
-            "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
-
-
-def build_c(tmp: Path, name: str, *flags: str) -> Path:
-    src = tmp / f"{name}.c"
-    src.write_text(HELLO_C)
-    out = tmp / name
-    subprocess.run(["gcc", "-O2", *flags, "-o", str(out), str(src)], check=True)
-    return out
-
-
-def build_go(tmp: Path) -> Path:
-    """A Go binary, built here: the Go toolchain is a test requirement
-    (Debian: golang-go)."""
-    if shutil.which("go") is None:
-        raise RuntimeError("the Go toolchain is needed to build a Go test binary: apt-get install golang-go")
-    (tmp / "main.go").write_text(HELLO_GO)
-    out = tmp / "hello-go"
-    subprocess.run(["go", "build", "-o", str(out), "main.go"], cwd=tmp, check=True, env=go_env(tmp))
-    return out
-
 
 def identify(path: Path, cap: int | None = 1 << 30):
     fd = os.open(path, os.O_RDONLY)

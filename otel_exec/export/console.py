@@ -12,6 +12,7 @@ from typing import Iterable, TextIO
 from otel_exec.host import safefs
 from otel_exec.errors import UsageError
 from otel_exec.model.events import ExecEvent
+from otel_exec.model.executable import ExecutableIdentity
 from otel_exec.lineage.proctable import ProcessInfo
 
 # shared is a cache key, parent_start_ticks only checks the parent's table entry.
@@ -42,13 +43,27 @@ def json_line(obj: object) -> str:
     return _JSON_ESCAPED.sub(lambda m: _JSON_ESCAPES[ord(m.group())], line)
 
 
+# By id(), as the OTLP encoder does: a storm hands one identity object over
+# and over; the object is kept in the value, so its id is not reused.
+_identity_dicts: dict[int, tuple[ExecutableIdentity, dict[str, object]]] = {}
+
+
+def _identity_dict(identity: ExecutableIdentity) -> dict[str, object]:
+    hit = _identity_dicts.get(id(identity))
+    if hit is None or hit[0] is not identity:
+        if len(_identity_dicts) >= 4096:
+            _identity_dicts.clear()
+        hit = _identity_dicts[id(identity)] = (identity, {k: v for k, v in asdict(identity).items()
+                                                          if v is not None})
+    return hit[1]
+
+
 def exec_to_dict(ev: ExecEvent, fields: list[str] = EXEC_FIELDS) -> dict[str, object]:
     out = {name: getattr(ev, name) for name in fields}
-    if ev.executable_identity is not None:
-        for name in IDENTITY_FIELDS:
-            identity = out.get(name)
-            if identity is not None:
-                out[name] = {k: v for k, v in asdict(identity).items() if v is not None}
+    for name in IDENTITY_FIELDS:
+        identity = out.get(name)
+        if identity is not None:
+            out[name] = _identity_dict(identity)
     return out
 
 

@@ -96,6 +96,8 @@ class ExecutableIdentities:
     def on_exec(self, ev: ExecEvent) -> Slot | None:
         """Set ev.executable_identity (and ev.script_identity for a `#!`
         script); the slot whose value is still to come, else None."""
+        if self.scripts and ev.interp != ev.cmdpath and ev.cmdpath:
+            self._script(ev)
         if ev.unavailable and any(name in ev.unavailable for name in _IDENTIFYING_FIELDS):
             ev.unavailable += ("executable_identity",)
             self.flagged += 1
@@ -114,8 +116,6 @@ class ExecutableIdentities:
         else:
             ev.executable_identity = result
             slot = None
-        if self.scripts and ev.interp != ev.cmdpath and ev.cmdpath:
-            ev.script_identity = self._script(ev)
         return slot
 
     def _store(self, key: tuple[int, ...], slot: Slot) -> None:
@@ -155,10 +155,18 @@ class ExecutableIdentities:
         self._store(key, slot)
         return slot
 
-    def _script(self, ev: ExecEvent) -> ExecutableIdentity:
-        """The script a `#!` exec ran: the kernel reports no inode for it,
-        so it is opened by the path given to execve, from the process's
-        working directory, and flagged as such."""
+    def _script(self, ev: ExecEvent) -> None:
+        """Set ev.script_identity: the script a `#!` exec ran. The kernel
+        reports no inode for it, so it is opened by the path given to
+        execve, from the process's working directory, and flagged as such;
+        without that directory (BCC, process gone) it is unavailable."""
+        if not ev.cmdpath.startswith("/") and "pwd" in ev.unavailable:
+            ev.unavailable += ("script_identity",)
+            self.flagged += 1
+            return
+        ev.script_identity = self._script_identity(ev)
+
+    def _script_identity(self, ev: ExecEvent) -> ExecutableIdentity:
         path = ev.cmdpath if ev.cmdpath.startswith("/") else os.path.join(ev.pwd, ev.cmdpath)
         try:
             fd = os.open(path, _OPEN_FLAGS)
