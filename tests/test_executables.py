@@ -11,7 +11,7 @@ from exe_reference import exec_event
 from otel_exec.export.otlp import encode
 from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.lineage.proctable import ProcessInfo
-from otel_exec.model.executable import BY_PATH, CHANGED, COMPLETE, GONE, MEMFD, PENDING
+from otel_exec.model.executable import BY_PATH, CHANGED, COMPLETE, GONE, MEMFD, NO_PATH, PENDING
 
 def started(**kw: object) -> ExecutableIdentities:
     ids = ExecutableIdentities(wait_s=5.0, **kw)  # type: ignore[arg-type]
@@ -80,7 +80,11 @@ def test_flags_without_a_file(tmp_path: Path) -> None:
             ev = exec_event(path)
             assert ids.on_exec(ev) is None
             assert ev.executable_identity is not None and ev.executable_identity.status == status, path
-        assert ids.flagged == 3 and ids.computed == 0
+        ev = exec_event("/bin/true")
+        ev.pathname, ev.unavailable = "", ("pathname",)  # --no-field paths
+        ids.on_exec(ev)
+        assert ev.executable_identity is not None and ev.executable_identity.status == NO_PATH
+        assert ids.flagged == 4 and ids.computed == 0
     finally:
         ids.stop()
 

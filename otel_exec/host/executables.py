@@ -27,7 +27,7 @@ from collections import OrderedDict
 
 from otel_exec.host import exefile, procfs
 from otel_exec.model.events import ExecEvent
-from otel_exec.model.executable import (BUSY, BY_PATH, CHANGED, GONE, MEMFD, PENDING, UNREADABLE,
+from otel_exec.model.executable import (BUSY, BY_PATH, CHANGED, GONE, MEMFD, NO_PATH, PENDING, UNREADABLE,
                                         ExecutableIdentity)
 
 DEFAULT_WAIT_S = 0.005
@@ -38,7 +38,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_
 DELETED_SUFFIX = " (deleted)"
 
 PENDING_IDENTITY = ExecutableIdentity(PENDING)
-_FLAGGED = {status: ExecutableIdentity(status) for status in (BUSY, CHANGED, GONE, MEMFD, UNREADABLE)}
+_FLAGGED = {status: ExecutableIdentity(status) for status in (BUSY, CHANGED, GONE, MEMFD, NO_PATH, UNREADABLE)}
 # Without these the executed file cannot be told from another (the BCC
 # backend, when the process was gone before /proc was read).
 _IDENTIFYING_FIELDS = ("dev", "inode", "ctime")
@@ -134,6 +134,8 @@ class ExecutableIdentities:
             os.close(fd)  # the pid exec'd again or is another process now
             fd = None
         if fd is None:
+            if not ev.pathname and "pathname" in ev.unavailable:
+                return self._flag(NO_PATH)
             if ev.pathname.startswith("/memfd:"):
                 return self._flag(MEMFD)
             if ev.pathname.endswith(DELETED_SUFFIX) or not ev.pathname.startswith("/"):

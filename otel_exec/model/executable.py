@@ -13,6 +13,7 @@ CHANGED = "changed"  # the file found is not the one executed (replaced, modifie
 GONE = "gone"  # no file to read any more (deleted, exited and removed)
 MEMFD = "memfd"  # executed from a memfd or another file without a path, process gone
 UNREADABLE = "unreadable"  # the agent may not read it (permissions)
+NO_PATH = "no_path"  # --no-field paths: no path to open, and the process could not be read
 BUSY = "busy"  # the hashing queue was full: skipped, counted
 BY_PATH = "by_path"  # a script, opened by the path given to execve: the kernel reports no inode to check
 
