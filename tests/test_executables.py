@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from exe_reference import exec_event
@@ -80,8 +81,8 @@ def test_flags_without_a_file(tmp_path: Path) -> None:
             ev = exec_event(path)
             assert ids.on_exec(ev) is None
             assert ev.executable_identity is not None and ev.executable_identity.status == status, path
-        ev = exec_event("/bin/true")
-        ev.pathname, ev.unavailable = "", ("pathname",)  # --no-field paths
+        ev = exec_event("/bin/true", cmdpath="true")
+        ev.pathname, ev.unavailable = "", ("pathname",)  # --no-field paths, a relative cmdpath
         ids.on_exec(ev)
         assert ev.executable_identity is not None and ev.executable_identity.status == NO_PATH
         assert ids.flagged == 4 and ids.computed == 0
@@ -155,5 +156,49 @@ def test_wait_is_bounded(tmp_path: Path) -> None:
         assert late is not None and late.result is None
         assert ev.executable_identity is not None and ev.executable_identity.status == PENDING
         assert late.done.wait(30) and late.result is not None and late.result.sha256 == sha(big)
+    finally:
+        ids.stop()
+
+
+def test_a_path_turned_into_a_fifo_is_never_opened_for_reading(tmp_path: Path) -> None:
+    """The path is opened with O_PATH and checked before any read: a FIFO
+    (or a device) put where the executable or the script was is not opened
+    for reading. A writer blocked on the FIFO would wake if it were."""
+    fifo = tmp_path / "prog"
+    ev = exec_event("/bin/true")
+    ev.pathname = ev.cmdpath = ev.interp = str(fifo)
+    os.mkfifo(fifo)
+    script = exec_event(os.path.realpath("/bin/sh"), cmdpath=str(fifo), interp="/bin/sh")
+    woke = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb"):
+            woke.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    ids = started()
+    try:
+        ids.on_exec(ev)
+        ids.on_exec(script)
+        assert ev.executable_identity is not None and ev.executable_identity.status == CHANGED
+        assert script.script_identity is not None and script.script_identity.status == GONE
+        assert not woke.wait(0.5)
+    finally:
+        ids.stop()
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
+        thread.join(5)
+
+
+def test_the_path_as_executed_when_the_resolved_one_is_not_collected(tmp_path: Path) -> None:
+    """--no-field paths: cmdpath, checked against the kernel's identity."""
+    exe = tmp_path / "bin"
+    exe.write_bytes(os.urandom(3000))
+    ev = exec_event(exe)
+    ev.pathname, ev.unavailable = "", ("pathname",)
+    ids = started()
+    try:
+        ids.on_exec(ev)
+        assert ev.executable_identity is not None and ev.executable_identity.sha256 == sha(exe)
     finally:
         ids.stop()

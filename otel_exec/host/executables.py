@@ -34,8 +34,6 @@ DEFAULT_WAIT_S = 0.005
 DEFAULT_CACHE_ENTRIES = 4096
 DEFAULT_SHA256_MAX_BYTES = 256 << 20
 QUEUE_MAX = 256
-_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-DELETED_SUFFIX = " (deleted)"
 
 PENDING_IDENTITY = ExecutableIdentity(PENDING)
 _FLAGGED = {status: ExecutableIdentity(status) for status in (BUSY, CHANGED, GONE, MEMFD, NO_PATH, UNREADABLE)}
@@ -134,23 +132,29 @@ class ExecutableIdentities:
             os.close(fd)  # the pid exec'd again or is another process now
             fd = None
         if fd is None:
-            if not ev.pathname and "pathname" in ev.unavailable:
-                return self._flag(NO_PATH)
             if ev.pathname.startswith("/memfd:"):
                 return self._flag(MEMFD)
-            if ev.pathname.endswith(DELETED_SUFFIX) or not ev.pathname.startswith("/"):
-                return self._flag(GONE)
-            try:
-                fd = os.open(ev.pathname, _OPEN_FLAGS)
-            except (FileNotFoundError, NotADirectoryError):
-                return self._flag(GONE)
-            except PermissionError:
-                return self._flag(UNREADABLE)
-            except OSError:
-                return self._flag(GONE)
-            if not _same_file(fd, ev):
-                os.close(fd)
-                return self._flag(CHANGED)
+            # The resolved path, else the path as exec'd (also what is left
+            # with --no-field paths); not a script's, which names the script.
+            status = NO_PATH if "pathname" in ev.unavailable else GONE
+            paths = [ev.pathname] if ev.pathname.startswith("/") else []
+            if ev.cmdpath != ev.pathname and ev.interp == ev.cmdpath and ev.cmdpath.startswith("/"):
+                paths.append(ev.cmdpath)
+            for i, path in enumerate(paths):
+                try:
+                    fd = open_regular(path, ev)
+                except PermissionError:
+                    found = UNREADABLE
+                except OSError:
+                    found = GONE
+                else:
+                    found = CHANGED
+                if fd is not None:
+                    break
+                if i == 0 and paths[0] is ev.pathname:
+                    status = found
+            if fd is None:
+                return self._flag(status)
         slot = Slot()
         if not self._submit(fd, slot, False):
             return self._flag(BUSY)
@@ -171,23 +175,15 @@ class ExecutableIdentities:
     def _script_identity(self, ev: ExecEvent) -> ExecutableIdentity:
         path = ev.cmdpath if ev.cmdpath.startswith("/") else os.path.join(ev.pwd, ev.cmdpath)
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd = open_regular(path, None)
         except PermissionError:
-            self.flagged += 1
-            return _FLAGGED[UNREADABLE]
+            fd, status = None, UNREADABLE
         except OSError:
+            fd, status = None, GONE
+        if fd is None:
             self.flagged += 1
-            return _FLAGGED[GONE]
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            self.flagged += 1
-            return _FLAGGED[GONE]
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            self.flagged += 1
-            return _FLAGGED[GONE]
+            return _FLAGGED[status]
+        st = os.fstat(fd)
         key = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size)
         slot = self._cache.get(key)
         if slot is not None:
@@ -236,6 +232,26 @@ class ExecutableIdentities:
                 "executable_identity_cache_hits": self.cache_hits,
                 "executable_identity_flagged": self.flagged,
                 "executable_identity_failed": self.failed}
+
+
+def open_regular(path: str, ev: ExecEvent | None) -> int | None:
+    """A read-only descriptor of the regular file at path, when it is the
+    one ev executed (ev None: any regular file); None when it is not.
+
+    A path the agent did not resolve itself may name anything by now (a
+    directory on the way replaced by a symlink to /dev): it is opened with
+    O_PATH first, which runs no driver's open and reads nothing, checked,
+    and only then opened for reading through /proc/self/fd, which reopens
+    that inode and resolves no path again."""
+    handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if ev is not None and not _same_file(handle, ev):
+            return None
+        if ev is None and not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise FileNotFoundError(path)
+        return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    finally:
+        os.close(handle)
 
 
 def _same_file(fd: int, ev: ExecEvent) -> bool:
