@@ -83,3 +83,13 @@ def exec_event(path: Path | str, pid: int = NO_PID, cmdpath: str | None = None, 
         interpreter_pathname="", interpreter_dev=0, interpreter_inode=0, interpreter_ctime=0, argv=["x"],
         interp=interp or cmdpath, stdin_type=0, stdin_path="", invoked_from_kernel=False, env=[],
         argv_truncated=False, env_truncated=False, argc=1, envc=0, path_truncated=[])
+
+
+IDENTITY_FIELDS = ("executable_identity", "script_identity")
+
+
+def same_identity(one: dict | None, other: dict | None) -> bool:
+    """Two agents' identity of one exec (console form): equal, unless one
+    says pending (each hashes on its own worker and waits a bounded time,
+    so either may not have the values yet)."""
+    return one == other or "pending" in ((one or {}).get("status"), (other or {}).get("status"))

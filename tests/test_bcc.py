@@ -40,6 +40,7 @@ from otel_exec.host import tracefs
 from otel_exec.config import Config
 from otel_exec.export.console import EXEC_FIELDS
 from otel_exec.errors import BccError, NoBtfError, TracefsError
+from exe_reference import IDENTITY_FIELDS, same_identity
 from progs import Progs, popen_with_fd3
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_bcc]
@@ -171,13 +172,6 @@ def agents(tmp_path_factory: pytest.TempPathFactory, bcc_env: dict[str, str]) ->
 
 PLACEHOLDER = {"container_id": None, "invoked_from_kernel": False, "argv_truncated": False,
                "env_truncated": False, "executable_identity": None, "script_identity": None}
-IDENTITY_FIELDS = ("executable_identity", "script_identity")
-
-
-def same_identity(core: dict | None, bcc: dict | None) -> bool:
-    """Each agent hashes on its own worker and waits a bounded time: either
-    may say pending where the other has the values already."""
-    return core == bcc or "pending" in (core or {}).get("status", "") or "pending" in (bcc or {}).get("status", "")
 
 
 def placeholder(field: str, value: object) -> object:
