@@ -15,7 +15,9 @@ the span.
 
 The cache is keyed by the kernel's (dev, inode, ctime) of the executed
 file and keeps the size it read: an exec storm of one binary costs one
-computation. It holds at most `cache_entries`, dropping the oldest.
+computation. It holds at most `cache_entries`, dropping the one stored
+first. A flag found before the worker (changed, gone, ...) is not cached:
+the next exec tries again; a read error on the worker is (unreadable).
 """
 from __future__ import annotations
 
@@ -61,12 +63,10 @@ class Slot:
 
 class ExecutableIdentities:
     def __init__(self, sha256_max_bytes: int | None = DEFAULT_SHA256_MAX_BYTES,
-                 cache_entries: int = DEFAULT_CACHE_ENTRIES, wait_s: float = DEFAULT_WAIT_S,
-                 scripts: bool = True) -> None:
+                 cache_entries: int = DEFAULT_CACHE_ENTRIES, wait_s: float = DEFAULT_WAIT_S) -> None:
         self.sha256_max_bytes = sha256_max_bytes
         self.cache_entries = max(1, cache_entries)
         self.wait_s = wait_s
-        self.scripts = scripts
         # Executables by the kernel's (dev, inode, ctime); scripts, which the
         # kernel does not identify, by fstat's (dev, inode, ctime, size).
         self._cache: OrderedDict[tuple[int, ...], Slot] = OrderedDict()
@@ -94,7 +94,7 @@ class ExecutableIdentities:
     def on_exec(self, ev: ExecEvent) -> Slot | None:
         """Set ev.executable_identity (and ev.script_identity for a `#!`
         script); the slot whose value is still to come, else None."""
-        if self.scripts and ev.interp != ev.cmdpath and ev.cmdpath:
+        if ev.interp != ev.cmdpath and ev.cmdpath:
             self._script(ev)
         if ev.unavailable and any(name in ev.unavailable for name in _IDENTIFYING_FIELDS):
             ev.unavailable += ("executable_identity",)
@@ -197,7 +197,6 @@ class ExecutableIdentities:
             self._store(key, slot)
         if slot.done.wait(self.wait_s) and slot.result is not None:
             return slot.result
-        self.flagged += 1
         return PENDING_IDENTITY  # a script's value does not follow later
 
     def _submit(self, fd: int, slot: Slot, script: bool) -> bool:
