@@ -34,7 +34,7 @@ def test_one_computation_for_many_execs(tmp_path: Path) -> None:
             assert ids.on_exec(ev) is None
             assert ev.executable_identity is not None and ev.executable_identity.sha256 == sha(exe)
         assert ids.stats() == {"executable_identity_computed": 1, "executable_identity_cache_hits": 49,
-                               "executable_identity_flagged": 0, "executable_identity_failed": 0}
+                               "executable_identity_flagged": 0, "executable_identity_read_errors": 0}
     finally:
         ids.stop()
 

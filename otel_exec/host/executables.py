@@ -75,7 +75,7 @@ class ExecutableIdentities:
         self.computed = 0
         self.cache_hits = 0
         self.flagged = 0
-        self.failed = 0
+        self.read_errors = 0
 
     def start(self) -> None:
         """Start the worker: after the privilege drop, like every thread."""
@@ -220,7 +220,7 @@ class ExecutableIdentities:
                     result = ExecutableIdentity(BY_PATH, result.size, result.sha256, result.htlhash)
                 self.computed += 1
             except OSError:
-                self.failed += 1
+                self.read_errors += 1
                 result = _FLAGGED[UNREADABLE]
             finally:
                 os.close(fd)
@@ -230,7 +230,7 @@ class ExecutableIdentities:
         return {"executable_identity_computed": self.computed,
                 "executable_identity_cache_hits": self.cache_hits,
                 "executable_identity_flagged": self.flagged,
-                "executable_identity_failed": self.failed}
+                "executable_identity_read_errors": self.read_errors}
 
 
 def open_regular(path: str, ev: ExecEvent | None) -> int | None:
