@@ -2,7 +2,7 @@
 and for ELF files the GNU and Go build ids. Pure: reads the descriptor it
 is given with pread, keeps no state.
 
-- htlhash (semantic conventions, `process.executable.build_id.htlhash`, and
+- htlhash (the semantic conventions' executable build id of that name, and
   the OpenTelemetry eBPF profiler's file id): SHA-256 over the first 4096
   bytes, the last 4096 bytes (they overlap for files under 8192 bytes) and
   the length as a big-endian 64-bit integer; the first 16 bytes, as hex.

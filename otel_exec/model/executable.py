@@ -23,6 +23,6 @@ class ExecutableIdentity:
     status: str
     size: int | None = None
     sha256: str | None = None  # hex, whole file; None above the size cap
-    htlhash: str | None = None  # hex, process.executable.build_id.htlhash
+    htlhash: str | None = None  # hex, the semantic conventions' head-tail-length hash
     gnu_build_id: str | None = None  # hex of the NT_GNU_BUILD_ID note
     go_build_id: str | None = None  # as `go tool buildid` prints it

@@ -277,7 +277,8 @@ def late_identity_attrs(identity: ExecutableIdentity) -> bytes:
     """Span.attributes of an identity that came after its exec record (whose
     status said pending): the values, and the final status under its own
     key, so that no key appears twice on the span."""
-    kvs = [kv for kv in _identity_kvs(identity, False) if _key_of(kv) != "otel_exec.executable.identity_status"]
+    kvs = [_kv(name, value) for field, name in _EXECUTABLE_KEYS
+           if field != "status" and (value := getattr(identity, field)) is not None]
     return Attrs.of([*kvs, _kv(_LATE_KEY, identity.status)]).span
 
 
