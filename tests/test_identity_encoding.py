@@ -2,10 +2,12 @@
 ones appear for each status, and the late values on a span."""
 from __future__ import annotations
 
+import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from exe_reference import exec_event
+from otel_exec.export import console
 from otel_exec.export.console import exec_to_dict
 from otel_exec.export.otlp import encode
 from otel_exec.export.otlp import sink as otlp
@@ -17,6 +19,15 @@ from otel_exec.model.executable import BY_PATH, COMPLETE, PENDING, TOO_LARGE, UN
 FULL = ExecutableIdentity(COMPLETE, size=1234, sha256="ab" * 32, htlhash="cd" * 16, gnu_build_id="ef" * 20,
                           go_build_id="go/id")
 SCRIPT = ExecutableIdentity(BY_PATH, size=17, sha256="12" * 32, htlhash="34" * 16)
+
+
+@pytest.fixture(autouse=True)
+def fresh_memos() -> None:
+    """The encoder and the console remember the identities they encoded; each
+    test starts without them (a mutation tool forks its workers from a
+    process that already filled them)."""
+    for memo in (encode._identities, encode._exec_identities, console._identity_dicts):
+        memo.clear()
 
 
 def info() -> ProcessInfo:
