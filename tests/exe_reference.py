@@ -89,7 +89,11 @@ IDENTITY_FIELDS = ("executable_identity", "script_identity")
 
 
 def same_identity(one: dict | None, other: dict | None) -> bool:
-    """Two agents' identity of one exec (console form): equal, unless one
-    says pending (each hashes on its own worker and waits a bounded time,
-    so either may not have the values yet)."""
-    return one == other or "pending" in ((one or {}).get("status"), (other or {}).get("status"))
+    """Two agents' identity of one exec (console form) never disagree on a
+    value. One may have values where the other has a flag: each hashes on
+    its own worker and waits a bounded time (pending), and they may hold
+    different privileges (the BCC agent reads /proc/PID/exe of a deleted or
+    memfd executable, the CO-RE agent says gone or memfd)."""
+    if one is None or other is None:
+        return one == other
+    return one == other or "htlhash" not in one or "htlhash" not in other

@@ -202,3 +202,20 @@ def test_the_path_as_executed_when_the_resolved_one_is_not_collected(tmp_path: P
         assert ev.executable_identity is not None and ev.executable_identity.sha256 == sha(exe)
     finally:
         ids.stop()
+
+
+def test_a_non_utf8_path_is_opened_by_its_bytes(tmp_path: Path) -> None:
+    """The decoder writes bytes that are not UTF-8 as \\xNN: they are turned
+    back into the bytes to open the file (and the identity check stands)."""
+    raw = os.fsencode(tmp_path) + b"/bin-\xff\xfe"
+    with open(raw, "wb") as f:
+        f.write(os.urandom(2000))
+    ev = exec_event(os.fsdecode(raw))
+    ev.pathname = ev.cmdpath = ev.interp = str(tmp_path) + "/bin-\\xff\\xfe"
+    ids = started()
+    try:
+        ids.on_exec(ev)
+        assert ev.executable_identity is not None
+        assert ev.executable_identity.sha256 == hashlib.sha256(open(raw, "rb").read()).hexdigest()
+    finally:
+        ids.stop()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import stat
 import threading
 from collections import OrderedDict
@@ -95,7 +96,10 @@ class ExecutableIdentities:
         """Set ev.executable_identity (and ev.script_identity for a `#!`
         script); the slot whose value is still to come, else None."""
         if ev.interp != ev.cmdpath and ev.cmdpath:
-            self._script(ev)
+            if ev.unavailable and "interp" in ev.unavailable:
+                ev.unavailable += ("script_identity",)  # whether it was a script is not known
+            else:
+                self._script(ev)
         if ev.unavailable and any(name in ev.unavailable for name in _IDENTIFYING_FIELDS):
             ev.unavailable += ("executable_identity",)
             self.flagged += 1
@@ -142,7 +146,7 @@ class ExecutableIdentities:
                 paths.append(ev.cmdpath)
             for i, path in enumerate(paths):
                 try:
-                    fd = open_regular(path, ev)
+                    fd = open_regular(os.fsencode(path) if "\\x" not in path else _unescaped(path), ev)
                 except PermissionError:
                     found = UNREADABLE
                 except OSError:
@@ -233,7 +237,17 @@ class ExecutableIdentities:
                 "executable_identity_read_errors": self.read_errors}
 
 
-def open_regular(path: str, ev: ExecEvent | None) -> int | None:
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def _unescaped(path: str) -> bytes:
+    """The bytes of a path whose non-UTF-8 bytes the decoder wrote as \\xNN
+    (backslashreplace). A real backslash followed by xNN reads the same: the
+    identity check of open_regular rejects a wrong guess."""
+    return _ESCAPED_BYTE.sub(lambda m: bytes([int(m.group(1), 16)]), path.encode())
+
+
+def open_regular(path: str | bytes, ev: ExecEvent | None) -> int | None:
     """A read-only descriptor of the regular file at path, when it is the
     one ev executed (ev None: any regular file); None when it is not.
 
