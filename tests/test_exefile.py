@@ -107,3 +107,61 @@ def test_truncated_and_hostile_elf_headers(tmp_path: Path) -> None:
         f.write_bytes(content)
         ident = identify(f)
         assert ident.htlhash == reference_htlhash(f), name
+
+
+def synthetic_elf(is64: bool, big_endian: bool, segments: bool, sections: bool) -> bytes:
+    """A minimal ELF file holding a GNU build id note and a Go build id
+    note, reachable through a PT_NOTE program header and/or an SHT_NOTE
+    section (with a section name table, as readelf wants)."""
+    import struct
+
+    e = ">" if big_endian else "<"
+    gnu, go = bytes(range(1, 21)), b"synthetic/go-build-id"
+
+    def note(name: bytes, ntype: int, desc: bytes) -> bytes:
+        name0 = name + b"\0"
+        pad = lambda b: b + b"\0" * (-len(b) % 4)  # noqa: E731
+        return struct.pack(e + "III", len(name0), len(desc), ntype) + pad(name0) + pad(desc)
+
+    notes = note(b"GNU", 3, gnu) + note(b"Go", 4, go)
+    ehsize, phentsize, shentsize = (64, 56, 64) if is64 else (52, 32, 40)
+    phoff = ehsize if segments else 0
+    notes_off = ehsize + (phentsize if segments else 0)
+    shstrtab = b"\0.note\0.shstrtab\0"
+    strtab_off = notes_off + len(notes)
+    shoff = (strtab_off + len(shstrtab) + 7) // 8 * 8 if sections else 0
+    ident = b"\x7fELF" + bytes([2 if is64 else 1, 2 if big_endian else 1, 1]) + bytes(9)
+    addr = "Q" if is64 else "I"
+    header = ident + struct.pack(e + "HHI" + addr * 3 + "IHHHHHH", 2, 62, 1, 0, phoff, shoff, 0, ehsize,
+                                 phentsize, 1 if segments else 0, shentsize, 3 if sections else 0,
+                                 2 if sections else 0)
+    out = bytearray(header)
+    if segments:
+        if is64:
+            out += struct.pack(e + "IIQQQQQQ", 4, 4, notes_off, 0, 0, len(notes), len(notes), 4)
+        else:
+            out += struct.pack(e + "IIIIIIII", 4, notes_off, 0, 0, len(notes), len(notes), 4, 4)
+    out += notes + shstrtab
+    if sections:
+        out += bytes(shoff - len(out))
+        sh = e + ("IIQQQQIIQQ" if is64 else "IIIIIIIIII")
+        out += struct.pack(sh, *([0] * 10))
+        out += struct.pack(sh, 1, 7, 2, 0, notes_off, len(notes), 0, 0, 4, 0)
+        out += struct.pack(sh, 7, 3, 0, 0, strtab_off, len(shstrtab), 0, 0, 1, 0)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("is64", [True, False], ids=["elf64", "elf32"])
+@pytest.mark.parametrize("big_endian", [False, True], ids=["le", "be"])
+@pytest.mark.parametrize("where", ["segments", "sections", "both"])
+def test_synthetic_elf_classes_byte_orders_and_note_places(tmp_path: Path, is64: bool, big_endian: bool,
+                                                           where: str) -> None:
+    """32- and 64-bit, little- and big-endian, notes found through the
+    program headers or the section headers: the build ids readelf -n
+    prints."""
+    f = tmp_path / "synthetic"
+    f.write_bytes(synthetic_elf(is64, big_endian, where != "sections", where != "segments"))
+    ident = identify(f)
+    assert ident.gnu_build_id == readelf_build_id(f) == bytes(range(1, 21)).hex()
+    assert ident.go_build_id == "synthetic/go-build-id"
+    assert ident.htlhash == reference_htlhash(f) and ident.sha256 == sha256sum(f)
