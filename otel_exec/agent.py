@@ -10,6 +10,7 @@ import time
 from typing import Callable, Iterable, Protocol, TextIO
 
 from otel_exec.host import privileges, safefs
+from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.config import Config
 from otel_exec.errors import UsageError
 from otel_exec.model.events import Event, ExecEvent, UnreportedExecEvent
@@ -74,6 +75,9 @@ class Agent:
         # costs no load.
         self.user = privileges.resolve_user(cfg.user) if cfg.user else None
         self.tick: Callable[[], None] = lambda: None  # called every loop (otel_exec.export.telemetry)
+        self.executables = ExecutableIdentities(
+            cfg.executable_sha256_max_bytes if cfg.executable_sha256 else None, cfg.executable_cache_entries,
+            cfg.executable_wait_ms / 1000) if cfg.executable_identity else None
 
     def attach(self) -> None:
         """Load and attach the programs: events queue in the ring buffer
@@ -105,6 +109,8 @@ class Agent:
             privileges.check_threads(dropped)
             for sink in self.sinks:
                 sink.start()
+            if self.executables is not None:
+                self.executables.start()
             for start in also_start:
                 start()
             privileges.restore_other_threads_priority(agent_nice)
@@ -147,11 +153,17 @@ class Agent:
     def handle(self, ev: Event) -> None:
         if isinstance(ev, ExecEvent):
             self.policy.apply(ev)
-            span = self.lineage.on_exec(ev)
             if ev.observed:
+                span = self.lineage.on_exec(ev)
                 for sink in self.sinks:
                     sink.on_observed(ev, span)
             else:
+                # The file's identity first (it may wait a little for it),
+                # so that every sink sees it on the event.
+                late = self.executables.on_exec(ev) if self.executables is not None else None
+                span = self.lineage.on_exec(ev)
+                if span is not None:
+                    span.late_identity = late
                 for sink in self.sinks:
                     sink.on_exec(ev, span)  # type: ignore[arg-type]  # every reported image has one
                 self.exported += 1
@@ -187,6 +199,8 @@ class Agent:
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Spans still open end now, marked incomplete; queues are flushed."""
         self.lineage.close()
+        if self.executables is not None:
+            self.executables.stop()
         for sink in self.sinks:
             sink.close(timeout_s)
 
@@ -201,6 +215,8 @@ class Agent:
         counters["process_table_evicted"] = self.table.evicted
         counters["malformed_traceparent"] = self.lineage.malformed_traceparent
         counters["untrusted_traceparent"] = self.lineage.untrusted_traceparent
+        if self.executables is not None:
+            counters.update(self.executables.stats())
         for sink in self.sinks:
             counters.update(sink.stats())
         return counters

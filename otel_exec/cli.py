@@ -144,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--backend", choices=BACKENDS, default=Config.backend,
                      help="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
                           "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
+    capture.add_argument("--no-executable-identity", action="store_true",
+                         help="no build ids, htlhash or hashes of the executed files")
+    capture.add_argument("--no-executable-sha256", action="store_true",
+                         help="build ids and htlhash only: no SHA-256 of the whole file")
+    capture.add_argument("--executable-sha256-max-bytes", type=int, default=Config.executable_sha256_max_bytes,
+                         metavar="BYTES", help="files larger than this get build ids and htlhash, no SHA-256 "
+                                                 "(default %(default)s)")
+    capture.add_argument("--executable-cache-entries", type=int, default=Config.executable_cache_entries,
+                         metavar="N", help="files whose identity is remembered (default %(default)s)")
+    capture.add_argument("--executable-wait-ms", type=float, default=Config.executable_wait_ms, metavar="MS",
+                         help="how long an exec record waits for a file being hashed; later values ride "
+                              "on the span (default %(default)s)")
     _add_check_parser(sub)
     return parser
 
@@ -225,6 +237,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         poll_interval=args.poll_interval,
         process_table_size=args.process_table_size,
         backend=args.backend,
+        executable_identity=not args.no_executable_identity,
+        executable_sha256=not args.no_executable_sha256,
+        executable_sha256_max_bytes=args.executable_sha256_max_bytes,
+        executable_cache_entries=args.executable_cache_entries,
+        executable_wait_ms=args.executable_wait_ms,
     )
     cfg.validate()
     return cfg

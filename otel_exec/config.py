@@ -84,6 +84,13 @@ class Config:
     # module and kernel headers, docs/backends.md); auto: core where the
     # kernel has BTF, else bcc.
     backend: str = "auto"
+    # Executable identity (docs/fields.md#executable-identity): build ids and
+    # htlhash of every exec's file, SHA-256 up to a size cap.
+    executable_identity: bool = True
+    executable_sha256: bool = True
+    executable_sha256_max_bytes: int = 256 << 20
+    executable_cache_entries: int = 4096
+    executable_wait_ms: float = 5.0
 
     def filtered(self) -> bool:
         """Whether a filter chooses which execs are reported."""
@@ -185,6 +192,12 @@ class Config:
         self.check_backend(self.backend, "--backend bcc")
         if self.process_table_size < 1024:
             raise UsageError("--process-table-size must be at least 1024")
+        if self.executable_sha256_max_bytes < 0:
+            raise UsageError("--executable-sha256-max-bytes must not be negative")
+        if self.executable_cache_entries < 1:
+            raise UsageError("--executable-cache-entries must be at least 1")
+        if not 0 <= self.executable_wait_ms <= 1000:
+            raise UsageError("--executable-wait-ms must be between 0 and 1000")
 
 
 # --------------------------------------------------------------------------- settings from a file and the environment

@@ -7,18 +7,22 @@ import re
 import shlex
 import signal
 import time
+from dataclasses import asdict
 from typing import Iterable, Mapping, TextIO
 
 from otel_exec.host import safefs
 from otel_exec.errors import UsageError
 from otel_exec.model.events import ExecEvent
 from otel_exec.lineage.spans import ProcessSpan
+from otel_exec.model.executable import ExecutableIdentity
 from otel_exec.model.process import ProcessInfo
 from otel_exec.policy.redact import REDACTED
 
 # shared is a cache key, parent_start_ticks only checks the parent's table
 # entry, observed is False on every exec printed (on_observed prints none).
 EXEC_FIELDS = [name for name in ExecEvent.__slots__ if name not in ("shared", "parent_start_ticks", "observed")]
+# Objects, written as dicts of the values they have (exec_to_dict).
+IDENTITY_FIELDS = ("executable_identity", "script_identity")
 # A newline or escape sequence in a path or argument must not forge lines or
 # drive the terminal: C0 and C1 controls print as \xNN, line and paragraph
 # separators and bidirectional controls (which reorder what a terminal or
@@ -50,8 +54,28 @@ def json_line(obj: object) -> str:
     return _JSON_ESCAPED.sub(lambda m: _JSON_ESCAPES[ord(m.group())], line)
 
 
+# By id(), as the OTLP encoder does: a storm hands one identity object over
+# and over; the object is kept in the value, so its id is not reused.
+_identity_dicts: dict[int, tuple[ExecutableIdentity, dict[str, object]]] = {}
+
+
+def _identity_dict(identity: ExecutableIdentity) -> dict[str, object]:
+    hit = _identity_dicts.get(id(identity))
+    if hit is None or hit[0] is not identity:
+        if len(_identity_dicts) >= 4096:
+            _identity_dicts.clear()
+        hit = _identity_dicts[id(identity)] = (identity, {k: v for k, v in asdict(identity).items()
+                                                          if v is not None})
+    return hit[1]
+
+
 def exec_to_dict(ev: ExecEvent, fields: list[str] = EXEC_FIELDS) -> dict[str, object]:
-    return {name: getattr(ev, name) for name in fields}
+    out = {name: getattr(ev, name) for name in fields}
+    for name in IDENTITY_FIELDS:
+        identity = out.get(name)
+        if identity is not None:
+            out[name] = _identity_dict(identity)
+    return out
 
 
 def _clock(timestamp_ns: int) -> str:

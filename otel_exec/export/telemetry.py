@@ -30,6 +30,9 @@ _EXPORT_TROUBLE = {
                                "Export threads found dead and started again"),
 }
 _SIGNALS = ("logs", "traces")
+# report() keys of executable identity (otel_exec.host.executables) -> outcome
+_IDENTITY_OUTCOMES = {"executable_identity_computed": "computed", "executable_identity_cache_hits": "cache_hit",
+                      "executable_identity_flagged": "flagged", "executable_identity_read_errors": "read_error"}
 _GAUGES = {
     "logs_spool_bytes": ("otel_exec.spool.size", "By", {"signal": "logs"}),
     "traces_spool_bytes": ("otel_exec.spool.size", "By", {"signal": "traces"}),
@@ -170,6 +173,10 @@ class Telemetry:
             "otel_exec.spool.faults", [observe(lambda r: [(v, fault[1]) for k, v in r.items()
                                                           if (fault := spool_fault(k))])],
             unit="{fault}", description="Spool troubles that lost nothing by themselves, by reason")
+        meter.create_observable_counter(
+            "otel_exec.executable_identity",
+            [observe(lambda r: [(r[k], {"outcome": o}) for k, o in _IDENTITY_OUTCOMES.items() if k in r])],
+            unit="{file}", description="Executable identity lookups of execs, by outcome")
         meter.create_observable_counter(
             "otel_exec.clock.steps", [observe(lambda r: [(r["clock_steps"], {})] if "clock_steps" in r else [])],
             unit="{step}", description="Wall-clock steps found between the last heartbeat and this start")

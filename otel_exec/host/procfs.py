@@ -274,3 +274,13 @@ def _interpreter(base: str, snap: Snapshot) -> None:
         if st.st_ino == int(parts[4]) and (os.major(st.st_dev), os.minor(st.st_dev)) == (major, minor):
             snap.interp = (parts[5], st)
         return
+
+
+def open_exe(pid: int, proc: str = PROC) -> int | None:
+    """A read-only descriptor of the file a live process executed (also
+    when deleted or a memfd), or None: gone, or refused (another user's,
+    a setuid or capable process, without CAP_SYS_PTRACE)."""
+    try:
+        return os.open(f"{proc}/{pid}/exe", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from otel_exec.errors import UsageError
+from otel_exec.host.executables import Slot
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.model.process import ProcessInfo
@@ -107,6 +108,9 @@ class ProcessSpan:
     # Encoded Span.attributes parts an exporter attached when the span
     # opened (the OTLP sink: the exec's attributes), kept until it ends.
     attributes: tuple[bytes, ...] = ()
+    # The executable identity still being computed when the exec was
+    # recorded (otel_exec.host.executables.Slot): it rides on the span.
+    late_identity: Slot | None = None
 
 
 class SpanLineage:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+from otel_exec.model.executable import ExecutableIdentity
+
 
 class Strings(list[str]):
     """A decoded argv or env list. Identical blocks (a storm of one command,
@@ -123,6 +125,10 @@ class ExecEvent:
     # reported by the kernel: its timestamp is when /proc was read, the
     # fields /proc did not give are placeholders named in `unavailable`.
     observed: bool = False
+    # What the executed file is by content (otel_exec.host.executables);
+    # None when identity is off. For a `#!` script, the script's too.
+    executable_identity: ExecutableIdentity | None = None
+    script_identity: ExecutableIdentity | None = None
 
 
 # The fields the decoder reads from the shared part of the record; the rest

@@ -40,6 +40,7 @@ from otel_exec.host import privileges, tracefs
 from otel_exec.config import Config
 from otel_exec.export.console import EXEC_FIELDS
 from otel_exec.errors import BccError, NoBtfError, TracefsError
+from tests.helpers.exe_reference import IDENTITY_FIELDS, same_identity
 from tests.helpers.progs import Progs, popen_with_fd3
 from tests.helpers.bcc_env import bcc_env  # noqa: F401  (a fixture)
 
@@ -111,7 +112,7 @@ def agents(tmp_path_factory: pytest.TempPathFactory, bcc_env: dict[str, str]) ->
 # --- comparison ---------------------------------------------------------------
 
 PLACEHOLDER = {"container_id": None, "invoked_from_kernel": False, "argv_truncated": False,
-               "env_truncated": False}
+               "env_truncated": False, "executable_identity": None, "script_identity": None}
 
 
 def placeholder(field: str, value: object) -> object:
@@ -135,6 +136,9 @@ def compare(core: dict, bcc: dict) -> None:
                 wrong[field] = ("unavailable but", bcc[field])
         elif field == "timestamp":
             if abs(bcc[field] - core[field]) > TIMESTAMP_SLACK_NS:
+                wrong[field] = (core[field], bcc[field])
+        elif field in IDENTITY_FIELDS:
+            if not same_identity(core[field], bcc[field]):
                 wrong[field] = (core[field], bcc[field])
         elif bcc[field] != core[field]:
             wrong[field] = (core[field], bcc[field])

@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers.agent_run import AgentRun, Live, agent, counters_from, kernel_available, marked, marked_env, new_cgroup, new_mark  # noqa: F401
 from tests.helpers.collector import Collector
+from tests.helpers.exe_reference import IDENTITY_FIELDS, same_identity
 from otel_exec.bcc import toolchain
 from otel_exec import cli
 from otel_exec.core import probes
@@ -224,6 +225,8 @@ def test_no_field_leaves_out_exactly_its_fields(agent: AgentRun, progs: Progs, t
     for key, value in part.items():
         if key in ("timestamp", "process_start_time"):
             assert abs(value - full[key]) < CLOCK_SLACK_NS
+        elif key in IDENTITY_FIELDS:
+            assert same_identity(value, full[key]), key
         elif key != "unavailable":
             assert value == full[key], key
     if group == "paths":

@@ -60,6 +60,10 @@ def test_metrics_reach_the_collector_with_the_agent_s_values(make_collector, tmp
     for key, value in counters.items():
         if loss_reason(key):
             assert last_value(dump, "otel_exec.lost", reason=loss_reason(key)) == value
+    for outcome in ("computed", "cache_hits", "flagged", "read_errors"):
+        assert last_value(dump, "otel_exec.executable_identity", outcome=outcome.removesuffix("s")) == \
+            counters[f"executable_identity_{outcome}"]
+    assert counters["executable_identity_computed"] >= 1 and counters["executable_identity_cache_hits"] >= 2
 
 
 def test_spool_age_and_size_grow_while_the_collector_is_down(make_collector, tmp_path: Path) -> None:

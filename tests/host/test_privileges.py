@@ -27,9 +27,10 @@ pytestmark = pytest.mark.kernel
 
 NOBODY = 65534
 GRPC_THREADS = ("grpc_global_tim", "event_engine")
-# main (reader), otlp-logs, otlp-traces, the metrics reader: Python threads
+# main (reader), otlp-logs, otlp-traces, the metrics reader, the executable
+# identity worker (otel_exec.host.executables): Python threads
 # carry the interpreter's name in /proc.
-PYTHON_THREADS = 4
+PYTHON_THREADS = 5
 
 
 def status(pid: int, tid: int) -> dict[str, str]:

@@ -86,6 +86,21 @@ UNAVAILABLE = _key("otel_exec.unavailable", "")
 ENV_PREFIX = "process.environment_variable."
 ENV_WITHOUT_VALUE = _key("otel_exec.env_entries_without_value", "")
 
+# What the executed file is by content (otel_exec.host.executables): registry
+# keys for the build ids (they join with OpenTelemetry profiles), otel_exec.*
+# for the rest; a `#!` script's own, beside its interpreter's.
+BUILD_ID_GNU = _key("process.executable.build_id.gnu", "executable_identity")
+BUILD_ID_GO = _key("process.executable.build_id.go", "executable_identity")
+BUILD_ID_HTLHASH = _key("process.executable.build_id.htlhash", "executable_identity")
+EXECUTABLE_SHA256 = _key("otel_exec.executable.sha256", "executable_identity")
+EXECUTABLE_SIZE = _key("otel_exec.executable.size", "executable_identity")
+EXECUTABLE_IDENTITY_STATUS = _key("otel_exec.executable.identity_status", "executable_identity")
+EXECUTABLE_IDENTITY_LATE = _key("otel_exec.executable.identity_late", "executable_identity")
+SCRIPT_SHA256 = _key("otel_exec.script.sha256", "script_identity")
+SCRIPT_HTLHASH = _key("otel_exec.script.htlhash", "script_identity")
+SCRIPT_SIZE = _key("otel_exec.script.size", "script_identity")
+SCRIPT_IDENTITY_STATUS = _key("otel_exec.script.identity_status", "script_identity")
+
 # How a span ended (spans only).
 ENDED_BY = _key("otel_exec.span.ended_by", "")
 INCOMPLETE = _key("otel_exec.span.incomplete", "")

@@ -22,6 +22,7 @@ from otel_exec.export.otlp import attributes as keys
 from otel_exec.export.otlp import protowire as w
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.events import ExecEvent
+from otel_exec.model.executable import COMPLETE, ExecutableIdentity
 
 EVENT_NAME = "otel_exec.process.exec"
 OBSERVED_EVENT_NAME = "otel_exec.process.observed"  # running when the agent started
@@ -255,6 +256,60 @@ def _shared_encoding(ev: ExecEvent, span_env: bool) -> tuple[Attrs, bytes]:
     return attrs, _body(ev)
 
 
+# ExecutableIdentity fields and their attributes: registry keys for the
+# build ids (they join with OpenTelemetry profiles), otel_exec.* for the rest.
+_EXECUTABLE_KEYS = (("gnu_build_id", keys.BUILD_ID_GNU), ("go_build_id", keys.BUILD_ID_GO),
+                    ("htlhash", keys.BUILD_ID_HTLHASH), ("sha256", keys.EXECUTABLE_SHA256),
+                    ("size", keys.EXECUTABLE_SIZE), ("status", keys.EXECUTABLE_IDENTITY_STATUS))
+_SCRIPT_KEYS = (("sha256", keys.SCRIPT_SHA256), ("htlhash", keys.SCRIPT_HTLHASH), ("size", keys.SCRIPT_SIZE),
+                ("status", keys.SCRIPT_IDENTITY_STATUS))
+_identities: dict[tuple[ExecutableIdentity, bool], list[bytes]] = {}
+# By id(): an exec storm hands the same identity object over and over; the
+# object is kept in the value, so its id cannot be reused while cached.
+_exec_identities: dict[int, tuple[ExecutableIdentity, Attrs]] = {}
+
+
+def _identity_kvs(identity: ExecutableIdentity, script: bool) -> list[bytes]:
+    """The attributes of one identity (a few distinct ones per binary),
+    encoded once each; the status only when it is not complete."""
+    key = (identity, script)
+    kvs = _identities.get(key)
+    if kvs is None:
+        kvs = []
+        for field, name in _SCRIPT_KEYS if script else _EXECUTABLE_KEYS:
+            value = getattr(identity, field)
+            if value is not None and not (field == "status" and value == COMPLETE):
+                kvs.append(_kv(name, value))
+        if len(_identities) >= 4096:
+            _identities.clear()
+        _identities[key] = kvs
+    return kvs
+
+
+def identity_attrs(ev: ExecEvent) -> Attrs:
+    """The exec's executable (and script) identity, when computed."""
+    identity, script = ev.executable_identity, ev.script_identity
+    if identity is None:
+        return Attrs(b"", b"")
+    if script is not None:
+        return Attrs.of(_identity_kvs(identity, False) + _identity_kvs(script, True))
+    hit = _exec_identities.get(id(identity))
+    if hit is None or hit[0] is not identity:
+        if len(_exec_identities) >= 4096:
+            _exec_identities.clear()
+        hit = _exec_identities[id(identity)] = (identity, Attrs.of(_identity_kvs(identity, False)))
+    return hit[1]
+
+
+def late_identity_attrs(identity: ExecutableIdentity) -> bytes:
+    """Span.attributes of an identity that came after its exec record (whose
+    status said pending): the values, and the final status under its own
+    key, so that no key appears twice on the span."""
+    kvs = [_kv(name, value) for field, name in _EXECUTABLE_KEYS
+           if field != "status" and (value := getattr(identity, field)) is not None]
+    return Attrs.of([*kvs, _kv(keys.EXECUTABLE_IDENTITY_LATE, identity.status)]).span
+
+
 def _body(ev: ExecEvent) -> bytes:
     """LogRecord.body, the command line; none when argv is unavailable."""
     return b"" if "argv" in ev.unavailable else w.len_field(5, w.any_string(shlex.join(ev.argv)))
@@ -294,7 +349,7 @@ def _without_unavailable(ev: ExecEvent) -> ExecEncoding:
     ])
     env = Attrs.of(_env_kvs(ev.env))
     common = Attrs.of(kvs)
-    return ExecEncoding(Attrs(b"", b""), Attrs(common.log + env.log, common.span), _body(ev))
+    return ExecEncoding(identity_attrs(ev), Attrs(common.log + env.log, common.span), _body(ev))
 
 
 # ExecEvent.shared -> _shared_encoding() of it. Keyed by the object, which
@@ -330,7 +385,11 @@ def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
         ids = (*pids, _framed_fixed(keys.CREATION_TIME, created.decode()),
                _framed_fixed(keys.EXEC_ID, ev.exec_id),
                _framed_fixed(keys.PARENT_EXEC_ID, ev.parent_exec_id))
-    return ExecEncoding(Attrs(_LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)), attrs, body)
+    log, span_ids = _LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)
+    if ev.executable_identity is not None:
+        identity = identity_attrs(ev)
+        log, span_ids = log + identity.log, span_ids + identity.span
+    return ExecEncoding(Attrs(log, span_ids), attrs, body)
 
 
 def seeded_attributes(ev: ExecEvent) -> list[bytes]:
@@ -468,6 +527,9 @@ def span(ended: ProcessSpan) -> bytes:
               *ended.attributes, _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal))
     if ended.untrusted_traceparent:
         parts.append(Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span)
+    late = ended.late_identity
+    if late is not None and late.result is not None:
+        parts.append(late_identity_attrs(late.result))
     return _in_scope(parts)
 
 
