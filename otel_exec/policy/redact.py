@@ -456,9 +456,10 @@ class RedactionPolicy:
                 return text[:m.end()] + REDACTED
         return text
 
-    def _flags(self, argv: list[str], out: list[str]) -> None:
+    def _flags(self, argv: list[str], out: list[str], shell: bool = False) -> None:
         """Flag-driven rules over one command's elements (argv[0] its
-        program), writing into out."""
+        program), writing into out. `shell`: the words of a shell command
+        line, where ; & | separate commands (in an argv they are arguments)."""
         program = _program_name(argv[0])
         rule = PROGRAM_RULES.get(program)
         start = 1  # where the current program's arguments start
@@ -467,7 +468,7 @@ class RedactionPolicy:
         command_starts = False  # the next word names a program (after a shell separator)
         for i in range(1, len(argv)):
             arg = argv[i]
-            if arg in _SHELL_SEPARATORS:
+            if shell and arg in _SHELL_SEPARATORS:
                 self._positionals(program, argv, out, start, i)
                 program, rule, start, subcommand_seen, pending = "", None, i + 1, False, None
                 command_starts = True
@@ -522,7 +523,7 @@ class RedactionPolicy:
         spans = [m.span() for m in _SHELL_WORD.finditer(text)]
         words = [text[s:e] for s, e in spans]
         out = list(words)
-        self._flags(words, out)
+        self._flags(words, out, shell=True)
         if out == words:
             return text
         pieces: list[str] = []

@@ -11,6 +11,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otel_exec.export.otlp import attributes, encode
 from otel_exec.export.otlp.resource import resource_attributes
 from otel_exec.model.events import ExecEvent, SharedExec
+from otel_exec.model.executable import BY_PATH, TOO_LARGE, ExecutableIdentity
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.process import ProcessInfo
@@ -371,8 +372,14 @@ def test_an_unavailable_field_takes_along_the_keys_the_table_gives_it() -> None:
 
     from otel_exec.config import FIELD_GROUPS
 
+    # Every identity value set, and a status that is sent (not complete).
+    identity = ExecutableIdentity(TOO_LARGE, size=1, sha256="ab" * 32, htlhash="cd" * 16, gnu_build_id="ef" * 20,
+                                  go_build_id="go/id")
+    script = ExecutableIdentity(BY_PATH, size=2, sha256="12" * 32, htlhash="34" * 16)
+
     def sent(unavailable: tuple[str, ...], shared: SharedExec | None) -> set[str]:
-        enc = encode.exec_attributes(sample_exec(unavailable=unavailable, shared=shared))
+        enc = encode.exec_attributes(sample_exec(unavailable=unavailable, shared=shared,
+                                                 executable_identity=identity, script_identity=script))
         return _keys(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
 
     everything = sent((), None)

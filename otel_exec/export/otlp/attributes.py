@@ -95,11 +95,11 @@ BUILD_ID_HTLHASH = _key("process.executable.build_id.htlhash", "executable_ident
 EXECUTABLE_SHA256 = _key("otel_exec.executable.sha256", "executable_identity")
 EXECUTABLE_SIZE = _key("otel_exec.executable.size", "executable_identity")
 EXECUTABLE_IDENTITY_STATUS = _key("otel_exec.executable.identity_status", "executable_identity")
-EXECUTABLE_IDENTITY_LATE = _key("otel_exec.executable.identity_late", "executable_identity")
-SCRIPT_SHA256 = _key("otel_exec.script.sha256", "script_identity")
-SCRIPT_HTLHASH = _key("otel_exec.script.htlhash", "script_identity")
-SCRIPT_SIZE = _key("otel_exec.script.size", "script_identity")
-SCRIPT_IDENTITY_STATUS = _key("otel_exec.script.identity_status", "script_identity")
+EXECUTABLE_IDENTITY_LATE = _key("otel_exec.executable.identity_late", "")  # spans only
+SCRIPT_SHA256 = _key("otel_exec.script.sha256", "executable_identity script_identity")
+SCRIPT_HTLHASH = _key("otel_exec.script.htlhash", "executable_identity script_identity")
+SCRIPT_SIZE = _key("otel_exec.script.size", "executable_identity script_identity")
+SCRIPT_IDENTITY_STATUS = _key("otel_exec.script.identity_status", "executable_identity script_identity")
 
 # How a span ended (spans only).
 ENDED_BY = _key("otel_exec.span.ended_by", "")

@@ -289,9 +289,9 @@ def _identity_kvs(identity: ExecutableIdentity, script: bool) -> list[bytes]:
 def identity_attrs(ev: ExecEvent) -> Attrs:
     """The exec's executable (and script) identity, when computed."""
     identity, script = ev.executable_identity, ev.script_identity
-    if identity is None:
+    if identity is None or "executable_identity" in ev.unavailable:
         return Attrs(b"", b"")
-    if script is not None:
+    if script is not None and "script_identity" not in ev.unavailable:
         return Attrs.of(_identity_kvs(identity, False) + _identity_kvs(script, True))
     hit = _exec_identities.get(id(identity))
     if hit is None or hit[0] is not identity:
