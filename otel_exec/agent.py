@@ -21,7 +21,7 @@ from otel_exec.policy.redact import RedactionPolicy
 from otel_exec.policy.stage import ExecPolicy
 from otel_exec.sources import make_source
 from otel_exec.lineage.spans import ProcessSpan, SpanLineage, TraceparentTrust
-from otel_exec.lineage.traceparent import trace_context_entries
+from otel_exec.lineage.traceparent import TraceContextCarrier
 
 
 class Sink(Protocol):
@@ -62,11 +62,14 @@ class Agent:
         self.sinks = sinks
         self.log = log
         self.identity = identity
+        carrier = TraceContextCarrier(cfg.traceparent_env, cfg.tracestate_env)
         self.policy = ExecPolicy(RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
-                                                 env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow),
-                                 cfg.sample_rate, trace_context_entries)
+                                                 env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow,
+                                                 trace_context_names=carrier.names),
+                                 cfg.sample_rate, carrier.entries)
         self.table = ProcessTable(max_entries=cfg.process_table_size)
-        self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.policy.redaction.scan)
+        self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.policy.redaction.scan,
+                                   carrier.entries)
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     privacy.add_argument("--trust-traceparent", default=Config.trust_traceparent, metavar="any|none|root|UID[,UID...]",
                      help="whose TRACEPARENT may parent a span, by real user id; others are recorded as "
                           "otel_exec.traceparent.untrusted and nest under their lineage parent (default any)")
+    privacy.add_argument("--traceparent-env", default=Config.traceparent_env, metavar="NAME",
+                     help="the environment variable that carries the W3C traceparent (default TRACEPARENT); "
+                          "redaction bounds and scans its value, whatever its name")
+    privacy.add_argument("--tracestate-env", default=Config.tracestate_env, metavar="NAME",
+                     help="the environment variable that carries the W3C tracestate (default TRACESTATE); "
+                          "redaction bounds and scans its value, whatever its name")
     privacy.add_argument("--env-allow", action="append", default=[], metavar="KEY",
                      help="keep this env key verbatim even if it looks secret (repeatable)")
     filters.add_argument("--comm", action="append", default=[], help="only these command names")
@@ -219,6 +225,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         redact_patterns=args.redact_pattern,
         redact_allow=args.redact_allow,
         trust_traceparent=args.trust_traceparent,
+        traceparent_env=args.traceparent_env,
+        tracestate_env=args.tracestate_env,
         env_allow=args.env_allow,
         comm=args.comm,
         exclude_comm=args.exclude_comm,

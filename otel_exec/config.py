@@ -54,6 +54,9 @@ class Config:
     redact_allow: list[str] = field(default_factory=list)  # values the built-in rules leave alone
     env_allow: list[str] = field(default_factory=list)
     trust_traceparent: str = "any"  # whose TRACEPARENT parents spans (spans.TraceparentTrust)
+    # The variables carrying the W3C context (traceparent.TraceContextCarrier).
+    traceparent_env: str = "TRACEPARENT"
+    tracestate_env: str = "TRACESTATE"
     comm: list[str] = field(default_factory=list)
     exclude_comm: list[str] = field(default_factory=list)
     path_prefix: list[str] = field(default_factory=list)
@@ -122,8 +125,10 @@ class Config:
         if self.env_capture not in ENV_CAPTURE_MODES:
             raise UsageError(f"--env-capture must be one of {', '.join(ENV_CAPTURE_MODES)}")
         from otel_exec.lineage.spans import TraceparentTrust
+        from otel_exec.lineage.traceparent import TraceContextCarrier
 
         TraceparentTrust.parse(self.trust_traceparent)
+        TraceContextCarrier(self.traceparent_env, self.tracestate_env)
         for flag, patterns in (("--redact-pattern", self.redact_patterns), ("--redact-allow", self.redact_allow)):
             for pattern in patterns:
                 try:

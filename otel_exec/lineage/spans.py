@@ -11,6 +11,12 @@ Rules, in order (README "Traces"):
    process's previous image, a fork+exec child under its parent's image.
 3. Else a new trace rooted at this image.
 
+A span's trace flags come with its parent, as a ParentBased sampler decides:
+the TRACEPARENT's as received, the flags of the span it continues, or
+sampled for a new trace. A span whose sampled bit is clear is not exported
+(the OTLP sink reads `trace_flags`); the exec's log record still is, with
+those flags.
+
 Span and trace ids derive from the exec id (for a re-exec, and the exec
 time), so the span of a process found again in /proc after an agent restart
 keeps its ids, and children started after the restart still nest under it.
@@ -29,7 +35,8 @@ from otel_exec.host.executables import Slot
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.model.process import ProcessInfo
-from otel_exec.lineage.traceparent import remote_parent, trace_context_entries
+from otel_exec.lineage.traceparent import SAMPLED, remote_parent, trace_context_entries
+from otel_exec.policy.redact import bounded_tracestate
 
 
 # An untrusted TRACEPARENT is recorded, not parsed: keep it short.
@@ -102,6 +109,9 @@ class ProcessSpan:
     # (bounded and scanned): recorded on its span, not used as its parent.
     untrusted_traceparent: str
     start_ns: int  # ns since epoch
+    # W3C trace flags, from the parent (see the module's docstring); bit 0
+    # (SAMPLED) clear: the parent was not recorded and neither is this span.
+    trace_flags: int = SAMPLED
     end_ns: int = 0
     ended_by: str = ""  # exit, exec (the process exec'd again), evicted, agent_stopped
     incomplete: bool = False  # the agent stopped watching before the image ended
@@ -122,14 +132,18 @@ class SpanLineage:
 
     `trust`: whose TRACEPARENT is followed; `scrub`: the redaction value
     scan, applied to the trace state spans carry and to an untrusted
-    TRACEPARENT recorded on a span."""
+    TRACEPARENT recorded on a span; `trace_context`: the context fields of
+    an environment (traceparent.TraceContextCarrier.entries, for the
+    configured variable names)."""
 
     def __init__(self, table: ProcessTable, trust: TraceparentTrust = TRUST_ANY,
-                 scrub: Callable[[str], str] = lambda value: value) -> None:
+                 scrub: Callable[[str], str] = lambda value: value,
+                 trace_context: Callable[[list[str]], dict[str, str]] = trace_context_entries) -> None:
         self.malformed_traceparent = 0
         self.untrusted_traceparent = 0
         self.trust = trust
         self.scrub = scrub
+        self.trace_context = trace_context
         self.table = table
         table.on_drop = self._dropped
         self.on_end: list[Callable[[ProcessSpan], None]] = []
@@ -170,13 +184,14 @@ class SpanLineage:
         # (the BCC backend could not verify one) the ids come from the pid
         # and exec time, unique but not stable across agent restarts.
         key = ev.exec_id or f"{ev.host_pid}@{ev.timestamp}"
-        ctx = trace_context_entries(ev.env)
+        ctx = self.trace_context(ev.env)
         traceparent = ctx.get("TRACEPARENT", "")
         untrusted = ""
         if continues is not None:
-            trace_id, parent_span_id, trace_state = continues.trace_id, continues.span_id, continues.trace_state
+            trace_id, parent_span_id, trace_state, flags = \
+                continues.trace_id, continues.span_id, continues.trace_state, continues.trace_flags
         else:
-            trace_id, parent_span_id, trace_state = _digest(key, 0, 16), b"", ""
+            trace_id, parent_span_id, trace_state, flags = _digest(key, 0, 16), b"", "", SAMPLED
         if traceparent and (continues is None or traceparent != continues.traceparent):
             if not self.trust.trusts(ev.uid):
                 self.untrusted_traceparent += 1
@@ -184,13 +199,14 @@ class SpanLineage:
             else:
                 remote = remote_parent(ctx)
                 if remote is not None:
-                    trace_id, parent_span_id, trace_state = \
-                        remote.trace_id, remote.span_id, self.scrub(remote.trace_state)
+                    # Scanned once bounded; bounded again, as a hidden value may be longer.
+                    trace_id, parent_span_id, trace_state, flags = remote.trace_id, remote.span_id, \
+                        bounded_tracestate(self.scrub(remote.trace_state)), remote.flags
                 else:
                     self.malformed_traceparent += 1
         span = spans[ev.host_pid] = ProcessSpan(
             info, trace_id, _digest(key, ev.timestamp if previous is not None else 0, 8), parent_span_id,
-            trace_state, traceparent, untrusted, start)
+            trace_state, traceparent, untrusted, start, flags)
         if ended is not None:
             self._end(ended, ev.timestamp, "exec")
         return span

@@ -1,29 +1,36 @@
 """W3C Trace Context carried in a process's environment.
 
 Per the OpenTelemetry specification for environment variables as context
-carriers, TRACEPARENT, TRACESTATE and BAGGAGE hold the W3C header values.
+carriers, TRACEPARENT, TRACESTATE and BAGGAGE hold the W3C header values;
+the names of the first two can be changed (--traceparent-env,
+--tracestate-env), as that specification asks of an implementation.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from otel_exec.errors import UsageError
+from otel_exec.policy.redact import bounded_tracestate
+
 # version "00": exactly four fields. Higher versions may append fields after
 # a "-" (W3C forward compatibility); version ff is invalid.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_TRACESTATE_MAX = 512  # W3C: at most 32 members; keep the header bounded
+# A name a shell can set: what getenv(3) callers and env(1) agree on.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SAMPLED = 1  # the sampled bit of the trace flags
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteParent:
     trace_id: bytes
     span_id: bytes
-    sampled: bool
+    flags: int  # the trace flags as received; bit 0 (SAMPLED): the parent was sampled
     trace_state: str
 
 
-def parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
-    """(trace id, span id, sampled) of a valid traceparent, else None."""
+def parse_traceparent(value: str) -> tuple[bytes, bytes, int] | None:
+    """(trace id, span id, trace flags) of a valid traceparent, else None."""
     m = _TRACEPARENT.fullmatch(value.strip())
     if not m:
         return None
@@ -32,30 +39,48 @@ def parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
         return None
     if trace_id == "0" * 32 or span_id == "0" * 16:
         return None
-    return bytes.fromhex(trace_id), bytes.fromhex(span_id), bool(int(flags, 16) & 1)
+    return bytes.fromhex(trace_id), bytes.fromhex(span_id), int(flags, 16)
 
 
-def trace_context_entries(env: list[str]) -> dict[str, str]:
-    """TRACEPARENT / TRACESTATE / BAGGAGE values from a KEY=VALUE list. A key
-    set twice keeps its first value, as getenv(3) does. Cached on a shared
-    decoded block (events.Strings)."""
-    cached = getattr(env, "trace_context", None)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    found = _scan(env)
-    if hasattr(type(env), "trace_context"):
-        env.trace_context = found  # type: ignore[attr-defined]
-    return found
+class TraceContextCarrier:
+    """The environment variables that carry the W3C context, and their
+    values in an environment, keyed by the W3C field they carry
+    (TRACEPARENT, TRACESTATE, BAGGAGE) whatever the variable's name."""
+
+    def __init__(self, traceparent: str = "TRACEPARENT", tracestate: str = "TRACESTATE") -> None:
+        for flag, name in (("--traceparent-env", traceparent), ("--tracestate-env", tracestate)):
+            if not _ENV_NAME.fullmatch(name):
+                raise UsageError(f"{flag} {name!r}: not an environment variable name (letters, digits, "
+                                 "_, not starting with a digit)")
+        # W3C field -> the variable that carries it.
+        self.names = {"TRACEPARENT": traceparent, "TRACESTATE": tracestate, "BAGGAGE": "BAGGAGE"}
+        if len(set(self.names.values())) < len(self.names):
+            raise UsageError(f"--traceparent-env {traceparent}, --tracestate-env {tracestate}: each field "
+                             "needs a variable of its own (BAGGAGE is taken)")
+        self._field_of = {name: field for field, name in self.names.items()}
+        self._prefixes = tuple(name + "=" for name in self._field_of)
+        self._initials = "".join({name[0] for name in self._field_of})  # a cheap test first
+
+    def entries(self, env: list[str]) -> dict[str, str]:
+        """The context fields set in a KEY=VALUE list. A variable set twice
+        keeps its first value, as getenv(3) does. Cached on a shared decoded
+        block (events.Strings)."""
+        cached = getattr(env, "trace_context", None)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        found: dict[str, str] = {}
+        initials, prefixes, field_of = self._initials, self._prefixes, self._field_of
+        for entry in env:
+            if entry[:1] in initials and entry.startswith(prefixes):  # getenv(3) skips entries without "="
+                name, _, value = entry.partition("=")
+                found.setdefault(field_of[name], value)
+        if hasattr(type(env), "trace_context"):
+            env.trace_context = found  # type: ignore[attr-defined]
+        return found
 
 
-def _scan(env: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for entry in env:
-        if entry[:1] in "TB" and (entry.startswith("TRACE") or entry.startswith("BAGGAGE=")):
-            key, sep, value = entry.partition("=")
-            if sep and key in ("TRACEPARENT", "TRACESTATE", "BAGGAGE"):  # getenv(3) skips entries without "="
-                found.setdefault(key, value)
-    return found
+# The default names: what a process reads when nothing else is configured.
+trace_context_entries = TraceContextCarrier().entries
 
 
 def remote_parent(ctx: dict[str, str]) -> RemoteParent | None:
@@ -63,4 +88,4 @@ def remote_parent(ctx: dict[str, str]) -> RemoteParent | None:
     parsed = parse_traceparent(raw) if raw is not None else None
     if parsed is None:
         return None
-    return RemoteParent(parsed[0], parsed[1], parsed[2], ctx.get("TRACESTATE", "")[:_TRACESTATE_MAX])
+    return RemoteParent(parsed[0], parsed[1], parsed[2], bounded_tracestate(ctx.get("TRACESTATE", "")))

@@ -24,7 +24,7 @@ HTTP header names, JSON keys) are matched ignoring ASCII case:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -39,13 +39,53 @@ DEFAULT_SECRET_KEY_WORDS: Final[tuple[str, ...]] = (
 )
 WORD_PART_KEY_WORDS: Final[tuple[str, ...]] = ("KEY", "PWD", "DSN", "PASS", "PAT", "PW", "SIG", "JWT")
 
-# W3C trace context and baggage, propagated through the environment. Lineage
-# reads them before redaction (events.Strings.trace_context); what is
-# emitted is bounded and scanned like any value, whatever the key says.
-TRACE_CONTEXT_KEYS: Final = frozenset({"TRACEPARENT", "TRACESTATE", "BAGGAGE"})
-# W3C: a traceparent is 55 characters (version 00), vendors should
-# propagate 512 of tracestate, and baggage may reach 8192 bytes.
+# W3C trace context and baggage, propagated through the environment: the
+# bound of each field's value. The variables carrying them are named by the
+# fields unless configured otherwise (--traceparent-env, --tracestate-env).
+# Lineage reads them before redaction (events.Strings.trace_context); what
+# is emitted is bounded and scanned like any value, whatever the variable's
+# name says. W3C: a traceparent is 55 characters (version 00), vendors
+# should propagate 512 of tracestate, and baggage may reach 8192 bytes.
 TRACE_CONTEXT_MAX: Final = {"TRACEPARENT": 256, "TRACESTATE": 512, "BAGGAGE": 8192}
+# W3C tracestate limits: at most 32 list members, and vendors propagate at
+# least 512 characters; a cut takes whole members, those over 128 first.
+TRACESTATE_MAX_ENTRIES: Final = 32
+TRACESTATE_LONG_ENTRY: Final = 128
+
+
+def bounded_tracestate(value: str) -> str:
+    """A tracestate within the W3C limits (trace-context #tracestate-limits),
+    cut by whole entries (list members), never inside one: beyond 32
+    members the last ones go; while longer than 512 characters, members
+    over 128 characters go, the last first, then any member from the end.
+    Within the limits the value is kept as it came; once cut, it is the
+    members left, without empty ones and the white space around them,
+    joined by commas."""
+    limit = TRACE_CONTEXT_MAX["TRACESTATE"]
+    if len(value) <= limit and value.count(",") < TRACESTATE_MAX_ENTRIES:
+        return value
+    members = [m for m in (part.strip(" \t") for part in value.split(",")) if m]
+    del members[TRACESTATE_MAX_ENTRIES:]
+    size = len(members) - 1 + sum(map(len, members))
+    for longer_than in (TRACESTATE_LONG_ENTRY, 0):
+        for i in range(len(members) - 1, -1, -1):
+            if size <= limit:
+                break
+            if len(members[i]) > longer_than:
+                size -= len(members.pop(i)) + 1
+    return ",".join(members)
+
+
+def _cut(limit: int) -> Callable[[str], str]:
+    return lambda value: value[:limit]
+
+
+def _trace_context_bounds(names: Mapping[str, str]) -> dict[str, Callable[[str], str]]:
+    """Variable name -> how its value is bounded: a tracestate by whole
+    members (bounded_tracestate), the others cut at their bound."""
+    return {names.get(field, field): bounded_tracestate if field == "TRACESTATE" else _cut(limit)
+            for field, limit in TRACE_CONTEXT_MAX.items()}
+
 
 _NEVER_SECRET_NAMES: Final = frozenset({"PWD", "OLDPWD"})
 # A flag with a secret-looking name takes the next argument as its value,
@@ -316,9 +356,11 @@ class RedactionPolicy:
     ``env_capture``: ``"all"`` keeps the env as is, ``"none"`` drops all of
     it (lineage reads the trace context before redaction), ``"redacted"``
     hides the values of secret-looking keys and scans every other value
-    (``scan``). Trace context values (``TRACE_CONTEXT_KEYS``) are bounded
-    (``TRACE_CONTEXT_MAX``) and scanned. ``env_allow`` keys (exact case, as
-    env keys are) are kept verbatim. Entries without ``=`` are kept.
+    (``scan``). Trace context values are bounded (``TRACE_CONTEXT_MAX``, a
+    tracestate by whole members: ``bounded_tracestate``) and scanned: those of the variables ``trace_context_names`` maps each
+    field to (by default, the field's name). ``env_allow`` keys (exact
+    case, as env keys are) are kept verbatim. Entries without ``=`` are
+    kept.
 
     ``secret_key_pattern`` (a regex searched case-insensitively in names)
     replaces the default words. ``extra_patterns`` are user rules (see
@@ -332,7 +374,7 @@ class RedactionPolicy:
     use is safe.
     """
 
-    __slots__ = ("env_capture", "env_allow", "_key_re", "_key_words", "_extra", "_allow", "_secret_names",
+    __slots__ = ("env_capture", "env_allow", "_trace_context_bounds", "_key_re", "_key_words", "_extra", "_allow", "_secret_names",
                  "_unchanged", "_unchanged_args")
 
     def __init__(
@@ -342,11 +384,13 @@ class RedactionPolicy:
         extra_patterns: Sequence[str] = (),
         env_allow: Sequence[str] = (),
         allow_patterns: Sequence[str] = (),
+        trace_context_names: Mapping[str, str] | None = None,
     ) -> None:
         if env_capture not in _ENV_MODES:
             raise ValueError(f"env_capture must be one of {', '.join(_ENV_MODES)}, not {env_capture!r}")
         self.env_capture = env_capture
         self.env_allow = frozenset(env_allow)
+        self._trace_context_bounds = _trace_context_bounds(trace_context_names or {})
         if secret_key_pattern is None:
             self._key_re = _default_key_re
             self._key_words: tuple[str, ...] = tuple(w.lower() for w in DEFAULT_SECRET_KEY_WORDS)
@@ -384,6 +428,7 @@ class RedactionPolicy:
             return list(env)
         out: list[str] = []
         append = out.append
+        trace_context_bounds = self._trace_context_bounds
         for entry in env:
             if entry in unchanged:
                 append(entry)
@@ -391,8 +436,8 @@ class RedactionPolicy:
             key, eq, value = entry.partition("=")
             if not eq or key in self.env_allow:
                 result = entry
-            elif key in TRACE_CONTEXT_KEYS:
-                result = f"{key}={self.scan(value[:TRACE_CONTEXT_MAX[key]])}"
+            elif key in trace_context_bounds:
+                result = f"{key}={self.scan(trace_context_bounds[key](value))}"
             elif self.is_secret_name(key) and not self._allowed(value):
                 append(f"{key}={REDACTED}" if value else entry)
                 continue

@@ -18,9 +18,9 @@ from otel_exec.policy.sampling import stands_for
 
 class ExecPolicy:
     """`trace_context`: what span lineage reads from an environment
-    (lineage.traceparent.trace_context_entries), kept on it from before
-    redaction, so that lineage follows TRACEPARENT in every --env-capture
-    mode. `sample_rate`: --sample-rate."""
+    (lineage.traceparent.TraceContextCarrier.entries), kept on it from
+    before redaction, so that lineage follows TRACEPARENT in every
+    --env-capture mode. `sample_rate`: --sample-rate."""
 
     def __init__(self, redaction: RedactionPolicy, sample_rate: int,
                  trace_context: Callable[[list[str]], dict[str, str]]) -> None:

@@ -121,11 +121,12 @@ def test_traceparent_attaches_tree_to_the_application_trace(otlp_agent: AgentRun
     assert {r.trace_id for r in logs} == {TRACE}
 
 
-def test_tracestate_is_cut_at_exactly_512_characters(otlp_agent: AgentRun, collector: Collector) -> None:
-    """traceparent._TRACESTATE_MAX: a TRACESTATE of 512 characters arrives
-    whole on the span, one of 513 loses its last character (the current rule
-    cuts characters; whole-entry cutting would change this test)."""
-    states = {512: "k0=" + "v" * 509, 513: "k0=" + "v" * 509 + "w"}
+def test_tracestate_is_cut_by_whole_entries_at_512_characters(otlp_agent: AgentRun, collector: Collector) -> None:
+    """policy.redact.bounded_tracestate: a TRACESTATE of 512 characters
+    arrives whole on the span; one of 513 loses its whole last member
+    (W3C: truncate whole entries, from the end), never a part of one."""
+    first = "k0=" + "v" * 300
+    states = {512: first + ",k1=" + "w" * 205, 513: first + ",k1=" + "w" * 206}
     marks = {n: new_mark() for n in states}
     for n, state in states.items():
         env = marked_env(marks[n], TRACEPARENT=f"00-{TRACE}-{PARENT}-01", TRACESTATE=state)
@@ -133,8 +134,31 @@ def test_tracestate_is_cut_at_exactly_512_characters(otlp_agent: AgentRun, colle
     for n, state in states.items():
         (span,) = spans_of(collector, marks[n], 1)
         assert len(state) == n
-        assert span.trace_state == state[:512]
-    assert len(spans_of(collector, marks[513], 1)[0].trace_state) == 512
+        assert span.trace_state == (state if n == 512 else first)
+
+
+def test_a_non_sampled_traceparent_tree_exports_its_logs_and_no_span(otlp_agent: AgentRun,
+                                                                      collector: Collector) -> None:
+    """As a ParentBased sampler: under a TRACEPARENT whose sampled flag is
+    00, no span of the tree is exported (no orphans under a parent never
+    recorded); every exec's log record is, in the remote trace, flags 00."""
+    trace = new_mark()  # 32 hex digits: a trace of this test's own
+    mark = new_mark()
+    env = marked_env(mark, TRACEPARENT=f"00-{trace}-{PARENT}-00")
+    subprocess.run(["/bin/sh", "-c", "ls / > /dev/null; /bin/true"], env=env, check=True)
+    logs = logs_of(collector, mark, 3)
+    assert sorted(r.attributes["process.executable.name"] for r in logs) == ["dash", "ls", "true"]
+    assert {(r.trace_id, r.flags & 0xff) for r in logs} == {(trace, 0)}
+    ids = {r.span_id for r in logs}
+    assert len(ids) == 3
+    # A sampled exec after the tree: once its span has arrived, the tree's
+    # spans, ended before it started, would have arrived too.
+    after = new_mark()
+    subprocess.run(["/bin/true"], env=marked_env(after, TRACEPARENT=f"00-{TRACE}-{PARENT}-01"), check=True)
+    (rec,) = logs_of(collector, after, 1)
+    assert rec.flags & 0xff == 1
+    spans_of(collector, after, 1)
+    assert [s for s in collector.spans() if s.trace_id == trace or s.span_id in ids] == []
 
 
 def test_exit_codes_and_signals_land_on_spans(otlp_agent: AgentRun, collector: Collector) -> None:
@@ -237,6 +261,34 @@ def test_processes_found_at_start_are_spans_with_redacted_argv(collector: Collec
     assert span.attributes["process.command_args"] == ["/bin/sh", "-c", "sleep 60", "sh", "--password=[REDACTED]"]
     assert span.attributes["otel_exec.span.incomplete"] is True
     assert span.start_time <= time.time_ns()
+
+
+def test_trace_context_variable_names_can_be_changed(collector: Collector, tmp_path: Path) -> None:
+    """--traceparent-env (a flag) and --tracestate-env (as its OTEL_EXEC_
+    variable): the renamed variables parent the spans, TRACEPARENT means
+    nothing any more, and the redaction treats the renamed variable as
+    trace context (scanned, not hidden for its secret-looking name)."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint, "--traceparent-env", "CI_TRACE_TOKEN",
+                   env=dict(os.environ, OTEL_EXEC_TRACESTATE_ENV="CI_TRACESTATE", OTEL_BSP_SCHEDULE_DELAY="100",
+                            OTEL_BLRP_SCHEDULE_DELAY="100"))
+    trace, mark = new_mark(), new_mark()
+    traceparent = f"00-{trace}-{PARENT}-01"
+    env = marked_env(mark, CI_TRACE_TOKEN=traceparent, CI_TRACESTATE="vendor=1",
+                     TRACEPARENT=f"00-{TRACE}-{PARENT}-01", TRACESTATE="other=2")
+    try:
+        subprocess.run(["/bin/sh", "-c", "/bin/true"], env=env, check=True)
+        spans = spans_of(collector, mark, 2)
+        logs = logs_of(collector, mark, 2)
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
+    sh, true = by_name(spans, "dash"), by_name(spans, "true")
+    assert (sh.trace_id, sh.parent_span_id, sh.trace_state) == (trace, PARENT, "vendor=1")
+    assert (true.trace_id, true.parent_span_id) == (trace, sh.span_id)
+    assert logs[0].attributes["process.environment_variable.CI_TRACE_TOKEN"] == traceparent
 
 
 def test_span_env_puts_the_environment_on_spans(collector: Collector, tmp_path: Path) -> None:

@@ -390,3 +390,16 @@ def test_an_unavailable_field_takes_along_the_keys_the_table_gives_it() -> None:
     for field in sorted({f for fields in FIELD_GROUPS.values() for f in fields}):
         gone = {key for key, fields in attributes.TABLE.items() if field in fields}
         assert sent((field,), SharedExec(())) == everything - gone | {attributes.UNAVAILABLE}, field
+
+
+def test_log_records_carry_the_trace_flags_of_their_span() -> None:
+    """A span under a TRACEPARENT with the sampled bit clear is not
+    exported, but its exec's log record is, with the flags as received."""
+    ev = sample_exec()
+    for flags in (0, 1, 3, 255):
+        span = span_for(ev)
+        span.trace_flags = flags
+        lr = _one_log(encode.log_record(ev, encode.exec_attributes(ev), span, 5))
+        assert (lr.flags, lr.trace_id, lr.span_id) == (flags, b"\x01" * 16, b"\x02" * 8)
+        observed = _one_log(encode.observed_record(ev, span, encode.Attrs.of([]), 5))
+        assert (observed.flags, observed.trace_id) == (flags, b"\x01" * 16)

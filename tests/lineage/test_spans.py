@@ -8,7 +8,7 @@ from otel_exec.errors import UsageError
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.model.events import Strings
 from otel_exec.lineage.spans import SpanLineage, TraceparentTrust
-from otel_exec.lineage.traceparent import parse_traceparent, remote_parent, trace_context_entries
+from otel_exec.lineage.traceparent import TraceContextCarrier, parse_traceparent, remote_parent, trace_context_entries
 from tests.helpers.events import exec_ev
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -79,13 +79,13 @@ def test_parent_that_reexeced_since_is_not_the_parent() -> None:
 
 
 def test_parse_traceparent_rules() -> None:
-    assert parse_traceparent(TP) == (TRACE, SPAN, True)
+    assert parse_traceparent(TP) == (TRACE, SPAN, 1)
     assert parse_traceparent("00-" + "0" * 32 + "-b7ad6b7169203331-01") is None  # all-zero trace id
     assert parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01") is None
     assert parse_traceparent("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") is None
     assert parse_traceparent(TP + "-extra") is None  # version 00 has exactly four fields
     assert parse_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-extra") == \
-        (TRACE, SPAN, False)  # a future version may append fields
+        (TRACE, SPAN, 0)  # a future version may append fields
     assert parse_traceparent("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01") is None
     assert trace_context_entries(["TRACEPARENT=a", "TRACEPARENT=b", "BAGGAGE=x=1"]) == \
         {"TRACEPARENT": "a", "BAGGAGE": "x=1"}
@@ -148,21 +148,35 @@ def test_lineage_reads_trace_context_from_before_redaction() -> None:
     assert (child.trace_id, child.parent_span_id) == (TRACE, SPAN)
 
 
-def test_tracestate_cut_boundary() -> None:
-    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    for n in (511, 512, 513, 2000):
-        state = "a=" + "x" * (n - 2)
-        parent = remote_parent({"TRACEPARENT": tp, "TRACESTATE": state})
-        assert parent is not None and parent.trace_state == state[:512]
-    assert remote_parent({"TRACEPARENT": tp}).trace_state == ""
+def _member(key: str, size: int) -> str:
+    """A tracestate list member of exactly `size` characters."""
+    return f"{key}=" + "v" * (size - len(key) - 1)
+
+
+def test_remote_parent_bounds_its_tracestate() -> None:
+    """By whole members (policy.redact.bounded_tracestate, tested at its
+    boundaries in tests/policy/test_redact.py)."""
+    state = _member("a", 300) + "," + _member("b", 212)
+    parent = remote_parent({"TRACEPARENT": TP, "TRACESTATE": state})
+    assert parent is not None and parent.trace_state == _member("a", 300)
+    assert remote_parent({"TRACEPARENT": TP}).trace_state == ""
+
+
+def test_a_tracestate_the_scan_lengthened_is_bounded_again() -> None:
+    w = World()
+    w.lineage = SpanLineage(w.table, scrub=lambda v: v.replace("s", "[REDACTED]"))
+    state = _member("a", 400) + "," + "b=" + "s" * 13  # 416 characters, 533 once scanned
+    span = w.exec(10, 1, 5, "a", env=[f"TRACEPARENT={TP}", f"TRACESTATE={state}"])
+    assert span.trace_state == _member("a", 400)
 
 
 def test_traceparent_flags_and_whitespace() -> None:
     base = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-"
-    assert [parse_traceparent(base + f)[2] for f in ("00", "01", "02", "03", "ff")] == [False, True, False, True, True]
-    assert parse_traceparent(f"  {TP}\n") == (TRACE, SPAN, True)  # the value as a shell may leave it
+    # The flags as received, all eight bits: bit 0 is sampled.
+    assert [parse_traceparent(base + f)[2] for f in ("00", "01", "02", "03", "ff")] == [0, 1, 2, 3, 255]
+    assert parse_traceparent(f"  {TP}\n") == (TRACE, SPAN, 1)  # the value as a shell may leave it
     assert parse_traceparent(TP[:-1]) is None and parse_traceparent("") is None
-    assert parse_traceparent("fe-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") == (TRACE, SPAN, True)
+    assert parse_traceparent("fe-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") == (TRACE, SPAN, 1)
 
 
 def test_trace_context_entries_scan_like_getenv() -> None:
@@ -186,7 +200,7 @@ def test_remote_parent_needs_a_valid_traceparent() -> None:
     assert remote_parent({"TRACEPARENT": "garbage", "TRACESTATE": "a=1"}) is None
     parent = remote_parent({"TRACEPARENT": TP, "TRACESTATE": "a=1", "BAGGAGE": "k=v"})
     assert parent is not None
-    assert (parent.trace_id, parent.span_id, parent.sampled, parent.trace_state) == (TRACE, SPAN, True, "a=1")
+    assert (parent.trace_id, parent.span_id, parent.flags, parent.trace_state) == (TRACE, SPAN, 1, "a=1")
 
 
 def test_digest_ids() -> None:
@@ -327,3 +341,46 @@ def test_observed_exec_leaves_entries_from_events() -> None:
     agent.observe_running()
     assert agent.table.get(os.getpid()).exec_id == "from-event"
     assert [ev.observed for ev, _ in recorder.execs if ev.host_pid == os.getpid()] == [False]
+
+
+def test_a_non_sampled_traceparent_is_inherited_by_the_whole_tree() -> None:
+    """As a ParentBased sampler: the flags of a TRACEPARENT as received, and
+    of the span continued for everything below it."""
+    w = World()
+    app = w.exec(10, 1, 5, "app")
+    assert app.trace_flags == 1  # a new trace is sampled
+    unsampled = TP[:-2] + "00"
+    sh = w.exec(11, 10, 6, "sh", env=[f"TRACEPARENT={unsampled}"])
+    assert (sh.trace_id, sh.parent_span_id, sh.trace_flags) == (TRACE, SPAN, 0)
+    child = w.exec(12, 11, 7, "make", env=[f"TRACEPARENT={unsampled}"])  # inherited unchanged
+    grandchild = w.exec(13, 12, 8, "cc")  # its environment dropped the variable
+    reexec = w.exec(13, 12, 8, "ld", ts=2000)
+    for span in (child, grandchild, reexec):
+        assert span.trace_id == TRACE and span.trace_flags == 0
+    assert reexec.parent_span_id == grandchild.span_id
+    # A process that sets a sampled TRACEPARENT of its own is sampled again.
+    resampled = w.exec(14, 13, 9, "curl", env=[f"TRACEPARENT={TP[:-2]}03"])
+    assert (resampled.parent_span_id, resampled.trace_flags) == (SPAN, 3)  # the flags as received
+
+
+def test_an_untrusted_unsampled_traceparent_does_not_unsample() -> None:
+    w = _world_trusting("root")
+    sh = _exec_as(w, 65534, 10, 1, 5, "sh", [f"TRACEPARENT={TP[:-2]}00"])
+    assert sh.trace_flags == 1 and sh.untrusted_traceparent
+
+
+def test_carrier_names_can_be_changed() -> None:
+    carrier = TraceContextCarrier("CI_TRACEPARENT", "CI_TRACESTATE")
+    assert carrier.names == {"TRACEPARENT": "CI_TRACEPARENT", "TRACESTATE": "CI_TRACESTATE", "BAGGAGE": "BAGGAGE"}
+    env = ["TRACEPARENT=ignored", "CI_TRACEPARENT=" + TP, "CI_TRACESTATE=a=1", "CI_TRACEPARENT=second",
+           "CI_TRACEPARENTX=1", "BAGGAGE=k=v"]
+    assert carrier.entries(env) == {"TRACEPARENT": TP, "TRACESTATE": "a=1", "BAGGAGE": "k=v"}
+    w = World()
+    w.lineage = SpanLineage(w.table, trace_context=carrier.entries)
+    span = w.exec(10, 1, 5, "a", env=env)
+    assert (span.trace_id, span.parent_span_id, span.trace_state) == (TRACE, SPAN, "a=1")
+    assert w.exec(11, 1, 6, "b", env=["TRACEPARENT=" + TP]).parent_span_id == b""  # the default name means nothing now
+    for traceparent, tracestate in (("", "TRACESTATE"), ("A=B", "TRACESTATE"), ("1TP", "TRACESTATE"),
+                                    ("X", "X"), ("BAGGAGE", "TRACESTATE"), ("TRACEPARENT", "TRACE STATE")):
+        with pytest.raises(UsageError):
+            TraceContextCarrier(traceparent, tracestate)

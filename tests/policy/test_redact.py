@@ -12,6 +12,7 @@ from otel_exec.policy.redact import (
     TRACE_CONTEXT_MAX,
     WORD_PART_KEY_WORDS,
     RedactionPolicy,
+    bounded_tracestate,
 )
 
 TP = "TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -82,8 +83,11 @@ def test_trace_context_is_bounded_and_scanned_like_any_value():
     baggage = "BAGGAGE=user=me,password=hunter2," + "k=v," * 5000
     (out,) = RedactionPolicy().env([baggage])
     assert "hunter2" not in out and len(out) <= len("BAGGAGE=") + 8192
+    # A tracestate loses whole members (bounded_tracestate), never part of one.
     (out,) = RedactionPolicy().env(["TRACESTATE=" + "a" * 2000])
-    assert out == "TRACESTATE=" + "a" * 512
+    assert out == "TRACESTATE="
+    (out,) = RedactionPolicy().env(["TRACESTATE=k=" + "a" * 400 + ",l=" + "b" * 200])
+    assert out == "TRACESTATE=k=" + "a" * 400
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -445,3 +449,87 @@ def test_the_memo_of_unchanged_arguments_stays_bounded():
     exact = "c" * redact._UNCHANGED_ENTRY_LEN_MAX
     p.argv(["prog", exact])
     assert exact in memo
+
+
+def test_trace_context_follows_the_configured_variable_names():
+    """--traceparent-env/--tracestate-env: the renamed variables get the
+    trace context treatment (bounded, scanned, never hidden for their name);
+    the default names become ordinary variables."""
+    p = RedactionPolicy(trace_context_names={"TRACEPARENT": "CI_TRACE_TOKEN", "TRACESTATE": "CI_STATE"})
+    tp_value = TP.partition("=")[2]
+    state = "k=" + "a" * 400 + ",l=" + "b" * 200
+    out = p.env([f"CI_TRACE_TOKEN={tp_value}" + "0" * 300, f"CI_STATE={state}", f"TRACESTATE={state}",
+                 "CI_STATE_X=https://u:pw@h", "BAGGAGE=k=v"])
+    assert out == [f"CI_TRACE_TOKEN={tp_value}" + "0" * (TRACE_CONTEXT_MAX["TRACEPARENT"] - len(tp_value)),
+                   "CI_STATE=k=" + "a" * 400, f"TRACESTATE={state}", f"CI_STATE_X=https://u:{REDACTED}@h",
+                   "BAGGAGE=k=v"]
+    # An ordinary secret-named variable is hidden; the same name as a carrier is not.
+    assert RedactionPolicy().env([f"CI_TRACE_TOKEN={tp_value}"]) == [f"CI_TRACE_TOKEN={REDACTED}"]
+
+
+def _member(key: str, size: int) -> str:
+    """A tracestate list member of exactly `size` characters."""
+    return f"{key}=" + "v" * (size - len(key) - 1)
+
+
+def test_tracestate_within_the_limits_is_kept_as_it_came() -> None:
+    one = _member("a", 512)
+    assert bounded_tracestate(one) == one
+    two = _member("a", 300) + "," + _member("b", 211)  # 512 with the comma
+    assert len(two) == 512 and bounded_tracestate(two) == two
+    members = ",".join(f"k{i}=1" for i in range(32))
+    assert bounded_tracestate(members) == members
+    spaced = "a=1 , ,b=2"  # white space and empty members are the sender's business until a cut
+    assert bounded_tracestate(spaced) == spaced
+    assert bounded_tracestate("") == ""
+
+
+def test_tracestate_over_512_characters_loses_whole_entries_from_the_end() -> None:
+    # 513 characters: the last member goes whole, never a character of it.
+    state = _member("a", 300) + "," + _member("b", 212)
+    assert len(state) == 513 and bounded_tracestate(state) == _member("a", 300)
+    assert bounded_tracestate(_member("a", 513)) == ""  # one member too long: nothing of it
+    # Members of at most 128 characters go from the end, as many as needed.
+    small = [_member(f"k{i}", 100) for i in range(6)]  # 605 characters
+    assert bounded_tracestate(",".join(small)) == ",".join(small[:5])
+    # White space around members and empty members are not kept once cut.
+    assert bounded_tracestate(" \t" + ", ,".join(small)) == ",".join(small[:5])
+
+
+def test_tracestate_members_over_128_characters_go_first() -> None:
+    long = _member("long", 129)
+    state = ",".join([_member("a", 100), long, _member("b", 100), _member("c", 100), _member("d", 100)])
+    assert len(state) == 533
+    # The long member goes although it is not last; 403 characters remain.
+    assert bounded_tracestate(state) == ",".join([_member("a", 100)] + [_member(k, 100) for k in "bcd"])
+    exactly = _member("edge", 128)  # 128 characters is not over 128: cut from the end instead
+    state = ",".join([_member("a", 100), exactly, _member("b", 100), _member("c", 100), _member("d", 100)])
+    assert len(state) == 532
+    assert bounded_tracestate(state) == ",".join([_member("a", 100), exactly, _member("b", 100), _member("c", 100)])
+    # Long ones go from the end, and only as many as needed.
+    longs = [_member(f"l{i}", 200) for i in range(3)]
+    assert bounded_tracestate(",".join(longs)) == ",".join(longs[:2])
+
+
+def test_tracestate_keeps_at_most_32_members() -> None:
+    members = [f"k{i}=1" for i in range(40)]
+    assert bounded_tracestate(",".join(members[:33])) == ",".join(members[:32])
+    assert bounded_tracestate(",".join(members)) == ",".join(members[:32])
+    # 33 members of which one is empty: 32 remain, nothing is lost.
+    assert bounded_tracestate(",".join(members[:32]) + ",") == ",".join(members[:32])
+
+
+@given(st.lists(st.tuples(st.sampled_from(["", " ", "\t"]), st.integers(0, 300)), max_size=45))
+@settings(max_examples=300, deadline=None)
+def test_a_bounded_tracestate_is_whole_members_of_the_original_in_order(parts):
+    """Whatever the input: within 512 characters and 32 members, and made
+    of whole members of the input, in their order."""
+    members = [f"k{i}=" + "v" * size for i, (_, size) in enumerate(parts)]
+    value = ",".join(pad + m + pad for (pad, _), m in zip(parts, members))
+    out = bounded_tracestate(value)
+    assert len(out) <= TRACE_CONTEXT_MAX["TRACESTATE"]
+    kept = out.split(",") if out else []
+    assert len(kept) <= 32
+    if out != value:
+        stripped = iter(members)
+        assert all(m in stripped for m in kept)  # a subsequence: whole, in order

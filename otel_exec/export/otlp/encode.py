@@ -413,7 +413,8 @@ def seeded_attributes(ev: ExecEvent) -> list[bytes]:
 
 _LOG_HEAD = w.tag(1, w.I64)  # time_unix_nano, then the timestamp
 _LOG_SEVERITY = w.varint_field(2, SEVERITY_INFO) + w.len_field(3, b"INFO")
-_LOG_IDS = w.fixed32_field(8, 1) + w.tag(9, w.LEN) + w.varint(16)  # flags: sampled; trace_id
+# flags (the span's W3C trace flags: ProcessSpan.trace_flags), then trace_id's head; by flags value.
+_LOG_IDS = tuple(w.fixed32_field(8, flags) + w.tag(9, w.LEN) + w.varint(16) for flags in range(256))
 _LOG_SPAN_ID = w.tag(10, w.LEN) + w.varint(8)
 _LOG_OBSERVED = w.tag(11, w.I64)
 _LOG_EVENT_NAME = w.len_field(12, EVENT_NAME.encode())
@@ -429,8 +430,9 @@ def _in_scope(parts: tuple[bytes, ...] | list[bytes]) -> bytes:
     return b"".join((_IN_SCOPE, _varint(sum(map(len, parts))), *parts))
 
 
-_LOG_TIME = struct.Struct("<BQ")  # time_unix_nano's tag (1, fixed64) and value
-_LOG_AFTER_BODY_SIZE = len(_LOG_IDS) + 16 + len(_LOG_SPAN_ID) + 8 + len(_LOG_OBSERVED) + 8 + len(_LOG_EVENT_NAME)
+_LOG_TIME = struct.Struct("<BQ")  # a one-byte fixed64 tag and the value: time_unix_nano, observed_time_unix_nano
+_tagged_u64, _LOG_TIME_TAG, _LOG_OBSERVED_TAG = _LOG_TIME.pack, _LOG_HEAD[0], _LOG_OBSERVED[0]
+_LOG_AFTER_BODY_SIZE = len(_LOG_IDS[0]) + 16 + len(_LOG_SPAN_ID) + 8 + len(_LOG_OBSERVED) + 8 + len(_LOG_EVENT_NAME)
 _LOG_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + _LOG_AFTER_BODY_SIZE
 
 
@@ -440,9 +442,9 @@ def log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns:
     are 16 and 8 bytes) rather than measured part by part."""
     body, ids, common = enc.body, enc.ids.log, enc.common.log
     return b"".join((_IN_SCOPE, _varint(_LOG_FIXED_SIZE + len(body) + len(ids) + len(common)),
-                     _LOG_TIME.pack(_LOG_HEAD[0], ev.timestamp), _LOG_SEVERITY, body, ids, common,
-                     _LOG_IDS, span.trace_id, _LOG_SPAN_ID, span.span_id, _LOG_OBSERVED, _U64(observed_ns),
-                     _LOG_EVENT_NAME))
+                     _tagged_u64(_LOG_TIME_TAG, ev.timestamp), _LOG_SEVERITY, body, ids, common,
+                     _LOG_IDS[span.trace_flags], span.trace_id, _LOG_SPAN_ID, span.span_id,
+                     _tagged_u64(_LOG_OBSERVED_TAG, observed_ns), _LOG_EVENT_NAME))
 
 
 def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_ns: int) -> bytes:
@@ -451,7 +453,7 @@ def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_n
     parts = [_LOG_HEAD, _U64(now_ns), _LOG_SEVERITY,
              w.len_field(5, w.any_string(shlex.join(ev.argv or [ev.comm]))), attrs.log]
     if span is not None:
-        parts += (_LOG_IDS, span.trace_id, _LOG_SPAN_ID, span.span_id)
+        parts += (_LOG_IDS[span.trace_flags], span.trace_id, _LOG_SPAN_ID, span.span_id)
     parts += (_LOG_OBSERVED, _U64(now_ns), w.len_field(12, OBSERVED_EVENT_NAME.encode()))
     return _in_scope(parts)
 

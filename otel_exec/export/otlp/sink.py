@@ -14,6 +14,7 @@ from otel_exec.export.otlp.transport import OtlpOptions, make_transport
 from otel_exec.export.spool import Spool
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.spans import ProcessSpan
+from otel_exec.lineage.traceparent import SAMPLED
 from otel_exec.model.events import ExecEvent
 
 
@@ -66,7 +67,9 @@ class OtlpSink:
             span.attributes = (attrs.span,)
 
     def on_span_end(self, span: ProcessSpan) -> None:
-        if self.spans is not None:
+        # A span under a parent that was not sampled is not recorded (as a
+        # ParentBased sampler decides); its exec's log record went out.
+        if self.spans is not None and span.trace_flags & SAMPLED:
             self.spans.add(encode.span(span))
 
     def flush(self) -> None:
