@@ -8,11 +8,13 @@ import os
 import pty
 import re
 import shutil
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -367,3 +369,26 @@ def test_exec_line_names_the_container_and_the_pod() -> None:
     assert " [pod 0d4c1b52] " in pretty_line(systemd)
     assert "[" not in pretty_line(sample_exec(container_id=None, cgroup_path="/user.slice")).split(": ")[0]
 
+
+@pytest.mark.kernel
+def test_exec_line_of_a_process_in_a_kubepods_cgroup_names_its_container_and_pod(
+        need_kernel: None, progs: Progs, tmp_path: Path) -> None:
+    """A shell moves itself into a cgroup laid out as the kubelet's systemd
+    driver and containerd make one, then execs: the view's line shows the
+    short container id and the pod (its UID's first 8 characters)."""
+    pod = str(uuid.uuid4())
+    cid = secrets.token_hex(32)
+    bindir = tmp_path / "bin"
+    bindir.mkdir(mode=0o755)
+    prog = copy_of(progs.static_true, bindir / "oe_inpod")
+    names = (f"oe-view-{new_mark()[:12]}", "kubepods.slice", f"kubepods-pod{pod.replace('-', '_')}.slice",
+             f"cri-containerd-{cid}.scope")
+    with new_cgroup(*names) as container:
+        view = tmp_path / "view.txt"  # the later --format and --output win over AgentRun's
+        run = AgentRun(tmp_path / "agent", "--format", "pretty", "--output", str(view), "--comm", "oe_inpod")
+        subprocess.run(["/bin/sh", "-c", f"echo $$ > {container}/cgroup.procs && exec {prog}"], check=True)
+        time.sleep(0.5)
+        rc, err = run.stop()
+    assert rc == 0, err
+    [line] = [line for line in view.read_text().splitlines() if prog in line and "exit" not in line.split(prog)[0]]
+    assert f" [{cid[:12]} pod {pod[:8]}] " in line, line
