@@ -23,8 +23,8 @@ import grpc
 import pytest
 
 from tests.helpers import agent_run
-from tests.helpers.agent_run import (EXPORT_FAILED_PREFIX, STOPPED_PREFIX, AgentRun, kernel_available, marked,
-                                      marked_env, new_mark)
+from tests.helpers.agent_run import (EXPORT_FAILED_PREFIX, LOST_PREFIX, STOPPED_PREFIX, AgentRun, kernel_available,
+                                      marked, marked_env, new_mark)
 from testkit.fake_collector import OK, FakeCollector, Reply, attributes
 
 pytestmark = pytest.mark.kernel
@@ -140,7 +140,7 @@ def test_refused_batches_are_dropped_counted_and_logged_once(protocol: str, code
         assert len(failures) == 1, failures  # once per (signal, reason), however many batches
         assert reason in failures[0] and message in failures[0]
         assert len(fc.requests("logs")) > 1
-        assert "WARNING events were lost" in err and "logs_rejected" in err
+        assert LOST_PREFIX in err and "logs_rejected" in err
 
 
 # --- too large: split down to the one bad record -------------------------------------------------
