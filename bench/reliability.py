@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.losses import loss_counters, losses_text
-from lib.oe_agent import AgentProcess
+from lib.oe_agent import STATS_PREFIX, AgentProcess
 from lib.procs import Child, Children, kb_to_mb
 from lib.rotel_collector import Rotel
 from lib.session import IDLE_LOAD, REPO, Session, agent_python, load_average, machine, publish, section_head
@@ -103,7 +103,6 @@ REJECT_EXECS = 5000
 REJECT_RATE = 500.0
 REJECT_DELIVERY_TIMEOUT = 120.0
 
-_STATS_PREFIX = "otel-exec: execs="
 _T0 = time.monotonic()
 
 
@@ -169,7 +168,7 @@ def stats_spool_bytes(stderr: Path) -> list[int]:
     """The spool=...B of each --stats-interval line."""
     sizes = []
     for line in stderr.read_text(errors="replace").splitlines():
-        if line.startswith(_STATS_PREFIX):
+        if line.startswith(STATS_PREFIX):
             for item in line.split():
                 if item.startswith("spool=") and item.endswith("B"):
                     sizes.append(int(item[len("spool="):-1]))

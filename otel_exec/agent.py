@@ -4,10 +4,9 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import sys
 import threading
 import time
-from typing import Callable, Iterable, Protocol, TextIO
+from typing import Callable, Iterable, Protocol
 
 from otel_exec.host import privileges, safefs
 from otel_exec.host.executables import ExecutableIdentities
@@ -57,10 +56,9 @@ class EventSource(Protocol):
 
 
 class Agent:
-    def __init__(self, cfg: Config, sinks: list[Sink], identity: HostIdentity, log: TextIO = sys.stderr) -> None:
+    def __init__(self, cfg: Config, sinks: list[Sink], identity: HostIdentity) -> None:
         self.cfg = cfg
         self.sinks = sinks
-        self.log = log
         self.identity = identity
         carrier = TraceContextCarrier(cfg.traceparent_env, cfg.tracestate_env)
         self.policy = ExecPolicy(RedactionPolicy(env_capture=cfg.env_capture, extra_patterns=cfg.redact_patterns,
@@ -85,7 +83,7 @@ class Agent:
     def attach(self) -> None:
         """Load and attach the programs: events queue in the ring buffer
         from now on, until run() reads them."""
-        self.source = make_source(self.cfg, self.identity, self.log)
+        self.source = make_source(self.cfg, self.identity)
 
     def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
         """Handle the processes already running, drop privileges while the

@@ -6,7 +6,9 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 import time
+from types import TracebackType
 from typing import Sequence, TextIO
 
 from otel_exec import __version__
@@ -15,14 +17,27 @@ from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAP
 from otel_exec.errors import OtelExecError, UsageError
 from otel_exec.export.spool import FULL_ACTIONS
 
+log = logging.getLogger(__name__)
 
 RUN_EXAMPLES = """examples:
   otel-exec run                                        the terminal view: every exec and exit here
   otel-exec run --tree --comm bash --comm sh           shells, indented under whoever started them
   otel-exec run --format jsonl --output /var/log/execs.jsonl
-  otel-exec run --endpoint http://127.0.0.1:4317       OTLP/gRPC to a collector (spooled on disk first)
-  otel-exec check --endpoint http://127.0.0.1:4317     what run needs, each with pass/warn/fail and the fix
+  otel-exec run --endpoint http://127.0.0.1:4317       OTLP/gRPC to a collector, through the spool
+  otel-exec check --endpoint http://127.0.0.1:4317     what run needs: pass/warn/fail and the fix
+
+Every option can also be set by an OTEL_EXEC_<OPTION> variable or a key of the configuration
+file; a flag wins over the variable, the variable over the file. The options' longer
+explanations: docs/configuration.md.
 """
+
+
+def _option(group: argparse._ActionsContainer, *flags: str, doc: str, **kw: object) -> argparse.Action:
+    """group.add_argument, with doc: the longer text of docs/configuration.md
+    (help is the one line --help shows)."""
+    action = group.add_argument(*flags, **kw)  # type: ignore[arg-type]
+    action.doc = doc  # type: ignore[attr-defined]
+    return action
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,137 +46,165 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="attach to the kernel and report every exec",
                          description="Attach to the kernel and report every exec (and exit) on this machine.",
-                         epilog=RUN_EXAMPLES + "\nEvery option can also be set by an OTEL_EXEC_<OPTION> variable or a key of the "
-                                "configuration file; a flag wins over the variable, the variable over the file "
-                                "(docs/configuration.md).\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     capture = run.add_argument_group("capture")
     filters = run.add_argument_group("filters", "in the kernel, repeatable; sampling (--sample-rate, --keep-*) "
-                                                "comes after the filters (docs/fields.md)")
+                                                "comes after them")
     privacy = run.add_argument_group("privacy")
     export = run.add_argument_group("export")
     reliability = run.add_argument_group("reliability")
     diagnostics = run.add_argument_group("diagnostics")
-    run.add_argument("--config", metavar="PATH",
-                     help=f"YAML file of settings, keys as in docs/configuration.md (also ${CONFIG_ENV}; "
-                          f"default {DEFAULT_CONFIG_FILE} when it exists; '' reads none). It must belong to "
-                          "root and be writable by no other user")
-    export.add_argument("--exporter", default=[], type=csv,
-                     help="otlp, console or both (otlp,console); default: otlp when an endpoint is "
-                          "configured (--endpoint or OTEL_EXPORTER_OTLP_*ENDPOINT), else console")
-    export.add_argument("--endpoint", help="OTLP endpoint URL, e.g. http://127.0.0.1:4317 (overrides "
-                                        "OTEL_EXPORTER_OTLP_ENDPOINT)")
+    _option(run, "--config", metavar="PATH",
+        help=f"YAML settings file owned by root (default {DEFAULT_CONFIG_FILE})",
+        doc=f"YAML file of settings, keys as in docs/configuration.md (also ${CONFIG_ENV}; "
+            f"default {DEFAULT_CONFIG_FILE} when it exists; '' reads none). It must belong to "
+            "root and be writable by no other user")
+    _option(export, "--exporter", default=[], type=csv,
+        help="otlp, console or otlp,console (default: otlp if an endpoint is set)",
+        doc="otlp, console or both (otlp,console); default: otlp when an endpoint is "
+            "configured (--endpoint or OTEL_EXPORTER_OTLP_*ENDPOINT), else console")
+    _option(export, "--endpoint", help="OTLP endpoint URL, e.g. http://127.0.0.1:4317",
+        doc="OTLP endpoint URL, e.g. http://127.0.0.1:4317 (overrides "
+            "OTEL_EXPORTER_OTLP_ENDPOINT)")
     export.add_argument("--protocol", choices=("grpc", "http/protobuf"),
                      help="OTLP protocol (overrides OTEL_EXPORTER_OTLP_PROTOCOL; default grpc)")
-    export.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
-                     help="header sent with every OTLP request (repeatable; overrides OTEL_EXPORTER_OTLP_HEADERS)")
-    reliability.add_argument("--spool-dir", default=Config.spool_dir, metavar="DIR",
-                     help="OTLP records are written here first and sent from here, so none is lost to a "
-                          "collector outage or an agent crash (default %(default)s)")
-    reliability.add_argument("--spool-max-bytes", type=int, default=Config.spool_max_bytes,
-                     help="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
-    reliability.add_argument("--spool-full-action", choices=FULL_ACTIONS, default=Config.spool_full_action,
-                     help="when the disk takes no write and the memory window is full too, drop the oldest "
-                          "or the newest records, counted (default %(default)s)")
-    reliability.add_argument("--spool-allow-group-read", action="store_true",
-                     help="keep the group's read access to an existing spool directory (0750); otherwise "
-                          "read access of group and others is removed (write access is refused)")
+    _option(export, "--header", action="append", default=[], metavar="KEY=VALUE",
+        help="header of every OTLP request (repeatable)",
+        doc="header sent with every OTLP request (repeatable; overrides OTEL_EXPORTER_OTLP_HEADERS)")
+    _option(reliability, "--spool-dir", default=Config.spool_dir, metavar="DIR",
+        help="records go to disk here before the collector (default %(default)s)",
+        doc="OTLP records are written here first and sent from here, so none is lost to a "
+            "collector outage or an agent crash (default %(default)s)")
+    _option(reliability, "--spool-max-bytes", type=int, default=Config.spool_max_bytes, metavar="BYTES",
+        help="above this, the oldest spooled records go, counted (default 1 GiB)",
+        doc="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
+    _option(reliability, "--spool-full-action", choices=FULL_ACTIONS, default=Config.spool_full_action,
+        help="disk and memory window full: which records give way (default %(default)s)",
+        doc="when the disk takes no write and the memory window is full too, drop the oldest "
+            "or the newest records, counted (default %(default)s)")
+    _option(reliability, "--spool-allow-group-read", action="store_true",
+        help="keep the group's read access (0750) to an existing spool directory",
+        doc="keep the group's read access to an existing spool directory (0750); otherwise "
+            "read access of group and others is removed (write access is refused)")
     reliability.add_argument("--no-spool", action="store_true",
-                     help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE bound them)")
+                     help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE)")
     diagnostics.add_argument("--stats-interval", type=float, metavar="SECONDS",
-                     help="print a one-line summary (execs, exported, lost, spool) to stderr this often")
-    privacy.add_argument("--user", metavar="USER",
-                     help="once the probes are attached, switch to this user (name or uid); every capability "
-                          "the backend does not need at run time is dropped in any case (docs/operations.md)")
-    privacy.add_argument("--span-env", action="store_true",
-                     help="put environment attributes on spans too (they are always on the exec's log record)")
-    export.add_argument("--format", choices=FORMATS,
-                     help="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
+                     help="log a one-line summary (execs, exported, lost, spool) this often")
+    _option(privacy, "--user", metavar="USER",
+        help="switch to this user (name or uid) once the probes are attached",
+        doc="once the probes are attached, switch to this user (name or uid); every capability "
+            "the backend does not need at run time is dropped in any case (docs/operations.md)")
+    _option(privacy, "--span-env", action="store_true",
+        help="environment attributes on spans too (always on the log record)",
+        doc="put environment attributes on spans too (they are always on the exec's log record)")
+    _option(export, "--format", choices=FORMATS,
+        help="pretty (exec and exit lines) on a terminal, jsonl otherwise",
+        doc="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
     export.add_argument("--tree", action="store_true",
                      help="pretty format: indent each exec and exit under the process that started it")
-    export.add_argument("--color", choices=("auto", "always", "never"), default=Config.color,
-                     help="pretty format: colour failures, signals and redactions (auto: on a terminal "
-                          "unless NO_COLOR is set)")
-    diagnostics.add_argument("--verbose", action="store_true",
-                     help="on stop, also print every counter (always done when stderr is not a terminal)")
+    _option(export, "--color", choices=("auto", "always", "never"), default=Config.color,
+        help="colour failures, signals, redactions (auto: a terminal without NO_COLOR)",
+        doc="pretty format: colour failures, signals and redactions (auto: on a terminal "
+            "unless NO_COLOR is set)")
+    _option(diagnostics, "--verbose", action="store_true",
+        help="on stop, every counter too (always when stderr is not a terminal)",
+        doc="on stop, also print every counter (always done when stderr is not a terminal)")
     export.add_argument("--output", metavar="FILE",
-                     help="write events here instead of stdout (created 0600; never through a symlink)")
+                     help="write events here, not stdout (created 0600; never through a symlink)")
     capture.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    diagnostics.add_argument("--ready-file", metavar="PATH",
-                     help="written once probes are attached, /proc is seeded, privileges are dropped and the "
-                          "exporters run")
-    privacy.add_argument("--env-capture", choices=ENV_CAPTURE_MODES, default="redacted",
-                     help="redacted (default): secret values hidden (docs/redaction.md); none: no environment "
-                          "attribute at all (lineage still reads TRACEPARENT); all: verbatim")
-    privacy.add_argument("--redact-pattern", action="append", default=[], metavar="REGEX",
-                     help="also redact in every argument and env value: what each capture group of REGEX "
-                          "matched, or the whole match without groups (repeatable)")
-    privacy.add_argument("--redact-allow", action="append", default=[], metavar="REGEX",
-                     help="an argument or env value REGEX matches whole is left alone by the built-in rules "
-                          "(repeatable; --redact-pattern still applies)")
-    privacy.add_argument("--trust-traceparent", default=Config.trust_traceparent, metavar="any|none|root|UID[,UID...]",
-                     help="whose TRACEPARENT may parent a span, by real user id; others are recorded as "
-                          "otel_exec.traceparent.untrusted and nest under their lineage parent (default any)")
-    privacy.add_argument("--traceparent-env", default=Config.traceparent_env, metavar="NAME",
-                     help="the environment variable that carries the W3C traceparent (default TRACEPARENT); "
-                          "redaction bounds and scans its value, whatever its name")
-    privacy.add_argument("--tracestate-env", default=Config.tracestate_env, metavar="NAME",
-                     help="the environment variable that carries the W3C tracestate (default TRACESTATE); "
-                          "redaction bounds and scans its value, whatever its name")
+    _option(diagnostics, "--ready-file", metavar="PATH",
+        help="written once attached, privileges dropped and the exporters running",
+        doc="written once probes are attached, /proc is seeded, privileges are dropped and the "
+            "exporters run")
+    _option(privacy, "--env-capture", choices=ENV_CAPTURE_MODES, default="redacted",
+        help="redacted (default): secrets hidden; none: no env attributes; all: verbatim",
+        doc="redacted (default): secret values hidden (docs/redaction.md); none: no environment "
+            "attribute at all (lineage still reads TRACEPARENT); all: verbatim")
+    _option(privacy, "--redact-pattern", action="append", default=[], metavar="REGEX",
+        help="also redact what REGEX (or each of its groups) matches in argv and env",
+        doc="also redact in every argument and env value: what each capture group of REGEX "
+            "matched, or the whole match without groups (repeatable)")
+    _option(privacy, "--redact-allow", action="append", default=[], metavar="REGEX",
+        help="a value REGEX matches whole escapes the built-in redaction rules",
+        doc="an argument or env value REGEX matches whole is left alone by the built-in rules "
+            "(repeatable; --redact-pattern still applies)")
+    _option(privacy, "--trust-traceparent", default=Config.trust_traceparent, metavar="any|none|root|UID[,UID...]",
+        help="whose TRACEPARENT may parent a span, by real uid (default %(default)s)",
+        doc="whose TRACEPARENT may parent a span, by real user id; others are recorded as "
+            "otel_exec.traceparent.untrusted and nest under their lineage parent (default any)")
+    _option(privacy, "--traceparent-env", default=Config.traceparent_env, metavar="NAME",
+        help="the variable carrying the W3C traceparent (default %(default)s)",
+        doc="the environment variable that carries the W3C traceparent (default TRACEPARENT); "
+            "redaction bounds and scans its value, whatever its name")
+    _option(privacy, "--tracestate-env", default=Config.tracestate_env, metavar="NAME",
+        help="the variable carrying the W3C tracestate (default %(default)s)",
+        doc="the environment variable that carries the W3C tracestate (default TRACESTATE); "
+            "redaction bounds and scans its value, whatever its name")
     privacy.add_argument("--env-allow", action="append", default=[], metavar="KEY",
                      help="keep this env key verbatim even if it looks secret (repeatable)")
     filters.add_argument("--comm", action="append", default=[], help="only these command names")
     filters.add_argument("--exclude-comm", action="append", default=[], help="never these command names")
-    filters.add_argument("--path-prefix", action="append", default=[], metavar="PREFIX",
-                         help="only execs whose path as exec'd (cmdpath) or resolved executable path starts "
-                              "with PREFIX (a string prefix: /usr/bin/ is the directory, /usr/bin/py also "
-                              "matches /usr/bin/python3)")
+    _option(filters, "--path-prefix", action="append", default=[], metavar="PREFIX",
+        help="only execs whose path as exec'd or executable starts with PREFIX",
+        doc="only execs whose path as exec'd (cmdpath) or resolved executable path starts "
+            "with PREFIX (a string prefix: /usr/bin/ is the directory, /usr/bin/py also "
+            "matches /usr/bin/python3)")
     filters.add_argument("--uid", action="append", default=[], type=int, help="only these real user ids")
     filters.add_argument("--container-only", action="store_true",
                          help="only processes outside the agent's PID namespace")
-    filters.add_argument("--cgroup", action="append", default=[], metavar="PATH",
-                         help="only processes in this cgroup v2 or below it: the path as /proc/PID/cgroup shows it "
-                              "(/system.slice/ssh.service) or the directory (/sys/fs/cgroup/system.slice)")
-    filters.add_argument("--sample-rate", type=int, default=Config.sample_rate, metavar="N",
-                          help="keep 1 exec in N at random, except those an always-keep option matches; "
-                               "records carry otel_exec.sample_rate (default 1: keep every exec)")
+    _option(filters, "--cgroup", action="append", default=[], metavar="PATH",
+        help="only processes in this cgroup v2 or below it (/system.slice/ssh.service)",
+        doc="only processes in this cgroup v2 or below it: the path as /proc/PID/cgroup shows it "
+            "(/system.slice/ssh.service) or the directory (/sys/fs/cgroup/system.slice)")
+    _option(filters, "--sample-rate", type=int, default=Config.sample_rate, metavar="N",
+        help="keep 1 exec in N at random, never those --keep-* match (default %(default)s)",
+        doc="keep 1 exec in N at random, except those an always-keep option matches; "
+            "records carry otel_exec.sample_rate (default 1: keep every exec)")
     filters.add_argument("--keep-comm", action="append", default=[], metavar="NAME",
                           help="never sample out this command name (repeatable)")
     filters.add_argument("--keep-uid", action="append", default=[], type=int, metavar="UID",
                           help="never sample out this real user id (repeatable)")
-    filters.add_argument("--keep-path-prefix", action="append", default=[], metavar="PREFIX",
-                          help="never sample out execs under PREFIX, as --path-prefix matches it (repeatable)")
-    capture.add_argument("--no-field", action="append", default=[], type=csv, metavar="FIELD[,FIELD]",
-                     help=f"do not collect these fields, in the kernel: {', '.join(FIELD_GROUPS)} "
-                          "(paths: every resolved path: executable, interpreter, stdin, working directory, "
-                          "cgroup); records leave them out and name them in otel_exec.unavailable (repeatable)")
+    _option(filters, "--keep-path-prefix", action="append", default=[], metavar="PREFIX",
+        help="never sample out execs under PREFIX (repeatable)",
+        doc="never sample out execs under PREFIX, as --path-prefix matches it (repeatable)")
+    _option(capture, "--no-field", action="append", default=[], type=csv, metavar="FIELD[,FIELD]",
+        help=f"do not collect these: {', '.join(FIELD_GROUPS)} (repeatable)",
+        doc=f"do not collect these fields, in the kernel: {', '.join(FIELD_GROUPS)} "
+            "(paths: every resolved path: executable, interpreter, stdin, working directory, "
+            "cgroup); records leave them out and name them in otel_exec.unavailable (repeatable)")
     for block, what in (("argv", "argument list"), ("env", "environment")):
-        capture.add_argument(f"--{block}-max-bytes", type=int, default=getattr(Config, f"{block}_max_bytes"),
-                             metavar="BYTES", help=f"the kernel copies at most this much of the {what}; a longer "
-                                                   "one is cut and flagged (default %(default)s)")
-    capture.add_argument("--ringbuf-bytes", type=int, default=Config.ringbuf_bytes, metavar="BYTES",
-                     help="size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
-                          "longer bursts (docs/operations.md#sizing; default %(default)s)")
-    capture.add_argument("--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS",
-                     help="the reader drains the ring this often unless the ring fills faster "
-                          "(default %(default)s)")
-    capture.add_argument("--process-table-size", type=int, default=Config.process_table_size, metavar="ENTRIES",
-                     help="processes the kernel and the agent keep track of for lineage; the oldest are evicted "
-                          "beyond it (default %(default)s)")
-    capture.add_argument("--backend", choices=BACKENDS, default=Config.backend,
-                     help="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
-                          "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
-    capture.add_argument("--no-executable-identity", action="store_true",
-                         help="no build ids, htlhash or hashes of the executed files")
-    capture.add_argument("--no-executable-sha256", action="store_true",
-                         help="build ids and htlhash only: no SHA-256 of the whole file")
-    capture.add_argument("--executable-sha256-max-bytes", type=int, default=Config.executable_sha256_max_bytes,
-                         metavar="BYTES", help="files larger than this get build ids and htlhash, no SHA-256 "
-                                                 "(default %(default)s)")
-    capture.add_argument("--executable-cache-entries", type=int, default=Config.executable_cache_entries,
-                         metavar="N", help="files whose identity is remembered (default %(default)s)")
-    capture.add_argument("--executable-wait-ms", type=float, default=Config.executable_wait_ms, metavar="MS",
-                         help="how long an exec record waits for a file being hashed; later values ride "
-                              "on the span (default %(default)s)")
+        _option(capture, f"--{block}-max-bytes", type=int, default=getattr(Config, f"{block}_max_bytes"),
+            metavar="BYTES", help=f"copy at most this much of the {what}; more is cut (default %(default)s)",
+            doc=f"the kernel copies at most this much of the {what}; a longer "
+                "one is cut and flagged (default %(default)s)")
+    _option(capture, "--ringbuf-bytes", type=int, default=Config.ringbuf_bytes, metavar="BYTES",
+        help="kernel-to-agent ring buffer size, a power of two (default %(default)s)",
+        doc="size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
+            "longer bursts (docs/operations.md#sizing; default %(default)s)")
+    _option(capture, "--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS",
+        help="drain the ring at least this often (default %(default)s)",
+        doc="the reader drains the ring this often unless the ring fills faster "
+            "(default %(default)s)")
+    _option(capture, "--process-table-size", type=int, default=Config.process_table_size, metavar="ENTRIES",
+        help="processes tracked for lineage; beyond it the oldest go (default %(default)s)",
+        doc="processes the kernel and the agent keep track of for lineage; the oldest are evicted "
+            "beyond it (default %(default)s)")
+    _option(capture, "--backend", choices=BACKENDS, default=Config.backend,
+        help="core (CO-RE, needs BTF), bcc, or auto: core when BTF exists (default %(default)s)",
+        doc="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
+            "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
+    _option(capture, "--no-executable-identity", action="store_true",
+        help="no build ids, htlhash or hashes of the executed files")
+    _option(capture, "--no-executable-sha256", action="store_true",
+        help="build ids and htlhash only: no SHA-256 of the whole file")
+    _option(capture, "--executable-sha256-max-bytes", type=int, default=Config.executable_sha256_max_bytes,
+        metavar="BYTES", help="larger files get build ids and htlhash, no SHA-256 (default %(default)s)")
+    _option(capture, "--executable-cache-entries", type=int, default=Config.executable_cache_entries,
+        metavar="N", help="files whose identity is remembered (default %(default)s)")
+    _option(capture, "--executable-wait-ms", type=float, default=Config.executable_wait_ms, metavar="MS",
+        help="how long an exec record waits for its file's identity (default %(default)s)",
+        doc="how long an exec record waits for a file being hashed; later values ride "
+            "on the span (default %(default)s)")
     _add_check_parser(sub)
     return parser
 
@@ -264,7 +307,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.export.otlp.sink import OtlpSink
     from otel_exec.export.otlp.transport import OtlpOptions, configured
     from otel_exec.export.spool import Spool
-    from otel_exec.export.summary import is_loss, summary_lines
+    from otel_exec.export.summary import log_summary
     from otel_exec.export.telemetry import Telemetry
 
     identity = HostIdentity.current()
@@ -276,12 +319,12 @@ def run(cfg: Config, stderr: TextIO) -> int:
                          "OTEL_LOGS_EXPORTER and OTEL_TRACES_EXPORTER say none): nothing to do")
     sinks: list[Sink] = []
     out: TextIO | None = None
-    agent = Agent(cfg, sinks, identity, log=stderr)
+    agent = Agent(cfg, sinks, identity)
     failed = preflight(cfg)
     if failed:
         # Every failing prerequisite at once, not one per start.
         for result in failed:
-            print(f"otel-exec: error: {result.detail}" + (f"; fix: {result.fix}" if result.fix else ""), file=stderr)
+            log.error("%s", result.detail + (f"; fix: {result.fix}" if result.fix else ""))
         return failed[0].exit_code
     # Programs first: libbpf's parse of the kernel's BTF (several MB, freed
     # once loaded) then does not come on top of the exporters' modules,
@@ -306,7 +349,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
                                      colour=colour_wanted(out, cfg.color), tree=cfg.tree,
                                      seeded_exits=not cfg.filtered()))
         telemetry = Telemetry(agent.report, opts if "otlp" in exporters["metrics"] else None, cfg.stats_interval,
-                              resource_attributes(identity), stderr,
+                              resource_attributes(identity),
                               console=stderr if "console" in exporters["metrics"] else None)
     except BaseException:
         agent.close()
@@ -330,15 +373,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
         agent.close()
         if out is not None and out is not sys.stdout:
             out.close()
-    for line in summary_lines(report, time.monotonic() - started):
-        print(line, file=stderr)
     # The full counter set for scripts and logs, last; a person at a
-    # terminal reads the summary above unless --verbose.
-    if cfg.verbose or not stderr.isatty():
-        print("otel-exec: stopped; " + ", ".join(f"{k}={v}" for k, v in report.items()), file=stderr)
-        lost = {k: v for k, v in report.items() if is_loss(k)}
-        if any(lost.values()):
-            print(f"otel-exec: WARNING events were lost: {lost}", file=stderr)
+    # terminal reads the summary unless --verbose.
+    log_summary(report, time.monotonic() - started, every_counter=cfg.verbose or not stderr.isatty())
     return 0
 
 
@@ -381,23 +418,57 @@ class HeapTrimmer:
 
 
 class PrefixedFormatter(logging.Formatter):
-    """`otel-exec: LEVEL: LOGGER: MESSAGE` on every line, a traceback's too."""
+    """`otel-exec: LEVEL: MESSAGE` on every line, a traceback's too; a
+    library's lines (the OTel SDK, gRPC's Python side) name their logger:
+    `otel-exec: LEVEL: LOGGER: MESSAGE`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        head = f"otel-exec: {record.levelname.lower()}: {record.name}: "
-        return "\n".join(head + line for line in super().format(record).splitlines())
+        level = "error" if record.levelno >= logging.ERROR else record.levelname.lower()
+        source = "" if record.name.partition(".")[0] == "otel_exec" else f"{record.name}: "
+        return "\n".join(f"otel-exec: {level}: {source}{line}" for line in super().format(record).splitlines())
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is when a line is logged (a test's
+    capture, or the real one)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
 
 
 def _configure_logging() -> None:
-    """The libraries' log lines (the OTel SDK, gRPC's Python side, ours) on
-    stderr with the agent's prefix and a level, at OTEL_LOG_LEVEL."""
+    """The one way onto stderr: the agent's lines and its libraries', with
+    the prefix and a level, at OTEL_LOG_LEVEL. The stop summary's losses
+    show at any level (export/summary.py); Python warnings and uncaught
+    exceptions of any thread come the same way."""
     level, warning = log_level(os.environ)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PrefixedFormatter())
-    logging.basicConfig(handlers=[handler])  # once: a later call (tests call main() again) adds nothing
-    logging.getLogger().setLevel(level)
+    root = logging.getLogger()
+    if not any(isinstance(h, StderrHandler) for h in root.handlers):  # once: tests call main() again
+        handler = StderrHandler()
+        handler.setFormatter(PrefixedFormatter())
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("otel_exec.export.summary").setLevel(min(level, logging.WARNING))
+    logging.captureWarnings(True)
+    sys.excepthook = _log_exception
+    threading.excepthook = _log_thread_exception
     if warning:
-        logging.getLogger("otel_exec").warning("%s", warning)
+        log.warning("%s", warning)
+
+
+def _log_exception(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    log.error("uncaught exception", exc_info=(exc_type, exc, tb))
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit:
+        log.error("uncaught exception in thread %s", args.thread.name if args.thread else "?",
+                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -414,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)
     except OtelExecError as e:
-        print(f"otel-exec: error: {e}", file=sys.stderr)
+        log.error("%s", e)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

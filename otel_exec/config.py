@@ -371,7 +371,8 @@ def layered(sub: argparse.ArgumentParser, args: argparse.Namespace, given: set[s
 
 
 def settings_table(sub: argparse.ArgumentParser) -> str:
-    """The Markdown table of docs/configuration.md: one row per option."""
+    """The Markdown table of docs/configuration.md: one row per option, its
+    meaning the option's doc (the longer text) or else its --help line."""
     rows = ["| Flag | Environment variable | File key | Default | Meaning |", "|---|---|---|---|---|"]
     for action in settings(sub):
         flag = action.option_strings[-1] + ("" if is_switch(action) else f" {action.metavar or action.dest.upper()}")
@@ -381,7 +382,8 @@ def settings_table(sub: argparse.ArgumentParser) -> str:
             default = ""
         else:
             default = str(action.default)
-        meaning = " ".join((action.help or "").split()).replace("|", "\\|") % {"default": action.default}
+        text = getattr(action, "doc", None) or action.help or ""
+        meaning = " ".join(text.split()).replace("|", "\\|") % {"default": action.default}
         kind = " (repeatable)" if is_repeatable(action) else ""
         rows.append(f"| `{flag}`{kind} | `{env_name(action)}` | `{file_key(action)}` | {default and f'`{default}`'} "
                     f"| {meaning} |")
@@ -459,12 +461,12 @@ LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
 
 
 def log_level(environ: Mapping[str, str]) -> tuple[int, str | None]:
-    """(level, warning) of OTEL_LOG_LEVEL for the agent's own log messages
-    (otel_exec.* and the SDK's): warn unless set; an unknown value is
-    warned about and ignored, as the specification asks."""
+    """(level, warning) of OTEL_LOG_LEVEL for every line on stderr (the
+    agent's and its libraries'): info unless set, the specification's
+    default; an unknown value is warned about and ignored, as it asks."""
     raw = environ.get("OTEL_LOG_LEVEL", "").strip().lower()
     if not raw:
-        return LOG_LEVELS["warn"], None
+        return LOG_LEVELS["info"], None
     if raw not in LOG_LEVELS:
-        return LOG_LEVELS["warn"], f"OTEL_LOG_LEVEL={raw!r} is not one of debug, info, warn, error; using warn"
+        return LOG_LEVELS["info"], f"OTEL_LOG_LEVEL={raw!r} is not one of debug, info, warn, error; using info"
     return LOG_LEVELS[raw], None

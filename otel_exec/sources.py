@@ -10,7 +10,7 @@ shared (docs/backends.md).
 """
 from __future__ import annotations
 
-from typing import TextIO
+import logging
 
 from otel_exec.bcc import toolchain
 
@@ -19,6 +19,8 @@ from otel_exec.config import Config
 from otel_exec.errors import BccError, NoBtfError
 from otel_exec.host import privileges
 from otel_exec.host.identity import HostIdentity
+
+log = logging.getLogger(__name__)
 
 
 def choose_backend(cfg: Config) -> str:
@@ -40,17 +42,17 @@ def choose_backend(cfg: Config) -> str:
         f"{toolchain.install_hint()}")
 
 
-def make_source(cfg: Config, identity: HostIdentity, log: TextIO):  # -> agent.EventSource
+def make_source(cfg: Config, identity: HostIdentity):  # -> agent.EventSource
     privileges.check_can_load_bpf()
     backend = choose_backend(cfg)
     if backend == "core":
         from otel_exec.core.source import CoreSource
 
-        return CoreSource(cfg, identity, log)
+        return CoreSource(cfg, identity)
     from otel_exec.bcc.source import BccSource
 
     if cfg.backend == "auto":
         cfg.check_backend("bcc", f"--backend auto chose it: {probes.VMLINUX_BTF} does not exist")
-        print(f"otel-exec: no kernel BTF ({probes.VMLINUX_BTF}): using the BCC backend", file=log)
-    return BccSource(cfg, identity, log)
+        log.info("no kernel BTF (%s): using the BCC backend", probes.VMLINUX_BTF)
+    return BccSource(cfg, identity)
 

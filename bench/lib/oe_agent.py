@@ -18,7 +18,9 @@ from lib.storm import MARKER_KEY, Storm, StormResult
 _READY_TIMEOUT = 60.0
 # The agent flushes its queues on SIGINT (its own grace is 10 s by default).
 _STOP_TIMEOUT = 60.0
-_STOPPED_PREFIX = "otel-exec: stopped; "
+# The agent's stderr lines read here (docs/operations.md#stderr).
+_STOPPED_PREFIX = "otel-exec: info: stopped; "
+STATS_PREFIX = "otel-exec: info: execs="
 # Pause after a start before measuring: the start-up work (seeded spans, first
 # export) is over, and the machine is idle again between start-up launches.
 _SETTLE = 1.0

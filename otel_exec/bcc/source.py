@@ -12,7 +12,8 @@ is named in ExecEvent.unavailable.
 from __future__ import annotations
 
 import ctypes
-from typing import Callable, TextIO
+import logging
+from typing import Callable
 
 from otel_exec.bcc import layout
 from otel_exec.bcc.join import RecordJoin
@@ -23,6 +24,8 @@ from otel_exec.host import privileges
 from otel_exec.host.identity import HostIdentity
 from otel_exec.model import counters
 from otel_exec.model.events import Event, ExecEvent
+
+log = logging.getLogger(__name__)
 
 CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE = 2, 19, 39, 40
 _LOST_EXIT = layout.COUNTER_NAMES.index(counters.LOST_EXIT_RINGBUF_FULL)
@@ -40,9 +43,8 @@ class BccSource:
     # which kernels before 6.5 refuse without CAP_BPF.
     run_time_capabilities: set[int] = {CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF, CAP_CHECKPOINT_RESTORE}
 
-    def __init__(self, cfg: Config, identity: HostIdentity, log: TextIO) -> None:
+    def __init__(self, cfg: Config, identity: HostIdentity) -> None:
         privileges.check_can_load_bpf()
-        self.log = log
         self.decode_errors = 0
         # --path-prefix is decided here: the BCC program cannot read
         # bprm->file, so the resolved path is only known from /proc.
@@ -108,5 +110,5 @@ class BccSource:
                 self._queue.append(ev)
         except Exception as e:  # noqa: BLE001 - a bad record must not stop the agent
             self.decode_errors += 1
-            print(f"otel-exec: dropped a malformed BCC record: {e!r}", file=self.log)
+            log.error("dropped a malformed BCC record: %r", e)
         return 0

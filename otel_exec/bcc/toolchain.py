@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(prepare_headers(args.headers, args.cache))
         except OSError as e:
-            print(f"otel-exec: {e}", file=sys.stderr)
+            print(f"otel-exec: error: {e}", file=sys.stderr)
             return 1
         return 0
     problem = bcc_problem()

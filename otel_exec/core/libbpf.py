@@ -4,13 +4,15 @@ Only what otel-exec needs: open an object, patch its ``.rodata`` config and
 map sizes, load, attach, and access maps. libbpf's log is captured per
 object instead of going to stderr, so a verifier rejection is reported as one
 error carrying the useful end of the log. Set ``OTEL_EXEC_LIBBPF_DEBUG=1`` to
-also echo every libbpf message (all levels) to stderr as it is emitted.
+also log every libbpf message at its level as it is emitted (its debug
+messages show with OTEL_LOG_LEVEL=debug).
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import functools
+import logging
 import os
 import struct
 import sys
@@ -26,6 +28,7 @@ from otel_exec.errors import BpfError, BpfLoadError
 _C = TypeVar("_C", bound="Closing")
 
 _LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
+_LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)  # by libbpf_print_level
 _LOG_TAIL_LINES = 20
 # Bounds the debug chatter kept per object; the verifier log is one message.
 _LOG_MAX_MESSAGES = 4096
@@ -68,6 +71,7 @@ _PROTOTYPES: dict[str, tuple[object, tuple[object, ...]]] = {
 # Each thread's messages go to the object whose libbpf call it is making.
 _sink = threading.local()
 _ECHO = os.environ.get("OTEL_EXEC_LIBBPF_DEBUG") == "1"
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -96,7 +100,7 @@ def _on_print(level: int, fmt: int | None, args: int | None) -> int:
     if log is not None:
         log.append((level, text))
     if _ECHO:
-        sys.stderr.write(text)
+        log.log(_LOG_LEVELS[min(max(level, 0), _LIBBPF_DEBUG)], "%s", text.rstrip("\n"))
     return n
 
 

@@ -2,7 +2,8 @@
 ring buffer, decoded into typed events."""
 from __future__ import annotations
 
-from typing import Callable, TextIO
+import logging
+from typing import Callable
 
 from otel_exec.config import Config
 from otel_exec.core.decode import DecodeError, Decoder
@@ -11,15 +12,16 @@ from otel_exec.host.identity import HostIdentity
 from otel_exec.core.probes import KernelProbes
 from otel_exec.core.ringbuf import RingBuffer
 
+log = logging.getLogger(__name__)
+
 
 class CoreSource:
     # The ring buffer and the counters are memory-mapped: no capability is
     # needed to read them, nor /proc after the seed.
     run_time_capabilities: set[int] = set()
 
-    def __init__(self, cfg: Config, identity: HostIdentity, log: TextIO) -> None:
+    def __init__(self, cfg: Config, identity: HostIdentity) -> None:
         self.decoder = Decoder(identity, not_collected=cfg.not_collected())
-        self.log = log
         self.decode_errors = 0
         self.probes = KernelProbes(cfg)
         try:
@@ -39,7 +41,7 @@ class CoreSource:
                 ev = decode(rec)
             except DecodeError as e:
                 self.decode_errors += 1
-                print(f"otel-exec: dropped a malformed record: {e}", file=self.log)
+                log.error("dropped a malformed record: %s", e)
                 return
             handle(ev)
 

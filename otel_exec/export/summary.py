@@ -1,10 +1,17 @@
 """The summary a person reads when the agent stops: run time, execs seen
 and exported, then only the counters that are not zero, losses first, each
 with what it means. The full counter set is the `stopped;` line
-(--verbose, or stderr not a terminal) and the metrics."""
+(--verbose, or stderr not a terminal) and the metrics. Every line goes
+through the logging set-up: `otel-exec: LEVEL: MESSAGE`."""
 from __future__ import annotations
 
+import logging
+
 from otel_exec.export.telemetry import loss_reason
+
+# Its warnings (the losses) show whatever OTEL_LOG_LEVEL says: the logging
+# set-up (cli.py) keeps this logger at warning or below.
+log = logging.getLogger(__name__)
 
 # Loss and trouble counters, by the suffix or name report() uses -> meaning.
 _MEANINGS = {
@@ -54,20 +61,31 @@ def is_loss(key: str) -> bool:
     return bool(loss_reason(key)) or key.endswith("_unsent")
 
 
-def summary_lines(report: dict[str, int], run_time_s: float) -> list[str]:
-    """One `otel-exec: LEVEL: ...` line each: the totals, then every loss
-    that is not zero (warning), then every other trouble (notice)."""
+def summary_lines(report: dict[str, int], run_time_s: float) -> list[tuple[int, str]]:
+    """(level, message) of each summary line: the totals (info), then every
+    loss that is not zero (warning), then every other trouble (info)."""
     exported = [f"{report[f'{s}_exported']} {name}" for s, name in (("logs", "log records"), ("traces", "spans"))
                 if f"{s}_exported" in report]
-    lines = [f"otel-exec: info: stopped after {run_time_s:.1f}s: {report.get('exec_seen', 0)} execs seen, "
-             f"{report.get('exported', 0)} reported, {report.get('exits_seen', 0)} exits"
-             + (f"; exported {', '.join(exported)}" if exported else "")]
+    lines = [(logging.INFO, f"stopped after {run_time_s:.1f}s: {report.get('exec_seen', 0)} execs seen, "
+                            f"{report.get('exported', 0)} reported, {report.get('exits_seen', 0)} exits"
+                            + (f"; exported {', '.join(exported)}" if exported else ""))]
     losses = [(k, v) for k, v in report.items() if v and is_loss(k)]
     troubles = [(k, v) for k, v in report.items() if v and not is_loss(k) and meaning(k)]
-    for key, value in losses:
-        lines.append(f"otel-exec: warning: lost {value}: {key}: {meaning(key) or 'records lost'}")
-    for key, value in troubles:
-        lines.append(f"otel-exec: notice: {value} {key}: {meaning(key)}")
+    lines += [(logging.WARNING, f"lost {value}: {key}: {meaning(key) or 'records lost'}") for key, value in losses]
+    lines += [(logging.INFO, f"{value} {key}: {meaning(key)}") for key, value in troubles]
     if not losses:
-        lines.append("otel-exec: info: nothing was lost")
+        lines.append((logging.INFO, "nothing was lost"))
     return lines
+
+
+def log_summary(report: dict[str, int], run_time_s: float, every_counter: bool) -> None:
+    """The summary at stop; with every_counter, then the full counter set
+    (`stopped; k=v, ...`, info) and the losses among them (warning) for
+    scripts and logs."""
+    for level, message in summary_lines(report, run_time_s):
+        log.log(level, "%s", message)
+    if every_counter:
+        log.info("stopped; %s", ", ".join(f"{k}={v}" for k, v in report.items()))
+        lost = {k: v for k, v in report.items() if is_loss(k)}
+        if any(lost.values()):
+            log.warning("events were lost: %s", lost)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import sys
+import logging
 import time
 from typing import Callable, Iterable, TextIO
 
@@ -30,6 +30,7 @@ _EXPORT_TROUBLE = {
                                "Export threads found dead and started again"),
 }
 _SIGNALS = ("logs", "traces")
+log = logging.getLogger(__name__)
 # report() keys of executable identity (otel_exec.host.executables) -> outcome
 _IDENTITY_OUTCOMES = {"executable_identity_computed": "computed", "executable_identity_cache_hits": "cache_hit",
                       "executable_identity_flagged": "flagged", "executable_identity_read_errors": "read_error"}
@@ -121,9 +122,8 @@ class Telemetry:
     then); start(), after it, starts the metrics thread and connection."""
 
     def __init__(self, report: Report, opts: OtlpOptions | None, stats_interval: float | None,
-                 resource: dict[str, object], err: TextIO = sys.stderr, console: TextIO | None = None) -> None:
+                 resource: dict[str, object], console: TextIO | None = None) -> None:
         self.report = report
-        self.err = err
         self.stats_interval = stats_interval
         self.resource = resource
         self._next_stats = time.monotonic() + stats_interval if stats_interval else float("inf")
@@ -196,7 +196,7 @@ class Telemetry:
         return provider
 
     def tick(self) -> None:
-        """Called from the main loop: prints the summary when it is due."""
+        """Called from the main loop: logs the stats line (info) when it is due."""
         now = time.monotonic()
         if now >= self._next_stats:
             self._next_stats = now + (self.stats_interval or 0)
@@ -204,14 +204,13 @@ class Telemetry:
             lost = sum(v for k, v in r.items() if loss_reason(k))
             trouble = " ".join(f"{suffix}={sum(r.get(f'{s}_{suffix}', 0) for s in _SIGNALS)}"
                                for suffix in _EXPORT_TROUBLE)
-            print(f"otel-exec: execs={r.get('exec_seen', 0)} exported_logs={r.get('logs_exported', 0)} "
-                  f"exported_spans={r.get('traces_exported', 0)} lost={lost} "
-                  f"rejected_logs={r.get('logs_rejected', 0)} rejected_spans={r.get('traces_rejected', 0)} "
-                  f"{trouble} "
-                  f"spool={r.get('logs_spool_bytes', 0) + r.get('traces_spool_bytes', 0)}B "
-                  f"ringbuf={r.get('ringbuf_used_bytes', 0)}B table={r.get('process_table_size', 0)}"
-                  + "".join(f" {k}={v}" for k, v in r.items() if v and k in _SPOOL_TROUBLE_KEYS),
-                  file=self.err, flush=True)
+            log.info("%s", f"execs={r.get('exec_seen', 0)} exported_logs={r.get('logs_exported', 0)} "
+                     f"exported_spans={r.get('traces_exported', 0)} lost={lost} "
+                     f"rejected_logs={r.get('logs_rejected', 0)} rejected_spans={r.get('traces_rejected', 0)} "
+                     f"{trouble} "
+                     f"spool={r.get('logs_spool_bytes', 0) + r.get('traces_spool_bytes', 0)}B "
+                     f"ringbuf={r.get('ringbuf_used_bytes', 0)}B table={r.get('process_table_size', 0)}"
+                     + "".join(f" {k}={v}" for k, v in r.items() if v and k in _SPOOL_TROUBLE_KEYS))
 
     def close(self) -> None:
         if self._provider is not None:

@@ -210,3 +210,27 @@ def test_heap_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPat
     for _ in range(4):
         trimmer()
     assert calls == [0, 0, 0]  # at 100, 105 and 200 s; not at 101 s
+
+
+def test_run_help_gives_each_option_one_line_at_100_columns() -> None:
+    """`otel-exec run --help` in a 100-column terminal: no line is wider, and
+    each option's help is one line (beside the option, or under it when the
+    option is long); the longer texts are in docs/configuration.md."""
+    proc = subprocess.run([sys.executable, "-m", "otel_exec", "run", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, COLUMNS="100"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(len(line) <= 100 for line in lines), [line for line in lines if len(line) > 100]
+    options = lines[lines.index("options:"):lines.index("examples:")]
+    helps: dict[str, list[str]] = {}
+    option = ""
+    for line in options:
+        if line.startswith("  -"):
+            option, _, text = line.strip().partition("  ")
+            helps[option] = [text.strip()] if text.strip() else []
+        elif line.startswith(" " * 24) and option:
+            helps[option].append(line.strip())
+        elif not line.startswith("  "):
+            option = ""  # a group's title or description
+    assert len(helps) > 40 and all(len(text) == 1 for text in helps.values()), \
+        {o: t for o, t in helps.items() if len(t) != 1}

@@ -24,7 +24,8 @@ from typing import Callable
 
 import pytest
 
-from tests.helpers.agent_run import AgentRun, kernel_available, marked, marked_env, new_mark, stats_lines, stop_line, warning_line
+from tests.helpers.agent_run import (MALFORMED_PREFIX, AgentRun, kernel_available, marked, marked_env, new_mark,
+                                      overflow_the_ring, stats_lines, stop_line, warning_line)
 from tests.helpers.bpf_testprog import build
 from tests.helpers.collector import Collector, last_value
 from otel_exec.core.libbpf import BpfObject
@@ -45,20 +46,6 @@ def unique_program(progs: Progs, tmp_path: Path, name: str) -> str:
     path = tmp_path / name
     shutil.copy2(progs.static_true, path)
     return str(path)
-
-
-def overflow_the_ring(prog: str, mark: str) -> tuple[list[str], int]:
-    """While the agent is stopped: execs of `prog` that overflow the smallest
-    ring whatever the reader does. Returns the big execs' argv and how many
-    execs ran."""
-    argv = [prog, *(f"{i}" * 4000 for i in range(7))]
-    big = 200  # ~6 MiB of exec records
-    small = 2000  # then small records, and their exits, fill what space is left
-    for _ in range(big):
-        subprocess.run(argv, env=marked_env(mark), check=True)
-    subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {small} ]; do {prog}; i=$((i+1)); done"],
-                   env=marked_env(mark), check=True)
-    return argv, big + small
 
 
 def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, progs: Progs,
@@ -548,7 +535,7 @@ def test_malformed_records_in_the_agent_s_ring_are_counted_and_dropped(
         os.close(ring)
         rc, err = run.stop()
     assert rc == 0, err
-    assert err.count("otel-exec: dropped a malformed record: ") == malformed
+    assert err.count(MALFORMED_PREFIX) == malformed
     for why in ("shorter than its header", "unknown record type 99", "record says 24 bytes, 16 were read",
                 "exec record of 16 bytes"):
         assert err.count(why) == malformed // 4, why

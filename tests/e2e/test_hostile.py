@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from tests.helpers.agent_run import AgentRun, agent, kernel_available, marked, marked_env, new_mark, stop_line  # noqa: F401
+from tests.helpers.agent_run import (STOPPED_PREFIX, AgentRun, agent, kernel_available, marked, marked_env,  # noqa: F401
+                                      new_mark, stop_line)
 from tests.helpers.progs import Progs, decode_bytes, popen_with_fd3
 
 from otel_exec.host.identity import HostIdentity
@@ -81,10 +82,10 @@ def still_reporting(run: AgentRun, exe: str = TRUE) -> None:
 
 
 def stop_counters(run: AgentRun) -> dict[str, int]:
-    """Stop the agent; its `otel-exec: stopped; k=v, ...` line as a dict."""
+    """Stop the agent; its `otel-exec: info: stopped; k=v, ...` line as a dict."""
     rc, err = run.stop()
     assert rc == 0, err
-    assert err.count("otel-exec: stopped; ") == 1, err
+    assert err.count(STOPPED_PREFIX) == 1, err
     return stop_line(err)
 
 

@@ -69,8 +69,8 @@ def test_per_signal_timeouts(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.parametrize("raw, level, warns", [
-    ("", logging.WARNING, False), ("debug", logging.DEBUG, False), ("INFO", logging.INFO, False),
-    ("warn", logging.WARNING, False), ("error", logging.ERROR, False), ("loud", logging.WARNING, True)])
+    ("", logging.INFO, False), ("debug", logging.DEBUG, False), ("INFO", logging.INFO, False),
+    ("warn", logging.WARNING, False), ("error", logging.ERROR, False), ("loud", logging.INFO, True)])
 def test_log_level(raw, level, warns):
     got, warning = log_level({"OTEL_LOG_LEVEL": raw})
     assert got == level and bool(warning) is warns

@@ -22,7 +22,9 @@ from typing import Any, Callable
 import grpc
 import pytest
 
-from tests.helpers.agent_run import AgentRun, kernel_available, marked, marked_env, new_mark
+from tests.helpers import agent_run
+from tests.helpers.agent_run import (EXPORT_FAILED_PREFIX, LOST_PREFIX, STOPPED_PREFIX, AgentRun, kernel_available,
+                                      marked, marked_env, new_mark)
 from testkit.fake_collector import OK, FakeCollector, Reply, attributes
 
 pytestmark = pytest.mark.kernel
@@ -52,16 +54,12 @@ def start_agent(tmp_path: Path, fc: FakeCollector, protocol: str, *args: str, **
 
 
 def final_counters(err: str) -> dict[str, int]:
-    [line] = [line for line in err.splitlines() if line.startswith("otel-exec: stopped; ")]
-    return {k: int(v) for k, v in (item.split("=") for item in line.removeprefix("otel-exec: stopped; ").split(", "))}
+    assert err.count(STOPPED_PREFIX) == 1, err
+    return agent_run.stop_line(err)
 
 
 def stats_lines(err: str) -> list[dict[str, int]]:
-    out = []
-    for line in err.splitlines():
-        if line.startswith("otel-exec: execs="):
-            out.append({k: int(v.rstrip("B")) for k, v in (item.split("=") for item in line.split()[1:])})
-    return out
+    return [{k: int(v.rstrip("B")) for k, v in line.items()} for line in agent_run.stats_lines(err)]
 
 
 def run_marked(agent: AgentRun, count: int, pause: float = 0.3) -> list[str]:
@@ -138,11 +136,11 @@ def test_refused_batches_are_dropped_counted_and_logged_once(protocol: str, code
         assert fc.metric("otel_exec.lost", {"reason": "logs_rejected"}) == counters["logs_rejected"]
         check_clean_spool(counters)
         reason = code.name if protocol == "grpc" else f"HTTP {Reply(code=code).http_status}"
-        failures = [line for line in err.splitlines() if line.startswith("otel-exec: error: otel_exec.export.otlp.batch: Failed to export logs")]
+        failures = [line for line in err.splitlines() if line.startswith(EXPORT_FAILED_PREFIX)]
         assert len(failures) == 1, failures  # once per (signal, reason), however many batches
         assert reason in failures[0] and message in failures[0]
         assert len(fc.requests("logs")) > 1
-        assert "WARNING events were lost" in err and "logs_rejected" in err
+        assert LOST_PREFIX in err and "logs_rejected" in err
 
 
 # --- too large: split down to the one bad record -------------------------------------------------
@@ -304,7 +302,7 @@ def test_partial_success_counts_the_rejected_records(protocol: str, tmp_path: Pa
         assert counters["logs_rejected"] == stats["rejected_logs"] == 1
         assert counters["logs_exported"] == fc.accepted_count("logs")
         assert fc.metric("otel_exec.lost", {"reason": "logs_rejected"}) == 1
-        [line] = [x for x in err.splitlines() if x.startswith("otel-exec: error: otel_exec.export.otlp.batch: Failed to export logs")]
+        [line] = [x for x in err.splitlines() if x.startswith(EXPORT_FAILED_PREFIX)]
         assert "partial success" in line and "one record had a bad attribute" in line
 
 

@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 
 from tests.helpers.agent_run import AgentRun, kernel_available, public_dir, stop_line  # noqa: F401  (fixture)
+from tests.helpers.agent_run import stats_line_texts as stats_lines
 from tests.helpers.collector import Collector
 from otel_exec.export.otlp import encode
 from otel_exec.export.spool import Spool, frame
@@ -39,10 +40,6 @@ def tiny_fs() -> Iterator[Path]:
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
     mnt.rmdir()
-
-
-def stats_lines(err: str) -> list[str]:
-    return [l for l in err.splitlines() if l.startswith("otel-exec: execs=")]
 
 
 def unique_logs(collector: Collector) -> set[tuple[str, object, int]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent_run import AgentRun, kernel_available, marked_env, new_mark, stop_line
+from tests.helpers.agent_run import AgentRun, kernel_available, marked_env, new_mark, stats_lines, stop_line
 from tests.helpers.collector import Collector, last_value, metric_points
 from otel_exec.export.telemetry import loss_reason
 
@@ -25,9 +25,9 @@ def test_stats_interval_prints_a_summary_line(tmp_path: Path) -> None:
     time.sleep(0.6)
     rc, err = run.stop()
     assert rc == 0, err
-    lines = [l for l in err.splitlines() if l.startswith("otel-exec: execs=")]
+    lines = stats_lines(err)
     assert len(lines) >= 2
-    assert all(f" {k}=" in lines[-1] for k in ("exported_logs", "lost", "spool", "ringbuf", "table"))
+    assert all(k in lines[-1] for k in ("exported_logs", "lost", "spool", "ringbuf", "table"))
 
 
 def test_metrics_reach_the_collector_with_the_agent_s_values(make_collector, tmp_path: Path) -> None:

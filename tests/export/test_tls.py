@@ -243,7 +243,7 @@ def test_broken_tls_or_token_fails_loudly_and_the_agent_keeps_running(
         rc, err = agent.stop()
     assert rc == 0, err
     assert EXPORT_FAILED in err
-    assert "otel-exec: stopped" in err
+    assert "otel-exec: info: stopped" in err
 
     arrived = receiver.logs_of(mark)
     got = receiver.deliveries[deliveries_before:]

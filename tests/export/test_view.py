@@ -3,20 +3,24 @@ colour rules on a pty, and the stop summary."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pty
 import re
 import shutil
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent_run import ROOT, AgentRun, kernel_available, marked_env, new_mark
+from tests.helpers.agent_run import (ROOT, AgentRun, kernel_available, marked_env, new_cgroup, new_mark,
+                                      overflow_the_ring, stats_lines, stop_line)
 from otel_exec.export.console import ConsoleSink, colour_wanted, duration_text
 from otel_exec.export.summary import summary_lines
 from tests.helpers.progs import Progs
@@ -177,25 +181,26 @@ def test_view_colours_failures_only_on_a_terminal_without_no_color(need_kernel: 
 
 @pytest.mark.kernel
 def test_summary_on_stop_names_a_forced_loss(need_kernel: None, progs: Progs, tmp_path: Path) -> None:
-    """The agent is stopped (SIGSTOP) while big execs overflow the smallest
-    ring: on Ctrl-C the summary's warning says what was lost and why."""
+    """The agent is frozen while big execs overflow the smallest ring: on
+    Ctrl-C the summary's warning says what was lost and why. (Frozen
+    through its cgroup: tmux continues a pane's process stopped by SIGSTOP.)"""
     bindir = tmp_path / "bin"
     bindir.mkdir(mode=0o755)
     prog = copy_of(progs.static_true, bindir / "oe_viewloss")
-    view = TmuxAgent(tmp_path, "--comm", "oe_viewloss", "--ringbuf-bytes", str(SMALLEST_RING))
-    try:
-        os.kill(view.pane_pid, signal.SIGSTOP)
+    with new_cgroup(f"oe-view-{new_mark()[:12]}") as freezer:
+        view = TmuxAgent(tmp_path, "--comm", "oe_viewloss", "--ringbuf-bytes", str(SMALLEST_RING))
         try:
-            argv = [prog, *(f"{i}" * 4000 for i in range(7))]
-            for _ in range(200):
-                subprocess.run(argv, check=True)
+            (freezer / "cgroup.procs").write_text(str(view.pane_pid))
+            (freezer / "cgroup.freeze").write_text("1")
+            try:
+                overflow_the_ring(prog, new_mark())
+            finally:
+                (freezer / "cgroup.freeze").write_text("0")
+            time.sleep(1)
+            view.interrupt()
+            screen = view.screen()
         finally:
-            os.kill(view.pane_pid, signal.SIGCONT)
-        time.sleep(1)
-        view.interrupt()
-        screen = view.screen()
-    finally:
-        view.close()
+            view.close()
     summary = screen[screen.index("otel-exec: info: stopped after"):]
     assert re.search(r"otel-exec: info: stopped after \d+\.\ds: \d+ execs seen, \d+ reported", summary), summary
     assert re.search(r"otel-exec: warning: lost \d+: lost_exec_ringbuf_full: execs the kernel dropped: the ring "
@@ -261,13 +266,12 @@ def test_summary_lists_losses_first_and_leaves_zero_counters_out() -> None:
     report = {"exec_seen": 10, "exec_filtered": 0, "exported": 9, "exits_seen": 8, "logs_exported": 9,
               "logs_export_retries": 2, "lost_exec_ringbuf_full": 1, "cut_argv": 0, "ringbuf_used_bytes": 4096}
     lines = summary_lines(report, 3.0)
-    assert lines[0] == ("otel-exec: info: stopped after 3.0s: 10 execs seen, 9 reported, 8 exits; "
-                        "exported 9 log records")
-    assert lines[1].startswith("otel-exec: warning: lost 1: lost_exec_ringbuf_full: ")
-    assert lines[2] == ("otel-exec: notice: 2 logs_export_retries: export requests that failed and were retried "
-                        "(collector down or slow)")
+    assert lines[0] == (logging.INFO, "stopped after 3.0s: 10 execs seen, 9 reported, 8 exits; exported 9 log records")
+    assert lines[1][0] == logging.WARNING and lines[1][1].startswith("lost 1: lost_exec_ringbuf_full: ")
+    assert lines[2] == (logging.INFO, "2 logs_export_retries: export requests that failed and were retried "
+                                      "(collector down or slow)")
     assert len(lines) == 3
-    assert summary_lines({"exec_seen": 1, "exported": 1}, 1.0)[-1] == "otel-exec: info: nothing was lost"
+    assert summary_lines({"exec_seen": 1, "exported": 1}, 1.0)[-1] == (logging.INFO, "nothing was lost")
 
 
 def test_redaction_marker_stands_out_in_colour() -> None:
@@ -280,31 +284,49 @@ def test_redaction_marker_stands_out_in_colour() -> None:
     assert "\x1b[7m[REDACTED]\x1b[0m" in out.getvalue().splitlines()[1]
 
 
+LINE_FORMAT = re.compile(r"^otel-exec: (debug|info|warning|error): ")
+# The stop summary's losses show whatever OTEL_LOG_LEVEL says (docs/operations.md#stderr).
+LOSS_SUMMARY = re.compile(r"^otel-exec: warning: (lost \d+: |events were lost: )")
+
+
 @pytest.mark.kernel
 @pytest.mark.parametrize("level", ["info", "error"])
-def test_every_stderr_line_carries_the_prefix_and_library_lines_a_level(need_kernel: None, tmp_path: Path,
-                                                                       level: str) -> None:
-    """A dead collector makes the agent's export loop and the OTel SDK's
-    metric exporter log; OTEL_LOG_LEVEL=error keeps only errors of them."""
+def test_every_stderr_line_has_the_prefix_and_a_level_and_follows_otel_log_level(
+        need_kernel: None, progs: Progs, tmp_path: Path, level: str) -> None:
+    """Stats lines, a ring loss forced while the agent is stopped, a dead
+    collector (the export loop's warnings, the OTel SDK's metric exporter's
+    errors) and the stop: every stderr line is `otel-exec: LEVEL: `, and
+    OTEL_LOG_LEVEL=error leaves errors and the summary's losses only."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(mode=0o755)
+    prog = copy_of(progs.static_true, bindir / "oe_logloss")
     port = socket.socket()
     port.bind(("127.0.0.1", 0))
     try:
         endpoint = f"http://127.0.0.1:{port.getsockname()[1]}"  # bound, not listening: refused
-        proc = subprocess.run([sys.executable, "-m", "otel_exec", "run", "--endpoint", endpoint, "--no-spool",
-                               "--comm", "oe-nothing-runs", "--duration", "2", "--poll-interval", "0.05"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, OTEL_LOG_LEVEL=level, OTEL_METRIC_EXPORT_INTERVAL="200"))
+        run = AgentRun(tmp_path / "agent", "--endpoint", endpoint, "--exporter", "otlp", "--no-spool",
+                       "--comm", "oe_logloss", "--ringbuf-bytes", str(SMALLEST_RING), "--stats-interval", "0.2",
+                       env=dict(os.environ, OTEL_LOG_LEVEL=level, OTEL_METRIC_EXPORT_INTERVAL="200"))
+        os.kill(run.proc.pid, signal.SIGSTOP)
+        try:
+            overflow_the_ring(prog, new_mark())
+        finally:
+            os.kill(run.proc.pid, signal.SIGCONT)
+        time.sleep(1.5)  # stats lines, export retries, metric exports
+        rc, err = run.stop()
     finally:
         port.close()
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stderr.splitlines()
-    assert lines and all(line.startswith("otel-exec: ") for line in lines), proc.stderr
-    library = [line for line in lines if re.match(r"otel-exec: (debug|info|warning|error|critical): "
-                                                  r"(opentelemetry|otel_exec)\.", line)]
-    sdk_errors = [line for line in library if line.startswith("otel-exec: error: opentelemetry.")]
-    assert sdk_errors, proc.stderr  # the SDK's metric exporter: "Failed to export metrics"
-    warnings = [line for line in library if line.startswith("otel-exec: warning: ")]
-    assert bool(warnings) == (level == "info"), proc.stderr
+    assert rc == 0, err
+    lines = err.splitlines()
+    assert lines and all(LINE_FORMAT.match(line) for line in lines), err
+    assert any(re.match(r"otel-exec: warning: lost \d+: lost_exec_ringbuf_full: ", line) for line in lines), err
+    assert any(line.startswith("otel-exec: error: opentelemetry.") for line in lines), err  # "Failed to export metrics"
+    if level == "info":
+        assert stats_lines(err) and stop_line(err)["lost_exec_ringbuf_full"] > 0, err
+        assert any(line.startswith("otel-exec: info: stopped after ") for line in lines), err
+        assert any(line.startswith("otel-exec: warning: Failed to export logs") for line in lines), err
+    else:
+        assert all(line.startswith("otel-exec: error: ") or LOSS_SUMMARY.match(line) for line in lines), err
 
 
 def _ended(exec_time: int | None, exit_code: int | None = 0, sig: int | None = None, end_ns: int = 0):
@@ -346,3 +368,27 @@ def test_exec_line_names_the_container_and_the_pod() -> None:
     systemd = sample_exec(container_id=None, cgroup_path=f"/kubepods.slice/kubepods-pod{pod.replace('-', '_')}.slice")
     assert " [pod 0d4c1b52] " in pretty_line(systemd)
     assert "[" not in pretty_line(sample_exec(container_id=None, cgroup_path="/user.slice")).split(": ")[0]
+
+
+@pytest.mark.kernel
+def test_exec_line_of_a_process_in_a_kubepods_cgroup_names_its_container_and_pod(
+        need_kernel: None, progs: Progs, tmp_path: Path) -> None:
+    """A shell moves itself into a cgroup laid out as the kubelet's systemd
+    driver and containerd make one, then execs: the view's line shows the
+    short container id and the pod (its UID's first 8 characters)."""
+    pod = str(uuid.uuid4())
+    cid = secrets.token_hex(32)
+    bindir = tmp_path / "bin"
+    bindir.mkdir(mode=0o755)
+    prog = copy_of(progs.static_true, bindir / "oe_inpod")
+    names = (f"oe-view-{new_mark()[:12]}", "kubepods.slice", f"kubepods-pod{pod.replace('-', '_')}.slice",
+             f"cri-containerd-{cid}.scope")
+    with new_cgroup(*names) as container:
+        view = tmp_path / "view.txt"  # the later --format and --output win over AgentRun's
+        run = AgentRun(tmp_path / "agent", "--format", "pretty", "--output", str(view), "--comm", "oe_inpod")
+        subprocess.run(["/bin/sh", "-c", f"echo $$ > {container}/cgroup.procs && exec {prog}"], check=True)
+        time.sleep(0.5)
+        rc, err = run.stop()
+    assert rc == 0, err
+    [line] = [line for line in view.read_text().splitlines() if prog in line and "exit" not in line.split(prog)[0]]
+    assert f" [{cid[:12]} pod {pod[:8]}] " in line, line

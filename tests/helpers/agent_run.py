@@ -94,20 +94,47 @@ class AgentRun:
         return rc, self.err.read_text()
 
 
+# The agent's stderr lines these parsers read (docs/operations.md#stderr).
+STOPPED_PREFIX = "otel-exec: info: stopped; "
+LOST_PREFIX = "otel-exec: warning: events were lost: "
+STATS_PREFIX = "otel-exec: info: execs="
+MALFORMED_PREFIX = "otel-exec: error: dropped a malformed record: "
+EXPORT_FAILED_PREFIX = "otel-exec: error: Failed to export logs"
+
+
 def stop_line(err: str) -> dict[str, int]:
-    """The `otel-exec: stopped; k=v, ...` line as a dict."""
-    line = next(l for l in err.splitlines() if l.startswith("otel-exec: stopped; "))
-    return {k: int(v) for k, v in (kv.split("=") for kv in line.removeprefix("otel-exec: stopped; ").split(", "))}
+    """The `otel-exec: info: stopped; k=v, ...` line as a dict."""
+    line = next(l for l in err.splitlines() if l.startswith(STOPPED_PREFIX))
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.removeprefix(STOPPED_PREFIX).split(", "))}
 
 
 def warning_line(err: str) -> dict[str, int]:
-    line = next(l for l in err.splitlines() if l.startswith("otel-exec: WARNING events were lost: "))
-    return ast.literal_eval(line.removeprefix("otel-exec: WARNING events were lost: "))
+    line = next(l for l in err.splitlines() if l.startswith(LOST_PREFIX))
+    return ast.literal_eval(line.removeprefix(LOST_PREFIX))
+
+
+def stats_line_texts(err: str) -> list[str]:
+    """The periodic stats lines (--stats-interval), as printed."""
+    return [l for l in err.splitlines() if l.startswith(STATS_PREFIX)]
 
 
 def stats_lines(err: str) -> list[dict[str, str]]:
-    return [dict(kv.split("=", 1) for kv in l.removeprefix("otel-exec: ").split())
-            for l in err.splitlines() if l.startswith("otel-exec: execs=")]
+    return [dict(kv.split("=", 1) for kv in l.removeprefix(STATS_PREFIX.removesuffix("execs=")).split())
+            for l in stats_line_texts(err)]
+
+
+def overflow_the_ring(prog: str, mark: str) -> tuple[list[str], int]:
+    """While the agent is stopped: execs of `prog` that overflow the smallest
+    ring whatever the reader does. Returns the big execs' argv and how many
+    execs ran."""
+    argv = [prog, *(f"{i}" * 4000 for i in range(7))]
+    big = 200  # ~6 MiB of exec records
+    small = 2000  # then small records, and their exits, fill what space is left
+    for _ in range(big):
+        subprocess.run(argv, env=marked_env(mark), check=True)
+    subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {small} ]; do {prog}; i=$((i+1)); done"],
+                   env=marked_env(mark), check=True)
+    return argv, big + small
 
 
 class Live:
