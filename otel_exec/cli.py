@@ -193,14 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="core (CO-RE, needs BTF), bcc, or auto: core when BTF exists (default %(default)s)",
         doc="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
             "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
-    _option(capture, "--no-executable-identity", action="store_true",
-        help="no build ids, htlhash or hashes of the executed files")
-    _option(capture, "--no-executable-sha256", action="store_true",
-        help="build ids and htlhash only: no SHA-256 of the whole file")
-    _option(capture, "--executable-sha256-max-bytes", type=int, default=Config.executable_sha256_max_bytes,
-        metavar="BYTES", help="larger files get build ids and htlhash, no SHA-256 (default %(default)s)")
-    _option(capture, "--executable-cache-entries", type=int, default=Config.executable_cache_entries,
-        metavar="N", help="files whose identity is remembered (default %(default)s)")
+    capture.add_argument("--no-executable-identity", action="store_true",
+                         help="no build ids, htlhash or hashes of the executed files")
+    capture.add_argument("--no-executable-sha256", action="store_true",
+                         help="build ids and htlhash only: no SHA-256 of the whole file")
+    capture.add_argument("--executable-sha256-max-bytes", type=int, default=Config.executable_sha256_max_bytes,
+                         metavar="BYTES", help="larger files get build ids and htlhash only (default %(default)s)")
+    capture.add_argument("--executable-cache-entries", type=int, default=Config.executable_cache_entries,
+                         metavar="N", help="files whose identity is remembered (default %(default)s)")
     _option(capture, "--executable-wait-ms", type=float, default=Config.executable_wait_ms, metavar="MS",
         help="how long an exec record waits for its file's identity (default %(default)s)",
         doc="how long an exec record waits for a file being hashed; later values ride "
