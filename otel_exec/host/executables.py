@@ -146,7 +146,7 @@ class ExecutableIdentities:
                 paths.append(ev.cmdpath)
             for i, path in enumerate(paths):
                 try:
-                    fd = open_regular(os.fsencode(path) if "\\x" not in path else _unescaped(path), ev)
+                    fd = open_regular(path.encode() if "\\x" not in path else _unescaped(path), ev)
                 except PermissionError:
                     found = UNREADABLE
                 except OSError:
