@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "the backend does not need at run time is dropped in any case (docs/operations.md)")
     privacy.add_argument("--span-env", action="store_true",
                      help="put environment attributes on spans too (they are always on the exec's log record)")
+    export.add_argument("--no-exit-records", action="store_true",
+                     help="send no otel_exec.process.exit log record when a process image ends (its span "
+                          "still has the exit code and signal)")
     export.add_argument("--format", choices=FORMATS,
                      help="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
     export.add_argument("--tree", action="store_true",
@@ -190,6 +193,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         protocol=args.protocol,
         headers=_headers(args.header),
         span_env=args.span_env,
+        exit_records=not args.no_exit_records,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
         spool_full_action=args.spool_full_action,
@@ -243,7 +247,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.export.telemetry import Telemetry
 
     identity = HostIdentity.current()
-    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
+    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records)
     exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
     opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
     if not (exporters["logs"] or exporters["traces"]):
