@@ -209,7 +209,7 @@ def _fresh_memos() -> None:
     """The encoder memoizes keys, names, seconds and span endings per
     process; a test that checks how they are built starts without them (a
     mutation tool forks its workers from a process that already filled them)."""
-    for memo in (encode._heads, encode._seconds, encode._endings, encode._names):
+    for memo in (encode._heads, encode._seconds, encode._endings, encode._names, encode._exe_names):
         memo.clear()
 
 
@@ -390,6 +390,7 @@ def test_an_unavailable_field_takes_along_the_keys_the_table_gives_it() -> None:
 def test_exit_record_round_trip() -> None:
     """An ended image's exit record: when and how it ended, which process,
     exec and executable, how long it ran, and its span's ids."""
+    _fresh_memos()
     ev = sample_exec()
     span = span_for(ev)
     info = span.process

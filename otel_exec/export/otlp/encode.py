@@ -419,18 +419,19 @@ _SPAN_KIND_START = w.varint_field(6, SPAN_KIND_INTERNAL) + w.tag(7, w.I64)
 _SPAN_END = w.tag(8, w.I64)
 _names: dict[str, bytes] = {}
 # (ended_by, incomplete, exit code, signal) -> _ending() of it
-_endings: dict[tuple[str, bool, int | None, int | None], tuple[Attrs, bytes, bytes]] = {}
+_endings: dict[tuple[str, bool, int | None, int | None], tuple[bytes, bytes]] = {}
 
 
-def exit_code(code: int | None, signo: int | None) -> int | None:
+def _exit_code(code: int | None, signo: int | None) -> int | None:
     """process.exit.code: the code, or for a signal death 128 + the signal,
     as shells report it ($?)."""
     return 128 + signo if signo is not None else code
 
 
-def _ending(reason: str, incomplete: bool, code: int | None, signo: int | None) -> tuple[Attrs, bytes, bytes]:
-    """How an image ended: its attributes, the span status, and the exit
-    record's body; a handful of distinct values, encoded once each."""
+def _ending(reason: str, incomplete: bool, code: int | None, signo: int | None) -> tuple[bytes, bytes]:
+    """How an image ended, encoded for its span (attributes and status) and
+    for its exit record (body and attributes); a handful of distinct
+    values, encoded once each."""
     key = (reason, incomplete, code, signo)
     hit = _endings.get(key)
     if hit is None:
@@ -438,7 +439,7 @@ def _ending(reason: str, incomplete: bool, code: int | None, signo: int | None) 
         if incomplete:
             kvs.append(_kv(keys.INCOMPLETE, True))
         error_type = None
-        status_code = exit_code(code, signo)
+        status_code = _exit_code(code, signo)
         if status_code is not None:
             kvs.append(_kv(keys.EXIT_CODE, status_code))
         if signo is not None:
@@ -455,7 +456,8 @@ def _ending(reason: str, incomplete: bool, code: int | None, signo: int | None) 
             kvs.append(_kv(keys.ERROR_TYPE, error_type))
             status = w.len_field(15, w.len_field(2, f"exited with {error_type}".encode())
                                  + w.varint_field(3, STATUS_ERROR))
-        hit = (Attrs.of(kvs), status, w.len_field(5, w.any_string(text)))
+        attrs = Attrs.of(kvs)
+        hit = (attrs.span + status, w.len_field(5, w.any_string(text)) + attrs.log)
         if len(_endings) < 4096:
             _endings[key] = hit
     return hit
@@ -479,9 +481,7 @@ def span(ended: ProcessSpan) -> bytes:
     if ended.parent_span_id:
         parts += (_SPAN_PARENT, ended.parent_span_id)
     parts += (name, _SPAN_KIND_START, _U64(ended.start_ns), _SPAN_END, _U64(max(ended.end_ns, ended.start_ns)),
-              *ended.attributes)
-    ending, status, _ = _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)
-    parts += (ending.span, status)
+              *ended.attributes, _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)[0])
     if ended.untrusted_traceparent:
         parts.append(Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span)
     return _in_scope(parts)
@@ -507,23 +507,32 @@ def _exe_name(exe: str) -> bytes:
     return hit
 
 
+# Everything of an exit record but how it ended, its pid, exec id and executable name.
+_EXIT_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + 2 * len(_LOG_ATTR) + len(_DURATION) + 8 + \
+    _LOG_AFTER_BODY_SIZE - len(_LOG_EVENT_NAME) + len(_EXIT_EVENT_NAME)
+
+
 def exit_record(ended: ProcessSpan, observed_ns: int) -> bytes:
     """A LogRecord for an ended image (EXIT_EVENT_NAME), framed
     (_in_scope): how it ended (the span's end attributes), how long it ran,
     which process, exec and executable it was, and the ids of its span, so
-    that a logs-only backend sees every end and can find the span."""
+    that a logs-only backend sees every end and can find the span. Once
+    per image end, so summed from known sizes as log_record() is."""
     info = ended.process
-    ending, _, body = _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)
-    end_ns = max(ended.end_ns, ended.start_ns)
+    ending = _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)[1]
+    start_ns, end_ns = ended.start_ns, ended.end_ns
+    if end_ns < start_ns:
+        end_ns = start_ns
     pid = _varint(info.pid)
+    pid_head = _PID[len(pid)]
     exec_id = info.exec_id.encode()
-    return _in_scope((_LOG_HEAD, _U64(end_ns), _LOG_SEVERITY, body,
-                      _LOG_ATTR, _PID[len(pid)], pid,
-                      _LOG_ATTR, _EXEC_ID + exec_id if len(exec_id) == _EXEC_ID_SIZE
-                      else _framed_fixed(keys.EXEC_ID, info.exec_id),
-                      _exe_name(info.exe), ending.log, _DURATION, _F64((end_ns - ended.start_ns) / 1e9),
-                      _LOG_IDS, ended.trace_id, _LOG_SPAN_ID, ended.span_id, _LOG_OBSERVED, _U64(observed_ns),
-                      _EXIT_EVENT_NAME))
+    exec_kv = _EXEC_ID + exec_id if len(exec_id) == _EXEC_ID_SIZE else _framed_fixed(keys.EXEC_ID, info.exec_id)
+    name = _exe_name(info.exe)
+    size = _EXIT_FIXED_SIZE + len(ending) + len(pid_head) + len(pid) + len(exec_kv) + len(name)
+    return b"".join((_IN_SCOPE, _varint(size), _LOG_TIME.pack(_LOG_HEAD[0], end_ns), _LOG_SEVERITY, ending,
+                     _LOG_ATTR, pid_head, pid, _LOG_ATTR, exec_kv, name, _DURATION, _F64((end_ns - start_ns) / 1e9),
+                     _LOG_IDS, ended.trace_id, _LOG_SPAN_ID, ended.span_id, _LOG_OBSERVED, _U64(observed_ns),
+                     _EXIT_EVENT_NAME))
 
 
 def _signal_name(signo: int) -> str:
