@@ -355,7 +355,7 @@ def test_every_key_sent_is_in_the_table() -> None:
     records = [encode.log_record(ev, encode.exec_attributes(ev), span, 1),
                encode.observed_record(observed, span_for(observed),
                                       encode.Attrs.of(encode.seeded_attributes(observed)), 1),
-               encode.gap_record(1, 2, 1.0, 0.5)]
+               encode.gap_record(1, 2, 1.0, 0.5), encode.exit_record(span, 1)]
     request = ExportLogsServiceRequest.FromString(
         encode.export_request(encode.encoded_resource(resource_attributes(HostIdentity.current())), records))
     sent |= _keys(request.resource_logs[0].resource.attributes)
