@@ -33,16 +33,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from oe_agent import Setup, traced_run
-from procs import ticks_to_us
-from report import percentile_ms, table
-from rotel_collector import find_rotel
-from run import REPO, WORKERS, Session, agent_python, machine, publish, say
-from storm import Storm
-
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-from exe_reference import exec_event  # noqa: E402
-from otel_exec.host.executables import ExecutableIdentities  # noqa: E402
+from lib.oe_agent import Setup, traced_run
+from lib.procs import ticks_to_us
+from lib.report import percentile_ms, table
+from lib.session import REPO, WORKERS, Session, agent_python, machine, publish, say
+from lib.storm import Storm
+from otel_exec.host.executables import ExecutableIdentities
+from testkit.exe_reference import exec_event
+from testkit.rotel import rotel_binary
 
 SETTINGS: list[tuple[str, list[str]]] = [
     ("identity off (--no-executable-identity)", ["--no-executable-identity"]),
@@ -55,7 +53,7 @@ def storm_rows(execs: int, started: datetime.datetime) -> list[list[str]]:
     rows = []
     with Session("oebench-identity-", "bench: did not finish; logs kept in") as session:
         storm = Storm(session.children, session.workdir, WORKERS)
-        setup = Setup(session.children, agent_python(), REPO, find_rotel(agent_python()), storm, session.workdir,
+        setup = Setup(session.children, agent_python(), REPO, rotel_binary(agent_python()), storm, session.workdir,
                       run_id=started.strftime("%Y%m%dT%H%M%S"))
         untraced = storm.run(execs, 0, f"{setup.run_id}-untraced")
         say(f"untraced: {untraced.rate:,.0f} execs/s")

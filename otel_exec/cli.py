@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     _option(export, "--format", choices=FORMATS,
         help="pretty (exec and exit lines) on a terminal, jsonl otherwise",
         doc="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
+    _option(export, "--no-exit-records", action="store_true",
+        help="no otel_exec.process.exit log record when an image ends",
+        doc="send no otel_exec.process.exit log record when a process image ends (its span "
+            "still has the exit code and signal)")
     export.add_argument("--tree", action="store_true",
                      help="pretty format: indent each exec and exit under the process that started it")
     _option(export, "--color", choices=("auto", "always", "never"), default=Config.color,
@@ -251,6 +255,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         protocol=args.protocol,
         headers=_headers(args.header),
         span_env=args.span_env,
+        exit_records=not args.no_exit_records,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
         spool_full_action=args.spool_full_action,
@@ -311,7 +316,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.export.telemetry import Telemetry
 
     identity = HostIdentity.current()
-    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
+    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records)
     exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
     opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
     if not (exporters["logs"] or exporters["traces"]):

@@ -35,6 +35,7 @@ class Config:
     protocol: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     span_env: bool = False
+    exit_records: bool = True  # a log record per image end (--no-exit-records)
     spool_dir: str | None = "/var/lib/otel-exec"  # None: records wait in memory only
     spool_max_bytes: int = 1 << 30
     spool_full_action: str = "drop-oldest"  # which records give way when disk and memory are full

@@ -12,6 +12,9 @@ import logging
 import time
 from typing import Callable, Iterable, TextIO
 
+from otel_exec import __version__
+from otel_exec.export.otlp.attributes import SCHEMA_URL
+from otel_exec.export.otlp.resource import metrics_resource
 from otel_exec.export.otlp.transport import (OtlpOptions, TransportSettings, grpc_credentials, otlp_http_session,
                                              transport_settings)
 from otel_exec.model.counters import loss_reason as kernel_loss_reason
@@ -150,8 +153,9 @@ class Telemetry:
 
         # OTEL_METRIC_EXPORT_INTERVAL sets the period, as users expect.
         provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)],  # type: ignore[arg-type]
-                                 resource=Resource(self.resource))  # type: ignore[arg-type]
-        meter = provider.get_meter("otel-exec")
+                                 resource=Resource(metrics_resource(self.resource),  # type: ignore[arg-type]
+                                                   schema_url=SCHEMA_URL))
+        meter = provider.get_meter("otel-exec", __version__, schema_url=SCHEMA_URL)
 
         def observe(select: Callable[[dict[str, int]], Iterable[tuple[int, dict[str, str]]]]) -> Callable:
             def callback(_: CallbackOptions) -> list[Observation]:

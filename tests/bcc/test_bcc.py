@@ -40,7 +40,7 @@ from otel_exec.host import privileges, tracefs
 from otel_exec.config import Config
 from otel_exec.export.console import EXEC_FIELDS
 from otel_exec.errors import BccError, NoBtfError, TracefsError
-from tests.helpers.exe_reference import IDENTITY_FIELDS, same_identity
+from testkit.exe_reference import IDENTITY_FIELDS, same_identity
 from tests.helpers.progs import Progs, popen_with_fd3
 from tests.helpers.bcc_env import bcc_env  # noqa: F401  (a fixture)
 

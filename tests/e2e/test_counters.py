@@ -266,8 +266,9 @@ def test_without_spool_a_dead_collector_s_losses_add_up_to_the_execs(make_collec
                OTEL_BLRP_MAX_QUEUE_SIZE=str(queue), OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=_dead_endpoint(),
                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.grpc_endpoint,
                OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=collector.grpc_endpoint)
+    # No exit records: the log queue then holds exec records only, as the counts below expect.
     run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm, "--no-spool",
-                   "--stats-interval", "0.1", env=env)
+                   "--no-exit-records", "--stats-interval", "0.1", env=env)
     mark = new_mark()
     try:
         # The seeded batch is held: only this test's execs add records now.
@@ -328,7 +329,8 @@ def test_a_full_spool_evicts_its_oldest_segments_and_counts_their_records(make_c
     env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="300", OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=_dead_endpoint(),
                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.grpc_endpoint,
                OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=collector.grpc_endpoint)
-    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm,
+    # No exit records: the logs spool then holds exec records only, as the counts below expect.
+    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm, "--no-exit-records",
                    "--spool-max-bytes", str(16 << 20), "--stats-interval", "0.1", env=env)
     mark = new_mark()
     try:

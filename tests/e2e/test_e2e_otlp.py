@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.helpers.agent_run import AgentRun, kernel_available, marked_env, new_mark
+from tests.helpers.agent_run import AgentRun, kernel_available, marked_env, new_mark, otlp_agent_run
 from tests.helpers.collector import Collector
 
 pytestmark = pytest.mark.kernel
@@ -174,7 +174,65 @@ def test_exit_codes_and_signals_land_on_spans(otlp_agent: AgentRun, collector: C
     assert sh.attributes["error.type"] == "3" and sh.status_code == StatusCode.ERROR
     assert sleep.attributes["otel_exec.exit.signal"] == 9
     assert sleep.attributes["error.type"] == "SIGKILL" and sleep.status_code == StatusCode.ERROR
-    assert "process.exit.code" not in sleep.attributes
+    assert sleep.attributes["process.exit.code"] == 128 + 9 == 137  # as shells report a SIGKILL death
+
+
+def exit_records_of(collector: Collector, spans: list, timeout: float = 15) -> dict:
+    """The exit records of these spans, by span id."""
+    ids = {s.span_id for s in spans}
+    records = collector.wait_for_logs(lambda r: r.event_name == "otel_exec.process.exit" and r.span_id in ids,
+                                      count=len(ids), timeout=timeout)
+    return {r.span_id: r for r in records}
+
+
+def test_exit_records_tell_each_end_and_link_to_its_span(otlp_agent: AgentRun, collector: Collector) -> None:
+    """A normal exit, a non-zero exit and a SIGKILL each arrive as an
+    otel_exec.process.exit log record carrying its span's ids and the end
+    the kernel saw (checked against what the parent's wait() returned)."""
+    mark = new_mark()
+    ok = subprocess.run(["/bin/true"], env=marked_env(mark))
+    failed = subprocess.run(["/bin/sh", "-c", "exit 3"], env=marked_env(mark))
+    victim = subprocess.Popen([SLEEP, "30"], env=marked_env(mark))
+    logs_of(collector, mark, 3)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert (ok.returncode, failed.returncode, victim.returncode) == (0, 3, -signal.SIGKILL)
+    spans = spans_of(collector, mark, 3)
+    exits = exit_records_of(collector, spans)
+    assert len(exits) == 3
+    for span in spans:
+        rec = exits[span.span_id]
+        assert rec.trace_id == span.trace_id and rec.flags & 1
+        assert rec.timestamp == span.end_time and rec.severity_number.value == 9
+        for key in ("process.pid", "otel_exec.exec_id", "process.executable.name", "otel_exec.span.ended_by",
+                    "process.exit.code"):
+            assert rec.attributes[key] == span.attributes[key], key
+        assert rec.attributes["otel_exec.span.ended_by"] == "exit"
+        assert rec.attributes["otel_exec.process.duration"] == pytest.approx((span.end_time - span.start_time) / 1e9)
+    true, sh, sleep = (exits[by_name(spans, name).span_id] for name in ("true", "dash", "sleep"))
+    assert true.attributes["process.exit.code"] == 0 and true.body == "exited with code 0"
+    assert "error.type" not in true.attributes and "otel_exec.exit.signal" not in true.attributes
+    assert sh.attributes["process.exit.code"] == 3 and sh.attributes["error.type"] == "3"
+    assert sh.body == "exited with code 3"
+    assert sleep.attributes["process.exit.code"] == 137 and sleep.attributes["otel_exec.exit.signal"] == 9
+    assert sleep.attributes["error.type"] == "SIGKILL" and sleep.body == "killed by SIGKILL (exit code 137)"
+    assert sleep.attributes["otel_exec.process.duration"] > 0
+
+
+def test_no_exit_records_turns_them_off(collector: Collector, tmp_path: Path) -> None:
+    """OTEL_EXEC_NO_EXIT_RECORDS (--no-exit-records): spans still end with
+    the exit code, no exit record is sent."""
+    run = otlp_agent_run(tmp_path, collector.grpc_endpoint, OTEL_EXEC_NO_EXIT_RECORDS="true")
+    mark = new_mark()
+    try:
+        subprocess.run(["/bin/sh", "-c", "exit 4"], env=marked_env(mark))
+        (span,) = spans_of(collector, mark, 1)
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
+    assert span.attributes["process.exit.code"] == 4
+    time.sleep(1)  # an exit record would have been flushed by the stop; give rotel time to write it
+    assert not [r for r in collector.logs() if r.span_id == span.span_id and r.event_name == "otel_exec.process.exit"]
 
 
 def test_stopping_the_agent_exports_open_spans_as_incomplete(otlp_agent: AgentRun,

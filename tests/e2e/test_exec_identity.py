@@ -17,7 +17,7 @@ import pytest
 from tests.helpers.agent_run import AgentRun, Live, kernel_available, marked, marked_env, new_mark, public_dir, stop_line  # noqa: F401
 from tests.helpers.collector import Collector
 from tests.helpers.progs import Progs
-from tests.helpers.exe_reference import build_c, build_go, go_tool_buildid, readelf_build_id, reference_htlhash, sha256sum
+from testkit.exe_reference import build_c, build_go, go_tool_buildid, readelf_build_id, reference_htlhash, sha256sum
 
 pytestmark = pytest.mark.kernel
 

@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers.agent_run import AgentRun, Live, agent, counters_from, kernel_available, marked, marked_env, new_cgroup, new_mark  # noqa: F401
 from tests.helpers.collector import Collector
-from tests.helpers.exe_reference import IDENTITY_FIELDS, same_identity
+from testkit.exe_reference import IDENTITY_FIELDS, same_identity
 from otel_exec.bcc import toolchain
 from otel_exec import cli
 from otel_exec.core import probes

@@ -5,14 +5,13 @@ OTEL_TRACES_EXPORTER=none sends only log records."""
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent_run import AgentRun, kernel_available, marked_env, new_mark
+from tests.helpers.agent_run import marked_env, new_mark, otlp_agent_run
 from tests.helpers.collector import Collector
 from otel_exec import cli
 from otel_exec.config import log_level, signal_exporters
@@ -89,20 +88,19 @@ def test_log_level_reaches_the_agents_loggers(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.kernel
 def test_traces_exporter_none_sends_only_logs(collector: Collector, tmp_path: Path):
-    reason = kernel_available()
-    if reason:
-        pytest.skip(reason)
-    env = dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="200", OTEL_BSP_SCHEDULE_DELAY="200",
-               OTEL_TRACES_EXPORTER="none")
-    run = AgentRun(tmp_path, "--exporter", "otlp", "--endpoint", collector.grpc_endpoint, env=env)
+    run = otlp_agent_run(tmp_path, collector.grpc_endpoint, OTEL_TRACES_EXPORTER="none")
     mark = new_mark()
     subprocess.run(["/bin/sh", "-c", "/bin/true; /bin/true"], env=marked_env(mark), check=True)
     logs = collector.wait_for_logs(lambda r: r.attributes.get(MARK_ATTR) == mark, count=3, timeout=15)
+    span_ids = {r.span_id for r in logs}
+    # Without spans, how each process ended still arrives: as its exit record.
+    exits = collector.wait_for_logs(lambda r: r.event_name == "otel_exec.process.exit" and r.span_id in span_ids,
+                                    count=3, timeout=15)
     rc, err = run.stop()
     assert rc == 0, err
     assert len(logs) == 3
-    span_ids = {r.span_id for r in logs}
     assert all(span_ids)  # the records still name their process spans
+    assert {r.span_id for r in exits} == span_ids and all(r.attributes["process.exit.code"] == 0 for r in exits)
     time.sleep(1)  # the spans would have been flushed by the stop; give rotel time to write them
     assert not [s for s in collector.spans() if s.span_id in span_ids]
     assert "traces_exported" not in err and "logs_exported=" in err

@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.helpers.exe_reference import exec_event
+from testkit.exe_reference import exec_event
 from otel_exec.export import console
 from otel_exec.export.console import exec_to_dict
 from otel_exec.export.otlp import attributes

@@ -210,7 +210,7 @@ def _fresh_memos() -> None:
     """The encoder memoizes keys, names, seconds and span endings per
     process; a test that checks how they are built starts without them (a
     mutation tool forks its workers from a process that already filled them)."""
-    for memo in (encode._heads, encode._seconds, encode._endings, encode._names):
+    for memo in (encode._heads, encode._seconds, encode._endings, encode._names, encode._exe_names):
         memo.clear()
 
 
@@ -280,8 +280,10 @@ def test_span_endings_and_names_built_fresh() -> None:
         ((3, None, "exec", False), {"otel_exec.span.ended_by": "exec", "process.exit.code": 3,
                                     "error.type": "3"}, 2, "exited with 3"),
         ((None, 11, "exit", False), {"otel_exec.span.ended_by": "exit", "otel_exec.exit.signal": 11,
+                                     "process.exit.code": 128 + 11,  # a signal death, as shells report it
                                      "error.type": "SIGSEGV"}, 2, "exited with SIGSEGV"),
         ((None, 99, "exit", False), {"otel_exec.span.ended_by": "exit", "otel_exec.exit.signal": 99,
+                                     "process.exit.code": 128 + 99,  # a signal death, as shells report it
                                      "error.type": "signal 99"}, 2, "exited with signal 99"),
         ((None, None, "agent_stopped", True), {"otel_exec.span.ended_by": "agent_stopped",
                                                "otel_exec.span.incomplete": True}, 0, ""),
@@ -354,7 +356,7 @@ def test_every_key_sent_is_in_the_table() -> None:
     records = [encode.log_record(ev, encode.exec_attributes(ev), span, 1),
                encode.observed_record(observed, span_for(observed),
                                       encode.Attrs.of(encode.seeded_attributes(observed)), 1),
-               encode.gap_record(1, 2, 1.0, 0.5)]
+               encode.gap_record(1, 2, 1.0, 0.5), encode.exit_record(span, 1)]
     request = ExportLogsServiceRequest.FromString(
         encode.export_request(encode.encoded_resource(resource_attributes(HostIdentity.current())), records))
     sent |= _keys(request.resource_logs[0].resource.attributes)
@@ -403,3 +405,91 @@ def test_log_records_carry_the_trace_flags_of_their_span() -> None:
         assert (lr.flags, lr.trace_id, lr.span_id) == (flags, b"\x01" * 16, b"\x02" * 8)
         observed = _one_log(encode.observed_record(ev, span, encode.Attrs.of([]), 5))
         assert (observed.flags, observed.trace_id) == (flags, b"\x01" * 16)
+
+
+def test_exit_record_round_trip() -> None:
+    """An ended image's exit record: when and how it ended, which process,
+    exec and executable, how long it ran, and its span's ids."""
+    _fresh_memos()
+    ev = sample_exec()
+    span = span_for(ev)
+    info = span.process
+    cases = [  # (exit code, signal, ended_by, incomplete) -> (body, end attributes)
+        ((0, None, "exit", False), "exited with code 0", {"otel_exec.span.ended_by": "exit", "process.exit.code": 0}),
+        ((1, None, "exit", False), "exited with code 1",
+         {"otel_exec.span.ended_by": "exit", "process.exit.code": 1, "error.type": "1"}),
+        ((None, 9, "exit", False), "killed by SIGKILL (exit code 137)",
+         {"otel_exec.span.ended_by": "exit", "process.exit.code": 137, "otel_exec.exit.signal": 9,
+          "error.type": "SIGKILL"}),
+        ((None, None, "exec", False), "ended by exec", {"otel_exec.span.ended_by": "exec"}),
+        ((None, None, "agent_stopped", True), "ended by agent_stopped",
+         {"otel_exec.span.ended_by": "agent_stopped", "otel_exec.span.incomplete": True}),
+    ]
+    for (code, signo, reason, incomplete), body, ending in cases:
+        info.exit_code, info.signal = code, signo
+        span.end_ns, span.ended_by, span.incomplete = ev.timestamp + 1_500_000_000, reason, incomplete
+        req = ExportLogsServiceRequest.FromString(encode.export_request(b"", [encode.exit_record(span, 77)]))
+        (lr,) = req.resource_logs[0].scope_logs[0].log_records
+        assert lr.event_name == "otel_exec.process.exit" and lr.body.string_value == body
+        assert lr.time_unix_nano == span.end_ns and lr.observed_time_unix_nano == 77
+        assert lr.trace_id == span.trace_id and lr.span_id == span.span_id and lr.flags == 1
+        assert lr.severity_number == 9 and lr.severity_text == "INFO"
+        keys = [kv.key for kv in lr.attributes]
+        assert len(keys) == len(set(keys))
+        assert attrs(lr.attributes) == {"process.pid": 4242, "otel_exec.exec_id": ev.exec_id,
+                                        "process.executable.name": "sudo", "otel_exec.process.duration": 1.5,
+                                        **ending}
+    # An image without an executable, an exec id of another size, an end
+    # time before the start (clamped as the span's is).
+    info.exe, info.exec_id, info.pid = "", "short", 2**40
+    span.end_ns = span.start_ns - 5
+    (lr,) = ExportLogsServiceRequest.FromString(encode.export_request(b"", [encode.exit_record(span, 1)])) \
+        .resource_logs[0].scope_logs[0].log_records
+    a = attrs(lr.attributes)
+    assert "process.executable.name" not in a and a["otel_exec.exec_id"] == "short"
+    assert a["process.pid"] == 2**40 and a["otel_exec.process.duration"] == 0.0
+    assert lr.time_unix_nano == span.start_ns
+
+
+def test_requests_carry_the_schema_url_on_resource_and_scope() -> None:
+    ev = sample_exec()
+    span = span_for(ev)
+    rec = encode.log_record(ev, encode.exec_attributes(ev), span, 1)
+    records = [rec, encode.exit_record(span, 2)]
+    request = encode.export_request(encode.encoded_resource({"service.name": "t"}), records)
+    logs = ExportLogsServiceRequest.FromString(request)
+    assert logs.resource_logs[0].schema_url == attributes.SCHEMA_URL == "https://opentelemetry.io/schemas/1.44.0"
+    assert logs.resource_logs[0].scope_logs[0].schema_url == attributes.SCHEMA_URL
+    assert len(logs.resource_logs[0].scope_logs[0].log_records) == 2
+    assert encode.request_records(request) == records  # a split sends the same records
+    span.end_ns, span.ended_by = ev.timestamp, "exit"
+    traces = ExportTraceServiceRequest.FromString(encode.export_request(b"", [encode.span(span)]))
+    assert traces.resource_spans[0].schema_url == traces.resource_spans[0].scope_spans[0].schema_url \
+        == attributes.SCHEMA_URL
+
+
+def test_resource_names_otel_exec_honestly(monkeypatch) -> None:
+    """telemetry.sdk.name `opentelemetry` is reserved for the OpenTelemetry
+    SDKs, which encode none of our logs and traces; they make the agent's
+    metrics, whose resource says so. service.instance.id: UUIDv5 of the
+    machine id under the namespace the conventions name."""
+    import uuid
+
+    from opentelemetry.sdk.version import __version__ as sdk_version
+
+    from otel_exec import __version__
+    from otel_exec.export.otlp.resource import metrics_resource
+
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    ident = HostIdentity.current()
+    res = resource_attributes(ident)
+    assert res["service.instance.id"] == str(uuid.uuid5(uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320"),
+                                                         ident.machine_id))
+    assert (res["telemetry.sdk.name"], res["telemetry.sdk.language"], res["telemetry.sdk.version"]) == \
+        ("otel-exec", "python", __version__)
+    assert (res["telemetry.distro.name"], res["telemetry.distro.version"]) == ("otel-exec", __version__)
+    metrics = metrics_resource(res)
+    assert (metrics["telemetry.sdk.name"], metrics["telemetry.sdk.version"]) == ("opentelemetry", sdk_version)
+    assert metrics["telemetry.distro.name"] == "otel-exec"
+    assert {k: v for k, v in metrics.items() if not k.startswith("telemetry.sdk.")} == \
+        {k: v for k, v in res.items() if not k.startswith("telemetry.sdk.")}

@@ -102,6 +102,17 @@ MALFORMED_PREFIX = "otel-exec: error: dropped a malformed record: "
 EXPORT_FAILED_PREFIX = "otel-exec: error: Failed to export logs"
 
 
+def otlp_agent_run(workdir: Path, endpoint: str, **env: str) -> AgentRun:
+    """An agent exporting to `endpoint` over OTLP only, its batches sent
+    every 200 ms, with these variables in its environment (skips without a
+    kernel that can run it)."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    return AgentRun(workdir, "--exporter", "otlp", "--endpoint", endpoint,
+                    env=dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="200", OTEL_BSP_SCHEDULE_DELAY="200", **env))
+
+
 def stop_line(err: str) -> dict[str, int]:
     """The `otel-exec: info: stopped; k=v, ...` line as a dict."""
     line = next(l for l in err.splitlines() if l.startswith(STOPPED_PREFIX))

@@ -8,7 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-from tests.helpers.exe_reference import exec_event
+from testkit.exe_reference import exec_event
 from otel_exec.export.otlp import encode
 from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.lineage.spans import ProcessSpan

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.exe_reference import build_c, build_go, go_tool_buildid, readelf_build_id, reference_htlhash, sha256sum
+from testkit.exe_reference import build_c, build_go, go_tool_buildid, readelf_build_id, reference_htlhash, sha256sum
 from otel_exec.host import exefile
 from otel_exec.model.executable import COMPLETE, TOO_LARGE
 

@@ -6,10 +6,17 @@ fields (docs/fields.md) whose values it carries and without which it is
 left out. A field is unavailable when --no-field switched off its group
 (config.FIELD_GROUPS: group -> fields) or the BCC backend could not verify
 it; its attributes are then not sent at all, rather than sent empty.
-Names follow the OpenTelemetry semantic conventions where one exists;
-every other key lives under `otel_exec.`.
+A key outside `otel_exec.` is a key of the OpenTelemetry semantic
+conventions registry, version SEMCONV_VERSION, of the type the registry
+gives it (tests/export/test_semconv_registry.py checks each one against the
+opentelemetry-semantic-conventions package); every other key lives under
+`otel_exec.`.
 """
 from __future__ import annotations
+
+# The registry version the keys below follow; records carry its schema URL.
+SEMCONV_VERSION = "1.44.0"
+SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 
 # attribute key -> the ExecEvent fields that, when unavailable, leave it out
 TABLE: dict[str, tuple[str, ...]] = {}
@@ -50,8 +57,9 @@ INTERPRETER_CHANGED = _key("otel_exec.interpreter.changed", "interpreter_ctime")
 # Who runs it, and where: user, working directory, cgroup, container, namespaces.
 USER_ID = _key("process.user.id", "euid")
 REAL_USER_ID = _key("process.real_user.id", "uid")
-GROUP_ID = _key("process.group.id", "egid")
-REAL_GROUP_ID = _key("process.real_group.id", "gid")
+# The registry has user ids only: group ids are ours.
+GROUP_ID = _key("otel_exec.process.group.id", "egid")
+REAL_GROUP_ID = _key("otel_exec.process.real_group.id", "gid")
 WORKING_DIRECTORY = _key("process.working_directory", "pwd")
 CGROUP = _key("process.linux.cgroup", "cgroup_path")
 CGROUP_ID = _key("otel_exec.cgroup.id", "")
@@ -101,12 +109,15 @@ SCRIPT_HTLHASH = _key("otel_exec.script.htlhash", "executable_identity script_id
 SCRIPT_SIZE = _key("otel_exec.script.size", "executable_identity script_identity")
 SCRIPT_IDENTITY_STATUS = _key("otel_exec.script.identity_status", "executable_identity script_identity")
 
-# How a span ended (spans only).
+
+# How an image ended: on its span, and on its exit record. The exit code
+# of a signal death is 128 + the signal, as shells report it.
 ENDED_BY = _key("otel_exec.span.ended_by", "")
 INCOMPLETE = _key("otel_exec.span.incomplete", "")
 EXIT_SIGNAL = _key("otel_exec.exit.signal", "")
 EXIT_CODE = _key("process.exit.code", "")
 ERROR_TYPE = _key("error.type", "")
+DURATION = _key("otel_exec.process.duration", "")  # exit records: seconds from exec (or start) to end
 TRACEPARENT_UNTRUSTED = _key("otel_exec.traceparent.untrusted", "")
 
 # A process found in /proc at start-up: where it was read.
@@ -128,6 +139,9 @@ OS_TYPE = _key("os.type", "")
 HOST_ARCH = _key("host.arch", "")
 SDK_NAME = _key("telemetry.sdk.name", "")
 SDK_LANGUAGE = _key("telemetry.sdk.language", "")
+SDK_VERSION = _key("telemetry.sdk.version", "")
+DISTRO_NAME = _key("telemetry.distro.name", "")
+DISTRO_VERSION = _key("telemetry.distro.version", "")
 
 _left_out: dict[tuple[str, ...], frozenset[str]] = {}
 

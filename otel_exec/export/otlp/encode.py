@@ -27,6 +27,7 @@ from otel_exec.model.executable import COMPLETE, ExecutableIdentity
 EVENT_NAME = "otel_exec.process.exec"
 OBSERVED_EVENT_NAME = "otel_exec.process.observed"  # running when the agent started
 GAP_EVENT_NAME = "otel_exec.agent.gap"  # an interval no agent watched
+EXIT_EVENT_NAME = "otel_exec.process.exit"  # an image ended: how, and its span
 SEVERITY_WARN = 13
 SEVERITY_INFO = 9
 SPAN_KIND_INTERNAL = 1
@@ -301,13 +302,14 @@ def identity_attrs(ev: ExecEvent) -> Attrs:
     return hit[1]
 
 
-def late_identity_attrs(identity: ExecutableIdentity) -> bytes:
-    """Span.attributes of an identity that came after its exec record (whose
-    status said pending): the values, and the final status under its own
-    key, so that no key appears twice on the span."""
+def late_identity_attrs(identity: ExecutableIdentity) -> Attrs:
+    """The attributes of an identity that came after its exec record (whose
+    status said pending), for its span and its exit record: the values, and
+    the final status under its own key, so that no key appears twice on the
+    span."""
     kvs = [_kv(name, value) for field, name in _EXECUTABLE_KEYS
            if field != "status" and (value := getattr(identity, field)) is not None]
-    return Attrs.of([*kvs, _kv(keys.EXECUTABLE_IDENTITY_LATE, identity.status)]).span
+    return Attrs.of([*kvs, _kv(keys.EXECUTABLE_IDENTITY_LATE, identity.status)])
 
 
 def _body(ev: ExecEvent) -> bytes:
@@ -478,31 +480,46 @@ _SPAN_PARENT = w.tag(4, w.LEN) + w.varint(8)
 _SPAN_KIND_START = w.varint_field(6, SPAN_KIND_INTERNAL) + w.tag(7, w.I64)
 _SPAN_END = w.tag(8, w.I64)
 _names: dict[str, bytes] = {}
-_endings: dict[tuple[str, bool, int | None, int | None], bytes] = {}
+# (ended_by, incomplete, exit code, signal) -> _ending() of it
+_endings: dict[tuple[str, bool, int | None, int | None], tuple[bytes, bytes]] = {}
 
 
-def _ending(reason: str, incomplete: bool, exit_code: int | None, signo: int | None) -> bytes:
-    """Span.attributes of how an image ended, and its status: a handful of
-    distinct values, encoded once each."""
-    key = (reason, incomplete, exit_code, signo)
+def _exit_code(code: int | None, signo: int | None) -> int | None:
+    """process.exit.code: the code, or for a signal death 128 + the signal,
+    as shells report it ($?)."""
+    return 128 + signo if signo is not None else code
+
+
+def _ending(reason: str, incomplete: bool, code: int | None, signo: int | None) -> tuple[bytes, bytes]:
+    """How an image ended, encoded for its span (attributes and status) and
+    for its exit record (body and attributes); a handful of distinct
+    values, encoded once each."""
+    key = (reason, incomplete, code, signo)
     hit = _endings.get(key)
     if hit is None:
         kvs = [_kv(keys.ENDED_BY, reason)]
         if incomplete:
             kvs.append(_kv(keys.INCOMPLETE, True))
         error_type = None
+        status_code = _exit_code(code, signo)
+        if status_code is not None:
+            kvs.append(_kv(keys.EXIT_CODE, status_code))
         if signo is not None:
             kvs.append(_kv(keys.EXIT_SIGNAL, signo))
             error_type = _signal_name(signo)
-        elif exit_code is not None:
-            kvs.append(_kv(keys.EXIT_CODE, exit_code))
-            error_type = str(exit_code) if exit_code else None
+            text = f"killed by {error_type} (exit code {status_code})"
+        elif code is not None:
+            error_type = str(code) if code else None
+            text = f"exited with code {code}"
+        else:
+            text = f"ended by {reason}"
         status = b""
         if error_type is not None:
             kvs.append(_kv(keys.ERROR_TYPE, error_type))
             status = w.len_field(15, w.len_field(2, f"exited with {error_type}".encode())
                                  + w.varint_field(3, STATUS_ERROR))
-        hit = Attrs.of(kvs).span + status
+        attrs = Attrs.of(kvs)
+        hit = (attrs.span + status, w.len_field(5, w.any_string(text)) + attrs.log)
         if len(_endings) < 4096:
             _endings[key] = hit
     return hit
@@ -526,13 +543,65 @@ def span(ended: ProcessSpan) -> bytes:
     if ended.parent_span_id:
         parts += (_SPAN_PARENT, ended.parent_span_id)
     parts += (name, _SPAN_KIND_START, _U64(ended.start_ns), _SPAN_END, _U64(max(ended.end_ns, ended.start_ns)),
-              *ended.attributes, _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal))
+              *ended.attributes, _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)[0])
     if ended.untrusted_traceparent:
         parts.append(Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span)
     late = ended.late_identity
     if late is not None and late.result is not None:
-        parts.append(late_identity_attrs(late.result))
+        parts.append(late_identity_attrs(late.result).span)
     return _in_scope(parts)
+
+
+_exe_names: dict[str, bytes] = {}
+_EXIT_EVENT_NAME = w.len_field(12, EXIT_EVENT_NAME.encode())
+# The duration attribute but its value (a double, 8 bytes), framed as a LogRecord attribute.
+_DURATION = _LOG_ATTR + _varint(len(_h(keys.DURATION)) + 2 + 8) + _h(keys.DURATION) + _varint(9) + \
+    w.tag(4, w.I64)
+_F64 = struct.Struct("<d").pack
+
+
+def _exe_name(exe: str) -> bytes:
+    """process.executable.name of an image, framed as a LogRecord
+    attribute: one per distinct executable, encoded once."""
+    hit = _exe_names.get(exe)
+    if hit is None:
+        hit = Attrs.of([_kv(keys.EXECUTABLE_NAME, os.path.basename(exe))]).log if exe else b""
+        if len(_exe_names) >= 4096:
+            _exe_names.clear()
+        _exe_names[exe] = hit
+    return hit
+
+
+# Everything of an exit record but how it ended, its pid, exec id and executable name.
+_EXIT_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + 2 * len(_LOG_ATTR) + len(_DURATION) + 8 + \
+    _LOG_AFTER_BODY_SIZE - len(_LOG_EVENT_NAME) + len(_EXIT_EVENT_NAME)
+
+
+def exit_record(ended: ProcessSpan, observed_ns: int) -> bytes:
+    """A LogRecord for an ended image (EXIT_EVENT_NAME), framed
+    (_in_scope): how it ended (the span's end attributes), how long it ran,
+    which process, exec and executable it was, and the ids of its span, so
+    that a logs-only backend sees every end and can find the span. Once
+    per image end, so summed from known sizes as log_record() is."""
+    info = ended.process
+    ending = _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)[1]
+    start_ns, end_ns = ended.start_ns, ended.end_ns
+    if end_ns < start_ns:
+        end_ns = start_ns
+    pid = _varint(info.pid)
+    pid_head = _PID[len(pid)]
+    exec_id = info.exec_id.encode()
+    exec_kv = _EXEC_ID + exec_id if len(exec_id) == _EXEC_ID_SIZE else _framed_fixed(keys.EXEC_ID, info.exec_id)
+    name = _exe_name(info.exe)
+    # An identity computed after the exec record rides here and on the span.
+    identity = ended.late_identity
+    late = (late_identity_attrs(identity.result).log,) if identity is not None and identity.result is not None else ()
+    size = _EXIT_FIXED_SIZE + len(ending) + len(pid_head) + len(pid) + len(exec_kv) + len(name) + sum(map(len, late))
+    return b"".join((_IN_SCOPE, _varint(size), _LOG_TIME.pack(_LOG_HEAD[0], end_ns), _LOG_SEVERITY, ending,
+                     _LOG_ATTR, pid_head, pid, _LOG_ATTR, exec_kv, name, _DURATION, _F64((end_ns - start_ns) / 1e9),
+                     *late, _LOG_IDS[ended.trace_flags], ended.trace_id, _LOG_SPAN_ID, ended.span_id, _LOG_OBSERVED,
+                     _U64(observed_ns),
+                     _EXIT_EVENT_NAME))
 
 
 def _signal_name(signo: int) -> str:
@@ -546,6 +615,9 @@ def _signal_name(signo: int) -> str:
 
 _SCOPE = w.len_field(1, b"otel-exec") + w.len_field(2, __version__.encode())
 _SCOPE_FIELD = w.len_field(1, _SCOPE)
+# ResourceLogs/ResourceSpans.schema_url and ScopeLogs/ScopeSpans.schema_url
+# (both field 3): the semantic-conventions version the keys follow.
+_SCHEMA_URL = w.len_field(3, keys.SCHEMA_URL.encode())
 
 
 def encoded_resource(attrs: dict[str, object]) -> bytes:
@@ -556,14 +628,16 @@ def encoded_resource(attrs: dict[str, object]) -> bytes:
 
 def export_request(resource: bytes, records: list[bytes]) -> bytes:
     """ExportLogsServiceRequest or ExportTraceServiceRequest from records
-    framed as log_record() and span() frame them: both nest resource (1)
-    and one scope block (2) holding scope (1) and the records (2). The
-    records are copied once, by one join."""
-    size = len(_SCOPE_FIELD) + sum(map(len, records))
+    framed as log_record() and span() frame them: both nest resource (1),
+    one scope block (2) holding scope (1), the records (2) and the schema
+    URL (3), and the schema URL (3). The records are copied once, by one
+    join."""
+    size = len(_SCOPE_FIELD) + sum(map(len, records)) + len(_SCHEMA_URL)
     scope_head = w.tag(2, w.LEN) + w.varint(size)
     resource_field = w.len_field(1, resource)
-    inner = len(resource_field) + len(scope_head) + size
-    return b"".join((w.tag(1, w.LEN), w.varint(inner), resource_field, scope_head, _SCOPE_FIELD, *records))
+    inner = len(resource_field) + len(scope_head) + size + len(_SCHEMA_URL)
+    return b"".join((w.tag(1, w.LEN), w.varint(inner), resource_field, scope_head, _SCOPE_FIELD, *records,
+                     _SCHEMA_URL, _SCHEMA_URL))
 
 
 def request_records(request: bytes) -> list[bytes]:

@@ -9,22 +9,40 @@ from otel_exec import __version__
 from otel_exec.export.otlp import attributes as keys
 from otel_exec.host.identity import HostIdentity
 
+# The namespace semantic conventions name for a UUIDv5 service.instance.id
+# derived from an inherent unique id (here the machine id).
+SERVICE_INSTANCE_NAMESPACE = uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm32", "ppc64le": "ppc64", "s390x": "s390x"}
 
 
 def resource_attributes(identity: HostIdentity) -> dict[str, object]:
-    """Our defaults, overridden by OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME."""
+    """Our defaults, overridden by OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME.
+
+    Logs and traces are encoded by otel-exec, not by the OpenTelemetry SDK,
+    whose name `opentelemetry` the conventions reserve: otel-exec names
+    itself as the telemetry SDK and as the distribution."""
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
     ours = Resource({
         keys.SERVICE_NAME: "otel-exec",
         keys.SERVICE_VERSION: __version__,
-        keys.SERVICE_INSTANCE_ID: str(uuid.uuid5(uuid.NAMESPACE_OID, f"otel-exec/{identity.machine_id}")),
+        keys.SERVICE_INSTANCE_ID: str(uuid.uuid5(SERVICE_INSTANCE_NAMESPACE, identity.machine_id)),
         keys.HOST_NAME: socket.gethostname(),
         keys.HOST_ID: identity.machine_id,
         keys.OS_TYPE: "linux",
         keys.HOST_ARCH: _ARCH.get(platform.machine(), platform.machine()),
-        keys.SDK_NAME: "opentelemetry",
+        keys.SDK_NAME: "otel-exec",
         keys.SDK_LANGUAGE: "python",
+        keys.SDK_VERSION: __version__,
+        keys.DISTRO_NAME: "otel-exec",
+        keys.DISTRO_VERSION: __version__,
     })
     return dict(ours.merge(OTELResourceDetector().detect()).attributes)
+
+
+def metrics_resource(attrs: dict[str, object]) -> dict[str, object]:
+    """The resource of the agent's own metrics: those the OpenTelemetry SDK
+    makes, so it is their telemetry SDK (otel-exec stays the distribution)."""
+    from opentelemetry.sdk.version import __version__ as sdk_version
+
+    return {**attrs, keys.SDK_NAME: "opentelemetry", keys.SDK_LANGUAGE: "python", keys.SDK_VERSION: sdk_version}

@@ -1,4 +1,4 @@
-"""OtlpSink: exec log records and process spans to an OTLP endpoint.
+"""OtlpSink: exec and exit log records and process spans to an OTLP endpoint.
 
 Records are encoded by encode, queued and sent in batches by batch (one
 BatchExporter per signal) over a transport; the resource is resource's.
@@ -24,6 +24,7 @@ class OtlpSink:
 
     def __init__(self, opts: OtlpOptions, identity: HostIdentity, spool: Spool | None) -> None:
         self.span_env = opts.span_env
+        self.exit_records = opts.exit_records
         self.spool = spool
         resource = encode.encoded_resource(resource_attributes(identity))
 
@@ -67,10 +68,13 @@ class OtlpSink:
             span.attributes = (attrs.span,)
 
     def on_span_end(self, span: ProcessSpan) -> None:
-        # A span under a parent that was not sampled is not recorded (as a
-        # ParentBased sampler decides); its exec's log record went out.
+        """An image ended: its span, unless its parent was not sampled (as a
+        ParentBased sampler decides), and its exit record (a log record, so
+        that a logs-only backend sees every end, sampled or not)."""
         if self.spans is not None and span.trace_flags & SAMPLED:
             self.spans.add(encode.span(span))
+        if self.exit_records and self.logs is not None:
+            self.logs.add(encode.exit_record(span, time.time_ns()))
 
     def flush(self) -> None:
         """The end of a drain of the ring buffer: everything read so far is

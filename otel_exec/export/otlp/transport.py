@@ -40,6 +40,7 @@ class OtlpOptions:
     protocol: str | None = None  # --protocol: overrides OTEL_EXPORTER_OTLP_*PROTOCOL
     headers: dict[str, str] = field(default_factory=dict)  # --header: overrides *_HEADERS
     span_env: bool = False  # --span-env: environment attributes on spans too
+    exit_records: bool = True  # --no-exit-records turns off the log record of each image's end
     signals: tuple[str, ...] = ("logs", "traces")  # those OTEL_<SIGNAL>_EXPORTER sends over OTLP
 
 
