@@ -30,6 +30,7 @@ from otel_exec.export.otlp import encode
 from otel_exec.export.otlp.resource import metrics_resource, resource_attributes
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.spans import ProcessSpan
+from otel_exec.model.executable import COMPLETE, ExecutableIdentity
 from otel_exec.model.process import ProcessInfo
 from tests.helpers.events import sample_exec
 
@@ -44,6 +45,8 @@ REGISTRY_TYPES = {
     "process.environment_variable.<key>": "string",
     "file.path": "string", "file.inode": "string", "file.mode": "string", "file.changed": "string",
     "container.id": "string", "error.type": "string",
+    "process.executable.build_id.gnu": "string", "process.executable.build_id.go": "string",
+    "process.executable.build_id.htlhash": "string",
     "service.name": "string", "service.version": "string", "service.instance.id": "string",
     "host.name": "string", "host.id": "string", "host.arch": "string", "os.type": "string",
     "telemetry.sdk.name": "string", "telemetry.sdk.language": "string", "telemetry.sdk.version": "string",
@@ -116,7 +119,8 @@ def test_every_key_outside_otel_exec_is_a_registry_key_not_deprecated() -> None:
 def _sent() -> dict[str, set[str]]:
     """Each key the encoder sends on an exec record, an exit record, a span
     and the resources, with the value types it was sent with."""
-    ev = sample_exec()
+    ev = sample_exec(executable_identity=ExecutableIdentity(COMPLETE, size=1, sha256="ab" * 32, htlhash="cd" * 16,
+                                                            gnu_build_id="ef" * 20, go_build_id="go/id"))
     info = ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id, ev.comm,
                        ev.pathname, ev.argv, False, ev.timestamp)
     span = ProcessSpan(info, b"\1" * 16, b"\2" * 8, b"", "", "", "", ev.timestamp)
