@@ -283,6 +283,8 @@ def test_a_renamed_carrier_keys_values_by_w3c_field() -> None:
     assert carrier.names == {"TRACEPARENT": "_tp1", "TRACESTATE": "Ts_2", "BAGGAGE": "BAGGAGE"}
     env = ["TRACEPARENT=no", "_tp1=a", "Ts_2", "Ts_2=b=1", "Ts_2=late", "BAGGAGE=c", "_tp1x=0"]
     assert carrier.entries(env) == {"TRACEPARENT": "a", "TRACESTATE": "b=1", "BAGGAGE": "c"}
+    swapped = TraceContextCarrier("TRACESTATE", "TRACEPARENT")  # distinct names: allowed
+    assert swapped.entries(["TRACESTATE=a", "TRACEPARENT=b"]) == {"TRACEPARENT": "a", "TRACESTATE": "b"}
     block = Strings(["_tp1=x"])
     first = carrier.entries(block)
     assert block.trace_context is first and carrier.entries(block) is first
@@ -302,12 +304,8 @@ def test_a_carrier_name_must_be_a_variable_name(flag: str, kwargs: dict[str, str
 
 
 @pytest.mark.parametrize("traceparent,tracestate", [("X", "X"), ("BAGGAGE", "TRACESTATE"),
-                                                     ("TRACEPARENT", "BAGGAGE"), ("TRACESTATE", "TRACEPARENT")])
+                                                     ("TRACEPARENT", "BAGGAGE")])
 def test_each_field_needs_a_variable_of_its_own(traceparent: str, tracestate: str) -> None:
-    if (traceparent, tracestate) == ("TRACESTATE", "TRACEPARENT"):
-        assert TraceContextCarrier(traceparent, tracestate).entries(["TRACESTATE=a", "TRACEPARENT=b"]) == \
-            {"TRACEPARENT": "a", "TRACESTATE": "b"}  # swapped names are distinct
-        return
     with pytest.raises(UsageError) as err:
         TraceContextCarrier(traceparent, tracestate)
     assert str(err.value) == (f"--traceparent-env {traceparent}, --tracestate-env {tracestate}: each field "
