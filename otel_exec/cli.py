@@ -74,6 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "the backend does not need at run time is dropped in any case (docs/operations.md)")
     privacy.add_argument("--span-env", action="store_true",
                      help="put environment attributes on spans too (they are always on the exec's log record)")
+    export.add_argument("--record-max-attributes", type=int, default=Config.record_max_attributes, metavar="N",
+                        help="an exec record's attributes at most: the environment variables beyond the budget "
+                             "are packed into one (Loki takes 128 structured-metadata entries by default and "
+                             "adds its own; docs/attributes.md#the-shape-of-a-record; default %(default)s)")
+    export.add_argument("--record-max-bytes", type=int, default=Config.record_max_bytes, metavar="BYTES",
+                        help="an exec record's attribute bytes at most, as Loki counts them (names and values "
+                             "as text; Loki takes 64,000 by default): argv and the environment share what the "
+                             "other attributes leave, and what does not fit is cut and named in "
+                             "otel_exec.record.cut (default %(default)s)")
+    export.add_argument("--env-attributes", type=int, default=Config.env_attributes, metavar="N",
+                        help="environment variables sent as attributes of their own; the others go into "
+                             "otel_exec.env.rest as KEY=VALUE (default %(default)s)")
+    export.add_argument("--body-max-bytes", type=int, default=Config.body_max_bytes, metavar="BYTES",
+                        help="the log body (the command line) is cut at this many bytes and flagged; "
+                             "process.command_args holds the arguments (default %(default)s)")
     export.add_argument("--format", choices=FORMATS,
                      help="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
     export.add_argument("--tree", action="store_true",
@@ -190,6 +205,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         protocol=args.protocol,
         headers=_headers(args.header),
         span_env=args.span_env,
+        record_max_attributes=args.record_max_attributes,
+        record_max_bytes=args.record_max_bytes,
+        env_attributes=args.env_attributes,
+        body_max_bytes=args.body_max_bytes,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
         spool_full_action=args.spool_full_action,
@@ -236,6 +255,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.export.console import ConsoleSink, colour_wanted, open_output
     from otel_exec.host.identity import HostIdentity
     from otel_exec.export.otlp.resource import resource_attributes
+    from otel_exec.export.otlp.shape import RecordLimits
     from otel_exec.export.otlp.sink import OtlpSink
     from otel_exec.export.otlp.transport import OtlpOptions, configured
     from otel_exec.export.spool import Spool
@@ -245,6 +265,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env)
     exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
+    limits = RecordLimits.from_env(os.environ, max_attributes=cfg.record_max_attributes,
+                                   max_bytes=cfg.record_max_bytes, env_attributes=cfg.env_attributes,
+                                   body_max_bytes=cfg.body_max_bytes)
     opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
     if not (exporters["logs"] or exporters["traces"]):
         raise UsageError("neither exec records nor spans are exported (OTEL_SDK_DISABLED=true, or "
@@ -271,7 +294,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
             spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, agent.user,
                           allow_group_read=cfg.spool_allow_group_read, full_action=cfg.spool_full_action,
                           boot_id=identity.boot_id) if cfg.spool_dir else None
-            sinks.append(OtlpSink(opts, identity, spool))
+            sinks.append(OtlpSink(opts, identity, spool, limits))
         if "console" in exporters["logs"]:
             out = open_output(cfg.output, trust) if cfg.output else sys.stdout
             if out is sys.stdout:
