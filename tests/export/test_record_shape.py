@@ -154,3 +154,13 @@ def test_unusable_limits_are_refused_with_the_variable_named(env: dict[str, str]
     with pytest.raises(UsageError, match=message) as e:
         RecordLimits.from_env(env)
     assert next(iter(env)) in str(e.value)
+
+
+def test_a_process_found_running_with_a_huge_argv_is_shaped_too() -> None:
+    ev = sample_exec(observed=True, argv=["java", *["-cp=" + "j" * 5000] * 40], shared=None)
+    attributes = encode.Attrs.of(encode.seeded_attributes(ev))
+    rec = encode.observed_record(ev, None, attributes, 1)
+    (record,) = loki.from_request(encode.export_request(b"", [rec]))
+    assert loki.refusals(record) == [] and len(record.body.encode()) <= 4096
+    assert set(record.attributes[keys.RECORD_CUT]) == {"body", keys.COMMAND_ARGS}
+    assert record.attributes[keys.ARGS_COUNT] == 41

@@ -400,23 +400,24 @@ def exec_attributes(ev: ExecEvent, span_env: bool = False,
     return ExecEncoding(Attrs(_LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)), attrs, body)
 
 
-def seeded_attributes(ev: ExecEvent) -> list[bytes]:
+def seeded_attributes(ev: ExecEvent, limits: RecordLimits = _DEFAULT_LIMITS) -> list[bytes]:
     """What /proc told about a process that was running before the agent
-    (an observed exec event)."""
-    attrs = [
-        _kv(keys.PID, ev.host_pid),
-        _kv(keys.PARENT_PID, ev.host_ppid),
-        _kv(keys.EXECUTABLE_PATH, ev.pathname),
-        _kv(keys.EXECUTABLE_NAME, os.path.basename(ev.pathname)),
-        _kv(keys.COMM, ev.comm),
-        _kv(keys.EXEC_ID, ev.exec_id),
-        _kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
-        _kv(keys.OBSERVED_FROM, "procfs"),
+    (an observed exec event), shaped as an exec's (its argv is not bounded
+    by the kernel's copy)."""
+    pairs: list[shape.Pair] = [
+        (keys.PID, ev.host_pid),
+        (keys.PARENT_PID, ev.host_ppid),
+        (keys.EXECUTABLE_PATH, ev.pathname),
+        (keys.EXECUTABLE_NAME, os.path.basename(ev.pathname)),
+        (keys.COMM, ev.comm),
+        (keys.EXEC_ID, ev.exec_id),
+        (keys.PARENT_EXEC_ID, ev.parent_exec_id),
+        (keys.OBSERVED_FROM, "procfs"),
     ]
     if ev.argv:
-        attrs += (_kv(keys.COMMAND, ev.argv[0]), _kv(keys.COMMAND_ARGS, ev.argv),
-                  _kv(keys.ARGS_COUNT, len(ev.argv)))
-    return attrs
+        pairs += ((keys.COMMAND, ev.argv[0]), (keys.ARGS_COUNT, len(ev.argv)))
+    shaped = shape.shape_record(pairs, ev.argv or None, [], [], limits, limits.log_value_length, 0)
+    return [_kv(k, v) for k, v in shaped.common]
 
 
 _LOG_HEAD = w.tag(1, w.I64)  # time_unix_nano, then the timestamp
@@ -453,11 +454,12 @@ def log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns:
                      _LOG_EVENT_NAME))
 
 
-def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_ns: int) -> bytes:
+def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_ns: int,
+                    body_max_bytes: int = _DEFAULT_LIMITS.body_max_bytes) -> bytes:
     """A LogRecord for a process found in /proc at start-up (an observed
     exec event), framed; with the ids of its span if it has one."""
-    parts = [_LOG_HEAD, _U64(now_ns), _LOG_SEVERITY,
-             w.len_field(5, w.any_string(shlex.join(ev.argv or [ev.comm]))), attrs.log]
+    body = shape.utf8_cut(shlex.join(ev.argv or [ev.comm]), body_max_bytes)
+    parts = [_LOG_HEAD, _U64(now_ns), _LOG_SEVERITY, w.len_field(5, w.any_string(body)), attrs.log]
     if span is not None:
         parts += (_LOG_IDS, span.trace_id, _LOG_SPAN_ID, span.span_id)
     parts += (_LOG_OBSERVED, _U64(now_ns), w.len_field(12, OBSERVED_EVENT_NAME.encode()))

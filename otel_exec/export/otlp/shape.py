@@ -29,7 +29,6 @@ from otel_exec.export.otlp import attributes as keys
 # Loki's defaults (limits_config), the numbers the default budget fits.
 LOKI_MAX_ENTRIES = 128  # max_structured_metadata_entries_count
 LOKI_MAX_METADATA_BYTES = 64_000  # max_structured_metadata_size: 64KB
-LOKI_MAX_LINE_BYTES = 256_000  # max_line_size: 256KB
 
 # What Loki adds to a line's metadata besides the record's attributes, at
 # most: observed_timestamp, severity_number, severity_text, flags,
@@ -134,14 +133,14 @@ def value_size(value: Value) -> int:
     return len(str(value))
 
 
-def _utf8_cut(s: str, max_bytes: int) -> str:
+def utf8_cut(s: str, max_bytes: int) -> str:
     b = s.encode("utf-8", "replace")
     return s if len(b) <= max_bytes else b[:max(max_bytes, 0)].decode("utf-8", "ignore")
 
 
 def _json_cut(s: str, room: int) -> str:
     """The longest start of s whose JSON string takes at most room bytes."""
-    t = _utf8_cut(s, room - 2)
+    t = utf8_cut(s, room - 2)
     while t and _json_size(t) > room:
         t = t[:len(t) - (_json_size(t) - room)]
     return t
@@ -223,7 +222,7 @@ def shape_record(fixed: list[Pair], argv: list[str] | None, env: list[tuple[str,
     size = IDS_MAX_BYTES if ids_count else 0
     for key, value in fixed:
         if isinstance(value, str) and len(value) > VALUE_MAX_BYTES // 4 and _utf8_size(value) > VALUE_MAX_BYTES:
-            value = _utf8_cut(value, VALUE_MAX_BYTES)
+            value = utf8_cut(value, VALUE_MAX_BYTES)
             cut.append(key)
         shaped.append((key, value))
         size += len(key) + value_size(value)
@@ -231,7 +230,7 @@ def shape_record(fixed: list[Pair], argv: list[str] | None, env: list[tuple[str,
     body = None
     if argv is not None:
         line = shlex.join(argv)
-        body = _utf8_cut(line, limits.body_max_bytes)
+        body = utf8_cut(line, limits.body_max_bytes)
         if len(body) < len(line):
             cut.append(BODY)
 

@@ -62,9 +62,9 @@ class OtlpSink:
     def on_observed(self, ev: ExecEvent, span: ProcessSpan | None) -> None:
         """Running before the agent, maybe since before any agent watched: a
         log record of what /proc told, and the same attributes on its span."""
-        attrs = encode.Attrs.of(encode.seeded_attributes(ev))
+        attrs = encode.Attrs.of(encode.seeded_attributes(ev, self.limits))
         if self.logs is not None:
-            self.logs.add(encode.observed_record(ev, span, attrs, ev.timestamp))
+            self.logs.add(encode.observed_record(ev, span, attrs, ev.timestamp, self.limits.body_max_bytes))
         if span is not None:
             span.attributes = (attrs.span,)
 
