@@ -54,6 +54,6 @@ def test_a_huge_environment_and_argv_arrive_within_lokis_default_limits(collecto
     args = a["process.command_args"]
     assert args[0] == TRUE and args[:-1] == argv[:len(args) - 1] and argv[len(args) - 1].startswith(args[-1])
     per_key = [k for k in a if k.startswith("process.environment_variable.")]
-    assert len(per_key) == 32 and a["process.environment_variable.PATH"] == env["PATH"]
-    assert a["otel_exec.env.rest"][0] == "VAR_030=" + env["VAR_030"]
+    assert len(per_key) == 48 and a["process.environment_variable.PATH"] == env["PATH"]
+    assert a["otel_exec.env.rest"][0] == "VAR_046=" + env["VAR_046"]  # PATH, the mark, then VAR_000...
     assert record.body.startswith(f"{TRUE} --opt-000=aaaa")

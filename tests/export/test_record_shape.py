@@ -61,7 +61,8 @@ def test_300_variables_and_a_100_kib_argv_fit_lokis_defaults_with_the_cut_named(
     per_key = [k for k in a if k.startswith(keys.ENV_PREFIX)]
     assert len(per_key) == RecordLimits().env_attributes and keys.ENV_PREFIX + "OE_FIRST" in per_key
     rest = a[keys.ENV_REST]
-    assert rest and rest[0] == "VAR_031=" + "v<&>\"\\" * 40  # the 33rd variable, first of the rest
+    first_packed = RecordLimits().env_attributes - 1  # OE_FIRST, then VAR_000...
+    assert rest and rest[0] == f"VAR_{first_packed:03d}=" + "v<&>\"\\" * 40
     # argv: whole arguments first, in order, then at most one cut short
     args = a[keys.COMMAND_ARGS]
     assert args[:-1] == ev.argv[:len(args) - 1] and ev.argv[len(args) - 1].startswith(args[-1])

@@ -68,7 +68,7 @@ class RecordLimits:
 
     max_attributes: int = DEFAULT_MAX_ATTRIBUTES
     max_bytes: int = DEFAULT_MAX_BYTES
-    env_attributes: int = 32  # environment variables as attributes of their own; the rest packed
+    env_attributes: int = 48  # environment variables as attributes of their own; the rest packed
     body_max_bytes: int = 4096
     log_count: int = 128
     log_value_length: int | None = None
