@@ -203,10 +203,6 @@ def _env_pairs(env: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     return pairs, bare
 
 
-def _framed(head: bytes, kvs: list[bytes]) -> bytes:
-    return head + head.join([w.varint(len(kv)) + kv for kv in kvs]) if kvs else b""
-
-
 _LOG_DROPPED = 7  # LogRecord.dropped_attributes_count
 _SPAN_DROPPED = 10  # Span.dropped_attributes_count
 _DEFAULT_LIMITS = RecordLimits()
@@ -237,33 +233,39 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_env: bool, limits:
         line = None if argv is None else shlex.join(argv)
         if shape.fits(limits, len(common) + ids_count, len(env), len(env_kvs),
                       sum(map(len, common)) + sum(map(len, env_kvs)), argv, line):
-            return _limited(common + env_kvs, common + env_kvs if span_env else common, line, limits, ids_count)
+            kvs = common + env_kvs
+            return _limited(kvs, len(kvs) if span_env else len(common), line, limits, ids_count)
     pairs: list[shape.Pair] = [(keys.UNAVAILABLE, list(unavailable))] if unavailable else []
     attributes(_collecting(pairs, keys.left_out(unavailable) if unavailable else frozenset()))
     log = shape.shape_record(pairs, argv, env, bare, limits, limits.log_value_length, ids_count)
     log_kvs = [_kv(k, v) for k, v in (*log.common, *log.env)]
+    span_kvs: list[bytes] | int
     if limits.span_value_length == limits.log_value_length:
-        span_kvs = log_kvs if span_env else log_kvs[:len(log.common)]
+        span_kvs = len(log_kvs) if span_env else len(log.common)
     else:
         on_span = shape.shape_record(pairs, argv, env, bare, limits, limits.span_value_length, ids_count)
         span_kvs = [_kv(k, v) for k, v in (*on_span.common, *(on_span.env if span_env else ()))]
     return _limited(log_kvs, span_kvs, log.body, limits, ids_count)
 
 
-def _limited(log_kvs: list[bytes], span_kvs: list[bytes], body: str | None, limits: RecordLimits,
+def _limited(log_kvs: list[bytes], span_kvs: list[bytes] | int, body: str | None, limits: RecordLimits,
              ids_count: int) -> tuple[Attrs, bytes]:
-    """The attributes framed for the log record and the span, each within
-    its count limit (OTEL_*_ATTRIBUTE_COUNT_LIMIT, after the ids_count ids
-    encoded per exec and, on a span, room for how it ends): those past it
-    are dropped and counted in the record's dropped_attributes_count."""
+    """The attributes framed for the log record and the span (span_kvs:
+    its own, or how many of log_kvs it has, framed once for both), each
+    within its count limit (OTEL_*_ATTRIBUTE_COUNT_LIMIT, after the
+    ids_count ids encoded per exec and, on a span, room for how it ends):
+    those past it are dropped and counted in the record's
+    dropped_attributes_count."""
+    framed = [_varint(len(kv)) + kv for kv in log_kvs]
+    span_framed = framed[:span_kvs] if isinstance(span_kvs, int) else [_varint(len(kv)) + kv for kv in span_kvs]
     log_keep = limits.log_count - ids_count
     span_keep = limits.span_count - ids_count - shape.SPAN_END_ATTRIBUTES
-    log_attrs = _framed(_LOG_ATTR, log_kvs[:log_keep])
-    span_attrs = _framed(_SPAN_ATTR, span_kvs[:span_keep])
-    if len(log_kvs) > log_keep:
-        log_attrs += w.varint_field(_LOG_DROPPED, len(log_kvs) - log_keep)
-    if len(span_kvs) > span_keep:
-        span_attrs += w.varint_field(_SPAN_DROPPED, len(span_kvs) - span_keep)
+    log_attrs = _LOG_ATTR + _LOG_ATTR.join(framed[:log_keep]) if framed else b""
+    span_attrs = _SPAN_ATTR + _SPAN_ATTR.join(span_framed[:span_keep]) if span_framed else b""
+    if len(framed) > log_keep:
+        log_attrs += w.varint_field(_LOG_DROPPED, len(framed) - log_keep)
+    if len(span_framed) > span_keep:
+        span_attrs += w.varint_field(_SPAN_DROPPED, len(span_framed) - span_keep)
     return Attrs(log_attrs, span_attrs), b"" if body is None else w.len_field(5, w.any_string(body))
 
 
