@@ -165,3 +165,16 @@ def test_a_process_found_running_with_a_huge_argv_is_shaped_too() -> None:
     assert loki.refusals(record) == [] and len(record.body.encode()) <= 4096
     assert set(record.attributes[keys.RECORD_CUT]) == {"body", keys.COMMAND_ARGS}
     assert record.attributes[keys.ARGS_COUNT] == 41
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("record_max_attributes", 63, "--record-max-attributes must be at least 64"),
+    ("record_max_bytes", shape.MIN_MAX_BYTES - 1, f"--record-max-bytes must be at least {shape.MIN_MAX_BYTES}"),
+    ("env_attributes", -1, "must not be negative"),
+    ("body_max_bytes", -1, "must not be negative"),
+])
+def test_record_options_out_of_range_are_refused(option: str, value: int, message: str) -> None:
+    from otel_exec.config import Config
+
+    with pytest.raises(UsageError, match=message):
+        Config(**{option: value}).validate()  # type: ignore[arg-type]
