@@ -104,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="no otel_exec.process.exit log record when an image ends",
         doc="send no otel_exec.process.exit log record when a process image ends (its span "
             "still has the exit code and signal)")
+    _option(export, "--record-max-attributes", type=int, default=Config.record_max_attributes, metavar="N",
+        help="an exec record's attributes at most (default %(default)s)",
+        doc="an exec record's attributes at most: the environment variables beyond the budget "
+            "are packed into one (Loki takes 128 structured-metadata entries by default and "
+            "adds its own; docs/attributes.md#the-shape-of-a-record; default %(default)s)")
+    _option(export, "--record-max-bytes", type=int, default=Config.record_max_bytes, metavar="BYTES",
+        help="an exec record's attribute bytes at most, as Loki counts them (default %(default)s)",
+        doc="an exec record's attribute bytes at most, as Loki counts them (names and values "
+            "as text; Loki takes 64,000 by default): argv and the environment share what the "
+            "other attributes leave, and what does not fit is cut and named in "
+            "otel_exec.record.cut (default %(default)s)")
+    _option(export, "--env-attributes", type=int, default=Config.env_attributes, metavar="N",
+        help="environment variables sent one attribute each (default %(default)s)",
+        doc="environment variables sent as attributes of their own; the others go into "
+            "otel_exec.env.rest as KEY=VALUE (default %(default)s)")
+    _option(export, "--body-max-bytes", type=int, default=Config.body_max_bytes, metavar="BYTES",
+        help="the log body (the command line) is cut at this size (default %(default)s)",
+        doc="the log body (the command line) is cut at this many bytes and flagged; "
+            "process.command_args holds the arguments (default %(default)s)")
     export.add_argument("--tree", action="store_true",
                      help="pretty format: indent each exec and exit under the process that started it")
     _option(export, "--color", choices=("auto", "always", "never"), default=Config.color,
@@ -256,6 +275,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         headers=_headers(args.header),
         span_env=args.span_env,
         exit_records=not args.no_exit_records,
+        record_max_attributes=args.record_max_attributes,
+        record_max_bytes=args.record_max_bytes,
+        env_attributes=args.env_attributes,
+        body_max_bytes=args.body_max_bytes,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
         spool_full_action=args.spool_full_action,
@@ -309,6 +332,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.export.console import ConsoleSink, colour_wanted, open_output
     from otel_exec.host.identity import HostIdentity
     from otel_exec.export.otlp.resource import resource_attributes
+    from otel_exec.export.otlp.shape import RecordLimits
     from otel_exec.export.otlp.sink import OtlpSink
     from otel_exec.export.otlp.transport import OtlpOptions, configured
     from otel_exec.export.spool import Spool
@@ -318,6 +342,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records)
     exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
+    limits = RecordLimits.from_env(os.environ, max_attributes=cfg.record_max_attributes,
+                                   max_bytes=cfg.record_max_bytes, env_attributes=cfg.env_attributes,
+                                   body_max_bytes=cfg.body_max_bytes)
     opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
     if not (exporters["logs"] or exporters["traces"]):
         raise UsageError("neither exec records nor spans are exported (OTEL_SDK_DISABLED=true, or "
@@ -344,7 +371,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
             spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, agent.user,
                           allow_group_read=cfg.spool_allow_group_read, full_action=cfg.spool_full_action,
                           boot_id=identity.boot_id) if cfg.spool_dir else None
-            sinks.append(OtlpSink(opts, identity, spool))
+            sinks.append(OtlpSink(opts, identity, spool, limits))
         if "console" in exporters["logs"]:
             out = open_output(cfg.output, trust) if cfg.output else sys.stdout
             if out is sys.stdout:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from otel_exec.errors import UsageError
+from otel_exec.export.otlp import shape
 from otel_exec.model.events import ExecEvent
 from otel_exec.model.layout import ARGS_MAX, FILTER_ENTRIES_MAX, PREFIX_LEN
 
@@ -36,6 +37,12 @@ class Config:
     headers: dict[str, str] = field(default_factory=dict)
     span_env: bool = False
     exit_records: bool = True  # a log record per image end (--no-exit-records)
+    # The shape of a record (export/otlp/shape.py): the budget that keeps
+    # every record within Loki's default limits.
+    record_max_attributes: int = shape.DEFAULT_MAX_ATTRIBUTES
+    record_max_bytes: int = shape.DEFAULT_MAX_BYTES
+    env_attributes: int = shape.RecordLimits.env_attributes
+    body_max_bytes: int = shape.RecordLimits.body_max_bytes
     spool_dir: str | None = "/var/lib/otel-exec"  # None: records wait in memory only
     spool_max_bytes: int = 1 << 30
     spool_full_action: str = "drop-oldest"  # which records give way when disk and memory are full
@@ -144,6 +151,14 @@ class Config:
         for name, value in (("--argv-max-bytes", self.argv_max_bytes), ("--env-max-bytes", self.env_max_bytes)):
             if not 0 <= value <= ARGS_MAX:
                 raise UsageError(f"{name} must be between 0 and {ARGS_MAX}")
+        if self.record_max_attributes < 64:
+            raise UsageError("--record-max-attributes must be at least 64 (an exec's attributes without its "
+                             "environment)")
+        if self.record_max_bytes < shape.MIN_MAX_BYTES:
+            raise UsageError(f"--record-max-bytes must be at least {shape.MIN_MAX_BYTES} (an exec's attributes "
+                             "without argv and environment, at their longest)")
+        if self.env_attributes < 0 or self.body_max_bytes < 0:
+            raise UsageError("--env-attributes and --body-max-bytes must not be negative")
         rb = self.ringbuf_bytes
         if rb < 4096 * 16 or rb & (rb - 1):
             raise UsageError("--ringbuf-bytes must be a power of two of at least 64 KiB")

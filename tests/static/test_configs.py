@@ -582,3 +582,13 @@ def test_traced_app_env_names_follow_the_spec():
     assert traced_app.env_var_name("tracestate") == "TRACESTATE"
     assert traced_app.env_var_name("x-b3-traceid") == "X_B3_TRACEID"
     assert traced_app.env_var_name("1abc") == "_1ABC"
+
+
+def test_compose_loki_keeps_the_default_limits_the_agent_fits():
+    from otel_exec.export.otlp import shape
+    from tests.helpers import loki
+
+    limits = load_yaml(COMPOSE_LOKI)["limits_config"]
+    assert limits["max_structured_metadata_entries_count"] == loki.MAX_METADATA_ENTRIES == shape.LOKI_MAX_ENTRIES
+    assert limits["max_structured_metadata_size"] == "64KB" and loki.MAX_METADATA_BYTES == shape.LOKI_MAX_METADATA_BYTES
+    assert limits["max_line_size"] == "256KB" and loki.MAX_LINE_BYTES == 256_000

@@ -93,6 +93,13 @@ UNAVAILABLE = _key("otel_exec.unavailable", "")
 # the entries without "=" in one (an empty env list leaves out both).
 ENV_PREFIX = "process.environment_variable."
 ENV_WITHOUT_VALUE = _key("otel_exec.env_entries_without_value", "")
+# The variables beyond --env-attributes, as KEY=VALUE in one array (shape.py).
+ENV_REST = _key("otel_exec.env.rest", "")
+
+# What the record's shape cut to fit its limits (shape.py): the keys whose
+# values were shortened or left out, "process.environment_variable" for the
+# environment, "body" for the command line in the body.
+RECORD_CUT = _key("otel_exec.record.cut", "")
 
 # What the executed file is by content (otel_exec.host.executables): registry
 # keys for the build ids (they join with OpenTelemetry profiles), otel_exec.*

@@ -20,6 +20,8 @@ from otel_exec import __version__
 from otel_exec.model.blocks import BoundedCache
 from otel_exec.export.otlp import attributes as keys
 from otel_exec.export.otlp import protowire as w
+from otel_exec.export.otlp import shape
+from otel_exec.export.otlp.shape import RecordLimits
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.events import ExecEvent
 from otel_exec.model.executable import COMPLETE, ExecutableIdentity
@@ -90,7 +92,8 @@ def iso8601(ns: int) -> str:
     return f"{prefix}.{rem // 1_000_000:03d}Z"
 
 
-# An attribute encoder: _kv, or one that leaves out what is unavailable (_keeping).
+# An attribute encoder: _kv, or one that leaves out what is unavailable (_keeping),
+# or one that collects (key, value) pairs to shape (_collecting).
 KeyValueEncoder = Callable[[str, w.Value], bytes]
 
 
@@ -174,11 +177,22 @@ def _available(unavailable: tuple[str, ...], kvs: list[bytes]) -> list[bytes]:
     return [_kv(keys.UNAVAILABLE, list(unavailable)), *filter(None, kvs)]
 
 
-def _env_kvs(env: list[str]) -> list[bytes]:
-    """One attribute per key (OTLP forbids duplicates): the first value of a
-    key set twice wins, as getenv(3) finds it; entries without "=" go into
-    one array attribute."""
-    kvs = []
+def _collecting(pairs: list[shape.Pair], gone: frozenset[str]) -> KeyValueEncoder:
+    """An attribute encoder that collects (key, value) into pairs, to be
+    shaped (shape.py) before they are encoded; the keys of unavailable
+    fields (gone) are left out."""
+    def kv(key: str, value: w.Value) -> bytes:
+        if key not in gone:
+            pairs.append((key, value))
+        return b""
+    return kv
+
+
+def _env_pairs(env: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """One (key, value) per key (OTLP forbids duplicates): the first value
+    of a key set twice wins, as getenv(3) finds it; and the entries
+    without "=" apart."""
+    pairs = []
     seen = set()
     bare = []
     for entry in env:
@@ -187,10 +201,74 @@ def _env_kvs(env: list[str]) -> list[bytes]:
             bare.append(entry)
         elif key not in seen:
             seen.add(key)
-            kvs.append(_kv(keys.ENV_PREFIX + key, value))
-    if bare:
-        kvs.append(_kv(keys.ENV_WITHOUT_VALUE, bare))
-    return kvs
+            pairs.append((key, value))
+    return pairs, bare
+
+
+_LOG_DROPPED = 7  # LogRecord.dropped_attributes_count
+_SPAN_DROPPED = 10  # Span.dropped_attributes_count
+_DEFAULT_LIMITS = RecordLimits()
+
+
+# The attributes of an exec but its environment's, built with an attribute
+# encoder (_kv, _keeping or _collecting): a list of what it returned.
+AttributeBuilder = Callable[[KeyValueEncoder], list[bytes]]
+
+
+def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_env: bool, limits: RecordLimits,
+            ids_count: int) -> tuple[Attrs, bytes]:
+    """An exec's attributes shaped to the limits (shape.py) and encoded,
+    with the log body. The environment goes on the log record, and on the
+    span only with span_env: it is most of a record's bytes
+    (docs/attributes.md). Most records fit as they are, which a bound on
+    their encoded size tells without sizing each value; the others are
+    built again as (key, value) pairs and shaped."""
+    unavailable = ev.unavailable
+    argv = None if "argv" in unavailable else ev.argv
+    env, bare = _env_pairs(ev.env)
+    if limits.log_value_length is None and limits.span_value_length is None:
+        kvs = attributes(_keeping(unavailable)) if unavailable else attributes(_kv)
+        common = _available(unavailable, kvs) if unavailable else kvs
+        env_kvs = [_kv(keys.ENV_PREFIX + k, v) for k, v in env]
+        if bare:
+            env_kvs.append(_kv(keys.ENV_WITHOUT_VALUE, bare))
+        line = None if argv is None else shlex.join(argv)
+        if shape.fits(limits, len(common) + ids_count, len(env), len(env_kvs),
+                      sum(map(len, common)) + sum(map(len, env_kvs)), argv, line):
+            kvs = common + env_kvs
+            return _limited(kvs, len(kvs) if span_env else len(common), line, limits, ids_count)
+    pairs: list[shape.Pair] = [(keys.UNAVAILABLE, list(unavailable))] if unavailable else []
+    attributes(_collecting(pairs, keys.left_out(unavailable) if unavailable else frozenset()))
+    log = shape.shape_record(pairs, argv, env, bare, limits, limits.log_value_length, ids_count)
+    log_kvs = [_kv(k, v) for k, v in (*log.common, *log.env)]
+    span_kvs: list[bytes] | int
+    if limits.span_value_length == limits.log_value_length:
+        span_kvs = len(log_kvs) if span_env else len(log.common)
+    else:
+        on_span = shape.shape_record(pairs, argv, env, bare, limits, limits.span_value_length, ids_count)
+        span_kvs = [_kv(k, v) for k, v in (*on_span.common, *(on_span.env if span_env else ()))]
+    return _limited(log_kvs, span_kvs, log.body, limits, ids_count)
+
+
+def _limited(log_kvs: list[bytes], span_kvs: list[bytes] | int, body: str | None, limits: RecordLimits,
+             ids_count: int) -> tuple[Attrs, bytes]:
+    """The attributes framed for the log record and the span (span_kvs:
+    its own, or how many of log_kvs it has, framed once for both), each
+    within its count limit (OTEL_*_ATTRIBUTE_COUNT_LIMIT, after the
+    ids_count ids encoded per exec and, on a span, room for how it ends):
+    those past it are dropped and counted in the record's
+    dropped_attributes_count."""
+    framed = [_varint(len(kv)) + kv for kv in log_kvs]
+    span_framed = framed[:span_kvs] if isinstance(span_kvs, int) else [_varint(len(kv)) + kv for kv in span_kvs]
+    log_keep = limits.log_count - ids_count
+    span_keep = limits.span_count - ids_count - shape.SPAN_END_ATTRIBUTES
+    log_attrs = _LOG_ATTR + _LOG_ATTR.join(framed[:log_keep]) if framed else b""
+    span_attrs = _SPAN_ATTR + _SPAN_ATTR.join(span_framed[:span_keep]) if span_framed else b""
+    if len(framed) > log_keep:
+        log_attrs += w.varint_field(_LOG_DROPPED, len(framed) - log_keep)
+    if len(span_framed) > span_keep:
+        span_attrs += w.varint_field(_SPAN_DROPPED, len(span_framed) - span_keep)
+    return Attrs(log_attrs, span_attrs), b"" if body is None else w.len_field(5, w.any_string(body))
 
 
 _varint = w.varint
@@ -234,27 +312,21 @@ def _framed_fixed(key: str, s: str) -> bytes:
     return _varint(len(kv)) + kv
 
 
-def _shared_encoding(ev: ExecEvent, span_env: bool) -> tuple[Attrs, bytes]:
-    """The attributes every exec sharing ev.shared has in common, and the
-    log body. The environment goes on the log record, and on the span only
-    with span_env: it is most of a record's bytes (docs/attributes.md).
-    With --no-field the unavailable fields are the same for every exec of
-    the run, so they are left out here, once per shared part."""
-    unavailable = ev.unavailable
-    kv = _keeping(unavailable) if unavailable else _kv
-    kvs = _image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
-                     ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv)
-    kvs += _context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
-                        ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type,
-                        ev.stdin_path, ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc,
-                        ev.path_truncated, kv)
-    kvs += _command_kvs(ev, kv)
-    if unavailable:
-        kvs = _available(unavailable, kvs)
-    env = Attrs.of(_env_kvs(ev.env))
-    common = Attrs.of(kvs)
-    attrs = Attrs(common.log + env.log, common.span + env.span if span_env else common.span)
-    return attrs, _body(ev)
+def _shared_encoding(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> tuple[Attrs, bytes]:
+    """The attributes every exec sharing ev.shared has in common, shaped
+    (_shaped), and the log body. With --no-field the unavailable fields
+    are the same for every exec of the run, so they are left out here,
+    once per shared part."""
+    def attributes(kv: KeyValueEncoder) -> list[bytes]:
+        kvs = _image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
+                         ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv)
+        kvs += _context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
+                            ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type,
+                            ev.stdin_path, ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc,
+                            ev.path_truncated, kv)
+        kvs += _command_kvs(ev, kv)
+        return kvs
+    return _shaped(ev, attributes, span_env, limits, shape.IDS_COUNT)
 
 
 # ExecutableIdentity fields and their attributes: registry keys for the
@@ -312,11 +384,6 @@ def late_identity_attrs(identity: ExecutableIdentity) -> Attrs:
     return Attrs.of([*kvs, _kv(keys.EXECUTABLE_IDENTITY_LATE, identity.status)])
 
 
-def _body(ev: ExecEvent) -> bytes:
-    """LogRecord.body, the command line; none when argv is unavailable."""
-    return b"" if "argv" in ev.unavailable else w.len_field(5, w.any_string(shlex.join(ev.argv)))
-
-
 class ExecEncoding:
     """An exec's encoded attributes, in two parts that records join
     without copying them first: its own ids, and what it shares with
@@ -334,24 +401,24 @@ class ExecEncoding:
         return self.ids.span, self.common.span
 
 
-def _without_unavailable(ev: ExecEvent) -> ExecEncoding:
+def _without_unavailable(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> ExecEncoding:
     """A backend that could not verify some fields (BCC), which vary from
     exec to exec: encoded per exec, ids included."""
-    kv = _keeping(ev.unavailable)
-    kvs = _available(ev.unavailable, [
-        kv(keys.PID, ev.host_pid), kv(keys.PARENT_PID, ev.host_ppid), kv(keys.VPID, ev.pid),
-        kv(keys.VPPID, ev.ppid), kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
-        kv(keys.EXEC_ID, ev.exec_id), kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
-        *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
-                    ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv),
-        *_context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
-                      ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type, ev.stdin_path,
-                      ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc, ev.path_truncated, kv),
-        *_command_kvs(ev, kv),
-    ])
-    env = Attrs.of(_env_kvs(ev.env))
-    common = Attrs.of(kvs)
-    return ExecEncoding(identity_attrs(ev), Attrs(common.log + env.log, common.span), _body(ev))
+    def attributes(kv: KeyValueEncoder) -> list[bytes]:
+        return [
+            kv(keys.PID, ev.host_pid), kv(keys.PARENT_PID, ev.host_ppid), kv(keys.VPID, ev.pid),
+            kv(keys.VPPID, ev.ppid), kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
+            kv(keys.EXEC_ID, ev.exec_id), kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
+            *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
+                        ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv),
+            *_context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
+                          ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type, ev.stdin_path,
+                          ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc, ev.path_truncated,
+                          kv),
+            *_command_kvs(ev, kv),
+        ]
+    attrs, body = _shaped(ev, attributes, span_env, limits, shape.IDENTITY_COUNT)
+    return ExecEncoding(identity_attrs(ev), attrs, body)
 
 
 # ExecEvent.shared -> _shared_encoding() of it. Keyed by the object, which
@@ -362,17 +429,19 @@ _shared_encodings = BoundedCache()
 _encoding_of_shared = _shared_encodings.get  # bound once: the per-exec lookup is one C call
 
 
-def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
-    """Every field of an exec (docs/attributes.md), encoded."""
+def exec_attributes(ev: ExecEvent, span_env: bool = False,
+                    limits: RecordLimits = _DEFAULT_LIMITS) -> ExecEncoding:
+    """Every field of an exec (docs/attributes.md), encoded within the
+    limits (shape.py; one set per process, like span_env)."""
     shared = ev.shared
     if shared is None:
         if ev.unavailable:
-            return _without_unavailable(ev)
-        attrs, body = _shared_encoding(ev, span_env)
+            return _without_unavailable(ev, span_env, limits)
+        attrs, body = _shared_encoding(ev, span_env, limits)
     else:
         common = _encoding_of_shared(shared)
         if common is None:
-            common = _shared_encoding(ev, span_env)
+            common = _shared_encoding(ev, span_env, limits)
             _shared_encodings.remember(shared, common, len(common[0].log) + len(common[0].span) + len(common[1]))
         attrs, body = common
     v = _varint
@@ -394,23 +463,24 @@ def exec_attributes(ev: ExecEvent, span_env: bool = False) -> ExecEncoding:
     return ExecEncoding(Attrs(log, span_ids), attrs, body)
 
 
-def seeded_attributes(ev: ExecEvent) -> list[bytes]:
+def seeded_attributes(ev: ExecEvent, limits: RecordLimits = _DEFAULT_LIMITS) -> list[bytes]:
     """What /proc told about a process that was running before the agent
-    (an observed exec event)."""
-    attrs = [
-        _kv(keys.PID, ev.host_pid),
-        _kv(keys.PARENT_PID, ev.host_ppid),
-        _kv(keys.EXECUTABLE_PATH, ev.pathname),
-        _kv(keys.EXECUTABLE_NAME, os.path.basename(ev.pathname)),
-        _kv(keys.COMM, ev.comm),
-        _kv(keys.EXEC_ID, ev.exec_id),
-        _kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
-        _kv(keys.OBSERVED_FROM, "procfs"),
+    (an observed exec event), shaped as an exec's (its argv is not bounded
+    by the kernel's copy)."""
+    pairs: list[shape.Pair] = [
+        (keys.PID, ev.host_pid),
+        (keys.PARENT_PID, ev.host_ppid),
+        (keys.EXECUTABLE_PATH, ev.pathname),
+        (keys.EXECUTABLE_NAME, os.path.basename(ev.pathname)),
+        (keys.COMM, ev.comm),
+        (keys.EXEC_ID, ev.exec_id),
+        (keys.PARENT_EXEC_ID, ev.parent_exec_id),
+        (keys.OBSERVED_FROM, "procfs"),
     ]
     if ev.argv:
-        attrs += (_kv(keys.COMMAND, ev.argv[0]), _kv(keys.COMMAND_ARGS, ev.argv),
-                  _kv(keys.ARGS_COUNT, len(ev.argv)))
-    return attrs
+        pairs += ((keys.COMMAND, ev.argv[0]), (keys.ARGS_COUNT, len(ev.argv)))
+    shaped = shape.shape_record(pairs, ev.argv or None, [], [], limits, limits.log_value_length, 0)
+    return [_kv(k, v) for k, v in shaped.common]
 
 
 _LOG_HEAD = w.tag(1, w.I64)  # time_unix_nano, then the timestamp
@@ -449,11 +519,12 @@ def log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns:
                      _tagged_u64(_LOG_OBSERVED_TAG, observed_ns), _LOG_EVENT_NAME))
 
 
-def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_ns: int) -> bytes:
+def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_ns: int,
+                    body_max_bytes: int = _DEFAULT_LIMITS.body_max_bytes) -> bytes:
     """A LogRecord for a process found in /proc at start-up (an observed
     exec event), framed; with the ids of its span if it has one."""
-    parts = [_LOG_HEAD, _U64(now_ns), _LOG_SEVERITY,
-             w.len_field(5, w.any_string(shlex.join(ev.argv or [ev.comm]))), attrs.log]
+    body = shape.utf8_cut(shlex.join(ev.argv or [ev.comm]), body_max_bytes)
+    parts = [_LOG_HEAD, _U64(now_ns), _LOG_SEVERITY, w.len_field(5, w.any_string(body)), attrs.log]
     if span is not None:
         parts += (_LOG_IDS[span.trace_flags], span.trace_id, _LOG_SPAN_ID, span.span_id)
     parts += (_LOG_OBSERVED, _U64(now_ns), w.len_field(12, OBSERVED_EVENT_NAME.encode()))

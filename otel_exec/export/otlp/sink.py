@@ -10,6 +10,7 @@ import time
 from otel_exec.export.otlp import encode
 from otel_exec.export.otlp.batch import BatchExporter, BatchSettings, MemoryQueue, SpoolQueue
 from otel_exec.export.otlp.resource import resource_attributes
+from otel_exec.export.otlp.shape import RecordLimits
 from otel_exec.export.otlp.transport import OtlpOptions, make_transport
 from otel_exec.export.spool import Spool
 from otel_exec.host.identity import HostIdentity
@@ -22,9 +23,11 @@ class OtlpSink:
     """Exec log records and process spans, to an OTLP endpoint, through the
     spool unless it is off."""
 
-    def __init__(self, opts: OtlpOptions, identity: HostIdentity, spool: Spool | None) -> None:
+    def __init__(self, opts: OtlpOptions, identity: HostIdentity, spool: Spool | None,
+                 limits: RecordLimits = RecordLimits()) -> None:
         self.span_env = opts.span_env
         self.exit_records = opts.exit_records
+        self.limits = limits
         self.spool = spool
         resource = encode.encoded_resource(resource_attributes(identity))
 
@@ -53,7 +56,7 @@ class OtlpSink:
             b.start()
 
     def on_exec(self, ev: ExecEvent, span: ProcessSpan) -> None:
-        enc = encode.exec_attributes(ev, self.span_env)
+        enc = encode.exec_attributes(ev, self.span_env, self.limits)
         if self.logs is not None:
             self.logs.add(encode.log_record(ev, enc, span, time.time_ns()))
         span.attributes = enc.span_attrs()
@@ -61,9 +64,9 @@ class OtlpSink:
     def on_observed(self, ev: ExecEvent, span: ProcessSpan | None) -> None:
         """Running before the agent, maybe since before any agent watched: a
         log record of what /proc told, and the same attributes on its span."""
-        attrs = encode.Attrs.of(encode.seeded_attributes(ev))
+        attrs = encode.Attrs.of(encode.seeded_attributes(ev, self.limits))
         if self.logs is not None:
-            self.logs.add(encode.observed_record(ev, span, attrs, ev.timestamp))
+            self.logs.add(encode.observed_record(ev, span, attrs, ev.timestamp, self.limits.body_max_bytes))
         if span is not None:
             span.attributes = (attrs.span,)
 
