@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
             "are packed into one (Loki takes 128 structured-metadata entries by default and "
             "adds its own; docs/attributes.md#the-shape-of-a-record; default %(default)s)")
     _option(export, "--record-max-bytes", type=int, default=Config.record_max_bytes, metavar="BYTES",
-        help="an exec record's attribute bytes at most, as Loki counts them (default %(default)s)",
+        help="an exec record's attribute bytes at most, as Loki counts (default %(default)s)",
         doc="an exec record's attribute bytes at most, as Loki counts them (names and values "
             "as text; Loki takes 64,000 by default): argv and the environment share what the "
             "other attributes leave, and what does not fit is cut and named in "

@@ -19,7 +19,7 @@ from tests.helpers.events import attrs, sample_exec
 ENV_MARK = keys.ENV_PREFIX.rstrip(".")
 
 
-_SPAN = SimpleNamespace(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)  # what log_record reads of a span
+_SPAN = SimpleNamespace(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, trace_flags=1)  # what log_record reads of a span
 
 
 def _record(ev, limits: RecordLimits = RecordLimits(), span_env: bool = False):  # type: ignore[no-untyped-def]

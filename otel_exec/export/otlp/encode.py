@@ -326,7 +326,8 @@ def _shared_encoding(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> tup
                             ev.path_truncated, kv)
         kvs += _command_kvs(ev, kv)
         return kvs
-    return _shaped(ev, attributes, span_env, limits, shape.IDS_COUNT)
+    identity = shape.IDENTITY_COUNT if ev.executable_identity is not None else 0
+    return _shaped(ev, attributes, span_env, limits, shape.IDS_COUNT + identity)
 
 
 # ExecutableIdentity fields and their attributes: registry keys for the
@@ -417,7 +418,8 @@ def _without_unavailable(ev: ExecEvent, span_env: bool, limits: RecordLimits) ->
                           kv),
             *_command_kvs(ev, kv),
         ]
-    attrs, body = _shaped(ev, attributes, span_env, limits, shape.IDENTITY_COUNT)
+    identity = shape.IDENTITY_COUNT if ev.executable_identity is not None else 0
+    attrs, body = _shaped(ev, attributes, span_env, limits, identity)
     return ExecEncoding(identity_attrs(ev), attrs, body)
 
 

@@ -46,13 +46,15 @@ VALUE_MAX_BYTES = 4096
 # after the other attributes at their longest (ten values of 4096 bytes).
 MIN_MAX_BYTES = 48 * 1024
 # The exec's own ids (pid, parent pid, vpid, vppid, creation time, exec
-# id, parent exec id) and its file's identity (host/executables.py: up to
-# six attributes of the executable, four of a script's): encoded per exec,
-# outside the shaping, so counted here. An OTEL_* limit below these would
-# cut an exec's ids.
+# id, parent exec id): encoded per exec, outside the shaping, so counted
+# here. An OTEL_* limit below these would cut an exec's identity.
+IDS_COUNT = 7
+IDS_MAX_BYTES = 400
+# Its file's identity when that is on (host/executables.py: up to six
+# attributes of the executable, four of a script's), also outside the
+# shaping: counted; their bytes (under 1,000) fit in the margin left under
+# Loki's limit (DEFAULT_MAX_BYTES).
 IDENTITY_COUNT = 10
-IDS_COUNT = 7 + IDENTITY_COUNT
-IDS_MAX_BYTES = 400 + 600
 MIN_COUNT_LIMIT = 16
 MIN_VALUE_LENGTH_LIMIT = 32  # an exec id is 32 characters
 # What ending a span adds (spans.py: ended_by, incomplete, exit code or
