@@ -275,6 +275,13 @@ def test_the_environment_on_the_span_only_with_span_env(shared: bool) -> None:
         assert {k: log[k] for k in env} == env
         assert {k: v for k, v in span_attrs.items() if k.startswith(keys.ENV_PREFIX)} == (env if span_env else {})
         assert keys.COMM in span_attrs
+    encode._shared_encodings.clear()
+    ev = sample_exec(env=["A=b"])
+    if shared:
+        ev.shared = SharedExec(())
+    by_default = encode.exec_attributes(ev)
+    assert not any(k.startswith(keys.ENV_PREFIX) for k in attrs(Span.FromString(b"".join(by_default.span_attrs()))
+                                                             .attributes))
 
 
 def test_file_types_interactive_and_empty_argv() -> None:
