@@ -27,7 +27,7 @@ def note(name: bytes, ntype: int, desc: bytes, align: int = 4, e: str = "<") -> 
 
 
 def elf(segments: list[tuple] = (), sections: list[tuple] = (), data: list[bytes] = (), is64: bool = True,
-        e: str = "<", ident: bytes | None = None, phentsize: int | None = None, phnum: int | None = None,
+        e: str = "<", phentsize: int | None = None, phnum: int | None = None,
         ph_pad: bytes = b"", sh_pad: bytes = b"") -> bytes:
     """An ELF file: header, program headers, section headers, then the data
     blobs each at an 8-aligned offset. A segment is (type, blob index,
@@ -49,7 +49,7 @@ def elf(segments: list[tuple] = (), sections: list[tuple] = (), data: list[bytes
     def where(index: int | None) -> tuple[int, int]:
         return ((1 << (64 if is64 else 32)) - 1, 64) if index is None else (offsets[index], len(data[index]))
 
-    head = ident or b"\x7fELF" + bytes([2 if is64 else 1, 1 if e == "<" else 2, 1]) + bytes(9)
+    head = b"\x7fELF" + bytes([2 if is64 else 1, 1 if e == "<" else 2, 1]) + bytes(9)
     addr = "Q" if is64 else "I"
     out = bytearray(head + struct.pack(
         e + "HHI" + addr * 3 + "IHHHHHH", 2, 62, 1, 0, phoff, shoff, 0, ehsize,
