@@ -97,11 +97,13 @@ ENDINGS = [  # (reason, incomplete, exit_code, signal) -> attributes and status,
     (("exec", False, 3, None), [kv(keys.ENDED_BY, string_value="exec"), kv(keys.EXIT_CODE, int_value=3),
                                 kv(keys.ERROR_TYPE, string_value="3")], "exited with 3"),
     (("exit", True, 1, 9), [kv(keys.ENDED_BY, string_value="exit"), kv(keys.INCOMPLETE, bool_value=True),
-                            kv(keys.EXIT_SIGNAL, int_value=9), kv(keys.ERROR_TYPE, string_value="SIGKILL")],
+                            kv(keys.EXIT_CODE, int_value=128 + 9), kv(keys.EXIT_SIGNAL, int_value=9),
+                            kv(keys.ERROR_TYPE, string_value="SIGKILL")],
      "exited with SIGKILL"),
     (("evicted", True, None, None), [kv(keys.ENDED_BY, string_value="evicted"),
                                      kv(keys.INCOMPLETE, bool_value=True)], None),
-    (("exit", False, None, 200), [kv(keys.ENDED_BY, string_value="exit"), kv(keys.EXIT_SIGNAL, int_value=200),
+    (("exit", False, None, 200), [kv(keys.ENDED_BY, string_value="exit"), kv(keys.EXIT_CODE, int_value=128 + 200),
+                                  kv(keys.EXIT_SIGNAL, int_value=200),
                                   kv(keys.ERROR_TYPE, string_value="signal 200")], "exited with signal 200"),
 ]
 
@@ -109,17 +111,17 @@ ENDINGS = [  # (reason, incomplete, exit_code, signal) -> attributes and status,
 @pytest.mark.parametrize("args,kvs,message", ENDINGS, ids=[str(c[0]) for c in ENDINGS])
 def test_endings_byte_for_byte(args: tuple, kvs: list[KeyValue], message: str | None) -> None:
     want = Span(attributes=kvs, status=Status(code=2, message=message) if message else None)
-    first = encode._ending(*args)
+    first = encode._ending(*args)[0]  # the span's part
     assert first == want.SerializeToString()
-    assert encode._endings[args] == first
-    assert encode._ending(*args) == first
+    assert encode._endings[args][0] == first
+    assert encode._ending(*args)[0] == first
 
 
 def test_endings_come_from_the_memo_which_is_bounded() -> None:
-    encode._endings[("exit", False, 0, None)] = b"memo"
-    assert encode._ending("exit", False, 0, None) == b"memo"
+    encode._endings[("exit", False, 0, None)] = (b"memo", b"")
+    assert encode._ending("exit", False, 0, None)[0] == b"memo"
     encode._endings.clear()
-    encode._endings.update({(str(i), False, None, None): b"" for i in range(4095)})
+    encode._endings.update({(str(i), False, None, None): (b"", b"") for i in range(4095)})
     encode._ending("exit", False, 1, None)
     assert len(encode._endings) == 4096 and ("exit", False, 1, None) in encode._endings
     encode._ending("exit", False, 2, None)
@@ -161,7 +163,7 @@ def test_seconds_memo_is_consulted_and_bounded() -> None:
 
 
 def identity_event_attrs(identity: ExecutableIdentity) -> dict[str, object]:
-    from tests.helpers.exe_reference import exec_event
+    from testkit.exe_reference import exec_event
     ev = exec_event("/bin/true")
     ev.executable_identity = identity
     return attrs(Span.FromString(encode.identity_attrs(ev).span).attributes)
@@ -182,7 +184,7 @@ def test_identity_memos_are_bounded() -> None:
 
 
 def test_identity_memos_are_consulted() -> None:
-    from tests.helpers.exe_reference import exec_event
+    from testkit.exe_reference import exec_event
     ev = exec_event("/bin/true")
     ev.executable_identity = identity = ExecutableIdentity(COMPLETE, size=3)
     encode._exec_identities[id(identity)] = (identity, encode.Attrs(b"L", b"S"))
