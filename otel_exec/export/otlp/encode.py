@@ -326,7 +326,7 @@ def _shared_encoding(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> tup
                             ev.path_truncated, kv)
         kvs += _command_kvs(ev, kv)
         return kvs
-    identity = shape.IDENTITY_COUNT if ev.executable_identity is not None else 0
+    identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
     return _shaped(ev, attributes, span_env, limits, shape.IDS_COUNT + identity)
 
 
@@ -418,7 +418,7 @@ def _without_unavailable(ev: ExecEvent, span_env: bool, limits: RecordLimits) ->
                           kv),
             *_command_kvs(ev, kv),
         ]
-    identity = shape.IDENTITY_COUNT if ev.executable_identity is not None else 0
+    identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
     attrs, body = _shaped(ev, attributes, span_env, limits, identity)
     return ExecEncoding(identity_attrs(ev), attrs, body)
 

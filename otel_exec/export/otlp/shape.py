@@ -51,10 +51,16 @@ MIN_MAX_BYTES = 48 * 1024
 IDS_COUNT = 7
 IDS_MAX_BYTES = 400
 # Its file's identity when that is on (host/executables.py: up to six
-# attributes of the executable, four of a script's), also outside the
-# shaping: counted; their bytes (under 1,000) fit in the margin left under
-# Loki's limit (DEFAULT_MAX_BYTES).
-IDENTITY_COUNT = 10
+# attributes of the executable, four more of a `#!` script), also outside
+# the shaping: counted; their bytes (under 1,000) fit in the margin left
+# under Loki's limit (DEFAULT_MAX_BYTES).
+EXECUTABLE_IDENTITY_COUNT = 6
+SCRIPT_IDENTITY_COUNT = 4
+
+
+def identity_count(has_identity: bool, has_script: bool) -> int:
+    """Attributes the file identity may add to an exec record."""
+    return (EXECUTABLE_IDENTITY_COUNT + (SCRIPT_IDENTITY_COUNT if has_script else 0)) if has_identity else 0
 MIN_COUNT_LIMIT = 16
 MIN_VALUE_LENGTH_LIMIT = 32  # an exec id is 32 characters
 # What ending a span adds (spans.py: ended_by, incomplete, exit code or
