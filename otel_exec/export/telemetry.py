@@ -163,7 +163,7 @@ class Telemetry:
             return callback
 
         meter.create_observable_counter(
-            "otel_exec.model.events", [observe(lambda r: [(r.get(k, 0), a) for k, a in _SEEN.items()])],
+            "otel_exec.events", [observe(lambda r: [(r.get(k, 0), a) for k, a in _SEEN.items()])],
             unit="{event}", description="Events the kernel reported, by type")
         meter.create_observable_counter(
             "otel_exec.records.exported",

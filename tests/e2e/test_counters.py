@@ -95,8 +95,8 @@ def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, p
     assert last_value(dump, "otel_exec.lost", reason="exit_ringbuf_full") == counters["lost_exit_ringbuf_full"]
     assert last_value(dump, "otel_exec.lost", reason="unreported_ringbuf_full") == \
         counters["lost_unreported_ringbuf_full"]
-    assert last_value(dump, "otel_exec.model.events", type="exec") == counters["exec_seen"] > execs
-    assert last_value(dump, "otel_exec.model.events", type="exit") == counters["exits_seen"] > 0
+    assert last_value(dump, "otel_exec.events", type="exec") == counters["exec_seen"] > execs
+    assert last_value(dump, "otel_exec.events", type="exit") == counters["exits_seen"] > 0
     assert last_value(dump, "otel_exec.records.exported", signal="logs") == counters["logs_exported"] > 0
     assert last_value(dump, "otel_exec.process_table.size") == counters["process_table_size"] > 0
 

@@ -47,8 +47,8 @@ def test_metrics_reach_the_collector_with_the_agent_s_values(make_collector, tmp
     assert rc == 0, err
     counters = stop_line(err)
     dump = collector.output_path.read_text(errors="replace")
-    assert last_value(dump, "otel_exec.model.events", type="exec") == counters["exec_seen"] >= 3
-    assert last_value(dump, "otel_exec.model.events", type="exit") == counters["exits_seen"] >= 3
+    assert last_value(dump, "otel_exec.events", type="exec") == counters["exec_seen"] >= 3
+    assert last_value(dump, "otel_exec.events", type="exit") == counters["exits_seen"] >= 3
     for signal in ("logs", "traces"):
         assert last_value(dump, "otel_exec.records.exported", signal=signal) == counters[f"{signal}_exported"]
         assert last_value(dump, "otel_exec.spool.size", signal=signal) == counters[f"{signal}_spool_bytes"]

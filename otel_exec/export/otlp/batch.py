@@ -7,6 +7,7 @@ memory (MemoryQueue).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -297,7 +298,8 @@ class BatchExporter:
         started = time.monotonic()
         answer = self.transport.send(request)
         if answer.outcome is not Outcome.RETRY:
-            self.latency_ms = int((time.monotonic() - started) * 1000)
+            # Rounded up: an answered request took time, even under a millisecond on loopback.
+            self.latency_ms = math.ceil((time.monotonic() - started) * 1000)
         if answer.outcome is Outcome.SENT:
             rejected = min(answer.rejected, count)
             self.exported += count - rejected
