@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from tests.helpers.agent_run import ROOT, kernel_available
 from tests.helpers.collector import Collector
 from testkit.fake_collector import FakeCollector, Reply
-from tests.helpers.tls import TOKEN, Pki, TlsReceiver, make_pki, tls_env
+from tests.helpers.tls import TOKEN, Pki, TlsReceiver, tls_env
 
 pytestmark = pytest.mark.kernel
 CHECK = [sys.executable, "-m", "otel_exec", "check"]
@@ -28,19 +27,6 @@ def need_kernel() -> None:
     reason = kernel_available()
     if reason:
         pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def receiver(pki: Pki) -> Iterator[TlsReceiver]:
-    instance = TlsReceiver(pki, TOKEN)
-    instance.start()
-    yield instance
-    instance.stop()
 
 
 def check(*args: str, env: dict[str, str] | None = None, unshare_first: str = "") -> tuple[int, dict[str, str]]:

@@ -43,7 +43,6 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,20 +51,7 @@ from testkit.rotel import rotel_binary
 from tests.helpers.agent_run import AgentRun, kernel_available, marked, marked_env, new_mark
 
 from tests.helpers.tls import (CLIENT_CN, EXPORT_FAILED, LOOPBACK, PROTOCOLS, TOKEN, TRUE, Pki, TlsReceiver,
-                                attributes_of, make_pki, pki_backends, tls_env)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def receiver(pki: Pki) -> Iterator[TlsReceiver]:
-    instance = TlsReceiver(pki, TOKEN)
-    instance.start()
-    yield instance
-    instance.stop()
+                                attributes_of, pki_backends, tls_env)
 
 
 # requests takes these over the CA file the OTLP/HTTP exporter is given

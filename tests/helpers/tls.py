@@ -9,7 +9,7 @@ import shutil
 import ssl
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -398,3 +398,18 @@ def tls_env(pki: Pki, *, ca: Path | None, client: tuple[Path, Path] | None) -> d
         env["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"] = str(client[0])
         env["OTEL_EXPORTER_OTLP_CLIENT_KEY"] = str(client[1])
     return env
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throwaway PKI per test module (tests/conftest.py re-exports it)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def receiver(pki: Pki) -> Iterator[TlsReceiver]:
+    """The TLS OTLP receiver, trusting `pki`, for one test module."""
+    instance = TlsReceiver(pki, TOKEN)
+    instance.start()
+    yield instance
+    instance.stop()
