@@ -16,6 +16,7 @@ from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAP
                               Config, csv, log_level, parse_layered, signal_exporters)
 from otel_exec.errors import OtelExecError, UsageError
 from otel_exec.export.spool import FULL_ACTIONS
+from otel_exec.option_texts import DOC, HELP
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ explanations: docs/configuration.md.
 """
 
 
-def _option(group: argparse._ActionsContainer, *flags: str, doc: str, **kw: object) -> argparse.Action:
-    """group.add_argument, with doc: the longer text of docs/configuration.md
-    (help is the one line --help shows)."""
-    action = group.add_argument(*flags, **kw)  # type: ignore[arg-type]
-    action.doc = doc  # type: ignore[attr-defined]
+def _option(group: argparse._ActionsContainer, *flags: str, **kw: object) -> argparse.Action:
+    """group.add_argument with the option's texts from option_texts: the
+    --help line and the longer meaning of docs/configuration.md."""
+    action = group.add_argument(*flags, help=HELP[flags[-1]], **kw)  # type: ignore[arg-type]
+    action.doc = DOC.get(flags[-1])  # type: ignore[attr-defined]
     return action
 
 
@@ -54,180 +55,61 @@ def build_parser() -> argparse.ArgumentParser:
     export = run.add_argument_group("export")
     reliability = run.add_argument_group("reliability")
     diagnostics = run.add_argument_group("diagnostics")
-    _option(run, "--config", metavar="PATH",
-        help=f"YAML settings file owned by root (default {DEFAULT_CONFIG_FILE})",
-        doc=f"YAML file of settings, keys as in docs/configuration.md (also ${CONFIG_ENV}; "
-            f"default {DEFAULT_CONFIG_FILE} when it exists; '' reads none). It must belong to "
-            "root and be writable by no other user")
-    _option(export, "--exporter", default=[], type=csv,
-        help="otlp, console or otlp,console (default: otlp if an endpoint is set)",
-        doc="otlp, console or both (otlp,console); default: otlp when an endpoint is "
-            "configured (--endpoint or OTEL_EXPORTER_OTLP_*ENDPOINT), else console")
-    _option(export, "--endpoint", help="OTLP endpoint URL, e.g. http://127.0.0.1:4317",
-        doc="OTLP endpoint URL, e.g. http://127.0.0.1:4317 (overrides "
-            "OTEL_EXPORTER_OTLP_ENDPOINT)")
-    export.add_argument("--protocol", choices=("grpc", "http/protobuf"),
-                     help="OTLP protocol (overrides OTEL_EXPORTER_OTLP_PROTOCOL; default grpc)")
-    _option(export, "--header", action="append", default=[], metavar="KEY=VALUE",
-        help="header of every OTLP request (repeatable)",
-        doc="header sent with every OTLP request (repeatable; overrides OTEL_EXPORTER_OTLP_HEADERS)")
-    _option(reliability, "--spool-dir", default=Config.spool_dir, metavar="DIR",
-        help="records go to disk here before the collector (default %(default)s)",
-        doc="OTLP records are written here first and sent from here, so none is lost to a "
-            "collector outage or an agent crash (default %(default)s)")
-    _option(reliability, "--spool-max-bytes", type=int, default=Config.spool_max_bytes, metavar="BYTES",
-        help="above this, the oldest spooled records go, counted (default 1 GiB)",
-        doc="when the spool is larger, its oldest records are dropped and counted (default 1 GiB)")
-    _option(reliability, "--spool-full-action", choices=FULL_ACTIONS, default=Config.spool_full_action,
-        help="disk and memory window full: which records give way (default %(default)s)",
-        doc="when the disk takes no write and the memory window is full too, drop the oldest "
-            "or the newest records, counted (default %(default)s)")
-    _option(reliability, "--spool-allow-group-read", action="store_true",
-        help="keep the group's read access (0750) to an existing spool directory",
-        doc="keep the group's read access to an existing spool directory (0750); otherwise "
-            "read access of group and others is removed (write access is refused)")
-    reliability.add_argument("--no-spool", action="store_true",
-                     help="keep records in memory only (OTEL_BLRP_/OTEL_BSP_MAX_QUEUE_SIZE)")
-    diagnostics.add_argument("--stats-interval", type=float, metavar="SECONDS",
-                     help="log a one-line summary (execs, exported, lost, spool) this often")
-    _option(privacy, "--user", metavar="USER",
-        help="switch to this user (name or uid) once the probes are attached",
-        doc="once the probes are attached, switch to this user (name or uid); every capability "
-            "the backend does not need at run time is dropped in any case (docs/operations.md)")
-    _option(privacy, "--span-env", action="store_true",
-        help="environment attributes on spans too (always on the log record)",
-        doc="put environment attributes on spans too (they are always on the exec's log record)")
-    _option(export, "--format", choices=FORMATS,
-        help="pretty (exec and exit lines) on a terminal, jsonl otherwise",
-        doc="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
-    _option(export, "--no-exit-records", action="store_true",
-        help="no otel_exec.process.exit log record when an image ends",
-        doc="send no otel_exec.process.exit log record when a process image ends (its span "
-            "still has the exit code and signal)")
-    _option(export, "--record-max-attributes", type=int, default=Config.record_max_attributes, metavar="N",
-        help="an exec record's attributes at most (default %(default)s)",
-        doc="an exec record's attributes at most: the environment variables beyond the budget "
-            "are packed into one (Loki takes 128 structured-metadata entries by default and "
-            "adds its own; docs/attributes.md#the-shape-of-a-record; default %(default)s)")
-    _option(export, "--record-max-bytes", type=int, default=Config.record_max_bytes, metavar="BYTES",
-        help="an exec record's attribute bytes at most, as Loki counts (default %(default)s)",
-        doc="an exec record's attribute bytes at most, as Loki counts them (names and values "
-            "as text; Loki takes 64,000 by default): argv and the environment share what the "
-            "other attributes leave, and what does not fit is cut and named in "
-            "otel_exec.record.cut (default %(default)s)")
-    _option(export, "--env-attributes", type=int, default=Config.env_attributes, metavar="N",
-        help="environment variables sent one attribute each (default %(default)s)",
-        doc="environment variables sent as attributes of their own; the others go into "
-            "otel_exec.env.rest as KEY=VALUE (default %(default)s)")
-    _option(export, "--body-max-bytes", type=int, default=Config.body_max_bytes, metavar="BYTES",
-        help="the log body (the command line) is cut at this size (default %(default)s)",
-        doc="the log body (the command line) is cut at this many bytes and flagged; "
-            "process.command_args holds the arguments (default %(default)s)")
-    export.add_argument("--tree", action="store_true",
-                     help="pretty format: indent each exec and exit under the process that started it")
-    _option(export, "--color", choices=("auto", "always", "never"), default=Config.color,
-        help="colour failures, signals, redactions (auto: a terminal without NO_COLOR)",
-        doc="pretty format: colour failures, signals and redactions (auto: on a terminal "
-            "unless NO_COLOR is set)")
-    _option(diagnostics, "--verbose", action="store_true",
-        help="on stop, every counter too (always when stderr is not a terminal)",
-        doc="on stop, also print every counter (always done when stderr is not a terminal)")
-    export.add_argument("--output", metavar="FILE",
-                     help="write events here, not stdout (created 0600; never through a symlink)")
-    capture.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    _option(diagnostics, "--ready-file", metavar="PATH",
-        help="written once attached, privileges dropped and the exporters running",
-        doc="written once probes are attached, /proc is seeded, privileges are dropped and the "
-            "exporters run")
-    _option(privacy, "--env-capture", choices=ENV_CAPTURE_MODES, default="redacted",
-        help="redacted (default): secrets hidden; none: no env attributes; all: verbatim",
-        doc="redacted (default): secret values hidden (docs/redaction.md); none: no environment "
-            "attribute at all (lineage still reads TRACEPARENT); all: verbatim")
-    _option(privacy, "--redact-pattern", action="append", default=[], metavar="REGEX",
-        help="also redact what REGEX (or each of its groups) matches in argv and env",
-        doc="also redact in every argument and env value: what each capture group of REGEX "
-            "matched, or the whole match without groups (repeatable)")
-    _option(privacy, "--redact-allow", action="append", default=[], metavar="REGEX",
-        help="a value REGEX matches whole escapes the built-in redaction rules",
-        doc="an argument or env value REGEX matches whole is left alone by the built-in rules "
-            "(repeatable; --redact-pattern still applies)")
-    _option(privacy, "--trust-traceparent", default=Config.trust_traceparent, metavar="any|none|root|UID[,UID...]",
-        help="whose TRACEPARENT may parent a span, by real uid (default %(default)s)",
-        doc="whose TRACEPARENT may parent a span, by real user id; others are recorded as "
-            "otel_exec.traceparent.untrusted and nest under their lineage parent (default any)")
-    _option(privacy, "--traceparent-env", default=Config.traceparent_env, metavar="NAME",
-        help="the variable carrying the W3C traceparent (default %(default)s)",
-        doc="the environment variable that carries the W3C traceparent (default TRACEPARENT); "
-            "redaction bounds and scans its value, whatever its name")
-    _option(privacy, "--tracestate-env", default=Config.tracestate_env, metavar="NAME",
-        help="the variable carrying the W3C tracestate (default %(default)s)",
-        doc="the environment variable that carries the W3C tracestate (default TRACESTATE); "
-            "redaction bounds and scans its value, whatever its name")
-    privacy.add_argument("--env-allow", action="append", default=[], metavar="KEY",
-                     help="keep this env key verbatim even if it looks secret (repeatable)")
-    filters.add_argument("--comm", action="append", default=[], help="only these command names")
-    filters.add_argument("--exclude-comm", action="append", default=[], help="never these command names")
-    _option(filters, "--path-prefix", action="append", default=[], metavar="PREFIX",
-        help="only execs whose path as exec'd or executable starts with PREFIX",
-        doc="only execs whose path as exec'd (cmdpath) or resolved executable path starts "
-            "with PREFIX (a string prefix: /usr/bin/ is the directory, /usr/bin/py also "
-            "matches /usr/bin/python3)")
-    filters.add_argument("--uid", action="append", default=[], type=int, help="only these real user ids")
-    filters.add_argument("--container-only", action="store_true",
-                         help="only processes outside the agent's PID namespace")
-    _option(filters, "--cgroup", action="append", default=[], metavar="PATH",
-        help="only processes in this cgroup v2 or below it (/system.slice/ssh.service)",
-        doc="only processes in this cgroup v2 or below it: the path as /proc/PID/cgroup shows it "
-            "(/system.slice/ssh.service) or the directory (/sys/fs/cgroup/system.slice)")
-    _option(filters, "--sample-rate", type=int, default=Config.sample_rate, metavar="N",
-        help="keep 1 exec in N at random, never those --keep-* match (default %(default)s)",
-        doc="keep 1 exec in N at random, except those an always-keep option matches; "
-            "records carry otel_exec.sample_rate (default 1: keep every exec)")
-    filters.add_argument("--keep-comm", action="append", default=[], metavar="NAME",
-                          help="never sample out this command name (repeatable)")
-    filters.add_argument("--keep-uid", action="append", default=[], type=int, metavar="UID",
-                          help="never sample out this real user id (repeatable)")
-    _option(filters, "--keep-path-prefix", action="append", default=[], metavar="PREFIX",
-        help="never sample out execs under PREFIX (repeatable)",
-        doc="never sample out execs under PREFIX, as --path-prefix matches it (repeatable)")
-    _option(capture, "--no-field", action="append", default=[], type=csv, metavar="FIELD[,FIELD]",
-        help=f"do not collect these: {', '.join(FIELD_GROUPS)} (repeatable)",
-        doc=f"do not collect these fields, in the kernel: {', '.join(FIELD_GROUPS)} "
-            "(paths: every resolved path: executable, interpreter, stdin, working directory, "
-            "cgroup); records leave them out and name them in otel_exec.unavailable (repeatable)")
-    for block, what in (("argv", "argument list"), ("env", "environment")):
-        _option(capture, f"--{block}-max-bytes", type=int, default=getattr(Config, f"{block}_max_bytes"),
-            metavar="BYTES", help=f"copy at most this much of the {what}; more is cut (default %(default)s)",
-            doc=f"the kernel copies at most this much of the {what}; a longer "
-                "one is cut and flagged (default %(default)s)")
-    _option(capture, "--ringbuf-bytes", type=int, default=Config.ringbuf_bytes, metavar="BYTES",
-        help="kernel-to-agent ring buffer size, a power of two (default %(default)s)",
-        doc="size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
-            "longer bursts (docs/operations.md#sizing; default %(default)s)")
-    _option(capture, "--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS",
-        help="drain the ring at least this often (default %(default)s)",
-        doc="the reader drains the ring this often unless the ring fills faster "
-            "(default %(default)s)")
-    _option(capture, "--process-table-size", type=int, default=Config.process_table_size, metavar="ENTRIES",
-        help="processes tracked for lineage; beyond it the oldest go (default %(default)s)",
-        doc="processes the kernel and the agent keep track of for lineage; the oldest are evicted "
-            "beyond it (default %(default)s)")
-    _option(capture, "--backend", choices=BACKENDS, default=Config.backend,
-        help="core (CO-RE, needs BTF), bcc, or auto: core when BTF exists (default %(default)s)",
-        doc="core (CO-RE, needs kernel BTF), bcc (needs python3-bpfcc and kernel headers), or "
-            "auto: core where /sys/kernel/btf/vmlinux exists, else bcc (docs/backends.md)")
-    capture.add_argument("--no-executable-identity", action="store_true",
-                         help="no build ids, htlhash or hashes of the executed files")
-    capture.add_argument("--no-executable-sha256", action="store_true",
-                         help="build ids and htlhash only: no SHA-256 of the whole file")
-    capture.add_argument("--executable-sha256-max-bytes", type=int, default=Config.executable_sha256_max_bytes,
-                         metavar="BYTES", help="larger files get build ids and htlhash only (default %(default)s)")
-    capture.add_argument("--executable-cache-entries", type=int, default=Config.executable_cache_entries,
-                         metavar="N", help="files whose identity is remembered (default %(default)s)")
-    _option(capture, "--executable-wait-ms", type=float, default=Config.executable_wait_ms, metavar="MS",
-        help="how long an exec record waits for its file's identity (default %(default)s)",
-        doc="how long an exec record waits for a file being hashed; later values ride "
-            "on the span (default %(default)s)")
+    _option(run, "--config", metavar="PATH")
+    _option(export, "--exporter", default=[], type=csv)
+    _option(export, "--endpoint")
+    _option(export, "--protocol", choices=("grpc", "http/protobuf"))
+    _option(export, "--header", action="append", default=[], metavar="KEY=VALUE")
+    _option(reliability, "--spool-dir", default=Config.spool_dir, metavar="DIR")
+    _option(reliability, "--spool-max-bytes", type=int, default=Config.spool_max_bytes, metavar="BYTES")
+    _option(reliability, "--spool-full-action", choices=FULL_ACTIONS, default=Config.spool_full_action)
+    _option(reliability, "--spool-allow-group-read", action="store_true")
+    _option(reliability, "--no-spool", action="store_true")
+    _option(diagnostics, "--stats-interval", type=float, metavar="SECONDS")
+    _option(privacy, "--user", metavar="USER")
+    _option(privacy, "--span-env", action="store_true")
+    _option(export, "--format", choices=FORMATS)
+    _option(export, "--no-exit-records", action="store_true")
+    _option(export, "--record-max-attributes", type=int, default=Config.record_max_attributes, metavar="N")
+    _option(export, "--record-max-bytes", type=int, default=Config.record_max_bytes, metavar="BYTES")
+    _option(export, "--env-attributes", type=int, default=Config.env_attributes, metavar="N")
+    _option(export, "--body-max-bytes", type=int, default=Config.body_max_bytes, metavar="BYTES")
+    _option(export, "--tree", action="store_true")
+    _option(export, "--color", choices=("auto", "always", "never"), default=Config.color)
+    _option(diagnostics, "--verbose", action="store_true")
+    _option(export, "--output", metavar="FILE")
+    _option(capture, "--duration", type=float, metavar="SECONDS")
+    _option(diagnostics, "--ready-file", metavar="PATH")
+    _option(privacy, "--env-capture", choices=ENV_CAPTURE_MODES, default="redacted")
+    _option(privacy, "--redact-pattern", action="append", default=[], metavar="REGEX")
+    _option(privacy, "--redact-allow", action="append", default=[], metavar="REGEX")
+    _option(privacy, "--trust-traceparent", default=Config.trust_traceparent, metavar="any|none|root|UID[,UID...]")
+    _option(privacy, "--traceparent-env", default=Config.traceparent_env, metavar="NAME")
+    _option(privacy, "--tracestate-env", default=Config.tracestate_env, metavar="NAME")
+    _option(privacy, "--env-allow", action="append", default=[], metavar="KEY")
+    _option(filters, "--comm", action="append", default=[])
+    _option(filters, "--exclude-comm", action="append", default=[])
+    _option(filters, "--path-prefix", action="append", default=[], metavar="PREFIX")
+    _option(filters, "--uid", action="append", default=[], type=int)
+    _option(filters, "--container-only", action="store_true")
+    _option(filters, "--cgroup", action="append", default=[], metavar="PATH")
+    _option(filters, "--sample-rate", type=int, default=Config.sample_rate, metavar="N")
+    _option(filters, "--keep-comm", action="append", default=[], metavar="NAME")
+    _option(filters, "--keep-uid", action="append", default=[], type=int, metavar="UID")
+    _option(filters, "--keep-path-prefix", action="append", default=[], metavar="PREFIX")
+    _option(capture, "--no-field", action="append", default=[], type=csv, metavar="FIELD[,FIELD]")
+    _option(capture, "--argv-max-bytes", type=int, default=Config.argv_max_bytes, metavar="BYTES")
+    _option(capture, "--env-max-bytes", type=int, default=Config.env_max_bytes, metavar="BYTES")
+    _option(capture, "--ringbuf-bytes", type=int, default=Config.ringbuf_bytes, metavar="BYTES")
+    _option(capture, "--poll-interval", type=float, default=Config.poll_interval, metavar="SECONDS")
+    _option(capture, "--process-table-size", type=int, default=Config.process_table_size, metavar="ENTRIES")
+    _option(capture, "--backend", choices=BACKENDS, default=Config.backend)
+    _option(capture, "--no-executable-identity", action="store_true")
+    _option(capture, "--no-executable-sha256", action="store_true")
+    _option(capture, "--executable-sha256-max-bytes", type=int, default=Config.executable_sha256_max_bytes,
+            metavar="BYTES")
+    _option(capture, "--executable-cache-entries", type=int, default=Config.executable_cache_entries, metavar="N")
+    _option(capture, "--executable-wait-ms", type=float, default=Config.executable_wait_ms, metavar="MS")
     _add_check_parser(sub)
     return parser
 
