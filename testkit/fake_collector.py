@@ -18,12 +18,11 @@ policy(signal, records, nth) -> Reply is called for each logs/traces request
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -42,7 +41,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from testkit.otlp_services import GRPC_SERVICES, HTTP_PATHS, REQUESTS
+from testkit.otlp_services import GRPC_SERVICES, REQUESTS, OtlpHttpHandler
 from testkit.poll import wait_until
 
 _LOOPBACK = "127.0.0.1"
@@ -215,41 +214,19 @@ class FakeCollector:
         return wait_until(done, timeout)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(OtlpHttpHandler):
     server: ThreadingHTTPServer
 
-    def do_POST(self) -> None:
-        signal = HTTP_PATHS.get(self.path)
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if signal is None:
-            self._answer(404, b"", {})
-            return
-        gzipped = self.headers.get("Content-Encoding") == "gzip"
-        if gzipped:
-            body = gzip.decompress(body)
+    def handle_export(self, signal: str, body: bytes, gzipped: bool) -> None:
         collector: FakeCollector = self.server.collector  # type: ignore[attr-defined]
         reply = collector._decide("http/protobuf", signal, body, gzipped)
         if reply.hang_s:
-            self._answer(500, b"answered after a hang", {"Content-Type": "text/plain"})
+            self.answer(500, b"answered after a hang", {"Content-Type": "text/plain"})
         elif reply.http_status == 200:
-            self._answer(200, collector._response(signal, reply), {"Content-Type": "application/x-protobuf"})
+            self.answer(200, collector._response(signal, reply), {"Content-Type": "application/x-protobuf"})
         else:
             extra = {"Content-Type": "application/x-protobuf"}
             if reply.retry_after_s is not None:
                 extra["Retry-After"] = str(reply.retry_after_s)
-            self._answer(reply.http_status, Status(code=reply.code.value[0], message=reply.message)
-                         .SerializeToString(), extra)
-
-    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        try:
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:  # the client gave up (a hang test)
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+            self.answer(reply.http_status, Status(code=reply.code.value[0], message=reply.message)
+                        .SerializeToString(), extra)

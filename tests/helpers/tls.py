@@ -3,7 +3,6 @@ TLS for gRPC and HTTP, and the agent environment that points at it."""
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
 import shutil
 import ssl
@@ -11,14 +10,14 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from testkit.otlp_services import GRPC_SERVICES, HTTP_PATHS, REQUESTS, RESPONSES
+from testkit.otlp_services import GRPC_SERVICES, REQUESTS, RESPONSES, OtlpHttpHandler
 from testkit.poll import wait_until
 
 TOKEN = "Bearer t0k3n"
@@ -351,33 +350,16 @@ class _HttpsServer(ThreadingHTTPServer):
             self.shutdown_request(tls)
 
 
-class _OtlpHttpHandler(BaseHTTPRequestHandler):
+class _OtlpHttpHandler(OtlpHttpHandler):
     server: _HttpsServer
 
-    def do_POST(self) -> None:
-        signal = HTTP_PATHS.get(self.path)
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if signal is None:
-            self._reply(404, b"")
-            return
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
+    def handle_export(self, signal: str, body: bytes, gzipped: bool) -> None:
         cert = self.connection.getpeercert() or {}  # type: ignore[attr-defined]
         cn = next((value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"), "")
         if self.server.receiver._receive("http/protobuf", signal, cn, self.headers.get("Authorization"), body):
-            self._reply(200, RESPONSES[signal]().SerializeToString())
+            self.answer(200, RESPONSES[signal]().SerializeToString(), {"Content-Type": "application/x-protobuf"})
         else:
-            self._reply(401, b"")
-
-    def _reply(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+            self.answer(401, b"", {"Content-Type": "application/x-protobuf"})
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------
