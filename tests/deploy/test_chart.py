@@ -273,6 +273,8 @@ def test_probes_and_the_ready_file():
 
 @pytest.fixture
 def tmpfs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
     """A tmpfs mounted as the kubelet mounts a memory emptyDir: no mode option."""
     mount_point = tmp_path / "emptydir"
     mount_point.mkdir(mode=0o777)
@@ -282,6 +284,7 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", str(mount_point)], check=True)
 
 
+@pytest.mark.kernel
 def test_memory_emptydir_is_accepted_for_the_ready_file(tmpfs, tmp_path):
     """The ready file's directory passes the agent's checks (safefs, as --ready-file uses it) on a
     tmpfs root (mode 1777: sticky), and a disk emptyDir's 0777 directory does not."""
