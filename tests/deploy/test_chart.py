@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
+import time
 import tomllib
+import uuid
 from pathlib import Path
 
 import jsonschema
@@ -20,8 +23,10 @@ import yaml
 
 from otel_exec import cli
 from otel_exec.config import parse_layered
+from otel_exec.export.otlp import attributes
 from otel_exec.host import safefs
 from tests.helpers import chart
+from tests.helpers.agent_run import kernel_available
 
 RENDER = chart.renderer()
 DEFAULTS = RENDER.chart_values()
@@ -300,6 +305,49 @@ def test_memory_emptydir_is_accepted_for_the_ready_file(tmpfs, tmp_path):
     disk.chmod(0o777)
     with pytest.raises(safefs.UnsafePath, match="writable by other users"):
         safefs.split(str(disk / "ready"))
+
+
+@pytest.mark.kernel
+@pytest.mark.needs_rotel
+def test_agent_runs_with_the_charts_settings(collector, tmpfs, tmp_path):
+    """The agent started as the DaemonSet starts it (the rendered ConfigMap as its config file,
+    the container's variables), against the live kernel: it writes its ready file on a memory
+    emptyDir's tmpfs and an exec on the host reaches the collector with the node as resource.
+    Only what a pod has that this machine has not is replaced: the collector's address, the ready
+    file's and the spool's place (on a node: /run/otel-exec, the hostPath at the default)."""
+    kernel_problem = kernel_available()
+    if kernel_problem:
+        pytest.skip(kernel_problem)
+    docs = docs_of({})
+    agent = agent_of(docs)
+    (config_map,) = kind(docs, "ConfigMap")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_map["data"]["config.yaml"])
+    environ = {**os.environ, **container_environ(agent),
+               "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+               "OTEL_EXEC_READY_FILE": str(tmpfs / "ready"),
+               "OTEL_EXEC_SPOOL_DIR": str(tmp_path / "spool")}
+    assert agent["command"] == ["otel-exec", "run"]
+    err = tmp_path / "agent.stderr"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "otel_exec", "run", "--config", str(config)],
+                                cwd=chart.ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmpfs / "ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        marker = f"chart-{uuid.uuid4().hex}"
+        subprocess.run(["/bin/echo", marker], check=True, stdout=subprocess.DEVNULL)
+        (record,) = collector.wait_for_logs(
+            lambda r: r.attributes.get(attributes.COMMAND_ARGS) == ["/bin/echo", marker], timeout=30)
+        assert record.resource["k8s.node.name"] == NODE and record.resource["host.name"] == NODE
+        assert record.resource["service.name"] == "otel-exec"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    assert rc == 0, err.read_text()
 
 
 def test_spool_on_a_host_path_at_the_agents_default():
