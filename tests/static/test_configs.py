@@ -26,7 +26,7 @@ COMPOSE_COLLECTOR = ROOT / "examples" / "compose" / "otel-collector.yaml"
 COMPOSE_LOKI = ROOT / "examples" / "compose" / "loki.yaml"
 GRAFANA_COMPOSE = ROOT / "examples" / "compose" / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 GRAFANA_TEMPO_LOKI = ROOT / "examples" / "grafana" / "tempo-loki-datasources.yaml"
-K8S_MANIFEST = ROOT / "examples" / "kubernetes" / "daemonset.yaml"
+K8S_MANIFEST = ROOT / "deploy" / "kubernetes" / "otel-exec.yaml"  # rendered from deploy/helm/otel-exec
 SYSTEMD_UNIT = ROOT / "examples" / "systemd" / "otel-exec.service"
 TRACED_APP = ROOT / "examples" / "traced_app.py"
 
