@@ -133,14 +133,30 @@ except ImportError:  # pragma: no cover
 if _bdist_wheel is not None:
 
     class BdistWheelPlatform(_bdist_wheel):
-        """Tag the wheel for this platform (py3-none-linux_<arch>): the BPF
-        object is compiled for one architecture (__TARGET_ARCH_*)."""
+        """The wheel's tag (docs/packaging.md#the-wheels-tag). The BPF object
+        is compiled for one architecture (__TARGET_ARCH_*, from `uname -m`),
+        so the wheel is one architecture's; without C extensions its code
+        links against nothing (libbpf and libc are opened with ctypes at run
+        time), so it is py3-none-manylinux_2_17_<arch>, the oldest glibc
+        baseline a package index takes. With C extensions (ext_modules) it
+        keeps the cpXY-cpXY-linux_<arch> tag setuptools gives them, and
+        scripts/wheel has `auditwheel repair` prove the manylinux tag their
+        symbols allow."""
 
         def get_tag(self):
-            _, _, plat = super().get_tag()
-            return "py3", "none", plat
+            impl, abi, plat = super().get_tag()
+            if self.distribution.ext_modules:
+                return impl, abi, plat
+            return "py3", "none", manylinux_tag(plat)
 
     cmdclass["bdist_wheel"] = BdistWheelPlatform
+
+
+def manylinux_tag(plat: str) -> str:
+    """linux_x86_64 -> manylinux_2_17_x86_64 (PyPI refuses linux_*)."""
+    if not plat.startswith("linux_"):
+        raise SystemExit(f"error: otel-exec: wheels are built for Linux only, not {plat}")
+    return "manylinux_2_17_" + plat.removeprefix("linux_")
 
 
 class PlatformDistribution(Distribution):

@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, TextIO
 
+from otel_exec import __version__
 from otel_exec.bcc import toolchain
 from otel_exec.config import Config
-from otel_exec.core import probes
+from otel_exec.core import libbpf, probes
 from otel_exec.errors import OtelExecError, TracefsError
 from otel_exec.host import privileges, tracefs
 from otel_exec.export.otlp import protowire as w
@@ -22,6 +23,7 @@ from otel_exec.export.otlp.encode import export_request
 from otel_exec.export.otlp.transport import OtlpOptions, Outcome, configured, make_transport, transport_settings
 from otel_exec.export.spool import SpoolDirectory
 from otel_exec.host.identity import HostIdentity
+from otel_exec.sources import backend_and_reason
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 # BTF type names that tell what the kernel offers: the ring buffer (5.8+),
@@ -192,6 +194,28 @@ def check_clock_and_identity() -> Iterator[Result]:
     else:
         yield Result("host identity", WARN, f"machine id {identity.machine_id}; no boot id: exec ids are weaker "
                                             "across reboots", "mount /proc")
+
+
+def version_lines(cfg: Config) -> Iterator[str]:
+    """`otel-exec --version`: the version, the backend `run` would use and
+    why, and what the kernel offers, from the probes `check` makes; nothing
+    is loaded into the kernel, so it runs as any user."""
+    yield f"otel-exec {__version__}"
+    try:
+        backend, reason = backend_and_reason(cfg)
+        yield f"backend: {backend} ({reason})"
+    except OtelExecError as e:
+        yield f"backend: none ({e})"
+    for result in check_btf(cfg):
+        yield f"{result.name}: {result.detail}"
+    try:
+        yield f"libbpf: {libbpf.version()} (the system's libbpf.so.1)"
+    except OtelExecError as e:
+        yield f"libbpf: missing: {e}"
+    try:
+        yield f"co-re object: {probes.object_path()}"
+    except OtelExecError as e:
+        yield f"co-re object: {e}"
 
 
 def all_checks(cfg: Config) -> list[Callable[[], Iterator[Result] | Result]]:

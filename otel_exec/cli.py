@@ -11,7 +11,6 @@ import time
 from types import TracebackType
 from typing import Sequence, TextIO
 
-from otel_exec import __version__
 from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS,
                               Config, csv, log_level, parse_layered, signal_exporters)
 from otel_exec.errors import OtelExecError, UsageError
@@ -41,9 +40,22 @@ def _option(group: argparse._ActionsContainer, *flags: str, **kw: object) -> arg
     return action
 
 
+class _VersionAction(argparse.Action):
+    """--version: check.version_lines for the default settings (--backend auto)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from otel_exec.check import version_lines
+
+        for line in version_lines(Config()):
+            print(line)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-exec", description="Trace every exec on this machine.")
-    parser.add_argument("--version", action="version", version=f"otel-exec {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="print the version, the backend run would use and why, and the kernel's features")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="attach to the kernel and report every exec",
                          description="Attach to the kernel and report every exec (and exit) on this machine.",
@@ -111,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     _option(capture, "--executable-cache-entries", type=int, default=Config.executable_cache_entries, metavar="N")
     _option(capture, "--executable-wait-ms", type=float, default=Config.executable_wait_ms, metavar="MS")
     _add_check_parser(sub)
+    install = sub.add_parser("install-systemd", help="install the systemd unit and, if there is none, "
+                             f"{DEFAULT_CONFIG_FILE}")
+    install.add_argument("--root", default="/", metavar="DIR", help="install under DIR instead of / (default /)")
     return parser
 
 
@@ -395,6 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from otel_exec.check import run_checks
 
             return run_checks(check_config_from_args(args), sys.stdout)
+        if args.command == "install-systemd":
+            from otel_exec.install import install_systemd
+
+            return install_systemd(args.root, sys.stdout)
         return run(config_from_args(args), sys.stderr)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code or 0)

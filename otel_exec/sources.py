@@ -25,17 +25,24 @@ log = logging.getLogger(__name__)
 
 def choose_backend(cfg: Config) -> str:
     """core or bcc, for cfg.backend; raises when neither can run."""
+    return backend_and_reason(cfg)[0]
+
+
+def backend_and_reason(cfg: Config) -> tuple[str, str]:
+    """The backend `run` would use for cfg.backend and why (what
+    `otel-exec --version` says), without loading anything; raises when
+    neither can run."""
     if cfg.backend in ("core", "bcc"):
         if cfg.backend == "bcc":
             problem = toolchain.bcc_problem()
             if problem:
                 raise BccError(f"the BCC backend cannot run: {problem}; install: {toolchain.install_hint()}")
-        return cfg.backend
+        return cfg.backend, f"--backend {cfg.backend}"
     if probes.VMLINUX_BTF.exists():
-        return "core"
+        return "core", f"BTF at {probes.VMLINUX_BTF}"
     problem = toolchain.bcc_problem()
     if problem is None:
-        return "bcc"
+        return "bcc", f"no kernel BTF ({probes.VMLINUX_BTF}); BCC and this kernel's headers are installed"
     raise NoBtfError(
         f"{probes.VMLINUX_BTF} does not exist: this kernel lacks BTF, which the CO-RE backend needs, and the "
         f"BCC backend cannot run either ({problem}); install BCC and this kernel's headers: "

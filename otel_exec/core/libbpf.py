@@ -66,6 +66,8 @@ _PROTOTYPES: dict[str, tuple[object, tuple[object, ...]]] = {
     "libbpf_num_possible_cpus": (ctypes.c_int, ()),
     "libbpf_strerror": (ctypes.c_int, (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)),
     "libbpf_set_print": (_vp, (_PrintFn,)),
+    "libbpf_major_version": (ctypes.c_uint32, ()),
+    "libbpf_minor_version": (ctypes.c_uint32, ()),
 }
 
 # Each thread's messages go to the object whose libbpf call it is making.
@@ -107,18 +109,29 @@ def _on_print(level: int, fmt: int | None, args: int | None) -> int:
 _print_cb = _PrintFn(_on_print)  # libbpf keeps the raw pointer: must stay alive
 
 
+# The package carries no libbpf: the system's is loaded (docs/packaging.md).
+INSTALL_LIBBPF = ("install libbpf 1.1 or later: apt-get install libbpf1 (Debian, Ubuntu), "
+                  "dnf install libbpf (Fedora, RHEL)")
+
+
 @functools.cache
 def _lib() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
     except OSError as exc:
-        raise BpfError(f"cannot load libbpf.so.1 (install libbpf1): {exc}") from exc
+        raise BpfError(f"cannot load libbpf.so.1 ({exc}): {INSTALL_LIBBPF}") from exc
     for name, (restype, argtypes) in _PROTOTYPES.items():
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
     lib.libbpf_set_print(_print_cb)
     return lib
+
+
+def version() -> str:
+    """The loaded libbpf's version, e.g. '1.1'; raises BpfError without one."""
+    lib = _lib()
+    return f"{lib.libbpf_major_version()}.{lib.libbpf_minor_version()}"
 
 
 def strerror(err: int) -> str:

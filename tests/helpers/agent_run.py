@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import pytest
 
@@ -38,15 +38,17 @@ def kernel_available() -> str | None:
 
 
 class AgentRun:
-    def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None,
+                 command: Sequence[str] = (sys.executable, "-m", "otel_exec"), cwd: Path = ROOT) -> None:
+        """`command run ...` (command: this tree's otel_exec, or an installed otel-exec) in cwd."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.out = workdir / "events.jsonl"
         self.err = workdir / "agent.stderr"
         self.ready = workdir / "ready"
         self.spool = workdir / "spool"
-        cmd = [sys.executable, "-m", "otel_exec", "run", "--format", "jsonl", "--output", str(self.out),
+        cmd = [*command, "run", "--format", "jsonl", "--output", str(self.out),
                "--ready-file", str(self.ready), "--poll-interval", "0.05", "--spool-dir", str(self.spool), *extra]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.err, "w"), env=env)
         self._pos = 0
         self._buf = b""

@@ -20,14 +20,14 @@ yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR_CONFIGS = sorted((ROOT / "collector-config").glob("*.yaml"))  # for Kubernetes
 HOST_COLLECTOR_CONFIGS = sorted((ROOT / "collector-config" / "host").glob("*.yaml"))
-EXAMPLE_AGENT_CONFIG = ROOT / "examples" / "otel-exec.yaml"
+EXAMPLE_AGENT_CONFIG = ROOT / "otel_exec" / "_systemd" / "config.yaml"
 COMPOSE_FILE = ROOT / "examples" / "docker-compose.yaml"
 COMPOSE_COLLECTOR = ROOT / "examples" / "compose" / "otel-collector.yaml"
 COMPOSE_LOKI = ROOT / "examples" / "compose" / "loki.yaml"
 GRAFANA_COMPOSE = ROOT / "examples" / "compose" / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 GRAFANA_TEMPO_LOKI = ROOT / "examples" / "grafana" / "tempo-loki-datasources.yaml"
 K8S_MANIFEST = ROOT / "deploy" / "kubernetes" / "otel-exec.yaml"  # rendered from deploy/helm/otel-exec
-SYSTEMD_UNIT = ROOT / "examples" / "systemd" / "otel-exec.service"
+SYSTEMD_UNIT = ROOT / "otel_exec" / "_systemd" / "otel-exec.service"
 TRACED_APP = ROOT / "examples" / "traced_app.py"
 
 # Component types of the OpenTelemetry Collector contrib distribution that these configs may use.

@@ -53,7 +53,7 @@ def test_other_exit_code_lists_point_to_the_table() -> None:
     section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     assert "docs/operations.md#exit-codes-and-errors" in section
     assert "| 3 |" not in section
-    unit = (ROOT / "examples" / "systemd" / "otel-exec.service").read_text()
+    unit = (ROOT / "otel_exec" / "_systemd" / "otel-exec.service").read_text()
     prevent = re.search(r"^RestartPreventExitStatus=(.*)$", unit, re.M)
     assert prevent
     assert {int(c) for c in prevent.group(1).split()} == {c for c in exit_code_table() if 2 <= c < 128}
