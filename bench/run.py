@@ -2,7 +2,7 @@
 """otel-exec's performance benchmark (issue 14), in one command: run as root.
 
     python3 bench/run.py [--pairs N] [--execs N] [--quick] [--only SECTION,...] [--soak SECONDS]
-                         [--install-peers | --no-peers] [--output FILE]
+                         [--storm-only] [--install-peers | --no-peers] [--output FILE]
 
 Sections, in order, each traced run on loopback with a fresh rotel collector:
   startup    launch to ready file, a few times, while the machine is idle;
@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import datetime
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -120,6 +121,7 @@ class Plan:
     scaling_seconds: float
     peer_pairs: int
     soak_seconds: float
+    storm_only: bool
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Plan]:
@@ -133,6 +135,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Plan]:
                         help=f"run only these sections ({', '.join(SECTIONS)}), e.g. --only scaling")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                         help=f"add the soak section: {SOAK_RATE:,.0f} execs/s for SECONDS (issue 14: 600)")
+    parser.add_argument("--storm-only", action="store_true",
+                        help=("every agent with --path-prefix set to the storm's program: the execs of other work "
+                              "on a shared machine are dropped in the kernel and cost nothing (not how users run "
+                              "it: for comparing trees, e.g. bytes per exec, on a busy machine)"))
     peers = parser.add_mutually_exclusive_group()
     peers.add_argument("--install-peers", action="store_true", help=f"first run: {INSTALL_COMMAND}")
     peers.add_argument("--no-peers", action="store_true", help="skip the peers section")
@@ -166,6 +172,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Plan]:
         scaling_seconds=2.0 if args.quick else SCALING_SECONDS,
         peer_pairs=min(pairs, MAX_PEER_PAIRS),
         soak_seconds=args.soak,
+        storm_only=args.storm_only,
     )
     return args, plan
 
@@ -225,11 +232,11 @@ def run_scaling(setup: Setup, plan: Plan, results: Results) -> None:
     # the marker in a shaped-out part (many variables, a long argv) is still
     # counted.
     by_path = ("otel_exec.cmdpath", str(setup.storm.program))
-    for i, case in enumerate(SCALING):
+    for case in SCALING:
         seconds = SLOW_RATE_SECONDS * plan.scaling_seconds / SCALING_SECONDS if case.rate == SLOW_RATE \
             else plan.scaling_seconds
         total = round((case.rate or unthrottled) * seconds)
-        label = f"scale-{i + 1}"
+        label = "scale-" + re.sub(r"[^a-z0-9]+", "-", f"{case.axis} {case.setting}".lower()).strip("-")
         storm_key = by_path if case.env is not None or case.args != STORM_ARGS else None
         with setup.storm.held(case.live) if case.live else contextlib.nullcontext():
             live = live_processes()
@@ -301,9 +308,12 @@ def render(results: Results, plan: Plan, command: str, started: datetime.datetim
     parts = [
         *section_head(f"## {started:%Y-%m-%d %H:%M} UTC", about, command),
         (f"Sections: {', '.join(plan.sections)}; the run took {minutes:.1f} minutes. "
-         f"Storm: {WORKERS} workers, {plan.execs:,} execs of `/bin/true {shlex.join(STORM_ARGS)}` per A/B run, "
-         f"{plan.pairs} A/B pair(s); collector: rotel on loopback (blackhole exporter, counting processor; the "
-         "\"uncounted\" pairs without it), OTLP/gRPC, no compression."),
+         f"Storm: {WORKERS} workers, `/bin/true {shlex.join(STORM_ARGS)}`"
+         + (f", {plan.execs:,} execs per A/B run, {plan.pairs} A/B pair(s)" if "pairs" in plan.sections else "")
+         + "; collector: rotel on loopback (blackhole exporter, counting processor; the "
+         "\"uncounted\" pairs without it), OTLP/gRPC, no compression."
+         + (" Every agent ran with --path-prefix set to the storm's program (--storm-only): other execs on the "
+            "machine were dropped in the kernel." if plan.storm_only else "")),
         "",
         "### otel-exec against the targets",
         "",
@@ -368,7 +378,8 @@ def main(argv: list[str]) -> int:
         children, workdir = session.children, session.workdir
         storm = Storm(children, workdir, WORKERS)
         setup = Setup(children, agent_python(), REPO, rotel_binary(agent_python()), storm, workdir,
-                      run_id=started.strftime("%Y%m%dT%H%M%S"))
+                      run_id=started.strftime("%Y%m%dT%H%M%S"),
+                      agent_args=("--path-prefix", str(storm.program)) if args.storm_only else ())
         results = Results(execs=plan.execs, pairs=plan.pairs)
         say(f"work directory {workdir}; agent: {setup.python} -m otel_exec; collector: {setup.rotel}; "
             f"sections: {', '.join(plan.sections)}")

@@ -35,6 +35,10 @@ _IDLE_TIMEOUT = 120.0
 # Without a new record for this long, the collector has all it will get:
 # several times the default batch delay (1 s) of the agent's exporter.
 _IDLE = 8.0
+# Spans wait up to the span batch delay (OTEL_BSP_SCHEDULE_DELAY, 5 s by
+# default) before they are sent: the bytes on the wire are read this long
+# after the storm ended.
+_SPAN_DELAY = 6.0
 # After the agent exited (its queues flushed), only rotel's processing lags.
 _FLUSH_IDLE = 2.0
 # Without a counting collector: long enough for the agent to send its last
@@ -165,6 +169,7 @@ class Setup:
     storm: Storm
     workdir: Path
     run_id: str  # makes each storm's marker unique to this benchmark run
+    agent_args: tuple[str, ...] = ()  # given to every agent this setup starts, before a run's own
 
 
 @dataclass
@@ -182,7 +187,7 @@ class TracedRun:
     collector_ticks: int  # rotel, same span as agent_ticks
     processor_us: int  # of collector_ticks, in rotel_count_processor (wall time)
     written_bytes: int  # by the agent (its spool), same span as agent_ticks
-    wire_bytes: int  # received by the collector from the agent (OTLP/gRPC, TCP payload), same span
+    wire_bytes: int  # received by the collector from the agent (OTLP/gRPC, TCP payload), storm start .. _SPAN_DELAY after its end
     bpf_ns: int  # in the agent's BPF programs, same span; 0 without kernel.bpf_stats_enabled
     busy_after_start_s: float | None  # ready file .. the agent idle before the storm (None: never within the timeout)
 
@@ -242,7 +247,7 @@ def traced_run(
                   body=shlex.join(setup.storm.argv(args)))
     rotel.start()
     agent = AgentProcess(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
-                  extra_args or [], extra_env or {})
+                  [*setup.agent_args, *(extra_args or [])], extra_env or {})
     agent.start()
     # Let the start-up work (seeded spans, first export) finish first.
     time.sleep(_SETTLE)
@@ -261,6 +266,7 @@ def traced_run(
     else:
         time.sleep(_UNCOUNTED_DRAIN)
         done = _sample(rotel, agent)
+    time.sleep(max(0.0, storm_end + _SPAN_DELAY - time.monotonic()))
     wire_bytes = rotel.bytes_received() - wire_start
     hwm_kb = agent.status_kb("VmHWM")
     counters = agent.stop()
@@ -340,7 +346,8 @@ def measure_startup(setup: Setup, runs: int) -> list[float]:
     rotel.start()
     times = []
     for i in range(runs + 1):
-        agent = AgentProcess(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint, [], {})
+        agent = AgentProcess(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
+                             list(setup.agent_args), {})
         seconds = agent.start()
         agent.stop()
         if i:

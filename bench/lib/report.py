@@ -273,7 +273,7 @@ def targets_table(r: Results) -> str:
             "Bytes on the wire per exec (logs + spans, OTLP/gRPC, no compression)",
             goal,
             (f"{wire:,.0f} B median (runs: {', '.join(f'{t.wire_bytes_per_exec:,.0f}' for t in runs)}; "
-             "TCP payload the collector received from the agent over the storm and its drain)"),
+             "TCP payload the collector received from the agent, storm start to 6 s after its end)"),
             _mark(wire <= BASELINE_WIRE_BYTES / 2) if BASELINE_WIRE_BYTES else "info",
         ])
     if runs or r.uncounted:
@@ -450,7 +450,7 @@ def runs_table(r: Results) -> str:
             "is the storm's command line. \"drain\": storm end until the collector had all it got; agent CPU "
             "counts until then. Kernel lost: sum of lost_* counters; export lost: logs_failed + "
             "logs_queue_overflow + logs_unsent. Wire B/exec: TCP payload the collector received from the "
-            "agent over the same span (`ss` bytes_received: logs, spans and the agent's own metrics, HTTP/2 "
+            "agent from storm start until 6 s after its end, when its last spans are out (`ss` bytes_received: logs, spans and the agent's own metrics, HTTP/2 "
             "and gRPC framing included), per storm exec. rotel: the collector's CPU over the same span (in "
             "parentheses, the part spent in the benchmark's counting processor). Other execs: execs the "
             "agent saw (exec_seen) besides the storm's, while it ran; more than a handful means other work "
