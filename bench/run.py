@@ -313,7 +313,7 @@ def render(results: Results, plan: Plan, command: str, started: datetime.datetim
          + "; collector: rotel on loopback (blackhole exporter, counting processor; the "
          "\"uncounted\" pairs without it), OTLP/gRPC, no compression."
          + (" Every agent ran with --path-prefix set to the storm's program (--storm-only): other execs on the "
-            "machine were dropped in the kernel." if plan.storm_only else "")),
+            "machine were dropped in the kernel (exec_seen, hence \"other execs\", still counts them)." if plan.storm_only else "")),
         "",
         "### otel-exec against the targets",
         "",

@@ -29,7 +29,7 @@ TARGET_P99_S = 1.0
 # compression, as the collector received them) before issue 14's encoding
 # work: the BENCHMARKS.md section "bytes on the wire before issue 14". The
 # target is half.
-BASELINE_WIRE_BYTES = 0.0
+BASELINE_WIRE_BYTES = 5573.0
 
 HEADER = """# Benchmarks
 
