@@ -25,8 +25,8 @@ Sections, in order, each traced run on loopback with a fresh rotel collector:
              sampled every second (flat within 5 %).
 Then it prints the tables and appends them to BENCHMARKS.md. Every process it
 started is stopped, and every kernel setting it changed restored, on exit,
-error or Ctrl-C. The default run (every section but soak) takes about 15
-minutes on an idle 2-core machine.
+error or Ctrl-C. The default run (every section but soak) should take about
+15 minutes on an idle 2-core machine; the report says how long it took.
 """
 
 from __future__ import annotations
