@@ -3,11 +3,18 @@
 // TOTAL execs in all, split across workers; RATE execs/s in all (0: as fast
 // as possible). Prints "execs seconds rate" when done. The environment is
 // passed on unchanged, so a marker variable identifies the storm's execs.
+//
+//   storm hold COUNT
+// Forks COUNT children that sleep until killed (live processes for a tracer's
+// process table), prints "ready" once all exist, then sleeps too: killing the
+// process group ends them all.
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 extern char **environ;
@@ -46,10 +53,36 @@ static void worker(long n, double rate, char **argv)
 	}
 }
 
+static int hold(long count)
+{
+	// Root may exceed RLIMIT_NPROC only by raising it.
+	struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY };
+
+	setrlimit(RLIMIT_NPROC, &unlimited);
+	for (long i = 0; i < count; i++) {
+		pid_t pid = fork();
+
+		if (pid == 0) {
+			for (;;)
+				pause();
+		}
+		if (pid < 0) {
+			perror("storm hold");
+			return 1;
+		}
+	}
+	printf("ready\n");
+	fflush(stdout);
+	for (;;)
+		pause();
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 3 && strcmp(argv[1], "hold") == 0)
+		return hold(atol(argv[2]));
 	if (argc < 5) {
-		fprintf(stderr, "usage: storm WORKERS TOTAL RATE PROGRAM [ARGS...]\n");
+		fprintf(stderr, "usage: storm WORKERS TOTAL RATE PROGRAM [ARGS...] | storm hold COUNT\n");
 		return 2;
 	}
 	int workers = atoi(argv[1]);

@@ -4,16 +4,18 @@ to rotel, and the measurements of one traced storm."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lib.losses import EXPORT_LOSS_KEYS, kernel_losses
 from lib.procs import Child, Children, bpf_run_time_ns, cpu_ticks, status_kb, ticks_to_us, written_bytes
 from lib.rotel_collector import Rotel
-from lib.storm import MARKER_KEY, Storm, StormResult
+from lib.storm import MARKER_KEY, STORM_ARGS, STORM_ENV, Storm, StormResult
 
 _READY_TIMEOUT = 60.0
 # The agent flushes its queues on SIGINT (its own grace is 10 s by default).
@@ -24,9 +26,19 @@ STATS_PREFIX = "otel-exec: info: execs="
 # Pause after a start before measuring: the start-up work (seeded spans, first
 # export) is over, and the machine is idle again between start-up launches.
 _SETTLE = 1.0
+# Then, before a storm, until the agent is idle: at most _IDLE_TICKS clock
+# ticks of CPU in _IDLE_STEP s (what it does at start grows with the processes
+# already running, which it reports), for at most _IDLE_TIMEOUT s.
+_IDLE_TICKS = 1
+_IDLE_STEP = 0.5
+_IDLE_TIMEOUT = 120.0
 # Without a new record for this long, the collector has all it will get:
 # several times the default batch delay (1 s) of the agent's exporter.
 _IDLE = 8.0
+# Spans wait up to the span batch delay (OTEL_BSP_SCHEDULE_DELAY, 5 s by
+# default) before they are sent: the bytes on the wire are read this long
+# after the storm ended.
+_SPAN_DELAY = 6.0
 # After the agent exited (its queues flushed), only rotel's processing lags.
 _FLUSH_IDLE = 2.0
 # Without a counting collector: long enough for the agent to send its last
@@ -75,6 +87,7 @@ class AgentProcess:
         ]
         self._env = agent_env(extra_env)
         self.child: Child | None = None
+        self.ready_at = 0.0  # monotonic time start() saw the ready file
 
     def start(self) -> float:
         """Launch and wait for the ready file: seconds from launch to ready."""
@@ -92,7 +105,8 @@ class AgentProcess:
                 raise RuntimeError(f"otel-exec not ready after {_READY_TIMEOUT}s:\n{self.stderr_tail()}")
             # 2 ms steps: the start-up target is 0.5 s.
             time.sleep(0.002)
-        return time.monotonic() - t0
+        self.ready_at = time.monotonic()
+        return self.ready_at - t0
 
     def cpu_ticks(self) -> int:
         return cpu_ticks(self._running().pid)
@@ -155,6 +169,7 @@ class Setup:
     storm: Storm
     workdir: Path
     run_id: str  # makes each storm's marker unique to this benchmark run
+    agent_args: tuple[str, ...] = ()  # given to every agent this setup starts, before a run's own
 
 
 @dataclass
@@ -162,6 +177,7 @@ class TracedRun:
     label: str
     storm: StormResult
     recorded: int | None  # storm records at the collector, once the agent stopped (None: not counted)
+    argv_ok: int | None  # of those, the ones whose body is the storm's command line
     counters: dict[str, int]  # the agent's final stderr line
     agent_ticks: int  # storm start .. the collector had all it would get
     settle_seconds: float  # storm end .. the collector had all it would get
@@ -171,7 +187,9 @@ class TracedRun:
     collector_ticks: int  # rotel, same span as agent_ticks
     processor_us: int  # of collector_ticks, in rotel_count_processor (wall time)
     written_bytes: int  # by the agent (its spool), same span as agent_ticks
+    wire_bytes: int  # received by the collector from the agent (OTLP/gRPC, TCP payload), storm start .. _SPAN_DELAY after its end
     bpf_ns: int  # in the agent's BPF programs, same span; 0 without kernel.bpf_stats_enabled
+    busy_after_start_s: float | None  # ready file .. the agent idle before the storm (None: never within the timeout)
 
     @property
     def kernel_lost(self) -> int:
@@ -193,6 +211,10 @@ class TracedRun:
     def processor_us_per_exec(self) -> float:
         return self.processor_us / self.storm.execs
 
+    @property
+    def wire_bytes_per_exec(self) -> float:
+        return self.wire_bytes / self.storm.execs
+
 
 def traced_run(
     setup: Setup,
@@ -203,10 +225,13 @@ def traced_run(
     extra_env: dict[str, str] | None = None,
     storm_key: tuple[str, str] | None = None,
     count: bool = True,
+    args: Sequence[str] = STORM_ARGS,
+    env: Mapping[str, str] = STORM_ENV,
 ) -> TracedRun:
-    """One storm with the agent exporting to a fresh collector, which tells
-    storm records by storm_key (attribute, value); by default the storm's
-    marker variable, which needs the environment collected. With
+    """One storm (Storm.run's args and env) with the agent exporting to a
+    fresh collector, which tells storm records by storm_key (attribute,
+    value); by default the storm's marker variable, which needs the
+    environment collected (and, on the record, kept last). With
     count=False the collector runs without the counting processor (nothing
     recorded, no latency) and the agent's CPU is taken _UNCOUNTED_DRAIN s
     after the storm.
@@ -218,17 +243,22 @@ def traced_run(
     workdir.mkdir()
     marker = f"{setup.run_id}-{label}"
     key, value = storm_key or (MARKER_KEY, marker)
-    rotel = Rotel(setup.children, setup.rotel, workdir, key, value, setup.storm.binary, count=count)
+    rotel = Rotel(setup.children, setup.rotel, workdir, key, value, setup.storm.binary, count=count,
+                  body=shlex.join(setup.storm.argv(args)))
     rotel.start()
     agent = AgentProcess(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
-                  extra_args or [], extra_env or {})
+                  [*setup.agent_args, *(extra_args or [])], extra_env or {})
     agent.start()
     # Let the start-up work (seeded spans, first export) finish first.
     time.sleep(_SETTLE)
+    busy_after_start_s = _wait_idle(agent)
     rss: list[int] = []
     rotel.poll()  # processor time so far (start-up records) is not the storm's
+    # Read once at each end (`ss` is an exec too: the agent reports it).
+    wire_start = rotel.bytes_received()
     start = _sample(rotel, agent)
-    result = setup.storm.run(total, rate, marker, during=lambda: rss.append(agent.status_kb("VmRSS")))
+    result = setup.storm.run(total, rate, marker, during=lambda: rss.append(agent.status_kb("VmRSS")),
+                             args=args, env=env)
     rss.append(agent.status_kb("VmRSS"))
     storm_end = time.monotonic()
     if count:
@@ -236,6 +266,8 @@ def traced_run(
     else:
         time.sleep(_UNCOUNTED_DRAIN)
         done = _sample(rotel, agent)
+    time.sleep(max(0.0, storm_end + _SPAN_DELAY - time.monotonic()))
+    wire_bytes = rotel.bytes_received() - wire_start
     hwm_kb = agent.status_kb("VmHWM")
     counters = agent.stop()
     if count:  # whatever the agent flushed while stopping still counts as recorded
@@ -245,6 +277,7 @@ def traced_run(
         label=label,
         storm=result,
         recorded=rotel.received.storm if count else None,
+        argv_ok=rotel.received.argv_ok if count else None,
         counters=counters,
         agent_ticks=done.agent_ticks - start.agent_ticks,
         settle_seconds=done.when - storm_end,
@@ -254,7 +287,9 @@ def traced_run(
         collector_ticks=done.collector_ticks - start.collector_ticks,
         processor_us=done.processor_us - start.processor_us,
         written_bytes=done.agent_written - start.agent_written,
+        wire_bytes=wire_bytes,
         bpf_ns=done.agent_bpf_ns - start.agent_bpf_ns,
+        busy_after_start_s=busy_after_start_s,
     )
 
 
@@ -272,6 +307,20 @@ def _sample(rotel: Rotel, agent: AgentProcess | None) -> _Sample:
     return _Sample(agent.cpu_ticks() if agent else 0, agent.written_bytes() if agent else 0,
                    agent.bpf_run_time_ns() if agent else 0, rotel.cpu_ticks(), rotel.received.processor_us,
                    time.monotonic())
+
+
+def _wait_idle(agent: AgentProcess) -> float | None:
+    """Wait until the agent is idle: seconds since it was ready (None: still
+    busy after _IDLE_TIMEOUT s)."""
+    deadline = time.monotonic() + _IDLE_TIMEOUT
+    last = agent.cpu_ticks()
+    while time.monotonic() < deadline:
+        time.sleep(_IDLE_STEP)
+        ticks = agent.cpu_ticks()
+        if ticks - last <= _IDLE_TICKS:
+            return time.monotonic() - agent.ready_at
+        last = ticks
+    return None
 
 
 def _wait_for_collector(rotel: Rotel, agent: AgentProcess | None, total: int, idle: float = _IDLE) -> _Sample:
@@ -297,7 +346,8 @@ def measure_startup(setup: Setup, runs: int) -> list[float]:
     rotel.start()
     times = []
     for i in range(runs + 1):
-        agent = AgentProcess(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint, [], {})
+        agent = AgentProcess(setup.children, setup.python, setup.repo, workdir, rotel.grpc_endpoint,
+                             list(setup.agent_args), {})
         seconds = agent.start()
         agent.stop()
         if i:

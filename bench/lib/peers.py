@@ -1,10 +1,12 @@
-"""The classic tracers otel-exec is compared with, on the same storm: bpftrace, forkstat, auditd.
+"""The tracers otel-exec is compared with, on the same storm: bpftrace (an
+execsnoop with argv), forkstat, auditd (an execve rule) and a psutil poller.
 
 Each peer records the storm the way its users would run it; the benchmark
 counts the storm's execs in what it wrote (by the storm program's unique
-path, see storm.py), and measures the CPU of the tracer's own process(es):
-work done in the kernel on the exec'ing task's behalf (a BPF program, the
-audit hook) shows up in the exec rate instead.
+path, see storm.py), checks the command line it attributed to each against
+the storm's own (Storm.argv: the ground truth), and measures the CPU of the
+tracer's own process(es): work done in the kernel on the exec'ing task's
+behalf (a BPF program, the audit hook) shows up in the exec rate instead.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,9 +33,16 @@ from lib.procs import (
 )
 from lib.storm import Storm
 
-PEER_PACKAGES = ("bpftrace", "forkstat", "auditd")
+PEER_PACKAGES = ("bpftrace", "forkstat", "auditd", "python3-psutil")
 INSTALL_COMMAND = "apt-get install -y " + " ".join(PEER_PACKAGES)
-BPFTRACE_PROGRAM = 'tracepoint:sched:sched_process_exec { printf("%d %s\\n", pid, str(args->filename)); }'
+# bpftrace's tools/execsnoop.bt: milliseconds since start, pid, the argv
+# passed to execve (join() prints it space-separated, each argument cut to 64
+# bytes, at most 16 of them).
+BPFTRACE_PROGRAM = ('tracepoint:syscalls:sys_enter_exec* { printf("%-10u %-6d ", elapsed / 1e6, pid); '
+                    'join(args->argv); }')
+PSUTIL_HZ = 10.0
+_POLLER = Path(__file__).with_name("psutil_poller.py")
+_SYSTEM_PYTHON = "/usr/bin/python3"
 AUDIT_KEY = "oebench"
 AUDIT_RULE = ["-F", "arch=b64", "-S", "execve", "-k", AUDIT_KEY]
 # Debian's /etc/audit/rules.d/audit.rules default ("-b 8192 ... to survive
@@ -49,6 +59,7 @@ _STOP_TIMEOUT = 15.0
 class PeerRun:
     rate: float
     recorded: int  # the storm's execs in the tracer's output
+    argv_ok: int  # of those, the ones with the storm's exact command line
     seen: int  # all execs in it: the storm's and any other process's
     cpu_us_per_exec: float
     hwm_mb: float
@@ -127,6 +138,21 @@ class _Peer:
             return f"not installed ({INSTALL_COMMAND}, or --install-peers)"
         return None
 
+    def _measure_lines(self, child: Child, what: str, ready: Callable[[], bool], total: int, marker: str,
+                       storm_lines: _LineCounter, argv_lines: _LineCounter, all_lines: _LineCounter) -> PeerRun:
+        """For a tracer that writes a line per exec as it goes: once ready(),
+        the storm and its measures (_measure_child), the lines counted."""
+        try:
+            _wait_for(what, ready, child)
+        except BaseException:
+            self._children.stop(child)
+            raise
+        seen0 = all_lines.poll()
+        run = _measure_child(self._children, child, self._storm, total, marker, storm_lines.poll, stopped_count=None)
+        run.seen = all_lines.poll() - seen0
+        run.argv_ok = argv_lines.poll()
+        return run
+
 
 class Bpftrace(_Peer):
     name = "bpftrace"
@@ -138,26 +164,23 @@ class Bpftrace(_Peer):
     def traced_run(self, total: int, marker: str) -> PeerRun:
         out, err = self._workdir / "bpftrace.out", self._workdir / "bpftrace.err"
         out.unlink(missing_ok=True)
-        program, sentinel = str(self._storm.program), str(self._storm.sentinel)
-        storm_lines = _LineCounter(out, lambda f: len(f) == 2 and f[1] == program)
-        sentinel_lines = _LineCounter(out, lambda f: len(f) == 2 and f[1] == sentinel)
-        all_lines = _LineCounter(out, lambda f: len(f) == 2 and f[0].isdigit())
+        # A line: "MS PID ARGV...".
+        program, sentinel, argv = str(self._storm.program), str(self._storm.sentinel), self._storm.argv()
+        storm_lines = _LineCounter(out, lambda f: len(f) >= 3 and f[2] == program)
+        argv_lines = _LineCounter(out, lambda f: f[2:] == argv)
+        sentinel_lines = _LineCounter(out, lambda f: len(f) >= 3 and f[2] == sentinel)
+        all_lines = _LineCounter(out, lambda f: len(f) >= 2 and f[0].isdigit() and f[1].isdigit())
         with out.open("wb") as o, err.open("wb") as e:
             child = self._children.start("bpftrace", ["bpftrace", "-e", BPFTRACE_PROGRAM],
                                          stop_signal=signal.SIGINT, stdout=o, stderr=e)
-        try:
-            # "Attaching 1 probe..." comes before the attach: wait until an
-            # exec actually shows up.
-            def ready() -> bool:
-                self._storm.exec_sentinel()
-                return sentinel_lines.poll() > 0
-            _wait_for(f"bpftrace ({_tail(err)})", ready, child)
-        except BaseException:
-            self._children.stop(child)
-            raise
-        seen0 = all_lines.poll()
-        run = _measure_child(self._children, child, self._storm, total, marker, storm_lines.poll, stopped_count=None)
-        run.seen = all_lines.poll() - seen0
+
+        # "Attaching 1 probe..." comes before the attach: wait until an
+        # exec actually shows up.
+        def ready() -> bool:
+            self._storm.exec_sentinel()
+            return sentinel_lines.poll() > 0
+        run = self._measure_lines(child, f"bpftrace ({_tail(err)})", ready, total, marker,
+                                  storm_lines, argv_lines, all_lines)
         # bpftrace's own report of perf buffer overflows: "Lost N events".
         lost = sum(int(f[1]) for f in (line.split() for line in out.read_text(errors="replace").splitlines())
                    if len(f) == 3 and f[0] == "Lost" and f[1].isdigit())
@@ -172,10 +195,13 @@ class Forkstat(_Peer):
 
     def traced_run(self, total: int, marker: str) -> PeerRun:
         out = self._workdir / "forkstat.out"
-        program = str(self._storm.program)
-        # forkstat's stdout to a file is block-buffered: its lines are only
-        # complete once it exited, so they are counted after it stopped.
+        program, argv = str(self._storm.program), self._storm.argv()
+        # A line: "TIME exec PID COMMAND-LINE", the command line read from
+        # /proc when forkstat gets to it. Its stdout to a file is
+        # block-buffered: its lines are only complete once it exited, so they
+        # are counted after it stopped.
         attributed = _LineCounter(out, lambda f: len(f) >= 4 and f[1] == "exec" and f[3] == program)
+        argv_lines = _LineCounter(out, lambda f: len(f) >= 4 and f[1] == "exec" and f[3:] == argv)
         execs_seen = _LineCounter(out, lambda f: len(f) >= 3 and f[1] == "exec")
         with out.open("wb") as o:
             child = self._children.start("forkstat", ["forkstat", "-e", "exec"],
@@ -191,6 +217,7 @@ class Forkstat(_Peer):
         run = _measure_child(self._children, child, self._storm, total, marker, None, stopped_count=attributed.poll)
         # Includes the few execs between its start and the storm's.
         run.seen = execs_seen.poll()
+        run.argv_ok = argv_lines.poll()
         run.notes.append("storm execs not recorded show no or another command line (read from /proc, "
                          "after the process may have exited)")
         return run
@@ -234,8 +261,8 @@ def _measure_child(
     ticks = (ticks1 if ticks1 is not None else ticks_before_stop) - ticks0
     count = stopped_count if stopped_count is not None else live_count
     assert count is not None
-    # seen: set by the caller, which knows how to count all execs.
-    return PeerRun(result.rate, count(), 0, ticks_to_us(ticks) / total, kb_to_mb(hwm_kb), notes)
+    # seen and argv_ok: set by the caller, which knows how to read its output.
+    return PeerRun(result.rate, count(), 0, 0, ticks_to_us(ticks) / total, kb_to_mb(hwm_kb), notes)
 
 
 class Auditd(_Peer):
@@ -272,7 +299,7 @@ class Auditd(_Peer):
             else:
                 started, log_file = self._start_daemon()
                 daemon_pid = started.pid
-            audit_log = _AuditLog(log_file, str(self._storm.program), str(self._storm.sentinel))
+            audit_log = _AuditLog(log_file, self._storm.argv(), str(self._storm.sentinel))
             if saved.get("backlog_limit", 0) < AUDIT_BACKLOG:
                 run_checked(["auditctl", "-b", str(AUDIT_BACKLOG)])
             run_checked(["auditctl", "-a", "always,exit", *AUDIT_RULE])
@@ -298,6 +325,7 @@ class Auditd(_Peer):
             recorded = _wait_until_stable(lambda: audit_log.poll(), total)
             cpu = ticks() - ticks0
             seen = audit_log.keyed - seen0
+            argv_ok = audit_log.argv_ok
             hwm_kb = status_kb(daemon_pid, "VmHWM")
             lost = _audit_status().get("lost", 0) - lost0
             if lost:
@@ -308,7 +336,7 @@ class Auditd(_Peer):
             if started is not None:
                 self._children.stop(started)
             _restore_audit(saved)
-        return PeerRun(result.rate, recorded, seen, ticks_to_us(cpu) / total, kb_to_mb(hwm_kb), notes)
+        return PeerRun(result.rate, recorded, argv_ok, seen, ticks_to_us(cpu) / total, kb_to_mb(hwm_kb), notes)
 
     def _start_daemon(self) -> tuple[Child, Path]:
         self._workdir.mkdir(exist_ok=True)
@@ -365,19 +393,24 @@ def _auditd_log_file(conf: Path) -> Path:
 
 class _AuditLog:
     """Counts exec events in an audit log: a SYSCALL record with our key and
-    an EXECVE record whose argv[0] is the program, under the same serial."""
+    an EXECVE record whose argv[0] is the program (argv: the whole command
+    line), under the same serial."""
 
     _SERIAL = re.compile(r"msg=audit\(\d+\.\d+:(\d+)\)")
+    # a0="text", or a0=HEX when the argument holds a space, quote or control character.
+    _ARG = re.compile(r' a(\d+)=(?:"([^"]*)"|([0-9A-F]+))')
 
-    def __init__(self, path: Path, program: str, sentinel: str) -> None:
+    def __init__(self, path: Path, argv: list[str], sentinel: str) -> None:
         self._path = path
         self._offset = path.stat().st_size if path.exists() else 0
         self._partial = b""
         self._keyed: set[str] = set()
         self._program_serials: set[str] = set()
+        self._argv_serials: set[str] = set()
         self._sentinel_serials: set[str] = set()
         self._key = f' key="{AUDIT_KEY}"'
-        self._program = f' a0="{program}"'
+        self._argv = argv
+        self._program = f' a0="{argv[0]}"'
         self._sentinel = f' a0="{sentinel}"'
 
     def poll(self) -> int:
@@ -398,9 +431,19 @@ class _AuditLog:
                 elif line.startswith("type=EXECVE"):
                     if self._program in line:
                         self._program_serials.add(match[1])
+                        if self._args(line) == self._argv:
+                            self._argv_serials.add(match[1])
                     elif self._sentinel in line:
                         self._sentinel_serials.add(match[1])
         return len(self._keyed & self._program_serials)
+
+    def _args(self, line: str) -> list[str]:
+        return [quoted if hexed is None else bytes.fromhex(hexed).decode(errors="replace")
+                for _, quoted, hexed in (m.groups() for m in self._ARG.finditer(line))]
+
+    @property
+    def argv_ok(self) -> int:
+        return len(self._keyed & self._argv_serials)
 
     @property
     def sentinel(self) -> int:
@@ -412,7 +455,45 @@ class _AuditLog:
         return len(self._keyed)
 
 
-PEERS = (Bpftrace, Forkstat, Auditd)
+class PsutilPoller(_Peer):
+    """A process poller (bench/lib/psutil_poller.py) at PSUTIL_HZ: what an
+    agent without an exec hook sees. It misses most short-lived processes:
+    that is what it stands for."""
+
+    name = "psutil poller"
+    tools = ()
+
+    def unavailable(self) -> str | None:
+        if psutil_python() is None:
+            return f"psutil not importable by {sys.executable} or {_SYSTEM_PYTHON} ({INSTALL_COMMAND})"
+        return None
+
+    def traced_run(self, total: int, marker: str) -> PeerRun:
+        out, ready = self._workdir / "psutil.out", self._workdir / "psutil.ready"
+        out.unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
+        # A line: "PID ARGV...".
+        program, argv = str(self._storm.program), self._storm.argv()
+        storm_lines = _LineCounter(out, lambda f: len(f) >= 2 and f[1] == program)
+        argv_lines = _LineCounter(out, lambda f: f[1:] == argv)
+        all_lines = _LineCounter(out, lambda f: len(f) >= 1 and f[0].isdigit())
+        python = psutil_python()
+        assert python is not None
+        child = self._children.start(self.name, [python, str(_POLLER), str(out), str(ready), str(1 / PSUTIL_HZ)])
+        run = self._measure_lines(child, self.name, ready.exists, total, marker, storm_lines, argv_lines, all_lines)
+        run.notes.append(f"polls every {1 / PSUTIL_HZ:.1f} s: a process that lives shorter is seen only by chance")
+        return run
+
+
+PEERS = (Bpftrace, Forkstat, Auditd, PsutilPoller)
+
+
+def psutil_python() -> str | None:
+    """An interpreter that imports psutil: this one, else the system's (python3-psutil)."""
+    for python in (sys.executable, _SYSTEM_PYTHON):
+        if subprocess.run([python, "-c", "import psutil"], capture_output=True, check=False).returncode == 0:
+            return python
+    return None
 
 
 def install_peers() -> None:

@@ -9,6 +9,7 @@ all of them receiving SIGINT at once.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -51,6 +52,15 @@ def written_bytes(pid: int) -> int:
     raise KeyError(f"wchar not in /proc/{pid}/io")
 
 
+def tcp_bytes_received(port: int) -> int:
+    """Bytes received so far (tcpi_bytes_received: TCP payload, headers not
+    counted) on the established loopback connections whose local port is
+    port, i.e. what clients sent to the server listening there; through
+    `ss` (sock_diag). A connection closed meanwhile takes its count with it."""
+    out = run_checked(["ss", "-tinH", "state", "established", "sport", "=", f":{port}"])
+    return sum(int(n) for n in re.findall(r"\bbytes_received:(\d+)", out))
+
+
 def bpf_run_time_ns(pid: int) -> int:
     """Kernel time spent in the BPF programs the process holds open (the
     run_time_ns of their fdinfo), summed: 0 unless kernel.bpf_stats_enabled
@@ -64,6 +74,30 @@ def bpf_run_time_ns(pid: int) -> int:
         if "prog_id:" in text:
             total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("run_time_ns:")), 0)
     return total
+
+
+class PidMax:
+    """kernel.pid_max raised to at least `at_least` for the block (to hold
+    many live processes), as it was after."""
+
+    _SYSCTL = Path("/proc/sys/kernel/pid_max")
+
+    def __init__(self, at_least: int) -> None:
+        self._at_least = at_least
+
+    def __enter__(self) -> PidMax:
+        self._saved = self._SYSCTL.read_text()
+        if int(self._saved) < self._at_least:
+            self._SYSCTL.write_text(str(self._at_least))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._SYSCTL.write_text(self._saved)
+
+
+def live_processes() -> int:
+    """Processes on the machine now (the pids in /proc)."""
+    return sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
 
 
 class BpfStats:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.procs import Child, Children, cpu_ticks
+from lib.procs import Child, Children, cpu_ticks, tcp_bytes_received
 from testkit.rotel import LOOPBACK, PORT_ATTEMPTS, PORT_TAKEN, accepts, free_port_pair, rotel_argv, rotel_env
 
 _PROCESSOR = Path(__file__).with_name("rotel_count_processor.py")
@@ -28,6 +28,7 @@ class Received:
 
     storm: int = 0
     other: int = 0
+    argv_ok: int = 0  # storm records whose body is the storm's command line (Rotel's body)
     processor_us: int = 0  # time spent in rotel_count_processor
     latency_ms: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -42,7 +43,8 @@ class Received:
 
 class Rotel:
     """One rotel process counting records whose marker_key attribute equals
-    marker_value, except the exec of launcher (the storm binary).
+    marker_value, except the exec of launcher (the storm binary), and of
+    those the ones whose body is body (when given).
 
     detail=True also collects which records arrived (Received.ids, events,
     gaps, observed), at some cost to rotel's CPU; count=False runs rotel
@@ -52,7 +54,7 @@ class Rotel:
 
     def __init__(
         self, children: Children, binary: Path, workdir: Path, marker_key: str, marker_value: str, launcher: Path,
-        detail: bool = False, count: bool = True,
+        detail: bool = False, count: bool = True, body: str | None = None,
     ) -> None:
         self._children = children
         self._binary = binary
@@ -62,6 +64,7 @@ class Rotel:
         self._launcher = launcher
         self._detail = detail
         self._count = count
+        self._body = body
         self._ports: tuple[int, int] | None = None
         self._counts = workdir / "counts.jsonl"
         self._log = workdir / "rotel.log"
@@ -98,6 +101,8 @@ class Rotel:
         )
         if self._detail:
             env["OEBENCH_DETAIL"] = "1"
+        if self._body is not None:
+            env["OEBENCH_BODY"] = self._body
         argv = rotel_argv(self._binary, (grpc_port, http_port),
                           *(["--otlp-with-logs-processor", str(_PROCESSOR)] if self._count else []))
         with self._log.open("ab") as log:
@@ -142,6 +147,7 @@ class Rotel:
                 continue
             self.received.storm += batch["n"]
             self.received.other += batch["o"]
+            self.received.argv_ok += batch["a"]
             self.received.processor_us += batch["us"]
             self.received.latency_ms.update({int(ms): n for ms, n in batch["h"].items()})
             if "ids" in batch:
@@ -158,6 +164,12 @@ class Rotel:
     def cpu_ticks(self) -> int:
         assert self.child is not None
         return cpu_ticks(self.child.pid)
+
+    def bytes_received(self) -> int:
+        """What its OTLP/gRPC clients have sent it so far, over the
+        connections still open (see procs.tcp_bytes_received)."""
+        assert self._ports is not None
+        return tcp_bytes_received(self._ports[0])
 
     def stop(self) -> None:
         if self.child is not None:

@@ -10,10 +10,13 @@ Hence one clock read per batch, no per-record objects of our own, and one
 compact line per batch (not per record) appended to the output file:
 
     {"t": <ns at processing>, "n": <storm records>, "o": <other records>,
+     "a": <storm records whose body is OEBENCH_BODY>,
      "us": <time spent here, µs>, "h": {"<latency ms>": <count>, ...}}
 
 where latency = processing time - record timestamp (the kernel's event time),
-bucketed by millisecond.
+bucketed by millisecond, and OEBENCH_BODY (optional) the storm's command line
+as the record's body should read it: the check of the argv the agent
+attributed to each exec against the storm's own.
 
 With OEBENCH_DETAIL=1 (bench/reliability.py, where what arrived matters more
 than what it costs) a line also has
@@ -47,6 +50,7 @@ _VALUE = os.environ["OEBENCH_MARKER_VALUE"]
 _LAUNCHER = os.environ["OEBENCH_LAUNCHER"]
 _ENV_PREFIX = "process.environment_variable."
 _DETAIL = os.environ.get("OEBENCH_DETAIL") == "1"
+_BODY = os.environ.get("OEBENCH_BODY")
 _EXEC_ID = "otel_exec.exec_id"
 # Where otel-exec puts the exec id among an exec record's attributes (after
 # the pids and the creation time); found by a scan if that ever changes.
@@ -80,8 +84,11 @@ def _is_storm(attributes: Any) -> bool:
     return False
 
 
-def _is_launcher(body: Any) -> bool:
-    text = None if body is None else body.value
+def _text(body: Any) -> Any:
+    return None if body is None else body.value
+
+
+def _is_launcher(text: Any) -> bool:
     return isinstance(text, str) and text.startswith(_LAUNCHER)
 
 
@@ -104,7 +111,7 @@ def _detail(resource_logs: Any, summary: dict[str, Any]) -> None:
     for scope_logs in resource_logs.scope_logs:
         for record in scope_logs.log_records:
             attributes = record.attributes
-            if _is_storm(attributes) and not _is_launcher(record.body):
+            if _is_storm(attributes) and not _is_launcher(_text(record.body)):
                 ids.append([_attribute(attributes, _EXEC_ID, _EXEC_ID_INDEX), record.time_unix_nano])
                 continue
             name = record.event_name
@@ -122,18 +129,23 @@ def _detail(resource_logs: Any, summary: dict[str, Any]) -> None:
 
 
 def _summarise(resource_logs: Any, now: int) -> dict[str, Any]:
-    storm = other = 0
+    storm = other = argv_ok = 0
     histogram: dict[int, int] = {}
     for scope_logs in resource_logs.scope_logs:
         for record in scope_logs.log_records:
-            if not _is_storm(record.attributes) or _is_launcher(record.body):
+            if not _is_storm(record.attributes):
+                other += 1
+                continue
+            text = _text(record.body)
+            if _is_launcher(text):
                 other += 1
                 continue
             storm += 1
+            argv_ok += text == _BODY
             # A record stamped after "now" (clock skew) counts as 0 ms.
             ms = max(0, now - record.time_unix_nano) // 1_000_000
             histogram[ms] = histogram.get(ms, 0) + 1
-    return {"t": now, "n": storm, "o": other, "h": histogram}
+    return {"t": now, "n": storm, "o": other, "a": argv_ok, "h": histogram}
 
 
 def process_logs(resource_logs: Any) -> None:
