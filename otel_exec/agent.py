@@ -65,6 +65,7 @@ class Agent:
                                                  env_allow=cfg.env_allow, allow_patterns=cfg.redact_allow,
                                                  trace_context_names=carrier.names),
                                  cfg.sample_rate, carrier.entries)
+        self.trace_context_names = tuple(carrier.names.values())
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.policy.redaction.scan,
                                    carrier.entries)
@@ -128,9 +129,28 @@ class Agent:
         as the event put it, as events know more."""
         # Their user ids only matter to --trust-traceparent lists.
         with_ids = not self.lineage.trust.any_uid
-        for ev in observed_execs(self.identity, proc, with_ids):
+        for ev in observed_execs(self.identity, proc, with_ids, self.trace_context_names, self._drain_if_filling):
             if not self.table.knows(ev):
                 self.handle(ev)
+
+    def _drain_if_filling(self) -> None:
+        """Reading /proc at start takes seconds with tens of thousands of
+        processes, and the kernel's events queue in the ring meanwhile:
+        drain it before it fills. Only then: lineage is best when every
+        running process is known before the first kernel event. The identity
+        worker starts after the drop, so these execs do not wait for it (their
+        files' identities ride on their spans)."""
+        if self.source is None or (self.source.counters().get("ringbuf_used_bytes", 0)
+                                   < self.cfg.ringbuf_bytes * self.cfg.wakeup_fraction):
+            return
+        if self.executables is None:
+            self.source.drain(self.handle)
+            return
+        wait_s, self.executables.wait_s = self.executables.wait_s, 0.0
+        try:
+            self.source.drain(self.handle)
+        finally:
+            self.executables.wait_s = wait_s
 
     def _open_ready_dir(self) -> tuple[int, str] | None:
         """The --ready-file's directory, checked and held open from before

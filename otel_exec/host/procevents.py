@@ -4,14 +4,16 @@ procevents does): each process /proc lists becomes an ExecEvent marked
 process table, span lineage and the exporters know no second way in.
 
 An observed event carries what /proc tells: ids, start, executable, comm,
-argv, the real and effective ids and the environment (span lineage reads
-its trace context; the exporters report none of it). Its timestamp is when
+argv, the real and effective ids and, of the environment, the trace
+context variables only (span lineage reads them; the exporters report no
+environment of an observed process; envc counts the whole). Its timestamp is when
 /proc was read, the same for every process of one start; the fields /proc
 does not give are placeholders named in ``unavailable``.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection, Iterator
 
 from otel_exec.model.blocks import split_block, text
 from otel_exec.host import procfs
@@ -27,21 +29,35 @@ NOT_READ = ("prev_comm", "pwd", "mount_ns", "pid_ns", "cgroup_id", "cgroup_path"
 NO_IDS = ("uid", "gid", "euid", "egid")
 """The id fields, when they were not read (`with_ids` False)."""
 
+PAUSE_EVERY = 64
 
-def observed_execs(identity: HostIdentity, proc: str = procfs.PROC, with_ids: bool = True) -> list[ExecEvent]:
+
+def observed_execs(identity: HostIdentity, proc: str = procfs.PROC, with_ids: bool = True,
+                   env_names: Collection[str] | None = None,
+                   pause: Callable[[], None] = lambda: None) -> Iterator[ExecEvent]:
     """One observed exec event per process running now, oldest first (a
     parent before its children), argv and env as read (the policy stage
-    redacts them like the kernel's). A process's image parent is only
-    resolved once every process has been read: its parent as /proc lists
-    it, unless that pid's holder started after it (a reused pid). Without
-    `with_ids` the user and group ids are not read: -1 and unavailable."""
-    found = procfs.running(proc, with_ids)
+    redacts them like the kernel's); of the environment, only `env_names`
+    when given. Made one at a time, as they are handled: with tens of
+    thousands of processes a list of them all would be the agent's largest
+    memory. A process's image parent is only resolved once every process
+    has been read: its parent as /proc lists it, unless that pid's holder
+    started after it (a reused pid). Without `with_ids` the user and group
+    ids are not read: -1 and unavailable. `pause` is called every
+    PAUSE_EVERY processes read and events made (the agent drains its ring
+    buffer there, which fills meanwhile)."""
+    found = []
+    for p in procfs.running(proc, with_ids, env_names):
+        found.append(p)
+        if len(found) % PAUSE_EVERY == 0:
+            pause()
     unavailable = NOT_READ if with_ids else NOT_READ + NO_IDS
     now = time.time_ns()
     by_pid = {p.pid: p for p in found}
     exec_ids = {p.pid: identity.exec_id(p.pid, p.start_ticks, p.exe_dev, p.exe_ino) for p in found}
-    events = []
-    for p in sorted(found, key=lambda p: (p.start_ticks, p.pid)):
+    for n, p in enumerate(sorted(found, key=lambda p: (p.start_ticks, p.pid)), 1):
+        if n % PAUSE_EVERY == 0:
+            pause()
         parent = by_pid.get(p.ppid)
         if parent is not None and parent.start_ticks > p.start_ticks:
             parent = None
@@ -49,7 +65,7 @@ def observed_execs(identity: HostIdentity, proc: str = procfs.PROC, with_ids: bo
         args = split_block(p.cmdline, truncated=p.cmdline_cut)
         ids = p.ids or procfs.StatusIds()
         unread = -1  # an id not read: trusted by no --trust-traceparent list
-        events.append(ExecEvent(
+        yield ExecEvent(
             timestamp=now, pid=p.pid, tid=p.pid, ppid=p.ppid, host_pid=p.pid, host_tid=p.pid,
             host_ppid=p.ppid, image_ppid=p.ppid if parent is not None else 0, process_start_time=start_ns,
             start_ticks=p.start_ticks, exec_id=exec_ids[p.pid],
@@ -61,6 +77,5 @@ def observed_execs(identity: HostIdentity, proc: str = procfs.PROC, with_ids: bo
             ctime=0, inode_mode=0, interpreter_pathname="", interpreter_dev=0, interpreter_inode=0,
             interpreter_ctime=0, argv=Strings(args), interp="", stdin_type=0, stdin_path="",
             invoked_from_kernel=False, env=Strings(p.environ), argv_truncated=p.cmdline_cut, env_truncated=False,
-            argc=len(args), envc=len(p.environ), path_truncated=[], unavailable=unavailable,
-            parent_start_ticks=parent.start_ticks if parent is not None else None, observed=True))
-    return events
+            argc=len(args), envc=p.envc, path_truncated=[], unavailable=unavailable,
+            parent_start_ticks=parent.start_ticks if parent is not None else None, observed=True)

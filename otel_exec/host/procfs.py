@@ -13,6 +13,7 @@ import os
 import stat
 import struct
 from dataclasses import dataclass
+from typing import Collection, Iterator
 
 PROC = "/proc"
 READ_MAX = 1 << 16
@@ -95,13 +96,22 @@ def status_ids(pid: int, proc: str = PROC) -> StatusIds | None:
     return ids
 
 
-def environ(pid: int, proc: str = PROC, limit: int = 1 << 20) -> list[str]:
-    """The environment a process was started with; [] when unreadable."""
+def environ(pid: int, names: Collection[str] | None = None, proc: str = PROC,
+            limit: int = 1 << 20) -> tuple[list[str], int]:
+    """The environment a process was started with, and how many entries it
+    has; with `names`, only the entries of those variables are decoded and
+    kept (read for every process at start, whole environments would cost
+    memory by the hundred megabytes). ([], 0) when unreadable."""
     try:
         raw = read(f"{proc}/{pid}/environ", limit)
     except OSError:
-        return []
-    return [e.decode("utf-8", "backslashreplace") for e in raw.split(b"\0") if e]
+        return [], 0
+    entries = raw.split(b"\0")
+    count = len(entries) - entries.count(b"")
+    if names is not None:
+        wanted = tuple(name.encode() + b"=" for name in names)
+        entries = [e for e in entries if e.startswith(wanted)] if wanted else []
+    return [e.decode("utf-8", "backslashreplace") for e in entries if e], count
 
 
 @dataclass(slots=True)
@@ -118,16 +128,17 @@ class Running:
     cmdline: bytes
     cmdline_cut: bool  # READ_MAX bytes read: the last argument may be partial
     ids: StatusIds | None  # None when unreadable, or not asked for
-    environ: list[str]
+    environ: list[str]  # the entries asked for (environ())
+    envc: int  # the environment's entries, all of them
 
 
-def running(proc: str = PROC, with_ids: bool = True) -> list[Running]:
+def running(proc: str = PROC, with_ids: bool = True, env_names: Collection[str] | None = None) -> Iterator[Running]:
     """Every process running now, in the order /proc lists them; its ids
-    (/proc/PID/status, the costliest file to read) only `with_ids`. One that
+    (/proc/PID/status, the costliest file to read) only `with_ids`; of its
+    environment, only the variables in `env_names` when given. One that
     vanishes while being read, or is a zombie already (no exit event will
     come), is skipped; one whose exe cannot be read (kernel thread,
     permission) has exe b"", dev and inode 0."""
-    found: list[Running] = []
     for pid in pids(proc):
         base = f"{proc}/{pid}"
         try:
@@ -145,10 +156,10 @@ def running(proc: str = PROC, with_ids: bool = True) -> list[Running]:
             exe_dev, exe_ino = st.st_dev, st.st_ino
         except OSError:
             exe, exe_dev, exe_ino = b"", 0, 0
-        found.append(Running(pid, int(fields[STAT_PPID]), int(fields[STAT_STARTTIME]), stat_comm(raw), exe,
-                             exe_dev, exe_ino, cmdline, len(cmdline) == READ_MAX,
-                             status_ids(pid, proc) if with_ids else None, environ(pid, proc)))
-    return found
+        env, envc = environ(pid, env_names, proc)
+        yield Running(pid, int(fields[STAT_PPID]), int(fields[STAT_STARTTIME]), stat_comm(raw), exe,
+                      exe_dev, exe_ino, cmdline, len(cmdline) == READ_MAX,
+                      status_ids(pid, proc) if with_ids else None, env, envc)
 
 
 @dataclass(slots=True)

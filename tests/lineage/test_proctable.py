@@ -42,7 +42,7 @@ def observe(ident, proc="/proc"):
     how many events there were."""
     table = ProcessTable()
     lineage = SpanLineage(table)
-    events = observed_execs(ident, proc)
+    events = list(observed_execs(ident, proc))
     for ev in events:
         lineage.on_exec(ev)
     return table, len(events)

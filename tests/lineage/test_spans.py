@@ -293,8 +293,9 @@ def test_observed_processes_found_in_proc_get_spans(tmp_path) -> None:
     assert len(recorder.execs) == 8 and agent.table.get(100) is shell.process and shell.span_id == before
     (tmp_path / "107").mkdir()
     (tmp_path / "107" / "environ").write_bytes(b"X=\xff\0\0Y=2\0")
-    assert environ(107, str(tmp_path)) == ["X=\\xff", "Y=2"]
-    assert environ(999, str(tmp_path)) == []
+    assert environ(107, proc=str(tmp_path)) == (["X=\\xff", "Y=2"], 2)
+    assert environ(107, ("Y",), proc=str(tmp_path)) == (["Y=2"], 2)
+    assert environ(999, proc=str(tmp_path)) == ([], 0)
 
 
 def test_span_ids_of_reexecs_and_execs_without_exec_id() -> None:
