@@ -7,6 +7,11 @@ ships as package data: otel_exec/_bpf/otel_exec.bpf.o. The object is never
 committed. Building needs clang, bpftool, make and libbpf's headers, and the
 build machine's BTF (/sys/kernel/btf/vmlinux, or VMLINUX_BTF) for vmlinux.h;
 CLANG, BPFTOOL and VMLINUX_BTF in the environment are passed on to make.
+
+``build_ext`` compiles the optional C extensions of the per-exec hot path
+(NATIVE_EXTENSIONS; gcc and the Python headers). Each has a pure-Python
+reference next to it: when one does not compile, the build says so once and
+goes on, and the reference runs (otel_exec/native.py).
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Distribution, setup
+from setuptools import Distribution, Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(globals().get("__file__") or os.getcwd()).resolve().parent
@@ -120,7 +126,37 @@ class BuildPyWithBpf(build_py):
         return outputs
 
 
-cmdclass = {"build_py": BuildPyWithBpf}
+NATIVE_EXTENSIONS = [
+    Extension("otel_exec.core._decode_native", ["otel_exec/core/_decode_native.c"],
+              extra_compile_args=["-O2", "-std=gnu11"]),
+]
+
+
+class BuildOptionalExt(build_ext):
+    """Builds each of NATIVE_EXTENSIONS if it can, and says which it built:
+    a missing compiler or header leaves the Python reference in its place."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler at all: distutils raises before any extension
+            self._say(f"no C extension built ({exc}); the pure-Python hot path runs")
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._say(f"C extension {ext.name} NOT built ({type(exc).__name__}: {exc}); "
+                      "its pure-Python reference runs")
+            return
+        self._say(f"C extension {ext.name} built")
+
+    @staticmethod
+    def _say(message: str) -> None:
+        print(f"otel-exec: {message}", file=sys.stderr, flush=True)
+
+
+cmdclass = {"build_py": BuildPyWithBpf, "build_ext": BuildOptionalExt}
 
 try:  # setuptools >= 70.1 has its own; older ones use the wheel package's
     from setuptools.command.bdist_wheel import bdist_wheel as _bdist_wheel
@@ -150,4 +186,4 @@ class PlatformDistribution(Distribution):
         return True
 
 
-setup(cmdclass=cmdclass, distclass=PlatformDistribution)
+setup(cmdclass=cmdclass, distclass=PlatformDistribution, ext_modules=NATIVE_EXTENSIONS)
