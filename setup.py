@@ -136,20 +136,51 @@ class BuildOptionalExt(build_ext):
     """Builds each of NATIVE_EXTENSIONS if it can, and says which it built:
     a missing compiler or header leaves the Python reference in its place."""
 
+    def initialize_options(self):
+        super().initialize_options()
+        self.not_built = set()
+
     def run(self):
         try:
             super().run()
         except Exception as exc:  # no compiler at all: distutils raises before any extension
+            self.not_built.update(ext.name for ext in self.extensions)
             self._say(f"no C extension built ({exc}); the pure-Python hot path runs")
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
+            self.not_built.add(ext.name)
             self._say(f"C extension {ext.name} NOT built ({type(exc).__name__}: {exc}); "
                       "its pure-Python reference runs")
             return
         self._say(f"C extension {ext.name} built")
+
+    def _built(self):
+        return [ext for ext in self.extensions if ext.name not in self.not_built]
+
+    # What an install, a wheel or an in-place build copies: the extensions built.
+    def copy_extensions_to_source(self):
+        extensions, self.extensions = self.extensions, self._built()
+        try:
+            super().copy_extensions_to_source()
+        finally:
+            self.extensions = extensions
+
+    def get_outputs(self):
+        extensions, self.extensions = self.extensions, self._built()
+        try:
+            return super().get_outputs()
+        finally:
+            self.extensions = extensions
+
+    def get_output_mapping(self):
+        extensions, self.extensions = self.extensions, self._built()
+        try:
+            return super().get_output_mapping()
+        finally:
+            self.extensions = extensions
 
     @staticmethod
     def _say(message: str) -> None:
