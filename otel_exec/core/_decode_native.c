@@ -81,6 +81,10 @@ typedef struct {
     PyObject *id_prefix;     /* identity._id_prefix: blake2b state after the host part */
     PyObject *not_collected; /* reference.not_collected */
     PyObject *to_epoch_obj;
+    /* The key of the last shared part found in shared_cache: execs of one
+     * command come in runs, and a bytes object keeps its hash, so the next
+     * lookup of an equal part costs a memcmp instead of a copy and a hash. */
+    PyObject *last_key;
     PyTypeObject *exec_type;
     PyTypeObject *exit_type;
     long long to_epoch;      /* realtime_minus_boottime_ns */
@@ -245,6 +249,7 @@ static int Decoder_traverse(DecoderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->id_prefix);
     Py_VISIT(self->not_collected);
     Py_VISIT(self->to_epoch_obj);
+    Py_VISIT(self->last_key);
     Py_VISIT(self->exec_type);
     Py_VISIT(self->exit_type);
     return 0;
@@ -259,6 +264,7 @@ static int Decoder_clear(DecoderObject *self)
     Py_CLEAR(self->id_prefix);
     Py_CLEAR(self->not_collected);
     Py_CLEAR(self->to_epoch_obj);
+    Py_CLEAR(self->last_key);
     Py_CLEAR(self->exec_type);
     Py_CLEAR(self->exit_type);
     return 0;
@@ -369,13 +375,24 @@ static PyObject *parent_exec_id(DecoderObject *self, uint32_t ppid, uint64_t pst
  * set when it is not (the reference decodes it). */
 static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32_t size)
 {
-    PyObject *key = PyBytes_FromStringAndSize((const char *)p + EXEC_SHARED_OFFSET, size - EXEC_SHARED_OFFSET);
-    if (key == NULL)
-        return NULL;
+    const char *part = (const char *)p + EXEC_SHARED_OFFSET;
+    Py_ssize_t part_len = size - EXEC_SHARED_OFFSET;
+    PyObject *key = self->last_key;
+    if (key != NULL && PyBytes_GET_SIZE(key) == part_len && memcmp(PyBytes_AS_STRING(key), part, part_len) == 0) {
+        Py_INCREF(key);
+    } else {
+        key = PyBytes_FromStringAndSize(part, part_len);
+        if (key == NULL)
+            return NULL;
+    }
+    /* Looked up every time, also for the last key: the cache may have been
+     * emptied since, and then the reference decodes the part anew. */
     PyObject *shared = PyDict_GetItemWithError(self->shared_cache, key);
-    Py_DECREF(key);
-    if (shared == NULL)
+    if (shared == NULL) {
+        Py_DECREF(key);
         return NULL;
+    }
+    Py_XSETREF(self->last_key, key);
     Py_INCREF(shared);
     PyObject *fields = PyObject_GetAttr(shared, s_fields);
     PyObject *parent_exe = fields ? PyObject_GetAttr(shared, s_parent_exe) : NULL;

@@ -190,6 +190,22 @@ def test_records_of_one_shared_part_share_their_blocks_in_both() -> None:
         assert (a.host_pid, b.host_pid) == (10, 11)
 
 
+def test_a_shared_part_decoded_again_once_its_cache_was_emptied() -> None:
+    strs = [b"/bin/true\0", b"\0", leaf_first([b"bin", b"true"]), b"", b"", leaf_first([b"tmp"]), b"",
+            b"true\0", b"A=1\0"]
+    rec = build_exec(strs)
+    dec = Decoder(IDENTITY, native=NATIVE)
+    first = dec.native.decode(rec)
+    again = dec.native.decode(rec)  # the C path, from the cache
+    dec._shared.clear()  # as BoundedCache.remember empties it when full
+    after = dec.native.decode(rec)
+    assert isinstance(first, ExecEvent) and isinstance(again, ExecEvent) and isinstance(after, ExecEvent)
+    assert again.shared is first.shared
+    assert after.shared is not first.shared
+    assert list(dec._shared.values()) == [after.shared]
+    assert event_fields(after) == event_fields(first)
+
+
 # -- the redaction corpus, through the policy stage -----------------------------
 
 def corpus_record(argv: list[str], env: dict[str, str], pid: int) -> bytes:
