@@ -47,6 +47,7 @@ from tests.helpers.record_fuzz import (SIZE_OFFSET, exec_records, exit_records, 
                                        fuzz_settings, mutate, mutation, u32)
 from tests.helpers.records import IDENTITY, block, build_exec, leaf_first
 from tests.helpers.redaction_corpus import LOOKALIKES, SECRET_CASES
+from tests.helpers.storm import run_storm, storm  # noqa: F401  (a fixture)
 
 
 def _built() -> ModuleType:
@@ -252,26 +253,31 @@ def test_a_long_path() -> None:
 RING = 4096
 
 
-def fake_ring() -> RingBuffer:
+def fake_ring(size: int = RING) -> RingBuffer:
     """A RingBuffer over plain memory, laid out as the kernel's mmap."""
     ring = object.__new__(RingBuffer)
-    ring._mask, ring._size = RING - 1, RING
+    ring._mask, ring._size = size - 1, size
     ring._cons_pos = memoryview(bytearray(8)).cast("Q")
     ring._prod_pos = memoryview(bytearray(8)).cast("Q")
-    ring._data = memoryview(bytearray(RING))
+    ring._data = memoryview(bytearray(size))
     ring._hdr = ring._data.cast("I")
     return ring
 
 
 def fill(ring: RingBuffer, start: int, records: list[tuple[bytes, int]]) -> None:
     """records (payload, header flags) written from position start."""
-    data = ring._data
+    data, mask = ring._data, ring._mask
     pos = start
     for payload, flags in records:
-        off = pos & (RING - 1)
+        off = pos & mask
         struct.pack_into("<II", data, off, len(payload) | flags, 0)
-        for i, b in enumerate(payload):
-            data[(off + 8 + i) & (RING - 1)] = b
+        end = off + 8 + len(payload)
+        if end <= ring._size:
+            data[off + 8:end] = payload
+        else:
+            cut = ring._size - off - 8
+            data[off + 8:] = payload[:cut]
+            data[:len(payload) - cut] = payload[cut:]
         pos += (len(payload) + 8 + 7) & ~7
     ring._cons_pos[0] = start
     ring._prod_pos[0] = pos
@@ -311,19 +317,13 @@ def test_the_c_walk_of_the_ring(start: int, records: list[tuple[bytes, int]], li
     assert results[1] == results[0]
 
 
-def test_the_c_walk_through_the_decoder() -> None:
-    """Events, and a malformed record, as CoreSource.drain gets them either way."""
-    strs = [b"/bin/true\0", b"\0", leaf_first([b"bin", b"true"]), b"", b"", leaf_first([b"tmp"]), b"",
-            b"true\0", b"A=1\0"]
-    exec_rec = build_exec(strs)
-    exit_rec = layout.EXIT.pack(layout.REC_EXIT, layout.EXIT.size, 5, 7 * 10**7, 42, 3 << 8, b"true")
-    bad = bytearray(exec_rec)
-    struct.pack_into("<I", bad, SIZE_OFFSET, len(bad) + 8)
-    records = [(exec_rec, 0), (exit_rec, 0), (bytes(bad), 0), (exec_rec, 0), (b"", ringbuf._DISCARD), (exit_rec, 0)]
+def both_walks(records: list[tuple[bytes, int]], size: int, start: int) -> list[tuple[Any, ...]]:
+    """records through the C walk and decoder, and through the reference
+    walk and decoder (CoreSource.drain's closure): what each handed on."""
     results = []
     for native in (False, True):
-        ring = fake_ring()
-        fill(ring, RING - 64, records)  # the first record wraps
+        ring = fake_ring(size)
+        fill(ring, start, records)
         dec = Decoder(IDENTITY, native=NATIVE if native else None)
         events: list[Any] = []
         errors: list[str] = []
@@ -339,6 +339,19 @@ def test_the_c_walk_through_the_decoder() -> None:
             count = ring._drain_reference(one, -1)
         results.append((count, [event_fields(e) for e in events], errors, ring._cons_pos[0]))
     assert results[1] == results[0]
+    return results
+
+
+def test_the_c_walk_through_the_decoder() -> None:
+    """Events, and a malformed record, as CoreSource.drain gets them either way."""
+    strs = [b"/bin/true\0", b"\0", leaf_first([b"bin", b"true"]), b"", b"", leaf_first([b"tmp"]), b"",
+            b"true\0", b"A=1\0"]
+    exec_rec = build_exec(strs)
+    exit_rec = layout.EXIT.pack(layout.REC_EXIT, layout.EXIT.size, 5, 7 * 10**7, 42, 3 << 8, b"true")
+    bad = bytearray(exec_rec)
+    struct.pack_into("<I", bad, SIZE_OFFSET, len(bad) + 8)
+    records = [(exec_rec, 0), (exit_rec, 0), (bytes(bad), 0), (exec_rec, 0), (b"", ringbuf._DISCARD), (exit_rec, 0)]
+    results = both_walks(records, RING, RING - 64)  # the first record wraps
     assert results[0][0] == 5 and len(results[0][2]) == 1
 
 
@@ -383,3 +396,28 @@ def test_records_captured_from_the_kernel(tmp_path: Any) -> None:
         pair.check(rec)
     for rec in recs:
         pair.check(rec)  # now the shared parts are cached: the C path
+
+
+@pytest.mark.kernel
+def test_records_captured_from_a_storm(storm: str) -> None:  # noqa: F811
+    """A storm's records (and whatever else ran), captured raw from the ring,
+    through both decoders and through both walks of a ring holding them."""
+    source = CoreSource(Config(), HostIdentity.current())
+    recs: list[bytes] = []
+    try:
+        proc = run_storm(storm, "decode-native", 2000, 0)
+        while proc.poll() is None:
+            source.ring.wait(0.05)
+            source.ring.drain(lambda v: recs.append(bytes(v)))
+        source.ring.drain(lambda v: recs.append(bytes(v)))
+    finally:
+        source.close()
+    assert proc.returncode == 0
+    storm_execs = [r for r in recs if struct.unpack_from("<I", r)[0] == layout.REC_EXEC and b"decode-native" in r]
+    assert len(storm_execs) >= 2000
+    pair = Pair(policy=True)
+    for rec in recs + recs:
+        pair.check(rec)
+    space = sum((len(r) + 8 + 7) & ~7 for r in recs)
+    size = 1 << space.bit_length()
+    both_walks([(r, 0) for r in recs], size, size - 8)  # the first record wraps
