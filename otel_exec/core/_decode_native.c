@@ -876,6 +876,31 @@ PyMODINIT_FUNC PyInit__decode_native(void)
         Py_DECREF(m);
         return NULL;
     }
+    /* The event fields this module sets: otel_exec/core/decode.py uses it
+     * only if they are ExecEvent's (with its shared fields) and ExitEvent's. */
+    PyObject *per_exec = PyTuple_New(X_COUNT), *exit_fields = PyTuple_New(EXIT_COUNT);
+    int ok = per_exec != NULL && exit_fields != NULL;
+    for (int i = 0; ok && i < X_COUNT; i++) {
+        PyObject *name = PyUnicode_FromString(EXEC_PER_EXEC[i]);
+        ok = name != NULL;
+        if (ok)
+            PyTuple_SET_ITEM(per_exec, i, name);
+    }
+    for (int i = 0; ok && i < EXIT_COUNT; i++) {
+        PyObject *name = PyUnicode_FromString(EXIT_FIELDS[i]);
+        ok = name != NULL;
+        if (ok)
+            PyTuple_SET_ITEM(exit_fields, i, name);
+    }
+    if (!ok || PyDict_SetItemString(layout, "EXEC_EVENT_PER_EXEC", per_exec) < 0 ||
+        PyDict_SetItemString(layout, "EXIT_EVENT", exit_fields) < 0) {
+        Py_XDECREF(per_exec);
+        Py_XDECREF(exit_fields);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_DECREF(per_exec);
+    Py_DECREF(exit_fields);
     Py_INCREF(&DecoderType);
     if (PyModule_AddObject(m, "Decoder", (PyObject *)&DecoderType) < 0) {
         Py_DECREF(&DecoderType);

@@ -40,7 +40,8 @@ class DecodeError(ValueError):
 
 
 def native_for_layout(native: ModuleType | None) -> ModuleType | None:
-    """`native` if the record layout compiled into it is layout.py's."""
+    """`native` if the record layout compiled into it is layout.py's, and
+    the event fields it sets are ExecEvent's and ExitEvent's."""
     if native is None:
         return None
     offsets = {"EXEC_MEMBERS": layout.member_offsets(layout.EXEC_MEMBERS),
@@ -49,10 +50,12 @@ def native_for_layout(native: ModuleType | None) -> ModuleType | None:
             "EXEC": layout.EXEC.size, "EXEC_SHARED_OFFSET": layout.EXEC_SHARED_OFFSET, "EXIT": layout.EXIT.size,
             "PF_TRUNCATED": layout.PF_TRUNCATED, "PF_DELETED": layout.PF_DELETED, "PF_DETACHED": layout.PF_DETACHED,
             "PIPEFS_MAGIC": PIPEFS_MAGIC, "SOCKFS_MAGIC": SOCKFS_MAGIC, "ANON_INODE_FS_MAGIC": ANON_INODE_FS_MAGIC,
-            **{group: {name: offsets[group].get(name) for name in native.LAYOUT[group]} for group in offsets}}
+            **{group: {name: offsets[group].get(name) for name in native.LAYOUT[group]} for group in offsets},
+            "EXEC_EVENT_PER_EXEC": tuple(name for name in ExecEvent.__slots__ if name not in SHARED_FIELDS),
+            "EXIT_EVENT": ExitEvent.__slots__}
     if native.LAYOUT != want:
-        log.warning("the C decoder was built for another record layout than otel_exec/model/layout.py's; "
-                    "the Python decoder runs (rebuild the extension)")
+        log.warning("the C decoder was built for another record layout or other event fields than "
+                    "otel_exec/model/layout.py's and events.py's; the Python decoder runs (rebuild the extension)")
         return None
     return native
 

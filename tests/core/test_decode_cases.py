@@ -471,6 +471,11 @@ BUILT_FOR = {
     "EXEC_MEMBERS": {"hdr.boot_ns": 8, "start_boottime_ns": 16, "parent_start_boottime_ns": 24, "host_pid": 32,
                      "host_tid": 36, "host_ppid": 40, "image_ppid": 48, "pid": 52, "tid": 56, "ppid": 60},
     "EXIT_MEMBERS": {"hdr.boot_ns": 8, "start_boottime_ns": 16, "pid": 24, "exit_code": 28, "comm": 32},
+    "EXEC_EVENT_PER_EXEC": ("timestamp", "pid", "tid", "ppid", "host_pid", "host_tid", "host_ppid", "image_ppid",
+                            "process_start_time", "start_ticks", "exec_id", "parent_exec_id", "sample_rate", "shared",
+                            "unavailable", "parent_start_ticks", "observed", "executable_identity",
+                            "script_identity"),
+    "EXIT_EVENT": ("timestamp", "pid", "start_ticks", "exit_code", "signal", "core_dumped", "comm"),
 }
 
 
@@ -484,6 +489,8 @@ def test_the_c_decoder_is_used_only_when_built_for_this_layout(caplog: pytest.Lo
         if isinstance(value, dict):
             variants += [{**BUILT_FOR, key: {**value, member: offset + 1}} for member, offset in value.items()]
             variants.append({**BUILT_FOR, key: {**value, "no_such_member": 0}})
+        elif isinstance(value, tuple):
+            variants += [{**BUILT_FOR, key: value[:-1]}, {**BUILT_FOR, key: (*value, "extra")}]
         else:
             variants.append({**BUILT_FOR, key: value + 1})
     for layout_built in variants:
@@ -491,5 +498,5 @@ def test_the_c_decoder_is_used_only_when_built_for_this_layout(caplog: pytest.Lo
         with caplog.at_level(logging.WARNING):
             assert native_for_layout(SimpleNamespace(LAYOUT=layout_built)) is None
         assert [r.getMessage() for r in caplog.records] == [
-            "the C decoder was built for another record layout than otel_exec/model/layout.py's; "
-            "the Python decoder runs (rebuild the extension)"]
+            "the C decoder was built for another record layout or other event fields than "
+            "otel_exec/model/layout.py's and events.py's; the Python decoder runs (rebuild the extension)"]
