@@ -201,10 +201,14 @@ if _bdist_wheel is not None:
 
     class BdistWheelPlatform(_bdist_wheel):
         """Tag the wheel for this platform (py3-none-linux_<arch>): the BPF
-        object is compiled for one architecture (__TARGET_ARCH_*)."""
+        object is compiled for one architecture (__TARGET_ARCH_*). With a C
+        extension inside, also for this interpreter (cp311-cp311-...): the
+        extension loads in no other."""
 
         def get_tag(self):
-            _, _, plat = super().get_tag()
+            impl, abi, plat = super().get_tag()
+            if self.get_finalized_command("build_ext")._built():
+                return impl, abi, plat
             return "py3", "none", plat
 
     cmdclass["bdist_wheel"] = BdistWheelPlatform
