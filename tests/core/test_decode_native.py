@@ -17,6 +17,7 @@ what the agent uses), so this runs in both CI passes; it must be built
 """
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -45,6 +46,7 @@ from otel_exec.policy.redact import RedactionPolicy
 from otel_exec.policy.stage import ExecPolicy
 from tests.helpers.record_fuzz import (SIZE_OFFSET, exec_records, exit_records, fix_size, fix_strings,
                                        fuzz_settings, mutate, mutation, u32)
+from tests.helpers.hostile import ODD_NAMES
 from tests.helpers.records import IDENTITY, block, build_exec, leaf_first
 from tests.helpers.redaction_corpus import LOOKALIKES, SECRET_CASES
 from tests.helpers.storm import run_storm, storm  # noqa: F401  (a fixture)
@@ -364,33 +366,47 @@ EXEC_DELETED = ("import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.set_
 
 @pytest.mark.kernel
 def test_records_captured_from_the_kernel(tmp_path: Any) -> None:
-    """Execs of every shape the capture tests use (a script and its
-    interpreter, stdin from a pipe, a socket and a file, a deleted binary,
-    long and invalid-UTF-8 arguments, many variables), captured raw from the
+    """Execs of many shapes (a script and its interpreter, stdin from a pipe
+    and from a file, a deleted binary, long and invalid-UTF-8 arguments, many
+    variables, the hostile corpus's odd file names), captured raw from the
     ring, through both decoders."""
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o755)
     gone = tmp_path / "gone"
+    odd_dir = os.fsencode(tmp_path) + b"/dir-\xff\n\"x\""
+    os.mkdir(odd_dir)
     env = {"A": "1", "TRACEPARENT": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
            **{f"V{i}": "x" * i for i in range(60)}}
     source = CoreSource(Config(), HostIdentity.current())
     recs: list[bytes] = []
+
+    def run(argv: list[Any], **kw: Any) -> None:
+        # Through a shell that forks: the kernel side leaves out the execs
+        # of the agent's own children (here this process's).
+        subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *argv], check=True, **kw)
+        # At once: other execs on the host fill the ring too.
+        source.ring.drain(lambda v: recs.append(bytes(v)))
+
     try:
         for _ in range(3):
-            subprocess.run(["/bin/true", "a", "b"], env=env, check=True)
-            subprocess.run([str(script), "arg"], env=env, check=True)
-            subprocess.run([b"/bin/true", b"x" * 5000, b"\xff\xfe", b"--password=hunter2"],
-                           env={b"PASSWORD": b"hunter2", b"B": b"\xe9"}, check=True, stdin=subprocess.PIPE)
+            run(["/bin/true", "a", "b"], env=env)
+            run([str(script), "arg"], env=env)
+            run([b"/bin/true", b"x" * 5000, b"\xff\xfe", b"--password=hunter2"],
+                env={b"PASSWORD": b"hunter2", b"B": b"\xe9"}, stdin=subprocess.PIPE)
             with tempfile.TemporaryFile() as f:
-                subprocess.run(["/bin/true"], stdin=f, check=True)
+                run(["/bin/true"], stdin=f)
             shutil.copy("/bin/true", gone)
-            subprocess.run([sys.executable, "-c", EXEC_DELETED, str(gone)], check=True)
-            source.ring.drain(lambda v: recs.append(bytes(v)))
+            run([sys.executable, "-c", EXEC_DELETED, str(gone)])
+            for name in ODD_NAMES.values():  # the hostile corpus's file names, in an odd directory
+                odd = odd_dir + b"/" + name
+                shutil.copy("/bin/true", odd)
+                run([odd, name, b"-\xff"], cwd=odd_dir)
     finally:
         source.close()
     kinds = {struct.unpack_from("<I", r)[0] for r in recs}
     assert layout.REC_EXEC in kinds and layout.REC_EXIT in kinds and len(recs) >= 20
+    assert all(any(name in r for r in recs) for name in ODD_NAMES.values())
     pair = Pair(policy=True)
     for rec in recs:
         pair.check(rec)
