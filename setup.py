@@ -7,6 +7,11 @@ ships as package data: otel_exec/_bpf/otel_exec.bpf.o. The object is never
 committed. Building needs clang, bpftool, make and libbpf's headers, and the
 build machine's BTF (/sys/kernel/btf/vmlinux, or VMLINUX_BTF) for vmlinux.h;
 CLANG, BPFTOOL and VMLINUX_BTF in the environment are passed on to make.
+
+``build_ext`` compiles the optional C extensions of the per-exec hot path
+(NATIVE_EXTENSIONS; gcc and the Python headers). Each has a pure-Python
+reference next to it: when one does not compile, the build says so once and
+goes on, and the reference runs (otel_exec/native.py).
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Distribution, setup
+from setuptools import Distribution, Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(globals().get("__file__") or os.getcwd()).resolve().parent
@@ -120,7 +126,68 @@ class BuildPyWithBpf(build_py):
         return outputs
 
 
-cmdclass = {"build_py": BuildPyWithBpf}
+NATIVE_EXTENSIONS = [
+    Extension("otel_exec.core._decode_native", ["otel_exec/core/_decode_native.c"],
+              extra_compile_args=["-O2", "-std=gnu11"]),
+]
+
+
+class BuildOptionalExt(build_ext):
+    """Builds each of NATIVE_EXTENSIONS if it can, and says which it built:
+    a missing compiler or header leaves the Python reference in its place."""
+
+    def initialize_options(self):
+        super().initialize_options()
+        self.not_built = set()
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler at all: distutils raises before any extension
+            self.not_built.update(ext.name for ext in self.extensions)
+            self._say(f"no C extension built ({exc}); the pure-Python hot path runs")
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self.not_built.add(ext.name)
+            self._say(f"C extension {ext.name} NOT built ({type(exc).__name__}: {exc}); "
+                      "its pure-Python reference runs")
+            return
+        self._say(f"C extension {ext.name} built")
+
+    def _built(self):
+        return [ext for ext in self.extensions if ext.name not in self.not_built]
+
+    # What an install, a wheel or an in-place build copies: the extensions built.
+    def copy_extensions_to_source(self):
+        extensions, self.extensions = self.extensions, self._built()
+        try:
+            super().copy_extensions_to_source()
+        finally:
+            self.extensions = extensions
+
+    def get_outputs(self):
+        extensions, self.extensions = self.extensions, self._built()
+        try:
+            return super().get_outputs()
+        finally:
+            self.extensions = extensions
+
+    def get_output_mapping(self):
+        extensions, self.extensions = self.extensions, self._built()
+        try:
+            return super().get_output_mapping()
+        finally:
+            self.extensions = extensions
+
+    @staticmethod
+    def _say(message: str) -> None:
+        print(f"otel-exec: {message}", file=sys.stderr, flush=True)
+
+
+cmdclass = {"build_py": BuildPyWithBpf, "build_ext": BuildOptionalExt}
 
 try:  # setuptools >= 70.1 has its own; older ones use the wheel package's
     from setuptools.command.bdist_wheel import bdist_wheel as _bdist_wheel
@@ -138,14 +205,14 @@ if _bdist_wheel is not None:
         so the wheel is one architecture's; without C extensions its code
         links against nothing (libbpf and libc are opened with ctypes at run
         time), so it is py3-none-manylinux_2_17_<arch>, the oldest glibc
-        baseline a package index takes. With C extensions (ext_modules) it
+        baseline a package index takes. With C extensions built (NATIVE_EXTENSIONS) it
         keeps the cpXY-cpXY-linux_<arch> tag setuptools gives them, and
         scripts/wheel has `auditwheel repair` prove the manylinux tag their
         symbols allow."""
 
         def get_tag(self):
             impl, abi, plat = super().get_tag()
-            if self.distribution.ext_modules:
+            if self.get_finalized_command("build_ext")._built():
                 return impl, abi, plat
             return "py3", "none", manylinux_tag(plat)
 
@@ -166,4 +233,4 @@ class PlatformDistribution(Distribution):
         return True
 
 
-setup(cmdclass=cmdclass, distclass=PlatformDistribution)
+setup(cmdclass=cmdclass, distclass=PlatformDistribution, ext_modules=NATIVE_EXTENSIONS)

@@ -8,8 +8,11 @@ Two workloads: a storm of one command (every record shares its shared part,
 so only the per-exec work runs), and a build (every record has an argv of
 its own, so the shared part, its argv block and its redaction are new each
 time; the environment repeats). Prints the median and the best nanoseconds
-per exec over ROUNDS rounds, each with a fresh decoder and policy. Wall
-clock on a shared machine is noisy: compare runs made one after the other.
+per exec over ROUNDS rounds, each with a fresh decoder and policy, for the
+Python reference (Decoder.decode) and, when built, the C decoder
+(Decoder.native.decode, otel_exec.core._decode_native), rounds of the two
+interleaved. Wall clock on a shared machine is noisy: compare runs made one
+after the other.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from otel_exec.core.decode import Decoder  # noqa: E402
+from otel_exec.core.decode import NATIVE_DECODER, Decoder  # noqa: E402
 from otel_exec.host.identity import HostIdentity  # noqa: E402
 from otel_exec.lineage.traceparent import trace_context_entries  # noqa: E402
 from otel_exec.model import layout  # noqa: E402
@@ -63,18 +66,21 @@ def exec_record(argv: list[bytes], pid: int) -> bytes:
     return layout.EXEC.pack(*(values[name] for name, _ in layout.EXEC_MEMBERS)) + b"".join(strs.values())
 
 
-def ns_per_exec(records: list[bytes], rounds: int, repeat: int) -> tuple[float, float]:
-    samples = []
+def ns_per_exec(records: list[bytes], rounds: int, repeat: int) -> dict[str, tuple[float, float]]:
+    kinds = ["python"] + (["c"] if NATIVE_DECODER is not None else [])
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _ in range(rounds):
-        decode = Decoder(IDENTITY).decode
-        apply = ExecPolicy(RedactionPolicy(), 1, trace_context_entries).apply
-        views = [memoryview(r) for r in records]
-        t = time.perf_counter()
-        for _ in range(repeat):
-            for view in views:
-                apply(decode(view))  # type: ignore[arg-type]
-        samples.append((time.perf_counter() - t) / (repeat * len(views)) * 1e9)
-    return statistics.median(samples), min(samples)
+        for kind in kinds:
+            decoder = Decoder(IDENTITY, native=NATIVE_DECODER if kind == "c" else None)
+            decode = decoder.native.decode if kind == "c" else decoder.decode
+            apply = ExecPolicy(RedactionPolicy(), 1, trace_context_entries).apply
+            views = [memoryview(r) for r in records]
+            t = time.perf_counter()
+            for _ in range(repeat):
+                for view in views:
+                    apply(decode(view))  # type: ignore[arg-type]
+            samples[kind].append((time.perf_counter() - t) / (repeat * len(views)) * 1e9)
+    return {kind: (statistics.median(s), min(s)) for kind, s in samples.items()}
 
 
 def main() -> None:
@@ -82,8 +88,9 @@ def main() -> None:
     storm = [exec_record([b"cc", b"--version"], 4000 + i) for i in range(1000)]
     build = [exec_record([b"cc", b"-O2", b"-c", b"src/file%d.c" % i, b"-o", b"build/file%d.o" % i], 4000 + i)
              for i in range(1000)]
-    print("storm of one command: %.0f ns/exec median, %.0f best" % ns_per_exec(storm, rounds, 5))
-    print("build, an argv per exec: %.0f ns/exec median, %.0f best" % ns_per_exec(build, rounds, 1))
+    for name, records, repeat in (("storm of one command", storm, 5), ("build, an argv per exec", build, 1)):
+        for kind, (median, best) in ns_per_exec(records, rounds, repeat).items():
+            print(f"{name}, {kind} decoder: {median:.0f} ns/exec median, {best:.0f} best")
 
 
 if __name__ == "__main__":

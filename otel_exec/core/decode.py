@@ -7,11 +7,16 @@ record it was given.
 """
 from __future__ import annotations
 
+import logging
 import stat
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
+from otel_exec.core.ringbuf import NATIVE
 from otel_exec.model import layout
 from otel_exec.host.cgroups import container_id
-from otel_exec.model.blocks import BlockCache, BoundedCache, text
+from otel_exec.model.blocks import BlockCache, BoundedCache, split_block, text
 from otel_exec.model.events import (SHARED_FIELDS, Event, ExecEvent, ExitEvent, SharedExec, UnreportedExecEvent,
                                     exec_event_from_shared)
 from otel_exec.host.identity import HostIdentity, kernel_dev_to_user
@@ -27,8 +32,36 @@ _DEV = SHARED_FIELDS.index("dev")
 _INODE = SHARED_FIELDS.index("inode")
 
 
+log = logging.getLogger(__name__)
+
+
 class DecodeError(ValueError):
     """The record is malformed: its size fields disagree with its bytes."""
+
+
+def native_for_layout(native: ModuleType | None) -> ModuleType | None:
+    """`native` if the record layout compiled into it is layout.py's, and
+    the event fields it sets are ExecEvent's and ExitEvent's."""
+    if native is None:
+        return None
+    offsets = {"EXEC_MEMBERS": layout.member_offsets(layout.EXEC_MEMBERS),
+               "EXIT_MEMBERS": layout.member_offsets(layout.EXIT_MEMBERS)}
+    want = {"REC_EXEC": layout.REC_EXEC, "REC_EXIT": layout.REC_EXIT, "HEADER": layout.HEADER.size,
+            "EXEC": layout.EXEC.size, "EXEC_SHARED_OFFSET": layout.EXEC_SHARED_OFFSET, "EXIT": layout.EXIT.size,
+            "PF_TRUNCATED": layout.PF_TRUNCATED, "PF_DELETED": layout.PF_DELETED, "PF_DETACHED": layout.PF_DETACHED,
+            "PIPEFS_MAGIC": PIPEFS_MAGIC, "SOCKFS_MAGIC": SOCKFS_MAGIC, "ANON_INODE_FS_MAGIC": ANON_INODE_FS_MAGIC,
+            **{group: {name: offsets[group].get(name) for name in native.LAYOUT[group]} for group in offsets},
+            "EXEC_EVENT_PER_EXEC": tuple(name for name in ExecEvent.__slots__ if name not in SHARED_FIELDS),
+            "EXIT_EVENT": ExitEvent.__slots__}
+    if native.LAYOUT != want:
+        log.warning("the C decoder was built for another record layout or other event fields than "
+                    "otel_exec/model/layout.py's and events.py's; the Python decoder runs (rebuild the extension)")
+        return None
+    return native
+
+
+# The C decoder, or None: not built, not wanted, or built for another layout.
+NATIVE_DECODER = native_for_layout(NATIVE)
 
 
 def join_path(leaf_first: bytes, pflags: int, fs_magic: int = 0, inode: int = 0) -> str:
@@ -60,27 +93,36 @@ def _cstr(raw: bytes) -> str:
 class Decoder:
     """`not_collected`: the fields the kernel was told not to read
     (--no-field), which get placeholders and are named in
-    ExecEvent.unavailable."""
+    ExecEvent.unavailable. `native`: the C extension (NATIVE_DECODER, the
+    default) whose decoder `native` and string helpers this one uses, or
+    None for the pure-Python reference throughout."""
 
-    def __init__(self, identity: HostIdentity, not_collected: tuple[str, ...] = ()) -> None:
+    def __init__(self, identity: HostIdentity, not_collected: tuple[str, ...] = (),
+                 native: ModuleType | None = NATIVE_DECODER) -> None:
         self.identity = identity
         self._tick_ns = identity.ns_per_tick  # ticks_from_boot_ns without a call, per event
         self.not_collected = not_collected
         self._placeholders = [SHARED_FIELDS.index(name) for name in not_collected]
-        self.argv_blocks = BlockCache()
-        self.env_blocks = BlockCache()
+        self._join_path: Callable[..., str] = join_path if native is None else native.join_path
+        self._cstr: Callable[[bytes], str] = _cstr if native is None else native.cstr
+        split = split_block if native is None else native.split_block
+        self.argv_blocks = BlockCache(split)
+        self.env_blocks = BlockCache(split)
         # Paths, cgroups and parents repeat from exec to exec (one binary, one
         # cwd, one shell starting many commands): each is worked out once.
         self._paths = BoundedCache()
         self._cgroups = BoundedCache()
         self._parents = BoundedCache()
         self._shared = BoundedCache()
+        # The C decoder of the common records, working from these caches.
+        self.native: Any = None if native is None else native.Decoder(
+            self, DecodeError, ExecEvent, SHARED_FIELDS, ExitEvent)
 
     def _path(self, raw: bytes, pflags: int) -> str:
         key = (raw, pflags)
         joined = self._paths.get(key)
         if joined is None:
-            joined = join_path(raw, pflags)
+            joined = self._join_path(raw, pflags)
             self._paths.remember(key, joined, 2 * len(raw))
         return joined
 
@@ -88,7 +130,7 @@ class Decoder:
         key = (raw, pflags)
         hit = self._cgroups.get(key)
         if hit is None:
-            path = join_path(raw, pflags)
+            path = self._join_path(raw, pflags)
             hit = (path, container_id(path))
             self._cgroups.remember(key, hit, 2 * len(raw))
         return hit
@@ -134,7 +176,7 @@ class Decoder:
         killed = signo != 0 and signo != 0x7F  # 0x7F: stopped, not an end
         return ExitEvent(boot_ns + ident.realtime_minus_boottime_ns, pid, start // self._tick_ns,
                          None if killed else (status >> 8) & 0xFF, signo if killed else None,
-                         killed and bool(status & 0x80), _cstr(comm))
+                         killed and bool(status & 0x80), self._cstr(comm))
 
     def exec(self, rec: memoryview | bytes) -> ExecEvent:
         if len(rec) < layout.EXEC.size:
@@ -187,12 +229,13 @@ class Decoder:
         shift, bits = layout.F_PATH_SHIFT, layout.F_PATH_BITS
         pflags = [flags >> (shift + i * bits) & 7 for i in range(len(layout.PATH_FIELDS))]
         path = self._path
+        cstr = self._cstr
         cgroup_path, container = self._cgroup(strs[layout.STR_CGROUP], pflags[4])
         stdin_pf = pflags[2]
         if not s_mode:
             stdin_path = ""
         elif stdin_pf & layout.PF_DETACHED:
-            stdin_path = join_path(strs[layout.STR_STDIN], stdin_pf, stdin_magic, s_ino)
+            stdin_path = self._join_path(strs[layout.STR_STDIN], stdin_pf, stdin_magic, s_ino)
         else:
             stdin_path = path(strs[layout.STR_STDIN], stdin_pf)
         cut_paths: list[str] = []
@@ -205,20 +248,20 @@ class Decoder:
         shared = SharedExec.of(None if flags & layout.F_PARENT_EXE_UNKNOWN else (p_dev, p_ino),
                                bool(flags & layout.F_SAMPLED), (
             "uid", uid, "gid", gid, "euid", euid, "egid", egid,
-            "comm", _cstr(comm),
-            "prev_comm", _cstr(prev_comm) if flags & layout.F_PREV_COMM_KNOWN else "",
+            "comm", cstr(comm),
+            "prev_comm", cstr(prev_comm) if flags & layout.F_PREV_COMM_KNOWN else "",
             "pwd", path(strs[layout.STR_PWD], pflags[3]),
             "mount_ns", mount_ns, "pid_ns", pid_ns,
             "cgroup_id", cgroup_id, "cgroup_path", cgroup_path, "container_id", container,
-            "hostname", _cstr(hostname),
-            "cmdpath", _cstr(strs[layout.STR_CMDPATH]),
+            "hostname", cstr(hostname),
+            "cmdpath", cstr(strs[layout.STR_CMDPATH]),
             "pathname", path(strs[layout.STR_PATHNAME], pflags[0]),
             "dev", kernel_dev_to_user(f_dev), "inode", f_ino, "ctime", f_ctime, "inode_mode", f_mode,
             "interpreter_pathname", path(strs[layout.STR_INTERPRETER], pflags[1]) if i_ino else "",
             "interpreter_dev", kernel_dev_to_user(i_dev) if i_ino else 0,
             "interpreter_inode", i_ino, "interpreter_ctime", i_ctime,
             "argv", self.argv_blocks.get(strs[layout.STR_ARGV], argv_cut),
-            "interp", _cstr(strs[layout.STR_INTERP]),
+            "interp", cstr(strs[layout.STR_INTERP]),
             "stdin_type", stat.S_IFMT(s_mode), "stdin_path", stdin_path,
             "invoked_from_kernel", bool(flags & layout.F_INVOKED_FROM_KERNEL),
             "env", self.env_blocks.get(strs[layout.STR_ENV], env_cut),

@@ -12,6 +12,10 @@ in the reader's resident memory, so this reader maps it once and copies the
 rare wrapping record together. Each record is an 8-byte header (u32 len with
 BUSY/DISCARD flags, u32 page offset used by the kernel) followed by len
 bytes, the next record starting at the following 8-byte boundary.
+
+The walk runs in C (otel_exec.core._decode_native.drain) when that extension
+is built and wanted (otel_exec.native); `_drain_reference` is the same walk
+in Python, the reference and the fallback.
 """
 from __future__ import annotations
 
@@ -19,14 +23,32 @@ import mmap
 import os
 import select
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from otel_exec.core.libbpf import Closing
 from otel_exec.errors import BpfError
+from otel_exec.native import native_wanted
 
 _BUSY = 1 << 31  # reserved, not yet submitted or discarded
 _DISCARD = 1 << 30
 _LEN_MASK = _DISCARD - 1
 _HDR_SIZE = 8
+
+
+def _native_module() -> ModuleType | None:
+    if not native_wanted():
+        return None
+    try:
+        from otel_exec.core import _decode_native
+    except ImportError:  # not built: the Python reference runs
+        return None
+    return _decode_native
+
+
+# otel_exec.core._decode_native, or None: the ring walk and the decoder's
+# common records in C (otel_exec.core.decode builds its native Decoder).
+NATIVE = _native_module()
 
 
 class RingBuffer(Closing):
@@ -85,6 +107,21 @@ class RingBuffer(Closing):
         if max_records is not None and max_records <= 0:
             return 0
         limit = -1 if max_records is None else max_records
+        if NATIVE is not None:
+            return NATIVE.drain(self._cons_pos, self._prod_pos, self._data, handle, limit, None, None)  # type: ignore[no-any-return]
+        return self._drain_reference(handle, limit)
+
+    def drain_events(self, decoder: Any, handle: Callable[[object], None],
+                     on_error: Callable[[Exception], None]) -> int:
+        """``drain`` through a native decoder (``_decode_native.Decoder``,
+        which needs NATIVE): ``handle`` gets each record's event, and
+        ``on_error`` the DecodeError of a record the decoder rejects (that
+        record is consumed). Nothing reaches Python per record but the two
+        calls."""
+        assert NATIVE is not None
+        return NATIVE.drain(self._cons_pos, self._prod_pos, self._data, handle, -1, decoder, on_error)  # type: ignore[no-any-return]
+
+    def _drain_reference(self, handle: Callable[[memoryview], None], limit: int) -> int:
         hdr = self._hdr
         data = self._data
         mask = self._mask

@@ -34,18 +34,24 @@ class CoreSource:
         self.ring.wait(timeout_s)
 
     def drain(self, handle: Callable[[Event], None]) -> int:
+        native = self.decoder.native
+        if native is not None:
+            return self.ring.drain_events(native, handle, self._malformed)
         decode = self.decoder.decode
 
         def one(rec: memoryview) -> None:
             try:
                 ev = decode(rec)
             except DecodeError as e:
-                self.decode_errors += 1
-                log.error("dropped a malformed record: %s", e)
+                self._malformed(e)
                 return
             handle(ev)
 
         return self.ring.drain(one)
+
+    def _malformed(self, e: Exception) -> None:
+        self.decode_errors += 1
+        log.error("dropped a malformed record: %s", e)
 
     def detach(self) -> None:
         """Stop producing events; what is in the ring stays readable."""

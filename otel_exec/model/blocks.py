@@ -3,6 +3,8 @@ backends' decoders and the /proc reader's events: invalid UTF-8 keeps its
 bytes as \\xNN escapes, and identical blocks decode to one shared list."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from otel_exec.model.events import Strings
 
 
@@ -46,15 +48,18 @@ class BoundedCache(dict):  # type: ignore[type-arg]
 
 class BlockCache:
     """Raw argv/env block -> its element list, one shared instance per
-    distinct block (which the policy then redacts in place, once)."""
+    distinct block (which the policy then redacts in place, once).
+    `split`: split_block, or a function giving the same lists (the CO-RE
+    decoder's C one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, split: Callable[[bytes, bool], list[str]] = split_block) -> None:
         self._cache = BoundedCache()
+        self._split = split
 
     def get(self, raw: bytes, truncated: bool) -> Strings:
         key = (raw, truncated)
         hit: Strings | None = self._cache.get(key)
         if hit is None:
-            hit = Strings(split_block(raw, truncated))
+            hit = Strings(self._split(raw, truncated))
             self._cache.remember(key, hit, 2 * len(raw))  # the raw key and the decoded strings
         return hit

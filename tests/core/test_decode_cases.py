@@ -9,12 +9,14 @@ Written against mutmut's survivors of otel_exec/core/decode.py
 """
 from __future__ import annotations
 
+import logging
 import os
 import struct
+from types import SimpleNamespace
 
 import pytest
 
-from otel_exec.core.decode import DecodeError, Decoder
+from otel_exec.core.decode import DecodeError, Decoder, native_for_layout
 from otel_exec.model.blocks import BoundedCache
 from otel_exec.model.events import Strings
 from otel_exec.policy.redact import RedactionPolicy
@@ -458,3 +460,43 @@ def test_the_sample_rate_of_an_exec(rate: int, flags: int, sample_rate: int | No
     ev = decode_exec(exec_record(flags=flags), Decoder(IDENTITY))
     ExecPolicy(RedactionPolicy(), rate, lambda env: {}).apply(ev)
     assert ev.sample_rate == sample_rate
+
+
+# bpf/otel_exec.h's values, written out: what the C decoder
+# (otel_exec/core/_decode_native.c) must say it was built for.
+BUILT_FOR = {
+    "REC_EXEC": 1, "REC_EXIT": 3, "HEADER": 16, "EXEC": 344, "EXEC_SHARED_OFFSET": 64, "EXIT": 48,
+    "PF_TRUNCATED": 1, "PF_DELETED": 2, "PF_DETACHED": 4,
+    "PIPEFS_MAGIC": 0x50495045, "SOCKFS_MAGIC": 0x534F434B, "ANON_INODE_FS_MAGIC": 0x09041934,
+    "EXEC_MEMBERS": {"hdr.boot_ns": 8, "start_boottime_ns": 16, "parent_start_boottime_ns": 24, "host_pid": 32,
+                     "host_tid": 36, "host_ppid": 40, "image_ppid": 48, "pid": 52, "tid": 56, "ppid": 60},
+    "EXIT_MEMBERS": {"hdr.boot_ns": 8, "start_boottime_ns": 16, "pid": 24, "exit_code": 28, "comm": 32},
+    "EXEC_EVENT_PER_EXEC": ("timestamp", "pid", "tid", "ppid", "host_pid", "host_tid", "host_ppid", "image_ppid",
+                            "process_start_time", "start_ticks", "exec_id", "parent_exec_id", "sample_rate", "shared",
+                            "unavailable", "parent_start_ticks", "observed", "executable_identity",
+                            "script_identity"),
+    "EXIT_EVENT": ("timestamp", "pid", "start_ticks", "exit_code", "signal", "core_dumped", "comm"),
+}
+
+
+def test_the_c_decoder_is_used_only_when_built_for_this_layout(caplog: pytest.LogCaptureFixture) -> None:
+    built = SimpleNamespace(LAYOUT=BUILT_FOR)
+    assert native_for_layout(built) is built
+    assert native_for_layout(None) is None
+    assert not caplog.records
+    variants = []
+    for key, value in BUILT_FOR.items():
+        if isinstance(value, dict):
+            variants += [{**BUILT_FOR, key: {**value, member: offset + 1}} for member, offset in value.items()]
+            variants.append({**BUILT_FOR, key: {**value, "no_such_member": 0}})
+        elif isinstance(value, tuple):
+            variants += [{**BUILT_FOR, key: value[:-1]}, {**BUILT_FOR, key: (*value, "extra")}]
+        else:
+            variants.append({**BUILT_FOR, key: value + 1})
+    for layout_built in variants:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert native_for_layout(SimpleNamespace(LAYOUT=layout_built)) is None
+        assert [r.getMessage() for r in caplog.records] == [
+            "the C decoder was built for another record layout or other event fields than "
+            "otel_exec/model/layout.py's and events.py's; the Python decoder runs (rebuild the extension)"]

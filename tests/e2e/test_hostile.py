@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 from tests.helpers.agent_run import (STOPPED_PREFIX, AgentRun, agent, kernel_available, marked, marked_env,  # noqa: F401
                                       new_mark, stop_line)
+from tests.helpers.hostile import ODD_NAMES
 from tests.helpers.progs import Progs, decode_bytes, popen_with_fd3
 
 from otel_exec.host.identity import HostIdentity
@@ -205,22 +206,6 @@ def wide_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentRun]:
 
 
 # -- paths --------------------------------------------------------------------
-
-ODD_NAMES = {
-    "newline": b"oe\nnew\nline",
-    "quotes": b"oe-\"double\"-'single'",
-    "backslash_x": b"oe-\\xff-literal",  # looks like an escape; docs: not reversible
-    "non_utf8": b"oe-\xff\xfe-\xc3(",
-    "cut_utf8": b"oe-\xe2\x82",
-    "control": b"oe-\x1b[31m-\x07-\x7f",
-    "space_tab": b" oe leading space\tand tab ",
-    "dash": b"-oe-dash",
-    "deleted_suffix": b"oe (deleted)",  # not deleted: the kernel's own ambiguity
-    "name_255_ascii": b"n" * 255,
-    "name_255_utf8": "\u00e9".encode() * 127 + b"x",
-    "name_255_non_utf8": b"\xff" * 255,
-}
-
 
 @pytest.mark.parametrize("kind", sorted(ODD_NAMES))
 def test_odd_file_names(agent: AgentRun, tmp_path: Path, kind: str) -> None:

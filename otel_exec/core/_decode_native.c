@@ -1,0 +1,911 @@
+/* otel_exec.core._decode_native: the reader thread's per-record work in C.
+ *
+ * The pure-Python code is the reference (otel_exec/core/ringbuf.py,
+ * otel_exec/core/decode.py) and this module gives the same results:
+ *
+ *   drain()   walks the ring buffer's records as RingBuffer.drain does;
+ *             given a Decoder, it decodes each record without building a
+ *             memoryview or entering the interpreter for it.
+ *   Decoder   decodes the records that make up nearly all of a storm: an
+ *             exec record whose shared part the reference decoder already
+ *             holds in its cache, and an exit record. Every other record (a
+ *             new shared part, an unreported exec, anything malformed) goes
+ *             to the reference Decoder.decode, which fills its caches and
+ *             raises its DecodeError: both share one set of caches, so a
+ *             block decoded once is one shared instance whichever decoded it.
+ *
+ * Events are built the way per_exec_constructor's function builds them:
+ * an instance of the slots dataclass, every slot set; the slot offsets come
+ * from the class's member descriptors, checked against its __slots__ when a
+ * Decoder is made.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+/* bpf/otel_exec.h; otel_exec/core/decode.py compares these with
+ * otel_exec/model/layout.py before it uses this module (LAYOUT). */
+#define REC_EXEC 1
+#define REC_EXIT 3
+#define HEADER_SIZE 16
+#define EXEC_SIZE 344
+#define EXEC_SHARED_OFFSET 64
+#define EXIT_SIZE 48
+#define OFF_BOOT_NS 8
+#define OFF_START 16
+#define OFF_PARENT_START 24
+#define OFF_HOST_PID 32
+#define OFF_HOST_TID 36
+#define OFF_HOST_PPID 40
+#define OFF_IMAGE_PPID 48
+#define OFF_PID 52
+#define OFF_TID 56
+#define OFF_PPID 60
+#define OFF_EXIT_PID 24
+#define OFF_EXIT_STATUS 28
+#define OFF_EXIT_COMM 32
+#define COMM_LEN 16
+
+/* The ring buffer's record header (kernel/bpf/ringbuf.c). */
+#define RB_BUSY (1U << 31)
+#define RB_DISCARD (1U << 30)
+#define RB_LEN_MASK (RB_DISCARD - 1)
+#define RB_HDR_SIZE 8
+
+/* ExecEvent's per-exec fields, set here; its shared fields come, in order,
+ * from the SharedExec. Together they must be exactly its __slots__. */
+static const char *const EXEC_PER_EXEC[] = {
+    "timestamp", "pid", "tid", "ppid", "host_pid", "host_tid", "host_ppid", "image_ppid",
+    "process_start_time", "start_ticks", "exec_id", "parent_exec_id", "sample_rate", "shared",
+    "unavailable", "parent_start_ticks", "observed", "executable_identity", "script_identity",
+};
+enum {
+    X_TIMESTAMP, X_PID, X_TID, X_PPID, X_HOST_PID, X_HOST_TID, X_HOST_PPID, X_IMAGE_PPID,
+    X_PROCESS_START_TIME, X_START_TICKS, X_EXEC_ID, X_PARENT_EXEC_ID, X_SAMPLE_RATE, X_SHARED,
+    X_UNAVAILABLE, X_PARENT_START_TICKS, X_OBSERVED, X_EXECUTABLE_IDENTITY, X_SCRIPT_IDENTITY,
+    X_COUNT
+};
+static const char *const EXIT_FIELDS[] = {
+    "timestamp", "pid", "start_ticks", "exit_code", "signal", "core_dumped", "comm",
+};
+#define EXIT_COUNT 7
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *reference;     /* otel_exec.core.decode.Decoder */
+    PyObject *decode_error;  /* its DecodeError */
+    PyObject *shared_cache;  /* reference._shared: raw shared part -> SharedExec */
+    PyObject *parents;       /* reference._parents: (pid, start ns, kdev, inode) -> exec id */
+    PyObject *id_prefix;     /* identity._id_prefix: blake2b state after the host part */
+    PyObject *not_collected; /* reference.not_collected */
+    PyObject *to_epoch_obj;
+    /* The key of the last shared part found in shared_cache: execs of one
+     * command come in runs, and a bytes object keeps its hash, so the next
+     * lookup of an equal part costs a memcmp instead of a copy and a hash. */
+    PyObject *last_key;
+    PyTypeObject *exec_type;
+    PyTypeObject *exit_type;
+    long long to_epoch;      /* realtime_minus_boottime_ns */
+    unsigned long long tick_ns;
+    Py_ssize_t n_shared;
+    Py_ssize_t dev_index, inode_index; /* in SharedExec.fields */
+    Py_ssize_t exec_off[X_COUNT];
+    Py_ssize_t *shared_off;  /* n_shared slot offsets */
+    Py_ssize_t exit_off[EXIT_COUNT];
+} DecoderObject;
+
+static PyObject *s_fields, *s_parent_exe, *s_copy, *s_update, *s_hexdigest, *s_decode, *s_parent_exec_id,
+    *s_empty;
+
+static inline uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t rd64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* The slot offset of `name` in `type`, which must be a plain object slot. */
+static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out)
+{
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+    if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a writable object slot", type->tp_name, name);
+        return -1;
+    }
+    *out = m->offset;
+    return 0;
+}
+
+/* The names of `type`'s slots, as a set. */
+static PyObject *slot_names(PyTypeObject *type)
+{
+    PyObject *slots = PyObject_GetAttrString((PyObject *)type, "__slots__");
+    if (slots == NULL)
+        return NULL;
+    PyObject *set = PySet_New(slots);
+    Py_DECREF(slots);
+    return set;
+}
+
+/* Whether `names` (n C strings plus the tuple `more`) are exactly type's
+ * slots, each once. */
+static int same_slots(PyTypeObject *type, const char *const *names, Py_ssize_t n, PyObject *more)
+{
+    PyObject *want = slot_names(type);
+    if (want == NULL)
+        return -1;
+    PyObject *got = PySet_New(more);
+    int ok = got != NULL;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *s = PyUnicode_FromString(names[i]);
+        ok = s != NULL && PySet_Add(got, s) == 0;
+        Py_XDECREF(s);
+    }
+    int result = -1;
+    if (ok) {
+        Py_ssize_t total = n + (more ? PyTuple_GET_SIZE(more) : 0);
+        int eq = PyObject_RichCompareBool(want, got, Py_EQ);
+        if (eq == 1 && PySet_GET_SIZE(got) == total)
+            result = 0;
+        else if (eq >= 0)
+            PyErr_Format(PyExc_TypeError, "%s's slots are not the fields this module sets", type->tp_name);
+    }
+    Py_DECREF(want);
+    Py_XDECREF(got);
+    return result;
+}
+
+static int Decoder_init(DecoderObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"reference", "decode_error", "exec_type", "shared_fields", "exit_type", NULL};
+    PyObject *reference, *decode_error, *shared_fields;
+    PyTypeObject *exec_type, *exit_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!O!", kwlist, &reference, &decode_error, &PyType_Type,
+                                     &exec_type, &PyTuple_Type, &shared_fields, &PyType_Type, &exit_type))
+        return -1;
+    if (exec_type->tp_dictoffset != 0 || exit_type->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "the event types must have slots and no __dict__");
+        return -1;
+    }
+    Py_INCREF(reference); Py_XSETREF(self->reference, reference);
+    Py_INCREF(decode_error); Py_XSETREF(self->decode_error, decode_error);
+    Py_INCREF(exec_type); Py_XSETREF(self->exec_type, exec_type);
+    Py_INCREF(exit_type); Py_XSETREF(self->exit_type, exit_type);
+    Py_XSETREF(self->shared_cache, PyObject_GetAttrString(reference, "_shared"));
+    Py_XSETREF(self->parents, PyObject_GetAttrString(reference, "_parents"));
+    Py_XSETREF(self->not_collected, PyObject_GetAttrString(reference, "not_collected"));
+    if (!self->shared_cache || !self->parents || !self->not_collected)
+        return -1;
+    if (!PyDict_Check(self->shared_cache) || !PyDict_Check(self->parents)) {
+        PyErr_SetString(PyExc_TypeError, "the decoder's caches must be dicts");
+        return -1;
+    }
+    PyObject *identity = PyObject_GetAttrString(reference, "identity");
+    if (identity == NULL)
+        return -1;
+    Py_XSETREF(self->id_prefix, PyObject_GetAttrString(identity, "_id_prefix"));
+    Py_XSETREF(self->to_epoch_obj, PyObject_GetAttrString(identity, "realtime_minus_boottime_ns"));
+    Py_DECREF(identity);
+    if (!self->id_prefix || !self->to_epoch_obj)
+        return -1;
+    self->to_epoch = PyLong_AsLongLong(self->to_epoch_obj);
+    if (self->to_epoch == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *tick = PyObject_GetAttrString(reference, "_tick_ns");
+    if (tick == NULL)
+        return -1;
+    self->tick_ns = PyLong_AsUnsignedLongLong(tick);
+    Py_DECREF(tick);
+    if (PyErr_Occurred())
+        return -1;
+    if (self->tick_ns == 0) {
+        PyErr_SetString(PyExc_ValueError, "a clock tick of 0 ns");
+        return -1;
+    }
+
+    if (same_slots(exec_type, EXEC_PER_EXEC, X_COUNT, shared_fields) < 0 ||
+        same_slots(exit_type, EXIT_FIELDS, EXIT_COUNT, NULL) < 0)
+        return -1;
+    for (int i = 0; i < X_COUNT; i++)
+        if (slot_offset(exec_type, EXEC_PER_EXEC[i], &self->exec_off[i]) < 0)
+            return -1;
+    for (int i = 0; i < EXIT_COUNT; i++)
+        if (slot_offset(exit_type, EXIT_FIELDS[i], &self->exit_off[i]) < 0)
+            return -1;
+    self->n_shared = PyTuple_GET_SIZE(shared_fields);
+    PyMem_Free(self->shared_off);
+    self->shared_off = PyMem_New(Py_ssize_t, self->n_shared ? self->n_shared : 1);
+    if (self->shared_off == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->dev_index = self->inode_index = -1;
+    for (Py_ssize_t i = 0; i < self->n_shared; i++) {
+        PyObject *name = PyTuple_GET_ITEM(shared_fields, i);
+        const char *s = PyUnicode_AsUTF8(name);
+        if (s == NULL || slot_offset(exec_type, s, &self->shared_off[i]) < 0)
+            return -1;
+        if (strcmp(s, "dev") == 0)
+            self->dev_index = i;
+        else if (strcmp(s, "inode") == 0)
+            self->inode_index = i;
+    }
+    if (self->dev_index < 0 || self->inode_index < 0) {
+        PyErr_SetString(PyExc_TypeError, "the shared fields lack dev or inode");
+        return -1;
+    }
+    return 0;
+}
+
+static int Decoder_traverse(DecoderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->reference);
+    Py_VISIT(self->decode_error);
+    Py_VISIT(self->shared_cache);
+    Py_VISIT(self->parents);
+    Py_VISIT(self->id_prefix);
+    Py_VISIT(self->not_collected);
+    Py_VISIT(self->to_epoch_obj);
+    Py_VISIT(self->last_key);
+    Py_VISIT(self->exec_type);
+    Py_VISIT(self->exit_type);
+    return 0;
+}
+
+static int Decoder_clear(DecoderObject *self)
+{
+    Py_CLEAR(self->reference);
+    Py_CLEAR(self->decode_error);
+    Py_CLEAR(self->shared_cache);
+    Py_CLEAR(self->parents);
+    Py_CLEAR(self->id_prefix);
+    Py_CLEAR(self->not_collected);
+    Py_CLEAR(self->to_epoch_obj);
+    Py_CLEAR(self->last_key);
+    Py_CLEAR(self->exec_type);
+    Py_CLEAR(self->exit_type);
+    return 0;
+}
+
+static void Decoder_dealloc(DecoderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Decoder_clear(self);
+    PyMem_Free(self->shared_off);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* An unsigned 64-bit kernel time plus the signed offset to the epoch, as
+ * Python adds them (no wrap-around). */
+static PyObject *plus_epoch(DecoderObject *self, uint64_t ns)
+{
+    __int128 sum = (__int128)ns + self->to_epoch;
+    if (sum >= 0 && sum <= (__int128)UINT64_MAX)
+        return PyLong_FromUnsignedLongLong((unsigned long long)sum);
+    if (sum < 0 && sum >= (__int128)INT64_MIN)
+        return PyLong_FromLongLong((long long)sum);
+    PyObject *n = PyLong_FromUnsignedLongLong(ns);
+    if (n == NULL)
+        return NULL;
+    PyObject *r = PyNumber_Add(n, self->to_epoch_obj);
+    Py_DECREF(n);
+    return r;
+}
+
+/* identity.exec_id(pid, start_ticks, dev, inode): blake2b of the host part
+ * (kept hashed in id_prefix) and the four as "<QQQQ". */
+static PyObject *exec_id(DecoderObject *self, uint64_t pid, uint64_t ticks, PyObject *dev, PyObject *inode)
+{
+    unsigned char packed[32];
+    uint64_t v[4] = {pid, ticks, PyLong_AsUnsignedLongLong(dev), PyLong_AsUnsignedLongLong(inode)};
+    if (PyErr_Occurred())
+        return NULL;
+    for (int i = 0; i < 4; i++)
+        for (int b = 0; b < 8; b++)
+            packed[i * 8 + b] = (unsigned char)(v[i] >> (8 * b));
+    PyObject *h = PyObject_CallMethodNoArgs(self->id_prefix, s_copy);
+    if (h == NULL)
+        return NULL;
+    PyObject *data = PyBytes_FromStringAndSize((const char *)packed, sizeof packed);
+    PyObject *r = data ? PyObject_CallMethodOneArg(h, s_update, data) : NULL;
+    Py_XDECREF(data);
+    if (r == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_DECREF(r);
+    r = PyObject_CallMethodNoArgs(h, s_hexdigest);
+    Py_DECREF(h);
+    return r;
+}
+
+/* reference._parent_exec_id, its cache hit here. */
+static PyObject *parent_exec_id(DecoderObject *self, uint32_t ppid, uint64_t pstart, PyObject *parent_exe)
+{
+    int known = PyObject_IsTrue(parent_exe);
+    if (known < 0)
+        return NULL;
+    if (!known) {
+        Py_INCREF(s_empty);
+        return s_empty;
+    }
+    if (!PyTuple_Check(parent_exe) || PyTuple_GET_SIZE(parent_exe) != 2) {
+        PyErr_SetString(PyExc_TypeError, "SharedExec.parent_exe is not a (dev, inode) pair");
+        return NULL;
+    }
+    PyObject *key = PyTuple_New(4);
+    if (key == NULL)
+        return NULL;
+    PyObject *a = PyLong_FromUnsignedLong(ppid), *b = PyLong_FromUnsignedLongLong(pstart);
+    if (a == NULL || b == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 0, a);
+    PyTuple_SET_ITEM(key, 1, b);
+    PyObject *dev = PyTuple_GET_ITEM(parent_exe, 0), *ino = PyTuple_GET_ITEM(parent_exe, 1);
+    Py_INCREF(dev);
+    Py_INCREF(ino);
+    PyTuple_SET_ITEM(key, 2, dev);
+    PyTuple_SET_ITEM(key, 3, ino);
+    PyObject *hit = PyDict_GetItemWithError(self->parents, key);
+    if (hit != NULL) {
+        Py_INCREF(hit);
+        Py_DECREF(key);
+        return hit;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyObject *args[] = {self->reference, a, b, dev, ino};
+    hit = PyObject_VectorcallMethod(s_parent_exec_id, args, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(key);
+    return hit;
+}
+
+#define SET(obj, off, value) (*(PyObject **)((char *)(obj) + (off)) = (value))
+
+/* An exec record whose shared part is in the cache; NULL without an error
+ * set when it is not (the reference decodes it). */
+static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32_t size)
+{
+    const char *part = (const char *)p + EXEC_SHARED_OFFSET;
+    Py_ssize_t part_len = size - EXEC_SHARED_OFFSET;
+    PyObject *key = self->last_key;
+    if (key != NULL && PyBytes_GET_SIZE(key) == part_len && memcmp(PyBytes_AS_STRING(key), part, part_len) == 0) {
+        Py_INCREF(key);
+    } else {
+        key = PyBytes_FromStringAndSize(part, part_len);
+        if (key == NULL)
+            return NULL;
+    }
+    /* Looked up every time, also for the last key: the cache may have been
+     * emptied since, and then the reference decodes the part anew. */
+    PyObject *shared = PyDict_GetItemWithError(self->shared_cache, key);
+    if (shared == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    Py_XSETREF(self->last_key, key);
+    Py_INCREF(shared);
+    PyObject *fields = PyObject_GetAttr(shared, s_fields);
+    PyObject *parent_exe = fields ? PyObject_GetAttr(shared, s_parent_exe) : NULL;
+    PyObject *ev = NULL, *id = NULL, *pid_ = NULL;
+    if (parent_exe == NULL)
+        goto done;
+    if (!PyTuple_Check(fields) || PyTuple_GET_SIZE(fields) != self->n_shared) {
+        PyErr_Format(PyExc_ValueError, "SharedExec.fields holds %zd values, ExecEvent has %zd shared fields",
+                     PyTuple_Check(fields) ? PyTuple_GET_SIZE(fields) : (Py_ssize_t)-1, self->n_shared);
+        goto done;
+    }
+    uint64_t start = rd64(p + OFF_START), pstart = rd64(p + OFF_PARENT_START);
+    uint32_t host_pid = rd32(p + OFF_HOST_PID);
+    uint64_t start_ticks = start / self->tick_ns;
+    id = exec_id(self, host_pid, start_ticks, PyTuple_GET_ITEM(fields, self->dev_index),
+                 PyTuple_GET_ITEM(fields, self->inode_index));
+    if (id == NULL)
+        goto done;
+    pid_ = parent_exec_id(self, rd32(p + OFF_IMAGE_PPID), pstart, parent_exe);
+    if (pid_ == NULL)
+        goto done;
+    PyObject *v[X_COUNT] = {NULL};
+    v[X_TIMESTAMP] = plus_epoch(self, rd64(p + OFF_BOOT_NS));
+    v[X_PID] = PyLong_FromUnsignedLong(rd32(p + OFF_PID));
+    v[X_TID] = PyLong_FromUnsignedLong(rd32(p + OFF_TID));
+    v[X_PPID] = PyLong_FromUnsignedLong(rd32(p + OFF_PPID));
+    v[X_HOST_PID] = PyLong_FromUnsignedLong(host_pid);
+    v[X_HOST_TID] = PyLong_FromUnsignedLong(rd32(p + OFF_HOST_TID));
+    v[X_HOST_PPID] = PyLong_FromUnsignedLong(rd32(p + OFF_HOST_PPID));
+    v[X_IMAGE_PPID] = PyLong_FromUnsignedLong(rd32(p + OFF_IMAGE_PPID));
+    v[X_PROCESS_START_TIME] = plus_epoch(self, start);
+    v[X_START_TICKS] = PyLong_FromUnsignedLongLong(start_ticks);
+    v[X_EXEC_ID] = id;
+    id = NULL;
+    v[X_PARENT_EXEC_ID] = pid_;
+    pid_ = NULL;
+    v[X_SAMPLE_RATE] = Py_NewRef(Py_None);
+    v[X_SHARED] = Py_NewRef(shared);
+    v[X_UNAVAILABLE] = Py_NewRef(self->not_collected);
+    v[X_PARENT_START_TICKS] = PyLong_FromUnsignedLongLong(pstart / self->tick_ns);
+    v[X_OBSERVED] = Py_NewRef(Py_False);
+    v[X_EXECUTABLE_IDENTITY] = Py_NewRef(Py_None);
+    v[X_SCRIPT_IDENTITY] = Py_NewRef(Py_None);
+    int ok = 1;
+    for (int i = 0; i < X_COUNT; i++)
+        ok &= v[i] != NULL;
+    if (ok)
+        ev = self->exec_type->tp_alloc(self->exec_type, 0);
+    if (ev == NULL) {
+        for (int i = 0; i < X_COUNT; i++)
+            Py_XDECREF(v[i]);
+        goto done;
+    }
+    for (int i = 0; i < X_COUNT; i++)
+        SET(ev, self->exec_off[i], v[i]);
+    for (Py_ssize_t i = 0; i < self->n_shared; i++)
+        SET(ev, self->shared_off[i], Py_NewRef(PyTuple_GET_ITEM(fields, i)));
+done:
+    Py_XDECREF(id);
+    Py_XDECREF(pid_);
+    Py_XDECREF(parent_exe);
+    Py_XDECREF(fields);
+    Py_DECREF(shared);
+    return ev;
+}
+
+static PyObject *decode_exit(DecoderObject *self, const unsigned char *p)
+{
+    uint32_t status = rd32(p + OFF_EXIT_STATUS);
+    const unsigned char *comm = p + OFF_EXIT_COMM;
+    const unsigned char *nul = memchr(comm, 0, COMM_LEN);
+    /* A wait status: the low 7 bits the signal (0x7F: stopped, not an
+     * end), 0x80 a core dump, else the exit code in bits 8-15. */
+    uint32_t signo = status & 0x7F;
+    int killed = signo != 0 && signo != 0x7F;
+    PyObject *v[EXIT_COUNT] = {
+        plus_epoch(self, rd64(p + OFF_BOOT_NS)),
+        PyLong_FromUnsignedLong(rd32(p + OFF_EXIT_PID)),
+        PyLong_FromUnsignedLongLong(rd64(p + OFF_START) / self->tick_ns),
+        killed ? Py_NewRef(Py_None) : PyLong_FromUnsignedLong((status >> 8) & 0xFF),
+        killed ? PyLong_FromUnsignedLong(signo) : Py_NewRef(Py_None),
+        PyBool_FromLong(killed && (status & 0x80)),
+        PyUnicode_DecodeUTF8((const char *)comm, nul ? nul - comm : COMM_LEN, "backslashreplace"),
+    };
+    int ok = 1;
+    for (int i = 0; i < EXIT_COUNT; i++)
+        ok &= v[i] != NULL;
+    PyObject *ev = ok ? self->exit_type->tp_alloc(self->exit_type, 0) : NULL;
+    if (ev == NULL) {
+        for (int i = 0; i < EXIT_COUNT; i++)
+            Py_XDECREF(v[i]);
+        return NULL;
+    }
+    for (int i = 0; i < EXIT_COUNT; i++)
+        SET(ev, self->exit_off[i], v[i]);
+    return ev;
+}
+
+/* The event of the record p[0:n], or NULL with no error set: the reference
+ * decodes that record. */
+static PyObject *decode_fast(DecoderObject *self, const unsigned char *p, Py_ssize_t n)
+{
+    if (n < HEADER_SIZE)
+        return NULL;
+    uint32_t rtype = rd32(p), size = rd32(p + 4);
+    /* The ring buffer pads records to 8 bytes; the reference names anything else. */
+    if (!((Py_ssize_t)size == n || ((Py_ssize_t)size < n && n - (Py_ssize_t)size < 8)))
+        return NULL;
+    if (rtype == REC_EXEC && size >= EXEC_SIZE)
+        return decode_exec(self, p, size);
+    if (rtype == REC_EXIT && size >= EXIT_SIZE)
+        return decode_exit(self, p);
+    return NULL;
+}
+
+/* decode(record) -> Event, as the reference Decoder.decode. */
+static PyObject *Decoder_decode(DecoderObject *self, PyObject *rec)
+{
+    Py_buffer buf;
+    if (PyObject_GetBuffer(rec, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *ev = decode_fast(self, buf.buf, buf.len);
+    PyBuffer_Release(&buf);
+    if (ev != NULL || PyErr_Occurred())
+        return ev;
+    return PyObject_CallMethodOneArg(self->reference, s_decode, rec);
+}
+
+static PyMethodDef Decoder_methods[] = {
+    {"decode", (PyCFunction)Decoder_decode, METH_O,
+     "decode(record) -> Event: what the reference Decoder.decode returns or raises."},
+    {NULL},
+};
+
+static PyTypeObject DecoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_exec.core._decode_native.Decoder",
+    .tp_doc = PyDoc_STR("Decoder(reference, decode_error, exec_type, shared_fields, exit_type): the common\n"
+                        "records in C, the rest through the reference decoder, with its caches."),
+    .tp_basicsize = sizeof(DecoderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Decoder_init,
+    .tp_dealloc = (destructor)Decoder_dealloc,
+    .tp_traverse = (traverseproc)Decoder_traverse,
+    .tp_clear = (inquiry)Decoder_clear,
+    .tp_methods = Decoder_methods,
+};
+
+
+/* -- the text of kernel strings (otel_exec.model.blocks.text and its users) -- */
+
+#define PF_TRUNCATED 1
+#define PF_DELETED 2
+#define PF_DETACHED 4
+#define PIPEFS_MAGIC 0x50495045
+#define SOCKFS_MAGIC 0x534F434B
+#define ANON_INODE_FS_MAGIC 0x09041934
+
+/* bytes.decode("utf-8", "backslashreplace") */
+static inline PyObject *text(const char *s, Py_ssize_t n)
+{
+    return PyUnicode_DecodeUTF8(s, n, "backslashreplace");
+}
+
+/* split_block(block, truncated) -> list[str]: otel_exec.model.blocks.split_block. */
+static PyObject *split_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "split_block(block, truncated)");
+        return NULL;
+    }
+    int truncated = PyObject_IsTrue(args[1]);
+    if (truncated < 0)
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const char *p = b.buf, *end = p + b.len;
+    PyObject *out = PyList_New(0);
+    /* NUL-terminated elements; what follows the last NUL is an element
+     * unless the block was cut there (its partial last element). */
+    while (out != NULL && p < end) {
+        const char *nul = memchr(p, 0, end - p);
+        if (nul == NULL && truncated)
+            break;
+        const char *stop = nul ? nul : end;
+        PyObject *e = text(p, stop - p);
+        if (e == NULL || PyList_Append(out, e) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(e);
+        p = stop + 1;
+    }
+    PyBuffer_Release(&b);
+    return out;
+}
+
+/* cstr(raw) -> str: up to the first NUL, as text. */
+static PyObject *cstr(PyObject *module, PyObject *arg)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const char *nul = memchr(b.buf, 0, b.len);
+    PyObject *r = text(b.buf, nul ? nul - (const char *)b.buf : b.len);
+    PyBuffer_Release(&b);
+    return r;
+}
+
+/* join_path(leaf_first, pflags, fs_magic=0, inode=0) -> str:
+ * otel_exec.core.decode.join_path. The components are joined as bytes and
+ * decoded once: a '/' ends any incomplete UTF-8 sequence before it, so
+ * that is the text of each component joined by '/'. */
+static PyObject *join_path(PyObject *module, PyObject *args)
+{
+    Py_buffer b;
+    unsigned long pflags, magic = 0;
+    unsigned long long inode = 0;
+    if (!PyArg_ParseTuple(args, "y*k|kK", &b, &pflags, &magic, &inode))
+        return NULL;
+    const char *s = b.buf;
+    Py_ssize_t n = b.len;
+    PyObject *r = NULL;
+    /* The components are what precedes each NUL (a tail without one is not a component). */
+    Py_ssize_t last_nul = n - 1;
+    while (last_nul >= 0 && s[last_nul] != 0)
+        last_nul--;
+    if (pflags & PF_DETACHED) {
+        /* Pseudo files: the d_dname() formats of pipefs, sockfs,
+         * anon_inodefs and simple_dname() (memfd and other shmem files). */
+        if (magic == PIPEFS_MAGIC)
+            r = PyUnicode_FromFormat("pipe:[%llu]", inode);
+        else if (magic == SOCKFS_MAGIC)
+            r = PyUnicode_FromFormat("socket:[%llu]", inode);
+        else {
+            const char *nul = last_nul >= 0 ? memchr(s, 0, n) : NULL;
+            PyObject *name = text(s, nul ? nul - s : 0);
+            if (name != NULL)
+                r = magic == ANON_INODE_FS_MAGIC ? PyUnicode_FromFormat("anon_inode:%U", name)
+                                                 : PyUnicode_FromFormat("/%U (deleted)", name);
+            Py_XDECREF(name);
+        }
+        PyBuffer_Release(&b);
+        return r;
+    }
+    /* "..." + "/" + components root first + " (deleted)" */
+    Py_ssize_t cap = 3 + 1 + (last_nul + 1) + 10;
+    char stack[512];
+    char *buf = cap <= (Py_ssize_t)sizeof stack ? stack : PyMem_Malloc(cap);
+    if (buf == NULL) {
+        PyBuffer_Release(&b);
+        return PyErr_NoMemory();
+    }
+    char *w = buf;
+    if (pflags & PF_TRUNCATED) {
+        memcpy(w, "...", 3);
+        w += 3;
+    }
+    *w++ = '/';
+    /* Leaf first: walk the components from the last one back. */
+    Py_ssize_t end = last_nul; /* the NUL after the current component */
+    int first = 1;
+    while (end >= 0) {
+        Py_ssize_t start = end - 1;
+        while (start >= 0 && s[start] != 0)
+            start--;
+        start++;
+        if (!first)
+            *w++ = '/';
+        first = 0;
+        memcpy(w, s + start, end - start);
+        w += end - start;
+        end = start - 1;
+    }
+    if (pflags & PF_DELETED) {
+        memcpy(w, " (deleted)", 10);
+        w += 10;
+    }
+    r = text(buf, w - buf);
+    if (buf != stack)
+        PyMem_Free(buf);
+    PyBuffer_Release(&b);
+    return r;
+}
+
+/* One record to `handle`, through `decoder` when given: 0, or -1 with an
+ * exception set (the record is then not consumed). */
+static int deliver(PyObject *data_view, Py_ssize_t start, Py_ssize_t end, const unsigned char *data,
+                   Py_ssize_t size, PyObject *handle, DecoderObject *decoder, PyObject *on_error)
+{
+    PyObject *joined = NULL, *arg = NULL;
+    const unsigned char *p = data + start;
+    Py_ssize_t n = end - start;
+    if (end > size) {
+        /* Wraps past the end of the ring: copied together, as bytes. */
+        joined = PyBytes_FromStringAndSize(NULL, n);
+        if (joined == NULL)
+            return -1;
+        memcpy(PyBytes_AS_STRING(joined), data + start, size - start);
+        memcpy(PyBytes_AS_STRING(joined) + (size - start), data, end - size);
+        p = (const unsigned char *)PyBytes_AS_STRING(joined);
+    }
+    PyObject *ev = NULL;
+    if (decoder != NULL) {
+        ev = decode_fast(decoder, p, n);
+        if (ev == NULL && !PyErr_Occurred()) {
+            arg = joined ? Py_NewRef(joined) : PySequence_GetSlice(data_view, start, end);
+            ev = arg ? PyObject_CallMethodOneArg(decoder->reference, s_decode, arg) : NULL;
+            if (ev == NULL && PyErr_ExceptionMatches(decoder->decode_error)) {
+                PyObject *type, *exc, *tb;
+                PyErr_Fetch(&type, &exc, &tb);
+                PyErr_NormalizeException(&type, &exc, &tb);
+                if (tb != NULL)
+                    PyException_SetTraceback(exc, tb);
+                PyObject *r = PyObject_CallOneArg(on_error, exc);
+                Py_XDECREF(type);
+                Py_XDECREF(exc);
+                Py_XDECREF(tb);
+                Py_XDECREF(arg);
+                Py_XDECREF(joined);
+                if (r == NULL)
+                    return -1;
+                Py_DECREF(r);
+                return 0;
+            }
+        }
+    } else {
+        ev = joined ? Py_NewRef(joined) : PySequence_GetSlice(data_view, start, end);
+    }
+    Py_XDECREF(arg);
+    Py_XDECREF(joined);
+    if (ev == NULL)
+        return -1;
+    PyObject *r = PyObject_CallOneArg(handle, ev);
+    Py_DECREF(ev);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* drain(cons_pos, prod_pos, data, handle, max_records, decoder, on_error) -> int: RingBuffer.drain's walk. */
+static PyObject *drain(PyObject *module, PyObject *args)
+{
+    PyObject *cons_obj, *prod_obj, *data_obj, *handle, *decoder_obj, *on_error;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOOOnOO", &cons_obj, &prod_obj, &data_obj, &handle, &limit, &decoder_obj,
+                          &on_error))
+        return NULL;
+    DecoderObject *decoder = NULL;
+    if (decoder_obj != Py_None) {
+        if (!PyObject_TypeCheck(decoder_obj, &DecoderType)) {
+            PyErr_SetString(PyExc_TypeError, "decoder must be a _decode_native.Decoder or None");
+            return NULL;
+        }
+        decoder = (DecoderObject *)decoder_obj;
+    }
+    Py_buffer cons, prod, data;
+    if (PyObject_GetBuffer(cons_obj, &cons, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(prod_obj, &prod, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&cons);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&cons);
+        PyBuffer_Release(&prod);
+        return NULL;
+    }
+    Py_ssize_t size = data.len;
+    Py_ssize_t count = 0;
+    PyObject *result = NULL;
+    if (cons.len < 8 || prod.len < 8 || size <= 0 || (size & (size - 1))) {
+        PyErr_SetString(PyExc_ValueError, "not a ring buffer's positions and data area");
+        goto out;
+    }
+    uint64_t mask = (uint64_t)size - 1;
+    const unsigned char *base = data.buf;
+    uint64_t *cons_pos = cons.buf;
+    const uint64_t *prod_pos = prod.buf;
+    uint64_t c = __atomic_load_n(cons_pos, __ATOMIC_RELAXED);
+    for (;;) {
+        uint64_t pr = __atomic_load_n(prod_pos, __ATOMIC_ACQUIRE);
+        if (c >= pr)
+            break;
+        uint64_t pos = c;
+        int stop = 0, failed = 0;
+        while (pos < pr) {
+            uint64_t off = pos & mask;
+            uint32_t word = __atomic_load_n((const uint32_t *)(base + off), __ATOMIC_ACQUIRE);
+            if (word & RB_BUSY) {
+                stop = 1;
+                break;
+            }
+            uint32_t length = word & RB_LEN_MASK;
+            if (!(word & RB_DISCARD)) {
+                Py_ssize_t start = (Py_ssize_t)((off + RB_HDR_SIZE) & mask);
+                if (deliver(data_obj, start, start + length, base, size, handle, decoder, on_error) < 0) {
+                    failed = 1;
+                    break;
+                }
+                count++;
+            }
+            pos += ((uint64_t)length + RB_HDR_SIZE + 7) & ~(uint64_t)7;
+            if (count == limit) {
+                stop = 1;
+                break;
+            }
+        }
+        if (pos != c)
+            __atomic_store_n(cons_pos, pos, __ATOMIC_RELEASE);
+        if (failed)
+            goto out;
+        if (stop)
+            break;
+        /* Producers may have added records while this batch was handled. */
+        c = pos;
+    }
+    result = PyLong_FromSsize_t(count);
+out:
+    PyBuffer_Release(&cons);
+    PyBuffer_Release(&prod);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"split_block", (PyCFunction)(void (*)(void))split_block, METH_FASTCALL,
+     "split_block(block, truncated) -> list[str]: otel_exec.model.blocks.split_block."},
+    {"cstr", cstr, METH_O, "cstr(raw) -> str: the text up to the first NUL."},
+    {"join_path", join_path, METH_VARARGS,
+     "join_path(leaf_first, pflags, fs_magic=0, inode=0) -> str: otel_exec.core.decode.join_path."},
+    {"drain", drain, METH_VARARGS,
+     "drain(cons_pos, prod_pos, data, handle, max_records, decoder, on_error) -> int\n\n"
+     "RingBuffer.drain's walk over the records between the two positions (8-byte\n"
+     "buffers) in the data area; max_records -1: no limit. Without a decoder each\n"
+     "record's payload goes to handle; with one, its event does, and a record the\n"
+     "decoder rejects (its DecodeError) goes to on_error."},
+    {NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "otel_exec.core._decode_native",
+    "The reader thread's per-record work (ring drain, decode) in C; see otel_exec/core/decode.py.", -1,
+    module_methods,
+};
+
+#define INTERN(var, text) \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) \
+        return NULL
+
+PyMODINIT_FUNC PyInit__decode_native(void)
+{
+    INTERN(s_fields, "fields");
+    INTERN(s_parent_exe, "parent_exe");
+    INTERN(s_copy, "copy");
+    INTERN(s_update, "update");
+    INTERN(s_hexdigest, "hexdigest");
+    INTERN(s_decode, "decode");
+    INTERN(s_parent_exec_id, "_parent_exec_id");
+    INTERN(s_empty, "");
+    if (PyType_Ready(&DecoderType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    PyObject *layout = Py_BuildValue(
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:k,s:k,s:k,s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i},s:{s:i,s:i,s:i,s:i,s:i}}",
+        "REC_EXEC", REC_EXEC, "REC_EXIT", REC_EXIT, "HEADER", HEADER_SIZE, "EXEC", EXEC_SIZE,
+        "EXEC_SHARED_OFFSET", EXEC_SHARED_OFFSET, "EXIT", EXIT_SIZE,
+        "PF_TRUNCATED", PF_TRUNCATED, "PF_DELETED", PF_DELETED, "PF_DETACHED", PF_DETACHED,
+        "PIPEFS_MAGIC", (unsigned long)PIPEFS_MAGIC, "SOCKFS_MAGIC", (unsigned long)SOCKFS_MAGIC,
+        "ANON_INODE_FS_MAGIC", (unsigned long)ANON_INODE_FS_MAGIC,
+        "EXEC_MEMBERS", "hdr.boot_ns", OFF_BOOT_NS, "start_boottime_ns", OFF_START,
+        "parent_start_boottime_ns", OFF_PARENT_START, "host_pid", OFF_HOST_PID, "host_tid", OFF_HOST_TID,
+        "host_ppid", OFF_HOST_PPID, "image_ppid", OFF_IMAGE_PPID, "pid", OFF_PID, "tid", OFF_TID, "ppid", OFF_PPID,
+        "EXIT_MEMBERS", "hdr.boot_ns", OFF_BOOT_NS, "start_boottime_ns", OFF_START, "pid", OFF_EXIT_PID,
+        "exit_code", OFF_EXIT_STATUS, "comm", OFF_EXIT_COMM);
+    if (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0) {
+        Py_XDECREF(layout);
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* The event fields this module sets: otel_exec/core/decode.py uses it
+     * only if they are ExecEvent's (with its shared fields) and ExitEvent's. */
+    PyObject *per_exec = PyTuple_New(X_COUNT), *exit_fields = PyTuple_New(EXIT_COUNT);
+    int ok = per_exec != NULL && exit_fields != NULL;
+    for (int i = 0; ok && i < X_COUNT; i++) {
+        PyObject *name = PyUnicode_FromString(EXEC_PER_EXEC[i]);
+        ok = name != NULL;
+        if (ok)
+            PyTuple_SET_ITEM(per_exec, i, name);
+    }
+    for (int i = 0; ok && i < EXIT_COUNT; i++) {
+        PyObject *name = PyUnicode_FromString(EXIT_FIELDS[i]);
+        ok = name != NULL;
+        if (ok)
+            PyTuple_SET_ITEM(exit_fields, i, name);
+    }
+    if (!ok || PyDict_SetItemString(layout, "EXEC_EVENT_PER_EXEC", per_exec) < 0 ||
+        PyDict_SetItemString(layout, "EXIT_EVENT", exit_fields) < 0) {
+        Py_XDECREF(per_exec);
+        Py_XDECREF(exit_fields);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_DECREF(per_exec);
+    Py_DECREF(exit_fields);
+    Py_INCREF(&DecoderType);
+    if (PyModule_AddObject(m, "Decoder", (PyObject *)&DecoderType) < 0) {
+        Py_DECREF(&DecoderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
