@@ -33,7 +33,7 @@ class CoreSource:
     def wait(self, timeout_s: float) -> None:
         self.ring.wait(timeout_s)
 
-    def drain(self, handle: Callable[[Event], None]) -> int:
+    def drain(self, handle: Callable[[Event], None], max_records: int | None = None) -> int:
         decode = self.decoder.decode
 
         def one(rec: memoryview) -> None:
@@ -45,7 +45,7 @@ class CoreSource:
                 return
             handle(ev)
 
-        return self.ring.drain(one)
+        return self.ring.drain(one, max_records)
 
     def detach(self) -> None:
         """Stop producing events; what is in the ring stays readable."""
