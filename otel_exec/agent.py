@@ -23,6 +23,11 @@ from otel_exec.lineage.spans import ProcessSpan, SpanLineage, TraceparentTrust
 from otel_exec.lineage.traceparent import TraceContextCarrier
 
 
+# Records of one drain before the sinks flush (write the spool): a few MiB
+# of encoded records at most, and more than a drain at full storm rate.
+DRAIN_RECORDS = 1024
+
+
 class Sink(Protocol):
     """Where events go: the console, OTLP. Called from the reader thread.
     Made before the privilege drop (it may need root to open its files),
@@ -47,7 +52,8 @@ class EventSource(Protocol):
     """Where events come from: the CO-RE programs (source_core) or BCC."""
 
     def wait(self, timeout_s: float) -> None: ...
-    def drain(self, handle: Callable[[Event], None]) -> int: ...
+    # Hands up to max_records (None: all) queued events to handle; returns how many.
+    def drain(self, handle: Callable[[Event], None], max_records: int | None = None) -> int: ...
     def detach(self) -> None: ...
     def counters(self) -> dict[str, int]: ...
     def close(self) -> None: ...
@@ -206,7 +212,7 @@ class Agent:
                     break
                 timeout = min(timeout, left)
             source.wait(timeout)
-            source.drain(self.handle)
+            self._drain(source)
             # Every loop, also when nothing came: the spool's heartbeat says
             # the agent is watching (a later start reports the gap after it).
             for sink in self.sinks:
@@ -215,7 +221,17 @@ class Agent:
         # Detach first, then drain: everything the kernel produced is handled
         # and the counters read later describe exactly that.
         source.detach()
-        source.drain(self.handle)
+        self._drain(source)
+
+    def _drain(self, source: EventSource) -> None:
+        """Everything queued, handed to the sinks in parts of DRAIN_RECORDS:
+        after the reader was held up (a busy machine) the ring holds
+        thousands of records, whose encoded records would otherwise all
+        wait in memory for the end of one drain. The caller flushes the
+        last part."""
+        while source.drain(self.handle, DRAIN_RECORDS) >= DRAIN_RECORDS:
+            for sink in self.sinks:
+                sink.flush()
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Spans still open end now, marked incomplete; queues are flushed."""

@@ -68,10 +68,12 @@ class BccSource:
         if not self._queue:
             self.program.poll(max(int(timeout_s * 1000), 1))
 
-    def drain(self, handle: Callable[[Event], None]) -> int:
+    def drain(self, handle: Callable[[Event], None], max_records: int | None = None) -> int:
         self.program.consume()
         self._check_lost_exits()
         queue, self._queue = self._queue, []
+        if max_records is not None and len(queue) > max_records:
+            queue, self._queue = queue[:max_records], queue[max_records:]
         for ev in queue:
             handle(ev)
         return len(queue)

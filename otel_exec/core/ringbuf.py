@@ -112,14 +112,17 @@ class RingBuffer(Closing):
         return self._drain_reference(handle, limit)
 
     def drain_events(self, decoder: Any, handle: Callable[[object], None],
-                     on_error: Callable[[Exception], None]) -> int:
+                     on_error: Callable[[Exception], None], max_records: int | None = None) -> int:
         """``drain`` through a native decoder (``_decode_native.Decoder``,
         which needs NATIVE): ``handle`` gets each record's event, and
         ``on_error`` the DecodeError of a record the decoder rejects (that
         record is consumed). Nothing reaches Python per record but the two
         calls."""
         assert NATIVE is not None
-        return NATIVE.drain(self._cons_pos, self._prod_pos, self._data, handle, -1, decoder, on_error)  # type: ignore[no-any-return]
+        if max_records is not None and max_records <= 0:
+            return 0
+        limit = -1 if max_records is None else max_records
+        return NATIVE.drain(self._cons_pos, self._prod_pos, self._data, handle, limit, decoder, on_error)  # type: ignore[no-any-return]
 
     def _drain_reference(self, handle: Callable[[memoryview], None], limit: int) -> int:
         hdr = self._hdr

@@ -33,10 +33,10 @@ class CoreSource:
     def wait(self, timeout_s: float) -> None:
         self.ring.wait(timeout_s)
 
-    def drain(self, handle: Callable[[Event], None]) -> int:
+    def drain(self, handle: Callable[[Event], None], max_records: int | None = None) -> int:
         native = self.decoder.native
         if native is not None:
-            return self.ring.drain_events(native, handle, self._malformed)
+            return self.ring.drain_events(native, handle, self._malformed, max_records)
         decode = self.decoder.decode
 
         def one(rec: memoryview) -> None:
@@ -47,7 +47,7 @@ class CoreSource:
                 return
             handle(ev)
 
-        return self.ring.drain(one)
+        return self.ring.drain(one, max_records)
 
     def _malformed(self, e: Exception) -> None:
         self.decode_errors += 1

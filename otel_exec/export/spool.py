@@ -14,7 +14,8 @@ record carries a stable id a backend can drop duplicates by).
 Records appended in this run are also kept in memory (up to
 RECENT_BYTES) until acknowledged, so the export thread sends them without
 reading them back; the files are read only for what an earlier run left, or
-what fell out of that window during a long collector outage.
+what fell out of that window during a collector outage (or lag). A batch
+read back is one pread, its records views of that buffer.
 
 The agent runs as root and the directory may belong to its --user, who can
 put anything in it. So the directory is opened once, checked, and every file
@@ -65,6 +66,8 @@ SEGMENT_BYTES = 4 * 1024 * 1024
 # collector keeps up (a new file per this many bytes costs ~20 us).
 SENT_SEGMENT_BYTES = 64 * 1024
 _IOV_MAX = 1024  # Linux's limit on buffers per writev()
+# Read beyond the estimated size of a batch read back, for records larger than the average.
+_READ_SLACK = 64 * 1024
 # Appended records kept in memory for the export thread: a few batches' worth.
 # More waits only while the collector lags, and is read back from the files
 # then: a larger window let such a lag lift peak RSS (BENCHMARKS.md).
@@ -125,7 +128,7 @@ class _Segment:
 
 @dataclass
 class Batch:
-    records: list[bytes]
+    records: list[bytes | memoryview]  # read back from a segment: views into the buffer read
     end: Position  # where the cursor goes once the batch is acknowledged
 
 
@@ -647,9 +650,6 @@ class SignalSpool:
             if self._held:
                 return self._read_held(max_records, max_bytes)
             pos = self._cursor
-            head = self._recent[0] if self._recent else None
-            if head is not None and (head.segment, head.offset) == (pos.segment, pos.offset):
-                return self._read_recent(max_records, max_bytes)
             for seg in sorted(s for s in self._segs if s >= pos.segment):
                 s = self._segs[seg]
                 offset = pos.offset if seg == pos.segment else 0
@@ -657,10 +657,19 @@ class SignalSpool:
                     break
             else:
                 return None  # everything written was read
+            head = self._recent[0] if self._recent else None
+            # The next unsent record is the first one memory holds (also when
+            # the cursor is still at the end of the segment before it).
+            if head is not None and (head.segment, head.offset) == (seg, offset):
+                return self._read_recent(max_records, max_bytes)
             if s is not self._write and os.fstat(s.fd).st_nlink == 0:
                 self._lose_segment(seg, "was deleted by someone else")
                 return Batch([], self._cursor)
             fd, size, last = os.dup(s.fd), s.size, s is self._write or seg == max(self._segs)
+            if s.count:
+                # Records this run wrote: about what max_records of them take,
+                # not a whole max_bytes of which most would be read again.
+                max_bytes = min(max_bytes, (s.size // s.count) * max_records * 5 // 4 + _READ_SLACK)
         try:
             return self._read_file(fd, seg, offset, size, last, max_records, max_bytes)
         finally:
@@ -668,7 +677,7 @@ class SignalSpool:
 
     def _read_held(self, max_records: int, max_bytes: int) -> Batch:
         """From the memory-only window; the caller holds the lock."""
-        records: list[bytes] = []
+        records: list[bytes | memoryview] = []
         size = 0
         for rec in self._held:
             if len(records) >= max_records or (records and size + len(rec) > max_bytes):
@@ -680,7 +689,7 @@ class SignalSpool:
 
     def _read_recent(self, max_records: int, max_bytes: int) -> Batch:
         """From the records in memory; the caller holds the lock."""
-        records: list[bytes] = []
+        records: list[bytes | memoryview] = []
         size = 0
         end = self._cursor
         for chunk in self._recent:
@@ -717,15 +726,18 @@ class SignalSpool:
                     self._lose_segment(seg, f"cannot be read ({e.strerror})")
                     return Batch([], self._cursor)
             return None
-        records: list[bytes] = []
+        records: list[bytes | memoryview] = []
         p = 0
+        # Views into the one buffer read: the request is the records' only
+        # copy (export_request joins them).
+        view = memoryview(data)
         # data holds at most max_bytes (or the one larger first record):
         # what it holds whole fits the batch.
         while p + 4 <= len(data) and len(records) < max_records:
             n = _LEN.unpack_from(data, p)[0]
             if p + 4 + n > len(data) or not valid_record(data, p + 4, n):
                 break
-            records.append(data[p + 4:p + 4 + n])
+            records.append(view[p + 4:p + 4 + n])
             p += 4 + n
         if records:
             return Batch(records, Position(seg, offset + p))

@@ -7,7 +7,6 @@ state) read when a reader asks, so the per-event path pays nothing.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import time
 from typing import Callable, Iterable, TextIO
@@ -15,8 +14,7 @@ from typing import Callable, Iterable, TextIO
 from otel_exec import __version__
 from otel_exec.export.otlp.attributes import SCHEMA_URL
 from otel_exec.export.otlp.resource import metrics_resource
-from otel_exec.export.otlp.transport import (OtlpOptions, TransportSettings, grpc_credentials, otlp_http_session,
-                                             transport_settings)
+from otel_exec.export.otlp.transport import OtlpOptions, TransportSettings, transport_for, transport_settings
 from otel_exec.model.counters import loss_reason as kernel_loss_reason
 
 Report = Callable[[], dict[str, int]]
@@ -93,31 +91,20 @@ _SPOOL_TROUBLE_KEYS = {
 
 
 def metric_exporter(settings: TransportSettings) -> Callable[[], object]:
-    """A maker of the SDK's OTLP metric exporter, configured through its
-    public parameters from the same checked settings the log and span
-    transports use."""
+    """A maker of the OTLP metric exporter (otlp/metrics.py) over the same
+    transports, from the same checked settings, as logs and spans: its
+    credentials are read now, its connection opened by the maker."""
     # The SDK's modules are imported now, as root: after a drop to --user the
     # interpreter's own library directory may be out of reach.
-    for module in ("opentelemetry.sdk.metrics", "opentelemetry.sdk.metrics.export"):
-        importlib.import_module(module)
-    headers = dict(settings.headers)
-    if settings.protocol == "grpc":
-        import grpc
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from otel_exec.export.otlp.metrics import OtlpMetricExporter
 
-        return functools.partial(
-            OTLPMetricExporter, endpoint=f"{'http' if settings.insecure else 'https'}://{settings.target}",
-            insecure=settings.insecure, credentials=grpc_credentials(settings), headers=headers,
-            timeout=settings.timeout_s,
-            compression=grpc.Compression.Gzip if settings.compression == "gzip" else grpc.Compression.NoCompression)
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+    transport = transport_for(settings)
 
-    return functools.partial(
-        HttpMetricExporter, endpoint=settings.target, certificate_file=settings.ca, headers=headers,
-        client_key_file=settings.client_key, client_certificate_file=settings.client_cert,
-        timeout=settings.timeout_s, session=otlp_http_session(),
-        compression=Compression.Gzip if settings.compression == "gzip" else Compression.NoCompression)
+    def make() -> object:
+        transport.start()
+        return OtlpMetricExporter(transport)
+
+    return make
 
 
 class Telemetry:

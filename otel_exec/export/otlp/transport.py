@@ -134,6 +134,7 @@ _GRPC_RETRYABLE = frozenset({"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_O
 _GRPC_METHODS = {
     "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
     "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
 }
 
 
@@ -464,5 +465,9 @@ def protocol_for(signal: str, opts: OtlpOptions) -> str:
 
 def make_transport(signal: str, opts: OtlpOptions) -> Transport:
     """Checks the configuration and reads the credentials; connects at start()."""
-    settings = transport_settings(signal, opts)
+    return transport_for(transport_settings(signal, opts))
+
+
+def transport_for(settings: TransportSettings) -> Transport:
+    """The transport of checked settings (credentials read now); connects at start()."""
     return GrpcTransport(settings) if settings.protocol == "grpc" else HttpTransport(settings)
