@@ -45,10 +45,10 @@ def image() -> str:
     return IMAGE
 
 
-def buildah_run(container: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    """A second command in the agent's container (its ready file, `otel-exec health`)."""
-    return subprocess.run(["buildah", "run", "--isolation", "chroot", container, "--", *argv], capture_output=True,
-                          text=True, timeout=60)
+def buildah_run(container: str, run_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """A second command in the agent's container, with its /run/otel-exec (as a probe runs)."""
+    return subprocess.run(["buildah", "run", "--isolation", "chroot", "-v", f"{run_dir}:/run/otel-exec", container,
+                           "--", *argv], capture_output=True, text=True, timeout=60)
 
 
 class ImageAgent:
@@ -62,26 +62,35 @@ class ImageAgent:
         self.bindir = bindir
         config = workdir / "config.yaml"
         config.write_text(f"exporter: otlp\nendpoint: {endpoint}\npath_prefix: [{bindir}/]\n")
+        # The ready file's directory from the host, as a volume would be: the test waits for it
+        # without a buildah call racing scripts/image's own (buildah 1.28 can crash on that).
+        self.run_dir = workdir / "run"
+        self.run_dir.mkdir(mode=0o755)
         self.err = workdir / "agent.stderr"
         self.proc = subprocess.Popen(
             [SCRIPT, "run", "--name", self.name, "-v", f"{config}:/etc/otel-exec/config.yaml:ro",
+             "-v", f"{self.run_dir}:/run/otel-exec",
              "-e", "OTEL_BLRP_SCHEDULE_DELAY=200", "-e", "OTEL_BSP_SCHEDULE_DELAY=200",
              "-e", "OTEL_RESOURCE_ATTRIBUTES=k8s.node.name=image-test"],
             env=dict(os.environ, OTEL_EXEC_IMAGE=IMAGE), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(self.err, "w"))
 
     def health(self) -> subprocess.CompletedProcess[str]:
-        return buildah_run(self.name, "otel-exec", "health")
+        return buildah_run(self.name, self.run_dir, "otel-exec", "health")
 
     def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
+        while not (self.run_dir / "ready").exists():
+            assert self.proc.poll() is None, f"the agent exited: {self.err.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no ready file: {self.err.read_text()[-3000:]}"
+            time.sleep(0.05)
         while (result := self.health()).returncode != 0:
             assert self.proc.poll() is None, f"the agent exited: {self.err.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"not healthy: {result.stderr}{self.err.read_text()[-3000:]}"
             time.sleep(0.2)
 
     def pid(self) -> int:
-        return int(buildah_run(self.name, "cat", "/run/otel-exec/ready").stdout)
+        return int((self.run_dir / "ready").read_text())
 
     def stop(self) -> tuple[int, str]:
         if self.proc.poll() is None:
@@ -128,7 +137,7 @@ def test_image_agent_delivers_host_execs(image_agent: ImageAgent, collector: Col
     os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(3)
-        stuck = buildah_run(image_agent.name, "otel-exec", "health", "--max-age", "2")
+        stuck = buildah_run(image_agent.name, image_agent.run_dir, "otel-exec", "health", "--max-age", "2")
     finally:
         os.kill(pid, signal.SIGCONT)
     assert stuck.returncode == 1
