@@ -59,17 +59,6 @@ RUN VMLINUX_BTF="${VMLINUX_BTF}" /opt/build/bin/pip wheel --no-build-isolation -
  && /opt/otel-exec/bin/pip uninstall -y pip setuptools
 
 FROM ${BASE}
-ARG BASE
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG CREATED=unknown
-LABEL org.opencontainers.image.title="otel-exec" \
-      org.opencontainers.image.description="eBPF agent that reports every exec on a Linux host, for OpenTelemetry" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.documentation="docs/operations.md#the-container-image" \
-      org.opencontainers.image.base.name="${BASE}"
 ENV DEBIAN_FRONTEND=noninteractive
 # No compiler: the interpreter, libbpf.so.1 (loaded through ctypes), CA certificates for TLS.
 RUN apt-get update \
@@ -77,7 +66,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log \
  && useradd --system --uid 10001 --user-group --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin otel-exec \
- && install -d -m 0755 /etc/otel-exec /run/otel-exec \
+ && install -d -m 0755 /etc/otel-exec \
+ && install -d -m 1770 -g otel-exec /run/otel-exec \
  && install -d -m 0700 /var/lib/otel-exec
 COPY --from=build /opt/otel-exec /opt/otel-exec
 ENV PATH=/opt/otel-exec/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -92,3 +82,14 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["otel-exec", "health"]
 ENTRYPOINT ["otel-exec"]
 CMD ["run"]
+ARG BASE
+# Last: the build's date and revision change every time, and would rebuild every layer after them.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="otel-exec" \
+      org.opencontainers.image.description="eBPF agent that reports every exec on a Linux host, for OpenTelemetry" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="${BASE}"
