@@ -13,7 +13,8 @@ import os
 import time
 
 from otel_exec.errors import UsageError
-from otel_exec.host import safefs
+from otel_exec.host import procfs, safefs
+from otel_exec.host.identity import HostIdentity
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,11 @@ class ReadyFile:
         os.close(self._dir_fd)
 
 
-def unhealthy(path: str, max_age_s: float) -> str | None:
+def unhealthy(path: str, max_age_s: float, proc: str = procfs.PROC) -> str | None:
     """Why the agent that writes `path` is not healthy, in one line; None
-    when it is: the file exists, names a live process, and was refreshed
-    within max_age_s."""
+    when it is: the file exists, names a live process that started before
+    the file was last touched (a pid the stopped agent left, taken by a
+    later process, does not count), and was refreshed within max_age_s."""
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
@@ -88,11 +90,12 @@ def unhealthy(path: str, max_age_s: float) -> str | None:
     except ValueError:
         return f"{path} does not hold a process id"
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        start_ticks = int(procfs.stat_fields(procfs.read(f"{proc}/{pid}/stat"))[procfs.STAT_STARTTIME])
+    except (OSError, ValueError, IndexError):
+        start_ticks = None
+    host = HostIdentity.current()
+    if start_ticks is None or host.boot_ns_to_epoch_ns(start_ticks * host.ns_per_tick) > st.st_mtime_ns:
         return f"the agent that wrote {path} (pid {pid}) is not running"
-    except PermissionError:
-        pass  # it runs, as another user
     age = time.time() - st.st_mtime
     if age > max_age_s:
         return (f"{path} was last refreshed {age:.0f} s ago (over {max_age_s:g} s): the agent (pid {pid}) "

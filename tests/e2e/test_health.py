@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from otel_exec import health
@@ -117,12 +118,12 @@ def test_fresh_file_of_a_live_process_is_healthy(tmp_path: Path) -> None:
 
 
 def test_stale_file_is_unhealthy(tmp_path: Path) -> None:
+    """pid 1 stands for an agent that started before it last touched the file."""
     ready = tmp_path / "ready"
-    ready.write_text(f"{os.getpid()}\n")
+    ready.write_text("1\n")
     old = time.time() - 120
     os.utime(ready, (old, old))
-    assert unhealthy(str(ready), 30) == (f"{ready} was last refreshed 120 s ago (over 30 s): the agent "
-                                         f"(pid {os.getpid()}) is stuck")
+    assert unhealthy(str(ready), 30) == f"{ready} was last refreshed 120 s ago (over 30 s): the agent (pid 1) is stuck"
 
 
 def test_file_of_a_process_gone_is_unhealthy(tmp_path: Path) -> None:
@@ -131,6 +132,16 @@ def test_file_of_a_process_gone_is_unhealthy(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     ready.write_text(f"{child.pid}\n")
     assert unhealthy(str(ready), 30) == f"the agent that wrote {ready} (pid {child.pid}) is not running"
+
+
+def test_pid_of_a_later_process_is_not_the_agent(tmp_path: Path) -> None:
+    """The stopped agent's pid, taken by a process started after the file
+    was last touched, is not the agent (pids wrap in seconds under a storm)."""
+    ready = tmp_path / "ready"
+    ready.write_text(f"{os.getpid()}\n")
+    started = psutil.Process().create_time()
+    os.utime(ready, (started - 10, started - 10))
+    assert unhealthy(str(ready), 1e9) == f"the agent that wrote {ready} (pid {os.getpid()}) is not running"
 
 
 def test_garbled_file_is_unhealthy(tmp_path: Path) -> None:
