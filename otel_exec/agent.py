@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import gc
-import os
 import signal
 import threading
 import time
 from typing import Callable, Iterable, Protocol
 
-from otel_exec.host import privileges, safefs
+from otel_exec.health import ReadyFile
+from otel_exec.host import privileges
 from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.config import Config
 from otel_exec.errors import UsageError
@@ -79,6 +79,7 @@ class Agent:
         self.exported = 0
         self.exits_seen = 0
         self.source: EventSource | None = None
+        self.ready: ReadyFile | None = None
         # Resolved before attaching: an unknown user is a usage error that
         # costs no load.
         self.user = privileges.resolve_user(cfg.user) if cfg.user else None
@@ -102,32 +103,29 @@ class Agent:
         if self.source is None:
             self.attach()
         assert self.source is not None
-        ready = self._open_ready_dir()
-        try:
-            # The sinks are all made by now (cli adds them after the agent).
-            self.lineage.on_end = [sink.on_span_end for sink in self.sinks]
-            self.observe_running()
-            # Everything loaded so far (modules, the table) lives as long as
-            # the agent: keep it out of the collector's scans, and collect less
-            # often; per-event objects are acyclic and freed by refcounting.
-            gc.freeze()
-            gc.set_threshold(20000, 20, 20)
-            agent_nice = privileges.raise_reader_priority()
-            dropped = privileges.drop(self.user, keep=self.source.run_time_capabilities)
-            privileges.check_threads(dropped)
-            for sink in self.sinks:
-                sink.start()
-            if self.executables is not None:
-                self.executables.start()
-            for start in also_start:
-                start()
-            privileges.restore_other_threads_priority(agent_nice)
-            privileges.check_threads(dropped)
-            if ready is not None:
-                self._write_ready_file(*ready)
-        finally:
-            if ready is not None:
-                os.close(ready[0])
+        if self.cfg.ready_file:
+            self.ready = ReadyFile(self.cfg.ready_file, trust=[self.user.pw_uid] if self.user else [])
+        # The sinks are all made by now (cli adds them after the agent).
+        self.lineage.on_end = [sink.on_span_end for sink in self.sinks]
+        self.observe_running()
+        # Everything loaded so far (modules, the table) lives as long as
+        # the agent: keep it out of the collector's scans, and collect less
+        # often; per-event objects are acyclic and freed by refcounting.
+        gc.freeze()
+        gc.set_threshold(20000, 20, 20)
+        agent_nice = privileges.raise_reader_priority()
+        dropped = privileges.drop(self.user, keep=self.source.run_time_capabilities)
+        privileges.check_threads(dropped)
+        for sink in self.sinks:
+            sink.start()
+        if self.executables is not None:
+            self.executables.start()
+        for start in also_start:
+            start()
+        privileges.restore_other_threads_priority(agent_nice)
+        privileges.check_threads(dropped)
+        if self.ready is not None:
+            self._write_ready_file(self.ready)
 
     def observe_running(self, proc: str = "/proc") -> None:
         """The processes running now, as observed exec events on the kernel
@@ -158,21 +156,9 @@ class Agent:
         finally:
             self.executables.wait_s = wait_s
 
-    def _open_ready_dir(self) -> tuple[int, str] | None:
-        """The --ready-file's directory, checked and held open from before
-        the drop, so the file is written where it was checked."""
-        if not self.cfg.ready_file:
-            return None
+    def _write_ready_file(self, ready: ReadyFile) -> None:
         try:
-            return safefs.split(self.cfg.ready_file, trust=[self.user.pw_uid] if self.user else [])
-        except safefs.UnsafePath as e:
-            raise UsageError(f"--ready-file: {e}") from None
-        except OSError as e:
-            raise UsageError(f"--ready-file {self.cfg.ready_file}: {e.strerror}") from None
-
-    def _write_ready_file(self, dir_fd: int, name: str) -> None:
-        try:
-            safefs.replace_file(dir_fd, name, f"{os.getpid()}\n".encode(), 0o644)
+            ready.write()
         except OSError as e:
             raise UsageError(f"cannot write --ready-file {self.cfg.ready_file}: {e.strerror}"
                              f"{' (as --user ' + self.cfg.user + ')' if self.cfg.user else ''}") from None
@@ -218,6 +204,8 @@ class Agent:
             for sink in self.sinks:
                 sink.flush()
             self.tick()
+            if self.ready is not None:
+                self.ready.refresh()
         # Detach first, then drain: everything the kernel produced is handled
         # and the counters read later describe exactly that.
         source.detach()
@@ -261,6 +249,9 @@ class Agent:
     def close(self) -> None:
         if self.source:
             self.source.close()
+        if self.ready is not None:
+            self.ready.close()
+            self.ready = None
 
 
 def install_signal_handlers(agent: Agent) -> None:

@@ -15,6 +15,7 @@ from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAP
                               Config, csv, log_level, parse_layered, signal_exporters)
 from otel_exec.errors import OtelExecError, UsageError
 from otel_exec.export.spool import FULL_ACTIONS
+from otel_exec.health import DEFAULT_MAX_AGE_S, DEFAULT_READY_FILE, unhealthy
 from otel_exec.option_texts import DOC, HELP
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     install = sub.add_parser("install-systemd", help="install the systemd unit and, if there is none, "
                              f"{DEFAULT_CONFIG_FILE}")
     install.add_argument("--root", default="/", metavar="DIR", help="install under DIR instead of / (default /)")
+    health = sub.add_parser("health", help="exit 0 when the running agent is healthy: its --ready-file exists "
+                                           "and its loop keeps it fresh; else 1 and the reason")
+    health.add_argument("--ready-file", metavar="PATH",
+                        help="the agent's --ready-file (default: as `run` would take it from OTEL_EXEC_READY_FILE "
+                             f"or the configuration file, else {DEFAULT_READY_FILE})")
+    health.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE_S, metavar="SECONDS",
+                        help="unhealthy when the file was last refreshed longer ago (default %(default)g)")
     return parser
 
 
@@ -308,6 +316,17 @@ def run(cfg: Config, stderr: TextIO) -> int:
     return 0
 
 
+def health(ready_file: str, max_age_s: float) -> int:
+    if max_age_s <= 0:
+        raise UsageError("--max-age must be a positive number of seconds")
+    reason = unhealthy(ready_file, max_age_s)
+    if reason:
+        log.error("unhealthy: %s", reason)
+        return 1
+    print(f"healthy: {ready_file} is fresh", file=sys.stdout)
+    return 0
+
+
 M_ARENA_MAX = -8
 
 
@@ -410,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from otel_exec.check import run_checks
 
             return run_checks(check_config_from_args(args), sys.stdout)
+        if args.command == "health":
+            return health(args.ready_file or parse_layered(parser, ["run"], os.environ).ready_file
+                          or DEFAULT_READY_FILE, args.max_age)
         if args.command == "install-systemd":
             from otel_exec.install import install_systemd
 

@@ -7,6 +7,8 @@ A test that needs something the machine may lack carries a mark naming it
 - ``needs_rotel``: the test collector, rotel (installed by the set-up);
 - ``needs_yaml``: PyYAML (a test dependency);
 - ``needs_bcc``: BCC and kernel headers (installed by the set-up);
+- ``needs_buildah``: buildah, to build and run the container image
+  (scripts/image installs it);
 - ``needs_cgroup2``: a mounted cgroup v2 hierarchy;
 - ``needs_host_pidns``: the initial pid namespace (kthreadd is pid 2).
 
@@ -33,7 +35,8 @@ import pytest as _pytest
 _REQUIRE_ENV = "OTEL_EXEC_REQUIRE_KERNEL"
 _SKIP_MSG = "skipped on a root+BTF machine (OTEL_EXEC_REQUIRE_KERNEL=1): "
 
-PREREQUISITE_MARKS = ("kernel", "needs_rotel", "needs_yaml", "needs_bcc", "needs_cgroup2", "needs_host_pidns")
+PREREQUISITE_MARKS = ("kernel", "needs_rotel", "needs_yaml", "needs_bcc", "needs_buildah", "needs_cgroup2",
+                      "needs_host_pidns")
 
 
 def _lacks_cgroup2() -> str | None:
