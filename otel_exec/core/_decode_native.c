@@ -240,33 +240,32 @@ static int Decoder_init(DecoderObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+/* The Python objects a Decoder holds: the one list traverse and clear go through. */
+#define DECODER_OBJECTS(X) \
+    X(reference) \
+    X(decode_error) \
+    X(shared_cache) \
+    X(parents) \
+    X(id_prefix) \
+    X(not_collected) \
+    X(to_epoch_obj) \
+    X(last_key) \
+    X(exec_type) \
+    X(exit_type)
+
 static int Decoder_traverse(DecoderObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->reference);
-    Py_VISIT(self->decode_error);
-    Py_VISIT(self->shared_cache);
-    Py_VISIT(self->parents);
-    Py_VISIT(self->id_prefix);
-    Py_VISIT(self->not_collected);
-    Py_VISIT(self->to_epoch_obj);
-    Py_VISIT(self->last_key);
-    Py_VISIT(self->exec_type);
-    Py_VISIT(self->exit_type);
+#define VISIT_FIELD(name) Py_VISIT(self->name);
+    DECODER_OBJECTS(VISIT_FIELD)
+#undef VISIT_FIELD
     return 0;
 }
 
 static int Decoder_clear(DecoderObject *self)
 {
-    Py_CLEAR(self->reference);
-    Py_CLEAR(self->decode_error);
-    Py_CLEAR(self->shared_cache);
-    Py_CLEAR(self->parents);
-    Py_CLEAR(self->id_prefix);
-    Py_CLEAR(self->not_collected);
-    Py_CLEAR(self->to_epoch_obj);
-    Py_CLEAR(self->last_key);
-    Py_CLEAR(self->exec_type);
-    Py_CLEAR(self->exit_type);
+#define CLEAR_FIELD(name) Py_CLEAR(self->name);
+    DECODER_OBJECTS(CLEAR_FIELD)
+#undef CLEAR_FIELD
     return 0;
 }
 
