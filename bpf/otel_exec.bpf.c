@@ -35,6 +35,7 @@ struct {
  * name of the component it passed, or 0 where it crossed a mount. */
 struct path_walk {
 	__u64 name[OE_PATH_DEPTH_MAX];   /* kernel addresses of the dentry names */
+	__u32 len[OE_PATH_DEPTH_MAX];    /* their lengths (d_name.len), NUL excluded */
 	__u32 n;                         /* steps */
 	__u32 pflags;                    /* OE_PF_* */
 };
@@ -275,6 +276,14 @@ static __always_inline __u64 span_word(const __u64 *span, const void *obj, __u32
 	return v;
 }
 
+/* d_name.len, a 32-bit field in the span (it shares a word with the hash). */
+static __always_inline __u32 name_len(const __u64 *span, const void *dentry, __u32 first, __u32 off)
+{
+	__u32 aligned = off & ~7u;
+
+	return span_word(span, dentry, first, aligned) >> (8 * (off - aligned));
+}
+
 /* Walks (mnt, dentry) up to the root of the mount namespace as d_path()
  * does, dentries up to the mount root and then across mounts, into s->walk.
  * Apart from writing the path (put_walked), the --path-prefix filters read
@@ -286,6 +295,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 	__u32 d_first = bpf_core_field_offset(struct dentry, d_hash.pprev);
 	__u32 d_parent = bpf_core_field_offset(struct dentry, d_parent);
 	__u32 d_name = bpf_core_field_offset(struct dentry, d_name.name);
+	__u32 d_len = bpf_core_field_offset(struct dentry, d_name.len);
 	__u32 mnt_off = bpf_core_field_offset(struct mount, mnt);
 	__u32 m_first = bpf_core_field_offset(struct mount, mnt_parent);
 	__u32 m_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint);
@@ -324,6 +334,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 				 * a pseudo file (memfd, pipe, socket, anon inode). */
 				pflags |= OE_PF_DETACHED;
 				s->walk.name[i] = span_word(span, dentry, d_first, d_name);
+				s->walk.len[i] = name_len(span, dentry, d_first, d_len);
 				n = i + 1;
 				done = true;
 				break;
@@ -345,6 +356,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 			continue;
 		}
 		s->walk.name[i] = span_word(span, dentry, d_first, d_name);
+		s->walk.len[i] = name_len(span, dentry, d_first, d_len);
 		dentry = parent;
 	}
 	if (!done)
@@ -352,6 +364,23 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 	s->walk.n = n;
 	s->walk.pflags = pflags;
 	return 0;
+}
+
+/* A dentry name of known length: one fixed-size read (word by word) rather
+ * than a string read (byte by byte); the same bytes, as d_name is
+ * NUL-terminated at its length. A length that does not fit (a rename
+ * meanwhile) falls back to the string read. */
+static __always_inline __u32 put_name(struct exec_scratch *s, __u32 off, const void *name, __u32 len)
+{
+	off &= OE_DATA_HALF - 1;
+	if (len == 0 || len >= OE_NAME_MAX)
+		return put_str(s, off, name, OE_NAME_MAX, false, NULL);
+	if (bpf_probe_read_kernel(&s->data[off], len, name)) {
+		s->data[off] = 0;
+		return 1;
+	}
+	s->data[(off + len) & (OE_DATA_SIZE - 1)] = 0;
+	return len + 1;
 }
 
 /* Writes the path in s->walk at off as leaf-first components, at most
@@ -374,7 +403,7 @@ __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 			pflags |= OE_PF_TRUNCATED;
 			break;
 		}
-		off += put_str(s, off, (void *)name, OE_NAME_MAX, false, NULL);
+		off += put_name(s, off, (void *)name, s->walk.len[i]);
 	}
 	if (pflags & OE_PF_TRUNCATED)
 		count(OE_CNT_CUT_PATH);
@@ -706,7 +735,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	struct pid_namespace *ns;
 	struct upid up = {};
 	__u32 key = bpf_get_smp_processor_id(), off = 0, level, tid;
-	__u32 comm = 0, uid = 0, prefix = 0;
+	__u32 comm = 0, uid = 0, prefix = 0, pid_ns;
 	bool cut = false, exe_walked = false, sampled = false;
 	char *prev;
 	long err;
@@ -724,7 +753,8 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 		comm = comm_bits();
 	if (cfg.filter_uid || cfg.keep_uid)
 		uid = uid_bits(cred->uid.val);
-	if (filtered(comm, uid, BPF_CORE_READ(ns, ns.inum))) {
+	pid_ns = BPF_CORE_READ(ns, ns.inum);
+	if (filtered(comm, uid, pid_ns)) {
 		count(OE_CNT_EXEC_FILTERED);
 		unreported(t);
 		return 0;
@@ -779,7 +809,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	s->rec.pid = up.nr;
 	s->rec.tid = up.nr; /* after exec the task is its thread group's leader */
 	s->rec.ppid = pid_at_level(parent, level, ns);
-	s->rec.pid_ns = BPF_CORE_READ(ns, ns.inum);
+	s->rec.pid_ns = pid_ns;
 	s->rec.mount_ns = t->nsproxy->mnt_ns->ns.inum;
 	s->rec.uid = cred->uid.val;
 	s->rec.gid = cred->gid.val;
@@ -846,14 +876,24 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 		}
 	}
 	if (!(cfg.skip & OE_SKIP_STDIN)) {
-		struct fdtable *fdt = t->files->fdt;
+		struct files_struct *files = t->files;
+		struct fdtable *fdt = files->fdt;
 		struct file *in = NULL;
 
-		/* fd is an array of pointers: its elements' type is lost. */
-		if (fdt->max_fds > 0)
-			bpf_core_read(&in, sizeof(in), &fdt->fd[0]);
-		file_id_probed(in, &s->rec.stdin);
-		s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
+		/* fdt->fd is an array of pointers, whose elements the verifier
+		 * knows as integers only. Until the table grows past its first
+		 * NR_OPEN_DEFAULT fds it is files->fd_array, whose elements it
+		 * knows as files; exec unshared the table, nothing grows it now. */
+		if ((void *)fdt->fd == (void *)files->fd_array) {
+			in = files->fd_array[0];
+			file_id_direct(in, &s->rec.stdin);
+			s->rec.stdin_fs_magic = in ? in->f_inode->i_sb->s_magic : 0;
+		} else {
+			if (fdt->max_fds > 0)
+				bpf_core_read(&in, sizeof(in), &fdt->fd[0]);
+			file_id_probed(in, &s->rec.stdin);
+			s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
+		}
 		if (!(cfg.skip & OE_SKIP_PATHS) && in) {
 			walk_file(s, in);
 			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
