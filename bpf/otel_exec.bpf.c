@@ -35,6 +35,7 @@ struct {
  * name of the component it passed, or 0 where it crossed a mount. */
 struct path_walk {
 	__u64 name[OE_PATH_DEPTH_MAX];   /* kernel addresses of the dentry names */
+	__u32 len[OE_PATH_DEPTH_MAX];    /* their lengths (d_name.len), NUL excluded */
 	__u32 n;                         /* steps */
 	__u32 pflags;                    /* OE_PF_* */
 };
@@ -150,40 +151,58 @@ static __always_inline void count(__u32 idx)
 		(*c)++;
 }
 
-static __always_inline __u64 inode_ctime_ns(struct inode *inode)
-{
-	__u64 sec, nsec;
+/*
+ * Reads of kernel memory. In these tp_btf programs the verifier knows the
+ * type of the tracepoint's arguments and of every struct pointer loaded from
+ * them: their fields are read with plain (CO-RE relocated) loads, which the
+ * JIT guards against faults, a fraction of the cost of a probe-read helper
+ * call. A pointer the verifier does not know (read through a helper, passed
+ * to a global function as an integer, or loaded from an array of pointers)
+ * is read with BPF_CORE_READ. Both read 0 where the memory is not readable.
+ */
+#define DIRECT_READ(p, field) ((p)->field)
 
-	if (bpf_core_field_exists(struct inode___611, i_ctime_sec)) {
-		struct inode___611 *i = (void *)inode;
-
-		sec = BPF_CORE_READ(i, i_ctime_sec);
-		nsec = BPF_CORE_READ(i, i_ctime_nsec) & CTIME_NSEC_MASK;
-	} else if (bpf_core_field_exists(struct inode___pre611, __i_ctime)) {
-		struct inode___pre611 *i = (void *)inode;
-
-		sec = BPF_CORE_READ(i, __i_ctime.tv_sec);
-		nsec = BPF_CORE_READ(i, __i_ctime.tv_nsec);
-	} else {
-		struct inode___pre66 *i = (void *)inode;
-
-		sec = BPF_CORE_READ(i, i_ctime.tv_sec);
-		nsec = BPF_CORE_READ(i, i_ctime.tv_nsec);
-	}
-	return sec * 1000000000ULL + nsec;
+/* file_id_<how>(): the identity of a file, its fields read with READ. */
+#define DEFINE_FILE_ID(how, READ)								\
+static __always_inline __u64 inode_ctime_ns_##how(struct inode *inode)			\
+{												\
+	__u64 sec, nsec;									\
+												\
+	if (bpf_core_field_exists(struct inode___611, i_ctime_sec)) {			\
+		struct inode___611 *i = (void *)inode;						\
+												\
+		sec = READ(i, i_ctime_sec);							\
+		nsec = READ(i, i_ctime_nsec) & CTIME_NSEC_MASK;					\
+	} else if (bpf_core_field_exists(struct inode___pre611, __i_ctime)) {		\
+		struct inode___pre611 *i = (void *)inode;					\
+												\
+		sec = READ(i, __i_ctime.tv_sec);						\
+		nsec = READ(i, __i_ctime.tv_nsec);						\
+	} else {										\
+		struct inode___pre66 *i = (void *)inode;					\
+												\
+		sec = READ(i, i_ctime.tv_sec);							\
+		nsec = READ(i, i_ctime.tv_nsec);						\
+	}											\
+	return sec * 1000000000ULL + nsec;							\
+}												\
+												\
+static __always_inline void file_id_##how(struct file *f, struct oe_file_id *id)	\
+{												\
+	struct inode *inode = f ? READ(f, f_inode) : NULL;				\
+	struct super_block *sb;									\
+												\
+	if (!inode)										\
+		return;										\
+	id->inode = READ(inode, i_ino);							\
+	id->mode = READ(inode, i_mode);							\
+	sb = READ(inode, i_sb);									\
+	id->dev = READ(sb, s_dev);								\
+	id->ctime_ns = inode_ctime_ns_##how(inode);						\
 }
 
-static __always_inline void read_file_id(struct file *f, struct oe_file_id *id)
-{
-	struct inode *inode = BPF_CORE_READ(f, f_inode);
-
-	if (!inode)
-		return;
-	id->inode = BPF_CORE_READ(inode, i_ino);
-	id->mode = BPF_CORE_READ(inode, i_mode);
-	id->dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	id->ctime_ns = inode_ctime_ns(inode);
-}
+DEFINE_FILE_ID(direct, DIRECT_READ)
+DEFINE_FILE_ID(probed, BPF_CORE_READ)
 
 /* The id of the executable of another task, which may be exiting on another
  * CPU meanwhile: exit_mm() clears p->mm, then frees the mm and drops the last
@@ -195,16 +214,17 @@ static __always_inline void read_file_id(struct file *f, struct oe_file_id *id)
  * changed. */
 static __always_inline bool read_exe_id(struct task_struct *p, struct oe_file_id *id)
 {
-	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	struct mm_struct *mm = p->mm;
 	struct file *exe;
 
 	if (!mm)
 		return false;
-	exe = BPF_CORE_READ(mm, exe_file);
+	exe = mm->exe_file;
 	if (!exe)
 		return false;
-	read_file_id(exe, id);
-	if (BPF_CORE_READ(p, mm) == mm && BPF_CORE_READ(mm, exe_file) == exe)
+	file_id_direct(exe, id);
+	/* volatile: the compiler would reuse the loads above. */
+	if (*(struct mm_struct *volatile *)&p->mm == mm && *(struct file *volatile *)&mm->exe_file == exe)
 		return true;
 	__builtin_memset(id, 0, sizeof(*id));
 	return false;
@@ -240,16 +260,51 @@ static __always_inline __u32 put_str(struct exec_scratch *s, __u32 off, const vo
  */
 #define PACK(len, flags) ((__u64)(flags) << 32 | (len))
 
+/* A few neighbouring pointer-sized fields of a kernel struct the verifier
+ * knows only as an address, fetched with one probe read: SPAN_WORDS words
+ * from the field at offset `first`. The offsets are CO-RE relocated, so a
+ * field that a kernel placed outside the span is still read, on its own. */
+#define SPAN_WORDS 4
+
+static __always_inline __u64 span_word(const __u64 *span, const void *obj, __u32 first, __u32 off)
+{
+	__u64 v = 0;
+
+	if (off >= first && off - first < SPAN_WORDS * 8 && !((off - first) & 7))
+		return span[((off - first) / 8) & (SPAN_WORDS - 1)];
+	bpf_probe_read_kernel(&v, sizeof(v), obj + off);
+	return v;
+}
+
+/* d_name.len, a 32-bit field in the span (it shares a word with the hash). */
+static __always_inline __u32 name_len(const __u64 *span, const void *dentry, __u32 first, __u32 off)
+{
+	__u32 aligned = off & ~7u;
+
+	return span_word(span, dentry, first, aligned) >> (8 * (off - aligned));
+}
+
 /* Walks (mnt, dentry) up to the root of the mount namespace as d_path()
  * does, dentries up to the mount root and then across mounts, into s->walk.
  * Apart from writing the path (put_walked), the --path-prefix filters read
- * the walk of the executable, which is then written without a second one. */
+ * the walk of the executable, which is then written without a second one.
+ * One probe read per dentry (its hash link, parent and name are neighbours)
+ * and one per mount (parent, mountpoint and root likewise). */
 __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr)
 {
-	struct vfsmount *vfsmnt = (void *)vfsmnt_addr;
-	struct dentry *dentry = (void *)dentry_addr;
-	__u32 n = OE_PATH_DEPTH_MAX, pflags = 0, mnt_off = bpf_core_field_offset(struct mount, mnt);
-	struct mount *mnt = (void *)vfsmnt - mnt_off;
+	__u32 d_first = bpf_core_field_offset(struct dentry, d_hash.pprev);
+	__u32 d_parent = bpf_core_field_offset(struct dentry, d_parent);
+	__u32 d_name = bpf_core_field_offset(struct dentry, d_name.name);
+	__u32 d_len = bpf_core_field_offset(struct dentry, d_name.len);
+	__u32 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	__u32 m_first = bpf_core_field_offset(struct mount, mnt_parent);
+	__u32 m_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint);
+	__u32 m_root = mnt_off + bpf_core_field_offset(struct vfsmount, mnt_root);
+	__u32 n = OE_PATH_DEPTH_MAX, pflags = 0;
+	void *mnt = (void *)vfsmnt_addr - mnt_off;
+	void *dentry = (void *)dentry_addr;
+	__u64 span[SPAN_WORDS], mspan[SPAN_WORDS];
+	void *mnt_root;
 	bool done = false;
 	int i;
 
@@ -257,28 +312,34 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 		return 0;
 	s->walk.n = 0;
 	s->walk.pflags = 0;
-	if (!dentry || !vfsmnt)
+	if (!dentry || !vfsmnt_addr)
 		return 0;
-	if (!BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry)
-		pflags |= OE_PF_DELETED;
+	if (bpf_probe_read_kernel(mspan, sizeof(mspan), mnt + m_first))
+		__builtin_memset(mspan, 0, sizeof(mspan));
+	mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
 
 	for (i = 0; i < OE_PATH_DEPTH_MAX; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
-		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		void *parent;
 
+		if (bpf_probe_read_kernel(span, sizeof(span), dentry + d_first))
+			__builtin_memset(span, 0, sizeof(span));
+		parent = (void *)span_word(span, dentry, d_first, d_parent);
+		if (i == 0 && !span_word(span, dentry, d_first, d_first) && parent != dentry)
+			pflags |= OE_PF_DELETED;
 		if (dentry == mnt_root || dentry == parent) {
-			struct mount *mnt_parent;
+			void *mnt_parent;
 
 			if (dentry != mnt_root) {
 				/* A dentry with no parent that is not a mount root:
 				 * a pseudo file (memfd, pipe, socket, anon inode). */
 				pflags |= OE_PF_DETACHED;
-				s->walk.name[i] = (__u64)BPF_CORE_READ(dentry, d_name.name);
+				s->walk.name[i] = span_word(span, dentry, d_first, d_name);
+				s->walk.len[i] = name_len(span, dentry, d_first, d_len);
 				n = i + 1;
 				done = true;
 				break;
 			}
-			mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			mnt_parent = (void *)span_word(mspan, mnt, m_first, m_first);
 			if (mnt_parent == mnt) {
 				n = i;
 				done = true;
@@ -287,12 +348,15 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 			/* Indexed by step, not by component: a counter of its own
 			 * would multiply the states the verifier explores. */
 			s->walk.name[i] = 0;
-			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			dentry = (void *)span_word(mspan, mnt, m_first, m_mountpoint);
 			mnt = mnt_parent;
-			vfsmnt = (void *)mnt + mnt_off;
+			if (bpf_probe_read_kernel(mspan, sizeof(mspan), mnt + m_first))
+				__builtin_memset(mspan, 0, sizeof(mspan));
+			mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
 			continue;
 		}
-		s->walk.name[i] = (__u64)BPF_CORE_READ(dentry, d_name.name);
+		s->walk.name[i] = span_word(span, dentry, d_first, d_name);
+		s->walk.len[i] = name_len(span, dentry, d_first, d_len);
 		dentry = parent;
 	}
 	if (!done)
@@ -300,6 +364,23 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 	s->walk.n = n;
 	s->walk.pflags = pflags;
 	return 0;
+}
+
+/* A dentry name of known length: one fixed-size read (word by word) rather
+ * than a string read (byte by byte); the same bytes, as d_name is
+ * NUL-terminated at its length. A length that does not fit (a rename
+ * meanwhile) falls back to the string read. */
+static __always_inline __u32 put_name(struct exec_scratch *s, __u32 off, const void *name, __u32 len)
+{
+	off &= OE_DATA_HALF - 1;
+	if (len == 0 || len >= OE_NAME_MAX)
+		return put_str(s, off, name, OE_NAME_MAX, false, NULL);
+	if (bpf_probe_read_kernel(&s->data[off], len, name)) {
+		s->data[off] = 0;
+		return 1;
+	}
+	s->data[(off + len) & (OE_DATA_SIZE - 1)] = 0;
+	return len + 1;
 }
 
 /* Writes the path in s->walk at off as leaf-first components, at most
@@ -322,7 +403,7 @@ __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 			pflags |= OE_PF_TRUNCATED;
 			break;
 		}
-		off += put_str(s, off, (void *)name, OE_NAME_MAX, false, NULL);
+		off += put_name(s, off, (void *)name, s->walk.len[i]);
 	}
 	if (pflags & OE_PF_TRUNCATED)
 		count(OE_CNT_CUT_PATH);
@@ -391,32 +472,39 @@ __noinline __u32 walked_prefix_bits(struct exec_scratch *s)
 	return prefix_bits(s, pos < OE_PREFIX_LEN - 1 ? pos : OE_PREFIX_LEN - 1);
 }
 
-static __always_inline struct kernfs_node *kernfs_parent(struct kernfs_node *kn)
+static __always_inline __u32 kernfs_parent_offset(void)
 {
 	if (bpf_core_field_exists(struct kernfs_node___pre615, parent))
-		return BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
-	return BPF_CORE_READ((struct kernfs_node___615 *)kn, __parent);
+		return bpf_core_field_offset(struct kernfs_node___pre615, parent);
+	return bpf_core_field_offset(struct kernfs_node___615, __parent);
 }
 
-/* Leaf-first names of a cgroup v2 directory, root excluded. */
+/* Leaf-first names of a cgroup v2 directory, root excluded. A node's parent
+ * and name are neighbours: one probe read per level (see span_word). */
 __noinline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64 kn_addr)
 {
-	struct kernfs_node *kn = (void *)kn_addr;
+	__u32 first = kernfs_parent_offset(), name = bpf_core_field_offset(struct kernfs_node, name);
+	void *kn = (void *)kn_addr;
+	__u64 span[SPAN_WORDS];
 	__u32 start = off;
 	int i;
 
 	if (!s || !kn)
 		return 0;
-	for (i = 0; i < OE_CGROUP_DEPTH_MAX; i++) {
-		struct kernfs_node *parent = kernfs_parent(kn);
+	/* One level more than written: whether the last one had a parent. */
+	for (i = 0; i <= OE_CGROUP_DEPTH_MAX; i++) {
+		void *parent;
 
+		if (bpf_probe_read_kernel(span, sizeof(span), kn + first))
+			__builtin_memset(span, 0, sizeof(span));
+		parent = (void *)span_word(span, kn, first, first);
 		if (!parent)
 			return PACK(off - start, 0);
-		off += put_str(s, off, BPF_CORE_READ(kn, name), OE_NAME_MAX, false, NULL);
+		if (i == OE_CGROUP_DEPTH_MAX)
+			break;
+		off += put_str(s, off, (void *)span_word(span, kn, first, name), OE_NAME_MAX, false, NULL);
 		kn = parent;
 	}
-	if (!kernfs_parent(kn))
-		return PACK(off - start, 0);  /* exactly OE_CGROUP_DEPTH_MAX levels */
 	count(OE_CNT_CUT_PATH);
 	return PACK(off - start, OE_PF_TRUNCATED);
 }
@@ -432,18 +520,13 @@ static __always_inline __u32 put_resolved(struct exec_scratch *s, __u32 off, int
 	return len;
 }
 
+/* A global function takes no typed pointer: the path's pointers cross as
+ * integers, which only a probe read yields. */
 static __always_inline void walk_file(struct exec_scratch *s, struct file *f)
 {
 	walk_path(s, (__u64)BPF_CORE_READ(f, f_path.mnt), (__u64)BPF_CORE_READ(f, f_path.dentry));
 }
 
-static __always_inline __u64 file_path(struct exec_scratch *s, __u32 off, struct file *f)
-{
-	if (!f)
-		return 0;
-	walk_file(s, f);
-	return put_walked(s, off);
-}
 
 /* Copy [start, end) of the new process's memory (argv or env block). */
 static __always_inline __u32 put_user_block(struct exec_scratch *s, __u32 off, unsigned long start,
@@ -476,10 +559,10 @@ static __always_inline __u32 put_user_block(struct exec_scratch *s, __u32 off, u
 static __always_inline __u32 pid_at_level(struct task_struct *t, unsigned int level,
 					  struct pid_namespace *ns)
 {
-	struct pid *pid = BPF_CORE_READ(t, group_leader, thread_pid);
+	struct pid *pid = t->group_leader->thread_pid;
 	struct upid up = {};
 
-	if (!pid || BPF_CORE_READ(pid, level) < level)
+	if (!pid || pid->level < level)
 		return 0;
 	bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
 	return up.ns == ns ? up.nr : 0;
@@ -502,19 +585,20 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, vo
 static __always_inline struct file *elf_interpreter(struct task_struct *t, struct mm_struct *mm)
 {
 	struct vma_file_ctx ctx = {};
-	unsigned long *auxv = (void *)mm + bpf_core_field_offset(struct mm_struct, saved_auxv);
 	unsigned long base = 0;
 	int i;
 
+	if (!mm)
+		return NULL;
+	/* Unrolled: a direct read needs a constant offset. */
+#pragma unroll
 	for (i = 0; i < AUXV_PAIRS_MAX; i++) {
-		unsigned long pair[2];
+		unsigned long type = mm->saved_auxv[2 * i];
 
-		if (bpf_probe_read_kernel(pair, sizeof(pair), &auxv[2 * i]))
+		if (type == AT_NULL)
 			return NULL;
-		if (pair[0] == AT_NULL)
-			return NULL;
-		if (pair[0] == AT_BASE) {
-			base = pair[1];
+		if (type == AT_BASE) {
+			base = mm->saved_auxv[2 * i + 1];
 			break;
 		}
 	}
@@ -532,10 +616,9 @@ static __always_inline struct task_struct *image_parent(struct task_struct *p)
 	int i;
 
 	for (i = 0; i < IMAGE_PARENT_DEPTH_MAX; i++) {
-		if (BPF_CORE_READ(p, self_exec_id) != BPF_CORE_READ(p, parent_exec_id) ||
-		    (BPF_CORE_READ(p, flags) & PF_KTHREAD) || BPF_CORE_READ(p, tgid) <= 1)
+		if (p->self_exec_id != p->parent_exec_id || (p->flags & PF_KTHREAD) || p->tgid <= 1)
 			break;
-		p = BPF_CORE_READ(p, real_parent, group_leader);
+		p = p->real_parent->group_leader;
 	}
 	return p;
 }
@@ -609,7 +692,7 @@ static __always_inline void unreported(struct task_struct *t)
 {
 	struct oe_unreported_exec *r;
 
-	if (BPF_CORE_READ(t, self_exec_id) == BPF_CORE_READ(t, parent_exec_id) + 1)
+	if (t->self_exec_id == t->parent_exec_id + 1)
 		return;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
@@ -619,8 +702,8 @@ static __always_inline void unreported(struct task_struct *t)
 	r->hdr.type = OE_REC_UNREPORTED_EXEC;
 	r->hdr.size = sizeof(*r);
 	r->hdr.boot_ns = bpf_ktime_get_boot_ns();
-	r->start_boottime_ns = BPF_CORE_READ(t, start_boottime);
-	r->pid = BPF_CORE_READ(t, tgid);
+	r->start_boottime_ns = t->start_boottime;
+	r->pid = t->tgid;
 	r->_pad = 0;
 	bpf_ringbuf_submit(r, wakeup_flags());
 }
@@ -641,35 +724,37 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 {
 	/* Read once: the parent may exit meanwhile and t be handed to a reaper,
 	 * whose executable is not the parent's. */
-	struct task_struct *forker = BPF_CORE_READ(t, real_parent);
-	struct task_struct *parent = BPF_CORE_READ(forker, group_leader);
+	struct task_struct *forker = t->real_parent;
+	struct task_struct *parent = forker->group_leader;
 	struct task_struct *image_owner;
-	struct mm_struct *mm = BPF_CORE_READ(t, mm);
-	struct pid *tpid = BPF_CORE_READ(t, thread_pid);
-	struct file *exe = BPF_CORE_READ(bprm, file);
+	const struct cred *cred = t->cred;
+	struct mm_struct *mm = t->mm;
+	struct pid *tpid = t->thread_pid;
+	struct file *exe = bprm->file;
 	struct exec_scratch *s;
 	struct pid_namespace *ns;
 	struct upid up = {};
 	__u32 key = bpf_get_smp_processor_id(), off = 0, level, tid;
-	__u32 comm = 0, uid = 0, prefix = 0;
+	__u32 comm = 0, uid = 0, prefix = 0, pid_ns;
 	bool cut = false, exe_walked = false, sampled = false;
 	char *prev;
 	long err;
 
-	if (BPF_CORE_READ(t, tgid) == cfg.self_tgid || BPF_CORE_READ(parent, tgid) == cfg.self_tgid)
+	if (t->tgid == cfg.self_tgid || parent->tgid == cfg.self_tgid)
 		return 0;
 	count(OE_CNT_EXEC_SEEN);
 
 	/* Filters, cheapest first; then sampling. Both come before the work of
 	 * building the record. */
-	level = BPF_CORE_READ(tpid, level);
+	level = tpid->level;
 	bpf_core_read(&up, sizeof(up), &tpid->numbers[level]);
 	ns = up.ns;
 	if (cfg.filter_comm_include || cfg.filter_comm_exclude || cfg.keep_comm)
 		comm = comm_bits();
 	if (cfg.filter_uid || cfg.keep_uid)
-		uid = uid_bits(BPF_CORE_READ(t, cred, uid.val));
-	if (filtered(comm, uid, BPF_CORE_READ(ns, ns.inum))) {
+		uid = uid_bits(cred->uid.val);
+	pid_ns = BPF_CORE_READ(ns, ns.inum);
+	if (filtered(comm, uid, pid_ns)) {
 		count(OE_CNT_EXEC_FILTERED);
 		unreported(t);
 		return 0;
@@ -684,7 +769,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	/* A prefix of cmdpath decides without a walk; the executable's path is
 	 * walked only when that did not, and the walk is kept for the record. */
 	if (cfg.filter_path || cfg.keep_path)
-		prefix = string_prefix_bits(s, BPF_CORE_READ(bprm, filename));
+		prefix = string_prefix_bits(s, bprm->filename);
 	if (cfg.filter_path && !(prefix & OE_MATCH_INCLUDE)) {
 		walk_file(s, exe);
 		exe_walked = true;
@@ -717,27 +802,27 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 		s->rec.flags |= OE_F_SAMPLED;
 	s->rec.hdr.boot_ns = bpf_ktime_get_boot_ns();
 
-	s->rec.host_pid = BPF_CORE_READ(t, tgid);
-	s->rec.host_tid = BPF_CORE_READ(t, pid);
+	s->rec.host_pid = t->tgid;
+	s->rec.host_tid = t->pid;
 	s->rec.old_tid = old_pid;
-	s->rec.host_ppid = BPF_CORE_READ(parent, tgid);
+	s->rec.host_ppid = parent->tgid;
 	s->rec.pid = up.nr;
 	s->rec.tid = up.nr; /* after exec the task is its thread group's leader */
 	s->rec.ppid = pid_at_level(parent, level, ns);
-	s->rec.pid_ns = BPF_CORE_READ(ns, ns.inum);
-	s->rec.mount_ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
-	s->rec.uid = BPF_CORE_READ(t, cred, uid.val);
-	s->rec.gid = BPF_CORE_READ(t, cred, gid.val);
-	s->rec.euid = BPF_CORE_READ(t, cred, euid.val);
-	s->rec.egid = BPF_CORE_READ(t, cred, egid.val);
+	s->rec.pid_ns = pid_ns;
+	s->rec.mount_ns = t->nsproxy->mnt_ns->ns.inum;
+	s->rec.uid = cred->uid.val;
+	s->rec.gid = cred->gid.val;
+	s->rec.euid = cred->euid.val;
+	s->rec.egid = cred->egid.val;
 	s->rec.cgroup_id = bpf_get_current_cgroup_id();
-	s->rec.start_boottime_ns = BPF_CORE_READ(t, start_boottime);
+	s->rec.start_boottime_ns = t->start_boottime;
 	image_owner = image_parent(parent);
-	s->rec.image_ppid = BPF_CORE_READ(image_owner, tgid);
-	s->rec.parent_start_boottime_ns = BPF_CORE_READ(image_owner, start_boottime);
-	s->rec.argc = BPF_CORE_READ(bprm, argc);
-	s->rec.envc = BPF_CORE_READ(bprm, envc);
-	if (BPF_CORE_READ(parent, flags) & PF_KTHREAD)
+	s->rec.image_ppid = image_owner->tgid;
+	s->rec.parent_start_boottime_ns = image_owner->start_boottime;
+	s->rec.argc = bprm->argc;
+	s->rec.envc = bprm->envc;
+	if (parent->flags & PF_KTHREAD)
 		s->rec.flags |= OE_F_INVOKED_FROM_KERNEL;
 	bpf_get_current_comm(s->rec.comm, sizeof(s->rec.comm));
 	tid = old_pid;
@@ -747,17 +832,17 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 		s->rec.flags |= OE_F_PREV_COMM_KNOWN;
 		bpf_map_delete_elem(&prev_comms, &tid);
 	}
-	BPF_CORE_READ_STR_INTO(&s->rec.hostname, t, nsproxy, uts_ns, name.nodename);
+	bpf_probe_read_kernel_str(s->rec.hostname, sizeof(s->rec.hostname), t->nsproxy->uts_ns->name.nodename);
 
-	read_file_id(exe, &s->rec.file);
+	file_id_direct(exe, &s->rec.file);
 	/* A forked copy shares its image parent's mm->exe_file. The thread that
 	 * forked us still has the mm when its group leader exited. */
 	if (!read_exe_id(forker, &s->rec.parent_exe) &&
-	    !read_exe_id(parent, &s->rec.parent_exe) && !(BPF_CORE_READ(parent, flags) & PF_KTHREAD))
+	    !read_exe_id(parent, &s->rec.parent_exe) && !(parent->flags & PF_KTHREAD))
 		s->rec.flags |= OE_F_PARENT_EXE_UNKNOWN;
 
 	/* Strings, in enum oe_str order. */
-	s->rec.str_len[OE_STR_CMDPATH] = put_str(s, off, BPF_CORE_READ(bprm, filename), OE_STR_MAX,
+	s->rec.str_len[OE_STR_CMDPATH] = put_str(s, off, bprm->filename, OE_STR_MAX,
 						  false, &cut);
 	off += s->rec.str_len[OE_STR_CMDPATH];
 	if (cut) {
@@ -765,7 +850,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 		count(OE_CNT_CUT_STRING);
 		cut = false;
 	}
-	s->rec.str_len[OE_STR_INTERP] = put_str(s, off, BPF_CORE_READ(bprm, interp), OE_STR_MAX,
+	s->rec.str_len[OE_STR_INTERP] = put_str(s, off, bprm->interp, OE_STR_MAX,
 						 false, &cut);
 	off += s->rec.str_len[OE_STR_INTERP];
 	if (cut) {
@@ -783,21 +868,36 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	if (!(cfg.skip & OE_SKIP_INTERPRETER)) {
 		struct file *ld = elf_interpreter(t, mm);
 
-		read_file_id(ld, &s->rec.interpreter);
-		if (!(cfg.skip & OE_SKIP_PATHS))
+		file_id_direct(ld, &s->rec.interpreter);
+		if (!(cfg.skip & OE_SKIP_PATHS) && ld) {
+			walk_file(s, ld);
 			off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER,
-					    file_path(s, off, ld));
+					    put_walked(s, off));
+		}
 	}
 	if (!(cfg.skip & OE_SKIP_STDIN)) {
-		struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
+		struct files_struct *files = t->files;
+		struct fdtable *fdt = files->fdt;
 		struct file *in = NULL;
 
-		if (BPF_CORE_READ(t, files, fdt, max_fds) > 0)
-			bpf_core_read(&in, sizeof(in), &fds[0]);
-		read_file_id(in, &s->rec.stdin);
-		s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
-		if (!(cfg.skip & OE_SKIP_PATHS))
-			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, file_path(s, off, in));
+		/* fdt->fd is an array of pointers, whose elements the verifier
+		 * knows as integers only. Until the table grows past its first
+		 * NR_OPEN_DEFAULT fds it is files->fd_array, whose elements it
+		 * knows as files; exec unshared the table, nothing grows it now. */
+		if ((void *)fdt->fd == (void *)files->fd_array) {
+			in = files->fd_array[0];
+			file_id_direct(in, &s->rec.stdin);
+			s->rec.stdin_fs_magic = in ? in->f_inode->i_sb->s_magic : 0;
+		} else {
+			if (fdt->max_fds > 0)
+				bpf_core_read(&in, sizeof(in), &fdt->fd[0]);
+			file_id_probed(in, &s->rec.stdin);
+			s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
+		}
+		if (!(cfg.skip & OE_SKIP_PATHS) && in) {
+			walk_file(s, in);
+			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
+		}
 	}
 	if (!(cfg.skip & OE_SKIP_PATHS)) {
 		walk_path(s, (__u64)BPF_CORE_READ(t, fs, pwd.mnt), (__u64)BPF_CORE_READ(t, fs, pwd.dentry));
@@ -807,12 +907,12 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	}
 
 	s->rec.str_len[OE_STR_ARGV] =
-		put_user_block(s, off, BPF_CORE_READ(mm, arg_start), BPF_CORE_READ(mm, arg_end),
+		put_user_block(s, off, mm->arg_start, mm->arg_end,
 			       cfg.argv_max, OE_F_ARGV_TRUNCATED, OE_F_ARGV_UNREADABLE, OE_CNT_CUT_ARGV);
 	off += s->rec.str_len[OE_STR_ARGV];
 	off &= OE_DATA_HALF - 1;
 	s->rec.str_len[OE_STR_ENV] =
-		put_user_block(s, off, BPF_CORE_READ(mm, env_start), BPF_CORE_READ(mm, env_end),
+		put_user_block(s, off, mm->env_start, mm->env_end,
 			       cfg.env_max, OE_F_ENV_TRUNCATED, OE_F_ENV_UNREADABLE, OE_CNT_CUT_ENV);
 	off += s->rec.str_len[OE_STR_ENV];
 
@@ -831,7 +931,7 @@ int BPF_PROG(handle_exit, struct task_struct *t)
 
 	/* Report the process once, when its last thread exits: signal->live
 	 * has already been decremented for this thread on every kernel. */
-	if (BPF_CORE_READ(t, signal, live.counter) != 0 || (t->flags & PF_KTHREAD))
+	if (t->signal->live.counter != 0 || (t->flags & PF_KTHREAD))
 		return 0;
 	if (t->tgid == cfg.self_tgid)
 		return 0;
@@ -844,9 +944,9 @@ int BPF_PROG(handle_exit, struct task_struct *t)
 	r->hdr.size = sizeof(*r);
 	r->hdr.boot_ns = bpf_ktime_get_boot_ns();
 	r->pid = t->tgid;
-	r->start_boottime_ns = BPF_CORE_READ(t, group_leader, start_boottime);
+	r->start_boottime_ns = t->group_leader->start_boottime;
 	r->exit_code = t->exit_code;
-	BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
+	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), t->comm);
 	bpf_ringbuf_submit(r, wakeup_flags());
 	return 0;
 }
