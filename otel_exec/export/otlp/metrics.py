@@ -96,7 +96,7 @@ class OtlpMetricExporter(MetricExporter):
             return MetricExportResult.SUCCESS
         if answer.reason not in self._logged:
             self._logged.add(answer.reason)
-            log.warning("Failed to export metrics to %s: %s%s (logged once per cause; the next export carries "
+            log.error("Failed to export metrics to %s: %s%s (logged once per cause; the next export carries "
                         "the totals)", self.transport.target, answer.reason,
                         f": {answer.message[:MESSAGE_MAX]}" if answer.message else "")
         return MetricExportResult.FAILURE
