@@ -13,7 +13,7 @@ from typing import Sequence, TextIO
 
 from otel_exec import __version__
 from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS,
-                              Config, csv, log_level, parse_layered, signal_exporters)
+                              SPAN_ATTRIBUTE_SETS, Config, csv, log_level, parse_layered, signal_exporters)
 from otel_exec.errors import OtelExecError, UsageError
 from otel_exec.export.spool import FULL_ACTIONS
 
@@ -95,8 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
         doc="once the probes are attached, switch to this user (name or uid); every capability "
             "the backend does not need at run time is dropped in any case (docs/operations.md)")
     _option(privacy, "--span-env", action="store_true",
-        help="environment attributes on spans too (always on the log record)",
-        doc="put environment attributes on spans too (they are always on the exec's log record)")
+        help="environment attributes on spans too (always on the log record; implies --span-attributes full)",
+        doc="put environment attributes on spans too (they are always on the exec's log record); "
+            "implies --span-attributes full")
+    _option(export, "--span-attributes", choices=SPAN_ATTRIBUTE_SETS, default=Config.span_attributes,
+        help="slim: spans carry ids and what names the process; full: every exec attribute (default %(default)s)",
+        doc="slim: a span carries the exec's ids and the few attributes that name the process in a trace "
+            "view, the rest is on the exec's log record, which the span's ids link to; full: every exec "
+            "attribute but the environment on the span too, as the log record has them "
+            "(docs/attributes.md#spans; default %(default)s)")
     _option(export, "--format", choices=FORMATS,
         help="pretty (exec and exit lines) on a terminal, jsonl otherwise",
         doc="pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise")
@@ -274,6 +281,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         protocol=args.protocol,
         headers=_headers(args.header),
         span_env=args.span_env,
+        span_attributes=args.span_attributes,
         exit_records=not args.no_exit_records,
         record_max_attributes=args.record_max_attributes,
         record_max_bytes=args.record_max_bytes,
@@ -340,7 +348,8 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.export.telemetry import Telemetry
 
     identity = HostIdentity.current()
-    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records)
+    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records,
+                       span_attributes=cfg.span_attributes)
     exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
     limits = RecordLimits.from_env(os.environ, max_attributes=cfg.record_max_attributes,
                                    max_bytes=cfg.record_max_bytes, env_attributes=cfg.env_attributes,

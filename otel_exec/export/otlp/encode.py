@@ -2,9 +2,12 @@
 them, encoded (docs/attributes.md).
 
 Attribute keys come from otel_exec.export.otlp.attributes. An exec's
-attributes are encoded once and used by both its log record and its span;
-what every exec of one command from one context shares is encoded once per
-shared part of the kernel record (ExecEvent.shared) and kept here.
+attributes are encoded once; its log record carries all of them, its span
+its ids and what names the process in a trace view (SPAN_SLIM), or with
+--span-attributes full the same set as the log record (SPAN_FULL,
+SPAN_FULL_ENV). What every exec of one command from one context shares is
+encoded once per shared part of the kernel record (ExecEvent.shared) and
+kept here.
 """
 from __future__ import annotations
 
@@ -34,6 +37,19 @@ SEVERITY_WARN = 13
 SEVERITY_INFO = 9
 SPAN_KIND_INTERNAL = 1
 STATUS_ERROR = 2
+
+# Which exec attributes a span carries: each fact is sent once, on the log
+# record, unless the user asks for them on spans too (span_set()).
+SPAN_SLIM = 0  # its ids and what names the process in a trace view (docs/attributes.md#spans)
+SPAN_FULL = 1  # every exec attribute but the environment (--span-attributes full)
+SPAN_FULL_ENV = 2  # every exec attribute (--span-env)
+
+
+def span_set(span_attributes: str, span_env: bool) -> int:
+    """The span's set from --span-attributes (config.SPAN_ATTRIBUTE_SETS)
+    and --span-env (which puts the environment on spans too, so it implies
+    the full set)."""
+    return SPAN_FULL_ENV if span_env else SPAN_FULL if span_attributes == "full" else SPAN_SLIM
 
 # stdin_type as a word: the S_IFMT names of stat(2)
 _FILE_TYPES = {stat.S_IFREG: "reg", stat.S_IFDIR: "dir", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk",
@@ -102,15 +118,15 @@ def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpa
     kvs = [
         kv(keys.EXECUTABLE_PATH, pathname),
         kv(keys.EXECUTABLE_NAME, os.path.basename(pathname)),
-        kv(keys.FILE_PATH, pathname),
         kv(keys.FILE_INODE, str(inode)),
         kv(keys.FILE_MODE, f"{stat.S_IMODE(mode):04o}"),
         kv(keys.FILE_CHANGED, iso8601(ctime)),
         kv(keys.FILE_DEV, dev),
         kv(keys.FILE_TYPE, _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")),
         kv(keys.CMDPATH, cmdpath),
-        kv(keys.INTERP, interp),
     ]
+    if interp != cmdpath:  # a `#!` script or binfmt_misc: the same path otherwise, sent once
+        kvs.append(kv(keys.INTERP, interp))
     if ld_path or ld_inode:  # the identity alone when --no-field paths
         kvs += (
             kv(keys.INTERPRETER_PATH, ld_path),
@@ -134,22 +150,21 @@ def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path
         kv(keys.INTERACTIVE, stdin_type == stat.S_IFCHR and stdin_path.startswith(("/dev/pts/", "/dev/tty"))),
         kv(keys.CGROUP, f"0::{cgroup_path}"),
         kv(keys.COMM, comm),
-        kv(keys.PREV_COMM, prev_comm),
         kv(keys.STDIN_TYPE, _FILE_TYPES.get(stdin_type, "none" if not stdin_type else "unknown")),
-        kv(keys.STDIN_PATH, stdin_path),
-        kv(keys.INVOKED_FROM_KERNEL, from_kernel),
         kv(keys.MOUNT_NS, mount_ns),
         kv(keys.PID_NS, pid_ns),
         kv(keys.CGROUP_ID, cgroup_id),
         kv(keys.HOSTNAME, hostname),
         kv(keys.ENV_COUNT, envc),
-        kv(keys.ARGV_TRUNCATED, argv_cut),
-        kv(keys.ENV_TRUNCATED, env_cut),
     ]
-    if container:
-        kvs.append(kv(keys.CONTAINER_ID, container))
-    if cut_paths:
-        kvs.append(kv(keys.PATH_TRUNCATED, cut_paths))
+    # Flags only when set, names only when known: an absent one says as
+    # much as false or "" would, in no bytes.
+    for key, value in ((keys.PREV_COMM, prev_comm), (keys.STDIN_PATH, stdin_path),
+                       (keys.INVOKED_FROM_KERNEL, from_kernel), (keys.ARGV_TRUNCATED, argv_cut),
+                       (keys.ENV_TRUNCATED, env_cut), (keys.CONTAINER_ID, container),
+                       (keys.PATH_TRUNCATED, cut_paths)):
+        if value:
+            kvs.append(kv(key, value))
     return kvs
 
 
@@ -215,11 +230,12 @@ _DEFAULT_LIMITS = RecordLimits()
 AttributeBuilder = Callable[[KeyValueEncoder], list[bytes]]
 
 
-def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_env: bool, limits: RecordLimits,
+def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: RecordLimits,
             ids_count: int) -> tuple[Attrs, bytes]:
     """An exec's attributes shaped to the limits (shape.py) and encoded,
-    with the log body. The environment goes on the log record, and on the
-    span only with span_env: it is most of a record's bytes
+    with the log body. All go on the log record; on the span as span_set
+    says: none of them (SPAN_SLIM: the caller adds its own), all but the
+    environment, which is most of a record's bytes, or all
     (docs/attributes.md). Most records fit as they are, which a bound on
     their encoded size tells without sizing each value; the others are
     built again as (key, value) pairs and shaped."""
@@ -236,17 +252,20 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_env: bool, limits:
         if shape.fits(limits, len(common) + ids_count, len(env), len(env_kvs),
                       sum(map(len, common)) + sum(map(len, env_kvs)), argv, line):
             kvs = common + env_kvs
-            return _limited(kvs, len(kvs) if span_env else len(common), line, limits, ids_count)
+            on_span = len(kvs) if span_set == SPAN_FULL_ENV else len(common) if span_set == SPAN_FULL else 0
+            return _limited(kvs, on_span, line, limits, ids_count)
     pairs: list[shape.Pair] = [(keys.UNAVAILABLE, list(unavailable))] if unavailable else []
     attributes(_collecting(pairs, keys.left_out(unavailable) if unavailable else frozenset()))
     log = shape.shape_record(pairs, argv, env, bare, limits, limits.log_value_length, ids_count)
     log_kvs = [_kv(k, v) for k, v in (*log.common, *log.env)]
     span_kvs: list[bytes] | int
-    if limits.span_value_length == limits.log_value_length:
-        span_kvs = len(log_kvs) if span_env else len(log.common)
+    if span_set == SPAN_SLIM:
+        span_kvs = 0
+    elif limits.span_value_length == limits.log_value_length:
+        span_kvs = len(log_kvs) if span_set == SPAN_FULL_ENV else len(log.common)
     else:
         on_span = shape.shape_record(pairs, argv, env, bare, limits, limits.span_value_length, ids_count)
-        span_kvs = [_kv(k, v) for k, v in (*on_span.common, *(on_span.env if span_env else ()))]
+        span_kvs = [_kv(k, v) for k, v in (*on_span.common, *(on_span.env if span_set == SPAN_FULL_ENV else ()))]
     return _limited(log_kvs, span_kvs, log.body, limits, ids_count)
 
 
@@ -266,7 +285,7 @@ def _limited(log_kvs: list[bytes], span_kvs: list[bytes] | int, body: str | None
     span_attrs = _SPAN_ATTR + _SPAN_ATTR.join(span_framed[:span_keep]) if span_framed else b""
     if len(framed) > log_keep:
         log_attrs += w.varint_field(_LOG_DROPPED, len(framed) - log_keep)
-    if len(span_framed) > span_keep:
+    if span_framed and len(span_framed) > span_keep:
         span_attrs += w.varint_field(_SPAN_DROPPED, len(span_framed) - span_keep)
     return Attrs(log_attrs, span_attrs), b"" if body is None else w.len_field(5, w.any_string(body))
 
@@ -312,7 +331,23 @@ def _framed_fixed(key: str, s: str) -> bytes:
     return _varint(len(kv)) + kv
 
 
-def _shared_encoding(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> tuple[Attrs, bytes]:
+def _slim_span_attrs(ev: ExecEvent, limits: RecordLimits, ids: tuple[shape.Pair, ...] = ()) -> bytes:
+    """Span.attributes of a slim span (SPAN_SLIM) but the ids encoded per
+    exec: the executable's path, the user and the container, which name
+    the process in a trace view; the rest is on the log record the span's
+    ids link to. ids: the pid and exec id, for a record encoded whole per
+    exec (_without_unavailable)."""
+    pairs = [*ids, (keys.EXECUTABLE_PATH, ev.pathname), (keys.USER_ID, ev.euid)]
+    if ev.container_id:
+        pairs.append((keys.CONTAINER_ID, ev.container_id))
+    if ev.unavailable:
+        gone = keys.left_out(ev.unavailable)
+        pairs = [pair for pair in pairs if pair[0] not in gone]
+    shaped = shape.shape_record(pairs, None, [], [], limits, limits.span_value_length, 0)
+    return Attrs.of([_kv(k, v) for k, v in shaped.common]).span
+
+
+def _shared_encoding(ev: ExecEvent, span_set: int, limits: RecordLimits) -> tuple[Attrs, bytes]:
     """The attributes every exec sharing ev.shared has in common, shaped
     (_shaped), and the log body. With --no-field the unavailable fields
     are the same for every exec of the run, so they are left out here,
@@ -327,7 +362,10 @@ def _shared_encoding(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> tup
         kvs += _command_kvs(ev, kv)
         return kvs
     identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
-    return _shaped(ev, attributes, span_env, limits, shape.IDS_COUNT + identity)
+    attrs, body = _shaped(ev, attributes, span_set, limits, shape.IDS_COUNT + identity)
+    if span_set == SPAN_SLIM:
+        attrs = Attrs(attrs.log, _slim_span_attrs(ev, limits))
+    return attrs, body
 
 
 # ExecutableIdentity fields and their attributes: registry keys for the
@@ -402,13 +440,16 @@ class ExecEncoding:
         return self.ids.span, self.common.span
 
 
-def _without_unavailable(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> ExecEncoding:
+def _without_unavailable(ev: ExecEvent, span_set: int, limits: RecordLimits) -> ExecEncoding:
     """A backend that could not verify some fields (BCC), which vary from
     exec to exec: encoded per exec, ids included."""
+    in_own_pid_ns = ev.pid != ev.host_pid or ev.ppid != ev.host_ppid
+
     def attributes(kv: KeyValueEncoder) -> list[bytes]:
         return [
-            kv(keys.PID, ev.host_pid), kv(keys.PARENT_PID, ev.host_ppid), kv(keys.VPID, ev.pid),
-            kv(keys.VPPID, ev.ppid), kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
+            kv(keys.PID, ev.host_pid), kv(keys.PARENT_PID, ev.host_ppid),
+            *((kv(keys.VPID, ev.pid), kv(keys.VPPID, ev.ppid)) if in_own_pid_ns else ()),
+            kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
             kv(keys.EXEC_ID, ev.exec_id), kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
             *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
                         ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv),
@@ -419,49 +460,65 @@ def _without_unavailable(ev: ExecEvent, span_env: bool, limits: RecordLimits) ->
             *_command_kvs(ev, kv),
         ]
     identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
-    attrs, body = _shaped(ev, attributes, span_env, limits, identity)
-    return ExecEncoding(identity_attrs(ev), attrs, body)
+    attrs, body = _shaped(ev, attributes, span_set, limits, identity)
+    ids = identity_attrs(ev)
+    if span_set == SPAN_SLIM:
+        attrs = Attrs(attrs.log, _slim_span_attrs(ev, limits, ((keys.PID, ev.host_pid), (keys.EXEC_ID, ev.exec_id))))
+        ids = Attrs(ids.log, b"")
+    return ExecEncoding(ids, attrs, body)
 
 
 # ExecEvent.shared -> _shared_encoding() of it. Keyed by the object, which
 # the entry keeps alive, so that an id is never reused while cached; bounded
 # as the decoder bounds its own memo of shared parts (argv and env reach
-# 128 KiB each). One OtlpSink per process: its --span-env is the only one.
+# 128 KiB each). One OtlpSink per process: its span set is the only one.
 _shared_encodings = BoundedCache()
 _encoding_of_shared = _shared_encodings.get  # bound once: the per-exec lookup is one C call
 
 
-def exec_attributes(ev: ExecEvent, span_env: bool = False,
+def exec_attributes(ev: ExecEvent, span_set: int = SPAN_SLIM,
                     limits: RecordLimits = _DEFAULT_LIMITS) -> ExecEncoding:
     """Every field of an exec (docs/attributes.md), encoded within the
-    limits (shape.py; one set per process, like span_env)."""
+    limits (shape.py), for its log record and, as span_set says, its span
+    (one set and one limits per process)."""
     shared = ev.shared
     if shared is None:
         if ev.unavailable:
-            return _without_unavailable(ev, span_env, limits)
-        attrs, body = _shared_encoding(ev, span_env, limits)
+            return _without_unavailable(ev, span_set, limits)
+        attrs, body = _shared_encoding(ev, span_set, limits)
     else:
         common = _encoding_of_shared(shared)
         if common is None:
-            common = _shared_encoding(ev, span_env, limits)
+            common = _shared_encoding(ev, span_set, limits)
             _shared_encodings.remember(shared, common, len(common[0].log) + len(common[0].span) + len(common[1]))
         attrs, body = common
     v = _varint
     a, b, c, d = v(ev.host_pid), v(ev.host_ppid), v(ev.pid), v(ev.ppid)
     created, exec_id, parent = iso8601(ev.process_start_time).encode(), ev.exec_id.encode(), \
         ev.parent_exec_id.encode()
-    pids = (_PID[len(a)] + a, _PPID[len(b)] + b, _VPID[len(c)] + c, _VPPID[len(d)] + d)
+    pid = _PID[len(a)] + a
+    # The pids seen from the exec's own pid namespace only when that is not
+    # the host's (they differ).
+    pids = (pid, _PPID[len(b)] + b) if a == c and b == d else \
+        (pid, _PPID[len(b)] + b, _VPID[len(c)] + c, _VPPID[len(d)] + d)
     if len(created) == _CREATED_SIZE and len(exec_id) == len(parent) == _EXEC_ID_SIZE:
         # Every exec the CO-RE backend reports: prefixes encoded once.
-        ids = (*pids, _CREATED + created, _EXEC_ID + exec_id, _PARENT_EXEC_ID + parent)
+        exec_kv = _EXEC_ID + exec_id
+        ids = (*pids, _CREATED + created, exec_kv, _PARENT_EXEC_ID + parent)
     else:
-        ids = (*pids, _framed_fixed(keys.CREATION_TIME, created.decode()),
-               _framed_fixed(keys.EXEC_ID, ev.exec_id),
+        exec_kv = _framed_fixed(keys.EXEC_ID, ev.exec_id)
+        ids = (*pids, _framed_fixed(keys.CREATION_TIME, created.decode()), exec_kv,
                _framed_fixed(keys.PARENT_EXEC_ID, ev.parent_exec_id))
-    log, span_ids = _LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)
-    if ev.executable_identity is not None:
-        identity = identity_attrs(ev)
-        log, span_ids = log + identity.log, span_ids + identity.span
+    log = _LOG_ATTR + _LOG_ATTR.join(ids)
+    if span_set == SPAN_SLIM:
+        span_ids = _SPAN_ATTR + pid + _SPAN_ATTR + exec_kv
+        if ev.executable_identity is not None:
+            log += identity_attrs(ev).log
+    else:
+        span_ids = _SPAN_ATTR + _SPAN_ATTR.join(ids)
+        if ev.executable_identity is not None:
+            identity = identity_attrs(ev)
+            log, span_ids = log + identity.log, span_ids + identity.span
     return ExecEncoding(Attrs(log, span_ids), attrs, body)
 
 
