@@ -7,6 +7,11 @@ ships as package data: otel_exec/_bpf/otel_exec.bpf.o. The object is never
 committed. Building needs clang, bpftool, make and libbpf's headers, and the
 build machine's BTF (/sys/kernel/btf/vmlinux, or VMLINUX_BTF) for vmlinux.h;
 CLANG, BPFTOOL and VMLINUX_BTF in the environment are passed on to make.
+
+``build_ext`` compiles the optional C extensions of the per-exec hot path
+(Python C API, gcc): otel_exec.export.otlp._encode_native. One that does
+not compile is left out with one warning, and its pure-Python reference
+runs instead (otel_exec/native.py).
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Distribution, setup
+from setuptools import Distribution, Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(globals().get("__file__") or os.getcwd()).resolve().parent
@@ -120,7 +126,32 @@ class BuildPyWithBpf(build_py):
         return outputs
 
 
-cmdclass = {"build_py": BuildPyWithBpf}
+class OptionalBuildExt(build_ext):
+    """The C extensions are optional: one that fails to compile is skipped,
+    said once, and the install goes on (the Python reference runs)."""
+
+    def build_extensions(self):
+        self.check_extensions_list(self.extensions)
+        built = []
+        for ext in self.extensions:
+            try:
+                self.build_extension(ext)
+            except Exception as exc:  # CompileError, LinkError, a missing compiler or Python.h
+                print(f"warning: otel-exec: the C extension {ext.name} was not built ({exc}); its pure-Python "
+                      "reference runs instead, with the same output and more CPU per exec", file=sys.stderr,
+                      flush=True)
+            else:
+                built.append(ext)
+        # Nothing to copy in place or to put in the wheel for one that failed.
+        self.extensions = built
+
+
+NATIVE_EXTENSIONS = [
+    Extension("otel_exec.export.otlp._encode_native", ["otel_exec/export/otlp/_encode_native.c"],
+              extra_compile_args=["-O2", "-std=gnu11", "-Wall"]),
+]
+
+cmdclass = {"build_py": BuildPyWithBpf, "build_ext": OptionalBuildExt}
 
 try:  # setuptools >= 70.1 has its own; older ones use the wheel package's
     from setuptools.command.bdist_wheel import bdist_wheel as _bdist_wheel
@@ -150,4 +181,4 @@ class PlatformDistribution(Distribution):
         return True
 
 
-setup(cmdclass=cmdclass, distclass=PlatformDistribution)
+setup(cmdclass=cmdclass, distclass=PlatformDistribution, ext_modules=NATIVE_EXTENSIONS)

@@ -28,6 +28,10 @@ from otel_exec.export.otlp.shape import RecordLimits
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.events import ExecEvent
 from otel_exec.model.executable import COMPLETE, ExecutableIdentity
+from otel_exec.model.process import ProcessInfo
+from otel_exec.native import native_wanted
+
+IMPLEMENTATION = "python"  # or "native": _encode_native does the per-exec encoding (end of this module)
 
 EVENT_NAME = "otel_exec.process.exec"
 OBSERVED_EVENT_NAME = "otel_exec.process.observed"  # running when the agent started
@@ -343,8 +347,9 @@ def _slim_span_attrs(ev: ExecEvent, limits: RecordLimits, ids: tuple[shape.Pair,
     if ev.unavailable:
         gone = keys.left_out(ev.unavailable)
         pairs = [pair for pair in pairs if pair[0] not in gone]
-    shaped = shape.shape_record(pairs, None, [], [], limits, limits.span_value_length, 0)
-    return Attrs.of([_kv(k, v) for k, v in shaped.common]).span
+    if limits.span_value_length is not None or len(ev.pathname) > shape.VALUE_MAX_BYTES // 4:
+        pairs = shape.shape_record(pairs, None, [], [], limits, limits.span_value_length, 0).common
+    return Attrs.of([_kv(k, v) for k, v in pairs]).span
 
 
 def _shared_encoding(ev: ExecEvent, span_set: int, limits: RecordLimits) -> tuple[Attrs, bytes]:
@@ -492,6 +497,15 @@ def exec_attributes(ev: ExecEvent, span_set: int = SPAN_SLIM,
             common = _shared_encoding(ev, span_set, limits)
             _shared_encodings.remember(shared, common, len(common[0].log) + len(common[0].span) + len(common[1]))
         attrs, body = common
+    native = _native_exec_ids(ev, span_set == SPAN_SLIM) if _native_exec_ids is not None else None
+    if native is not None:
+        log, span_ids = native
+        if ev.executable_identity is not None:
+            identity = identity_attrs(ev)
+            log += identity.log
+            if span_set != SPAN_SLIM:
+                span_ids += identity.span
+        return ExecEncoding(Attrs(log, span_ids), attrs, body)
     v = _varint
     a, b, c, d = v(ev.host_pid), v(ev.host_ppid), v(ev.pid), v(ev.ppid)
     created, exec_id, parent = iso8601(ev.process_start_time).encode(), ev.exec_id.encode(), \
@@ -567,7 +581,7 @@ _LOG_AFTER_BODY_SIZE = len(_LOG_IDS[0]) + 16 + len(_LOG_SPAN_ID) + 8 + len(_LOG_
 _LOG_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + _LOG_AFTER_BODY_SIZE
 
 
-def log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns: int) -> bytes:
+def _py_log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns: int) -> bytes:
     """An opentelemetry.proto.logs.v1.LogRecord, framed (_in_scope): the
     hot path of every exec, so the length is summed from known sizes (ids
     are 16 and 8 bytes) rather than measured part by part."""
@@ -655,18 +669,36 @@ def _ending(reason: str, incomplete: bool, code: int | None, signo: int | None) 
     return hit
 
 
-def span(ended: ProcessSpan) -> bytes:
+def _new_span_name(info: ProcessInfo) -> bytes:
+    """Span.name of an image (its executable's base name, or its comm
+    without one: a kernel thread), encoded and kept in _names."""
+    name = w.len_field(5, (os.path.basename(info.exe) or info.comm).encode("utf-8", "replace"))
+    if len(_names) >= 4096:
+        _names.clear()
+    _names[info.exe or f"\0{info.comm}"] = name
+    return name
+
+
+def _span_extras(ended: ProcessSpan) -> bytes:
+    """The rare Span.attributes after the end's: an untrusted TRACEPARENT,
+    an executable identity computed after the exec record."""
+    extras = b""
+    if ended.untrusted_traceparent:
+        extras += Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span
+    late = ended.late_identity
+    if late is not None and late.result is not None:
+        extras += late_identity_attrs(late.result).span
+    return extras
+
+
+def _py_span(ended: ProcessSpan) -> bytes:
     """An opentelemetry.proto.trace.v1.Span for an ended process image,
     framed (_in_scope), named after its executable; its attributes were
     kept since it started."""
     info = ended.process
-    key = info.exe or f"\0{info.comm}"  # no executable (kernel thread): named by comm
-    name = _names.get(key)
+    name = _names.get(info.exe or f"\0{info.comm}")  # no executable (kernel thread): named by comm
     if name is None:
-        name = w.len_field(5, (os.path.basename(info.exe) or info.comm).encode("utf-8", "replace"))
-        if len(_names) >= 4096:
-            _names.clear()
-        _names[key] = name
+        name = _new_span_name(info)
     parts = [_SPAN_TRACE_ID, ended.trace_id, _SPAN_ID, ended.span_id]
     if ended.trace_state:
         parts.append(w.len_field(3, ended.trace_state.encode()))
@@ -674,11 +706,8 @@ def span(ended: ProcessSpan) -> bytes:
         parts += (_SPAN_PARENT, ended.parent_span_id)
     parts += (name, _SPAN_KIND_START, _U64(ended.start_ns), _SPAN_END, _U64(max(ended.end_ns, ended.start_ns)),
               *ended.attributes, _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)[0])
-    if ended.untrusted_traceparent:
-        parts.append(Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span)
-    late = ended.late_identity
-    if late is not None and late.result is not None:
-        parts.append(late_identity_attrs(late.result).span)
+    if ended.untrusted_traceparent or ended.late_identity is not None:
+        parts.append(_span_extras(ended))
     return _in_scope(parts)
 
 
@@ -707,7 +736,7 @@ _EXIT_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + 2 * len(_LOG_ATTR) + le
     _LOG_AFTER_BODY_SIZE - len(_LOG_EVENT_NAME) + len(_EXIT_EVENT_NAME)
 
 
-def exit_record(ended: ProcessSpan, observed_ns: int) -> bytes:
+def _py_exit_record(ended: ProcessSpan, observed_ns: int) -> bytes:
     """A LogRecord for an ended image (EXIT_EVENT_NAME), framed
     (_in_scope): how it ended (the span's end attributes), how long it ran,
     which process, exec and executable it was, and the ids of its span, so
@@ -780,3 +809,41 @@ def request_records(request: bytes) -> list[bytes]:
                     return [w.len_field(2, rec) for n, _, rec in w.fields(scope_block)  # type: ignore[arg-type]
                             if n == 2]  # type: ignore[arg-type]
     return []
+
+
+# -- the native encoder -----------------------------------------------------
+# _encode_native (the C twin of exec_attributes' ids, log_record, span and
+# exit_record, tests/export/test_encode_native.py) when it is built and
+# native_wanted(); else the Python reference above. It takes this module's
+# constants and caches, and calls back here for what is rare.
+
+_native_exec_ids: Callable[[ExecEvent, bool], tuple[bytes, bytes] | None] | None = None
+log_record = _py_log_record
+span = _py_span
+exit_record = _py_exit_record
+
+
+def setup_native(module: object) -> None:
+    """Hand _encode_native this module's constants, caches and the functions
+    it calls for what is rare."""
+    module.setup(  # type: ignore[attr-defined]
+        pid_heads=_PID, ppid_heads=_PPID, vpid_heads=_VPID, vppid_heads=_VPPID, created_head=_CREATED,
+        created_size=_CREATED_SIZE, exec_id_head=_EXEC_ID, parent_exec_id_head=_PARENT_EXEC_ID,
+        exec_id_size=_EXEC_ID_SIZE, log_event_name=_LOG_EVENT_NAME, exit_event_name=_EXIT_EVENT_NAME,
+        log_severity=_LOG_SEVERITY, duration_head=_DURATION, span_kind_start=_SPAN_KIND_START, names=_names,
+        endings=_endings, exe_names=_exe_names, new_span_name=_new_span_name, ending=_ending,
+        span_extras=_span_extras, exe_name=_exe_name, late_identity_attrs=late_identity_attrs,
+        framed_fixed=_framed_fixed, exec_id_key=keys.EXEC_ID, py_log_record=_py_log_record, py_span=_py_span,
+        py_exit_record=_py_exit_record)
+
+
+if native_wanted():
+    try:
+        from otel_exec.export.otlp import _encode_native
+    except ImportError:  # not built: setup.py said so when installing
+        pass
+    else:
+        setup_native(_encode_native)
+        _native_exec_ids = _encode_native.exec_ids
+        log_record, span, exit_record = _encode_native.log_record, _encode_native.span, _encode_native.exit_record
+        IMPLEMENTATION = "native"
