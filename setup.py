@@ -129,6 +129,8 @@ class BuildPyWithBpf(build_py):
 NATIVE_EXTENSIONS = [
     Extension("otel_exec.core._decode_native", ["otel_exec/core/_decode_native.c"],
               extra_compile_args=["-O2", "-std=gnu11"]),
+    Extension("otel_exec.export.otlp._encode_native", ["otel_exec/export/otlp/_encode_native.c"],
+              extra_compile_args=["-O2", "-std=gnu11"]),
 ]
 
 

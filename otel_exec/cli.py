@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Sequence, TextIO
 
 from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS,
-                              Config, csv, log_level, parse_layered, signal_exporters)
+                              SPAN_ATTRIBUTE_SETS, Config, csv, log_level, parse_layered, signal_exporters)
 from otel_exec.errors import OtelExecError, UsageError
 from otel_exec.export.spool import FULL_ACTIONS
 from otel_exec.health import DEFAULT_MAX_AGE_S, DEFAULT_READY_FILE, unhealthy
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(diagnostics, "--stats-interval", type=float, metavar="SECONDS")
     _option(privacy, "--user", metavar="USER")
     _option(privacy, "--span-env", action="store_true")
+    _option(export, "--span-attributes", choices=SPAN_ATTRIBUTE_SETS, default=Config.span_attributes)
     _option(export, "--format", choices=FORMATS)
     _option(export, "--no-exit-records", action="store_true")
     _option(export, "--record-max-attributes", type=int, default=Config.record_max_attributes, metavar="N")
@@ -179,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         protocol=args.protocol,
         headers=_headers(args.header),
         span_env=args.span_env,
+        span_attributes=args.span_attributes,
         exit_records=not args.no_exit_records,
         record_max_attributes=args.record_max_attributes,
         record_max_bytes=args.record_max_bytes,
@@ -245,7 +247,8 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.export.telemetry import Telemetry
 
     identity = HostIdentity.current()
-    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records)
+    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records,
+                       span_attributes=cfg.span_attributes)
     exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
     limits = RecordLimits.from_env(os.environ, max_attributes=cfg.record_max_attributes,
                                    max_bytes=cfg.record_max_bytes, env_attributes=cfg.env_attributes,

@@ -16,6 +16,8 @@ from otel_exec.model.layout import ARGS_MAX, FILTER_ENTRIES_MAX, PREFIX_LEN
 
 ENV_CAPTURE_MODES = ("none", "redacted", "all")
 FORMATS = ("pretty", "jsonl")
+# --span-attributes: which of an exec's attributes its span carries (encode.span_set).
+SPAN_ATTRIBUTE_SETS = ("slim", "full")
 EXPORTERS = ("console", "otlp")
 BACKENDS = ("auto", "core", "bcc")
 # --no-field NAME: what the kernel then does not read, as the ExecEvent
@@ -36,6 +38,7 @@ class Config:
     protocol: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     span_env: bool = False
+    span_attributes: str = "slim"  # the exec's attributes on spans: slim or full (encode.span_set)
     exit_records: bool = True  # a log record per image end (--no-exit-records)
     # The shape of a record (export/otlp/shape.py): the budget that keeps
     # every record within Loki's default limits.

@@ -32,7 +32,9 @@ HELP: dict[str, str] = {
     "--user":
         "switch to this user (name or uid) once the probes are attached",
     "--span-env":
-        "environment attributes on spans too (always on the log record)",
+        "environment attributes on spans too (always on the log record; implies --span-attributes full)",
+    "--span-attributes":
+        "slim: spans carry ids and what names the process; full: every exec attribute (default %(default)s)",
     "--format":
         "pretty (exec and exit lines) on a terminal, jsonl otherwise",
     "--no-exit-records":
@@ -145,7 +147,13 @@ DOC: dict[str, str] = {
         "once the probes are attached, switch to this user (name or uid); every capability "
         "the backend does not need at run time is dropped in any case (docs/operations.md)",
     "--span-env":
-        "put environment attributes on spans too (they are always on the exec's log record)",
+        "put environment attributes on spans too (they are always on the exec's log record); "
+        "implies --span-attributes full",
+    "--span-attributes":
+        "slim: a span carries the exec's ids and the few attributes that name the process in a trace "
+        "view, the rest is on the exec's log record, which the span's ids link to; full: every exec "
+        "attribute but the environment on the span too, as the log record has them "
+        "(docs/attributes.md#spans; default %(default)s)",
     "--format":
         "pretty (the terminal view: exec and exit lines) on a terminal, jsonl otherwise",
     "--no-exit-records":

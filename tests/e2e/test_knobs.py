@@ -243,7 +243,7 @@ def test_no_field_on_otlp_records_and_spans(need_kernel: None, progs: Progs, tmp
                    env=dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="200", OTEL_BSP_SCHEDULE_DELAY="200"))
     subprocess.run([program, "--password=x"], env=marked_env(new_mark(), SECRET="s"), check=True)
     (rec,) = collector.wait_for_logs(lambda r: r.attributes.get("otel_exec.cmdpath") == program, timeout=15)
-    (span,) = collector.wait_for_spans(lambda s: s.attributes.get("otel_exec.cmdpath") == program, timeout=15)
+    (span,) = collector.wait_for_spans(lambda s: s.span_id == rec.span_id, timeout=15)
     stop_clean(run)
     a = rec.attributes
     for gone in ("process.executable.path", "process.executable.name", "file.path", "process.command",

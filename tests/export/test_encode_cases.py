@@ -213,9 +213,9 @@ def test_no_identity_encodes_nothing() -> None:
     assert (none.log, none.span) == (b"", b"")
 
 
-def record_attrs(ev, span_env: bool = False) -> tuple[dict[str, object], dict[str, object]]:
+def record_attrs(ev, span_set: int = encode.SPAN_SLIM) -> tuple[dict[str, object], dict[str, object]]:
     """(log attributes, span attributes) of an exec."""
-    enc = encode.exec_attributes(ev, span_env)
+    enc = encode.exec_attributes(ev, span_set)
     return (attrs(Span.FromString(_as_span(enc.ids.log + enc.common.log)).attributes),
             attrs(Span.FromString(b"".join(enc.span_attrs())).attributes))
 
@@ -243,11 +243,14 @@ def test_ids_of_every_length(shared: bool, exec_id: str, parent: str, start: int
     ev = sample_exec(exec_id=exec_id, parent_exec_id=parent, process_start_time=start)
     if shared:
         ev.shared = SharedExec(())
-    log, span_attrs = record_attrs(ev)
     want = {keys.EXEC_ID: exec_id, keys.PARENT_EXEC_ID: parent, keys.CREATION_TIME: encode.iso8601(start),
             keys.PID: 4242, keys.PARENT_PID: 4000}
-    assert {k: log[k] for k in want} == want
-    assert {k: span_attrs[k] for k in want} == want
+    for span_set in (encode.SPAN_SLIM, encode.SPAN_FULL):
+        encode._shared_encodings.clear()
+        log, span_attrs = record_attrs(ev, span_set)
+        assert {k: log[k] for k in want} == want
+        on_span = want if span_set == encode.SPAN_FULL else {keys.EXEC_ID: exec_id, keys.PID: 4242}
+        assert {k: v for k, v in span_attrs.items() if k in want} == on_span
 
 
 def test_the_shared_encoding_is_remembered_per_shared_part() -> None:
@@ -272,7 +275,7 @@ def test_the_environment_on_the_span_only_with_span_env(shared: bool) -> None:
         ev = sample_exec(env=["A=b=c", "D=e"])
         if shared:
             ev.shared = SharedExec(())
-        log, span_attrs = record_attrs(ev, span_env)
+        log, span_attrs = record_attrs(ev, encode.span_set("full", span_env))
         env = {keys.ENV_PREFIX + "A": "b=c", keys.ENV_PREFIX + "D": "e"}
         assert {k: log[k] for k in env} == env
         assert {k: v for k, v in span_attrs.items() if k.startswith(keys.ENV_PREFIX)} == (env if span_env else {})

@@ -59,12 +59,13 @@ def test_log_record_round_trip() -> None:
     assert a["process.interactive"] is True
     assert a["process.linux.cgroup"] == "0::" + ev.cgroup_path
     assert a["container.id"] == "ab" * 32
-    assert a["file.path"] == "/usr/bin/sudo" and a["file.inode"] == "12345" and a["file.mode"] == "4755"
+    assert a["file.inode"] == "12345" and a["file.mode"] == "4755"
+    assert "file.path" not in a  # the executable's: process.executable.path
     assert a["process.environment_variable.HOME"] == "/root"
     assert a["process.environment_variable.API_TOKEN"] == "[REDACTED]"
     assert a["otel_exec.env_entries_without_value"] == ["NOEQUALS"]
     assert a["otel_exec.interpreter.path"] == "/usr/lib/ld.so"
-    assert a["otel_exec.env_truncated"] is True and a["otel_exec.argv_truncated"] is False
+    assert a["otel_exec.env_truncated"] is True and "otel_exec.argv_truncated" not in a  # flags only when set
     assert a["otel_exec.path_truncated"] == ["pwd"]
     assert a["otel_exec.stdin.type"] == "chr" and a["otel_exec.stdin.path"] == "/dev/pts/3"
 
@@ -126,6 +127,33 @@ def test_varints_and_int_attributes_of_every_size() -> None:
         assert (a["process.pid"], a["process.parent_pid"], a["process.vpid"], a["otel_exec.vppid"]) == \
             (pid, pid + 1, pid, 0)
         assert a["otel_exec.exec_id"] == "e" * 32
+
+
+def test_what_a_record_would_say_twice_or_empty_is_left_out() -> None:
+    """Each fact once (docs/attributes.md#exec-attributes): the pids seen
+    from the exec's pid namespace only when they differ from the host's,
+    otel_exec.interp only when it is not otel_exec.cmdpath, flags only when
+    true, names only when known."""
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    def sent(**over: object) -> dict[str, object]:
+        enc = encode.exec_attributes(sample_exec(**over))
+        return attrs(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
+
+    plain = sent(pid=4242, ppid=4000, interp="sudo", cmdpath="sudo", prev_comm="", stdin_path="",
+                 invoked_from_kernel=False, argv_truncated=False, env_truncated=False)
+    for gone in ("process.vpid", "otel_exec.vppid", "otel_exec.interp", "otel_exec.prev_comm",
+                 "otel_exec.stdin.path", "otel_exec.invoked_from_kernel", "otel_exec.argv_truncated",
+                 "otel_exec.env_truncated", "file.path"):
+        assert gone not in plain, gone
+    assert (plain["process.pid"], plain["process.parent_pid"], plain["otel_exec.cmdpath"]) == (4242, 4000, "sudo")
+    every = sent(pid=1, ppid=0, interp="/usr/bin/script.sh", cmdpath="./script.sh", prev_comm="bash",
+                 stdin_path="/dev/null", invoked_from_kernel=True, argv_truncated=True, env_truncated=True)
+    assert (every["process.vpid"], every["otel_exec.vppid"]) == (1, 0)
+    assert (every["otel_exec.interp"], every["otel_exec.cmdpath"]) == ("/usr/bin/script.sh", "./script.sh")
+    assert (every["otel_exec.prev_comm"], every["otel_exec.stdin.path"]) == ("bash", "/dev/null")
+    assert every["otel_exec.invoked_from_kernel"] is every["otel_exec.argv_truncated"] is \
+        every["otel_exec.env_truncated"] is True
 
 
 def test_fields_a_backend_could_not_verify_are_left_out() -> None:
@@ -380,8 +408,10 @@ def test_an_unavailable_field_takes_along_the_keys_the_table_gives_it() -> None:
     script = ExecutableIdentity(BY_PATH, size=2, sha256="12" * 32, htlhash="34" * 16)
 
     def sent(unavailable: tuple[str, ...], shared: SharedExec | None) -> set[str]:
+        # Flags set and an interp of its own: every key a field carries is sent.
         enc = encode.exec_attributes(sample_exec(unavailable=unavailable, shared=shared,
-                                                 executable_identity=identity, script_identity=script))
+                                                 executable_identity=identity, script_identity=script,
+                                                 argv_truncated=True, invoked_from_kernel=True, interp="/bin/sh"))
         return _keys(LogRecord.FromString(enc.ids.log + enc.common.log).attributes)
 
     everything = sent((), None)

@@ -22,10 +22,11 @@ ENV_MARK = keys.ENV_PREFIX.rstrip(".")
 _SPAN = SimpleNamespace(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, trace_flags=1)  # what log_record reads of a span
 
 
-def _record(ev, limits: RecordLimits = RecordLimits(), span_env: bool = False):  # type: ignore[no-untyped-def]
+def _record(ev, limits: RecordLimits = RecordLimits(), span_set: int = encode.SPAN_FULL):  # type: ignore[no-untyped-def]
     """The exec's log record through the encoder and back, with the
-    agent's real resource, and its span."""
-    enc = encode.exec_attributes(ev, span_env, limits)
+    agent's real resource, and its span (with the exec's attributes: the
+    limits shape those)."""
+    enc = encode.exec_attributes(ev, span_set, limits)
     rec = encode.log_record(ev, enc, _SPAN, ev.timestamp + 1)  # type: ignore[arg-type]
     request = encode.export_request(encode.encoded_resource(resource_attributes(HostIdentity.current())), [rec])
     (record,) = loki.from_request(request)

@@ -43,7 +43,7 @@ REGISTRY_TYPES = {
     "process.command": "string", "process.working_directory": "string", "process.linux.cgroup": "string",
     "process.command_args": "string[]", "process.interactive": "boolean",
     "process.environment_variable.<key>": "string",
-    "file.path": "string", "file.inode": "string", "file.mode": "string", "file.changed": "string",
+    "file.inode": "string", "file.mode": "string", "file.changed": "string",
     "container.id": "string", "error.type": "string",
     "process.executable.build_id.gnu": "string", "process.executable.build_id.go": "string",
     "process.executable.build_id.htlhash": "string",

@@ -274,7 +274,7 @@ def test_trust_traceparent_root(collector: Collector, tmp_path: Path, as_root: b
     assert rc == 0, err
     (log,) = logs
     (span,) = collector.wait_for_spans(lambda s: s.span_id == log.span_id, timeout=15)
-    assert span.attributes["process.real_user.id"] == (0 if as_root else 65534)
+    assert log.attributes["process.real_user.id"] == (0 if as_root else 65534)
     if as_root:
         assert span.trace_id == TRACE and span.parent_span_id == PARENT
         assert "otel_exec.traceparent.untrusted" not in span.attributes

@@ -41,7 +41,6 @@ PARENT_EXEC_ID = _key("otel_exec.parent_exec_id", "parent_exec_id")
 # The executable image.
 EXECUTABLE_PATH = _key("process.executable.path", "pathname")
 EXECUTABLE_NAME = _key("process.executable.name", "pathname")
-FILE_PATH = _key("file.path", "pathname")
 FILE_INODE = _key("file.inode", "inode")
 FILE_MODE = _key("file.mode", "inode_mode")
 FILE_CHANGED = _key("file.changed", "ctime")

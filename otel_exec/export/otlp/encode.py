@@ -2,9 +2,12 @@
 them, encoded (docs/attributes.md).
 
 Attribute keys come from otel_exec.export.otlp.attributes. An exec's
-attributes are encoded once and used by both its log record and its span;
-what every exec of one command from one context shares is encoded once per
-shared part of the kernel record (ExecEvent.shared) and kept here.
+attributes are encoded once; its log record carries all of them, its span
+its ids and what names the process in a trace view (SPAN_SLIM), or with
+--span-attributes full the same set as the log record (SPAN_FULL,
+SPAN_FULL_ENV). What every exec of one command from one context shares is
+encoded once per shared part of the kernel record (ExecEvent.shared) and
+kept here.
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ from otel_exec.export.otlp.shape import RecordLimits
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.events import ExecEvent
 from otel_exec.model.executable import COMPLETE, ExecutableIdentity
+from otel_exec.model.process import ProcessInfo
+from otel_exec.native import native_wanted
+
+IMPLEMENTATION = "python"  # or "native": _encode_native does the per-exec encoding (end of this module)
 
 EVENT_NAME = "otel_exec.process.exec"
 OBSERVED_EVENT_NAME = "otel_exec.process.observed"  # running when the agent started
@@ -34,6 +41,19 @@ SEVERITY_WARN = 13
 SEVERITY_INFO = 9
 SPAN_KIND_INTERNAL = 1
 STATUS_ERROR = 2
+
+# Which exec attributes a span carries: each fact is sent once, on the log
+# record, unless the user asks for them on spans too (span_set()).
+SPAN_SLIM = 0  # its ids and what names the process in a trace view (docs/attributes.md#spans)
+SPAN_FULL = 1  # every exec attribute but the environment (--span-attributes full)
+SPAN_FULL_ENV = 2  # every exec attribute (--span-env)
+
+
+def span_set(span_attributes: str, span_env: bool) -> int:
+    """The span's set from --span-attributes (config.SPAN_ATTRIBUTE_SETS)
+    and --span-env (which puts the environment on spans too, so it implies
+    the full set)."""
+    return SPAN_FULL_ENV if span_env else SPAN_FULL if span_attributes == "full" else SPAN_SLIM
 
 # stdin_type as a word: the S_IFMT names of stat(2)
 _FILE_TYPES = {stat.S_IFREG: "reg", stat.S_IFDIR: "dir", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk",
@@ -102,15 +122,15 @@ def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpa
     kvs = [
         kv(keys.EXECUTABLE_PATH, pathname),
         kv(keys.EXECUTABLE_NAME, os.path.basename(pathname)),
-        kv(keys.FILE_PATH, pathname),
         kv(keys.FILE_INODE, str(inode)),
         kv(keys.FILE_MODE, f"{stat.S_IMODE(mode):04o}"),
         kv(keys.FILE_CHANGED, iso8601(ctime)),
         kv(keys.FILE_DEV, dev),
         kv(keys.FILE_TYPE, _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")),
         kv(keys.CMDPATH, cmdpath),
-        kv(keys.INTERP, interp),
     ]
+    if interp != cmdpath:  # a `#!` script or binfmt_misc: the same path otherwise, sent once
+        kvs.append(kv(keys.INTERP, interp))
     if ld_path or ld_inode:  # the identity alone when --no-field paths
         kvs += (
             kv(keys.INTERPRETER_PATH, ld_path),
@@ -134,22 +154,21 @@ def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path
         kv(keys.INTERACTIVE, stdin_type == stat.S_IFCHR and stdin_path.startswith(("/dev/pts/", "/dev/tty"))),
         kv(keys.CGROUP, f"0::{cgroup_path}"),
         kv(keys.COMM, comm),
-        kv(keys.PREV_COMM, prev_comm),
         kv(keys.STDIN_TYPE, _FILE_TYPES.get(stdin_type, "none" if not stdin_type else "unknown")),
-        kv(keys.STDIN_PATH, stdin_path),
-        kv(keys.INVOKED_FROM_KERNEL, from_kernel),
         kv(keys.MOUNT_NS, mount_ns),
         kv(keys.PID_NS, pid_ns),
         kv(keys.CGROUP_ID, cgroup_id),
         kv(keys.HOSTNAME, hostname),
         kv(keys.ENV_COUNT, envc),
-        kv(keys.ARGV_TRUNCATED, argv_cut),
-        kv(keys.ENV_TRUNCATED, env_cut),
     ]
-    if container:
-        kvs.append(kv(keys.CONTAINER_ID, container))
-    if cut_paths:
-        kvs.append(kv(keys.PATH_TRUNCATED, cut_paths))
+    # Flags only when set, names only when known: an absent one says as
+    # much as false or "" would, in no bytes.
+    for key, value in ((keys.PREV_COMM, prev_comm), (keys.STDIN_PATH, stdin_path),
+                       (keys.INVOKED_FROM_KERNEL, from_kernel), (keys.ARGV_TRUNCATED, argv_cut),
+                       (keys.ENV_TRUNCATED, env_cut), (keys.CONTAINER_ID, container),
+                       (keys.PATH_TRUNCATED, cut_paths)):
+        if value:
+            kvs.append(kv(key, value))
     return kvs
 
 
@@ -215,11 +234,12 @@ _DEFAULT_LIMITS = RecordLimits()
 AttributeBuilder = Callable[[KeyValueEncoder], list[bytes]]
 
 
-def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_env: bool, limits: RecordLimits,
+def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: RecordLimits,
             ids_count: int) -> tuple[Attrs, bytes]:
     """An exec's attributes shaped to the limits (shape.py) and encoded,
-    with the log body. The environment goes on the log record, and on the
-    span only with span_env: it is most of a record's bytes
+    with the log body. All go on the log record; on the span as span_set
+    says: none of them (SPAN_SLIM: the caller adds its own), all but the
+    environment, which is most of a record's bytes, or all
     (docs/attributes.md). Most records fit as they are, which a bound on
     their encoded size tells without sizing each value; the others are
     built again as (key, value) pairs and shaped."""
@@ -236,17 +256,20 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_env: bool, limits:
         if shape.fits(limits, len(common) + ids_count, len(env), len(env_kvs),
                       sum(map(len, common)) + sum(map(len, env_kvs)), argv, line):
             kvs = common + env_kvs
-            return _limited(kvs, len(kvs) if span_env else len(common), line, limits, ids_count)
+            on_span = len(kvs) if span_set == SPAN_FULL_ENV else len(common) if span_set == SPAN_FULL else 0
+            return _limited(kvs, on_span, line, limits, ids_count)
     pairs: list[shape.Pair] = [(keys.UNAVAILABLE, list(unavailable))] if unavailable else []
     attributes(_collecting(pairs, keys.left_out(unavailable) if unavailable else frozenset()))
     log = shape.shape_record(pairs, argv, env, bare, limits, limits.log_value_length, ids_count)
     log_kvs = [_kv(k, v) for k, v in (*log.common, *log.env)]
     span_kvs: list[bytes] | int
-    if limits.span_value_length == limits.log_value_length:
-        span_kvs = len(log_kvs) if span_env else len(log.common)
+    if span_set == SPAN_SLIM:
+        span_kvs = 0
+    elif limits.span_value_length == limits.log_value_length:
+        span_kvs = len(log_kvs) if span_set == SPAN_FULL_ENV else len(log.common)
     else:
         on_span = shape.shape_record(pairs, argv, env, bare, limits, limits.span_value_length, ids_count)
-        span_kvs = [_kv(k, v) for k, v in (*on_span.common, *(on_span.env if span_env else ()))]
+        span_kvs = [_kv(k, v) for k, v in (*on_span.common, *(on_span.env if span_set == SPAN_FULL_ENV else ()))]
     return _limited(log_kvs, span_kvs, log.body, limits, ids_count)
 
 
@@ -266,7 +289,7 @@ def _limited(log_kvs: list[bytes], span_kvs: list[bytes] | int, body: str | None
     span_attrs = _SPAN_ATTR + _SPAN_ATTR.join(span_framed[:span_keep]) if span_framed else b""
     if len(framed) > log_keep:
         log_attrs += w.varint_field(_LOG_DROPPED, len(framed) - log_keep)
-    if len(span_framed) > span_keep:
+    if span_framed and len(span_framed) > span_keep:
         span_attrs += w.varint_field(_SPAN_DROPPED, len(span_framed) - span_keep)
     return Attrs(log_attrs, span_attrs), b"" if body is None else w.len_field(5, w.any_string(body))
 
@@ -312,7 +335,24 @@ def _framed_fixed(key: str, s: str) -> bytes:
     return _varint(len(kv)) + kv
 
 
-def _shared_encoding(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> tuple[Attrs, bytes]:
+def _slim_span_attrs(ev: ExecEvent, limits: RecordLimits, ids: tuple[shape.Pair, ...] = ()) -> bytes:
+    """Span.attributes of a slim span (SPAN_SLIM) but the ids encoded per
+    exec: the executable's path, the user and the container, which name
+    the process in a trace view; the rest is on the log record the span's
+    ids link to. ids: the pid and exec id, for a record encoded whole per
+    exec (_without_unavailable)."""
+    pairs = [*ids, (keys.EXECUTABLE_PATH, ev.pathname), (keys.USER_ID, ev.euid)]
+    if ev.container_id:
+        pairs.append((keys.CONTAINER_ID, ev.container_id))
+    if ev.unavailable:
+        gone = keys.left_out(ev.unavailable)
+        pairs = [pair for pair in pairs if pair[0] not in gone]
+    if limits.span_value_length is not None or len(ev.pathname) > shape.VALUE_MAX_BYTES // 4:
+        pairs = shape.shape_record(pairs, None, [], [], limits, limits.span_value_length, 0).common
+    return Attrs.of([_kv(k, v) for k, v in pairs]).span
+
+
+def _shared_encoding(ev: ExecEvent, span_set: int, limits: RecordLimits) -> tuple[Attrs, bytes]:
     """The attributes every exec sharing ev.shared has in common, shaped
     (_shaped), and the log body. With --no-field the unavailable fields
     are the same for every exec of the run, so they are left out here,
@@ -327,7 +367,10 @@ def _shared_encoding(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> tup
         kvs += _command_kvs(ev, kv)
         return kvs
     identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
-    return _shaped(ev, attributes, span_env, limits, shape.IDS_COUNT + identity)
+    attrs, body = _shaped(ev, attributes, span_set, limits, shape.IDS_COUNT + identity)
+    if span_set == SPAN_SLIM:
+        attrs = Attrs(attrs.log, _slim_span_attrs(ev, limits))
+    return attrs, body
 
 
 # ExecutableIdentity fields and their attributes: registry keys for the
@@ -402,13 +445,16 @@ class ExecEncoding:
         return self.ids.span, self.common.span
 
 
-def _without_unavailable(ev: ExecEvent, span_env: bool, limits: RecordLimits) -> ExecEncoding:
+def _without_unavailable(ev: ExecEvent, span_set: int, limits: RecordLimits) -> ExecEncoding:
     """A backend that could not verify some fields (BCC), which vary from
     exec to exec: encoded per exec, ids included."""
+    in_own_pid_ns = ev.pid != ev.host_pid or ev.ppid != ev.host_ppid
+
     def attributes(kv: KeyValueEncoder) -> list[bytes]:
         return [
-            kv(keys.PID, ev.host_pid), kv(keys.PARENT_PID, ev.host_ppid), kv(keys.VPID, ev.pid),
-            kv(keys.VPPID, ev.ppid), kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
+            kv(keys.PID, ev.host_pid), kv(keys.PARENT_PID, ev.host_ppid),
+            *((kv(keys.VPID, ev.pid), kv(keys.VPPID, ev.ppid)) if in_own_pid_ns else ()),
+            kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
             kv(keys.EXEC_ID, ev.exec_id), kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
             *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
                         ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv),
@@ -419,49 +465,74 @@ def _without_unavailable(ev: ExecEvent, span_env: bool, limits: RecordLimits) ->
             *_command_kvs(ev, kv),
         ]
     identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
-    attrs, body = _shaped(ev, attributes, span_env, limits, identity)
-    return ExecEncoding(identity_attrs(ev), attrs, body)
+    attrs, body = _shaped(ev, attributes, span_set, limits, identity)
+    ids = identity_attrs(ev)
+    if span_set == SPAN_SLIM:
+        attrs = Attrs(attrs.log, _slim_span_attrs(ev, limits, ((keys.PID, ev.host_pid), (keys.EXEC_ID, ev.exec_id))))
+        ids = Attrs(ids.log, b"")
+    return ExecEncoding(ids, attrs, body)
 
 
 # ExecEvent.shared -> _shared_encoding() of it. Keyed by the object, which
 # the entry keeps alive, so that an id is never reused while cached; bounded
 # as the decoder bounds its own memo of shared parts (argv and env reach
-# 128 KiB each). One OtlpSink per process: its --span-env is the only one.
+# 128 KiB each). One OtlpSink per process: its span set is the only one.
 _shared_encodings = BoundedCache()
 _encoding_of_shared = _shared_encodings.get  # bound once: the per-exec lookup is one C call
 
 
-def exec_attributes(ev: ExecEvent, span_env: bool = False,
+def exec_attributes(ev: ExecEvent, span_set: int = SPAN_SLIM,
                     limits: RecordLimits = _DEFAULT_LIMITS) -> ExecEncoding:
     """Every field of an exec (docs/attributes.md), encoded within the
-    limits (shape.py; one set per process, like span_env)."""
+    limits (shape.py), for its log record and, as span_set says, its span
+    (one set and one limits per process)."""
     shared = ev.shared
     if shared is None:
         if ev.unavailable:
-            return _without_unavailable(ev, span_env, limits)
-        attrs, body = _shared_encoding(ev, span_env, limits)
+            return _without_unavailable(ev, span_set, limits)
+        attrs, body = _shared_encoding(ev, span_set, limits)
     else:
         common = _encoding_of_shared(shared)
         if common is None:
-            common = _shared_encoding(ev, span_env, limits)
+            common = _shared_encoding(ev, span_set, limits)
             _shared_encodings.remember(shared, common, len(common[0].log) + len(common[0].span) + len(common[1]))
         attrs, body = common
+    native = _native_exec_ids(ev, span_set == SPAN_SLIM) if _native_exec_ids is not None else None
+    if native is not None:
+        log, span_ids = native
+        if ev.executable_identity is not None:
+            identity = identity_attrs(ev)
+            log += identity.log
+            if span_set != SPAN_SLIM:
+                span_ids += identity.span
+        return ExecEncoding(Attrs(log, span_ids), attrs, body)
     v = _varint
     a, b, c, d = v(ev.host_pid), v(ev.host_ppid), v(ev.pid), v(ev.ppid)
     created, exec_id, parent = iso8601(ev.process_start_time).encode(), ev.exec_id.encode(), \
         ev.parent_exec_id.encode()
-    pids = (_PID[len(a)] + a, _PPID[len(b)] + b, _VPID[len(c)] + c, _VPPID[len(d)] + d)
+    pid = _PID[len(a)] + a
+    # The pids seen from the exec's own pid namespace only when that is not
+    # the host's (they differ).
+    pids = (pid, _PPID[len(b)] + b) if a == c and b == d else \
+        (pid, _PPID[len(b)] + b, _VPID[len(c)] + c, _VPPID[len(d)] + d)
     if len(created) == _CREATED_SIZE and len(exec_id) == len(parent) == _EXEC_ID_SIZE:
         # Every exec the CO-RE backend reports: prefixes encoded once.
-        ids = (*pids, _CREATED + created, _EXEC_ID + exec_id, _PARENT_EXEC_ID + parent)
+        exec_kv = _EXEC_ID + exec_id
+        ids = (*pids, _CREATED + created, exec_kv, _PARENT_EXEC_ID + parent)
     else:
-        ids = (*pids, _framed_fixed(keys.CREATION_TIME, created.decode()),
-               _framed_fixed(keys.EXEC_ID, ev.exec_id),
+        exec_kv = _framed_fixed(keys.EXEC_ID, ev.exec_id)
+        ids = (*pids, _framed_fixed(keys.CREATION_TIME, created.decode()), exec_kv,
                _framed_fixed(keys.PARENT_EXEC_ID, ev.parent_exec_id))
-    log, span_ids = _LOG_ATTR + _LOG_ATTR.join(ids), _SPAN_ATTR + _SPAN_ATTR.join(ids)
-    if ev.executable_identity is not None:
-        identity = identity_attrs(ev)
-        log, span_ids = log + identity.log, span_ids + identity.span
+    log = _LOG_ATTR + _LOG_ATTR.join(ids)
+    if span_set == SPAN_SLIM:
+        span_ids = _SPAN_ATTR + pid + _SPAN_ATTR + exec_kv
+        if ev.executable_identity is not None:
+            log += identity_attrs(ev).log
+    else:
+        span_ids = _SPAN_ATTR + _SPAN_ATTR.join(ids)
+        if ev.executable_identity is not None:
+            identity = identity_attrs(ev)
+            log, span_ids = log + identity.log, span_ids + identity.span
     return ExecEncoding(Attrs(log, span_ids), attrs, body)
 
 
@@ -510,7 +581,7 @@ _LOG_AFTER_BODY_SIZE = len(_LOG_IDS[0]) + 16 + len(_LOG_SPAN_ID) + 8 + len(_LOG_
 _LOG_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + _LOG_AFTER_BODY_SIZE
 
 
-def log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns: int) -> bytes:
+def _py_log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns: int) -> bytes:
     """An opentelemetry.proto.logs.v1.LogRecord, framed (_in_scope): the
     hot path of every exec, so the length is summed from known sizes (ids
     are 16 and 8 bytes) rather than measured part by part."""
@@ -598,18 +669,36 @@ def _ending(reason: str, incomplete: bool, code: int | None, signo: int | None) 
     return hit
 
 
-def span(ended: ProcessSpan) -> bytes:
+def _new_span_name(info: ProcessInfo) -> bytes:
+    """Span.name of an image (its executable's base name, or its comm
+    without one: a kernel thread), encoded and kept in _names."""
+    name = w.len_field(5, (os.path.basename(info.exe) or info.comm).encode("utf-8", "replace"))
+    if len(_names) >= 4096:
+        _names.clear()
+    _names[info.exe or f"\0{info.comm}"] = name
+    return name
+
+
+def _span_extras(ended: ProcessSpan) -> bytes:
+    """The rare Span.attributes after the end's: an untrusted TRACEPARENT,
+    an executable identity computed after the exec record."""
+    extras = b""
+    if ended.untrusted_traceparent:
+        extras += Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span
+    late = ended.late_identity
+    if late is not None and late.result is not None:
+        extras += late_identity_attrs(late.result).span
+    return extras
+
+
+def _py_span(ended: ProcessSpan) -> bytes:
     """An opentelemetry.proto.trace.v1.Span for an ended process image,
     framed (_in_scope), named after its executable; its attributes were
     kept since it started."""
     info = ended.process
-    key = info.exe or f"\0{info.comm}"  # no executable (kernel thread): named by comm
-    name = _names.get(key)
+    name = _names.get(info.exe or f"\0{info.comm}")  # no executable (kernel thread): named by comm
     if name is None:
-        name = w.len_field(5, (os.path.basename(info.exe) or info.comm).encode("utf-8", "replace"))
-        if len(_names) >= 4096:
-            _names.clear()
-        _names[key] = name
+        name = _new_span_name(info)
     parts = [_SPAN_TRACE_ID, ended.trace_id, _SPAN_ID, ended.span_id]
     if ended.trace_state:
         parts.append(w.len_field(3, ended.trace_state.encode()))
@@ -617,11 +706,8 @@ def span(ended: ProcessSpan) -> bytes:
         parts += (_SPAN_PARENT, ended.parent_span_id)
     parts += (name, _SPAN_KIND_START, _U64(ended.start_ns), _SPAN_END, _U64(max(ended.end_ns, ended.start_ns)),
               *ended.attributes, _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)[0])
-    if ended.untrusted_traceparent:
-        parts.append(Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span)
-    late = ended.late_identity
-    if late is not None and late.result is not None:
-        parts.append(late_identity_attrs(late.result).span)
+    if ended.untrusted_traceparent or ended.late_identity is not None:
+        parts.append(_span_extras(ended))
     return _in_scope(parts)
 
 
@@ -650,7 +736,7 @@ _EXIT_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + 2 * len(_LOG_ATTR) + le
     _LOG_AFTER_BODY_SIZE - len(_LOG_EVENT_NAME) + len(_EXIT_EVENT_NAME)
 
 
-def exit_record(ended: ProcessSpan, observed_ns: int) -> bytes:
+def _py_exit_record(ended: ProcessSpan, observed_ns: int) -> bytes:
     """A LogRecord for an ended image (EXIT_EVENT_NAME), framed
     (_in_scope): how it ended (the span's end attributes), how long it ran,
     which process, exec and executable it was, and the ids of its span, so
@@ -723,3 +809,41 @@ def request_records(request: bytes) -> list[bytes]:
                     return [w.len_field(2, rec) for n, _, rec in w.fields(scope_block)  # type: ignore[arg-type]
                             if n == 2]  # type: ignore[arg-type]
     return []
+
+
+# -- the native encoder -----------------------------------------------------
+# _encode_native (the C twin of exec_attributes' ids, log_record, span and
+# exit_record, tests/export/test_encode_native.py) when it is built and
+# native_wanted(); else the Python reference above. It takes this module's
+# constants and caches, and calls back here for what is rare.
+
+_native_exec_ids: Callable[[ExecEvent, bool], tuple[bytes, bytes] | None] | None = None
+log_record = _py_log_record
+span = _py_span
+exit_record = _py_exit_record
+
+
+def setup_native(module: object) -> None:
+    """Hand _encode_native this module's constants, caches and the functions
+    it calls for what is rare."""
+    module.setup(  # type: ignore[attr-defined]
+        pid_heads=_PID, ppid_heads=_PPID, vpid_heads=_VPID, vppid_heads=_VPPID, created_head=_CREATED,
+        created_size=_CREATED_SIZE, exec_id_head=_EXEC_ID, parent_exec_id_head=_PARENT_EXEC_ID,
+        exec_id_size=_EXEC_ID_SIZE, log_event_name=_LOG_EVENT_NAME, exit_event_name=_EXIT_EVENT_NAME,
+        log_severity=_LOG_SEVERITY, duration_head=_DURATION, span_kind_start=_SPAN_KIND_START, names=_names,
+        endings=_endings, exe_names=_exe_names, new_span_name=_new_span_name, ending=_ending,
+        span_extras=_span_extras, exe_name=_exe_name, late_identity_attrs=late_identity_attrs,
+        framed_fixed=_framed_fixed, exec_id_key=keys.EXEC_ID, py_log_record=_py_log_record, py_span=_py_span,
+        py_exit_record=_py_exit_record)
+
+
+if native_wanted():
+    try:
+        from otel_exec.export.otlp import _encode_native
+    except ImportError:  # not built: setup.py said so when installing
+        pass
+    else:
+        setup_native(_encode_native)
+        _native_exec_ids = _encode_native.exec_ids
+        log_record, span, exit_record = _encode_native.log_record, _encode_native.span, _encode_native.exit_record
+        IMPLEMENTATION = "native"

@@ -25,7 +25,7 @@ class OtlpSink:
 
     def __init__(self, opts: OtlpOptions, identity: HostIdentity, spool: Spool | None,
                  limits: RecordLimits = RecordLimits()) -> None:
-        self.span_env = opts.span_env
+        self.span_set = encode.span_set(opts.span_attributes, opts.span_env)
         self.exit_records = opts.exit_records
         self.limits = limits
         self.spool = spool
@@ -56,7 +56,7 @@ class OtlpSink:
             b.start()
 
     def on_exec(self, ev: ExecEvent, span: ProcessSpan) -> None:
-        enc = encode.exec_attributes(ev, self.span_env, self.limits)
+        enc = encode.exec_attributes(ev, self.span_set, self.limits)
         if self.logs is not None:
             self.logs.add(encode.log_record(ev, enc, span, time.time_ns()))
         span.attributes = enc.span_attrs()

@@ -42,6 +42,7 @@ class OtlpOptions:
     span_env: bool = False  # --span-env: environment attributes on spans too
     exit_records: bool = True  # --no-exit-records turns off the log record of each image's end
     signals: tuple[str, ...] = ("logs", "traces")  # those OTEL_<SIGNAL>_EXPORTER sends over OTLP
+    span_attributes: str = "slim"  # --span-attributes: the exec's attributes on spans (encode.span_set)
 
 
 def configured(opts: OtlpOptions) -> bool:

@@ -1,0 +1,734 @@
+/*
+ * The per-exec OTLP encoding of otel_exec/export/otlp/encode.py in C: the
+ * ids of an exec record, the log record, the span and the exit record of
+ * an image. encode.py is the reference: every function here returns the
+ * bytes its Python twin returns (tests/export/test_encode_native.py), and
+ * returns None (exec_ids) or calls back into encode.py for what is rare
+ * (an id of an unusual length, a cache miss, an untrusted TRACEPARENT, a
+ * late executable identity). The constants (attribute heads, prefixes, the
+ * caches) are encode.py's, handed over once by setup().
+ *
+ * Protobuf field numbers: opentelemetry/proto/logs/v1/logs.proto
+ * (LogRecord) and trace/v1/trace.proto (Span), as in encode.py.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+/* What setup() handed over, kept for the life of the interpreter. */
+static PyObject *pid_heads, *ppid_heads, *vpid_heads, *vppid_heads; /* tuples: varint size -> head */
+static PyObject *created_head, *exec_id_head, *parent_exec_id_head;   /* bytes */
+static Py_ssize_t created_size, exec_id_size;
+static PyObject *log_event_name, *exit_event_name, *log_severity, *duration_head, *span_kind_start;
+static PyObject *names, *endings, *exe_names;                       /* encode.py's caches (dicts) */
+static PyObject *new_span_name, *ending, *span_extras, *exe_name, *late_identity_attrs, *framed_fixed;
+/* encode.py's own log_record, span and exit_record: for a value past 64 bits or negative. */
+static PyObject *py_log_record, *py_span, *py_exit_record;
+static PyObject *exec_id_key;
+static int ready;
+
+/* Attribute names, interned once. */
+static PyObject *s_host_pid, *s_host_ppid, *s_pid, *s_ppid, *s_process_start_time, *s_exec_id,
+    *s_parent_exec_id, *s_timestamp, *s_body, *s_ids, *s_common, *s_log, *s_trace_flags, *s_trace_id,
+    *s_span_id, *s_process, *s_exe, *s_comm, *s_trace_state, *s_parent_span_id, *s_start_ns, *s_end_ns,
+    *s_attributes, *s_ended_by, *s_incomplete, *s_exit_code, *s_signal, *s_untrusted_traceparent,
+    *s_late_identity, *s_result, *s_nul;
+
+#define LOG_ATTR 0x32   /* LogRecord.attributes: field 6, LEN */
+#define SPAN_ATTR 0x4a  /* Span.attributes: field 9, LEN */
+#define IN_SCOPE 0x12   /* ScopeLogs.log_records, ScopeSpans.spans: field 2, LEN */
+
+static inline Py_ssize_t varint_size(uint64_t n)
+{
+	Py_ssize_t size = 1;
+
+	while (n >= 0x80) {
+		n >>= 7;
+		size++;
+	}
+	return size;
+}
+
+static inline char *put_varint(char *out, uint64_t n)
+{
+	while (n >= 0x80) {
+		*out++ = (char)((n & 0x7f) | 0x80);
+		n >>= 7;
+	}
+	*out++ = (char)n;
+	return out;
+}
+
+static inline char *put_u64(char *out, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		*out++ = (char)(v >> (8 * i));
+	return out;
+}
+
+static inline char *put_bytes(char *out, PyObject *b)
+{
+	Py_ssize_t n = PyBytes_GET_SIZE(b);
+
+	memcpy(out, PyBytes_AS_STRING(b), n);
+	return out + n;
+}
+
+static inline char *put_mem(char *out, const char *p, Py_ssize_t n)
+{
+	memcpy(out, p, n);
+	return out + n;
+}
+
+/* A new reference to obj.name, which must be bytes (of `size` bytes, if size >= 0). */
+static PyObject *get_bytes(PyObject *obj, PyObject *name, Py_ssize_t size)
+{
+	PyObject *v = PyObject_GetAttr(obj, name);
+
+	if (v == NULL)
+		return NULL;
+	if (!PyBytes_Check(v) || (size >= 0 && PyBytes_GET_SIZE(v) != size)) {
+		PyErr_Format(PyExc_ValueError, "%U: %zd bytes expected", name, size);
+		Py_DECREF(v);
+		return NULL;
+	}
+	return v;
+}
+
+/* obj.name as a uint64 (a Python int >= 0). */
+static int get_u64(PyObject *obj, PyObject *name, uint64_t *out)
+{
+	PyObject *v = PyObject_GetAttr(obj, name);
+
+	if (v == NULL)
+		return -1;
+	*out = PyLong_AsUnsignedLongLong(v);
+	Py_DECREF(v);
+	return (*out == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* After a get_u64() failed: 1 when the value did not fit (encode.py takes
+ * the record: it has its own answer for it), 0 for any other error. */
+static int did_not_fit(void)
+{
+	if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+		return 0;
+	PyErr_Clear();
+	return 1;
+}
+
+static int u64_of(PyObject *v, uint64_t *out)
+{
+	*out = PyLong_AsUnsignedLongLong(v);
+	return (*out == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *head_for(PyObject *heads, uint64_t value)
+{
+	return PyTuple_GET_ITEM(heads, varint_size(value)); /* borrowed */
+}
+
+/* encode.iso8601(ns): "YYYY-MM-DDTHH:MM:SS.mmmZ"; 0 when it does not fit out (24 bytes for years 1000-9999). */
+static int iso8601(uint64_t ns, char *out, size_t room)
+{
+	time_t secs = (time_t)(ns / 1000000000u);
+	unsigned ms = (unsigned)(ns % 1000000000u / 1000000u);
+	struct tm tm;
+
+	if (gmtime_r(&secs, &tm) == NULL)
+		return 0;
+	int n = snprintf(out, room, "%d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
+			 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+	return n > 0 && (size_t)n < room ? n : 0;
+}
+
+/* exec_ids(ev, slim) -> (LogRecord.attributes, Span.attributes) of the
+ * exec's own ids, or None when encode.py must encode them (ids of unusual
+ * lengths, a creation time outside years 1000-9999, a value that is not
+ * plain). The vpid and vppid only when they differ from the host's. */
+static PyObject *exec_ids(PyObject *self, PyObject *args)
+{
+	PyObject *ev;
+	int slim;
+	uint64_t host_pid, host_ppid, pid, ppid, start;
+
+	if (!PyArg_ParseTuple(args, "Op", &ev, &slim))
+		return NULL;
+	if (!ready)
+		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
+	if (get_u64(ev, s_host_pid, &host_pid) || get_u64(ev, s_host_ppid, &host_ppid) || get_u64(ev, s_pid, &pid) ||
+	    get_u64(ev, s_ppid, &ppid) || get_u64(ev, s_process_start_time, &start)) {
+		if (!did_not_fit())
+			return NULL;
+		Py_RETURN_NONE;
+	}
+	char created[32];
+	if (iso8601(start, created, sizeof created) != created_size)
+		Py_RETURN_NONE;
+	PyObject *exec_id = PyObject_GetAttr(ev, s_exec_id);
+	if (exec_id == NULL)
+		return NULL;
+	PyObject *parent = PyObject_GetAttr(ev, s_parent_exec_id);
+	if (parent == NULL) {
+		Py_DECREF(exec_id);
+		return NULL;
+	}
+	PyObject *result = NULL;
+	Py_ssize_t exec_len, parent_len;
+	const char *exec_s = PyUnicode_Check(exec_id) ? PyUnicode_AsUTF8AndSize(exec_id, &exec_len) : NULL;
+	const char *parent_s = PyUnicode_Check(parent) ? PyUnicode_AsUTF8AndSize(parent, &parent_len) : NULL;
+	if (exec_s == NULL || parent_s == NULL || exec_len != exec_id_size || parent_len != exec_id_size) {
+		PyErr_Clear();
+		result = Py_NewRef(Py_None);
+		goto out;
+	}
+	int own_ns = pid != host_pid || ppid != host_ppid;
+	PyObject *pid_head = head_for(pid_heads, host_pid), *ppid_head = head_for(ppid_heads, host_ppid);
+	PyObject *vpid_head = head_for(vpid_heads, pid), *vppid_head = head_for(vppid_heads, ppid);
+	Py_ssize_t pid_kv = PyBytes_GET_SIZE(pid_head) + varint_size(host_pid);
+	Py_ssize_t exec_kv = PyBytes_GET_SIZE(exec_id_head) + exec_len;
+	Py_ssize_t log_size = (own_ns ? 7 : 5) + pid_kv + PyBytes_GET_SIZE(ppid_head) + varint_size(host_ppid) +
+			      PyBytes_GET_SIZE(created_head) + created_size + exec_kv +
+			      PyBytes_GET_SIZE(parent_exec_id_head) + parent_len;
+	if (own_ns)
+		log_size += PyBytes_GET_SIZE(vpid_head) + varint_size(pid) + PyBytes_GET_SIZE(vppid_head) +
+			    varint_size(ppid);
+	PyObject *log = PyBytes_FromStringAndSize(NULL, log_size);
+	if (log == NULL)
+		goto out;
+	char *p = PyBytes_AS_STRING(log);
+	*p++ = LOG_ATTR;
+	p = put_varint(put_bytes(p, pid_head), host_pid);
+	*p++ = LOG_ATTR;
+	p = put_varint(put_bytes(p, ppid_head), host_ppid);
+	if (own_ns) {
+		*p++ = LOG_ATTR;
+		p = put_varint(put_bytes(p, vpid_head), pid);
+		*p++ = LOG_ATTR;
+		p = put_varint(put_bytes(p, vppid_head), ppid);
+	}
+	*p++ = LOG_ATTR;
+	p = put_mem(put_bytes(p, created_head), created, created_size);
+	*p++ = LOG_ATTR;
+	char *exec_at = p;
+	p = put_mem(put_bytes(p, exec_id_head), exec_s, exec_len);
+	*p++ = LOG_ATTR;
+	p = put_mem(put_bytes(p, parent_exec_id_head), parent_s, parent_len);
+	PyObject *span;
+	if (slim) {
+		span = PyBytes_FromStringAndSize(NULL, 2 + pid_kv + exec_kv);
+		if (span != NULL) {
+			char *q = PyBytes_AS_STRING(span);
+			*q++ = SPAN_ATTR;
+			q = put_varint(put_bytes(q, pid_head), host_pid);
+			*q++ = SPAN_ATTR;
+			memcpy(q, exec_at, exec_kv);
+		}
+	} else {
+		/* The same KeyValues under Span.attributes' tag. */
+		span = PyBytes_FromStringAndSize(PyBytes_AS_STRING(log), log_size);
+		if (span != NULL) {
+			char *q = PyBytes_AS_STRING(span);
+			for (Py_ssize_t i = 0; i < log_size;) {
+				uint64_t len = 0;
+				int shift = 0;
+				q[i++] = SPAN_ATTR;
+				while ((unsigned char)q[i] & 0x80) {
+					len |= (uint64_t)(q[i++] & 0x7f) << shift;
+					shift += 7;
+				}
+				len |= (uint64_t)q[i++] << shift;
+				i += (Py_ssize_t)len;
+			}
+		}
+	}
+	if (span == NULL) {
+		Py_DECREF(log);
+		goto out;
+	}
+	result = PyTuple_Pack(2, log, span);
+	Py_DECREF(log);
+	Py_DECREF(span);
+out:
+	Py_DECREF(exec_id);
+	Py_DECREF(parent);
+	return result;
+}
+
+/* The LogRecord fields after the body and attributes: flags (8), trace_id (9), span_id (10),
+ * observed_time_unix_nano (11); event_name (12) follows. */
+#define TAIL_SIZE (5 + 2 + 16 + 2 + 8 + 9)
+
+static char *put_tail(char *p, uint64_t flags, PyObject *trace_id, PyObject *span_id, uint64_t observed_ns)
+{
+	*p++ = 0x45; /* flags: field 8, I32 */
+	p[0] = (char)flags;
+	p[1] = (char)(flags >> 8);
+	p[2] = (char)(flags >> 16);
+	p[3] = (char)(flags >> 24);
+	p += 4;
+	*p++ = 0x4a; /* trace_id: field 9, LEN */
+	*p++ = 16;
+	p = put_bytes(p, trace_id);
+	*p++ = 0x52; /* span_id: field 10, LEN */
+	*p++ = 8;
+	p = put_bytes(p, span_id);
+	*p++ = 0x59; /* observed_time_unix_nano: field 11, I64 */
+	return put_u64(p, observed_ns);
+}
+
+/* The trace context of a span (or of the ProcessSpan an exec record names). */
+struct context {
+	uint64_t flags;
+	PyObject *trace_id, *span_id; /* new references */
+};
+
+/* The ids of span (c->flags was read already): 0, -1 on an error, 1 when
+ * they are not what a span's ids are (16 and 8 bytes, flags below 256),
+ * which encode.py answers for. */
+static int get_context(PyObject *span, struct context *c)
+{
+	c->span_id = NULL;
+	if ((c->trace_id = PyObject_GetAttr(span, s_trace_id)) == NULL ||
+	    (c->span_id = PyObject_GetAttr(span, s_span_id)) == NULL)
+		return -1;
+	return c->flags > 255 || !PyBytes_Check(c->trace_id) || PyBytes_GET_SIZE(c->trace_id) != 16 ||
+	       !PyBytes_Check(c->span_id) || PyBytes_GET_SIZE(c->span_id) != 8;
+}
+
+static void put_context(struct context *c)
+{
+	Py_XDECREF(c->trace_id);
+	Py_XDECREF(c->span_id);
+}
+
+/* log_record(ev, enc, span, observed_ns): encode.log_record. */
+static PyObject *log_record(PyObject *self, PyObject *args)
+{
+	PyObject *ev, *enc, *span, *observed, *result = NULL;
+	uint64_t observed_ns, timestamp;
+	struct context c;
+
+	if (!PyArg_ParseTuple(args, "OOOO", &ev, &enc, &span, &observed))
+		return NULL;
+	if (!ready)
+		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
+	if (u64_of(observed, &observed_ns) || get_u64(ev, s_timestamp, &timestamp) || get_u64(span, s_trace_flags,
+											       &c.flags))
+		return did_not_fit() ? PyObject_Call(py_log_record, args, NULL) : NULL;
+	PyObject *body = get_bytes(enc, s_body, -1), *ids = NULL, *common = NULL, *ids_log = NULL, *common_log = NULL;
+	if (body == NULL)
+		return NULL;
+	if ((ids = PyObject_GetAttr(enc, s_ids)) == NULL || (common = PyObject_GetAttr(enc, s_common)) == NULL ||
+	    (ids_log = get_bytes(ids, s_log, -1)) == NULL || (common_log = get_bytes(common, s_log, -1)) == NULL)
+		goto out;
+	int mine = get_context(span, &c);
+	if (mine == 1)
+		result = PyObject_Call(py_log_record, args, NULL);
+	if (mine == 0) {
+		Py_ssize_t inner = 9 + PyBytes_GET_SIZE(log_severity) + PyBytes_GET_SIZE(body) +
+				   PyBytes_GET_SIZE(ids_log) + PyBytes_GET_SIZE(common_log) + TAIL_SIZE +
+				   PyBytes_GET_SIZE(log_event_name);
+		result = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner);
+		if (result != NULL) {
+			char *p = PyBytes_AS_STRING(result);
+			*p++ = IN_SCOPE;
+			p = put_varint(p, inner);
+			*p++ = 0x09; /* time_unix_nano: field 1, I64 */
+			p = put_u64(p, timestamp);
+			p = put_bytes(p, log_severity);
+			p = put_bytes(p, body);
+			p = put_bytes(p, ids_log);
+			p = put_bytes(p, common_log);
+			p = put_tail(p, c.flags, c.trace_id, c.span_id, observed_ns);
+			put_bytes(p, log_event_name);
+		}
+	}
+	put_context(&c);
+out:
+	Py_DECREF(body);
+	Py_XDECREF(ids);
+	Py_XDECREF(common);
+	Py_XDECREF(ids_log);
+	Py_XDECREF(common_log);
+	return result;
+}
+
+/* encode._ending(reason, incomplete, code, signo): a new reference to its
+ * (span part, exit record part), from encode.py's cache or computed there. */
+static PyObject *ending_of(PyObject *ended, PyObject *info)
+{
+	PyObject *key = PyTuple_New(4);
+
+	if (key == NULL)
+		return NULL;
+	PyObject *items[4] = {PyObject_GetAttr(ended, s_ended_by), PyObject_GetAttr(ended, s_incomplete),
+			      PyObject_GetAttr(info, s_exit_code), PyObject_GetAttr(info, s_signal)};
+	for (int i = 0; i < 4; i++) {
+		if (items[i] == NULL) {
+			for (int j = i + 1; j < 4; j++)
+				Py_XDECREF(items[j]);
+			Py_DECREF(key);
+			return NULL;
+		}
+		PyTuple_SET_ITEM(key, i, items[i]);
+	}
+	PyObject *hit = PyDict_GetItemWithError(endings, key);
+	if (hit != NULL)
+		Py_INCREF(hit);
+	else if (!PyErr_Occurred())
+		hit = PyObject_Call(ending, key, NULL);
+	Py_DECREF(key);
+	if (hit != NULL && !(PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 &&
+			     PyBytes_Check(PyTuple_GET_ITEM(hit, 0)) && PyBytes_Check(PyTuple_GET_ITEM(hit, 1)))) {
+		Py_DECREF(hit);
+		PyErr_SetString(PyExc_TypeError, "encode._ending: (bytes, bytes) expected");
+		return NULL;
+	}
+	return hit;
+}
+
+/* A new reference to the value cached under key in cache, or to miss(arg)'s bytes. */
+static PyObject *cached_bytes(PyObject *cache, PyObject *key, PyObject *miss, PyObject *arg)
+{
+	PyObject *hit = PyDict_GetItemWithError(cache, key);
+
+	if (hit != NULL)
+		Py_INCREF(hit);
+	else if (!PyErr_Occurred())
+		hit = PyObject_CallOneArg(miss, arg);
+	if (hit != NULL && !PyBytes_Check(hit)) {
+		Py_DECREF(hit);
+		PyErr_SetString(PyExc_TypeError, "bytes expected");
+		return NULL;
+	}
+	return hit;
+}
+
+static int is_set(PyObject *obj, PyObject *name, int *out)
+{
+	PyObject *v = PyObject_GetAttr(obj, name);
+
+	if (v == NULL)
+		return -1;
+	*out = PyObject_IsTrue(v);
+	Py_DECREF(v);
+	return *out < 0 ? -1 : 0;
+}
+
+/* span(ended): encode.span. */
+static PyObject *span(PyObject *self, PyObject *ended)
+{
+	PyObject *info = NULL, *exe = NULL, *key = NULL, *name = NULL, *state = NULL, *parent = NULL;
+	PyObject *attrs = NULL, *end = NULL, *extras = NULL, *result = NULL;
+	uint64_t start_ns, end_ns;
+	struct context c = {0};
+	const char *state_s = NULL;
+	Py_ssize_t state_len = 0;
+	int untrusted, late;
+
+	if (!ready)
+		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
+	if ((info = PyObject_GetAttr(ended, s_process)) == NULL || (exe = PyObject_GetAttr(info, s_exe)) == NULL)
+		goto out;
+	if (!PyUnicode_Check(exe)) {
+		PyErr_SetString(PyExc_TypeError, "ProcessInfo.exe: str expected");
+		goto out;
+	}
+	if (PyUnicode_GET_LENGTH(exe) > 0) {
+		key = Py_NewRef(exe);
+	} else {
+		PyObject *comm = PyObject_GetAttr(info, s_comm);
+		if (comm == NULL)
+			goto out;
+		key = PyUnicode_Concat(s_nul, comm);
+		Py_DECREF(comm);
+		if (key == NULL)
+			goto out;
+	}
+	if ((name = cached_bytes(names, key, new_span_name, info)) == NULL)
+		goto out;
+	if ((state = PyObject_GetAttr(ended, s_trace_state)) == NULL)
+		goto out;
+	if (PyObject_IsTrue(state) && (state_s = PyUnicode_AsUTF8AndSize(state, &state_len)) == NULL)
+		goto out;
+	if ((parent = get_bytes(ended, s_parent_span_id, -1)) == NULL)
+		goto out;
+	if (PyBytes_GET_SIZE(parent) != 0 && PyBytes_GET_SIZE(parent) != 8) {
+		result = PyObject_CallOneArg(py_span, ended);
+		goto out;
+	}
+	if (get_u64(ended, s_start_ns, &start_ns) || get_u64(ended, s_end_ns, &end_ns)) {
+		if (did_not_fit())
+			result = PyObject_CallOneArg(py_span, ended);
+		goto out;
+	}
+	int mine = get_context(ended, &c); /* a Span has no flags: c.flags stays 0 */
+	if (mine == 1)
+		result = PyObject_CallOneArg(py_span, ended);
+	if (mine != 0)
+		goto out;
+	if ((attrs = PyObject_GetAttr(ended, s_attributes)) == NULL)
+		goto out;
+	if (!PyTuple_Check(attrs)) {
+		PyErr_SetString(PyExc_TypeError, "ProcessSpan.attributes: a tuple expected");
+		goto out;
+	}
+	if ((end = ending_of(ended, info)) == NULL)
+		goto out;
+	if (is_set(ended, s_untrusted_traceparent, &untrusted))
+		goto out;
+	PyObject *late_identity = PyObject_GetAttr(ended, s_late_identity);
+	if (late_identity == NULL)
+		goto out;
+	late = late_identity != Py_None;
+	Py_DECREF(late_identity);
+	if ((untrusted || late) && (extras = PyObject_CallOneArg(span_extras, ended)) == NULL)
+		goto out;
+	if (extras != NULL && !PyBytes_Check(extras)) {
+		PyErr_SetString(PyExc_TypeError, "encode._span_extras: bytes expected");
+		goto out;
+	}
+	Py_ssize_t inner = 2 + 16 + 2 + 8 + PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(span_kind_start) + 8 + 1 + 8 +
+			   PyBytes_GET_SIZE(PyTuple_GET_ITEM(end, 0)) + (extras ? PyBytes_GET_SIZE(extras) : 0);
+	if (state_s != NULL)
+		inner += 1 + varint_size(state_len) + state_len;
+	if (PyBytes_GET_SIZE(parent))
+		inner += 2 + 8;
+	for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(attrs); i++) {
+		PyObject *part = PyTuple_GET_ITEM(attrs, i);
+		if (!PyBytes_Check(part)) {
+			PyErr_SetString(PyExc_TypeError, "ProcessSpan.attributes: bytes expected");
+			goto out;
+		}
+		inner += PyBytes_GET_SIZE(part);
+	}
+	result = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner);
+	if (result == NULL)
+		goto out;
+	char *p = PyBytes_AS_STRING(result);
+	*p++ = IN_SCOPE;
+	p = put_varint(p, inner);
+	*p++ = 0x0a; /* trace_id: field 1, LEN */
+	*p++ = 16;
+	p = put_bytes(p, c.trace_id);
+	*p++ = 0x12; /* span_id: field 2, LEN */
+	*p++ = 8;
+	p = put_bytes(p, c.span_id);
+	if (state_s != NULL) {
+		*p++ = 0x1a; /* trace_state: field 3, LEN */
+		p = put_mem(put_varint(p, state_len), state_s, state_len);
+	}
+	if (PyBytes_GET_SIZE(parent)) {
+		*p++ = 0x22; /* parent_span_id: field 4, LEN */
+		*p++ = 8;
+		p = put_bytes(p, parent);
+	}
+	p = put_bytes(p, name);
+	p = put_u64(put_bytes(p, span_kind_start), start_ns);
+	*p++ = 0x41; /* end_time_unix_nano: field 8, I64 */
+	p = put_u64(p, end_ns > start_ns ? end_ns : start_ns);
+	for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(attrs); i++)
+		p = put_bytes(p, PyTuple_GET_ITEM(attrs, i));
+	p = put_bytes(p, PyTuple_GET_ITEM(end, 0));
+	if (extras != NULL)
+		put_bytes(p, extras);
+out:
+	put_context(&c);
+	Py_XDECREF(info);
+	Py_XDECREF(exe);
+	Py_XDECREF(key);
+	Py_XDECREF(name);
+	Py_XDECREF(state);
+	Py_XDECREF(parent);
+	Py_XDECREF(attrs);
+	Py_XDECREF(end);
+	Py_XDECREF(extras);
+	return result;
+}
+
+/* exit_record(ended, observed_ns): encode.exit_record. */
+static PyObject *exit_record(PyObject *self, PyObject *args)
+{
+	PyObject *ended, *observed, *info = NULL, *end = NULL, *exec_id = NULL, *exec_kv = NULL, *exe = NULL;
+	PyObject *name = NULL, *late = NULL, *result = NULL;
+	uint64_t observed_ns, start_ns, end_ns, pid;
+	struct context c = {0};
+
+	if (!PyArg_ParseTuple(args, "OO", &ended, &observed))
+		return NULL;
+	if (!ready)
+		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
+	if ((info = PyObject_GetAttr(ended, s_process)) == NULL)
+		goto out;
+	if (u64_of(observed, &observed_ns) || get_u64(ended, s_start_ns, &start_ns) ||
+	    get_u64(ended, s_end_ns, &end_ns) || get_u64(info, s_pid, &pid) || get_u64(ended, s_trace_flags, &c.flags)) {
+		if (did_not_fit())
+			result = PyObject_Call(py_exit_record, args, NULL);
+		goto out;
+	}
+	if ((end = ending_of(ended, info)) == NULL)
+		goto out;
+	if (end_ns < start_ns)
+		end_ns = start_ns;
+	if ((exec_id = PyObject_GetAttr(info, s_exec_id)) == NULL)
+		goto out;
+	Py_ssize_t exec_len = 0;
+	const char *exec_s = PyUnicode_Check(exec_id) ? PyUnicode_AsUTF8AndSize(exec_id, &exec_len) : NULL;
+	if (exec_s == NULL || exec_len != exec_id_size) {
+		PyErr_Clear();
+		exec_kv = PyObject_CallFunctionObjArgs(framed_fixed, exec_id_key, exec_id, NULL);
+		if (exec_kv == NULL)
+			goto out;
+		if (!PyBytes_Check(exec_kv)) {
+			PyErr_SetString(PyExc_TypeError, "encode._framed_fixed: bytes expected");
+			goto out;
+		}
+	}
+	if ((exe = PyObject_GetAttr(info, s_exe)) == NULL || (name = cached_bytes(exe_names, exe, exe_name, exe)) == NULL)
+		goto out;
+	PyObject *identity = PyObject_GetAttr(ended, s_late_identity);
+	if (identity == NULL)
+		goto out;
+	if (identity != Py_None) {
+		PyObject *value = PyObject_GetAttr(identity, s_result);
+		if (value != NULL && value != Py_None) {
+			PyObject *attrs = PyObject_CallOneArg(late_identity_attrs, value);
+			if (attrs != NULL) {
+				late = get_bytes(attrs, s_log, -1);
+				Py_DECREF(attrs);
+			}
+		}
+		Py_XDECREF(value);
+		if (PyErr_Occurred()) {
+			Py_DECREF(identity);
+			goto out;
+		}
+	}
+	Py_DECREF(identity);
+	int mine = get_context(ended, &c);
+	if (mine == 1)
+		result = PyObject_Call(py_exit_record, args, NULL);
+	if (mine != 0)
+		goto out;
+	PyObject *pid_head = head_for(pid_heads, pid), *end_log = PyTuple_GET_ITEM(end, 1);
+	Py_ssize_t exec_size = exec_kv ? PyBytes_GET_SIZE(exec_kv) : PyBytes_GET_SIZE(exec_id_head) + exec_len;
+	Py_ssize_t inner = 9 + PyBytes_GET_SIZE(log_severity) + PyBytes_GET_SIZE(end_log) + 1 +
+			   PyBytes_GET_SIZE(pid_head) + varint_size(pid) + 1 + exec_size + PyBytes_GET_SIZE(name) +
+			   PyBytes_GET_SIZE(duration_head) + 8 + (late ? PyBytes_GET_SIZE(late) : 0) + TAIL_SIZE +
+			   PyBytes_GET_SIZE(exit_event_name);
+	result = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner);
+	if (result == NULL)
+		goto out;
+	char *p = PyBytes_AS_STRING(result);
+	*p++ = IN_SCOPE;
+	p = put_varint(p, inner);
+	*p++ = 0x09; /* time_unix_nano: field 1, I64 */
+	p = put_u64(p, end_ns);
+	p = put_bytes(p, log_severity);
+	p = put_bytes(p, end_log);
+	*p++ = LOG_ATTR;
+	p = put_varint(put_bytes(p, pid_head), pid);
+	*p++ = LOG_ATTR;
+	if (exec_kv != NULL)
+		p = put_bytes(p, exec_kv);
+	else
+		p = put_mem(put_bytes(p, exec_id_head), exec_s, exec_len);
+	p = put_bytes(p, name);
+	p = put_bytes(p, duration_head);
+	double seconds = (double)(end_ns - start_ns) / 1e9;
+	uint64_t bits;
+	memcpy(&bits, &seconds, 8);
+	p = put_u64(p, bits);
+	if (late != NULL)
+		p = put_bytes(p, late);
+	p = put_tail(p, c.flags, c.trace_id, c.span_id, observed_ns);
+	put_bytes(p, exit_event_name);
+out:
+	put_context(&c);
+	Py_XDECREF(info);
+	Py_XDECREF(end);
+	Py_XDECREF(exec_id);
+	Py_XDECREF(exec_kv);
+	Py_XDECREF(exe);
+	Py_XDECREF(name);
+	Py_XDECREF(late);
+	return result;
+}
+
+/* setup(**constants): encode.py's constants, caches and the functions
+ * called for what is rare; once, at encode.py's import. */
+static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = {"pid_heads", "ppid_heads", "vpid_heads", "vppid_heads", "created_head",
+				 "created_size", "exec_id_head", "parent_exec_id_head", "exec_id_size",
+				 "log_event_name", "exit_event_name", "log_severity", "duration_head",
+				 "span_kind_start", "names", "endings", "exe_names", "new_span_name", "ending",
+				 "span_extras", "exe_name", "late_identity_attrs", "framed_fixed", "exec_id_key",
+				 "py_log_record", "py_span", "py_exit_record", NULL};
+	PyObject *v[25];
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "$O!O!O!O!SnSSnSSSSSO!O!O!OOOOOOUOOO", kwlist, &PyTuple_Type, &v[0],
+					 &PyTuple_Type, &v[1], &PyTuple_Type, &v[2], &PyTuple_Type, &v[3], &v[4],
+					 &created_size, &v[5], &v[6], &exec_id_size, &v[7], &v[8], &v[9], &v[10],
+					 &v[11], &PyDict_Type, &v[12], &PyDict_Type, &v[13], &PyDict_Type, &v[14],
+					 &v[15], &v[16], &v[17], &v[18], &v[19], &v[20], &v[21], &v[22], &v[23],
+					 &v[24]))
+		return NULL;
+	for (int i = 0; i < 4; i++) {
+		if (PyTuple_GET_SIZE(v[i]) != 11)
+			return PyErr_Format(PyExc_ValueError, "a head per varint size (0-10) expected");
+		for (int j = 0; j < 11; j++)
+			if (!PyBytes_Check(PyTuple_GET_ITEM(v[i], j)))
+				return PyErr_Format(PyExc_TypeError, "heads: bytes expected");
+	}
+	PyObject **slots[25] = {&pid_heads, &ppid_heads, &vpid_heads, &vppid_heads, &created_head, &exec_id_head,
+				&parent_exec_id_head, &log_event_name, &exit_event_name, &log_severity, &duration_head,
+				&span_kind_start, &names, &endings, &exe_names, &new_span_name, &ending, &span_extras,
+				&exe_name, &late_identity_attrs, &framed_fixed, &exec_id_key, &py_log_record, &py_span,
+				&py_exit_record};
+	for (int i = 0; i < 25; i++)
+		Py_XSETREF(*slots[i], Py_NewRef(v[i]));
+	ready = 1;
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+	{"setup", (PyCFunction)(void (*)(void))setup, METH_VARARGS | METH_KEYWORDS, "encode.py's constants, once"},
+	{"exec_ids", exec_ids, METH_VARARGS, "exec_ids(ev, slim) -> (log ids, span ids) or None"},
+	{"log_record", log_record, METH_VARARGS, "log_record(ev, enc, span, observed_ns) -> bytes"},
+	{"span", span, METH_O, "span(ended) -> bytes"},
+	{"exit_record", exit_record, METH_VARARGS, "exit_record(ended, observed_ns) -> bytes"},
+	{NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+	PyModuleDef_HEAD_INIT, "_encode_native", "The per-exec OTLP encoding of encode.py, in C.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__encode_native(void)
+{
+	struct {
+		PyObject **slot;
+		const char *name;
+	} strings[] = {
+		{&s_host_pid, "host_pid"}, {&s_host_ppid, "host_ppid"}, {&s_pid, "pid"}, {&s_ppid, "ppid"},
+		{&s_process_start_time, "process_start_time"}, {&s_exec_id, "exec_id"},
+		{&s_parent_exec_id, "parent_exec_id"}, {&s_timestamp, "timestamp"}, {&s_body, "body"}, {&s_ids, "ids"},
+		{&s_common, "common"}, {&s_log, "log"}, {&s_trace_flags, "trace_flags"}, {&s_trace_id, "trace_id"},
+		{&s_span_id, "span_id"}, {&s_process, "process"}, {&s_exe, "exe"}, {&s_comm, "comm"},
+		{&s_trace_state, "trace_state"}, {&s_parent_span_id, "parent_span_id"}, {&s_start_ns, "start_ns"},
+		{&s_end_ns, "end_ns"}, {&s_attributes, "attributes"}, {&s_ended_by, "ended_by"},
+		{&s_incomplete, "incomplete"}, {&s_exit_code, "exit_code"}, {&s_signal, "signal"},
+		{&s_untrusted_traceparent, "untrusted_traceparent"}, {&s_late_identity, "late_identity"},
+		{&s_result, "result"},
+	};
+	for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+		if ((*strings[i].slot = PyUnicode_InternFromString(strings[i].name)) == NULL)
+			return NULL;
+	if ((s_nul = PyUnicode_FromStringAndSize("\0", 1)) == NULL)
+		return NULL;
+	return PyModule_Create(&module);
+}
