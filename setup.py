@@ -126,11 +126,13 @@ class BuildPyWithBpf(build_py):
         return outputs
 
 
+# No debug information and no build directory in the objects: a wheel built
+# twice from one source, wherever it was unpacked, is the same bytes.
+NATIVE_CFLAGS = ["-O2", "-std=gnu11", "-g0", f"-ffile-prefix-map={ROOT}=."]
 NATIVE_EXTENSIONS = [
-    Extension("otel_exec.core._decode_native", ["otel_exec/core/_decode_native.c"],
-              extra_compile_args=["-O2", "-std=gnu11"]),
+    Extension("otel_exec.core._decode_native", ["otel_exec/core/_decode_native.c"], extra_compile_args=NATIVE_CFLAGS),
     Extension("otel_exec.export.otlp._encode_native", ["otel_exec/export/otlp/_encode_native.c"],
-              extra_compile_args=["-O2", "-std=gnu11"]),
+              extra_compile_args=NATIVE_CFLAGS),
 ]
 
 
