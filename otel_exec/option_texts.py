@@ -32,9 +32,9 @@ HELP: dict[str, str] = {
     "--user":
         "switch to this user (name or uid) once the probes are attached",
     "--span-env":
-        "environment attributes on spans too (always on the log record; implies --span-attributes full)",
+        "environment attributes on spans too (implies --span-attributes full)",
     "--span-attributes":
-        "slim: spans carry ids and what names the process; full: every exec attribute (default %(default)s)",
+        "slim: ids and the process's name on spans; full: all (default %(default)s)",
     "--format":
         "pretty (exec and exit lines) on a terminal, jsonl otherwise",
     "--no-exit-records":
