@@ -118,10 +118,18 @@ def test_a_read_only_spool_then_writable_again(storm: str, make_collector, tiny_
         wait_drained(run)
         shown = [l for l in stats_lines(run.err.read_text()) if "logs_spool_write_failed=" in l][-1]
         rw = f"rw-{time.time_ns()}"
-        assert run_storm(storm, rw, 100, 50).wait(timeout=60) == 0
+        flood = run_storm(storm, rw, 100, 50)
+        # Writing again: segments appear while the storm runs (records go to
+        # the collector from memory, and an acknowledged segment is removed
+        # soon after, so they are looked for as they come and go).
+        segs: set[str] = set()
+        deadline = time.monotonic() + 60
+        while (flood.poll() is None or len(storm_execs(collector, rw)) < 100) and time.monotonic() < deadline:
+            segs.update(p.name for p in (tiny_fs / "spool").iterdir() if p.name.startswith("logs-"))
+            time.sleep(0.01)
+        assert flood.wait(timeout=60) == 0
         assert len(wait_for_execs(collector, rw, 100, timeout=60)) == 100
-        segs = [p for p in (tiny_fs / "spool").iterdir() if p.name.startswith("logs-")]
-        assert segs, run.err.read_text()[-3000:]  # writing again
+        assert segs, run.err.read_text()[-3000:]
     finally:
         rc, err = run.stop()
     assert rc == 0, err
