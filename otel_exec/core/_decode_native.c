@@ -370,6 +370,23 @@ static PyObject *parent_exec_id(DecoderObject *self, uint32_t ppid, uint64_t pst
 
 #define SET(obj, off, value) (*(PyObject **)((char *)(obj) + (off)) = (value))
 
+/* A new event of `type` with its n fields v stored at the slot offsets off;
+ * NULL, every v released, when one of them is NULL or the allocation fails. */
+static PyObject *new_event(PyTypeObject *type, PyObject **v, int n, const Py_ssize_t *off)
+{
+    int ok = 1;
+    for (int i = 0; i < n; i++)
+        ok &= v[i] != NULL;
+    PyObject *ev = ok ? type->tp_alloc(type, 0) : NULL;
+    for (int i = 0; i < n; i++) {
+        if (ev == NULL)
+            Py_XDECREF(v[i]);
+        else
+            SET(ev, off[i], v[i]);
+    }
+    return ev;
+}
+
 /* An exec record whose shared part is in the cache; NULL without an error
  * set when it is not (the reference decodes it). */
 static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32_t size)
@@ -435,18 +452,9 @@ static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32
     v[X_OBSERVED] = Py_NewRef(Py_False);
     v[X_EXECUTABLE_IDENTITY] = Py_NewRef(Py_None);
     v[X_SCRIPT_IDENTITY] = Py_NewRef(Py_None);
-    int ok = 1;
-    for (int i = 0; i < X_COUNT; i++)
-        ok &= v[i] != NULL;
-    if (ok)
-        ev = self->exec_type->tp_alloc(self->exec_type, 0);
-    if (ev == NULL) {
-        for (int i = 0; i < X_COUNT; i++)
-            Py_XDECREF(v[i]);
+    ev = new_event(self->exec_type, v, X_COUNT, self->exec_off);
+    if (ev == NULL)
         goto done;
-    }
-    for (int i = 0; i < X_COUNT; i++)
-        SET(ev, self->exec_off[i], v[i]);
     for (Py_ssize_t i = 0; i < self->n_shared; i++)
         SET(ev, self->shared_off[i], Py_NewRef(PyTuple_GET_ITEM(fields, i)));
 done:
@@ -476,18 +484,7 @@ static PyObject *decode_exit(DecoderObject *self, const unsigned char *p)
         PyBool_FromLong(killed && (status & 0x80)),
         PyUnicode_DecodeUTF8((const char *)comm, nul ? nul - comm : COMM_LEN, "backslashreplace"),
     };
-    int ok = 1;
-    for (int i = 0; i < EXIT_COUNT; i++)
-        ok &= v[i] != NULL;
-    PyObject *ev = ok ? self->exit_type->tp_alloc(self->exit_type, 0) : NULL;
-    if (ev == NULL) {
-        for (int i = 0; i < EXIT_COUNT; i++)
-            Py_XDECREF(v[i]);
-        return NULL;
-    }
-    for (int i = 0; i < EXIT_COUNT; i++)
-        SET(ev, self->exit_off[i], v[i]);
-    return ev;
+    return new_event(self->exit_type, v, EXIT_COUNT, self->exit_off);
 }
 
 /* The event of the record p[0:n], or NULL with no error set: the reference

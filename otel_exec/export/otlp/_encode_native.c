@@ -411,10 +411,8 @@ static int is_set(PyObject *obj, PyObject *name, int *out)
 {
 	PyObject *v = PyObject_GetAttr(obj, name);
 
-	if (v == NULL)
-		return -1;
-	*out = PyObject_IsTrue(v);
-	Py_DECREF(v);
+	*out = v == NULL ? -1 : PyObject_IsTrue(v);
+	Py_XDECREF(v);
 	return *out < 0 ? -1 : 0;
 }
 
@@ -537,15 +535,10 @@ static PyObject *span(PyObject *self, PyObject *ended)
 		put_bytes(p, extras);
 out:
 	put_context(&c);
-	Py_XDECREF(info);
-	Py_XDECREF(exe);
-	Py_XDECREF(key);
-	Py_XDECREF(name);
-	Py_XDECREF(state);
-	Py_XDECREF(parent);
-	Py_XDECREF(attrs);
-	Py_XDECREF(end);
-	Py_XDECREF(extras);
+	PyObject *held[] = {info, exe, key, name, state, parent, attrs, end, extras};
+
+	for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++)
+		Py_XDECREF(held[i]);
 	return result;
 }
 
