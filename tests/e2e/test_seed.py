@@ -41,11 +41,13 @@ def test_no_exec_is_lost_while_thousands_of_processes_are_read_at_start(tmp_path
     flood = run_storm(storm, mark, 10000, 3000)
     try:
         run = AgentRun(tmp_path, "--ringbuf-bytes", str(2 << 20), "--no-executable-identity")
-        flood.wait(180)
+        try:
+            flood.wait(180)
+            time.sleep(1)
+        finally:
+            rc, err = run.stop()  # also when the storm times out: no agent is left running
     finally:
         flood.kill()
-    time.sleep(1)
-    rc, err = run.stop()
     assert rc == 0, err
     counters = counters_from(err)
     assert counters["process_table_size"] >= HELD
