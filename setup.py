@@ -15,6 +15,7 @@ goes on, and the reference runs (otel_exec/native.py).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -164,27 +165,26 @@ class BuildOptionalExt(build_ext):
     def _built(self):
         return [ext for ext in self.extensions if ext.name not in self.not_built]
 
+    @contextlib.contextmanager
+    def _only_built(self):
+        extensions, self.extensions = self.extensions, self._built()
+        try:
+            yield
+        finally:
+            self.extensions = extensions
+
     # What an install, a wheel or an in-place build copies: the extensions built.
     def copy_extensions_to_source(self):
-        extensions, self.extensions = self.extensions, self._built()
-        try:
+        with self._only_built():
             super().copy_extensions_to_source()
-        finally:
-            self.extensions = extensions
 
     def get_outputs(self):
-        extensions, self.extensions = self.extensions, self._built()
-        try:
+        with self._only_built():
             return super().get_outputs()
-        finally:
-            self.extensions = extensions
 
     def get_output_mapping(self):
-        extensions, self.extensions = self.extensions, self._built()
-        try:
+        with self._only_built():
             return super().get_output_mapping()
-        finally:
-            self.extensions = extensions
 
     @staticmethod
     def _say(message: str) -> None:
