@@ -336,7 +336,8 @@ def render(results: Results, plan: Plan, command: str, started: datetime.datetim
             (f"Peer versions: {peer_versions() or 'none installed'}. Tracer CPU: the tracer's own process "
              "(all threads; auditd with the kauditd kernel thread) from storm start until it had written "
              "everything; kernel work done in the exec'ing task (BPF program, audit hook) shows in the exec "
-             f"rate instead. {plan.peer_pairs} A/B pair(s) per peer. Argv: the storm's execs whose command "
+             "rate instead. Per exec recorded: that CPU over the share of the storm's execs the tracer "
+             f"recorded. {plan.peer_pairs} A/B pair(s) per peer. Argv: the storm's execs whose command "
              "line, as the tracer reported it, is exactly the storm's (otel-exec: the log record's body)."),
         ]
     parts += ["", "### Scaling", ""]

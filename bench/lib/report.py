@@ -460,6 +460,14 @@ def runs_table(r: Results) -> str:
             "(its last spans wait up to 5 s).")
 
 
+def _per_recorded(axes: _Axes) -> str:
+    """CPU per storm exec over the share recorded: what each exec a tracer
+    reported cost (a poller that sees few of them is cheap per exec run)."""
+    if not axes.completeness:
+        return "none recorded"
+    return f"{axes.cpu_us / axes.completeness:,.1f} µs"
+
+
 def peers_table(r: Results) -> str:
     rows = []
     runs = r.traced
@@ -471,16 +479,17 @@ def peers_table(r: Results) -> str:
             ", ".join(_n(t.recorded) for t in runs),
             ", ".join(_n(t.argv_ok) for t in runs),
             f"{ours.cpu_us:.1f} µs",
+            _per_recorded(ours),
             f"{ours.rss_mb:.1f} MB",
             (f"{_pairs(len(runs))}" + (f" counted, {_pairs(len(r.uncounted))} for the rate (collector without "
                                        "the counting processor)" if r.uncounted else "")
              + f"; other execs seen: {', '.join(_n(_other_execs(t)) for t in runs)}"),
         ])
     else:
-        rows.append(["otel-exec", "not run (section pairs)", "", "", "", "", ""])
+        rows.append(["otel-exec", "not run (section pairs)", "", "", "", "", "", ""])
     for p in r.peers:
         if p.unavailable is not None:
-            rows.append([p.name, p.unavailable, "", "", "", "", ""])
+            rows.append([p.name, p.unavailable, "", "", "", "", "", ""])
             continue
         theirs = _peer_axes(p, r.execs)
         notes = [_pairs(len(p.runs)), "other execs seen: " + ", ".join(_n(max(0, run.seen - r.execs)) for run in p.runs)]
@@ -491,11 +500,13 @@ def peers_table(r: Results) -> str:
             ", ".join(_n(run.recorded) for run in p.runs),
             ", ".join(_n(run.argv_ok) for run in p.runs),
             f"{theirs.cpu_us:.1f} µs",
+            _per_recorded(theirs),
             f"{theirs.rss_mb:.1f} MB",
             "; ".join(dict.fromkeys(notes)),
         ])
     return table(["tracer", "exec rate vs untraced", f"storm execs recorded of {_n(r.execs)}",
-                  "with the storm's exact argv", "tracer CPU per exec", "peak RSS", "notes"], rows)
+                  "with the storm's exact argv", "tracer CPU per exec", "per exec recorded", "peak RSS", "notes"],
+                 rows)
 
 
 def scaling_table(r: Results) -> str:
