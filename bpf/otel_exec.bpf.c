@@ -66,6 +66,7 @@ struct exec_scratch {
 	 * takes what runs past key.data. */
 	struct oe_prefix_key key;
 	char key_tail[OE_PREFIX_LEN];
+	__u64 addr;                      /* see as_addr() */
 };
 
 struct {
@@ -636,8 +637,24 @@ static __always_inline __u32 put_resolved(struct exec_scratch *s, __u32 off, int
 }
 
 /* A global function takes no typed pointer: the path's pointers cross as
- * integers, which only a probe read yields. */
+ * integers. A pointer the verifier knows the type of becomes one by a trip
+ * through the scratch map: a privileged program may store a pointer into a
+ * map value, and what it loads from one is an integer. A store and a load
+ * instead of a probe read per pointer. */
+static __always_inline __u64 as_addr(struct exec_scratch *s, const void *p)
+{
+	*(volatile __u64 *)&s->addr = (__u64)p;
+	return *(volatile __u64 *)&s->addr;
+}
+
+/* f: a pointer the verifier knows as a file. */
 static __always_inline void walk_file(struct exec_scratch *s, struct file *f)
+{
+	walk_path(s, as_addr(s, f->f_path.mnt), as_addr(s, f->f_path.dentry));
+}
+
+/* f: a file's address the verifier knows as an integer only. */
+static __always_inline void walk_probed_file(struct exec_scratch *s, struct file *f)
 {
 	walk_path(s, (__u64)BPF_CORE_READ(f, f_path.mnt), (__u64)BPF_CORE_READ(f, f_path.dentry));
 }
@@ -1032,22 +1049,24 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 			in = files->fd_array[0];
 			file_id_direct(in, &s->rec.stdin);
 			s->rec.stdin_fs_magic = in ? in->f_inode->i_sb->s_magic : 0;
+			if (!(cfg.skip & OE_SKIP_PATHS) && in)
+				walk_file(s, in);
 		} else {
 			if (fdt->max_fds > 0)
 				bpf_core_read(&in, sizeof(in), &fdt->fd[0]);
 			file_id_probed(in, &s->rec.stdin);
 			s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
+			if (!(cfg.skip & OE_SKIP_PATHS) && in)
+				walk_probed_file(s, in);
 		}
-		if (!(cfg.skip & OE_SKIP_PATHS) && in) {
-			walk_file(s, in);
+		if (!(cfg.skip & OE_SKIP_PATHS) && in)
 			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
-		}
 	}
 	if (!(cfg.skip & OE_SKIP_PATHS)) {
-		walk_path(s, (__u64)BPF_CORE_READ(t, fs, pwd.mnt), (__u64)BPF_CORE_READ(t, fs, pwd.dentry));
+		walk_path(s, as_addr(s, t->fs->pwd.mnt), as_addr(s, t->fs->pwd.dentry));
 		off += put_resolved(s, off, OE_STR_PWD, OE_PATH_PWD, put_walked(s, off));
 		off += put_resolved(s, off, OE_STR_CGROUP, OE_PATH_CGROUP,
-				    put_cgroup(s, off, (__u64)BPF_CORE_READ(t, cgroups, dfl_cgrp, kn)));
+				    put_cgroup(s, off, as_addr(s, t->cgroups->dfl_cgrp->kn)));
 	}
 
 	s->rec.str_len[OE_STR_ARGV] =
