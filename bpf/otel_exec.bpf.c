@@ -36,7 +36,7 @@ struct {
 #define INLINE_NAME_WORDS 5
 /* Words of a dentry read by walk_path() per step: from d_hash.pprev to the
  * end of the inline name. */
-#define DENTRY_SPAN_WORDS 16
+#define DENTRY_SPAN_WORDS 10
 
 /* One path walked by walk_path(): per step of the walk, leaf first, the
  * name of the component it passed, or 0 where it crossed a mount. */
@@ -309,8 +309,9 @@ static __always_inline __u64 span_word_of(const __u64 *span, __u32 words, const 
 {
 	__u64 v = 0;
 
+	/* off and first are constants once relocated: so is the index. */
 	if (off >= first && off - first < words * 8 && !((off - first) & 7))
-		return span[((off - first) / 8) & (words - 1)];
+		return span[(off - first) / 8];
 	bpf_probe_read_kernel(&v, sizeof(v), obj + off);
 	return v;
 }
@@ -515,8 +516,7 @@ __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 			break;
 		}
 		if (s->walk.inline_mask & (1ULL << i))
-			off += put_inline_name(s, off, &s->walk.span[i][inline_name_word(d_first) &
-									 (DENTRY_SPAN_WORDS - 1)],
+			off += put_inline_name(s, off, &s->walk.span[i][inline_name_word(d_first)],
 					       s->walk.len[i]);
 		else
 			off += put_name(s, off, (void *)name, s->walk.len[i]);
