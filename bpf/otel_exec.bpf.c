@@ -686,6 +686,30 @@ static __always_inline __u32 put_user_block(struct exec_scratch *s, __u32 off, u
 	return len;
 }
 
+/* argv and env with one read, when that writes what put_user_block() would
+ * for each: both collected, neither cut, env right after argv (where the
+ * ELF loader puts it). False, and nothing kept, otherwise or if the read
+ * failed (each is then read on its own, and a failure told apart). */
+static __always_inline bool put_user_blocks(struct exec_scratch *s, __u32 off, unsigned long arg_start,
+					    unsigned long arg_end, unsigned long env_start, unsigned long env_end)
+{
+	__u64 len;
+
+	if (!cfg.argv_max || !cfg.env_max || arg_end != env_start || arg_start > arg_end ||
+	    env_start > env_end || arg_end - arg_start > cfg.argv_max || env_end - env_start > cfg.env_max)
+		return false;
+	len = env_end - arg_start;
+	/* Spelled out for the verifier, as in put_user_block(). */
+	if (len > 2 * OE_ARGS_MAX)
+		return false;
+	off &= OE_DATA_HALF - 1;
+	if (len && bpf_probe_read_user(&s->data[off], len, (void *)arg_start))
+		return false;
+	s->rec.str_len[OE_STR_ARGV] = arg_end - arg_start;
+	s->rec.str_len[OE_STR_ENV] = env_end - env_start;
+	return true;
+}
+
 /* The pid of task t in pid namespace level `level`, 0 if t is not visible
  * there (a parent outside a container's pid namespace). */
 static __always_inline __u32 pid_at_level(struct task_struct *t, unsigned int level,
@@ -1069,15 +1093,19 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 				    put_cgroup(s, off, as_addr(s, t->cgroups->dfl_cgrp->kn)));
 	}
 
-	s->rec.str_len[OE_STR_ARGV] =
-		put_user_block(s, off, mm->arg_start, mm->arg_end,
-			       cfg.argv_max, OE_F_ARGV_TRUNCATED, OE_F_ARGV_UNREADABLE, OE_CNT_CUT_ARGV);
-	off += s->rec.str_len[OE_STR_ARGV];
-	off &= OE_DATA_HALF - 1;
-	s->rec.str_len[OE_STR_ENV] =
-		put_user_block(s, off, mm->env_start, mm->env_end,
-			       cfg.env_max, OE_F_ENV_TRUNCATED, OE_F_ENV_UNREADABLE, OE_CNT_CUT_ENV);
-	off += s->rec.str_len[OE_STR_ENV];
+	if (put_user_blocks(s, off, mm->arg_start, mm->arg_end, mm->env_start, mm->env_end)) {
+		off += s->rec.str_len[OE_STR_ARGV] + s->rec.str_len[OE_STR_ENV];
+	} else {
+		s->rec.str_len[OE_STR_ARGV] =
+			put_user_block(s, off, mm->arg_start, mm->arg_end, cfg.argv_max, OE_F_ARGV_TRUNCATED,
+				       OE_F_ARGV_UNREADABLE, OE_CNT_CUT_ARGV);
+		off += s->rec.str_len[OE_STR_ARGV];
+		off &= OE_DATA_HALF - 1;
+		s->rec.str_len[OE_STR_ENV] =
+			put_user_block(s, off, mm->env_start, mm->env_end, cfg.env_max, OE_F_ENV_TRUNCATED,
+				       OE_F_ENV_UNREADABLE, OE_CNT_CUT_ENV);
+		off += s->rec.str_len[OE_STR_ENV];
+	}
 
 	off &= OE_DATA_SIZE - 1;
 	s->rec.hdr.size = sizeof(s->rec) + off;
