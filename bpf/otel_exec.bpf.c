@@ -419,7 +419,11 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 		void *parent;
 
 		span = s->walk.span[i & (OE_PATH_DEPTH_MAX - 1)];
-		if (bpf_probe_read_kernel(span, DENTRY_SPAN_WORDS * 8, dentry + d_first))
+		/* Past the first step a mount's root needs nothing of its own
+		 * (the mount's fields say where to go): its span is not read,
+		 * and what the slot holds is not used. */
+		if ((i == 0 || dentry != mnt_root) &&
+		    bpf_probe_read_kernel(span, DENTRY_SPAN_WORDS * 8, dentry + d_first))
 			__builtin_memset(span, 0, DENTRY_SPAN_WORDS * 8);
 		parent = (void *)dentry_word(span, dentry, d_first, d_parent);
 		if (i == 0 && !dentry_word(span, dentry, d_first, d_first) && parent != dentry)
