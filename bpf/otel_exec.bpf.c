@@ -31,11 +31,23 @@ struct {
 	__uint(max_entries, 8 << 20); /* resized by user space */
 } events SEC(".maps");
 
+/* Words of a dentry's inline name: DNAME_INLINE_LEN is 40 bytes on 64-bit
+ * kernels since 6.14, 32 before. */
+#define INLINE_NAME_WORDS 5
+/* Words of a dentry read by walk_path() per step: from d_hash.pprev to the
+ * end of the inline name. */
+#define DENTRY_SPAN_WORDS 10
+
 /* One path walked by walk_path(): per step of the walk, leaf first, the
  * name of the component it passed, or 0 where it crossed a mount. */
 struct path_walk {
 	__u64 name[OE_PATH_DEPTH_MAX];   /* kernel addresses of the dentry names */
 	__u32 len[OE_PATH_DEPTH_MAX];    /* their lengths (d_name.len), NUL excluded */
+	/* Per step, the span of its dentry (see dentry_word). A name stored
+	 * inside its dentry (a short one) came with it: bit i of inline_mask
+	 * says step i's did. */
+	__u64 span[OE_PATH_DEPTH_MAX][DENTRY_SPAN_WORDS];
+	__u64 inline_mask;
 	__u32 n;                         /* steps */
 	__u32 pflags;                    /* OE_PF_* */
 };
@@ -54,6 +66,7 @@ struct exec_scratch {
 	 * takes what runs past key.data. */
 	struct oe_prefix_key key;
 	char key_tail[OE_PREFIX_LEN];
+	__u64 addr;                      /* see as_addr() */
 };
 
 struct {
@@ -107,7 +120,32 @@ struct {
 	__type(value, __u8);
 } path_prefixes SEC(".maps");
 
-/* comm before exec, keyed by tid, from sched_prepare_exec (6.10+) */
+/*
+ * The comm before exec, from sched_prepare_exec (6.10+) to sched_process_exec
+ * of the same thread, which may run on another CPU. First in the slot of
+ * prev_comm_slots its tid picks (an array element: no lock, no allocation);
+ * when that slot is held by another tid's exec in flight, or left by one that
+ * died after prepare, in prev_comms, keyed by tid. A slot's tag is taken with
+ * an atomic exchange both to write and to read it, so a comm is never read
+ * half written or under another tid's tag.
+ */
+#define PREV_COMM_SLOTS 8192
+#define PREV_COMM_BUSY (~0ULL)
+/* Never 0 (free) nor PREV_COMM_BUSY. */
+#define PREV_COMM_TAG(tid) ((__u64)(tid) << 1 | 1)
+
+struct prev_comm_slot {
+	__u64 tag;                       /* 0, PREV_COMM_BUSY or PREV_COMM_TAG(tid) */
+	char comm[OE_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PREV_COMM_SLOTS);
+	__type(key, __u32);
+	__type(value, struct prev_comm_slot);
+} prev_comm_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -266,14 +304,26 @@ static __always_inline __u32 put_str(struct exec_scratch *s, __u32 off, const vo
  * field that a kernel placed outside the span is still read, on its own. */
 #define SPAN_WORDS 4
 
-static __always_inline __u64 span_word(const __u64 *span, const void *obj, __u32 first, __u32 off)
+static __always_inline __u64 span_word_of(const __u64 *span, __u32 words, const void *obj, __u32 first,
+					  __u32 off)
 {
 	__u64 v = 0;
 
-	if (off >= first && off - first < SPAN_WORDS * 8 && !((off - first) & 7))
-		return span[((off - first) / 8) & (SPAN_WORDS - 1)];
+	/* off and first are constants once relocated: so is the index. */
+	if (off >= first && off - first < words * 8 && !((off - first) & 7))
+		return span[(off - first) / 8];
 	bpf_probe_read_kernel(&v, sizeof(v), obj + off);
 	return v;
+}
+
+static __always_inline __u64 span_word(const __u64 *span, const void *obj, __u32 first, __u32 off)
+{
+	return span_word_of(span, SPAN_WORDS, obj, first, off);
+}
+
+static __always_inline __u64 dentry_word(const __u64 *span, const void *dentry, __u32 first, __u32 off)
+{
+	return span_word_of(span, DENTRY_SPAN_WORDS, dentry, first, off);
 }
 
 /* d_name.len, a 32-bit field in the span (it shares a word with the hash). */
@@ -281,7 +331,53 @@ static __always_inline __u32 name_len(const __u64 *span, const void *dentry, __u
 {
 	__u32 aligned = off & ~7u;
 
-	return span_word(span, dentry, first, aligned) >> (8 * (off - aligned));
+	return dentry_word(span, dentry, first, aligned) >> (8 * (off - aligned));
+}
+
+/* The inline name's field: d_shortname since 6.14, d_iname before. */
+struct dentry___pre614 {
+	unsigned char d_iname[32];
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 inline_name_offset(void)
+{
+	if (bpf_core_field_exists(struct dentry, d_shortname))
+		return bpf_core_field_offset(struct dentry, d_shortname);
+	return bpf_core_field_offset(struct dentry___pre614, d_iname);
+}
+
+static __always_inline __u32 inline_name_size(void)
+{
+	if (bpf_core_field_exists(struct dentry, d_shortname))
+		return bpf_core_field_size(struct dentry, d_shortname);
+	return bpf_core_field_size(struct dentry___pre614, d_iname);
+}
+
+/* Where the inline name lies in the span, when all of it does (the
+ * offsets are constants once relocated); DENTRY_SPAN_WORDS if not. */
+static __always_inline __u32 inline_name_word(__u32 d_first)
+{
+	__u32 inl = inline_name_offset();
+
+	if (inl < d_first || ((inl - d_first) & 7) || inline_name_size() > INLINE_NAME_WORDS * 8 ||
+	    inl - d_first + INLINE_NAME_WORDS * 8 > DENTRY_SPAN_WORDS * 8)
+		return DENTRY_SPAN_WORDS;
+	return (inl - d_first) / 8;
+}
+
+/* Step i's name and length, from its dentry's span; a name inside the
+ * dentry, and so in the span, needs no read of its own in put_walked(). */
+static __always_inline void walked_name(struct exec_scratch *s, int i, const __u64 *span, void *dentry,
+					__u32 d_first, __u32 d_name, __u32 d_len)
+{
+	__u64 name = dentry_word(span, dentry, d_first, d_name);
+	__u32 len = name_len(span, dentry, d_first, d_len);
+
+	s->walk.name[i & (OE_PATH_DEPTH_MAX - 1)] = name;
+	s->walk.len[i & (OE_PATH_DEPTH_MAX - 1)] = len;
+	if (inline_name_word(d_first) < DENTRY_SPAN_WORDS && name == (__u64)dentry + inline_name_offset() &&
+	    len > 0 && len < inline_name_size())
+		s->walk.inline_mask |= 1ULL << (i & (OE_PATH_DEPTH_MAX - 1));
 }
 
 /* Walks (mnt, dentry) up to the root of the mount namespace as d_path()
@@ -303,7 +399,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 	__u32 n = OE_PATH_DEPTH_MAX, pflags = 0;
 	void *mnt = (void *)vfsmnt_addr - mnt_off;
 	void *dentry = (void *)dentry_addr;
-	__u64 span[SPAN_WORDS], mspan[SPAN_WORDS];
+	__u64 *span, mspan[SPAN_WORDS];
 	void *mnt_root;
 	bool done = false;
 	int i;
@@ -312,6 +408,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 		return 0;
 	s->walk.n = 0;
 	s->walk.pflags = 0;
+	s->walk.inline_mask = 0;
 	if (!dentry || !vfsmnt_addr)
 		return 0;
 	if (bpf_probe_read_kernel(mspan, sizeof(mspan), mnt + m_first))
@@ -321,10 +418,15 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 	for (i = 0; i < OE_PATH_DEPTH_MAX; i++) {
 		void *parent;
 
-		if (bpf_probe_read_kernel(span, sizeof(span), dentry + d_first))
-			__builtin_memset(span, 0, sizeof(span));
-		parent = (void *)span_word(span, dentry, d_first, d_parent);
-		if (i == 0 && !span_word(span, dentry, d_first, d_first) && parent != dentry)
+		span = s->walk.span[i & (OE_PATH_DEPTH_MAX - 1)];
+		/* Past the first step a mount's root needs nothing of its own
+		 * (the mount's fields say where to go): its span is not read,
+		 * and what the slot holds is not used. */
+		if ((i == 0 || dentry != mnt_root) &&
+		    bpf_probe_read_kernel(span, DENTRY_SPAN_WORDS * 8, dentry + d_first))
+			__builtin_memset(span, 0, DENTRY_SPAN_WORDS * 8);
+		parent = (void *)dentry_word(span, dentry, d_first, d_parent);
+		if (i == 0 && !dentry_word(span, dentry, d_first, d_first) && parent != dentry)
 			pflags |= OE_PF_DELETED;
 		if (dentry == mnt_root || dentry == parent) {
 			void *mnt_parent;
@@ -333,8 +435,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 				/* A dentry with no parent that is not a mount root:
 				 * a pseudo file (memfd, pipe, socket, anon inode). */
 				pflags |= OE_PF_DETACHED;
-				s->walk.name[i] = span_word(span, dentry, d_first, d_name);
-				s->walk.len[i] = name_len(span, dentry, d_first, d_len);
+				walked_name(s, i, span, dentry, d_first, d_name, d_len);
 				n = i + 1;
 				done = true;
 				break;
@@ -355,8 +456,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 			mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
 			continue;
 		}
-		s->walk.name[i] = span_word(span, dentry, d_first, d_name);
-		s->walk.len[i] = name_len(span, dentry, d_first, d_len);
+		walked_name(s, i, span, dentry, d_first, d_name, d_len);
 		dentry = parent;
 	}
 	if (!done)
@@ -383,10 +483,26 @@ static __always_inline __u32 put_name(struct exec_scratch *s, __u32 off, const v
 	return len + 1;
 }
 
+/* An inline name walk_path() kept: its words, then the NUL at its length.
+ * The words past the NUL land where the next string of the record starts,
+ * which is written after them, or past the record's end. */
+static __always_inline __u32 put_inline_name(struct exec_scratch *s, __u32 off, const __u64 *words,
+					     __u32 len)
+{
+	int k;
+
+	off &= OE_DATA_HALF - 1;
+	for (k = 0; k < INLINE_NAME_WORDS; k++)
+		*(__u64 *)&s->data[off + 8 * k] = words[k];
+	s->data[(off + len) & (OE_DATA_SIZE - 1)] = 0;
+	return len + 1;
+}
+
 /* Writes the path in s->walk at off as leaf-first components, at most
  * OE_PATH_MAX bytes (a cut keeps the leaf-most ones). */
 __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 {
+	__u32 d_first = bpf_core_field_offset(struct dentry, d_hash.pprev);
 	__u32 start = off, n, pflags;
 	int i;
 
@@ -403,7 +519,11 @@ __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 			pflags |= OE_PF_TRUNCATED;
 			break;
 		}
-		off += put_name(s, off, (void *)name, s->walk.len[i]);
+		if (s->walk.inline_mask & (1ULL << i))
+			off += put_inline_name(s, off, &s->walk.span[i][inline_name_word(d_first)],
+					       s->walk.len[i]);
+		else
+			off += put_name(s, off, (void *)name, s->walk.len[i]);
 	}
 	if (pflags & OE_PF_TRUNCATED)
 		count(OE_CNT_CUT_PATH);
@@ -521,8 +641,24 @@ static __always_inline __u32 put_resolved(struct exec_scratch *s, __u32 off, int
 }
 
 /* A global function takes no typed pointer: the path's pointers cross as
- * integers, which only a probe read yields. */
+ * integers. A pointer the verifier knows the type of becomes one by a trip
+ * through the scratch map: a privileged program may store a pointer into a
+ * map value, and what it loads from one is an integer. A store and a load
+ * instead of a probe read per pointer. */
+static __always_inline __u64 as_addr(struct exec_scratch *s, const void *p)
+{
+	*(volatile __u64 *)&s->addr = (__u64)p;
+	return *(volatile __u64 *)&s->addr;
+}
+
+/* f: a pointer the verifier knows as a file. */
 static __always_inline void walk_file(struct exec_scratch *s, struct file *f)
+{
+	walk_path(s, as_addr(s, f->f_path.mnt), as_addr(s, f->f_path.dentry));
+}
+
+/* f: a file's address the verifier knows as an integer only. */
+static __always_inline void walk_probed_file(struct exec_scratch *s, struct file *f)
 {
 	walk_path(s, (__u64)BPF_CORE_READ(f, f_path.mnt), (__u64)BPF_CORE_READ(f, f_path.dentry));
 }
@@ -552,6 +688,30 @@ static __always_inline __u32 put_user_block(struct exec_scratch *s, __u32 off, u
 		return 0;
 	}
 	return len;
+}
+
+/* argv and env with one read, when that writes what put_user_block() would
+ * for each: both collected, neither cut, env right after argv (where the
+ * ELF loader puts it). False, and nothing kept, otherwise or if the read
+ * failed (each is then read on its own, and a failure told apart). */
+static __always_inline bool put_user_blocks(struct exec_scratch *s, __u32 off, unsigned long arg_start,
+					    unsigned long arg_end, unsigned long env_start, unsigned long env_end)
+{
+	__u64 len;
+
+	if (!cfg.argv_max || !cfg.env_max || arg_end != env_start || arg_start > arg_end ||
+	    env_start > env_end || arg_end - arg_start > cfg.argv_max || env_end - env_start > cfg.env_max)
+		return false;
+	len = env_end - arg_start;
+	/* Spelled out for the verifier, as in put_user_block(). */
+	if (len > 2 * OE_ARGS_MAX)
+		return false;
+	off &= OE_DATA_HALF - 1;
+	if (len && bpf_probe_read_user(&s->data[off], len, (void *)arg_start))
+		return false;
+	s->rec.str_len[OE_STR_ARGV] = arg_end - arg_start;
+	s->rec.str_len[OE_STR_ENV] = env_end - env_start;
+	return true;
 }
 
 /* The pid of task t in pid namespace level `level`, 0 if t is not visible
@@ -712,11 +872,46 @@ SEC("tp_btf/sched_prepare_exec")
 int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bprm)
 {
 	char comm[OE_COMM_LEN];
-	__u32 tid = t->pid;
+	__u32 tid = t->pid, idx = tid & (PREV_COMM_SLOTS - 1);
+	struct prev_comm_slot *slot = bpf_map_lookup_elem(&prev_comm_slots, &idx);
 
 	bpf_get_current_comm(comm, sizeof(comm));
+	if (slot) {
+		/* A tag of this tid is left by an exec of an earlier thread
+		 * with the same tid that died after prepare: no longer read. */
+		__u64 tag = *(volatile __u64 *)&slot->tag;
+
+		if ((tag == 0 || tag == PREV_COMM_TAG(tid)) &&
+		    __sync_val_compare_and_swap(&slot->tag, tag, PREV_COMM_BUSY) == tag) {
+			__builtin_memcpy(slot->comm, comm, OE_COMM_LEN);
+			__sync_lock_test_and_set(&slot->tag, PREV_COMM_TAG(tid));
+			return 0;
+		}
+	}
 	bpf_map_update_elem(&prev_comms, &tid, comm, BPF_ANY);
 	return 0;
+}
+
+/* Moves the comm sched_prepare_exec kept for thread tid into prev_comm:
+ * false if it kept none. */
+static __always_inline bool take_prev_comm(__u32 tid, char *prev_comm)
+{
+	__u32 idx = tid & (PREV_COMM_SLOTS - 1);
+	struct prev_comm_slot *slot = bpf_map_lookup_elem(&prev_comm_slots, &idx);
+	char *kept;
+
+	if (slot && __sync_val_compare_and_swap(&slot->tag, PREV_COMM_TAG(tid), PREV_COMM_BUSY) ==
+			    PREV_COMM_TAG(tid)) {
+		__builtin_memcpy(prev_comm, slot->comm, OE_COMM_LEN);
+		__sync_lock_test_and_set(&slot->tag, 0);
+		return true;
+	}
+	kept = bpf_map_lookup_elem(&prev_comms, &tid);
+	if (!kept)
+		return false;
+	__builtin_memcpy(prev_comm, kept, OE_COMM_LEN);
+	bpf_map_delete_elem(&prev_comms, &tid);
+	return true;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -734,10 +929,9 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	struct exec_scratch *s;
 	struct pid_namespace *ns;
 	struct upid up = {};
-	__u32 key = bpf_get_smp_processor_id(), off = 0, level, tid;
+	__u32 key = bpf_get_smp_processor_id(), off = 0, level;
 	__u32 comm = 0, uid = 0, prefix = 0, pid_ns;
 	bool cut = false, exe_walked = false, sampled = false;
-	char *prev;
 	long err;
 
 	if (t->tgid == cfg.self_tgid || parent->tgid == cfg.self_tgid)
@@ -825,13 +1019,8 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	if (parent->flags & PF_KTHREAD)
 		s->rec.flags |= OE_F_INVOKED_FROM_KERNEL;
 	bpf_get_current_comm(s->rec.comm, sizeof(s->rec.comm));
-	tid = old_pid;
-	prev = bpf_map_lookup_elem(&prev_comms, &tid);
-	if (prev) {
-		__builtin_memcpy(s->rec.prev_comm, prev, OE_COMM_LEN);
+	if (take_prev_comm(old_pid, s->rec.prev_comm))
 		s->rec.flags |= OE_F_PREV_COMM_KNOWN;
-		bpf_map_delete_elem(&prev_comms, &tid);
-	}
 	bpf_probe_read_kernel_str(s->rec.hostname, sizeof(s->rec.hostname), t->nsproxy->uts_ns->name.nodename);
 
 	file_id_direct(exe, &s->rec.file);
@@ -888,33 +1077,39 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 			in = files->fd_array[0];
 			file_id_direct(in, &s->rec.stdin);
 			s->rec.stdin_fs_magic = in ? in->f_inode->i_sb->s_magic : 0;
+			if (!(cfg.skip & OE_SKIP_PATHS) && in)
+				walk_file(s, in);
 		} else {
 			if (fdt->max_fds > 0)
 				bpf_core_read(&in, sizeof(in), &fdt->fd[0]);
 			file_id_probed(in, &s->rec.stdin);
 			s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
+			if (!(cfg.skip & OE_SKIP_PATHS) && in)
+				walk_probed_file(s, in);
 		}
-		if (!(cfg.skip & OE_SKIP_PATHS) && in) {
-			walk_file(s, in);
+		if (!(cfg.skip & OE_SKIP_PATHS) && in)
 			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
-		}
 	}
 	if (!(cfg.skip & OE_SKIP_PATHS)) {
-		walk_path(s, (__u64)BPF_CORE_READ(t, fs, pwd.mnt), (__u64)BPF_CORE_READ(t, fs, pwd.dentry));
+		walk_path(s, as_addr(s, t->fs->pwd.mnt), as_addr(s, t->fs->pwd.dentry));
 		off += put_resolved(s, off, OE_STR_PWD, OE_PATH_PWD, put_walked(s, off));
 		off += put_resolved(s, off, OE_STR_CGROUP, OE_PATH_CGROUP,
-				    put_cgroup(s, off, (__u64)BPF_CORE_READ(t, cgroups, dfl_cgrp, kn)));
+				    put_cgroup(s, off, as_addr(s, t->cgroups->dfl_cgrp->kn)));
 	}
 
-	s->rec.str_len[OE_STR_ARGV] =
-		put_user_block(s, off, mm->arg_start, mm->arg_end,
-			       cfg.argv_max, OE_F_ARGV_TRUNCATED, OE_F_ARGV_UNREADABLE, OE_CNT_CUT_ARGV);
-	off += s->rec.str_len[OE_STR_ARGV];
-	off &= OE_DATA_HALF - 1;
-	s->rec.str_len[OE_STR_ENV] =
-		put_user_block(s, off, mm->env_start, mm->env_end,
-			       cfg.env_max, OE_F_ENV_TRUNCATED, OE_F_ENV_UNREADABLE, OE_CNT_CUT_ENV);
-	off += s->rec.str_len[OE_STR_ENV];
+	if (put_user_blocks(s, off, mm->arg_start, mm->arg_end, mm->env_start, mm->env_end)) {
+		off += s->rec.str_len[OE_STR_ARGV] + s->rec.str_len[OE_STR_ENV];
+	} else {
+		s->rec.str_len[OE_STR_ARGV] =
+			put_user_block(s, off, mm->arg_start, mm->arg_end, cfg.argv_max, OE_F_ARGV_TRUNCATED,
+				       OE_F_ARGV_UNREADABLE, OE_CNT_CUT_ARGV);
+		off += s->rec.str_len[OE_STR_ARGV];
+		off &= OE_DATA_HALF - 1;
+		s->rec.str_len[OE_STR_ENV] =
+			put_user_block(s, off, mm->env_start, mm->env_end, cfg.env_max, OE_F_ENV_TRUNCATED,
+				       OE_F_ENV_UNREADABLE, OE_CNT_CUT_ENV);
+		off += s->rec.str_len[OE_STR_ENV];
+	}
 
 	off &= OE_DATA_SIZE - 1;
 	s->rec.hdr.size = sizeof(s->rec) + off;
@@ -946,7 +1141,10 @@ int BPF_PROG(handle_exit, struct task_struct *t)
 	r->pid = t->tgid;
 	r->start_boottime_ns = t->group_leader->start_boottime;
 	r->exit_code = t->exit_code;
-	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), t->comm);
+	/* Two plain loads, not a string read: the comm is NUL-terminated and
+	 * user space reads it up to the NUL. */
+	*(__u64 *)&r->comm[0] = *(__u64 *)&t->comm[0];
+	*(__u64 *)&r->comm[8] = *(__u64 *)&t->comm[8];
 	bpf_ringbuf_submit(r, wakeup_flags());
 	return 0;
 }
