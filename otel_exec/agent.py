@@ -26,6 +26,12 @@ from otel_exec.lineage.traceparent import TraceContextCarrier
 # Records of one drain before the sinks flush (write the spool): a few MiB
 # of encoded records at most, and more than a drain at full storm rate.
 DRAIN_RECORDS = 1024
+# The loop's clock-driven chores (the sinks' flush when nothing was read: the
+# spool's heartbeat, the export threads' check; the stats line, the heap trim,
+# the ready file) run at most this often, not on every wake-up: each costs
+# little, but a wake-up that reads nothing would otherwise cost several times
+# the wait itself. Every one of them needs a second's cadence at most.
+HOUSEKEEPING_S = 0.5
 
 
 class Sink(Protocol):
@@ -83,7 +89,7 @@ class Agent:
         # Resolved before attaching: an unknown user is a usage error that
         # costs no load.
         self.user = privileges.resolve_user(cfg.user) if cfg.user else None
-        self.tick: Callable[[], None] = lambda: None  # called every loop (otel_exec.export.telemetry)
+        self.tick: Callable[[], None] = lambda: None  # called on the loop's housekeeping (HOUSEKEEPING_S)
         self.executables = ExecutableIdentities(
             cfg.executable_sha256_max_bytes if cfg.executable_sha256 else None, cfg.executable_cache_entries,
             cfg.executable_wait_ms / 1000) if cfg.executable_identity else None
@@ -190,6 +196,9 @@ class Agent:
         source = self.source
         assert source is not None
         deadline = time.monotonic() + self.cfg.duration if self.cfg.duration else None
+        # A stats line more often than the housekeeping's own cadence is not late for it.
+        housekeeping_s = min(HOUSEKEEPING_S, self.cfg.stats_interval or HOUSEKEEPING_S)
+        next_housekeeping = 0.0
         while not self.stopping.is_set():
             timeout = self.cfg.poll_interval
             if deadline is not None:
@@ -198,28 +207,38 @@ class Agent:
                     break
                 timeout = min(timeout, left)
             source.wait(timeout)
-            self._drain(source)
-            # Every loop, also when nothing came: the spool's heartbeat says
-            # the agent is watching (a later start reports the gap after it).
-            for sink in self.sinks:
-                sink.flush()
-            self.tick()
-            if self.ready is not None:
-                self.ready.refresh()
+            read = self._drain(source)
+            now = time.monotonic()
+            housekeeping = now >= next_housekeeping
+            # What a drain read is handed over (written to the spool) at once;
+            # when nothing came, the flush still runs on the housekeeping
+            # cadence: the spool's heartbeat says the agent is watching (a
+            # later start reports the gap after it).
+            if read or housekeeping:
+                for sink in self.sinks:
+                    sink.flush()
+            if housekeeping:
+                next_housekeeping = now + housekeeping_s
+                self.tick()
+                if self.ready is not None:
+                    self.ready.refresh()
         # Detach first, then drain: everything the kernel produced is handled
         # and the counters read later describe exactly that.
         source.detach()
         self._drain(source)
 
-    def _drain(self, source: EventSource) -> None:
+    def _drain(self, source: EventSource) -> int:
         """Everything queued, handed to the sinks in parts of DRAIN_RECORDS:
         after the reader was held up (a busy machine) the ring holds
         thousands of records, whose encoded records would otherwise all
         wait in memory for the end of one drain. The caller flushes the
-        last part."""
-        while source.drain(self.handle, DRAIN_RECORDS) >= DRAIN_RECORDS:
+        last part. Returns how many records were read."""
+        read = 0
+        while (part := source.drain(self.handle, DRAIN_RECORDS)) >= DRAIN_RECORDS:
+            read += part
             for sink in self.sinks:
                 sink.flush()
+        return read + part
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Spans still open end now, marked incomplete; queues are flushed."""

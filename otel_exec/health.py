@@ -47,9 +47,10 @@ class ReadyFile:
         self._next_refresh = time.monotonic() + REFRESH_S
 
     def refresh(self) -> None:
-        """Touch the file, at most once per REFRESH_S: called on every turn
-        of the loop. A file someone removed is written again; a failure is
-        logged once (`otel-exec health` then reports the file stale)."""
+        """Touch the file, at most once per REFRESH_S: called on the loop's
+        housekeeping, several times per REFRESH_S. A file someone removed
+        is written again; a failure is logged once (`otel-exec health` then
+        reports the file stale)."""
         now = time.monotonic()
         if now < self._next_refresh:
             return

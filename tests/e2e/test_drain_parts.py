@@ -54,3 +54,55 @@ def test_a_backlog_is_handled_and_flushed_in_parts() -> None:
     # Each full part was flushed before the next was read; the last part is
     # flushed by whoever drains last (the loop, or shutdown).
     assert sink.flushed_at == [agent_mod.DRAIN_RECORDS, 2 * agent_mod.DRAIN_RECORDS]
+
+
+class Trickle:
+    """A source that has `per_turn` records at every wait (0: a quiet host)."""
+
+    run_time_capabilities: set[int] = set()
+
+    def __init__(self, per_turn: int) -> None:
+        self.per_turn = per_turn
+        self.turns = 0
+        self.queued = 0
+
+    def wait(self, timeout_s: float) -> None:
+        self.turns += 1
+        self.queued = self.per_turn
+
+    def drain(self, handle: Callable[[object], None], max_records: int | None = None) -> int:
+        part, self.queued = self.queued, 0
+        for ev in range(part):
+            handle(ev)
+        return part
+
+    def detach(self) -> None: ...
+
+
+def loop_for(seconds: float, source: Trickle) -> tuple[FlushLog, list[None]]:
+    handled: list[object] = []
+    sink = FlushLog(handled)
+    ticks: list[None] = []
+    agent = Agent(Config(poll_interval=0.005, duration=seconds), [sink], HostIdentity.current())  # type: ignore[list-item]
+    agent.handle = handled.append  # type: ignore[method-assign]
+    agent.tick = lambda: ticks.append(None)
+    agent.source = source  # type: ignore[assignment]
+    agent.run()
+    return sink, ticks
+
+
+def test_a_quiet_loop_flushes_and_ticks_only_on_the_housekeeping_cadence() -> None:
+    source = Trickle(0)
+    seconds = 0.8 * agent_mod.HOUSEKEEPING_S
+    sink, ticks = loop_for(seconds, source)
+    assert source.turns > 1
+    # The first turn's housekeeping, and none after it within the cadence.
+    assert len(sink.flushed_at) == 1 and len(ticks) == 1
+
+
+def test_every_drain_that_read_something_is_flushed_at_once() -> None:
+    source = Trickle(3)
+    sink, ticks = loop_for(0.8 * agent_mod.HOUSEKEEPING_S, source)
+    # Records reach the sinks (the spool) at the end of the drain that read them.
+    assert sink.flushed_at == [3 * turn for turn in range(1, source.turns + 1)]
+    assert len(ticks) == 1

@@ -179,7 +179,8 @@ class BatchExporter:
     between). Every step of its loop runs inside one error handler: an
     unexpected exception is logged with its traceback, counted
     (export_errors) and the loop goes on; if the thread dies anyway,
-    check() (the reader loop calls it every poll) starts a new one
+    check() (the reader loop calls it after each drain and at least every
+    agent.HOUSEKEEPING_S) starts a new one
     (export_thread_restarts)."""
 
     def __init__(self, signal: str, transport: Transport, resource: bytes, settings: BatchSettings,
