@@ -10,7 +10,6 @@ import operator
 import os
 import struct
 from functools import reduce
-from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,7 +27,9 @@ T = TypeVar("T")
 
 
 def object_path() -> Path:
-    path = Path(str(resources.files("otel_exec") / "_bpf" / "otel_exec.bpf.o"))
+    # Beside the package's modules (never zipped: libbpf opens it by path);
+    # importlib.resources would cost the start-up its import and zipfile's.
+    path = Path(__file__).parent.parent / "_bpf" / "otel_exec.bpf.o"
     if not path.exists():
         from otel_exec.errors import BpfError
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from typing import Iterable
 
@@ -171,7 +170,9 @@ def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None
     renamed over `name` (a rename replaces a symlink, never follows it).
     The temporary name is not predictable, so that another user cannot
     plant it first in a shared directory."""
-    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    # os.urandom, as secrets.token_hex does, without the import of secrets
+    # (hmac, hashlib, random) at start-up.
+    tmp = f".{name}.{os.urandom(8).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
         view = memoryview(data)

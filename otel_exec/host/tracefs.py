@@ -10,7 +10,6 @@ command that would fix it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 from otel_exec.errors import TracefsError
@@ -26,6 +25,11 @@ def usable(path: str) -> bool:
 
 
 def _mount_tracefs(path: str) -> None:
+    # Imported here (as root, before the drop, as every mount is): the
+    # start-up of an agent whose tracefs is mounted skips its imports
+    # (subprocess, tempfile, random).
+    import ctypes.util
+
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
     if libc.mount(b"nodev", os.fsencode(path), b"tracefs", 0, None) != 0:

@@ -18,7 +18,6 @@ import enum
 import gzip
 import os
 import re
-import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -381,6 +380,12 @@ def _check_tls_files(ca: tuple[str, str] | None, cert: tuple[str, str] | None,
     if (cert is None) != (key is None):
         have, missing = ("CLIENT_CERTIFICATE", "CLIENT_KEY") if cert else ("CLIENT_KEY", "CLIENT_CERTIFICATE")
         raise UsageError(f"OTEL_EXPORTER_OTLP_*{have} is set without OTEL_EXPORTER_OTLP_*{missing}")
+    if ca is None and cert is None:
+        return
+    # Imported only to parse TLS files (still as root): a plain-text
+    # exporter starts without ssl's import.
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     for var, path in filter(None, (ca, cert, key)):
         try:

@@ -1,0 +1,33 @@
+"""The modules `otel-exec run` imports on its way to the ready file leave
+out what that path never uses: importlib.resources (the BPF object is found
+beside the package), secrets (a temporary name needs only os.urandom),
+ssl (parsed TLS files only; a plain-text exporter has none) and ctypes.util
+(only to mount tracefs, where it is not mounted). Checked in a
+fresh interpreter, on the agent's own modules (the third-party ones they
+import at run time, grpc and the SDK, are theirs to choose)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What cli.run imports before it attaches, as it imports them.
+RUN_PATH = (
+    "otel_exec.cli", "otel_exec.agent", "otel_exec.check", "otel_exec.export.console",
+    "otel_exec.host.identity", "otel_exec.export.otlp.resource", "otel_exec.export.otlp.shape",
+    "otel_exec.export.otlp.sink", "otel_exec.export.otlp.transport", "otel_exec.export.spool",
+    "otel_exec.export.summary", "otel_exec.export.telemetry", "otel_exec.core.source",
+)
+NOT_BEFORE_READY = ("importlib.resources", "secrets", "ssl", "ctypes.util")
+
+
+def test_run_path_does_not_import_what_it_does_not_use() -> None:
+    code = ("import importlib, json, sys\n"
+            f"for name in {RUN_PATH!r}:\n"
+            "    importlib.import_module(name)\n"
+            f"print(json.dumps([m for m in {NOT_BEFORE_READY!r} if m in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
