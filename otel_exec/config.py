@@ -20,6 +20,11 @@ FORMATS = ("pretty", "jsonl")
 SPAN_ATTRIBUTE_SETS = ("slim", "full")
 EXPORTERS = ("console", "otlp")
 BACKENDS = ("auto", "core", "bcc")
+# The ring each backend gets without --ringbuf-bytes (docs/operations.md#sizing):
+# in tests/e2e/test_hostile.py's burst the CO-RE reader lost nothing with the
+# smallest ring allowed, BCC's reader (an exec is two records joined in
+# Python) lost records at 2 MiB and nothing at 4 MiB.
+RINGBUF_BYTES_DEFAULT = {"core": 2 * 1024 * 1024, "bcc": 4 * 1024 * 1024}
 # --no-field NAME: what the kernel then does not read, as the ExecEvent
 # fields left out (named in ExecEvent.unavailable, docs/fields.md).
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
@@ -83,11 +88,10 @@ class Config:
     argv_max_bytes: int = 32 * 1024
     env_max_bytes: int = 32 * 1024
     # The ring absorbs bursts the reader cannot follow at once (hundreds of
-    # parents forking together); the default leaves a margin over the
-    # smallest ring that lost nothing in tests/e2e/test_hostile.py's burst
-    # (docs/operations.md#sizing). All of it is resident (mapped once, see
+    # parents forking together). All of it is resident (mapped once, see
     # ringbuf.py): this is the largest single item of the agent's RSS.
-    ringbuf_bytes: int = 4 * 1024 * 1024
+    # None: the backend's own default (RINGBUF_BYTES_DEFAULT).
+    ringbuf_bytes: int | None = None
     # The reader sleeps this long between drains unless the kernel wakes it
     # because wakeup_fraction of the ring is full: batching wake-ups is what
     # keeps the per-exec kernel cost low.
@@ -132,6 +136,10 @@ class Config:
             raise UsageError(f"{', '.join(unsupported)}: not supported by the BCC backend ({why}); "
                              "the CO-RE backend needs kernel BTF (docs/backends.md)")
 
+    def ring_bytes(self, backend: str) -> int:
+        """The ring buffer size for backend ("core" or "bcc")."""
+        return self.ringbuf_bytes or RINGBUF_BYTES_DEFAULT[backend]
+
     def validate(self) -> None:
         if self.env_capture not in ENV_CAPTURE_MODES:
             raise UsageError(f"--env-capture must be one of {', '.join(ENV_CAPTURE_MODES)}")
@@ -163,9 +171,9 @@ class Config:
         if self.env_attributes < 0 or self.body_max_bytes < 0:
             raise UsageError("--env-attributes and --body-max-bytes must not be negative")
         rb = self.ringbuf_bytes
-        if rb < 4096 * 16 or rb & (rb - 1):
+        if rb is not None and (rb < 4096 * 16 or rb & (rb - 1)):
             raise UsageError("--ringbuf-bytes must be a power of two of at least 64 KiB")
-        if rb < 4 * (ARGS_MAX * 2 + 64 * 1024):
+        if rb is not None and rb < 4 * (ARGS_MAX * 2 + 64 * 1024):
             # One exec record can reach ~300 KiB; the ring must hold several.
             raise UsageError(f"--ringbuf-bytes must be at least {4 * (ARGS_MAX * 2 + 64 * 1024)}")
         if self.duration is not None and self.duration <= 0:

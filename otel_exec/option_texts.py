@@ -100,7 +100,7 @@ HELP: dict[str, str] = {
     "--env-max-bytes":
         "copy at most this much of the environment; more is cut (default %(default)s)",
     "--ringbuf-bytes":
-        "kernel-to-agent ring buffer size, a power of two (default %(default)s)",
+        "kernel-to-agent ring buffer size, a power of two (default 2 MiB with CO-RE, 4 MiB with BCC)",
     "--poll-interval":
         "drain the ring at least this often (default %(default)s)",
     "--process-table-size":
@@ -224,7 +224,8 @@ DOC: dict[str, str] = {
         "(default %(default)s)",
     "--ringbuf-bytes":
         "size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
-        "longer bursts (docs/operations.md#sizing; default %(default)s)",
+        "longer bursts (docs/operations.md#sizing; default 2097152 with the CO-RE backend, "
+        "4194304 with BCC)",
     "--poll-interval":
         "the reader drains the ring this often unless the ring fills faster "
         "(default %(default)s)",

@@ -145,7 +145,7 @@ class BccProgram:
             # env is read even with --env-capture none: TRACEPARENT lives there.
             "OE_ARGV_MAX": cfg.argv_max_bytes,
             "OE_ENV_MAX": cfg.env_max_bytes,
-            "OE_RINGBUF_PAGES": max(cfg.ringbuf_bytes // os.sysconf("SC_PAGE_SIZE"), 1),
+            "OE_RINGBUF_PAGES": max(cfg.ring_bytes("bcc") // os.sysconf("SC_PAGE_SIZE"), 1),
             "OE_NCPUS": possible_cpus(),
             "OE_PROCS_MAX": max(cfg.process_table_size, 65536),
             "OE_HOST_PIDNS_DEV": ns.st_dev,

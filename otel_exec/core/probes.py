@@ -94,7 +94,7 @@ class KernelProbes:
                 if symbol not in present:
                     self.obj.set_autoload(prog, False)
             self.obj.set_rodata(self._config_bytes(cfg))
-            self.obj.set_max_entries("events", cfg.ringbuf_bytes)
+            self.obj.set_max_entries("events", cfg.ring_bytes("core"))
             self.obj.set_max_entries("scratch", self.obj.num_possible_cpus())
             self.obj.set_max_entries("counters", self.obj.num_possible_cpus() * len(layout.COUNTER_NAMES))
             self.obj.load()
@@ -104,7 +104,7 @@ class KernelProbes:
             self.obj.close()
             raise
         self.ringbuf_fd = self.obj.map_fd("events")
-        self.ringbuf_bytes = cfg.ringbuf_bytes
+        self.ringbuf_bytes = cfg.ring_bytes("core")
         ncounters = self.obj.num_possible_cpus() * len(layout.COUNTER_NAMES)
         self._counters = mmap.mmap(self.obj.map_fd("counters"), -(-8 * ncounters // mmap.PAGESIZE) * mmap.PAGESIZE,
                                    mmap.MAP_SHARED, mmap.PROT_READ)
@@ -127,7 +127,7 @@ class KernelProbes:
             bool(cfg.exclude_comm),
             bool(cfg.uid),
             cfg.container_only,
-            int(cfg.ringbuf_bytes * cfg.wakeup_fraction),
+            int(cfg.ring_bytes("core") * cfg.wakeup_fraction),
             bool(cfg.cgroup),
             bool(cfg.path_prefix),
             bool(cfg.keep_comm),
