@@ -1,7 +1,7 @@
 /*
  * The per-exec OTLP encoding of otel_exec/export/otlp/encode.py in C: the
- * ids of an exec record, the log record, the span and the exit record of
- * an image. encode.py is the reference: every function here returns the
+ * ids of an exec record, the log record (exec_record: both in one call),
+ * the span and the exit record of an image. encode.py is the reference: every function here returns the
  * bytes its Python twin returns (tests/export/test_encode_native.py), and
  * returns None (exec_ids) or calls back into encode.py for what is rare
  * (an id of an unusual length, a cache miss, an untrusted TRACEPARENT, a
