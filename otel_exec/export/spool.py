@@ -52,6 +52,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from otel_exec.host import safefs
 from otel_exec.errors import PrivilegeError, UsageError
@@ -364,7 +365,11 @@ class SignalSpool:
         self.segment_lost = 0  # records of segments deleted by someone else
         self.cursor_reset = 0  # cursor values that pointed nowhere
         self._lock = threading.Lock()
-        self._added: list[bytes] = []  # add()ed since the last write_added(): [frame(r1), r1, ...]
+        # Records add()ed since the last write_added(), framed there: per
+        # record on the reader's hot path, add is the list's own append
+        # (no Python call), so the list is emptied, never replaced.
+        self._added: list[bytes] = []
+        self.add: Callable[[bytes], None] = self._added.append
         self._segs: dict[int, _Segment] = {}
         self._bytes = 0  # the size of every segment, summed
         for seg, name in sorted(found.items()):
@@ -466,17 +471,17 @@ class SignalSpool:
             self._recent_bytes -= self._recent.popleft().nbytes
 
     # -- writer ---------------------------------------------------------
-    def add(self, record: bytes) -> None:
-        """Keep a record for the next write_added(): from the reader thread,
-        once per record."""
-        self._added += (frame(len(record)), record)
-
     def write_added(self) -> int:
         """Write the records add()ed since the last call, in one write() (the
         end of a drain of the ring buffer); returns how many."""
-        framed, self._added = self._added, []
-        self.append(framed, len(framed) // 2)
-        return len(framed) // 2
+        added = self._added
+        count = len(added)
+        framed: list[bytes] = [b""] * (2 * count)
+        framed[0::2] = map(frame, map(len, added))
+        framed[1::2] = added
+        added.clear()
+        self.append(framed, count)
+        return count
 
     def append(self, framed: list[bytes], count: int) -> None:
         """Write `count` records, given as [frame(r1), r1, frame(r2), r2, ...]

@@ -108,10 +108,13 @@ class ProcessTable:
     def on_exit(self, ev: ExitEvent) -> ProcessInfo | None:
         """Remove the process; return its entry marked with how it ended, or
         None if the table did not know it."""
-        info = self._pop(ev.pid, ev.start_ticks)
+        # _pop's work, written out: an exit per exec, on the hot path.
+        info = self._procs.pop(ev.pid, None)
         if info is not None:
-            info.exit_code = ev.exit_code
-            info.signal = ev.signal
+            if info.start_ticks != ev.start_ticks:
+                self._dropped(info)  # a reused pid's stale entry
+                return None
+            info.exit_code, info.signal = ev.exit_code, ev.signal
         return info
 
     def on_unreported_exec(self, ev: UnreportedExecEvent) -> ProcessInfo | None:

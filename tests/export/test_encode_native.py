@@ -80,8 +80,25 @@ def check_exec(ev: ExecEvent, span: ProcessSpan, span_set: int, observed_ns: int
     enc = encode.exec_attributes(ev, span_set)
     assert outcome(native.log_record, ev, enc, span, observed_ns) == \
         outcome(encode._py_log_record, ev, enc, span, observed_ns)
+    check_exec_record(ev, span, span_set, observed_ns)
     span.attributes = enc.span_attrs()
     check_end(span, observed_ns)
+
+
+def check_exec_record(ev: ExecEvent, span: ProcessSpan, span_set: int, observed_ns: int) -> None:
+    """exec_record (the record and the span's attributes it sets), both
+    ways: with the shared part not yet encoded (the native one hands it to
+    the reference) and encoded (the native one encodes it all)."""
+    def record(f: Callable[..., bytes]) -> Any:
+        span.attributes = ()
+        return outcome(f, ev, span, span_set, encode._DEFAULT_LIMITS, observed_ns), span.attributes
+
+    encode._shared_encodings.clear()
+    want = record(encode._py_exec_record)
+    encode._shared_encodings.clear()
+    assert record(native.exec_record) == want
+    assert record(native.exec_record) == want
+    assert record(encode._py_exec_record) == want
 
 
 def check_end(span: ProcessSpan, observed_ns: int) -> None:

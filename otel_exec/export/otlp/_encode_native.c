@@ -1,7 +1,7 @@
 /*
  * The per-exec OTLP encoding of otel_exec/export/otlp/encode.py in C: the
- * ids of an exec record, the log record, the span and the exit record of
- * an image. encode.py is the reference: every function here returns the
+ * ids of an exec record, the log record (exec_record: both in one call),
+ * the span and the exit record of an image. encode.py is the reference: every function here returns the
  * bytes its Python twin returns (tests/export/test_encode_native.py), and
  * returns None (exec_ids) or calls back into encode.py for what is rare
  * (an id of an unusual length, a cache miss, an untrusted TRACEPARENT, a
@@ -25,7 +25,10 @@ static PyObject *log_event_name, *exit_event_name, *log_severity, *duration_head
 static PyObject *names, *endings, *exe_names;                       /* encode.py's caches (dicts) */
 static PyObject *new_span_name, *ending, *span_extras, *exe_name, *late_identity_attrs, *framed_fixed;
 /* encode.py's own log_record, span and exit_record: for a value past 64 bits or negative. */
-static PyObject *py_log_record, *py_span, *py_exit_record;
+static PyObject *py_log_record, *py_span, *py_exit_record, *py_exec_record;
+/* encode.py's cache of shared parts (ExecEvent.shared -> (Attrs, body)), identity_attrs, SPAN_SLIM. */
+static PyObject *shared_encodings, *identity_attrs;
+static long span_slim;
 static PyObject *exec_id_key;
 static int ready;
 
@@ -34,7 +37,7 @@ static PyObject *s_host_pid, *s_host_ppid, *s_pid, *s_ppid, *s_process_start_tim
     *s_parent_exec_id, *s_timestamp, *s_body, *s_ids, *s_common, *s_log, *s_trace_flags, *s_trace_id,
     *s_span_id, *s_process, *s_exe, *s_comm, *s_trace_state, *s_parent_span_id, *s_start_ns, *s_end_ns,
     *s_attributes, *s_ended_by, *s_incomplete, *s_exit_code, *s_signal, *s_untrusted_traceparent,
-    *s_late_identity, *s_result, *s_nul;
+    *s_late_identity, *s_result, *s_shared, *s_span, *s_executable_identity, *s_nul;
 
 #define LOG_ATTR 0x32   /* LogRecord.attributes: field 6, LEN */
 #define SPAN_ATTR 0x4a  /* Span.attributes: field 9, LEN */
@@ -144,116 +147,136 @@ static int iso8601(uint64_t ns, char *out, size_t room)
 	return n > 0 && (size_t)n < room ? n : 0;
 }
 
+/* An exec's own ids, read once: what put_ids() writes. */
+struct ids {
+	uint64_t host_pid, host_ppid, pid, ppid;
+	int own_ns; /* the vpid and vppid only when they differ from the host's */
+	char created[32];
+	PyObject *exec_id, *parent; /* new references (put_ids_of() drops them) */
+	const char *exec_s, *parent_s;
+	Py_ssize_t exec_len, parent_len;
+	PyObject *pid_head, *ppid_head, *vpid_head, *vppid_head; /* borrowed */
+	Py_ssize_t pid_kv, exec_kv, size; /* size: every id KeyValue, each after its one-byte tag */
+};
+
+/* ev's ids into d: 0, -1 on an error, 1 when encode.py must encode them
+ * (ids of unusual lengths, a creation time outside years 1000-9999, a
+ * value that is not plain). d->exec_id and d->parent are set (maybe NULL)
+ * in every case. */
+static int get_ids(PyObject *ev, struct ids *d)
+{
+	uint64_t start;
+
+	d->exec_id = d->parent = NULL;
+	if (get_u64(ev, s_host_pid, &d->host_pid) || get_u64(ev, s_host_ppid, &d->host_ppid) ||
+	    get_u64(ev, s_pid, &d->pid) || get_u64(ev, s_ppid, &d->ppid) ||
+	    get_u64(ev, s_process_start_time, &start))
+		return did_not_fit() ? 1 : -1;
+	if (iso8601(start, d->created, sizeof d->created) != created_size)
+		return 1;
+	if ((d->exec_id = PyObject_GetAttr(ev, s_exec_id)) == NULL ||
+	    (d->parent = PyObject_GetAttr(ev, s_parent_exec_id)) == NULL)
+		return -1;
+	d->exec_s = PyUnicode_Check(d->exec_id) ? PyUnicode_AsUTF8AndSize(d->exec_id, &d->exec_len) : NULL;
+	d->parent_s = PyUnicode_Check(d->parent) ? PyUnicode_AsUTF8AndSize(d->parent, &d->parent_len) : NULL;
+	if (d->exec_s == NULL || d->parent_s == NULL || d->exec_len != exec_id_size || d->parent_len != exec_id_size) {
+		PyErr_Clear();
+		return 1;
+	}
+	d->own_ns = d->pid != d->host_pid || d->ppid != d->host_ppid;
+	d->pid_head = head_for(pid_heads, d->host_pid);
+	d->ppid_head = head_for(ppid_heads, d->host_ppid);
+	d->vpid_head = head_for(vpid_heads, d->pid);
+	d->vppid_head = head_for(vppid_heads, d->ppid);
+	d->pid_kv = PyBytes_GET_SIZE(d->pid_head) + varint_size(d->host_pid);
+	d->exec_kv = PyBytes_GET_SIZE(exec_id_head) + d->exec_len;
+	d->size = (d->own_ns ? 7 : 5) + d->pid_kv + PyBytes_GET_SIZE(d->ppid_head) + varint_size(d->host_ppid) +
+		  PyBytes_GET_SIZE(created_head) + created_size + d->exec_kv + PyBytes_GET_SIZE(parent_exec_id_head) +
+		  d->parent_len;
+	if (d->own_ns)
+		d->size += PyBytes_GET_SIZE(d->vpid_head) + varint_size(d->pid) + PyBytes_GET_SIZE(d->vppid_head) +
+			   varint_size(d->ppid);
+	return 0;
+}
+
+static void put_ids_of(struct ids *d)
+{
+	Py_XDECREF(d->exec_id);
+	Py_XDECREF(d->parent);
+}
+
+/* Every id KeyValue under `tag` (LogRecord.attributes or Span.attributes). */
+static char *put_ids(char *p, const struct ids *d, char tag)
+{
+	*p++ = tag;
+	p = put_varint(put_bytes(p, d->pid_head), d->host_pid);
+	*p++ = tag;
+	p = put_varint(put_bytes(p, d->ppid_head), d->host_ppid);
+	if (d->own_ns) {
+		*p++ = tag;
+		p = put_varint(put_bytes(p, d->vpid_head), d->pid);
+		*p++ = tag;
+		p = put_varint(put_bytes(p, d->vppid_head), d->ppid);
+	}
+	*p++ = tag;
+	p = put_mem(put_bytes(p, created_head), d->created, created_size);
+	*p++ = tag;
+	p = put_mem(put_bytes(p, exec_id_head), d->exec_s, d->exec_len);
+	*p++ = tag;
+	return put_mem(put_bytes(p, parent_exec_id_head), d->parent_s, d->parent_len);
+}
+
+/* The span's own ids (Span.attributes): the pid and exec id when slim,
+ * else every id; then `extra` (bytes, or NULL). */
+static PyObject *span_ids(const struct ids *d, int slim, PyObject *extra)
+{
+	Py_ssize_t extra_size = extra != NULL ? PyBytes_GET_SIZE(extra) : 0;
+	PyObject *span = PyBytes_FromStringAndSize(NULL, (slim ? 2 + d->pid_kv + d->exec_kv : d->size) + extra_size);
+
+	if (span == NULL)
+		return NULL;
+	char *q = PyBytes_AS_STRING(span);
+	if (slim) {
+		*q++ = SPAN_ATTR;
+		q = put_varint(put_bytes(q, d->pid_head), d->host_pid);
+		*q++ = SPAN_ATTR;
+		q = put_mem(put_bytes(q, exec_id_head), d->exec_s, d->exec_len);
+	} else {
+		q = put_ids(q, d, SPAN_ATTR);
+	}
+	if (extra != NULL)
+		put_bytes(q, extra);
+	return span;
+}
+
 /* exec_ids(ev, slim) -> (LogRecord.attributes, Span.attributes) of the
- * exec's own ids, or None when encode.py must encode them (ids of unusual
- * lengths, a creation time outside years 1000-9999, a value that is not
- * plain). The vpid and vppid only when they differ from the host's. */
+ * exec's own ids, or None when encode.py must encode them (get_ids). */
 static PyObject *exec_ids(PyObject *self, PyObject *args)
 {
-	PyObject *ev;
+	PyObject *ev, *result = NULL;
 	int slim;
-	uint64_t host_pid, host_ppid, pid, ppid, start;
+	struct ids d;
 
 	if (!PyArg_ParseTuple(args, "Op", &ev, &slim))
 		return NULL;
 	if (!ready)
 		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
-	if (get_u64(ev, s_host_pid, &host_pid) || get_u64(ev, s_host_ppid, &host_ppid) || get_u64(ev, s_pid, &pid) ||
-	    get_u64(ev, s_ppid, &ppid) || get_u64(ev, s_process_start_time, &start)) {
-		if (!did_not_fit())
-			return NULL;
-		Py_RETURN_NONE;
-	}
-	char created[32];
-	if (iso8601(start, created, sizeof created) != created_size)
-		Py_RETURN_NONE;
-	PyObject *exec_id = PyObject_GetAttr(ev, s_exec_id);
-	if (exec_id == NULL)
-		return NULL;
-	PyObject *parent = PyObject_GetAttr(ev, s_parent_exec_id);
-	if (parent == NULL) {
-		Py_DECREF(exec_id);
-		return NULL;
-	}
-	PyObject *result = NULL;
-	Py_ssize_t exec_len, parent_len;
-	const char *exec_s = PyUnicode_Check(exec_id) ? PyUnicode_AsUTF8AndSize(exec_id, &exec_len) : NULL;
-	const char *parent_s = PyUnicode_Check(parent) ? PyUnicode_AsUTF8AndSize(parent, &parent_len) : NULL;
-	if (exec_s == NULL || parent_s == NULL || exec_len != exec_id_size || parent_len != exec_id_size) {
-		PyErr_Clear();
+	int mine = get_ids(ev, &d);
+	if (mine == 1)
 		result = Py_NewRef(Py_None);
+	if (mine != 0)
 		goto out;
-	}
-	int own_ns = pid != host_pid || ppid != host_ppid;
-	PyObject *pid_head = head_for(pid_heads, host_pid), *ppid_head = head_for(ppid_heads, host_ppid);
-	PyObject *vpid_head = head_for(vpid_heads, pid), *vppid_head = head_for(vppid_heads, ppid);
-	Py_ssize_t pid_kv = PyBytes_GET_SIZE(pid_head) + varint_size(host_pid);
-	Py_ssize_t exec_kv = PyBytes_GET_SIZE(exec_id_head) + exec_len;
-	Py_ssize_t log_size = (own_ns ? 7 : 5) + pid_kv + PyBytes_GET_SIZE(ppid_head) + varint_size(host_ppid) +
-			      PyBytes_GET_SIZE(created_head) + created_size + exec_kv +
-			      PyBytes_GET_SIZE(parent_exec_id_head) + parent_len;
-	if (own_ns)
-		log_size += PyBytes_GET_SIZE(vpid_head) + varint_size(pid) + PyBytes_GET_SIZE(vppid_head) +
-			    varint_size(ppid);
-	PyObject *log = PyBytes_FromStringAndSize(NULL, log_size);
+	PyObject *log = PyBytes_FromStringAndSize(NULL, d.size);
 	if (log == NULL)
 		goto out;
-	char *p = PyBytes_AS_STRING(log);
-	*p++ = LOG_ATTR;
-	p = put_varint(put_bytes(p, pid_head), host_pid);
-	*p++ = LOG_ATTR;
-	p = put_varint(put_bytes(p, ppid_head), host_ppid);
-	if (own_ns) {
-		*p++ = LOG_ATTR;
-		p = put_varint(put_bytes(p, vpid_head), pid);
-		*p++ = LOG_ATTR;
-		p = put_varint(put_bytes(p, vppid_head), ppid);
-	}
-	*p++ = LOG_ATTR;
-	p = put_mem(put_bytes(p, created_head), created, created_size);
-	*p++ = LOG_ATTR;
-	char *exec_at = p;
-	p = put_mem(put_bytes(p, exec_id_head), exec_s, exec_len);
-	*p++ = LOG_ATTR;
-	p = put_mem(put_bytes(p, parent_exec_id_head), parent_s, parent_len);
-	PyObject *span;
-	if (slim) {
-		span = PyBytes_FromStringAndSize(NULL, 2 + pid_kv + exec_kv);
-		if (span != NULL) {
-			char *q = PyBytes_AS_STRING(span);
-			*q++ = SPAN_ATTR;
-			q = put_varint(put_bytes(q, pid_head), host_pid);
-			*q++ = SPAN_ATTR;
-			memcpy(q, exec_at, exec_kv);
-		}
-	} else {
-		/* The same KeyValues under Span.attributes' tag. */
-		span = PyBytes_FromStringAndSize(PyBytes_AS_STRING(log), log_size);
-		if (span != NULL) {
-			char *q = PyBytes_AS_STRING(span);
-			for (Py_ssize_t i = 0; i < log_size;) {
-				uint64_t len = 0;
-				int shift = 0;
-				q[i++] = SPAN_ATTR;
-				while ((unsigned char)q[i] & 0x80) {
-					len |= (uint64_t)(q[i++] & 0x7f) << shift;
-					shift += 7;
-				}
-				len |= (uint64_t)q[i++] << shift;
-				i += (Py_ssize_t)len;
-			}
-		}
-	}
-	if (span == NULL) {
-		Py_DECREF(log);
-		goto out;
-	}
-	result = PyTuple_Pack(2, log, span);
+	put_ids(PyBytes_AS_STRING(log), &d, LOG_ATTR);
+	PyObject *span = span_ids(&d, slim, NULL);
+	if (span != NULL)
+		result = PyTuple_Pack(2, log, span);
 	Py_DECREF(log);
-	Py_DECREF(span);
+	Py_XDECREF(span);
 out:
-	Py_DECREF(exec_id);
-	Py_DECREF(parent);
+	put_ids_of(&d);
 	return result;
 }
 
@@ -353,6 +376,114 @@ out:
 	Py_XDECREF(common);
 	Py_XDECREF(ids_log);
 	Py_XDECREF(common_log);
+	return result;
+}
+
+/* exec_record(ev, span, span_set, limits, observed_ns): encode.exec_record,
+ * the exec's framed log record in one call, its ids written in place and
+ * span.attributes set. For an exec whose shared part is encoded already
+ * (encode.py's cache of them); every other exec, and every value the
+ * native encoding leaves to encode.py, goes to encode._py_exec_record. */
+static PyObject *exec_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	PyObject *ev, *span, *result = NULL, *shared = NULL, *common = NULL, *attrs_log = NULL, *attrs_span = NULL;
+	PyObject *identity = NULL, *extra = NULL, *extra_log = NULL, *extra_span = NULL, *ids_span = NULL;
+	uint64_t observed_ns, timestamp;
+	struct ids d = {.exec_id = NULL, .parent = NULL};
+	struct context c = {.trace_id = NULL, .span_id = NULL};
+	int mine = 1;
+
+	if (nargs != 5)
+		return PyErr_Format(PyExc_TypeError, "exec_record() takes 5 arguments (%zd given)", nargs);
+	if (!ready)
+		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
+	ev = args[0];
+	span = args[1];
+	if ((shared = PyObject_GetAttr(ev, s_shared)) == NULL)
+		return NULL;
+	if (shared == Py_None || !PyLong_CheckExact(args[2]))
+		goto out;
+	common = PyDict_GetItemWithError(shared_encodings, shared);
+	if (common == NULL) {
+		if (PyErr_Occurred())
+			mine = -1;
+		goto out;
+	}
+	Py_INCREF(common);
+	if (!PyTuple_CheckExact(common) || PyTuple_GET_SIZE(common) != 2 ||
+	    !PyBytes_Check(PyTuple_GET_ITEM(common, 1)))
+		goto out;
+	mine = -1;
+	PyObject *attrs = PyTuple_GET_ITEM(common, 0), *body = PyTuple_GET_ITEM(common, 1);
+	if ((attrs_log = get_bytes(attrs, s_log, -1)) == NULL || (attrs_span = PyObject_GetAttr(attrs, s_span)) == NULL ||
+	    (identity = PyObject_GetAttr(ev, s_executable_identity)) == NULL)
+		goto out;
+	int slim = PyLong_AsLong(args[2]) == span_slim;
+	if (PyErr_Occurred()) {
+		PyErr_Clear();
+		mine = 1;
+		goto out;
+	}
+	if (identity != Py_None) {
+		if ((extra = PyObject_CallOneArg(identity_attrs, ev)) == NULL ||
+		    (extra_log = get_bytes(extra, s_log, -1)) == NULL ||
+		    (!slim && (extra_span = get_bytes(extra, s_span, -1)) == NULL))
+			goto out;
+	}
+	if ((mine = get_ids(ev, &d)) != 0)
+		goto out;
+	if (u64_of(args[4], &observed_ns) || get_u64(ev, s_timestamp, &timestamp) ||
+	    get_u64(span, s_trace_flags, &c.flags)) {
+		mine = did_not_fit() ? 1 : -1;
+		goto out;
+	}
+	if ((mine = get_context(span, &c)) != 0)
+		goto out;
+	mine = -1;
+	if ((ids_span = span_ids(&d, slim, extra_span)) == NULL)
+		goto out;
+	Py_ssize_t extra_size = extra_log != NULL ? PyBytes_GET_SIZE(extra_log) : 0;
+	Py_ssize_t inner = 9 + PyBytes_GET_SIZE(log_severity) + PyBytes_GET_SIZE(body) + d.size + extra_size +
+			   PyBytes_GET_SIZE(attrs_log) + TAIL_SIZE + PyBytes_GET_SIZE(log_event_name);
+	PyObject *record = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner);
+	if (record == NULL)
+		goto out;
+	char *p = PyBytes_AS_STRING(record);
+	*p++ = IN_SCOPE;
+	p = put_varint(p, inner);
+	*p++ = 0x09; /* time_unix_nano: field 1, I64 */
+	p = put_u64(p, timestamp);
+	p = put_bytes(p, log_severity);
+	p = put_bytes(p, body);
+	p = put_ids(p, &d, LOG_ATTR);
+	if (extra_log != NULL)
+		p = put_bytes(p, extra_log);
+	p = put_bytes(p, attrs_log);
+	p = put_tail(p, c.flags, c.trace_id, c.span_id, observed_ns);
+	put_bytes(p, log_event_name);
+	PyObject *pair = PyTuple_Pack(2, ids_span, attrs_span);
+	if (pair == NULL || PyObject_SetAttr(span, s_attributes, pair) < 0) {
+		Py_XDECREF(pair);
+		Py_DECREF(record);
+		goto out;
+	}
+	Py_DECREF(pair);
+	result = record;
+	mine = 0;
+out:
+	if (mine == 1)
+		result = PyObject_Vectorcall(py_exec_record, args, nargs, NULL);
+	put_context(&c);
+	put_ids_of(&d);
+	Py_XDECREF(shared);
+	Py_XDECREF(common);
+	Py_XDECREF(attrs_log);
+	Py_XDECREF(attrs_span);
+	Py_XDECREF(identity);
+	Py_XDECREF(extra);
+	Py_XDECREF(extra_log);
+	Py_XDECREF(extra_span);
+	Py_XDECREF(ids_span);
 	return result;
 }
 
@@ -660,15 +791,16 @@ static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
 				 "log_event_name", "exit_event_name", "log_severity", "duration_head",
 				 "span_kind_start", "names", "endings", "exe_names", "new_span_name", "ending",
 				 "span_extras", "exe_name", "late_identity_attrs", "framed_fixed", "exec_id_key",
-				 "py_log_record", "py_span", "py_exit_record", NULL};
-	PyObject *v[25];
+				 "py_log_record", "py_span", "py_exit_record", "py_exec_record", "shared_encodings",
+				 "identity_attrs", "span_slim", NULL};
+	PyObject *v[28];
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "$O!O!O!O!SnSSnSSSSSO!O!O!OOOOOOUOOO", kwlist, &PyTuple_Type, &v[0],
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "$O!O!O!O!SnSSnSSSSSO!O!O!OOOOOOUOOOOO!Ol", kwlist, &PyTuple_Type, &v[0],
 					 &PyTuple_Type, &v[1], &PyTuple_Type, &v[2], &PyTuple_Type, &v[3], &v[4],
 					 &created_size, &v[5], &v[6], &exec_id_size, &v[7], &v[8], &v[9], &v[10],
 					 &v[11], &PyDict_Type, &v[12], &PyDict_Type, &v[13], &PyDict_Type, &v[14],
 					 &v[15], &v[16], &v[17], &v[18], &v[19], &v[20], &v[21], &v[22], &v[23],
-					 &v[24]))
+					 &v[24], &v[25], &PyDict_Type, &v[26], &v[27], &span_slim))
 		return NULL;
 	for (int i = 0; i < 4; i++) {
 		if (PyTuple_GET_SIZE(v[i]) != 11)
@@ -677,12 +809,12 @@ static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
 			if (!PyBytes_Check(PyTuple_GET_ITEM(v[i], j)))
 				return PyErr_Format(PyExc_TypeError, "heads: bytes expected");
 	}
-	PyObject **slots[25] = {&pid_heads, &ppid_heads, &vpid_heads, &vppid_heads, &created_head, &exec_id_head,
+	PyObject **slots[28] = {&pid_heads, &ppid_heads, &vpid_heads, &vppid_heads, &created_head, &exec_id_head,
 				&parent_exec_id_head, &log_event_name, &exit_event_name, &log_severity, &duration_head,
 				&span_kind_start, &names, &endings, &exe_names, &new_span_name, &ending, &span_extras,
 				&exe_name, &late_identity_attrs, &framed_fixed, &exec_id_key, &py_log_record, &py_span,
-				&py_exit_record};
-	for (int i = 0; i < 25; i++)
+				&py_exit_record, &py_exec_record, &shared_encodings, &identity_attrs};
+	for (int i = 0; i < 28; i++)
 		Py_XSETREF(*slots[i], Py_NewRef(v[i]));
 	ready = 1;
 	Py_RETURN_NONE;
@@ -692,6 +824,8 @@ static PyMethodDef methods[] = {
 	{"setup", (PyCFunction)(void (*)(void))setup, METH_VARARGS | METH_KEYWORDS, "encode.py's constants, once"},
 	{"exec_ids", exec_ids, METH_VARARGS, "exec_ids(ev, slim) -> (log ids, span ids) or None"},
 	{"log_record", log_record, METH_VARARGS, "log_record(ev, enc, span, observed_ns) -> bytes"},
+	{"exec_record", (PyCFunction)(void (*)(void))exec_record, METH_FASTCALL,
+	 "exec_record(ev, span, span_set, limits, observed_ns) -> bytes; sets span.attributes"},
 	{"span", span, METH_O, "span(ended) -> bytes"},
 	{"exit_record", exit_record, METH_VARARGS, "exit_record(ended, observed_ns) -> bytes"},
 	{NULL, NULL, 0, NULL},
@@ -716,7 +850,8 @@ PyMODINIT_FUNC PyInit__encode_native(void)
 		{&s_end_ns, "end_ns"}, {&s_attributes, "attributes"}, {&s_ended_by, "ended_by"},
 		{&s_incomplete, "incomplete"}, {&s_exit_code, "exit_code"}, {&s_signal, "signal"},
 		{&s_untrusted_traceparent, "untrusted_traceparent"}, {&s_late_identity, "late_identity"},
-		{&s_result, "result"},
+		{&s_result, "result"}, {&s_shared, "shared"}, {&s_span, "span"},
+		{&s_executable_identity, "executable_identity"},
 	};
 	for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
 		if ((*strings[i].slot = PyUnicode_InternFromString(strings[i].name)) == NULL)

@@ -592,6 +592,15 @@ def _py_log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed
                      _tagged_u64(_LOG_OBSERVED_TAG, observed_ns), _LOG_EVENT_NAME))
 
 
+def _py_exec_record(ev: ExecEvent, span: ProcessSpan, span_set: int, limits: RecordLimits,
+                    observed_ns: int) -> bytes:
+    """exec_attributes and log_record in one call: the exec's framed log
+    record; span.attributes gets the exec's attributes for its span."""
+    enc = exec_attributes(ev, span_set, limits)
+    span.attributes = enc.span_attrs()
+    return _py_log_record(ev, enc, span, observed_ns)
+
+
 def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_ns: int,
                     body_max_bytes: int = _DEFAULT_LIMITS.body_max_bytes) -> bytes:
     """A LogRecord for a process found in /proc at start-up (an observed
@@ -812,13 +821,14 @@ def request_records(request: bytes) -> list[bytes]:
 
 
 # -- the native encoder -----------------------------------------------------
-# _encode_native (the C twin of exec_attributes' ids, log_record, span and
-# exit_record, tests/export/test_encode_native.py) when it is built and
+# _encode_native (the C twin of exec_attributes' ids, log_record, exec_record,
+# span and exit_record, tests/export/test_encode_native.py) when it is built and
 # native_wanted(); else the Python reference above. It takes this module's
 # constants and caches, and calls back here for what is rare.
 
 _native_exec_ids: Callable[[ExecEvent, bool], tuple[bytes, bytes] | None] | None = None
 log_record = _py_log_record
+exec_record = _py_exec_record
 span = _py_span
 exit_record = _py_exit_record
 
@@ -834,7 +844,8 @@ def setup_native(module: object) -> None:
         endings=_endings, exe_names=_exe_names, new_span_name=_new_span_name, ending=_ending,
         span_extras=_span_extras, exe_name=_exe_name, late_identity_attrs=late_identity_attrs,
         framed_fixed=_framed_fixed, exec_id_key=keys.EXEC_ID, py_log_record=_py_log_record, py_span=_py_span,
-        py_exit_record=_py_exit_record)
+        py_exit_record=_py_exit_record, py_exec_record=_py_exec_record, shared_encodings=_shared_encodings,
+        identity_attrs=identity_attrs, span_slim=SPAN_SLIM)
 
 
 if native_wanted():
@@ -846,4 +857,5 @@ if native_wanted():
         setup_native(_encode_native)
         _native_exec_ids = _encode_native.exec_ids
         log_record, span, exit_record = _encode_native.log_record, _encode_native.span, _encode_native.exit_record
+        exec_record = _encode_native.exec_record
         IMPLEMENTATION = "native"

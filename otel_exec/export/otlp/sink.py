@@ -56,10 +56,10 @@ class OtlpSink:
             b.start()
 
     def on_exec(self, ev: ExecEvent, span: ProcessSpan) -> None:
-        enc = encode.exec_attributes(ev, self.span_set, self.limits)
         if self.logs is not None:
-            self.logs.add(encode.log_record(ev, enc, span, time.time_ns()))
-        span.attributes = enc.span_attrs()
+            self.logs.add(encode.exec_record(ev, span, self.span_set, self.limits, time.time_ns()))
+        else:
+            span.attributes = encode.exec_attributes(ev, self.span_set, self.limits).span_attrs()
 
     def on_observed(self, ev: ExecEvent, span: ProcessSpan | None) -> None:
         """Running before the agent, maybe since before any agent watched: a
