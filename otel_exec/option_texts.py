@@ -175,8 +175,8 @@ DOC: dict[str, str] = {
         "otel_exec.env.rest as KEY=VALUE (default %(default)s)",
     "--record-attributes":
         "compact: an exec record leaves out the attributes that its others say exactly "
-        "(process.command, otel_exec.comm, otel_exec.interpreter.dev when equal to what they "
-        "repeat; process.interactive and otel_exec.file.type at false and reg); full: sends them "
+        "(process.command, otel_exec.comm, otel_exec.interpreter.dev, process.args_count when "
+        "equal to what they repeat; process.interactive and otel_exec.file.type at false and reg); full: sends them "
         "too (docs/attributes.md#exec-attributes; default %(default)s)",
     "--body-max-bytes":
         "the log body (the command line) is cut at this many bytes and flagged; "

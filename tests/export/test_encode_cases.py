@@ -319,11 +319,12 @@ def test_a_compact_record_leaves_out_only_what_its_other_attributes_say() -> Non
     """By default (docs/attributes.md#exec-attributes): process.command is
     process.command_args[0]; otel_exec.comm the first 15 characters of
     otel_exec.cmdpath's base name; process.interactive false and
-    otel_exec.file.type reg; otel_exec.interpreter.dev otel_exec.file.dev.
-    Each is sent when it says something else, and the rest of the record
-    is the full record's."""
-    derived = {keys.COMMAND, keys.COMM, keys.INTERACTIVE, keys.FILE_TYPE, keys.INTERPRETER_DEV}
-    ev = dict(cmdpath="/usr/local/bin/a-very-long-command-name", comm="a-very-long-com", argv=["x", "y"],
+    otel_exec.file.type reg; otel_exec.interpreter.dev otel_exec.file.dev;
+    process.args_count the length of process.command_args, in a record
+    that is not cut. Each is sent when it says something else, and the
+    rest of the record is the full record's."""
+    derived = {keys.COMMAND, keys.COMM, keys.INTERACTIVE, keys.FILE_TYPE, keys.INTERPRETER_DEV, keys.ARGS_COUNT}
+    ev = dict(cmdpath="/usr/local/bin/a-very-long-command-name", comm="a-very-long-com", argv=["x", "y"], argc=2,
               stdin_type=stat.S_IFIFO, stdin_path="pipe:[1]", interpreter_dev=65024, dev=65024)
     encode._shared_encodings.clear()
     compact, _ = record_attrs(sample_exec(**ev))
@@ -331,7 +332,7 @@ def test_a_compact_record_leaves_out_only_what_its_other_attributes_say() -> Non
     full, _ = record_attrs(sample_exec(**ev), limits=FULL_RECORD)
     assert not derived & set(compact) and {k: v for k, v in full.items() if k not in derived} == compact
     assert (full[keys.COMMAND], full[keys.COMM], full[keys.INTERACTIVE], full[keys.FILE_TYPE],
-            full[keys.INTERPRETER_DEV]) == ("x", "a-very-long-com", False, "reg", 65024)
+            full[keys.INTERPRETER_DEV], full[keys.ARGS_COUNT]) == ("x", "a-very-long-com", False, "reg", 65024, 2)
     for over, key, value in [
         (dict(comm="other"), keys.COMM, "other"),
         (dict(comm="a-very-long-coé"), keys.COMM, "a-very-long-coé"),
@@ -339,10 +340,15 @@ def test_a_compact_record_leaves_out_only_what_its_other_attributes_say() -> Non
         (dict(inode_mode=0o755), keys.FILE_TYPE, "unknown"),
         (dict(interpreter_dev=2049), keys.INTERPRETER_DEV, 2049),
         (dict(argv=[], argc=0), keys.COMMAND, ""),
+        (dict(argc=3), keys.ARGS_COUNT, 3),  # fewer arguments than the kernel counted
+        (dict(argv_truncated=True), keys.ARGS_COUNT, 2),
     ]:
         encode._shared_encodings.clear()
         log, _ = record_attrs(sample_exec(**{**ev, **over}))
         assert log[key] == value, over
+    encode._shared_encodings.clear()
+    packed, _ = record_attrs(sample_exec(**ev), limits=RecordLimits(env_attributes=0))  # shaped, not cut
+    assert keys.ENV_REST in packed and keys.RECORD_CUT not in packed and not derived & set(packed)
     encode._shared_encodings.clear()
     log, _ = record_attrs(sample_exec(**ev, unavailable=("prev_comm",)))  # what they follow from may be gone
     assert derived - {keys.COMMAND} <= set(log) and log[keys.COMMAND] == "x"

@@ -272,9 +272,15 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: 
     unavailable = ev.unavailable
     argv = None if "argv" in unavailable else ev.argv
     env, bare = _env_pairs(ev.env)
+    # A compact record leaves out process.args_count when it is the length
+    # of process.command_args: every argument read, and the record not cut.
+    count_derived = not (limits.repeat_derived or unavailable) and argv is not None and ev.argc == len(argv) \
+        and not ev.argv_truncated
     if limits.log_value_length is None and limits.span_value_length is None:
         kvs = attributes(_keeping(unavailable)) if unavailable else attributes(_kv)
         common = _available(unavailable, kvs) if unavailable else kvs
+        if count_derived:  # a record that fits is not cut
+            common.remove(_kv(keys.ARGS_COUNT, ev.argc))
         env_kvs = [_kv(keys.ENV_PREFIX + k, v) for k, v in env]
         if bare:
             env_kvs.append(_kv(keys.ENV_WITHOUT_VALUE, bare))
@@ -287,6 +293,8 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: 
     pairs: list[shape.Pair] = [(keys.UNAVAILABLE, list(unavailable))] if unavailable else []
     attributes(_collecting(pairs, keys.left_out(unavailable) if unavailable else frozenset()))
     log = shape.shape_record(pairs, argv, env, bare, limits, limits.log_value_length, ids_count)
+    if count_derived and log.common[0][0] != keys.RECORD_CUT:
+        log.common.remove((keys.ARGS_COUNT, ev.argc))
     log_kvs = [_kv(k, v) for k, v in (*log.common, *log.env)]
     span_kvs: list[bytes] | int
     if span_set == SPAN_SLIM:
