@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Sequence, TextIO
 
 from otel_exec.config import (BACKENDS, CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_CAPTURE_MODES, FIELD_GROUPS, FORMATS,
-                              SPAN_ATTRIBUTE_SETS, Config, csv, log_level, parse_layered, signal_exporters)
+                              SPAN_ATTRIBUTE_SETS, RECORD_ATTRIBUTE_SETS, Config, csv, log_level, parse_layered, signal_exporters)
 from otel_exec.errors import OtelExecError, UsageError
 from otel_exec.export.spool import FULL_ACTIONS
 from otel_exec.health import DEFAULT_MAX_AGE_S, DEFAULT_READY_FILE, unhealthy
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(export, "--record-max-attributes", type=int, default=Config.record_max_attributes, metavar="N")
     _option(export, "--record-max-bytes", type=int, default=Config.record_max_bytes, metavar="BYTES")
     _option(export, "--env-attributes", type=int, default=Config.env_attributes, metavar="N")
+    _option(export, "--record-attributes", choices=RECORD_ATTRIBUTE_SETS, default=Config.record_attributes)
     _option(export, "--body-max-bytes", type=int, default=Config.body_max_bytes, metavar="BYTES")
     _option(export, "--tree", action="store_true")
     _option(export, "--color", choices=("auto", "always", "never"), default=Config.color)
@@ -185,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         record_max_attributes=args.record_max_attributes,
         record_max_bytes=args.record_max_bytes,
         env_attributes=args.env_attributes,
+        record_attributes=args.record_attributes,
         body_max_bytes=args.body_max_bytes,
         spool_dir=None if args.no_spool else args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
@@ -252,7 +254,8 @@ def run(cfg: Config, stderr: TextIO) -> int:
     exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
     limits = RecordLimits.from_env(os.environ, max_attributes=cfg.record_max_attributes,
                                    max_bytes=cfg.record_max_bytes, env_attributes=cfg.env_attributes,
-                                   body_max_bytes=cfg.body_max_bytes)
+                                   body_max_bytes=cfg.body_max_bytes,
+                                   repeat_derived=cfg.record_attributes == "full")
     opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
     if not (exporters["logs"] or exporters["traces"]):
         raise UsageError("neither exec records nor spans are exported (OTEL_SDK_DISABLED=true, or "

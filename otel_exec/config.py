@@ -18,6 +18,9 @@ ENV_CAPTURE_MODES = ("none", "redacted", "all")
 FORMATS = ("pretty", "jsonl")
 # --span-attributes: which of an exec's attributes its span carries (encode.span_set).
 SPAN_ATTRIBUTE_SETS = ("slim", "full")
+# --record-attributes: whether an exec record also repeats what its other
+# attributes already say exactly (shape.RecordLimits.repeat_derived).
+RECORD_ATTRIBUTE_SETS = ("compact", "full")
 EXPORTERS = ("console", "otlp")
 BACKENDS = ("auto", "core", "bcc")
 # The ring each backend gets without --ringbuf-bytes (docs/operations.md#sizing):
@@ -50,6 +53,7 @@ class Config:
     record_max_attributes: int = shape.DEFAULT_MAX_ATTRIBUTES
     record_max_bytes: int = shape.DEFAULT_MAX_BYTES
     env_attributes: int = shape.RecordLimits.env_attributes
+    record_attributes: str = "compact"  # "full": derivable attributes sent too (RECORD_ATTRIBUTE_SETS)
     body_max_bytes: int = shape.RecordLimits.body_max_bytes
     spool_dir: str | None = "/var/lib/otel-exec"  # None: records wait in memory only
     spool_max_bytes: int = 1 << 30

@@ -45,6 +45,8 @@ HELP: dict[str, str] = {
         "an exec record's attribute bytes at most, as Loki counts (default %(default)s)",
     "--env-attributes":
         "environment variables sent one attribute each (default %(default)s)",
+    "--record-attributes":
+        "compact: no attribute the others give; full: all (default %(default)s)",
     "--body-max-bytes":
         "the log body (the command line) is cut at this size (default %(default)s)",
     "--tree":
@@ -171,6 +173,11 @@ DOC: dict[str, str] = {
     "--env-attributes":
         "environment variables sent as attributes of their own; the others go into "
         "otel_exec.env.rest as KEY=VALUE (default %(default)s)",
+    "--record-attributes":
+        "compact: an exec record leaves out the attributes that its others say exactly "
+        "(process.command, otel_exec.comm, otel_exec.interpreter.dev, process.args_count when "
+        "equal to what they repeat; process.interactive and otel_exec.file.type at false and reg); full: sends them "
+        "too (docs/attributes.md#exec-attributes; default %(default)s)",
     "--body-max-bytes":
         "the log body (the command line) is cut at this many bytes and flagged; "
         "process.command_args holds the arguments (default %(default)s)",

@@ -375,15 +375,20 @@ def test_span_env_puts_the_environment_on_spans(collector: Collector, tmp_path: 
 # for a dynamically linked program run from a test, outside any container.
 EXEC_RECORD_KEYS = {
     "process.pid", "process.parent_pid", "process.creation.time", "otel_exec.exec_id", "otel_exec.parent_exec_id",
-    "process.executable.path", "process.executable.name", "process.command", "process.command_args",
-    "process.args_count", "process.user.id", "process.real_user.id", "otel_exec.process.group.id",
-    "otel_exec.process.real_group.id", "process.working_directory", "process.interactive", "process.linux.cgroup",
-    "file.inode", "file.mode", "file.changed", "otel_exec.cmdpath", "otel_exec.file.dev", "otel_exec.file.type",
-    "otel_exec.comm", "otel_exec.prev_comm", "otel_exec.stdin.type", "otel_exec.stdin.path", "otel_exec.mount_ns",
+    "process.executable.path", "process.executable.name", "process.command_args",
+    "process.user.id", "process.real_user.id", "otel_exec.process.group.id",
+    "otel_exec.process.real_group.id", "process.working_directory", "process.linux.cgroup",
+    "file.inode", "file.mode", "file.changed", "otel_exec.cmdpath", "otel_exec.file.dev",
+    "otel_exec.prev_comm", "otel_exec.stdin.type", "otel_exec.stdin.path", "otel_exec.mount_ns",
     "otel_exec.pid_ns", "otel_exec.cgroup.id", "otel_exec.uts.hostname", "otel_exec.env_count",
-    "otel_exec.interpreter.path", "otel_exec.interpreter.dev", "otel_exec.interpreter.inode",
+    "otel_exec.interpreter.path", "otel_exec.interpreter.inode",
     "otel_exec.interpreter.changed", MARK_ATTR, "process.environment_variable.PATH", "process.environment_variable.OE_SECOND",
 }
+# What a record leaves out when its other attributes say it exactly, sent too with --record-attributes full
+# (docs/attributes.md#exec-attributes): here argv[0], the comm of /bin/sh, a non-interactive stdin, a
+# regular file, a loader on the executable's file system, every argument in a record not cut.
+DERIVED_KEYS = {"process.command", "otel_exec.comm", "process.interactive", "otel_exec.file.type",
+                "otel_exec.interpreter.dev", "process.args_count"}
 # A slim span's (the default): the ids that join it to its records, what names the process, how it ended.
 SLIM_SPAN_KEYS = {"process.pid", "otel_exec.exec_id", "process.executable.path", "process.user.id",
                   "otel_exec.span.ended_by", "process.exit.code", "error.type"}
@@ -397,7 +402,8 @@ def test_each_fact_once_the_span_slim_by_default_and_full_on_request(collector: 
     (each fact is sent once); OTEL_EXEC_SPAN_ATTRIBUTES=full (the
     --span-attributes setting) puts every attribute but the environment
     back on the span, as on the record."""
-    env = {} if span_attributes == "slim" else {"OTEL_EXEC_SPAN_ATTRIBUTES": "full"}
+    env = {} if span_attributes == "slim" else {"OTEL_EXEC_SPAN_ATTRIBUTES": "full",
+                                                "OTEL_EXEC_RECORD_ATTRIBUTES": "full"}
     run = otlp_agent_run(tmp_path, collector.grpc_endpoint, **env)
     mark = new_mark()
     try:
@@ -409,6 +415,15 @@ def test_each_fact_once_the_span_slim_by_default_and_full_on_request(collector: 
     assert rc == 0, err
     log = rec.attributes
     assert EXEC_RECORD_KEYS <= set(log), EXEC_RECORD_KEYS - set(log)
+    derived = {"process.command": log["process.command_args"][0], "otel_exec.comm": "sh",
+               "process.interactive": False, "otel_exec.file.type": "reg",
+               "otel_exec.interpreter.dev": log["otel_exec.file.dev"], "process.args_count": 3}
+    if span_attributes == "slim":  # the compact record, the default: each value follows from the others
+        assert not DERIVED_KEYS & set(log), DERIVED_KEYS & set(log)
+        assert os.path.basename(log["otel_exec.cmdpath"]) == "sh"
+        assert os.stat(log["otel_exec.interpreter.path"]).st_dev == os.stat(log["process.executable.path"]).st_dev
+    else:
+        assert {k: log[k] for k in DERIVED_KEYS} == derived
     # The file's identity, unless still being computed (then it follows on the span, docs/attributes.md).
     assert {"process.executable.build_id.htlhash", "otel_exec.executable.size"} <= set(log) or \
         log["otel_exec.executable.identity_status"] == "pending"

@@ -15,6 +15,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from otel_exec.export.otlp import attributes as keys
 from otel_exec.export.otlp import encode
 from otel_exec.export.otlp import protowire as w
+from otel_exec.export.otlp.shape import RecordLimits
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.executable import COMPLETE, ExecutableIdentity
 from otel_exec.model.process import ProcessInfo
@@ -213,9 +214,10 @@ def test_no_identity_encodes_nothing() -> None:
     assert (none.log, none.span) == (b"", b"")
 
 
-def record_attrs(ev, span_set: int = encode.SPAN_SLIM) -> tuple[dict[str, object], dict[str, object]]:
+def record_attrs(ev, span_set: int = encode.SPAN_SLIM,
+                 limits: RecordLimits = RecordLimits()) -> tuple[dict[str, object], dict[str, object]]:
     """(log attributes, span attributes) of an exec."""
-    enc = encode.exec_attributes(ev, span_set)
+    enc = encode.exec_attributes(ev, span_set, limits)
     return (attrs(Span.FromString(_as_span(enc.ids.log + enc.common.log)).attributes),
             attrs(Span.FromString(b"".join(enc.span_attrs())).attributes))
 
@@ -279,7 +281,7 @@ def test_the_environment_on_the_span_only_with_span_env(shared: bool) -> None:
         env = {keys.ENV_PREFIX + "A": "b=c", keys.ENV_PREFIX + "D": "e"}
         assert {k: log[k] for k in env} == env
         assert {k: v for k, v in span_attrs.items() if k.startswith(keys.ENV_PREFIX)} == (env if span_env else {})
-        assert keys.COMM in span_attrs
+        assert keys.CMDPATH in span_attrs
     encode._shared_encodings.clear()
     ev = sample_exec(env=["A=b"])
     if shared:
@@ -289,8 +291,12 @@ def test_the_environment_on_the_span_only_with_span_env(shared: bool) -> None:
                                                              .attributes))
 
 
+# --record-attributes full: the attributes a compact record leaves out are sent too.
+FULL_RECORD = RecordLimits(repeat_derived=True)
+
+
 def test_file_types_interactive_and_empty_argv() -> None:
-    log, _ = record_attrs(sample_exec())
+    log, _ = record_attrs(sample_exec(), limits=FULL_RECORD)
     assert (log[keys.FILE_TYPE], log[keys.STDIN_TYPE], log[keys.INTERACTIVE]) == ("reg", "chr", True)
     assert log[keys.COMMAND] == "sudo"
     cases = [  # (inode_mode, stdin_type, stdin_path) -> (file type, stdin type, interactive)
@@ -302,10 +308,50 @@ def test_file_types_interactive_and_empty_argv() -> None:
     ]
     for (mode, stdin_type, stdin_path), want in cases:
         encode._shared_encodings.clear()
-        log, _ = record_attrs(sample_exec(inode_mode=mode, stdin_type=stdin_type, stdin_path=stdin_path))
+        log, _ = record_attrs(sample_exec(inode_mode=mode, stdin_type=stdin_type, stdin_path=stdin_path),
+                              limits=FULL_RECORD)
         assert (log[keys.FILE_TYPE], log[keys.STDIN_TYPE], log[keys.INTERACTIVE]) == want, (mode, stdin_type)
-    log, _ = record_attrs(sample_exec(argv=[], argc=0))
+    log, _ = record_attrs(sample_exec(argv=[], argc=0), limits=FULL_RECORD)
     assert (log[keys.COMMAND], log[keys.COMMAND_ARGS]) == ("", [])
+
+
+def test_a_compact_record_leaves_out_only_what_its_other_attributes_say() -> None:
+    """By default (docs/attributes.md#exec-attributes): process.command is
+    process.command_args[0]; otel_exec.comm the first 15 characters of
+    otel_exec.cmdpath's base name; process.interactive false and
+    otel_exec.file.type reg; otel_exec.interpreter.dev otel_exec.file.dev;
+    process.args_count the length of process.command_args, in a record
+    that is not cut. Each is sent when it says something else, and the
+    rest of the record is the full record's."""
+    derived = {keys.COMMAND, keys.COMM, keys.INTERACTIVE, keys.FILE_TYPE, keys.INTERPRETER_DEV, keys.ARGS_COUNT}
+    ev = dict(cmdpath="/usr/local/bin/a-very-long-command-name", comm="a-very-long-com", argv=["x", "y"], argc=2,
+              stdin_type=stat.S_IFIFO, stdin_path="pipe:[1]", interpreter_dev=65024, dev=65024)
+    encode._shared_encodings.clear()
+    compact, _ = record_attrs(sample_exec(**ev))
+    encode._shared_encodings.clear()
+    full, _ = record_attrs(sample_exec(**ev), limits=FULL_RECORD)
+    assert not derived & set(compact) and {k: v for k, v in full.items() if k not in derived} == compact
+    assert (full[keys.COMMAND], full[keys.COMM], full[keys.INTERACTIVE], full[keys.FILE_TYPE],
+            full[keys.INTERPRETER_DEV], full[keys.ARGS_COUNT]) == ("x", "a-very-long-com", False, "reg", 65024, 2)
+    for over, key, value in [
+        (dict(comm="other"), keys.COMM, "other"),
+        (dict(comm="a-very-long-coé"), keys.COMM, "a-very-long-coé"),
+        (dict(stdin_type=stat.S_IFCHR, stdin_path="/dev/pts/0"), keys.INTERACTIVE, True),
+        (dict(inode_mode=0o755), keys.FILE_TYPE, "unknown"),
+        (dict(interpreter_dev=2049), keys.INTERPRETER_DEV, 2049),
+        (dict(argv=[], argc=0), keys.COMMAND, ""),
+        (dict(argc=3), keys.ARGS_COUNT, 3),  # fewer arguments than the kernel counted
+        (dict(argv_truncated=True), keys.ARGS_COUNT, 2),
+    ]:
+        encode._shared_encodings.clear()
+        log, _ = record_attrs(sample_exec(**{**ev, **over}))
+        assert log[key] == value, over
+    encode._shared_encodings.clear()
+    packed, _ = record_attrs(sample_exec(**ev), limits=RecordLimits(env_attributes=0))  # shaped, not cut
+    assert keys.ENV_REST in packed and keys.RECORD_CUT not in packed and not derived & set(packed)
+    encode._shared_encodings.clear()
+    log, _ = record_attrs(sample_exec(**ev, unavailable=("prev_comm",)))  # what they follow from may be gone
+    assert derived - {keys.COMMAND} <= set(log) and log[keys.COMMAND] == "x"
 
 
 def test_unavailable_fields_keep_the_others_values() -> None:

@@ -92,7 +92,8 @@ def test_shaping_is_cached_with_the_shared_part() -> None:
 
 
 def test_a_long_argv0_is_cut_like_a_path() -> None:
-    record, _ = _record(sample_exec(argv=["x" * 10_000, "y"], shared=None))
+    # process.command is sent with --record-attributes full (a compact record has it as command_args[0])
+    record, _ = _record(sample_exec(argv=["x" * 10_000, "y"], shared=None), RecordLimits(repeat_derived=True))
     assert len(record.attributes[keys.COMMAND]) == shape.VALUE_MAX_BYTES
     assert keys.COMMAND in record.attributes[keys.RECORD_CUT] and not loki.refusals(record)
 
@@ -135,7 +136,7 @@ def test_signal_specific_limits_win_over_the_general_ones() -> None:
 
 def test_value_length_limit_truncates_strings_and_string_arrays() -> None:
     ev = sample_exec(argv=["a" * 100, "b" * 100], env=["LONG=" + "z" * 100, "NOEQ" * 30], shared=None)
-    limits = RecordLimits.from_env({"OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "40"})
+    limits = RecordLimits.from_env({"OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "40"}, repeat_derived=True)
     record, span = _record(ev, limits)
     a = record.attributes
     assert a[keys.COMMAND_ARGS] == ["a" * 40, "b" * 40] and a[keys.COMMAND] == "a" * 40

@@ -28,6 +28,7 @@ from opentelemetry.semconv.schemas import Schemas
 from otel_exec.export.otlp import attributes as keys
 from otel_exec.export.otlp import encode
 from otel_exec.export.otlp.resource import metrics_resource, resource_attributes
+from otel_exec.export.otlp.shape import RecordLimits
 from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.executable import COMPLETE, ExecutableIdentity
@@ -124,7 +125,8 @@ def _sent() -> dict[str, set[str]]:
     info = ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id, ev.comm,
                        ev.pathname, ev.argv, False, ev.timestamp)
     span = ProcessSpan(info, b"\1" * 16, b"\2" * 8, b"", "", "", "", ev.timestamp)
-    enc = encode.exec_attributes(ev)
+    # --record-attributes full: every key, process.command too (a compact record has it as command_args[0])
+    enc = encode.exec_attributes(ev, encode.SPAN_SLIM, RecordLimits(repeat_derived=True))
     span.attributes = enc.span_attrs()
     records = [encode.log_record(ev, enc, span, ev.timestamp)]
     spans = []

@@ -59,6 +59,11 @@ def span_set(span_attributes: str, span_env: bool) -> int:
 _FILE_TYPES = {stat.S_IFREG: "reg", stat.S_IFDIR: "dir", stat.S_IFCHR: "chr", stat.S_IFBLK: "blk",
                stat.S_IFIFO: "fifo", stat.S_IFSOCK: "sock", stat.S_IFLNK: "lnk"}
 
+# TASK_COMM_LEN - 1: the kernel's comm is the first 15 bytes of the exec'd
+# file's base name; compared in characters, so a name cut inside a multi-byte
+# character is sent rather than left out.
+_COMM_CHARS = 15
+
 _heads: dict[str, bytes] = {}
 _LOG_ATTR = w.tag(6, w.LEN)  # LogRecord.attributes
 _SPAN_ATTR = w.tag(9, w.LEN)  # Span.attributes
@@ -117,8 +122,17 @@ def iso8601(ns: int) -> str:
 KeyValueEncoder = Callable[[str, w.Value], bytes]
 
 
+# An exec always runs a regular file: otel_exec.file.type is left out at this
+# value unless --record-attributes full.
+_EXEC_FILE_TYPE = "reg"
+
+
 def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpath: str, interp: str,
-               ld_path: str, ld_dev: int, ld_inode: int, ld_ctime: int, kv: KeyValueEncoder = _kv) -> list[bytes]:
+               ld_path: str, ld_dev: int, ld_inode: int, ld_ctime: int, kv: KeyValueEncoder = _kv,
+               derived: bool = False) -> list[bytes]:
+    """derived (--record-attributes full): also the attributes that others
+    of the record say exactly (docs/attributes.md)."""
+    file_type = _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")
     kvs = [
         kv(keys.EXECUTABLE_PATH, pathname),
         kv(keys.EXECUTABLE_NAME, os.path.basename(pathname)),
@@ -126,34 +140,42 @@ def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpa
         kv(keys.FILE_MODE, f"{stat.S_IMODE(mode):04o}"),
         kv(keys.FILE_CHANGED, iso8601(ctime)),
         kv(keys.FILE_DEV, dev),
-        kv(keys.FILE_TYPE, _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")),
         kv(keys.CMDPATH, cmdpath),
     ]
+    if derived or file_type != _EXEC_FILE_TYPE:
+        kvs.append(kv(keys.FILE_TYPE, file_type))
     if interp != cmdpath:  # a `#!` script or binfmt_misc: the same path otherwise, sent once
         kvs.append(kv(keys.INTERP, interp))
     if ld_path or ld_inode:  # the identity alone when --no-field paths
-        kvs += (
-            kv(keys.INTERPRETER_PATH, ld_path),
-            kv(keys.INTERPRETER_DEV, ld_dev),
-            kv(keys.INTERPRETER_INODE, str(ld_inode)),
-            kv(keys.INTERPRETER_CHANGED, iso8601(ld_ctime)),
-        )
+        kvs.append(kv(keys.INTERPRETER_PATH, ld_path))
+        if derived or ld_dev != dev:  # the loader on the executable's file system: otel_exec.file.dev
+            kvs.append(kv(keys.INTERPRETER_DEV, ld_dev))
+        kvs += (kv(keys.INTERPRETER_INODE, str(ld_inode)), kv(keys.INTERPRETER_CHANGED, iso8601(ld_ctime)))
     return kvs
 
 
 def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path: str, container: str | None,
                  hostname: str, mount_ns: int, pid_ns: int, cgroup_id: int, comm: str, prev_comm: str,
                  stdin_type: int, stdin_path: str, from_kernel: bool, argv_cut: bool, env_cut: bool,
-                 envc: int, cut_paths: list[str], kv: KeyValueEncoder = _kv) -> list[bytes]:
+                 envc: int, cut_paths: list[str], cmdpath: str, kv: KeyValueEncoder = _kv,
+                 derived: bool = False) -> list[bytes]:
+    """derived: as _image_kvs'. The comm is the kernel's base name of the
+    path execve was given, cut to 15 bytes: left out when it is exactly
+    that of otel_exec.cmdpath."""
+    interactive = stdin_type == stat.S_IFCHR and stdin_path.startswith(("/dev/pts/", "/dev/tty"))
     kvs = [
         kv(keys.USER_ID, euid),
         kv(keys.REAL_USER_ID, uid),
         kv(keys.GROUP_ID, egid),
         kv(keys.REAL_GROUP_ID, gid),
         kv(keys.WORKING_DIRECTORY, pwd),
-        kv(keys.INTERACTIVE, stdin_type == stat.S_IFCHR and stdin_path.startswith(("/dev/pts/", "/dev/tty"))),
         kv(keys.CGROUP, f"0::{cgroup_path}"),
-        kv(keys.COMM, comm),
+    ]
+    if derived or interactive:  # false follows from otel_exec.stdin.type and otel_exec.stdin.path
+        kvs.append(kv(keys.INTERACTIVE, interactive))
+    if derived or comm != os.path.basename(cmdpath)[:_COMM_CHARS]:
+        kvs.append(kv(keys.COMM, comm))
+    kvs += [
         kv(keys.STDIN_TYPE, _FILE_TYPES.get(stdin_type, "none" if not stdin_type else "unknown")),
         kv(keys.MOUNT_NS, mount_ns),
         kv(keys.PID_NS, pid_ns),
@@ -172,11 +194,15 @@ def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path
     return kvs
 
 
-def _command_kvs(ev: ExecEvent, kv: KeyValueEncoder = _kv) -> tuple[bytes, ...]:
+def _command_kvs(ev: ExecEvent, kv: KeyValueEncoder = _kv, derived: bool = False) -> tuple[bytes, ...]:
     """The command line, and with --sample-rate how many execs this record
-    stands for."""
+    stands for. process.command is argv[0], the first of
+    process.command_args: sent on its own only when argv is empty or
+    derived (as _image_kvs')."""
     argv = ev.argv
-    kvs = (kv(keys.COMMAND, argv[0] if argv else ""), kv(keys.COMMAND_ARGS, argv), kv(keys.ARGS_COUNT, ev.argc))
+    kvs = (kv(keys.COMMAND_ARGS, argv), kv(keys.ARGS_COUNT, ev.argc))
+    if derived or not argv:
+        kvs = (kv(keys.COMMAND, argv[0] if argv else ""), *kvs)
     return kvs if ev.sample_rate is None else (*kvs, kv(keys.SAMPLE_RATE, ev.sample_rate))
 
 
@@ -246,9 +272,15 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: 
     unavailable = ev.unavailable
     argv = None if "argv" in unavailable else ev.argv
     env, bare = _env_pairs(ev.env)
+    # A compact record leaves out process.args_count when it is the length
+    # of process.command_args: every argument read, and the record not cut.
+    count_derived = not (limits.repeat_derived or unavailable) and argv is not None and ev.argc == len(argv) \
+        and not ev.argv_truncated
     if limits.log_value_length is None and limits.span_value_length is None:
         kvs = attributes(_keeping(unavailable)) if unavailable else attributes(_kv)
         common = _available(unavailable, kvs) if unavailable else kvs
+        if count_derived:  # a record that fits is not cut
+            common.remove(_kv(keys.ARGS_COUNT, ev.argc))
         env_kvs = [_kv(keys.ENV_PREFIX + k, v) for k, v in env]
         if bare:
             env_kvs.append(_kv(keys.ENV_WITHOUT_VALUE, bare))
@@ -261,6 +293,8 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: 
     pairs: list[shape.Pair] = [(keys.UNAVAILABLE, list(unavailable))] if unavailable else []
     attributes(_collecting(pairs, keys.left_out(unavailable) if unavailable else frozenset()))
     log = shape.shape_record(pairs, argv, env, bare, limits, limits.log_value_length, ids_count)
+    if count_derived and log.common[0][0] != keys.RECORD_CUT:
+        log.common.remove((keys.ARGS_COUNT, ev.argc))
     log_kvs = [_kv(k, v) for k, v in (*log.common, *log.env)]
     span_kvs: list[bytes] | int
     if span_set == SPAN_SLIM:
@@ -357,14 +391,19 @@ def _shared_encoding(ev: ExecEvent, span_set: int, limits: RecordLimits) -> tupl
     (_shaped), and the log body. With --no-field the unavailable fields
     are the same for every exec of the run, so they are left out here,
     once per shared part."""
+    # An attribute is left out as derived only when what it derives from is
+    # sent: with unavailable fields, the full set.
+    derived = limits.repeat_derived or bool(ev.unavailable)
+
     def attributes(kv: KeyValueEncoder) -> list[bytes]:
         kvs = _image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
-                         ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv)
+                         ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv,
+                         derived)
         kvs += _context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
                             ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type,
                             ev.stdin_path, ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc,
-                            ev.path_truncated, kv)
-        kvs += _command_kvs(ev, kv)
+                            ev.path_truncated, ev.cmdpath, kv, derived)
+        kvs += _command_kvs(ev, kv, derived)
         return kvs
     identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
     attrs, body = _shaped(ev, attributes, span_set, limits, shape.IDS_COUNT + identity)
@@ -456,13 +495,15 @@ def _without_unavailable(ev: ExecEvent, span_set: int, limits: RecordLimits) -> 
             *((kv(keys.VPID, ev.pid), kv(keys.VPPID, ev.ppid)) if in_own_pid_ns else ()),
             kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
             kv(keys.EXEC_ID, ev.exec_id), kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
+            # Unavailable fields: the full set (as _shared_encoding's derived).
             *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
-                        ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv),
+                        ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv,
+                        True),
             *_context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
                           ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type, ev.stdin_path,
                           ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc, ev.path_truncated,
-                          kv),
-            *_command_kvs(ev, kv),
+                          ev.cmdpath, kv, True),
+            *_command_kvs(ev, kv, True),
         ]
     identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
     attrs, body = _shaped(ev, attributes, span_set, limits, identity)

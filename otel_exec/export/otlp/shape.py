@@ -81,13 +81,16 @@ class RecordLimits:
     max_bytes: int = DEFAULT_MAX_BYTES
     env_attributes: int = 48  # environment variables as attributes of their own; the rest packed
     body_max_bytes: int = 4096
+    # --record-attributes full: an exec record also sends the attributes its
+    # others say exactly (encode.py leaves them out by default).
+    repeat_derived: bool = False
     log_count: int = 128
     log_value_length: int | None = None
     span_count: int = 128
     span_value_length: int | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], **options: int) -> RecordLimits:
+    def from_env(cls, environ: Mapping[str, str], **options: int | bool) -> RecordLimits:
         """The run options with OTEL_ATTRIBUTE_COUNT_LIMIT,
         OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT and their OTEL_LOGRECORD_* and
         OTEL_SPAN_* variants (the signal's own variable wins)."""
