@@ -471,6 +471,11 @@ class SignalSpool:
             self._recent_bytes -= self._recent.popleft().nbytes
 
     # -- writer ---------------------------------------------------------
+    def first_added(self) -> bytes | None:
+        """The oldest record add()ed since the last write_added()."""
+        added = self._added
+        return added[0] if added else None
+
     def write_added(self) -> int:
         """Write the records add()ed since the last call, in one write() (the
         end of a drain of the ring buffer); returns how many."""

@@ -3,6 +3,11 @@ them in batches (honouring OTEL_BLRP_* / OTEL_BSP_*), each batch wrapped
 into an export request by encode.export_request and handed to a transport.
 Records wait in the on-disk spool (SpoolQueue) or, with --no-spool, in
 memory (MemoryQueue).
+
+The schedule delay bounds how long a record waits: the thread sends
+everything pending once the oldest record's event is the delay old less
+what the last send took, or at once when a full batch waits; it sleeps
+while nothing is pending.
 """
 from __future__ import annotations
 
@@ -90,6 +95,14 @@ class MemoryQueue:
         added, self._added = self._added, 0
         return added
 
+    def first_added(self) -> bytes | None:
+        """The oldest record added since the last flush that the exporter
+        has not taken yet (it takes from memory at any time)."""
+        try:
+            return self._q[-min(self._added, len(self._q))] if self._added else None
+        except IndexError:  # taken meanwhile
+            return None
+
     def take(self, max_records: int, max_bytes: int) -> Batch | None:
         q = self._q
         if not q:
@@ -133,6 +146,10 @@ class SpoolQueue:
         """Write what was added since the last flush; returns how many."""
         return self.spool.write_added()
 
+    def first_added(self) -> bytes | None:
+        """The oldest record added since the last flush."""
+        return self.spool.first_added()
+
     def take(self, max_records: int, max_bytes: int) -> Batch | None:
         return self.spool.read(max_records, max_bytes)
 
@@ -175,16 +192,33 @@ class _Held:
 class BatchExporter:
     """One signal's records and the thread that sends them in batches.
 
+    When to send: flush() (the end of a drain, from the reader thread) sets
+    the time the thread is due to send everything pending, if none is set:
+    when the oldest record just flushed is settings.schedule_delay_s old,
+    counted from its event (record_age_s; without it, from the flush), less
+    the time the last send took from its due time to the collector's answer
+    (the thread's wake-up, the spool read, the encoding and the request:
+    so that the record reaches the collector within the delay); or now,
+    once a full batch (max_export_batch_size records) was flushed since the
+    thread last started sending. The thread clears the due time before it
+    takes the first batch: a record flushed after that sets a new one.
+    Nothing pending, no due time: the thread sleeps until woken.
+
     The thread starts at start(), not before (the agent drops privileges in
     between). Every step of its loop runs inside one error handler: an
     unexpected exception is logged with its traceback, counted
     (export_errors) and the loop goes on; if the thread dies anyway,
     check() (the reader loop calls it after each drain and at least every
-    agent.HOUSEKEEPING_S) starts a new one
-    (export_thread_restarts)."""
+    agent.HOUSEKEEPING_S) starts a new one (export_thread_restarts), which
+    sends what is pending at once.
+
+    record_age_s: how long ago a queued record's event happened, in
+    seconds, or None if the record does not say. clock: monotonic seconds
+    (tests pass a fake one)."""
 
     def __init__(self, signal: str, transport: Transport, resource: bytes, settings: BatchSettings,
-                 queue: RecordQueue) -> None:
+                 queue: RecordQueue, record_age_s: Callable[[bytes], float | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.signal = signal
         self.transport = transport
         self.resource = resource
@@ -199,19 +233,28 @@ class BatchExporter:
         self.latency_ms = 0  # of the last request the collector answered
         # The queue's own method: one call per record on the reader's hot path.
         self.add: Callable[[bytes], None] = queue.add
-        self._added = 0
+        self._record_age_s = record_age_s
+        self._clock = clock
+        # Written by the reader (flush), and by the export thread only to
+        # clear it (inf) when it starts sending.
+        self._due = math.inf  # clock(): when the thread sends everything pending; inf: nothing is due
+        self._flushed = 0  # records flushed since start (reader thread)
+        self._taken = 0  # _flushed when the thread last started sending (export thread)
+        self._lag_s = 0.0  # due time to answer, of the sends before: the latest, or half the one before if longer
         self._wake = threading.Event()
         self._stopping = False
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._held: _Held | None = None
         self._attempt = 0  # retryable failures in a row
-        self._retry_at = 0.0  # monotonic: no request before this
+        self._retry_at = 0.0  # clock(): no request before this
         self._failing = ""  # the retryable reason last logged, until a success
         self._logged: set[str] = set()  # reasons of rejections already logged
 
     def start(self) -> None:
+        """Records an earlier run left in the spool go within the delay."""
         self.transport.start()
+        self._due = min(self._due, self._clock() + self.settings.schedule_delay_s)
         self._spawn()
 
     def _spawn(self) -> None:
@@ -224,40 +267,59 @@ class BatchExporter:
         if thread is not None and not self._stopping and not thread.is_alive():
             self.thread_restarts += 1
             log.error("OTLP %s export thread died (its traceback is above); starting a new one", self.signal)
+            # It may have cleared the due time of what it did not send.
+            self._due = 0.0
             self._spawn()
 
     def flush(self) -> None:
-        """End of a drain: make the records durable, wake the sender once a
-        full batch waits."""
-        self._added += self.queue.flush()
-        if self._added >= self.settings.max_export_batch_size:
-            self._added = 0
+        """End of a drain: make the records durable; set when the sender is
+        due (the class's doc) and wake it to take the new time."""
+        first = self.queue.first_added()
+        added = self.queue.flush()
+        if not added:
+            return
+        self._flushed += added
+        now = self._clock()
+        if self._flushed - self._taken >= self.settings.max_export_batch_size:
+            due = now
+        elif self._due == math.inf:
+            due = now + self._wait_s(first)
+        else:
+            return
+        if due < self._due:
+            self._due = due
             self._wake.set()
+
+    def _wait_s(self, oldest: bytes | None) -> float:
+        """How long the oldest record just flushed may wait before it is sent."""
+        delay = self.settings.schedule_delay_s
+        age = self._record_age_s(oldest) if oldest is not None and self._record_age_s is not None else None
+        return min(delay, max(0.0, delay - (age or 0.0) - self._lag_s))
 
     def _run(self) -> None:
         while not self._stopping:
-            if self._retry_at:
-                left = self._retry_at - time.monotonic()
-                if left > 0:  # a backoff: only a stop cuts it short, not a full batch
-                    self._wake.wait(left)
-                    self._wake.clear()
-                    continue
-            else:
-                self._wake.wait(self.settings.schedule_delay_s)
+            now = self._clock()
+            # A backoff: only a stop cuts it short, not a full batch or a due time.
+            wake_at = self._retry_at or self._due
+            if wake_at > now:
+                self._wake.wait(None if wake_at == math.inf else wake_at - now)
                 self._wake.clear()
-                if self._stopping:
-                    break
-            self._step()
-        while time.monotonic() < self._deadline and self._step() and self.queue.pending():
+                continue
+            # After a backoff the due time is not when sending began: not timed.
+            due = math.inf if self._retry_at else self._due
+            self._due, self._taken = math.inf, self._flushed
+            self._step(due)
+        while self._clock() < self._deadline and self._step() and self.queue.pending():
             pass
         if self._held is not None:  # memory queue: nowhere to keep it
             self.failed += self._held.count
             self._held = None
 
-    def _step(self) -> bool:
-        """Send what is pending; True when all of it was."""
+    def _step(self, due: float = math.inf) -> bool:
+        """Send what is pending; True when all of it was. due: when the
+        sending was due (inf: not timed), to time the first batch."""
         try:
-            if self._send_pending():
+            if self._send_pending(due):
                 self._retry_at = 0.0
                 return True
             return False
@@ -267,10 +329,10 @@ class BatchExporter:
             self._back_off(None)
             return False
 
-    def _send_pending(self) -> bool:
+    def _send_pending(self, due: float) -> bool:
         """Send until nothing is pending; False when a send is to be tried
         again later (the queue, or _held, keeps the batch)."""
-        while time.monotonic() < self._deadline:
+        while self._clock() < self._deadline:
             held = self._held
             if held is None:
                 batch = self.queue.take(self.settings.max_export_batch_size, MAX_REQUEST_BYTES)
@@ -291,16 +353,19 @@ class BatchExporter:
                 return False
             self._held = None
             self.queue.done(held.batch)
+            if due != math.inf:  # the first batch holds the oldest records
+                lag = min(self._clock() - due, self.settings.schedule_delay_s)
+                self._lag_s, due = max(lag, self._lag_s / 2), math.inf
         return False
 
     def _deliver(self, request: bytes, count: int) -> bool:
         """Send one request; True when it is settled (accepted, or dropped
         and counted), False when it is to be tried again."""
-        started = time.monotonic()
+        started = self._clock()
         answer = self.transport.send(request)
         if answer.outcome is not Outcome.RETRY:
             # Rounded up: an answered request took time, even under a millisecond on loopback.
-            self.latency_ms = math.ceil((time.monotonic() - started) * 1000)
+            self.latency_ms = math.ceil((self._clock() - started) * 1000)
         if answer.outcome is Outcome.SENT:
             rejected = min(answer.rejected, count)
             self.exported += count - rejected
@@ -329,7 +394,7 @@ class BatchExporter:
             log.warning("Failed to export %s to %s: %s%s; retrying in %.1f s (logged again only if the cause "
                         "changes)", self.signal, self.transport.target, answer.reason,
                         f": {answer.message[:MESSAGE_MAX]}" if answer.message else "",
-                        self._retry_at - time.monotonic())
+                        self._retry_at - self._clock())
         return False
 
     def _back_off(self, server_delay_s: float | None) -> None:
@@ -340,7 +405,7 @@ class BatchExporter:
         else:
             delay = min(_BACKOFF_FIRST_S * 2 ** self._attempt, _BACKOFF_MAX_S) * random.uniform(0.8, 1.2)
         self._attempt = min(self._attempt + 1, 16)
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = self._clock() + delay
 
     def _log_once(self, answer: Answer, what: str) -> None:
         if answer.reason not in self._logged:
@@ -353,14 +418,14 @@ class BatchExporter:
         """Send what is pending within timeout_s, then stop; what a spool
         still holds is sent after the next start. join() waits."""
         self.queue.flush()
-        self._deadline = time.monotonic() + timeout_s
+        self._deadline = self._clock() + timeout_s
         self._stopping = True
         self._retry_at = 0.0
         self._wake.set()
 
     def join(self) -> None:
         if self._thread is not None:
-            self._thread.join(max(0.0, self._deadline - time.monotonic()) + 1)
+            self._thread.join(max(0.0, self._deadline - self._clock()) + 1)
         self.transport.shutdown()
 
     def stats(self) -> dict[str, int]:

@@ -849,6 +849,33 @@ def export_request(resource: bytes, records: list[bytes]) -> bytes:
                      _SCHEMA_URL, _SCHEMA_URL))
 
 
+def _fixed64_of(record: bytes, field: int) -> int | None:
+    """A fixed64 field of a record framed as the queues hold it (_in_scope),
+    or None when it has none or is malformed."""
+    try:
+        for _, _, message in w.fields(record):
+            if isinstance(message, bytes):
+                for number, wire_type, value in w.fields(message):
+                    if number == field and wire_type == w.I64 and isinstance(value, bytes):
+                        return int.from_bytes(value, "little")
+            return None
+    except ValueError:
+        return None
+    return None
+
+
+def log_time_ns(record: bytes) -> int | None:
+    """When the event of a framed LogRecord happened: its time_unix_nano
+    (the exec or exit; for an observed process or a gap, when it was seen)."""
+    return _fixed64_of(record, 1)
+
+
+def span_end_ns(record: bytes) -> int | None:
+    """When the image of a framed Span ended: its end_time_unix_nano, the
+    event that had it sent."""
+    return _fixed64_of(record, 8)
+
+
 def request_records(request: bytes) -> list[bytes]:
     """The records of a request export_request() built, framed again as
     log_record() and span() frame them: to split it."""

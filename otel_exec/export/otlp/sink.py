@@ -6,6 +6,7 @@ BatchExporter per signal) over a transport; the resource is resource's.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from otel_exec.export.otlp import encode
 from otel_exec.export.otlp.batch import BatchExporter, BatchSettings, MemoryQueue, SpoolQueue
@@ -17,6 +18,19 @@ from otel_exec.host.identity import HostIdentity
 from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.lineage.traceparent import SAMPLED
 from otel_exec.model.events import ExecEvent
+
+
+def _age_on(identity: HostIdentity, event_ns: Callable[[bytes], int | None]) -> Callable[[bytes], float | None]:
+    """How long ago a record's event happened (event_ns: its time, in ns
+    since the epoch), measured on the clock the kernel's events are
+    converted from (CLOCK_BOOTTIME): a step of the wall clock since the
+    agent started does not make records look older or younger."""
+    offset = identity.realtime_minus_boottime_ns
+
+    def age_s(record: bytes) -> float | None:
+        ns = event_ns(record)
+        return None if ns is None else (time.clock_gettime_ns(time.CLOCK_BOOTTIME) + offset - ns) / 1e9
+    return age_s
 
 
 class OtlpSink:
@@ -31,15 +45,17 @@ class OtlpSink:
         self.spool = spool
         resource = encode.encoded_resource(resource_attributes(identity))
 
-        def exporter(signal: str, prefix: str, delay_ms: int) -> BatchExporter:
+        def exporter(signal: str, prefix: str, delay_ms: int,
+                     event_ns: Callable[[bytes], int | None]) -> BatchExporter:
             settings = BatchSettings.from_env(prefix, delay_ms)
             queue = SpoolQueue(spool.signal(signal)) if spool else MemoryQueue(settings.max_queue_size)
-            return BatchExporter(signal, make_transport(signal, opts), resource, settings, queue)
+            return BatchExporter(signal, make_transport(signal, opts), resource, settings, queue,
+                                 _age_on(identity, event_ns))
 
         # A signal turned off (OTEL_<SIGNAL>_EXPORTER=none) has no exporter
         # and costs no encoding.
-        self.logs = exporter("logs", "OTEL_BLRP", 1000) if "logs" in opts.signals else None
-        self.spans = exporter("traces", "OTEL_BSP", 5000) if "traces" in opts.signals else None
+        self.logs = exporter("logs", "OTEL_BLRP", 1000, encode.log_time_ns) if "logs" in opts.signals else None
+        self.spans = exporter("traces", "OTEL_BSP", 5000, encode.span_end_ns) if "traces" in opts.signals else None
         self.exporters = [b for b in (self.logs, self.spans) if b is not None]
 
     def start(self) -> None:
