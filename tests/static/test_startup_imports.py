@@ -31,3 +31,21 @@ def test_run_path_does_not_import_what_it_does_not_use() -> None:
             f"print(json.dumps([m for m in {NOT_BEFORE_READY!r} if m in sys.modules]))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_otlp_metrics_do_not_import_the_metrics_sdk() -> None:
+    """The agent's own metrics over OTLP are collected and encoded by
+    otel-exec (otlp/metrics.py): the run path, its Telemetry made for OTLP
+    and started, imports no module of the OpenTelemetry metrics SDK."""
+    code = ("import importlib, json, sys\n"
+            f"for name in {RUN_PATH!r}:\n"
+            "    importlib.import_module(name)\n"
+            "from otel_exec.export.otlp.transport import OtlpOptions\n"
+            "from otel_exec.export.telemetry import Telemetry\n"
+            "t = Telemetry(dict, OtlpOptions(endpoint='http://127.0.0.1:9', protocol='grpc'), None,\n"
+            "              {'service.name': 'otel-exec'})\n"
+            "t.start()\n"
+            "t.close()\n"
+            "print(json.dumps([m for m in sys.modules if m.startswith('opentelemetry.sdk.metrics')]))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == []
