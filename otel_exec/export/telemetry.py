@@ -147,6 +147,8 @@ class Telemetry:
             self._periodic = PeriodicMetrics(collector, report)
         self._console: Callable[[], object] | None = None
         if console is not None:  # OTEL_METRICS_EXPORTER=console: the SDK's own exporter and reader
+            # This import brings in every SDK module _console_metrics uses
+            # (the metrics API, the provider, the reader, the resource), as root.
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
             self._console = functools.partial(ConsoleMetricExporter, out=console)
