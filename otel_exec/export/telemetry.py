@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Callable, Iterable, TextIO
+from typing import Callable, TextIO
 
 from otel_exec import __version__
 from otel_exec.export.otlp.attributes import SCHEMA_URL
+from otel_exec.export.otlp.metrics import Instrument, MetricsCollector, Observe, PeriodicMetrics, delta_preferred
 from otel_exec.export.otlp.resource import metrics_resource
-from otel_exec.export.otlp.transport import OtlpOptions, TransportSettings, transport_for, transport_settings
+from otel_exec.export.otlp.transport import OtlpOptions, Transport, transport_for, transport_settings
 from otel_exec.model.counters import loss_reason as kernel_loss_reason
 
 Report = Callable[[], dict[str, int]]
@@ -90,26 +91,42 @@ _SPOOL_TROUBLE_KEYS = {
 }
 
 
-def metric_exporter(settings: TransportSettings) -> Callable[[], object]:
-    """A maker of the OTLP metric exporter (otlp/metrics.py) over the same
-    transports, from the same checked settings, as logs and spans: its
-    credentials are read now, its connection opened by the maker."""
-    # The SDK's modules are imported now, as root: after a drop to --user the
-    # interpreter's own library directory may be out of reach.
-    from otel_exec.export.otlp.metrics import OtlpMetricExporter
+def instruments() -> tuple[Instrument, ...]:
+    """The agent's observable instruments, in the order they are created."""
+    def counter(name: str, unit: str, description: str, observe: Observe) -> Instrument:
+        return Instrument(name, unit, description, True, observe)
 
-    transport = transport_for(settings)
-
-    def make() -> object:
-        transport.start()
-        return OtlpMetricExporter(transport)
-
-    return make
+    made = [
+        counter("otel_exec.events", "{event}", "Events the kernel reported, by type",
+                lambda r: [(r.get(k, 0), a) for k, a in _SEEN.items()]),
+        counter("otel_exec.records.exported", "{record}", "Records the collector accepted",
+                lambda r: [(r.get(f"{s}_exported", 0), {"signal": s}) for s in ("logs", "traces")]),
+        counter("otel_exec.lost", "{record}", "Records lost, by reason (each has its own counter)",
+                lambda r: [(v, {"reason": reason}) for k, v in r.items() if (reason := loss_reason(k))]),
+        counter("otel_exec.spool.faults", "{fault}", "Spool troubles that lost nothing by themselves, by reason",
+                lambda r: [(v, fault[1]) for k, v in r.items() if (fault := spool_fault(k))]),
+        counter("otel_exec.executable_identity", "{file}", "Executable identity lookups of execs, by outcome",
+                lambda r: [(r[k], {"outcome": o}) for k, o in _IDENTITY_OUTCOMES.items() if k in r]),
+        counter("otel_exec.clock.steps", "{step}", "Wall-clock steps found between the last heartbeat and this start",
+                lambda r: [(r["clock_steps"], {})] if "clock_steps" in r else []),
+    ]
+    for suffix, (name, unit, description) in _EXPORT_TROUBLE.items():
+        made.append(counter(name, unit, description,
+                            lambda r, suffix=suffix: [(r.get(f"{s}_{suffix}", 0), {"signal": s}) for s in _SIGNALS]))
+    by_name: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    units: dict[str, str] = {}
+    for key, (name, unit, attrs) in _GAUGES.items():
+        by_name.setdefault(name, []).append((key, attrs))
+        units[name] = unit
+    for name, keys in by_name.items():
+        made.append(Instrument(name, units[name], "", False,
+                               lambda r, keys=keys: [(r[k], a) for k, a in keys if k in r]))
+    return tuple(made)
 
 
 class Telemetry:
-    """Made before the privilege drop (the exporter reads its TLS files
-    then); start(), after it, starts the metrics thread and connection."""
+    """Made before the privilege drop (the OTLP transport reads its TLS
+    files then); start(), after it, starts the metrics thread and connection."""
 
     def __init__(self, report: Report, opts: OtlpOptions | None, stats_interval: float | None,
                  resource: dict[str, object], console: TextIO | None = None) -> None:
@@ -117,73 +134,53 @@ class Telemetry:
         self.stats_interval = stats_interval
         self.resource = resource
         self._next_stats = time.monotonic() + stats_interval if stats_interval else float("inf")
-        # Checked, credentials read and modules imported now, as root; the
-        # exporter is made in start(), after the drop, since the gRPC one
-        # opens its channel (and gRPC's threads) at once.
-        self._make_exporter = metric_exporter(transport_settings("metrics", opts)) if opts is not None else None
-        if console is not None:  # OTEL_METRICS_EXPORTER=console
+        # Checked, credentials read and modules imported now, as root: after a
+        # drop to --user the interpreter's own library directory may be out of
+        # reach. The connection is opened in start(), after the drop, since
+        # the gRPC one starts gRPC's threads at once.
+        self._transport: Transport | None = None
+        self._periodic: PeriodicMetrics | None = None
+        if opts is not None:
+            self._transport = transport_for(transport_settings("metrics", opts))
+            collector = MetricsCollector(instruments(), metrics_resource(resource), "otel-exec",  # type: ignore[arg-type]
+                                         __version__, SCHEMA_URL, delta=delta_preferred())
+            self._periodic = PeriodicMetrics(collector, report)
+        self._console: Callable[[], object] | None = None
+        if console is not None:  # OTEL_METRICS_EXPORTER=console: the SDK's own exporter and reader
+            # This import brings in every SDK module _console_metrics uses
+            # (the metrics API, the provider, the reader, the resource), as root.
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-            self._make_exporter = functools.partial(ConsoleMetricExporter, out=console)
+            self._console = functools.partial(ConsoleMetricExporter, out=console)
         self._provider: object | None = None
 
     def start(self) -> None:
-        """After the privilege drop: the metric exporter and the reader's thread."""
-        if self._make_exporter is not None:
-            self._provider = self._metrics(self._make_exporter())
+        """After the privilege drop: the metrics threads and connection."""
+        if self._periodic is not None and self._transport is not None:
+            self._periodic.start(self._transport)
+        if self._console is not None:
+            self._provider = self._console_metrics(self._console())
 
-    def _metrics(self, exporter: object) -> object:
+    def _console_metrics(self, exporter: object) -> object:
+        """An SDK MeterProvider over the same instruments, for the console exporter."""
         from opentelemetry.metrics import CallbackOptions, Observation
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
 
-        # OTEL_METRIC_EXPORT_INTERVAL sets the period, as users expect.
         provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)],  # type: ignore[arg-type]
                                  resource=Resource(metrics_resource(self.resource),  # type: ignore[arg-type]
                                                    schema_url=SCHEMA_URL))
         meter = provider.get_meter("otel-exec", __version__, schema_url=SCHEMA_URL)
 
-        def observe(select: Callable[[dict[str, int]], Iterable[tuple[int, dict[str, str]]]]) -> Callable:
-            def callback(_: CallbackOptions) -> list[Observation]:
-                return [Observation(v, a) for v, a in select(self.report())]
-            return callback
+        def callback(observe: Observe) -> Callable:
+            def observed(_: CallbackOptions) -> list[Observation]:
+                return [Observation(v, a) for v, a in observe(self.report())]
+            return observed
 
-        meter.create_observable_counter(
-            "otel_exec.events", [observe(lambda r: [(r.get(k, 0), a) for k, a in _SEEN.items()])],
-            unit="{event}", description="Events the kernel reported, by type")
-        meter.create_observable_counter(
-            "otel_exec.records.exported",
-            [observe(lambda r: [(r.get(f"{s}_exported", 0), {"signal": s}) for s in ("logs", "traces")])],
-            unit="{record}", description="Records the collector accepted")
-        meter.create_observable_counter(
-            "otel_exec.lost", [observe(lambda r: [(v, {"reason": reason}) for k, v in r.items()
-                                                  if (reason := loss_reason(k))])],
-            unit="{record}", description="Records lost, by reason (each has its own counter)")
-        meter.create_observable_counter(
-            "otel_exec.spool.faults", [observe(lambda r: [(v, fault[1]) for k, v in r.items()
-                                                          if (fault := spool_fault(k))])],
-            unit="{fault}", description="Spool troubles that lost nothing by themselves, by reason")
-        meter.create_observable_counter(
-            "otel_exec.executable_identity",
-            [observe(lambda r: [(r[k], {"outcome": o}) for k, o in _IDENTITY_OUTCOMES.items() if k in r])],
-            unit="{file}", description="Executable identity lookups of execs, by outcome")
-        meter.create_observable_counter(
-            "otel_exec.clock.steps", [observe(lambda r: [(r["clock_steps"], {})] if "clock_steps" in r else [])],
-            unit="{step}", description="Wall-clock steps found between the last heartbeat and this start")
-        for suffix, (name, unit, description) in _EXPORT_TROUBLE.items():
-            meter.create_observable_counter(
-                name, [observe(lambda r, suffix=suffix: [(r.get(f"{s}_{suffix}", 0), {"signal": s})
-                                                         for s in _SIGNALS])],
-                unit=unit, description=description)
-        by_name: dict[str, list[tuple[str, dict[str, str]]]] = {}
-        units: dict[str, str] = {}
-        for key, (name, unit, attrs) in _GAUGES.items():
-            by_name.setdefault(name, []).append((key, attrs))
-            units[name] = unit
-        for name, keys in by_name.items():
-            meter.create_observable_gauge(
-                name, [observe(lambda r, keys=keys: [(r[k], a) for k, a in keys if k in r])], unit=units[name])
+        for i in instruments():
+            create = meter.create_observable_counter if i.counter else meter.create_observable_gauge
+            create(i.name, [callback(i.observe)], unit=i.unit, description=i.description)
         return provider
 
     def tick(self) -> None:
@@ -204,5 +201,7 @@ class Telemetry:
                      + "".join(f" {k}={v}" for k, v in r.items() if v and k in _SPOOL_TROUBLE_KEYS))
 
     def close(self) -> None:
+        if self._periodic is not None:
+            self._periodic.shutdown()
         if self._provider is not None:
             self._provider.shutdown()  # type: ignore[attr-defined]

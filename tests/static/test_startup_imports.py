@@ -31,3 +31,25 @@ def test_run_path_does_not_import_what_it_does_not_use() -> None:
             f"print(json.dumps([m for m in {NOT_BEFORE_READY!r} if m in sys.modules]))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_otlp_metrics_and_the_resource_do_not_import_the_sdk() -> None:
+    """The agent's own metrics over OTLP are collected and encoded by
+    otel-exec (otlp/metrics.py) and the resource read from the environment
+    by it (resource.py): the run path, with its resource and its Telemetry
+    made for OTLP and started, imports no module of the OpenTelemetry SDK
+    but the one that holds its version (the metrics' telemetry.sdk.version)."""
+    code = ("import importlib, json, sys\n"
+            f"for name in {RUN_PATH!r}:\n"
+            "    importlib.import_module(name)\n"
+            "from otel_exec.export.otlp.resource import resource_attributes\n"
+            "from otel_exec.export.otlp.transport import OtlpOptions\n"
+            "from otel_exec.export.telemetry import Telemetry\n"
+            "from otel_exec.host.identity import HostIdentity\n"
+            "t = Telemetry(dict, OtlpOptions(endpoint='http://127.0.0.1:9', protocol='grpc'), None,\n"
+            "              resource_attributes(HostIdentity.current()))\n"
+            "t.start()\n"
+            "t.close()\n"
+            "print(json.dumps([m for m in sys.modules if m.startswith('opentelemetry.sdk.') or m == 'psutil']))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == ["opentelemetry.sdk.version"]

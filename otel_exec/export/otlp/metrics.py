@@ -1,22 +1,25 @@
 """The agent's own metrics as OTLP requests, sent by the transports logs and
-spans use (transport.py): an SDK MetricExporter that encodes the SDK's
-MetricsData by hand (protowire) instead of through the OTLP exporter
-packages, whose generated protobuf modules cost start-up time and memory
-for a few dozen data points a minute.
+spans use (transport.py), without the OpenTelemetry metrics SDK: its modules
+cost start-up time and memory for a few dozen data points a minute.
 
-Only what Telemetry creates is encoded: sums (observable counters) and
-gauges of int or float points.
+Every collection reads Agent.report() once and turns it into the points the
+SDK's MeterProvider would make of the same observable instruments: counters
+as monotonic sums (cumulative, or delta under
+OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta) and gauges;
+metrics in the order their first point appeared, points in the order their
+attribute set first appeared, a metric without a point this time left out.
+tests/export/test_metrics_encoding.py holds it to the SDK's output.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
-from typing import Any, Mapping
-
-from opentelemetry.sdk.metrics import ObservableCounter
-from opentelemetry.sdk.metrics.export import (AggregationTemporality, Gauge, MetricExporter, MetricExportResult,
-                                              MetricsData, NumberDataPoint, Sum)
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
 
 from otel_exec.export.otlp import protowire as w
 from otel_exec.export.otlp.transport import MESSAGE_MAX, Outcome, Transport
@@ -25,84 +28,187 @@ log = logging.getLogger(__name__)
 
 _DOUBLE = struct.Struct("<d")
 _TEMPORALITY_VAR = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+# AggregationTemporality in opentelemetry/proto/metrics/v1/metrics.proto
+DELTA, CUMULATIVE = 1, 2
+
+Number = int | float
+Observe = Callable[[Mapping[str, int]], Iterable[tuple[Number, dict[str, str]]]]
 
 
-def _attributes(field: int, attrs: Any) -> bytes:
-    return w.repeated(field, (w.key_value(w.key_head(k), w.any_value(v)) for k, v in (attrs or {}).items()))
+@dataclass(frozen=True)
+class Instrument:
+    """An observable instrument: its points are read from one report()."""
+
+    name: str
+    unit: str
+    description: str
+    counter: bool  # an observable counter (a monotonic sum); else a gauge
+    observe: Observe
 
 
-def _point(p: NumberDataPoint) -> bytes:
-    """NumberDataPoint: attributes 7, start_time_unix_nano 2, time_unix_nano 3,
-    as_double 4, as_int 6 (sfixed64)."""
-    value = (w.fixed64_field(6, p.value & 0xFFFFFFFFFFFFFFFF) if isinstance(p.value, int)
-             else w.tag(4, w.I64) + _DOUBLE.pack(p.value))
-    return b"".join((_attributes(7, p.attributes), w.fixed64_field(2, p.start_time_unix_nano or 0),
-                     w.fixed64_field(3, p.time_unix_nano), value))
-
-
-def _metric(metric: Any) -> bytes | None:
-    """Metric: name 1, description 2, unit 3, gauge 5 (data_points 1), sum 7
-    (data_points 1, aggregation_temporality 2, is_monotonic 3)."""
-    data = metric.data
-    points = w.repeated(1, map(_point, data.data_points))
-    if isinstance(data, Sum):
-        body = w.len_field(7, points + w.varint_field(2, int(data.aggregation_temporality))
-                           + w.varint_field(3, int(data.is_monotonic)))
-    elif isinstance(data, Gauge):
-        body = w.len_field(5, points)
-    else:
-        return None
-    return b"".join((w.len_field(1, metric.name.encode()), w.len_field(2, (metric.description or "").encode()),
-                     w.len_field(3, (metric.unit or "").encode()), body))
-
-
-def metrics_request(data: MetricsData) -> bytes:
-    """ExportMetricsServiceRequest: resource_metrics 1 (resource 1, scope_metrics 2,
-    schema_url 3); ScopeMetrics: scope 1 (name 1, version 2), metrics 2, schema_url 3."""
-    resources = []
-    for rm in data.resource_metrics:
-        scopes = []
-        for sm in rm.scope_metrics:
-            scope = w.len_field(1, sm.scope.name.encode()) + w.len_field(2, (sm.scope.version or "").encode())
-            metrics = [m for m in map(_metric, sm.metrics) if m is not None]
-            scopes.append(w.len_field(1, scope) + w.repeated(2, metrics) + w.len_field(3, (sm.schema_url or "").encode()))
-        resource = _attributes(1, rm.resource.attributes)
-        resources.append(w.len_field(1, resource) + w.repeated(2, scopes)
-                         + w.len_field(3, (rm.schema_url or rm.resource.schema_url or "").encode()))
-    return w.repeated(1, resources)
-
-
-def preferred_temporality(environ: Mapping[str, str] = os.environ) -> dict[type, AggregationTemporality]:
+def delta_preferred(environ: Mapping[str, str] = os.environ) -> bool:
     """OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE as the SDK's OTLP
     exporters read it, for the only instrument the agent has that it
     changes: cumulative (the default) and lowmemory keep observable
     counters cumulative, delta makes them delta."""
-    delta = environ.get(_TEMPORALITY_VAR, "").strip().lower() == "delta"
-    return {ObservableCounter: AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE}
+    return environ.get(_TEMPORALITY_VAR, "").strip().lower() == "delta"
 
 
-class OtlpMetricExporter(MetricExporter):
-    """Sends each collection in one request; a failed one is not retried (the
-    next collection carries the counters' new totals), its cause logged once."""
+def _millis(environ: Mapping[str, str], var: str, default: float) -> float:
+    """A period in ms as the SDK's periodic reader reads it: a value that is
+    not a number is warned about and the default used."""
+    try:
+        return float(environ.get(var, default))
+    except ValueError:
+        log.warning("Found invalid value for %s, using default", var)
+        return default
 
-    def __init__(self, transport: Transport) -> None:
-        super().__init__(preferred_temporality=preferred_temporality())
-        self.transport = transport
+
+@dataclass
+class _Series:
+    """One attribute set of one instrument, as the SDK's aggregation keeps it."""
+
+    attributes: dict[str, str]
+    start_ns: int  # when it was first observed
+    previous_ns: int  # the last collection that had a point of it (delta)
+    previous: Number = 0  # its value then (delta)
+    value: Number | None = None  # this collection's, None when not observed
+
+
+@dataclass
+class MetricsCollector:
+    """The state between collections (start times, previous values) and the
+    encoding of one collection as an ExportMetricsServiceRequest."""
+
+    instruments: tuple[Instrument, ...]
+    resource: Mapping[str, w.Value]
+    scope_name: str
+    scope_version: str
+    schema_url: str
+    delta: bool = False
+    clock: Callable[[], int] = time.time_ns
+    # instrument -> attribute set -> series, each in the order first observed
+    _series: dict[Instrument, dict[tuple[tuple[str, str], ...], _Series]] = field(default_factory=dict)
+
+    def request(self, report: Mapping[str, int]) -> bytes | None:
+        """The request of this collection, or None when it has no point."""
+        observed_ns = self.clock()
+        # All read before any series changes: a failing read leaves none half-summed.
+        observed = [(instrument, list(instrument.observe(report))) for instrument in self.instruments]
+        for instrument, points in observed:
+            for value, attributes in points:
+                series = self._series.setdefault(instrument, {})
+                key = tuple(sorted(attributes.items()))
+                one = series.get(key)
+                if one is None:
+                    one = series[key] = _Series(dict(attributes), observed_ns, observed_ns)
+                if instrument.counter:  # the SDK sums what one callback observes of a set
+                    one.value = (one.value or 0) + value
+                else:
+                    one.value = value
+        now_ns = self.clock()
+        metrics = [m for m in (self._metric(i, s.values(), now_ns) for i, s in self._series.items()) if m]
+        if not metrics:
+            return None
+        scope = w.len_field(1, self.scope_name.encode()) + w.len_field(2, self.scope_version.encode())
+        schema = w.len_field(3, self.schema_url.encode())
+        scope_metrics = w.len_field(1, scope) + w.repeated(2, metrics) + schema
+        resource = _attributes(1, self.resource)
+        return w.len_field(1, w.len_field(1, resource) + w.len_field(2, scope_metrics) + schema)
+
+    def _metric(self, instrument: Instrument, series: Iterable[_Series], now_ns: int) -> bytes:
+        """Metric: name 1, description 2, unit 3, gauge 5 (data_points 1), sum 7
+        (data_points 1, aggregation_temporality 2, is_monotonic 3); b"" without a point."""
+        points = []
+        for one in series:
+            value, one.value = one.value, None
+            if value is None:
+                continue
+            start_ns = 0  # gauges have none
+            if instrument.counter and self.delta:
+                value, one.previous = value - one.previous, value
+                start_ns, one.previous_ns = one.previous_ns, now_ns
+            elif instrument.counter:
+                start_ns = one.start_ns
+            points.append(_point(one.attributes, start_ns, now_ns, value))
+        if not points:
+            return b""
+        body = w.repeated(1, points)
+        if instrument.counter:
+            body = w.len_field(7, body + w.varint_field(2, DELTA if self.delta else CUMULATIVE) + w.varint_field(3, 1))
+        else:
+            body = w.len_field(5, body)
+        return b"".join((w.len_field(1, instrument.name.encode()), w.len_field(2, instrument.description.encode()),
+                         w.len_field(3, instrument.unit.encode()), body))
+
+
+def _attributes(field_number: int, attrs: Mapping[str, w.Value]) -> bytes:
+    return w.repeated(field_number, (w.key_value(w.key_head(k), w.any_value(v)) for k, v in attrs.items()))
+
+
+def _point(attributes: dict[str, str], start_ns: int, now_ns: int, value: Number) -> bytes:
+    """NumberDataPoint: attributes 7, start_time_unix_nano 2, time_unix_nano 3,
+    as_double 4, as_int 6 (sfixed64)."""
+    encoded = (w.fixed64_field(6, value & 0xFFFFFFFFFFFFFFFF) if isinstance(value, int)
+               else w.tag(4, w.I64) + _DOUBLE.pack(value))
+    return b"".join((_attributes(7, attributes), w.fixed64_field(2, start_ns), w.fixed64_field(3, now_ns), encoded))
+
+
+class PeriodicMetrics:
+    """A thread that sends a collection every OTEL_METRIC_EXPORT_INTERVAL ms
+    (default 60000) and a last one at shutdown, which waits for it at most
+    OTEL_METRIC_EXPORT_TIMEOUT ms (default 30000), as the SDK's periodic
+    reader does. A failed export is not retried (the next one carries the
+    counters' new totals); its cause is logged once."""
+
+    def __init__(self, collector: MetricsCollector, report: Callable[[], Mapping[str, int]],
+                 environ: Mapping[str, str] = os.environ) -> None:
+        self.collector = collector
+        self.report = report
+        self.interval_ms = _millis(environ, "OTEL_METRIC_EXPORT_INTERVAL", 60000)
+        self.timeout_ms = _millis(environ, "OTEL_METRIC_EXPORT_TIMEOUT", 30000)
+        if self.interval_ms <= 0:
+            raise ValueError(f"OTEL_METRIC_EXPORT_INTERVAL {self.interval_ms} is invalid: it must be larger than zero")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._transport: Transport | None = None
         self._logged: set[str] = set()
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        answer = self.transport.send(metrics_request(metrics_data))
-        if answer.outcome is Outcome.SENT:
-            return MetricExportResult.SUCCESS
-        if answer.reason not in self._logged:
-            self._logged.add(answer.reason)
-            log.error("Failed to export metrics to %s: %s%s (logged once per cause; the next export carries "
-                        "the totals)", self.transport.target, answer.reason,
-                        f": {answer.message[:MESSAGE_MAX]}" if answer.message else "")
-        return MetricExportResult.FAILURE
+    def start(self, transport: Transport) -> None:
+        """After the privilege drop: the connection and the thread (none when
+        the interval is infinite: nothing is ever collected, as with the SDK)."""
+        transport.start()
+        self._transport = transport
+        if self.interval_ms < math.inf:
+            self._thread = threading.Thread(name="otel-exec-metrics", target=self._run, daemon=True)
+            self._thread.start()
 
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_ms / 1e3):
+            self.export()
+        self.export()  # the last collection, at shutdown
 
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.transport.shutdown()
+    def export(self) -> None:
+        """One collection, sent."""
+        assert self._transport is not None
+        try:
+            payload = self.collector.request(self.report())
+            if payload is None:
+                return
+            answer = self._transport.send(payload)
+        except Exception:  # the thread goes on to the next period, as the SDK's does
+            log.exception("Exception while exporting metrics")
+            return
+        if answer.outcome is Outcome.SENT or answer.reason in self._logged:
+            return
+        self._logged.add(answer.reason)
+        log.error("Failed to export metrics to %s: %s%s (logged once per cause; the next export carries "
+                  "the totals)", self._transport.target, answer.reason,
+                  f": {answer.message[:MESSAGE_MAX]}" if answer.message else "")
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout_ms / 1e3)
+        if self._transport is not None:
+            self._transport.shutdown()

@@ -1,9 +1,13 @@
 """The resource of every log and trace request (docs/attributes.md#resource-and-scope)."""
 from __future__ import annotations
 
+import logging
+import os
 import platform
 import socket
 import uuid
+from typing import Mapping
+from urllib.parse import unquote
 
 from otel_exec import __version__
 from otel_exec.export.otlp import attributes as keys
@@ -12,7 +16,29 @@ from otel_exec.host.identity import HostIdentity
 # The namespace semantic conventions name for a UUIDv5 service.instance.id
 # derived from an inherent unique id (here the machine id).
 SERVICE_INSTANCE_NAMESPACE = uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320")
+log = logging.getLogger(__name__)
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm32", "ppc64le": "ppc64", "s390x": "s390x"}
+
+
+def environment_resource(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """OTEL_RESOURCE_ATTRIBUTES (key=value pairs, comma-separated, values
+    percent-decoded) and OTEL_SERVICE_NAME (wins for service.name) read as the
+    SDK's OTELResourceDetector reads them, without importing the SDK's
+    resources module (which imports psutil)."""
+    found: dict[str, str] = {}
+    raw = environ.get("OTEL_RESOURCE_ATTRIBUTES")
+    for item in raw.split(",") if raw else ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            log.warning("Invalid key value resource attribute pair %s: no '='", item)
+            continue
+        found[key.strip()] = unquote(value.strip())
+    if environ.get("OTEL_SERVICE_NAME"):
+        found[keys.SERVICE_NAME] = environ["OTEL_SERVICE_NAME"]
+    if "" in found:  # the SDK's attributes drop an empty key
+        log.warning("Invalid resource attribute key '' in OTEL_RESOURCE_ATTRIBUTES: dropped")
+        del found[""]
+    return found
 
 
 def resource_attributes(identity: HostIdentity) -> dict[str, object]:
@@ -21,9 +47,7 @@ def resource_attributes(identity: HostIdentity) -> dict[str, object]:
     Logs and traces are encoded by otel-exec, not by the OpenTelemetry SDK,
     whose name `opentelemetry` the conventions reserve: otel-exec names
     itself as the telemetry SDK and as the distribution."""
-    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-
-    ours = Resource({
+    ours: dict[str, object] = {
         keys.SERVICE_NAME: "otel-exec",
         keys.SERVICE_VERSION: __version__,
         keys.SERVICE_INSTANCE_ID: str(uuid.uuid5(SERVICE_INSTANCE_NAMESPACE, identity.machine_id)),
@@ -36,8 +60,8 @@ def resource_attributes(identity: HostIdentity) -> dict[str, object]:
         keys.SDK_VERSION: __version__,
         keys.DISTRO_NAME: "otel-exec",
         keys.DISTRO_VERSION: __version__,
-    })
-    return dict(ours.merge(OTELResourceDetector().detect()).attributes)
+    }
+    return {**ours, **environment_resource()}
 
 
 def metrics_resource(attrs: dict[str, object]) -> dict[str, object]:
