@@ -102,7 +102,7 @@ HELP: dict[str, str] = {
     "--env-max-bytes":
         "copy at most this much of the environment; more is cut (default %(default)s)",
     "--ringbuf-bytes":
-        "kernel-to-agent ring buffer size, a power of two (default 2 MiB with CO-RE, 4 MiB with BCC)",
+        "ring buffer size, power of 2 (default 2 MiB; BCC: 4 MiB)",
     "--poll-interval":
         "drain the ring at least this often (default %(default)s)",
     "--process-table-size":
