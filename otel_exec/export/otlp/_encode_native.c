@@ -302,6 +302,28 @@ static char *put_tail(char *p, uint64_t flags, PyObject *trace_id, PyObject *spa
 	return put_u64(p, observed_ns);
 }
 
+/* A new bytes object in *out for a message of `inner` bytes framed as a record of its scope
+ * block (IN_SCOPE, then the length); returns where the message goes, NULL on error. */
+static char *new_framed(Py_ssize_t inner, PyObject **out)
+{
+	if ((*out = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner)) == NULL)
+		return NULL;
+	char *p = PyBytes_AS_STRING(*out);
+	*p++ = IN_SCOPE;
+	return put_varint(p, inner);
+}
+
+/* new_framed() for a LogRecord, its head written: time_unix_nano (1) and the severity. */
+static char *new_log_record(Py_ssize_t inner, uint64_t time_ns, PyObject **out)
+{
+	char *p = new_framed(inner, out);
+	if (p == NULL)
+		return NULL;
+	*p++ = 0x09; /* time_unix_nano: field 1, I64 */
+	p = put_u64(p, time_ns);
+	return put_bytes(p, log_severity);
+}
+
 /* The trace context of a span (or of the ProcessSpan an exec record names). */
 struct context {
 	uint64_t flags;
@@ -354,14 +376,8 @@ static PyObject *log_record(PyObject *self, PyObject *args)
 		Py_ssize_t inner = 9 + PyBytes_GET_SIZE(log_severity) + PyBytes_GET_SIZE(body) +
 				   PyBytes_GET_SIZE(ids_log) + PyBytes_GET_SIZE(common_log) + TAIL_SIZE +
 				   PyBytes_GET_SIZE(log_event_name);
-		result = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner);
-		if (result != NULL) {
-			char *p = PyBytes_AS_STRING(result);
-			*p++ = IN_SCOPE;
-			p = put_varint(p, inner);
-			*p++ = 0x09; /* time_unix_nano: field 1, I64 */
-			p = put_u64(p, timestamp);
-			p = put_bytes(p, log_severity);
+		char *p = new_log_record(inner, timestamp, &result);
+		if (p != NULL) {
 			p = put_bytes(p, body);
 			p = put_bytes(p, ids_log);
 			p = put_bytes(p, common_log);
@@ -445,15 +461,10 @@ static PyObject *exec_record(PyObject *self, PyObject *const *args, Py_ssize_t n
 	Py_ssize_t extra_size = extra_log != NULL ? PyBytes_GET_SIZE(extra_log) : 0;
 	Py_ssize_t inner = 9 + PyBytes_GET_SIZE(log_severity) + PyBytes_GET_SIZE(body) + d.size + extra_size +
 			   PyBytes_GET_SIZE(attrs_log) + TAIL_SIZE + PyBytes_GET_SIZE(log_event_name);
-	PyObject *record = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner);
-	if (record == NULL)
+	PyObject *record;
+	char *p = new_log_record(inner, timestamp, &record);
+	if (p == NULL)
 		goto out;
-	char *p = PyBytes_AS_STRING(record);
-	*p++ = IN_SCOPE;
-	p = put_varint(p, inner);
-	*p++ = 0x09; /* time_unix_nano: field 1, I64 */
-	p = put_u64(p, timestamp);
-	p = put_bytes(p, log_severity);
 	p = put_bytes(p, body);
 	p = put_ids(p, &d, LOG_ATTR);
 	if (extra_log != NULL)
@@ -634,12 +645,9 @@ static PyObject *span(PyObject *self, PyObject *ended)
 		}
 		inner += PyBytes_GET_SIZE(part);
 	}
-	result = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner);
-	if (result == NULL)
+	char *p = new_framed(inner, &result);
+	if (p == NULL)
 		goto out;
-	char *p = PyBytes_AS_STRING(result);
-	*p++ = IN_SCOPE;
-	p = put_varint(p, inner);
 	*p++ = 0x0a; /* trace_id: field 1, LEN */
 	*p++ = 16;
 	p = put_bytes(p, c.trace_id);
@@ -743,15 +751,9 @@ static PyObject *exit_record(PyObject *self, PyObject *args)
 			   PyBytes_GET_SIZE(pid_head) + varint_size(pid) + 1 + exec_size + PyBytes_GET_SIZE(name) +
 			   PyBytes_GET_SIZE(duration_head) + 8 + (late ? PyBytes_GET_SIZE(late) : 0) + TAIL_SIZE +
 			   PyBytes_GET_SIZE(exit_event_name);
-	result = PyBytes_FromStringAndSize(NULL, 1 + varint_size(inner) + inner);
-	if (result == NULL)
+	char *p = new_log_record(inner, end_ns, &result);
+	if (p == NULL)
 		goto out;
-	char *p = PyBytes_AS_STRING(result);
-	*p++ = IN_SCOPE;
-	p = put_varint(p, inner);
-	*p++ = 0x09; /* time_unix_nano: field 1, I64 */
-	p = put_u64(p, end_ns);
-	p = put_bytes(p, log_severity);
 	p = put_bytes(p, end_log);
 	*p++ = LOG_ATTR;
 	p = put_varint(put_bytes(p, pid_head), pid);
