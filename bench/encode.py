@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cost per exec of the OTLP encoder (otel_exec.export.otlp.encode), as
-the OTLP sink calls it: exec_attributes and log_record when the exec is
-read, span and exit_record when its image ends; record shaping included.
+the OTLP sink calls it: exec_record when the exec is read, span and
+exit_record when its image ends; record shaping included.
 
     python3 bench/encode.py [ROUNDS]
     OTEL_EXEC_NATIVE=0 python3 bench/encode.py [ROUNDS]   # the Python reference
@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_exec.export.otlp import encode  # noqa: E402
+from otel_exec.export.otlp.shape import RecordLimits  # noqa: E402
 from otel_exec.lineage.spans import ProcessSpan  # noqa: E402
 from otel_exec.model.events import SharedExec  # noqa: E402
 from otel_exec.model.executable import COMPLETE, ExecutableIdentity  # noqa: E402
@@ -43,6 +44,7 @@ ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOM
 ARGV = ["cc", "-O2", "-c", "src/module.c", "-o", "build/module.o"]
 
 
+LIMITS = RecordLimits()  # the defaults
 IDENTITY = ExecutableIdentity(COMPLETE, size=35664, sha256="c7" * 32, htlhash="72" * 16, gnu_build_id="c8" * 20)
 
 
@@ -64,9 +66,7 @@ def _per_exec(workload: str, n: int) -> float:
             ev.shared = SharedExec(())
         else:
             ev.shared = shared
-        enc = encode.exec_attributes(ev)
-        encode.log_record(ev, enc, span, 1)
-        span.attributes = enc.span_attrs()
+        encode.exec_record(ev, span, encode.SPAN_SLIM, LIMITS, 1)
         encode.span(span)
         encode.exit_record(span, 2)
     return (time.thread_time() - start) / n * 1e6

@@ -24,8 +24,8 @@ static Py_ssize_t created_size, exec_id_size;
 static PyObject *log_event_name, *exit_event_name, *log_severity, *duration_head, *span_kind_start;
 static PyObject *names, *endings, *exe_names;                       /* encode.py's caches (dicts) */
 static PyObject *new_span_name, *ending, *span_extras, *exe_name, *late_identity_attrs, *framed_fixed;
-/* encode.py's own log_record, span and exit_record: for a value past 64 bits or negative. */
-static PyObject *py_log_record, *py_span, *py_exit_record, *py_exec_record;
+/* encode.py's own exec_record, span and exit_record: for a value past 64 bits or negative. */
+static PyObject *py_span, *py_exit_record, *py_exec_record;
 /* encode.py's cache of shared parts (ExecEvent.shared -> (Attrs, body)), identity_attrs, SPAN_SLIM. */
 static PyObject *shared_encodings, *identity_attrs;
 static long span_slim;
@@ -34,7 +34,7 @@ static int ready;
 
 /* Attribute names, interned once. */
 static PyObject *s_host_pid, *s_host_ppid, *s_pid, *s_ppid, *s_process_start_time, *s_exec_id,
-    *s_parent_exec_id, *s_timestamp, *s_body, *s_ids, *s_common, *s_log, *s_trace_flags, *s_trace_id,
+    *s_parent_exec_id, *s_timestamp, *s_log, *s_trace_flags, *s_trace_id,
     *s_span_id, *s_process, *s_exe, *s_comm, *s_trace_state, *s_parent_span_id, *s_start_ns, *s_end_ns,
     *s_attributes, *s_ended_by, *s_incomplete, *s_exit_code, *s_signal, *s_untrusted_traceparent,
     *s_late_identity, *s_result, *s_shared, *s_span, *s_executable_identity, *s_nul;
@@ -347,52 +347,6 @@ static void put_context(struct context *c)
 {
 	Py_XDECREF(c->trace_id);
 	Py_XDECREF(c->span_id);
-}
-
-/* log_record(ev, enc, span, observed_ns): encode.log_record. */
-static PyObject *log_record(PyObject *self, PyObject *args)
-{
-	PyObject *ev, *enc, *span, *observed, *result = NULL;
-	uint64_t observed_ns, timestamp;
-	struct context c;
-
-	if (!PyArg_ParseTuple(args, "OOOO", &ev, &enc, &span, &observed))
-		return NULL;
-	if (!ready)
-		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
-	if (u64_of(observed, &observed_ns) || get_u64(ev, s_timestamp, &timestamp) || get_u64(span, s_trace_flags,
-											       &c.flags))
-		return did_not_fit() ? PyObject_Call(py_log_record, args, NULL) : NULL;
-	PyObject *body = get_bytes(enc, s_body, -1), *ids = NULL, *common = NULL, *ids_log = NULL, *common_log = NULL;
-	if (body == NULL)
-		return NULL;
-	if ((ids = PyObject_GetAttr(enc, s_ids)) == NULL || (common = PyObject_GetAttr(enc, s_common)) == NULL ||
-	    (ids_log = get_bytes(ids, s_log, -1)) == NULL || (common_log = get_bytes(common, s_log, -1)) == NULL)
-		goto out;
-	int mine = get_context(span, &c);
-	if (mine == 1)
-		result = PyObject_Call(py_log_record, args, NULL);
-	if (mine == 0) {
-		Py_ssize_t inner = 9 + PyBytes_GET_SIZE(log_severity) + PyBytes_GET_SIZE(body) +
-				   PyBytes_GET_SIZE(ids_log) + PyBytes_GET_SIZE(common_log) + TAIL_SIZE +
-				   PyBytes_GET_SIZE(log_event_name);
-		char *p = new_log_record(inner, timestamp, &result);
-		if (p != NULL) {
-			p = put_bytes(p, body);
-			p = put_bytes(p, ids_log);
-			p = put_bytes(p, common_log);
-			p = put_tail(p, c.flags, c.trace_id, c.span_id, observed_ns);
-			put_bytes(p, log_event_name);
-		}
-	}
-	put_context(&c);
-out:
-	Py_DECREF(body);
-	Py_XDECREF(ids);
-	Py_XDECREF(common);
-	Py_XDECREF(ids_log);
-	Py_XDECREF(common_log);
-	return result;
 }
 
 /* exec_record(ev, span, span_set, limits, observed_ns): encode.exec_record,
@@ -793,16 +747,16 @@ static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
 				 "log_event_name", "exit_event_name", "log_severity", "duration_head",
 				 "span_kind_start", "names", "endings", "exe_names", "new_span_name", "ending",
 				 "span_extras", "exe_name", "late_identity_attrs", "framed_fixed", "exec_id_key",
-				 "py_log_record", "py_span", "py_exit_record", "py_exec_record", "shared_encodings",
+				 "py_span", "py_exit_record", "py_exec_record", "shared_encodings",
 				 "identity_attrs", "span_slim", NULL};
-	PyObject *v[28];
+	PyObject *v[27];
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "$O!O!O!O!SnSSnSSSSSO!O!O!OOOOOOUOOOOO!Ol", kwlist, &PyTuple_Type, &v[0],
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "$O!O!O!O!SnSSnSSSSSO!O!O!OOOOOOUOOOO!Ol", kwlist, &PyTuple_Type, &v[0],
 					 &PyTuple_Type, &v[1], &PyTuple_Type, &v[2], &PyTuple_Type, &v[3], &v[4],
 					 &created_size, &v[5], &v[6], &exec_id_size, &v[7], &v[8], &v[9], &v[10],
 					 &v[11], &PyDict_Type, &v[12], &PyDict_Type, &v[13], &PyDict_Type, &v[14],
 					 &v[15], &v[16], &v[17], &v[18], &v[19], &v[20], &v[21], &v[22], &v[23],
-					 &v[24], &v[25], &PyDict_Type, &v[26], &v[27], &span_slim))
+					 &v[24], &PyDict_Type, &v[25], &v[26], &span_slim))
 		return NULL;
 	for (int i = 0; i < 4; i++) {
 		if (PyTuple_GET_SIZE(v[i]) != 11)
@@ -811,12 +765,12 @@ static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
 			if (!PyBytes_Check(PyTuple_GET_ITEM(v[i], j)))
 				return PyErr_Format(PyExc_TypeError, "heads: bytes expected");
 	}
-	PyObject **slots[28] = {&pid_heads, &ppid_heads, &vpid_heads, &vppid_heads, &created_head, &exec_id_head,
+	PyObject **slots[27] = {&pid_heads, &ppid_heads, &vpid_heads, &vppid_heads, &created_head, &exec_id_head,
 				&parent_exec_id_head, &log_event_name, &exit_event_name, &log_severity, &duration_head,
 				&span_kind_start, &names, &endings, &exe_names, &new_span_name, &ending, &span_extras,
-				&exe_name, &late_identity_attrs, &framed_fixed, &exec_id_key, &py_log_record, &py_span,
+				&exe_name, &late_identity_attrs, &framed_fixed, &exec_id_key, &py_span,
 				&py_exit_record, &py_exec_record, &shared_encodings, &identity_attrs};
-	for (int i = 0; i < 28; i++)
+	for (int i = 0; i < 27; i++)
 		Py_XSETREF(*slots[i], Py_NewRef(v[i]));
 	ready = 1;
 	Py_RETURN_NONE;
@@ -825,7 +779,6 @@ static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
 static PyMethodDef methods[] = {
 	{"setup", (PyCFunction)(void (*)(void))setup, METH_VARARGS | METH_KEYWORDS, "encode.py's constants, once"},
 	{"exec_ids", exec_ids, METH_VARARGS, "exec_ids(ev, slim) -> (log ids, span ids) or None"},
-	{"log_record", log_record, METH_VARARGS, "log_record(ev, enc, span, observed_ns) -> bytes"},
 	{"exec_record", (PyCFunction)(void (*)(void))exec_record, METH_FASTCALL,
 	 "exec_record(ev, span, span_set, limits, observed_ns) -> bytes; sets span.attributes"},
 	{"span", span, METH_O, "span(ended) -> bytes"},
@@ -845,8 +798,8 @@ PyMODINIT_FUNC PyInit__encode_native(void)
 	} strings[] = {
 		{&s_host_pid, "host_pid"}, {&s_host_ppid, "host_ppid"}, {&s_pid, "pid"}, {&s_ppid, "ppid"},
 		{&s_process_start_time, "process_start_time"}, {&s_exec_id, "exec_id"},
-		{&s_parent_exec_id, "parent_exec_id"}, {&s_timestamp, "timestamp"}, {&s_body, "body"}, {&s_ids, "ids"},
-		{&s_common, "common"}, {&s_log, "log"}, {&s_trace_flags, "trace_flags"}, {&s_trace_id, "trace_id"},
+		{&s_parent_exec_id, "parent_exec_id"}, {&s_timestamp, "timestamp"},
+		{&s_log, "log"}, {&s_trace_flags, "trace_flags"}, {&s_trace_id, "trace_id"},
 		{&s_span_id, "span_id"}, {&s_process, "process"}, {&s_exe, "exe"}, {&s_comm, "comm"},
 		{&s_trace_state, "trace_state"}, {&s_parent_span_id, "parent_span_id"}, {&s_start_ns, "start_ns"},
 		{&s_end_ns, "end_ns"}, {&s_attributes, "attributes"}, {&s_ended_by, "ended_by"},

@@ -622,7 +622,7 @@ _LOG_AFTER_BODY_SIZE = len(_LOG_IDS[0]) + 16 + len(_LOG_SPAN_ID) + 8 + len(_LOG_
 _LOG_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + _LOG_AFTER_BODY_SIZE
 
 
-def _py_log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns: int) -> bytes:
+def log_record(ev: ExecEvent, enc: ExecEncoding, span: ProcessSpan, observed_ns: int) -> bytes:
     """An opentelemetry.proto.logs.v1.LogRecord, framed (_in_scope): the
     hot path of every exec, so the length is summed from known sizes (ids
     are 16 and 8 bytes) rather than measured part by part."""
@@ -639,7 +639,7 @@ def _py_exec_record(ev: ExecEvent, span: ProcessSpan, span_set: int, limits: Rec
     record; span.attributes gets the exec's attributes for its span."""
     enc = exec_attributes(ev, span_set, limits)
     span.attributes = enc.span_attrs()
-    return _py_log_record(ev, enc, span, observed_ns)
+    return log_record(ev, enc, span, observed_ns)
 
 
 def observed_record(ev: ExecEvent, span: ProcessSpan | None, attrs: Attrs, now_ns: int,
@@ -889,13 +889,12 @@ def request_records(request: bytes) -> list[bytes]:
 
 
 # -- the native encoder -----------------------------------------------------
-# _encode_native (the C twin of exec_attributes' ids, log_record, exec_record,
-# span and exit_record, tests/export/test_encode_native.py) when it is built and
+# _encode_native (the C twin of exec_attributes' ids, exec_record, span and
+# exit_record, tests/export/test_encode_native.py) when it is built and
 # native_wanted(); else the Python reference above. It takes this module's
 # constants and caches, and calls back here for what is rare.
 
 _native_exec_ids: Callable[[ExecEvent, bool], tuple[bytes, bytes] | None] | None = None
-log_record = _py_log_record
 exec_record = _py_exec_record
 span = _py_span
 exit_record = _py_exit_record
@@ -911,7 +910,7 @@ def setup_native(module: object) -> None:
         log_severity=_LOG_SEVERITY, duration_head=_DURATION, span_kind_start=_SPAN_KIND_START, names=_names,
         endings=_endings, exe_names=_exe_names, new_span_name=_new_span_name, ending=_ending,
         span_extras=_span_extras, exe_name=_exe_name, late_identity_attrs=late_identity_attrs,
-        framed_fixed=_framed_fixed, exec_id_key=keys.EXEC_ID, py_log_record=_py_log_record, py_span=_py_span,
+        framed_fixed=_framed_fixed, exec_id_key=keys.EXEC_ID, py_span=_py_span,
         py_exit_record=_py_exit_record, py_exec_record=_py_exec_record, shared_encodings=_shared_encodings,
         identity_attrs=identity_attrs, span_slim=SPAN_SLIM)
 
@@ -924,6 +923,5 @@ if native_wanted():
     else:
         setup_native(_encode_native)
         _native_exec_ids = _encode_native.exec_ids
-        log_record, span, exit_record = _encode_native.log_record, _encode_native.span, _encode_native.exit_record
-        exec_record = _encode_native.exec_record
+        span, exit_record, exec_record = _encode_native.span, _encode_native.exit_record, _encode_native.exec_record
         IMPLEMENTATION = "native"
