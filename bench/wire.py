@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bytes on the wire per exec, and what gzip costs: run as root.
 
-    python3 bench/wire.py [--execs N] [--rate R] [--output FILE]
+    python3 bench/wire.py [--execs N] [--rate R] [--output FILE] [--breakdown]
 
 A storm (bench/lib/storm.py: /bin/true with the benchmark's fixed
 environment, N execs at R execs/s, default 3,000 at 1,000/s) with the agent
@@ -21,7 +21,9 @@ start until the receiver had every record) in both runs: noisy on a shared
 machine, the zlib figure is the steady one. Run it from another checkout
 (a clone of an older commit) to compare that code's bytes.
 
-The table is printed and appended to BENCHMARKS.md.
+The table is printed and appended to BENCHMARKS.md. --breakdown also prints,
+for one storm exec of each run, every field of its exec record, span and exit
+record with its bytes (tag, length and value; an attribute by its key).
 """
 from __future__ import annotations
 
@@ -103,6 +105,33 @@ class Wire:
         return self.log + self.span + self.exit
 
 
+def _field_bytes(record: Any) -> list[tuple[str, int]]:
+    """Each field of a record (each attribute, by key) and its encoded bytes:
+    a message of that field alone, sized."""
+    rows = []
+    for field, value in record.ListFields():
+        for item in value if field.name == "attributes" else (value,):
+            alone = type(record)()
+            if field.name == "attributes":
+                alone.attributes.add().CopyFrom(item)
+            elif field.message_type is not None:
+                getattr(alone, field.name).CopyFrom(item)
+            else:
+                setattr(alone, field.name, item)
+            rows.append((item.key if field.name == "attributes" else field.name, alone.ByteSize()))
+    return rows
+
+
+def _breakdown(label: str, logs: list[Any], spans: list[Any], exits: list[Any]) -> None:
+    """The fields of one storm exec's records (the middle one's), by bytes."""
+    record = logs[len(logs) // 2]
+    for kind, got in (("exec record", record), ("span", next((s for s in spans if s.span_id == record.span_id), None)),
+                      ("exit record", next((r for r in exits if r.span_id == record.span_id), None))):
+        if got is not None:
+            say(f"{label}, {kind} ({_framed(got)} B framed): "
+                + ", ".join(f"{name} {size}" for name, size in _field_bytes(got)))
+
+
 def _storm_records(fc: FakeCollector, marker: str) -> tuple[list[Any], list[Any], list[Any]]:
     """The storm's exec records, and the spans and exit records of their images."""
     logs = [r for got in fc.requests("logs") for r in got.records]
@@ -126,7 +155,7 @@ def _gzip(records: list[Any]) -> tuple[int, float]:
 
 
 def measure(session: Session, storm: Storm, label: str, execs: int, rate: float, args: list[str],
-            env: dict[str, str]) -> Wire:
+            env: dict[str, str], breakdown: bool = False) -> Wire:
     workdir = session.workdir / label
     workdir.mkdir()
     marker = f"wire-{int(time.time() * 1000)}"  # the same length in every run: the same bytes
@@ -148,6 +177,8 @@ def measure(session: Session, storm: Storm, label: str, execs: int, rate: float,
         agent.stop()
         logs, spans, exits = _storm_records(fc, marker)
     n = len(logs)
+    if breakdown:
+        _breakdown(label, logs, spans, exits)
     packed, zlib_s = zip(*(_gzip(kind) for kind in (logs, spans, exits)))
     return Wire(n, sum(map(_framed, logs)) / n, sum(map(_framed, spans)) / n, sum(map(_framed, exits)) / n,
                 sum(packed) / n, sum(zlib_s) * 1e6 / n, ticks_to_us(ticks - t0) / n)
@@ -158,6 +189,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--execs", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--breakdown", action="store_true", help="print each field of one storm exec's records")
     args = parser.parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
     about = machine()
@@ -165,7 +197,7 @@ def main(argv: list[str]) -> int:
     with Session("oebench-wire-", "bench: did not finish; logs kept in") as session:
         storm = Storm(session.children, session.workdir, WORKERS)
         for label, extra, env in RUNS:
-            w = measure(session, storm, label, args.execs, args.rate, extra, env)
+            w = measure(session, storm, label, args.execs, args.rate, extra, env, args.breakdown)
             say(f"{label}: {w.execs} execs, {w.total:,.0f} B/exec ({w.log:,.0f} log + {w.span:,.0f} span + "
                 f"{w.exit:,.0f} exit), gzip {w.gzip:,.0f} B in {w.gzip_us:.1f} us; agent {w.agent_us:.1f} us/exec")
             rows.append([f"`{label}`", f"{w.execs:,}", f"{w.log:,.0f}", f"{w.span:,.0f}", f"{w.exit:,.0f}",
