@@ -155,6 +155,18 @@ def test_the_hostile_corpus_encodes_the_same(over: dict[str, Any], identity: Exe
         check_exec(ev, span_of(ev), span_set, 1_700_000_000_000_000_000, monkeypatch)
 
 
+def test_creation_times_within_one_second_and_across_encode_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native encoder keeps the formatted seconds of the last creation
+    time: every millisecond of that second, the next second, and a time it
+    cannot format in between (the kept seconds must not leak into it nor
+    be lost by it) give the reference's bytes, in this order."""
+    second = 1_700_000_000 * 10**9
+    for start in (second, second + 999_999_999, second + 1, 253_402_300_800 * 10**9, second + 5_000_000,
+                  999 * 10**9, 0, second + 10**9 + 7_000_000, second + 10**9, second, second + 123_456_789):
+        ev = sample_exec(process_start_time=start)
+        check_exec_record(ev, span_of(ev), encode.SPAN_SLIM, 1_700_000_000_000_000_000)
+
+
 @pytest.mark.parametrize("over", HOSTILE_SPANS + [{"process_end": end} for end in PROCESS_ENDS], ids=repr)
 def test_hostile_spans_end_the_same(over: dict[str, Any]) -> None:
     ev = sample_exec()

@@ -133,17 +133,36 @@ static PyObject *head_for(PyObject *heads, uint64_t value)
 	return PyTuple_GET_ITEM(heads, varint_size(value)); /* borrowed */
 }
 
-/* encode.iso8601(ns): "YYYY-MM-DDTHH:MM:SS.mmmZ"; 0 when it does not fit out (24 bytes for years 1000-9999). */
+/* encode.iso8601(ns): "YYYY-MM-DDTHH:MM:SS.mmmZ"; 0 when it does not fit out (24 bytes for years 1000-9999).
+ * The part up to the seconds is kept for the last second formatted (as encode.py's _seconds keeps it):
+ * the execs of a storm, and the processes they start, mostly fall within one second. Under the GIL. */
 static int iso8601(uint64_t ns, char *out, size_t room)
 {
+	enum { prefix_size = 19, full_size = 24 }; /* "YYYY-MM-DDTHH:MM:SS", and ".mmmZ" after it */
+	static time_t cached_secs = (time_t)-1;
+	static char cached_prefix[prefix_size];
 	time_t secs = (time_t)(ns / 1000000000u);
 	unsigned ms = (unsigned)(ns % 1000000000u / 1000000u);
 	struct tm tm;
 
+	if (secs == cached_secs && room > full_size) {
+		memcpy(out, cached_prefix, prefix_size);
+		out[19] = '.';
+		out[20] = (char)('0' + ms / 100);
+		out[21] = (char)('0' + ms / 10 % 10);
+		out[22] = (char)('0' + ms % 10);
+		out[23] = 'Z';
+		out[24] = '\0';
+		return full_size;
+	}
 	if (gmtime_r(&secs, &tm) == NULL)
 		return 0;
 	int n = snprintf(out, room, "%d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
 			 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+	if (n == full_size && (size_t)n < room) {
+		memcpy(cached_prefix, out, prefix_size);
+		cached_secs = secs;
+	}
 	return n > 0 && (size_t)n < room ? n : 0;
 }
 
