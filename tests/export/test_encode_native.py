@@ -178,6 +178,24 @@ def test_hostile_spans_end_the_same(over: dict[str, Any]) -> None:
     check_end(span, 2**63)
 
 
+def test_endings_in_a_row_encode_the_same() -> None:
+    """The native encoder keeps the last ending it found: spans that end
+    alike one after the other, then differ in one of the four values that
+    make an ending (each in turn), then end as before, all give the
+    reference's bytes."""
+    ev = sample_exec()
+    span = span_of(ev)
+    span.attributes = encode.exec_attributes(ev).span_attrs()
+    endings = [("exit", False, 0, None), ("exit", False, 0, None), ("exit", False, 3, None), ("exit", False, 3, None),
+               ("exit", False, None, 9), ("exit", False, None, 15), ("exit", True, None, 15),
+               ("evicted", True, None, 15), ("exit", False, 2**70, None), ("exit", False, 2**70, None),
+               ("exit", False, 0, None)]
+    for ended_by, incomplete, exit_code, signo in endings:
+        span.ended_by, span.incomplete, span.process.exit_code, span.process.signal = \
+            ended_by, incomplete, exit_code, signo
+        check_end(span, 2**63)
+
+
 def test_the_caches_are_shared_and_filled_by_either() -> None:
     """A span name, an ending and an executable name the native encoder
     met first are the reference's afterwards, and the other way round."""

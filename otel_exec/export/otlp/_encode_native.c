@@ -517,37 +517,72 @@ out:
 	return result;
 }
 
+/* The last ending found and the values it was found by, held: the exits
+ * of a storm end alike, and a span's exit record asks again at once. Only
+ * values of exact immutable types (None, bool, int, str) are kept, so the
+ * same objects are the same key. setup() forgets it. */
+static PyObject *last_ending_items[4], *last_ending;
+
+static int is_plain_value(PyObject *v)
+{
+	return v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyUnicode_CheckExact(v);
+}
+
+static void forget_last_ending(void)
+{
+	for (int i = 0; i < 4; i++)
+		Py_CLEAR(last_ending_items[i]);
+	Py_CLEAR(last_ending);
+}
+
 /* encode._ending(reason, incomplete, code, signo): a new reference to its
  * (span part, exit record part), from encode.py's cache or computed there. */
 static PyObject *ending_of(PyObject *ended, PyObject *info)
 {
-	PyObject *key = PyTuple_New(4);
-
-	if (key == NULL)
-		return NULL;
 	PyObject *items[4] = {PyObject_GetAttr(ended, s_ended_by), PyObject_GetAttr(ended, s_incomplete),
 			      PyObject_GetAttr(info, s_exit_code), PyObject_GetAttr(info, s_signal)};
+	int same = last_ending != NULL, plain = 1;
+
 	for (int i = 0; i < 4; i++) {
 		if (items[i] == NULL) {
-			for (int j = i + 1; j < 4; j++)
+			for (int j = 0; j < 4; j++)
 				Py_XDECREF(items[j]);
-			Py_DECREF(key);
 			return NULL;
 		}
-		PyTuple_SET_ITEM(key, i, items[i]);
+		same = same && items[i] == last_ending_items[i];
+		plain = plain && is_plain_value(items[i]);
 	}
+	if (same) {
+		for (int i = 0; i < 4; i++)
+			Py_DECREF(items[i]);
+		return Py_NewRef(last_ending);
+	}
+	PyObject *key = PyTuple_New(4);
+	if (key == NULL) {
+		for (int i = 0; i < 4; i++)
+			Py_DECREF(items[i]);
+		return NULL;
+	}
+	for (int i = 0; i < 4; i++)
+		PyTuple_SET_ITEM(key, i, items[i]);
 	PyObject *hit = PyDict_GetItemWithError(endings, key);
 	if (hit != NULL)
 		Py_INCREF(hit);
 	else if (!PyErr_Occurred())
 		hit = PyObject_Call(ending, key, NULL);
-	Py_DECREF(key);
 	if (hit != NULL && !(PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 &&
 			     PyBytes_Check(PyTuple_GET_ITEM(hit, 0)) && PyBytes_Check(PyTuple_GET_ITEM(hit, 1)))) {
 		Py_DECREF(hit);
 		PyErr_SetString(PyExc_TypeError, "encode._ending: (bytes, bytes) expected");
-		return NULL;
+		hit = NULL;
 	}
+	if (hit != NULL && plain) {
+		forget_last_ending();
+		for (int i = 0; i < 4; i++)
+			last_ending_items[i] = Py_NewRef(PyTuple_GET_ITEM(key, i));
+		last_ending = Py_NewRef(hit);
+	}
+	Py_DECREF(key);
 	return hit;
 }
 
@@ -837,6 +872,7 @@ static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
 				&py_exit_record, &py_exec_record, &shared_encodings, &identity_attrs};
 	for (int i = 0; i < 28; i++)
 		Py_XSETREF(*slots[i], Py_NewRef(v[i]));
+	forget_last_ending();
 	ready = 1;
 	Py_RETURN_NONE;
 }
