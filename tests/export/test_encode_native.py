@@ -153,6 +153,18 @@ def test_the_hostile_corpus_encodes_the_same(over: dict[str, Any], identity: Exe
         check_exec(ev, span_of(ev), span_set, 1_700_000_000_000_000_000, monkeypatch)
 
 
+def test_creation_times_within_one_second_and_across_encode_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native encoder keeps the formatted seconds of the last creation
+    time: every millisecond of that second, the next second, and a time it
+    cannot format in between (the kept seconds must not leak into it nor
+    be lost by it) give the reference's bytes, in this order."""
+    second = 1_700_000_000 * 10**9
+    for start in (second, second + 999_999_999, second + 1, 253_402_300_800 * 10**9, second + 5_000_000,
+                  999 * 10**9, 0, second + 10**9 + 7_000_000, second + 10**9, second, second + 123_456_789):
+        ev = sample_exec(process_start_time=start)
+        check_exec_record(ev, span_of(ev), encode.SPAN_SLIM, 1_700_000_000_000_000_000)
+
+
 @pytest.mark.parametrize("over", HOSTILE_SPANS + [{"process_end": end} for end in PROCESS_ENDS], ids=repr)
 def test_hostile_spans_end_the_same(over: dict[str, Any]) -> None:
     ev = sample_exec()
@@ -162,6 +174,24 @@ def test_hostile_spans_end_the_same(over: dict[str, Any]) -> None:
         setattr(span.process, key, value)
     span.attributes = encode.exec_attributes(ev).span_attrs()
     check_end(span, 2**63)
+
+
+def test_endings_in_a_row_encode_the_same() -> None:
+    """The native encoder keeps the last ending it found: spans that end
+    alike one after the other, then differ in one of the four values that
+    make an ending (each in turn), then end as before, all give the
+    reference's bytes."""
+    ev = sample_exec()
+    span = span_of(ev)
+    span.attributes = encode.exec_attributes(ev).span_attrs()
+    endings = [("exit", False, 0, None), ("exit", False, 0, None), ("exit", False, 3, None), ("exit", False, 3, None),
+               ("exit", False, None, 9), ("exit", False, None, 15), ("exit", True, None, 15),
+               ("evicted", True, None, 15), ("exit", False, 2**70, None), ("exit", False, 2**70, None),
+               ("exit", False, 0, None)]
+    for ended_by, incomplete, exit_code, signo in endings:
+        span.ended_by, span.incomplete, span.process.exit_code, span.process.signal = \
+            ended_by, incomplete, exit_code, signo
+        check_end(span, 2**63)
 
 
 def test_the_caches_are_shared_and_filled_by_either() -> None:

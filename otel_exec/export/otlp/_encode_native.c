@@ -133,17 +133,36 @@ static PyObject *head_for(PyObject *heads, uint64_t value)
 	return PyTuple_GET_ITEM(heads, varint_size(value)); /* borrowed */
 }
 
-/* encode.iso8601(ns): "YYYY-MM-DDTHH:MM:SS.mmmZ"; 0 when it does not fit out (24 bytes for years 1000-9999). */
+/* encode.iso8601(ns): "YYYY-MM-DDTHH:MM:SS.mmmZ"; 0 when it does not fit out (24 bytes for years 1000-9999).
+ * The part up to the seconds is kept for the last second formatted (as encode.py's _seconds keeps it):
+ * the execs of a storm, and the processes they start, mostly fall within one second. Under the GIL. */
 static int iso8601(uint64_t ns, char *out, size_t room)
 {
+	enum { prefix_size = 19, full_size = 24 }; /* "YYYY-MM-DDTHH:MM:SS", and ".mmmZ" after it */
+	static time_t cached_secs = (time_t)-1;
+	static char cached_prefix[prefix_size];
 	time_t secs = (time_t)(ns / 1000000000u);
 	unsigned ms = (unsigned)(ns % 1000000000u / 1000000u);
 	struct tm tm;
 
+	if (secs == cached_secs && room > full_size) {
+		memcpy(out, cached_prefix, prefix_size);
+		out[19] = '.';
+		out[20] = (char)('0' + ms / 100);
+		out[21] = (char)('0' + ms / 10 % 10);
+		out[22] = (char)('0' + ms % 10);
+		out[23] = 'Z';
+		out[24] = '\0';
+		return full_size;
+	}
 	if (gmtime_r(&secs, &tm) == NULL)
 		return 0;
 	int n = snprintf(out, room, "%d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
 			 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+	if (n == full_size && (size_t)n < room) {
+		memcpy(cached_prefix, out, prefix_size);
+		cached_secs = secs;
+	}
 	return n > 0 && (size_t)n < room ? n : 0;
 }
 
@@ -452,37 +471,72 @@ out:
 	return result;
 }
 
+/* The last ending found and the values it was found by, held: the exits
+ * of a storm end alike, and a span's exit record asks again at once. Only
+ * values of exact immutable types (None, bool, int, str) are kept, so the
+ * same objects are the same key. setup() forgets it. */
+static PyObject *last_ending_items[4], *last_ending;
+
+static int is_plain_value(PyObject *v)
+{
+	return v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyUnicode_CheckExact(v);
+}
+
+static void forget_last_ending(void)
+{
+	for (int i = 0; i < 4; i++)
+		Py_CLEAR(last_ending_items[i]);
+	Py_CLEAR(last_ending);
+}
+
 /* encode._ending(reason, incomplete, code, signo): a new reference to its
  * (span part, exit record part), from encode.py's cache or computed there. */
 static PyObject *ending_of(PyObject *ended, PyObject *info)
 {
-	PyObject *key = PyTuple_New(4);
-
-	if (key == NULL)
-		return NULL;
 	PyObject *items[4] = {PyObject_GetAttr(ended, s_ended_by), PyObject_GetAttr(ended, s_incomplete),
 			      PyObject_GetAttr(info, s_exit_code), PyObject_GetAttr(info, s_signal)};
+	int same = last_ending != NULL, plain = 1;
+
 	for (int i = 0; i < 4; i++) {
 		if (items[i] == NULL) {
-			for (int j = i + 1; j < 4; j++)
+			for (int j = 0; j < 4; j++)
 				Py_XDECREF(items[j]);
-			Py_DECREF(key);
 			return NULL;
 		}
-		PyTuple_SET_ITEM(key, i, items[i]);
+		same = same && items[i] == last_ending_items[i];
+		plain = plain && is_plain_value(items[i]);
 	}
+	if (same) {
+		for (int i = 0; i < 4; i++)
+			Py_DECREF(items[i]);
+		return Py_NewRef(last_ending);
+	}
+	PyObject *key = PyTuple_New(4);
+	if (key == NULL) {
+		for (int i = 0; i < 4; i++)
+			Py_DECREF(items[i]);
+		return NULL;
+	}
+	for (int i = 0; i < 4; i++)
+		PyTuple_SET_ITEM(key, i, items[i]);
 	PyObject *hit = PyDict_GetItemWithError(endings, key);
 	if (hit != NULL)
 		Py_INCREF(hit);
 	else if (!PyErr_Occurred())
 		hit = PyObject_Call(ending, key, NULL);
-	Py_DECREF(key);
 	if (hit != NULL && !(PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2 &&
 			     PyBytes_Check(PyTuple_GET_ITEM(hit, 0)) && PyBytes_Check(PyTuple_GET_ITEM(hit, 1)))) {
 		Py_DECREF(hit);
 		PyErr_SetString(PyExc_TypeError, "encode._ending: (bytes, bytes) expected");
-		return NULL;
+		hit = NULL;
 	}
+	if (hit != NULL && plain) {
+		forget_last_ending();
+		for (int i = 0; i < 4; i++)
+			last_ending_items[i] = Py_NewRef(PyTuple_GET_ITEM(key, i));
+		last_ending = Py_NewRef(hit);
+	}
+	Py_DECREF(key);
 	return hit;
 }
 
@@ -772,6 +826,7 @@ static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
 				&py_exit_record, &py_exec_record, &shared_encodings, &identity_attrs};
 	for (int i = 0; i < 27; i++)
 		Py_XSETREF(*slots[i], Py_NewRef(v[i]));
+	forget_last_ending();
 	ready = 1;
 	Py_RETURN_NONE;
 }
