@@ -37,25 +37,41 @@ def object_path() -> Path:
     return path
 
 
+# What earlier reads found, by file (its identity: the kernel's BTF does
+# not change while the agent runs) and name: `run`'s preflight and the
+# loader ask about the same file, and each read is several MB.
+_btf_names_seen: dict[tuple[Path, int, int, int], dict[bytes, bool]] = {}
+
+
 def btf_names_present(names: set[bytes], btf: Path = VMLINUX_BTF) -> set[bytes]:
     """Which of `names` are strings of the kernel's BTF. Read in chunks:
     the file is several MB, and libbpf parses it again while loading, so
     reading it whole here raised the agent's peak RSS by as much."""
-    wanted = {b"\0" + n + b"\0" for n in names}
-    found: set[bytes] = set()
-    overlap = max(map(len, wanted), default=0)
-    tail = b""
     try:
-        with btf.open("rb") as f:
-            while chunk := f.read(1 << 18):
-                window = tail + chunk
-                found |= {w for w in wanted if w in window}
-                tail = window[-overlap:]
+        st = btf.stat()
+        seen = _btf_names_seen.setdefault((btf, st.st_ino, st.st_size, st.st_mtime_ns), {})
+        unknown = names - seen.keys()
+        if unknown:
+            found = _strings_in(btf, unknown)
+            seen.update((name, name in found) for name in unknown)
     except OSError as e:
         raise NoBtfError(
             f"{btf} is not readable ({e.strerror}): this kernel lacks BTF "
             "(CONFIG_DEBUG_INFO_BTF=y); use a kernel with BTF"
         ) from None
+    return {name for name in names if seen[name]}
+
+
+def _strings_in(path: Path, names: set[bytes]) -> set[bytes]:
+    wanted = {b"\0" + n + b"\0" for n in names}
+    found: set[bytes] = set()
+    overlap = max(map(len, wanted), default=0)
+    tail = b""
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 18):
+            window = tail + chunk
+            found |= {w for w in wanted if w in window}
+            tail = window[-overlap:]
     return {w[1:-1] for w in found}
 
 

@@ -23,6 +23,32 @@ def test_btf_names_are_found_whole_across_chunk_edges(tmp_path: Path) -> None:
         {b"straddles", b"at_the_end"}
 
 
+def test_btf_is_read_once_for_names_asked_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run`'s preflight and the loader ask about the same file: the second
+    question reads it only for names not asked before; a changed file is
+    read again."""
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(b"\0one\0two\0")
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        opened.append(self)
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    assert btf_names_present({b"one", b"three"}, btf) == {b"one"}
+    assert btf_names_present({b"three"}, btf) == set()
+    assert btf_names_present({b"one"}, btf) == {b"one"}
+    assert opened == [btf]
+    assert btf_names_present({b"one", b"two"}, btf) == {b"one", b"two"}
+    assert opened == [btf, btf]  # only for "two"
+    btf.write_bytes(b"\0three\0")
+    opened.clear()
+    assert btf_names_present({b"one", b"three"}, btf) == {b"three"}
+    assert opened == [btf]
+
+
 def test_unreadable_btf_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NoBtfError, match="lacks BTF"):
         btf_names_present({b"x"}, tmp_path / "missing")
