@@ -106,12 +106,14 @@ def raise_reader_priority() -> int:
     small share of a core and the ring buffer would fill (test_hostile's
     burst). The reader needs little CPU, so nobody starves. On Linux a
     nice value is per thread. Best effort: without CAP_SYS_NICE the nice
-    value stays. Returns the nice value the thread had."""
+    value stays; an agent started at READER_NICE or higher priority keeps
+    it. Returns the nice value the thread had."""
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, READER_NICE)
-    except PermissionError:
-        pass
+    if before > READER_NICE:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, READER_NICE)
+        except PermissionError:
+            pass
     return before
 
 

@@ -169,6 +169,21 @@ def test_only_the_ring_buffer_reader_runs_at_raised_priority(public_dir: Path) -
         run.stop()
 
 
+def test_an_agent_started_at_higher_priority_keeps_it_on_every_thread(public_dir: Path) -> None:
+    """Started with a nice value below READER_NICE (a unit's Nice=-15), the
+    reader is not lowered to READER_NICE, and the threads started after the
+    drop of CAP_SYS_NICE need no capability to be at the agent's value."""
+    run = AgentRun(workdir_for(public_dir, "nobody"), "--user", "nobody", "--exporter", "otlp,console",
+                   "--endpoint", "http://127.0.0.1:9",
+                   command=("nice", "-n", "-15", sys.executable, "-m", "otel_exec"))
+    try:
+        pid = run.proc.pid
+        assert {_nice(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task")} == {-15}
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
+
+
 def test_user_owns_the_spool_it_writes(public_dir: Path) -> None:
     run = AgentRun(workdir_for(public_dir, "nobody"), "--user", "nobody", "--exporter", "otlp,console",
                    "--endpoint", "http://127.0.0.1:9")  # nothing listens: records stay in the spool
