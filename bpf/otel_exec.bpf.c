@@ -325,19 +325,23 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 /*
  * The walks fetch a few neighbouring words of each kernel object they pass
  * (a dentry, a mount, a kernfs node), which they know by address only:
- * nwords words of the object of type `type` at addr, from byte off, into
- * dst; zeros where unreadable. Direct: bpf_rdonly_cast (6.2+) makes the
- * address a typed pointer, read with plain loads (fault-guarded by the
- * JIT), no helper call. Otherwise one probe read. Each walk is built both
- * ways; so is the exec program (handle_exec, handle_exec_probed), and user
- * space loads the one the kernel can run (core/probes.py): a kfunc call
- * fails the load of a program on a kernel without it.
+ * nwords words at addr, from byte off, into dst; zeros where unreadable.
+ * Direct: bpf_rdonly_cast (6.2+) makes the address a typed pointer, read
+ * with plain loads (fault-guarded by the JIT), no helper call. The type is
+ * struct pt_regs, the saved registers: plain words from first to last (at
+ * least 21 of them), so the verifier sees every word as a number, as after
+ * a probe read; through the object's own type, a pointer field would load
+ * as a typed pointer, and the walks' states would multiply. Otherwise one
+ * probe read. Each walk is built both ways; so is the exec program
+ * (handle_exec, handle_exec_probed), and user space loads the one the kernel
+ * can run (core/probes.py): a kfunc call fails the load of a program on a
+ * kernel without it.
  */
-#define FETCH(direct, dst, nwords, type, addr, off)					\
+#define FETCH(direct, dst, nwords, addr, off)						\
 	do {										\
 		if (direct) {								\
 			const __u64 *w_ = (const void *)bpf_rdonly_cast((void *)(addr),	\
-						bpf_core_type_id_kernel(type)) + (off);	\
+						bpf_core_type_id_kernel(struct pt_regs)) + (off); \
 			int k_;								\
 												\
 			_Pragma("unroll")						\
@@ -462,7 +466,7 @@ static __always_inline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, 
 	s->walk.inline_mask = 0;
 	if (!dentry || !vfsmnt_addr)
 		return 0;
-	FETCH(direct, mspan, SPAN_WORDS, struct mount, mnt, m_first);
+	FETCH(direct, mspan, SPAN_WORDS, mnt, m_first);
 	mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
 
 	for (i = 0; i < OE_PATH_DEPTH_MAX; i++) {
@@ -473,7 +477,7 @@ static __always_inline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, 
 		 * (the mount's fields say where to go): its span is not read,
 		 * and what the slot holds is not used. */
 		if (i == 0 || dentry != mnt_root)
-			FETCH(direct, span, DENTRY_SPAN_WORDS, struct dentry, dentry, d_first);
+			FETCH(direct, span, DENTRY_SPAN_WORDS, dentry, d_first);
 		parent = (void *)dentry_word(span, dentry, d_first, d_parent);
 		if (i == 0 && !dentry_word(span, dentry, d_first, d_first) && parent != dentry)
 			pflags |= OE_PF_DELETED;
@@ -500,7 +504,7 @@ static __always_inline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, 
 			s->walk.name[i] = 0;
 			dentry = (void *)span_word(mspan, mnt, m_first, m_mountpoint);
 			mnt = mnt_parent;
-			FETCH(direct, mspan, SPAN_WORDS, struct mount, mnt, m_first);
+			FETCH(direct, mspan, SPAN_WORDS, mnt, m_first);
 			mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
 			continue;
 		}
@@ -682,7 +686,7 @@ static __always_inline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64
 	for (i = 0; i <= OE_CGROUP_DEPTH_MAX; i++) {
 		void *parent;
 
-		FETCH(direct, span, SPAN_WORDS, struct kernfs_node, kn, first);
+		FETCH(direct, span, SPAN_WORDS, kn, first);
 		parent = (void *)span_word(span, kn, first, first);
 		if (!parent)
 			return PACK(off - start, 0);
