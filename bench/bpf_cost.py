@@ -14,8 +14,10 @@ sysctl cannot end it mid-run); per program and round, run_time_ns / run_cnt
 of its fdinfo over the storm is the cost of one run. The programs also run
 for whatever else execs on the machine meanwhile: run it on a quiet machine,
 or compare runs made one after the other. --object measures another build
-of bpf/otel_exec.bpf.c (e.g. one with a part disabled); --no-field measures
-without the parts that setting switches off, as the agent would.
+of this tree's bpf/otel_exec.bpf.c (e.g. one with a part disabled; an older
+tree's object, without handle_exec_probed, is measured with that tree's own
+copy of this script); --no-field measures without the parts that setting
+switches off, as the agent would.
 """
 from __future__ import annotations
 

@@ -268,6 +268,28 @@ static __always_inline bool read_exe_id(struct task_struct *p, struct oe_file_id
 	return false;
 }
 
+/* A kernel string in a fixed array, NUL-terminated within it, copied with
+ * plain loads a word at a time: the bytes up to its first NUL, zeros after,
+ * as the string helpers (bpf_get_current_comm, bpf_probe_read_kernel_str into
+ * zeroed memory) leave them. The lowest flagged byte of
+ * (w - 0x01..01) & ~w & 0x80..80 is w's first zero byte. */
+#define COPY_STR_WORDS(dst, src, nwords)						\
+	do {										\
+		bool nul_ = false;							\
+		int k_;									\
+		_Pragma("unroll")							\
+		for (k_ = 0; k_ < (nwords); k_++) {					\
+			__u64 w_ = nul_ ? 0 : *(const __u64 *)&(src)[8 * k_];		\
+			__u64 z_ = (w_ - 0x0101010101010101ULL) & ~w_ & 0x8080808080808080ULL; \
+												\
+			if (z_) {							\
+				w_ &= (z_ & -z_) - 1;					\
+				nul_ = true;						\
+			}								\
+			*(__u64 *)&(dst)[8 * k_] = w_;					\
+		}									\
+	} while (0)
+
 /* Append a NUL-terminated copy of a kernel or user string at *off. */
 static __always_inline __u32 put_str(struct exec_scratch *s, __u32 off, const void *src,
 				     __u32 max, bool user, bool *cut)
@@ -298,8 +320,40 @@ static __always_inline __u32 put_str(struct exec_scratch *s, __u32 off, const vo
  */
 #define PACK(len, flags) ((__u64)(flags) << 32 | (len))
 
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/*
+ * The walks fetch a few neighbouring words of each kernel object they pass
+ * (a dentry, a mount, a kernfs node), which they know by address only:
+ * nwords words at addr, from byte off, into dst; zeros where unreadable.
+ * Direct: bpf_rdonly_cast (6.2+) makes the address a typed pointer, read
+ * with plain loads (fault-guarded by the JIT), no helper call. The type is
+ * struct pt_regs, the saved registers: plain words from first to last (at
+ * least 21 of them), so the verifier sees every word as a number, as after
+ * a probe read; through the object's own type, a pointer field would load
+ * as a typed pointer, and the walks' states would multiply. Otherwise one
+ * probe read. Each walk is built both ways; so is the exec program
+ * (handle_exec, handle_exec_probed), and user space loads the one the kernel
+ * can run (core/probes.py): a kfunc call fails the load of a program on a
+ * kernel without it.
+ */
+#define FETCH(direct, dst, nwords, addr, off)						\
+	do {										\
+		if (direct) {								\
+			const __u64 *w_ = (const void *)bpf_rdonly_cast((void *)(addr),	\
+						bpf_core_type_id_kernel(struct pt_regs)) + (off); \
+			int k_;								\
+												\
+			_Pragma("unroll")						\
+			for (k_ = 0; k_ < (nwords); k_++)				\
+				(dst)[k_] = w_[k_];					\
+		} else if (bpf_probe_read_kernel(dst, (nwords) * 8, (void *)(addr) + (off))) { \
+			__builtin_memset(dst, 0, (nwords) * 8);				\
+		}									\
+	} while (0)
+
 /* A few neighbouring pointer-sized fields of a kernel struct the verifier
- * knows only as an address, fetched with one probe read: SPAN_WORDS words
+ * knows only as an address, fetched at once (FETCH): SPAN_WORDS words
  * from the field at offset `first`. The offsets are CO-RE relocated, so a
  * field that a kernel placed outside the span is still read, on its own. */
 #define SPAN_WORDS 4
@@ -384,9 +438,10 @@ static __always_inline void walked_name(struct exec_scratch *s, int i, const __u
  * does, dentries up to the mount root and then across mounts, into s->walk.
  * Apart from writing the path (put_walked), the --path-prefix filters read
  * the walk of the executable, which is then written without a second one.
- * One probe read per dentry (its hash link, parent and name are neighbours)
+ * One fetch per dentry (its hash link, parent and name are neighbours)
  * and one per mount (parent, mountpoint and root likewise). */
-__noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr)
+static __always_inline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr,
+				     const bool direct)
 {
 	__u32 d_first = bpf_core_field_offset(struct dentry, d_hash.pprev);
 	__u32 d_parent = bpf_core_field_offset(struct dentry, d_parent);
@@ -411,8 +466,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 	s->walk.inline_mask = 0;
 	if (!dentry || !vfsmnt_addr)
 		return 0;
-	if (bpf_probe_read_kernel(mspan, sizeof(mspan), mnt + m_first))
-		__builtin_memset(mspan, 0, sizeof(mspan));
+	FETCH(direct, mspan, SPAN_WORDS, mnt, m_first);
 	mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
 
 	for (i = 0; i < OE_PATH_DEPTH_MAX; i++) {
@@ -422,9 +476,8 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 		/* Past the first step a mount's root needs nothing of its own
 		 * (the mount's fields say where to go): its span is not read,
 		 * and what the slot holds is not used. */
-		if ((i == 0 || dentry != mnt_root) &&
-		    bpf_probe_read_kernel(span, DENTRY_SPAN_WORDS * 8, dentry + d_first))
-			__builtin_memset(span, 0, DENTRY_SPAN_WORDS * 8);
+		if (i == 0 || dentry != mnt_root)
+			FETCH(direct, span, DENTRY_SPAN_WORDS, dentry, d_first);
 		parent = (void *)dentry_word(span, dentry, d_first, d_parent);
 		if (i == 0 && !dentry_word(span, dentry, d_first, d_first) && parent != dentry)
 			pflags |= OE_PF_DELETED;
@@ -451,8 +504,7 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 			s->walk.name[i] = 0;
 			dentry = (void *)span_word(mspan, mnt, m_first, m_mountpoint);
 			mnt = mnt_parent;
-			if (bpf_probe_read_kernel(mspan, sizeof(mspan), mnt + m_first))
-				__builtin_memset(mspan, 0, sizeof(mspan));
+			FETCH(direct, mspan, SPAN_WORDS, mnt, m_first);
 			mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
 			continue;
 		}
@@ -464,6 +516,25 @@ __noinline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry
 	s->walk.n = n;
 	s->walk.pflags = pflags;
 	return 0;
+}
+
+/* The two builds of walk_path() (see FETCH). */
+__noinline int walk_path_direct(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr)
+{
+	return walk_path(s, vfsmnt_addr, dentry_addr, true);
+}
+
+__noinline int walk_path_probed(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr)
+{
+	return walk_path(s, vfsmnt_addr, dentry_addr, false);
+}
+
+static __always_inline void walk(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr, const bool direct)
+{
+	if (direct)
+		walk_path_direct(s, vfsmnt_addr, dentry_addr);
+	else
+		walk_path_probed(s, vfsmnt_addr, dentry_addr);
 }
 
 /* A dentry name of known length: one fixed-size read (word by word) rather
@@ -600,8 +671,8 @@ static __always_inline __u32 kernfs_parent_offset(void)
 }
 
 /* Leaf-first names of a cgroup v2 directory, root excluded. A node's parent
- * and name are neighbours: one probe read per level (see span_word). */
-__noinline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64 kn_addr)
+ * and name are neighbours: one fetch per level (see span_word). */
+static __always_inline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64 kn_addr, const bool direct)
 {
 	__u32 first = kernfs_parent_offset(), name = bpf_core_field_offset(struct kernfs_node, name);
 	void *kn = (void *)kn_addr;
@@ -615,8 +686,7 @@ __noinline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64 kn_addr)
 	for (i = 0; i <= OE_CGROUP_DEPTH_MAX; i++) {
 		void *parent;
 
-		if (bpf_probe_read_kernel(span, sizeof(span), kn + first))
-			__builtin_memset(span, 0, sizeof(span));
+		FETCH(direct, span, SPAN_WORDS, kn, first);
 		parent = (void *)span_word(span, kn, first, first);
 		if (!parent)
 			return PACK(off - start, 0);
@@ -627,6 +697,17 @@ __noinline __u64 put_cgroup(struct exec_scratch *s, __u32 off, __u64 kn_addr)
 	}
 	count(OE_CNT_CUT_PATH);
 	return PACK(off - start, OE_PF_TRUNCATED);
+}
+
+/* The two builds of put_cgroup() (see FETCH). */
+__noinline __u64 put_cgroup_direct(struct exec_scratch *s, __u32 off, __u64 kn_addr)
+{
+	return put_cgroup(s, off, kn_addr, true);
+}
+
+__noinline __u64 put_cgroup_probed(struct exec_scratch *s, __u32 off, __u64 kn_addr)
+{
+	return put_cgroup(s, off, kn_addr, false);
 }
 
 /* Appends one resolved path as string `which`, its flags into rec.flags. */
@@ -652,15 +733,15 @@ static __always_inline __u64 as_addr(struct exec_scratch *s, const void *p)
 }
 
 /* f: a pointer the verifier knows as a file. */
-static __always_inline void walk_file(struct exec_scratch *s, struct file *f)
+static __always_inline void walk_file(struct exec_scratch *s, struct file *f, const bool direct)
 {
-	walk_path(s, as_addr(s, f->f_path.mnt), as_addr(s, f->f_path.dentry));
+	walk(s, as_addr(s, f->f_path.mnt), as_addr(s, f->f_path.dentry), direct);
 }
 
 /* f: a file's address the verifier knows as an integer only. */
-static __always_inline void walk_probed_file(struct exec_scratch *s, struct file *f)
+static __always_inline void walk_probed_file(struct exec_scratch *s, struct file *f, const bool direct)
 {
-	walk_path(s, (__u64)BPF_CORE_READ(f, f_path.mnt), (__u64)BPF_CORE_READ(f, f_path.dentry));
+	walk(s, (__u64)BPF_CORE_READ(f, f_path.mnt), (__u64)BPF_CORE_READ(f, f_path.dentry), direct);
 }
 
 
@@ -721,11 +802,22 @@ static __always_inline __u32 pid_at_level(struct task_struct *t, unsigned int le
 {
 	struct pid *pid = t->group_leader->thread_pid;
 	struct upid up = {};
+	__u32 nr;
 
 	if (!pid || pid->level < level)
 		return 0;
-	bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
-	return up.ns == ns ? up.nr : 0;
+	/* The host's level by plain loads; another one's index is not a
+	 * constant offset. Each branch keeps its own loads (barrier_var): the
+	 * verifier refuses one load through a typed or a stack pointer. */
+	if (level == 0) {
+		nr = pid->numbers[0].ns == ns ? pid->numbers[0].nr : 0;
+		barrier_var(nr);
+	} else {
+		bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
+		nr = up.ns == ns ? up.nr : 0;
+		barrier_var(nr);
+	}
+	return nr;
 }
 
 struct vma_file_ctx {
@@ -785,11 +877,13 @@ static __always_inline struct task_struct *image_parent(struct task_struct *p)
 
 static __always_inline __u64 wakeup_flags(void)
 {
+	/* The bytes bpf_ringbuf_query(BPF_RB_AVAIL_DATA) counts, by plain
+	 * loads from the ring the map holds: no helper call. */
+	struct bpf_ringbuf *rb = ((struct bpf_ringbuf_map *)&events)->rb;
+
 	/* Batch wake-ups: the reader polls on a short timer and is woken
 	 * early only once enough data waits. */
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes ?
-		       BPF_RB_FORCE_WAKEUP :
-		       BPF_RB_NO_WAKEUP;
+	return rb->producer_pos - rb->consumer_pos >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 /* The OE_MATCH_* bits of the current comm (after the exec). */
@@ -875,7 +969,7 @@ int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bp
 	__u32 tid = t->pid, idx = tid & (PREV_COMM_SLOTS - 1);
 	struct prev_comm_slot *slot = bpf_map_lookup_elem(&prev_comm_slots, &idx);
 
-	bpf_get_current_comm(comm, sizeof(comm));
+	COPY_STR_WORDS(comm, t->comm, OE_COMM_LEN / 8);
 	if (slot) {
 		/* A tag of this tid is left by an exec of an earlier thread
 		 * with the same tid that died after prepare: no longer read. */
@@ -914,8 +1008,9 @@ static __always_inline bool take_prev_comm(__u32 tid, char *prev_comm)
 	return true;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
+/* The record of an exec; direct: built with FETCH's plain loads. */
+static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm,
+				       const bool direct)
 {
 	/* Read once: the parent may exit meanwhile and t be handed to a reaper,
 	 * whose executable is not the parent's. */
@@ -930,7 +1025,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	struct pid_namespace *ns;
 	struct upid up = {};
 	__u32 key = bpf_get_smp_processor_id(), off = 0, level;
-	__u32 comm = 0, uid = 0, prefix = 0, pid_ns;
+	__u32 comm = 0, uid = 0, prefix = 0, pid_ns, nr;
 	bool cut = false, exe_walked = false, sampled = false;
 	long err;
 
@@ -941,13 +1036,23 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	/* Filters, cheapest first; then sampling. Both come before the work of
 	 * building the record. */
 	level = tpid->level;
-	bpf_core_read(&up, sizeof(up), &tpid->numbers[level]);
-	ns = up.ns;
+	/* As in pid_at_level(). */
+	if (level == 0) {
+		nr = tpid->numbers[0].nr;
+		ns = tpid->numbers[0].ns;
+		pid_ns = ns->ns.inum;
+		barrier_var(nr);
+	} else {
+		bpf_core_read(&up, sizeof(up), &tpid->numbers[level]);
+		nr = up.nr;
+		ns = up.ns;
+		pid_ns = BPF_CORE_READ(ns, ns.inum);
+		barrier_var(nr);
+	}
 	if (cfg.filter_comm_include || cfg.filter_comm_exclude || cfg.keep_comm)
 		comm = comm_bits();
 	if (cfg.filter_uid || cfg.keep_uid)
 		uid = uid_bits(cred->uid.val);
-	pid_ns = BPF_CORE_READ(ns, ns.inum);
 	if (filtered(comm, uid, pid_ns)) {
 		count(OE_CNT_EXEC_FILTERED);
 		unreported(t);
@@ -965,7 +1070,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	if (cfg.filter_path || cfg.keep_path)
 		prefix = string_prefix_bits(s, bprm->filename);
 	if (cfg.filter_path && !(prefix & OE_MATCH_INCLUDE)) {
-		walk_file(s, exe);
+		walk_file(s, exe, direct);
 		exe_walked = true;
 		prefix |= walked_prefix_bits(s);
 		if (!(prefix & OE_MATCH_INCLUDE)) {
@@ -976,7 +1081,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	}
 	if (cfg.sample_rate > 1 && !((comm | uid | prefix) & OE_MATCH_KEEP)) {
 		if (cfg.keep_path && !exe_walked) {
-			walk_file(s, exe);
+			walk_file(s, exe, direct);
 			exe_walked = true;
 			prefix |= walked_prefix_bits(s);
 		}
@@ -1000,8 +1105,8 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	s->rec.host_tid = t->pid;
 	s->rec.old_tid = old_pid;
 	s->rec.host_ppid = parent->tgid;
-	s->rec.pid = up.nr;
-	s->rec.tid = up.nr; /* after exec the task is its thread group's leader */
+	s->rec.pid = nr;
+	s->rec.tid = nr; /* after exec the task is its thread group's leader */
 	s->rec.ppid = pid_at_level(parent, level, ns);
 	s->rec.pid_ns = pid_ns;
 	s->rec.mount_ns = t->nsproxy->mnt_ns->ns.inum;
@@ -1009,7 +1114,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	s->rec.gid = cred->gid.val;
 	s->rec.euid = cred->euid.val;
 	s->rec.egid = cred->egid.val;
-	s->rec.cgroup_id = bpf_get_current_cgroup_id();
+	s->rec.cgroup_id = t->cgroups->dfl_cgrp->kn->id;  /* bpf_get_current_cgroup_id() */
 	s->rec.start_boottime_ns = t->start_boottime;
 	image_owner = image_parent(parent);
 	s->rec.image_ppid = image_owner->tgid;
@@ -1018,10 +1123,11 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	s->rec.envc = bprm->envc;
 	if (parent->flags & PF_KTHREAD)
 		s->rec.flags |= OE_F_INVOKED_FROM_KERNEL;
-	bpf_get_current_comm(s->rec.comm, sizeof(s->rec.comm));
+	COPY_STR_WORDS(s->rec.comm, t->comm, OE_COMM_LEN / 8);
 	if (take_prev_comm(old_pid, s->rec.prev_comm))
 		s->rec.flags |= OE_F_PREV_COMM_KNOWN;
-	bpf_probe_read_kernel_str(s->rec.hostname, sizeof(s->rec.hostname), t->nsproxy->uts_ns->name.nodename);
+	/* Its last byte is always NUL, left by the memset above. */
+	COPY_STR_WORDS(s->rec.hostname, t->nsproxy->uts_ns->name.nodename, (OE_HOSTNAME_LEN - 1) / 8);
 
 	file_id_direct(exe, &s->rec.file);
 	/* A forked copy shares its image parent's mm->exe_file. The thread that
@@ -1051,7 +1157,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	 * not even in the program that runs. */
 	if (!(cfg.skip & OE_SKIP_PATHS)) {
 		if (!exe_walked)
-			walk_file(s, exe);
+			walk_file(s, exe, direct);
 		off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME, put_walked(s, off));
 	}
 	if (!(cfg.skip & OE_SKIP_INTERPRETER)) {
@@ -1059,7 +1165,7 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 
 		file_id_direct(ld, &s->rec.interpreter);
 		if (!(cfg.skip & OE_SKIP_PATHS) && ld) {
-			walk_file(s, ld);
+			walk_file(s, ld, direct);
 			off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER,
 					    put_walked(s, off));
 		}
@@ -1078,23 +1184,24 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 			file_id_direct(in, &s->rec.stdin);
 			s->rec.stdin_fs_magic = in ? in->f_inode->i_sb->s_magic : 0;
 			if (!(cfg.skip & OE_SKIP_PATHS) && in)
-				walk_file(s, in);
+				walk_file(s, in, direct);
 		} else {
 			if (fdt->max_fds > 0)
 				bpf_core_read(&in, sizeof(in), &fdt->fd[0]);
 			file_id_probed(in, &s->rec.stdin);
 			s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
 			if (!(cfg.skip & OE_SKIP_PATHS) && in)
-				walk_probed_file(s, in);
+				walk_probed_file(s, in, direct);
 		}
 		if (!(cfg.skip & OE_SKIP_PATHS) && in)
 			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
 	}
 	if (!(cfg.skip & OE_SKIP_PATHS)) {
-		walk_path(s, as_addr(s, t->fs->pwd.mnt), as_addr(s, t->fs->pwd.dentry));
+		walk(s, as_addr(s, t->fs->pwd.mnt), as_addr(s, t->fs->pwd.dentry), direct);
 		off += put_resolved(s, off, OE_STR_PWD, OE_PATH_PWD, put_walked(s, off));
 		off += put_resolved(s, off, OE_STR_CGROUP, OE_PATH_CGROUP,
-				    put_cgroup(s, off, as_addr(s, t->cgroups->dfl_cgrp->kn)));
+				    direct ? put_cgroup_direct(s, off, as_addr(s, t->cgroups->dfl_cgrp->kn)) :
+					     put_cgroup_probed(s, off, as_addr(s, t->cgroups->dfl_cgrp->kn)));
 	}
 
 	if (put_user_blocks(s, off, mm->arg_start, mm->arg_end, mm->env_start, mm->env_end)) {
@@ -1119,10 +1226,23 @@ int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_bin
 	return 0;
 }
 
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
+{
+	return exec_record(t, old_pid, bprm, true);
+}
+
+/* handle_exec for kernels without bpf_rdonly_cast (before 6.2). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec_probed, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
+{
+	return exec_record(t, old_pid, bprm, false);
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *t)
 {
-	struct oe_exit *r;
+	struct oe_exit r;
 
 	/* Report the process once, when its last thread exits: signal->live
 	 * has already been decremented for this thread on every kernel. */
@@ -1130,21 +1250,19 @@ int BPF_PROG(handle_exit, struct task_struct *t)
 		return 0;
 	if (t->tgid == cfg.self_tgid)
 		return 0;
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		count(OE_CNT_LOST_EXIT_RINGBUF_FULL);
-		return 0;
-	}
-	r->hdr.type = OE_REC_EXIT;
-	r->hdr.size = sizeof(*r);
-	r->hdr.boot_ns = bpf_ktime_get_boot_ns();
-	r->pid = t->tgid;
-	r->start_boottime_ns = t->group_leader->start_boottime;
-	r->exit_code = t->exit_code;
+	r.hdr.type = OE_REC_EXIT;
+	r.hdr.size = sizeof(r);
+	r.hdr.boot_ns = bpf_ktime_get_boot_ns();
+	r.pid = t->tgid;
+	r.start_boottime_ns = t->group_leader->start_boottime;
+	r.exit_code = t->exit_code;
 	/* Two plain loads, not a string read: the comm is NUL-terminated and
 	 * user space reads it up to the NUL. */
-	*(__u64 *)&r->comm[0] = *(__u64 *)&t->comm[0];
-	*(__u64 *)&r->comm[8] = *(__u64 *)&t->comm[8];
-	bpf_ringbuf_submit(r, wakeup_flags());
+	*(__u64 *)&r.comm[0] = *(__u64 *)&t->comm[0];
+	*(__u64 *)&r.comm[8] = *(__u64 *)&t->comm[8];
+	/* Built on the stack and copied out by one helper call, not two
+	 * (reserve and submit). */
+	if (bpf_ringbuf_output(&events, &r, sizeof(r), wakeup_flags()))
+		count(OE_CNT_LOST_EXIT_RINGBUF_FULL);
 	return 0;
 }

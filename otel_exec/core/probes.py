@@ -23,6 +23,11 @@ from otel_exec.core.libbpf import BpfObject
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 # sched_prepare_exec (6.10+) is the only place the comm before exec is seen.
 OPTIONAL_PROGRAMS = {"handle_prepare_exec": b"btf_trace_sched_prepare_exec"}
+# The exec program's two builds: handle_exec reads the objects its path walks
+# pass with plain loads, through the bpf_rdonly_cast kfunc (6.2+), and a kernel
+# without it refuses the program; handle_exec_probed, with probe reads, runs
+# there. Exactly one of them is loaded.
+DIRECT_READS_KFUNC = b"bpf_rdonly_cast"
 T = TypeVar("T")
 
 
@@ -103,12 +108,13 @@ class KernelProbes:
 
     def __init__(self, cfg: Config) -> None:
         privileges.check_can_load_bpf()
-        present = btf_names_present(set(OPTIONAL_PROGRAMS.values()))
+        present = btf_names_present(set(OPTIONAL_PROGRAMS.values()) | {DIRECT_READS_KFUNC})
         self.obj = BpfObject(str(object_path()))
         try:
             for prog, symbol in OPTIONAL_PROGRAMS.items():
                 if symbol not in present:
                     self.obj.set_autoload(prog, False)
+            self.obj.set_autoload("handle_exec_probed" if DIRECT_READS_KFUNC in present else "handle_exec", False)
             self.obj.set_rodata(self._config_bytes(cfg))
             self.obj.set_max_entries("events", cfg.ring_bytes("core"))
             self.obj.set_max_entries("scratch", self.obj.num_possible_cpus())

@@ -168,7 +168,8 @@ def test_no_btf_exit_4(need_kernel: None, monkeypatch: pytest.MonkeyPatch, tmp_p
     assert "BTF" in err and err.count("\n") == 1
 
 
-# The maps and config the loader sets up, and a program the verifier rejects.
+# The maps and config the loader sets up, and a program the verifier rejects (in
+# both builds of the exec program: the loader picks one).
 BAD_PROG = r"""
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -181,6 +182,8 @@ struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __uint(map_fl
          __type(key, int); __type(value, long); } counters SEC(".maps");
 SEC("tp_btf/sched_process_exec")
 int handle_exec(void *ctx) { return *(volatile int *)(long)cfg[0]; }
+SEC("tp_btf/sched_process_exec")
+int handle_exec_probed(void *ctx) { return *(volatile int *)(long)cfg[0]; }
 """
 
 
