@@ -48,7 +48,7 @@ from testkit.fake_collector import FakeCollector  # noqa: E402
 
 EXEC_EVENT = "otel_exec.process.exec"
 EXIT_EVENT = "otel_exec.process.exit"
-BATCH = 256  # OTEL_BLRP/BSP_MAX_EXPORT_BATCH_SIZE's default
+BATCH = 512  # OTEL_BLRP/BSP_MAX_EXPORT_BATCH_SIZE's default
 GZIP_LEVEL = 6
 # Without a new storm record for this long, the agent has sent everything
 # (the span batch delay is 5 s by default).
