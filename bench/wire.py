@@ -14,7 +14,7 @@ Per storm exec, from what the receiver got (each record as its protobuf
 encoding, framed as in a request: tag and length): the exec's log record,
 its span, its exit record; the requests' share (resource, scope) is left
 out, it is a few bytes per exec at the default batch size. Then those
-records, in batches of 256 as the agent sends them, through zlib at level 6
+records, in batches of 512 as the agent sends them, through zlib at level 6
 (what gRPC's and the HTTP transport's gzip use): bytes and CPU per exec. And
 the agent's CPU per exec (user + system, all threads, from the storm's
 start until the receiver had every record) in both runs: noisy on a shared
@@ -209,7 +209,7 @@ def main(argv: list[str]) -> int:
                             "record + span B", "all three B", "gzip level 6 B", "zlib CPU µs/exec",
                             "agent CPU µs/exec"], rows))
         lines += ["", "Uncompressed protobuf per storm exec, each record framed as in a request (resource and "
-                  "scope left out); gzip: the same records in batches of 256 through zlib level 6. Agent CPU: "
+                  f"scope left out); gzip: the same records in batches of {BATCH} through zlib level 6. Agent CPU: "
                   "user + system, all threads, storm start until the receiver had every record."]
         publish(args.output, "\n".join(lines) + "\n", say)
         session.ok = True

@@ -312,9 +312,12 @@ static __always_inline __u32 put_str(struct exec_scratch *s, __u32 off, const vo
 }
 
 /*
- * The walks below are global (noinline, non-static) functions: the verifier
- * checks each once with unknown arguments. Inlined at every call site, the
- * four path walks exceed the verifier's one-million-instruction budget.
+ * The walks below run as global (noinline, non-static) functions: the
+ * verifier checks each once with unknown arguments. Inlined at every call
+ * site, the four path walks exceed the verifier's one-million-instruction
+ * budget. walk_path() and put_cgroup() are each one body, inlined into a
+ * global function per way of reading (_direct: plain loads, _probed: probe
+ * reads), which the exec program of that build calls.
  * Kernel pointers cross the call as integers and results come back packed:
  * bytes written in the low 32 bits, OE_PF_* flags in the high 32.
  */

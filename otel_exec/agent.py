@@ -29,8 +29,8 @@ DRAIN_RECORDS = 1024
 # The loop's clock-driven chores (the sinks' flush when nothing was read: the
 # spool's heartbeat, the export threads' check; the stats line, the heap trim,
 # the ready file) run at most this often, not on every wake-up: each costs
-# little, but a wake-up that reads nothing would otherwise cost several times
-# the wait itself. Every one of them needs a second's cadence at most.
+# little, but a wake-up that reads nothing should cost little beyond the wait.
+# Every one of them needs a second's cadence at most.
 HOUSEKEEPING_S = 0.5
 
 
@@ -65,6 +65,7 @@ class EventSource(Protocol):
     def close(self) -> None: ...
     # Capabilities still needed once attached (privileges.drop keeps them).
     run_time_capabilities: set[int]
+    ring_bytes: int  # the size of its ring buffer
 
 
 class Agent:
@@ -151,7 +152,7 @@ class Agent:
         worker starts after the drop, so these execs do not wait for it (their
         files' identities ride on their spans)."""
         if self.source is None or (self.source.counters().get("ringbuf_used_bytes", 0)
-                                   < self.cfg.ringbuf_bytes * self.cfg.wakeup_fraction):
+                                   < self.source.ring_bytes * self.cfg.wakeup_fraction):
             return
         if self.executables is None:
             self.source.drain(self.handle)

@@ -61,7 +61,7 @@ def check_privileges() -> Result:
 def check_btf(cfg: Config) -> Iterator[Result]:
     """Kernel BTF, and what it says the kernel offers."""
     try:
-        present = probes.btf_names_present({_RINGBUF, _PREPARE_EXEC, *_TP_BTF})
+        present = probes.btf_names_present({_RINGBUF, _PREPARE_EXEC, probes.DIRECT_READS_KFUNC, *_TP_BTF})
     except OtelExecError as e:
         if cfg.backend == "bcc":
             yield Result("btf", WARN, f"{e}; --backend bcc does not need it")

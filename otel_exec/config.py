@@ -24,9 +24,8 @@ RECORD_ATTRIBUTE_SETS = ("compact", "full")
 EXPORTERS = ("console", "otlp")
 BACKENDS = ("auto", "core", "bcc")
 # The ring each backend gets without --ringbuf-bytes (docs/operations.md#sizing):
-# in tests/e2e/test_hostile.py's burst the CO-RE reader lost nothing with the
-# smallest ring allowed, BCC's reader (an exec is two records joined in
-# Python) lost records at 2 MiB and nothing at 4 MiB.
+# sized to absorb tests/e2e/test_hostile.py's burst; BCC's reader joins an
+# exec's two records in Python and needs the larger ring for it.
 RINGBUF_BYTES_DEFAULT = {"core": 2 * 1024 * 1024, "bcc": 4 * 1024 * 1024}
 # --no-field NAME: what the kernel then does not read, as the ExecEvent
 # fields left out (named in ExecEvent.unavailable, docs/fields.md).

@@ -4,7 +4,7 @@ from it by config.settings_table). Kept apart from the declarations in cli.py
 so that those read as one short list."""
 from __future__ import annotations
 
-from otel_exec.config import CONFIG_ENV, DEFAULT_CONFIG_FILE, FIELD_GROUPS
+from otel_exec.config import CONFIG_ENV, DEFAULT_CONFIG_FILE, FIELD_GROUPS, RINGBUF_BYTES_DEFAULT
 
 HELP: dict[str, str] = {
     "--config":
@@ -102,7 +102,8 @@ HELP: dict[str, str] = {
     "--env-max-bytes":
         "copy at most this much of the environment; more is cut (default %(default)s)",
     "--ringbuf-bytes":
-        "ring buffer size, power of 2 (default 2 MiB; BCC: 4 MiB)",
+        f"ring buffer size, power of 2 (default {RINGBUF_BYTES_DEFAULT['core'] >> 20} MiB; "
+        f"BCC: {RINGBUF_BYTES_DEFAULT['bcc'] >> 20} MiB)",
     "--poll-interval":
         "drain the ring at least this often (default %(default)s)",
     "--process-table-size":
@@ -231,8 +232,8 @@ DOC: dict[str, str] = {
         "(default %(default)s)",
     "--ringbuf-bytes":
         "size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
-        "longer bursts (docs/operations.md#sizing; default 2097152 with the CO-RE backend, "
-        "4194304 with BCC)",
+        f"longer bursts (docs/operations.md#sizing; default {RINGBUF_BYTES_DEFAULT['core']} with the CO-RE "
+        f"backend, {RINGBUF_BYTES_DEFAULT['bcc']} with BCC)",
     "--poll-interval":
         "the reader drains the ring this often unless the ring fills faster "
         "(default %(default)s)",

@@ -52,8 +52,6 @@ def backend_and_reason(cfg: Config) -> tuple[str, str]:
 def make_source(cfg: Config, identity: HostIdentity):  # -> agent.EventSource
     privileges.check_can_load_bpf()
     backend = choose_backend(cfg)
-    # Settled here, once: the agent's drain threshold reads the size it got.
-    cfg.ringbuf_bytes = cfg.ring_bytes(backend)
     if backend == "core":
         from otel_exec.core.source import CoreSource
 

@@ -53,6 +53,7 @@ class BccSource:
         self._lost_exits = 0
         self._queue: list[Event] = []
         self.program = BccProgram(cfg)
+        self.ring_bytes = cfg.ring_bytes("bcc")
         try:
             self.lineage = Lineage()
             self.join = RecordJoin(cfg, identity, self.program.image_token, self.lineage,

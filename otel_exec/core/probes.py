@@ -109,14 +109,15 @@ class KernelProbes:
     def __init__(self, cfg: Config) -> None:
         privileges.check_can_load_bpf()
         present = btf_names_present(set(OPTIONAL_PROGRAMS.values()) | {DIRECT_READS_KFUNC})
+        self.ringbuf_bytes = cfg.ring_bytes("core")
         self.obj = BpfObject(str(object_path()))
         try:
             for prog, symbol in OPTIONAL_PROGRAMS.items():
                 if symbol not in present:
                     self.obj.set_autoload(prog, False)
             self.obj.set_autoload("handle_exec_probed" if DIRECT_READS_KFUNC in present else "handle_exec", False)
-            self.obj.set_rodata(self._config_bytes(cfg))
-            self.obj.set_max_entries("events", cfg.ring_bytes("core"))
+            self.obj.set_rodata(self._config_bytes(cfg, self.ringbuf_bytes))
+            self.obj.set_max_entries("events", self.ringbuf_bytes)
             self.obj.set_max_entries("scratch", self.obj.num_possible_cpus())
             self.obj.set_max_entries("counters", self.obj.num_possible_cpus() * len(layout.COUNTER_NAMES))
             self.obj.load()
@@ -126,14 +127,13 @@ class KernelProbes:
             self.obj.close()
             raise
         self.ringbuf_fd = self.obj.map_fd("events")
-        self.ringbuf_bytes = cfg.ring_bytes("core")
         ncounters = self.obj.num_possible_cpus() * len(layout.COUNTER_NAMES)
         self._counters = mmap.mmap(self.obj.map_fd("counters"), -(-8 * ncounters // mmap.PAGESIZE) * mmap.PAGESIZE,
                                    mmap.MAP_SHARED, mmap.PROT_READ)
         self._ncounters = ncounters
 
     @staticmethod
-    def _config_bytes(cfg: Config) -> bytes:
+    def _config_bytes(cfg: Config, ringbuf_bytes: int) -> bytes:
         skip = 0
         for group, bit in (("stdin", layout.SKIP_STDIN), ("interpreter", layout.SKIP_INTERPRETER),
                            ("paths", layout.SKIP_PATHS)):
@@ -149,7 +149,7 @@ class KernelProbes:
             bool(cfg.exclude_comm),
             bool(cfg.uid),
             cfg.container_only,
-            int(cfg.ring_bytes("core") * cfg.wakeup_fraction),
+            int(ringbuf_bytes * cfg.wakeup_fraction),
             bool(cfg.cgroup),
             bool(cfg.path_prefix),
             bool(cfg.keep_comm),

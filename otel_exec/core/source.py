@@ -26,6 +26,7 @@ class CoreSource:
         self.probes = KernelProbes(cfg)
         try:
             self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes)
+            self.ring_bytes = self.probes.ringbuf_bytes
         except BaseException:
             self.probes.close()
             raise

@@ -128,8 +128,8 @@ _EXEC_FILE_TYPE = "reg"
 
 
 def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpath: str, interp: str,
-               ld_path: str, ld_dev: int, ld_inode: int, ld_ctime: int, kv: KeyValueEncoder = _kv,
-               derived: bool = False) -> list[bytes]:
+               ld_path: str, ld_dev: int, ld_inode: int, ld_ctime: int, kv: KeyValueEncoder,
+               derived: bool) -> list[bytes]:
     """derived (--record-attributes full): also the attributes that others
     of the record say exactly (docs/attributes.md)."""
     file_type = _FILE_TYPES.get(stat.S_IFMT(mode), "unknown")
@@ -157,8 +157,8 @@ def _image_kvs(pathname: str, dev: int, inode: int, ctime: int, mode: int, cmdpa
 def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path: str, container: str | None,
                  hostname: str, mount_ns: int, pid_ns: int, cgroup_id: int, comm: str, prev_comm: str,
                  stdin_type: int, stdin_path: str, from_kernel: bool, argv_cut: bool, env_cut: bool,
-                 envc: int, cut_paths: list[str], cmdpath: str, kv: KeyValueEncoder = _kv,
-                 derived: bool = False) -> list[bytes]:
+                 envc: int, cut_paths: list[str], cmdpath: str, kv: KeyValueEncoder,
+                 derived: bool) -> list[bytes]:
     """derived: as _image_kvs'. The comm is the kernel's base name of the
     path execve was given, cut to 15 bytes: left out when it is exactly
     that of otel_exec.cmdpath."""
@@ -194,7 +194,7 @@ def _context_kvs(uid: int, gid: int, euid: int, egid: int, pwd: str, cgroup_path
     return kvs
 
 
-def _command_kvs(ev: ExecEvent, kv: KeyValueEncoder = _kv, derived: bool = False) -> tuple[bytes, ...]:
+def _command_kvs(ev: ExecEvent, kv: KeyValueEncoder, derived: bool) -> tuple[bytes, ...]:
     """The command line, and with --sample-rate how many execs this record
     stands for. process.command is argv[0], the first of
     process.command_args: sent on its own only when argv is empty or

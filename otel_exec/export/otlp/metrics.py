@@ -89,6 +89,10 @@ class MetricsCollector:
     clock: Callable[[], int] = time.time_ns
     # instrument -> attribute set -> series, each in the order first observed
     _series: dict[Instrument, dict[tuple[tuple[str, str], ...], _Series]] = field(default_factory=dict)
+    _resource: bytes = field(init=False)  # the resource does not change: encoded once
+
+    def __post_init__(self) -> None:
+        self._resource = _attributes(1, self.resource)
 
     def request(self, report: Mapping[str, int]) -> bytes | None:
         """The request of this collection, or None when it has no point."""
@@ -113,8 +117,7 @@ class MetricsCollector:
         scope = w.len_field(1, self.scope_name.encode()) + w.len_field(2, self.scope_version.encode())
         schema = w.len_field(3, self.schema_url.encode())
         scope_metrics = w.len_field(1, scope) + w.repeated(2, metrics) + schema
-        resource = _attributes(1, self.resource)
-        return w.len_field(1, w.len_field(1, resource) + w.len_field(2, scope_metrics) + schema)
+        return w.len_field(1, w.len_field(1, self._resource) + w.len_field(2, scope_metrics) + schema)
 
     def _metric(self, instrument: Instrument, series: Iterable[_Series], now_ns: int) -> bytes:
         """Metric: name 1, description 2, unit 3, gauge 5 (data_points 1), sum 7

@@ -25,11 +25,10 @@ def _age_on(identity: HostIdentity, event_ns: Callable[[bytes], int | None]) -> 
     since the epoch), measured on the clock the kernel's events are
     converted from (CLOCK_BOOTTIME): a step of the wall clock since the
     agent started does not make records look older or younger."""
-    offset = identity.realtime_minus_boottime_ns
-
     def age_s(record: bytes) -> float | None:
         ns = event_ns(record)
-        return None if ns is None else (time.clock_gettime_ns(time.CLOCK_BOOTTIME) + offset - ns) / 1e9
+        return None if ns is None else (identity.boot_ns_to_epoch_ns(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+                                        - ns) / 1e9
     return age_s
 
 
