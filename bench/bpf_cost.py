@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kernel cost per exec of each BPF program (CO-RE backend): run as root.
 
-    python3 bench/bpf_cost.py [--execs N] [--rounds R] [--no-field GROUPS] [--object FILE]
+    python3 bench/bpf_cost.py [--execs N] [--rounds R] [--no-field GROUPS] [--object FILE] [--against FILE]
 
 Loads and attaches the programs with the agent's loader (core/probes.py,
 default settings unless --no-field), drains the ring in a thread with a
@@ -18,6 +18,14 @@ of this tree's bpf/otel_exec.bpf.c (e.g. one with a part disabled; an older
 tree's object, without handle_exec_probed, is measured with that tree's own
 copy of this script); --no-field measures without the parts that setting
 switches off, as the agent would.
+
+--against FILE compares two objects (--object's, or the package's, against
+FILE's, e.g. main's) on the same storms: both are loaded and attached at
+once, in the other order every storm (the one attached first runs first and
+warms the caches for the second), so the machine's load, which moves each
+figure from one run to the next by more than most changes differ, weighs on
+both alike. It reports each one's cost per run and, per storm, the sum of
+the programs' costs over the sum of FILE's.
 """
 from __future__ import annotations
 
@@ -44,8 +52,8 @@ from otel_exec.core.ringbuf import RingBuffer  # noqa: E402
 WORKERS = 2
 
 
-def program_stats() -> dict[str, tuple[int, int]]:
-    """Name -> (run_time_ns, run_cnt) of every BPF program this process holds."""
+def program_stats_by_id() -> dict[tuple[int, str], tuple[int, int]]:
+    """(id, name) -> (run_time_ns, run_cnt) of every BPF program this process holds."""
     by_id: dict[int, tuple[int, int]] = {}
     for fdinfo in Path("/proc/self/fdinfo").iterdir():
         try:
@@ -55,7 +63,7 @@ def program_stats() -> dict[str, tuple[int, int]]:
         if "run_time_ns" in fields:  # a program, not a link to one
             by_id[int(fields["prog_id"])] = (int(fields["run_time_ns"]), int(fields["run_cnt"]))
     shown = json.loads(subprocess.run(["bpftool", "--json", "prog", "show"], check=True, capture_output=True).stdout)
-    return {p["name"]: by_id[p["id"]] for p in shown if p["id"] in by_id}
+    return {(p["id"], p["name"]): by_id[p["id"]] for p in shown if p["id"] in by_id}
 
 
 def enable_stats() -> int:
@@ -78,53 +86,105 @@ def drain_until(ring: RingBuffer, stop: threading.Event) -> None:
         ring.drain(discard)
 
 
+class Loaded:
+    """One object's programs, loaded and attached, and a reader draining its ring."""
+
+    def __init__(self, obj: Path, cfg: Config) -> None:
+        held = program_ids()
+        probes.object_path = lambda: obj
+        self.kp = probes.KernelProbes(cfg)
+        self.ids = program_ids() - held
+        self.ring = RingBuffer(self.kp.ringbuf_fd, self.kp.ringbuf_bytes)
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=drain_until, args=(self.ring, self._stop), daemon=True)
+        self._reader.start()
+
+    def stats(self) -> dict[str, tuple[int, int]]:
+        return {name: v for (pid, name), v in program_stats_by_id().items() if pid in self.ids}
+
+    def lost(self) -> dict[str, int]:
+        return {k: v for k, v in self.kp.counters().items() if k.startswith("lost_") and v}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join()
+        self.ring.close()
+        self.kp.close()
+
+
+def program_ids() -> set[int]:
+    """Ids of the BPF programs this process holds."""
+    return {pid for pid, _ in program_stats_by_id()}
+
+
+def per_run(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, float]:
+    runs = {name: cnt - before[name][1] for name, (_, cnt) in after.items()}
+    return {name: (ns - before[name][0]) / runs[name] if runs[name] else 0.0 for name, (ns, _) in after.items()}
+
+
+def report(label: str, per_round: dict[str, list[float]]) -> None:
+    print(f"{label}: ns per run, median of the storms (min-max):")
+    for name in sorted(per_round):
+        values = per_round[name]
+        print(f"  {name:22} {statistics.median(values):8,.0f}  ({min(values):,.0f}-{max(values):,.0f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--execs", type=int, default=5000, help="execs per storm (default 5000)")
     parser.add_argument("--rounds", type=int, default=5, help="storms (default 5); the median is reported")
     parser.add_argument("--no-field", default="", help="as the agent's --no-field (comma-separated groups)")
-    parser.add_argument("--object", type=Path, help="the BPF object to load (default: the package's)")
+    parser.add_argument("--object", type=Path, default=probes.object_path(),
+                        help="the BPF object to load (default: the package's)")
+    parser.add_argument("--against", type=Path, help="another object, attached with it to the same storms")
     args = parser.parse_args()
-    if args.object:
-        # The loader takes its object from the package; a variant replaces it here only.
-        probes.object_path = lambda: args.object
+    objects = [args.object] + ([args.against] if args.against else [])
     cfg = Config(no_field=[g for g in args.no_field.split(",") if g])
     load = os.getloadavg()
     print(f"load at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.rounds} storms of {args.execs} execs, "
-          f"{WORKERS} workers; object {probes.object_path()}; --no-field {args.no_field or '(none)'}")
+          f"{WORKERS} workers; objects {', '.join(map(str, objects))}; --no-field {args.no_field or '(none)'}")
     children = Children()
-    per_round: dict[str, list[float]] = {}
+    per_round: list[dict[str, list[float]]] = [{} for _ in objects]
+    ratios: list[float] = []
+    lost: list[dict[str, int]] = [{} for _ in objects]
     stats_fd = enable_stats()
-    with tempfile.TemporaryDirectory(prefix="oe-bpfcost-") as tmp:
-        storm = Storm(children, Path(tmp), WORKERS)
-        kp = probes.KernelProbes(cfg)
-        ring = RingBuffer(kp.ringbuf_fd, kp.ringbuf_bytes)
-        stop = threading.Event()
-        reader = threading.Thread(target=drain_until, args=(ring, stop), daemon=True)
-        reader.start()
-        try:
-            for _ in range(args.rounds):
-                before = program_stats()
+    loaded: list[Loaded] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="oe-bpfcost-") as tmp:
+            storm = Storm(children, Path(tmp), WORKERS)
+            for round_ in range(args.rounds):
+                # One object: loaded once. Two: reloaded every storm, the other first.
+                if not loaded or len(objects) > 1:
+                    for one in loaded:
+                        one.close()
+                    order = objects if round_ % 2 == 0 else objects[::-1]
+                    loaded = [Loaded(obj, cfg) for obj in order]
+                    if round_ % 2:
+                        loaded.reverse()
+                before = [one.stats() for one in loaded]
                 result = storm.run(args.execs, 0, "bpf-cost")
-                after = program_stats()
-                for name, (ns, cnt) in after.items():
-                    runs = cnt - before[name][1]
-                    per_round.setdefault(name, []).append((ns - before[name][0]) / runs if runs else 0.0)
-                print(f"  storm {result.rate:,.0f} execs/s: " + ", ".join(
-                    f"{name} {per_round[name][-1]:,.0f} ns" for name in sorted(per_round)))
-            lost = {k: v for k, v in kp.counters().items() if k.startswith("lost_") and v}
-        finally:
-            stop.set()
-            reader.join()
-            ring.close()
-            kp.close()
-            os.close(stats_fd)
-    print("ns per run, median of the storms (min-max):")
-    for name in sorted(per_round):
-        values = per_round[name]
-        print(f"  {name:22} {statistics.median(values):8,.0f}  ({min(values):,.0f}-{max(values):,.0f})")
-    if lost:
-        print(f"kernel losses (the runs that lost their record cost less): {lost}")
+                costs = [per_run(b, one.stats()) for b, one in zip(before, loaded)]
+                for i, cost in enumerate(costs):
+                    for name, ns in cost.items():
+                        per_round[i].setdefault(name, []).append(ns)
+                    for k, v in loaded[i].lost().items():
+                        lost[i][k] = max(lost[i].get(k, 0), v)
+                line = "; ".join(", ".join(f"{name} {ns:,.0f}" for name, ns in sorted(cost.items())) for cost in costs)
+                if len(costs) > 1:
+                    ratios.append(sum(costs[0].values()) / sum(costs[1].values()))
+                    line += f"; sum ratio {ratios[-1]:.3f}"
+                print(f"  storm {result.rate:,.0f} execs/s: {line}")
+    finally:
+        for one in loaded:
+            one.close()
+        os.close(stats_fd)
+    for obj, rounds, losses in zip(objects, per_round, lost):
+        report(str(obj), rounds)
+        if losses:
+            print(f"  kernel losses (the runs that lost their record cost less): {losses}")
+    if ratios:
+        print(f"sum of {args.object} over the sum of {args.against}, per storm: median {statistics.median(ratios):.3f} "
+              f"({min(ratios):.3f}-{max(ratios):.3f})")
 
 
 if __name__ == "__main__":

@@ -540,43 +540,55 @@ static __always_inline void walk(struct exec_scratch *s, __u64 vfsmnt_addr, __u6
 		walk_path_probed(s, vfsmnt_addr, dentry_addr);
 }
 
-/* A dentry name of known length: one fixed-size read (word by word) rather
- * than a string read (byte by byte); the same bytes, as d_name is
- * NUL-terminated at its length. A length that does not fit (a rename
- * meanwhile) falls back to the string read. */
-static __always_inline __u32 put_name(struct exec_scratch *s, __u32 off, const void *name, __u32 len)
+/* Step i's name of the walk in s at dst: its bytes, then a NUL at its
+ * length; the bytes written, NUL included (1 for a name that cannot be
+ * read). An inline name comes from the walk's own read of its dentry: its
+ * words, the ones past the NUL landing where the next string starts, which
+ * is written after them. Another, of known length, by one fixed-size read
+ * (word by word) rather than a string read (byte by byte): the same bytes,
+ * as d_name is NUL-terminated at its length. A length that does not fit (a
+ * rename meanwhile) falls back to the string read. */
+static __always_inline __u32 put_component(struct exec_scratch *s, __u32 i, char *dst)
 {
-	off &= OE_DATA_HALF - 1;
-	if (len == 0 || len >= OE_NAME_MAX)
-		return put_str(s, off, name, OE_NAME_MAX, false, NULL);
-	if (bpf_probe_read_kernel(&s->data[off], len, name)) {
-		s->data[off] = 0;
-		return 1;
-	}
-	s->data[(off + len) & (OE_DATA_SIZE - 1)] = 0;
-	return len + 1;
-}
-
-/* An inline name walk_path() kept: its words, then the NUL at its length.
- * The words past the NUL land where the next string of the record starts,
- * which is written after them, or past the record's end. */
-static __always_inline __u32 put_inline_name(struct exec_scratch *s, __u32 off, const __u64 *words,
-					     __u32 len)
-{
+	__u32 d_first = bpf_core_field_offset(struct dentry, d_hash.pprev);
+	const void *name;
+	__u32 len;
+	long n;
 	int k;
 
-	off &= OE_DATA_HALF - 1;
-	for (k = 0; k < INLINE_NAME_WORDS; k++)
-		*(__u64 *)&s->data[off + 8 * k] = words[k];
-	s->data[(off + len) & (OE_DATA_SIZE - 1)] = 0;
+	i &= OE_PATH_DEPTH_MAX - 1;
+	name = (const void *)s->walk.name[i];
+	len = s->walk.len[i];
+	if (s->walk.inline_mask & (1ULL << i)) {
+		const __u64 *words = &s->walk.span[i][inline_name_word(d_first)];
+
+		for (k = 0; k < INLINE_NAME_WORDS; k++)
+			*(__u64 *)&dst[8 * k] = words[k];
+		/* An inline name is shorter than the mask. */
+		dst[len & (OE_NAME_MAX - 1)] = 0;
+		return len + 1;
+	}
+	if (len == 0 || len >= OE_NAME_MAX) {
+		n = bpf_probe_read_kernel_str(dst, OE_NAME_MAX, name);
+		if (n <= 0) {
+			dst[0] = 0;
+			return 1;
+		}
+		return n;
+	}
+	if (bpf_probe_read_kernel(dst, len, name)) {
+		dst[0] = 0;
+		return 1;
+	}
+	dst[len] = 0;
 	return len + 1;
 }
 
 /* Writes the path in s->walk at off as leaf-first components, at most
- * OE_PATH_MAX bytes (a cut keeps the leaf-most ones). */
+ * OE_PATH_MAX bytes (a cut keeps the leaf-most ones). The words an inline
+ * name writes past its NUL land past the record's end when it is the last. */
 __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 {
-	__u32 d_first = bpf_core_field_offset(struct dentry, d_hash.pprev);
 	__u32 start = off, n, pflags;
 	int i;
 
@@ -585,19 +597,13 @@ __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 	n = s->walk.n;
 	pflags = s->walk.pflags;
 	for (i = 0; i < OE_PATH_DEPTH_MAX && i < n; i++) {
-		__u64 name = s->walk.name[i];
-
-		if (!name)
+		if (!s->walk.name[i])
 			continue;
 		if (off - start > OE_PATH_MAX - OE_NAME_MAX) {
 			pflags |= OE_PF_TRUNCATED;
 			break;
 		}
-		if (s->walk.inline_mask & (1ULL << i))
-			off += put_inline_name(s, off, &s->walk.span[i][inline_name_word(d_first)],
-					       s->walk.len[i]);
-		else
-			off += put_name(s, off, (void *)name, s->walk.len[i]);
+		off += put_component(s, i, &s->data[off & (OE_DATA_HALF - 1)]);
 	}
 	if (pflags & OE_PF_TRUNCATED)
 		count(OE_CNT_CUT_PATH);
@@ -629,37 +635,37 @@ static __always_inline __u32 string_prefix_bits(struct exec_scratch *s, const ch
 __noinline __u32 walked_prefix_bits(struct exec_scratch *s)
 {
 	__u64 pos = 0;  /* 64 bits: a 32-bit index is widened in a copy the verifier cannot bound */
+	bool cut;
 	__u32 n;
 	int i;
 
 	if (!s)
 		return 0;
 	n = s->walk.n;
-	if (s->walk.pflags & OE_PF_TRUNCATED) {
+	cut = s->walk.pflags & OE_PF_TRUNCATED;
+	if (cut) {
 		__builtin_memcpy(s->key.data, "...", 3);
 		pos = 3;
 	}
 	for (i = 0; i < OE_PATH_DEPTH_MAX && i < n; i++) {
-		__u64 name = s->walk.name[(n - 1 - i) & (OE_PATH_DEPTH_MAX - 1)];
-		long len;
-
 		/* pos is no more precise than this range: a precise pos per
 		 * step would multiply the states the verifier explores. */
 		barrier_var(pos);
 		pos &= 2 * OE_PREFIX_LEN - 1;
 		if (pos >= OE_PREFIX_LEN - 1)
 			break;
-		if (!name)
+		if (!s->walk.name[(n - 1 - i) & (OE_PATH_DEPTH_MAX - 1)])
 			continue;
 		s->key.data[pos] = '/';
-		len = bpf_probe_read_kernel_str(&s->key.data[pos + 1], OE_PREFIX_LEN, (void *)name);
-		pos += len > 1 ? len : 1;
+		/* The names the walk kept, as put_walked() writes them: no
+		 * second string read. */
+		pos += put_component(s, n - 1 - i, &s->key.data[pos + 1]);
 	}
 	/* No component: the root. */
 	if (pos == 0) {
 		s->key.data[0] = '/';
 		pos = 1;
-	} else if (pos == 3 && (s->walk.pflags & OE_PF_TRUNCATED)) {
+	} else if (pos == 3 && cut) {
 		s->key.data[3] = '/';
 		pos = 4;
 	}
@@ -741,12 +747,11 @@ static __always_inline void walk_file(struct exec_scratch *s, struct file *f, co
 	walk(s, as_addr(s, f->f_path.mnt), as_addr(s, f->f_path.dentry), direct);
 }
 
-/* f: a file's address the verifier knows as an integer only. */
-static __always_inline void walk_probed_file(struct exec_scratch *s, struct file *f, const bool direct)
+/* The same for a file the verifier knows by its address only. */
+static __always_inline void walk_file_at(struct exec_scratch *s, struct file *f, const bool direct)
 {
 	walk(s, (__u64)BPF_CORE_READ(f, f_path.mnt), (__u64)BPF_CORE_READ(f, f_path.dentry), direct);
 }
-
 
 /* Copy [start, end) of the new process's memory (argv or env block). */
 static __always_inline __u32 put_user_block(struct exec_scratch *s, __u32 off, unsigned long start,
@@ -798,29 +803,45 @@ static __always_inline bool put_user_blocks(struct exec_scratch *s, __u32 off, u
 	return true;
 }
 
-/* The pid of task t in pid namespace level `level`, 0 if t is not visible
- * there (a parent outside a container's pid namespace). */
-static __always_inline __u32 pid_at_level(struct task_struct *t, unsigned int level,
-					  struct pid_namespace *ns)
+/* Entry `level` of a struct pid: the pid it is in that namespace, and that
+ * namespace's address into *ns (and its inode number into *ns_inum, when
+ * asked). The host's level by plain loads; another one's index is not a
+ * constant offset. Each branch keeps its own loads (barrier_var): the
+ * verifier refuses one load through a typed or a stack pointer. */
+static __always_inline __u32 pid_nr_at(struct pid *pid, unsigned int level, __u64 *ns, __u32 *ns_inum)
+{
+	struct upid up = {};
+	__u32 nr;
+
+	if (level == 0) {
+		nr = pid->numbers[0].nr;
+		*ns = (__u64)pid->numbers[0].ns;
+		if (ns_inum)
+			*ns_inum = pid->numbers[0].ns->ns.inum;
+		barrier_var(nr);
+	} else {
+		bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
+		nr = up.nr;
+		*ns = (__u64)up.ns;
+		if (ns_inum)
+			*ns_inum = BPF_CORE_READ(up.ns, ns.inum);
+		barrier_var(nr);
+	}
+	return nr;
+}
+
+/* The pid of task t in the pid namespace at `ns` (level `level`), 0 if t is
+ * not visible there (a parent outside a container's pid namespace). */
+static __always_inline __u32 pid_at_level(struct task_struct *t, unsigned int level, __u64 ns)
 {
 	struct pid *pid = t->group_leader->thread_pid;
-	struct upid up = {};
+	__u64 pid_ns;
 	__u32 nr;
 
 	if (!pid || pid->level < level)
 		return 0;
-	/* The host's level by plain loads; another one's index is not a
-	 * constant offset. Each branch keeps its own loads (barrier_var): the
-	 * verifier refuses one load through a typed or a stack pointer. */
-	if (level == 0) {
-		nr = pid->numbers[0].ns == ns ? pid->numbers[0].nr : 0;
-		barrier_var(nr);
-	} else {
-		bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
-		nr = up.ns == ns ? up.nr : 0;
-		barrier_var(nr);
-	}
-	return nr;
+	nr = pid_nr_at(pid, level, &pid_ns, NULL);
+	return pid_ns == ns ? nr : 0;
 }
 
 struct vma_file_ctx {
@@ -889,13 +910,13 @@ static __always_inline __u64 wakeup_flags(void)
 	return rb->producer_pos - rb->consumer_pos >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-/* The OE_MATCH_* bits of the current comm (after the exec). */
-static __always_inline __u32 comm_bits(void)
+/* The OE_MATCH_* bits of t's comm (after the exec). */
+static __always_inline __u32 comm_bits(struct task_struct *t)
 {
-	char comm[OE_COMM_LEN] = {};
+	char comm[OE_COMM_LEN];
 	__u8 *bits;
 
-	bpf_get_current_comm(comm, sizeof(comm));
+	COPY_STR_WORDS(comm, t->comm, OE_COMM_LEN / 8);
 	bits = bpf_map_lookup_elem(&comm_filter, comm);
 	return bits ? *bits : 0;
 }
@@ -972,7 +993,6 @@ int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bp
 	__u32 tid = t->pid, idx = tid & (PREV_COMM_SLOTS - 1);
 	struct prev_comm_slot *slot = bpf_map_lookup_elem(&prev_comm_slots, &idx);
 
-	COPY_STR_WORDS(comm, t->comm, OE_COMM_LEN / 8);
 	if (slot) {
 		/* A tag of this tid is left by an exec of an earlier thread
 		 * with the same tid that died after prepare: no longer read. */
@@ -980,11 +1000,12 @@ int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bp
 
 		if ((tag == 0 || tag == PREV_COMM_TAG(tid)) &&
 		    __sync_val_compare_and_swap(&slot->tag, tag, PREV_COMM_BUSY) == tag) {
-			__builtin_memcpy(slot->comm, comm, OE_COMM_LEN);
+			COPY_STR_WORDS(slot->comm, t->comm, OE_COMM_LEN / 8);
 			__sync_lock_test_and_set(&slot->tag, PREV_COMM_TAG(tid));
 			return 0;
 		}
 	}
+	COPY_STR_WORDS(comm, t->comm, OE_COMM_LEN / 8);
 	bpf_map_update_elem(&prev_comms, &tid, comm, BPF_ANY);
 	return 0;
 }
@@ -1024,12 +1045,15 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	struct mm_struct *mm = t->mm;
 	struct pid *tpid = t->thread_pid;
 	struct file *exe = bprm->file;
+	/* The ELF interpreter, and fd 0: the verifier knows it as a file (in)
+	 * or, from a grown fd table, by its address only (in_at). */
+	struct file *ld = NULL, *in = NULL, *in_at = NULL;
 	struct exec_scratch *s;
-	struct pid_namespace *ns;
-	struct upid up = {};
+	struct kernfs_node *cgroup = t->cgroups->dfl_cgrp->kn;
 	__u32 key = bpf_get_smp_processor_id(), off = 0, level;
+	__u64 ns;
 	__u32 comm = 0, uid = 0, prefix = 0, pid_ns, nr;
-	bool cut = false, exe_walked = false, sampled = false;
+	bool cut = false, exe_walked = false, sampled = false, stdin_open = false;
 	long err;
 
 	if (t->tgid == cfg.self_tgid || parent->tgid == cfg.self_tgid)
@@ -1039,21 +1063,9 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	/* Filters, cheapest first; then sampling. Both come before the work of
 	 * building the record. */
 	level = tpid->level;
-	/* As in pid_at_level(). */
-	if (level == 0) {
-		nr = tpid->numbers[0].nr;
-		ns = tpid->numbers[0].ns;
-		pid_ns = ns->ns.inum;
-		barrier_var(nr);
-	} else {
-		bpf_core_read(&up, sizeof(up), &tpid->numbers[level]);
-		nr = up.nr;
-		ns = up.ns;
-		pid_ns = BPF_CORE_READ(ns, ns.inum);
-		barrier_var(nr);
-	}
+	nr = pid_nr_at(tpid, level, &ns, &pid_ns);
 	if (cfg.filter_comm_include || cfg.filter_comm_exclude || cfg.keep_comm)
-		comm = comm_bits();
+		comm = comm_bits(t);
 	if (cfg.filter_uid || cfg.keep_uid)
 		uid = uid_bits(cred->uid.val);
 	if (filtered(comm, uid, pid_ns)) {
@@ -1117,7 +1129,7 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	s->rec.gid = cred->gid.val;
 	s->rec.euid = cred->euid.val;
 	s->rec.egid = cred->egid.val;
-	s->rec.cgroup_id = t->cgroups->dfl_cgrp->kn->id;  /* bpf_get_current_cgroup_id() */
+	s->rec.cgroup_id = cgroup->id;  /* bpf_get_current_cgroup_id() */
 	s->rec.start_boottime_ns = t->start_boottime;
 	image_owner = image_parent(parent);
 	s->rec.image_ppid = image_owner->tgid;
@@ -1158,25 +1170,13 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 
 	/* cfg.skip is constant for the verifier: what --no-field switched off is
 	 * not even in the program that runs. */
-	if (!(cfg.skip & OE_SKIP_PATHS)) {
-		if (!exe_walked)
-			walk_file(s, exe, direct);
-		off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME, put_walked(s, off));
-	}
 	if (!(cfg.skip & OE_SKIP_INTERPRETER)) {
-		struct file *ld = elf_interpreter(t, mm);
-
+		ld = elf_interpreter(t, mm);
 		file_id_direct(ld, &s->rec.interpreter);
-		if (!(cfg.skip & OE_SKIP_PATHS) && ld) {
-			walk_file(s, ld, direct);
-			off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER,
-					    put_walked(s, off));
-		}
 	}
 	if (!(cfg.skip & OE_SKIP_STDIN)) {
 		struct files_struct *files = t->files;
 		struct fdtable *fdt = files->fdt;
-		struct file *in = NULL;
 
 		/* fdt->fd is an array of pointers, whose elements the verifier
 		 * knows as integers only. Until the table grows past its first
@@ -1186,25 +1186,36 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 			in = files->fd_array[0];
 			file_id_direct(in, &s->rec.stdin);
 			s->rec.stdin_fs_magic = in ? in->f_inode->i_sb->s_magic : 0;
-			if (!(cfg.skip & OE_SKIP_PATHS) && in)
-				walk_file(s, in, direct);
+			stdin_open = in;
 		} else {
 			if (fdt->max_fds > 0)
-				bpf_core_read(&in, sizeof(in), &fdt->fd[0]);
-			file_id_probed(in, &s->rec.stdin);
-			s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
-			if (!(cfg.skip & OE_SKIP_PATHS) && in)
-				walk_probed_file(s, in, direct);
+				bpf_core_read(&in_at, sizeof(in_at), &fdt->fd[0]);
+			file_id_probed(in_at, &s->rec.stdin);
+			s->rec.stdin_fs_magic = BPF_CORE_READ(in_at, f_inode, i_sb, s_magic);
+			stdin_open = in_at;
 		}
-		if (!(cfg.skip & OE_SKIP_PATHS) && in)
-			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
 	}
 	if (!(cfg.skip & OE_SKIP_PATHS)) {
+		if (!exe_walked)
+			walk_file(s, exe, direct);
+		off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME, put_walked(s, off));
+		if (ld) {
+			walk_file(s, ld, direct);
+			off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER, put_walked(s, off));
+		}
+		if (in)
+			walk_file(s, in, direct);
+		else if (in_at)
+			walk_file_at(s, in_at, direct);
+		/* A flag: (in || in_at) compiles to an OR of the two, which the
+		 * verifier refuses on a pointer. */
+		if (stdin_open)
+			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
 		walk(s, as_addr(s, t->fs->pwd.mnt), as_addr(s, t->fs->pwd.dentry), direct);
 		off += put_resolved(s, off, OE_STR_PWD, OE_PATH_PWD, put_walked(s, off));
 		off += put_resolved(s, off, OE_STR_CGROUP, OE_PATH_CGROUP,
-				    direct ? put_cgroup_direct(s, off, as_addr(s, t->cgroups->dfl_cgrp->kn)) :
-					     put_cgroup_probed(s, off, as_addr(s, t->cgroups->dfl_cgrp->kn)));
+				    direct ? put_cgroup_direct(s, off, as_addr(s, cgroup)) :
+					     put_cgroup_probed(s, off, as_addr(s, cgroup)));
 	}
 
 	if (put_user_blocks(s, off, mm->arg_start, mm->arg_end, mm->env_start, mm->env_end)) {
