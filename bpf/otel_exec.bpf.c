@@ -1052,7 +1052,7 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	struct kernfs_node *cgroup = t->cgroups->dfl_cgrp->kn;
 	__u32 key = bpf_get_smp_processor_id(), off = 0, level;
 	__u64 ns;
-	__u32 comm = 0, uid = 0, prefix = 0, pid_ns, nr;
+	__u32 comm = 0, uid = 0, prefix = 0, pid_ns, nr, len;
 	bool cut = false, exe_walked = false, sampled = false, stdin_open = false;
 	long err;
 
@@ -1160,9 +1160,20 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 		count(OE_CNT_CUT_STRING);
 		cut = false;
 	}
-	s->rec.str_len[OE_STR_INTERP] = put_str(s, off, bprm->interp, OE_STR_MAX,
-						 false, &cut);
-	off += s->rec.str_len[OE_STR_INTERP];
+	/* Unless a script or binfmt_misc named an interpreter, interp is the
+	 * filename's string itself: the bytes just written are copied (word by
+	 * word), not read again (byte by byte). */
+	if (bprm->interp == bprm->filename) {
+		len = s->rec.str_len[OE_STR_CMDPATH];
+		if (len > OE_STR_MAX)
+			len = OE_STR_MAX;  /* spelled out for the verifier */
+		bpf_probe_read_kernel(&s->data[off & (OE_DATA_HALF - 1)], len, s->data);
+		cut = s->rec.flags & OE_F_CMDPATH_TRUNCATED;
+	} else {
+		len = put_str(s, off, bprm->interp, OE_STR_MAX, false, &cut);
+	}
+	s->rec.str_len[OE_STR_INTERP] = len;
+	off += len;
 	if (cut) {
 		s->rec.flags |= OE_F_INTERP_TRUNCATED;
 		count(OE_CNT_CUT_STRING);
