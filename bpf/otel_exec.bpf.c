@@ -56,17 +56,19 @@ struct path_walk {
  * reservation must have a constant size, while most records are a few
  * hundred bytes and a few are hundreds of KiB. Indexed by CPU: tracepoint
  * programs run with preemption disabled and do not nest with each other.
- * rec and data go out in one piece; what follows them is working space. */
+ * rec and data go out in one piece. The working space comes first: next to
+ * the record and its first strings, not a MiB of data away, every exec's
+ * writes stay on a few neighbouring pages. */
 struct exec_scratch {
-	struct oe_exec rec;
-	char data[OE_DATA_SIZE];
 	struct path_walk walk;
+	__u64 addr;                      /* see as_addr() */
 	/* A path's first bytes as a path_prefixes key. A name is copied in with
 	 * up to OE_PREFIX_LEN bytes wherever the previous one ended: key_tail
 	 * takes what runs past key.data. */
 	struct oe_prefix_key key;
 	char key_tail[OE_PREFIX_LEN];
-	__u64 addr;                      /* see as_addr() */
+	struct oe_exec rec;
+	char data[OE_DATA_SIZE];
 };
 
 struct {
@@ -992,6 +994,8 @@ int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bp
 	char comm[OE_COMM_LEN];
 	__u32 tid = t->pid, idx = tid & (PREV_COMM_SLOTS - 1);
 	struct prev_comm_slot *slot = bpf_map_lookup_elem(&prev_comm_slots, &idx);
+	char *dst = comm;
+	bool in_slot = false;
 
 	if (slot) {
 		/* A tag of this tid is left by an exec of an earlier thread
@@ -1000,13 +1004,16 @@ int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bp
 
 		if ((tag == 0 || tag == PREV_COMM_TAG(tid)) &&
 		    __sync_val_compare_and_swap(&slot->tag, tag, PREV_COMM_BUSY) == tag) {
-			COPY_STR_WORDS(slot->comm, t->comm, OE_COMM_LEN / 8);
-			__sync_lock_test_and_set(&slot->tag, PREV_COMM_TAG(tid));
-			return 0;
+			dst = slot->comm;
+			in_slot = true;
 		}
 	}
-	COPY_STR_WORDS(comm, t->comm, OE_COMM_LEN / 8);
-	bpf_map_update_elem(&prev_comms, &tid, comm, BPF_ANY);
+	/* Straight into the slot taken, else onto the stack for prev_comms. */
+	COPY_STR_WORDS(dst, t->comm, OE_COMM_LEN / 8);
+	if (in_slot)
+		__sync_lock_test_and_set(&slot->tag, PREV_COMM_TAG(tid));
+	else
+		bpf_map_update_elem(&prev_comms, &tid, comm, BPF_ANY);
 	return 0;
 }
 
@@ -1245,7 +1252,7 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 
 	off &= OE_DATA_SIZE - 1;
 	s->rec.hdr.size = sizeof(s->rec) + off;
-	err = bpf_ringbuf_output(&events, s, sizeof(s->rec) + off, wakeup_flags());
+	err = bpf_ringbuf_output(&events, &s->rec, sizeof(s->rec) + off, wakeup_flags());
 	if (err)
 		count(OE_CNT_LOST_EXEC_RINGBUF_FULL);
 	return 0;
