@@ -93,6 +93,7 @@ class Loaded:
 
     def __init__(self, obj: Path, cfg: Config) -> None:
         held = program_ids()
+        # The loader takes its object from the package; another one replaces it here only.
         probes.object_path = lambda: obj
         self.kp = probes.KernelProbes(cfg)
         self.ids = program_ids() - held
@@ -152,27 +153,32 @@ def main() -> None:
     ratios: list[float] = []
     lost: list[dict[str, int]] = [{} for _ in objects]
     stats_fd = enable_stats()
-    loaded: list[Loaded] = []
+    loaded: list[Loaded] = []  # in the order of objects
+
+    def unload() -> None:
+        for one, losses in zip(loaded, lost):
+            for k, v in one.lost().items():
+                losses[k] = losses.get(k, 0) + v
+            one.close()
+        loaded.clear()
+
     try:
         with tempfile.TemporaryDirectory(prefix="oe-bpfcost-") as tmp:
             storm = Storm(children, Path(tmp), WORKERS)
             for round_ in range(args.rounds):
-                # One object: loaded once. Two: reloaded every storm, the other first.
+                # One object: loaded once. Two: loaded again every storm, the other one first.
                 if not loaded or len(objects) > 1:
-                    for one in loaded:
-                        one.close()
-                    order = objects if round_ % 2 == 0 else objects[::-1]
-                    loaded = [Loaded(obj, cfg) for obj in order]
+                    unload()
                     if round_ % 2:
-                        loaded.reverse()
+                        loaded.extend(reversed([Loaded(obj, cfg) for obj in reversed(objects)]))
+                    else:
+                        loaded.extend(Loaded(obj, cfg) for obj in objects)
                 before = [one.stats() for one in loaded]
                 result = storm.run(args.execs, 0, "bpf-cost")
                 costs = [per_run(b, one.stats()) for b, one in zip(before, loaded)]
                 for i, cost in enumerate(costs):
                     for name, ns in cost.items():
                         per_round[i].setdefault(name, []).append(ns)
-                    for k, v in loaded[i].lost().items():
-                        lost[i][k] = max(lost[i].get(k, 0), v)
                 line = "; ".join(", ".join(f"{name} {ns:,.0f}" for name, ns in sorted(cost.items())) for cost in costs)
                 if len(costs) > 1:
                     ratios.append(sum(costs[0].values()) / sum(costs[1].values()))
@@ -180,8 +186,7 @@ def main() -> None:
                 first = "" if len(objects) == 1 else f" ({objects[round_ % 2].name} first)"
                 print(f"  storm {result.rate:,.0f} execs/s{first}: {line}")
     finally:
-        for one in loaded:
-            one.close()
+        unload()
         os.close(stats_fd)
     for obj, rounds, losses in zip(objects, per_round, lost):
         report(str(obj), rounds)
