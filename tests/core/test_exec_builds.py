@@ -10,10 +10,12 @@ this holds the other build to the same records.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -93,11 +95,34 @@ def both_builds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[probes.K
             kp.close()
 
 
-def marked_records(ring: RingBuffer, mark: bytes) -> list[bytes]:
+@contextlib.contextmanager
+def draining(rings: list[RingBuffer]) -> Iterator[list[list[bytes]]]:
+    """Every record of each ring, drained while the block runs (other
+    execs on a busy machine would fill a ring left to wait) and once more
+    at its end."""
+    got: list[list[bytes]] = [[] for _ in rings]
+    stop = threading.Event()
+
+    def drain(ring: RingBuffer, into: list[bytes]) -> None:
+        while not stop.is_set():
+            ring.wait(0.01)
+            ring.drain(lambda rec: into.append(bytes(rec)))
+        ring.drain(lambda rec: into.append(bytes(rec)))
+
+    readers = [threading.Thread(target=drain, args=(ring, into), daemon=True) for ring, into in zip(rings, got)]
+    for reader in readers:
+        reader.start()
+    try:
+        yield got
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+
+
+def marked_records(got: list[bytes], mark: bytes) -> list[bytes]:
     """The exec records carrying the mark and the exit records of their
     processes, boot_ns zeroed, sorted."""
-    got: list[bytes] = []
-    ring.drain(lambda rec: got.append(bytes(rec)))
     execs = [r for r in got if layout.HEADER.unpack_from(r)[0] == layout.REC_EXEC and mark in r]
     pids = {struct.unpack_from("<I", r, OFFSETS["host_pid"])[0] for r in execs}
     exits = [r for r in got if layout.HEADER.unpack_from(r)[0] == layout.REC_EXIT
@@ -111,16 +136,17 @@ def test_direct_and_probed_builds_write_the_same_records(
     mark = f"OE_BUILDS_MARK={uuid.uuid4().hex}"
     cgroup = CGROUP2 / f"oe-builds-{os.getpid()}"
     env = dict(os.environ, OE_BUILDS_MARK=mark.split("=", 1)[1])
-    try:
-        run = subprocess.run(["bash", "-c", WORKLOAD, "workload", str(tmp_path), str(cgroup)], env=env,
-                             capture_output=True, text=True, timeout=60)
-    finally:
-        for d in (cgroup / "a" / "b", cgroup / "a", cgroup):
-            if d.exists():
-                d.rmdir()
+    with draining([ring for _, ring in both_builds]) as got:
+        try:
+            run = subprocess.run(["bash", "-c", WORKLOAD, "workload", str(tmp_path), str(cgroup)], env=env,
+                                 capture_output=True, text=True, timeout=60)
+        finally:
+            for d in (cgroup / "a" / "b", cgroup / "a", cgroup):
+                if d.exists():
+                    d.rmdir()
+        time.sleep(0.2)
     assert run.returncode == 0, run.stderr
-    time.sleep(0.2)
-    direct, probed = (marked_records(ring, mark.encode()) for _, ring in both_builds)
+    direct, probed = (marked_records(records, mark.encode()) for records in got)
     args = [r.split(b"\0") for r in direct]
     # Every case above ran and was recorded (a sample of the names).
     for arg in (b"deep-cwd", b"name255", b"after-rename", b"memfd", b"tmpfs", b"pid-ns-2", b"uts", b"cgroup"):
