@@ -1056,7 +1056,7 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	 * or, from a grown fd table, by its address only (in_at). */
 	struct file *ld = NULL, *in = NULL, *in_at = NULL;
 	struct exec_scratch *s;
-	struct kernfs_node *cgroup = t->cgroups->dfl_cgrp->kn;
+	struct kernfs_node *cgroup;
 	__u32 key = bpf_get_smp_processor_id(), off = 0, level;
 	__u64 ns;
 	__u32 comm = 0, uid = 0, prefix = 0, pid_ns, nr, len;
@@ -1136,6 +1136,7 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	s->rec.gid = cred->gid.val;
 	s->rec.euid = cred->euid.val;
 	s->rec.egid = cred->egid.val;
+	cgroup = t->cgroups->dfl_cgrp->kn;
 	s->rec.cgroup_id = cgroup->id;  /* bpf_get_current_cgroup_id() */
 	s->rec.start_boottime_ns = t->start_boottime;
 	image_owner = image_parent(parent);
