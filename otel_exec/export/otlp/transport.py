@@ -13,9 +13,7 @@ counter means for an operator.
 from __future__ import annotations
 
 import datetime
-import email.utils
 import enum
-import gzip
 import os
 import re
 import urllib.parse
@@ -239,6 +237,10 @@ def retry_after_s(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    # Only an HTTP collector's refusal brings one: not imported before (it
+    # pulls in most of the email package).
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -263,8 +265,11 @@ class HttpTransport:
     """OTLP/HTTP with binary protobuf, through requests."""
 
     def __init__(self, settings: TransportSettings) -> None:
+        import gzip
+
         import requests
 
+        self._gzip = gzip.compress
         self.settings = settings
         self.target = settings.target
         self._no_answer = requests.RequestException
@@ -284,7 +289,7 @@ class HttpTransport:
     def send(self, payload: bytes) -> Answer:
         assert self._session is not None, "start() first"
         # Level 6: most of level 9's ratio on exec records at a fraction of its CPU.
-        body = gzip.compress(payload, 6) if self.settings.compression == "gzip" else payload
+        body = self._gzip(payload, 6) if self.settings.compression == "gzip" else payload
         try:
             r = self._session.post(self.target, data=body, timeout=self.settings.timeout_s)
         except self._no_answer as e:  # no answer: connection, TLS, timeout
