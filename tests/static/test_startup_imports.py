@@ -7,7 +7,7 @@ setting's hint), email (an HTTP collector's Retry-After date), gzip (HTTP
 compression) and json (the console's JSON Lines): each module imported
 stays resident. Checked in a fresh interpreter, on the agent's own modules
 (the third-party ones they import at run time, grpc and the SDK, are theirs
-to choose)."""
+to choose, but for grpc's asyncio API, which the gRPC transport defers)."""
 from __future__ import annotations
 
 import ast
@@ -37,6 +37,27 @@ def test_run_path_does_not_import_what_it_does_not_use() -> None:
             f"print(repr([m for m in {NOT_BEFORE_READY!r} if m in sys.modules]))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert ast.literal_eval(out.stdout) == []
+
+
+def test_the_grpc_transport_leaves_grpc_aio_until_it_is_used() -> None:
+    """A gRPC transport made and started imports grpc but not grpc.aio's
+    modules (nor typing_extensions, which only they need); the stand-in in
+    their place imports them at the first use, for code that wants them."""
+    code = ("import importlib, json, sys\n"
+            f"for name in {RUN_PATH!r}:\n"
+            "    importlib.import_module(name)\n"
+            "from otel_exec.export.otlp.transport import OtlpOptions, make_transport\n"
+            "t = make_transport('logs', OtlpOptions(endpoint='http://127.0.0.1:9', protocol='grpc'))\n"
+            "t.start()\n"
+            "before = ['grpc' in sys.modules, 'grpc.aio._channel' in sys.modules, 'typing_extensions' in sys.modules]\n"
+            "import grpc.aio\n"
+            "from grpc.aio import Channel\n"
+            "channel = grpc.aio.insecure_channel('127.0.0.1:9')\n"
+            "after = [isinstance(channel, Channel), sys.modules['grpc.aio'] is grpc.aio, 'grpc.aio._channel' in sys.modules]\n"
+            "t.shutdown()\n"
+            "print(json.dumps([before, after]))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == [[True, False, False], [True, True, True]]
 
 
 def test_otlp_metrics_and_the_resource_do_not_import_the_sdk() -> None:

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import datetime
 import enum
+import importlib
 import os
 import re
+import sys
+import types
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -164,11 +167,30 @@ def grpc_credentials(settings: TransportSettings) -> "grpc.ChannelCredentials | 
                                         certificate_chain=_read(settings.client_cert))
 
 
+def _defer_grpc_aio() -> None:
+    """Before grpc's first import: its package imports its asyncio API,
+    grpc.aio (a dozen modules and typing_extensions, near 1 MB resident),
+    which otel-exec never uses. A stand-in takes its place in sys.modules
+    and imports the real one at the first attribute anything asks of it."""
+    if "grpc" in sys.modules or "grpc.aio" in sys.modules:
+        return
+    stand_in = types.ModuleType("grpc.aio")
+
+    def real_attribute(name: str) -> object:
+        if sys.modules.get("grpc.aio") is stand_in:
+            del sys.modules["grpc.aio"]
+        return getattr(importlib.import_module("grpc.aio"), name)
+
+    stand_in.__getattr__ = real_attribute  # type: ignore[method-assign]
+    sys.modules["grpc.aio"] = stand_in
+
+
 class GrpcTransport:
     """OTLP/gRPC: the Export method of the signal's service called with the
     request as bytes (no generated stubs, no message objects)."""
 
     def __init__(self, settings: TransportSettings) -> None:
+        _defer_grpc_aio()
         import grpc
 
         self.settings = settings
