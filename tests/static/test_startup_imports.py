@@ -4,7 +4,8 @@ beside the package), secrets (a temporary name needs only os.urandom),
 ssl (parsed TLS files only; a plain-text exporter has none), ctypes.util
 (only to mount tracefs, where it is not mounted), difflib (a misspelt
 setting's hint), email (an HTTP collector's Retry-After date), gzip (HTTP
-compression) and json (the console's JSON Lines): each module imported
+compression), json (the console's JSON Lines) and uuid and platform (one
+UUIDv5 and the machine's name, computed without them): each module imported
 stays resident. Checked in a fresh interpreter, on the agent's own modules
 (the third-party ones they import at run time, grpc and the SDK, are theirs
 to choose, but for grpc's asyncio API, which the gRPC transport defers)."""
@@ -26,7 +27,8 @@ RUN_PATH = (
     "otel_exec.export.otlp.sink", "otel_exec.export.otlp.transport", "otel_exec.export.spool",
     "otel_exec.export.summary", "otel_exec.export.telemetry", "otel_exec.core.source",
 )
-NOT_BEFORE_READY = ("importlib.resources", "secrets", "ssl", "ctypes.util", "difflib", "email", "gzip", "json")
+NOT_BEFORE_READY = ("importlib.resources", "secrets", "ssl", "ctypes.util", "difflib", "email", "gzip", "json",
+                    "uuid", "platform")
 
 
 def test_run_path_does_not_import_what_it_does_not_use() -> None:
