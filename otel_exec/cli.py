@@ -238,7 +238,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.agent import Agent, Sink, install_signal_handlers
     from otel_exec.check import preflight
-    from otel_exec.export.console import ConsoleSink, colour_wanted, open_output
     from otel_exec.host.identity import HostIdentity
     from otel_exec.export.otlp.resource import resource_attributes
     from otel_exec.export.otlp.shape import RecordLimits
@@ -284,6 +283,9 @@ def run(cfg: Config, stderr: TextIO) -> int:
                           boot_id=identity.boot_id) if cfg.spool_dir else None
             sinks.append(OtlpSink(opts, identity, spool, limits))
         if "console" in exporters["logs"]:
+            # Imported only for a console: its modules (json) would stay resident for nothing.
+            from otel_exec.export.console import ConsoleSink, colour_wanted, open_output
+
             out = open_output(cfg.output, trust) if cfg.output else sys.stdout
             if out is sys.stdout:
                 # UTF-8 whatever the locale: event text is never unencodable.

@@ -3,7 +3,6 @@ OTEL_EXEC_* variables and the configuration file (docs/configuration.md)."""
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -384,6 +383,8 @@ def layered(sub: argparse.ArgumentParser, args: argparse.Namespace, given: set[s
     known = {file_key(a): a for a in options}
     unknown = sorted(set(file_values) - set(known))
     if unknown:
+        import difflib  # only for this message: not imported on every start
+
         hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else "")
                  for k in unknown]
         raise UsageError(f"{file_name}: unknown setting {', '.join(hints)}; the settings are listed in "

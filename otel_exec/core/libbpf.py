@@ -296,6 +296,11 @@ class BpfObject(Closing):
             while self._links:
                 lib.bpf_link__destroy(self._links.pop())
 
+    def forget_log(self) -> None:
+        """Drop what libbpf said so far (once loaded and attached, nothing
+        reports it, and its debug messages are hundreds of KB)."""
+        self._log.clear()
+
     def close(self) -> None:
         """Detach all programs and free the object (its maps go with their last fd)."""
         self.detach_all()

@@ -123,6 +123,7 @@ class KernelProbes:
             self.obj.load()
             self._fill_filters(cfg)
             self.obj.attach_all()
+            self.obj.forget_log()
         except BaseException:
             self.obj.close()
             raise

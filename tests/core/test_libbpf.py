@@ -17,8 +17,10 @@ from tests.helpers.bpf_testprog import (
     spawn,
 )
 
+from otel_exec.config import Config
 from otel_exec.errors import BpfError, BpfLoadError
 from otel_exec.core.libbpf import BpfObject, num_possible_cpus
+from otel_exec.core.probes import KernelProbes
 from otel_exec.core.ringbuf import RingBuffer
 
 pytest_plugins = ("tests.helpers.bpf_testprog",)  # its fixtures: bpf_prog_path, open_prog, loaded
@@ -104,6 +106,31 @@ def test_load_is_quiet_and_log_is_kept(open_prog: Opener,
     obj.load()
     assert capfd.readouterr().err == ""
     assert "libbpf: " in obj.log  # debug-level messages were stored
+
+
+@pytest.mark.kernel
+def test_forget_log_leaves_a_working_object(open_prog: Opener) -> None:
+    obj = open_prog()
+    obj.set_rodata(config())
+    obj.load()
+    obj.attach_all()
+    obj.forget_log()
+    assert obj.log == ""
+    with RingBuffer(obj.map_fd("rb"), obj.max_entries("rb")) as ring:
+        spawn(1)
+        assert ring.wait(5.0)
+    obj.close()
+
+
+@pytest.mark.kernel
+def test_loaded_probes_keep_no_log() -> None:
+    """The agent's object, once attached, holds none of libbpf's messages:
+    nothing reports them any more (they are hundreds of KB)."""
+    loaded = KernelProbes(Config())
+    try:
+        assert loaded.obj.log == ""
+    finally:
+        loaded.close()
 
 
 @pytest.mark.kernel

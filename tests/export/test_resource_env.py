@@ -3,10 +3,13 @@ the SDK's OTELResourceDetector and Resource.merge read them, without the
 SDK's resources module on the agent's run path."""
 from __future__ import annotations
 
+import platform
+import uuid
+
 import pytest
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
-from otel_exec.export.otlp.resource import environment_resource, resource_attributes
+from otel_exec.export.otlp.resource import SERVICE_INSTANCE_NAMESPACE, environment_resource, resource_attributes, uuid5
 from otel_exec.host.identity import HostIdentity
 
 CASES = [
@@ -33,3 +36,15 @@ def test_environment_resource_is_what_the_sdk_detects(monkeypatch: pytest.Monkey
     assert list(environment_resource(environ).items()) == list(detected.attributes.items())
     sdk_merged = Resource(defaults).merge(detected)  # type: ignore[arg-type]
     assert list(resource_attributes(identity).items()) == list(sdk_merged.attributes.items())
+
+
+@pytest.mark.parametrize("name", ["", "4f2d9e0c1b7a4e3f9d8c7b6a5f4e3d2c", "machine-id-\u00e9\u2713", "x" * 200])
+def test_uuid5_is_the_uuid_modules(name: str) -> None:
+    namespace = uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320")
+    assert uuid5(namespace.bytes, name) == str(uuid.uuid5(namespace, name))
+    assert uuid5(SERVICE_INSTANCE_NAMESPACE, name) == str(uuid.uuid5(namespace, name))
+
+
+def test_host_arch_is_from_the_machine() -> None:
+    attrs = resource_attributes(HostIdentity.current())
+    assert attrs["host.arch"] == {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())

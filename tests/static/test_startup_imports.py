@@ -1,12 +1,17 @@
 """The modules `otel-exec run` imports on its way to the ready file leave
 out what that path never uses: importlib.resources (the BPF object is found
 beside the package), secrets (a temporary name needs only os.urandom),
-ssl (parsed TLS files only; a plain-text exporter has none) and ctypes.util
-(only to mount tracefs, where it is not mounted). Checked in a
-fresh interpreter, on the agent's own modules (the third-party ones they
-import at run time, grpc and the SDK, are theirs to choose)."""
+ssl (parsed TLS files only; a plain-text exporter has none), ctypes.util
+(only to mount tracefs, where it is not mounted), difflib (a misspelt
+setting's hint), email (an HTTP collector's Retry-After date), gzip (HTTP
+compression), json (the console's JSON Lines) and uuid and platform (one
+UUIDv5 and the machine's name, computed without them): each module imported
+stays resident. Checked in a fresh interpreter, on the agent's own modules
+(the third-party ones they import at run time, grpc and the SDK, are theirs
+to choose, but for grpc's asyncio API, which the gRPC transport defers)."""
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -14,23 +19,47 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# What cli.run imports before it attaches, as it imports them.
+# What cli.run imports before it attaches, as it imports them (the console
+# sink's module only for a console).
 RUN_PATH = (
-    "otel_exec.cli", "otel_exec.agent", "otel_exec.check", "otel_exec.export.console",
+    "otel_exec.cli", "otel_exec.agent", "otel_exec.check",
     "otel_exec.host.identity", "otel_exec.export.otlp.resource", "otel_exec.export.otlp.shape",
     "otel_exec.export.otlp.sink", "otel_exec.export.otlp.transport", "otel_exec.export.spool",
     "otel_exec.export.summary", "otel_exec.export.telemetry", "otel_exec.core.source",
 )
-NOT_BEFORE_READY = ("importlib.resources", "secrets", "ssl", "ctypes.util")
+NOT_BEFORE_READY = ("importlib.resources", "secrets", "ssl", "ctypes.util", "difflib", "email", "gzip", "json",
+                    "uuid", "platform")
 
 
 def test_run_path_does_not_import_what_it_does_not_use() -> None:
+    # Printed by repr: importing json here would hide the run path's own import of it.
+    code = ("import importlib, sys\n"
+            f"for name in {RUN_PATH!r}:\n"
+            "    importlib.import_module(name)\n"
+            f"print(repr([m for m in {NOT_BEFORE_READY!r} if m in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert ast.literal_eval(out.stdout) == []
+
+
+def test_the_grpc_transport_leaves_grpc_aio_until_it_is_used() -> None:
+    """A gRPC transport made and started imports grpc but not grpc.aio's
+    modules (nor typing_extensions, which only they need); the stand-in in
+    their place imports them at the first use, for code that wants them."""
     code = ("import importlib, json, sys\n"
             f"for name in {RUN_PATH!r}:\n"
             "    importlib.import_module(name)\n"
-            f"print(json.dumps([m for m in {NOT_BEFORE_READY!r} if m in sys.modules]))\n")
+            "from otel_exec.export.otlp.transport import OtlpOptions, make_transport\n"
+            "t = make_transport('logs', OtlpOptions(endpoint='http://127.0.0.1:9', protocol='grpc'))\n"
+            "t.start()\n"
+            "before = ['grpc' in sys.modules, 'grpc.aio._channel' in sys.modules, 'typing_extensions' in sys.modules]\n"
+            "import grpc.aio\n"
+            "from grpc.aio import Channel\n"
+            "channel = grpc.aio.insecure_channel('127.0.0.1:9')\n"
+            "after = [isinstance(channel, Channel), sys.modules['grpc.aio'] is grpc.aio, 'grpc.aio._channel' in sys.modules]\n"
+            "t.shutdown()\n"
+            "print(json.dumps([before, after]))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == []
+    assert json.loads(out.stdout.splitlines()[-1]) == [[True, False, False], [True, True, True]]
 
 
 def test_otlp_metrics_and_the_resource_do_not_import_the_sdk() -> None:

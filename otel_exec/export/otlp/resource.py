@@ -1,11 +1,10 @@
 """The resource of every log and trace request (docs/attributes.md#resource-and-scope)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import platform
 import socket
-import uuid
 from typing import Mapping
 from urllib.parse import unquote
 
@@ -15,9 +14,20 @@ from otel_exec.host.identity import HostIdentity
 
 # The namespace semantic conventions name for a UUIDv5 service.instance.id
 # derived from an inherent unique id (here the machine id).
-SERVICE_INSTANCE_NAMESPACE = uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320")
+SERVICE_INSTANCE_NAMESPACE = bytes.fromhex("4d63009a8d0f11eeaad74c796ed8e320")
 log = logging.getLogger(__name__)
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm32", "ppc64le": "ppc64", "s390x": "s390x"}
+
+
+def uuid5(namespace: bytes, name: str) -> str:
+    """str(uuid.uuid5(UUID(bytes=namespace), name)) (RFC 4122, 4.3): the
+    uuid module, and the platform module it imports, would otherwise stay
+    resident for this one value."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode()).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # the RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def environment_resource(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -47,14 +57,15 @@ def resource_attributes(identity: HostIdentity) -> dict[str, object]:
     Logs and traces are encoded by otel-exec, not by the OpenTelemetry SDK,
     whose name `opentelemetry` the conventions reserve: otel-exec names
     itself as the telemetry SDK and as the distribution."""
+    machine = os.uname().machine  # platform.machine(), without its module
     ours: dict[str, object] = {
         keys.SERVICE_NAME: "otel-exec",
         keys.SERVICE_VERSION: __version__,
-        keys.SERVICE_INSTANCE_ID: str(uuid.uuid5(SERVICE_INSTANCE_NAMESPACE, identity.machine_id)),
+        keys.SERVICE_INSTANCE_ID: uuid5(SERVICE_INSTANCE_NAMESPACE, identity.machine_id),
         keys.HOST_NAME: socket.gethostname(),
         keys.HOST_ID: identity.machine_id,
         keys.OS_TYPE: "linux",
-        keys.HOST_ARCH: _ARCH.get(platform.machine(), platform.machine()),
+        keys.HOST_ARCH: _ARCH.get(machine, machine),
         keys.SDK_NAME: "otel-exec",
         keys.SDK_LANGUAGE: "python",
         keys.SDK_VERSION: __version__,

@@ -13,11 +13,12 @@ counter means for an operator.
 from __future__ import annotations
 
 import datetime
-import email.utils
 import enum
-import gzip
+import importlib
 import os
 import re
+import sys
+import types
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -166,11 +167,30 @@ def grpc_credentials(settings: TransportSettings) -> "grpc.ChannelCredentials | 
                                         certificate_chain=_read(settings.client_cert))
 
 
+def _defer_grpc_aio() -> None:
+    """Before grpc's first import: its package imports its asyncio API,
+    grpc.aio (a dozen modules and typing_extensions, near 1 MB resident),
+    which otel-exec never uses. A stand-in takes its place in sys.modules
+    and imports the real one at the first attribute anything asks of it."""
+    if "grpc" in sys.modules or "grpc.aio" in sys.modules:
+        return
+    stand_in = types.ModuleType("grpc.aio")
+
+    def real_attribute(name: str) -> object:
+        if sys.modules.get("grpc.aio") is stand_in:
+            del sys.modules["grpc.aio"]
+        return getattr(importlib.import_module("grpc.aio"), name)
+
+    stand_in.__getattr__ = real_attribute  # type: ignore[method-assign]
+    sys.modules["grpc.aio"] = stand_in
+
+
 class GrpcTransport:
     """OTLP/gRPC: the Export method of the signal's service called with the
     request as bytes (no generated stubs, no message objects)."""
 
     def __init__(self, settings: TransportSettings) -> None:
+        _defer_grpc_aio()
         import grpc
 
         self.settings = settings
@@ -239,6 +259,10 @@ def retry_after_s(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    # Only an HTTP collector's refusal brings one: not imported before (it
+    # pulls in most of the email package).
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -263,8 +287,11 @@ class HttpTransport:
     """OTLP/HTTP with binary protobuf, through requests."""
 
     def __init__(self, settings: TransportSettings) -> None:
+        import gzip
+
         import requests
 
+        self._gzip = gzip.compress
         self.settings = settings
         self.target = settings.target
         self._no_answer = requests.RequestException
@@ -284,7 +311,7 @@ class HttpTransport:
     def send(self, payload: bytes) -> Answer:
         assert self._session is not None, "start() first"
         # Level 6: most of level 9's ratio on exec records at a fraction of its CPU.
-        body = gzip.compress(payload, 6) if self.settings.compression == "gzip" else payload
+        body = self._gzip(payload, 6) if self.settings.compression == "gzip" else payload
         try:
             r = self._session.post(self.target, data=body, timeout=self.settings.timeout_s)
         except self._no_answer as e:  # no answer: connection, TLS, timeout
