@@ -806,6 +806,13 @@ class SignalSpool:
                 self.dir.unlink(self._name(seg))
                 self._drop_segment(seg)
 
+    def unread(self, end: Position) -> None:
+        """The batch read up to `end` is not being sent after all (it is
+        read again later): held records are no longer in a batch being sent."""
+        if end.held:
+            with self._lock:
+                self._held_sent = self._held_first
+
     def forget(self, end: Position) -> None:
         """Drop the in-memory copies of the records before `end` (a batch
         being sent: its request holds them). If it fails, they are read
