@@ -16,10 +16,13 @@ import datetime
 import email.utils
 import enum
 import gzip
+import importlib.metadata
 import os
 import re
+import sys
 import urllib.parse
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from otel_exec import __version__
@@ -155,10 +158,41 @@ def _grpc_failure(error: "grpc.RpcError") -> Answer:
     return Answer(Outcome.RETRY if code in _GRPC_RETRYABLE else Outcome.REJECTED, code, message, delay)
 
 
+# gRPC's core does a client's socket I/O on its EventEngine threads by
+# default: each request then wakes and hands over between them and the
+# calling thread many times over, and costs more CPU in all than on the
+# older I/O path, where the calling thread does the I/O (BENCHMARKS.md).
+# The experiment is named only for grpcio versions checked to know it (an
+# unknown name is an error line on stderr), and never over the user's own
+# GRPC_EXPERIMENTS.
+_GRPC_EXPERIMENTS = "-event_engine_client"
+_GRPC_EXPERIMENTS_VERSIONS = ((1, 85), (1, 86))  # [from, to) of grpcio's major.minor
+
+
+def _grpc_version() -> tuple[int, int]:
+    try:
+        major, minor = importlib.metadata.version("grpcio").split(".")[:2]
+        return int(major), int(minor)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return (0, 0)
+
+
+def import_grpc() -> ModuleType:
+    """The grpc module; when this imports it first, gRPC's core is set to
+    the older I/O path (_GRPC_EXPERIMENTS) where that is known to exist."""
+    if "grpc" not in sys.modules and "GRPC_EXPERIMENTS" not in os.environ:
+        low, high = _GRPC_EXPERIMENTS_VERSIONS
+        if low <= _grpc_version() < high:
+            os.environ["GRPC_EXPERIMENTS"] = _GRPC_EXPERIMENTS
+    import grpc
+
+    return grpc
+
+
 def grpc_credentials(settings: TransportSettings) -> "grpc.ChannelCredentials | None":
     """TLS credentials of a gRPC channel, read from their files now (as
     root, before the privilege drop); None for a plain-text channel."""
-    import grpc
+    grpc = import_grpc()
 
     if settings.protocol != "grpc" or settings.insecure:
         return None
@@ -171,7 +205,7 @@ class GrpcTransport:
     request as bytes (no generated stubs, no message objects)."""
 
     def __init__(self, settings: TransportSettings) -> None:
-        import grpc
+        grpc = import_grpc()
 
         self.settings = settings
         self.target = settings.target
