@@ -116,6 +116,10 @@ class MemoryQueue:
             size += len(rec)
         return Batch(batch, Position(0, 0))
 
+    def took_all(self, batch: Batch) -> bool:
+        """Whether nothing was left after the batch when it was taken."""
+        return not self._q
+
     def untake(self, batch: Batch) -> None:
         """A batch taken and not sent goes back to the front, in order."""
         self._q.extendleft(reversed(batch.records))
@@ -157,6 +161,10 @@ class SpoolQueue:
 
     def take(self, max_records: int, max_bytes: int) -> Batch | None:
         return self.spool.read(max_records, max_bytes)
+
+    def took_all(self, batch: Batch) -> bool:
+        """Whether the batch holds every record pending."""
+        return self.spool.read_all(batch.end)
 
     def untake(self, batch: Batch) -> None:
         """A batch taken and not sent: the spool still holds it (the cursor
@@ -212,8 +220,9 @@ class BatchExporter:
     once a full batch (max_export_batch_size records) was flushed since the
     thread last started sending. The thread clears the due time before it
     takes the first batch: a record flushed after that sets a new one.
-    A last batch that is not full is sent only when its oldest record is
-    due by the same rule (or its age is unknown, or the exporter stops);
+    A last batch that is not full (all that is pending: not one cut short
+    by the bytes or by the memory-held records going first) is sent only
+    when its oldest record is due by the same rule (or its age is unknown, or the exporter stops);
     else it stays queued, the thread's own due time set by that record, and
     goes with the next full batch or at that time: during a storm each
     request is a full batch, not a full one and the few records that came
@@ -369,7 +378,7 @@ class BatchExporter:
                 if not batch.records:
                     self.queue.done(batch)
                     continue
-                if len(batch.records) < self.settings.max_export_batch_size:
+                if len(batch.records) < self.settings.max_export_batch_size and self.queue.took_all(batch):
                     wait_s = self._partial_wait_s(bytes(batch.records[0]))
                     if wait_s > 0:
                         self.queue.untake(batch)
