@@ -16,7 +16,6 @@ import datetime
 import email.utils
 import enum
 import gzip
-import importlib.metadata
 import os
 import re
 import sys
@@ -170,6 +169,8 @@ _GRPC_EXPERIMENTS_VERSIONS = ((1, 85), (1, 86))  # [from, to) of grpcio's major.
 
 
 def _grpc_version() -> tuple[int, int]:
+    import importlib.metadata  # not at start-up: only for a gRPC exporter
+
     try:
         major, minor = importlib.metadata.version("grpcio").split(".")[:2]
         return int(major), int(minor)
