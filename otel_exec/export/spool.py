@@ -806,6 +806,24 @@ class SignalSpool:
                 self.dir.unlink(self._name(seg))
                 self._drop_segment(seg)
 
+    def read_all(self, end: Position) -> bool:
+        """Whether a batch read up to `end` holds every record pending (none
+        held in memory or written after it)."""
+        with self._lock:
+            if end.held:
+                if end.held < self._held_first + len(self._held):
+                    return False
+                end = self._cursor
+            return all(s.size <= (end.offset if seg == end.segment else 0)
+                       for seg, s in self._segs.items() if seg >= end.segment)
+
+    def unread(self, end: Position) -> None:
+        """The batch read up to `end` is not being sent after all (it is
+        read again later): held records are no longer in a batch being sent."""
+        if end.held:
+            with self._lock:
+                self._held_sent = self._held_first
+
     def forget(self, end: Position) -> None:
         """Drop the in-memory copies of the records before `end` (a batch
         being sent: its request holds them). If it fails, they are read

@@ -250,3 +250,33 @@ def test_a_drain_with_nothing_read_sets_no_time(queue: RecordQueue) -> None:
     run.run()
     assert run.sim.waits == [(None, 0)]
     assert run.transport.requests == []
+
+
+def test_during_a_storm_each_request_is_a_full_batch(queue: RecordQueue) -> None:
+    """A storm: drains of 100 records every 10 ms for a second, each request
+    taking 5 ms. What is left after the full batches waits for the next
+    drains instead of a request of its own: every request of the storm is a
+    full batch, the storm's last records go within the delay of their
+    event, and no more requests than batches' worth plus one."""
+    run = Run(queue, send_s=0.005)
+    start = run.sim.now
+    for i in range(100):
+        run.drain(start + i * 0.01, [0.005] * 100)
+    requests = run.run()
+    storm = [r for r in requests if r.started < start + 1.0]
+    assert storm and all(len(r.events) == BATCH for r in storm), [len(r.events) for r in requests]
+    assert len(requests) <= 100 * 100 // BATCH + 1
+    for r in requests:
+        assert r.started <= min(r.events) + DELAY_S + EPSILON_S, r
+
+
+def test_a_partial_batch_left_queued_goes_at_stop(queue: RecordQueue) -> None:
+    """Records left after a full batch, young, and then the agent stops:
+    they are sent in the stop's time, not held back for their due time."""
+    run = Run(queue)
+    stop_at = run.sim.now + 0.2
+    run.drain(run.sim.now + 0.1, [0.0] * (BATCH + 10))
+    run.sim.at(stop_at, lambda: run.exporter.begin_shutdown(5.0))
+    requests = run.run()
+    assert [len(r.events) for r in requests] == [BATCH, 10]
+    assert requests[1].started == pytest.approx(stop_at)

@@ -97,6 +97,19 @@ def test_a_batch_not_acked_is_read_again(tmp_path: Path) -> None:
     assert _drain(sp) == _records(10)[4:]
 
 
+def test_a_batch_says_whether_it_holds_everything_pending(tmp_path: Path) -> None:
+    """The exporter keeps a last, partial batch back only when nothing is
+    pending after it: not when it was cut short, nor once more was written."""
+    sp = _logs(tmp_path / "s")
+    _append(sp, _records(10))
+    first = sp.read(4, 1 << 20)
+    assert first is not None and not sp.read_all(first.end)
+    whole = sp.read(100, 1 << 20)
+    assert whole is not None and sp.read_all(whole.end)
+    _append(sp, _records(2))
+    assert not sp.read_all(whole.end)
+
+
 def test_what_memory_dropped_is_read_from_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spool_mod, "RECENT_BYTES", 300)
     sp = _logs(tmp_path / "s")

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # What cli.run imports before it attaches, as it imports them (the console
@@ -51,7 +53,7 @@ def test_the_grpc_transport_leaves_grpc_aio_until_it_is_used() -> None:
             "from otel_exec.export.otlp.transport import OtlpOptions, make_transport\n"
             "t = make_transport('logs', OtlpOptions(endpoint='http://127.0.0.1:9', protocol='grpc'))\n"
             "t.start()\n"
-            "before = ['grpc' in sys.modules, 'grpc.aio._channel' in sys.modules, 'typing_extensions' in sys.modules]\n"
+            "before = ['grpc' in sys.modules, 'grpc.aio._channel' in sys.modules]\n"
             "import grpc.aio\n"
             "from grpc.aio import Channel\n"
             "channel = grpc.aio.insecure_channel('127.0.0.1:9')\n"
@@ -59,7 +61,60 @@ def test_the_grpc_transport_leaves_grpc_aio_until_it_is_used() -> None:
             "t.shutdown()\n"
             "print(json.dumps([before, after]))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.splitlines()[-1]) == [[True, False, False], [True, True, True]]
+    assert json.loads(out.stdout.splitlines()[-1]) == [[True, False], [True, True, True]]
+
+
+# First uses of grpc.aio that code other than otel-exec's may make, each in a
+# fresh interpreter where a started gRPC transport left the stand-in.
+AIO_FIRST_USES = {
+    "a submodule": "import grpc.aio._channel\nok = sys.modules['grpc.aio'] is grpc.aio and grpc.aio._channel.__name__ == 'grpc.aio._channel'",
+    "its spec": "import importlib.util\nok = importlib.util.find_spec('grpc.aio').name == 'grpc.aio'",
+    "a walk over sys.modules": "files = [getattr(m, '__file__', None) for m in sys.modules.values()]\n"
+                               "ok = 'grpc.aio._channel' not in sys.modules",
+    "eight threads at once": "import threading, grpc\nerrors = []\n"
+                             "def use():\n"
+                             "    try:\n"
+                             "        grpc.aio.Channel\n"
+                             "    except Exception as e:\n"
+                             "        errors.append(repr(e))\n"
+                             "threads = [threading.Thread(target=use) for _ in range(8)]\n"
+                             "sys.setswitchinterval(1e-6)\n"
+                             "[t.start() for t in threads]\n[t.join() for t in threads]\n"
+                             "ok = errors == [] and sys.modules['grpc.aio'] is grpc.aio",
+}
+
+
+@pytest.mark.parametrize("use", AIO_FIRST_USES.values(), ids=AIO_FIRST_USES.keys())
+def test_grpc_aio_stand_in_serves_every_first_use(use: str) -> None:
+    code = ("import importlib, sys\n"
+            "from otel_exec.export.otlp.transport import OtlpOptions, make_transport\n"
+            "t = make_transport('logs', OtlpOptions(endpoint='http://127.0.0.1:9', protocol='grpc'))\n"
+            "t.start()\n"
+            f"{use}\n"
+            "t.shutdown()\n"
+            "print(ok)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "True"
+
+
+def test_without_grpc_binding_it_the_stand_in_withdraws() -> None:
+    """A grpcio whose package no longer imports grpc.aio itself: the
+    stand-in is withdrawn, and `import grpc.aio` then finds the real module."""
+    code = ("import sys, types\n"
+            "fake = types.ModuleType('grpc')\nfake.__path__ = []\n"
+            "from otel_exec.export.otlp import transport\n"
+            "real_import = __import__\n"
+            "def without_grpc_init(name, *a, **k):\n"
+            "    if name == 'grpc' and 'grpc' not in sys.modules:\n"
+            "        sys.modules['grpc'] = fake\n"
+            "        return fake\n"
+            "    return real_import(name, *a, **k)\n"
+            "import builtins\nbuiltins.__import__ = without_grpc_init\n"
+            "transport.import_grpc()\n"
+            "builtins.__import__ = real_import\n"
+            "print('grpc.aio' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "False"
 
 
 def test_otlp_metrics_and_the_resource_do_not_import_the_sdk() -> None:

@@ -6,7 +6,8 @@ memory (MemoryQueue).
 
 The schedule delay bounds how long a record waits: the thread sends
 everything pending once the oldest record's event is the delay old less
-what the last send took, or at once when a full batch waits; it sleeps
+what the last send took, or at once when a full batch waits (then the full
+batches only: the rest waits for more, or for its own due time); it sleeps
 while nothing is pending.
 """
 from __future__ import annotations
@@ -115,6 +116,14 @@ class MemoryQueue:
             size += len(rec)
         return Batch(batch, Position(0, 0))
 
+    def took_all(self, batch: Batch) -> bool:
+        """Whether nothing was left after the batch when it was taken."""
+        return not self._q
+
+    def untake(self, batch: Batch) -> None:
+        """A batch taken and not sent goes back to the front, in order."""
+        self._q.extendleft(reversed(batch.records))
+
     def release(self, batch: Batch) -> None:
         """The request holds the records (and the exporter holds the request
         while it is retried)."""
@@ -152,6 +161,15 @@ class SpoolQueue:
 
     def take(self, max_records: int, max_bytes: int) -> Batch | None:
         return self.spool.read(max_records, max_bytes)
+
+    def took_all(self, batch: Batch) -> bool:
+        """Whether the batch holds every record pending."""
+        return self.spool.read_all(batch.end)
+
+    def untake(self, batch: Batch) -> None:
+        """A batch taken and not sent: the spool still holds it (the cursor
+        moves at done()), the next take() reads it again."""
+        self.spool.unread(batch.end)
 
     def release(self, batch: Batch) -> None:
         """The request holds the records: memory keeps none; if it fails,
@@ -202,6 +220,13 @@ class BatchExporter:
     once a full batch (max_export_batch_size records) was flushed since the
     thread last started sending. The thread clears the due time before it
     takes the first batch: a record flushed after that sets a new one.
+    A last batch that is not full (all that is pending: not one cut short
+    by the bytes or by the memory-held records going first) is sent only
+    when its oldest record is due by the same rule (or its age is unknown, or the exporter stops);
+    else it stays queued, the thread's own due time set by that record, and
+    goes with the next full batch or at that time: during a storm each
+    request is a full batch, not a full one and the few records that came
+    while it was taken (each request has a fixed cost, BatchSettings).
     Nothing pending, no due time: the thread sleeps until woken.
 
     The thread starts at start(), not before (the agent drops privileges in
@@ -238,6 +263,7 @@ class BatchExporter:
         # Written by the reader (flush), and by the export thread only to
         # clear it (inf) when it starts sending.
         self._due = math.inf  # clock(): when the thread sends everything pending; inf: nothing is due
+        self._rest_due = math.inf  # clock(): when a partial batch left queued is due (export thread only)
         self._flushed = 0  # records flushed since start (reader thread)
         self._taken = 0  # _flushed when the thread last started sending (export thread)
         self._lag_s = 0.0  # due time to answer, of the sends before: the latest, or half the one before if longer
@@ -283,31 +309,42 @@ class BatchExporter:
         if self._flushed - self._taken >= self.settings.max_export_batch_size:
             due = now
         elif self._due == math.inf:
-            due = now + self._wait_s(first)
+            due = now + self._wait_s(self._age_s(first))
         else:
             return
         if due < self._due:
             self._due = due
             self._wake.set()
 
-    def _wait_s(self, oldest: bytes | None) -> float:
-        """How long the oldest record just flushed may wait before it is sent."""
+    def _age_s(self, record: bytes | None) -> float | None:
+        return self._record_age_s(record) if record is not None and self._record_age_s is not None else None
+
+    def _wait_s(self, age: float | None) -> float:
+        """How long a record of this age (None: just now) may wait before it is sent."""
         delay = self.settings.schedule_delay_s
-        age = self._record_age_s(oldest) if oldest is not None and self._record_age_s is not None else None
         return min(delay, max(0.0, delay - (age or 0.0) - self._lag_s))
+
+    def _partial_wait_s(self, oldest: bytes) -> float:
+        """How long a batch that is not full may wait for more records: until
+        its oldest record is due; 0 when the record does not say its age,
+        or at stop."""
+        age = None if self._stopping else self._age_s(oldest)
+        return 0.0 if age is None else self._wait_s(age)
 
     def _run(self) -> None:
         while not self._stopping:
             now = self._clock()
             # A backoff: only a stop cuts it short, not a full batch or a due time.
-            wake_at = self._retry_at or self._due
+            due = min(self._due, self._rest_due)
+            wake_at = self._retry_at or due
             if wake_at > now:
                 self._wake.wait(None if wake_at == math.inf else wake_at - now)
                 self._wake.clear()
                 continue
             # After a backoff the due time is not when sending began: not timed.
-            due = math.inf if self._retry_at else self._due
-            self._due, self._taken = math.inf, self._flushed
+            if self._retry_at:
+                due = math.inf
+            self._due, self._rest_due, self._taken = math.inf, math.inf, self._flushed
             self._step(due)
         while self._clock() < self._deadline and self._step() and self.queue.pending():
             pass
@@ -341,6 +378,14 @@ class BatchExporter:
                 if not batch.records:
                     self.queue.done(batch)
                     continue
+                if len(batch.records) < self.settings.max_export_batch_size and self.queue.took_all(batch):
+                    wait_s = self._partial_wait_s(bytes(batch.records[0]))
+                    if wait_s > 0:
+                        self.queue.untake(batch)
+                        self._rest_due = self._clock() + wait_s
+                        # What stays counts towards the next full batch.
+                        self._taken = self._flushed - len(batch.records)
+                        return True
                 # Held from here: an exception while sending does not lose it.
                 held = self._held = _Held(export_request(self.resource, batch.records), len(batch.records), batch)
                 # The request holds the records now: the queue lets go of

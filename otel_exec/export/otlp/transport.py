@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import datetime
 import enum
-import importlib
+import importlib.machinery
 import os
 import re
 import sys
-import types
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from otel_exec import __version__
@@ -156,10 +157,95 @@ def _grpc_failure(error: "grpc.RpcError") -> Answer:
     return Answer(Outcome.RETRY if code in _GRPC_RETRYABLE else Outcome.REJECTED, code, message, delay)
 
 
+# gRPC's core does a client's socket I/O on its EventEngine threads by
+# default: each request then wakes and hands over between them and the
+# calling thread many times over, and costs more CPU in all than on the
+# older I/O path, where the calling thread does the I/O (BENCHMARKS.md).
+# The experiment is named only for grpcio versions checked to know it (an
+# unknown name is an error line on stderr), and never over the user's own
+# GRPC_EXPERIMENTS.
+_GRPC_EXPERIMENTS = "-event_engine_client"
+_GRPC_EXPERIMENTS_VERSIONS = ((1, 85), (1, 86))  # [from, to) of grpcio's major.minor
+
+
+def _grpc_version() -> tuple[int, int]:
+    import importlib.metadata  # not at start-up: only for a gRPC exporter
+
+    try:
+        major, minor = importlib.metadata.version("grpcio").split(".")[:2]
+        return int(major), int(minor)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return (0, 0)
+
+
+def import_grpc() -> ModuleType:
+    """The grpc module. When this imports it first, gRPC's core is set to
+    the older I/O path (_GRPC_EXPERIMENTS) where that is known to exist,
+    and gRPC's asyncio API is left until something uses it (_AioStandIn)."""
+    if "grpc" in sys.modules:
+        import grpc
+
+        return grpc
+    if "GRPC_EXPERIMENTS" not in os.environ:
+        low, high = _GRPC_EXPERIMENTS_VERSIONS
+        if low <= _grpc_version() < high:
+            os.environ["GRPC_EXPERIMENTS"] = _GRPC_EXPERIMENTS
+    stand_in = _AioStandIn.install()
+    import grpc
+
+    if stand_in is not None and vars(grpc).get("aio") is not stand_in:
+        # A grpcio that no longer imports grpc.aio itself: the stand-in
+        # would not be grpc's attribute, so `import grpc.aio` must find
+        # the real module the ordinary way.
+        stand_in.withdraw()
+    return grpc
+
+
+class _AioStandIn(ModuleType):
+    """grpc's package imports its asyncio API, grpc.aio (a dozen modules and
+    typing_extensions), which otel-exec never uses and which would stay
+    resident. This module takes grpc.aio's place in sys.modules before grpc's
+    first import, and imports the real one at the first attribute anything
+    asks of it (the import machinery then rebinds grpc.aio to it). That
+    first use may come after the privilege drop, where the interpreter's
+    library directory can be out of reach: nothing of otel-exec's makes it."""
+
+    _lock = threading.RLock()  # re-entrant: the real import may look here again
+
+    @classmethod
+    def install(cls) -> "_AioStandIn | None":
+        if _GRPC_AIO in sys.modules:
+            return None
+        stand_in = cls(_GRPC_AIO)
+        # A spec, so that importlib.util.find_spec("grpc.aio") answers as usual.
+        stand_in.__spec__ = importlib.machinery.ModuleSpec(_GRPC_AIO, None, is_package=True)
+        sys.modules[_GRPC_AIO] = stand_in
+        return stand_in
+
+    def withdraw(self) -> None:
+        with self._lock:
+            if sys.modules.get(_GRPC_AIO) is self:
+                del sys.modules[_GRPC_AIO]
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__") and name not in ("__path__", "__all__"):
+            # A look at module metadata (__file__ by whoever walks
+            # sys.modules) is not a use of the API: importing then would
+            # change sys.modules under the walker's feet.
+            raise AttributeError(name)
+        with self._lock:
+            self.withdraw()
+            real = importlib.import_module(_GRPC_AIO)
+        return getattr(real, name)
+
+
+_GRPC_AIO = "grpc.aio"
+
+
 def grpc_credentials(settings: TransportSettings) -> "grpc.ChannelCredentials | None":
     """TLS credentials of a gRPC channel, read from their files now (as
     root, before the privilege drop); None for a plain-text channel."""
-    import grpc
+    grpc = import_grpc()
 
     if settings.protocol != "grpc" or settings.insecure:
         return None
@@ -167,31 +253,12 @@ def grpc_credentials(settings: TransportSettings) -> "grpc.ChannelCredentials | 
                                         certificate_chain=_read(settings.client_cert))
 
 
-def _defer_grpc_aio() -> None:
-    """Before grpc's first import: its package imports its asyncio API,
-    grpc.aio (a dozen modules and typing_extensions, near 1 MB resident),
-    which otel-exec never uses. A stand-in takes its place in sys.modules
-    and imports the real one at the first attribute anything asks of it."""
-    if "grpc" in sys.modules or "grpc.aio" in sys.modules:
-        return
-    stand_in = types.ModuleType("grpc.aio")
-
-    def real_attribute(name: str) -> object:
-        if sys.modules.get("grpc.aio") is stand_in:
-            del sys.modules["grpc.aio"]
-        return getattr(importlib.import_module("grpc.aio"), name)
-
-    stand_in.__getattr__ = real_attribute  # type: ignore[method-assign]
-    sys.modules["grpc.aio"] = stand_in
-
-
 class GrpcTransport:
     """OTLP/gRPC: the Export method of the signal's service called with the
     request as bytes (no generated stubs, no message objects)."""
 
     def __init__(self, settings: TransportSettings) -> None:
-        _defer_grpc_aio()
-        import grpc
+        grpc = import_grpc()
 
         self.settings = settings
         self.target = settings.target
