@@ -63,13 +63,17 @@ struct exec_scratch {
 	struct path_walk walk;
 	__u64 addr;                      /* see as_addr() */
 	/* A path's first bytes as a path_prefixes key. A name is copied in with
-	 * up to OE_PREFIX_LEN bytes wherever the previous one ended: key_tail
+	 * up to OE_NAME_MAX bytes wherever the previous one ended: key_tail
 	 * takes what runs past key.data. */
 	struct oe_prefix_key key;
 	char key_tail[OE_PREFIX_LEN];
 	struct oe_exec rec;
 	char data[OE_DATA_SIZE];
 };
+/* walked_prefix_bits() writes a whole name (up to OE_NAME_MAX bytes) at a
+ * position below OE_PREFIX_LEN and masks positions to 2 * OE_PREFIX_LEN:
+ * both hold only while a name fits in key_tail. */
+_Static_assert(OE_NAME_MAX <= OE_PREFIX_LEN, "key_tail holds a whole name");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -98,9 +98,9 @@ def _on_print(level: int, fmt: int | None, args: int | None) -> int:
         text = ctypes.string_at(buf, n).decode("utf-8", "backslashreplace")
     finally:
         libc.free(buf)
-    log = getattr(_sink, "log", None)
-    if log is not None:
-        log.append((level, text))
+    kept = getattr(_sink, "log", None)
+    if kept is not None:
+        kept.append((level, text))
     if _ECHO:
         log.log(_LOG_LEVELS[min(max(level, 0), _LIBBPF_DEBUG)], "%s", text.rstrip("\n"))
     return n
@@ -298,7 +298,7 @@ class BpfObject(Closing):
 
     def forget_log(self) -> None:
         """Drop what libbpf said so far (once loaded and attached, nothing
-        reports it, and its debug messages are hundreds of KB)."""
+        reports it, and libbpf's debug messages are many)."""
         self._log.clear()
 
     def close(self) -> None:

@@ -111,21 +111,23 @@ def test_load_is_quiet_and_log_is_kept(open_prog: Opener,
 @pytest.mark.kernel
 def test_forget_log_leaves_a_working_object(open_prog: Opener) -> None:
     obj = open_prog()
-    obj.set_rodata(config())
-    obj.load()
-    obj.attach_all()
-    obj.forget_log()
-    assert obj.log == ""
-    with RingBuffer(obj.map_fd("rb"), obj.max_entries("rb")) as ring:
-        spawn(1)
-        assert ring.wait(5.0)
-    obj.close()
+    try:
+        obj.set_rodata(config())
+        obj.load()
+        obj.attach_all()
+        obj.forget_log()
+        assert obj.log == ""
+        with RingBuffer(obj.map_fd("rb"), obj.max_entries("rb")) as ring:
+            spawn(1)
+            assert ring.wait(5.0)
+    finally:
+        obj.close()
 
 
 @pytest.mark.kernel
 def test_loaded_probes_keep_no_log() -> None:
     """The agent's object, once attached, holds none of libbpf's messages:
-    nothing reports them any more (they are hundreds of KB)."""
+    nothing reports them any more."""
     loaded = KernelProbes(Config())
     try:
         assert loaded.obj.log == ""

@@ -326,8 +326,9 @@ def retry_after_s(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    # Only an HTTP collector's refusal brings one: not imported before (it
-    # pulls in most of the email package).
+    # Only an HTTP collector's refusal brings a date: not imported at module
+    # level, so that a gRPC agent never loads the email package. requests
+    # (HttpTransport, imported as root) has loaded this module by then.
     import email.utils
 
     try:
