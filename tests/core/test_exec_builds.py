@@ -10,12 +10,10 @@ this holds the other build to the same records.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +25,7 @@ from otel_exec.config import Config
 from otel_exec.core import probes
 from otel_exec.core.ringbuf import RingBuffer
 from otel_exec.model import layout
+from tests.helpers.exec_builds import both_builds, draining
 
 pytestmark = pytest.mark.kernel
 
@@ -80,44 +79,10 @@ def programs_held() -> set[str]:
     return {p["name"] for p in shown if p["id"] in ids}
 
 
-@pytest.fixture()
-def both_builds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[probes.KernelProbes, RingBuffer]]]:
-    loaded: list[tuple[probes.KernelProbes, RingBuffer]] = []
-    try:
-        for kfunc in (probes.DIRECT_READS_KFUNC, b"no-such-kfunc"):  # the second: as on a kernel without it
-            monkeypatch.setattr(probes, "DIRECT_READS_KFUNC", kfunc)
-            kp = probes.KernelProbes(Config())
-            loaded.append((kp, RingBuffer(kp.ringbuf_fd, kp.ringbuf_bytes)))
+@pytest.fixture(name="both_builds")
+def both_builds_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[probes.KernelProbes, RingBuffer]]]:
+    with both_builds(monkeypatch, Config()) as loaded:
         yield loaded
-    finally:
-        for kp, ring in loaded:
-            ring.close()
-            kp.close()
-
-
-@contextlib.contextmanager
-def draining(rings: list[RingBuffer]) -> Iterator[list[list[bytes]]]:
-    """Every record of each ring, drained while the block runs (other
-    execs on a busy machine would fill a ring left to wait) and once more
-    at its end."""
-    got: list[list[bytes]] = [[] for _ in rings]
-    stop = threading.Event()
-
-    def drain(ring: RingBuffer, into: list[bytes]) -> None:
-        while not stop.is_set():
-            ring.wait(0.01)
-            ring.drain(lambda rec: into.append(bytes(rec)))
-        ring.drain(lambda rec: into.append(bytes(rec)))
-
-    readers = [threading.Thread(target=drain, args=(ring, into), daemon=True) for ring, into in zip(rings, got)]
-    for reader in readers:
-        reader.start()
-    try:
-        yield got
-    finally:
-        stop.set()
-        for reader in readers:
-            reader.join()
 
 
 def marked_records(got: list[bytes], mark: bytes) -> list[bytes]:
