@@ -332,19 +332,22 @@ def test_the_event_time_is_read_back_from_each_kind_of_record() -> None:
 FIELD_1 = w.tag(1, w.I64) + I64_VALUE.to_bytes(8, "little")
 
 
-@pytest.mark.parametrize("record,want", [
-    (b"", None),
-    (w.varint_field(2, 5), None),  # not a message
-    (w.len_field(2, b""), None),
-    (w.len_field(2, w.varint_field(1, 7)), None),  # field 1, but not a fixed64
-    (w.len_field(2, w.fixed32_field(1, 7)), None),
-    (w.len_field(2, w.tag(11, w.I64) + bytes(8)), None),  # a fixed64 of another field
-    (w.len_field(2, w.len_field(3, b"x") + FIELD_1), I64_VALUE),  # after other fields
-    (w.len_field(2, FIELD_1 + b"\x07"), I64_VALUE),  # found before what is malformed
-    (w.len_field(2, b"\x07" + FIELD_1), None),  # malformed before it
-    (b"\x12\x0a" + FIELD_1, None),  # the frame runs past the end
-    (w.len_field(2, b"") + w.len_field(2, FIELD_1), None),  # only the first message is the record
-], ids=repr)
+RECORDS = {  # a framed record -> the time in it
+    "empty": (b"", None),
+    "not-a-message": (w.varint_field(2, 5), None),
+    "no-fields": (w.len_field(2, b""), None),
+    "field-1-a-varint": (w.len_field(2, w.varint_field(1, 7)), None),
+    "field-1-a-fixed32": (w.len_field(2, w.fixed32_field(1, 7)), None),
+    "another-fixed64": (w.len_field(2, w.tag(11, w.I64) + bytes(8)), None),
+    "after-other-fields": (w.len_field(2, w.len_field(3, b"x") + FIELD_1), I64_VALUE),
+    "before-what-is-malformed": (w.len_field(2, FIELD_1 + b"\x07"), I64_VALUE),
+    "after-what-is-malformed": (w.len_field(2, b"\x07" + FIELD_1), None),
+    "frame-past-the-end": (b"\x12\x0a" + FIELD_1, None),
+    "in-a-second-message": (w.len_field(2, b"") + w.len_field(2, FIELD_1), None),  # only the first is the record
+}
+
+
+@pytest.mark.parametrize("record,want", RECORDS.values(), ids=RECORDS.keys())
 def test_the_event_time_of_odd_and_malformed_records(record: bytes, want: int | None) -> None:
     assert encode.log_time_ns(record) == want
     assert encode.span_end_ns(record.replace(FIELD_1, w.tag(8, w.I64) + FIELD_1[1:])) == want
