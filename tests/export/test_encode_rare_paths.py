@@ -288,6 +288,7 @@ def test_an_untrusted_traceparent_and_a_late_identity_both_ride_on_the_span() ->
         span = Span.FromString(message)
         got = attrs(span.attributes)
         assert {k: got.get(k) for k in want} == want and keys.ENDED_BY in got
+        assert (keys.TRACEPARENT_UNTRUSTED in got) == (keys.TRACEPARENT_UNTRUSTED in want)
         assert span.SerializeToString() == message
 
 
@@ -352,3 +353,33 @@ def test_the_event_time_of_odd_and_malformed_records(record: bytes, want: int | 
     assert encode.log_time_ns(record) == want
     assert encode.span_end_ns(record.replace(FIELD_1, w.tag(8, w.I64) + FIELD_1[1:])) == want
     assert encode.span_end_ns(record) is None if want is not None else True
+
+
+# -- a process found running at start-up --------------------------------------
+
+def test_an_observed_process_is_shaped_under_the_log_value_limit() -> None:
+    ev = sample_exec(pathname="/opt/" + "p" * 60, argv=["cmd", "a" * 60])
+    got = attrs(LogRecord.FromString(encode.Attrs.of(encode.seeded_attributes(ev, RecordLimits(
+        log_value_length=40))).log).attributes)
+    assert got[keys.RECORD_CUT] == [keys.EXECUTABLE_PATH, keys.EXECUTABLE_NAME, keys.COMMAND_ARGS]
+    assert got[keys.EXECUTABLE_PATH] == ("/opt/" + "p" * 60)[:40] and got[keys.COMMAND_ARGS] == ["cmd", "a" * 40]
+
+
+@pytest.mark.parametrize("spare,whole", [(0, True), (-1, False)], ids=["to-the-byte", "one-byte-over"])
+def test_an_observed_process_s_argv_gets_the_budget_to_the_byte(spare: int, whole: bool) -> None:
+    """Its pid and exec ids are among its shaped attributes (no per-exec
+    ids are counted apart): the argument list gets all the byte budget
+    leaves after them and the room kept for the cut flag."""
+    ev = sample_exec(pathname="/usr/bin/cmd", comm="cmd", argv=["cmd", "a" * 3000])
+    pairs = [(keys.PID, 4242), (keys.PARENT_PID, 4000), (keys.EXECUTABLE_PATH, "/usr/bin/cmd"),
+             (keys.EXECUTABLE_NAME, "cmd"), (keys.COMM, "cmd"), (keys.EXEC_ID, "e" * 32),
+             (keys.PARENT_EXEC_ID, "f" * 32), (keys.OBSERVED_FROM, "procfs"), (keys.COMMAND, "cmd"),
+             (keys.ARGS_COUNT, 2)]
+    attributes = sum(len(k) + shape.value_size(v) for k, v in pairs)
+    cut_flag = len(keys.RECORD_CUT) + shape.value_size([keys.COMMAND_ARGS, keys.ENV_PREFIX.rstrip(".")])
+    environment = shape.value_size([])  # none: its entries without a value, an empty array
+    budget = attributes + cut_flag + len(keys.COMMAND_ARGS) + shape.value_size(ev.argv) + environment + spare
+    got = attrs(LogRecord.FromString(encode.Attrs.of(encode.seeded_attributes(ev, RecordLimits(
+        max_bytes=budget))).log).attributes)
+    assert [k for k, _ in pairs if k not in got] == []
+    assert (got[keys.COMMAND_ARGS] == ev.argv) == whole and (keys.RECORD_CUT not in got) == whole
