@@ -383,3 +383,27 @@ def test_an_observed_process_s_argv_gets_the_budget_to_the_byte(spare: int, whol
         max_bytes=budget))).log).attributes)
     assert [k for k, _ in pairs if k not in got] == []
     assert (got[keys.COMMAND_ARGS] == ev.argv) == whole and (keys.RECORD_CUT not in got) == whole
+
+
+@pytest.mark.parametrize("span_set", [encode.SPAN_SLIM, encode.SPAN_FULL], ids=["slim", "full"])
+def test_count_limits_below_the_ids_and_identity_keep_only_those(span_set: int) -> None:
+    """OTEL_*_ATTRIBUTE_COUNT_LIMIT at its least (16) and an exec with an
+    executable and a script identity (7 ids, 10 attributes kept for the
+    identity): the ids and the identity stay, every other attribute is
+    dropped and counted (under a count limit the environment is packed
+    into fewer attributes first)."""
+    ev = sample_exec(executable_identity=IDENTITY, script_identity=SCRIPT)
+    limits = RecordLimits(log_count=shape.MIN_COUNT_LIMIT, span_count=shape.MIN_COUNT_LIMIT)
+    encode._shared_encodings.clear()
+    enc = encode.exec_attributes(ev, span_set, limits)
+    log = LogRecord.FromString(enc.ids.log + enc.common.log)
+    ids = LogRecord.FromString(enc.ids.log)
+    common = encode.exec_attributes(sample_exec(executable_identity=IDENTITY, script_identity=SCRIPT, host_pid=1),
+                                    span_set).common
+    unlimited = len(LogRecord.FromString(common.log).attributes)
+    assert keys_of(log.attributes) == keys_of(ids.attributes)
+    assert unlimited - 2 <= log.dropped_attributes_count <= unlimited  # the environment packed: fewer
+    if span_set == encode.SPAN_FULL:
+        span = Span.FromString(b"".join(enc.span_attrs()))
+        assert keys_of(span.attributes) == keys_of(Span.FromString(enc.ids.span).attributes)
+        assert 0 < span.dropped_attributes_count <= len(Span.FromString(common.span).attributes)

@@ -325,13 +325,15 @@ def _limited(log_kvs: list[bytes], span_kvs: list[bytes] | int, body: str | None
     dropped_attributes_count."""
     framed = [_varint(len(kv)) + kv for kv in log_kvs]
     span_framed = framed[:span_kvs] if isinstance(span_kvs, int) else [_varint(len(kv)) + kv for kv in span_kvs]
-    log_keep = limits.log_count - ids_count
-    span_keep = limits.span_count - ids_count - shape.SPAN_END_ATTRIBUTES
-    log_attrs = _LOG_ATTR + _LOG_ATTR.join(framed[:log_keep]) if framed else b""
-    span_attrs = _SPAN_ATTR + _SPAN_ATTR.join(span_framed[:span_keep]) if span_framed else b""
+    # A limit below what is encoded outside the shaping keeps none of these
+    # (a negative slice would keep all but the last).
+    log_keep = max(limits.log_count - ids_count, 0)
+    span_keep = max(limits.span_count - ids_count - shape.SPAN_END_ATTRIBUTES, 0)
+    log_attrs = _LOG_ATTR.join([b"", *framed[:log_keep]])  # each behind its tag; none: b""
+    span_attrs = _SPAN_ATTR.join([b"", *span_framed[:span_keep]])
     if len(framed) > log_keep:
         log_attrs += w.varint_field(_LOG_DROPPED, len(framed) - log_keep)
-    if span_framed and len(span_framed) > span_keep:
+    if len(span_framed) > span_keep:
         span_attrs += w.varint_field(_SPAN_DROPPED, len(span_framed) - span_keep)
     return Attrs(log_attrs, span_attrs), b"" if body is None else w.len_field(5, w.any_string(body))
 
