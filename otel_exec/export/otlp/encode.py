@@ -260,22 +260,30 @@ _DEFAULT_LIMITS = RecordLimits()
 AttributeBuilder = Callable[[KeyValueEncoder], list[bytes]]
 
 
+def _repeats_derived(limits: RecordLimits, unavailable: tuple[str, ...]) -> bool:
+    """Whether a record also sends the attributes that others of it say
+    exactly (docs/attributes.md#exec-attributes): with --record-attributes
+    full, and with unavailable fields (an attribute is left out as derived
+    only when what it derives from is sent). A compact record does not."""
+    return limits.repeat_derived or bool(unavailable)
+
+
 def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: RecordLimits,
-            ids_count: int) -> tuple[Attrs, bytes]:
+            ids_count: int, derived: bool) -> tuple[Attrs, bytes]:
     """An exec's attributes shaped to the limits (shape.py) and encoded,
     with the log body. All go on the log record; on the span as span_set
     says: none of them (SPAN_SLIM: the caller adds its own), all but the
     environment, which is most of a record's bytes, or all
     (docs/attributes.md). Most records fit as they are, which a bound on
     their encoded size tells without sizing each value; the others are
-    built again as (key, value) pairs and shaped."""
+    built again as (key, value) pairs and shaped. derived: the record's
+    _repeats_derived()."""
     unavailable = ev.unavailable
     argv = None if "argv" in unavailable else ev.argv
     env, bare = _env_pairs(ev.env)
     # A compact record leaves out process.args_count when it is the length
     # of process.command_args: every argument read, and the record not cut.
-    count_derived = not (limits.repeat_derived or unavailable) and argv is not None and ev.argc == len(argv) \
-        and not ev.argv_truncated
+    count_derived = not derived and argv is not None and ev.argc == len(argv) and not ev.argv_truncated
     if limits.log_value_length is None and limits.span_value_length is None:
         kvs = attributes(_keeping(unavailable)) if unavailable else attributes(_kv)
         common = _available(unavailable, kvs) if unavailable else kvs
@@ -291,7 +299,7 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: 
             on_span = len(kvs) if span_set == SPAN_FULL_ENV else len(common) if span_set == SPAN_FULL else 0
             return _limited(kvs, on_span, line, limits, ids_count)
     pairs: list[shape.Pair] = [(keys.UNAVAILABLE, list(unavailable))] if unavailable else []
-    attributes(_collecting(pairs, keys.left_out(unavailable) if unavailable else frozenset()))
+    attributes(_collecting(pairs, keys.left_out(unavailable)))
     log = shape.shape_record(pairs, argv, env, bare, limits, limits.log_value_length, ids_count)
     if count_derived and log.common[0][0] != keys.RECORD_CUT:
         log.common.remove((keys.ARGS_COUNT, ev.argc))
@@ -317,13 +325,15 @@ def _limited(log_kvs: list[bytes], span_kvs: list[bytes] | int, body: str | None
     dropped_attributes_count."""
     framed = [_varint(len(kv)) + kv for kv in log_kvs]
     span_framed = framed[:span_kvs] if isinstance(span_kvs, int) else [_varint(len(kv)) + kv for kv in span_kvs]
-    log_keep = limits.log_count - ids_count
-    span_keep = limits.span_count - ids_count - shape.SPAN_END_ATTRIBUTES
-    log_attrs = _LOG_ATTR + _LOG_ATTR.join(framed[:log_keep]) if framed else b""
-    span_attrs = _SPAN_ATTR + _SPAN_ATTR.join(span_framed[:span_keep]) if span_framed else b""
+    # A limit below what is encoded outside the shaping keeps none of these
+    # (a negative slice would keep all but the last).
+    log_keep = max(limits.log_count - ids_count, 0)
+    span_keep = max(limits.span_count - ids_count - shape.SPAN_END_ATTRIBUTES, 0)
+    log_attrs = _LOG_ATTR.join([b"", *framed[:log_keep]])  # each behind its tag; none: b""
+    span_attrs = _SPAN_ATTR.join([b"", *span_framed[:span_keep]])
     if len(framed) > log_keep:
         log_attrs += w.varint_field(_LOG_DROPPED, len(framed) - log_keep)
-    if span_framed and len(span_framed) > span_keep:
+    if len(span_framed) > span_keep:
         span_attrs += w.varint_field(_SPAN_DROPPED, len(span_framed) - span_keep)
     return Attrs(log_attrs, span_attrs), b"" if body is None else w.len_field(5, w.any_string(body))
 
@@ -391,9 +401,7 @@ def _shared_encoding(ev: ExecEvent, span_set: int, limits: RecordLimits) -> tupl
     (_shaped), and the log body. With --no-field the unavailable fields
     are the same for every exec of the run, so they are left out here,
     once per shared part."""
-    # An attribute is left out as derived only when what it derives from is
-    # sent: with unavailable fields, the full set.
-    derived = limits.repeat_derived or bool(ev.unavailable)
+    derived = _repeats_derived(limits, ev.unavailable)
 
     def attributes(kv: KeyValueEncoder) -> list[bytes]:
         kvs = _image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
@@ -406,7 +414,7 @@ def _shared_encoding(ev: ExecEvent, span_set: int, limits: RecordLimits) -> tupl
         kvs += _command_kvs(ev, kv, derived)
         return kvs
     identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
-    attrs, body = _shaped(ev, attributes, span_set, limits, shape.IDS_COUNT + identity)
+    attrs, body = _shaped(ev, attributes, span_set, limits, shape.IDS_COUNT + identity, derived)
     if span_set == SPAN_SLIM:
         attrs = Attrs(attrs.log, _slim_span_attrs(ev, limits))
     return attrs, body
@@ -488,6 +496,7 @@ def _without_unavailable(ev: ExecEvent, span_set: int, limits: RecordLimits) -> 
     """A backend that could not verify some fields (BCC), which vary from
     exec to exec: encoded per exec, ids included."""
     in_own_pid_ns = ev.pid != ev.host_pid or ev.ppid != ev.host_ppid
+    derived = _repeats_derived(limits, ev.unavailable)  # the full set: some fields are unavailable
 
     def attributes(kv: KeyValueEncoder) -> list[bytes]:
         return [
@@ -495,18 +504,17 @@ def _without_unavailable(ev: ExecEvent, span_set: int, limits: RecordLimits) -> 
             *((kv(keys.VPID, ev.pid), kv(keys.VPPID, ev.ppid)) if in_own_pid_ns else ()),
             kv(keys.CREATION_TIME, iso8601(ev.process_start_time)),
             kv(keys.EXEC_ID, ev.exec_id), kv(keys.PARENT_EXEC_ID, ev.parent_exec_id),
-            # Unavailable fields: the full set (as _shared_encoding's derived).
             *_image_kvs(ev.pathname, ev.dev, ev.inode, ev.ctime, ev.inode_mode, ev.cmdpath, ev.interp,
                         ev.interpreter_pathname, ev.interpreter_dev, ev.interpreter_inode, ev.interpreter_ctime, kv,
-                        True),
+                        derived),
             *_context_kvs(ev.uid, ev.gid, ev.euid, ev.egid, ev.pwd, ev.cgroup_path, ev.container_id, ev.hostname,
                           ev.mount_ns, ev.pid_ns, ev.cgroup_id, ev.comm, ev.prev_comm, ev.stdin_type, ev.stdin_path,
                           ev.invoked_from_kernel, ev.argv_truncated, ev.env_truncated, ev.envc, ev.path_truncated,
-                          ev.cmdpath, kv, True),
-            *_command_kvs(ev, kv, True),
+                          ev.cmdpath, kv, derived),
+            *_command_kvs(ev, kv, derived),
         ]
     identity = shape.identity_count(ev.executable_identity is not None, ev.script_identity is not None)
-    attrs, body = _shaped(ev, attributes, span_set, limits, identity)
+    attrs, body = _shaped(ev, attributes, span_set, limits, identity, derived)
     ids = identity_attrs(ev)
     if span_set == SPAN_SLIM:
         attrs = Attrs(attrs.log, _slim_span_attrs(ev, limits, ((keys.PID, ev.host_pid), (keys.EXEC_ID, ev.exec_id))))
@@ -732,9 +740,8 @@ def _new_span_name(info: ProcessInfo) -> bytes:
 def _span_extras(ended: ProcessSpan) -> bytes:
     """The rare Span.attributes after the end's: an untrusted TRACEPARENT,
     an executable identity computed after the exec record."""
-    extras = b""
-    if ended.untrusted_traceparent:
-        extras += Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span
+    extras = Attrs.of([_kv(keys.TRACEPARENT_UNTRUSTED, ended.untrusted_traceparent)]).span \
+        if ended.untrusted_traceparent else b""
     late = ended.late_identity
     if late is not None and late.result is not None:
         extras += late_identity_attrs(late.result).span
@@ -856,8 +863,8 @@ def _fixed64_of(record: bytes, field: int) -> int | None:
         for _, _, message in w.fields(record):
             if isinstance(message, bytes):
                 for number, wire_type, value in w.fields(message):
-                    if number == field and wire_type == w.I64 and isinstance(value, bytes):
-                        return int.from_bytes(value, "little")
+                    if number == field and wire_type == w.I64:  # its value: 8 bytes
+                        return int.from_bytes(value, "little")  # type: ignore[arg-type]
             return None
     except ValueError:
         return None
