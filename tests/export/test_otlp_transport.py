@@ -175,6 +175,13 @@ def test_request_records_split_back_into_the_records_it_was_built_from() -> None
     assert len(ExportLogsServiceRequest.FromString(half).resource_logs[0].scope_logs[0].log_records) == 2
 
 
+def test_grpc_version_is_the_installed_distributions() -> None:
+    import importlib.metadata
+
+    major, minor = importlib.metadata.version("grpcio").split(".")[:2]
+    assert transport._grpc_version() == (int(major), int(minor))
+
+
 _IMPORT_GRPC = ("import os; from otel_exec.export.otlp import transport; transport.import_grpc(); "
                 "print(os.environ.get('GRPC_EXPERIMENTS', ''))")
 

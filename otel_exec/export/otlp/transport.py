@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime
 import enum
 import importlib.machinery
+import importlib.util
 import os
 import re
 import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -169,13 +171,19 @@ _GRPC_EXPERIMENTS_VERSIONS = ((1, 85), (1, 86))  # [from, to) of grpcio's major.
 
 
 def _grpc_version() -> tuple[int, int]:
-    import importlib.metadata  # not at start-up: only for a gRPC exporter
-
-    try:
-        major, minor = importlib.metadata.version("grpcio").split(".")[:2]
-        return int(major), int(minor)
-    except (importlib.metadata.PackageNotFoundError, ValueError):
+    """grpcio's major.minor, from the version file its package carries,
+    read without importing grpc (the experiment must be set before that)
+    and without importlib.metadata (which would bring in the email package
+    and scan every installed distribution at each start)."""
+    spec = importlib.util.find_spec("grpc")
+    if spec is None or spec.origin is None:
         return (0, 0)
+    try:
+        text = (Path(spec.origin).parent / "_grpcio_metadata.py").read_text()
+    except OSError:
+        return (0, 0)
+    found = re.search(r"__version__\s*=\s*['\"]+(\d+)\.(\d+)", text)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
 def import_grpc() -> ModuleType:
