@@ -173,30 +173,3 @@ def test_request_records_split_back_into_the_records_it_was_built_from() -> None
     assert encode.request_records(request) == records
     half = encode.export_request(encode.encoded_resource({"service.name": "t"}), records[:2])
     assert len(ExportLogsServiceRequest.FromString(half).resource_logs[0].scope_logs[0].log_records) == 2
-
-
-def test_grpc_version_is_the_installed_distributions() -> None:
-    import importlib.metadata
-
-    major, minor = importlib.metadata.version("grpcio").split(".")[:2]
-    assert transport._grpc_version() == (int(major), int(minor))
-
-
-_IMPORT_GRPC = ("import os; from otel_exec.export.otlp import transport; transport.import_grpc(); "
-                "print(os.environ.get('GRPC_EXPERIMENTS', ''))")
-
-
-def test_grpc_starts_on_the_older_io_path_unless_the_user_set_experiments() -> None:
-    """The first import of grpc names the experiment only for the grpcio
-    versions known to have it, and never over the user's GRPC_EXPERIMENTS;
-    gRPC's core then starts without an error line about it."""
-    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
-    low, high = transport._GRPC_EXPERIMENTS_VERSIONS
-    expected = transport._GRPC_EXPERIMENTS if low <= transport._grpc_version() < high else ""
-    own = subprocess.run([sys.executable, "-c", _IMPORT_GRPC + "; import grpc; grpc.insecure_channel('127.0.0.1:1').close()"],
-                         env=env, capture_output=True, text=True, check=True)
-    assert own.stdout.strip() == expected
-    assert "experiment" not in own.stderr.lower(), own.stderr
-    users = subprocess.run([sys.executable, "-c", _IMPORT_GRPC], env={**env, "GRPC_EXPERIMENTS": "x_user"},
-                           capture_output=True, text=True, check=True)
-    assert users.stdout.strip() == "x_user"

@@ -15,14 +15,12 @@ from __future__ import annotations
 import datetime
 import enum
 import importlib.machinery
-import importlib.util
 import os
 import re
 import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -159,45 +157,13 @@ def _grpc_failure(error: "grpc.RpcError") -> Answer:
     return Answer(Outcome.RETRY if code in _GRPC_RETRYABLE else Outcome.REJECTED, code, message, delay)
 
 
-# gRPC's core does a client's socket I/O on its EventEngine threads by
-# default: each request then wakes and hands over between them and the
-# calling thread many times over, and costs more CPU in all than on the
-# older I/O path, where the calling thread does the I/O (BENCHMARKS.md).
-# The experiment is named only for grpcio versions checked to know it (an
-# unknown name is an error line on stderr), and never over the user's own
-# GRPC_EXPERIMENTS.
-_GRPC_EXPERIMENTS = "-event_engine_client"
-_GRPC_EXPERIMENTS_VERSIONS = ((1, 85), (1, 86))  # [from, to) of grpcio's major.minor
-
-
-def _grpc_version() -> tuple[int, int]:
-    """grpcio's major.minor, from the version file its package carries,
-    read without importing grpc (the experiment must be set before that)
-    and without importlib.metadata (which would bring in the email package
-    and scan every installed distribution at each start)."""
-    spec = importlib.util.find_spec("grpc")
-    if spec is None or spec.origin is None:
-        return (0, 0)
-    try:
-        text = (Path(spec.origin).parent / "_grpcio_metadata.py").read_text()
-    except OSError:
-        return (0, 0)
-    found = re.search(r"__version__\s*=\s*['\"]+(\d+)\.(\d+)", text)
-    return (int(found[1]), int(found[2])) if found else (0, 0)
-
-
 def import_grpc() -> ModuleType:
-    """The grpc module. When this imports it first, gRPC's core is set to
-    the older I/O path (_GRPC_EXPERIMENTS) where that is known to exist,
-    and gRPC's asyncio API is left until something uses it (_AioStandIn)."""
+    """The grpc module; when this imports it first, gRPC's asyncio API is
+    left until something uses it (_AioStandIn)."""
     if "grpc" in sys.modules:
         import grpc
 
         return grpc
-    if "GRPC_EXPERIMENTS" not in os.environ:
-        low, high = _GRPC_EXPERIMENTS_VERSIONS
-        if low <= _grpc_version() < high:
-            os.environ["GRPC_EXPERIMENTS"] = _GRPC_EXPERIMENTS
     stand_in = _AioStandIn.install()
     import grpc
 
