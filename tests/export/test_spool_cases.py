@@ -1419,3 +1419,36 @@ def test_a_batch_read_back_of_this_run_s_records_reads_a_quarter_more_than_their
     sp.ack(batch.end)
     rest = sp.read(10, 1 << 30)
     assert rest is not None and [bytes(r) for r in rest.records] == tiny
+
+
+def framed_bytes(ids: range) -> int:
+    """What records take in a segment and in memory: each with its length prefix."""
+    return nbytes(ids) + 4 * len(ids)
+
+
+def test_memory_keeps_the_bytes_of_the_unacknowledged_writes_only(tmp_path: Path) -> None:
+    sp = spool(tmp_path / "s").signal("logs")
+    chunks = [range(0, 2), range(2, 5), range(5, 6)]
+    for ids in chunks:
+        put(sp, ids)
+    assert sp._recent_bytes == framed_bytes(range(0, 6))
+    first = sp.read(2, 1 << 20)
+    assert first is not None and first.records == want(range(0, 2))
+    sp.ack(first.end)  # exactly the end of the first write
+    assert sp._recent_bytes == framed_bytes(range(2, 6))
+    rest = sp.read(10, 1 << 20)
+    assert rest is not None and rest.records == want(range(2, 6))
+    sp.ack(rest.end)
+    assert sp._recent_bytes == 0 and len(sp._recent) == 0
+
+
+def test_eviction_counts_every_record_this_run_wrote_to_a_segment(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", framed_bytes(range(0, 7)))
+    sp = spool(tmp_path / "s").signal("logs")
+    put(sp, range(0, 3))
+    put(sp, range(3, 7))  # the same segment: two writes
+    sp.max_bytes = framed_bytes(range(7, 9))
+    put(sp, range(7, 9))  # a new segment; the first one is evicted
+    assert sorted(sp._segs) == [2] and sp.evicted == 7
+    assert read_all(sp) == want(range(7, 9))
