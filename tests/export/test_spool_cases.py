@@ -1452,3 +1452,33 @@ def test_eviction_counts_every_record_this_run_wrote_to_a_segment(tmp_path: Path
     put(sp, range(7, 9))  # a new segment; the first one is evicted
     assert sorted(sp._segs) == [2] and sp.evicted == 7
     assert read_all(sp) == want(range(7, 9))
+
+
+def test_held_records_of_a_batch_not_sent_after_all_can_give_way_again(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", nbytes(range(0, 3)))
+    sp = spool(tmp_path / "s").signal("logs")  # drop-oldest
+    full_disk(monkeypatch)
+    put(sp, range(0, 3))
+    batch = sp.read(2, 1 << 20)
+    assert batch is not None and batch.records == want(range(0, 2))
+    assert batch.end == spool_mod.Position(1, 0) and batch.end.held == 3
+    sp.unread(batch.end)
+    put(sp, range(3, 4))  # records 0 and 1 give way: no longer in a batch being sent
+    assert sp.dropped_disk_full == 2
+    again = sp.read(10, 1 << 20)
+    assert again is not None and again.records == want(range(2, 4))
+
+
+def test_held_records_in_a_batch_being_sent_keep_their_place(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", nbytes(range(0, 3)))
+    sp = spool(tmp_path / "s").signal("logs")
+    full_disk(monkeypatch)
+    put(sp, range(0, 3))
+    batch = sp.read(2, 1 << 20)
+    assert batch is not None
+    put(sp, range(3, 4))  # 0 and 1 are being sent: 2 gives way, then (still too big) 3
+    assert sp.dropped_disk_full == 2
+    sp.ack(batch.end)
+    assert sp.read(10, 1 << 20) is None and sp.stats()["spool_held_bytes"] == 0
