@@ -1482,3 +1482,17 @@ def test_held_records_in_a_batch_being_sent_keep_their_place(tmp_path: Path,
     assert sp.dropped_disk_full == 2
     sp.ack(batch.end)
     assert sp.read(10, 1 << 20) is None and sp.stats()["spool_held_bytes"] == 0
+
+
+def test_a_segment_corrupt_to_its_end_skips_to_the_start_of_the_next(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    first, _ = segments_of_one_segment_each(d, [range(0, 3), range(3, 5)])
+    damage(first, range(1, 3), range(0, 3))
+    sp = spool(d).signal("logs")
+    batch = sp.read(10, 1 << 20)
+    assert batch is not None and batch.records == want(range(0, 1))
+    sp.ack(batch.end)
+    skip = sp.read(10, 1 << 20)
+    assert skip is not None and skip.records == [] and skip.end == spool_mod.Position(2, 0) and sp.corrupt == 1
+    sp.ack(skip.end)
+    assert read_all(sp) == want(range(3, 5))
