@@ -1496,3 +1496,36 @@ def test_a_segment_corrupt_to_its_end_skips_to_the_start_of_the_next(tmp_path: P
     assert skip is not None and skip.records == [] and skip.end == spool_mod.Position(2, 0) and sp.corrupt == 1
     sp.ack(skip.end)
     assert read_all(sp) == want(range(3, 5))
+
+
+def test_a_segment_whose_failed_write_cannot_be_cut_back_is_never_appended_to_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    put(sp, range(0, 2))
+    real_write_all = SignalSpool._write_all
+    failing = [True]
+
+    def write_all(fd: int, parts: list[bytes]) -> None:
+        if failing[0]:
+            os.write(fd, parts[0][:2])  # half a length prefix, then the disk fails
+            raise OSError(5, "Input/output error")
+        real_write_all(fd, parts)
+
+    def ftruncate(fd: int, length: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(SignalSpool, "_write_all", staticmethod(write_all))
+    monkeypatch.setattr(spool_mod, "_DISK_RETRY_S", 0.0)
+    with monkeypatch.context() as m:
+        m.setattr(os, "ftruncate", ftruncate)
+        put(sp, range(2, 3))
+    assert sp.write_failed == 1
+    failing[0] = False
+    put(sp, range(3, 5))
+    assert (d / "logs-000000000002.seg").read_bytes() == b"".join(frame(len(r)) + r for r in want(range(3, 5)))
+    # the first segment keeps the cut prefix it could not shed, and nothing after it
+    assert (d / "logs-000000000001.seg").read_bytes() == (
+        b"".join(frame(len(r)) + r for r in want(range(0, 2))) + frame(len(small_record(2)))[:2])
+    held = sp.read(10, 1 << 20)
+    assert held is not None and held.records == want(range(2, 3))
