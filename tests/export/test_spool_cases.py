@@ -1451,6 +1451,8 @@ def test_eviction_counts_every_record_this_run_wrote_to_a_segment(tmp_path: Path
     sp.max_bytes = framed_bytes(range(7, 9))
     put(sp, range(7, 9))  # a new segment; the first one is evicted
     assert sorted(sp._segs) == [2] and sp.evicted == 7
+    assert [(c.segment, c.offset) for c in sp._recent] == [(2, 0)]  # the evicted writes left memory too
+    assert sp._recent_bytes == framed_bytes(range(7, 9))
     assert read_all(sp) == want(range(7, 9))
 
 
