@@ -1531,3 +1531,30 @@ def test_a_segment_whose_failed_write_cannot_be_cut_back_is_never_appended_to_ag
         b"".join(frame(len(r)) + r for r in want(range(0, 2))) + frame(len(small_record(2)))[:2])
     held = sp.read(10, 1 << 20)
     assert held is not None and held.records == want(range(2, 3))
+
+
+def test_a_segment_swapped_for_a_symlink_after_its_check_is_not_followed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The race between the lstat and the open: O_NOFOLLOW refuses the
+    link, the segment is counted and warned, the target never read."""
+    caplog.set_level(logging.WARNING)
+    d = tmp_path / "s"
+    (seg,) = segments_of_one_segment_each(d, [range(0, 2)])
+    target = tmp_path / "elsewhere.seg"
+    target.write_bytes(seg.read_bytes())
+    real_stat = os.stat
+
+    def stat_then_swap(path: object, *args: object, **kw: object) -> os.stat_result:
+        st = real_stat(path, *args, **kw)  # type: ignore[arg-type]
+        if path == seg.name and "dir_fd" in kw:
+            seg.unlink()
+            seg.symlink_to(target)
+        return st
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    sp = spool(d)
+    monkeypatch.undo()
+    assert sp.stats()["spool_unsafe_files"] == 1
+    assert read_all(sp.signal("logs")) == []
+    assert warnings_of(caplog)[-1] == (f"spool directory {d}: {seg.name}: Too many levels of symbolic links; "
+                                       "not read")
