@@ -1558,3 +1558,12 @@ def test_a_segment_swapped_for_a_symlink_after_its_check_is_not_followed(
     assert read_all(sp.signal("logs")) == []
     assert warnings_of(caplog)[-1] == (f"spool directory {d}: {seg.name}: Too many levels of symbolic links; "
                                        "not read")
+
+
+def test_a_batch_of_a_segment_does_not_hold_a_smaller_newer_one(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    segments_of_one_segment_each(d, [range(0, 3), range(3, 4)])
+    sp = spool(d).signal("logs")
+    first = sp.read(10, 1 << 20)
+    assert first is not None and first.records == want(range(0, 3))
+    assert not sp.read_all(first.end)  # record 3 waits in segment 2, smaller than this batch's end offset
