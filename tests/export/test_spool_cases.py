@@ -4,6 +4,7 @@ it (segments, cursors, foreign names), and the exact warnings, counts and
 messages each of them gives."""
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pwd
@@ -1264,3 +1265,305 @@ def test_each_signal_gets_its_share_of_max_bytes(tmp_path: Path) -> None:
     sp = Spool(str(tmp_path / "s"), 1000)
     _spools.append(sp)
     assert (sp.signal("logs").max_bytes, sp.signal("traces").max_bytes) == (750, 250)
+
+
+# -- the reader thread's add()/write_added(), read_all(), close() ---------------
+
+def test_records_added_are_written_framed_in_one_segment_by_write_added(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    assert sp.first_added() is None
+    assert sp.write_added() == 0  # nothing added: nothing written
+    seg = d / "logs-000000000001.seg"
+    assert seg.read_bytes() == b""
+    sp.add(small_record(0))
+    assert sp.first_added() == small_record(0)
+    sp.add(small_record(1))
+    sp.add(small_record(12))
+    assert sp.first_added() == small_record(0)  # the oldest, not the newest
+    assert sp.write_added() == 3
+    assert sp.first_added() is None
+    assert seg.read_bytes() == b"".join(frame(len(r)) + r for r in want(range(0, 2)) + [small_record(12)])
+    assert sp.write_added() == 0
+    assert seg.stat().st_size == sum(4 + len(r) for r in want(range(0, 2)) + [small_record(12)])
+    sp.add(small_record(2))
+    assert sp.write_added() == 1
+    assert read_all(sp) == want(range(0, 2)) + [small_record(12), small_record(2)]
+    assert sp.pending_bytes() == 0
+
+
+def test_a_single_added_record_is_the_first_added(tmp_path: Path) -> None:
+    sp = spool(tmp_path / "s").signal("logs")
+    sp.add(small_record(5))
+    assert sp.first_added() == small_record(5)
+    assert sp.write_added() == 1
+    assert (tmp_path / "s" / "logs-000000000001.seg").read_bytes() == frame(len(small_record(5))) + small_record(5)
+
+
+def test_a_batch_of_held_records_holds_everything_only_when_it_holds_all_of_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = spool(tmp_path / "s").signal("logs")
+    full_disk(monkeypatch)
+    put(sp, range(0, 5))
+    first = sp.read(3, 1 << 20)
+    assert first is not None and first.records == want(range(0, 3)) and first.end.held == 4
+    assert not sp.read_all(first.end)
+    sp.unread(first.end)
+    whole = sp.read(5, 1 << 20)
+    assert whole is not None and whole.records == want(range(0, 5)) and whole.end.held == 6
+    assert sp.read_all(whole.end)
+    one_short = sp.read(4, 1 << 20)
+    assert one_short is not None and one_short.end.held == 5 and not sp.read_all(one_short.end)
+
+
+def test_held_records_do_not_hold_everything_when_segments_are_pending(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = spool(tmp_path / "s").signal("logs")
+    put(sp, range(0, 2))
+    full_disk(monkeypatch)
+    put(sp, range(2, 4))
+    held = sp.read(10, 1 << 20)
+    assert held is not None and held.records == want(range(2, 4)) and held.end.held == 3
+    assert not sp.read_all(held.end)  # records 0 and 1 wait in the segment
+    sp.ack(held.end)
+    rest = sp.read(10, 1 << 20)
+    assert rest is not None and rest.records == want(range(0, 2)) and rest.end.held == 0
+    assert sp.read_all(rest.end)
+
+
+def test_a_batch_from_the_oldest_segment_does_not_hold_a_newer_one(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    segments_of_one_segment_each(d, [range(0, 2), range(2, 4)])
+    sp = spool(d).signal("logs")
+    first = sp.read(10, 1 << 20)
+    assert first is not None and first.records == want(range(0, 2)) and first.end == spool_mod.Position(1, first.end.offset)
+    assert not sp.read_all(first.end)
+    sp.ack(first.end)
+    second = sp.read(10, 1 << 20)
+    assert second is not None and second.records == want(range(2, 4))
+    assert sp.read_all(second.end)
+
+
+def test_closing_a_signal_twice_closes_each_file_once(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    segments_of_one_segment_each(d, [range(0, 2)])
+    sp = spool(d)
+    logs = sp.signal("logs")
+    put(logs, range(2, 4))
+    fds = [s.fd for s in logs._segs.values()] + [logs._cursor_file.fd]
+    assert len(fds) == 3 and all(fd > 2 for fd in fds)
+    logs.close()
+    assert [s.fd for s in logs._segs.values()] == [-1, -1]
+    assert logs._write is None and logs._cursor_file.fd is None
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    logs.close()  # the spool's close closes it again: nothing left to close
+    assert [s.fd for s in logs._segs.values()] == [-1, -1]
+
+
+def test_every_file_the_spool_opens_is_close_on_exec_and_segments_read_nonblocking(tmp_path: Path) -> None:
+    """A root agent's descriptors never leak into a child it runs; an
+    earlier run's segment is opened O_NONBLOCK (a FIFO planted meanwhile
+    never blocks the start)."""
+    d = tmp_path / "s"
+    segments_of_one_segment_each(d, [range(0, 2)])
+    sp = spool(d)
+    logs = sp.signal("logs")
+    old, new = (logs._segs[seg].fd for seg in sorted(logs._segs))
+    fds = [sp.dir.fd, sp._heartbeat.fd, logs._cursor_file.fd, old, new]
+    assert all(fd is not None and fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC for fd in fds)
+    assert fcntl.fcntl(old, fcntl.F_GETFL) & (os.O_NONBLOCK | os.O_ACCMODE) == os.O_NONBLOCK | os.O_RDONLY
+    assert fcntl.fcntl(new, fcntl.F_GETFL) & (os.O_APPEND | os.O_ACCMODE) == os.O_APPEND | os.O_RDWR
+
+
+def test_a_directory_without_owner_bits_loses_its_group_bits_too(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    d.chmod(0o050)
+    sp = spool(d)
+    assert os.stat(d).st_mode & 0o7777 == 0
+    sp.close()
+    _spools.remove(sp)
+    d.chmod(0o750)
+    SpoolDirectory(str(d)).close()  # by default the group loses its bits
+    assert os.stat(d).st_mode & 0o7777 == 0o700
+
+
+def test_no_heartbeat_on_a_disk_that_takes_none_reads_as_empty(tmp_path: Path,
+                                                               read_only_own_files: list[bool]) -> None:
+    sp = spool(tmp_path / "s")
+    assert sp._heartbeat.fd is None and sp._heartbeat.read(spool_mod._HEARTBEAT_WIDTH) == b""
+    assert sp.signal("logs")._cursor_file.read(32) == b""
+
+
+
+def sized_record(n: int, fill: bytes) -> bytes:
+    """A record of exactly n bytes as the encoder frames one (n > 130)."""
+    body = n - 4  # tag + a three-byte varint
+    return b"\x12" + bytes((body & 0x7F | 0x80, body >> 7 & 0x7F | 0x80, body >> 14)) + fill * body
+
+
+def test_a_batch_read_back_of_this_run_s_records_reads_a_quarter_more_than_their_average(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "RECENT_BYTES", 0)  # everything is read back from the segment
+    sp = spool(tmp_path / "s").signal("logs")
+    big = [sized_record(120_000, bytes((0x41 + i,))) for i in range(10)]
+    tiny = [small_record(0), small_record(1)]
+    records = big + tiny
+    sp.append([p for r in records for p in (frame(len(r)), r)], len(records))
+    # average 100 004 bytes: 10 of them and a quarter more, plus 64 KiB, hold the 10 big ones
+    # (without the quarter, 2 fewer)
+    batch = sp.read(10, 1 << 30)
+    assert batch is not None and [bytes(r) for r in batch.records] == big
+    sp.ack(batch.end)
+    rest = sp.read(10, 1 << 30)
+    assert rest is not None and [bytes(r) for r in rest.records] == tiny
+
+
+def framed_bytes(ids: range) -> int:
+    """What records take in a segment and in memory: each with its length prefix."""
+    return nbytes(ids) + 4 * len(ids)
+
+
+def test_memory_keeps_the_bytes_of_the_unacknowledged_writes_only(tmp_path: Path) -> None:
+    sp = spool(tmp_path / "s").signal("logs")
+    chunks = [range(0, 2), range(2, 5), range(5, 6)]
+    for ids in chunks:
+        put(sp, ids)
+    assert sp._recent_bytes == framed_bytes(range(0, 6))
+    first = sp.read(2, 1 << 20)
+    assert first is not None and first.records == want(range(0, 2))
+    sp.ack(first.end)  # exactly the end of the first write
+    assert sp._recent_bytes == framed_bytes(range(2, 6))
+    rest = sp.read(10, 1 << 20)
+    assert rest is not None and rest.records == want(range(2, 6))
+    sp.ack(rest.end)
+    assert sp._recent_bytes == 0 and len(sp._recent) == 0
+
+
+def test_eviction_counts_every_record_this_run_wrote_to_a_segment(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", framed_bytes(range(0, 7)))
+    sp = spool(tmp_path / "s").signal("logs")
+    put(sp, range(0, 3))
+    put(sp, range(3, 7))  # the same segment: two writes
+    sp.max_bytes = framed_bytes(range(7, 9))
+    put(sp, range(7, 9))  # a new segment; the first one is evicted
+    assert sorted(sp._segs) == [2] and sp.evicted == 7
+    assert [(c.segment, c.offset) for c in sp._recent] == [(2, 0)]  # the evicted writes left memory too
+    assert sp._recent_bytes == framed_bytes(range(7, 9))
+    assert read_all(sp) == want(range(7, 9))
+
+
+def test_held_records_of_a_batch_not_sent_after_all_can_give_way_again(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", nbytes(range(0, 3)))
+    sp = spool(tmp_path / "s").signal("logs")  # drop-oldest
+    full_disk(monkeypatch)
+    put(sp, range(0, 3))
+    batch = sp.read(2, 1 << 20)
+    assert batch is not None and batch.records == want(range(0, 2))
+    assert batch.end == spool_mod.Position(1, 0) and batch.end.held == 3
+    sp.unread(batch.end)
+    put(sp, range(3, 4))  # records 0 and 1 give way: no longer in a batch being sent
+    assert sp.dropped_disk_full == 2
+    again = sp.read(10, 1 << 20)
+    assert again is not None and again.records == want(range(2, 4))
+
+
+def test_held_records_in_a_batch_being_sent_keep_their_place(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_mod, "HELD_BYTES", nbytes(range(0, 3)))
+    sp = spool(tmp_path / "s").signal("logs")
+    full_disk(monkeypatch)
+    put(sp, range(0, 3))
+    batch = sp.read(2, 1 << 20)
+    assert batch is not None
+    put(sp, range(3, 4))  # 0 and 1 are being sent: 2 gives way, then (still too big) 3
+    assert sp.dropped_disk_full == 2
+    sp.ack(batch.end)
+    assert sp.read(10, 1 << 20) is None and sp.stats()["spool_held_bytes"] == 0
+
+
+def test_a_segment_corrupt_to_its_end_skips_to_the_start_of_the_next(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    first, _ = segments_of_one_segment_each(d, [range(0, 3), range(3, 5)])
+    damage(first, range(1, 3), range(0, 3))
+    sp = spool(d).signal("logs")
+    batch = sp.read(10, 1 << 20)
+    assert batch is not None and batch.records == want(range(0, 1))
+    sp.ack(batch.end)
+    skip = sp.read(10, 1 << 20)
+    assert skip is not None and skip.records == [] and skip.end == spool_mod.Position(2, 0) and sp.corrupt == 1
+    sp.ack(skip.end)
+    assert read_all(sp) == want(range(3, 5))
+
+
+def test_a_segment_whose_failed_write_cannot_be_cut_back_is_never_appended_to_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "s"
+    sp = spool(d).signal("logs")
+    put(sp, range(0, 2))
+    real_write_all = SignalSpool._write_all
+    failing = [True]
+
+    def write_all(fd: int, parts: list[bytes]) -> None:
+        if failing[0]:
+            os.write(fd, parts[0][:2])  # half a length prefix, then the disk fails
+            raise OSError(5, "Input/output error")
+        real_write_all(fd, parts)
+
+    def ftruncate(fd: int, length: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(SignalSpool, "_write_all", staticmethod(write_all))
+    monkeypatch.setattr(spool_mod, "_DISK_RETRY_S", 0.0)
+    with monkeypatch.context() as m:
+        m.setattr(os, "ftruncate", ftruncate)
+        put(sp, range(2, 3))
+    assert sp.write_failed == 1
+    failing[0] = False
+    put(sp, range(3, 5))
+    assert (d / "logs-000000000002.seg").read_bytes() == b"".join(frame(len(r)) + r for r in want(range(3, 5)))
+    # the first segment keeps the cut prefix it could not shed, and nothing after it
+    assert (d / "logs-000000000001.seg").read_bytes() == (
+        b"".join(frame(len(r)) + r for r in want(range(0, 2))) + frame(len(small_record(2)))[:2])
+    held = sp.read(10, 1 << 20)
+    assert held is not None and held.records == want(range(2, 3))
+
+
+def test_a_segment_swapped_for_a_symlink_after_its_check_is_not_followed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The race between the lstat and the open: O_NOFOLLOW refuses the
+    link, the segment is counted and warned, the target never read."""
+    caplog.set_level(logging.WARNING)
+    d = tmp_path / "s"
+    (seg,) = segments_of_one_segment_each(d, [range(0, 2)])
+    target = tmp_path / "elsewhere.seg"
+    target.write_bytes(seg.read_bytes())
+    real_stat = os.stat
+
+    def stat_then_swap(path: object, *args: object, **kw: object) -> os.stat_result:
+        st = real_stat(path, *args, **kw)  # type: ignore[arg-type]
+        if path == seg.name and "dir_fd" in kw:
+            seg.unlink()
+            seg.symlink_to(target)
+        return st
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    sp = spool(d)
+    monkeypatch.undo()
+    assert sp.stats()["spool_unsafe_files"] == 1
+    assert read_all(sp.signal("logs")) == []
+    assert warnings_of(caplog)[-1] == (f"spool directory {d}: {seg.name}: Too many levels of symbolic links; "
+                                       "not read")
+
+
+def test_a_batch_of_a_segment_does_not_hold_a_smaller_newer_one(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    segments_of_one_segment_each(d, [range(0, 3), range(3, 4)])
+    sp = spool(d).signal("logs")
+    first = sp.read(10, 1 << 20)
+    assert first is not None and first.records == want(range(0, 3))
+    assert not sp.read_all(first.end)  # record 3 waits in segment 2, smaller than this batch's end offset
