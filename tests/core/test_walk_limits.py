@@ -19,6 +19,7 @@ from otel_exec.core.decode import Decoder
 from otel_exec.model import layout
 from otel_exec.model.events import ExecEvent
 from tests.helpers.exec_builds import both_builds, draining
+from tests.helpers.hostile import make_chain
 from tests.helpers.proc_truth import IDENTITY
 
 pytestmark = pytest.mark.kernel
@@ -111,19 +112,8 @@ def test_interp_equals_a_cmdpath_cut_at_its_bound(monkeypatch: pytest.MonkeyPatc
     leaf = "t" * (os_path_max - 1 - 255 * len(components))
     rel = "/".join([*components, leaf])
     assert len(rel) == os_path_max - 1
-    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for name in components:
-            os.mkdir(name, dir_fd=fd)
-            down = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = down
-        out = os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o755, dir_fd=fd)
-        with open(TRUE, "rb") as src:
-            os.write(out, src.read())
-        os.close(out)
-    finally:
-        os.close(fd)
+    _, fd = make_chain(tmp_path, [name.encode() for name in components], leaf.encode(), TRUE)
+    os.close(fd)
     mark = uuid.uuid4().hex
     with both_builds(monkeypatch, Config()) as builds, draining([ring for _, ring in builds]) as got:
         run = grandchild([sys.executable, "-c", EXECVEAT, str(tmp_path), rel, "cut", mark])

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from tests.helpers.agent_run import (STOPPED_PREFIX, AgentRun, agent, kernel_available, marked, marked_env,  # noqa: F401
                                       new_mark, stop_line)
-from tests.helpers.hostile import ODD_NAMES
+from tests.helpers.hostile import ODD_NAMES, make_chain
 from tests.helpers.progs import Progs, decode_bytes, popen_with_fd3
 
 from otel_exec.host.identity import HostIdentity
@@ -160,26 +160,6 @@ def expected_walk(real: bytes) -> str:
         written += len(comps[k - 1]) + 1
         k, crossed = k - 1, False
     return ".../" + "/".join(esc(c) for c in reversed(kept))
-
-
-def make_chain(base: Path, names: list[bytes], leaf: bytes, src: str) -> tuple[bytes, int]:
-    """mkdir base/n1/n2/... with dir fds (the whole path may exceed
-    PATH_MAX), copy `src` into the deepest one as `leaf`. Returns the full
-    path (bytes) and an open O_PATH fd of the deepest directory."""
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for n in names:
-            os.mkdir(n, dir_fd=fd)
-            nfd = os.open(n, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        out = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755, dir_fd=fd)
-        with open(src, "rb") as f, os.fdopen(out, "wb") as o:
-            shutil.copyfileobj(f, o)
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fsencode(base) + b"/" + b"/".join(names) + b"/" + leaf, fd
 
 
 @contextmanager
