@@ -1056,15 +1056,12 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	struct mm_struct *mm = t->mm;
 	struct pid *tpid = t->thread_pid;
 	struct file *exe = bprm->file;
-	/* The ELF interpreter, and fd 0: the verifier knows it as a file (in)
-	 * or, from a grown fd table, by its address only (in_at). */
-	struct file *ld = NULL, *in = NULL, *in_at = NULL;
 	struct exec_scratch *s;
 	struct kernfs_node *cgroup;
 	__u32 key = bpf_get_smp_processor_id(), off = 0, level;
 	__u64 ns;
 	__u32 comm = 0, uid = 0, prefix = 0, pid_ns, nr, len;
-	bool cut = false, exe_walked = false, sampled = false, stdin_open = false;
+	bool cut = false, exe_walked = false, sampled = false;
 	long err;
 
 	if (t->tgid == cfg.self_tgid || parent->tgid == cfg.self_tgid)
@@ -1193,13 +1190,24 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 
 	/* cfg.skip is constant for the verifier: what --no-field switched off is
 	 * not even in the program that runs. */
+	if (!(cfg.skip & OE_SKIP_PATHS)) {
+		if (!exe_walked)
+			walk_file(s, exe, direct);
+		off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME, put_walked(s, off));
+	}
 	if (!(cfg.skip & OE_SKIP_INTERPRETER)) {
-		ld = elf_interpreter(t, mm);
+		struct file *ld = elf_interpreter(t, mm);
+
 		file_id_direct(ld, &s->rec.interpreter);
+		if (!(cfg.skip & OE_SKIP_PATHS) && ld) {
+			walk_file(s, ld, direct);
+			off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER, put_walked(s, off));
+		}
 	}
 	if (!(cfg.skip & OE_SKIP_STDIN)) {
 		struct files_struct *files = t->files;
 		struct fdtable *fdt = files->fdt;
+		struct file *in = NULL;
 
 		/* fdt->fd is an array of pointers, whose elements the verifier
 		 * knows as integers only. Until the table grows past its first
@@ -1209,31 +1217,20 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 			in = files->fd_array[0];
 			file_id_direct(in, &s->rec.stdin);
 			s->rec.stdin_fs_magic = in ? in->f_inode->i_sb->s_magic : 0;
-			stdin_open = in;
+			if (!(cfg.skip & OE_SKIP_PATHS) && in)
+				walk_file(s, in, direct);
 		} else {
 			if (fdt->max_fds > 0)
-				bpf_core_read(&in_at, sizeof(in_at), &fdt->fd[0]);
-			file_id_probed(in_at, &s->rec.stdin);
-			s->rec.stdin_fs_magic = BPF_CORE_READ(in_at, f_inode, i_sb, s_magic);
-			stdin_open = in_at;
+				bpf_core_read(&in, sizeof(in), &fdt->fd[0]);
+			file_id_probed(in, &s->rec.stdin);
+			s->rec.stdin_fs_magic = BPF_CORE_READ(in, f_inode, i_sb, s_magic);
+			if (!(cfg.skip & OE_SKIP_PATHS) && in)
+				walk_file_at(s, in, direct);
 		}
+		if (!(cfg.skip & OE_SKIP_PATHS) && in)
+			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
 	}
 	if (!(cfg.skip & OE_SKIP_PATHS)) {
-		if (!exe_walked)
-			walk_file(s, exe, direct);
-		off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME, put_walked(s, off));
-		if (ld) {
-			walk_file(s, ld, direct);
-			off += put_resolved(s, off, OE_STR_INTERPRETER, OE_PATH_INTERPRETER, put_walked(s, off));
-		}
-		if (in)
-			walk_file(s, in, direct);
-		else if (in_at)
-			walk_file_at(s, in_at, direct);
-		/* A flag: (in || in_at) compiles to an OR of the two, which the
-		 * verifier refuses on a pointer. */
-		if (stdin_open)
-			off += put_resolved(s, off, OE_STR_STDIN, OE_PATH_STDIN, put_walked(s, off));
 		walk(s, as_addr(s, t->fs->pwd.mnt), as_addr(s, t->fs->pwd.dentry), direct);
 		off += put_resolved(s, off, OE_STR_PWD, OE_PATH_PWD, put_walked(s, off));
 		off += put_resolved(s, off, OE_STR_CGROUP, OE_PATH_CGROUP,
