@@ -274,25 +274,57 @@ static __always_inline bool read_exe_id(struct task_struct *p, struct oe_file_id
 	return false;
 }
 
-/* A kernel string in a fixed array, NUL-terminated within it, copied with
- * plain loads a word at a time: the bytes up to its first NUL, zeros after,
- * as the string helpers (bpf_get_current_comm, bpf_probe_read_kernel_str into
- * zeroed memory) leave them. The lowest flagged byte of
- * (w - 0x01..01) & ~w & 0x80..80 is w's first zero byte. */
-#define COPY_STR_WORDS(dst, src, nwords)						\
+/* The word at byte off of p, loaded (or stored) as one 8-byte access. p
+ * goes through barrier_var first: clang knows nothing of its alignment then,
+ * and takes the word's. Through the char arrays themselves it would emit a
+ * byte access per byte wherever it cannot prove 8-byte alignment (the
+ * record's strings are 4-aligned, the hostname lies at byte 65 of its
+ * struct), with shifts to join them. Both the verifier and the JIT take
+ * unaligned words on the architectures built for (x86, arm64). */
+#define WORD_AT(p, off) (*(__u64 *)((char *)(p) + (off)))
+
+/* nwords words from src to dst (see WORD_AT). */
+#define COPY_WORDS(dst, src, nwords)							\
 	do {										\
+		const char *s_ = (const char *)(src);					\
+		char *d_ = (char *)(dst);						\
+		int k_;									\
+												\
+		barrier_var(s_);							\
+		barrier_var(d_);							\
+		_Pragma("unroll")							\
+		for (k_ = 0; k_ < (nwords); k_++)					\
+			WORD_AT(d_, 8 * k_) = WORD_AT(s_, 8 * k_);			\
+	} while (0)
+
+/* A kernel string in a fixed array, NUL-terminated within it, copied with
+ * plain loads a word at a time (see WORD_AT): the bytes up to its first NUL,
+ * zeros after, as the string helpers (bpf_get_current_comm,
+ * bpf_probe_read_kernel_str into zeroed memory) leave them. dst_zeroed: dst
+ * holds zeros already, the words past the NUL's are neither read nor
+ * written. The lowest flagged byte of (w - 0x01..01) & ~w & 0x80..80 is w's
+ * first zero byte. */
+#define COPY_STR_WORDS(dst, src, nwords, dst_zeroed)					\
+	do {										\
+		const char *s_ = (const char *)(src);					\
+		char *d_ = (char *)(dst);						\
 		bool nul_ = false;							\
 		int k_;									\
+												\
+		barrier_var(s_);							\
+		barrier_var(d_);							\
 		_Pragma("unroll")							\
 		for (k_ = 0; k_ < (nwords); k_++) {					\
-			__u64 w_ = nul_ ? 0 : *(const __u64 *)&(src)[8 * k_];		\
+			__u64 w_ = nul_ ? 0 : WORD_AT(s_, 8 * k_);			\
 			__u64 z_ = (w_ - 0x0101010101010101ULL) & ~w_ & 0x8080808080808080ULL; \
 												\
 			if (z_) {							\
 				w_ &= (z_ & -z_) - 1;					\
 				nul_ = true;						\
 			}								\
-			*(__u64 *)&(dst)[8 * k_] = w_;					\
+			WORD_AT(d_, 8 * k_) = w_;					\
+			if (nul_ && (dst_zeroed))					\
+				break;							\
 		}									\
 	} while (0)
 
@@ -919,10 +951,10 @@ static __always_inline __u64 wakeup_flags(void)
 /* The OE_MATCH_* bits of t's comm (after the exec). */
 static __always_inline __u32 comm_bits(struct task_struct *t)
 {
-	char comm[OE_COMM_LEN];
+	char comm[OE_COMM_LEN] __attribute__((aligned(8)));  /* stack words must be aligned */
 	__u8 *bits;
 
-	COPY_STR_WORDS(comm, t->comm, OE_COMM_LEN / 8);
+	COPY_STR_WORDS(comm, t->comm, OE_COMM_LEN / 8, false);
 	bits = bpf_map_lookup_elem(&comm_filter, comm);
 	return bits ? *bits : 0;
 }
@@ -995,7 +1027,7 @@ static __always_inline void unreported(struct task_struct *t)
 SEC("tp_btf/sched_prepare_exec")
 int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bprm)
 {
-	char comm[OE_COMM_LEN];
+	char comm[OE_COMM_LEN] __attribute__((aligned(8)));  /* stack words must be aligned */
 	__u32 tid = t->pid, idx = tid & (PREV_COMM_SLOTS - 1);
 	struct prev_comm_slot *slot = bpf_map_lookup_elem(&prev_comm_slots, &idx);
 	char *dst = comm;
@@ -1013,7 +1045,7 @@ int BPF_PROG(handle_prepare_exec, struct task_struct *t, struct linux_binprm *bp
 		}
 	}
 	/* Straight into the slot taken, else onto the stack for prev_comms. */
-	COPY_STR_WORDS(dst, t->comm, OE_COMM_LEN / 8);
+	COPY_STR_WORDS(dst, t->comm, OE_COMM_LEN / 8, false);
 	if (in_slot)
 		__sync_lock_test_and_set(&slot->tag, PREV_COMM_TAG(tid));
 	else
@@ -1031,14 +1063,14 @@ static __always_inline bool take_prev_comm(__u32 tid, char *prev_comm)
 
 	if (slot && __sync_val_compare_and_swap(&slot->tag, PREV_COMM_TAG(tid), PREV_COMM_BUSY) ==
 			    PREV_COMM_TAG(tid)) {
-		__builtin_memcpy(prev_comm, slot->comm, OE_COMM_LEN);
+		COPY_WORDS(prev_comm, slot->comm, OE_COMM_LEN / 8);
 		__sync_lock_test_and_set(&slot->tag, 0);
 		return true;
 	}
 	kept = bpf_map_lookup_elem(&prev_comms, &tid);
 	if (!kept)
 		return false;
-	__builtin_memcpy(prev_comm, kept, OE_COMM_LEN);
+	COPY_WORDS(prev_comm, kept, OE_COMM_LEN / 8);
 	bpf_map_delete_elem(&prev_comms, &tid);
 	return true;
 }
@@ -1147,11 +1179,11 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	s->rec.envc = bprm->envc;
 	if (parent->flags & PF_KTHREAD)
 		s->rec.flags |= OE_F_INVOKED_FROM_KERNEL;
-	COPY_STR_WORDS(s->rec.comm, t->comm, OE_COMM_LEN / 8);
+	COPY_STR_WORDS(s->rec.comm, t->comm, OE_COMM_LEN / 8, true);
 	if (take_prev_comm(old_pid, s->rec.prev_comm))
 		s->rec.flags |= OE_F_PREV_COMM_KNOWN;
 	/* Its last byte is always NUL, left by the memset above. */
-	COPY_STR_WORDS(s->rec.hostname, t->nsproxy->uts_ns->name.nodename, (OE_HOSTNAME_LEN - 1) / 8);
+	COPY_STR_WORDS(s->rec.hostname, t->nsproxy->uts_ns->name.nodename, (OE_HOSTNAME_LEN - 1) / 8, true);
 
 	file_id_direct(exe, &s->rec.file);
 	/* A forked copy shares its image parent's mm->exe_file. The thread that
@@ -1290,10 +1322,9 @@ int BPF_PROG(handle_exit, struct task_struct *t)
 	r.pid = t->tgid;
 	r.start_boottime_ns = t->group_leader->start_boottime;
 	r.exit_code = t->exit_code;
-	/* Two plain loads, not a string read: the comm is NUL-terminated and
-	 * user space reads it up to the NUL. */
-	*(__u64 *)&r.comm[0] = *(__u64 *)&t->comm[0];
-	*(__u64 *)&r.comm[8] = *(__u64 *)&t->comm[8];
+	/* Two words, not a string read: the comm is NUL-terminated and user
+	 * space reads it up to the NUL. */
+	COPY_WORDS(r.comm, t->comm, OE_COMM_LEN / 8);
 	/* Built on the stack and copied out by one helper call, not two
 	 * (reserve and submit). */
 	if (bpf_ringbuf_output(&events, &r, sizeof(r), wakeup_flags()))
