@@ -585,10 +585,11 @@ static __always_inline void walk(struct exec_scratch *s, __u64 vfsmnt_addr, __u6
  * is written after them. Another, of known length, by one fixed-size read
  * (word by word) rather than a string read (byte by byte): the same bytes,
  * as d_name is NUL-terminated at its length. A length that does not fit (a
- * rename meanwhile) falls back to the string read. */
-static __always_inline __u32 put_component(struct exec_scratch *s, __u32 i, char *dst)
+ * rename meanwhile) falls back to the string read. inline_word: see
+ * inline_name_word(), worked out once per path by the caller (clang does not
+ * move CO-RE relocations out of a loop). */
+static __always_inline __u32 put_component(struct exec_scratch *s, __u32 i, char *dst, __u32 inline_word)
 {
-	__u32 d_first = bpf_core_field_offset(struct dentry, d_hash.pprev);
 	const void *name;
 	__u32 len;
 	long n;
@@ -598,7 +599,7 @@ static __always_inline __u32 put_component(struct exec_scratch *s, __u32 i, char
 	name = (const void *)s->walk.name[i];
 	len = s->walk.len[i];
 	if (s->walk.inline_mask & (1ULL << i)) {
-		const __u64 *words = &s->walk.span[i][inline_name_word(d_first)];
+		const __u64 *words = &s->walk.span[i][inline_word];
 
 		for (k = 0; k < INLINE_NAME_WORDS; k++)
 			*(__u64 *)&dst[8 * k] = words[k];
@@ -628,6 +629,7 @@ static __always_inline __u32 put_component(struct exec_scratch *s, __u32 i, char
 __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 {
 	__u32 start = off, n, pflags;
+	__u32 inline_word = inline_name_word(bpf_core_field_offset(struct dentry, d_hash.pprev));
 	int i;
 
 	if (!s)
@@ -641,7 +643,7 @@ __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 			pflags |= OE_PF_TRUNCATED;
 			break;
 		}
-		off += put_component(s, i, &s->data[off & (OE_DATA_HALF - 1)]);
+		off += put_component(s, i, &s->data[off & (OE_DATA_HALF - 1)], inline_word);
 	}
 	if (pflags & OE_PF_TRUNCATED)
 		count(OE_CNT_CUT_PATH);
@@ -673,6 +675,7 @@ static __always_inline __u32 string_prefix_bits(struct exec_scratch *s, const ch
 __noinline __u32 walked_prefix_bits(struct exec_scratch *s)
 {
 	__u64 pos = 0;  /* 64 bits: a 32-bit index is widened in a copy the verifier cannot bound */
+	__u32 inline_word = inline_name_word(bpf_core_field_offset(struct dentry, d_hash.pprev));
 	bool cut;
 	__u32 n;
 	int i;
@@ -697,7 +700,7 @@ __noinline __u32 walked_prefix_bits(struct exec_scratch *s)
 		s->key.data[pos] = '/';
 		/* The names the walk kept, as put_walked() writes them: no
 		 * second string read. */
-		pos += put_component(s, n - 1 - i, &s->key.data[pos + 1]);
+		pos += put_component(s, n - 1 - i, &s->key.data[pos + 1], inline_word);
 	}
 	/* No component: the root. */
 	if (pos == 0) {
