@@ -9,7 +9,6 @@ import ctypes
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator, TextIO
 
 from otel_exec import __version__
@@ -34,13 +33,15 @@ _PREPARE_EXEC = probes.OPTIONAL_PROGRAMS["handle_prepare_exec"]
 TIME_ERROR = 5  # adjtimex(): the clock is not synchronised
 
 
-@dataclass
+# A plain class, not a dataclass: this module is on the start-up path
+# (docs/architecture.md, Rules).
 class Result:
-    name: str
-    status: str  # PASS, WARN or FAIL
-    detail: str
-    fix: str = ""
-    exit_code: int = 1  # the code `run` exits with for this failure (otel_exec.errors)
+    def __init__(self, name: str, status: str, detail: str, fix: str = "", exit_code: int = 1) -> None:
+        self.name = name
+        self.status = status  # PASS, WARN or FAIL
+        self.detail = detail
+        self.fix = fix
+        self.exit_code = exit_code  # the code `run` exits with for this failure (otel_exec.errors)
 
     def line(self) -> str:
         return f"{self.status.upper():4} {self.name}: {self.detail}" + (f"\n       fix: {self.fix}" if self.fix else "")

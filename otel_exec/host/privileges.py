@@ -20,7 +20,6 @@ import ctypes
 import os
 import pwd
 import threading
-from dataclasses import dataclass
 
 from otel_exec.errors import PrivilegeError, PrivilegeLeakError, UsageError
 
@@ -142,13 +141,15 @@ def cap_name(cap: int) -> str:
     return CAP_NAMES[cap] if cap < len(CAP_NAMES) else f"capability {cap}"
 
 
-@dataclass(frozen=True)
+# A plain class, not a dataclass: this module is on the start-up path
+# (docs/architecture.md, Rules).
 class Dropped:
     """What drop() left: what every thread may still hold."""
 
-    keep: frozenset[int]
-    user: pwd.struct_passwd | None
-    bounding_cleared: bool  # False: no CAP_SETPCAP, the bounding set stayed
+    def __init__(self, keep: frozenset[int], user: pwd.struct_passwd | None, bounding_cleared: bool) -> None:
+        self.keep = keep
+        self.user = user
+        self.bounding_cleared = bounding_cleared  # False: no CAP_SETPCAP, the bounding set stayed
 
 
 def drop(user: pwd.struct_passwd | None, keep: set[int]) -> Dropped:

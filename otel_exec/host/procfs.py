@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from dataclasses import dataclass
 from typing import Collection, Iterator
 
 PROC = "/proc"
@@ -62,15 +61,19 @@ def pids(proc: str = PROC) -> list[int]:
     return [int(name) for name in os.listdir(proc) if name.isdigit()]
 
 
-@dataclass(slots=True)
+# The records below are plain classes with slots, not dataclasses: the agent
+# imports this module at every start (docs/architecture.md, start-up).
 class StatusIds:
     """The id lines of /proc/PID/status (real and effective columns)."""
 
-    uid: int | None = None
-    euid: int | None = None
-    gid: int | None = None
-    egid: int | None = None
-    nspid: list[int] | None = None
+    __slots__ = ("uid", "euid", "gid", "egid", "nspid")
+
+    def __init__(self) -> None:
+        self.uid: int | None = None
+        self.euid: int | None = None
+        self.gid: int | None = None
+        self.egid: int | None = None
+        self.nspid: list[int] | None = None
 
 
 def status_ids(pid: int, proc: str = PROC) -> StatusIds | None:
@@ -114,22 +117,26 @@ def environ(pid: int, names: Collection[str] | None = None, proc: str = PROC,
     return [e.decode("utf-8", "backslashreplace") for e in entries if e], count
 
 
-@dataclass(slots=True)
 class Running:
     """A process found running in /proc (``running``)."""
 
-    pid: int
-    ppid: int
-    start_ticks: int
-    comm: bytes
-    exe: bytes  # b"" for kernel threads or when unreadable
-    exe_dev: int
-    exe_ino: int
-    cmdline: bytes
-    cmdline_cut: bool  # READ_MAX bytes read: the last argument may be partial
-    ids: StatusIds | None  # None when unreadable, or not asked for
-    environ: list[str]  # the entries asked for (environ())
-    envc: int  # the environment's entries, all of them
+    __slots__ = ("pid", "ppid", "start_ticks", "comm", "exe", "exe_dev", "exe_ino", "cmdline", "cmdline_cut", "ids",
+                 "environ", "envc")
+
+    def __init__(self, pid: int, ppid: int, start_ticks: int, comm: bytes, exe: bytes, exe_dev: int, exe_ino: int,
+                 cmdline: bytes, cmdline_cut: bool, ids: StatusIds | None, environ: list[str], envc: int) -> None:
+        self.pid = pid
+        self.ppid = ppid
+        self.start_ticks = start_ticks
+        self.comm = comm
+        self.exe = exe  # b"" for kernel threads or when unreadable
+        self.exe_dev = exe_dev
+        self.exe_ino = exe_ino
+        self.cmdline = cmdline
+        self.cmdline_cut = cmdline_cut  # READ_MAX bytes read: the last argument may be partial
+        self.ids = ids  # None when unreadable, or not asked for
+        self.environ = environ  # the entries asked for (environ())
+        self.envc = envc  # the environment's entries, all of them
 
 
 def running(proc: str = PROC, with_ids: bool = True, env_names: Collection[str] | None = None) -> Iterator[Running]:
@@ -162,27 +169,30 @@ def running(proc: str = PROC, with_ids: bool = True, env_names: Collection[str] 
                       status_ids(pid, proc) if with_ids else None, env, envc)
 
 
-@dataclass(slots=True)
 class Snapshot:
     """/proc/PID as read for one exec; None fields could not be read."""
 
-    start_ticks: int | None = None
-    euid: int | None = None
-    egid: int | None = None
-    nspid: list[int] | None = None
-    exe: bytes | None = None
-    exe_st: os.stat_result | None = None
-    interp_static: bool = False
-    interp: tuple[bytes, os.stat_result] | None = None
-    stdin: tuple[bytes, int] | None = None  # (path, S_IFMT); (b"", 0) when closed
-    cwd: bytes | None = None
-    mnt_ns: int | None = None
-    pid_ns: int | None = None
-    uts_ns: int | None = None
-    cmdline: bytes | None = None
-    cmdline_whole: bool = False
-    environ: bytes | None = None
-    environ_whole: bool = False
+    __slots__ = ("start_ticks", "euid", "egid", "nspid", "exe", "exe_st", "interp_static", "interp", "stdin", "cwd",
+                 "mnt_ns", "pid_ns", "uts_ns", "cmdline", "cmdline_whole", "environ", "environ_whole")
+
+    def __init__(self) -> None:
+        self.start_ticks: int | None = None
+        self.euid: int | None = None
+        self.egid: int | None = None
+        self.nspid: list[int] | None = None
+        self.exe: bytes | None = None
+        self.exe_st: os.stat_result | None = None
+        self.interp_static = False
+        self.interp: tuple[bytes, os.stat_result] | None = None
+        self.stdin: tuple[bytes, int] | None = None  # (path, S_IFMT); (b"", 0) when closed
+        self.cwd: bytes | None = None
+        self.mnt_ns: int | None = None
+        self.pid_ns: int | None = None
+        self.uts_ns: int | None = None
+        self.cmdline: bytes | None = None
+        self.cmdline_whole = False
+        self.environ: bytes | None = None
+        self.environ_whole = False
 
 
 def snapshot(pid: int, want_cmdline: bool, want_environ: bool, block_limit: int) -> Snapshot | None:

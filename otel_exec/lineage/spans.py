@@ -93,34 +93,43 @@ class TraceparentTrust:
 TRUST_ANY = TraceparentTrust(True, frozenset())
 
 
-@dataclass(slots=True, eq=False)
+# A plain class with slots, not a dataclass: this module is on the start-up
+# path (docs/architecture.md, Rules).
 class ProcessSpan:
     """The span of one process image: open from its exec (or, found in
     /proc at start, from the process's start) while the process table holds
     the image; handed to the exporters once ended (end_ns, ended_by)."""
 
-    process: ProcessInfo  # its exe or comm names the span; exit_code/signal say how it ended
-    trace_id: bytes
-    span_id: bytes
-    parent_span_id: bytes  # b"" for a root
-    trace_state: str
-    traceparent: str  # TRACEPARENT as this image's environment had it
-    # A TRACEPARENT this image set that --trust-traceparent did not follow
-    # (bounded and scanned): recorded on its span, not used as its parent.
-    untrusted_traceparent: str
-    start_ns: int  # ns since epoch
-    # W3C trace flags, from the parent (see the module's docstring); bit 0
-    # (SAMPLED) clear: the parent was not recorded and neither is this span.
-    trace_flags: int = SAMPLED
-    end_ns: int = 0
-    ended_by: str = ""  # exit, exec (the process exec'd again), evicted, agent_stopped
-    incomplete: bool = False  # the agent stopped watching before the image ended
-    # Encoded Span.attributes parts an exporter attached when the span
-    # opened (the OTLP sink: the exec's attributes), kept until it ends.
-    attributes: tuple[bytes, ...] = ()
-    # The executable identity still being computed when the exec was
-    # recorded (otel_exec.host.executables.Slot): it rides on the span.
-    late_identity: Slot | None = None
+    __slots__ = ("process", "trace_id", "span_id", "parent_span_id", "trace_state", "traceparent",
+                 "untrusted_traceparent", "start_ns", "trace_flags", "end_ns", "ended_by", "incomplete", "attributes",
+                 "late_identity")
+
+    def __init__(self, process: ProcessInfo, trace_id: bytes, span_id: bytes, parent_span_id: bytes,
+                 trace_state: str, traceparent: str, untrusted_traceparent: str, start_ns: int,
+                 trace_flags: int = SAMPLED, end_ns: int = 0, ended_by: str = "", incomplete: bool = False,
+                 attributes: tuple[bytes, ...] = (), late_identity: Slot | None = None) -> None:
+        self.process = process  # its exe or comm names the span; exit_code/signal say how it ended
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id  # b"" for a root
+        self.trace_state = trace_state
+        self.traceparent = traceparent  # TRACEPARENT as this image's environment had it
+        # A TRACEPARENT this image set that --trust-traceparent did not follow
+        # (bounded and scanned): recorded on its span, not used as its parent.
+        self.untrusted_traceparent = untrusted_traceparent
+        self.start_ns = start_ns  # ns since epoch
+        # W3C trace flags, from the parent (see the module's docstring); bit 0
+        # (SAMPLED) clear: the parent was not recorded and neither is this span.
+        self.trace_flags = trace_flags
+        self.end_ns = end_ns
+        self.ended_by = ended_by  # exit, exec (the process exec'd again), evicted, agent_stopped
+        self.incomplete = incomplete  # the agent stopped watching before the image ended
+        # Encoded Span.attributes parts an exporter attached when the span
+        # opened (the OTLP sink: the exec's attributes), kept until it ends.
+        self.attributes = attributes
+        # The executable identity still being computed when the exec was
+        # recorded (otel_exec.host.executables.Slot): it rides on the span.
+        self.late_identity = late_identity
 
 
 class SpanLineage:

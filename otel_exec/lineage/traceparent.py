@@ -8,7 +8,6 @@ the names of the first two can be changed (--traceparent-env,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from otel_exec.errors import UsageError
 from otel_exec.policy.redact import bounded_tracestate
@@ -21,12 +20,16 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SAMPLED = 1  # the sampled bit of the trace flags
 
 
-@dataclass(frozen=True, slots=True)
+# A plain class with slots, not a dataclass: this module is on the start-up
+# path (docs/architecture.md, Rules).
 class RemoteParent:
-    trace_id: bytes
-    span_id: bytes
-    flags: int  # the trace flags as received; bit 0 (SAMPLED): the parent was sampled
-    trace_state: str
+    __slots__ = ("trace_id", "span_id", "flags", "trace_state")
+
+    def __init__(self, trace_id: bytes, span_id: bytes, flags: int, trace_state: str) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.flags = flags  # the trace flags as received; bit 0 (SAMPLED): the parent was sampled
+        self.trace_state = trace_state
 
 
 def parse_traceparent(value: str) -> tuple[bytes, bytes, int] | None:

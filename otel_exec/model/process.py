@@ -1,10 +1,9 @@
 """A live process and the image it runs, as the process table keeps it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass(slots=True)
+# A plain class with slots, not a dataclass: this module is on the start-up
+# path (docs/architecture.md, Rules).
 class ProcessInfo:
     """One process and the image it runs; its span, if any, is span
     lineage's (otel_exec.lineage.spans.ProcessSpan).
@@ -13,15 +12,21 @@ class ProcessInfo:
     read-only.
     """
 
-    pid: int  # host pid
-    ppid: int
-    start_ticks: int  # clock ticks since boot, as /proc/PID/stat field 22
-    exec_id: str
-    parent_exec_id: str
-    comm: str
-    exe: str  # path of the executable; "" for kernel threads or when unreadable
-    argv: list[str] | None
-    seeded_from_proc: bool  # found in /proc at start (an observed exec event)
-    exec_time: int | None  # ns since epoch of the exec; None when found in /proc
-    exit_code: int | None = None
-    signal: int | None = None
+    __slots__ = ("pid", "ppid", "start_ticks", "exec_id", "parent_exec_id", "comm", "exe", "argv", "seeded_from_proc",
+                 "exec_time", "exit_code", "signal")
+
+    def __init__(self, pid: int, ppid: int, start_ticks: int, exec_id: str, parent_exec_id: str, comm: str, exe: str,
+                 argv: list[str] | None, seeded_from_proc: bool, exec_time: int | None, exit_code: int | None = None,
+                 signal: int | None = None) -> None:
+        self.pid = pid  # host pid
+        self.ppid = ppid
+        self.start_ticks = start_ticks  # clock ticks since boot, as /proc/PID/stat field 22
+        self.exec_id = exec_id
+        self.parent_exec_id = parent_exec_id
+        self.comm = comm
+        self.exe = exe  # path of the executable; "" for kernel threads or when unreadable
+        self.argv = argv
+        self.seeded_from_proc = seeded_from_proc  # found in /proc at start (an observed exec event)
+        self.exec_time = exec_time  # ns since epoch of the exec; None when found in /proc
+        self.exit_code = exit_code
+        self.signal = signal

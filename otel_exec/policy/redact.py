@@ -23,9 +23,9 @@ HTTP header names, JSON keys) are matched ignoring ASCII case:
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final, Literal
 
 EnvCapture = Literal["none", "redacted", "all"]
@@ -117,9 +117,16 @@ def _default_key_pattern() -> str:
 
 
 DEFAULT_SECRET_KEY_PATTERN: Final = _default_key_pattern()
-# ASCII case folding only, so that the plain substring test in
-# RedactionPolicy._looks_secret is a faithful gate in front of the regex.
-_default_key_re = re.compile(DEFAULT_SECRET_KEY_PATTERN, re.ASCII)
+
+
+@functools.cache
+def _default_key_re() -> re.Pattern[str]:
+    """The default secret-name regex, compiled at its first use: the
+    substring gate in RedactionPolicy._looks_secret rules out most names, and
+    this is the costliest pattern to compile of the agent's start. ASCII
+    case folding only, so that the gate is faithful to the regex."""
+    return re.compile(DEFAULT_SECRET_KEY_PATTERN, re.ASCII)
+
 
 # The start of a URL: a scheme run that no scheme character precedes.
 _URL_SCHEME = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*+://")
@@ -176,7 +183,8 @@ _UNCHANGED_ENTRY_LEN_MAX: Final = 4096
 _ALL: Final = ""
 
 
-@dataclass(frozen=True)
+# A plain class, not a dataclass: this module is on the start-up path
+# (docs/architecture.md, Rules).
 class ProgramRule:
     """Options of one program whose value is a secret: ``flags`` maps an
     option (``-p``, ``--user``) to what of its value is hidden (``_ALL``, or
@@ -185,9 +193,11 @@ class ProgramRule:
     in ``attached_only`` (7z's lone ``-p`` prompts). ``after``: the options
     only count once this subcommand was seen (``docker login -p``)."""
 
-    flags: dict[str, str]
-    attached_only: frozenset[str] = frozenset()
-    after: str | None = None
+    def __init__(self, flags: dict[str, str], attached_only: frozenset[str] = frozenset(),
+                 after: str | None = None) -> None:
+        self.flags = flags
+        self.attached_only = attached_only
+        self.after = after
 
     def match(self, arg: str) -> tuple[str, str] | None:
         """(what of the value is hidden, the value attached to arg: "" when
@@ -392,7 +402,7 @@ class RedactionPolicy:
         self.env_allow = frozenset(env_allow)
         self._trace_context_bounds = _trace_context_bounds(trace_context_names or {})
         if secret_key_pattern is None:
-            self._key_re = _default_key_re
+            self._key_re: re.Pattern[str] | None = None  # the default: _default_key_re(), when first needed
             self._key_words: tuple[str, ...] = tuple(w.lower() for w in DEFAULT_SECRET_KEY_WORDS)
         else:
             self._key_re = re.compile(secret_key_pattern, re.IGNORECASE)
@@ -595,7 +605,10 @@ class RedactionPolicy:
                     break
             else:
                 return False
-        return self._key_re.search(name) is not None
+        return self._key_matches(name)
+
+    def _key_matches(self, name: str) -> bool:
+        return (self._key_re or _default_key_re()).search(name) is not None
 
 
     def _json_pairs(self, text: str) -> str:
@@ -615,7 +628,7 @@ class RedactionPolicy:
             # Inside a value, PWD= is a connection string's password, not
             # the working directory.
             if start < done or not (self.is_secret_name(name) or (
-                    name.upper() in _NEVER_SECRET_NAMES and self._key_re.search(name))):
+                    name.upper() in _NEVER_SECRET_NAMES and self._key_matches(name))):
                 continue
             before = text[start - 1] if start else ""
             if before and before in "?&":

@@ -5,8 +5,10 @@ ssl (parsed TLS files only; a plain-text exporter has none), ctypes.util
 (only to mount tracefs, where it is not mounted), difflib (a misspelt
 setting's hint), email (an HTTP collector's Retry-After date), gzip (HTTP
 compression), json (the console's JSON Lines) and uuid and platform (one
-UUIDv5 and the machine's name, computed without them): each module imported
-stays resident. Checked in a fresh interpreter, on the agent's own modules
+UUIDv5 and the machine's name, computed without them), random (the retry
+back-off's jitter, after a failed export): each module imported stays
+resident. The records defined on that path are plain classes but for the
+dataclasses listed here, whose generated methods something uses. Checked in a fresh interpreter, on the agent's own modules
 (the third-party ones they import at run time, grpc and the SDK, are theirs
 to choose, but for grpc's asyncio API, which the gRPC transport defers)."""
 from __future__ import annotations
@@ -30,7 +32,7 @@ RUN_PATH = (
     "otel_exec.export.summary", "otel_exec.export.telemetry", "otel_exec.core.source",
 )
 NOT_BEFORE_READY = ("importlib.resources", "secrets", "ssl", "ctypes.util", "difflib", "email", "gzip", "json",
-                    "uuid", "platform")
+                    "uuid", "platform", "random")
 
 
 def test_run_path_does_not_import_what_it_does_not_use() -> None:
@@ -41,6 +43,35 @@ def test_run_path_does_not_import_what_it_does_not_use() -> None:
             f"print(repr([m for m in {NOT_BEFORE_READY!r} if m in sys.modules]))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert ast.literal_eval(out.stdout) == []
+
+
+# The dataclasses the run path defines (a dataclass compiles its generated
+# methods at every import), each for what its methods give: value equality
+# callers and tests compare by, dataclasses.fields (ExecEvent's constructor
+# from a shared part), asdict (the console's executable identity), order
+# (spool positions), field defaults (the settings, the metrics collector).
+# The transport's are its own module's to choose.
+RUN_PATH_DATACLASSES = {
+    "otel_exec.config.Config", "otel_exec.model.events.ExecEvent", "otel_exec.model.events.ExitEvent",
+    "otel_exec.model.events.UnreportedExecEvent", "otel_exec.model.executable.ExecutableIdentity",
+    "otel_exec.export.otlp.shape.RecordLimits", "otel_exec.export.spool.Position", "otel_exec.export.spool.Batch",
+    "otel_exec.export.spool.Gap", "otel_exec.host.identity.HostIdentity", "otel_exec.lineage.spans.TraceparentTrust",
+    "otel_exec.export.otlp.metrics.MetricsCollector", "otel_exec.host.cgroups.Cgroup",
+}
+
+
+def test_run_path_defines_only_the_listed_dataclasses() -> None:
+    code = ("import dataclasses, importlib, json, sys\n"
+            f"for name in {RUN_PATH!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(json.dumps(sorted(f'{m.__name__}.{k}' for m in list(sys.modules.values())\n"
+            "                        if m.__name__.startswith('otel_exec.')\n"
+            "                        and m.__name__ != 'otel_exec.export.otlp.transport'\n"
+            "                        for k, v in vars(m).items()\n"
+            "                        if isinstance(v, type) and v.__module__ == m.__name__\n"
+            "                        and dataclasses.is_dataclass(v))))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert set(json.loads(out.stdout)) == RUN_PATH_DATACLASSES
 
 
 def test_the_grpc_transport_leaves_grpc_aio_until_it_is_used() -> None:

@@ -15,11 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Callable
 
 from otel_exec.errors import UsageError
@@ -43,11 +41,13 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
-@dataclass
+# A plain class, not a dataclass: this module is on the start-up path
+# (docs/architecture.md, Rules).
 class BatchSettings:
-    schedule_delay_s: float
-    max_queue_size: int
-    max_export_batch_size: int
+    def __init__(self, schedule_delay_s: float, max_queue_size: int, max_export_batch_size: int) -> None:
+        self.schedule_delay_s = schedule_delay_s
+        self.max_queue_size = max_queue_size
+        self.max_export_batch_size = max_export_batch_size
 
     @classmethod
     def from_env(cls, prefix: str, default_delay_ms: int) -> BatchSettings:
@@ -197,14 +197,14 @@ _BACKOFF_MAX_S = 30.0
 _SERVER_DELAY_MAX_S = 300.0
 
 
-@dataclass
 class _Held:
     """A batch's request kept for another try (memory queue: nowhere else
     holds its records)."""
 
-    request: bytes
-    count: int
-    batch: Batch
+    def __init__(self, request: bytes, count: int, batch: Batch) -> None:
+        self.request = request
+        self.count = count
+        self.batch = batch
 
 
 class BatchExporter:
@@ -448,6 +448,10 @@ class BatchExporter:
         if server_delay_s is not None:
             delay = min(server_delay_s, _SERVER_DELAY_MAX_S)
         else:
+            # Imported here, after a failure: random (and its _sha512) would
+            # otherwise load at every start for nothing.
+            import random
+
             delay = min(_BACKOFF_FIRST_S * 2 ** self._attempt, _BACKOFF_MAX_S) * random.uniform(0.8, 1.2)
         self._attempt = min(self._attempt + 1, 16)
         self._retry_at = self._clock() + delay

@@ -35,15 +35,17 @@ Number = int | float
 Observe = Callable[[Mapping[str, int]], Iterable[tuple[Number, dict[str, str]]]]
 
 
-@dataclass(frozen=True)
+# Instrument and _Series are plain classes, not dataclasses: this module is
+# on the start-up path (docs/architecture.md, Rules).
 class Instrument:
     """An observable instrument: its points are read from one report()."""
 
-    name: str
-    unit: str
-    description: str
-    counter: bool  # an observable counter (a monotonic sum); else a gauge
-    observe: Observe
+    def __init__(self, name: str, unit: str, description: str, counter: bool, observe: Observe) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self.counter = counter  # an observable counter (a monotonic sum); else a gauge
+        self.observe = observe
 
 
 def delta_preferred(environ: Mapping[str, str] = os.environ) -> bool:
@@ -64,15 +66,15 @@ def _millis(environ: Mapping[str, str], var: str, default: float) -> float:
         return default
 
 
-@dataclass
 class _Series:
     """One attribute set of one instrument, as the SDK's aggregation keeps it."""
 
-    attributes: dict[str, str]
-    start_ns: int  # when it was first observed
-    previous_ns: int  # the last collection that had a point of it (delta)
-    previous: Number = 0  # its value then (delta)
-    value: Number | None = None  # this collection's, None when not observed
+    def __init__(self, attributes: dict[str, str], start_ns: int, previous_ns: int) -> None:
+        self.attributes = attributes
+        self.start_ns = start_ns  # when it was first observed
+        self.previous_ns = previous_ns  # the last collection that had a point of it (delta)
+        self.previous: Number = 0  # its value then (delta)
+        self.value: Number | None = None  # this collection's, None when not observed
 
 
 @dataclass
