@@ -259,6 +259,8 @@ def test_the_shared_encoding_is_remembered_per_shared_part() -> None:
     shared = SharedExec(())
     first = sample_exec(argv=["first"])
     first.shared = shared
+    encode.exec_attributes(first)
+    assert shared not in encode._shared_encodings  # seen once: kept from the next time on
     enc = encode.exec_attributes(first)
     common, body = encode._shared_encodings[shared]
     assert (enc.common.log, enc.common.span, enc.body) == (common.log, common.span, body)
