@@ -48,15 +48,22 @@ class BoundedCache(dict):  # type: ignore[type-arg]
         self.bytes = 0
         self.seen_once: set[int] = set()  # hash() of keys remembered once and not kept
 
-    def remember(self, key: object, value: object, weight: int = 0) -> None:
+    def remember(self, key: object, value: object, weight: int = 0) -> bool:
+        """Keep value under key if the key came once before; whether it was kept.
+        (Keys hashed by identity are recycled with their objects' memory:
+        such a memo keeps what a repeat decided elsewhere, with keep().)"""
         seen_once = self.seen_once
         key_hash = hash(key)
         if key_hash not in seen_once:
             if len(seen_once) >= self.max_entries:
                 seen_once.clear()
             seen_once.add(key_hash)
-            return
+            return False
         seen_once.discard(key_hash)
+        self.keep(key, value, weight)
+        return True
+
+    def keep(self, key: object, value: object, weight: int = 0) -> None:
         if len(self) >= self.max_entries or self.bytes + weight > self.max_bytes:
             self.clear()
             self.bytes = 0
