@@ -91,6 +91,8 @@ class Agent:
         # costs no load.
         self.user = privileges.resolve_user(cfg.user) if cfg.user else None
         self.tick: Callable[[], None] = lambda: None  # called on the loop's housekeeping (HOUSEKEEPING_S)
+        self._housekeeping_s = HOUSEKEEPING_S
+        self._next_housekeeping = 0.0  # time.monotonic() of the next housekeeping
         self.executables = ExecutableIdentities(
             cfg.executable_sha256_max_bytes if cfg.executable_sha256 else None, cfg.executable_cache_entries,
             cfg.executable_wait_ms / 1000) if cfg.executable_identity else None
@@ -198,8 +200,8 @@ class Agent:
         assert source is not None
         deadline = time.monotonic() + self.cfg.duration if self.cfg.duration else None
         # A stats line more often than the housekeeping's own cadence is not late for it.
-        housekeeping_s = min(HOUSEKEEPING_S, self.cfg.stats_interval or HOUSEKEEPING_S)
-        next_housekeeping = 0.0
+        self._housekeeping_s = min(HOUSEKEEPING_S, self.cfg.stats_interval or HOUSEKEEPING_S)
+        self._next_housekeeping = 0.0
         while not self.stopping.is_set():
             timeout = self.cfg.poll_interval
             if deadline is not None:
@@ -209,36 +211,52 @@ class Agent:
                 timeout = min(timeout, left)
             source.wait(timeout)
             read = self._drain(source)
-            now = time.monotonic()
-            housekeeping = now >= next_housekeeping
             # What a drain read is handed over (written to the spool) at once;
             # when nothing came, the flush still runs on the housekeeping
             # cadence: the spool's heartbeat says the agent is watching (a
             # later start reports the gap after it).
-            if read or housekeeping:
+            if not self._housekeep_if_due() and read:
                 for sink in self.sinks:
                     sink.flush()
-            if housekeeping:
-                next_housekeeping = now + housekeeping_s
-                self.tick()
-                if self.ready is not None:
-                    self.ready.refresh()
         # Detach first, then drain: everything the kernel produced is handled
         # and the counters read later describe exactly that.
         source.detach()
-        self._drain(source)
+        self._drain(source, until_stopped=False)
 
-    def _drain(self, source: EventSource) -> int:
+    def _housekeep_if_due(self) -> bool:
+        """The clock-driven chores (HOUSEKEEPING_S), the sinks' flush first,
+        when their time has come; whether they ran."""
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return False
+        self._next_housekeeping = now + self._housekeeping_s
+        for sink in self.sinks:
+            sink.flush()
+        self.tick()
+        if self.ready is not None:
+            self.ready.refresh()
+        return True
+
+    def _drain(self, source: EventSource, until_stopped: bool = True) -> int:
         """Everything queued, handed to the sinks in parts of DRAIN_RECORDS:
         after the reader was held up (a busy machine) the ring holds
         thousands of records, whose encoded records would otherwise all
         wait in memory for the end of one drain. The caller flushes the
-        last part. Returns how many records were read."""
+        last part. Returns how many records were read.
+
+        While the host execs faster than the agent reads, the ring never
+        empties and this loop would never return: between parts the
+        housekeeping still runs when due (the heap trim, the stats line,
+        the ready file, which a health check reads), and a stop request
+        ends it (until_stopped), the rest is read after detaching."""
         read = 0
         while (part := source.drain(self.handle, DRAIN_RECORDS)) >= DRAIN_RECORDS:
             read += part
-            for sink in self.sinks:
-                sink.flush()
+            if not self._housekeep_if_due():
+                for sink in self.sinks:
+                    sink.flush()
+            if until_stopped and self.stopping.is_set():
+                break
         return read + part
 
     def shutdown(self, timeout_s: float = 10.0) -> None:

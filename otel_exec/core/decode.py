@@ -189,7 +189,7 @@ class Decoder:
             shared = self._decode_shared(key)
             # The raw key, and the attributes the exporter encodes onto it
             # (its argv and env strings are weighed by the block caches).
-            self._shared.remember(key, shared, 3 * len(key))
+            shared.repeats = self._shared.remember(key, shared, 3 * len(key))
         f = shared.fields
         ident = self.identity
         start_ticks = start // self._tick_ns

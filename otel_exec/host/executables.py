@@ -45,21 +45,30 @@ _FLAGGED = {status: ExecutableIdentity(status) for status in (BUSY, CHANGED, GON
 _IDENTIFYING_FIELDS = ("dev", "inode", "ctime")
 
 
+# The `done` of every filled Slot.
+_FILLED = threading.Event()
+_FILLED.set()
+
+
 class Slot:
     """One file's identity: filled once by the worker (or at once with a
-    flag), read by the reader thread and the span encoder."""
+    flag), read by the reader thread and the span encoder.
+
+    A filled slot waits on nothing: its own Event (with its Condition,
+    lock and deque, most of an entry's memory) goes, and `done` is one
+    Event set for good, shared by every filled slot; a waiter that took
+    the slot's own Event before still sees it set."""
 
     __slots__ = ("result", "done")
 
     def __init__(self, result: ExecutableIdentity | None = None) -> None:
         self.result = result
-        self.done = threading.Event()
-        if result is not None:
-            self.done.set()
+        self.done = _FILLED if result is not None else threading.Event()
 
     def fill(self, result: ExecutableIdentity) -> None:
         self.result = result
         self.done.set()
+        self.done = _FILLED
 
 
 class ExecutableIdentities:

@@ -35,15 +35,17 @@ class SharedExec:
     checks it); `parent_exe` the kernel dev and inode of the
     parent's executable; `sampled`: the kernel's sampling draw kept these
     execs (OE_F_SAMPLED). Later stages key what they derive from it by
-    this object."""
+    this object, and keep it only if `repeats`: the decoder's memo kept
+    it (its command came again), a one-off exec's is not worth keeping."""
 
-    __slots__ = ("fields", "parent_exe", "sampled")
+    __slots__ = ("fields", "parent_exe", "sampled", "repeats")
 
     def __init__(self, fields: tuple[object, ...], parent_exe: tuple[int, int] | None = (0, 0),
                  sampled: bool = False) -> None:
         self.fields = fields
         self.parent_exe = parent_exe
         self.sampled = sampled
+        self.repeats = False
 
     @classmethod
     def of(cls, parent_exe: tuple[int, int] | None, sampled: bool, named: tuple[object, ...]) -> SharedExec:

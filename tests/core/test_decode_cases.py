@@ -104,6 +104,7 @@ def test_container_id_of_each_runtime_s_cgroup_layout(cgroup: str, container: st
 def test_up_to_seven_bytes_of_padding_and_not_eight() -> None:
     rec = exec_record({"argv": b"a\0b\0"})
     decoder = Decoder(IDENTITY)
+    decode_exec(rec, decoder)  # its shared part is kept from the second sighting on
     want = decode_exec(rec, decoder)
     for pad in range(1, 8):
         assert decode_exec(rec + b"\xee" * pad, decoder) == want
@@ -302,43 +303,71 @@ def test_an_exit_status_with_bits_over_16_keeps_the_exit_code_byte() -> None:
 
 # -- memos ---------------------------------------------------------------------
 
+def remember_twice(cache: BoundedCache, key: object, value: object, weight: int = 0) -> None:
+    """A value is kept from the second time its key is remembered on."""
+    cache.remember(key, value, weight)
+    cache.remember(key, value, weight)
+
+
+def test_a_bounded_cache_keeps_a_value_from_the_second_time_on() -> None:
+    cache = BoundedCache(max_entries=3, max_bytes=100)
+    cache.remember("a", "A", 10)
+    assert dict(cache) == {} and cache.bytes == 0 and cache.seen_once == {hash("a")}
+    cache.remember("a", "A", 10)
+    assert dict(cache) == {"a": "A"} and cache.bytes == 10 and cache.seen_once == set()
+    # Keys seen once are bounded too: the fourth empties the set.
+    for key in "bcde":
+        cache.remember(key, key.upper(), 1)
+    assert dict(cache) == {"a": "A"} and cache.seen_once == {hash("e")}
+    cache.remember("b", "B", 1)  # forgotten: once again
+    assert dict(cache) == {"a": "A"} and cache.seen_once == {hash("e"), hash("b")}
+
+
 def test_a_bounded_cache_empties_once_it_holds_max_entries() -> None:
     cache = BoundedCache(max_entries=3, max_bytes=100)
     for key in "abc":
-        cache.remember(key, key.upper(), 10)
+        remember_twice(cache, key, key.upper(), 10)
     assert dict(cache) == {"a": "A", "b": "B", "c": "C"} and cache.bytes == 30
-    cache.remember("d", "D", 5)
+    remember_twice(cache, "d", "D", 5)
     assert dict(cache) == {"d": "D"} and cache.bytes == 5
 
 
 def test_a_bounded_cache_empties_once_its_weight_would_pass_max_bytes() -> None:
     cache = BoundedCache(max_entries=100, max_bytes=30)
-    cache.remember("a", 1, 10)
-    cache.remember("b", 2, 20)  # exactly max_bytes: kept
+    remember_twice(cache, "a", 1, 10)
+    remember_twice(cache, "b", 2, 20)  # exactly max_bytes: kept
     assert dict(cache) == {"a": 1, "b": 2} and cache.bytes == 30
-    cache.remember("c", 3, 1)
+    remember_twice(cache, "c", 3, 1)
     assert dict(cache) == {"c": 3} and cache.bytes == 1
-    cache.remember("d", 4, 40)  # heavier than the bound on its own: kept alone
+    remember_twice(cache, "d", 4, 40)  # heavier than the bound on its own: kept alone
     assert dict(cache) == {"d": 4} and cache.bytes == 40
 
 
 def test_a_bounded_cache_s_default_bounds() -> None:
     cache = BoundedCache()
     for i in range(1024):
-        cache.remember(i, i)
+        remember_twice(cache, i, i)
     assert len(cache) == 1024
-    cache.remember("next", 0)
+    remember_twice(cache, "next", 0)
     assert list(cache) == ["next"]
-    cache.remember("half", 0, 1 << 20)
-    cache.remember("rest", 0, 1 << 20)
+    remember_twice(cache, "half", 0, 1 << 20)
+    remember_twice(cache, "rest", 0, 1 << 20)
     assert len(cache) == 3 and cache.bytes == 2 << 20
-    cache.remember("one more", 0, 1)
+    remember_twice(cache, "one more", 0, 1)
     assert list(cache) == ["one more"]
+    for i in range(1024):
+        cache.remember(("once", i), i)
+    assert len(cache.seen_once) == 1024
+    cache.remember("next once", 0)
+    assert cache.seen_once == {hash("next once")}
 
 
 def test_identical_blocks_decode_to_one_shared_instance() -> None:
     decoder = Decoder(IDENTITY)
+    once = decode_exec(exec_record({"argv": b"make\0-j8\0", "env": b"A=1\0"}, pid=0), decoder)
     first = decode_exec(exec_record({"argv": b"make\0-j8\0", "env": b"A=1\0"}, pid=1), decoder)
+    # Seen once, a block is decoded and not kept (a one-off exec's would fill the memo).
+    assert once.argv == first.argv and once.argv is not first.argv
     again = decode_exec(exec_record({"argv": b"make\0-j8\0", "env": b"A=1\0"}, pid=2, cgroup_id=9), decoder)
     assert again.argv is first.argv and again.env is first.env
     assert type(first.argv) is Strings and type(first.env) is Strings  # where lineage keeps the trace context
@@ -367,8 +396,11 @@ def test_the_memos_of_blocks_and_paths_are_bounded_by_twice_the_raw_bytes(string
         strings = {"pathname": b"", string: raw}
         return getattr(decode_exec(exec_record(strings, cgroup_id=next(cgroup_ids)), decoder), field)
 
+    for raw in raws[:8]:
+        decoded(raw)  # seen once: kept from the next time on
     first = [decoded(raw) for raw in raws[:8]]
     assert all(decoded(raw) is value for raw, value in zip(raws, first))
+    decoded(raws[8])
     decoded(raws[8])
     again = decoded(raws[1])
     assert again == first[1] and again is not first[1]
@@ -379,8 +411,11 @@ def test_the_shared_part_memo_is_weighed_at_three_times_its_bytes() -> None:
     weighs 3 x its bytes against 2 MiB: five fit, the sixth empties it."""
     decoder = Decoder(IDENTITY)
     env = [b"%04d" % i + b"y" * (128 * 1024 - 5) + b"\0" for i in range(6)]
+    for e in env[:5]:
+        decode_exec(exec_record({"env": e}), decoder)  # seen once: kept from the next time on
     first = [decode_exec(exec_record({"env": e}, pid=i), decoder) for i, e in enumerate(env[:5])]
     assert all(decode_exec(exec_record({"env": e}), decoder).shared is f.shared for e, f in zip(env, first))
+    decode_exec(exec_record({"env": env[5]}), decoder)
     decode_exec(exec_record({"env": env[5]}), decoder)
     assert decode_exec(exec_record({"env": env[0]}), decoder).shared is not first[0].shared
 
@@ -405,6 +440,7 @@ def test_paths_and_cgroups_are_remembered_with_their_flags() -> None:
     """The same bytes with other path flags are another path."""
     decoder = Decoder(IDENTITY)
     cut = layout.PF_TRUNCATED << (layout.F_PATH_SHIFT + layout.F_PATH_BITS * 4)
+    decode_exec(exec_record({"cgroup": path_bytes(f"/docker/{HEX64}"), "pwd": path_bytes("/w")}), decoder)  # seen once
     plain = decode_exec(exec_record({"cgroup": path_bytes(f"/docker/{HEX64}"), "pwd": path_bytes("/w")}), decoder)
     trunc = decode_exec(exec_record({"cgroup": path_bytes(f"/docker/{HEX64}"), "pwd": path_bytes("/w")},
                                     flags=cut | (layout.PF_DELETED << (layout.F_PATH_SHIFT + 3 * 3))), decoder)
@@ -415,6 +451,7 @@ def test_paths_and_cgroups_are_remembered_with_their_flags() -> None:
     # shared part: another cgroup id) reuses them
     strings = {"cgroup": path_bytes(f"/docker/{HEX64}"), "pwd": path_bytes("/w"), "stdin": path_bytes("/dev/pts/0")}
     tty = 0o020620
+    decode_exec(exec_record(strings, cgroup_id=3, stdin_mode=tty), decoder)  # stdin's path seen once
     once = decode_exec(exec_record(strings, cgroup_id=4, stdin_mode=tty), decoder)
     again = decode_exec(exec_record(strings, cgroup_id=5, stdin_mode=tty), decoder)
     assert again.shared is not plain.shared and again.shared is not once.shared
@@ -424,7 +461,8 @@ def test_paths_and_cgroups_are_remembered_with_their_flags() -> None:
 
 
 def test_a_block_is_decoded_once_and_redacted_once_by_the_policy() -> None:
-    """Identical blocks decode to one shared list, which the policy stage
+    """Identical blocks decode to one shared list (from their second
+    sighting on), which the policy stage
     redacts in place the first time: its result is the event's list, and
     the trace context is read before redaction."""
     calls: list[list[str]] = []
@@ -440,6 +478,7 @@ def test_a_block_is_decoded_once_and_redacted_once_by_the_policy() -> None:
     decoder = Decoder(IDENTITY)
     policy = ExecPolicy(Upper(), 1, lambda env: {"TRACEPARENT": "00-1-2-01"})  # type: ignore[arg-type]
     env = b"TOKEN=hunter2\0A=1\0"
+    decode_exec(exec_record({"argv": b"make\0", "env": env}, cgroup_id=0), decoder)  # seen once: not kept
     first = decode_exec(exec_record({"argv": b"make\0", "env": env}, cgroup_id=1), decoder)
     second = decode_exec(exec_record({"argv": b"make\0", "env": env}, cgroup_id=2), decoder)
     policy.apply(first)

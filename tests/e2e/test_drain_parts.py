@@ -106,3 +106,47 @@ def test_every_drain_that_read_something_is_flushed_at_once() -> None:
     # Records reach the sinks (the spool) at the end of the drain that read them.
     assert sink.flushed_at == [3 * turn for turn in range(1, source.turns + 1)]
     assert len(ticks) == 1
+
+
+class Flood:
+    """A host that execs faster than the agent reads: every drain finds a
+    full part, for `parts` parts (then the ring is empty)."""
+
+    run_time_capabilities: set[int] = set()
+
+    def __init__(self, parts: int) -> None:
+        self.parts_left = parts
+        self.left_at_detach: int | None = None
+
+    def wait(self, timeout_s: float) -> None: ...
+
+    def drain(self, handle: Callable[[object], None], max_records: int | None = None) -> int:
+        if not self.parts_left:
+            return 0
+        self.parts_left -= 1
+        return agent_mod.DRAIN_RECORDS
+
+    def detach(self) -> None:
+        self.left_at_detach = self.parts_left
+        self.parts_left = 0  # what the programs queued until now: nothing more
+
+
+def test_a_ring_that_never_empties_still_gets_housekeeping_and_a_stop(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Housekeeping due at every part: the loop is deterministic, untimed.
+    monkeypatch.setattr(agent_mod, "HOUSEKEEPING_S", 0.0)
+    source = Flood(parts=1000)
+    agent = Agent(Config(), [FlushLog([])], HostIdentity.current())  # type: ignore[list-item]
+    agent.source = source  # type: ignore[assignment]
+    flood_left_at_ticks: list[int] = []
+
+    def tick() -> None:
+        flood_left_at_ticks.append(source.parts_left)
+        if len(flood_left_at_ticks) == 3:
+            agent.stop()
+
+    agent.tick = tick
+    agent.run()
+    # The heap trim, the stats line and the ready file ran while the flood
+    # went on, and the stop request ended the loop before the ring emptied.
+    assert flood_left_at_ticks[:3] == [999, 998, 997]
+    assert source.left_at_detach is not None and source.left_at_detach > 0

@@ -259,6 +259,9 @@ def test_the_shared_encoding_is_remembered_per_shared_part() -> None:
     shared = SharedExec(())
     first = sample_exec(argv=["first"])
     first.shared = shared
+    encode.exec_attributes(first)
+    assert shared not in encode._shared_encodings  # a one-off exec's shared part: not kept
+    shared.repeats = True  # as the decoder marks one its own memo keeps
     enc = encode.exec_attributes(first)
     common, body = encode._shared_encodings[shared]
     assert (enc.common.log, enc.common.span, enc.body) == (common.log, common.span, body)

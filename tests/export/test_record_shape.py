@@ -86,6 +86,7 @@ def test_the_budget_shrinks_and_grows_with_the_options() -> None:
 def test_shaping_is_cached_with_the_shared_part() -> None:
     from otel_exec.model.events import SharedExec
     shared = SharedExec(())
+    shared.repeats = True  # as the decoder marks a repeated command's: its encoding is kept
     first = encode.exec_attributes(_huge_exec(shared=shared))
     again = encode.exec_attributes(_huge_exec(shared=shared, host_pid=9))
     assert again.common is first.common and again.body is first.body

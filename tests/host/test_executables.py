@@ -143,6 +143,25 @@ def test_cache_is_bounded(tmp_path: Path) -> None:
         ids.stop()
 
 
+def test_cached_identities_keep_no_event_of_their_own(tmp_path: Path) -> None:
+    """A full cache of filled slots shares one set Event: each slot's own
+    (a Condition, a lock, a deque) was most of an entry's memory."""
+    ids = started(cache_entries=8)
+    try:
+        waiting = []
+        for i in range(8):
+            f = tmp_path / f"b{i}"
+            f.write_bytes(bytes([i]) * 100)
+            slot = ids._open_and_queue(exec_event(f), (0, 0, i))
+            waiting.append(slot.done)  # taken before the fill, as the reader's wait takes it
+            assert slot.done.wait(5)
+        assert all(event.is_set() for event in waiting)
+        assert len({id(slot.done) for slot in ids._cache.values()}) == 1
+        assert all(slot.result is not None and slot.result.status == COMPLETE for slot in ids._cache.values())
+    finally:
+        ids.stop()
+
+
 def test_wait_is_bounded(tmp_path: Path) -> None:
     """A file that takes long to hash does not hold the exec until it is
     done: the record goes out pending, the value comes later."""

@@ -41,6 +41,11 @@ def test_each_distinct_block_is_redacted_once_in_place() -> None:
     policy = ExecPolicy(redaction, 1, trace_context_entries)
     decoder = Decoder(IDENTITY)
     env = [b"API_TOKEN=s3cr3t", b"TRACEPARENT=" + TP.encode(), b"PATH=/bin"]
+    # A block seen once is decoded (and redacted) on its own: the memos keep
+    # what repeats, from its second sighting on.
+    once = decoder.decode(record(9, [b"mysql", b"-pHunter2", b"db"], env))
+    assert isinstance(once, ExecEvent)
+    policy.apply(once)
     events = []
     for pid in (10, 11, 12):
         ev = decoder.decode(record(pid, [b"mysql", b"-pHunter2", b"db"], env))
@@ -50,15 +55,20 @@ def test_each_distinct_block_is_redacted_once_in_place() -> None:
     other = decoder.decode(record(13, [b"mysql", b"-pOther", b"db"], env))
     assert isinstance(other, ExecEvent)
     policy.apply(other)
-    for ev in events:
+    for ev in (once, *events):
         assert ev.argv == ["mysql", f"-p{REDACTED}", "db"]
         assert ev.env == [f"API_TOKEN={REDACTED}", f"TRACEPARENT={TP}", "PATH=/bin"]
+    for ev in events:
         assert ev.argv is events[0].argv and ev.env is events[0].env
+    assert once.argv is not events[0].argv
     assert other.argv == ["mysql", f"-p{REDACTED}", "db"] and other.env is events[0].env
-    assert redaction.calls == {"argv": 2, "env": 1}
+    assert redaction.calls == {"argv": 3, "env": 2}
     # The decoder's caches hold the redacted block: a later exec gets it as is.
     again = decoder.decode(record(14, [b"mysql", b"-pOther", b"db"], env))
-    assert isinstance(again, ExecEvent) and again.argv is other.argv and again.argv == other.argv
+    assert isinstance(again, ExecEvent)
+    policy.apply(again)
+    later = decoder.decode(record(15, [b"mysql", b"-pOther", b"db"], env))
+    assert isinstance(later, ExecEvent) and later.argv is again.argv and later.argv == other.argv
 
 
 def test_lineage_reads_the_trace_context_from_before_redaction() -> None:

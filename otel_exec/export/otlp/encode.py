@@ -544,7 +544,8 @@ def exec_attributes(ev: ExecEvent, span_set: int = SPAN_SLIM,
         common = _encoding_of_shared(shared)
         if common is None:
             common = _shared_encoding(ev, span_set, limits)
-            _shared_encodings.remember(shared, common, len(common[0].log) + len(common[0].span) + len(common[1]))
+            if shared.repeats:  # a one-off exec's encoding is not asked for again
+                _shared_encodings.keep(shared, common, len(common[0].log) + len(common[0].span) + len(common[1]))
         attrs, body = common
     native = _native_exec_ids(ev, span_set == SPAN_SLIM) if _native_exec_ids is not None else None
     if native is not None:
