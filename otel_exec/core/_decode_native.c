@@ -85,6 +85,16 @@ typedef struct {
      * command come in runs, and a bytes object keeps its hash, so the next
      * lookup of an equal part costs a memcmp instead of a copy and a hash. */
     PyObject *last_key;
+    /* The last SharedExec found and its fields and parent_exe, read once
+     * per run of execs of one command rather than per exec. */
+    PyObject *last_shared, *last_fields, *last_parent_exe;
+    /* The last parent exec id worked out, and what it was worked out from
+     * (the image parent's pid and start, and the parent_exe pair, held):
+     * the children of one parent come in runs, and the id is a function of
+     * these alone (reference._parent_exec_id). */
+    PyObject *last_parent_of, *last_parent_id;
+    uint32_t last_ppid;
+    uint64_t last_pstart;
     PyTypeObject *exec_type;
     PyTypeObject *exit_type;
     long long to_epoch;      /* realtime_minus_boottime_ns */
@@ -250,6 +260,11 @@ static int Decoder_init(DecoderObject *self, PyObject *args, PyObject *kwds)
     X(not_collected) \
     X(to_epoch_obj) \
     X(last_key) \
+    X(last_shared) \
+    X(last_fields) \
+    X(last_parent_exe) \
+    X(last_parent_of) \
+    X(last_parent_id) \
     X(exec_type) \
     X(exit_type)
 
@@ -410,8 +425,19 @@ static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32
     }
     Py_XSETREF(self->last_key, key);
     Py_INCREF(shared);
-    PyObject *fields = PyObject_GetAttr(shared, s_fields);
-    PyObject *parent_exe = fields ? PyObject_GetAttr(shared, s_parent_exe) : NULL;
+    PyObject *fields, *parent_exe;
+    if (shared == self->last_shared) {
+        fields = Py_NewRef(self->last_fields);
+        parent_exe = Py_NewRef(self->last_parent_exe);
+    } else {
+        fields = PyObject_GetAttr(shared, s_fields);
+        parent_exe = fields ? PyObject_GetAttr(shared, s_parent_exe) : NULL;
+        if (parent_exe != NULL) {
+            Py_XSETREF(self->last_shared, Py_NewRef(shared));
+            Py_XSETREF(self->last_fields, Py_NewRef(fields));
+            Py_XSETREF(self->last_parent_exe, Py_NewRef(parent_exe));
+        }
+    }
     PyObject *ev = NULL, *id = NULL, *pid_ = NULL;
     if (parent_exe == NULL)
         goto done;
@@ -427,9 +453,18 @@ static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32
                  PyTuple_GET_ITEM(fields, self->inode_index));
     if (id == NULL)
         goto done;
-    pid_ = parent_exec_id(self, rd32(p + OFF_IMAGE_PPID), pstart, parent_exe);
-    if (pid_ == NULL)
-        goto done;
+    uint32_t ppid = rd32(p + OFF_IMAGE_PPID);
+    if (parent_exe == self->last_parent_of && ppid == self->last_ppid && pstart == self->last_pstart) {
+        pid_ = Py_NewRef(self->last_parent_id);
+    } else {
+        pid_ = parent_exec_id(self, ppid, pstart, parent_exe);
+        if (pid_ == NULL)
+            goto done;
+        Py_XSETREF(self->last_parent_of, Py_NewRef(parent_exe));
+        Py_XSETREF(self->last_parent_id, Py_NewRef(pid_));
+        self->last_ppid = ppid;
+        self->last_pstart = pstart;
+    }
     PyObject *v[X_COUNT] = {NULL};
     v[X_TIMESTAMP] = plus_epoch(self, rd64(p + OFF_BOOT_NS));
     v[X_PID] = PyLong_FromUnsignedLong(rd32(p + OFF_PID));
