@@ -781,23 +781,25 @@ out:
 }
 
 /* exit_record(ended, observed_ns): encode.exit_record. */
-static PyObject *exit_record(PyObject *self, PyObject *args)
+static PyObject *exit_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	PyObject *ended, *observed, *info = NULL, *end = NULL, *exec_id = NULL, *exec_kv = NULL, *exe = NULL;
 	PyObject *name = NULL, *late = NULL, *result = NULL;
 	uint64_t observed_ns, start_ns, end_ns, pid;
 	struct context c = {0};
 
-	if (!PyArg_ParseTuple(args, "OO", &ended, &observed))
-		return NULL;
+	if (nargs != 2)
+		return PyErr_Format(PyExc_TypeError, "exit_record() takes 2 arguments (%zd given)", nargs);
 	if (!ready)
 		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
+	ended = args[0];
+	observed = args[1];
 	if ((info = attr(ended, s_process)) == NULL)
 		goto out;
 	if (u64_of(observed, &observed_ns) || get_u64(ended, s_start_ns, &start_ns) ||
 	    get_u64(ended, s_end_ns, &end_ns) || get_u64(info, s_pid, &pid) || get_u64(ended, s_trace_flags, &c.flags)) {
 		if (did_not_fit())
-			result = PyObject_Call(py_exit_record, args, NULL);
+			result = PyObject_Vectorcall(py_exit_record, args, nargs, NULL);
 		goto out;
 	}
 	if ((end = ending_of(ended, info)) == NULL)
@@ -841,7 +843,7 @@ static PyObject *exit_record(PyObject *self, PyObject *args)
 	Py_DECREF(identity);
 	int mine = get_context(ended, &c);
 	if (mine == 1)
-		result = PyObject_Call(py_exit_record, args, NULL);
+		result = PyObject_Vectorcall(py_exit_record, args, nargs, NULL);
 	if (mine != 0)
 		goto out;
 	PyObject *pid_head = head_for(pid_heads, pid), *end_log = PyTuple_GET_ITEM(end, 1);
@@ -930,7 +932,7 @@ static PyMethodDef methods[] = {
 	{"exec_record", (PyCFunction)(void (*)(void))exec_record, METH_FASTCALL,
 	 "exec_record(ev, span, span_set, limits, observed_ns) -> bytes; sets span.attributes"},
 	{"span", span, METH_O, "span(ended) -> bytes"},
-	{"exit_record", exit_record, METH_VARARGS, "exit_record(ended, observed_ns) -> bytes"},
+	{"exit_record", (PyCFunction)(void (*)(void))exit_record, METH_FASTCALL, "exit_record(ended, observed_ns) -> bytes"},
 	{NULL, NULL, 0, NULL},
 };
 
