@@ -12,7 +12,7 @@ from otel_exec.host import privileges
 from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.config import Config
 from otel_exec.errors import UsageError
-from otel_exec.model.events import Event, ExecEvent, UnreportedExecEvent
+from otel_exec.model.events import Event, ExecEvent, ExitEvent
 from otel_exec.host.identity import HostIdentity
 from otel_exec.host.procevents import observed_execs
 from otel_exec.lineage.proctable import ProcessTable
@@ -173,7 +173,13 @@ class Agent:
                              f"{' (as --user ' + self.cfg.user + ')' if self.cfg.user else ''}") from None
 
     def handle(self, ev: Event) -> None:
-        if isinstance(ev, ExecEvent):
+        # An exit is the most frequent record (one per process, reported or
+        # not): tested first and by its exact type (the decoders make
+        # events of exactly these types), cheaper than isinstance's misses.
+        if type(ev) is ExitEvent:
+            self.exits_seen += 1
+            self.lineage.on_exit(ev)
+        elif isinstance(ev, ExecEvent):
             self.policy.apply(ev)
             if ev.observed:
                 span = self.lineage.on_exec(ev)
@@ -189,11 +195,8 @@ class Agent:
                 for sink in self.sinks:
                     sink.on_exec(ev, span)  # type: ignore[arg-type]  # every reported image has one
                 self.exported += 1
-        elif isinstance(ev, UnreportedExecEvent):
-            self.lineage.on_unreported_exec(ev)
         else:
-            self.exits_seen += 1
-            self.lineage.on_exit(ev)
+            self.lineage.on_unreported_exec(ev)  # type: ignore[arg-type]  # the one type left
 
     def run(self) -> None:
         source = self.source

@@ -78,13 +78,33 @@ typedef struct {
     PyObject *decode_error;  /* its DecodeError */
     PyObject *shared_cache;  /* reference._shared: raw shared part -> SharedExec */
     PyObject *parents;       /* reference._parents: (pid, start ns, kdev, inode) -> exec id */
-    PyObject *id_prefix;     /* identity._id_prefix: blake2b state after the host part */
+    PyObject *id_host_part;  /* identity._id_host_part: the bytes every exec id hashes first */
+    /* BLAKE2b-128 state after the host part's whole blocks, and the rest of it. */
+    uint64_t id_h[8];
+    uint64_t id_hashed;      /* bytes compressed into id_h */
+    unsigned char id_tail[128];
+    Py_ssize_t id_tail_len;
     PyObject *not_collected; /* reference.not_collected */
     PyObject *to_epoch_obj;
     /* The key of the last shared part found in shared_cache: execs of one
      * command come in runs, and a bytes object keeps its hash, so the next
      * lookup of an equal part costs a memcmp instead of a copy and a hash. */
     PyObject *last_key;
+    /* The last SharedExec found and its fields and parent_exe, read once
+     * per run of execs of one command rather than per exec. */
+    PyObject *last_shared, *last_fields, *last_parent_exe;
+    /* The last parent exec id worked out, and what it was worked out from
+     * (the image parent's pid and start, and the parent_exe pair, held):
+     * the children of one parent come in runs, and the id is a function of
+     * these alone (reference._parent_exec_id). */
+    PyObject *last_parent_of, *last_parent_id;
+    uint32_t last_ppid;
+    uint64_t last_pstart;
+    /* The last exit's comm, decoded, and its bytes: the exits of a storm
+     * name one command, whose str is then shared rather than decoded anew. */
+    PyObject *last_comm;
+    unsigned char last_comm_raw[COMM_LEN];
+    Py_ssize_t last_comm_len;
     PyTypeObject *exec_type;
     PyTypeObject *exit_type;
     long long to_epoch;      /* realtime_minus_boottime_ns */
@@ -96,7 +116,7 @@ typedef struct {
     Py_ssize_t exit_off[EXIT_COUNT];
 } DecoderObject;
 
-static PyObject *s_fields, *s_parent_exe, *s_copy, *s_update, *s_hexdigest, *s_decode, *s_parent_exec_id,
+static PyObject *s_fields, *s_parent_exe, *s_decode, *s_parent_exec_id,
     *s_empty;
 
 static inline uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -158,6 +178,79 @@ static int same_slots(PyTypeObject *type, const char *const *names, Py_ssize_t n
     return result;
 }
 
+/* BLAKE2b (RFC 7693) with a 16-byte digest and no key, as
+ * hashlib.blake2b(digest_size=16): identity.exec_id's hash. In C rather
+ * than through the hashlib object (a copy, an update and a hexdigest call
+ * per exec, and their objects). */
+static const uint64_t BLAKE2B_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+static const uint8_t BLAKE2B_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11}, {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5}, {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+#define ID_DIGEST 16
+
+static inline uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
+
+/* One 128-byte block into h; t: bytes hashed up to its end; last: the final block. */
+static void blake2b_compress(uint64_t h[8], const unsigned char *block, uint64_t t, int last)
+{
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = BLAKE2B_IV[i];
+    }
+    v[12] ^= t;
+    if (last)
+        v[14] = ~v[14];
+    for (int i = 0; i < 16; i++)
+        m[i] = rd64(block + 8 * i);
+#define G(a, b, c, d, x, y)                                                                                  \
+    do {                                                                                                     \
+        v[a] += v[b] + (x); v[d] = rotr64(v[d] ^ v[a], 32); v[c] += v[d]; v[b] = rotr64(v[b] ^ v[c], 24); \
+        v[a] += v[b] + (y); v[d] = rotr64(v[d] ^ v[a], 16); v[c] += v[d]; v[b] = rotr64(v[b] ^ v[c], 63); \
+    } while (0)
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = BLAKE2B_SIGMA[r];
+        G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+#undef G
+    for (int i = 0; i < 8; i++)
+        h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* The state after the host part (every exec id starts with it): its whole
+ * blocks compressed (never the last block: 32 bytes always follow), the
+ * rest kept. Byte counts stay far below 2^64: the high counter word is 0. */
+static void id_start(DecoderObject *self, const unsigned char *host, Py_ssize_t n)
+{
+    for (int i = 0; i < 8; i++)
+        self->id_h[i] = BLAKE2B_IV[i];
+    self->id_h[0] ^= 0x01010000 ^ ID_DIGEST; /* digest length, no key, fanout 1, depth 1 */
+    self->id_hashed = 0;
+    while (n > 128) {
+        self->id_hashed += 128;
+        blake2b_compress(self->id_h, host, self->id_hashed, 0);
+        host += 128;
+        n -= 128;
+    }
+    memcpy(self->id_tail, host, n);
+    self->id_tail_len = n;
+}
+
 static int Decoder_init(DecoderObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"reference", "decode_error", "exec_type", "shared_fields", "exit_type", NULL};
@@ -186,11 +279,16 @@ static int Decoder_init(DecoderObject *self, PyObject *args, PyObject *kwds)
     PyObject *identity = PyObject_GetAttrString(reference, "identity");
     if (identity == NULL)
         return -1;
-    Py_XSETREF(self->id_prefix, PyObject_GetAttrString(identity, "_id_prefix"));
+    Py_XSETREF(self->id_host_part, PyObject_GetAttrString(identity, "_id_host_part"));
     Py_XSETREF(self->to_epoch_obj, PyObject_GetAttrString(identity, "realtime_minus_boottime_ns"));
     Py_DECREF(identity);
-    if (!self->id_prefix || !self->to_epoch_obj)
+    if (!self->id_host_part || !self->to_epoch_obj)
         return -1;
+    if (!PyBytes_Check(self->id_host_part)) {
+        PyErr_SetString(PyExc_TypeError, "HostIdentity._id_host_part must be bytes");
+        return -1;
+    }
+    id_start(self, (const unsigned char *)PyBytes_AS_STRING(self->id_host_part), PyBytes_GET_SIZE(self->id_host_part));
     self->to_epoch = PyLong_AsLongLong(self->to_epoch_obj);
     if (self->to_epoch == -1 && PyErr_Occurred())
         return -1;
@@ -246,10 +344,16 @@ static int Decoder_init(DecoderObject *self, PyObject *args, PyObject *kwds)
     X(decode_error) \
     X(shared_cache) \
     X(parents) \
-    X(id_prefix) \
+    X(id_host_part) \
     X(not_collected) \
     X(to_epoch_obj) \
     X(last_key) \
+    X(last_shared) \
+    X(last_fields) \
+    X(last_parent_exe) \
+    X(last_parent_of) \
+    X(last_parent_id) \
+    X(last_comm) \
     X(exec_type) \
     X(exit_type)
 
@@ -295,30 +399,40 @@ static PyObject *plus_epoch(DecoderObject *self, uint64_t ns)
 }
 
 /* identity.exec_id(pid, start_ticks, dev, inode): blake2b of the host part
- * (kept hashed in id_prefix) and the four as "<QQQQ". */
+ * and the four as "<QQQQ", in hex. */
 static PyObject *exec_id(DecoderObject *self, uint64_t pid, uint64_t ticks, PyObject *dev, PyObject *inode)
 {
-    unsigned char packed[32];
     uint64_t v[4] = {pid, ticks, PyLong_AsUnsignedLongLong(dev), PyLong_AsUnsignedLongLong(inode)};
     if (PyErr_Occurred())
         return NULL;
+    unsigned char buf[256] = {0};
+    Py_ssize_t n = self->id_tail_len;
+    memcpy(buf, self->id_tail, n);
     for (int i = 0; i < 4; i++)
         for (int b = 0; b < 8; b++)
-            packed[i * 8 + b] = (unsigned char)(v[i] >> (8 * b));
-    PyObject *h = PyObject_CallMethodNoArgs(self->id_prefix, s_copy);
-    if (h == NULL)
-        return NULL;
-    PyObject *data = PyBytes_FromStringAndSize((const char *)packed, sizeof packed);
-    PyObject *r = data ? PyObject_CallMethodOneArg(h, s_update, data) : NULL;
-    Py_XDECREF(data);
-    if (r == NULL) {
-        Py_DECREF(h);
-        return NULL;
+            buf[n++] = (unsigned char)(v[i] >> (8 * b));
+    uint64_t h[8];
+    memcpy(h, self->id_h, sizeof h);
+    uint64_t hashed = self->id_hashed;
+    const unsigned char *block = buf;
+    if (n > 128) { /* the tail and the fields span two blocks */
+        hashed += 128;
+        blake2b_compress(h, block, hashed, 0);
+        block += 128;
+        n -= 128;
     }
-    Py_DECREF(r);
-    r = PyObject_CallMethodNoArgs(h, s_hexdigest);
-    Py_DECREF(h);
-    return r;
+    blake2b_compress(h, block, hashed + n, 1); /* zero-padded */
+    PyObject *hex = PyUnicode_New(2 * ID_DIGEST, 127);
+    if (hex == NULL)
+        return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(hex);
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < ID_DIGEST; i++) {
+        unsigned char byte = (unsigned char)(h[i / 8] >> (8 * (i % 8)));
+        out[2 * i] = digits[byte >> 4];
+        out[2 * i + 1] = digits[byte & 15];
+    }
+    return hex;
 }
 
 /* reference._parent_exec_id, its cache hit here. */
@@ -410,8 +524,19 @@ static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32
     }
     Py_XSETREF(self->last_key, key);
     Py_INCREF(shared);
-    PyObject *fields = PyObject_GetAttr(shared, s_fields);
-    PyObject *parent_exe = fields ? PyObject_GetAttr(shared, s_parent_exe) : NULL;
+    PyObject *fields, *parent_exe;
+    if (shared == self->last_shared) {
+        fields = Py_NewRef(self->last_fields);
+        parent_exe = Py_NewRef(self->last_parent_exe);
+    } else {
+        fields = PyObject_GetAttr(shared, s_fields);
+        parent_exe = fields ? PyObject_GetAttr(shared, s_parent_exe) : NULL;
+        if (parent_exe != NULL) {
+            Py_XSETREF(self->last_shared, Py_NewRef(shared));
+            Py_XSETREF(self->last_fields, Py_NewRef(fields));
+            Py_XSETREF(self->last_parent_exe, Py_NewRef(parent_exe));
+        }
+    }
     PyObject *ev = NULL, *id = NULL, *pid_ = NULL;
     if (parent_exe == NULL)
         goto done;
@@ -427,9 +552,18 @@ static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32
                  PyTuple_GET_ITEM(fields, self->inode_index));
     if (id == NULL)
         goto done;
-    pid_ = parent_exec_id(self, rd32(p + OFF_IMAGE_PPID), pstart, parent_exe);
-    if (pid_ == NULL)
-        goto done;
+    uint32_t ppid = rd32(p + OFF_IMAGE_PPID);
+    if (parent_exe == self->last_parent_of && ppid == self->last_ppid && pstart == self->last_pstart) {
+        pid_ = Py_NewRef(self->last_parent_id);
+    } else {
+        pid_ = parent_exec_id(self, ppid, pstart, parent_exe);
+        if (pid_ == NULL)
+            goto done;
+        Py_XSETREF(self->last_parent_of, Py_NewRef(parent_exe));
+        Py_XSETREF(self->last_parent_id, Py_NewRef(pid_));
+        self->last_ppid = ppid;
+        self->last_pstart = pstart;
+    }
     PyObject *v[X_COUNT] = {NULL};
     v[X_TIMESTAMP] = plus_epoch(self, rd64(p + OFF_BOOT_NS));
     v[X_PID] = PyLong_FromUnsignedLong(rd32(p + OFF_PID));
@@ -475,6 +609,18 @@ static PyObject *decode_exit(DecoderObject *self, const unsigned char *p)
      * end), 0x80 a core dump, else the exit code in bits 8-15. */
     uint32_t signo = status & 0x7F;
     int killed = signo != 0 && signo != 0x7F;
+    Py_ssize_t comm_len = nul ? nul - comm : COMM_LEN;
+    PyObject *name;
+    if (self->last_comm != NULL && comm_len == self->last_comm_len && memcmp(comm, self->last_comm_raw, comm_len) == 0) {
+        name = Py_NewRef(self->last_comm);
+    } else {
+        name = PyUnicode_DecodeUTF8((const char *)comm, comm_len, "backslashreplace");
+        if (name != NULL) {
+            Py_XSETREF(self->last_comm, Py_NewRef(name));
+            memcpy(self->last_comm_raw, comm, comm_len);
+            self->last_comm_len = comm_len;
+        }
+    }
     PyObject *v[EXIT_COUNT] = {
         plus_epoch(self, rd64(p + OFF_BOOT_NS)),
         PyLong_FromUnsignedLong(rd32(p + OFF_EXIT_PID)),
@@ -482,7 +628,7 @@ static PyObject *decode_exit(DecoderObject *self, const unsigned char *p)
         killed ? Py_NewRef(Py_None) : PyLong_FromUnsignedLong((status >> 8) & 0xFF),
         killed ? PyLong_FromUnsignedLong(signo) : Py_NewRef(Py_None),
         PyBool_FromLong(killed && (status & 0x80)),
-        PyUnicode_DecodeUTF8((const char *)comm, nul ? nul - comm : COMM_LEN, "backslashreplace"),
+        name,
     };
     return new_event(self->exit_type, v, EXIT_COUNT, self->exit_off);
 }
@@ -844,9 +990,6 @@ PyMODINIT_FUNC PyInit__decode_native(void)
 {
     INTERN(s_fields, "fields");
     INTERN(s_parent_exe, "parent_exe");
-    INTERN(s_copy, "copy");
-    INTERN(s_update, "update");
-    INTERN(s_hexdigest, "hexdigest");
     INTERN(s_decode, "decode");
     INTERN(s_parent_exec_id, "_parent_exec_id");
     INTERN(s_empty, "");

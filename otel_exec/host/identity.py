@@ -67,15 +67,18 @@ class HostIdentity:
     boot_id: str
     clk_tck: int
     realtime_minus_boottime_ns: int
-    # Hash state after the host part of every exec id, so each id costs one
-    # copy and one small update.
+    # What every exec id hashes first (the C decoder hashes it too), and the
+    # hash state after it, so that each id costs one copy and one small update.
+    _id_host_part: bytes = field(init=False, repr=False, compare=False)
     _id_prefix: hashlib._Hash = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        prefix = hashlib.blake2b(digest_size=16)
         # NUL-terminated: neither id can contain NUL, so the split between
         # them is unambiguous.
-        prefix.update(f"{self.machine_id}\0{self.boot_id}\0".encode("utf-8", "surrogateescape"))
+        host_part = f"{self.machine_id}\0{self.boot_id}\0".encode("utf-8", "surrogateescape")
+        prefix = hashlib.blake2b(digest_size=16)
+        prefix.update(host_part)
+        object.__setattr__(self, "_id_host_part", host_part)
         object.__setattr__(self, "_id_prefix", prefix)
 
     @classmethod

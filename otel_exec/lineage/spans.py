@@ -55,7 +55,7 @@ def _digest(exec_id: str, salt: int, size: int) -> bytes:
             d = b""
         if len(d) != size:
             d = hashlib.blake2b(exec_id.encode(), digest_size=size).digest()
-    return d if any(d) else b"\1" * size  # all-zero ids are invalid
+    return b"\1" * size if d.count(0) == size else d  # all-zero ids are invalid
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,12 @@ class SpanLineage:
         # (the BCC backend could not verify one) the ids come from the pid
         # and exec time, unique but not stable across agent restarts.
         key = ev.exec_id or f"{ev.host_pid}@{ev.timestamp}"
-        ctx = self.trace_context(ev.env)
+        env = ev.env
+        # The policy stage keeps it on the decoded block (events.Strings):
+        # read there without a call, as trace_context would.
+        ctx = getattr(env, "trace_context", None)
+        if ctx is None:
+            ctx = self.trace_context(env)
         traceparent = ctx.get("TRACEPARENT", "")
         untrusted = ""
         if continues is not None:

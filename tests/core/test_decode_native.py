@@ -86,9 +86,10 @@ class Pair:
     """A reference decoder and a native one, optionally each followed by the
     policy stage (default redaction, as the agent runs it)."""
 
-    def __init__(self, policy: bool = False, not_collected: tuple[str, ...] = ()) -> None:
-        self.ref = Decoder(IDENTITY, not_collected, native=None)
-        self.nat = Decoder(IDENTITY, not_collected, native=NATIVE)
+    def __init__(self, policy: bool = False, not_collected: tuple[str, ...] = (),
+                 identity: HostIdentity = IDENTITY) -> None:
+        self.ref = Decoder(identity, not_collected, native=None)
+        self.nat = Decoder(identity, not_collected, native=NATIVE)
         assert self.ref.native is None and self.nat.native is not None
         self.policies = [ExecPolicy(RedactionPolicy(), 1, trace_context_entries) for _ in range(2)] if policy else []
 
@@ -132,6 +133,25 @@ def test_valid_exec_records(case: tuple[bytes, dict], heads: list[bytes]) -> Non
     result = pair.check(rec)
     assert result[0] == "event" and {k: result[2][k] for k in want} == want
     check_records([rec], heads)
+
+
+@pytest.mark.parametrize("host_part", [2, 95, 96, 97, 127, 128, 129, 130, 200, 255, 256, 257, 300])
+@fuzz_settings(10)
+@given(exec_records())
+def test_exec_ids_whatever_the_length_of_the_host_part(host_part: int, case: tuple[bytes, dict]) -> None:
+    """The C decoder hashes an exec id itself: the host part's whole blocks
+    once, then one block per exec, or two when the host part's rest and
+    the 32 bytes of fields do not fit in one (host parts past 96 bytes).
+    Host parts (machine id, NUL, boot id, NUL) around each boundary."""
+    identity = HostIdentity(machine_id="m" * (host_part - 2), boot_id="", clk_tck=100,
+                            realtime_minus_boottime_ns=IDENTITY.realtime_minus_boottime_ns)
+    assert len(identity._id_host_part) == host_part
+    pair = Pair(identity=identity)
+    pair.check(case[0])
+    result = pair.check(case[0])
+    if result[0] != "error":
+        ev = pair.nat.native.decode(case[0])
+        assert ev.exec_id == identity.exec_id(ev.host_pid, ev.start_ticks, ev.dev, ev.inode)
 
 
 @fuzz_settings(150)

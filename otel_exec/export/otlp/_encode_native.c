@@ -13,6 +13,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -37,7 +39,7 @@ static PyObject *s_host_pid, *s_host_ppid, *s_pid, *s_ppid, *s_process_start_tim
     *s_parent_exec_id, *s_timestamp, *s_log, *s_trace_flags, *s_trace_id,
     *s_span_id, *s_process, *s_exe, *s_comm, *s_trace_state, *s_parent_span_id, *s_start_ns, *s_end_ns,
     *s_attributes, *s_ended_by, *s_incomplete, *s_exit_code, *s_signal, *s_untrusted_traceparent,
-    *s_late_identity, *s_result, *s_shared, *s_span, *s_executable_identity, *s_nul;
+    *s_late_identity, *s_result, *s_shared, *s_span, *s_executable_identity, *s_script_identity, *s_unavailable, *s_nul;
 
 #define LOG_ATTR 0x32   /* LogRecord.attributes: field 6, LEN */
 #define SPAN_ATTR 0x4a  /* Span.attributes: field 9, LEN */
@@ -85,10 +87,70 @@ static inline char *put_mem(char *out, const char *p, Py_ssize_t n)
 	return out + n;
 }
 
+/* Where the slots classes the encoder reads (ExecEvent, ProcessSpan,
+ * ProcessInfo, Attrs, ...) keep an attribute: by (type, name), in a small
+ * table filled on first use. A generic attribute lookup (the type's MRO,
+ * then the member descriptor) costs more per record than the encoding:
+ * these are a few reads of the same few classes per exec. A member
+ * descriptor found on a type with the generic getattr wins over anything
+ * else (it is a data descriptor), so reading its slot is what
+ * PyObject_GetAttr would return; every other case goes to PyObject_GetAttr. */
+#define SLOT_TABLE_BITS 10 /* room for every (class, name) read, without collisions in practice */
+static struct {
+	PyTypeObject *type; /* a strong reference: its address is not reused while here */
+	PyObject *name;     /* one of the interned s_* names, which live as long as the module */
+	Py_ssize_t offset;  /* 0: not a plain object slot, use PyObject_GetAttr */
+} slot_table[1 << SLOT_TABLE_BITS];
+
+static Py_ssize_t slot_of(PyTypeObject *type, PyObject *name)
+{
+	size_t i = (size_t)((((uint64_t)(uintptr_t)type * 31 + (uintptr_t)name) * 0x9E3779B97F4A7C15u) >>
+			   (64 - SLOT_TABLE_BITS));
+
+	if (slot_table[i].type == type && slot_table[i].name == name)
+		return slot_table[i].offset;
+	Py_ssize_t offset = 0;
+	if (type->tp_getattro == PyObject_GenericGetAttr) {
+		PyObject *descr = _PyType_Lookup(type, name); /* borrowed */
+		if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+		    ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
+			offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+	}
+	Py_INCREF(type);
+	Py_XSETREF(slot_table[i].type, type);
+	slot_table[i].name = name;
+	slot_table[i].offset = offset;
+	return offset;
+}
+
+/* A new reference to obj.name (name: one of the s_* names), as PyObject_GetAttr. */
+static PyObject *attr(PyObject *obj, PyObject *name)
+{
+	Py_ssize_t offset = slot_of(Py_TYPE(obj), name);
+
+	if (offset > 0) {
+		PyObject *v = *(PyObject **)((char *)obj + offset);
+		if (v != NULL)
+			return Py_NewRef(v);
+	}
+	return PyObject_GetAttr(obj, name); /* and its AttributeError for an empty slot */
+}
+
+/* v as a uint64 (a Python int >= 0), as PyLong_AsUnsignedLongLong, which
+ * takes a slower path for every value above one digit (30 bits): times in ns. */
+static inline uint64_t as_u64(PyObject *v)
+{
+#if ULONG_MAX == UINT64_MAX
+	return PyLong_AsUnsignedLong(v);
+#else
+	return PyLong_AsUnsignedLongLong(v);
+#endif
+}
+
 /* A new reference to obj.name, which must be bytes (of `size` bytes, if size >= 0). */
 static PyObject *get_bytes(PyObject *obj, PyObject *name, Py_ssize_t size)
 {
-	PyObject *v = PyObject_GetAttr(obj, name);
+	PyObject *v = attr(obj, name);
 
 	if (v == NULL)
 		return NULL;
@@ -103,11 +165,11 @@ static PyObject *get_bytes(PyObject *obj, PyObject *name, Py_ssize_t size)
 /* obj.name as a uint64 (a Python int >= 0). */
 static int get_u64(PyObject *obj, PyObject *name, uint64_t *out)
 {
-	PyObject *v = PyObject_GetAttr(obj, name);
+	PyObject *v = attr(obj, name);
 
 	if (v == NULL)
 		return -1;
-	*out = PyLong_AsUnsignedLongLong(v);
+	*out = as_u64(v);
 	Py_DECREF(v);
 	return (*out == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
 }
@@ -124,7 +186,7 @@ static int did_not_fit(void)
 
 static int u64_of(PyObject *v, uint64_t *out)
 {
-	*out = PyLong_AsUnsignedLongLong(v);
+	*out = as_u64(v);
 	return (*out == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
 }
 
@@ -193,8 +255,8 @@ static int get_ids(PyObject *ev, struct ids *d)
 		return did_not_fit() ? 1 : -1;
 	if (iso8601(start, d->created, sizeof d->created) != created_size)
 		return 1;
-	if ((d->exec_id = PyObject_GetAttr(ev, s_exec_id)) == NULL ||
-	    (d->parent = PyObject_GetAttr(ev, s_parent_exec_id)) == NULL)
+	if ((d->exec_id = attr(ev, s_exec_id)) == NULL ||
+	    (d->parent = attr(ev, s_parent_exec_id)) == NULL)
 		return -1;
 	d->exec_s = PyUnicode_Check(d->exec_id) ? PyUnicode_AsUTF8AndSize(d->exec_id, &d->exec_len) : NULL;
 	d->parent_s = PyUnicode_Check(d->parent) ? PyUnicode_AsUTF8AndSize(d->parent, &d->parent_len) : NULL;
@@ -355,8 +417,8 @@ struct context {
 static int get_context(PyObject *span, struct context *c)
 {
 	c->span_id = NULL;
-	if ((c->trace_id = PyObject_GetAttr(span, s_trace_id)) == NULL ||
-	    (c->span_id = PyObject_GetAttr(span, s_span_id)) == NULL)
+	if ((c->trace_id = attr(span, s_trace_id)) == NULL ||
+	    (c->span_id = attr(span, s_span_id)) == NULL)
 		return -1;
 	return c->flags > 255 || !PyBytes_Check(c->trace_id) || PyBytes_GET_SIZE(c->trace_id) != 16 ||
 	       !PyBytes_Check(c->span_id) || PyBytes_GET_SIZE(c->span_id) != 8;
@@ -366,6 +428,35 @@ static void put_context(struct context *c)
 {
 	Py_XDECREF(c->trace_id);
 	Py_XDECREF(c->span_id);
+}
+
+/* The last executable identity an exec record carried and its
+ * encode.identity_attrs, held: the execs of a storm run one binary, whose
+ * identity the cache hands over as one object. Only for an exec with no
+ * script identity and nothing unavailable, whose attributes are the
+ * identity's alone. setup() forgets it. */
+static PyObject *last_identity, *last_identity_attrs;
+
+/* A new reference to encode.identity_attrs(ev); identity: ev.executable_identity, not None. */
+static PyObject *exec_identity_attrs(PyObject *ev, PyObject *identity)
+{
+	PyObject *script = attr(ev, s_script_identity), *unavailable = script ? attr(ev, s_unavailable) : NULL;
+
+	if (unavailable == NULL) {
+		Py_XDECREF(script);
+		return NULL;
+	}
+	int alone = script == Py_None && PyTuple_CheckExact(unavailable) && PyTuple_GET_SIZE(unavailable) == 0;
+	Py_DECREF(script);
+	Py_DECREF(unavailable);
+	if (alone && identity == last_identity)
+		return Py_NewRef(last_identity_attrs);
+	PyObject *attrs = PyObject_CallOneArg(identity_attrs, ev);
+	if (attrs != NULL && alone) {
+		Py_XSETREF(last_identity, Py_NewRef(identity));
+		Py_XSETREF(last_identity_attrs, Py_NewRef(attrs));
+	}
+	return attrs;
 }
 
 /* exec_record(ev, span, span_set, limits, observed_ns): encode.exec_record,
@@ -388,7 +479,7 @@ static PyObject *exec_record(PyObject *self, PyObject *const *args, Py_ssize_t n
 		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
 	ev = args[0];
 	span = args[1];
-	if ((shared = PyObject_GetAttr(ev, s_shared)) == NULL)
+	if ((shared = attr(ev, s_shared)) == NULL)
 		return NULL;
 	if (shared == Py_None || !PyLong_CheckExact(args[2]))
 		goto out;
@@ -404,8 +495,8 @@ static PyObject *exec_record(PyObject *self, PyObject *const *args, Py_ssize_t n
 		goto out;
 	mine = -1;
 	PyObject *attrs = PyTuple_GET_ITEM(common, 0), *body = PyTuple_GET_ITEM(common, 1);
-	if ((attrs_log = get_bytes(attrs, s_log, -1)) == NULL || (attrs_span = PyObject_GetAttr(attrs, s_span)) == NULL ||
-	    (identity = PyObject_GetAttr(ev, s_executable_identity)) == NULL)
+	if ((attrs_log = get_bytes(attrs, s_log, -1)) == NULL || (attrs_span = attr(attrs, s_span)) == NULL ||
+	    (identity = attr(ev, s_executable_identity)) == NULL)
 		goto out;
 	int slim = PyLong_AsLong(args[2]) == span_slim;
 	if (PyErr_Occurred()) {
@@ -414,7 +505,7 @@ static PyObject *exec_record(PyObject *self, PyObject *const *args, Py_ssize_t n
 		goto out;
 	}
 	if (identity != Py_None) {
-		if ((extra = PyObject_CallOneArg(identity_attrs, ev)) == NULL ||
+		if ((extra = exec_identity_attrs(ev, identity)) == NULL ||
 		    (extra_log = get_bytes(extra, s_log, -1)) == NULL ||
 		    (!slim && (extra_span = get_bytes(extra, s_span, -1)) == NULL))
 			goto out;
@@ -493,8 +584,8 @@ static void forget_last_ending(void)
  * (span part, exit record part), from encode.py's cache or computed there. */
 static PyObject *ending_of(PyObject *ended, PyObject *info)
 {
-	PyObject *items[4] = {PyObject_GetAttr(ended, s_ended_by), PyObject_GetAttr(ended, s_incomplete),
-			      PyObject_GetAttr(info, s_exit_code), PyObject_GetAttr(info, s_signal)};
+	PyObject *items[4] = {attr(ended, s_ended_by), attr(ended, s_incomplete),
+			      attr(info, s_exit_code), attr(info, s_signal)};
 	int same = last_ending != NULL, plain = 1;
 
 	for (int i = 0; i < 4; i++) {
@@ -559,7 +650,7 @@ static PyObject *cached_bytes(PyObject *cache, PyObject *key, PyObject *miss, Py
 
 static int is_set(PyObject *obj, PyObject *name, int *out)
 {
-	PyObject *v = PyObject_GetAttr(obj, name);
+	PyObject *v = attr(obj, name);
 
 	*out = v == NULL ? -1 : PyObject_IsTrue(v);
 	Py_XDECREF(v);
@@ -579,7 +670,7 @@ static PyObject *span(PyObject *self, PyObject *ended)
 
 	if (!ready)
 		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
-	if ((info = PyObject_GetAttr(ended, s_process)) == NULL || (exe = PyObject_GetAttr(info, s_exe)) == NULL)
+	if ((info = attr(ended, s_process)) == NULL || (exe = attr(info, s_exe)) == NULL)
 		goto out;
 	if (!PyUnicode_Check(exe)) {
 		PyErr_SetString(PyExc_TypeError, "ProcessInfo.exe: str expected");
@@ -588,7 +679,7 @@ static PyObject *span(PyObject *self, PyObject *ended)
 	if (PyUnicode_GET_LENGTH(exe) > 0) {
 		key = Py_NewRef(exe);
 	} else {
-		PyObject *comm = PyObject_GetAttr(info, s_comm);
+		PyObject *comm = attr(info, s_comm);
 		if (comm == NULL)
 			goto out;
 		key = PyUnicode_Concat(s_nul, comm);
@@ -598,7 +689,7 @@ static PyObject *span(PyObject *self, PyObject *ended)
 	}
 	if ((name = cached_bytes(names, key, new_span_name, info)) == NULL)
 		goto out;
-	if ((state = PyObject_GetAttr(ended, s_trace_state)) == NULL)
+	if ((state = attr(ended, s_trace_state)) == NULL)
 		goto out;
 	if (PyObject_IsTrue(state) && (state_s = PyUnicode_AsUTF8AndSize(state, &state_len)) == NULL)
 		goto out;
@@ -618,7 +709,7 @@ static PyObject *span(PyObject *self, PyObject *ended)
 		result = PyObject_CallOneArg(py_span, ended);
 	if (mine != 0)
 		goto out;
-	if ((attrs = PyObject_GetAttr(ended, s_attributes)) == NULL)
+	if ((attrs = attr(ended, s_attributes)) == NULL)
 		goto out;
 	if (!PyTuple_Check(attrs)) {
 		PyErr_SetString(PyExc_TypeError, "ProcessSpan.attributes: a tuple expected");
@@ -628,7 +719,7 @@ static PyObject *span(PyObject *self, PyObject *ended)
 		goto out;
 	if (is_set(ended, s_untrusted_traceparent, &untrusted))
 		goto out;
-	PyObject *late_identity = PyObject_GetAttr(ended, s_late_identity);
+	PyObject *late_identity = attr(ended, s_late_identity);
 	if (late_identity == NULL)
 		goto out;
 	late = late_identity != Py_None;
@@ -690,30 +781,32 @@ out:
 }
 
 /* exit_record(ended, observed_ns): encode.exit_record. */
-static PyObject *exit_record(PyObject *self, PyObject *args)
+static PyObject *exit_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	PyObject *ended, *observed, *info = NULL, *end = NULL, *exec_id = NULL, *exec_kv = NULL, *exe = NULL;
 	PyObject *name = NULL, *late = NULL, *result = NULL;
 	uint64_t observed_ns, start_ns, end_ns, pid;
 	struct context c = {0};
 
-	if (!PyArg_ParseTuple(args, "OO", &ended, &observed))
-		return NULL;
+	if (nargs != 2)
+		return PyErr_Format(PyExc_TypeError, "exit_record() takes 2 arguments (%zd given)", nargs);
 	if (!ready)
 		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
-	if ((info = PyObject_GetAttr(ended, s_process)) == NULL)
+	ended = args[0];
+	observed = args[1];
+	if ((info = attr(ended, s_process)) == NULL)
 		goto out;
 	if (u64_of(observed, &observed_ns) || get_u64(ended, s_start_ns, &start_ns) ||
 	    get_u64(ended, s_end_ns, &end_ns) || get_u64(info, s_pid, &pid) || get_u64(ended, s_trace_flags, &c.flags)) {
 		if (did_not_fit())
-			result = PyObject_Call(py_exit_record, args, NULL);
+			result = PyObject_Vectorcall(py_exit_record, args, nargs, NULL);
 		goto out;
 	}
 	if ((end = ending_of(ended, info)) == NULL)
 		goto out;
 	if (end_ns < start_ns)
 		end_ns = start_ns;
-	if ((exec_id = PyObject_GetAttr(info, s_exec_id)) == NULL)
+	if ((exec_id = attr(info, s_exec_id)) == NULL)
 		goto out;
 	Py_ssize_t exec_len = 0;
 	const char *exec_s = PyUnicode_Check(exec_id) ? PyUnicode_AsUTF8AndSize(exec_id, &exec_len) : NULL;
@@ -727,13 +820,13 @@ static PyObject *exit_record(PyObject *self, PyObject *args)
 			goto out;
 		}
 	}
-	if ((exe = PyObject_GetAttr(info, s_exe)) == NULL || (name = cached_bytes(exe_names, exe, exe_name, exe)) == NULL)
+	if ((exe = attr(info, s_exe)) == NULL || (name = cached_bytes(exe_names, exe, exe_name, exe)) == NULL)
 		goto out;
-	PyObject *identity = PyObject_GetAttr(ended, s_late_identity);
+	PyObject *identity = attr(ended, s_late_identity);
 	if (identity == NULL)
 		goto out;
 	if (identity != Py_None) {
-		PyObject *value = PyObject_GetAttr(identity, s_result);
+		PyObject *value = attr(identity, s_result);
 		if (value != NULL && value != Py_None) {
 			PyObject *attrs = PyObject_CallOneArg(late_identity_attrs, value);
 			if (attrs != NULL) {
@@ -750,7 +843,7 @@ static PyObject *exit_record(PyObject *self, PyObject *args)
 	Py_DECREF(identity);
 	int mine = get_context(ended, &c);
 	if (mine == 1)
-		result = PyObject_Call(py_exit_record, args, NULL);
+		result = PyObject_Vectorcall(py_exit_record, args, nargs, NULL);
 	if (mine != 0)
 		goto out;
 	PyObject *pid_head = head_for(pid_heads, pid), *end_log = PyTuple_GET_ITEM(end, 1);
@@ -827,6 +920,8 @@ static PyObject *setup(PyObject *self, PyObject *args, PyObject *kw)
 	for (int i = 0; i < 27; i++)
 		Py_XSETREF(*slots[i], Py_NewRef(v[i]));
 	forget_last_ending();
+	Py_CLEAR(last_identity);
+	Py_CLEAR(last_identity_attrs);
 	ready = 1;
 	Py_RETURN_NONE;
 }
@@ -837,7 +932,7 @@ static PyMethodDef methods[] = {
 	{"exec_record", (PyCFunction)(void (*)(void))exec_record, METH_FASTCALL,
 	 "exec_record(ev, span, span_set, limits, observed_ns) -> bytes; sets span.attributes"},
 	{"span", span, METH_O, "span(ended) -> bytes"},
-	{"exit_record", exit_record, METH_VARARGS, "exit_record(ended, observed_ns) -> bytes"},
+	{"exit_record", (PyCFunction)(void (*)(void))exit_record, METH_FASTCALL, "exit_record(ended, observed_ns) -> bytes"},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -861,7 +956,8 @@ PyMODINIT_FUNC PyInit__encode_native(void)
 		{&s_incomplete, "incomplete"}, {&s_exit_code, "exit_code"}, {&s_signal, "signal"},
 		{&s_untrusted_traceparent, "untrusted_traceparent"}, {&s_late_identity, "late_identity"},
 		{&s_result, "result"}, {&s_shared, "shared"}, {&s_span, "span"},
-		{&s_executable_identity, "executable_identity"},
+		{&s_executable_identity, "executable_identity"}, {&s_script_identity, "script_identity"},
+		{&s_unavailable, "unavailable"},
 	};
 	for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
 		if ((*strings[i].slot = PyUnicode_InternFromString(strings[i].name)) == NULL)

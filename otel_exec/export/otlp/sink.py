@@ -56,6 +56,12 @@ class OtlpSink:
         self.logs = exporter("logs", "OTEL_BLRP", 1000, encode.log_time_ns) if "logs" in opts.signals else None
         self.spans = exporter("traces", "OTEL_BSP", 5000, encode.span_end_ns) if "traces" in opts.signals else None
         self.exporters = [b for b in (self.logs, self.spans) if b is not None]
+        # The queues' own appends, bound once: a call per record on the
+        # reader's hot path, without looking the method up each time. None:
+        # that record is not exported.
+        self._add_log = self.logs.add if self.logs is not None else None
+        self._add_span = self.spans.add if self.spans is not None else None
+        self._add_exit = self._add_log if self.exit_records else None
 
     def start(self) -> None:
         """Hand over the records of the processes found running (the agent
@@ -71,8 +77,9 @@ class OtlpSink:
             b.start()
 
     def on_exec(self, ev: ExecEvent, span: ProcessSpan) -> None:
-        if self.logs is not None:
-            self.logs.add(encode.exec_record(ev, span, self.span_set, self.limits, time.time_ns()))
+        add_log = self._add_log
+        if add_log is not None:
+            add_log(encode.exec_record(ev, span, self.span_set, self.limits, time.time_ns()))
         else:
             span.attributes = encode.exec_attributes(ev, self.span_set, self.limits).span_attrs()
 
@@ -89,10 +96,11 @@ class OtlpSink:
         """An image ended: its span, unless its parent was not sampled (as a
         ParentBased sampler decides), and its exit record (a log record, so
         that a logs-only backend sees every end, sampled or not)."""
-        if self.spans is not None and span.trace_flags & SAMPLED:
-            self.spans.add(encode.span(span))
-        if self.exit_records and self.logs is not None:
-            self.logs.add(encode.exit_record(span, time.time_ns()))
+        add_span, add_exit = self._add_span, self._add_exit
+        if add_span is not None and span.trace_flags & SAMPLED:
+            add_span(encode.span(span))
+        if add_exit is not None:
+            add_exit(encode.exit_record(span, time.time_ns()))
 
     def flush(self) -> None:
         """The end of a drain of the ring buffer: everything read so far is
