@@ -59,7 +59,7 @@ def client(kind: str, port: int, size: int, calls: int, gap: float) -> dict[str,
     else:
         from otel_exec.export.otlp.h2grpc import Channel, endpoint
 
-        channel = Channel(endpoint(target, False, {}), None, (), "bench")
+        channel = Channel(endpoint(target, {}), None, (), "bench")
 
         def call() -> None:
             status = channel.call(LOGS, payload, 10)
@@ -78,8 +78,8 @@ def client(kind: str, port: int, size: int, calls: int, gap: float) -> dict[str,
     wall = time.monotonic() - wall0 - gap * calls
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     switches = (r1.ru_nvcsw - r0.ru_nvcsw) + (r1.ru_nivcsw - r0.ru_nivcsw)
-    return {"bytes": len(payload), "cpu_us": cpu / calls * 1e6, "sys_us": (r1.ru_stime - r0.ru_stime) / calls * 1e6, "switches": switches / calls,
-            "wall_us": wall / calls * 1e6}
+    return {"bytes": len(payload), "cpu_us": cpu / calls * 1e6, "sys_us": (r1.ru_stime - r0.ru_stime) / calls * 1e6,
+            "switches": switches / calls, "wall_us": wall / calls * 1e6}
 
 
 def main() -> None:
@@ -102,7 +102,8 @@ def main() -> None:
         try:
             while not accepts(ports[0], 0.2):
                 time.sleep(0.05)
-            print("| size | spacing | client | CPU µs/call | of which system | context switches/call | wall µs/call (back to back) |")
+            print("| size | spacing | client | CPU µs/call | of which system | context switches/call "
+                  "| wall µs/call (back to back) |")
             print("|---|---|---|---|---|---|---|")
             for size in (812_000, 141_000):
                 for gap in (0.0, args.gap):
@@ -114,8 +115,8 @@ def main() -> None:
                             r = json.loads(out)
                             spacing = "back to back" if not gap else f"every {gap * 1e3:g} ms"
                             wall = f"{r['wall_us']:.0f}" if not gap else ""
-                            print(f"| {r['bytes'] // 1000} KB | {spacing} | {kind} | {r['cpu_us']:.0f} | {r['sys_us']:.0f} | "
-                                  f"{r['switches']:.1f} | {wall} |", flush=True)
+                            print(f"| {r['bytes'] // 1000} KB | {spacing} | {kind} | {r['cpu_us']:.0f} | "
+                                  f"{r['sys_us']:.0f} | {r['switches']:.1f} | {wall} |", flush=True)
         finally:
             rotel.terminate()
             rotel.wait()

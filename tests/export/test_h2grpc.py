@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import uuid
 from concurrent import futures
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 import pytest
@@ -341,7 +341,8 @@ def push_promise(conn: H2Conn) -> None:
     (closes_at_once, "UNAVAILABLE", ""),
     (push_promise, "UNAVAILABLE", "PUSH_PROMISE"),
 ], ids=lambda v: getattr(v, "__name__", None))
-def test_a_hostile_server_gets_a_clear_status_and_the_next_call_a_new_connection(play, code: str, words: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_hostile_server_gets_a_clear_status_and_the_next_call_a_new_connection(
+        play: Callable[[H2Conn], None], code: str, words: str) -> None:
     def first_hostile_then_good(conn: H2Conn) -> None:
         if server.connections == 1:
             return play(conn)

@@ -145,7 +145,8 @@ def _grpc_failure(code: str, message: str, trailers: Iterable[tuple[str, bytes |
         try:
             if key == "grpc-status-details-bin" and isinstance(value, bytes):
                 delay = _status_details(value)[1] if delay is None else delay
-            elif key == "google.rpc.retryinfo-bin" and isinstance(value, bytes):  # where the Python SDK's servers put it
+            elif key == "google.rpc.retryinfo-bin" and isinstance(value, bytes):
+                # where the Python SDK's servers put it
                 delay = _retry_delay(value)
         except ValueError:
             pass
