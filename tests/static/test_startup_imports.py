@@ -8,9 +8,10 @@ compression), json (the console's JSON Lines) and uuid and platform (one
 UUIDv5 and the machine's name, computed without them), random (the retry
 back-off's jitter, after a failed export): each module imported stays
 resident. The records defined on that path are plain classes but for the
-dataclasses listed here, whose generated methods something uses. Checked in a fresh interpreter, on the agent's own modules
-(the third-party ones they import at run time, grpc and the SDK, are theirs
-to choose, but for grpc's asyncio API, which the gRPC transport defers)."""
+dataclasses listed here, whose generated methods something uses. Checked in
+a fresh interpreter, on the agent's own modules (the third-party ones they
+import at run time, the SDK's, are theirs to choose); grpcio is imported by
+none of them."""
 from __future__ import annotations
 
 import ast
@@ -31,8 +32,8 @@ RUN_PATH = (
     "otel_exec.export.otlp.sink", "otel_exec.export.otlp.transport", "otel_exec.export.spool",
     "otel_exec.export.summary", "otel_exec.export.telemetry", "otel_exec.core.source",
 )
-NOT_BEFORE_READY = ("importlib.resources", "secrets", "ssl", "ctypes.util", "difflib", "email", "gzip", "json",
-                    "uuid", "platform", "random")
+NOT_BEFORE_READY = ("grpc", "importlib.resources", "secrets", "ssl", "ctypes.util", "difflib", "email",
+                    "gzip", "json", "uuid", "platform", "random")
 
 
 def test_run_path_does_not_import_what_it_does_not_use() -> None:
@@ -74,80 +75,26 @@ def test_run_path_defines_only_the_listed_dataclasses() -> None:
     assert set(json.loads(out.stdout)) == RUN_PATH_DATACLASSES
 
 
-def test_the_grpc_transport_leaves_grpc_aio_until_it_is_used() -> None:
-    """A gRPC transport made and started imports grpc but not grpc.aio's
-    modules, nor importlib.metadata or the email package (grpcio's version
-    is read from its own file); the stand-in in grpc.aio's place imports its
-    modules at the first use, for code that wants them."""
-    code = ("import importlib, json, sys\n"
+def test_the_grpc_transport_does_not_import_grpc() -> None:
+    """A gRPC transport made, started and sending (to a port where nothing
+    listens) imports neither grpcio nor ssl (plain text), nor
+    importlib.metadata or the email package: it is otel-exec's own HTTP/2
+    client (h2grpc.py)."""
+    code = ("import importlib, json, socket, sys\n"
             f"for name in {RUN_PATH!r}:\n"
             "    importlib.import_module(name)\n"
             "from otel_exec.export.otlp.transport import OtlpOptions, make_transport\n"
-            "t = make_transport('logs', OtlpOptions(endpoint='http://127.0.0.1:9', protocol='grpc'))\n"
+            "with socket.socket() as s:\n"
+            "    s.bind(('127.0.0.1', 0))\n"
+            "    port = s.getsockname()[1]\n"
+            "t = make_transport('logs', OtlpOptions(endpoint=f'http://127.0.0.1:{port}', protocol='grpc'))\n"
             "t.start()\n"
-            "before = ['grpc' in sys.modules, 'grpc.aio._channel' in sys.modules,\n"
-            "          'importlib.metadata' in sys.modules or 'email' in sys.modules]\n"
-            "import grpc.aio\n"
-            "from grpc.aio import Channel\n"
-            "channel = grpc.aio.insecure_channel('127.0.0.1:9')\n"
-            "after = [isinstance(channel, Channel), sys.modules['grpc.aio'] is grpc.aio, 'grpc.aio._channel' in sys.modules]\n"
+            "answer = t.send(b'')\n"
             "t.shutdown()\n"
-            "print(json.dumps([before, after]))\n")
+            "print(json.dumps([answer.reason, [m for m in ('grpc', 'ssl', 'importlib.metadata', 'email')\n"
+            "                                  if m in sys.modules]]))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.splitlines()[-1]) == [[True, False, False], [True, True, True]]
-
-
-# First uses of grpc.aio that code other than otel-exec's may make, each in a
-# fresh interpreter where a started gRPC transport left the stand-in.
-AIO_FIRST_USES = {
-    "a submodule": "import grpc.aio._channel\nok = sys.modules['grpc.aio'] is grpc.aio and grpc.aio._channel.__name__ == 'grpc.aio._channel'",
-    "its spec": "import importlib.util\nok = importlib.util.find_spec('grpc.aio').name == 'grpc.aio'",
-    "a walk over sys.modules": "files = [getattr(m, '__file__', None) for m in sys.modules.values()]\n"
-                               "ok = 'grpc.aio._channel' not in sys.modules",
-    "eight threads at once": "import threading, grpc\nerrors = []\n"
-                             "def use():\n"
-                             "    try:\n"
-                             "        grpc.aio.Channel\n"
-                             "    except Exception as e:\n"
-                             "        errors.append(repr(e))\n"
-                             "threads = [threading.Thread(target=use) for _ in range(8)]\n"
-                             "sys.setswitchinterval(1e-6)\n"
-                             "[t.start() for t in threads]\n[t.join() for t in threads]\n"
-                             "ok = errors == [] and sys.modules['grpc.aio'] is grpc.aio",
-}
-
-
-@pytest.mark.parametrize("use", AIO_FIRST_USES.values(), ids=AIO_FIRST_USES.keys())
-def test_grpc_aio_stand_in_serves_every_first_use(use: str) -> None:
-    code = ("import importlib, sys\n"
-            "from otel_exec.export.otlp.transport import OtlpOptions, make_transport\n"
-            "t = make_transport('logs', OtlpOptions(endpoint='http://127.0.0.1:9', protocol='grpc'))\n"
-            "t.start()\n"
-            f"{use}\n"
-            "t.shutdown()\n"
-            "print(ok)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[-1] == "True"
-
-
-def test_without_grpc_binding_it_the_stand_in_withdraws() -> None:
-    """A grpcio whose package no longer imports grpc.aio itself: the
-    stand-in is withdrawn, and `import grpc.aio` then finds the real module."""
-    code = ("import sys, types\n"
-            "fake = types.ModuleType('grpc')\nfake.__path__ = []\n"
-            "from otel_exec.export.otlp import transport\n"
-            "real_import = __import__\n"
-            "def without_grpc_init(name, *a, **k):\n"
-            "    if name == 'grpc' and 'grpc' not in sys.modules:\n"
-            "        sys.modules['grpc'] = fake\n"
-            "        return fake\n"
-            "    return real_import(name, *a, **k)\n"
-            "import builtins\nbuiltins.__import__ = without_grpc_init\n"
-            "transport.import_grpc()\n"
-            "builtins.__import__ = real_import\n"
-            "print('grpc.aio' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[-1] == "False"
+    assert json.loads(out.stdout.splitlines()[-1]) == ["UNAVAILABLE", []]
 
 
 def test_otlp_metrics_and_the_resource_do_not_import_the_sdk() -> None:

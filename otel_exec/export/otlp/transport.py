@@ -1,8 +1,8 @@
 """OTLP transports and what each answer means.
 
 Two small transports of our own, handed requests encode.export_request()
-built: gRPC through grpcio (the OTLP service's Export method, called with
-bytes) and HTTP through requests. Both take their configuration from the
+built: gRPC through our own HTTP/2 client, h2grpc.py (the OTLP service's
+Export method, called with bytes) and HTTP through requests. Both take their configuration from the
 standard OTEL_EXPORTER_OTLP_* variables as the OpenTelemetry SDK's
 exporters do (TransportSettings, checked and with the credential files read
 at start, as root). Each answer is classified as the OTLP specification
@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import datetime
 import enum
-import importlib.machinery
 import os
 import re
-import sys
-import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from otel_exec import __version__
 from otel_exec.errors import UsageError
 from otel_exec.export.otlp import protowire as w
 
 if TYPE_CHECKING:
-    import grpc
+    import ssl
+
     import requests
 
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -140,15 +137,16 @@ _GRPC_METHODS = {
 }
 
 
-def _grpc_failure(error: "grpc.RpcError") -> Answer:
-    code = error.code().name  # type: ignore[attr-defined]
-    message = error.details() or ""  # type: ignore[attr-defined]
+def _grpc_failure(code: str, message: str, trailers: Iterable[tuple[str, bytes | str]]) -> Answer:
+    """A failed call's answer from its status code's name, the server's
+    message and its trailers (binary -bin values decoded)."""
     delay = None
-    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+    for key, value in trailers:
         try:
-            if key == "grpc-status-details-bin":
+            if key == "grpc-status-details-bin" and isinstance(value, bytes):
                 delay = _status_details(value)[1] if delay is None else delay
-            elif key == "google.rpc.retryinfo-bin":  # where the Python SDK's servers put it
+            elif key == "google.rpc.retryinfo-bin" and isinstance(value, bytes):
+                # where the Python SDK's servers put it
                 delay = _retry_delay(value)
         except ValueError:
             pass
@@ -157,119 +155,46 @@ def _grpc_failure(error: "grpc.RpcError") -> Answer:
     return Answer(Outcome.RETRY if code in _GRPC_RETRYABLE else Outcome.REJECTED, code, message, delay)
 
 
-def import_grpc() -> ModuleType:
-    """The grpc module; when this imports it first, gRPC's asyncio API is
-    left until something uses it (_AioStandIn)."""
-    if "grpc" in sys.modules:
-        import grpc
+def tls_context(settings: TransportSettings) -> "ssl.SSLContext":
+    """A gRPC connection's TLS: the CA (else the system's), the client
+    certificate and key, read now (as root, before the privilege drop);
+    ALPN h2, as gRPC asks."""
+    import ssl
 
-        return grpc
-    stand_in = _AioStandIn.install()
-    import grpc
-
-    if stand_in is not None and vars(grpc).get("aio") is not stand_in:
-        # A grpcio that no longer imports grpc.aio itself: the stand-in
-        # would not be grpc's attribute, so `import grpc.aio` must find
-        # the real module the ordinary way.
-        stand_in.withdraw()
-    return grpc
-
-
-class _AioStandIn(ModuleType):
-    """grpc's package imports its asyncio API, grpc.aio (a dozen modules and
-    typing_extensions), which otel-exec never uses and which would stay
-    resident. This module takes grpc.aio's place in sys.modules before grpc's
-    first import, and imports the real one at the first attribute anything
-    asks of it (the import machinery then rebinds grpc.aio to it). That
-    first use may come after the privilege drop, where the interpreter's
-    library directory can be out of reach: nothing of otel-exec's makes it."""
-
-    _lock = threading.RLock()  # re-entrant: the real import may look here again
-
-    @classmethod
-    def install(cls) -> "_AioStandIn | None":
-        if _GRPC_AIO in sys.modules:
-            return None
-        stand_in = cls(_GRPC_AIO)
-        # A spec, so that importlib.util.find_spec("grpc.aio") answers as usual.
-        stand_in.__spec__ = importlib.machinery.ModuleSpec(_GRPC_AIO, None, is_package=True)
-        sys.modules[_GRPC_AIO] = stand_in
-        return stand_in
-
-    def withdraw(self) -> None:
-        with self._lock:
-            if sys.modules.get(_GRPC_AIO) is self:
-                del sys.modules[_GRPC_AIO]
-
-    def __getattr__(self, name: str) -> object:
-        if name.startswith("__") and name not in ("__path__", "__all__"):
-            # A look at module metadata (__file__ by whoever walks
-            # sys.modules) is not a use of the API: importing then would
-            # change sys.modules under the walker's feet.
-            raise AttributeError(name)
-        with self._lock:
-            self.withdraw()
-            real = importlib.import_module(_GRPC_AIO)
-        return getattr(real, name)
-
-
-_GRPC_AIO = "grpc.aio"
-
-
-def grpc_credentials(settings: TransportSettings) -> "grpc.ChannelCredentials | None":
-    """TLS credentials of a gRPC channel, read from their files now (as
-    root, before the privilege drop); None for a plain-text channel."""
-    grpc = import_grpc()
-
-    if settings.protocol != "grpc" or settings.insecure:
-        return None
-    return grpc.ssl_channel_credentials(root_certificates=_read(settings.ca), private_key=_read(settings.client_key),
-                                        certificate_chain=_read(settings.client_cert))
+    context = ssl.create_default_context(cafile=settings.ca)
+    if settings.client_cert and settings.client_key:
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 class GrpcTransport:
     """OTLP/gRPC: the Export method of the signal's service called with the
-    request as bytes (no generated stubs, no message objects)."""
+    request as bytes over otel-exec's own HTTP/2 client (h2grpc.Channel), in
+    the exporter's thread; the connection is made at the first send and
+    again after any failure."""
 
     def __init__(self, settings: TransportSettings) -> None:
-        grpc = import_grpc()
+        from otel_exec.export.otlp import h2grpc
 
         self.settings = settings
         self.target = settings.target
-        self._credentials = grpc_credentials(settings)
-        self._rpc_error = grpc.RpcError
-        self._channel: grpc.Channel | None = None
-        self._export: Callable[..., bytes] | None = None
+        self._path = _GRPC_METHODS[settings.signal]
+        tls = None if settings.insecure else tls_context(settings)
+        self._channel = h2grpc.Channel(h2grpc.endpoint(settings.target), tls, settings.headers,
+                                       f"otel-exec/{__version__}", gzip=settings.compression == "gzip")
 
     def start(self) -> None:
-        import grpc
-
-        options = [("grpc.primary_user_agent", f"otel-exec/{__version__}")]
-        compression = grpc.Compression.Gzip if self.settings.compression == "gzip" else grpc.Compression.NoCompression
-        if self._credentials is None:
-            self._channel = grpc.insecure_channel(self.target, options, compression)
-        else:
-            self._channel = grpc.secure_channel(self.target, self._credentials, options, compression)
-        self._export = self._channel.unary_unary(_GRPC_METHODS[self.settings.signal])
+        pass  # the first send connects, as a gRPC channel does
 
     def send(self, payload: bytes) -> Answer:
-        assert self._export is not None, "start() first"
-        try:
-            response = self._export(payload, timeout=self.settings.timeout_s, metadata=self.settings.headers)
-        except self._rpc_error as e:
-            answer = _grpc_failure(e)
-            if answer.reason == "UNAVAILABLE":
-                # A new channel connects at once: the old one would wait out
-                # gRPC's own reconnect backoff (up to 2 minutes).
-                self.shutdown()
-                self.start()
-            return answer
-        return _sent(response)
+        status = self._channel.call(self._path, payload, self.settings.timeout_s)
+        if status.code == "OK":
+            return _sent(status.response)
+        return _grpc_failure(status.code, status.message, status.trailers)
 
     def shutdown(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._channel.close()
 
 
 def otlp_http_session() -> "requests.Session":
