@@ -178,6 +178,12 @@ class Channel:
 
     def __init__(self, where: Endpoint, tls: "ssl.SSLContext | None", metadata: Iterable[tuple[str, str]],
                  user_agent: str, gzip: bool = False) -> None:
+        """Made before the privilege drop: what the calls import comes now,
+        while the interpreter's library is still in reach."""
+        # socket's name lookups encode the host with the idna codec, which
+        # is imported at its first use.
+        import encodings.idna  # noqa: F401
+
         import hpack
 
         self._hpack = hpack
