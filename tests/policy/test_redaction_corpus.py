@@ -176,15 +176,20 @@ def test_corpus_on_the_proc_seed_path(collector: Collector, tmp_path: Path) -> N
              for argv in cases]
     try:
         time.sleep(0.2)
+        started = time.time_ns()
         run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint,
                        env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", OTEL_BLRP_SCHEDULE_DELAY="100"))
         rc, err = run.stop()
         assert rc == 0, err
         pids = {p.pid: argv for p, argv in zip(procs, cases)}
+        # Only this agent's, not by the pid alone: the session's collector
+        # holds earlier agents' observed records, whose pids may be these
+        # (pid_max can be 32768); the spans by their records' span ids.
         observed = collector.wait_for_logs(lambda r: r.event_name == "otel_exec.process.observed"
+                                           and r.observed_timestamp >= started
                                            and r.attributes.get("process.pid") in pids, count=len(pids), timeout=30)
-        spans = collector.wait_for_spans(lambda s: s.attributes.get("otel_exec.observed_from") == "procfs"
-                                         and s.attributes.get("process.pid") in pids, count=len(pids), timeout=30)
+        span_ids = {r.span_id for r in observed}
+        spans = collector.wait_for_spans(lambda s: s.span_id in span_ids, count=len(pids), timeout=30)
     finally:
         for p in procs:
             p.kill()
