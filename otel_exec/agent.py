@@ -18,7 +18,7 @@ from otel_exec.host.procevents import observed_execs
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.policy.redact import RedactionPolicy
 from otel_exec.policy.stage import ExecPolicy
-from otel_exec.sources import make_source
+from otel_exec.sources import start_source
 from otel_exec.lineage.spans import ProcessSpan, SpanLineage, TraceparentTrust
 from otel_exec.lineage.traceparent import TraceContextCarrier
 
@@ -86,6 +86,7 @@ class Agent:
         self.exported = 0
         self.exits_seen = 0
         self.source: EventSource | None = None
+        self._attached: Callable[[], EventSource] | None = None  # begin_attach's, until attach()
         self.ready: ReadyFile | None = None
         # Resolved before attaching: an unknown user is a usage error that
         # costs no load.
@@ -97,10 +98,19 @@ class Agent:
             cfg.executable_sha256_max_bytes if cfg.executable_sha256 else None, cfg.executable_cache_entries,
             cfg.executable_wait_ms / 1000) if cfg.executable_identity else None
 
+    def begin_attach(self) -> None:
+        """Begin loading the programs: the load goes on on a thread of its
+        own (sources.start_source) while this one does the rest of the
+        start, until attach()."""
+        self._attached = start_source(self.cfg, self.identity)
+
     def attach(self) -> None:
-        """Load and attach the programs: events queue in the ring buffer
-        from now on, until run() reads them."""
-        self.source = make_source(self.cfg, self.identity)
+        """Load and attach the programs, or wait for the load begin_attach
+        began and attach them: events queue in the ring buffer from now on,
+        until run() reads them. The load's thread has ended by then."""
+        attached = self._attached or start_source(self.cfg, self.identity)
+        self._attached = None
+        self.source = attached()
 
     def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
         """Handle the processes already running, drop privileges while the

@@ -239,13 +239,8 @@ def run(cfg: Config, stderr: TextIO) -> int:
     from otel_exec.agent import Agent, Sink, install_signal_handlers
     from otel_exec.check import preflight
     from otel_exec.host.identity import HostIdentity
-    from otel_exec.export.otlp.resource import resource_attributes
     from otel_exec.export.otlp.shape import RecordLimits
-    from otel_exec.export.otlp.sink import OtlpSink
     from otel_exec.export.otlp.transport import OtlpOptions, configured
-    from otel_exec.export.spool import Spool
-    from otel_exec.export.summary import log_summary
-    from otel_exec.export.telemetry import Telemetry
 
     identity = HostIdentity.current()
     opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records,
@@ -268,15 +263,20 @@ def run(cfg: Config, stderr: TextIO) -> int:
         for result in failed:
             log.error("%s", result.detail + (f"; fix: {result.fix}" if result.fix else ""))
         return failed[0].exit_code
-    # Programs first: libbpf's parse of the kernel's BTF (several MB, freed
-    # once loaded) then does not come on top of the exporters' modules,
-    # imported below: it was the agent's peak RSS (BENCHMARKS.md).
-    agent.attach()
+    # The programs' load (the verifier's work) goes on on a thread of its
+    # own while this one makes the rest, until Agent.start attaches them.
+    agent.begin_attach()
     # The sinks and the telemetry are made now, as root (a root-only TLS key
     # or spool directory), and start their threads only after the privilege
     # drop (Agent.start).
     trust = [agent.user.pw_uid] if agent.user else []
     try:
+        from otel_exec.export.otlp.resource import resource_attributes
+        from otel_exec.export.otlp.sink import OtlpSink
+        from otel_exec.export.spool import Spool
+        from otel_exec.export.summary import log_summary
+        from otel_exec.export.telemetry import Telemetry
+
         if opts.signals:
             spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, agent.user,
                           allow_group_read=cfg.spool_allow_group_read, full_action=cfg.spool_full_action,
@@ -297,7 +297,12 @@ def run(cfg: Config, stderr: TextIO) -> int:
                               resource_attributes(identity),
                               console=stderr if "console" in exporters["metrics"] else None)
     except BaseException:
-        agent.close()
+        try:
+            # The load's error, if it failed, is the one to report, as when
+            # the load came before all this.
+            agent.attach()
+        finally:
+            agent.close()
         raise
     trim_heap = HeapTrimmer()
 

@@ -49,17 +49,29 @@ def backend_and_reason(cfg: Config) -> tuple[str, str]:
         f"{toolchain.install_hint()}")
 
 
-def make_source(cfg: Config, identity: HostIdentity):  # -> agent.EventSource
+def start_source(cfg: Config, identity: HostIdentity):  # -> Callable[[], agent.EventSource]
+    """Begins loading the backend's programs; the function returned waits
+    for them and gives the source, loaded and attached, or raises what the
+    load raised. The CO-RE programs' load (the verifier's work, the largest
+    part of the start-up) goes on on a thread of its own until then, while
+    the caller's thread does the rest of the start; BCC's is done first."""
     privileges.check_can_load_bpf()
     backend = choose_backend(cfg)
     if backend == "core":
         from otel_exec.core.source import CoreSource
 
-        return CoreSource(cfg, identity)
+        loading = CoreSource(cfg, identity, attach=False)
+
+        def attached() -> CoreSource:
+            loading.attach()
+            return loading
+
+        return attached
     from otel_exec.bcc.source import BccSource
 
     if cfg.backend == "auto":
         cfg.check_backend("bcc", f"--backend auto chose it: {probes.VMLINUX_BTF} does not exist")
         log.info("no kernel BTF (%s): using the BCC backend", probes.VMLINUX_BTF)
-    return BccSource(cfg, identity)
+    source = BccSource(cfg, identity)
+    return lambda: source
 

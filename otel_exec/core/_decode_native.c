@@ -14,6 +14,10 @@
  *             raises its DecodeError: both share one set of caches, so a
  *             block decoded once is one shared instance whichever decoded it.
  *
+ *   libbpf_print_filter()
+ *             libbpf's print callback in front of the Python one
+ *             (otel_exec/core/libbpf.py), for the loader: see below.
+ *
  * Events are built the way per_exec_constructor's function builds them:
  * an instance of the slots dataclass, every slot set; the slot offsets come
  * from the class's member descriptors, checked against its __slots__ when a
@@ -22,6 +26,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -961,6 +966,32 @@ out:
     return result;
 }
 
+/* libbpf_print_fn_t. A load prints a thousand and more debug messages (the
+ * CO-RE relocations), which nothing keeps unless asked: dropped here, they
+ * cost no call into Python, whose GIL the load's own thread would otherwise
+ * take from the main thread's start-up work once per message. */
+typedef int (*libbpf_print_fn)(int level, const char *fmt, va_list args);
+static libbpf_print_fn print_forward;
+static int print_max_level;
+
+static int print_filtered(int level, const char *fmt, va_list args)
+{
+    if (level > print_max_level)
+        return 0;
+    return print_forward(level, fmt, args);
+}
+
+static PyObject *libbpf_print_filter(PyObject *self, PyObject *args)
+{
+    unsigned long long forward;
+    int max_level;
+    if (!PyArg_ParseTuple(args, "Ki", &forward, &max_level))
+        return NULL;
+    print_forward = (libbpf_print_fn)(uintptr_t)forward;
+    print_max_level = max_level;
+    return PyLong_FromVoidPtr((void *)print_filtered);
+}
+
 static PyMethodDef module_methods[] = {
     {"split_block", (PyCFunction)(void (*)(void))split_block, METH_FASTCALL,
      "split_block(block, truncated) -> list[str]: otel_exec.model.blocks.split_block."},
@@ -973,6 +1004,11 @@ static PyMethodDef module_methods[] = {
      "buffers) in the data area; max_records -1: no limit. Without a decoder each\n"
      "record's payload goes to handle; with one, its event does, and a record the\n"
      "decoder rejects (its DecodeError) goes to on_error."},
+    {"libbpf_print_filter", libbpf_print_filter, METH_VARARGS,
+     "libbpf_print_filter(forward, max_level) -> int\n\n"
+     "The address of a libbpf_print_fn_t that passes the messages of level max_level\n"
+     "and below (WARN 0, INFO 1, DEBUG 2) to the one at address forward and drops\n"
+     "the rest."},
     {NULL},
 };
 

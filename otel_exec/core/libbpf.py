@@ -3,9 +3,10 @@
 Only what otel-exec needs: open an object, patch its ``.rodata`` config and
 map sizes, load, attach, and access maps. libbpf's log is captured per
 object instead of going to stderr, so a verifier rejection is reported as one
-error carrying the useful end of the log. Set ``OTEL_EXEC_LIBBPF_DEBUG=1`` to
-also log every libbpf message at its level as it is emitted (its debug
-messages show with OTEL_LOG_LEVEL=debug).
+error carrying the useful end of the log. Its debug messages (a thousand and
+more per load) are dropped unless ``OTEL_EXEC_LIBBPF_DEBUG=1``, which also
+logs every libbpf message at its level as it is emitted (the debug ones with
+OTEL_LOG_LEVEL=debug).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import struct
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,10 @@ _LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)  # by libbpf_print_
 _LOG_TAIL_LINES = 20
 # Bounds the debug chatter kept per object; the verifier log is one message.
 _LOG_MAX_MESSAGES = 4096
+# How long BpfObject.load() waits for start_load's thread to leave
+# /proc/self/task once it has ended (it takes microseconds; a tracer that
+# holds exited threads as zombies could hold it longer).
+_THREAD_EXIT_S = 1.0
 
 # int (*libbpf_print_fn_t)(enum libbpf_print_level, const char *, va_list).
 # va_list is passed as a pointer on x86-64 (array type) and on aarch64 (a
@@ -89,6 +95,8 @@ def _libc() -> ctypes.CDLL:
 
 
 def _on_print(level: int, fmt: int | None, args: int | None) -> int:
+    if level > _KEPT_LEVEL:
+        return 0
     libc = _libc()
     buf = ctypes.c_void_p()
     n: int = libc.vasprintf(ctypes.byref(buf), fmt, args)
@@ -107,6 +115,22 @@ def _on_print(level: int, fmt: int | None, args: int | None) -> int:
 
 
 _print_cb = _PrintFn(_on_print)  # libbpf keeps the raw pointer: must stay alive
+# The highest libbpf_print_level kept: the debug messages only when echoed.
+_KEPT_LEVEL = _LIBBPF_DEBUG if _ECHO else _LIBBPF_DEBUG - 1
+
+
+def _print_fn() -> _PrintFn:
+    """_on_print behind the C extension's level filter when it is built: the
+    messages dropped then never enter the interpreter (a load runs on a
+    thread of its own, BpfObject.start_load, and each call into Python
+    would take the GIL from the main thread)."""
+    from otel_exec.core.ringbuf import NATIVE
+
+    # An extension built before the filter existed: _on_print filters alone.
+    make_filter = getattr(NATIVE, "libbpf_print_filter", None)
+    if make_filter is None:
+        return _print_cb
+    return _PrintFn(make_filter(ctypes.cast(_print_cb, ctypes.c_void_p).value, _KEPT_LEVEL))
 
 
 # The package carries no libbpf: the system's is loaded (docs/packaging.md).
@@ -124,7 +148,7 @@ def _lib() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
-    lib.libbpf_set_print(_print_cb)
+    lib.libbpf_set_print(_print_fn())
     return lib
 
 
@@ -173,6 +197,8 @@ class BpfObject(Closing):
         self._log: deque[tuple[int, str]] = deque(maxlen=_LOG_MAX_MESSAGES)
         self._links: list[int] = []
         self._load_attempted = False
+        self._loading: threading.Thread | None = None  # start_load's, until load() has waited for it
+        self._load_rc = 0
         self._obj: int | None = None
         with self._capture():
             obj = _lib().bpf_object__open_file(os.fsencode(path), None)
@@ -225,15 +251,51 @@ class BpfObject(Closing):
         return [name for name, _ in self._programs()]
 
     def load(self) -> None:
-        """Create maps and verify programs; BpfLoadError carries the log tail."""
+        """Create maps and verify programs, or wait for start_load's thread
+        to have done it; BpfLoadError carries the log tail."""
+        if self._loading is None:
+            self._start_load()
+            self._load_now()
+        else:
+            self._wait_loaded()
+        if self._load_rc < 0:
+            raise BpfLoadError(f"cannot load BPF object {self.path}: {strerror(-self._load_rc)}",
+                               self._log_tail())
+
+    def start_load(self) -> None:
+        """Begin load() on a thread of its own and return: the kernel's
+        verifier, the largest part of an agent's start-up, needs neither
+        the GIL nor the caller's thread, which goes on with the rest of the
+        start meanwhile. load() waits for it and reports as it would have;
+        so does close(). Nothing else may be asked of the object until then."""
+        self._start_load()
+        self._loading = threading.Thread(target=self._load_now, name="bpf-load")
+        self._loading.start()
+
+    def _start_load(self) -> None:
         self._require_unloaded("load")
+        self._handle()
         # libbpf counts a failed load as loaded too: no second attempt, no patching.
         self._load_attempted = True
+
+    def _load_now(self) -> None:
         with self._capture():
-            rc = _lib().bpf_object__load(self._handle())
-        if rc < 0:
-            raise BpfLoadError(f"cannot load BPF object {self.path}: {strerror(-rc)}",
-                               self._log_tail())
+            self._load_rc = _lib().bpf_object__load(self._obj)
+
+    def _wait_loaded(self) -> None:
+        """Until start_load's thread is gone from the process: from
+        /proc/self/task too, where the kernel lists it a moment after
+        join() returns, and where the privilege drop's check that follows
+        the load must find no thread that was not dropped
+        (host.privileges.check_threads)."""
+        thread, self._loading = self._loading, None
+        if thread is None:
+            return
+        thread.join()
+        task = f"/proc/self/task/{thread.native_id}"
+        deadline = time.monotonic() + _THREAD_EXIT_S
+        while os.path.exists(task) and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def attach_all(self) -> None:
         """Attach every program whose autoload is on; links live until ``close()``."""
@@ -303,6 +365,7 @@ class BpfObject(Closing):
 
     def close(self) -> None:
         """Detach all programs and free the object (its maps go with their last fd)."""
+        self._wait_loaded()
         self.detach_all()
         with self._capture():
             if self._obj is not None:

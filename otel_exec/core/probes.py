@@ -104,12 +104,18 @@ def prefix_entries(include: list[str], keep: list[str]) -> dict[bytes, int]:
 
 
 class KernelProbes:
-    """The loaded, attached programs and the maps user space talks to."""
+    """The loaded, attached programs and the maps user space talks to.
 
-    def __init__(self, cfg: Config) -> None:
+    Made with attach=False, the object is opened and configured and its
+    load (the verifier's work) goes on on a thread of its own
+    (BpfObject.start_load) while the caller does something else; attach()
+    then waits for it and attaches."""
+
+    def __init__(self, cfg: Config, attach: bool = True) -> None:
         privileges.check_can_load_bpf()
         present = btf_names_present(set(OPTIONAL_PROGRAMS.values()) | {DIRECT_READS_KFUNC})
         self.ringbuf_bytes = cfg.ring_bytes("core")
+        self._cfg = cfg
         self.obj = BpfObject(str(object_path()))
         try:
             for prog, symbol in OPTIONAL_PROGRAMS.items():
@@ -120,8 +126,20 @@ class KernelProbes:
             self.obj.set_max_entries("events", self.ringbuf_bytes)
             self.obj.set_max_entries("scratch", self.obj.num_possible_cpus())
             self.obj.set_max_entries("counters", self.obj.num_possible_cpus() * len(layout.COUNTER_NAMES))
+        except BaseException:
+            self.obj.close()
+            raise
+        if attach:
+            self.attach()
+        else:
+            self.obj.start_load()
+
+    def attach(self) -> None:
+        """Load (or wait for the load attach=False began) and attach; the
+        object is closed when either fails."""
+        try:
             self.obj.load()
-            self._fill_filters(cfg)
+            self._fill_filters(self._cfg)
             self.obj.attach_all()
             self.obj.forget_log()
         except BaseException:

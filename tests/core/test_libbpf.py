@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,7 @@ pytest_plugins = ("tests.helpers.bpf_testprog",)  # its fixtures: bpf_prog_path,
 Opener = Callable[[], BpfObject]
 BSS = f"{OBJ_NAME}.bss"
 KEY0 = struct.pack("=I", 0)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_open_missing_file(tmp_path: Path) -> None:
@@ -99,13 +102,65 @@ def test_verifier_rejection(open_prog: Opener, capfd: pytest.CaptureFixture[str]
 
 
 @pytest.mark.kernel
-def test_load_is_quiet_and_log_is_kept(open_prog: Opener,
-                                      capfd: pytest.CaptureFixture[str]) -> None:
+def test_load_is_quiet_and_keeps_no_debug_chatter(open_prog: Opener,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
     obj = open_prog()
     obj.set_rodata(config())
     obj.load()
     assert capfd.readouterr().err == ""
-    assert "libbpf: " in obj.log  # debug-level messages were stored
+    # libbpf said nothing above debug level about this load, and its debug
+    # messages are dropped (in C when the extension is built).
+    assert obj.log == ""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_libbpf_debug_keeps_and_logs_the_debug_messages(bpf_prog_path: Path, native: str) -> None:
+    """OTEL_EXEC_LIBBPF_DEBUG=1 (read when the module is imported: a
+    process of its own) keeps them and logs them at debug level, through
+    the C filter or without it."""
+    code = ("import logging, sys\n"
+            "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format='%(levelname)s %(message)s')\n"
+            "from otel_exec.core.libbpf import BpfObject\n"
+            "from tests.helpers.bpf_testprog import config\n"
+            f"obj = BpfObject({str(bpf_prog_path)!r})\n"
+            "obj.set_rodata(config())\n"
+            "obj.load()\n"
+            "print(obj.log.count('libbpf: '))\n"
+            "obj.close()\n")
+    env = {**os.environ, "OTEL_EXEC_LIBBPF_DEBUG": "1", "OTEL_EXEC_NATIVE": native}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 10
+    assert "DEBUG libbpf: " in out.stderr
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("finish", ["load", "close"])
+def test_start_load_verifies_on_a_thread_gone_when_load_or_close_returns(open_prog: Opener, finish: str) -> None:
+    """Gone from /proc/self/task too: the agent's privilege drop follows."""
+    obj = open_prog()
+    obj.set_rodata(config())
+    before = set(os.listdir("/proc/self/task"))
+    obj.start_load()
+    with pytest.raises(BpfError, match="after load"):
+        obj.set_autoload("rejected", True)
+    getattr(obj, finish)()
+    assert set(os.listdir("/proc/self/task")) <= before
+    if finish == "load":
+        obj.attach_all()
+        with RingBuffer(obj.map_fd("rb"), RING_BYTES) as ring:
+            spawn(1)
+            assert ring.drain(lambda v: None) == 1
+
+
+@pytest.mark.kernel
+def test_start_load_reports_a_rejection_as_load_does(open_prog: Opener) -> None:
+    obj = open_prog()
+    obj.set_autoload("rejected", True)
+    obj.start_load()
+    with pytest.raises(BpfLoadError) as info:
+        obj.load()
+    assert "invalid mem access 'ringbuf_mem_or_null'" in info.value.log_tail
 
 
 @pytest.mark.kernel

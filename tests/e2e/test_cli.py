@@ -202,6 +202,30 @@ def test_bpf_load_failure_exit_6_with_verifier_lines(need_kernel: None, monkeypa
     assert "invalid mem access" in err  # the verifier's own words
 
 
+@kernel
+@pytest.mark.parametrize("bad_object", [True, False])
+def test_a_set_up_failure_during_the_load(need_kernel: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str], bad_object: bool) -> None:
+    """The sinks are made while the programs load (on a thread of their
+    own): an --output that cannot be opened is reported once the load has
+    ended, and a load that failed is reported instead, as when the load
+    came first; no thread is left behind either way."""
+    if bad_object:
+        src = tmp_path / "bad.bpf.c"
+        src.write_text(BAD_PROG)
+        obj = tmp_path / "bad.bpf.o"
+        subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(src),
+                        "-o", str(obj)], check=True)
+        monkeypatch.setattr(probes, "object_path", lambda: obj)
+    threads = set(os.listdir("/proc/self/task"))
+    assert cli.main(["run", "--exporter", "console", "--output", str(tmp_path / "no-such-dir" / "out"),
+                     "--duration", "1"]) == (6 if bad_object else 2)
+    err = capsys.readouterr().err
+    assert ("invalid mem access" in err) == bad_object
+    assert ("--output" in err) != bad_object
+    assert set(os.listdir("/proc/self/task")) <= threads
+
+
 def test_heap_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     from otel_exec.cli import HeapTrimmer
 
