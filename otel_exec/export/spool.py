@@ -56,6 +56,7 @@ from typing import Callable
 
 from otel_exec.host import safefs
 from otel_exec.errors import PrivilegeError, UsageError
+from otel_exec.native import native_wanted
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,37 @@ _OWN_FILES = {LOCK, HEARTBEAT, *(f"{s}.cursor" for s in SIGNALS)}
 # Every record is a message framed as a field 2 (LEN) of its scope block
 # (otel_exec.export.otlp.encode._in_scope): that tag, then a varint of the rest's length.
 _RECORD_TAG = 0x12
+
+def _write_framed(fd: int, records: list[bytes]) -> None:
+    """Each record behind its length prefix (frame()), writev() straight
+    from the records: no joined copy of a drain's worth of them (hundreds of
+    KiB at the peak of a storm); at most _IOV_MAX buffers per call, a short
+    write completed. The reference of _spool_native.write_framed."""
+    parts: list[bytes] = [b""] * (2 * len(records))
+    parts[0::2] = map(frame, map(len, records))
+    parts[1::2] = records
+    for i in range(0, len(parts), _IOV_MAX):
+        chunk = parts[i:i + _IOV_MAX]
+        written = os.writev(fd, chunk)
+        if written < sum(map(len, chunk)):  # short write: the rest of the chunk in one piece
+            rest = b"".join(chunk)[written:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+
+
+def _native_write_framed() -> Callable[[int, list[bytes]], None] | None:
+    """_spool_native's write_framed (the same bytes, no Python object per
+    record) when it is built and native_wanted()."""
+    if not native_wanted():
+        return None
+    try:
+        from otel_exec.export import _spool_native
+    except ImportError:  # not built: setup.py said so when installing
+        return None
+    return _spool_native.write_framed  # type: ignore[no-any-return]
+
+
+write_framed: Callable[[int, list[bytes]], None] = _native_write_framed() or _write_framed
 
 
 @dataclass(frozen=True, order=True)
@@ -480,30 +512,28 @@ class SignalSpool:
         """Write the records add()ed since the last call, in one write() (the
         end of a drain of the ring buffer); returns how many."""
         added = self._added
-        count = len(added)
-        framed: list[bytes] = [b""] * (2 * count)
-        framed[0::2] = map(frame, map(len, added))
-        framed[1::2] = added
+        records = added[:]
         added.clear()
-        self.append(framed, count)
-        return count
+        self.append(records)
+        return len(records)
 
-    def append(self, framed: list[bytes], count: int) -> None:
-        """Write `count` records, given as [frame(r1), r1, frame(r2), r2, ...]
-        (see frame()): one write() per drain of the ring buffer."""
+    def append(self, records: list[bytes]) -> None:
+        """Write records, each framed (see frame()): one write() per drain of
+        the ring buffer."""
+        count = len(records)
         if not count:
             return
-        size = sum(map(len, framed))
+        size = sum(map(len, records)) + _LEN.size * count
         with self._lock:
             if self._disk_error is not None and time.monotonic() < self._retry_at:
                 self.write_failed += count
-                self._hold(framed[1::2])
+                self._hold(records)
                 return
             try:
-                self._write_disk(framed, size, count)
+                self._write_disk(records, size)
             except OSError as e:
                 self._disk_failed(e, count)
-                self._hold(framed[1::2])
+                self._hold(records)
                 return
             if self._disk_error is not None:
                 if self._episode_logged:
@@ -513,7 +543,7 @@ class SignalSpool:
                 self._disk_error = None
             self._evict()
 
-    def _write_disk(self, framed: list[bytes], size: int, count: int) -> None:
+    def _write_disk(self, records: list[bytes], size: int) -> None:
         w = self._write
         if w is None or (w.size and w.size + size > SEGMENT_BYTES):
             self._write = None
@@ -521,7 +551,7 @@ class SignalSpool:
             w = self._write
             assert w is not None
         try:
-            self._write_all(w.fd, framed)
+            self._write_all(w.fd, records)
         except OSError:
             try:
                 os.ftruncate(w.fd, w.size)  # no partial frame left behind
@@ -529,26 +559,17 @@ class SignalSpool:
                 self._write = None  # its tail is unknown: append to a new segment
             raise
         seg = self._write_seg
-        self._recent.append(_Recent(seg, w.size, framed[1::2], size))
+        self._recent.append(_Recent(seg, w.size, records, size))
         self._recent_bytes += size
         while self._recent_bytes > RECENT_BYTES:
             # Still on disk: read back from there once the cursor gets to it.
             self._recent_bytes -= self._recent.popleft().nbytes
         w.size += size
         self._bytes += size
-        w.count = (w.count or 0) + count
+        w.count = (w.count or 0) + len(records)
 
-    @staticmethod
-    def _write_all(fd: int, parts: list[bytes]) -> None:
-        """writev() straight from the records: no joined copy of a drain's
-        worth of them (hundreds of KiB at the peak of a storm)."""
-        for i in range(0, len(parts), _IOV_MAX):
-            chunk = parts[i:i + _IOV_MAX]
-            written = os.writev(fd, chunk)
-            if written < sum(map(len, chunk)):  # short write: the rest of the chunk in one piece
-                rest = b"".join(chunk)[written:]
-                while rest:
-                    rest = rest[os.write(fd, rest):]
+    # Each record framed, in writev() calls (write_framed).
+    _write_all = staticmethod(write_framed)
 
     def _disk_failed(self, e: OSError, count: int) -> None:
         """A write (or a segment's creation) failed; the caller holds the lock."""

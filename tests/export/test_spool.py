@@ -24,10 +24,7 @@ def framed_record(body: bytes) -> bytes:
 
 
 def _append(sp: SignalSpool, records: list[bytes]) -> None:
-    framed: list[bytes] = []
-    for r in records:
-        framed += (frame(len(r)), r)
-    sp.append(framed, len(records))
+    sp.append(records)
 
 
 def _drain(sp: SignalSpool, max_records: int = 7, max_bytes: int = 1 << 20) -> list[bytes]:
@@ -203,11 +200,11 @@ def _failing_disk(monkeypatch: pytest.MonkeyPatch, err: int = errno.ENOSPC) -> l
     failing = [True]
     real = SignalSpool._write_all
 
-    def write_all(fd: int, parts: list[bytes]) -> None:
+    def write_all(fd: int, records: list[bytes]) -> None:
         if failing[0]:
-            os.write(fd, parts[0][:2])  # a partial frame, as a short write leaves it
+            os.write(fd, frame(len(records[0]))[:2])  # a partial frame, as a short write leaves it
             raise OSError(err, os.strerror(err))
-        real(fd, parts)
+        real(fd, records)
 
     monkeypatch.setattr(SignalSpool, "_write_all", staticmethod(write_all))
     monkeypatch.setattr(spool_mod, "_DISK_RETRY_S", 0.0)

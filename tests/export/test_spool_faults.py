@@ -150,7 +150,7 @@ def _handmade_spool(d: Path, n: int) -> list[str]:
     for i in range(n):
         rec = encode.gap_record(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 2), 1.0)
         starts.append(encode.iso8601(1_000_000_000 * (i + 1)))
-        logs.append([frame(len(rec)), rec], 1)
+        logs.append([rec])
         if i == n // 2:
             logs._write = None  # start the next segment here
     sp.close()
