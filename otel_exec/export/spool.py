@@ -64,8 +64,10 @@ frame = _LEN.pack  # the length prefix of a record in a segment
 SEGMENT_BYTES = 4 * 1024 * 1024
 # A segment being written that the collector has all of is left for a new
 # one once it holds this much: deleted at once, it frees the disk while the
-# collector keeps up (a new file per this many bytes costs ~20 us).
-SENT_SEGMENT_BYTES = 64 * 1024
+# collector keeps up. Creating one file and unlinking another are journaled
+# metadata updates, far dearer than an append: at low exec rates a smaller
+# size meant a new segment at nearly every request.
+SENT_SEGMENT_BYTES = 1024 * 1024
 _IOV_MAX = 1024  # Linux's limit on buffers per writev()
 # Read beyond the estimated size of a batch read back, for records larger than the average.
 _READ_SLACK = 64 * 1024
@@ -481,6 +483,8 @@ class SignalSpool:
         end of a drain of the ring buffer); returns how many."""
         added = self._added
         count = len(added)
+        if not count:  # a drain that read only what no sink exports (others' exits)
+            return 0
         framed: list[bytes] = [b""] * (2 * count)
         framed[0::2] = map(frame, map(len, added))
         framed[1::2] = added
