@@ -96,8 +96,13 @@ class Config:
     ringbuf_bytes: int | None = None
     # The reader sleeps this long between drains unless the kernel wakes it
     # because wakeup_fraction of the ring is full: batching wake-ups is what
-    # keeps the per-exec kernel cost low.
-    poll_interval: float = 0.1
+    # keeps the per-exec kernel cost low. Each drain also has a fixed cost
+    # (the wake-up, a spool write per signal, the drain's code and data
+    # brought back into the caches) that only more records per drain
+    # amortise at low exec rates; a quarter of the default logs delay
+    # (OTEL_BLRP_SCHEDULE_DELAY, counted from the exec) leaves the send
+    # the rest of it.
+    poll_interval: float = 0.25
     wakeup_fraction: float = 0.25
     process_table_size: int = 65536
     # core: CO-RE through libbpf (needs kernel BTF); bcc: BCC (needs the bcc
