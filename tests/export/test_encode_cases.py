@@ -274,24 +274,28 @@ def test_the_shared_encoding_is_remembered_per_shared_part() -> None:
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["per-exec", "shared"])
-def test_the_environment_on_the_span_only_with_span_env(shared: bool) -> None:
+@pytest.mark.parametrize("env_attributes", [0, 48], ids=["packed", "per-variable"])
+def test_the_environment_on_the_span_only_with_span_env(shared: bool, env_attributes: int) -> None:
     for span_env in (False, True):
         encode._shared_encodings.clear()
         ev = sample_exec(env=["A=b=c", "D=e"])
         if shared:
             ev.shared = SharedExec(())
-        log, span_attrs = record_attrs(ev, encode.span_set("full", span_env))
-        env = {keys.ENV_PREFIX + "A": "b=c", keys.ENV_PREFIX + "D": "e"}
+        limits = RecordLimits(env_attributes=env_attributes)
+        log, span_attrs = record_attrs(ev, encode.span_set("full", span_env), limits)
+        env = {keys.ENV_PREFIX + "A": "b=c", keys.ENV_PREFIX + "D": "e"} if env_attributes else \
+            {keys.ENV_REST: ["A=b=c", "D=e"]}
         assert {k: log[k] for k in env} == env
-        assert {k: v for k, v in span_attrs.items() if k.startswith(keys.ENV_PREFIX)} == (env if span_env else {})
+        assert {k: v for k, v in span_attrs.items() if k.startswith(keys.ENV_PREFIX) or k == keys.ENV_REST} == \
+            (env if span_env else {})
         assert keys.CMDPATH in span_attrs
     encode._shared_encodings.clear()
     ev = sample_exec(env=["A=b"])
     if shared:
         ev.shared = SharedExec(())
     by_default = encode.exec_attributes(ev)
-    assert not any(k.startswith(keys.ENV_PREFIX) for k in attrs(Span.FromString(b"".join(by_default.span_attrs()))
-                                                             .attributes))
+    assert not any(k.startswith(keys.ENV_PREFIX) or k == keys.ENV_REST
+                   for k in attrs(Span.FromString(b"".join(by_default.span_attrs())).attributes))
 
 
 # --record-attributes full: the attributes a compact record leaves out are sent too.
@@ -350,8 +354,12 @@ def test_a_compact_record_leaves_out_only_what_its_other_attributes_say() -> Non
         log, _ = record_attrs(sample_exec(**{**ev, **over}))
         assert log[key] == value, over
     encode._shared_encodings.clear()
-    packed, _ = record_attrs(sample_exec(**ev), limits=RecordLimits(env_attributes=0))  # shaped, not cut
+    packed, _ = record_attrs(sample_exec(**ev), limits=RecordLimits(env_attributes=0))  # the default
     assert keys.ENV_REST in packed and keys.RECORD_CUT not in packed and not derived & set(packed)
+    encode._shared_encodings.clear()
+    per_variable, _ = record_attrs(sample_exec(**ev), limits=RecordLimits(env_attributes=1))
+    assert (per_variable[keys.ENV_PREFIX + "HOME"], per_variable[keys.ENV_REST]) == ("/root", ["API_TOKEN=[REDACTED]"])
+    assert keys.RECORD_CUT not in per_variable and not derived & set(per_variable)
     encode._shared_encodings.clear()
     log, _ = record_attrs(sample_exec(**ev, unavailable=("prev_comm",)))  # what they follow from may be gone
     assert derived - {keys.COMMAND} <= set(log) and log[keys.COMMAND] == "x"
