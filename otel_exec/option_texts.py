@@ -178,8 +178,9 @@ DOC: dict[str, str] = {
         "default %(default)s)",
     "--record-attributes":
         "compact: an exec record leaves out the attributes that its others say exactly "
-        "(process.command, otel_exec.comm, otel_exec.interpreter.dev, process.args_count when "
-        "equal to what they repeat; process.interactive and otel_exec.file.type at false and reg), "
+        "(process.command, otel_exec.comm, otel_exec.interpreter.dev, process.args_count, "
+        "otel_exec.env_count when equal to what they repeat; process.interactive and "
+        "otel_exec.file.type at false and reg), "
         "and an exit record the pid and executable name of its exec record; full: sends them "
         "too (docs/attributes.md#compact-records; default %(default)s)",
     "--body-max-bytes":

@@ -302,6 +302,12 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: 
         common = _available(unavailable, kvs) if unavailable else kvs
         if count_derived:  # a record that fits is not cut
             common.remove(_kv(keys.ARGS_COUNT, ev.argc))
+        # And otel_exec.env_count when it is the number of the environment's
+        # entries the record carries (each key once, those without "=" too):
+        # every entry read, none redacted away, none set twice. Only in a
+        # record sent as it is, of which no shaping or limit took a variable.
+        if not derived and not ev.env_truncated and ev.envc == len(env) + len(bare):
+            common.remove(_kv(keys.ENV_COUNT, ev.envc))
         env_kvs = _env_kvs(env, bare, limits.env_attributes)
         line = None if argv is None else shlex.join(argv)
         if shape.fits(limits, len(common) + ids_count, len(env_kvs),
