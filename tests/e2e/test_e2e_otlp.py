@@ -383,15 +383,15 @@ EXEC_RECORD_KEYS = {
     "otel_exec.process.real_group.id", "process.working_directory", "process.linux.cgroup",
     "file.inode", "file.mode", "file.changed", "otel_exec.cmdpath", "otel_exec.file.dev",
     "otel_exec.prev_comm", "otel_exec.stdin.type", "otel_exec.stdin.path", "otel_exec.mount_ns",
-    "otel_exec.pid_ns", "otel_exec.cgroup.id", "otel_exec.uts.hostname", "otel_exec.env_count",
+    "otel_exec.pid_ns", "otel_exec.cgroup.id", "otel_exec.uts.hostname",
     "otel_exec.interpreter.path", "otel_exec.interpreter.inode",
     "otel_exec.interpreter.changed",
 }
 # What a record leaves out when its other attributes say it exactly, sent too with --record-attributes full
 # (docs/attributes.md#exec-attributes): here argv[0], the comm of /bin/sh, a non-interactive stdin, a
-# regular file, a loader on the executable's file system, every argument in a record not cut.
+# regular file, a loader on the executable's file system, every argument and every variable in a record not cut.
 DERIVED_KEYS = {"process.command", "otel_exec.comm", "process.interactive", "otel_exec.file.type",
-                "otel_exec.interpreter.dev", "process.args_count"}
+                "otel_exec.interpreter.dev", "process.args_count", "otel_exec.env_count"}
 # A slim span's (the default): the ids that join it to its records, what names the process, how it ended.
 SLIM_SPAN_KEYS = {"process.pid", "otel_exec.exec_id", "process.executable.path", "process.user.id",
                   "otel_exec.span.ended_by", "process.exit.code", "error.type"}
@@ -432,7 +432,8 @@ def test_each_fact_once_the_span_slim_by_default_and_full_on_request(collector: 
     assert EXEC_RECORD_KEYS <= set(log), EXEC_RECORD_KEYS - set(log)
     derived = {"process.command": log["process.command_args"][0], "otel_exec.comm": "sh",
                "process.interactive": False, "otel_exec.file.type": "reg",
-               "otel_exec.interpreter.dev": log["otel_exec.file.dev"], "process.args_count": 3}
+               "otel_exec.interpreter.dev": log["otel_exec.file.dev"], "process.args_count": 3,
+               "otel_exec.env_count": 3}
     if span_attributes == "slim":  # the compact record, the default: each value follows from the others
         assert not DERIVED_KEYS & set(log), DERIVED_KEYS & set(log)
         assert os.path.basename(log["otel_exec.cmdpath"]) == "sh"
