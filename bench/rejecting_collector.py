@@ -26,9 +26,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc  # noqa: E402
+from testkit.environment import variable  # noqa: E402
 from testkit.fake_collector import OK, FakeCollector, Received, Reply, attributes  # noqa: E402
 
-from lib.storm import MARKER_KEY  # noqa: E402
+from lib.storm import MARKER_VAR  # noqa: E402
 
 RETRYABLE = grpc.StatusCode.UNAVAILABLE
 
@@ -68,7 +69,7 @@ def summary(fc: FakeCollector, marker: str, launcher: str) -> dict[str, Any]:
             for key, records in (("delivered", kept), ("refused", gone)):
                 for rec in records:
                     attrs = attributes(rec)
-                    if attrs.get(MARKER_KEY) == marker and not rec.body.string_value.startswith(launcher):
+                    if variable(attrs, MARKER_VAR) == marker and not rec.body.string_value.startswith(launcher):
                         storm[key].append(attrs["otel_exec.exec_id"])
         out[name] = {"requests": len(fc.requests(name)), "taken": taken, "refused": refused,
                      "retryable_answers": retryable, **({"storm": storm} if name == "logs" else {})}

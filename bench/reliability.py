@@ -65,6 +65,7 @@ from lib.session import IDLE_LOAD, REPO, Session, agent_python, load_average, ma
 from lib.storm import MARKER_KEY, MARKER_VAR, Storm
 from otel_exec.export.otlp import protowire
 from testkit.diskfull import fill
+from testkit.environment import PACKED, variable
 from testkit.rotel import rotel_binary
 
 WORKERS = 2
@@ -398,6 +399,15 @@ def _string(any_value: bytes) -> str | None:
     return None
 
 
+def _string_or_strings(any_value: bytes) -> str | list[str] | None:
+    """AnyValue.string_value, or the strings of its array_value (the packed
+    environment), or None."""
+    for number, wire, value in protowire.fields(any_value):
+        if number == 5 and wire == protowire.LEN and isinstance(value, bytes):
+            return [_string(v) or "" for n, _, v in protowire.fields(value) if n == 1 and isinstance(v, bytes)]
+    return _string(any_value)
+
+
 def spooled_storm_execs(spool: Path, marker: str, launcher: Path) -> set[tuple[str, int]] | None:
     """(exec id, event time) of the storm's exec records in a spool's log
     segments, sent or not (see otel_exec/export/spool.py: length-prefixed records,
@@ -430,7 +440,8 @@ def spooled_storm_execs(spool: Path, marker: str, launcher: Path) -> set[tuple[s
                         key, any_value = kv.get(1), kv.get(2)
                         if isinstance(key, bytes) and isinstance(any_value, bytes):
                             attributes[key.decode(errors="replace")] = any_value
-                if attributes.get(MARKER_KEY) is None or _string(attributes[MARKER_KEY]) != marker:
+                env = {key: _string_or_strings(attributes[key]) for key in (MARKER_KEY, PACKED) if key in attributes}
+                if variable(env, MARKER_VAR) != marker:
                     continue
                 if body is not None and body.startswith(str(launcher)):
                     continue

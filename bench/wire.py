@@ -8,7 +8,9 @@ environment, N execs at R execs/s, default 3,000 at 1,000/s) with the agent
 exporting OTLP/gRPC, with its default settings, to an in-process OTLP receiver
 (testkit/fake_collector.py) that keeps every record: with its defaults (no
 compression), with OTEL_EXPORTER_OTLP_COMPRESSION=gzip and, for comparison,
-with --env-attributes 0 (the environment in one attribute).
+with --env-attributes 48 --record-attributes full (each variable an
+attribute of its own, and the exit record with the exec record's pid and
+executable name: the defaults before issue 14's second bytes pass).
 
 Per storm exec, from what the receiver got (each record as its protobuf
 encoding, framed as in a request: tag and length): the exec's log record,
@@ -43,8 +45,9 @@ from lib.oe_agent import AgentProcess  # noqa: E402
 from lib.procs import ticks_to_us  # noqa: E402
 from lib.report import table  # noqa: E402
 from lib.session import REPO, WORKERS, Session, agent_python, machine, publish, say, section_head  # noqa: E402
-from lib.storm import MARKER_KEY, MARKER_VAR, Storm  # noqa: E402
-from testkit.fake_collector import FakeCollector  # noqa: E402
+from lib.storm import MARKER_VAR, Storm  # noqa: E402
+from testkit.environment import variable  # noqa: E402
+from testkit.fake_collector import FakeCollector, attributes  # noqa: E402
 
 EXEC_EVENT = "otel_exec.process.exec"
 EXIT_EVENT = "otel_exec.process.exit"
@@ -54,11 +57,12 @@ GZIP_LEVEL = 6
 # (the span batch delay is 5 s by default).
 _IDLE = 8.0
 # (label, agent options, agent environment): the defaults; gzip; and the
-# environment packed into one attribute, for comparison.
+# earlier shape, for comparison.
 RUNS: list[tuple[str, list[str], dict[str, str]]] = [
     ("defaults", [], {}),
     ("OTEL_EXPORTER_OTLP_COMPRESSION=gzip", [], {"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}),
-    ("--env-attributes 0", ["--env-attributes", "0"], {}),
+    ("--env-attributes 48 --record-attributes full",
+     ["--env-attributes", "48", "--record-attributes", "full"], {}),
 ]
 
 
@@ -79,15 +83,9 @@ def _varint(n: int) -> bytes:
 
 def _marked(record: Any, marker: str) -> bool:
     """One of the storm's execs (not the storm process itself): the marker
-    as an attribute of its own, or packed in otel_exec.env.rest."""
-    attrs = {kv.key: kv.value for kv in record.attributes}
-    name = attrs.get("process.executable.name")
-    if name is None or name.string_value != "true":
-        return False
-    if MARKER_KEY in attrs:
-        return attrs[MARKER_KEY].string_value == marker
-    rest = attrs.get("otel_exec.env.rest")
-    return rest is not None and f"{MARKER_VAR}={marker}" in (v.string_value for v in rest.array_value.values)
+    in its environment, packed or an attribute of its own."""
+    attrs = attributes(record)
+    return attrs.get("process.executable.name") == "true" and variable(attrs, MARKER_VAR) == marker
 
 
 @dataclass

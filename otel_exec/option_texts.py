@@ -44,7 +44,7 @@ HELP: dict[str, str] = {
     "--record-max-bytes":
         "an exec record's attribute bytes at most, as Loki counts (default %(default)s)",
     "--env-attributes":
-        "environment variables sent one attribute each (default %(default)s)",
+        "environment variables sent one attribute each; the rest packed (default %(default)s)",
     "--record-attributes":
         "compact: no attribute the others give; full: all (default %(default)s)",
     "--body-max-bytes":
@@ -172,13 +172,17 @@ DOC: dict[str, str] = {
         "other attributes leave, and what does not fit is cut and named in "
         "otel_exec.record.cut (default %(default)s)",
     "--env-attributes":
-        "environment variables sent as attributes of their own; the others go into "
-        "otel_exec.env.rest as KEY=VALUE (default %(default)s)",
+        "environment variables sent as attributes of their own "
+        "(process.environment_variable.KEY, the semantic conventions' form); the others, "
+        "by default all, go into otel_exec.env.rest as KEY=VALUE (docs/attributes.md#the-environment; "
+        "default %(default)s)",
     "--record-attributes":
         "compact: an exec record leaves out the attributes that its others say exactly "
-        "(process.command, otel_exec.comm, otel_exec.interpreter.dev, process.args_count when "
-        "equal to what they repeat; process.interactive and otel_exec.file.type at false and reg); full: sends them "
-        "too (docs/attributes.md#exec-attributes; default %(default)s)",
+        "(process.command, otel_exec.comm, otel_exec.interpreter.dev, process.args_count, "
+        "otel_exec.env_count when equal to what they repeat; process.interactive and "
+        "otel_exec.file.type at false and reg), "
+        "and an exit record the pid and executable name of its exec record; full: sends them "
+        "too (docs/attributes.md#compact-records; default %(default)s)",
     "--body-max-bytes":
         "the log body (the command line) is cut at this many bytes and flagged; "
         "process.command_args holds the arguments (default %(default)s)",

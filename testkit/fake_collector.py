@@ -41,6 +41,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from testkit.environment import variable
 from testkit.otlp_services import GRPC_SERVICES, REQUESTS, OtlpHttpHandler
 from testkit.poll import wait_until
 
@@ -192,9 +193,11 @@ class FakeCollector:
         """Records in requests answered with an error (whatever the agent does next)."""
         return sum(len(r.records) for r in self.requests(signal) if not r.accepted)
 
-    def marked(self, signal: str, mark_attr: str, mark: str, accepted: bool | None = True) -> list[Any]:
+    def marked(self, signal: str, mark_variable: str, mark: str, accepted: bool | None = True) -> list[Any]:
+        """The records whose environment sets mark_variable to mark (in either
+        form, testkit/environment.py)."""
         return [rec for r in self.requests(signal) if accepted is None or r.accepted == accepted
-                for rec in r.records if attributes(rec).get(mark_attr) == mark]
+                for rec in r.records if variable(attributes(rec), mark_variable) == mark]
 
     def metric(self, name: str, attrs: dict[str, str]) -> int | None:
         """The last value of a cumulative sum data point the agent exported."""

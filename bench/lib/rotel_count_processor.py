@@ -49,6 +49,10 @@ _KEY = os.environ["OEBENCH_MARKER_KEY"]
 _VALUE = os.environ["OEBENCH_MARKER_VALUE"]
 _LAUNCHER = os.environ["OEBENCH_LAUNCHER"]
 _ENV_PREFIX = "process.environment_variable."
+# otel-exec's default environment: every variable as KEY=VALUE, in order, in
+# one array (--env-attributes 0); the entries without "=" after it.
+_ENV_PACKED = "otel_exec.env.rest"
+_ENV_BARE = "otel_exec.env_entries_without_value"
 _DETAIL = os.environ.get("OEBENCH_DETAIL") == "1"
 _BODY = os.environ.get("OEBENCH_BODY")
 _EXEC_ID = "otel_exec.exec_id"
@@ -60,6 +64,7 @@ _OBSERVED = "otel_exec.process.observed"
 
 
 _KEY_IN_ENV = _KEY.startswith(_ENV_PREFIX)
+_PACKED_ENTRY = f"{_KEY[len(_ENV_PREFIX):]}={_VALUE}"  # the marker as an entry of _ENV_PACKED
 
 
 def _is_storm(attributes: Any) -> bool:
@@ -68,16 +73,21 @@ def _is_storm(attributes: Any) -> bool:
     # Scanned from the end, stopping once past the block of env attributes:
     # otel-exec puts the environment last, and bench/lib/storm.py puts the marker
     # last in the storm's environment, so a storm record is decided in one
-    # step and any other record without scanning its ~40 non-env attributes
-    # (each access builds a Python object in rotel, ~0.5 us). An attribute
-    # layout without a trailing env block still works, just slower.
+    # step (the packed array's last entry, or the last per-variable
+    # attribute) and any other record without scanning its ~40 non-env
+    # attributes (each access builds a Python object in rotel, ~0.5 us). An
+    # attribute layout without a trailing env block still works, just slower.
     in_env = False
     for i in range(len(attributes) - 1, -1, -1):
         kv = attributes[i]
         key = kv.key
         if key == _KEY:
             return kv.value.value == _VALUE
-        if key.startswith(_ENV_PREFIX):
+        if key == _ENV_PACKED:
+            entries = kv.value.value
+            last = len(entries) - 1
+            return last >= 0 and entries[last].value == _PACKED_ENTRY
+        if key.startswith(_ENV_PREFIX) or key == _ENV_BARE:
             in_env = True
         elif in_env:
             return False

@@ -19,13 +19,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.helpers.agent_run import AgentRun, kernel_available, marked_env, new_mark, otlp_agent_run
 from tests.helpers.collector import Collector
+from testkit.environment import PACKED, PER_VARIABLE, environment, variable
 
 pytestmark = pytest.mark.kernel
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
-MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
 
 
 @pytest.fixture(params=["grpc", "http/protobuf"])
@@ -43,13 +43,11 @@ def otlp_agent(request: pytest.FixtureRequest, collector: Collector, tmp_path: P
 
 
 def logs_of(collector: Collector, mark: str, count: int, timeout: float = 15) -> list:
-    """The marked exec records: the mark is an attribute of its own, or
-    packed into otel_exec.env.rest in an environment of more variables than
-    --env-attributes (docs/attributes.md#the-shape-of-a-record)."""
-    packed = f"OE_TEST_MARK={mark}"
-    return collector.wait_for_logs(
-        lambda r: r.attributes.get(MARK_ATTR) == mark or packed in r.attributes.get("otel_exec.env.rest", ()),
-        count=count, timeout=timeout)
+    """The marked exec records: the mark packed into otel_exec.env.rest (the
+    default), or an attribute of its own with --env-attributes N
+    (docs/attributes.md#the-environment)."""
+    return collector.wait_for_logs(lambda r: variable(r.attributes, "OE_TEST_MARK") == mark,
+                                   count=count, timeout=timeout)
 
 
 def spans_of(collector: Collector, mark: str, count: int, timeout: float = 15) -> list:
@@ -199,7 +197,7 @@ def test_exit_records_tell_each_end_and_link_to_its_span(otlp_agent: AgentRun, c
     ok = subprocess.run(["/bin/true"], env=marked_env(mark))
     failed = subprocess.run(["/bin/sh", "-c", "exit 3"], env=marked_env(mark))
     victim = subprocess.Popen([SLEEP, "30"], env=marked_env(mark))
-    logs_of(collector, mark, 3)
+    logs = logs_of(collector, mark, 3)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert (ok.returncode, failed.returncode, victim.returncode) == (0, 3, -signal.SIGKILL)
@@ -210,9 +208,14 @@ def test_exit_records_tell_each_end_and_link_to_its_span(otlp_agent: AgentRun, c
         rec = exits[span.span_id]
         assert rec.trace_id == span.trace_id and rec.flags & 1
         assert rec.timestamp == span.end_time and rec.severity_number.value == 9
-        for key in ("process.pid", "otel_exec.exec_id", "otel_exec.span.ended_by", "process.exit.code"):
+        for key in ("otel_exec.exec_id", "otel_exec.span.ended_by", "process.exit.code"):
             assert rec.attributes[key] == span.attributes[key], key
-        assert rec.attributes["process.executable.name"] == span.name
+        # Compact (the default): the pid and the executable's name are the
+        # exec record's, which the exec id joins.
+        assert not {"process.pid", "process.executable.name"} & set(rec.attributes)
+        (exec_rec,) = [r for r in logs if r.attributes["otel_exec.exec_id"] == rec.attributes["otel_exec.exec_id"]]
+        assert exec_rec.attributes["process.pid"] == span.attributes["process.pid"]
+        assert exec_rec.attributes["process.executable.name"] == span.name
         assert rec.attributes["otel_exec.span.ended_by"] == "exit"
         assert rec.attributes["otel_exec.process.duration"] == pytest.approx((span.end_time - span.start_time) / 1e9)
     true, sh, sleep = (exits[by_name(spans, name).span_id] for name in ("true", "dash", "sleep"))
@@ -255,7 +258,7 @@ def test_stopping_the_agent_exports_open_spans_as_incomplete(otlp_agent: AgentRu
         running.wait()
     assert span.attributes["otel_exec.span.incomplete"] is True
     assert span.attributes["otel_exec.span.ended_by"] == "agent_stopped"
-    assert MARK_ATTR not in span.attributes  # the environment is on the log record
+    assert variable(span.attributes, "OE_TEST_MARK") is None  # the environment is on the log record
     assert span.attributes["process.pid"] == running.pid
     assert "process.exit.code" not in span.attributes
 
@@ -352,7 +355,7 @@ def test_trace_context_variable_names_can_be_changed(collector: Collector, tmp_p
     sh, true = by_name(spans, "dash"), by_name(spans, "true")
     assert (sh.trace_id, sh.parent_span_id, sh.trace_state) == (trace, PARENT, "vendor=1")
     assert (true.trace_id, true.parent_span_id) == (trace, sh.span_id)
-    assert logs[0].attributes["process.environment_variable.CI_TRACE_TOKEN"] == traceparent
+    assert variable(logs[0].attributes, "CI_TRACE_TOKEN") == traceparent
 
 
 def test_span_env_puts_the_environment_on_spans(collector: Collector, tmp_path: Path) -> None:
@@ -364,7 +367,7 @@ def test_span_env_puts_the_environment_on_spans(collector: Collector, tmp_path: 
     mark = new_mark()
     try:
         subprocess.run(["/bin/true"], env=marked_env(mark), check=True)
-        (span,) = collector.wait_for_spans(lambda s: s.attributes.get(MARK_ATTR) == mark)
+        (span,) = collector.wait_for_spans(lambda s: variable(s.attributes, "OE_TEST_MARK") == mark)
     finally:
         rc, err = run.stop()
     assert rc == 0, err
@@ -380,44 +383,57 @@ EXEC_RECORD_KEYS = {
     "otel_exec.process.real_group.id", "process.working_directory", "process.linux.cgroup",
     "file.inode", "file.mode", "file.changed", "otel_exec.cmdpath", "otel_exec.file.dev",
     "otel_exec.prev_comm", "otel_exec.stdin.type", "otel_exec.stdin.path", "otel_exec.mount_ns",
-    "otel_exec.pid_ns", "otel_exec.cgroup.id", "otel_exec.uts.hostname", "otel_exec.env_count",
+    "otel_exec.pid_ns", "otel_exec.cgroup.id", "otel_exec.uts.hostname",
     "otel_exec.interpreter.path", "otel_exec.interpreter.inode",
-    "otel_exec.interpreter.changed", MARK_ATTR, "process.environment_variable.PATH", "process.environment_variable.OE_SECOND",
+    "otel_exec.interpreter.changed",
 }
 # What a record leaves out when its other attributes say it exactly, sent too with --record-attributes full
 # (docs/attributes.md#exec-attributes): here argv[0], the comm of /bin/sh, a non-interactive stdin, a
-# regular file, a loader on the executable's file system, every argument in a record not cut.
+# regular file, a loader on the executable's file system, every argument and every variable in a record not cut.
 DERIVED_KEYS = {"process.command", "otel_exec.comm", "process.interactive", "otel_exec.file.type",
-                "otel_exec.interpreter.dev", "process.args_count"}
+                "otel_exec.interpreter.dev", "process.args_count", "otel_exec.env_count"}
 # A slim span's (the default): the ids that join it to its records, what names the process, how it ended.
 SLIM_SPAN_KEYS = {"process.pid", "otel_exec.exec_id", "process.executable.path", "process.user.id",
                   "otel_exec.span.ended_by", "process.exit.code", "error.type"}
+
+
+def one_exec(collector: Collector, run: AgentRun, argv: list[str], mark: str, **env: str) -> tuple:
+    """Run argv with its environment marked, then stop the agent: the
+    exec's record, its span and its exit record."""
+    try:
+        subprocess.run(argv, env=marked_env(mark, **env))
+        (rec,) = logs_of(collector, mark, 1)
+        (span,) = collector.wait_for_spans(lambda s: s.span_id == rec.span_id, timeout=15)
+        (ended,) = exit_records_of(collector, [span]).values()
+    finally:
+        rc, err = run.stop()
+    assert rc == 0, err
+    return rec, span, ended
 
 
 @pytest.mark.parametrize("span_attributes", ["slim", "full"])
 def test_each_fact_once_the_span_slim_by_default_and_full_on_request(collector: Collector, tmp_path: Path,
                                                                       span_attributes: str) -> None:
     """The exec's log record carries every attribute, whatever the span's
-    set; by default its span only the ids and what names the process
-    (each fact is sent once); OTEL_EXEC_SPAN_ATTRIBUTES=full (the
-    --span-attributes setting) puts every attribute but the environment
-    back on the span, as on the record."""
+    set; by default its span only the ids and what names the process, its
+    exit record neither pid nor name, and its environment is packed into
+    one attribute (each fact is sent once, each key once);
+    OTEL_EXEC_SPAN_ATTRIBUTES=full (the --span-attributes setting) puts
+    every attribute but the environment back on the span, as on the record,
+    OTEL_EXEC_RECORD_ATTRIBUTES=full the derived ones on the records, and
+    OTEL_EXEC_ENV_ATTRIBUTES=48 each variable in an attribute of its own."""
     env = {} if span_attributes == "slim" else {"OTEL_EXEC_SPAN_ATTRIBUTES": "full",
-                                                "OTEL_EXEC_RECORD_ATTRIBUTES": "full"}
+                                                "OTEL_EXEC_RECORD_ATTRIBUTES": "full",
+                                                "OTEL_EXEC_ENV_ATTRIBUTES": "48"}
     run = otlp_agent_run(tmp_path, collector.grpc_endpoint, **env)
     mark = new_mark()
-    try:
-        subprocess.run(["/bin/sh", "-c", "exit 3"], env=marked_env(mark, OE_SECOND="2"))
-        (rec,) = logs_of(collector, mark, 1)
-        (span,) = collector.wait_for_spans(lambda s: s.span_id == rec.span_id, timeout=15)
-    finally:
-        rc, err = run.stop()
-    assert rc == 0, err
+    rec, span, ended = one_exec(collector, run, ["/bin/sh", "-c", "exit 3"], mark, OE_SECOND="2")
     log = rec.attributes
     assert EXEC_RECORD_KEYS <= set(log), EXEC_RECORD_KEYS - set(log)
     derived = {"process.command": log["process.command_args"][0], "otel_exec.comm": "sh",
                "process.interactive": False, "otel_exec.file.type": "reg",
-               "otel_exec.interpreter.dev": log["otel_exec.file.dev"], "process.args_count": 3}
+               "otel_exec.interpreter.dev": log["otel_exec.file.dev"], "process.args_count": 3,
+               "otel_exec.env_count": 3}
     if span_attributes == "slim":  # the compact record, the default: each value follows from the others
         assert not DERIVED_KEYS & set(log), DERIVED_KEYS & set(log)
         assert os.path.basename(log["otel_exec.cmdpath"]) == "sh"
@@ -429,7 +445,17 @@ def test_each_fact_once_the_span_slim_by_default_and_full_on_request(collector: 
         log["otel_exec.executable.identity_status"] == "pending"
     assert log["process.command_args"] == ["/bin/sh", "-c", "exit 3"] and log["process.executable.path"] == \
         os.path.realpath("/bin/sh")
-    assert (log[MARK_ATTR], log["process.environment_variable.OE_SECOND"]) == (mark, "2")
+    variables = {"PATH": marked_env(mark)["PATH"], "OE_TEST_MARK": mark, "OE_SECOND": "2"}
+    if span_attributes == "slim":  # the defaults: packed, one KEY=VALUE per variable, in order
+        assert log[PACKED] == [f"{k}={v}" for k, v in variables.items()]
+        assert not [k for k in log if k.startswith(PER_VARIABLE)]
+        assert not {"process.pid", "process.executable.name"} & set(ended.attributes)
+    else:  # the semantic conventions' form, and the exit record with the exec record's pid and name
+        assert {k: log[PER_VARIABLE + k] for k in variables} == variables and PACKED not in log
+        assert (ended.attributes["process.pid"], ended.attributes["process.executable.name"]) == \
+            (log["process.pid"], log["process.executable.name"])
+    assert environment(log) == variables
+    assert ended.attributes["otel_exec.exec_id"] == log["otel_exec.exec_id"]
     assert log["process.user.id"] == os.geteuid() and log["process.parent_pid"] == os.getpid()
     assert span.name == log["process.executable.name"] and span.trace_id == rec.trace_id
     assert (span.attributes["process.exit.code"], span.attributes["error.type"]) == (3, "3")
@@ -438,6 +464,27 @@ def test_each_fact_once_the_span_slim_by_default_and_full_on_request(collector: 
         assert set(span.attributes) - late == SLIM_SPAN_KEYS
         shared = SLIM_SPAN_KEYS - {"otel_exec.span.ended_by", "process.exit.code", "error.type"}
     else:
-        shared = {k for k in log if not k.startswith("process.environment_variable.")}
-        assert not any(k.startswith("process.environment_variable.") for k in span.attributes)
+        shared = {k for k in log if not k.startswith(PER_VARIABLE)}
+        assert not environment(span.attributes)
     assert {k: span.attributes[k] for k in shared} == {k: log[k] for k in shared}
+
+
+def test_record_attributes_full_and_env_attributes_n_give_the_earlier_shapes(collector: Collector,
+                                                                            tmp_path: Path) -> None:
+    """--record-attributes full: the exit record carries the pid and the
+    executable's name again; --env-attributes 2: the first two variables as
+    process.environment_variable.KEY attributes, the others packed."""
+    reason = kernel_available()
+    if reason:
+        pytest.skip(reason)
+    run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint, "--record-attributes", "full",
+                   "--env-attributes", "2",
+                   env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", OTEL_BLRP_SCHEDULE_DELAY="100"))
+    mark = new_mark()
+    rec, span, ended = one_exec(collector, run, ["/bin/true"], mark, OE_SECOND="2", OE_THIRD="3")
+    log = rec.attributes
+    assert (log[PER_VARIABLE + "PATH"], log[PER_VARIABLE + "OE_TEST_MARK"]) == (marked_env(mark)["PATH"], mark)
+    assert log[PACKED] == ["OE_SECOND=2", "OE_THIRD=3"] and len([k for k in log if k.startswith(PER_VARIABLE)]) == 2
+    assert ended.attributes["process.pid"] == log["process.pid"] == span.attributes["process.pid"]
+    assert ended.attributes["process.executable.name"] == log["process.executable.name"] == "true"
+    assert ended.attributes["process.exit.code"] == 0

@@ -17,6 +17,7 @@ import pytest
 from tests.helpers.agent_run import AgentRun, Live, kernel_available, marked, marked_env, new_mark, public_dir, stop_line  # noqa: F401
 from tests.helpers.collector import Collector
 from tests.helpers.progs import Progs
+from testkit.environment import variable
 from testkit.exe_reference import build_c, build_go, go_tool_buildid, readelf_build_id, reference_htlhash, sha256sum
 
 pytestmark = pytest.mark.kernel
@@ -253,11 +254,11 @@ def test_otlp_attributes_and_late_values_on_the_span(collector: Collector, tmp_p
     try:
         first = run_marked([str(exe), "2"])
         (rec,) = collector.wait_for_logs(
-            lambda r: r.attributes.get("process.environment_variable.OE_TEST_MARK") == first, timeout=20)
+            lambda r: variable(r.attributes, "OE_TEST_MARK") == first, timeout=20)
         (span,) = collector.wait_for_spans(lambda s: s.span_id == rec.span_id, timeout=20)
         second = run_marked([str(exe), "0"])
         (rec2,) = collector.wait_for_logs(
-            lambda r: r.attributes.get("process.environment_variable.OE_TEST_MARK") == second, timeout=20)
+            lambda r: variable(r.attributes, "OE_TEST_MARK") == second, timeout=20)
     finally:
         rc, err = run.stop()
     assert rc == 0, err

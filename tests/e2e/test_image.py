@@ -24,12 +24,12 @@ import pytest
 
 from tests.helpers.agent_run import ROOT, kernel_available, marked_env, new_mark
 from tests.helpers.collector import Collector
+from testkit.environment import variable
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_buildah]
 
 SCRIPT = str(ROOT / "scripts" / "image")
 IMAGE = "localhost/otel-exec:test"
-MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_image_agent_delivers_host_execs(image_agent: ImageAgent, collector: Col
     shutil.copy2(os.path.realpath("/bin/true"), true)
     exec_ = subprocess.Popen([str(true)], env=marked_env(mark))
     assert exec_.wait() == 0
-    [log] = collector.wait_for_logs(lambda r: r.attributes.get(MARK_ATTR) == mark, timeout=120)
+    [log] = collector.wait_for_logs(lambda r: variable(r.attributes, "OE_TEST_MARK") == mark, timeout=120)
     assert log.event_name == "otel_exec.process.exec"
     assert log.attributes["process.executable.path"] == str(true)
     assert log.attributes["process.pid"] == exec_.pid

@@ -17,8 +17,8 @@ from otel_exec import cli
 from otel_exec.config import log_level, signal_exporters
 from otel_exec.errors import UsageError
 from otel_exec.export.otlp.transport import OtlpOptions, transport_settings
+from testkit.environment import variable
 
-MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
 
 
 @pytest.mark.parametrize("chosen, env, expected", [
@@ -91,7 +91,7 @@ def test_traces_exporter_none_sends_only_logs(collector: Collector, tmp_path: Pa
     run = otlp_agent_run(tmp_path, collector.grpc_endpoint, OTEL_TRACES_EXPORTER="none")
     mark = new_mark()
     subprocess.run(["/bin/sh", "-c", "/bin/true; /bin/true"], env=marked_env(mark), check=True)
-    logs = collector.wait_for_logs(lambda r: r.attributes.get(MARK_ATTR) == mark, count=3, timeout=15)
+    logs = collector.wait_for_logs(lambda r: variable(r.attributes, "OE_TEST_MARK") == mark, count=3, timeout=15)
     span_ids = {r.span_id for r in logs}
     # Without spans, how each process ended still arrives: as its exit record.
     exits = collector.wait_for_logs(lambda r: r.event_name == "otel_exec.process.exit" and r.span_id in span_ids,

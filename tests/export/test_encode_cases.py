@@ -274,24 +274,28 @@ def test_the_shared_encoding_is_remembered_per_shared_part() -> None:
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["per-exec", "shared"])
-def test_the_environment_on_the_span_only_with_span_env(shared: bool) -> None:
+@pytest.mark.parametrize("env_attributes", [0, 48], ids=["packed", "per-variable"])
+def test_the_environment_on_the_span_only_with_span_env(shared: bool, env_attributes: int) -> None:
     for span_env in (False, True):
         encode._shared_encodings.clear()
         ev = sample_exec(env=["A=b=c", "D=e"])
         if shared:
             ev.shared = SharedExec(())
-        log, span_attrs = record_attrs(ev, encode.span_set("full", span_env))
-        env = {keys.ENV_PREFIX + "A": "b=c", keys.ENV_PREFIX + "D": "e"}
+        limits = RecordLimits(env_attributes=env_attributes)
+        log, span_attrs = record_attrs(ev, encode.span_set("full", span_env), limits)
+        env = {keys.ENV_PREFIX + "A": "b=c", keys.ENV_PREFIX + "D": "e"} if env_attributes else \
+            {keys.ENV_REST: ["A=b=c", "D=e"]}
         assert {k: log[k] for k in env} == env
-        assert {k: v for k, v in span_attrs.items() if k.startswith(keys.ENV_PREFIX)} == (env if span_env else {})
+        assert {k: v for k, v in span_attrs.items() if k.startswith(keys.ENV_PREFIX) or k == keys.ENV_REST} == \
+            (env if span_env else {})
         assert keys.CMDPATH in span_attrs
     encode._shared_encodings.clear()
     ev = sample_exec(env=["A=b"])
     if shared:
         ev.shared = SharedExec(())
     by_default = encode.exec_attributes(ev)
-    assert not any(k.startswith(keys.ENV_PREFIX) for k in attrs(Span.FromString(b"".join(by_default.span_attrs()))
-                                                             .attributes))
+    assert not any(k.startswith(keys.ENV_PREFIX) or k == keys.ENV_REST
+                   for k in attrs(Span.FromString(b"".join(by_default.span_attrs())).attributes))
 
 
 # --record-attributes full: the attributes a compact record leaves out are sent too.
@@ -324,18 +328,23 @@ def test_a_compact_record_leaves_out_only_what_its_other_attributes_say() -> Non
     otel_exec.cmdpath's base name; process.interactive false and
     otel_exec.file.type reg; otel_exec.interpreter.dev otel_exec.file.dev;
     process.args_count the length of process.command_args, in a record
-    that is not cut. Each is sent when it says something else, and the
-    rest of the record is the full record's."""
-    derived = {keys.COMMAND, keys.COMM, keys.INTERACTIVE, keys.FILE_TYPE, keys.INTERPRETER_DEV, keys.ARGS_COUNT}
+    that is not cut; otel_exec.env_count the number of the environment's
+    entries, in a record sent as it is. Each is sent when it says something
+    else, and the rest of the record is the full record's."""
+    derived = {keys.COMMAND, keys.COMM, keys.INTERACTIVE, keys.FILE_TYPE, keys.INTERPRETER_DEV, keys.ARGS_COUNT,
+               keys.ENV_COUNT}
+    # The environment: HOME, API_TOKEN, the entry without "=": three; HOME again is not sent.
     ev = dict(cmdpath="/usr/local/bin/a-very-long-command-name", comm="a-very-long-com", argv=["x", "y"], argc=2,
-              stdin_type=stat.S_IFIFO, stdin_path="pipe:[1]", interpreter_dev=65024, dev=65024)
+              stdin_type=stat.S_IFIFO, stdin_path="pipe:[1]", interpreter_dev=65024, dev=65024,
+              env=["HOME=/root", "API_TOKEN=[REDACTED]", "NOEQUALS"], envc=3, env_truncated=False)
     encode._shared_encodings.clear()
     compact, _ = record_attrs(sample_exec(**ev))
     encode._shared_encodings.clear()
     full, _ = record_attrs(sample_exec(**ev), limits=FULL_RECORD)
     assert not derived & set(compact) and {k: v for k, v in full.items() if k not in derived} == compact
     assert (full[keys.COMMAND], full[keys.COMM], full[keys.INTERACTIVE], full[keys.FILE_TYPE],
-            full[keys.INTERPRETER_DEV], full[keys.ARGS_COUNT]) == ("x", "a-very-long-com", False, "reg", 65024, 2)
+            full[keys.INTERPRETER_DEV], full[keys.ARGS_COUNT], full[keys.ENV_COUNT]) == \
+        ("x", "a-very-long-com", False, "reg", 65024, 2, 3)
     for over, key, value in [
         (dict(comm="other"), keys.COMM, "other"),
         (dict(comm="a-very-long-coé"), keys.COMM, "a-very-long-coé"),
@@ -345,13 +354,21 @@ def test_a_compact_record_leaves_out_only_what_its_other_attributes_say() -> Non
         (dict(argv=[], argc=0), keys.COMMAND, ""),
         (dict(argc=3), keys.ARGS_COUNT, 3),  # fewer arguments than the kernel counted
         (dict(argv_truncated=True), keys.ARGS_COUNT, 2),
+        (dict(envc=4), keys.ENV_COUNT, 4),  # an entry redacted away, or a key set twice
+        (dict(env=["HOME=/root", "HOME=/second", "NOEQUALS"]), keys.ENV_COUNT, 3),
+        (dict(env_truncated=True), keys.ENV_COUNT, 3),
+        (dict(argv=["x"] * 3000, argc=3000), keys.ENV_COUNT, 3),  # shaped (its body is cut): sent
     ]:
         encode._shared_encodings.clear()
         log, _ = record_attrs(sample_exec(**{**ev, **over}))
         assert log[key] == value, over
     encode._shared_encodings.clear()
-    packed, _ = record_attrs(sample_exec(**ev), limits=RecordLimits(env_attributes=0))  # shaped, not cut
+    packed, _ = record_attrs(sample_exec(**ev), limits=RecordLimits(env_attributes=0))  # the default
     assert keys.ENV_REST in packed and keys.RECORD_CUT not in packed and not derived & set(packed)
+    encode._shared_encodings.clear()
+    per_variable, _ = record_attrs(sample_exec(**ev), limits=RecordLimits(env_attributes=1))
+    assert (per_variable[keys.ENV_PREFIX + "HOME"], per_variable[keys.ENV_REST]) == ("/root", ["API_TOKEN=[REDACTED]"])
+    assert keys.RECORD_CUT not in per_variable and not derived & set(per_variable)
     encode._shared_encodings.clear()
     log, _ = record_attrs(sample_exec(**ev, unavailable=("prev_comm",)))  # what they follow from may be gone
     assert derived - {keys.COMMAND} <= set(log) and log[keys.COMMAND] == "x"

@@ -107,6 +107,9 @@ def check_exec_record(ev: ExecEvent, span: ProcessSpan, span_set: int, observed_
 
 def check_end(span: ProcessSpan, observed_ns: int) -> None:
     assert outcome(native.span, span) == outcome(encode._py_span, span)
+    for repeat_derived in (False, True):  # compact and --record-attributes full
+        assert outcome(native.exit_record, span, observed_ns, repeat_derived) == \
+            outcome(encode._py_exit_record, span, observed_ns, repeat_derived)
     assert outcome(native.exit_record, span, observed_ns) == outcome(encode._py_exit_record, span, observed_ns)
 
 
@@ -217,10 +220,10 @@ def test_the_caches_are_shared_and_filled_by_either() -> None:
     encode._names.pop("/opt/native-first", None)
     encode._exe_names.pop("/opt/native-first", None)
     encode._endings.pop(("exit", False, 77, None), None)
-    first = native.span(span), native.exit_record(span, 5)
+    first = native.span(span), native.exit_record(span, 5, True)
     assert "/opt/native-first" in encode._names and "/opt/native-first" in encode._exe_names
     assert ("exit", False, 77, None) in encode._endings
-    assert first == (encode._py_span(span), encode._py_exit_record(span, 5))
+    assert first == (encode._py_span(span), encode._py_exit_record(span, 5, True))
 
 
 # -- hypothesis ---------------------------------------------------------------

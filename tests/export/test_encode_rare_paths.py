@@ -61,7 +61,7 @@ CUT_40 = ["process.linux.cgroup", "container.id"]  # sample_exec's values longer
 @pytest.mark.parametrize("unavailable", [(), ("prev_comm",)], ids=["all", "prev_comm-unavailable"])
 def test_equal_value_limits_cut_the_log_and_the_span_alike(unavailable: tuple[str, ...]) -> None:
     ev = sample_exec(unavailable=unavailable, env=["HOME=" + "h" * 50, "A=b", "BARE"])
-    limits = RecordLimits(log_value_length=40, span_value_length=40)
+    limits = RecordLimits(log_value_length=40, span_value_length=40, env_attributes=48)
     log, _ = records(ev, encode.SPAN_SLIM, limits)
     got = attrs(log.attributes)
     assert got[keys.RECORD_CUT] == CUT_40 + [keys.ENV_PREFIX.rstrip(".")]
@@ -73,7 +73,7 @@ def test_equal_value_limits_cut_the_log_and_the_span_alike(unavailable: tuple[st
         assert keys.UNAVAILABLE not in got and got[keys.PREV_COMM] == "bash"
     common = [k for k in keys_of(log.attributes) if k not in encode_ids()]
     for span_set, on_span in ((encode.SPAN_FULL, [k for k in common if not k.startswith(keys.ENV_PREFIX)
-                                                   and k != keys.ENV_WITHOUT_VALUE]),
+                                                   and k not in (keys.ENV_WITHOUT_VALUE, keys.ENV_REST)]),
                               (encode.SPAN_FULL_ENV, common)):
         log_again, span = records(ev, span_set, limits)
         assert log_again == log
@@ -90,7 +90,8 @@ def encode_ids() -> set[str]:
 def test_a_span_value_limit_of_its_own_cuts_the_span_only(span_set: int) -> None:
     ev = sample_exec(env=["HOME=" + "h" * 50, "A=b", "BARE" * 20], argv=["sudo", "x" * 50], argc=2)
     for log_length in (None, 60):
-        log, span = records(ev, span_set, RecordLimits(log_value_length=log_length, span_value_length=40))
+        log, span = records(ev, span_set, RecordLimits(log_value_length=log_length, span_value_length=40,
+                                                       env_attributes=48))
         got, on_span = attrs(log.attributes), attrs(span.attributes)
         assert got[keys.CONTAINER_ID] == ("ab" * 32)[:log_length] and got[keys.COMMAND_ARGS] == ["sudo", "x" * 50]
         assert got[keys.ENV_PREFIX + "HOME"] == "h" * 50
@@ -184,7 +185,7 @@ def test_a_record_near_the_count_limit_packs_its_environment_around_the_identity
     env = [f"V{i}=v" for i in range(20)] + ["BARE"]
     ev = sample_exec(env=env, envc=21, executable_identity=identity, script_identity=script,
                      unavailable=unavailable)
-    log, _ = records(ev, encode.SPAN_SLIM, RecordLimits(log_count=60))
+    log, _ = records(ev, encode.SPAN_SLIM, RecordLimits(log_count=60, env_attributes=48))
     got = attrs(log.attributes)
     assert log.dropped_attributes_count == 0 and len(log.attributes) <= 60
     assert len([k for k in got if k.startswith(keys.ENV_PREFIX)]) == per_key
@@ -221,7 +222,7 @@ def test_a_record_with_unavailable_fields_on_each_span_set(identity: ExecutableI
         assert again == log
         on_span = [k for k in keys_of(log.attributes)
                    if span_set == encode.SPAN_FULL_ENV or not k.startswith(keys.ENV_PREFIX)
-                   and k != keys.ENV_WITHOUT_VALUE]
+                   and k not in (keys.ENV_WITHOUT_VALUE, keys.ENV_REST)]
         assert sorted(keys_of(full.attributes)) == sorted(on_span)
 
 
@@ -294,7 +295,7 @@ def test_an_untrusted_traceparent_and_a_late_identity_both_ride_on_the_span() ->
 
 def test_exit_records_carry_the_executable_name_from_the_memo_which_is_bounded() -> None:
     def names(exe: str) -> list[object]:
-        record = encode._py_exit_record(ended_span(exe), 5)
+        record = encode._py_exit_record(ended_span(exe), 5, True)  # the name: --record-attributes full
         got = attrs(LogRecord.FromString(next(w.fields(record))[2]).attributes)
         return [got.get(keys.EXECUTABLE_NAME)]
 

@@ -25,15 +25,21 @@ import pytest
 from tests.helpers import agent_run
 from tests.helpers.agent_run import (EXPORT_FAILED_PREFIX, LOST_PREFIX, STOPPED_PREFIX, AgentRun, kernel_available,
                                       marked, marked_env, new_mark)
+from testkit.environment import variable
 from testkit.fake_collector import OK, FakeCollector, Reply, attributes
 
 pytestmark = pytest.mark.kernel
 
 PROTOCOLS = ("grpc", "http/protobuf")
-MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
+MARK = "OE_TEST_MARK"  # the variable marked_env() sets
 TRUE = shutil.which("true") or "/bin/true"
 FAULTS = Path(__file__).resolve().parents[1] / "helpers" / "faults"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def mark_of(record: Any) -> str | None:
+    """The OE_TEST_MARK of a record's environment, packed or not."""
+    return variable(attributes(record), MARK)
 
 
 def agent_env(**extra: str) -> dict[str, str]:
@@ -122,7 +128,7 @@ def test_refused_batches_are_dropped_counted_and_logged_once(protocol: str, code
         try:
             marks = run_marked(agent, 3)
             for mark in marks:  # each arrived, and was refused
-                assert fc.wait(lambda: fc.marked("logs", MARK_ATTR, mark, accepted=False)), mark
+                assert fc.wait(lambda: fc.marked("logs", MARK, mark, accepted=False)), mark
             stats = wait_for_stats(agent, fc, "rejected_logs", lambda: refused_tallies(fc, "logs"))
         finally:
             rc, err = agent.stop()
@@ -150,7 +156,7 @@ def test_too_large_batch_is_split_and_only_the_bad_record_dropped(protocol: str,
     bad, good = new_mark(), new_mark()
 
     def policy(signal: str, records: list[Any], nth: int) -> Reply:
-        if signal == "logs" and any(attributes(r).get(MARK_ATTR) == bad for r in records):
+        if signal == "logs" and any(mark_of(r) == bad for r in records):
             # HTTP 413; gRPC RESOURCE_EXHAUSTED without RetryInfo.
             return Reply(code=grpc.StatusCode.RESOURCE_EXHAUSTED, http=413, message="request too large")
         return OK
@@ -162,23 +168,23 @@ def test_too_large_batch_is_split_and_only_the_bad_record_dropped(protocol: str,
             script = "; ".join([f"{TRUE}"] * 5 + [f"OE_TEST_MARK={bad} {TRUE}"] + [f"{TRUE}"] * 5)
             subprocess.run(["/bin/sh", "-c", script], env=marked_env(good), check=True)
             assert len(agent.find(marked(good), count=10)) >= 10
-            assert fc.wait(lambda: len(fc.marked("logs", MARK_ATTR, good)) >= 10), "the good records did not arrive"
+            assert fc.wait(lambda: len(fc.marked("logs", MARK, good)) >= 10), "the good records did not arrive"
             assert fc.wait(lambda: any(len(r.records) == 1 for r in fc.requests("logs")
-                                       if any(attributes(x).get(MARK_ATTR) == bad for x in r.records)))
+                                       if any(mark_of(x) == bad for x in r.records)))
             wait_for_stats(agent, fc, "rejected_logs", lambda: {1})
         finally:
             rc, err = agent.stop()
         assert rc == 0, err
         with_bad = [len(r.records) for r in fc.requests("logs")
-                    if any(attributes(x).get(MARK_ATTR) == bad for x in r.records)]
+                    if any(mark_of(x) == bad for x in r.records)]
         # Halves, each smaller than the last, down to the bad record alone.
         assert with_bad[0] >= 2 and with_bad[-1] == 1, with_bad
         assert all(a > b for a, b in zip(with_bad, with_bad[1:])), with_bad
-        assert not fc.marked("logs", MARK_ATTR, bad)  # never accepted
+        assert not fc.marked("logs", MARK, bad)  # never accepted
         counters = final_counters(err)
         assert counters["logs_rejected"] == 1
         assert counters["logs_exported"] == fc.accepted_count("logs")
-        assert len(fc.marked("logs", MARK_ATTR, good)) == 11  # the shell and its ten `true`s
+        assert len(fc.marked("logs", MARK, good)) == 11  # the shell and its ten `true`s
         check_clean_spool(counters)
         assert sum("Failed to export logs" in line for line in err.splitlines()) == 1
 
@@ -213,7 +219,7 @@ def test_retryable_failures_are_retried_until_delivered(protocol: str, case: str
         try:
             marks = run_marked(agent, 2, pause=0.1)
             for mark in marks:
-                assert fc.wait(lambda: fc.marked("logs", MARK_ATTR, mark), timeout=30), mark
+                assert fc.wait(lambda: fc.marked("logs", MARK, mark), timeout=30), mark
             stats = wait_for_stats(agent, fc, "export_retries", lambda: {retries})
         finally:
             rc, err = agent.stop()
@@ -248,7 +254,7 @@ def test_without_spool_a_failing_batch_is_held_and_retried(protocol: str, tmp_pa
         agent = start_agent(tmp_path, fc, protocol, "--no-spool")
         try:
             [mark] = run_marked(agent, 1, pause=0)
-            assert fc.wait(lambda: fc.marked("logs", MARK_ATTR, mark), timeout=30)
+            assert fc.wait(lambda: fc.marked("logs", MARK, mark), timeout=30)
             wait_for_stats(agent, fc, "export_retries", lambda: {2})
         finally:
             rc, err = agent.stop()
@@ -269,7 +275,7 @@ def test_gzip_compression_from_the_environment(protocol: str, tmp_path: Path) ->
         agent = start_agent(tmp_path, fc, protocol, OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
         try:
             [mark] = run_marked(agent, 1, pause=0)
-            assert fc.wait(lambda: fc.marked("logs", MARK_ATTR, mark))
+            assert fc.wait(lambda: fc.marked("logs", MARK, mark))
         finally:
             rc, err = agent.stop()
         assert rc == 0, err
@@ -284,7 +290,7 @@ def test_partial_success_counts_the_rejected_records(protocol: str, tmp_path: Pa
     mark = new_mark()
 
     def policy(signal: str, records: list[Any], nth: int) -> Reply:
-        if signal in ("logs", "traces") and any(attributes(r).get(MARK_ATTR) == mark for r in records):
+        if signal in ("logs", "traces") and any(mark_of(r) == mark for r in records):
             return Reply(partial_rejected=1, message="one record had a bad attribute")
         return OK
 
@@ -293,7 +299,7 @@ def test_partial_success_counts_the_rejected_records(protocol: str, tmp_path: Pa
         try:
             subprocess.run([TRUE], env=marked_env(mark), check=True)
             agent.one(marked(mark))
-            assert fc.wait(lambda: fc.marked("logs", MARK_ATTR, mark))
+            assert fc.wait(lambda: fc.marked("logs", MARK, mark))
             stats = wait_for_stats(agent, fc, "rejected_logs", lambda: {1})
         finally:
             rc, err = agent.stop()
@@ -320,7 +326,7 @@ def test_export_goes_on_after_an_unexpected_error_or_a_dead_thread(protocol: str
         try:
             marks = run_marked(agent, 2, pause=0.1)
             for mark in marks:
-                assert fc.wait(lambda: fc.marked("logs", MARK_ATTR, mark), timeout=30), mark
+                assert fc.wait(lambda: fc.marked("logs", MARK, mark), timeout=30), mark
             key = counter.removeprefix("logs_")
             stats = wait_for_stats(agent, fc, key, lambda: {1})
         finally:

@@ -63,9 +63,19 @@ def test_log_record_round_trip() -> None:
     assert a["container.id"] == "ab" * 32
     assert a["file.inode"] == "12345" and a["file.mode"] == "4755"
     assert "file.path" not in a  # the executable's: process.executable.path
-    assert a["process.environment_variable.HOME"] == "/root"
-    assert a["process.environment_variable.API_TOKEN"] == "[REDACTED]"
+    # The environment packed (--env-attributes 0, the default): one entry per key, the first value.
+    assert a["otel_exec.env.rest"] == ["HOME=/root", "API_TOKEN=[REDACTED]"]
+    assert not [k for k in a if k.startswith(attributes.ENV_PREFIX)]
     assert a["otel_exec.env_entries_without_value"] == ["NOEQUALS"]
+    per_variable = encode.exec_attributes(ev, limits=RecordLimits(env_attributes=48))
+    (lr,) = ExportLogsServiceRequest.FromString(encode.export_request(
+        b"", [encode.log_record(ev, per_variable, span, 1)])).resource_logs[0].scope_logs[0].log_records
+    b = attrs(lr.attributes)
+    assert (b["process.environment_variable.HOME"], b["process.environment_variable.API_TOKEN"]) == \
+        ("/root", "[REDACTED]")
+    assert "otel_exec.env.rest" not in b and b["otel_exec.env_entries_without_value"] == ["NOEQUALS"]
+    assert {k: v for k, v in b.items() if not k.startswith(attributes.ENV_PREFIX)} == \
+        {k: v for k, v in a.items() if k != "otel_exec.env.rest"}
     assert a["otel_exec.interpreter.path"] == "/usr/lib/ld.so"
     assert a["otel_exec.env_truncated"] is True and "otel_exec.argv_truncated" not in a  # flags only when set
     assert a["otel_exec.path_truncated"] == ["pwd"]
@@ -384,6 +394,7 @@ def test_every_key_sent_is_in_the_table() -> None:
     observed = sample_exec(host_pid=321, host_ppid=1, exec_id="a" * 32, parent_exec_id="b" * 32, comm="bash",
                            pathname="/usr/bin/bash", argv=["bash"], observed=True)
     records = [encode.log_record(ev, encode.exec_attributes(ev), span, 1),
+               encode.log_record(ev, encode.exec_attributes(ev, limits=RecordLimits(env_attributes=48)), span, 1),
                encode.observed_record(observed, span_for(observed),
                                       encode.Attrs.of(encode.seeded_attributes(observed)), 1),
                encode.gap_record(1, 2, 1.0, 0.5), encode.exit_record(span, 1)]
@@ -393,7 +404,7 @@ def test_every_key_sent_is_in_the_table() -> None:
     for record in request.resource_logs[0].scope_logs[0].log_records:
         sent |= _keys(record.attributes)
     env = {key for key in sent if key.startswith(attributes.ENV_PREFIX)}
-    assert env and not sent - env - set(attributes.TABLE)
+    assert env and attributes.ENV_REST in sent and not sent - env - set(attributes.TABLE)
 
 
 def test_an_unavailable_field_takes_along_the_keys_the_table_gives_it() -> None:
@@ -464,27 +475,32 @@ def test_exit_record_round_trip() -> None:
     for (code, signo, reason, incomplete), body, ending in cases:
         info.exit_code, info.signal = code, signo
         span.end_ns, span.ended_by, span.incomplete = ev.timestamp + 1_500_000_000, reason, incomplete
-        req = ExportLogsServiceRequest.FromString(encode.export_request(b"", [encode.exit_record(span, 77)]))
-        (lr,) = req.resource_logs[0].scope_logs[0].log_records
-        assert lr.event_name == "otel_exec.process.exit" and lr.body.string_value == body
-        assert lr.time_unix_nano == span.end_ns and lr.observed_time_unix_nano == 77
-        assert lr.trace_id == span.trace_id and lr.span_id == span.span_id and lr.flags == 1
-        assert lr.severity_number == 9 and lr.severity_text == "INFO"
-        keys = [kv.key for kv in lr.attributes]
-        assert len(keys) == len(set(keys))
-        assert attrs(lr.attributes) == {"process.pid": 4242, "otel_exec.exec_id": ev.exec_id,
-                                        "process.executable.name": "sudo", "otel_exec.process.duration": 1.5,
-                                        **ending}
+        # Compact (the default): the exec record's pid and executable name
+        # are left to it; --record-attributes full (repeat_derived) sends them.
+        for repeat_derived, who in ((False, {}), (True, {"process.pid": 4242, "process.executable.name": "sudo"})):
+            req = ExportLogsServiceRequest.FromString(encode.export_request(
+                b"", [encode.exit_record(span, 77, repeat_derived)]))
+            (lr,) = req.resource_logs[0].scope_logs[0].log_records
+            assert lr.event_name == "otel_exec.process.exit" and lr.body.string_value == body
+            assert lr.time_unix_nano == span.end_ns and lr.observed_time_unix_nano == 77
+            assert lr.trace_id == span.trace_id and lr.span_id == span.span_id and lr.flags == 1
+            assert lr.severity_number == 9 and lr.severity_text == "INFO"
+            keys = [kv.key for kv in lr.attributes]
+            assert len(keys) == len(set(keys))
+            assert attrs(lr.attributes) == {**who, "otel_exec.exec_id": ev.exec_id, "otel_exec.process.duration": 1.5,
+                                            **ending}
+        assert encode.exit_record(span, 77) == encode.exit_record(span, 77, False)
     # An image without an executable, an exec id of another size, an end
     # time before the start (clamped as the span's is).
     info.exe, info.exec_id, info.pid = "", "short", 2**40
     span.end_ns = span.start_ns - 5
-    (lr,) = ExportLogsServiceRequest.FromString(encode.export_request(b"", [encode.exit_record(span, 1)])) \
-        .resource_logs[0].scope_logs[0].log_records
-    a = attrs(lr.attributes)
-    assert "process.executable.name" not in a and a["otel_exec.exec_id"] == "short"
-    assert a["process.pid"] == 2**40 and a["otel_exec.process.duration"] == 0.0
-    assert lr.time_unix_nano == span.start_ns
+    for repeat_derived in (False, True):
+        (lr,) = ExportLogsServiceRequest.FromString(encode.export_request(
+            b"", [encode.exit_record(span, 1, repeat_derived)])).resource_logs[0].scope_logs[0].log_records
+        a = attrs(lr.attributes)
+        assert "process.executable.name" not in a and a["otel_exec.exec_id"] == "short"
+        assert a.get("process.pid") == (2**40 if repeat_derived else None) and a["otel_exec.process.duration"] == 0.0
+        assert lr.time_unix_nano == span.start_ns
 
 
 def test_requests_carry_the_schema_url_on_resource_and_scope() -> None:

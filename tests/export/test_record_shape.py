@@ -45,25 +45,29 @@ def _huge_exec(**over):  # type: ignore[no-untyped-def]
 def test_an_ordinary_record_is_sent_as_it_is() -> None:
     ev = sample_exec()
     record, _ = _record(ev)
-    assert keys.RECORD_CUT not in record.attributes and keys.ENV_REST not in record.attributes
+    assert keys.RECORD_CUT not in record.attributes
     assert record.body == "sudo -u 'x y' 'caf\u00e9'" and record.attributes[keys.COMMAND_ARGS] == ev.argv
-    assert record.attributes[keys.ENV_PREFIX + "HOME"] == "/root"
+    assert record.attributes[keys.ENV_REST] == ["HOME=/root", "API_TOKEN=[REDACTED]"]  # packed, by default
+    per_variable, _ = _record(ev, RecordLimits(env_attributes=48))
+    assert per_variable.attributes[keys.ENV_PREFIX + "HOME"] == "/root" and keys.ENV_REST not in per_variable.attributes
     assert record.dropped_attributes_count == 0 and not loki.refusals(record)
 
 
-def test_300_variables_and_a_100_kib_argv_fit_lokis_defaults_with_the_cut_named() -> None:
+@pytest.mark.parametrize("env_attributes", [RecordLimits().env_attributes, 48])
+def test_300_variables_and_a_100_kib_argv_fit_lokis_defaults_with_the_cut_named(env_attributes: int) -> None:
     ev = _huge_exec(shared=None)
-    record, _ = _record(ev)
+    record, _ = _record(ev, RecordLimits(env_attributes=env_attributes))
     assert loki.refusals(record) == []
     entries = loki.structured_metadata(record)
     assert len(entries) <= loki.MAX_METADATA_ENTRIES and loki.metadata_bytes(entries) <= loki.MAX_METADATA_BYTES
     a = record.attributes
     assert set(a[keys.RECORD_CUT]) == {"body", keys.COMMAND_ARGS, ENV_MARK}
     per_key = [k for k in a if k.startswith(keys.ENV_PREFIX)]
-    assert len(per_key) == RecordLimits().env_attributes and keys.ENV_PREFIX + "OE_FIRST" in per_key
+    assert len(per_key) == env_attributes and (keys.ENV_PREFIX + "OE_FIRST" in per_key) == (env_attributes > 0)
     rest = a[keys.ENV_REST]
-    first_packed = RecordLimits().env_attributes - 1  # OE_FIRST, then VAR_000...
-    assert rest and rest[0] == f"VAR_{first_packed:03d}=" + "v<&>\"\\" * 40
+    packed = ["OE_FIRST=1"] if env_attributes == 0 else []
+    first_packed = max(env_attributes - 1, 0)  # OE_FIRST, then VAR_000...
+    assert rest and rest[:len(packed) + 1] == [*packed, f"VAR_{first_packed:03d}=" + "v<&>\"\\" * 40]
     # argv: whole arguments first, in order, then at most one cut short
     args = a[keys.COMMAND_ARGS]
     assert args[:-1] == ev.argv[:len(args) - 1] and ev.argv[len(args) - 1].startswith(args[-1])
@@ -135,13 +139,19 @@ def test_signal_specific_limits_win_over_the_general_ones() -> None:
     assert RecordLimits.from_env({"OTEL_ATTRIBUTE_COUNT_LIMIT": ""}).log_count == 128
 
 
-def test_value_length_limit_truncates_strings_and_string_arrays() -> None:
+@pytest.mark.parametrize("env_attributes", [0, 48])
+def test_value_length_limit_truncates_strings_and_string_arrays(env_attributes: int) -> None:
     ev = sample_exec(argv=["a" * 100, "b" * 100], env=["LONG=" + "z" * 100, "NOEQ" * 30], shared=None)
-    limits = RecordLimits.from_env({"OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "40"}, repeat_derived=True)
+    limits = RecordLimits.from_env({"OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "40"}, repeat_derived=True,
+                                   env_attributes=env_attributes)
     record, span = _record(ev, limits)
     a = record.attributes
     assert a[keys.COMMAND_ARGS] == ["a" * 40, "b" * 40] and a[keys.COMMAND] == "a" * 40
-    assert a[keys.ENV_PREFIX + "LONG"] == "z" * 40 and a[keys.ENV_WITHOUT_VALUE] == [("NOEQ" * 30)[:40]]
+    assert a[keys.ENV_WITHOUT_VALUE] == [("NOEQ" * 30)[:40]]
+    if env_attributes:
+        assert a[keys.ENV_PREFIX + "LONG"] == "z" * 40 and keys.ENV_REST not in a
+    else:  # each packed entry is a string of the array: cut to the length as a whole
+        assert a[keys.ENV_REST] == [("LONG=" + "z" * 100)[:40]]
     assert a[keys.EXEC_ID] == ev.exec_id  # 32 characters: within any allowed limit
     assert {keys.COMMAND, keys.COMMAND_ARGS, ENV_MARK} <= set(a[keys.RECORD_CUT])
     assert all(len(v) <= 40 for v in a.values() if isinstance(v, str))
@@ -181,3 +191,15 @@ def test_record_options_out_of_range_are_refused(option: str, value: int, messag
 
     with pytest.raises(UsageError, match=message):
         Config(**{option: value}).validate()  # type: ignore[arg-type]
+
+
+def test_a_packed_entry_longer_than_the_value_length_is_cut_and_named() -> None:
+    """A KEY=VALUE entry is one string of otel_exec.env.rest: the value
+    length limit applies to it whole, key included."""
+    limits = RecordLimits.from_env({"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "40"})
+    fits, _ = _record(sample_exec(env=["K" * 37 + "=vv", "A=b"], shared=None), limits)
+    assert fits.attributes[keys.ENV_REST] == ["K" * 37 + "=vv", "A=b"]
+    assert ENV_MARK not in fits.attributes[keys.RECORD_CUT]  # which names the container id, the cgroup
+    record, _ = _record(sample_exec(env=["K" * 38 + "=vv", "A=b"], shared=None), limits)
+    assert record.attributes[keys.ENV_REST] == ["K" * 38 + "=v", "A=b"]
+    assert record.attributes[keys.RECORD_CUT] == [*fits.attributes[keys.RECORD_CUT], ENV_MARK]

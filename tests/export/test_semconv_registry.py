@@ -125,15 +125,16 @@ def _sent() -> dict[str, set[str]]:
     info = ProcessInfo(ev.host_pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id, ev.comm,
                        ev.pathname, ev.argv, False, ev.timestamp)
     span = ProcessSpan(info, b"\1" * 16, b"\2" * 8, b"", "", "", "", ev.timestamp)
-    # --record-attributes full: every key, process.command too (a compact record has it as command_args[0])
-    enc = encode.exec_attributes(ev, encode.SPAN_SLIM, RecordLimits(repeat_derived=True))
+    # --record-attributes full: every key, process.command too (a compact record has it as command_args[0]);
+    # --env-attributes 48: process.environment_variable.<key> (the default packs the environment)
+    enc = encode.exec_attributes(ev, encode.SPAN_SLIM, RecordLimits(repeat_derived=True, env_attributes=48))
     span.attributes = enc.span_attrs()
     records = [encode.log_record(ev, enc, span, ev.timestamp)]
     spans = []
     for code, signo in ((0, None), (3, None), (None, 9)):
         info.exit_code, info.signal = code, signo
         span.end_ns, span.ended_by = ev.timestamp + 1000, "exit"
-        records.append(encode.exit_record(span, ev.timestamp + 2000))
+        records.append(encode.exit_record(span, ev.timestamp + 2000, True))
         spans.append(encode.span(span))
     resources = [resource_attributes(HostIdentity.current())]
     resources.append(metrics_resource(resources[0]))

@@ -11,12 +11,10 @@ import pytest
 
 from tests.helpers.agent_run import kernel_available
 from tests.helpers.collector import Collector
+from testkit.environment import variable
 
 
 STORM = Path(__file__).resolve().parents[2] / "testkit" / "storm.c"
-
-
-MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +42,7 @@ def storm_execs(collector: Collector, mark: str) -> set[tuple[str, int]]:
     """The storm's execs at the collector, each once: by exec id and time
     (pids repeat in a long storm, and a resent record arrives twice)."""
     return {(r.attributes["otel_exec.exec_id"], r.timestamp) for r in collector.logs()
-            if r.attributes.get(MARK_ATTR) == mark and r.attributes.get("process.executable.name") == "true"}
+            if r.attributes.get("process.executable.name") == "true" and variable(r.attributes, "OE_TEST_MARK") == mark}
 
 
 def wait_for_execs(collector: Collector, mark: str, want: int | set[tuple[str, int]],

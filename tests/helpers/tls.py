@@ -17,12 +17,12 @@ from typing import Any
 import grpc
 import pytest
 
+from testkit.environment import variable
 from testkit.otlp_services import GRPC_SERVICES, REQUESTS, RESPONSES, OtlpHttpHandler
 from testkit.poll import wait_until
 
 TOKEN = "Bearer t0k3n"
 CLIENT_CN = "otel-exec-test-client"
-MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
 TRUE = shutil.which("true") or "/bin/true"
 PROTOCOLS = ("grpc", "http/protobuf")
 # The SDK exporters' deadline for one export, retries included: short, so
@@ -310,7 +310,7 @@ class TlsReceiver:
         with self._lock:
             deliveries = list(self.deliveries)
         return [(d, r) for d in deliveries for r in d.log_records()
-                if attributes_of(r.attributes).get(MARK_ATTR) == mark]
+                if variable(attributes_of(r.attributes), "OE_TEST_MARK") == mark]
 
     def deliveries_of(self, signal: str) -> list[Delivery]:
         with self._lock:

@@ -22,6 +22,7 @@ from otel_exec.errors import PrivilegeLeakError
 from otel_exec.host.privileges import cap_name
 from otel_exec.bcc.source import BccSource
 from tests.helpers.bcc_env import bcc_env  # noqa: F401  (fixture)
+from testkit.environment import variable
 
 pytestmark = pytest.mark.kernel
 
@@ -101,7 +102,7 @@ def test_no_thread_keeps_privileges_while_exporting(request: pytest.FixtureReque
     try:
         mark = new_mark()
         subprocess.run(["/bin/true"], env=marked_env(mark), check=True)
-        collector.wait_for_logs(lambda r: r.attributes.get("process.environment_variable.OE_TEST_MARK") == mark,
+        collector.wait_for_logs(lambda r: variable(r.attributes, "OE_TEST_MARK") == mark,
                                 timeout=20)
         time.sleep(0.5)  # a few metric exports
         seen = assert_every_thread_clean(run.proc.pid, keep, *((NOBODY, NOBODY) if user else (0, 0)))

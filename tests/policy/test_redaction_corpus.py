@@ -21,10 +21,9 @@ from tests.helpers.collector import Collector
 from otel_exec.export.console import json_line
 from otel_exec.policy.redact import REDACTED, RedactionPolicy
 from tests.helpers.redaction_corpus import LOOKALIKES, SECRET_CASES
+from testkit.environment import PACKED, PER_VARIABLE, environment, variable
 
 TRUE = "/bin/true"
-MARK_ATTR = "process.environment_variable.OE_TEST_MARK"
-CASE_ATTR = "process.environment_variable.OE_CASE"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
@@ -112,16 +111,33 @@ def test_hostile_input_never_raises_and_stays_linear(pieces: list[str]) -> None:
 
 # -- the live kernel path -----------------------------------------------------
 
-@pytest.fixture
-def otlp_console_agent(collector: Collector, tmp_path: Path) -> Iterator[AgentRun]:
+# The environment's two forms (docs/attributes.md#the-environment): packed
+# into otel_exec.env.rest (the default) and one attribute per variable.
+ENV_FORMS = {"packed": [], "per_variable": ["--env-attributes", "48"]}
+
+
+@pytest.fixture(params=sorted(ENV_FORMS))
+def otlp_console_agent(request: pytest.FixtureRequest, collector: Collector, tmp_path: Path) -> Iterator[AgentRun]:
     reason = kernel_available()
     if reason:
         pytest.skip(reason)
     env = dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="200", OTEL_BSP_SCHEDULE_DELAY="200")
-    run = AgentRun(tmp_path, "--exporter", "otlp,console", "--endpoint", collector.grpc_endpoint, env=env)
+    run = AgentRun(tmp_path, "--exporter", "otlp,console", "--endpoint", collector.grpc_endpoint,
+                   *ENV_FORMS[request.param], env=env)
     yield run
     rc, err = run.stop()
     assert rc == 0, err
+
+
+def _console_env(event: dict) -> dict[str, str]:
+    """A console event's KEY=VALUE entries as a record's environment holds
+    them: the first value of a key."""
+    env: dict[str, str] = {}
+    for entry in event["env"]:
+        key, sep, value = entry.partition("=")
+        if sep:
+            env.setdefault(key, value)
+    return env
 
 
 def _record_text(rec: object) -> str:
@@ -129,24 +145,36 @@ def _record_text(rec: object) -> str:
 
 
 @pytest.mark.kernel
-def test_corpus_on_the_kernel_path(otlp_console_agent: AgentRun, collector: Collector) -> None:
+def test_corpus_on_the_kernel_path(otlp_console_agent: AgentRun, collector: Collector,
+                                   request: pytest.FixtureRequest) -> None:
+    """Every case of the corpus through the kernel, to the console and over
+    OTLP, with the environment in each of its forms."""
+    packed = request.node.callspec.params["otlp_console_agent"] == "packed"
     mark = new_mark()
     cases = [(argv, env) for argv, env, _ in SECRET_CASES] + LOOKALIKES
     for i, (argv, env) in enumerate(cases):
         subprocess.run(argv or ["true"], executable=TRUE, env={**marked_env(mark, OE_CASE=str(i)), **env},
                        check=True)
     events = otlp_console_agent.find(lambda e: f"OE_TEST_MARK={mark}" in e["env"], count=len(cases), timeout=30)
-    logs = collector.wait_for_logs(lambda r: r.attributes.get(MARK_ATTR) == mark, count=len(cases), timeout=30)
+    logs = collector.wait_for_logs(lambda r: variable(r.attributes, "OE_TEST_MARK") == mark, count=len(cases),
+                                   timeout=30)
     assert len(events) == len(logs) == len(cases)
     ids = {r.span_id for r in logs}
     otlp_console_agent.stop()
     spans = collector.wait_for_spans(lambda s: s.span_id in ids, count=len(cases), timeout=30)
     console = {int(next(e for e in ev["env"] if e.startswith("OE_CASE="))[8:]): ev for ev in events}
-    by_case = {int(r.attributes[CASE_ATTR]): r for r in logs}
+    by_case = {int(variable(r.attributes, "OE_CASE") or -1): r for r in logs}
     for i, ev in console.items():
         _assert_clean(f"console record of case {i}", json.dumps(ev))
     for i, rec in by_case.items():
         _assert_clean(f"OTLP log record of case {i}", _record_text(rec))
+        # Redacted as the console's, value for value, in the form asked for.
+        assert environment(rec.attributes) == _console_env(console[i]), i
+        per_variable = [k for k in rec.attributes if k.startswith(PER_VARIABLE)]
+        if packed:
+            assert not per_variable and PACKED in rec.attributes
+        else:
+            assert per_variable and PACKED not in rec.attributes
     for s in spans:
         _assert_clean("OTLP span", _record_text(s))
     for j, (argv, env) in enumerate(LOOKALIKES):
@@ -156,7 +184,7 @@ def test_corpus_on_the_kernel_path(otlp_console_agent: AgentRun, collector: Coll
         assert by_case[i].attributes["process.command_args"] == expected_argv
         for k, v in env.items():
             assert f"{k}={v}" in console[i]["env"]
-            assert by_case[i].attributes[f"process.environment_variable.{k}"] == v
+            assert variable(by_case[i].attributes, k) == v
     for i, (argv, env, _) in enumerate(SECRET_CASES):
         assert len(console[i]["argv"]) == len(argv or ["true"])  # redacted element for element
         assert REDACTED in json.dumps(console[i])
@@ -272,7 +300,7 @@ def test_trust_traceparent_root(collector: Collector, tmp_path: Path, as_root: b
         # env (as the user) sets TRACEPARENT and execs true: true's image
         # brings a TRACEPARENT its previous image (env) did not have.
         subprocess.run([*drop, "/usr/bin/env", f"TRACEPARENT={tp}", TRUE], env=marked_env(mark), check=True)
-        logs = collector.wait_for_logs(lambda r: r.attributes.get(MARK_ATTR) == mark
+        logs = collector.wait_for_logs(lambda r: variable(r.attributes, "OE_TEST_MARK") == mark
                                        and r.attributes["process.executable.name"] == "true", timeout=15)
     finally:
         rc, err = run.stop()
@@ -284,7 +312,7 @@ def test_trust_traceparent_root(collector: Collector, tmp_path: Path, as_root: b
         assert span.trace_id == TRACE and span.parent_span_id == PARENT
         assert "otel_exec.traceparent.untrusted" not in span.attributes
     else:
-        (env_log,) = collector.wait_for_logs(lambda r: r.attributes.get(MARK_ATTR) == mark
+        (env_log,) = collector.wait_for_logs(lambda r: variable(r.attributes, "OE_TEST_MARK") == mark
                                              and r.attributes["process.executable.name"] == "env", timeout=15)
         assert span.trace_id != TRACE and span.parent_span_id == env_log.span_id
         assert span.attributes["otel_exec.traceparent.untrusted"] == tp
@@ -338,6 +366,6 @@ def test_env_capture_none_emits_no_environment_but_keeps_lineage(collector: Coll
         rc, err = run.stop()
     assert rc == 0, err
     assert ev["env"] == []
-    assert not [k for k in log.attributes if k.startswith("process.environment_variable.")]
+    assert not environment(log.attributes) and PACKED not in log.attributes
     (span,) = collector.wait_for_spans(lambda s: s.span_id == log.span_id, timeout=15)
     assert span.trace_id == TRACE and span.parent_span_id == PARENT

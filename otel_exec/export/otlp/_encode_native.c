@@ -780,24 +780,28 @@ out:
 	return result;
 }
 
-/* exit_record(ended, observed_ns): encode.exit_record. */
+/* exit_record(ended, observed_ns, repeat_derived=False): encode.exit_record. */
 static PyObject *exit_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	PyObject *ended, *observed, *info = NULL, *end = NULL, *exec_id = NULL, *exec_kv = NULL, *exe = NULL;
 	PyObject *name = NULL, *late = NULL, *result = NULL;
-	uint64_t observed_ns, start_ns, end_ns, pid;
+	uint64_t observed_ns, start_ns, end_ns, pid = 0;
 	struct context c = {0};
+	int repeat_derived = 0;
 
-	if (nargs != 2)
-		return PyErr_Format(PyExc_TypeError, "exit_record() takes 2 arguments (%zd given)", nargs);
+	if (nargs != 2 && nargs != 3)
+		return PyErr_Format(PyExc_TypeError, "exit_record() takes 2 or 3 arguments (%zd given)", nargs);
 	if (!ready)
 		return PyErr_Format(PyExc_RuntimeError, "_encode_native.setup() was not called");
 	ended = args[0];
 	observed = args[1];
+	if (nargs == 3 && (repeat_derived = PyObject_IsTrue(args[2])) < 0)
+		return NULL;
 	if ((info = attr(ended, s_process)) == NULL)
 		goto out;
 	if (u64_of(observed, &observed_ns) || get_u64(ended, s_start_ns, &start_ns) ||
-	    get_u64(ended, s_end_ns, &end_ns) || get_u64(info, s_pid, &pid) || get_u64(ended, s_trace_flags, &c.flags)) {
+	    get_u64(ended, s_end_ns, &end_ns) || (repeat_derived && get_u64(info, s_pid, &pid)) ||
+	    get_u64(ended, s_trace_flags, &c.flags)) {
 		if (did_not_fit())
 			result = PyObject_Vectorcall(py_exit_record, args, nargs, NULL);
 		goto out;
@@ -820,7 +824,9 @@ static PyObject *exit_record(PyObject *self, PyObject *const *args, Py_ssize_t n
 			goto out;
 		}
 	}
-	if ((exe = attr(info, s_exe)) == NULL || (name = cached_bytes(exe_names, exe, exe_name, exe)) == NULL)
+	/* The pid and the executable's name are the exec record's: only with --record-attributes full. */
+	if (repeat_derived &&
+	    ((exe = attr(info, s_exe)) == NULL || (name = cached_bytes(exe_names, exe, exe_name, exe)) == NULL))
 		goto out;
 	PyObject *identity = attr(ended, s_late_identity);
 	if (identity == NULL)
@@ -846,24 +852,29 @@ static PyObject *exit_record(PyObject *self, PyObject *const *args, Py_ssize_t n
 		result = PyObject_Vectorcall(py_exit_record, args, nargs, NULL);
 	if (mine != 0)
 		goto out;
-	PyObject *pid_head = head_for(pid_heads, pid), *end_log = PyTuple_GET_ITEM(end, 1);
+	PyObject *pid_head = repeat_derived ? head_for(pid_heads, pid) : NULL, *end_log = PyTuple_GET_ITEM(end, 1);
 	Py_ssize_t exec_size = exec_kv ? PyBytes_GET_SIZE(exec_kv) : PyBytes_GET_SIZE(exec_id_head) + exec_len;
-	Py_ssize_t inner = 9 + PyBytes_GET_SIZE(log_severity) + PyBytes_GET_SIZE(end_log) + 1 +
-			   PyBytes_GET_SIZE(pid_head) + varint_size(pid) + 1 + exec_size + PyBytes_GET_SIZE(name) +
+	Py_ssize_t who_size = 0;
+	if (repeat_derived)
+		who_size = 1 + PyBytes_GET_SIZE(pid_head) + varint_size(pid) + PyBytes_GET_SIZE(name);
+	Py_ssize_t inner = 9 + PyBytes_GET_SIZE(log_severity) + PyBytes_GET_SIZE(end_log) + who_size + 1 + exec_size +
 			   PyBytes_GET_SIZE(duration_head) + 8 + (late ? PyBytes_GET_SIZE(late) : 0) + TAIL_SIZE +
 			   PyBytes_GET_SIZE(exit_event_name);
 	char *p = new_log_record(inner, end_ns, &result);
 	if (p == NULL)
 		goto out;
 	p = put_bytes(p, end_log);
-	*p++ = LOG_ATTR;
-	p = put_varint(put_bytes(p, pid_head), pid);
+	if (repeat_derived) {
+		*p++ = LOG_ATTR;
+		p = put_varint(put_bytes(p, pid_head), pid);
+	}
 	*p++ = LOG_ATTR;
 	if (exec_kv != NULL)
 		p = put_bytes(p, exec_kv);
 	else
 		p = put_mem(put_bytes(p, exec_id_head), exec_s, exec_len);
-	p = put_bytes(p, name);
+	if (repeat_derived)
+		p = put_bytes(p, name);
 	p = put_bytes(p, duration_head);
 	double seconds = (double)(end_ns - start_ns) / 1e9;
 	uint64_t bits;
@@ -932,7 +943,7 @@ static PyMethodDef methods[] = {
 	{"exec_record", (PyCFunction)(void (*)(void))exec_record, METH_FASTCALL,
 	 "exec_record(ev, span, span_set, limits, observed_ns) -> bytes; sets span.attributes"},
 	{"span", span, METH_O, "span(ended) -> bytes"},
-	{"exit_record", (PyCFunction)(void (*)(void))exit_record, METH_FASTCALL, "exit_record(ended, observed_ns) -> bytes"},
+	{"exit_record", (PyCFunction)(void (*)(void))exit_record, METH_FASTCALL, "exit_record(ended, observed_ns, repeat_derived=False) -> bytes"},
 	{NULL, NULL, 0, NULL},
 };
 

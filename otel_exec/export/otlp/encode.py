@@ -250,6 +250,19 @@ def _env_pairs(env: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     return pairs, bare
 
 
+def _env_kvs(env: list[tuple[str, str]], bare: list[str], per_key: int) -> list[bytes]:
+    """The environment of a record that fits as it is (shape.fits), as
+    shape.shape_record would send it: the first per_key variables as
+    attributes of their own, the others as KEY=VALUE in one array, the
+    entries without "=" in another."""
+    kvs = [_kv(keys.ENV_PREFIX + k, v) for k, v in env[:per_key]]
+    if len(env) > per_key:
+        kvs.append(_kv(keys.ENV_REST, [f"{k}={v}" for k, v in env[per_key:]]))
+    if bare:
+        kvs.append(_kv(keys.ENV_WITHOUT_VALUE, bare))
+    return kvs
+
+
 _LOG_DROPPED = 7  # LogRecord.dropped_attributes_count
 _SPAN_DROPPED = 10  # Span.dropped_attributes_count
 _DEFAULT_LIMITS = RecordLimits()
@@ -289,11 +302,15 @@ def _shaped(ev: ExecEvent, attributes: AttributeBuilder, span_set: int, limits: 
         common = _available(unavailable, kvs) if unavailable else kvs
         if count_derived:  # a record that fits is not cut
             common.remove(_kv(keys.ARGS_COUNT, ev.argc))
-        env_kvs = [_kv(keys.ENV_PREFIX + k, v) for k, v in env]
-        if bare:
-            env_kvs.append(_kv(keys.ENV_WITHOUT_VALUE, bare))
+        # And otel_exec.env_count when it is the number of the environment's
+        # entries the record carries (each key once, those without "=" too):
+        # every entry read, none redacted away, none set twice. Only in a
+        # record sent as it is, of which no shaping or limit took a variable.
+        if not derived and not ev.env_truncated and ev.envc == len(env) + len(bare):
+            common.remove(_kv(keys.ENV_COUNT, ev.envc))
+        env_kvs = _env_kvs(env, bare, limits.env_attributes)
         line = None if argv is None else shlex.join(argv)
-        if shape.fits(limits, len(common) + ids_count, len(env), len(env_kvs),
+        if shape.fits(limits, len(common) + ids_count, len(env_kvs),
                       sum(map(len, common)) + sum(map(len, env_kvs)), argv, line):
             kvs = common + env_kvs
             on_span = len(kvs) if span_set == SPAN_FULL_ENV else len(common) if span_set == SPAN_FULL else 0
@@ -789,33 +806,40 @@ def _exe_name(exe: str) -> bytes:
     return hit
 
 
-# Everything of an exit record but how it ended, its pid, exec id and executable name.
-_EXIT_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + 2 * len(_LOG_ATTR) + len(_DURATION) + 8 + \
+# Everything of an exit record but how it ended, its exec id and, with
+# --record-attributes full, its pid and executable name.
+_EXIT_FIXED_SIZE = _LOG_TIME.size + len(_LOG_SEVERITY) + len(_LOG_ATTR) + len(_DURATION) + 8 + \
     _LOG_AFTER_BODY_SIZE - len(_LOG_EVENT_NAME) + len(_EXIT_EVENT_NAME)
 
 
-def _py_exit_record(ended: ProcessSpan, observed_ns: int) -> bytes:
+def _py_exit_record(ended: ProcessSpan, observed_ns: int, repeat_derived: bool = False) -> bytes:
     """A LogRecord for an ended image (EXIT_EVENT_NAME), framed
     (_in_scope): how it ended (the span's end attributes), how long it ran,
-    which process, exec and executable it was, and the ids of its span, so
-    that a logs-only backend sees every end and can find the span. Once
-    per image end, so summed from known sizes as log_record() is."""
+    which exec it was, and the ids of its span, so that a logs-only backend
+    sees every end and can find the span and the exec record. The pid and
+    the executable's name are the exec record's, which the exec id and the
+    trace ids join: sent here too only when repeat_derived (--record-attributes
+    full, RecordLimits.repeat_derived). Once per image end, so summed from
+    known sizes as log_record() is."""
     info = ended.process
     ending = _ending(ended.ended_by, ended.incomplete, info.exit_code, info.signal)[1]
     start_ns, end_ns = ended.start_ns, ended.end_ns
     if end_ns < start_ns:
         end_ns = start_ns
-    pid = _varint(info.pid)
-    pid_head = _PID[len(pid)]
     exec_id = info.exec_id.encode()
     exec_kv = _EXEC_ID + exec_id if len(exec_id) == _EXEC_ID_SIZE else _framed_fixed(keys.EXEC_ID, info.exec_id)
-    name = _exe_name(info.exe)
+    if repeat_derived:
+        pid = _varint(info.pid)
+        who = (_LOG_ATTR, _PID[len(pid)], pid)
+        name = _exe_name(info.exe)
+    else:
+        who, name = (), b""
     # An identity computed after the exec record rides here and on the span.
     identity = ended.late_identity
     late = (late_identity_attrs(identity.result).log,) if identity is not None and identity.result is not None else ()
-    size = _EXIT_FIXED_SIZE + len(ending) + len(pid_head) + len(pid) + len(exec_kv) + len(name) + sum(map(len, late))
+    size = _EXIT_FIXED_SIZE + len(ending) + sum(map(len, who)) + len(exec_kv) + len(name) + sum(map(len, late))
     return b"".join((_IN_SCOPE, _varint(size), _LOG_TIME.pack(_LOG_HEAD[0], end_ns), _LOG_SEVERITY, ending,
-                     _LOG_ATTR, pid_head, pid, _LOG_ATTR, exec_kv, name, _DURATION, _F64((end_ns - start_ns) / 1e9),
+                     *who, _LOG_ATTR, exec_kv, name, _DURATION, _F64((end_ns - start_ns) / 1e9),
                      *late, _LOG_IDS[ended.trace_flags], ended.trace_id, _LOG_SPAN_ID, ended.span_id, _LOG_OBSERVED,
                      _U64(observed_ns),
                      _EXIT_EVENT_NAME))

@@ -79,7 +79,10 @@ class RecordLimits:
 
     max_attributes: int = DEFAULT_MAX_ATTRIBUTES
     max_bytes: int = DEFAULT_MAX_BYTES
-    env_attributes: int = 48  # environment variables as attributes of their own; the rest packed
+    # Environment variables as attributes of their own (--env-attributes);
+    # the rest packed as KEY=VALUE into one attribute. None by default: the
+    # per-variable key prefix was most of a record's environment bytes.
+    env_attributes: int = 0
     body_max_bytes: int = 4096
     # --record-attributes full: an exec record also sends the attributes its
     # others say exactly (encode.py leaves them out by default).
@@ -183,15 +186,16 @@ def _otel_cut(value: Value, length: int) -> Value:
     return value
 
 
-def fits(limits: RecordLimits, count: int, env_count: int, env_attributes: int, encoded_size: int,
+def fits(limits: RecordLimits, count: int, env_attributes: int, encoded_size: int,
          argv: list[str] | None, line: str | None) -> bool:
-    """Whether a record is within the budget as it is, from its attributes'
+    """Whether a record is within the budget as it is (the environment's
+    first limits.env_attributes variables as attributes of their own, the
+    rest packed: env_attributes attributes in all), from its attributes'
     encoded (protobuf) size, without sizing each one: an attribute's text
     in Loki is at most 6 times its encoded bytes (a JSON escape takes 6
     bytes for 1) plus 20 (an int64 in decimal); argv[0] and the body need
     no cut."""
-    return (env_count <= limits.env_attributes
-            and count + env_attributes <= min(limits.max_attributes, limits.log_count)
+    return (count + env_attributes <= min(limits.max_attributes, limits.log_count)
             and 6 * encoded_size + 20 * (count + env_attributes) + IDS_MAX_BYTES <= limits.max_bytes
             and (line is None or len(line) <= limits.body_max_bytes // 4 or _utf8_size(line) <= limits.body_max_bytes)
             and (not argv or len(argv[0]) <= VALUE_MAX_BYTES // 4))
@@ -266,7 +270,7 @@ def shape_record(fixed: list[Pair], argv: list[str] | None, env: list[tuple[str,
         room -= key_size + value_size(args)
         count_room -= 1
 
-    env_pairs, env_cut = _shape_env(env, bare, room, min(limits.env_attributes, count_room - 2))
+    env_pairs, env_cut = _shape_env(env, bare, room, min(limits.env_attributes, count_room - 2), value_length)
     if env_cut:
         cut.append(env_mark)
     if cut:
@@ -274,10 +278,12 @@ def shape_record(fixed: list[Pair], argv: list[str] | None, env: list[tuple[str,
     return Shaped(shaped, env_pairs, body)
 
 
-def _shape_env(env: list[tuple[str, str]], bare: list[str], room: int, per_key: int) -> tuple[list[Pair], bool]:
+def _shape_env(env: list[tuple[str, str]], bare: list[str], room: int, per_key: int,
+               value_length: int | None) -> tuple[list[Pair], bool]:
     """The environment in room bytes: the first per_key variables as
-    attributes of their own, the others as KEY=VALUE in one array, the
-    entries without "=" in another."""
+    attributes of their own, the others as KEY=VALUE in one array (each
+    entry a string of it: cut to the OTel value length, as the values of
+    the others are), the entries without "=" in another."""
     pairs: list[Pair] = []
     rest: list[str] = []
     for i, (name, value) in enumerate(env):
@@ -289,6 +295,9 @@ def _shape_env(env: list[tuple[str, str]], bare: list[str], room: int, per_key: 
         pairs.append((key, value))
         room -= cost
     cut = False
+    if value_length is not None and any(len(entry) > value_length for entry in rest):
+        rest = [entry[:value_length] for entry in rest]
+        cut = True
     for key, entries in ((keys.ENV_REST, rest), (keys.ENV_WITHOUT_VALUE, bare)):
         if entries:
             kept, entries_cut = _fit_array(entries, room - len(key))

@@ -100,7 +100,7 @@ class OtlpSink:
         if add_span is not None and span.trace_flags & SAMPLED:
             add_span(encode.span(span))
         if add_exit is not None:
-            add_exit(encode.exit_record(span, time.time_ns()))
+            add_exit(encode.exit_record(span, time.time_ns(), self.limits.repeat_derived))
 
     def flush(self) -> None:
         """The end of a drain of the ring buffer: everything read so far is
