@@ -964,8 +964,10 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, vo
 }
 
 /* The ELF interpreter's file: AT_BASE in the new mm's auxiliary vector is
- * where the loader was mapped; static binaries have AT_BASE 0. */
-static __always_inline struct file *elf_interpreter(struct task_struct *t, struct mm_struct *mm)
+ * where the loader was mapped; static binaries have AT_BASE 0. The exec's
+ * task is the current one: bpf_find_vma() takes it as the trusted pointer
+ * it needs (handle_exec reads the task through an untrusted one). */
+static __always_inline struct file *elf_interpreter(struct mm_struct *mm)
 {
 	struct vma_file_ctx ctx = {};
 	unsigned long base = 0;
@@ -987,7 +989,7 @@ static __always_inline struct file *elf_interpreter(struct task_struct *t, struc
 	}
 	if (!base)
 		return NULL;
-	bpf_find_vma(t, base, vma_file_cb, &ctx, 0);
+	bpf_find_vma(bpf_get_current_task_btf(), base, vma_file_cb, &ctx, 0);
 	return ctx.file;
 }
 
@@ -1297,7 +1299,7 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 		off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME, put_walked(s, off));
 	}
 	if (!(cfg.skip & OE_SKIP_INTERPRETER)) {
-		struct file *ld = elf_interpreter(t, mm);
+		struct file *ld = elf_interpreter(mm);
 
 		file_id_direct(ld, &s->rec.interpreter);
 		if (!(cfg.skip & OE_SKIP_PATHS) && ld) {
@@ -1361,10 +1363,16 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	return 0;
 }
 
+/* The task and bprm are read through untrusted pointers (bpf_rdonly_cast):
+ * the same loads, fault-guarded alike, but the verifier (6.5+) searches the
+ * whole kernel BTF by name for every pointer field it loads through a trusted
+ * one (is that field trusted, RCU-protected?), once per state it explores,
+ * which made most of handle_exec's verification time. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
-	return exec_record(t, old_pid, bprm, true);
+	return exec_record(bpf_rdonly_cast(t, bpf_core_type_id_kernel(struct task_struct)), old_pid,
+			   bpf_rdonly_cast(bprm, bpf_core_type_id_kernel(struct linux_binprm)), true);
 }
 
 /* handle_exec for kernels without bpf_rdonly_cast (before 6.2). */
