@@ -475,14 +475,20 @@ static __always_inline void walked_name(struct exec_scratch *s, int i, const __u
 		s->walk.inline_mask |= 1ULL << (i & (OE_PATH_DEPTH_MAX - 1));
 }
 
-/* Walks (mnt, dentry) up to the root of the mount namespace as d_path()
- * does, dentries up to the mount root and then across mounts, into s->walk.
- * Apart from writing the path (put_walked), the --path-prefix filters read
- * the walk of the executable, which is then written without a second one.
- * One fetch per dentry (its hash link, parent and name are neighbours)
- * and one per mount (parent, mountpoint and root likewise). */
-static __always_inline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr,
-				     const bool direct)
+/* Where walk_path() stands between two steps: bpf_loop()'s context. The
+ * walk's outcome goes straight to s->walk: the verifier tracks no values in
+ * a map, while each value of the outcome held here would be a state of its
+ * own to check the step from. */
+struct walk_state {
+	struct exec_scratch *s;
+	void *mnt;
+	void *dentry;
+	void *mnt_root;
+	__u64 mspan[SPAN_WORDS];         /* the mount's span (see span_word) */
+};
+
+/* Step i of walk_path(): 1 once the walk is done. */
+static __always_inline long walk_step(__u32 i, struct walk_state *w, const bool direct)
 {
 	__u32 d_first = bpf_core_field_offset(struct dentry, d_hash.pprev);
 	__u32 d_parent = bpf_core_field_offset(struct dentry, d_parent);
@@ -492,70 +498,95 @@ static __always_inline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, 
 	__u32 m_first = bpf_core_field_offset(struct mount, mnt_parent);
 	__u32 m_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint);
 	__u32 m_root = mnt_off + bpf_core_field_offset(struct vfsmount, mnt_root);
-	__u32 n = OE_PATH_DEPTH_MAX, pflags = 0;
-	void *mnt = (void *)vfsmnt_addr - mnt_off;
-	void *dentry = (void *)dentry_addr;
-	__u64 *span, mspan[SPAN_WORDS];
-	void *mnt_root;
-	bool done = false;
-	int i;
+	struct exec_scratch *s = w->s;
+	void *dentry = w->dentry;
+	void *parent, *mnt_parent;
+	__u64 *span;
+
+	i &= OE_PATH_DEPTH_MAX - 1;
+	span = s->walk.span[i];
+	/* Past the first step a mount's root needs nothing of its own (the
+	 * mount's fields say where to go): its span is not read, and what the
+	 * slot holds is not used. */
+	if (i == 0 || dentry != w->mnt_root)
+		FETCH(direct, span, DENTRY_SPAN_WORDS, dentry, d_first);
+	parent = (void *)dentry_word(span, dentry, d_first, d_parent);
+	if (i == 0 && !dentry_word(span, dentry, d_first, d_first) && parent != dentry)
+		s->walk.pflags |= OE_PF_DELETED;
+	if (dentry != w->mnt_root && dentry != parent) {
+		walked_name(s, i, span, dentry, d_first, d_name, d_len);
+		w->dentry = parent;
+		return 0;
+	}
+	if (dentry != w->mnt_root) {
+		/* A dentry with no parent that is not a mount root: a pseudo
+		 * file (memfd, pipe, socket, anon inode). */
+		walked_name(s, i, span, dentry, d_first, d_name, d_len);
+		s->walk.n = i + 1;
+		s->walk.pflags = (s->walk.pflags & ~OE_PF_TRUNCATED) | OE_PF_DETACHED;
+		return 1;
+	}
+	mnt_parent = (void *)span_word(w->mspan, w->mnt, m_first, m_first);
+	if (mnt_parent == w->mnt) {
+		s->walk.n = i;
+		s->walk.pflags &= ~OE_PF_TRUNCATED;
+		return 1;
+	}
+	/* Indexed by step, not by component: a counter of its own would
+	 * multiply the states the verifier explores. */
+	s->walk.name[i] = 0;
+	w->dentry = (void *)span_word(w->mspan, w->mnt, m_first, m_mountpoint);
+	w->mnt = mnt_parent;
+	FETCH(direct, w->mspan, SPAN_WORDS, mnt_parent, m_first);
+	w->mnt_root = (void *)span_word(w->mspan, mnt_parent, m_first, m_root);
+	return 0;
+}
+
+/* The two builds of walk_step() (see FETCH), bpf_loop() callbacks. */
+static long walk_step_direct(__u32 i, void *w)
+{
+	return walk_step(i, w, true);
+}
+
+static long walk_step_probed(__u32 i, void *w)
+{
+	return walk_step(i, w, false);
+}
+
+/* Walks (mnt, dentry) up to the root of the mount namespace as d_path()
+ * does, dentries up to the mount root and then across mounts, into s->walk.
+ * Apart from writing the path (put_walked), the --path-prefix filters read
+ * the walk of the executable, which is then written without a second one.
+ * One fetch per dentry (its hash link, parent and name are neighbours)
+ * and one per mount (parent, mountpoint and root likewise). The steps run
+ * under bpf_loop(): the verifier checks a step once, where it checked a
+ * loop's body once per iteration, the bulk of the time the programs take to
+ * load. */
+static __always_inline int walk_path(struct exec_scratch *s, __u64 vfsmnt_addr, __u64 dentry_addr,
+				     const bool direct)
+{
+	__u32 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	__u32 m_first = bpf_core_field_offset(struct mount, mnt_parent);
+	__u32 m_root = mnt_off + bpf_core_field_offset(struct vfsmount, mnt_root);
+	struct walk_state w = {
+		.s = s,
+		.mnt = (void *)vfsmnt_addr - mnt_off,
+		.dentry = (void *)dentry_addr,
+	};
 
 	if (!s)
 		return 0;
 	s->walk.n = 0;
 	s->walk.pflags = 0;
 	s->walk.inline_mask = 0;
-	if (!dentry || !vfsmnt_addr)
+	if (!dentry_addr || !vfsmnt_addr)
 		return 0;
-	FETCH(direct, mspan, SPAN_WORDS, mnt, m_first);
-	mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
-
-	for (i = 0; i < OE_PATH_DEPTH_MAX; i++) {
-		void *parent;
-
-		span = s->walk.span[i & (OE_PATH_DEPTH_MAX - 1)];
-		/* Past the first step a mount's root needs nothing of its own
-		 * (the mount's fields say where to go): its span is not read,
-		 * and what the slot holds is not used. */
-		if (i == 0 || dentry != mnt_root)
-			FETCH(direct, span, DENTRY_SPAN_WORDS, dentry, d_first);
-		parent = (void *)dentry_word(span, dentry, d_first, d_parent);
-		if (i == 0 && !dentry_word(span, dentry, d_first, d_first) && parent != dentry)
-			pflags |= OE_PF_DELETED;
-		if (dentry == mnt_root || dentry == parent) {
-			void *mnt_parent;
-
-			if (dentry != mnt_root) {
-				/* A dentry with no parent that is not a mount root:
-				 * a pseudo file (memfd, pipe, socket, anon inode). */
-				pflags |= OE_PF_DETACHED;
-				walked_name(s, i, span, dentry, d_first, d_name, d_len);
-				n = i + 1;
-				done = true;
-				break;
-			}
-			mnt_parent = (void *)span_word(mspan, mnt, m_first, m_first);
-			if (mnt_parent == mnt) {
-				n = i;
-				done = true;
-				break;
-			}
-			/* Indexed by step, not by component: a counter of its own
-			 * would multiply the states the verifier explores. */
-			s->walk.name[i] = 0;
-			dentry = (void *)span_word(mspan, mnt, m_first, m_mountpoint);
-			mnt = mnt_parent;
-			FETCH(direct, mspan, SPAN_WORDS, mnt, m_first);
-			mnt_root = (void *)span_word(mspan, mnt, m_first, m_root);
-			continue;
-		}
-		walked_name(s, i, span, dentry, d_first, d_name, d_len);
-		dentry = parent;
-	}
-	if (!done)
-		pflags |= OE_PF_TRUNCATED;
-	s->walk.n = n;
-	s->walk.pflags = pflags;
+	FETCH(direct, w.mspan, SPAN_WORDS, w.mnt, m_first);
+	w.mnt_root = (void *)span_word(w.mspan, w.mnt, m_first, m_root);
+	/* Cut unless a step finds the end. */
+	s->walk.n = OE_PATH_DEPTH_MAX;
+	s->walk.pflags = OE_PF_TRUNCATED;
+	bpf_loop(OE_PATH_DEPTH_MAX, direct ? walk_step_direct : walk_step_probed, &w, 0);
 	return 0;
 }
 
@@ -623,31 +654,49 @@ static __always_inline __u32 put_component(struct exec_scratch *s, __u32 i, char
 	return len + 1;
 }
 
+/* Where put_walked() stands between two components: bpf_loop()'s context. */
+struct put_walked_state {
+	struct exec_scratch *s;
+	__u32 start;
+	__u32 off;
+	__u32 pflags;
+};
+
+/* Component i of put_walked(): 1 once the path is cut. */
+static long put_walked_step(__u32 i, void *ctx)
+{
+	struct put_walked_state *p = ctx;
+	struct exec_scratch *s = p->s;
+	__u32 off = p->off;
+
+	if (!s->walk.name[i & (OE_PATH_DEPTH_MAX - 1)])
+		return 0;
+	if (off - p->start > OE_PATH_MAX - OE_NAME_MAX) {
+		p->pflags |= OE_PF_TRUNCATED;
+		return 1;
+	}
+	p->off = off + put_component(s, i, &s->data[off & (OE_DATA_HALF - 1)],
+				     inline_name_word(bpf_core_field_offset(struct dentry, d_hash.pprev)));
+	return 0;
+}
+
 /* Writes the path in s->walk at off as leaf-first components, at most
  * OE_PATH_MAX bytes (a cut keeps the leaf-most ones). The words an inline
- * name writes past its NUL land past the record's end when it is the last. */
+ * name writes past its NUL land past the record's end when it is the last.
+ * One component per bpf_loop() step (see walk_path()). */
 __noinline __u64 put_walked(struct exec_scratch *s, __u32 off)
 {
-	__u32 start = off, n, pflags;
-	__u32 inline_word = inline_name_word(bpf_core_field_offset(struct dentry, d_hash.pprev));
-	int i;
+	struct put_walked_state p = { .s = s, .start = off, .off = off };
+	__u32 n;
 
 	if (!s)
 		return 0;
 	n = s->walk.n;
-	pflags = s->walk.pflags;
-	for (i = 0; i < OE_PATH_DEPTH_MAX && i < n; i++) {
-		if (!s->walk.name[i])
-			continue;
-		if (off - start > OE_PATH_MAX - OE_NAME_MAX) {
-			pflags |= OE_PF_TRUNCATED;
-			break;
-		}
-		off += put_component(s, i, &s->data[off & (OE_DATA_HALF - 1)], inline_word);
-	}
-	if (pflags & OE_PF_TRUNCATED)
+	p.pflags = s->walk.pflags;
+	bpf_loop(n < OE_PATH_DEPTH_MAX ? n : OE_PATH_DEPTH_MAX, put_walked_step, &p, 0);
+	if (p.pflags & OE_PF_TRUNCATED)
 		count(OE_CNT_CUT_PATH);
-	return PACK(off - start, pflags);
+	return PACK(p.off - off, p.pflags);
 }
 
 /* The OE_MATCH_* bits of the longest configured prefix of the first len
@@ -670,15 +719,45 @@ static __always_inline __u32 string_prefix_bits(struct exec_scratch *s, const ch
 	return prefix_bits(s, n > 1 ? n - 1 : 0);
 }
 
+/* Where walked_prefix_bits() stands between two components: bpf_loop()'s
+ * context. */
+struct walked_prefix_state {
+	struct exec_scratch *s;
+	__u64 pos;  /* 64 bits: a 32-bit index is widened in a copy the verifier cannot bound */
+};
+
+/* Component i, root first, of walked_prefix_bits(): 1 once the key is full. */
+static long walked_prefix_step(__u32 i, void *ctx)
+{
+	struct walked_prefix_state *p = ctx;
+	struct exec_scratch *s = p->s;
+	__u32 j = s->walk.n - 1 - i;
+	__u64 pos = p->pos;
+
+	/* pos is no more precise than this range: a precise pos per step
+	 * would multiply the states the verifier explores. */
+	barrier_var(pos);
+	pos &= 2 * OE_PREFIX_LEN - 1;
+	if (pos >= OE_PREFIX_LEN - 1)
+		return 1;
+	if (!s->walk.name[j & (OE_PATH_DEPTH_MAX - 1)])
+		return 0;
+	s->key.data[pos] = '/';
+	/* The names the walk kept, as put_walked() writes them: no second
+	 * string read. */
+	p->pos = pos + put_component(s, j, &s->key.data[pos + 1],
+				     inline_name_word(bpf_core_field_offset(struct dentry, d_hash.pprev)));
+	return 0;
+}
+
 /* The same for the path in s->walk, joined root first as user space joins
- * it ("..." first when the walk was cut). */
+ * it ("..." first when the walk was cut). One component per bpf_loop() step
+ * (see walk_path()). */
 __noinline __u32 walked_prefix_bits(struct exec_scratch *s)
 {
-	__u64 pos = 0;  /* 64 bits: a 32-bit index is widened in a copy the verifier cannot bound */
-	__u32 inline_word = inline_name_word(bpf_core_field_offset(struct dentry, d_hash.pprev));
+	struct walked_prefix_state p = { .s = s };
 	bool cut;
 	__u32 n;
-	int i;
 
 	if (!s)
 		return 0;
@@ -686,31 +765,18 @@ __noinline __u32 walked_prefix_bits(struct exec_scratch *s)
 	cut = s->walk.pflags & OE_PF_TRUNCATED;
 	if (cut) {
 		__builtin_memcpy(s->key.data, "...", 3);
-		pos = 3;
+		p.pos = 3;
 	}
-	for (i = 0; i < OE_PATH_DEPTH_MAX && i < n; i++) {
-		/* pos is no more precise than this range: a precise pos per
-		 * step would multiply the states the verifier explores. */
-		barrier_var(pos);
-		pos &= 2 * OE_PREFIX_LEN - 1;
-		if (pos >= OE_PREFIX_LEN - 1)
-			break;
-		if (!s->walk.name[(n - 1 - i) & (OE_PATH_DEPTH_MAX - 1)])
-			continue;
-		s->key.data[pos] = '/';
-		/* The names the walk kept, as put_walked() writes them: no
-		 * second string read. */
-		pos += put_component(s, n - 1 - i, &s->key.data[pos + 1], inline_word);
-	}
+	bpf_loop(n < OE_PATH_DEPTH_MAX ? n : OE_PATH_DEPTH_MAX, walked_prefix_step, &p, 0);
 	/* No component: the root. */
-	if (pos == 0) {
+	if (p.pos == 0) {
 		s->key.data[0] = '/';
-		pos = 1;
-	} else if (pos == 3 && cut) {
+		p.pos = 1;
+	} else if (p.pos == 3 && cut) {
 		s->key.data[3] = '/';
-		pos = 4;
+		p.pos = 4;
 	}
-	return prefix_bits(s, pos < OE_PREFIX_LEN - 1 ? pos : OE_PREFIX_LEN - 1);
+	return prefix_bits(s, p.pos < OE_PREFIX_LEN - 1 ? p.pos : OE_PREFIX_LEN - 1);
 }
 
 static __always_inline __u32 kernfs_parent_offset(void)
@@ -898,8 +964,10 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, vo
 }
 
 /* The ELF interpreter's file: AT_BASE in the new mm's auxiliary vector is
- * where the loader was mapped; static binaries have AT_BASE 0. */
-static __always_inline struct file *elf_interpreter(struct task_struct *t, struct mm_struct *mm)
+ * where the loader was mapped; static binaries have AT_BASE 0. The exec's
+ * task is the current one: bpf_find_vma() takes it as the trusted pointer
+ * it needs (handle_exec reads the task through an untrusted one). */
+static __always_inline struct file *elf_interpreter(struct mm_struct *mm)
 {
 	struct vma_file_ctx ctx = {};
 	unsigned long base = 0;
@@ -921,7 +989,7 @@ static __always_inline struct file *elf_interpreter(struct task_struct *t, struc
 	}
 	if (!base)
 		return NULL;
-	bpf_find_vma(t, base, vma_file_cb, &ctx, 0);
+	bpf_find_vma(bpf_get_current_task_btf(), base, vma_file_cb, &ctx, 0);
 	return ctx.file;
 }
 
@@ -1231,7 +1299,7 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 		off += put_resolved(s, off, OE_STR_PATHNAME, OE_PATH_PATHNAME, put_walked(s, off));
 	}
 	if (!(cfg.skip & OE_SKIP_INTERPRETER)) {
-		struct file *ld = elf_interpreter(t, mm);
+		struct file *ld = elf_interpreter(mm);
 
 		file_id_direct(ld, &s->rec.interpreter);
 		if (!(cfg.skip & OE_SKIP_PATHS) && ld) {
@@ -1295,10 +1363,16 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	return 0;
 }
 
+/* The task and bprm are read through untrusted pointers (bpf_rdonly_cast):
+ * the same loads, fault-guarded alike, but the verifier (6.5+) searches the
+ * whole kernel BTF by name for every pointer field it loads through a trusted
+ * one (is that field trusted, RCU-protected?), once per state it explores,
+ * which made most of handle_exec's verification time. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
-	return exec_record(t, old_pid, bprm, true);
+	return exec_record(bpf_rdonly_cast(t, bpf_core_type_id_kernel(struct task_struct)), old_pid,
+			   bpf_rdonly_cast(bprm, bpf_core_type_id_kernel(struct linux_binprm)), true);
 }
 
 /* handle_exec for kernels without bpf_rdonly_cast (before 6.2). */
