@@ -5,7 +5,7 @@ import gc
 import signal
 import threading
 import time
-from typing import Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from otel_exec.health import ReadyFile
 from otel_exec.host import privileges
@@ -21,6 +21,9 @@ from otel_exec.policy.stage import ExecPolicy
 from otel_exec.sources import start_source
 from otel_exec.lineage.spans import ProcessSpan, SpanLineage, TraceparentTrust
 from otel_exec.lineage.traceparent import TraceContextCarrier
+
+if TYPE_CHECKING:
+    from otel_exec.core.probes import KernelProbes
 
 
 # Records of one drain before the sinks flush (write the spool): a few MiB
@@ -98,11 +101,12 @@ class Agent:
             cfg.executable_sha256_max_bytes if cfg.executable_sha256 else None, cfg.executable_cache_entries,
             cfg.executable_wait_ms / 1000) if cfg.executable_identity else None
 
-    def begin_attach(self) -> None:
-        """Begin loading the programs: the load goes on on a thread of its
+    def begin_attach(self, loading: KernelProbes | None = None) -> None:
+        """Begin loading the programs, or take over the load
+        sources.begin_core_load began: the load goes on on a thread of its
         own (sources.start_source) while this one does the rest of the
         start, until attach()."""
-        self._attached = start_source(self.cfg, self.identity)
+        self._attached = start_source(self.cfg, self.identity, loading)
 
     def attach(self) -> None:
         """Load and attach the programs, or wait for the load begin_attach

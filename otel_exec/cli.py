@@ -236,36 +236,48 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run(cfg: Config, stderr: TextIO) -> int:
-    from otel_exec.agent import Agent, Sink, install_signal_handlers
-    from otel_exec.check import preflight
-    from otel_exec.host.identity import HostIdentity
-    from otel_exec.export.otlp.shape import RecordLimits
-    from otel_exec.export.otlp.transport import OtlpOptions, configured
+    from otel_exec.sources import begin_core_load
 
-    identity = HostIdentity.current()
-    opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records,
-                       span_attributes=cfg.span_attributes)
-    exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
-    limits = RecordLimits.from_env(os.environ, max_attributes=cfg.record_max_attributes,
-                                   max_bytes=cfg.record_max_bytes, env_attributes=cfg.env_attributes,
-                                   body_max_bytes=cfg.body_max_bytes,
-                                   repeat_derived=cfg.record_attributes == "full")
-    opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
-    if not (exporters["logs"] or exporters["traces"]):
-        raise UsageError("neither exec records nor spans are exported (OTEL_SDK_DISABLED=true, or "
-                         "OTEL_LOGS_EXPORTER and OTEL_TRACES_EXPORTER say none): nothing to do")
-    sinks: list[Sink] = []
-    out: TextIO | None = None
-    agent = Agent(cfg, sinks, identity)
-    failed = preflight(cfg)
-    if failed:
-        # Every failing prerequisite at once, not one per start.
-        for result in failed:
-            log.error("%s", result.detail + (f"; fix: {result.fix}" if result.fix else ""))
-        return failed[0].exit_code
-    # The programs' load (the verifier's work) goes on on a thread of its
-    # own while this one makes the rest, until Agent.start attaches them.
-    agent.begin_attach()
+    # The programs' load (the verifier's work) begins first, on a thread of
+    # its own, and goes on while this one makes the rest (the imports, the
+    # preflight checks, the sinks), until Agent.start attaches them. What
+    # stops the start before begin_attach takes the load over is reported
+    # as without it, the load dropped unused.
+    loading = begin_core_load(cfg)
+    taken = False
+    try:
+        from otel_exec.agent import Agent, Sink, install_signal_handlers
+        from otel_exec.check import preflight
+        from otel_exec.host.identity import HostIdentity
+        from otel_exec.export.otlp.shape import RecordLimits
+        from otel_exec.export.otlp.transport import OtlpOptions, configured
+
+        identity = HostIdentity.current()
+        opts = OtlpOptions(cfg.endpoint, cfg.protocol, cfg.headers, cfg.span_env, cfg.exit_records,
+                           span_attributes=cfg.span_attributes)
+        exporters = signal_exporters(cfg.exporters or (("otlp",) if configured(opts) else ("console",)), os.environ)
+        limits = RecordLimits.from_env(os.environ, max_attributes=cfg.record_max_attributes,
+                                       max_bytes=cfg.record_max_bytes, env_attributes=cfg.env_attributes,
+                                       body_max_bytes=cfg.body_max_bytes,
+                                       repeat_derived=cfg.record_attributes == "full")
+        opts.signals = tuple(s for s in ("logs", "traces") if "otlp" in exporters[s])
+        if not (exporters["logs"] or exporters["traces"]):
+            raise UsageError("neither exec records nor spans are exported (OTEL_SDK_DISABLED=true, or "
+                             "OTEL_LOGS_EXPORTER and OTEL_TRACES_EXPORTER say none): nothing to do")
+        sinks: list[Sink] = []
+        out: TextIO | None = None
+        agent = Agent(cfg, sinks, identity)
+        failed = preflight(cfg)
+        if failed:
+            # Every failing prerequisite at once, not one per start.
+            for result in failed:
+                log.error("%s", result.detail + (f"; fix: {result.fix}" if result.fix else ""))
+            return failed[0].exit_code
+        taken = True  # start_source closes it if it fails
+        agent.begin_attach(loading)
+    finally:
+        if loading is not None and not taken:
+            loading.close()
     # The sinks and the telemetry are made now, as root (a root-only TLS key
     # or spool directory), and start their threads only after the privilege
     # drop (Agent.start).

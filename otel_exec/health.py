@@ -14,7 +14,6 @@ import time
 
 from otel_exec.errors import UsageError
 from otel_exec.host import procfs, safefs
-from otel_exec.host.identity import HostIdentity
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +93,11 @@ def unhealthy(path: str, max_age_s: float, proc: str = procfs.PROC) -> str | Non
         start_ticks = int(procfs.stat_fields(procfs.read(f"{proc}/{pid}/stat"))[procfs.STAT_STARTTIME])
     except (OSError, ValueError, IndexError):
         start_ticks = None
+    # Imported here: `run` imports this module for its defaults before the
+    # programs' load begins, and identity's imports (hashlib, socket) can
+    # come after that.
+    from otel_exec.host.identity import HostIdentity
+
     host = HostIdentity.current()
     if start_ticks is None or host.boot_ns_to_epoch_ns(start_ticks * host.ns_per_tick) > st.st_mtime_ns:
         return f"the agent that wrote {path} (pid {pid}) is not running"

@@ -14,11 +14,15 @@ import logging
 
 from otel_exec.bcc import toolchain
 
+from typing import TYPE_CHECKING
+
 from otel_exec.core import probes
 from otel_exec.config import Config
-from otel_exec.errors import BccError, NoBtfError
+from otel_exec.errors import BccError, NoBtfError, OtelExecError
 from otel_exec.host import privileges
-from otel_exec.host.identity import HostIdentity
+
+if TYPE_CHECKING:
+    from otel_exec.host.identity import HostIdentity
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +53,45 @@ def backend_and_reason(cfg: Config) -> tuple[str, str]:
         f"{toolchain.install_hint()}")
 
 
-def start_source(cfg: Config, identity: HostIdentity):  # -> Callable[[], agent.EventSource]
-    """Begins loading the backend's programs; the function returned waits
-    for them and gives the source, loaded and attached, or raises what the
-    load raised. The CO-RE programs' load (the verifier's work, the largest
-    part of the start-up) goes on on a thread of its own until then, while
-    the caller's thread does the rest of the start; BCC's is done first."""
-    privileges.check_can_load_bpf()
-    backend = choose_backend(cfg)
-    if backend == "core":
-        from otel_exec.core.source import CoreSource
+def begin_core_load(cfg: Config) -> probes.KernelProbes | None:
+    """The CO-RE programs' load begun as soon as the configuration is known,
+    before the rest of the start (its imports, the preflight checks) that
+    it then overlaps; for start_source. None when the CO-RE backend would
+    not run or cannot load: start_source meets the same condition later,
+    where the start reports it, after the earlier checks' own errors."""
+    try:
+        privileges.check_can_load_bpf()
+        if choose_backend(cfg) != "core":
+            return None
+        return probes.KernelProbes(cfg, attach=False)
+    except OtelExecError:
+        return None
 
-        loading = CoreSource(cfg, identity, attach=False)
 
-        def attached() -> CoreSource:
-            loading.attach()
-            return loading
+def start_source(cfg: Config, identity: HostIdentity,
+                 loading: probes.KernelProbes | None = None):  # -> Callable[[], agent.EventSource]
+    """Begins loading the backend's programs, or takes over the load
+    begin_core_load began (`loading`); the function returned waits for them
+    and gives the source, loaded and attached, or raises what the load
+    raised. The CO-RE programs' load (the verifier's work, the largest part
+    of the start-up) goes on on a thread of its own until then, while the
+    caller's thread does the rest of the start; BCC's is done first."""
+    try:
+        privileges.check_can_load_bpf()
+        if choose_backend(cfg) == "core":
+            from otel_exec.core.source import CoreSource
 
-        return attached
+            core = CoreSource(cfg, identity, probes=loading or probes.KernelProbes(cfg, attach=False))
+
+            def attached() -> CoreSource:
+                core.attach()
+                return core
+
+            return attached
+    except BaseException:
+        if loading is not None:
+            loading.close()
+        raise
     from otel_exec.bcc.source import BccSource
 
     if cfg.backend == "auto":

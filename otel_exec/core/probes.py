@@ -11,7 +11,7 @@ import os
 import struct
 from functools import reduce
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from otel_exec.host import cgroups, privileges
 
@@ -49,9 +49,10 @@ _btf_names_seen: dict[tuple[Path, int, int, int], dict[bytes, bool]] = {}
 
 
 def btf_names_present(names: set[bytes], btf: Path = VMLINUX_BTF) -> set[bytes]:
-    """Which of `names` are strings of the kernel's BTF. Read in chunks:
-    the file is several MB, and libbpf parses it again while loading, so
-    reading it whole here raised the agent's peak RSS by as much."""
+    """Which of `names` are strings of the kernel's BTF. Mapped, or read in
+    chunks: the file is several MB, and libbpf parses it again while
+    loading, so reading it whole here raised the agent's peak RSS by as
+    much."""
     try:
         st = btf.stat()
         seen = _btf_names_seen.setdefault((btf, st.st_ino, st.st_size, st.st_mtime_ns), {})
@@ -67,17 +68,33 @@ def btf_names_present(names: set[bytes], btf: Path = VMLINUX_BTF) -> set[bytes]:
     return {name for name in names if seen[name]}
 
 
+# The part of the file read at a time when it cannot be mapped.
+_BTF_CHUNK = 1 << 18
+
+
 def _strings_in(path: Path, names: set[bytes]) -> set[bytes]:
     wanted = {b"\0" + n + b"\0" for n in names}
+    with path.open("rb") as f:
+        try:
+            # Mapped (kernels that allow it: 6.16 and later), the kernel's BTF
+            # is the kernel's own pages: searched in place, without reading a
+            # copy, and outside the agent's RSS.
+            with mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) as mapped:
+                found = {w for w in wanted if mapped.find(w) >= 0}
+        except (OSError, ValueError):  # not mappable (ValueError: a file of no size, a pipe)
+            found = _read_strings_in(f, wanted)
+    return {w[1:-1] for w in found}
+
+
+def _read_strings_in(f: BinaryIO, wanted: set[bytes]) -> set[bytes]:
     found: set[bytes] = set()
     overlap = max(map(len, wanted), default=0)
     tail = b""
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 18):
-            window = tail + chunk
-            found |= {w for w in wanted if w in window}
-            tail = window[-overlap:]
-    return {w[1:-1] for w in found}
+    while chunk := f.read(_BTF_CHUNK):
+        window = tail + chunk
+        found |= {w for w in wanted if w in window}
+        tail = window[-overlap:]
+    return found
 
 
 def pid_ns_inum(pid: int | str = "self") -> int:
@@ -116,6 +133,7 @@ class KernelProbes:
         present = btf_names_present(set(OPTIONAL_PROGRAMS.values()) | {DIRECT_READS_KFUNC})
         self.ringbuf_bytes = cfg.ring_bytes("core")
         self._cfg = cfg
+        self._counters: mmap.mmap | None = None  # once attached
         self.obj = BpfObject(str(object_path()))
         try:
             for prog, symbol in OPTIONAL_PROGRAMS.items():
@@ -193,6 +211,7 @@ class KernelProbes:
     def counters(self) -> dict[str, int]:
         """Summed over CPUs, read from the mapped map (no bpf() call)."""
         names = layout.COUNTER_NAMES
+        assert self._counters is not None, "counters before attach()"
         values = struct.unpack_from(f"={self._ncounters}Q", self._counters)
         return {name: sum(values[i::len(names)]) for i, name in enumerate(names)}
 
@@ -201,5 +220,7 @@ class KernelProbes:
         self.obj.detach_all()
 
     def close(self) -> None:
-        self._counters.close()
+        """Also before attach(): a load begun is waited for and dropped."""
+        if self._counters is not None:
+            self._counters.close()
         self.obj.close()

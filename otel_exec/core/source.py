@@ -20,14 +20,16 @@ class CoreSource:
     # needed to read them, nor /proc after the seed.
     run_time_capabilities: set[int] = set()
 
-    def __init__(self, cfg: Config, identity: HostIdentity, attach: bool = True) -> None:
-        """attach=False: the programs load on a thread of their own until
-        attach() (KernelProbes)."""
+    def __init__(self, cfg: Config, identity: HostIdentity, probes: KernelProbes | None = None) -> None:
+        """probes: made with attach=False, their load going on on a thread of
+        its own until attach(); without, they are loaded and attached now."""
         self.decoder = Decoder(identity, not_collected=cfg.not_collected())
         self.decode_errors = 0
-        self.probes = KernelProbes(cfg, attach=attach)
-        if attach:
+        if probes is None:
+            self.probes = KernelProbes(cfg)
             self._map_ring()
+        else:
+            self.probes = probes
 
     def attach(self) -> None:
         self.probes.attach()

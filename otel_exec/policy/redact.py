@@ -121,10 +121,11 @@ DEFAULT_SECRET_KEY_PATTERN: Final = _default_key_pattern()
 
 @functools.cache
 def _default_key_re() -> re.Pattern[str]:
-    """The default secret-name regex, compiled at its first use: the
-    substring gate in RedactionPolicy._looks_secret rules out most names, and
-    this is the costliest pattern to compile of the agent's start. ASCII
-    case folding only, so that the gate is faithful to the regex."""
+    """The default secret-name regex, compiled when a RedactionPolicy is
+    first made, not at import: the costliest pattern to compile of the
+    agent's start, which makes its policy while the programs load, before
+    the /proc seed meets the first flag. ASCII case folding only, so that
+    the substring gate in RedactionPolicy._looks_secret is faithful to it."""
     return re.compile(DEFAULT_SECRET_KEY_PATTERN, re.ASCII)
 
 
@@ -402,7 +403,7 @@ class RedactionPolicy:
         self.env_allow = frozenset(env_allow)
         self._trace_context_bounds = _trace_context_bounds(trace_context_names or {})
         if secret_key_pattern is None:
-            self._key_re: re.Pattern[str] | None = None  # the default: _default_key_re(), when first needed
+            self._key_re = _default_key_re()
             self._key_words: tuple[str, ...] = tuple(w.lower() for w in DEFAULT_SECRET_KEY_WORDS)
         else:
             self._key_re = re.compile(secret_key_pattern, re.IGNORECASE)
@@ -608,7 +609,7 @@ class RedactionPolicy:
         return self._key_matches(name)
 
     def _key_matches(self, name: str) -> bool:
-        return (self._key_re or _default_key_re()).search(name) is not None
+        return self._key_re.search(name) is not None
 
 
     def _json_pairs(self, text: str) -> str:

@@ -1,6 +1,8 @@
 """Preflight of the CO-RE loader (otel_exec.core.probes) that needs no kernel."""
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -9,8 +11,7 @@ from otel_exec.errors import NoBtfError
 from otel_exec.core.probes import OPTIONAL_PROGRAMS, VMLINUX_BTF, btf_names_present
 
 
-def test_btf_names_are_found_whole_across_chunk_edges(tmp_path: Path) -> None:
-    btf = tmp_path / "vmlinux"
+def _btf_body() -> bytes:
     chunk = 1 << 18
     # One name straddles the first read's edge, one is only a prefix of a
     # real name, one is at the very end.
@@ -18,9 +19,33 @@ def test_btf_names_are_found_whole_across_chunk_edges(tmp_path: Path) -> None:
     body[chunk - 5:chunk - 5 + 12] = b"\0straddles\0"[:12]
     body[100:100 + 13] = b"\0prefix_longer"
     body += b"\0at_the_end\0"
-    btf.write_bytes(bytes(body))
+    return bytes(body)
+
+
+def test_btf_names_are_found_whole_in_a_mapped_file(tmp_path: Path) -> None:
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(_btf_body())
     assert btf_names_present({b"straddles", b"prefix", b"at_the_end", b"absent"}, btf) == \
         {b"straddles", b"at_the_end"}
+
+
+def test_btf_names_are_found_whole_across_chunk_edges_when_not_mappable(tmp_path: Path) -> None:
+    """A kernel before 6.16 does not map its BTF: it is read in chunks then,
+    as a FIFO is."""
+    btf = tmp_path / "vmlinux"
+    os.mkfifo(btf)
+
+    def feed() -> None:
+        with open(btf, "wb") as w:
+            w.write(_btf_body())
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        assert btf_names_present({b"straddles", b"prefix", b"at_the_end", b"absent"}, btf) == \
+            {b"straddles", b"at_the_end"}
+    finally:
+        writer.join()
 
 
 def test_btf_is_read_once_for_names_asked_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -187,15 +187,20 @@ int handle_exec_probed(void *ctx) { return *(volatile int *)(long)cfg[0]; }
 """
 
 
-@kernel
-def test_bpf_load_failure_exit_6_with_verifier_lines(need_kernel: None, monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _load_bad_object(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The loader loads BAD_PROG, built now, instead of the package's object."""
     src = tmp_path / "bad.bpf.c"
     src.write_text(BAD_PROG)
     obj = tmp_path / "bad.bpf.o"
     subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(src), "-o",
                     str(obj)], check=True)
     monkeypatch.setattr(probes, "object_path", lambda: obj)
+
+
+@kernel
+def test_bpf_load_failure_exit_6_with_verifier_lines(need_kernel: None, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _load_bad_object(monkeypatch, tmp_path)
     assert cli.main(["run", "--duration", "1"]) == 6
     err = capsys.readouterr().err
     assert "handle_exec" in err
@@ -211,18 +216,33 @@ def test_a_set_up_failure_during_the_load(need_kernel: None, monkeypatch: pytest
     ended, and a load that failed is reported instead, as when the load
     came first; no thread is left behind either way."""
     if bad_object:
-        src = tmp_path / "bad.bpf.c"
-        src.write_text(BAD_PROG)
-        obj = tmp_path / "bad.bpf.o"
-        subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(src),
-                        "-o", str(obj)], check=True)
-        monkeypatch.setattr(probes, "object_path", lambda: obj)
+        _load_bad_object(monkeypatch, tmp_path)
     threads = set(os.listdir("/proc/self/task"))
     assert cli.main(["run", "--exporter", "console", "--output", str(tmp_path / "no-such-dir" / "out"),
                      "--duration", "1"]) == (6 if bad_object else 2)
     err = capsys.readouterr().err
     assert ("invalid mem access" in err) == bad_object
     assert ("--output" in err) != bad_object
+    assert set(os.listdir("/proc/self/task")) <= threads
+
+
+@kernel
+@pytest.mark.parametrize("bad_object", [True, False])
+def test_a_failed_check_while_the_load_goes_on(need_kernel: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str], bad_object: bool) -> None:
+    """The load begins as soon as the configuration is valid, before the
+    preflight checks: a check that fails is reported as when the load came
+    after it, even when the load fails too, and the load is dropped, its
+    thread gone."""
+    if bad_object:
+        _load_bad_object(monkeypatch, tmp_path)
+    not_a_directory = tmp_path / "spool"
+    not_a_directory.write_bytes(b"")
+    threads = set(os.listdir("/proc/self/task"))
+    assert cli.main(["run", "--exporter", "otlp", "--endpoint", "http://127.0.0.1:9", "--spool-dir",
+                     str(not_a_directory), "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "not a directory" in err and err.count("\n") == 1
     assert set(os.listdir("/proc/self/task")) <= threads
 
 
