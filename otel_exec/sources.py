@@ -11,10 +11,9 @@ shared (docs/backends.md).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from otel_exec.bcc import toolchain
-
-from typing import TYPE_CHECKING
 
 from otel_exec.core import probes
 from otel_exec.config import Config
@@ -73,8 +72,8 @@ def start_source(cfg: Config, identity: HostIdentity,
     """Begins loading the backend's programs, or takes over the load
     begin_core_load began (`loading`); the function returned waits for them
     and gives the source, loaded and attached, or raises what the load
-    raised. The CO-RE programs' load (the verifier's work, the largest part
-    of the start-up) goes on on a thread of its own until then, while the
+    raised. The CO-RE programs' load (libbpf's relocations and the verifier's
+    work, the largest part of the start-up) goes on on a thread of its own until then, while the
     caller's thread does the rest of the start; BCC's is done first."""
     try:
         privileges.check_can_load_bpf()
