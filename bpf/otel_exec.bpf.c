@@ -404,9 +404,11 @@ static __always_inline __u64 span_word_of(const __u64 *span, __u32 words, const 
 {
 	__u64 v = 0;
 
-	/* off and first are constants once relocated: so is the index. */
+	/* off and first are constants once relocated: so is the byte offset,
+	 * added as it is (as a word index it is divided and multiplied by 8
+	 * at run time: clang cannot fold two relocations). */
 	if (off >= first && off - first < words * 8 && !((off - first) & 7))
-		return span[(off - first) / 8];
+		return *(const __u64 *)((const char *)span + (off - first));
 	bpf_probe_read_kernel(&v, sizeof(v), obj + off);
 	return v;
 }
