@@ -60,7 +60,7 @@ def start_source(cfg: Config, identity: HostIdentity):  # -> Callable[[], agent.
     if backend == "core":
         from otel_exec.core.source import CoreSource
 
-        loading = CoreSource(cfg, identity, attach=False)
+        loading = CoreSource(cfg, identity)
 
         def attached() -> CoreSource:
             loading.attach()

@@ -20,20 +20,15 @@ class CoreSource:
     # needed to read them, nor /proc after the seed.
     run_time_capabilities: set[int] = set()
 
-    def __init__(self, cfg: Config, identity: HostIdentity, attach: bool = True) -> None:
-        """attach=False: the programs load on a thread of their own until
-        attach() (KernelProbes)."""
+    def __init__(self, cfg: Config, identity: HostIdentity) -> None:
+        """The programs load on a thread of their own until attach()
+        (KernelProbes)."""
         self.decoder = Decoder(identity, not_collected=cfg.not_collected())
         self.decode_errors = 0
-        self.probes = KernelProbes(cfg, attach=attach)
-        if attach:
-            self._map_ring()
+        self.probes = KernelProbes(cfg)
 
     def attach(self) -> None:
         self.probes.attach()
-        self._map_ring()
-
-    def _map_ring(self) -> None:
         try:
             self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes)
             self.ring_bytes = self.probes.ringbuf_bytes
