@@ -96,6 +96,7 @@ class Loaded:
         # The loader takes its object from the package; another one replaces it here only.
         probes.object_path = lambda: obj
         self.kp = probes.KernelProbes(cfg)
+        self.kp.attach()
         self.ids = program_ids() - held
         self.ring = RingBuffer(self.kp.ringbuf_fd, self.kp.ringbuf_bytes)
         self._stop = threading.Event()

@@ -90,6 +90,7 @@ def check_core_load(cfg: Config) -> Result:
     """A real load and attach of the CO-RE object, then detach."""
     try:
         loaded = probes.KernelProbes(cfg)
+        loaded.attach()
     except OtelExecError as e:
         return _failed("co-re load", e, "see the verifier/libbpf message; docs/backends.md")
     try:

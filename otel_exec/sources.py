@@ -62,7 +62,7 @@ def begin_core_load(cfg: Config) -> probes.KernelProbes | None:
         privileges.check_can_load_bpf()
         if choose_backend(cfg) != "core":
             return None
-        return probes.KernelProbes(cfg, attach=False)
+        return probes.KernelProbes(cfg)
     except OtelExecError:
         return None
 
@@ -80,7 +80,7 @@ def start_source(cfg: Config, identity: HostIdentity,
         if choose_backend(cfg) == "core":
             from otel_exec.core.source import CoreSource
 
-            core = CoreSource(cfg, identity, probes=loading or probes.KernelProbes(cfg, attach=False))
+            core = CoreSource(cfg, identity, probes=loading)
 
             def attached() -> CoreSource:
                 core.attach()

@@ -8,5 +8,6 @@ from tests.helpers.kernel_guard import (  # noqa: F401
     pytest_terminal_summary,
 )
 from tests.helpers.progs import progs  # noqa: F401
+from tests.helpers.agent_run import agents_stopped  # noqa: F401
 from tests.helpers.collector import collector, make_collector  # noqa: F401
 from tests.helpers.tls import pki, receiver  # noqa: F401

@@ -123,12 +123,11 @@ def prefix_entries(include: list[str], keep: list[str]) -> dict[bytes, int]:
 class KernelProbes:
     """The loaded, attached programs and the maps user space talks to.
 
-    Made with attach=False, the object is opened and configured and its
-    load (the verifier's work) goes on on a thread of its own
-    (BpfObject.start_load) while the caller does something else; attach()
-    then waits for it and attaches."""
+    Made, the object is opened and configured and its load (the verifier's
+    work) goes on on a thread of its own (BpfObject.start_load) while the
+    caller does something else; attach() then waits for it and attaches."""
 
-    def __init__(self, cfg: Config, attach: bool = True) -> None:
+    def __init__(self, cfg: Config) -> None:
         privileges.check_can_load_bpf()
         present = btf_names_present(set(OPTIONAL_PROGRAMS.values()) | {DIRECT_READS_KFUNC})
         self.ringbuf_bytes = cfg.ring_bytes("core")
@@ -147,14 +146,11 @@ class KernelProbes:
         except BaseException:
             self.obj.close()
             raise
-        if attach:
-            self.attach()
-        else:
-            self.obj.start_load()
+        self.obj.start_load()
 
     def attach(self) -> None:
-        """Load (or wait for the load attach=False began) and attach; the
-        object is closed when either fails."""
+        """Wait for the load and attach; the object is closed when either
+        fails."""
         try:
             self.obj.load()
             self._fill_filters(self._cfg)

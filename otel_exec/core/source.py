@@ -21,21 +21,14 @@ class CoreSource:
     run_time_capabilities: set[int] = set()
 
     def __init__(self, cfg: Config, identity: HostIdentity, probes: KernelProbes | None = None) -> None:
-        """probes: made with attach=False, their load going on on a thread of
-        its own until attach(); without, they are loaded and attached now."""
+        """probes: their load begun (sources.begin_core_load), or begun now;
+        it goes on on a thread of its own until attach() (KernelProbes)."""
         self.decoder = Decoder(identity, not_collected=cfg.not_collected())
         self.decode_errors = 0
-        if probes is None:
-            self.probes = KernelProbes(cfg)
-            self._map_ring()
-        else:
-            self.probes = probes
+        self.probes = probes if probes is not None else KernelProbes(cfg)
 
     def attach(self) -> None:
         self.probes.attach()
-        self._map_ring()
-
-    def _map_ring(self) -> None:
         try:
             self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes)
             self.ring_bytes = self.probes.ringbuf_bytes

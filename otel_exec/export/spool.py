@@ -516,6 +516,9 @@ class SignalSpool:
         added = self._added
         if not added:  # a drain that read only what no sink exports (others' exits)
             return 0
+        # A copy, not a swap: add (this list's append) is taken once by the
+        # export queue and the sink, and the records written stay in memory
+        # (_recent) for the export thread.
         records = added[:]
         added.clear()
         self.append(records)

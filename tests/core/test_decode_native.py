@@ -402,6 +402,7 @@ def test_records_captured_from_the_kernel(tmp_path: Any) -> None:
     env = {"A": "1", "TRACEPARENT": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
            **{f"V{i}": "x" * i for i in range(60)}}
     source = CoreSource(Config(), HostIdentity.current())
+    source.attach()
     recs: list[bytes] = []
 
     def run(argv: list[Any], **kw: Any) -> None:
@@ -442,6 +443,7 @@ def test_records_captured_from_a_storm(storm: str) -> None:  # noqa: F811
     """A storm's records (and whatever else ran), captured raw from the ring,
     through both decoders and through both walks of a ring holding them."""
     source = CoreSource(Config(), HostIdentity.current())
+    source.attach()
     recs: list[bytes] = []
     try:
         proc = run_storm(storm, "decode-native", 2000, 0)

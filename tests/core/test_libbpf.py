@@ -184,8 +184,29 @@ def test_loaded_probes_keep_no_log() -> None:
     """The agent's object, once attached, holds none of libbpf's messages:
     nothing reports them any more."""
     loaded = KernelProbes(Config())
+    loaded.attach()
     try:
         assert loaded.obj.log == ""
+    finally:
+        loaded.close()
+
+
+@pytest.mark.kernel
+def test_probes_load_on_a_thread_that_attach_waits_out() -> None:
+    """KernelProbes begins its load when made (the agent does the rest of
+    its start meanwhile); attach() returns with the load's thread gone from
+    /proc/self/task, as the privilege drop that follows needs, and the
+    programs attached."""
+    before = set(os.listdir("/proc/self/task"))
+    loaded = KernelProbes(Config())
+    try:
+        loaded.attach()
+        assert set(os.listdir("/proc/self/task")) <= before
+        with RingBuffer(loaded.ringbuf_fd, loaded.ringbuf_bytes) as ring:
+            # Through a shell that forks: the programs leave out the execs
+            # of this process's own children.
+            subprocess.run(["/bin/sh", "-c", "/bin/true; exit $?"], check=True)
+            assert ring.wait(5.0)
     finally:
         loaded.close()
 

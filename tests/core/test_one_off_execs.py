@@ -35,6 +35,7 @@ TRUE = "/bin/true"
 @pytest.fixture
 def source() -> Iterator[CoreSource]:
     src = CoreSource(Config(), HostIdentity.current())
+    src.attach()
     yield src
     src.close()
 

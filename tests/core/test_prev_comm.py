@@ -37,6 +37,7 @@ def tag(tid: int) -> int:
 @pytest.fixture(scope="module")
 def source() -> Iterator[CoreSource]:
     src = CoreSource(Config(), HostIdentity.current())
+    src.attach()
     yield src
     src.close()
 

@@ -68,12 +68,13 @@ def stats_lines(err: str) -> list[dict[str, int]]:
     return [{k: int(v.rstrip("B")) for k, v in line.items()} for line in agent_run.stats_lines(err)]
 
 
-def run_marked(agent: AgentRun, count: int, pause: float = 0.3) -> list[str]:
-    """count execs of `true`, each with its own mark, seen by the agent."""
+def run_marked(agent: AgentRun, count: int, pause: float = 0.3, exe: str = TRUE) -> list[str]:
+    """count execs of `exe` (`true` or a link to it), each with its own
+    mark, seen by the agent."""
     marks = []
     for _ in range(count):
         mark = new_mark()
-        subprocess.run([TRUE], env=marked_env(mark), check=True)
+        subprocess.run([exe], env=marked_env(mark), check=True)
         agent.one(marked(mark))
         marks.append(mark)
         subprocess.run(["sleep", str(pause)], check=True)
@@ -250,10 +251,21 @@ def test_without_spool_a_failing_batch_is_held_and_retried(protocol: str, tmp_pa
     def policy(signal: str, records: list[Any], nth: int) -> Reply:
         return Reply(code=grpc.StatusCode.UNAVAILABLE) if signal == "logs" and nth < 2 else OK
 
+    # While the batch is refused (seconds of backoff), what else the agent
+    # reports waits in the in-memory queue, and what does not fit is counted
+    # as overflow: so only this test's exec, under a name of its own (comm),
+    # not the execs of the rest of the machine (a storm, say); and a queue
+    # that holds the processes running at the start (observed from /proc
+    # whatever --comm says: tens of thousands while another test holds
+    # them). A loaded machine may take seconds to answer a request: a
+    # timeout would be a third retry.
+    true = tmp_path / "oe-held-true"
+    true.symlink_to(TRUE)
     with FakeCollector(policy) as fc:
-        agent = start_agent(tmp_path, fc, protocol, "--no-spool")
+        agent = start_agent(tmp_path, fc, protocol, "--no-spool", "--comm", true.name,
+                            OTEL_BLRP_MAX_QUEUE_SIZE=str(1 << 20), OTEL_EXPORTER_OTLP_TIMEOUT="30")
         try:
-            [mark] = run_marked(agent, 1, pause=0)
+            [mark] = run_marked(agent, 1, pause=0, exe=str(true))
             assert fc.wait(lambda: fc.marked("logs", MARK, mark), timeout=30)
             wait_for_stats(agent, fc, "export_retries", lambda: {2})
         finally:

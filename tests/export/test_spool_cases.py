@@ -1292,6 +1292,22 @@ def test_records_added_are_written_framed_in_one_segment_by_write_added(tmp_path
     assert sp.pending_bytes() == 0
 
 
+def test_an_add_taken_once_keeps_adding_to_the_next_write_after_write_added(tmp_path: Path) -> None:
+    """The export queue and the sink take the spool's add once, at start
+    (the list's own append): write_added() must keep that list, and the
+    records it wrote must not change when the next drain's are added (they
+    stay in memory for the export thread to read)."""
+    sp = spool(tmp_path / "s").signal("logs")
+    add = sp.add
+    add(small_record(0))
+    add(small_record(1))
+    assert sp.write_added() == 2
+    add(small_record(2))
+    assert sp.first_added() == small_record(2)
+    assert sp.write_added() == 1
+    assert read_all(sp) == want(range(0, 3))
+
+
 def test_a_single_added_record_is_the_first_added(tmp_path: Path) -> None:
     sp = spool(tmp_path / "s").signal("logs")
     sp.add(small_record(5))

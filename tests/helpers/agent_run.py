@@ -37,6 +37,11 @@ def kernel_available() -> str | None:
     return None
 
 
+# Every AgentRun started, in order: agents_stopped() kills what a test left
+# running.
+_started: list[AgentRun] = []
+
+
 class AgentRun:
     def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None,
                  command: Sequence[str] = (sys.executable, "-m", "otel_exec"), cwd: Path = ROOT) -> None:
@@ -50,6 +55,7 @@ class AgentRun:
                "--ready-file", str(self.ready), "--poll-interval", "0.05", "--spool-dir", str(self.spool), *extra]
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.err, "w"), env=env)
+        _started.append(self)
         self._pos = 0
         self._buf = b""
         self.events: list[dict] = []  # exec records
@@ -57,7 +63,7 @@ class AgentRun:
         deadline = time.monotonic() + 30
         while not self.ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
+                self.kill()
                 raise RuntimeError(f"agent did not start: {self.err.read_text()}")
             time.sleep(0.02)
 
@@ -89,11 +95,37 @@ class AgentRun:
         return hits[0]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
+        """Signal the agent and wait for it; one that has not stopped within
+        timeout is killed (and TimeoutExpired raised)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
         self._read_new()
         return rc, self.err.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL, if it still runs, and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def agents_stopped() -> Iterator[None]:
+    """Kills the agents a test started and left running, as a test that
+    fails before its own stop() does: a leftover agent would keep its
+    programs attached and its threads busy through the rest of the run.
+    Agents of wider-scoped fixtures (the session's ``agent``) are set up
+    before it and left to their fixtures."""
+    first = len(_started)
+    yield
+    for run in _started[first:]:
+        run.kill()
+    del _started[first:]
 
 
 # The agent's stderr lines these parsers read (docs/operations.md#stderr).

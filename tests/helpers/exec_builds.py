@@ -23,6 +23,7 @@ def both_builds(monkeypatch: pytest.MonkeyPatch, cfg: Config) -> Iterator[list[t
         for kfunc in (probes.DIRECT_READS_KFUNC, b"no-such-kfunc"):  # the second: as on a kernel without it
             monkeypatch.setattr(probes, "DIRECT_READS_KFUNC", kfunc)
             kp = probes.KernelProbes(cfg)
+            kp.attach()
             loaded.append((kp, RingBuffer(kp.ringbuf_fd, kp.ringbuf_bytes)))
         yield loaded
     finally:
