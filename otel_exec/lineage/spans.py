@@ -32,10 +32,9 @@ from typing import Callable
 
 from otel_exec.errors import UsageError
 from otel_exec.host.executables import Slot
-from otel_exec.lineage.proctable import ProcessTable
+from otel_exec.lineage.proctable import LINEAGE_NATIVE, ProcessTable
 from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.model.process import ProcessInfo
-from otel_exec.native import native_module
 from otel_exec.lineage.traceparent import SAMPLED, remote_parent, trace_context_entries
 from otel_exec.policy.redact import bounded_tracestate
 
@@ -62,8 +61,7 @@ def _digest(exec_id: str, salt: int, size: int) -> bytes:
 
 # _lineage_native's digest (the same bytes, without a Python frame per id)
 # when it is built and native_wanted().
-_NATIVE = native_module("otel_exec.lineage._lineage_native")
-digest: Callable[[str, int, int], bytes] = _NATIVE.digest if _NATIVE is not None else _digest
+digest: Callable[[str, int, int], bytes] = LINEAGE_NATIVE.digest if LINEAGE_NATIVE is not None else _digest
 
 
 @dataclass(frozen=True)

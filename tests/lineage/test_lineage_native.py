@@ -1,9 +1,10 @@
 """The C extension otel_exec.lineage._lineage_native against its Python
-reference (spans._digest): the same id bytes for any exec id, salt and id
-size, or the same exception; and the same spans (ids, parents, flags, how
-they ended), process table and evictions from the span lineage over random
-exec, exit and unreported-exec sequences (re-execs, reused pids, stale
-entries, a small table) with either. The module is imported here
+reference (spans._digest, proctable's _image_parent, _on_exec, _on_exit):
+the same id bytes for any exec id, salt and id size, or the same exception;
+and the same spans (ids, parents, flags, how they ended), process table,
+evictions and on_drop calls from the span lineage over random exec, exit
+and unreported-exec sequences (reused pids, stale entries, a small table)
+with either. The module is imported here
 whatever OTEL_EXEC_NATIVE says (it only decides what the lineage uses), so
 this runs in both CI passes; it must be built (`.venv/bin/python setup.py
 build_ext --inplace`).
@@ -16,6 +17,7 @@ from typing import Callable
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from otel_exec.lineage import proctable
 from otel_exec.lineage import spans as spans_mod
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.lineage.spans import ProcessSpan, SpanLineage
@@ -31,11 +33,27 @@ NATIVE = importlib.import_module("otel_exec.lineage._lineage_native")
 
 
 
-SIDES: dict[str, Callable[[str, int, int], bytes]] = {"reference": spans_mod._digest, "native": NATIVE.digest}
+class ReferenceTable(ProcessTable):
+    image_parent = proctable._image_parent
+    on_exec = proctable._on_exec
+    on_exit = proctable._on_exit
+
+
+class NativeTable(ProcessTable):
+    image_parent = NATIVE.image_parent
+    on_exec = NATIVE.on_exec
+    on_exit = NATIVE.on_exit
+
+
+SIDES: dict[str, tuple[type[ProcessTable], Callable[[str, int, int], bytes]]] = {
+    "reference": (ReferenceTable, spans_mod._digest), "native": (NativeTable, NATIVE.digest)}
 
 
 def test_the_switch_decides_what_the_lineage_uses() -> None:
-    assert spans_mod.digest is SIDES["native" if native_wanted() else "reference"]
+    side = SIDES["native" if native_wanted() else "reference"]
+    assert spans_mod.digest is side[1]
+    for name in ("image_parent", "on_exec", "on_exit"):
+        assert getattr(ProcessTable, name) is getattr(side[0], name)
 
 
 def outcome(digest: Callable[[str, int, int], bytes], exec_id: str, salt: int, size: int) -> object:
@@ -69,7 +87,7 @@ exec_ids = st.one_of(
 @example("", 0, 1)
 @example("", -1, 16)
 def test_both_give_the_same_id(exec_id: str, salt: int, size: int) -> None:
-    got = {name: outcome(digest, exec_id, salt, size) for name, digest in SIDES.items()}
+    got = {name: outcome(digest, exec_id, salt, size) for name, (_, digest) in SIDES.items()}
     assert got["native"] == got["reference"]
     if isinstance(got["native"], bytes):
         assert len(got["native"]) == size and got["native"] != bytes(size)
@@ -99,11 +117,13 @@ steps = st.lists(st.one_of(
 
 def spans_of(side: str, plan: list[tuple], size: int) -> tuple[list, list, int]:
     """The spans a lineage opened and ended, its table's entries and
-    evictions, for the steps of plan with one side's id derivation."""
+    evictions, for the steps of plan with one side's table methods and id
+    derivation."""
+    table_type, digest = SIDES[side]
     chosen = spans_mod.digest
-    spans_mod.digest = SIDES[side]
+    spans_mod.digest = digest
     try:
-        table = ProcessTable(max_entries=size)
+        table = table_type(max_entries=size)
         lineage = SpanLineage(table)
         ended: list[ProcessSpan] = []
         lineage.on_end = [ended.append]
@@ -145,3 +165,37 @@ def spans_of(side: str, plan: list[tuple], size: int) -> tuple[list, list, int]:
 @given(steps, st.integers(1, 8))
 def test_the_lineage_gives_the_same_spans_and_table(plan: list[tuple], size: int) -> None:
     assert spans_of("native", plan, size) == spans_of("reference", plan, size)
+
+
+def test_an_on_drop_that_raises_leaves_the_same_table() -> None:
+    def refuse(info: object) -> None:
+        raise RuntimeError("refused")
+
+    states = []
+    for table_type, _ in SIDES.values():
+        table = table_type(max_entries=2)
+        table.on_drop = refuse
+        raised = []
+        for ev in (exec_ev(2, 1, 1, "a"), exec_ev(3, 1, 1, "b"), exec_ev(4, 1, 1, "c"),  # evicts 2
+                   exec_ev(3, 1, 9, "d"),  # 3's stale entry
+                   ExitEvent(timestamp=1, pid=4, start_ticks=5, exit_code=0, signal=None, core_dumped=False, comm="x")):
+            try:
+                table.on_exit(ev) if isinstance(ev, ExitEvent) else table.on_exec(ev)
+            except RuntimeError as e:
+                raised.append(str(e))
+        states.append((raised, [(i.pid, i.exec_id) for i in table.entries()], table.evicted))
+    assert states[0] == states[1]
+    assert states[0][0] == ["refused"] * 3 and states[0][2] == 1
+
+
+def test_an_event_without_the_fields_raises_the_same() -> None:
+    for name in ("image_parent", "on_exec", "on_exit"):
+        got = []
+        for table_type, _ in SIDES.values():
+            table = table_type()
+            table.on_exec(exec_ev(2, 1, 1, "a"))
+            try:
+                getattr(table, name)(object())
+            except Exception as e:
+                got.append(type(e))
+        assert got == [AttributeError, AttributeError], name
