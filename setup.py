@@ -135,6 +135,8 @@ NATIVE_EXTENSIONS = [
     Extension("otel_exec.export.otlp._encode_native", ["otel_exec/export/otlp/_encode_native.c"],
               extra_compile_args=NATIVE_CFLAGS),
     Extension("otel_exec.export._spool_native", ["otel_exec/export/_spool_native.c"], extra_compile_args=NATIVE_CFLAGS),
+    Extension("otel_exec.lineage._lineage_native", ["otel_exec/lineage/_lineage_native.c"],
+              extra_compile_args=NATIVE_CFLAGS),
 ]
 
 

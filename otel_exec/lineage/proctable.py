@@ -22,12 +22,67 @@ from typing import Callable
 
 from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.model.process import ProcessInfo
+from otel_exec.native import native_module
 
 DEFAULT_MAX_ENTRIES = 65536
 """Default bound: twice the kernel's default pid_max of 32768, so a default
 host fits whole. An entry costs about 200 bytes plus its strings (argv, ids,
 paths): tens of MiB when full. Hosts that raise pid_max to 4194304 keep
 their 65536 most recently active processes."""
+
+
+def _image_parent(table: ProcessTable, ev: ExecEvent) -> ProcessInfo | None:
+    """ProcessTable.image_parent's reference: the entry for the exec's image
+    parent, or None. An entry of an earlier holder of ``ev.image_ppid``
+    (its exit missed, or not yet read because the parent left and its pid
+    was reused before this exec's record was written) started at another
+    tick: it is not the parent, and an exec whose kernel record lacks the
+    parent's image must not take its exec id."""
+    procs = table._procs
+    info = procs.get(ev.image_ppid)
+    if info is not None:
+        procs.move_to_end(ev.image_ppid)  # a use, as get() counts it
+        started = ev.parent_start_ticks
+        if started is not None and started != info.start_ticks:
+            return None
+    return info
+
+
+def _on_exec(table: ProcessTable, ev: ExecEvent) -> tuple[ProcessInfo, ProcessInfo | None]:
+    """ProcessTable.on_exec's reference: install the new image of
+    ``ev.host_pid``; return it and the process's previous image (a
+    re-exec), or None."""
+    procs = table._procs
+    pid = ev.host_pid
+    previous = procs.pop(pid, None)
+    if previous is not None and previous.start_ticks != ev.start_ticks:
+        table._dropped(previous)  # a reused pid's stale entry: not this process's past
+        previous = None
+    info = ProcessInfo(pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id,
+                       ev.comm, ev.pathname, ev.argv, False, ev.timestamp)
+    procs[pid] = info  # a key just popped: it goes last, the most recent use
+    if len(procs) > table.max_entries:
+        table.evicted += 1
+        table._dropped(procs.popitem(last=False)[1])
+    return info, previous
+
+
+def _on_exit(table: ProcessTable, ev: ExitEvent) -> ProcessInfo | None:
+    """ProcessTable.on_exit's reference: remove the process; return its
+    entry marked with how it ended, or None if the table did not know it."""
+    # _pop's work, written out: an exit per exec, on the hot path.
+    info = table._procs.pop(ev.pid, None)
+    if info is not None:
+        if info.start_ticks != ev.start_ticks:
+            table._dropped(info)  # a reused pid's stale entry
+            return None
+        info.exit_code, info.signal = ev.exit_code, ev.signal
+    return info
+
+
+# The per-exec mechanics in C (the table's per-event methods, spans' ids):
+# otel_exec.lineage._lineage_native when it is built and native_wanted().
+LINEAGE_NATIVE = native_module("otel_exec.lineage._lineage_native")
 
 
 class ProcessTable:
@@ -58,22 +113,6 @@ class ProcessTable:
             self._procs.move_to_end(pid)
         return info
 
-    def image_parent(self, ev: ExecEvent) -> ProcessInfo | None:
-        """The entry for the exec's image parent, or None. An entry of an
-        earlier holder of ``ev.image_ppid`` (its exit missed, or not yet
-        read because the parent left and its pid was reused before this
-        exec's record was written) started at another tick: it is not the
-        parent, and an exec whose kernel record lacks the parent's image must
-        not take its exec id."""
-        procs = self._procs
-        info = procs.get(ev.image_ppid)
-        if info is not None:
-            procs.move_to_end(ev.image_ppid)  # a use, as get() counts it
-            started = ev.parent_start_ticks
-            if started is not None and started != info.start_ticks:
-                return None
-        return info
-
     def ancestors(self, pid: int, limit: int = 64) -> list[ProcessInfo]:
         """Parent, grandparent, ... of ``pid`` as far as the table knows them,
         nearest first, at most ``limit``. A parent that started after its
@@ -88,34 +127,15 @@ class ProcessTable:
             info = parent
         return chain
 
-    def on_exec(self, ev: ExecEvent) -> tuple[ProcessInfo, ProcessInfo | None]:
-        """Install the new image of ``ev.host_pid``; return it and the
-        process's previous image (a re-exec), or None."""
-        procs = self._procs
-        pid = ev.host_pid
-        previous = procs.pop(pid, None)
-        if previous is not None and previous.start_ticks != ev.start_ticks:
-            self._dropped(previous)  # a reused pid's stale entry: not this process's past
-            previous = None
-        info = ProcessInfo(pid, ev.host_ppid, ev.start_ticks, ev.exec_id, ev.parent_exec_id,
-                           ev.comm, ev.pathname, ev.argv, False, ev.timestamp)
-        procs[pid] = info  # a key just popped: it goes last, the most recent use
-        if len(procs) > self.max_entries:
-            self.evicted += 1
-            self._dropped(procs.popitem(last=False)[1])
-        return info, previous
-
-    def on_exit(self, ev: ExitEvent) -> ProcessInfo | None:
-        """Remove the process; return its entry marked with how it ended, or
-        None if the table did not know it."""
-        # _pop's work, written out: an exit per exec, on the hot path.
-        info = self._procs.pop(ev.pid, None)
-        if info is not None:
-            if info.start_ticks != ev.start_ticks:
-                self._dropped(info)  # a reused pid's stale entry
-                return None
-            info.exit_code, info.signal = ev.exit_code, ev.signal
-        return info
+    # The per-event methods: _lineage_native's when it is built and
+    # native_wanted() (the same results, no Python frame per call), else
+    # their reference above.
+    image_parent: Callable[[ProcessTable, ExecEvent], ProcessInfo | None] = \
+        LINEAGE_NATIVE.image_parent if LINEAGE_NATIVE is not None else _image_parent
+    on_exec: Callable[[ProcessTable, ExecEvent], tuple[ProcessInfo, ProcessInfo | None]] = \
+        LINEAGE_NATIVE.on_exec if LINEAGE_NATIVE is not None else _on_exec
+    on_exit: Callable[[ProcessTable, ExitEvent], ProcessInfo | None] = \
+        LINEAGE_NATIVE.on_exit if LINEAGE_NATIVE is not None else _on_exit
 
     def on_unreported_exec(self, ev: UnreportedExecEvent) -> ProcessInfo | None:
         """The process exec'd an image that is not reported: remove the

@@ -32,7 +32,7 @@ from typing import Callable
 
 from otel_exec.errors import UsageError
 from otel_exec.host.executables import Slot
-from otel_exec.lineage.proctable import ProcessTable
+from otel_exec.lineage.proctable import LINEAGE_NATIVE, ProcessTable
 from otel_exec.model.events import ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.model.process import ProcessInfo
 from otel_exec.lineage.traceparent import SAMPLED, remote_parent, trace_context_entries
@@ -45,7 +45,8 @@ TRACEPARENT_RECORDED_MAX = 256
 
 def _digest(exec_id: str, salt: int, size: int) -> bytes:
     """Id bytes from an exec id (itself 128 hash bits in hex): its leading
-    bytes when unsalted, a hash of it with the salt otherwise."""
+    bytes when unsalted, a hash of it with the salt otherwise. The reference
+    of _lineage_native.digest."""
     if salt:
         d = hashlib.blake2b(f"{exec_id}/{salt}".encode(), digest_size=size).digest()
     else:
@@ -56,6 +57,11 @@ def _digest(exec_id: str, salt: int, size: int) -> bytes:
         if len(d) != size:
             d = hashlib.blake2b(exec_id.encode(), digest_size=size).digest()
     return b"\1" * size if d.count(0) == size else d  # all-zero ids are invalid
+
+
+# _lineage_native's digest (the same bytes, without a Python frame per id)
+# when it is built and native_wanted().
+digest: Callable[[str, int, int], bytes] = LINEAGE_NATIVE.digest if LINEAGE_NATIVE is not None else _digest
 
 
 @dataclass(frozen=True)
@@ -205,7 +211,7 @@ class SpanLineage:
             trace_id, parent_span_id, trace_state, flags = \
                 continues.trace_id, continues.span_id, continues.trace_state, continues.trace_flags
         else:
-            trace_id, parent_span_id, trace_state, flags = _digest(key, 0, 16), b"", "", SAMPLED
+            trace_id, parent_span_id, trace_state, flags = digest(key, 0, 16), b"", "", SAMPLED
         if traceparent and (continues is None or traceparent != continues.traceparent):
             if not self.trust.trusts(ev.uid):
                 self.untrusted_traceparent += 1
@@ -219,7 +225,7 @@ class SpanLineage:
                 else:
                     self.malformed_traceparent += 1
         span = spans[ev.host_pid] = ProcessSpan(
-            info, trace_id, _digest(key, ev.timestamp if previous is not None else 0, 8), parent_span_id,
+            info, trace_id, digest(key, ev.timestamp if previous is not None else 0, 8), parent_span_id,
             trace_state, traceparent, untrusted, start, flags)
         if ended is not None:
             self._end(ended, ev.timestamp, "exec")

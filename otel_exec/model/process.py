@@ -12,6 +12,8 @@ class ProcessInfo:
     read-only.
     """
 
+    # otel_exec.lineage._lineage_native fills these slots as __init__ does
+    # (tests/lineage/test_lineage_native.py compares every one).
     __slots__ = ("pid", "ppid", "start_ticks", "exec_id", "parent_exec_id", "comm", "exe", "argv", "seeded_from_proc",
                  "exec_time", "exit_code", "signal")
 
