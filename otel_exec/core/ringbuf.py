@@ -23,12 +23,11 @@ import mmap
 import os
 import select
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from otel_exec.core.libbpf import Closing
 from otel_exec.errors import BpfError
-from otel_exec.native import native_wanted
+from otel_exec.native import native_module
 
 _BUSY = 1 << 31  # reserved, not yet submitted or discarded
 _DISCARD = 1 << 30
@@ -36,19 +35,9 @@ _LEN_MASK = _DISCARD - 1
 _HDR_SIZE = 8
 
 
-def _native_module() -> ModuleType | None:
-    if not native_wanted():
-        return None
-    try:
-        from otel_exec.core import _decode_native
-    except ImportError:  # not built: the Python reference runs
-        return None
-    return _decode_native
-
-
 # otel_exec.core._decode_native, or None: the ring walk and the decoder's
 # common records in C (otel_exec.core.decode builds its native Decoder).
-NATIVE = _native_module()
+NATIVE = native_module("otel_exec.core._decode_native")
 
 
 class RingBuffer(Closing):

@@ -56,7 +56,7 @@ from typing import Callable
 
 from otel_exec.host import safefs
 from otel_exec.errors import PrivilegeError, UsageError
-from otel_exec.native import native_wanted
+from otel_exec.native import native_module
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +110,11 @@ def _write_framed(fd: int, records: list[bytes]) -> None:
                 rest = rest[os.write(fd, rest):]
 
 
-def _native_write_framed() -> Callable[[int, list[bytes]], None] | None:
-    """_spool_native's write_framed (the same bytes, no Python object per
-    record) when it is built and native_wanted()."""
-    if not native_wanted():
-        return None
-    try:
-        from otel_exec.export import _spool_native
-    except ImportError:  # not built: setup.py said so when installing
-        return None
-    return _spool_native.write_framed  # type: ignore[no-any-return]
-
-
-write_framed: Callable[[int, list[bytes]], None] = _native_write_framed() or _write_framed
+# _spool_native's write_framed (the same bytes, no Python object per record)
+# when it is built and native_wanted(), else the reference above.
+_SPOOL_NATIVE = native_module("otel_exec.export._spool_native")
+write_framed: Callable[[int, list[bytes]], None] = (
+    _SPOOL_NATIVE.write_framed if _SPOOL_NATIVE is not None else _write_framed)
 
 
 @dataclass(frozen=True, order=True)

@@ -29,7 +29,7 @@ from otel_exec.lineage.spans import ProcessSpan
 from otel_exec.model.events import ExecEvent
 from otel_exec.model.executable import COMPLETE, ExecutableIdentity
 from otel_exec.model.process import ProcessInfo
-from otel_exec.native import native_wanted
+from otel_exec.native import native_module
 
 IMPLEMENTATION = "python"  # or "native": _encode_native does the per-exec encoding (end of this module)
 
@@ -947,13 +947,9 @@ def setup_native(module: object) -> None:
         identity_attrs=identity_attrs, span_slim=SPAN_SLIM)
 
 
-if native_wanted():
-    try:
-        from otel_exec.export.otlp import _encode_native
-    except ImportError:  # not built: setup.py said so when installing
-        pass
-    else:
-        setup_native(_encode_native)
-        _native_exec_ids = _encode_native.exec_ids
-        span, exit_record, exec_record = _encode_native.span, _encode_native.exit_record, _encode_native.exec_record
-        IMPLEMENTATION = "native"
+_ENCODE_NATIVE = native_module("otel_exec.export.otlp._encode_native")
+if _ENCODE_NATIVE is not None:
+    setup_native(_ENCODE_NATIVE)
+    _native_exec_ids = _ENCODE_NATIVE.exec_ids
+    span, exit_record, exec_record = _ENCODE_NATIVE.span, _ENCODE_NATIVE.exit_record, _ENCODE_NATIVE.exec_record
+    IMPLEMENTATION = "native"
