@@ -50,8 +50,10 @@ import stat
 import struct
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Callable
 
 from otel_exec.host import safefs
@@ -730,14 +732,21 @@ class SignalSpool:
                 size += rest_bytes
                 end = Position(chunk.segment, chunk.end)
                 continue
-            offset = chunk.offset
-            for rec in rest:
-                if len(records) >= max_records or (records and size + len(rec) > max_bytes):
-                    return Batch(records, end)
-                records.append(rec)
-                size += len(rec)
-                offset += 4 + len(rec)
-                end = Position(chunk.segment, offset)
+            # Part of this chunk: what max_records leaves room for, cut
+            # where max_bytes is reached (the batch's first record goes in
+            # whatever its size). Sums and searches, not a Python step per
+            # record: the export thread does this for every batch.
+            part = rest[:max_records - len(records)]
+            part_bytes = sum(map(len, part))
+            if size + part_bytes > max_bytes:
+                sizes = list(accumulate(map(len, part)))
+                n = bisect_right(sizes, max_bytes - size) or (0 if records else 1)
+                part = part[:n]
+                part_bytes = sizes[n - 1] if n else 0
+            if part:
+                records += part
+                end = Position(chunk.segment, chunk.offset + _LEN.size * len(part) + part_bytes)
+            return Batch(records, end)
         return Batch(records, end)
 
     def _read_file(self, fd: int, seg: int, offset: int, size: int, last: bool, max_records: int,
@@ -857,11 +866,14 @@ class SignalSpool:
         recent = self._recent
         while recent and (recent[0].segment, recent[0].end) <= (end.segment, end.offset):
             self._recent_bytes -= recent.popleft().nbytes
-        if recent and recent[0].segment == end.segment:
+        if recent and recent[0].segment == end.segment and recent[0].offset < end.offset:
+            # end falls inside the first chunk: skip its records up to end
+            # (their framed sizes summed, the first sum reaching end found).
             chunk = recent[0]
-            while chunk.offset < end.offset:
-                chunk.offset += 4 + len(chunk.records[chunk.first])
-                chunk.first += 1
+            framed = list(accumulate(map(_LEN.size.__add__, map(len, chunk.records[chunk.first:]))))
+            n = bisect_left(framed, end.offset - chunk.offset) + 1
+            chunk.offset += framed[n - 1]
+            chunk.first += n
 
     # -- state ----------------------------------------------------------
     def pending_bytes(self) -> int:

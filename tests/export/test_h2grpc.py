@@ -160,6 +160,26 @@ def test_the_connection_is_kept_across_calls() -> None:
     assert server.connections == 1
 
 
+def test_header_blocks_decode_right_as_the_servers_table_changes() -> None:
+    """A server's HPACK encoder sends a field as a literal the first time,
+    then as an index; a new value shifts the indices, so the same bytes
+    then mean other fields. Each answer must still read as it was sent."""
+    def play(conn: H2Conn) -> None:
+        conn.handshake()
+        for i in range(8):
+            request = conn.read_request()
+            conn.answer(request.stream, request.message, status=0 if i % 3 else 14,
+                        trailers=[("x-round", str(i // 2))])
+
+    with H2Server(play) as server:
+        c = channel(server.target)
+        statuses = [c.call(LOGS, bytes([i]), 10) for i in range(8)]
+    assert [s.code for s in statuses] == ["UNAVAILABLE" if i % 3 == 0 else "OK" for i in range(8)]
+    assert [dict(s.trailers)["x-round"] for s in statuses] == [str(i // 2) for i in range(8)]
+    assert [s.response for s in statuses if s.code == "OK"] == [bytes([i]) for i in range(8) if i % 3]
+    assert server.connections == 1
+
+
 # -- answers that are failures ----------------------------------------------
 
 def _retry_status(seconds: int) -> bytes:

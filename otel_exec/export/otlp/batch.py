@@ -263,7 +263,9 @@ class BatchExporter:
         # Written by the reader (flush), and by the export thread only to
         # clear it (inf) when it starts sending.
         self._due = math.inf  # clock(): when the thread sends everything pending; inf: nothing is due
-        self._rest_due = math.inf  # clock(): when a partial batch left queued is due (export thread only)
+        # clock(): when a partial batch left queued is due (written by the
+        # export thread only; flush() reads it: the thread wakes by then).
+        self._rest_due = math.inf
         self._flushed = 0  # records flushed since start (reader thread)
         self._taken = 0  # _flushed when the thread last started sending (export thread)
         self._lag_s = 0.0  # due time to answer, of the sends before: the latest, or half the one before if longer
@@ -314,7 +316,11 @@ class BatchExporter:
             return
         if due < self._due:
             self._due = due
-            self._wake.set()
+            # A thread already asleep until a partial batch is due wakes by
+            # then anyway, and takes the new time after that: a wake-up
+            # (a context switch and the loop) is spared.
+            if due < self._rest_due:
+                self._wake.set()
 
     def _age_s(self, record: bytes | None) -> float | None:
         return self._record_age_s(record) if record is not None and self._record_age_s is not None else None

@@ -172,6 +172,26 @@ def _no_proxy(host: str, no_proxy: str) -> bool:
     return False
 
 
+def _only_indexed(block: bytes) -> bool:
+    """Whether an HPACK header block holds indexed fields only (RFC 7541
+    6.1: a first bit of 1, the index a 7-bit prefix integer, 5.1)."""
+    i, n = 0, len(block)
+    while i < n:
+        if not block[i] & 0x80:
+            return False
+        if block[i] & 0x7f == 0x7f:  # the index goes on in the next bytes
+            i += 1
+            while i < n and block[i] & 0x80:
+                i += 1
+        i += 1
+    return True
+
+
+# Header blocks of indexed fields kept decoded, per connection (a server
+# sends a handful: headers and trailers of its answers).
+_INDEXED_BLOCKS_MAX = 16
+
+
 class Channel:
     """Unary calls, one at a time, over one HTTP/2 connection. Not
     thread-safe: each exporter thread has its own."""
@@ -267,6 +287,7 @@ class Channel:
         self._sock = sock
         self._decoder = self._hpack.Decoder(max_header_list_size=HEADER_BLOCK_MAX)
         self._decoder.max_allowed_table_size = 4096  # SETTINGS_HEADER_TABLE_SIZE's default: we keep it
+        self._indexed_blocks: dict[bytes, list[tuple[str, str]]] = {}
         self._buffer = bytearray()
         self._pending_block = None
         self._next_stream = 1
@@ -611,16 +632,11 @@ class Channel:
         if not flags & _END_HEADERS:
             return
         block, self._pending_block = bytes(self._pending_block), None
-        assert self._decoder is not None
-        try:
-            # Every block is decoded, whatever its stream: HPACK's dynamic
-            # table must stay in step with the server's.
-            decoded = self._decoder.decode(block, raw=True)
-        except self._hpack.HPACKError as e:
-            raise self._protocol_error(0x9, f"a header block that does not decode ({type(e).__name__})") from None
+        fields = self._indexed_blocks.get(block)
+        if fields is None:
+            fields = self._decode(block)
         if stream_id != stream or self._closed:
             return
-        fields = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in decoded]
         if self._headers is None:
             self._headers = fields
             if self._pending_end_stream:  # Trailers-Only: the status in the only block
@@ -631,6 +647,24 @@ class Channel:
                 raise _Failed("INTERNAL", "trailers without the end of the stream", lost=True)
         if self._pending_end_stream:
             self._closed = True
+
+    def _decode(self, block: bytes) -> list[tuple[str, str]]:
+        """A header block's fields. Every block is decoded, whatever its
+        stream: HPACK's dynamic table must stay in step with the server's.
+        A block of indexed fields only changes no table, so it decodes the
+        same until one that does: kept (a server answers every call with
+        the same few bytes, and the hpack package's decoding is Python)."""
+        assert self._decoder is not None
+        try:
+            decoded = self._decoder.decode(block, raw=True)
+        except self._hpack.HPACKError as e:
+            raise self._protocol_error(0x9, f"a header block that does not decode ({type(e).__name__})") from None
+        fields = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in decoded]
+        if not _only_indexed(block):
+            self._indexed_blocks = {}
+        elif len(self._indexed_blocks) < _INDEXED_BLOCKS_MAX:
+            self._indexed_blocks[block] = fields
+        return fields
 
     def _unpad(self, payload: bytes) -> bytes:
         if not payload or payload[0] >= len(payload):
