@@ -26,8 +26,8 @@ from typing import Callable
 
 import pytest
 
-from tests.helpers.agent_run import (MALFORMED_PREFIX, AgentRun, kernel_available, marked, marked_env, new_mark,
-                                      overflow_the_ring, stats_lines, stop_line, warning_line)
+from tests.helpers.agent_run import (MALFORMED_PREFIX, AgentRun, all_killed, kernel_available, marked, marked_env,
+                                      new_mark, overflow_the_ring, stats_lines, stop_line, warning_line)
 from tests.helpers.bpf_testprog import build
 from tests.helpers.collector import Collector, last_value
 from otel_exec.core.libbpf import BpfObject
@@ -58,13 +58,8 @@ def running_under(comm: str, directory: Path, count: int) -> Iterator[None]:
     directory.mkdir(mode=0o755)
     path = directory / comm
     shutil.copy2(shutil.which("sleep") or "/usr/bin/sleep", path)
-    procs = [subprocess.Popen([str(path), "120"]) for _ in range(count)]
-    try:
+    with all_killed(*(subprocess.Popen([str(path), "120"]) for _ in range(count))):
         yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, progs: Progs,

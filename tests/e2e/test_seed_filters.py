@@ -9,30 +9,18 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from otel_exec.export.otlp.encode import OBSERVED_EVENT_NAME
-from tests.helpers.agent_run import AgentRun, kernel_available, marked_env, new_mark, otlp_agent_run
+from tests.helpers.agent_run import AgentRun, all_killed, kernel_available, marked_env, new_mark, otlp_agent_run
 from tests.helpers.collector import Collector, LogRecord, Span
 
 pytestmark = pytest.mark.kernel
 
 SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
 NOBODY = 65534
-
-
-@contextmanager
-def running(*procs: subprocess.Popen) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def named_copy(directory: Path, name: str) -> str:
@@ -74,13 +62,13 @@ def test_comm_keeps_processes_found_at_start_that_it_does_not_select_out_of_the_
     selected = subprocess.Popen([yes, "60"], env=marked_env(mark))
     other = subprocess.Popen([no, "60"], env=marked_env(mark))
     seeded_shell = shell_that_runs_on_a_line(yes, mark)
-    with running(selected, other, seeded_shell):
+    with all_killed(selected, other, seeded_shell):
         time.sleep(0.2)  # all three have exec'd before the agent reads /proc
         run = otlp_agent_run(tmp_path / "agent", collector.grpc_endpoint, OTEL_EXEC_COMM="oeseedyes")
         try:
             # Started after the agent: the kernel filters the shell's exec.
             later_shell = shell_that_runs_on_a_line(yes, mark)
-            with running(later_shell):
+            with all_killed(later_shell):
                 time.sleep(0.2)
                 run_child(seeded_shell)
                 run_child(later_shell)
@@ -111,7 +99,7 @@ def test_uid_reports_only_the_processes_of_that_user_found_at_start(collector: C
     since = time.time_ns()
     theirs = subprocess.Popen([SLEEP, "60"], env=marked_env(mark), user=NOBODY, group=NOBODY, extra_groups=[])
     root_s = subprocess.Popen([SLEEP, "60"], env=marked_env(mark))
-    with running(theirs, root_s):
+    with all_killed(theirs, root_s):
         time.sleep(0.2)
         run = AgentRun(tmp_path, "--exporter", "otlp", "--endpoint", collector.grpc_endpoint, "--uid", str(NOBODY),
                        env=dict(os.environ, OTEL_BLRP_SCHEDULE_DELAY="200", OTEL_BSP_SCHEDULE_DELAY="200"))
