@@ -8,15 +8,16 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from otel_exec.health import ReadyFile
-from otel_exec.host import privileges
+from otel_exec.host import privileges, procfs
 from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.config import Config
 from otel_exec.errors import UsageError
-from otel_exec.model.events import Event, ExecEvent, ExitEvent
+from otel_exec.model.events import Event, ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.host.identity import HostIdentity
 from otel_exec.host.procevents import observed_execs
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.policy.redact import RedactionPolicy
+from otel_exec.policy.selection import Selection
 from otel_exec.policy.stage import ExecPolicy
 from otel_exec.sources import start_source
 from otel_exec.lineage.spans import ProcessSpan, SpanLineage, TraceparentTrust
@@ -82,6 +83,9 @@ class Agent:
                                                  trace_context_names=carrier.names),
                                  cfg.sample_rate, carrier.entries)
         self.trace_context_names = tuple(carrier.names.values())
+        # The kernel applies the filters to execs; this, to the processes
+        # found running at start (observe_running).
+        self.selection = self._selection(cfg) if cfg.filtered() else None
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.policy.redaction.scan,
                                    carrier.entries)
@@ -100,6 +104,15 @@ class Agent:
         self.executables = ExecutableIdentities(
             cfg.executable_sha256_max_bytes if cfg.executable_sha256 else None, cfg.executable_cache_entries,
             cfg.executable_wait_ms / 1000) if cfg.executable_identity else None
+
+    @staticmethod
+    def _selection(cfg: Config) -> Selection:
+        cgroup_paths: list[str] = []
+        if cfg.cgroup:
+            from otel_exec.host.cgroups import resolve  # as Config.validate: only --cgroup needs it
+            cgroup_paths = [resolve(spec).path for spec in cfg.cgroup]
+        return Selection(cfg.comm, cfg.exclude_comm, cfg.path_prefix, cfg.uid,
+                         procfs.pid_ns() if cfg.container_only else None, cgroup_paths)
 
     def begin_attach(self, loading: KernelProbes | None = None) -> None:
         """Begin loading the programs, or take over the load
@@ -154,11 +167,33 @@ class Agent:
         """The processes running now, as observed exec events on the kernel
         events' path; one the table knows already (from an event) is left
         as the event put it, as events know more."""
-        # Their user ids only matter to --trust-traceparent lists.
-        with_ids = not self.lineage.trust.any_uid
+        selection = self.selection
+        # Their user ids only matter to --trust-traceparent lists and --uid.
+        with_ids = not self.lineage.trust.any_uid or (selection is not None and selection.needs_uid)
         for ev in observed_execs(self.identity, proc, with_ids, self.trace_context_names, self._drain_if_filling):
-            if not self.table.knows(ev):
-                self.handle(ev)
+            if self.table.knows(ev):
+                continue
+            if selection is not None and not self._selected(selection, ev, proc):
+                # As the kernel's exec the filters drop: no record, no span,
+                # no table entry (its children start traces of their own).
+                self.lineage.on_unreported_exec(UnreportedExecEvent(ev.timestamp, ev.host_pid, ev.start_ticks))
+                continue
+            self.handle(ev)
+
+    @staticmethod
+    def _selected(selection: Selection, ev: ExecEvent, proc: str) -> bool:
+        """Whether the filters report an observed process; its pid
+        namespace and cgroup are read only for the filters that need them."""
+        pid_ns: int | None = None
+        cgroup_path: str | None = None
+        if selection.needs_pid_ns:
+            try:
+                pid_ns = procfs.pid_ns(ev.host_pid, proc)
+            except OSError:
+                pass  # gone, or unreadable: not known to pass
+        if selection.needs_cgroup:
+            cgroup_path = procfs.cgroup_path(ev.host_pid, proc)
+        return selection.reports(ev.comm, ev.uid, ev.pathname, pid_ns, cgroup_path)
 
     def _drain_if_filling(self) -> None:
         """Reading /proc at start takes seconds with tens of thousands of

@@ -13,7 +13,7 @@ from functools import reduce
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from otel_exec.host import cgroups, privileges
+from otel_exec.host import cgroups, privileges, procfs
 
 from otel_exec.model import layout
 from otel_exec.config import Config
@@ -97,10 +97,6 @@ def _read_strings_in(f: BinaryIO, wanted: set[bytes]) -> set[bytes]:
     return found
 
 
-def pid_ns_inum(pid: int | str = "self") -> int:
-    return os.stat(f"/proc/{pid}/ns/pid").st_ino
-
-
 def _match_bits(*options: tuple[list[T], int]) -> dict[T, int]:
     """Each value given to some of the options -> the OR of their bits."""
     bits: dict[T, int] = {}
@@ -177,7 +173,7 @@ class KernelProbes:
             0 if "argv" in cfg.no_field else cfg.argv_max_bytes,
             # env is read even with --env-capture none: TRACEPARENT lives there.
             0 if "env" in cfg.no_field else cfg.env_max_bytes,
-            pid_ns_inum(),  # the agent runs in the host pid namespace (hostPID)
+            procfs.pid_ns(),  # the agent runs in the host pid namespace (hostPID)
             bool(cfg.comm),
             bool(cfg.exclude_comm),
             bool(cfg.uid),

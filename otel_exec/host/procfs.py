@@ -61,6 +61,26 @@ def pids(proc: str = PROC) -> list[int]:
     return [int(name) for name in os.listdir(proc) if name.isdigit()]
 
 
+def pid_ns(pid: int | str = "self", proc: str = PROC) -> int:
+    """The inode of the pid namespace the process lives in (raises OSError
+    when it is gone or unreadable)."""
+    return os.stat(f"{proc}/{pid}/ns/pid").st_ino
+
+
+def cgroup_path(pid: int, proc: str = PROC) -> str | None:
+    """The process's cgroup v2 path as /proc/PID/cgroup shows it after
+    "0::" (relative to the reader's cgroup namespace), or None when it
+    cannot be read or the process is in no cgroup v2."""
+    try:
+        raw = read(f"{proc}/{pid}/cgroup")
+    except OSError:
+        return None
+    for line in raw.splitlines():
+        if line.startswith(b"0::"):
+            return line[3:].decode("utf-8", "backslashreplace")
+    return None
+
+
 # The records below are plain classes with slots, not dataclasses: the agent
 # imports this module at every start (docs/architecture.md, start-up).
 class StatusIds:

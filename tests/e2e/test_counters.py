@@ -20,12 +20,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable
 
 import pytest
 
-from tests.helpers.agent_run import (MALFORMED_PREFIX, AgentRun, kernel_available, marked, marked_env, new_mark,
-                                      overflow_the_ring, stats_lines, stop_line, warning_line)
+from tests.helpers.agent_run import (MALFORMED_PREFIX, AgentRun, all_killed, kernel_available, marked, marked_env,
+                                      new_mark, overflow_the_ring, stats_lines, stop_line, warning_line)
 from tests.helpers.bpf_testprog import build
 from tests.helpers.collector import Collector, last_value
 from otel_exec.core.libbpf import BpfObject
@@ -48,6 +50,18 @@ def unique_program(progs: Progs, tmp_path: Path, name: str) -> str:
     return str(path)
 
 
+@contextmanager
+def running_under(comm: str, directory: Path, count: int) -> Iterator[None]:
+    """`count` processes of `comm` (copies of sleep by that name) running
+    while the block runs: --comm reports them when the agent finds them at
+    start, and they stay in its process table."""
+    directory.mkdir(mode=0o755)
+    path = directory / comm
+    shutil.copy2(shutil.which("sleep") or "/usr/bin/sleep", path)
+    with all_killed(*(subprocess.Popen([str(path), "120"]) for _ in range(count))):
+        yield
+
+
 def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, progs: Progs,
                                                               tmp_path: Path) -> None:
     """The agent is stopped (SIGSTOP) while execs with ~28 KiB of argv fill
@@ -61,20 +75,22 @@ def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, p
     comm = "oe_ringfull"
     prog = unique_program(progs, tmp_path / "bin", comm)
     env = dict(os.environ, OTEL_METRIC_EXPORT_INTERVAL="300", OTEL_BLRP_SCHEDULE_DELAY="100")
-    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--endpoint", collector.grpc_endpoint,
-                   "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING), "--stats-interval", "0.2", env=env)
-    mark = new_mark()
-    run.proc.send_signal(signal.SIGSTOP)
-    try:
-        argv, execs = overflow_the_ring(prog, mark)
-        # A second exec since the fork, of a filtered image: the kernel
-        # tries to tell user space that the shell's image ended, into a full ring.
-        for _ in range(50):
-            subprocess.run(["/bin/sh", "-c", "exec /bin/true"], env=marked_env(mark), check=True)
-    finally:
-        run.proc.send_signal(signal.SIGCONT)
-    time.sleep(1.5)  # drained, a stats line and a metric export after it
-    rc, err = run.stop()
+    # Found at start and kept in the table: its size is not 0 at the stop.
+    with running_under(comm, tmp_path / "held", 1):
+        run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--endpoint", collector.grpc_endpoint,
+                       "--comm", comm, "--ringbuf-bytes", str(SMALLEST_RING), "--stats-interval", "0.2", env=env)
+        mark = new_mark()
+        run.proc.send_signal(signal.SIGSTOP)
+        try:
+            argv, execs = overflow_the_ring(prog, mark)
+            # A second exec since the fork, of a filtered image: the kernel
+            # tries to tell user space that the shell's image ended, into a full ring.
+            for _ in range(50):
+                subprocess.run(["/bin/sh", "-c", "exec /bin/true"], env=marked_env(mark), check=True)
+        finally:
+            run.proc.send_signal(signal.SIGCONT)
+        time.sleep(1.5)  # drained, a stats line and a metric export after it
+        rc, err = run.stop()
     assert rc == 0, err
     delivered = [e for e in run.events if marked(mark)(e)]
     assert all(e["argv"] in (argv, [prog]) for e in delivered)
@@ -247,8 +263,8 @@ def _wait_for_stats(run: AgentRun, ready: Callable[[dict[str, str]], bool], afte
 def test_without_spool_a_dead_collector_s_losses_add_up_to_the_execs(make_collector, progs: Progs,
                                                                       tmp_path: Path) -> None:
     """--no-spool, logs to a port nobody listens on, a queue of 10. At start
-    the agent seeds a log record per running process (dozens on any
-    machine): 10 fill the queue, the rest overflow, and the exporter takes
+    the agent seeds a log record per running process --comm selects (12
+    started before it): 10 fill the queue, the rest overflow, and the exporter takes
     the 10 as one batch and holds it for retries (it takes nothing else
     while it holds one). Then this test's 41 execs fill the emptied queue
     (10) and overflow it (31). At stop the held batch is failed and the
@@ -267,8 +283,9 @@ def test_without_spool_a_dead_collector_s_losses_add_up_to_the_execs(make_collec
                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.grpc_endpoint,
                OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=collector.grpc_endpoint)
     # No exit records: the log queue then holds exec records only, as the counts below expect.
-    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm, "--no-spool",
-                   "--no-exit-records", "--stats-interval", "0.1", env=env)
+    with running_under(comm, tmp_path / "held", queue + 2):
+        run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm, "--no-spool",
+                       "--no-exit-records", "--stats-interval", "0.1", env=env)
     mark = new_mark()
     try:
         # The seeded batch is held: only this test's execs add records now.
@@ -318,7 +335,8 @@ def test_a_full_spool_evicts_its_oldest_segments_and_counts_their_records(make_c
     which spans do not carry) make it delete its oldest 4 MiB segments.
     Nothing is ever sent, so every record written is either still in a
     segment file after the stop or evicted: logs_spool_evicted = the seeded
-    records (on disk before the execs) + the execs delivered − the records
+    records (of the processes --comm selects found at start, on disk before
+    the execs) + the execs delivered − the records
     left, exactly; the seeded ones, written first, are all gone."""
     reason = kernel_available()
     if reason:
@@ -330,8 +348,9 @@ def test_a_full_spool_evicts_its_oldest_segments_and_counts_their_records(make_c
                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.grpc_endpoint,
                OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=collector.grpc_endpoint)
     # No exit records: the logs spool then holds exec records only, as the counts below expect.
-    run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm, "--no-exit-records",
-                   "--spool-max-bytes", str(16 << 20), "--stats-interval", "0.1", env=env)
+    with running_under(comm, tmp_path / "held", 3):
+        run = AgentRun(tmp_path / "agent", "--exporter", "otlp,console", "--comm", comm, "--no-exit-records",
+                       "--spool-max-bytes", str(16 << 20), "--stats-interval", "0.1", env=env)
     mark = new_mark()
     try:
         seeded = len(_spooled_records(run.spool, "logs"))  # written before the agent said it was ready

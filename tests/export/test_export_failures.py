@@ -254,16 +254,15 @@ def test_without_spool_a_failing_batch_is_held_and_retried(protocol: str, tmp_pa
     # While the batch is refused (seconds of backoff), what else the agent
     # reports waits in the in-memory queue, and what does not fit is counted
     # as overflow: so only this test's exec, under a name of its own (comm),
-    # not the execs of the rest of the machine (a storm, say); and a queue
-    # that holds the processes running at the start (observed from /proc
-    # whatever --comm says: tens of thousands while another test holds
-    # them). A loaded machine may take seconds to answer a request: a
-    # timeout would be a third retry.
+    # not the execs of the rest of the machine (a storm, say) nor the
+    # processes running at the start (--comm selects those too). A loaded
+    # machine may take seconds to answer a request: a timeout would be a
+    # third retry.
     true = tmp_path / "oe-held-true"
     true.symlink_to(TRUE)
     with FakeCollector(policy) as fc:
         agent = start_agent(tmp_path, fc, protocol, "--no-spool", "--comm", true.name,
-                            OTEL_BLRP_MAX_QUEUE_SIZE=str(1 << 20), OTEL_EXPORTER_OTLP_TIMEOUT="30")
+                            OTEL_EXPORTER_OTLP_TIMEOUT="30")
         try:
             [mark] = run_marked(agent, 1, pause=0, exe=str(true))
             assert fc.wait(lambda: fc.marked("logs", MARK, mark), timeout=30)

@@ -199,6 +199,17 @@ class Live:
 
 
 @contextlib.contextmanager
+def all_killed(*procs: subprocess.Popen) -> Iterator[None]:
+    """Processes kept alive while the block runs, killed and reaped on leaving it."""
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
 def new_cgroup(*names: str) -> Iterator[Path]:
     """A fresh cgroup v2 under the hierarchy's root (names: its path below
     the root, one level each), removed with its parents after the test; the
