@@ -206,7 +206,10 @@ def test_probes_load_on_a_thread_that_attach_waits_out() -> None:
             # Through a shell that forks: the programs leave out the execs
             # of this process's own children.
             subprocess.run(["/bin/sh", "-c", "/bin/true; exit $?"], check=True)
-            assert ring.wait(5.0)
+            # Its records are in the ring once the shell has exited; the
+            # programs wake a reader only at --wakeup-fraction of the ring,
+            # so this looks at the ring itself rather than wait for a wake-up.
+            assert ring.available_bytes() > 0
     finally:
         loaded.close()
 
