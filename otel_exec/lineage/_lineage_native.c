@@ -19,6 +19,13 @@
  *                                its OrderedDict, the same ProcessInfo
  *                                built, the same on_drop calls.
  *
+ *   span_class(cls), new_span(*args)
+ *                                spans.ProcessSpan(*args) (the reference:
+ *                                the class itself), its slots filled as
+ *                                its __init__ fills them, without the
+ *                                __init__'s Python frame; one span per
+ *                                reported exec.
+ *
  * Every exec takes one or two ids; the unsalted hex case is nearly all of
  * them and needs no Python object but the result. The hashed cases (a
  * re-exec, an exec id that is not hex) call hashlib's blake2b, as the
@@ -426,9 +433,90 @@ done:
     return result;
 }
 
+/* The span class (spans.ProcessSpan) new_span builds: its __init__'s
+ * parameters in order, as the offsets of the slots of the same names, and
+ * the defaults of the trailing ones. __init__ only stores each parameter
+ * in its slot; the differential test compares every slot of both. */
+#define SPAN_FIELDS_MAX 32
+static PyTypeObject *span_type;
+static Py_ssize_t span_offset[SPAN_FIELDS_MAX];
+static Py_ssize_t span_fields;
+static PyObject *span_defaults; /* a tuple */
+
+/* span_class(cls): new_span builds instances of cls. None, or an exception
+ * when cls is not a slots class whose __init__'s parameters are its slots. */
+static PyObject *span_class(PyObject *self, PyObject *cls)
+{
+    (void)self;
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "span_class(cls): a class");
+        return NULL;
+    }
+    PyObject *init = PyObject_GetAttrString(cls, "__init__");
+    PyObject *code = init != NULL && PyFunction_Check(init) ? PyFunction_GET_CODE(init) : NULL;
+    PyObject *defaults = code != NULL ? PyFunction_GET_DEFAULTS(init) : NULL;
+    PyCodeObject *c = (PyCodeObject *)code;
+    Py_ssize_t n = code != NULL ? c->co_argcount - 1 : -1;
+    PyObject *names = code != NULL ? PyObject_GetAttrString(code, "co_varnames") : NULL;
+    Py_ssize_t offsets[SPAN_FIELDS_MAX];
+    int ok = names != NULL && PyTuple_Check(names) && n > 0 && n <= SPAN_FIELDS_MAX &&
+             PyTuple_GET_SIZE(names) > n && c->co_kwonlyargcount == 0 && !(c->co_flags & (CO_VARARGS | CO_VARKEYWORDS)) &&
+             (defaults == NULL || PyTuple_GET_SIZE(defaults) <= n);
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, PyTuple_GET_ITEM(names, i + 1));
+        PyMemberDef *member = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member
+                                                                             : NULL;
+        ok = member != NULL && member->type == T_OBJECT_EX;
+        offsets[i] = ok ? member->offset : -1;
+    }
+    Py_XDECREF(names);
+    if (!ok) {
+        Py_XDECREF(init);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "span_class(cls): cls.__init__'s parameters must be cls's slots");
+        return NULL;
+    }
+    Py_XSETREF(span_defaults, defaults != NULL ? Py_NewRef(defaults) : PyTuple_New(0));
+    Py_DECREF(init);
+    if (span_defaults == NULL)
+        return NULL;
+    Py_XSETREF(span_type, (PyTypeObject *)Py_NewRef(cls));
+    memcpy(span_offset, offsets, sizeof offsets);
+    span_fields = n;
+    Py_RETURN_NONE;
+}
+
+/* new_span(*args): span_class's cls(*args), its slots filled as its
+ * __init__ fills them (positional arguments only). */
+static PyObject *new_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (span_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "new_span before span_class");
+        return NULL;
+    }
+    Py_ssize_t first_default = span_fields - PyTuple_GET_SIZE(span_defaults);
+    if (nargs < first_default || nargs > span_fields) {
+        PyErr_Format(PyExc_TypeError, "new_span takes %zd to %zd arguments (%zd given)", first_default, span_fields,
+                     nargs);
+        return NULL;
+    }
+    PyObject *span = span_type->tp_alloc(span_type, 0);
+    if (span == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < span_fields; i++) {
+        PyObject *value = i < nargs ? args[i] : PyTuple_GET_ITEM(span_defaults, i - first_default);
+        *(PyObject **)((char *)span + span_offset[i]) = Py_NewRef(value);
+    }
+    return span;
+}
+
 static PyMethodDef methods[] = {
     {"digest", (PyCFunction)(void (*)(void))digest, METH_FASTCALL,
      "digest(exec_id, salt, size) -> bytes: spans._digest's id bytes"},
+    {"span_class", span_class, METH_O, "span_class(cls): the class new_span builds (spans.ProcessSpan)"},
+    {"new_span", (PyCFunction)(void (*)(void))new_span, METH_FASTCALL,
+     "new_span(*args): span_class's cls(*args) without its __init__'s Python frame"},
     {NULL, NULL, 0, NULL},
 };
 
