@@ -37,9 +37,10 @@
  * ExitEvent, ProcessInfo: slots classes), by name otherwise, as a generic
  * attribute read costs more than the interpreter's own specialised one.
  * A ProcessInfo is filled slot by slot, as its __init__ does: the
- * differential test compares every field. The table's own attributes
- * (its OrderedDict, bound, eviction count, on_drop) are read by name: its
- * policy stays Python's.
+ * differential test compares every field. The table's OrderedDict and
+ * bound are read from ProcessTable's slots (found once per class, as
+ * PyObject_GetAttr would find them), its eviction count and on_drop by
+ * name: its policy stays Python's.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -212,6 +213,40 @@ static int take_layout(Layout *layout, const char *module, const char *cls)
     return 0;
 }
 
+/* Where the table's class keeps one of its attributes (ProcessTable's
+ * __slots__), found once per class: a member descriptor on a class with
+ * the generic getattr wins over anything else (a data descriptor), so its
+ * slot is what PyObject_GetAttr would read; 0: read by name. */
+typedef struct {
+    PyTypeObject *type; /* a strong reference: its address is not reused while here */
+    Py_ssize_t offset;
+} TableSlot;
+static TableSlot procs_slot, max_entries_slot;
+
+/* table.<name>, a new reference, or NULL with an exception set. */
+static PyObject *table_attr(PyObject *table, PyObject *name, TableSlot *where)
+{
+    PyTypeObject *type = Py_TYPE(table);
+    if (type != where->type) {
+        Py_ssize_t offset = 0;
+        if (type->tp_getattro == PyObject_GenericGetAttr) {
+            PyObject *d = _PyType_Lookup(type, name); /* borrowed */
+            if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX)
+                offset = ((PyMemberDescrObject *)d)->d_member->offset;
+        }
+        Py_INCREF(type);
+        Py_XSETREF(where->type, type);
+        where->offset = offset;
+    }
+    if (where->offset > 0) {
+        PyObject *value = *(PyObject **)((char *)table + where->offset);
+        if (value != NULL)
+            return Py_NewRef(value);
+    }
+    return PyObject_GetAttr(table, name); /* or the AttributeError of an unset slot */
+}
+
 /* The table's OrderedDict (table._procs) for a call (table, ev) of the
  * method `name`: a new reference, or NULL with an exception set. */
 static PyObject *procs_for(const char *name, PyObject *const *args, Py_ssize_t nargs)
@@ -220,7 +255,7 @@ static PyObject *procs_for(const char *name, PyObject *const *args, Py_ssize_t n
         PyErr_Format(PyExc_TypeError, "%s(table, ev)", name);
         return NULL;
     }
-    PyObject *procs = PyObject_GetAttr(args[0], s_procs);
+    PyObject *procs = table_attr(args[0], s_procs, &procs_slot);
     if (procs != NULL && !PyODict_Check(procs)) {
         Py_DECREF(procs);
         PyErr_SetString(PyExc_TypeError, "ProcessTable._procs must be an OrderedDict");
@@ -341,11 +376,20 @@ static PyObject *new_info(PyObject *ev)
  * least recently used entry. 0, or -1 with an exception set. */
 static int evict_if_over(PyObject *table, PyObject *procs)
 {
-    PyObject *bound = PyObject_GetAttr(table, s_max_entries);
-    PyObject *size = bound != NULL ? PyLong_FromSsize_t(PyDict_GET_SIZE(procs)) : NULL;
-    int over = size != NULL ? PyObject_RichCompareBool(size, bound, Py_GT) : -1;
-    Py_XDECREF(size);
-    Py_XDECREF(bound);
+    PyObject *bound = table_attr(table, s_max_entries, &max_entries_slot);
+    if (bound == NULL)
+        return -1;
+    int over;
+    int overflow = 1;
+    long limit = PyLong_CheckExact(bound) ? PyLong_AsLongAndOverflow(bound, &overflow) : 0;
+    if (!overflow) { /* an int that fits: compared without making one of the size */
+        over = PyDict_GET_SIZE(procs) > limit;
+    } else {
+        PyObject *size = PyLong_FromSsize_t(PyDict_GET_SIZE(procs));
+        over = size != NULL ? PyObject_RichCompareBool(size, bound, Py_GT) : -1;
+        Py_XDECREF(size);
+    }
+    Py_DECREF(bound);
     if (over <= 0)
         return over;
     PyObject *evicted = PyObject_GetAttr(table, s_evicted), *more = NULL;

@@ -13,6 +13,7 @@ build_ext --inplace`).
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from typing import Callable
 
 from hypothesis import example, given
@@ -252,3 +253,47 @@ def test_span_class_refuses_a_class_its_init_does_not_describe() -> None:
             continue
         raise AssertionError(f"span_class({cls!r}) did not raise")
     assert type(NATIVE.new_span(None, b"", b"", b"", "", "", "", 0)) is ProcessSpan  # still ProcessSpan
+
+
+def test_a_table_class_that_keeps_its_attributes_elsewhere() -> None:
+    """The C methods read ProcessTable's slots by offset, found per class:
+    a subclass whose entries and bound are properties is read by name, as
+    the reference reads it, and ProcessTable's own slots again after it."""
+
+    def elsewhere(base: type[ProcessTable]) -> type[ProcessTable]:
+        class Elsewhere(base):  # type: ignore[valid-type, misc]
+            def __init__(self) -> None:
+                super().__init__()
+                # Decoys in ProcessTable's own slots, which these properties hide.
+                ProcessTable._procs.__set__(self, OrderedDict())  # type: ignore[attr-defined]
+                ProcessTable.max_entries.__set__(self, 100)  # type: ignore[attr-defined]
+
+            @property  # type: ignore[misc]
+            def _procs(self) -> OrderedDict:
+                return self.__dict__["kept"]
+
+            @_procs.setter
+            def _procs(self, value: OrderedDict) -> None:
+                self.__dict__["kept"] = value
+
+            @property  # type: ignore[misc]
+            def max_entries(self) -> int:
+                return 2
+
+            @max_entries.setter
+            def max_entries(self, value: int) -> None:
+                pass
+
+        return Elsewhere
+
+    states = []
+    for table_type in (NativeTable, elsewhere(ReferenceTable), elsewhere(NativeTable), NativeTable):
+        table = table_type()
+        for ev in (exec_ev(2, 1, 1, "a"), exec_ev(3, 2, 1, "b"), exec_ev(4, 3, 1, "c")):
+            table.image_parent(ev)
+            table.on_exec(ev)
+        table.on_exit(ExitEvent(timestamp=1, pid=4, start_ticks=1, exit_code=0, signal=None, core_dumped=False,
+                                comm="x"))
+        states.append(([(i.pid, i.exec_id) for i in table.entries()], table.evicted))
+    assert states[0] == states[3] == ([(2, "a"), (3, "b")], 0)
+    assert states[1] == states[2] == ([(3, "b")], 1)
