@@ -215,9 +215,11 @@ class SpanLineage:
         key = ev.exec_id or f"{ev.host_pid}@{ev.timestamp}"
         env = ev.env
         # The policy stage keeps it on the decoded block (events.Strings):
-        # read there without a call, as trace_context would.
-        ctx = getattr(env, "trace_context", None)
-        if ctx is None:
+        # read there without a call, as trace_context would (a plain list,
+        # or a block the policy did not see, has none).
+        try:
+            ctx = env.trace_context  # type: ignore[attr-defined]
+        except AttributeError:
             ctx = self.trace_context(env)
         traceparent = ctx.get("TRACEPARENT", "")
         untrusted = ""
