@@ -188,6 +188,14 @@ static int set(PyObject *obj, const Layout *layout, int field, PyObject *value)
     return PyObject_SetAttr(obj, names[field], value);
 }
 
+/* Where an object slot's member descriptor d (borrowed, or NULL) keeps its
+ * value in an instance, or -1 when d is not one. */
+static Py_ssize_t slot_offset(PyObject *d)
+{
+    PyMemberDef *member = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member : NULL;
+    return member != NULL && member->type == T_OBJECT_EX ? member->offset : -1;
+}
+
 /* The offsets of cls's object slots among the fields. 0, or -1. */
 static int take_layout(Layout *layout, const char *module, const char *cls)
 {
@@ -206,9 +214,7 @@ static int take_layout(Layout *layout, const char *module, const char *cls)
         PyObject *d = PyDict_GetItemWithError(layout->type->tp_dict, names[i]);
         if (d == NULL && PyErr_Occurred())
             return -1;
-        PyMemberDef *member = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member
-                                                                             : NULL;
-        layout->offset[i] = member != NULL && member->type == T_OBJECT_EX ? member->offset : -1;
+        layout->offset[i] = slot_offset(d);
     }
     return 0;
 }
@@ -216,10 +222,10 @@ static int take_layout(Layout *layout, const char *module, const char *cls)
 /* Where the table's class keeps one of its attributes (ProcessTable's
  * __slots__), found once per class: a member descriptor on a class with
  * the generic getattr wins over anything else (a data descriptor), so its
- * slot is what PyObject_GetAttr would read; 0: read by name. */
+ * slot is what PyObject_GetAttr would read. */
 typedef struct {
     PyTypeObject *type; /* a strong reference: its address is not reused while here */
-    Py_ssize_t offset;
+    Py_ssize_t offset;  /* -1: read by name */
 } TableSlot;
 static TableSlot procs_slot, max_entries_slot;
 
@@ -228,18 +234,12 @@ static PyObject *table_attr(PyObject *table, PyObject *name, TableSlot *where)
 {
     PyTypeObject *type = Py_TYPE(table);
     if (type != where->type) {
-        Py_ssize_t offset = 0;
-        if (type->tp_getattro == PyObject_GenericGetAttr) {
-            PyObject *d = _PyType_Lookup(type, name); /* borrowed */
-            if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
-                ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX)
-                offset = ((PyMemberDescrObject *)d)->d_member->offset;
-        }
+        Py_ssize_t offset = type->tp_getattro == PyObject_GenericGetAttr ? slot_offset(_PyType_Lookup(type, name)) : -1;
         Py_INCREF(type);
         Py_XSETREF(where->type, type);
         where->offset = offset;
     }
-    if (where->offset > 0) {
+    if (where->offset >= 0) {
         PyObject *value = *(PyObject **)((char *)table + where->offset);
         if (value != NULL)
             return Py_NewRef(value);
@@ -508,10 +508,8 @@ static PyObject *span_class(PyObject *self, PyObject *cls)
              (defaults == NULL || PyTuple_GET_SIZE(defaults) <= n);
     for (Py_ssize_t i = 0; ok && i < n; i++) {
         PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, PyTuple_GET_ITEM(names, i + 1));
-        PyMemberDef *member = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member
-                                                                             : NULL;
-        ok = member != NULL && member->type == T_OBJECT_EX;
-        offsets[i] = ok ? member->offset : -1;
+        offsets[i] = slot_offset(d);
+        ok = offsets[i] >= 0;
     }
     Py_XDECREF(names);
     if (!ok) {
