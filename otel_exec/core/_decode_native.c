@@ -77,6 +77,20 @@ static const char *const EXIT_FIELDS[] = {
 };
 #define EXIT_COUNT 7
 
+/* Python ints of recent values, direct-mapped by value: one object per
+ * value while it stays. The pid fields of an exec repeat each other (pid,
+ * tid and their host values; ppid, host and image ppid), an exit names a
+ * pid and start an exec named shortly before, and the children of one
+ * parent name its pid and start: sharing one int makes the process
+ * table's and lineage's look-ups and start comparisons find the very
+ * object (no comparison of two equal ints) and saves an int's allocation
+ * and deallocation per field. */
+#define INT_MEMO 1024
+typedef struct {
+    uint64_t value[INT_MEMO];
+    PyObject *obj[INT_MEMO];
+} IntMemo;
+
 typedef struct {
     PyObject_HEAD
     PyObject *reference;     /* otel_exec.core.decode.Decoder */
@@ -110,6 +124,7 @@ typedef struct {
     PyObject *last_comm;
     unsigned char last_comm_raw[COMM_LEN];
     Py_ssize_t last_comm_len;
+    IntMemo pids, ticks;     /* pids; starts in clock ticks */
     PyTypeObject *exec_type;
     PyTypeObject *exit_type;
     long long to_epoch;      /* realtime_minus_boottime_ns */
@@ -375,7 +390,26 @@ static int Decoder_clear(DecoderObject *self)
 #define CLEAR_FIELD(name) Py_CLEAR(self->name);
     DECODER_OBJECTS(CLEAR_FIELD)
 #undef CLEAR_FIELD
+    for (int i = 0; i < INT_MEMO; i++) { /* ints: no cycle to traverse */
+        Py_CLEAR(self->pids.obj[i]);
+        Py_CLEAR(self->ticks.obj[i]);
+    }
     return 0;
+}
+
+/* The int v, from the memo when it holds v: a new reference, or NULL with
+ * an exception set. */
+static PyObject *memo_int(IntMemo *memo, uint64_t v)
+{
+    size_t i = (size_t)(v % INT_MEMO);
+    if (memo->obj[i] != NULL && memo->value[i] == v)
+        return Py_NewRef(memo->obj[i]);
+    PyObject *obj = PyLong_FromUnsignedLongLong(v);
+    if (obj != NULL) {
+        Py_XSETREF(memo->obj[i], Py_NewRef(obj));
+        memo->value[i] = v;
+    }
+    return obj;
 }
 
 static void Decoder_dealloc(DecoderObject *self)
@@ -571,15 +605,15 @@ static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32
     }
     PyObject *v[X_COUNT] = {NULL};
     v[X_TIMESTAMP] = plus_epoch(self, rd64(p + OFF_BOOT_NS));
-    v[X_PID] = PyLong_FromUnsignedLong(rd32(p + OFF_PID));
-    v[X_TID] = PyLong_FromUnsignedLong(rd32(p + OFF_TID));
-    v[X_PPID] = PyLong_FromUnsignedLong(rd32(p + OFF_PPID));
-    v[X_HOST_PID] = PyLong_FromUnsignedLong(host_pid);
-    v[X_HOST_TID] = PyLong_FromUnsignedLong(rd32(p + OFF_HOST_TID));
-    v[X_HOST_PPID] = PyLong_FromUnsignedLong(rd32(p + OFF_HOST_PPID));
-    v[X_IMAGE_PPID] = PyLong_FromUnsignedLong(rd32(p + OFF_IMAGE_PPID));
+    v[X_PID] = memo_int(&self->pids, rd32(p + OFF_PID));
+    v[X_TID] = memo_int(&self->pids, rd32(p + OFF_TID));
+    v[X_PPID] = memo_int(&self->pids, rd32(p + OFF_PPID));
+    v[X_HOST_PID] = memo_int(&self->pids, host_pid);
+    v[X_HOST_TID] = memo_int(&self->pids, rd32(p + OFF_HOST_TID));
+    v[X_HOST_PPID] = memo_int(&self->pids, rd32(p + OFF_HOST_PPID));
+    v[X_IMAGE_PPID] = memo_int(&self->pids, rd32(p + OFF_IMAGE_PPID));
     v[X_PROCESS_START_TIME] = plus_epoch(self, start);
-    v[X_START_TICKS] = PyLong_FromUnsignedLongLong(start_ticks);
+    v[X_START_TICKS] = memo_int(&self->ticks, start_ticks);
     v[X_EXEC_ID] = id;
     id = NULL;
     v[X_PARENT_EXEC_ID] = pid_;
@@ -587,7 +621,7 @@ static PyObject *decode_exec(DecoderObject *self, const unsigned char *p, uint32
     v[X_SAMPLE_RATE] = Py_NewRef(Py_None);
     v[X_SHARED] = Py_NewRef(shared);
     v[X_UNAVAILABLE] = Py_NewRef(self->not_collected);
-    v[X_PARENT_START_TICKS] = PyLong_FromUnsignedLongLong(pstart / self->tick_ns);
+    v[X_PARENT_START_TICKS] = memo_int(&self->ticks, pstart / self->tick_ns);
     v[X_OBSERVED] = Py_NewRef(Py_False);
     v[X_EXECUTABLE_IDENTITY] = Py_NewRef(Py_None);
     v[X_SCRIPT_IDENTITY] = Py_NewRef(Py_None);
@@ -628,8 +662,8 @@ static PyObject *decode_exit(DecoderObject *self, const unsigned char *p)
     }
     PyObject *v[EXIT_COUNT] = {
         plus_epoch(self, rd64(p + OFF_BOOT_NS)),
-        PyLong_FromUnsignedLong(rd32(p + OFF_EXIT_PID)),
-        PyLong_FromUnsignedLongLong(rd64(p + OFF_START) / self->tick_ns),
+        memo_int(&self->pids, rd32(p + OFF_EXIT_PID)),
+        memo_int(&self->ticks, rd64(p + OFF_START) / self->tick_ns),
         killed ? Py_NewRef(Py_None) : PyLong_FromUnsignedLong((status >> 8) & 0xFF),
         killed ? PyLong_FromUnsignedLong(signo) : Py_NewRef(Py_None),
         PyBool_FromLong(killed && (status & 0x80)),

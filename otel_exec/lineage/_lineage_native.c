@@ -19,6 +19,13 @@
  *                                its OrderedDict, the same ProcessInfo
  *                                built, the same on_drop calls.
  *
+ *   span_class(cls), new_span(*args)
+ *                                spans.ProcessSpan(*args) (the reference:
+ *                                the class itself), its slots filled as
+ *                                its __init__ fills them, without the
+ *                                __init__'s Python frame; one span per
+ *                                reported exec.
+ *
  * Every exec takes one or two ids; the unsalted hex case is nearly all of
  * them and needs no Python object but the result. The hashed cases (a
  * re-exec, an exec id that is not hex) call hashlib's blake2b, as the
@@ -30,9 +37,10 @@
  * ExitEvent, ProcessInfo: slots classes), by name otherwise, as a generic
  * attribute read costs more than the interpreter's own specialised one.
  * A ProcessInfo is filled slot by slot, as its __init__ does: the
- * differential test compares every field. The table's own attributes
- * (its OrderedDict, bound, eviction count, on_drop) are read by name: its
- * policy stays Python's.
+ * differential test compares every field. The table's OrderedDict and
+ * bound are read from ProcessTable's slots (found once per class, as
+ * PyObject_GetAttr would find them), its eviction count and on_drop by
+ * name: its policy stays Python's.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -180,6 +188,14 @@ static int set(PyObject *obj, const Layout *layout, int field, PyObject *value)
     return PyObject_SetAttr(obj, names[field], value);
 }
 
+/* Where an object slot's member descriptor d (borrowed, or NULL) keeps its
+ * value in an instance, or -1 when d is not one. */
+static Py_ssize_t slot_offset(PyObject *d)
+{
+    PyMemberDef *member = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member : NULL;
+    return member != NULL && member->type == T_OBJECT_EX ? member->offset : -1;
+}
+
 /* The offsets of cls's object slots among the fields. 0, or -1. */
 static int take_layout(Layout *layout, const char *module, const char *cls)
 {
@@ -198,11 +214,37 @@ static int take_layout(Layout *layout, const char *module, const char *cls)
         PyObject *d = PyDict_GetItemWithError(layout->type->tp_dict, names[i]);
         if (d == NULL && PyErr_Occurred())
             return -1;
-        PyMemberDef *member = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member
-                                                                             : NULL;
-        layout->offset[i] = member != NULL && member->type == T_OBJECT_EX ? member->offset : -1;
+        layout->offset[i] = slot_offset(d);
     }
     return 0;
+}
+
+/* Where the table's class keeps one of its attributes (ProcessTable's
+ * __slots__), found once per class: a member descriptor on a class with
+ * the generic getattr wins over anything else (a data descriptor), so its
+ * slot is what PyObject_GetAttr would read. */
+typedef struct {
+    PyTypeObject *type; /* a strong reference: its address is not reused while here */
+    Py_ssize_t offset;  /* -1: read by name */
+} TableSlot;
+static TableSlot procs_slot, max_entries_slot;
+
+/* table.<name>, a new reference, or NULL with an exception set. */
+static PyObject *table_attr(PyObject *table, PyObject *name, TableSlot *where)
+{
+    PyTypeObject *type = Py_TYPE(table);
+    if (type != where->type) {
+        Py_ssize_t offset = type->tp_getattro == PyObject_GenericGetAttr ? slot_offset(_PyType_Lookup(type, name)) : -1;
+        Py_INCREF(type);
+        Py_XSETREF(where->type, type);
+        where->offset = offset;
+    }
+    if (where->offset >= 0) {
+        PyObject *value = *(PyObject **)((char *)table + where->offset);
+        if (value != NULL)
+            return Py_NewRef(value);
+    }
+    return PyObject_GetAttr(table, name); /* or the AttributeError of an unset slot */
 }
 
 /* The table's OrderedDict (table._procs) for a call (table, ev) of the
@@ -213,7 +255,7 @@ static PyObject *procs_for(const char *name, PyObject *const *args, Py_ssize_t n
         PyErr_Format(PyExc_TypeError, "%s(table, ev)", name);
         return NULL;
     }
-    PyObject *procs = PyObject_GetAttr(args[0], s_procs);
+    PyObject *procs = table_attr(args[0], s_procs, &procs_slot);
     if (procs != NULL && !PyODict_Check(procs)) {
         Py_DECREF(procs);
         PyErr_SetString(PyExc_TypeError, "ProcessTable._procs must be an OrderedDict");
@@ -334,11 +376,20 @@ static PyObject *new_info(PyObject *ev)
  * least recently used entry. 0, or -1 with an exception set. */
 static int evict_if_over(PyObject *table, PyObject *procs)
 {
-    PyObject *bound = PyObject_GetAttr(table, s_max_entries);
-    PyObject *size = bound != NULL ? PyLong_FromSsize_t(PyDict_GET_SIZE(procs)) : NULL;
-    int over = size != NULL ? PyObject_RichCompareBool(size, bound, Py_GT) : -1;
-    Py_XDECREF(size);
-    Py_XDECREF(bound);
+    PyObject *bound = table_attr(table, s_max_entries, &max_entries_slot);
+    if (bound == NULL)
+        return -1;
+    int over;
+    int overflow = 1;
+    long limit = PyLong_CheckExact(bound) ? PyLong_AsLongAndOverflow(bound, &overflow) : 0;
+    if (!overflow) { /* an int that fits: compared without making one of the size */
+        over = PyDict_GET_SIZE(procs) > limit;
+    } else {
+        PyObject *size = PyLong_FromSsize_t(PyDict_GET_SIZE(procs));
+        over = size != NULL ? PyObject_RichCompareBool(size, bound, Py_GT) : -1;
+        Py_XDECREF(size);
+    }
+    Py_DECREF(bound);
     if (over <= 0)
         return over;
     PyObject *evicted = PyObject_GetAttr(table, s_evicted), *more = NULL;
@@ -426,9 +477,88 @@ done:
     return result;
 }
 
+/* The span class (spans.ProcessSpan) new_span builds: its __init__'s
+ * parameters in order, as the offsets of the slots of the same names, and
+ * the defaults of the trailing ones. __init__ only stores each parameter
+ * in its slot; the differential test compares every slot of both. */
+#define SPAN_FIELDS_MAX 32
+static PyTypeObject *span_type;
+static Py_ssize_t span_offset[SPAN_FIELDS_MAX];
+static Py_ssize_t span_fields;
+static PyObject *span_defaults; /* a tuple */
+
+/* span_class(cls): new_span builds instances of cls. None, or an exception
+ * when cls is not a slots class whose __init__'s parameters are its slots. */
+static PyObject *span_class(PyObject *self, PyObject *cls)
+{
+    (void)self;
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "span_class(cls): a class");
+        return NULL;
+    }
+    PyObject *init = PyObject_GetAttrString(cls, "__init__");
+    PyObject *code = init != NULL && PyFunction_Check(init) ? PyFunction_GET_CODE(init) : NULL;
+    PyObject *defaults = code != NULL ? PyFunction_GET_DEFAULTS(init) : NULL;
+    PyCodeObject *c = (PyCodeObject *)code;
+    Py_ssize_t n = code != NULL ? c->co_argcount - 1 : -1;
+    PyObject *names = code != NULL ? PyObject_GetAttrString(code, "co_varnames") : NULL;
+    Py_ssize_t offsets[SPAN_FIELDS_MAX];
+    int ok = names != NULL && PyTuple_Check(names) && n > 0 && n <= SPAN_FIELDS_MAX &&
+             PyTuple_GET_SIZE(names) > n && c->co_kwonlyargcount == 0 && !(c->co_flags & (CO_VARARGS | CO_VARKEYWORDS)) &&
+             (defaults == NULL || PyTuple_GET_SIZE(defaults) <= n);
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, PyTuple_GET_ITEM(names, i + 1));
+        offsets[i] = slot_offset(d);
+        ok = offsets[i] >= 0;
+    }
+    Py_XDECREF(names);
+    if (!ok) {
+        Py_XDECREF(init);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "span_class(cls): cls.__init__'s parameters must be cls's slots");
+        return NULL;
+    }
+    Py_XSETREF(span_defaults, defaults != NULL ? Py_NewRef(defaults) : PyTuple_New(0));
+    Py_DECREF(init);
+    if (span_defaults == NULL)
+        return NULL;
+    Py_XSETREF(span_type, (PyTypeObject *)Py_NewRef(cls));
+    memcpy(span_offset, offsets, sizeof offsets);
+    span_fields = n;
+    Py_RETURN_NONE;
+}
+
+/* new_span(*args): span_class's cls(*args), its slots filled as its
+ * __init__ fills them (positional arguments only). */
+static PyObject *new_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (span_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "new_span before span_class");
+        return NULL;
+    }
+    Py_ssize_t first_default = span_fields - PyTuple_GET_SIZE(span_defaults);
+    if (nargs < first_default || nargs > span_fields) {
+        PyErr_Format(PyExc_TypeError, "new_span takes %zd to %zd arguments (%zd given)", first_default, span_fields,
+                     nargs);
+        return NULL;
+    }
+    PyObject *span = span_type->tp_alloc(span_type, 0);
+    if (span == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < span_fields; i++) {
+        PyObject *value = i < nargs ? args[i] : PyTuple_GET_ITEM(span_defaults, i - first_default);
+        *(PyObject **)((char *)span + span_offset[i]) = Py_NewRef(value);
+    }
+    return span;
+}
+
 static PyMethodDef methods[] = {
     {"digest", (PyCFunction)(void (*)(void))digest, METH_FASTCALL,
      "digest(exec_id, salt, size) -> bytes: spans._digest's id bytes"},
+    {"span_class", span_class, METH_O, "span_class(cls): the class new_span builds (spans.ProcessSpan)"},
+    {"new_span", (PyCFunction)(void (*)(void))new_span, METH_FASTCALL,
+     "new_span(*args): span_class's cls(*args) without its __init__'s Python frame"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -86,6 +86,9 @@ LINEAGE_NATIVE = native_module("otel_exec.lineage._lineage_native")
 
 
 class ProcessTable:
+    # Slots: _lineage_native's methods read them by offset, not by name.
+    __slots__ = ("max_entries", "evicted", "on_drop", "_procs")
+
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")

@@ -138,6 +138,15 @@ class ProcessSpan:
         self.late_identity = late_identity
 
 
+# A new ProcessSpan: _lineage_native's new_span (the same slots, without
+# __init__'s Python frame) when it is built and native_wanted(), else the
+# class itself, the reference.
+new_span: Callable[..., ProcessSpan] = ProcessSpan
+if LINEAGE_NATIVE is not None:
+    LINEAGE_NATIVE.span_class(ProcessSpan)
+    new_span = LINEAGE_NATIVE.new_span
+
+
 class SpanLineage:
     """Owns every span's life: opens one per reported image (on_exec), picks
     its trace and parent, and ends it when the image ends: exit, a re-exec
@@ -160,6 +169,12 @@ class SpanLineage:
         self.scrub = scrub
         self.trace_context = trace_context
         self.table = table
+        # The table's per-event methods, bound once: a method of
+        # _lineage_native looked up on the table makes a bound method per
+        # call, one to three per record.
+        self._image_parent = table.image_parent
+        self._table_on_exec = table.on_exec
+        self._table_on_exit = table.on_exit
         table.on_drop = self._dropped
         self.on_end: list[Callable[[ProcessSpan], None]] = []
         # By host pid: the open span of the image the table holds for it.
@@ -172,17 +187,16 @@ class SpanLineage:
         image it replaces ends. None for pid 1 and kernel threads found in
         /proc: every process descends from them, and one trace per boot
         would be useless; their children start traces of their own."""
-        table = self.table
         spans = self._open
         continues = None  # the span this image continues
-        parent = table.image_parent(ev)
+        parent = self._image_parent(ev)
         if parent is not None:
             if not ev.parent_exec_id:
                 ev.parent_exec_id = parent.exec_id  # the kernel could not see the parent's executable
             if parent.exec_id == ev.parent_exec_id:  # else since re-exec'd, or a reused pid
                 # Looked up before the table takes the new entry, which may evict the parent.
                 continues = spans.get(parent.pid)
-        info, previous = table.on_exec(ev)
+        info, previous = self._table_on_exec(ev)
         ended = None
         if previous is not None:
             ended = continues = spans.pop(ev.host_pid, None)
@@ -201,9 +215,11 @@ class SpanLineage:
         key = ev.exec_id or f"{ev.host_pid}@{ev.timestamp}"
         env = ev.env
         # The policy stage keeps it on the decoded block (events.Strings):
-        # read there without a call, as trace_context would.
-        ctx = getattr(env, "trace_context", None)
-        if ctx is None:
+        # read there without a call, as trace_context would (a plain list,
+        # or a block the policy did not see, has none).
+        try:
+            ctx = env.trace_context  # type: ignore[attr-defined]
+        except AttributeError:
             ctx = self.trace_context(env)
         traceparent = ctx.get("TRACEPARENT", "")
         untrusted = ""
@@ -224,7 +240,7 @@ class SpanLineage:
                         bounded_tracestate(self.scrub(remote.trace_state)), remote.flags
                 else:
                     self.malformed_traceparent += 1
-        span = spans[ev.host_pid] = ProcessSpan(
+        span = spans[ev.host_pid] = new_span(
             info, trace_id, digest(key, ev.timestamp if previous is not None else 0, 8), parent_span_id,
             trace_state, traceparent, untrusted, start, flags)
         if ended is not None:
@@ -232,7 +248,7 @@ class SpanLineage:
         return span
 
     def on_exit(self, ev: ExitEvent) -> None:
-        info = self.table.on_exit(ev)
+        info = self._table_on_exit(ev)
         if info is not None:
             span = self._open.pop(info.pid, None)
             if span is not None:

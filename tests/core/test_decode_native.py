@@ -189,6 +189,40 @@ def test_padding_after_a_record(pad: int) -> None:
             pair.check(memoryview(rec + b"\xfe" * 16)[:len(rec) + pad])
 
 
+def test_pids_and_starts_that_share_a_place_in_the_decoders_int_memo() -> None:
+    """The C decoder keeps recent pids and start ticks as ints, one place per
+    value modulo its size (1024): values a multiple of it apart, of execs and
+    exits through one decoder, each keep their own value, and equal values
+    come out as one int."""
+    exec_at = layout.member_offsets(layout.EXEC_MEMBERS)
+    exit_at = layout.member_offsets(layout.EXIT_MEMBERS)
+    strs = [b"/bin/true\0", b"\0", leaf_first([b"bin", b"true"]), b"", b"", leaf_first([b"tmp"]), b"",
+            b"true\0", b"A=1\0"]
+    base = build_exec(strs)
+    tick_ns = 10**9 // IDENTITY.clk_tck
+    pair = Pair()
+    for n, k in enumerate((0, 1, 2, 1, 0, 3, 0, 1024, 2048)):
+        pid, ppid, start = 5 + 1024 * k, 6 + 1024 * (n % 3), (7 + 1024 * k) * tick_ns
+        rec = bytearray(base)
+        for name in ("host_pid", "host_tid", "pid", "tid"):
+            struct.pack_into("<I", rec, exec_at[name], pid)
+        for name in ("host_ppid", "image_ppid", "ppid"):
+            struct.pack_into("<I", rec, exec_at[name], ppid)
+        struct.pack_into("<Q", rec, exec_at["start_boottime_ns"], start)
+        struct.pack_into("<Q", rec, exec_at["parent_start_boottime_ns"], start + 1536 * tick_ns)
+        for _ in range(2):  # the second one through the C path
+            _, _, got = pair.check(bytes(rec))
+        assert (got["host_pid"], got["ppid"], got["start_ticks"], got["parent_start_ticks"]) == \
+            (pid, ppid, 7 + 1024 * k, 7 + 1024 * k + 1536)
+        ev = pair.nat.native.decode(bytes(rec))
+        assert ev.pid is ev.tid is ev.host_pid is ev.host_tid and ev.ppid is ev.host_ppid is ev.image_ppid
+        exit_rec = bytearray(layout.EXIT.pack(layout.REC_EXIT, layout.EXIT.size, 5, start, pid, 0, b"true"))
+        _, _, got = pair.check(bytes(exit_rec))
+        assert (got["pid"], got["start_ticks"]) == (pid, 7 + 1024 * k)
+        ex = pair.nat.native.decode(bytes(exit_rec))
+        assert ex.pid is ev.host_pid and ex.start_ticks is ev.start_ticks
+
+
 def test_every_not_collected_field_gets_the_same_placeholder() -> None:
     strs = [b"/bin/true\0", b"\0", leaf_first([b"bin", b"true"]), leaf_first([b"lib", b"ld.so"]),
             leaf_first([b"dev", b"null"]), leaf_first([b"tmp"]), leaf_first([b"system.slice"]), b"true\0", b"A=1\0"]

@@ -1,7 +1,8 @@
 """The C extension otel_exec.lineage._lineage_native against its Python
-reference (spans._digest, proctable's _image_parent, _on_exec, _on_exit):
-the same id bytes for any exec id, salt and id size, or the same exception;
-and the same spans (ids, parents, flags, how they ended), process table,
+reference (spans._digest, proctable's _image_parent, _on_exec, _on_exit, and
+ProcessSpan itself for new_span): the same id bytes for any exec id, salt
+and id size, or the same exception; the same span for any arguments; and
+the same spans (ids, parents, flags, how they ended), process table,
 evictions and on_drop calls from the span lineage over random exec, exit
 and unreported-exec sequences (reused pids, stale entries, a small table)
 with either. The module is imported here
@@ -12,6 +13,7 @@ build_ext --inplace`).
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from typing import Callable
 
 from hypothesis import example, given
@@ -29,6 +31,8 @@ from tests.helpers.record_fuzz import fuzz_settings
 
 # Not built: an ImportError here, never a skip (.venv/bin/python setup.py build_ext --inplace).
 NATIVE = importlib.import_module("otel_exec.lineage._lineage_native")
+# What spans does at import when native_wanted(); done here for the other CI pass.
+NATIVE.span_class(ProcessSpan)
 
 
 
@@ -45,13 +49,15 @@ class NativeTable(ProcessTable):
     on_exit = NATIVE.on_exit
 
 
-SIDES: dict[str, tuple[type[ProcessTable], Callable[[str, int, int], bytes]]] = {
-    "reference": (ReferenceTable, spans_mod._digest), "native": (NativeTable, NATIVE.digest)}
+SIDES: dict[str, tuple[type[ProcessTable], Callable[[str, int, int], bytes], Callable[..., ProcessSpan]]] = {
+    "reference": (ReferenceTable, spans_mod._digest, ProcessSpan),
+    "native": (NativeTable, NATIVE.digest, NATIVE.new_span)}
 
 
 def test_the_switch_decides_what_the_lineage_uses() -> None:
     side = SIDES["native" if native_wanted() else "reference"]
     assert spans_mod.digest is side[1]
+    assert spans_mod.new_span is side[2]
     for name in ("image_parent", "on_exec", "on_exit"):
         assert getattr(ProcessTable, name) is getattr(side[0], name)
 
@@ -87,7 +93,7 @@ exec_ids = st.one_of(
 @example("", 0, 1)
 @example("", -1, 16)
 def test_both_give_the_same_id(exec_id: str, salt: int, size: int) -> None:
-    got = {name: outcome(digest, exec_id, salt, size) for name, (_, digest) in SIDES.items()}
+    got = {name: outcome(digest, exec_id, salt, size) for name, (_, digest, _) in SIDES.items()}
     assert got["native"] == got["reference"]
     if isinstance(got["native"], bytes):
         assert len(got["native"]) == size and got["native"] != bytes(size)
@@ -119,9 +125,9 @@ def spans_of(side: str, plan: list[tuple], size: int) -> tuple[list, list, int]:
     """The spans a lineage opened and ended, its table's entries and
     evictions, for the steps of plan with one side's table methods and id
     derivation."""
-    table_type, digest = SIDES[side]
-    chosen = spans_mod.digest
-    spans_mod.digest = digest
+    table_type, digest, new_span = SIDES[side]
+    chosen = spans_mod.digest, spans_mod.new_span
+    spans_mod.digest, spans_mod.new_span = digest, new_span
     try:
         table = table_type(max_entries=size)
         lineage = SpanLineage(table)
@@ -145,7 +151,7 @@ def spans_of(side: str, plan: list[tuple], size: int) -> tuple[list, list, int]:
                 lineage.on_unreported_exec(UnreportedExecEvent(timestamp=ts, pid=step[1], start_ticks=step[2]))
         lineage.close()
     finally:
-        spans_mod.digest = chosen
+        spans_mod.digest, spans_mod.new_span = chosen
 
     def fields(span: ProcessSpan | None) -> tuple | None:
         if span is None:
@@ -153,7 +159,8 @@ def spans_of(side: str, plan: list[tuple], size: int) -> tuple[list, list, int]:
         p = span.process
         return (p.pid, p.ppid, p.start_ticks, p.exec_id, p.parent_exec_id, p.comm, p.exe, p.argv,
                 p.seeded_from_proc, p.exec_time, p.exit_code, p.signal, span.trace_id, span.span_id, span.parent_span_id,
-                span.trace_flags, span.trace_state, span.start_ns, span.ended_by, span.incomplete,
+                span.trace_flags, span.trace_state, span.traceparent, span.untrusted_traceparent, span.start_ns,
+                span.ended_by, span.incomplete, span.attributes, span.late_identity,
                 span.end_ns if span.ended_by != "evicted" and span.ended_by != "agent_stopped" else None)
 
     return [fields(s) for s in opened] + [fields(s) for s in ended], \
@@ -172,7 +179,7 @@ def test_an_on_drop_that_raises_leaves_the_same_table() -> None:
         raise RuntimeError("refused")
 
     states = []
-    for table_type, _ in SIDES.values():
+    for table_type, _, _ in SIDES.values():
         table = table_type(max_entries=2)
         table.on_drop = refuse
         raised = []
@@ -191,7 +198,7 @@ def test_an_on_drop_that_raises_leaves_the_same_table() -> None:
 def test_an_event_without_the_fields_raises_the_same() -> None:
     for name in ("image_parent", "on_exec", "on_exit"):
         got = []
-        for table_type, _ in SIDES.values():
+        for table_type, _, _ in SIDES.values():
             table = table_type()
             table.on_exec(exec_ev(2, 1, 1, "a"))
             try:
@@ -199,3 +206,94 @@ def test_an_event_without_the_fields_raises_the_same() -> None:
             except Exception as e:
                 got.append(type(e))
         assert got == [AttributeError, AttributeError], name
+
+
+# -- new_span against ProcessSpan(...) ----------------------------------------
+
+SPAN_SLOTS = ProcessSpan.__slots__
+span_values = st.one_of(st.none(), st.integers(-2**70, 2**70), st.binary(max_size=16), st.text(max_size=8),
+                        st.booleans(), st.tuples(st.binary(max_size=4)))
+
+
+def built(make: Callable[..., ProcessSpan], args: list[object]) -> object:
+    try:
+        span = make(*args)
+    except TypeError:  # too few or too many arguments: both refuse
+        return TypeError
+    assert type(span) is ProcessSpan
+    return [getattr(span, name) for name in SPAN_SLOTS]
+
+
+@fuzz_settings(300)
+@given(st.lists(span_values, max_size=len(SPAN_SLOTS) + 1))
+def test_new_span_fills_every_slot_as_the_class_does(args: list[object]) -> None:
+    got = built(NATIVE.new_span, args)
+    assert got == built(ProcessSpan, args)
+    # Every value is the one given (or the same default), not an equal copy.
+    if got is not TypeError:
+        native, reference = NATIVE.new_span(*args), ProcessSpan(*args)
+        assert all(getattr(native, n) is getattr(reference, n) for n in SPAN_SLOTS)
+
+
+def test_span_class_refuses_a_class_its_init_does_not_describe() -> None:
+    class NoSlots:
+        def __init__(self, a: int) -> None:
+            self.a = a
+
+    class Keywords:
+        __slots__ = ("a",)
+
+        def __init__(self, *, a: int) -> None:
+            self.a = a
+
+    for cls in (NoSlots, Keywords, int, len):
+        try:
+            NATIVE.span_class(cls)
+        except TypeError:
+            continue
+        raise AssertionError(f"span_class({cls!r}) did not raise")
+    assert type(NATIVE.new_span(None, b"", b"", b"", "", "", "", 0)) is ProcessSpan  # still ProcessSpan
+
+
+def test_a_table_class_that_keeps_its_attributes_elsewhere() -> None:
+    """The C methods read ProcessTable's slots by offset, found per class:
+    a subclass whose entries and bound are properties is read by name, as
+    the reference reads it, and ProcessTable's own slots again after it."""
+
+    def elsewhere(base: type[ProcessTable]) -> type[ProcessTable]:
+        class Elsewhere(base):  # type: ignore[valid-type, misc]
+            def __init__(self) -> None:
+                super().__init__()
+                # Decoys in ProcessTable's own slots, which these properties hide.
+                ProcessTable._procs.__set__(self, OrderedDict())  # type: ignore[attr-defined]
+                ProcessTable.max_entries.__set__(self, 100)  # type: ignore[attr-defined]
+
+            @property  # type: ignore[misc]
+            def _procs(self) -> OrderedDict:
+                return self.__dict__["kept"]
+
+            @_procs.setter
+            def _procs(self, value: OrderedDict) -> None:
+                self.__dict__["kept"] = value
+
+            @property  # type: ignore[misc]
+            def max_entries(self) -> int:
+                return 2
+
+            @max_entries.setter
+            def max_entries(self, value: int) -> None:
+                pass
+
+        return Elsewhere
+
+    states = []
+    for table_type in (NativeTable, elsewhere(ReferenceTable), elsewhere(NativeTable), NativeTable):
+        table = table_type()
+        for ev in (exec_ev(2, 1, 1, "a"), exec_ev(3, 2, 1, "b"), exec_ev(4, 3, 1, "c")):
+            table.image_parent(ev)
+            table.on_exec(ev)
+        table.on_exit(ExitEvent(timestamp=1, pid=4, start_ticks=1, exit_code=0, signal=None, core_dumped=False,
+                                comm="x"))
+        states.append(([(i.pid, i.exec_id) for i in table.entries()], table.evicted))
+    assert states[0] == states[3] == ([(2, "a"), (3, "b")], 0)
+    assert states[1] == states[2] == ([(3, "b")], 1)
