@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import signal
 import threading
 import time
@@ -36,6 +37,11 @@ DRAIN_RECORDS = 1024
 # little, but a wake-up that reads nothing should cost little beyond the wait.
 # Every one of them needs a second's cadence at most.
 HOUSEKEEPING_S = 0.5
+# A sink's send due before the next drain would go without the records the
+# ring holds by then: the reader drains this long before it instead, so the
+# request carries them (at low exec rates one request per schedule delay,
+# not one per drain). Room for the drain and the flush to come first.
+DRAIN_BEFORE_DUE_S = 0.02
 
 
 class Sink(Protocol):
@@ -54,6 +60,8 @@ class Sink(Protocol):
     # A span lineage ended (exit, re-exec, eviction, agent stop).
     def on_span_end(self, span: ProcessSpan) -> None: ...
     def flush(self) -> None: ...
+    # time.monotonic() of its next send of what was flushed (inf: none due).
+    def due(self) -> float: ...
     def close(self, timeout_s: float) -> None: ...
     def stats(self) -> dict[str, int]: ...
 
@@ -255,9 +263,14 @@ class Agent:
         self._housekeeping_s = min(HOUSEKEEPING_S, self.cfg.stats_interval or HOUSEKEEPING_S)
         self._next_housekeeping = 0.0
         while not self.stopping.is_set():
+            now = time.monotonic()
             timeout = self.cfg.poll_interval
+            # A send due passed (taken by now, or its thread held up) is no reason to wake early.
+            drain_by = min((sink.due() for sink in self.sinks), default=math.inf) - DRAIN_BEFORE_DUE_S - now
+            if 0 < drain_by < timeout:
+                timeout = drain_by
             if deadline is not None:
-                left = deadline - time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     break
                 timeout = min(timeout, left)

@@ -99,10 +99,11 @@ class Config:
     # keeps the per-exec kernel cost low. Each drain also has a fixed cost
     # (the wake-up, a spool write per signal, the drain's code and data
     # brought back into the caches) that only more records per drain
-    # amortise at low exec rates; a quarter of the default logs delay
-    # (OTEL_BLRP_SCHEDULE_DELAY, counted from the exec) leaves the send
-    # the rest of it.
-    poll_interval: float = 0.25
+    # amortise at low exec rates; half the default logs delay
+    # (OTEL_BLRP_SCHEDULE_DELAY, counted from the exec, so a record read
+    # late is still sent by its event plus the delay) leaves the send the
+    # other half.
+    poll_interval: float = 0.5
     wakeup_fraction: float = 0.25
     process_table_size: int = 65536
     # core: CO-RE through libbpf (needs kernel BTF); bcc: BCC (needs the bcc

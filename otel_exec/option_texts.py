@@ -239,8 +239,8 @@ DOC: dict[str, str] = {
         f"longer bursts (docs/operations.md#sizing; default {RINGBUF_BYTES_DEFAULT['core']} with the CO-RE "
         f"backend, {RINGBUF_BYTES_DEFAULT['bcc']} with BCC)",
     "--poll-interval":
-        "the reader drains the ring this often unless the ring fills faster "
-        "(default %(default)s)",
+        "the reader drains the ring this often unless the ring fills faster or a send is due "
+        "sooner (default %(default)s)",
     "--process-table-size":
         "processes the kernel and the agent keep track of for lineage; the oldest are evicted "
         "beyond it (default %(default)s)",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -256,6 +257,10 @@ class ConsoleSink:
             self.out.write("\n".join(self._lines) + "\n")
             self._lines.clear()
         self.out.flush()
+
+    def due(self) -> float:
+        """Lines are written at every flush: nothing waits for a send."""
+        return math.inf
 
     def close(self, timeout_s: float) -> None:
         self.flush()

@@ -1,9 +1,14 @@
 """The reader loop hands a large backlog to the sinks in parts (agent.DRAIN_RECORDS),
 each part flushed (written to the spool) before the next is read, so the
-encoded records of a whole ring never wait in memory at once."""
+encoded records of a whole ring never wait in memory at once; and it drains
+just before a sink's send that is due before its next drain."""
 from __future__ import annotations
 
+import math
+import time
 from typing import Callable
+
+import pytest
 
 from otel_exec import agent as agent_mod
 from otel_exec.agent import Agent
@@ -38,6 +43,9 @@ class FlushLog:
 
     def flush(self) -> None:
         self.flushed_at.append(len(self.handled))
+
+    def due(self) -> float:
+        return math.inf
 
 
 def test_a_backlog_is_handled_and_flushed_in_parts() -> None:
@@ -150,3 +158,51 @@ def test_a_ring_that_never_empties_still_gets_housekeeping_and_a_stop(monkeypatc
     # went on, and the stop request ended the loop before the ring emptied.
     assert flood_left_at_ticks[:3] == [999, 998, 997]
     assert source.left_at_detach is not None and source.left_at_detach > 0
+
+
+class Waits:
+    """A quiet host: records each wait's timeout; the agent stops after the first."""
+
+    run_time_capabilities: set[int] = set()
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.timeouts: list[float] = []
+
+    def wait(self, timeout_s: float) -> None:
+        self.timeouts.append(timeout_s)
+        self.agent.stop()
+
+    def drain(self, handle: Callable[[object], None], max_records: int | None = None) -> int:
+        return 0
+
+    def detach(self) -> None: ...
+
+
+class DueIn(FlushLog):
+    """A sink whose next send is due `seconds` after it was made."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__([])
+        self.due_at = time.monotonic() + seconds
+
+    def due(self) -> float:
+        return self.due_at
+
+
+@pytest.mark.parametrize("due_in_s", [3.0, 30.0, -1.0, math.inf])
+def test_the_reader_drains_just_before_a_send_due_before_its_next_drain(due_in_s: float) -> None:
+    """A send due within the poll interval: the reader waits only until just
+    before it (agent.DRAIN_BEFORE_DUE_S), so that the send carries what the
+    ring holds by then; one due later, passed or none: the poll interval."""
+    poll_s = 10.0
+    sinks = [DueIn(due_in_s), FlushLog([])]
+    agent = Agent(Config(poll_interval=poll_s), sinks, HostIdentity.current())  # type: ignore[arg-type]
+    source = Waits(agent)
+    agent.source = source  # type: ignore[assignment]
+    agent.run()
+    [timeout] = source.timeouts
+    if 0 < due_in_s < poll_s:
+        assert 0 < timeout <= due_in_s - agent_mod.DRAIN_BEFORE_DUE_S
+    else:
+        assert timeout == poll_s

@@ -205,6 +205,60 @@ def test_a_record_older_than_the_delay_when_read_is_sent_at_once(queue: RecordQu
     assert request.started == pytest.approx(run.events[0] + 1.5)
 
 
+def test_due_is_when_the_thread_sends_what_was_flushed(queue: RecordQueue) -> None:
+    """due(): nothing flushed, none; after a drain, the time its oldest
+    record is due, which is when the request starts; none once sent."""
+    run = Run(queue)
+    assert run.exporter.due() == math.inf
+    dues: list[float] = []
+    t = run.sim.now + 0.1
+    run.drain(t, [0.3, 0.2])
+    run.sim.at(t, lambda: dues.append(run.exporter.due()))  # right after that drain
+    [request] = run.run()
+    assert dues == [pytest.approx(t - 0.3 + DELAY_S)]
+    assert request.started == pytest.approx(dues[0])
+    assert run.exporter.due() == math.inf
+
+
+@pytest.mark.parametrize("drain_before_due", [False, True])
+def test_a_reader_that_drains_just_before_the_due_time_fills_one_request_per_delay(
+        queue: RecordQueue, drain_before_due: bool) -> None:
+    """A host that execs every 10 ms for 10 s, a reader that drains every
+    half delay, requests that take 20 ms. The oldest record of a drain is
+    about half a delay old, so it is due (less the 20 ms a send takes)
+    before the next drain: a request per drain, unless the reader drains
+    just before each due time (the agent's loop, agent.run), which puts two
+    drains' records in each request. Either way, every record is answered
+    within the delay of its event."""
+    run = Run(queue, send_s=0.02)
+    poll_s, margin_s, start = DELAY_S / 2, 0.02, run.sim.now
+    last = start
+
+    def drain() -> None:
+        nonlocal last
+        now = run.sim.now
+        ages = [now - e for e in (start + i * 0.01 for i in range(1000)) if last < e <= now]
+        last = now
+        for age in ages:
+            run.events.append(now - age)
+            run.exporter.add(encode.gap_record(0, round((now - age) * 1e9), 0.0))
+        run.exporter.flush()
+        if now < start + 10:
+            drain_by = run.exporter.due() - margin_s
+            run.sim.at(drain_by if drain_before_due and now < drain_by < now + poll_s else now + poll_s, drain)
+
+    run.sim.at(start + poll_s, drain)
+    requests = run.run()
+    first, *rest = requests
+    assert first.started <= min(first.events) + DELAY_S + EPSILON_S  # not timed yet: no lag known
+    for r in rest:
+        assert r.answered <= min(r.events) + DELAY_S + EPSILON_S, r
+    if drain_before_due:
+        assert len(requests) <= 10 / DELAY_S + 2
+    else:
+        assert len(requests) >= 10 / poll_s - 1
+
+
 def test_a_full_batch_goes_at_once_and_the_rest_within_the_delay(queue: RecordQueue) -> None:
     """A storm: drains of 100 records every 10 ms for a second. Each time
     a batch's worth (256) was flushed since the thread last took, it sends

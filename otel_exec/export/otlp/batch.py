@@ -322,6 +322,11 @@ class BatchExporter:
             if due < self._rest_due:
                 self._wake.set()
 
+    def due(self) -> float:
+        """clock(): when the thread next sends what was flushed (the due
+        time, or a partial batch's left queued); inf: nothing is due."""
+        return min(self._due, self._rest_due)
+
     def _age_s(self, record: bytes | None) -> float | None:
         return self._record_age_s(record) if record is not None and self._record_age_s is not None else None
 

@@ -112,6 +112,9 @@ class OtlpSink:
         for b in self.exporters:
             b.check()
 
+    def due(self) -> float:
+        return min(b.due() for b in self.exporters)
+
     def close(self, timeout_s: float) -> None:
         self.flush()
         # Both signals flush at once, within the one grace period.
