@@ -132,6 +132,42 @@ def test_small_windows_and_frames_are_respected_both_ways() -> None:
     assert sum(len(f[3]) for f in data) == 300_005
 
 
+@pytest.mark.parametrize("server_settings, size, frames", [
+    # The default frame size, windows larger than the message: full frames, then the rest.
+    ({0x4: 1 << 20}, 300_000, [16384] * 18 + [300_005 - 18 * 16384]),
+    # A larger SETTINGS_MAX_FRAME_SIZE is used; the last frame holds 5 bytes.
+    ({0x4: 1 << 20, 0x5: 20_000}, 300_000, [20_000] * 15 + [5]),
+    # A stream window of 3 bytes: the gRPC prefix is split across frames too.
+    ({0x4: 3}, 100, [3] * 35),
+])
+def test_data_frames_are_as_large_as_the_window_and_the_frame_size_allow(
+        server_settings: dict[int, int], size: int, frames: list[int]) -> None:
+    """The request's DATA frames on the wire, sizes and bytes: each as large
+    as the frame size and the flow-control windows allow, END_STREAM on the
+    last only, their payloads the gRPC prefix and the message."""
+    requests = []
+
+    def play(conn: H2Conn) -> None:
+        conn.handshake(server_settings)
+        conn.send_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 20))
+        while True:
+            request = conn.read_request()
+            requests.append(request)
+            conn.answer(request.stream, b"")
+
+    message = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    with H2Server(play) as server:
+        c = channel(server.target)
+        # The first call reads the server's settings and window.
+        assert c.call(LOGS, b"x", 10).code == "OK"
+        assert c.call(LOGS, message, 10).code == "OK"
+    assert server.errors == []
+    data = [f for f in requests[1].frames if f[0] == DATA]
+    assert [len(f[3]) for f in data] == frames
+    assert [f[1] & END_STREAM for f in data] == [0] * (len(frames) - 1) + [END_STREAM]
+    assert b"".join(f[3] for f in data) == struct.pack(">BI", 0, size) + message
+
+
 def test_ping_and_settings_are_acknowledged() -> None:
     acks = []
 

@@ -187,6 +187,33 @@ def _only_indexed(block: bytes) -> bool:
     return True
 
 
+def _data_frames(stream: int, prefix: bytes, body: memoryview, offset: int, end: int, frame_size: int,
+                 last: bool) -> list[bytes | memoryview]:
+    """DATA frames of the bytes offset to end of prefix + body, each as large
+    as frame_size allows (the last one ending the stream if last), as frame
+    headers and views of the body: built by list operations, not a Python
+    step per frame (a request of a few hundred KB is tens of frames)."""
+    pieces: list[bytes | memoryview] = []
+    p = len(prefix)
+    if offset < p:  # the first frame holds (the rest of) the prefix
+        first_end = min(offset + frame_size, end)
+        pieces += [_frame(_DATA, _END_STREAM if last and first_end == end else 0, stream, first_end - offset),
+                   prefix[offset:min(first_end, p)]]
+        if first_end > p:
+            pieces.append(body[:first_end - p])
+        offset = first_end
+    if offset == end:
+        return pieces
+    starts = range(0, end - offset, frame_size)
+    headers = [_frame(_DATA, 0, stream, frame_size)] * len(starts)
+    headers[-1] = _frame(_DATA, _END_STREAM if last else 0, stream, end - offset - starts[-1])
+    view = body[offset - p:end - p]
+    frames: list[bytes | memoryview] = [b""] * (2 * len(starts))
+    frames[0::2] = headers
+    frames[1::2] = [view[start:start + frame_size] for start in starts]
+    return pieces + frames
+
+
 # Header blocks of indexed fields kept decoded, per connection (a server
 # sends a handful: headers and trailers of its answers).
 _INDEXED_BLOCKS_MAX = 16
@@ -418,19 +445,11 @@ class Channel:
                     pieces = []
                 self._read(stream)
                 continue
-            while offset < total and window > 0 and len(pieces) < _IOV_MAX - 3:
-                size = min(window, self._max_frame, total - offset)
-                end = offset + size
-                pieces.append(_frame(_DATA, _END_STREAM if end == total else 0, stream, size))
-                if offset < len(prefix):
-                    pieces.append(prefix[offset:min(end, len(prefix))])
-                    if end > len(prefix):
-                        pieces.append(body[:end - len(prefix)])
-                else:
-                    pieces.append(body[offset - len(prefix):end - len(prefix)])
-                offset, window = end, window - size
-                self._send_window -= size
-                self._stream_window -= size
+            end = min(offset + window, total)
+            pieces += _data_frames(stream, prefix, body, offset, end, self._max_frame, end == total)
+            self._send_window -= end - offset
+            self._stream_window -= end - offset
+            offset = end
             self._send(pieces)
             pieces = []
         if self._closed and offset < total:
