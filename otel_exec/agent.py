@@ -115,12 +115,8 @@ class Agent:
 
     @staticmethod
     def _selection(cfg: Config) -> Selection:
-        cgroup_paths: list[str] = []
-        if cfg.cgroup:
-            from otel_exec.host.cgroups import resolve  # as Config.validate: only --cgroup needs it
-            cgroup_paths = [resolve(spec).path for spec in cfg.cgroup]
         return Selection(cfg.comm, cfg.exclude_comm, cfg.path_prefix, cfg.uid,
-                         procfs.pid_ns() if cfg.container_only else None, cgroup_paths)
+                         procfs.pid_ns() if cfg.container_only else None, [c.path for c in cfg.cgroups()])
 
     def begin_attach(self, loading: KernelProbes | None = None) -> None:
         """Begin loading the programs, or take over the load

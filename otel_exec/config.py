@@ -6,12 +6,15 @@ import argparse
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from otel_exec.errors import UsageError
 from otel_exec.export.otlp import shape
 from otel_exec.model.events import ExecEvent
 from otel_exec.model.layout import ARGS_MAX, FILTER_ENTRIES_MAX, PREFIX_LEN
+
+if TYPE_CHECKING:
+    from otel_exec.host.cgroups import Cgroup
 
 ENV_CAPTURE_MODES = ("none", "redacted", "all")
 FORMATS = ("pretty", "jsonl")
@@ -117,11 +120,27 @@ class Config:
     executable_sha256_max_bytes: int = 256 << 20
     executable_cache_entries: int = 4096
     executable_wait_ms: float = 5.0
+    # --cgroup resolved, by cgroups() (validate's call, in a start).
+    _cgroups: tuple[Cgroup, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def filtered(self) -> bool:
         """Whether a filter chooses which execs are reported."""
         return bool(self.comm or self.exclude_comm or self.path_prefix or self.uid or self.container_only
                     or self.cgroup)
+
+    def cgroups(self) -> tuple[Cgroup, ...]:
+        """The --cgroup values resolved (host.cgroups.resolve), once: validate
+        reports one that does not exist, the kernel's filter takes their ids
+        and the selection of the processes running at start their paths, so
+        all three mean the same cgroups."""
+        if self._cgroups is None:
+            resolved: tuple[Cgroup, ...] = ()
+            if self.cgroup:
+                from otel_exec.host.cgroups import resolve  # only --cgroup needs it
+
+                resolved = tuple(resolve(spec) for spec in self.cgroup)
+            self._cgroups = resolved  # only once every one is resolved: a failure is raised again
+        return self._cgroups
 
     def not_collected(self) -> tuple[str, ...]:
         """The ExecEvent fields --no-field leaves out, in field order."""
@@ -214,11 +233,7 @@ class Config:
         for group in self.no_field:
             if group not in FIELD_GROUPS:
                 raise UsageError(f"--no-field {group!r}: must be one of {', '.join(FIELD_GROUPS)}")
-        if self.cgroup:
-            from otel_exec.host.cgroups import resolve
-
-            for spec in self.cgroup:
-                resolve(spec)  # a cgroup that does not exist fails now, not after attaching
+        self.cgroups()  # a cgroup that does not exist fails now, not after attaching
         if self.user is not None:
             from otel_exec.host.privileges import resolve_user
 

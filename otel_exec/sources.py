@@ -52,6 +52,14 @@ def backend_and_reason(cfg: Config) -> tuple[str, str]:
         f"{toolchain.install_hint()}")
 
 
+def _checked_backend(cfg: Config) -> str:
+    """The backend a start loads: first whether this process may load eBPF
+    at all (the same error whichever backend), then the choice; raises
+    either's error."""
+    privileges.check_can_load_bpf()
+    return choose_backend(cfg)
+
+
 def begin_core_load(cfg: Config) -> probes.KernelProbes | None:
     """The CO-RE programs' load begun as soon as the configuration is known,
     before the rest of the start (its imports, the preflight checks) that
@@ -59,8 +67,7 @@ def begin_core_load(cfg: Config) -> probes.KernelProbes | None:
     not run or cannot load: start_source meets the same condition later,
     where the start reports it, after the earlier checks' own errors."""
     try:
-        privileges.check_can_load_bpf()
-        if choose_backend(cfg) != "core":
+        if _checked_backend(cfg) != "core":
             return None
         return probes.KernelProbes(cfg)
     except OtelExecError:
@@ -74,10 +81,11 @@ def start_source(cfg: Config, identity: HostIdentity,
     and gives the source, loaded and attached, or raises what the load
     raised. The CO-RE programs' load (libbpf's relocations and the verifier's
     work, the largest part of the start-up) goes on on a thread of its own until then, while the
-    caller's thread does the rest of the start; BCC's is done first."""
+    caller's thread does the rest of the start; BCC's is done first. A load
+    begun was begun after the privilege check and the choice of the CO-RE
+    backend: only a start without one makes them here."""
     try:
-        privileges.check_can_load_bpf()
-        if choose_backend(cfg) == "core":
+        if loading is not None or _checked_backend(cfg) == "core":
             from otel_exec.core.source import CoreSource
 
             core = CoreSource(cfg, identity, probes=loading)

@@ -21,7 +21,6 @@ from typing import Callable
 from otel_exec.bcc import layout, toolchain
 from otel_exec.config import Config
 from otel_exec.errors import BccError, BpfError, BpfLoadError
-from otel_exec.host.cgroups import resolve as resolve_cgroup
 from otel_exec.host.tracefs import ensure_tracefs
 from otel_exec.model.layout import CGROUP_DEPTH_MAX
 
@@ -198,8 +197,8 @@ class BccProgram:
         for uid in self.cfg.uid:
             uids[ctypes.c_uint32(uid)] = ctypes.c_uint8(1)
         cgroup_ids = self.bpf["cgroup_filter"]
-        for spec in self.cfg.cgroup:
-            cgroup_ids[ctypes.c_uint64(resolve_cgroup(spec).id)] = ctypes.c_uint8(1)
+        for group in self.cfg.cgroups():
+            cgroup_ids[ctypes.c_uint64(group.id)] = ctypes.c_uint8(1)
 
     def start(self) -> None:
         """Report from now on: the filters and tail calls are in place."""

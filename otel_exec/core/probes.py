@@ -13,7 +13,7 @@ from functools import reduce
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from otel_exec.host import cgroups, privileges, procfs
+from otel_exec.host import privileges, procfs
 
 from otel_exec.model import layout
 from otel_exec.config import Config
@@ -195,8 +195,8 @@ class KernelProbes:
             self.obj.map_update("comm_filter", comm.encode().ljust(layout.COMM_LEN, b"\0"), bytes([bits]))
         for uid, bits in _match_bits((cfg.uid, layout.MATCH_INCLUDE), (cfg.keep_uid, layout.MATCH_KEEP)).items():
             self.obj.map_update("uid_filter", uid.to_bytes(4, "little"), bytes([bits]))
-        for spec in cfg.cgroup:
-            self.obj.map_update("cgroup_filter", cgroups.resolve(spec).id.to_bytes(8, "little"), b"\1")
+        for group in cfg.cgroups():
+            self.obj.map_update("cgroup_filter", group.id.to_bytes(8, "little"), b"\1")
         for prefix, bits in prefix_entries(cfg.path_prefix, cfg.keep_path_prefix).items():
             self.obj.map_update("path_prefixes", layout.PREFIX_KEY.pack(8 * len(prefix), prefix), bytes([bits]))
 

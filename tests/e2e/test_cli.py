@@ -246,6 +246,40 @@ def test_a_failed_check_while_the_load_goes_on(need_kernel: None, monkeypatch: p
     assert set(os.listdir("/proc/self/task")) <= threads
 
 
+@kernel
+def test_start_source_checks_privileges_and_backend_once(need_kernel: None, monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """Without a load begun (Agent.attach alone), start_source reports that
+    this process may not load eBPF before what a backend would need; with
+    one begun (sources.begin_core_load), that load's check and choice of the
+    CO-RE backend stand: the programs begun are the ones attached, nothing
+    asked again decides otherwise."""
+    from otel_exec import sources
+    from otel_exec.bcc import toolchain
+    from otel_exec.config import Config
+    from otel_exec.errors import PrivilegeError
+    from otel_exec.host import privileges
+    from otel_exec.host.identity import HostIdentity
+
+    def no_bcc(*_: object) -> None:
+        raise ImportError("no python module `bcc`")
+
+    identity = HostIdentity.current()
+    loading = sources.begin_core_load(Config())
+    assert loading is not None
+    # From here on: no capability, no kernel BTF, no BCC.
+    monkeypatch.setattr(privileges, "effective_caps", lambda: 0)
+    monkeypatch.setattr(probes, "VMLINUX_BTF", tmp_path / "no-such-btf")
+    monkeypatch.setattr(toolchain, "import_bcc", no_bcc)
+    with pytest.raises(PrivilegeError, match="CAP_BPF and CAP_PERFMON"):
+        sources.start_source(Config(), identity)
+    source = sources.start_source(Config(), identity, loading)()
+    try:
+        assert source.probes is loading and source.ring_bytes == loading.ringbuf_bytes
+    finally:
+        source.close()
+
+
 def test_heap_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     from otel_exec.cli import HeapTrimmer
 

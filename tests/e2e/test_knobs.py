@@ -118,6 +118,35 @@ def test_cgroup_filter_keeps_the_cgroup_and_below(cgroups: tuple[Path, Path], pr
     assert counters["exec_filtered"] >= 3  # two shells and oe-out
 
 
+def test_the_start_takes_the_cgroups_validate_resolved(need_kernel: None) -> None:
+    """--cgroup is resolved once, by Config.validate (a cgroup that does not
+    exist is refused before anything loads): the kernel filter's ids and
+    the selection of the processes running at start are those cgroups, in
+    the hierarchy's form whatever form was given, even when the directory
+    is gone by the time the agent is made."""
+    from otel_exec.agent import Agent
+    from otel_exec.config import Config
+    from otel_exec.errors import UsageError
+    from otel_exec.host.cgroups import cgroup2_root, resolve
+    from otel_exec.host.identity import HostIdentity
+
+    root = cgroup2_root()
+    if root is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    made = Path(root, f"oe-once-{new_mark()[:12]}")
+    made.mkdir()
+    try:
+        cfg = Config(cgroup=[str(made)])  # the directory under the cgroup2 mount
+        cfg.validate()
+        inode = made.stat().st_ino
+    finally:
+        made.rmdir()
+    with pytest.raises(UsageError, match="no such cgroup"):
+        resolve(str(made))
+    assert [(c.path, c.id, c.level) for c in cfg.cgroups()] == [(f"/{made.name}", inode, 1)]
+    assert Agent(cfg, [], HostIdentity.current()).selection.cgroup_dirs == (f"/{made.name}/",)
+
+
 STORM = 400
 
 

@@ -107,18 +107,24 @@ def test_a_read_only_spool_then_writable_again(storm: str, make_collector, tiny_
     (tiny_fs / "spool").mkdir(mode=0o700)
     # Room enough that no write fails for want of space once writable.
     subprocess.run(["mount", "-o", "remount,ro,size=4m", str(tiny_fs)], check=True)
-    run = AgentRun(tmp_path / "run", "--endpoint", collector.grpc_endpoint,
+    # The storm's execs only (a link of its own, selected by --path-prefix):
+    # the rest of the machine's (other tests' storms) would fill the memory
+    # window while the disk is read-only, and the 4 MiB once it is writable.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "true").symlink_to("/bin/true")
+    run = AgentRun(tmp_path / "run", "--endpoint", collector.grpc_endpoint, "--path-prefix", f"{bindir}/",
                    "--spool-dir", str(tiny_fs / "spool"), "--stats-interval", "0.3", env=agent_env())
     try:
         ro = f"ro-{time.time_ns()}"
-        assert run_storm(storm, ro, 200, 200).wait(timeout=60) == 0
+        assert run_storm(storm, ro, 200, 200, str(bindir / "true")).wait(timeout=60) == 0
         assert len(wait_for_execs(collector, ro, 200, timeout=60)) == 200  # sent from memory
         subprocess.run(["mount", "-o", "remount,rw", str(tiny_fs)], check=True)
         time.sleep(1.5)  # writes are tried again every second
         wait_drained(run)
         shown = [l for l in stats_lines(run.err.read_text()) if "logs_spool_write_failed=" in l][-1]
         rw = f"rw-{time.time_ns()}"
-        flood = run_storm(storm, rw, 100, 50)
+        flood = run_storm(storm, rw, 100, 50, str(bindir / "true"))
         # Writing again: segments appear while the storm runs (records go to
         # the collector from memory, and an acknowledged segment is removed
         # soon after, so they are looked for as they come and go).

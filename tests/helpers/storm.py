@@ -33,9 +33,11 @@ def agent_env(**extra: str) -> dict[str, str]:
                 OTEL_BSP_SCHEDULE_DELAY="200", **extra)
 
 
-def run_storm(storm: str, mark: str, total: int, rate: float) -> subprocess.Popen:
+def run_storm(storm: str, mark: str, total: int, rate: float, program: str = "/bin/true") -> subprocess.Popen:
+    """program: /bin/true, or a link to it whose path an agent's
+    --path-prefix selects (its execs then only, not the machine's)."""
     env = {"PATH": "/usr/bin:/bin", "OE_TEST_MARK": mark}
-    return subprocess.Popen([storm, "2", str(total), str(rate), "/bin/true"], env=env, stdout=subprocess.DEVNULL)
+    return subprocess.Popen([storm, "2", str(total), str(rate), program], env=env, stdout=subprocess.DEVNULL)
 
 
 def storm_execs(collector: Collector, mark: str) -> set[tuple[str, int]]:

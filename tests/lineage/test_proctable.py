@@ -161,10 +161,15 @@ def test_observed_at_scale(ident):
     times start-up to the ready file, which includes this work.)"""
     children = [subprocess.Popen(["sleep", "60"]) for _ in range(300 - len(psutil.pids()))]
     try:
+        before = set(psutil.pids())
         agent = _observed_by_agent(ident)
-        running = set(psutil.pids())
-        assert {c.pid for c in children} <= {info.pid for info in agent.table.entries()}
-        assert len(agent.table) >= min(300, len(running)) - 5  # a few may exit meanwhile
+        after = set(psutil.pids())
+        seen = {info.pid for info in agent.table.entries()}
+        assert {c.pid for c in children} <= seen
+        # Every process alive before the read and after it was alive
+        # throughout, so read, but for a pid reused in between: the rest of
+        # the machine's (another test's storm) come and go by the hundred.
+        assert len((before & after) - seen) <= 5
     finally:
         for c in children:
             c.kill()

@@ -12,9 +12,11 @@ import pytest
 
 from otel_exec.errors import UsageError
 from otel_exec.lineage.proctable import ProcessTable
-from otel_exec.lineage.spans import TRUST_ANY, ProcessSpan, SpanLineage, TraceparentTrust
+from otel_exec.lineage.spans import TRUST_ANY, ProcessSpan, SpanLineage, TraceparentTrust, _digest
 from otel_exec.lineage.traceparent import SAMPLED, TraceContextCarrier, parse_traceparent, remote_parent
 from otel_exec.model.events import ExitEvent, Strings, UnreportedExecEvent
+from otel_exec.policy.redact import RedactionPolicy
+from otel_exec.policy.stage import ExecPolicy
 from tests.helpers.events import exec_ev
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -76,6 +78,14 @@ def test_without_an_exec_id_the_ids_hash_pid_and_exec_time() -> None:
     span = w.exec(10, 1, "", ts=777)
     assert span.trace_id == hashlib.blake2b(b"10@777", digest_size=16).digest()
     assert span.span_id == hashlib.blake2b(b"10@777", digest_size=8).digest()
+
+
+def test_an_exec_id_that_is_not_hex_is_hashed_at_every_id_size() -> None:
+    """The derivation (also _lineage_native.digest's reference) for any id
+    size: an id that is not hex, short or long, is hashed to that size."""
+    for odd in ("xyz0" * 8, "@1000", "\u0661" * 32):
+        for size in range(1, 17):
+            assert _digest(odd, 0, size) == hashlib.blake2b(odd.encode(), digest_size=size).digest(), (odd, size)
 
 
 def test_an_all_zero_exec_id_gives_valid_ids() -> None:
@@ -252,6 +262,23 @@ def test_a_custom_trace_context_reader_is_used() -> None:
     w = Lineage(trace_context=carrier.entries)
     span = w.exec(10, 1, EXEC_A, env=[f"TRACEPARENT={TP}", f"MY_TP={TP}", "MY_TS=a=1"])
     assert (span.trace_id, span.parent_span_id, span.trace_state, span.traceparent) == (TRACE, SPAN, "a=1", TP)
+
+
+def test_the_context_kept_on_the_env_block_before_redaction_is_followed() -> None:
+    """The policy stage keeps an env's trace context on its decoded block
+    (events.Strings) before redaction, which may leave no variable
+    (--env-capture none): the span follows the context kept, not what a
+    reader finds in the variables left."""
+    carrier = TraceContextCarrier()
+    policy = ExecPolicy(RedactionPolicy(env_capture="none", trace_context_names=carrier.names), 1, carrier.entries)
+    w = Lineage(trace_context=lambda env: carrier.entries(list(env)))  # the variables themselves, no block
+    ev = exec_ev(10, 1, 5, EXEC_A, ts=1000)
+    ev.env = Strings([f"TRACEPARENT={TP}", "TRACESTATE=k=s", "HOME=/root"])
+    policy.apply(ev)
+    assert ev.env == []
+    span = w.lineage.on_exec(ev)
+    assert span is not None
+    assert (span.trace_id, span.parent_span_id, span.trace_state, span.traceparent) == (TRACE, SPAN, "k=s", TP)
 
 
 # --- TraceparentTrust --------------------------------------------------
