@@ -488,7 +488,10 @@ static Py_ssize_t span_fields;
 static PyObject *span_defaults; /* a tuple */
 
 /* span_class(cls): new_span builds instances of cls. None, or an exception
- * when cls is not a slots class whose __init__'s parameters are its slots. */
+ * when cls is not a slots class whose __init__'s parameters are its slots.
+ * An __init__ decorated with functools.wraps (mutmut's trampolines, which
+ * the mutation score puts around it) has its __wrapped__'s parameters, as
+ * inspect.signature reads them. */
 static PyObject *span_class(PyObject *self, PyObject *cls)
 {
     (void)self;
@@ -497,6 +500,18 @@ static PyObject *span_class(PyObject *self, PyObject *cls)
         return NULL;
     }
     PyObject *init = PyObject_GetAttrString(cls, "__init__");
+    PyObject *wrapped;
+    /* Bounded: a cycle of __wrapped__ would never end. */
+    for (int depth = 0; init != NULL && depth < 16 && (wrapped = PyObject_GetAttrString(init, "__wrapped__")) != NULL;
+         depth++)
+        Py_SETREF(init, wrapped);
+    if (init != NULL && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_DECREF(init);
+            return NULL;
+        }
+        PyErr_Clear();
+    }
     PyObject *code = init != NULL && PyFunction_Check(init) ? PyFunction_GET_CODE(init) : NULL;
     PyObject *defaults = code != NULL ? PyFunction_GET_DEFAULTS(init) : NULL;
     PyCodeObject *c = (PyCodeObject *)code;

@@ -12,6 +12,7 @@ build_ext --inplace`).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from collections import OrderedDict
 from typing import Callable
@@ -253,6 +254,32 @@ def test_span_class_refuses_a_class_its_init_does_not_describe() -> None:
             continue
         raise AssertionError(f"span_class({cls!r}) did not raise")
     assert type(NATIVE.new_span(None, b"", b"", b"", "", "", "", 0)) is ProcessSpan  # still ProcessSpan
+
+
+def test_span_class_reads_a_decorated_init_as_inspect_does() -> None:
+    """A functools.wraps decorator around __init__ (mutmut's trampolines,
+    when the mutation score runs these tests) takes any arguments: span_class
+    reads the parameters of the __init__ it wraps, which new_span fills."""
+    def decorated(init: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(init)
+        def wrapper(*args: object, **kwargs: object) -> None:
+            init(*args, **kwargs)
+        return wrapper
+
+    class Decorated:
+        __slots__ = ("a", "b")
+
+        @decorated
+        def __init__(self, a: int, b: str = "b") -> None:
+            self.a = a
+            self.b = b
+
+    try:
+        NATIVE.span_class(Decorated)
+        made = NATIVE.new_span(1)
+        assert type(made) is Decorated and (made.a, made.b) == (1, "b")
+    finally:
+        NATIVE.span_class(ProcessSpan)
 
 
 def test_a_table_class_that_keeps_its_attributes_elsewhere() -> None:
