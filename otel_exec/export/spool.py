@@ -74,10 +74,15 @@ SENT_SEGMENT_BYTES = 1024 * 1024
 _IOV_MAX = 1024  # Linux's limit on buffers per writev()
 # Read beyond the estimated size of a batch read back, for records larger than the average.
 _READ_SLACK = 64 * 1024
-# Appended records kept in memory for the export thread: a few batches' worth.
-# More waits only while the collector lags, and is read back from the files
-# then: a larger window let such a lag lift peak RSS (BENCHMARKS.md).
-RECENT_BYTES = 2 * 1024 * 1024
+# Appended records kept in memory for the export thread. During a storm up to
+# two batches wait (the thread leaves the part of a batch that is not full
+# and is woken once a full batch more came), plus what comes while it wakes:
+# two default batches (batch.DEFAULT_MAX_EXPORT_BATCH_SIZE) of a storm's
+# records with room to spare; else part of each is read back from the
+# files, which costs the export thread more than the request. More waits
+# only while the collector lags, and is read back then: a larger window let
+# such a lag lift peak RSS (BENCHMARKS.md).
+RECENT_BYTES = 4 * 1024 * 1024
 # Records the disk would not take, per signal, kept until sent.
 HELD_BYTES = 8 * 1024 * 1024
 _DISK_RETRY_S = 1.0

@@ -196,10 +196,12 @@ def test_the_default_batch_is_twice_the_specifications_and_the_variables_win(mon
     assert BatchSettings.from_env("OTEL_BLRP", 1000).max_export_batch_size == 300
 
 
-def test_a_default_batch_of_storm_sized_records_is_sent_from_memory(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A full batch of records the size of a storm's (about 1.1 KB, with
-    room to spare) fits the spool's in-memory window: sent as one request,
+def test_two_default_batches_of_storm_sized_records_are_sent_from_memory(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """During a storm up to two batches wait: the part of one that is not
+    full, left for more, and the full batch whose drain wakes the thread.
+    Two of records the size of a storm's (about 1.1 KB, with room to
+    spare) fit the spool's in-memory window: sent as two full requests,
     nothing read back from the segment files."""
     monkeypatch.delenv("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", raising=False)
     monkeypatch.delenv("OTEL_BLRP_MAX_QUEUE_SIZE", raising=False)
@@ -215,17 +217,17 @@ def test_a_default_batch_of_storm_sized_records_is_sent_from_memory(tmp_path: Pa
         return real_pread(fd, n, offset)
 
     monkeypatch.setattr(os, "pread", pread)
-    sent = sized_records(DEFAULT_MAX_EXPORT_BATCH_SIZE, 1500)
+    sent = sized_records(2 * DEFAULT_MAX_EXPORT_BATCH_SIZE, 1500)
+    for rec in sent:
+        exporter.add(rec)
+    exporter.flush()  # full batches: due at once
     exporter.start()
     try:
-        for rec in sent:
-            exporter.add(rec)
-        exporter.flush()  # a full batch: due at once
         _wait(lambda: exporter.exported == len(sent))
     finally:
         exporter.begin_shutdown(5.0)
         exporter.join()
-    assert [len(encode.request_records(r)) for r in transport.requests] == [len(sent)]
+    assert [len(encode.request_records(r)) for r in transport.requests] == [DEFAULT_MAX_EXPORT_BATCH_SIZE] * 2
     assert transport.records() == sent
     assert reads == [], "the batch was read back from the segment files"
     spool.close()

@@ -45,9 +45,9 @@ def _env_int(name: str, default: int) -> int:
 # the specification's 512. Most of a request's cost in the export thread is
 # fixed (waking, the spool's read and acknowledgement, the gRPC exchange),
 # so a larger batch costs less per record at every exec rate (BENCHMARKS.md).
-# Bounded by what fits: 1,024 records of the usual size stay within the
-# spool's in-memory window (spool.RECENT_BYTES), so a full batch is not read
-# back from the segment files; MAX_REQUEST_BYTES bounds large records.
+# Bounded by what fits: two batches of a storm's records stay within the
+# spool's in-memory window (spool.RECENT_BYTES), so they are not read back
+# from the segment files; MAX_REQUEST_BYTES bounds large records.
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 1024
 
 
