@@ -45,6 +45,19 @@ class RecordingTransport:
         return [r for q in self.requests for r in encode.request_records(q)]
 
 
+def counted_preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the os.pread calls from now on: reads of the segment files."""
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        reads.append(n)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    return reads
+
+
 def _wait(condition: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
@@ -58,14 +71,7 @@ def test_the_segment_files_are_not_read_while_the_collector_keeps_up(tmp_path: P
     transport = RecordingTransport()
     exporter = BatchExporter("logs", transport, encode.encoded_resource({}), BatchSettings(60.0, 2048, 16),
                              SpoolQueue(spool.signal("logs")))
-    reads: list[int] = []
-    real_pread = os.pread
-
-    def pread(fd: int, n: int, offset: int) -> bytes:
-        reads.append(n)
-        return real_pread(fd, n, offset)
-
-    monkeypatch.setattr(os, "pread", pread)
+    reads = counted_preads(monkeypatch)
     sent = records(400)
     exporter.start()
     try:
@@ -207,16 +213,9 @@ def test_two_default_batches_of_storm_sized_records_are_sent_from_memory(tmp_pat
     monkeypatch.delenv("OTEL_BLRP_MAX_QUEUE_SIZE", raising=False)
     spool = Spool(str(tmp_path / "spool"), 1 << 30)
     transport = RecordingTransport()
-    exporter = BatchExporter("logs", transport, encode.encoded_resource({}), BatchSettings.from_env("OTEL_BLRP", 60_000),
-                             SpoolQueue(spool.signal("logs")))
-    reads: list[int] = []
-    real_pread = os.pread
-
-    def pread(fd: int, n: int, offset: int) -> bytes:
-        reads.append(n)
-        return real_pread(fd, n, offset)
-
-    monkeypatch.setattr(os, "pread", pread)
+    exporter = BatchExporter("logs", transport, encode.encoded_resource({}),
+                             BatchSettings.from_env("OTEL_BLRP", 60_000), SpoolQueue(spool.signal("logs")))
+    reads = counted_preads(monkeypatch)
     sent = sized_records(2 * DEFAULT_MAX_EXPORT_BATCH_SIZE, 1500)
     for rec in sent:
         exporter.add(rec)
