@@ -19,6 +19,13 @@
  *                                its OrderedDict, the same ProcessInfo
  *                                built, the same on_drop calls.
  *
+ *   lineage_on_exit(lineage, ev)
+ *                                SpanLineage.on_exit (spans.py: _on_exit),
+ *                                bound to the lineage as its method: the
+ *                                table's on_exit, the process's open span
+ *                                popped, ended by "exit" and handed to
+ *                                each of its on_end.
+ *
  *   span_class(cls), new_span(*args)
  *                                spans.ProcessSpan(*args) (the reference:
  *                                the class itself), its slots filled as

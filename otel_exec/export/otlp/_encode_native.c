@@ -136,7 +136,7 @@ static Py_ssize_t slot_of(PyTypeObject *type, PyObject *name)
 }
 
 /* attr's every case but a filled slot the table knows, out of line: the
- * hit, tens of times per exec, then saves no register. */
+ * hit, read for most attributes of every record, then saves no register. */
 static __attribute__((noinline)) PyObject *attr_slow(PyObject *obj, PyObject *name)
 {
 	Py_ssize_t offset = slot_of(Py_TYPE(obj), name);
