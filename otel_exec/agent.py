@@ -101,6 +101,9 @@ class Agent:
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.policy.redaction.scan,
                                    carrier.entries)
+        # Bound once: _lineage_native's on_exit, looked up on the lineage,
+        # makes a bound method per call, and an exit is most records.
+        self._lineage_on_exit = self.lineage.on_exit
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0
@@ -239,7 +242,7 @@ class Agent:
         # events of exactly these types), cheaper than isinstance's misses.
         if type(ev) is ExitEvent:
             self.exits_seen += 1
-            self.lineage.on_exit(ev)
+            self._lineage_on_exit(ev)
         elif isinstance(ev, ExecEvent):
             self.policy.apply(ev)
             if ev.observed:
