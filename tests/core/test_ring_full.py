@@ -20,7 +20,7 @@ from otel_exec.model import layout
 from otel_exec.model.events import ExecEvent
 from tests.helpers.exec_builds import both_builds, draining
 from tests.helpers.progs import Progs
-from tests.helpers.proc_truth import IDENTITY
+from tests.helpers.proc_truth import IDENTITY, whole_prefix
 
 pytestmark = pytest.mark.kernel
 
@@ -46,17 +46,6 @@ def spawn(argv: list[str], env: dict[str, str]) -> int:
 
 def room(rings: list[RingBuffer], size: int) -> int:
     return min(size - ring.available_bytes() for ring in rings)
-
-
-def kept_when_cut(argv: list[str], limit: int) -> list[str]:
-    """The elements of argv that lie whole in the first `limit` bytes of its block."""
-    kept, used = [], 0
-    for arg in argv:
-        used += len(arg.encode()) + 1
-        if used > limit:
-            break
-        kept.append(arg)
-    return kept
 
 
 def test_an_exec_the_full_ring_has_no_room_for_arrives_cut(monkeypatch: pytest.MonkeyPatch, progs: Progs,
@@ -106,7 +95,7 @@ def test_an_exec_the_full_ring_has_no_room_for_arrives_cut(monkeypatch: pytest.M
             assert ev.env == [] and ev.env_truncated, build
         whole, cut = big
         assert whole.argv == big_argv and not whole.argv_truncated, build
-        assert cut.argv == kept_when_cut(big_argv, layout.ARGV_RING_FULL_MAX) and cut.argv_truncated, build
+        assert cut.argv == whole_prefix(big_argv, layout.ARGV_RING_FULL_MAX) and cut.argv_truncated, build
         assert len(cut.argv) > 2, build
         assert counted["cut_ring_full"] == 2, build
         assert counted["lost_exec_ringbuf_full"] == 0, build
