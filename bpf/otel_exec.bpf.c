@@ -1010,34 +1010,15 @@ static __always_inline struct task_struct *image_parent(struct task_struct *p)
 	return p;
 }
 
-/* Bytes a record of size bytes takes in the ring: its 8-byte header
- * first, rounded up to 8. */
-#define RING_BYTES(size) (((__u64)(size) + 8 + 7) & ~7ULL)
-
-/* The flags that submit a record of size bytes; reserved: it is counted in
- * the ring's producer position already (bpf_ringbuf_reserve), else it is
- * about to be (bpf_ringbuf_output). */
-static __always_inline __u64 wakeup_flags(__u32 size, bool reserved)
+static __always_inline __u64 wakeup_flags(void)
 {
 	/* The bytes bpf_ringbuf_query(BPF_RB_AVAIL_DATA) counts, by plain
 	 * loads from the ring the map holds: no helper call. */
 	struct bpf_ringbuf *rb = ((struct bpf_ringbuf_map *)&events)->rb;
-	__u64 queued = rb->producer_pos - rb->consumer_pos;
-	__u64 before = reserved ? queued - RING_BYTES(size) : queued;
-	__u64 after = reserved ? queued : queued + RING_BYTES(size);
 
 	/* Batch wake-ups: the reader polls on a short timer and is woken
-	 * early only once enough data waits. Once per wakeup_bytes queued, as
-	 * the record that crosses a multiple of it: a wake-up is an irq_work,
-	 * a self-interrupt (an exit to the hypervisor on a virtual machine)
-	 * costing more than the rest of the program, and a reader that lags
-	 * behind a storm would get one per record, none of which helps it
-	 * while it is draining. A crossing two CPUs miss between them (each
-	 * counts without the other's record) is made up for at the next
-	 * multiple, or by the reader's timer. */
-	if (!cfg.wakeup_bytes)
-		return BPF_RB_FORCE_WAKEUP;
-	return after / cfg.wakeup_bytes != before / cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	 * early only once enough data waits. */
+	return rb->producer_pos - rb->consumer_pos >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 /* The OE_MATCH_* bits of t's comm (after the exec). */
@@ -1113,7 +1094,7 @@ static __always_inline void unreported(struct task_struct *t)
 	r->start_boottime_ns = t->start_boottime;
 	r->pid = t->tgid;
 	r->_pad = 0;
-	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r), true));
+	bpf_ringbuf_submit(r, wakeup_flags());
 }
 
 SEC("tp_btf/sched_prepare_exec")
@@ -1173,7 +1154,7 @@ static __always_inline long output_exec(struct exec_scratch *s, __u32 off)
 {
 	off &= OE_DATA_SIZE - 1;
 	s->rec.hdr.size = sizeof(s->rec) + off;
-	return bpf_ringbuf_output(&events, &s->rec, sizeof(s->rec) + off, wakeup_flags(sizeof(s->rec) + off, false));
+	return bpf_ringbuf_output(&events, &s->rec, sizeof(s->rec) + off, wakeup_flags());
 }
 
 /* The record did not fit in what the reader has left of the ring (it is
@@ -1461,7 +1442,7 @@ int BPF_PROG(handle_exit, struct task_struct *t)
 	COPY_WORDS(r.comm, t->comm, OE_COMM_LEN / 8);
 	/* Built on the stack and copied out by one helper call, not two
 	 * (reserve and submit). */
-	if (bpf_ringbuf_output(&events, &r, sizeof(r), wakeup_flags(sizeof(r), false)))
+	if (bpf_ringbuf_output(&events, &r, sizeof(r), wakeup_flags()))
 		count(OE_CNT_LOST_EXIT_RINGBUF_FULL);
 	return 0;
 }
