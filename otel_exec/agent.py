@@ -41,9 +41,7 @@ HOUSEKEEPING_S = 0.5
 # A sink's send due before the next drain would go without the records the
 # ring holds by then: the reader drains this long before it instead, so the
 # request carries them (at low exec rates one request per schedule delay,
-# not one per drain). Room for the drain and the flush to come first. The
-# flush then is what wakes the sender (OtlpSink's lead_s): its thread is not
-# woken earlier just to learn the time.
+# not one per drain). Room for the drain and the flush to come first.
 DRAIN_BEFORE_DUE_S = 0.02
 
 
@@ -63,8 +61,7 @@ class Sink(Protocol):
     # A span lineage ended (exit, re-exec, eviction, agent stop).
     def on_span_end(self, span: ProcessSpan) -> None: ...
     def flush(self) -> None: ...
-    # time.monotonic() of its next send of what was flushed (inf: none due);
-    # the loop flushes again once it is DRAIN_BEFORE_DUE_S away.
+    # time.monotonic() of its next send of what was flushed (inf: none due).
     def due(self) -> float: ...
     def close(self, timeout_s: float) -> None: ...
     def stats(self) -> dict[str, int]: ...
@@ -275,14 +272,8 @@ class Agent:
         while not self.stopping.is_set():
             now = time.monotonic()
             timeout = self.cfg.poll_interval
-            drain_by = self._drain_by(now)
-            if drain_by <= 0:
-                # The drain before a send (this wake-up's) is done: the flush
-                # wakes its sender, which then no longer counts in due().
-                for sink in self.sinks:
-                    sink.flush()
-                drain_by = self._drain_by(now)
             # A send due passed (taken by now, or its thread held up) is no reason to wake early.
+            drain_by = min((sink.due() for sink in self.sinks), default=math.inf) - DRAIN_BEFORE_DUE_S - now
             if 0 < drain_by < timeout:
                 timeout = drain_by
             if deadline is not None:
@@ -303,10 +294,6 @@ class Agent:
         # and the counters read later describe exactly that.
         source.detach()
         self._drain(source, until_stopped=False)
-
-    def _drain_by(self, now: float) -> float:
-        """Seconds until the drain before the sinks' earliest due send."""
-        return min((sink.due() for sink in self.sinks), default=math.inf) - DRAIN_BEFORE_DUE_S - now
 
     def _housekeep_if_due(self) -> bool:
         """The clock-driven chores (HOUSEKEEPING_S), the sinks' flush first,

@@ -246,7 +246,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
     loading = begin_core_load(cfg)
     taken = False
     try:
-        from otel_exec.agent import DRAIN_BEFORE_DUE_S, Agent, Sink, install_signal_handlers
+        from otel_exec.agent import Agent, Sink, install_signal_handlers
         from otel_exec.check import preflight
         from otel_exec.host.identity import HostIdentity
         from otel_exec.export.otlp.shape import RecordLimits
@@ -293,7 +293,7 @@ def run(cfg: Config, stderr: TextIO) -> int:
             spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, agent.user,
                           allow_group_read=cfg.spool_allow_group_read, full_action=cfg.spool_full_action,
                           boot_id=identity.boot_id) if cfg.spool_dir else None
-            sinks.append(OtlpSink(opts, identity, spool, limits, lead_s=DRAIN_BEFORE_DUE_S))
+            sinks.append(OtlpSink(opts, identity, spool, limits))
         if "console" in exporters["logs"]:
             # Imported only for a console: its modules (json) would stay resident for nothing.
             from otel_exec.export.console import ConsoleSink, colour_wanted, open_output

@@ -206,24 +206,3 @@ def test_the_reader_drains_just_before_a_send_due_before_its_next_drain(due_in_s
         assert 0 < timeout <= due_in_s - agent_mod.DRAIN_BEFORE_DUE_S
     else:
         assert timeout == poll_s
-
-
-@pytest.mark.parametrize("due_in_s", [-1.0, agent_mod.DRAIN_BEFORE_DUE_S / 2, 3.0])
-def test_a_send_due_within_the_drain_lead_is_flushed_before_the_next_wait(due_in_s: float) -> None:
-    """The drain just before a send is its sender's cue (OtlpSink's lead_s:
-    the flush then wakes the sender, not the flush that set the time): a
-    sink whose send is due within agent.DRAIN_BEFORE_DUE_S, or passed, is
-    flushed before the loop waits, whether or not the drain read anything;
-    one due later is not."""
-    sink = DueIn(due_in_s)
-    agent = Agent(Config(poll_interval=10.0), [sink], HostIdentity.current())  # type: ignore[list-item]
-    flushes_before_wait: list[int] = []
-
-    class Counted(Waits):
-        def wait(self, timeout_s: float) -> None:
-            flushes_before_wait.append(len(sink.flushed_at))
-            super().wait(timeout_s)
-
-    agent.source = Counted(agent)  # type: ignore[assignment]
-    agent.run()
-    assert flushes_before_wait == [1 if due_in_s <= agent_mod.DRAIN_BEFORE_DUE_S else 0]

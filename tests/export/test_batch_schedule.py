@@ -124,13 +124,12 @@ class TimedTransport:
 class Run:
     """An exporter on the fake time, its transport, and the records' event times."""
 
-    def __init__(self, queue: RecordQueue, send_s: float = 0.0, lead_s: float | None = None) -> None:
+    def __init__(self, queue: RecordQueue, send_s: float = 0.0) -> None:
         self.sim = Sim()
         self.transport = TimedTransport(self.sim, send_s)
         self.exporter = BatchExporter(
             "logs", self.transport, encode.encoded_resource({}), BatchSettings(DELAY_S, 2048, BATCH), queue,
-            record_age_s=lambda rec: self.sim.now - (encode.log_time_ns(rec) or 0) / 1e9, clock=lambda: self.sim.now,
-            lead_s=lead_s)
+            record_age_s=lambda rec: self.sim.now - (encode.log_time_ns(rec) or 0) / 1e9, clock=lambda: self.sim.now)
         self.exporter._wake = FakeWake(self.sim, self.exporter)  # type: ignore[assignment]
         self.events: list[float] = []
 
@@ -258,44 +257,6 @@ def test_a_reader_that_drains_just_before_the_due_time_fills_one_request_per_del
         assert len(requests) <= 10 / DELAY_S + 2
     else:
         assert len(requests) >= 10 / poll_s - 1
-
-
-@pytest.mark.parametrize("lead_s", [None, 0.02])
-def test_with_a_lead_the_thread_wakes_once_per_request(queue: RecordQueue, lead_s: float | None) -> None:
-    """The agent's loop: a host that execs every 50 ms for 10 s, a reader
-    that drains every half delay and just before each due time (less the
-    lead), and flushes then even when nothing came. Without lead_s the
-    thread is woken at each new due time to learn it, then again to send:
-    two wake-ups per request. With it, only to send, up to the lead early:
-    one. Either way every record's request starts within the delay of its
-    event."""
-    run = Run(queue, send_s=0.005, lead_s=lead_s)
-    poll_s, margin_s, start = DELAY_S / 2, 0.02, run.sim.now
-    last = start
-
-    def drain() -> None:
-        nonlocal last
-        now = run.sim.now
-        for event in (start + i * 0.05 for i in range(200)):
-            if last < event <= now:
-                run.events.append(event)
-                run.exporter.add(encode.gap_record(0, round(event * 1e9), 0.0))
-        last = now
-        run.exporter.flush()
-        if now < start + 10 + 2 * DELAY_S:
-            drain_by = run.exporter.due() - margin_s
-            run.sim.at(drain_by if now < drain_by < now + poll_s else now + poll_s, drain)
-
-    run.sim.at(start + poll_s, drain)
-    requests = run.run()
-    assert len(requests) <= 10 / DELAY_S + 2
-    for r in requests:
-        assert r.started <= min(r.events) + DELAY_S + EPSILON_S, r
-    woken = len(run.sim.waits) - 1  # the last wait is the untimed one at the end
-    if lead_s is None:
-        assert woken >= 2 * len(requests) - 1, run.sim.waits
-    else:
-        assert woken <= len(requests) + 1, run.sim.waits
 
 
 def test_a_full_batch_goes_at_once_and_the_rest_within_the_delay(queue: RecordQueue) -> None:

@@ -250,23 +250,11 @@ class BatchExporter:
 
     record_age_s: how long ago a queued record's event happened, in
     seconds, or None if the record does not say. clock: monotonic seconds
-    (tests pass a fake one).
-
-    lead_s: None, flush() wakes the sleeping thread whenever it sets an
-    earlier due time, for the thread to wait until then: two wake-ups per
-    request when the due time is set ahead (the one to learn it, the one to
-    send). A number: the caller calls flush() again, records or not, by
-    due() less lead_s at the latest (the agent's reader loop drains then
-    anyway, agent.DRAIN_BEFORE_DUE_S); flush() then wakes the thread only
-    once the due time is that close, and the thread sends what is due
-    within lead_s at once, up to lead_s early: one wake-up per request.
-    Each wake-up of an idle thread costs far more than its few lines (the
-    caches it finds cold, the context switches), above all at low exec
-    rates where nothing else shares it."""
+    (tests pass a fake one)."""
 
     def __init__(self, signal: str, transport: Transport, resource: bytes, settings: BatchSettings,
                  queue: RecordQueue, record_age_s: Callable[[bytes], float | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, lead_s: float | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.signal = signal
         self.transport = transport
         self.resource = resource
@@ -286,11 +274,6 @@ class BatchExporter:
         # Written by the reader (flush), and by the export thread only to
         # clear it (inf) when it starts sending.
         self._due = math.inf  # clock(): when the thread sends everything pending; inf: nothing is due
-        self._due_untold = False  # a due time set that the thread was not woken for yet (reader thread)
-        # flush() wakes the thread for a due time at most this far ahead; the
-        # thread sends what is due at most this far ahead (lead_s).
-        self._tell_within_s = math.inf if lead_s is None else lead_s
-        self._early_s = 0.0 if lead_s is None else lead_s
         # clock(): when a partial batch left queued is due (written by the
         # export thread only; flush() reads it: the thread wakes by then).
         self._rest_due = math.inf
@@ -329,44 +312,31 @@ class BatchExporter:
 
     def flush(self) -> None:
         """End of a drain: make the records durable; set when the sender is
-        due (the class's doc) and wake it to take the new time, or (lead_s)
-        once that time is near."""
+        due (the class's doc) and wake it to take the new time."""
         first = self.queue.first_added()
         added = self.queue.flush()
-        if added:
-            self._flushed += added
-            now = self._clock()
-            if self._flushed - self._taken >= self.settings.max_export_batch_size:
-                due = now
-            elif self._due == math.inf:
-                due = now + self._wait_s(self._age_s(first))
-            else:
-                due = math.inf
-            if due < self._due:
-                self._due = due
-                self._due_untold = True
-        elif self._due_untold:
-            now = self._clock()
+        if not added:
+            return
+        self._flushed += added
+        now = self._clock()
+        if self._flushed - self._taken >= self.settings.max_export_batch_size:
+            due = now
+        elif self._due == math.inf:
+            due = now + self._wait_s(self._age_s(first))
         else:
             return
-        # A thread already asleep until a partial batch is due wakes by
-        # then anyway, and takes the new time after that: a wake-up
-        # (a context switch and the loop) is spared.
-        if self._due_untold and self._due < self._rest_due and self._due <= now + self._tell_within_s:
-            self._due_untold = False
-            self._wake.set()
+        if due < self._due:
+            self._due = due
+            # A thread already asleep until a partial batch is due wakes by
+            # then anyway, and takes the new time after that: a wake-up
+            # (a context switch and the loop) is spared.
+            if due < self._rest_due:
+                self._wake.set()
 
     def due(self) -> float:
         """clock(): when the thread next sends what was flushed (the due
-        time, or a partial batch's left queued); inf: nothing is due. With
-        lead_s, what the caller still has to flush for: not a due time the
-        thread was woken for, nor a partial batch's passed (the thread is
-        sending it, or about to), which would hide the next one."""
-        if self._tell_within_s == math.inf:
-            return min(self._due, self._rest_due)
-        rest_due = self._rest_due
-        return min(self._due if self._due_untold else math.inf,
-                   rest_due if rest_due > self._clock() else math.inf)
+        time, or a partial batch's left queued); inf: nothing is due."""
+        return min(self._due, self._rest_due)
 
     def _age_s(self, record: bytes | None) -> float | None:
         return self._record_age_s(record) if record is not None and self._record_age_s is not None else None
@@ -389,7 +359,7 @@ class BatchExporter:
             # A backoff: only a stop cuts it short, not a full batch or a due time.
             due = min(self._due, self._rest_due)
             wake_at = self._retry_at or due
-            if wake_at > now + self._early_s:
+            if wake_at > now:
                 self._wake.wait(None if wake_at == math.inf else wake_at - now)
                 self._wake.clear()
                 continue
@@ -432,7 +402,7 @@ class BatchExporter:
                     continue
                 if len(batch.records) < self.settings.max_export_batch_size and self.queue.took_all(batch):
                     wait_s = self._partial_wait_s(bytes(batch.records[0]))
-                    if wait_s > self._early_s:
+                    if wait_s > 0:
                         self.queue.untake(batch)
                         self._rest_due = self._clock() + wait_s
                         # What stays counts towards the next full batch.
@@ -451,8 +421,7 @@ class BatchExporter:
             self._held = None
             self.queue.done(held.batch)
             if due != math.inf:  # the first batch holds the oldest records
-                # Sent early (lead_s): no lag to take from the next wait.
-                lag = max(0.0, min(self._clock() - due, self.settings.schedule_delay_s))
+                lag = min(self._clock() - due, self.settings.schedule_delay_s)
                 self._lag_s, due = max(lag, self._lag_s / 2), math.inf
         return False
 

@@ -37,10 +37,7 @@ class OtlpSink:
     spool unless it is off."""
 
     def __init__(self, opts: OtlpOptions, identity: HostIdentity, spool: Spool | None,
-                 limits: RecordLimits = RecordLimits(), lead_s: float | None = None) -> None:
-        """lead_s: the exporters' (BatchExporter): the agent's loop flushes
-        again by due() less this long, so their threads are woken once per
-        send, not also to learn each due time."""
+                 limits: RecordLimits = RecordLimits()) -> None:
         self.span_set = encode.span_set(opts.span_attributes, opts.span_env)
         self.exit_records = opts.exit_records
         self.limits = limits
@@ -52,7 +49,7 @@ class OtlpSink:
             settings = BatchSettings.from_env(prefix, delay_ms)
             queue = SpoolQueue(spool.signal(signal)) if spool else MemoryQueue(settings.max_queue_size)
             return BatchExporter(signal, make_transport(signal, opts), resource, settings, queue,
-                                 _age_on(identity, event_ns), lead_s=lead_s)
+                                 _age_on(identity, event_ns))
 
         # A signal turned off (OTEL_<SIGNAL>_EXPORTER=none) has no exporter
         # and costs no encoding.
