@@ -108,10 +108,6 @@ class AgentProcess:
         self.ready_at = time.monotonic()
         return self.ready_at - t0
 
-    @property
-    def pid(self) -> int:
-        return self._running().pid
-
     def cpu_ticks(self) -> int:
         return cpu_ticks(self._running().pid)
 
@@ -255,7 +251,7 @@ def traced_run(
     agent.start()
     # Let the start-up work (seeded spans, first export) finish first.
     time.sleep(_SETTLE)
-    busy_after_start_s = wait_idle(agent)
+    busy_after_start_s = _wait_idle(agent)
     rss: list[int] = []
     rotel.poll()  # processor time so far (start-up records) is not the storm's
     # Read once at each end (`ss` is an exec too: the agent reports it).
@@ -266,7 +262,7 @@ def traced_run(
     rss.append(agent.status_kb("VmRSS"))
     storm_end = time.monotonic()
     if count:
-        done = wait_for_collector(rotel, agent, total)
+        done = _wait_for_collector(rotel, agent, total)
     else:
         time.sleep(_UNCOUNTED_DRAIN)
         done = _sample(rotel, agent)
@@ -275,7 +271,7 @@ def traced_run(
     hwm_kb = agent.status_kb("VmHWM")
     counters = agent.stop()
     if count:  # whatever the agent flushed while stopping still counts as recorded
-        wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
+        _wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
     rotel.stop()
     return TracedRun(
         label=label,
@@ -313,7 +309,7 @@ def _sample(rotel: Rotel, agent: AgentProcess | None) -> _Sample:
                    time.monotonic())
 
 
-def wait_idle(agent: AgentProcess) -> float | None:
+def _wait_idle(agent: AgentProcess) -> float | None:
     """Wait until the agent is idle: seconds since it was ready (None: still
     busy after _IDLE_TIMEOUT s)."""
     deadline = time.monotonic() + _IDLE_TIMEOUT
@@ -327,7 +323,7 @@ def wait_idle(agent: AgentProcess) -> float | None:
     return None
 
 
-def wait_for_collector(rotel: Rotel, agent: AgentProcess | None, total: int, idle: float = _IDLE) -> _Sample:
+def _wait_for_collector(rotel: Rotel, agent: AgentProcess | None, total: int, idle: float = _IDLE) -> _Sample:
     """Poll until the collector has total storm records or none came for idle s:
     the costs and time when the last record came in."""
     last = rotel.poll().storm

@@ -22,7 +22,6 @@ from otel_exec.bcc.program import BccProgram
 from otel_exec.config import Config
 from otel_exec.host import privileges
 from otel_exec.host.identity import HostIdentity
-from otel_exec.host.wakeup import RingWait, SignalWakeup
 from otel_exec.model import counters
 from otel_exec.model.events import Event, ExecEvent
 
@@ -61,21 +60,14 @@ class BccSource:
                                    self.program.pid_ns.st_ino)
             self.program.start()
             self.lineage.seed()
-            # BCC's own poll (libbpf's ring_buffer__poll) waits on an epoll
-            # set whose events name its rings by index, which no other fd
-            # may join: this wait, on the ring's fd and the stop signals'
-            # (wake_on), comes instead, and drain() consumes what it found.
-            self._wait = RingWait(self.program.open_ring(self._on_record))
+            self.program.open_ring(self._on_record)
         except BaseException:
             self.program.close()
             raise
 
-    def wake_on(self, wakeup: SignalWakeup) -> None:
-        self._wait.wake_on(wakeup)
-
     def wait(self, timeout_s: float) -> None:
         if not self._queue:
-            self._wait.wait(timeout_s)
+            self.program.poll(max(int(timeout_s * 1000), 1))
 
     def drain(self, handle: Callable[[Event], None], max_records: int | None = None) -> int:
         self.program.consume()
@@ -99,7 +91,6 @@ class BccSource:
         return out
 
     def close(self) -> None:
-        self._wait.close()
         self.program.close()
 
     def _check_lost_exits(self) -> None:
