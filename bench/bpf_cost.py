@@ -2,6 +2,7 @@
 """Kernel cost per exec of each BPF program (CO-RE backend): run as root.
 
     python3 bench/bpf_cost.py [--execs N] [--rounds R] [--no-field GROUPS] [--object FILE] [--against FILE]
+                              [--reader-lag SECONDS]
 
 Loads and attaches the programs with the agent's loader (core/probes.py,
 default settings unless --no-field), drains the ring in a thread with a
@@ -28,6 +29,11 @@ and dentries for both (its figures come out higher by up to a fifth): the
 order flips every storm, and the ratio (the sum of the programs' costs over
 the sum of FILE's) is taken per pair of storms, one in each order, as the
 geometric mean of the two storms' ratios. --rounds is then made even.
+
+--reader-lag S drains the ring every S seconds instead of as soon as it holds
+data: the ring then holds more than the programs' wakeup_bytes for part of the
+storm, as the agent's ring does when its reader falls behind a storm, and
+what the programs do to wake a reader is in their cost.
 """
 from __future__ import annotations
 
@@ -79,19 +85,22 @@ def enable_stats() -> int:
     return fd
 
 
-def drain_until(ring: RingBuffer, stop: threading.Event) -> None:
+def drain_until(ring: RingBuffer, stop: threading.Event, lag: float) -> None:
     def discard(_: memoryview) -> None:
         pass
 
     while not stop.is_set():
-        ring.wait(0.01)
+        if lag:
+            stop.wait(lag)
+        else:
+            ring.wait(0.01)
         ring.drain(discard)
 
 
 class Loaded:
     """One object's programs, loaded and attached, and a reader draining its ring."""
 
-    def __init__(self, obj: Path, cfg: Config) -> None:
+    def __init__(self, obj: Path, cfg: Config, lag: float) -> None:
         held = program_ids()
         # The loader takes its object from the package; another one replaces it here only.
         probes.object_path = lambda: obj
@@ -100,7 +109,7 @@ class Loaded:
         self.ids = program_ids() - held
         self.ring = RingBuffer(self.kp.ringbuf_fd, self.kp.ringbuf_bytes)
         self._stop = threading.Event()
-        self._reader = threading.Thread(target=drain_until, args=(self.ring, self._stop), daemon=True)
+        self._reader = threading.Thread(target=drain_until, args=(self.ring, self._stop, lag), daemon=True)
         self._reader.start()
 
     def stats(self) -> dict[str, tuple[int, int]]:
@@ -141,6 +150,8 @@ def main() -> None:
     parser.add_argument("--object", type=Path, default=probes.object_path(),
                         help="the BPF object to load (default: the package's)")
     parser.add_argument("--against", type=Path, help="another object, attached with it to the same storms")
+    parser.add_argument("--reader-lag", type=float, default=0.0, metavar="SECONDS",
+                        help="drain every SECONDS, woken or not, as a reader behind a storm does (default: at once)")
     args = parser.parse_args()
     objects = [args.object] + ([args.against] if args.against else [])
     if args.against:
@@ -148,7 +159,8 @@ def main() -> None:
     cfg = Config(no_field=[g for g in args.no_field.split(",") if g])
     load = os.getloadavg()
     print(f"load at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.rounds} storms of {args.execs} execs, "
-          f"{WORKERS} workers; objects {', '.join(map(str, objects))}; --no-field {args.no_field or '(none)'}")
+          f"{WORKERS} workers; objects {', '.join(map(str, objects))}; --no-field {args.no_field or '(none)'}; "
+          f"reader lag {args.reader_lag} s")
     children = Children()
     per_round: list[dict[str, list[float]]] = [{} for _ in objects]
     ratios: list[float] = []
@@ -171,9 +183,9 @@ def main() -> None:
                 if not loaded or len(objects) > 1:
                     unload()
                     if round_ % 2:
-                        loaded.extend(reversed([Loaded(obj, cfg) for obj in reversed(objects)]))
+                        loaded.extend(reversed([Loaded(obj, cfg, args.reader_lag) for obj in reversed(objects)]))
                     else:
-                        loaded.extend(Loaded(obj, cfg) for obj in objects)
+                        loaded.extend(Loaded(obj, cfg, args.reader_lag) for obj in objects)
                 before = [one.stats() for one in loaded]
                 result = storm.run(args.execs, 0, "bpf-cost")
                 costs = [per_run(b, one.stats()) for b, one in zip(before, loaded)]

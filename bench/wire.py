@@ -46,12 +46,12 @@ from lib.procs import ticks_to_us  # noqa: E402
 from lib.report import table  # noqa: E402
 from lib.session import REPO, WORKERS, Session, agent_python, machine, publish, say, section_head  # noqa: E402
 from lib.storm import MARKER_VAR, Storm  # noqa: E402
+from otel_exec.export.otlp.batch import DEFAULT_MAX_EXPORT_BATCH_SIZE as BATCH  # noqa: E402
 from testkit.environment import variable  # noqa: E402
 from testkit.fake_collector import FakeCollector, attributes  # noqa: E402
 
 EXEC_EVENT = "otel_exec.process.exec"
 EXIT_EVENT = "otel_exec.process.exit"
-BATCH = 512  # OTEL_BLRP/BSP_MAX_EXPORT_BATCH_SIZE's default
 GZIP_LEVEL = 6
 # Without a new storm record for this long, the agent has sent everything
 # (the span batch delay is 5 s by default).

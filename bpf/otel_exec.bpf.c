@@ -1148,6 +1148,46 @@ static __always_inline bool take_prev_comm(__u32 tid, char *prev_comm)
 	return true;
 }
 
+/* The exec record in s, off bytes of strings after it, into the ring: 0 if
+ * it went out. */
+static __always_inline long output_exec(struct exec_scratch *s, __u32 off)
+{
+	off &= OE_DATA_SIZE - 1;
+	s->rec.hdr.size = sizeof(s->rec) + off;
+	return bpf_ringbuf_output(&events, &s->rec, sizeof(s->rec) + off, wakeup_flags());
+}
+
+/* The record did not fit in what the reader has left of the ring (it is
+ * behind): rather than lose the exec, out it goes without its environment,
+ * else with its argv cut to OE_ARGV_RING_FULL_MAX bytes too, each flagged
+ * truncated, every other field kept. argv and env are the last strings,
+ * in that order: cutting them is shortening the record. Only on this
+ * failure path: an exec that fits pays nothing. */
+static __always_inline void output_cut(struct exec_scratch *s, __u32 off)
+{
+	__u32 env = s->rec.str_len[OE_STR_ENV], argv = s->rec.str_len[OE_STR_ARGV];
+
+	if (env) {
+		off -= env;
+		s->rec.str_len[OE_STR_ENV] = 0;
+		s->rec.flags |= OE_F_ENV_TRUNCATED;
+		if (!output_exec(s, off)) {
+			count(OE_CNT_CUT_RING_FULL);
+			return;
+		}
+	}
+	if (argv > OE_ARGV_RING_FULL_MAX) {
+		off -= argv - OE_ARGV_RING_FULL_MAX;
+		s->rec.str_len[OE_STR_ARGV] = OE_ARGV_RING_FULL_MAX;
+		s->rec.flags |= OE_F_ARGV_TRUNCATED;
+		if (!output_exec(s, off)) {
+			count(OE_CNT_CUT_RING_FULL);
+			return;
+		}
+	}
+	count(OE_CNT_LOST_EXEC_RINGBUF_FULL);
+}
+
 /* The record of an exec; direct: built with FETCH's plain loads. */
 static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm,
 				       const bool direct)
@@ -1167,7 +1207,6 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 	__u64 ns;
 	__u32 comm = 0, uid = 0, prefix = 0, pid_ns, nr, len;
 	bool cut = false, exe_walked = false, sampled = false;
-	long err;
 
 	if (t->tgid == cfg.self_tgid || parent->tgid == cfg.self_tgid)
 		return 0;
@@ -1357,11 +1396,8 @@ static __always_inline int exec_record(struct task_struct *t, pid_t old_pid, str
 		off += s->rec.str_len[OE_STR_ENV];
 	}
 
-	off &= OE_DATA_SIZE - 1;
-	s->rec.hdr.size = sizeof(s->rec) + off;
-	err = bpf_ringbuf_output(&events, &s->rec, sizeof(s->rec) + off, wakeup_flags());
-	if (err)
-		count(OE_CNT_LOST_EXEC_RINGBUF_FULL);
+	if (output_exec(s, off))
+		output_cut(s, off);
 	return 0;
 }
 

@@ -25,6 +25,10 @@
 #define OE_PATH_DEPTH_MAX 64      /* components walked per path */
 #define OE_CGROUP_DEPTH_MAX 16    /* cgroup hierarchy levels walked */
 #define OE_NAME_MAX 256           /* one dentry / kernfs name incl. NUL */
+/* argv bytes an exec record keeps when the ring had no room for it whole
+ * (OE_CNT_CUT_RING_FULL): that record is then about an ordinary exec's size,
+ * so it fits wherever ordinary records still do. */
+#define OE_ARGV_RING_FULL_MAX 1024
 /* Exec data area: strings are written at offsets masked into the first half,
  * so a write of at most OE_ARGS_MAX bytes provably stays inside. */
 #define OE_DATA_HALF (512 * 1024)
@@ -85,7 +89,7 @@ enum oe_counter {
 	OE_CNT_EXEC_SEEN = 0,
 	OE_CNT_EXEC_FILTERED,
 	OE_CNT_EXEC_SAMPLED_OUT,         /* passed the filters, dropped by --sample-rate */
-	OE_CNT_LOST_EXEC_RINGBUF_FULL,   /* record could not be output */
+	OE_CNT_LOST_EXEC_RINGBUF_FULL,   /* record could not be output, not even cut */
 	OE_CNT_LOST_EXIT_RINGBUF_FULL,
 	OE_CNT_LOST_EXEC_NO_SCRATCH,     /* per-CPU scratch lookup failed */
 	OE_CNT_LOST_UNREPORTED_RINGBUF_FULL, /* an oe_unreported_exec could not be output */
@@ -94,6 +98,7 @@ enum oe_counter {
 	OE_CNT_CUT_PATH,                 /* a path deeper/longer than the walk bound */
 	OE_CNT_CUT_STRING,               /* cmdpath or interp longer than OE_STR_MAX */
 	OE_CNT_READ_ERROR,               /* argv/env could not be read from the new mm */
+	OE_CNT_CUT_RING_FULL,            /* output only without env, or argv cut too: the ring was full */
 	OE_CNT_COUNT,
 };
 

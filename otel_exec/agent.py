@@ -16,6 +16,7 @@ from otel_exec.errors import UsageError
 from otel_exec.model.events import Event, ExecEvent, ExitEvent, UnreportedExecEvent
 from otel_exec.host.identity import HostIdentity
 from otel_exec.host.procevents import observed_execs
+from otel_exec.host.wakeup import SignalWakeup
 from otel_exec.lineage.proctable import ProcessTable
 from otel_exec.policy.redact import RedactionPolicy
 from otel_exec.policy.selection import Selection
@@ -69,7 +70,10 @@ class Sink(Protocol):
 class EventSource(Protocol):
     """Where events come from: the CO-RE programs (source_core) or BCC."""
 
+    # Until the ring has records, timeout_s passes, or a signal came
+    # (wake_on: the stop signals' wake-up fd ends it).
     def wait(self, timeout_s: float) -> None: ...
+    def wake_on(self, wakeup: SignalWakeup) -> None: ...
     # Hands up to max_records (None: all) queued events to handle; returns how many.
     def drain(self, handle: Callable[[Event], None], max_records: int | None = None) -> int: ...
     def detach(self) -> None: ...
@@ -97,10 +101,15 @@ class Agent:
         self.table = ProcessTable(max_entries=cfg.process_table_size)
         self.lineage = SpanLineage(self.table, TraceparentTrust.parse(cfg.trust_traceparent), self.policy.redaction.scan,
                                    carrier.entries)
+        # Bound once: _lineage_native's on_exit, looked up on the lineage,
+        # makes a bound method per call, and an exit is most records.
+        self._lineage_on_exit = self.lineage.on_exit
         self.stopping = threading.Event()
         self.exported = 0
         self.exits_seen = 0
         self.source: EventSource | None = None
+        # The stop signals' wake-up fd (install_signal_handlers), which ends the source's wait.
+        self.wakeup: SignalWakeup | None = None
         self._attached: Callable[[], EventSource] | None = None  # begin_attach's, until attach()
         self.ready: ReadyFile | None = None
         # Resolved before attaching: an unknown user is a usage error that
@@ -132,6 +141,8 @@ class Agent:
         attached = self._attached or start_source(self.cfg, self.identity)
         self._attached = None
         self.source = attached()
+        if self.wakeup is not None:
+            self.source.wake_on(self.wakeup)
 
     def start(self, also_start: Iterable[Callable[[], None]] = ()) -> None:
         """Handle the processes already running, drop privileges while the
@@ -231,7 +242,7 @@ class Agent:
         # events of exactly these types), cheaper than isinstance's misses.
         if type(ev) is ExitEvent:
             self.exits_seen += 1
-            self.lineage.on_exit(ev)
+            self._lineage_on_exit(ev)
         elif isinstance(ev, ExecEvent):
             self.policy.apply(ev)
             if ev.observed:
@@ -348,11 +359,20 @@ class Agent:
     def close(self) -> None:
         if self.source:
             self.source.close()
+        if self.wakeup is not None:
+            self.wakeup.close()
+            self.wakeup = None
         if self.ready is not None:
             self.ready.close()
             self.ready = None
 
 
 def install_signal_handlers(agent: Agent) -> None:
+    """SIGINT and SIGTERM stop the agent: the handler sets `stopping`, and
+    the signals' wake-up fd ends the source's wait at once, so the loop sees
+    it without waiting out --poll-interval. Before the source is attached
+    (Agent.attach gives it the fd) and the privileges dropped; in the main
+    thread."""
+    agent.wakeup = SignalWakeup()
     signal.signal(signal.SIGINT, agent.stop)
     signal.signal(signal.SIGTERM, agent.stop)

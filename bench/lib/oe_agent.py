@@ -108,6 +108,10 @@ class AgentProcess:
         self.ready_at = time.monotonic()
         return self.ready_at - t0
 
+    @property
+    def pid(self) -> int:
+        return self._running().pid
+
     def cpu_ticks(self) -> int:
         return cpu_ticks(self._running().pid)
 
@@ -251,7 +255,7 @@ def traced_run(
     agent.start()
     # Let the start-up work (seeded spans, first export) finish first.
     time.sleep(_SETTLE)
-    busy_after_start_s = _wait_idle(agent)
+    busy_after_start_s = wait_idle(agent)
     rss: list[int] = []
     rotel.poll()  # processor time so far (start-up records) is not the storm's
     # Read once at each end (`ss` is an exec too: the agent reports it).
@@ -262,7 +266,7 @@ def traced_run(
     rss.append(agent.status_kb("VmRSS"))
     storm_end = time.monotonic()
     if count:
-        done = _wait_for_collector(rotel, agent, total)
+        done = wait_for_collector(rotel, agent, total)
     else:
         time.sleep(_UNCOUNTED_DRAIN)
         done = _sample(rotel, agent)
@@ -271,7 +275,7 @@ def traced_run(
     hwm_kb = agent.status_kb("VmHWM")
     counters = agent.stop()
     if count:  # whatever the agent flushed while stopping still counts as recorded
-        _wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
+        wait_for_collector(rotel, None, total, idle=_FLUSH_IDLE)
     rotel.stop()
     return TracedRun(
         label=label,
@@ -309,7 +313,7 @@ def _sample(rotel: Rotel, agent: AgentProcess | None) -> _Sample:
                    time.monotonic())
 
 
-def _wait_idle(agent: AgentProcess) -> float | None:
+def wait_idle(agent: AgentProcess) -> float | None:
     """Wait until the agent is idle: seconds since it was ready (None: still
     busy after _IDLE_TIMEOUT s)."""
     deadline = time.monotonic() + _IDLE_TIMEOUT
@@ -323,7 +327,7 @@ def _wait_idle(agent: AgentProcess) -> float | None:
     return None
 
 
-def _wait_for_collector(rotel: Rotel, agent: AgentProcess | None, total: int, idle: float = _IDLE) -> _Sample:
+def wait_for_collector(rotel: Rotel, agent: AgentProcess | None, total: int, idle: float = _IDLE) -> _Sample:
     """Poll until the collector has total storm records or none came for idle s:
     the costs and time when the last record came in."""
     last = rotel.poll().storm

@@ -204,11 +204,12 @@ class BccProgram:
         """Report from now on: the filters and tail calls are in place."""
         self.bpf["control"][ctypes.c_int(0)] = ctypes.c_uint64(1)
 
-    def open_ring(self, on_record: Callable[[object, int, int], int]) -> None:
-        self.bpf["events"].open_ring_buffer(on_record)
-
-    def poll(self, timeout_ms: int) -> None:
-        self.bpf.ring_buffer_poll(timeout_ms)
+    def open_ring(self, on_record: Callable[[object, int, int], int]) -> int:
+        """consume() hands the ring's records to on_record; returns the
+        ring's map fd, readable while it holds records (for a wait of one's own)."""
+        events = self.bpf["events"]
+        events.open_ring_buffer(on_record)
+        return int(events.map_fd)
 
     def consume(self) -> None:
         self.bpf.ring_buffer_consume()

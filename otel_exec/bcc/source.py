@@ -22,6 +22,7 @@ from otel_exec.bcc.program import BccProgram
 from otel_exec.config import Config
 from otel_exec.host import privileges
 from otel_exec.host.identity import HostIdentity
+from otel_exec.host.wakeup import RingWait, SignalWakeup
 from otel_exec.model import counters
 from otel_exec.model.events import Event, ExecEvent
 
@@ -60,14 +61,21 @@ class BccSource:
                                    self.program.pid_ns.st_ino)
             self.program.start()
             self.lineage.seed()
-            self.program.open_ring(self._on_record)
+            # BCC's own poll (libbpf's ring_buffer__poll) waits on an epoll
+            # set whose events name its rings by index, which no other fd
+            # may join: this wait, on the ring's fd and the stop signals'
+            # (wake_on), comes instead, and drain() consumes what it found.
+            self._wait = RingWait(self.program.open_ring(self._on_record))
         except BaseException:
             self.program.close()
             raise
 
+    def wake_on(self, wakeup: SignalWakeup) -> None:
+        self._wait.wake_on(wakeup)
+
     def wait(self, timeout_s: float) -> None:
         if not self._queue:
-            self.program.poll(max(int(timeout_s * 1000), 1))
+            self._wait.wait(timeout_s)
 
     def drain(self, handle: Callable[[Event], None], max_records: int | None = None) -> int:
         self.program.consume()
@@ -91,6 +99,7 @@ class BccSource:
         return out
 
     def close(self) -> None:
+        self._wait.close()
         self.program.close()
 
     def _check_lost_exits(self) -> None:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import mmap
 import os
-import select
 from collections.abc import Callable
 from typing import Any
 
 from otel_exec.core.libbpf import Closing
 from otel_exec.errors import BpfError
+from otel_exec.host.wakeup import RingWait, SignalWakeup
 from otel_exec.native import native_module
 
 _BUSY = 1 << 31  # reserved, not yet submitted or discarded
@@ -63,8 +63,7 @@ class RingBuffer(Closing):
             self._cons_map = mmap.mmap(fd, page, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
             self._prod_map = mmap.mmap(fd, page + size, access=mmap.ACCESS_READ, offset=page)
-            self._epoll = select.epoll()
-            self._epoll.register(fd, select.EPOLLIN)
+            self._wait = RingWait(fd)
         except OSError as exc:
             if fd >= 0:
                 os.close(fd)
@@ -148,26 +147,32 @@ class RingBuffer(Closing):
             # Producers may have added records while this batch was handled.
             cons = pos
 
+    def wake_on(self, wakeup: SignalWakeup) -> None:
+        """A signal ends wait() too (the agent's stop)."""
+        self._wait.wake_on(wakeup)
+
     def wait(self, timeout_s: float) -> bool:
-        """Block until the ring has data or ``timeout_s`` passes; True if it has data.
+        """Block until the ring has data, a signal came (wake_on), or
+        ``timeout_s`` passes; True if it has data.
 
         Level-triggered: returns at once while unconsumed data is queued.
         """
-        return bool(self._epoll.poll(timeout_s))
+        return self._wait.wait(timeout_s)
 
     def available_bytes(self) -> int:
         """Bytes between consumer and producer, headers and records still being written included."""
         return self._prod_pos[0] - self._cons_pos[0]
 
     def fileno(self) -> int:
-        """The epoll fd: readable when the ring has data, for an outer selector."""
-        return self._epoll.fileno()
+        """The epoll fd, for an outer selector: readable when the ring has
+        data, or a signal came (wake_on)."""
+        return self._wait.fileno()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._epoll.close()
+        self._wait.close()
         for view in (self._cons_pos, self._prod_pos, self._hdr, self._data):
             view.release()
         self._cons_map.close()

@@ -9,6 +9,7 @@ from otel_exec.config import Config
 from otel_exec.core.decode import DecodeError, Decoder
 from otel_exec.model.events import Event
 from otel_exec.host.identity import HostIdentity
+from otel_exec.host.wakeup import SignalWakeup
 from otel_exec.core.probes import KernelProbes
 from otel_exec.core.ringbuf import RingBuffer
 
@@ -35,6 +36,9 @@ class CoreSource:
         except BaseException:
             self.probes.close()
             raise
+
+    def wake_on(self, wakeup: SignalWakeup) -> None:
+        self.ring.wake_on(wakeup)
 
     def wait(self, timeout_s: float) -> None:
         self.ring.wait(timeout_s)

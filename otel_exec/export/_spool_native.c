@@ -1,18 +1,29 @@
 /* otel_exec.export._spool_native: the spool's segment write in C.
  *
  * The pure-Python code is the reference (otel_exec/export/spool.py,
- * SignalSpool._write_records) and this module writes the same bytes:
+ * _write_framed and _split_framed) and this module gives the same results:
  *
  *   write_framed(fd, records)  each record (bytes) behind its length
  *                              prefix (4 bytes, little-endian: spool.frame),
  *                              in writev() calls of at most IOV_MAX
  *                              buffers, a short write completed.
  *
+ *   split_framed(view, n)      the records framed so at the start of
+ *                              view (a memoryview of a segment read back),
+ *                              as views of it: at most n, up to the first
+ *                              one not whole or not a record
+ *                              (spool.valid_record); spool._split_framed.
+ *
  * The prefixes live in one C array: no Python object per record, where the
  * reference makes a bytes object per prefix and os.writev() takes a buffer
  * reference per part. The GIL is released while writev() runs, as os.writev()
  * releases it; the caller's list and its bytes objects stay unchanged
  * meanwhile (the reader thread owns both).
+ *
+ * split_framed runs in the export thread for every batch read back from the
+ * files (after a lag or a restart): the reference's Python steps per record
+ * (the length, the record's tag and varint checked) are C steps here; only
+ * the views are Python objects.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -109,16 +120,84 @@ static PyObject *write_framed(PyObject *module, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
+/* Whether the n bytes at p are a record as the agent frames them: a field 2
+ * (LEN) tag, then a varint of the length of the rest (spool.valid_record). */
+static int valid_record(const unsigned char *p, uint64_t n)
+{
+    if (n < 2 || p[0] != 0x12)
+        return 0;
+    uint64_t value = 0;
+    int over = 0; /* bits at or past 2^32: no record's length */
+    uint64_t last = n < 11 ? n : 11;
+    for (uint64_t i = 1, shift = 0; i < last; i++, shift += 7) {
+        uint64_t bits = p[i] & 0x7F;
+        if (shift >= 32) {
+            if (bits)
+                over = 1;
+        } else {
+            value |= bits << shift;
+        }
+        if (!(p[i] & 0x80))
+            return !over && value == n - i - 1;
+    }
+    return 0;
+}
+
+/* split_framed(view: memoryview, max_records: int) -> list[memoryview] */
+static PyObject *split_framed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "split_framed(view, max_records) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *view = args[0];
+    if (!PyMemoryView_Check(view)) {
+        PyErr_SetString(PyExc_TypeError, "split_framed: view must be a memoryview");
+        return NULL;
+    }
+    Py_ssize_t max_records = PyLong_AsSsize_t(args[1]);
+    if (max_records == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(view, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *records = PyList_New(0);
+    if (records == NULL)
+        goto done;
+    const unsigned char *data = buf.buf;
+    uint64_t size = (uint64_t)buf.len, p = 0;
+    while (p + 4 <= size && PyList_GET_SIZE(records) < max_records) {
+        uint64_t n = (uint64_t)data[p] | (uint64_t)data[p + 1] << 8 | (uint64_t)data[p + 2] << 16
+                     | (uint64_t)data[p + 3] << 24;
+        if (p + 4 + n > size || !valid_record(data + p + 4, n))
+            break;
+        PyObject *rec = PySequence_GetSlice(view, (Py_ssize_t)(p + 4), (Py_ssize_t)(p + 4 + n));
+        if (rec == NULL || PyList_Append(records, rec) < 0) {
+            Py_XDECREF(rec);
+            Py_CLEAR(records);
+            goto done;
+        }
+        Py_DECREF(rec);
+        p += 4 + n;
+    }
+done:
+    PyBuffer_Release(&buf);
+    return records;
+}
+
 static PyMethodDef module_methods[] = {
     {"write_framed", (PyCFunction)(void (*)(void))write_framed, METH_FASTCALL,
      "write_framed(fd, records): each record behind its 4-byte little-endian length, in writev() calls of at "
      "most IOV_MAX buffers, a short write completed (SignalSpool._write_records' reference)."},
+    {"split_framed", (PyCFunction)(void (*)(void))split_framed, METH_FASTCALL,
+     "split_framed(view, max_records): the records framed at the start of the memoryview, as views of it, up to "
+     "max_records and the first one not whole or not a record (its reference: spool._split_framed)."},
     {NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "otel_exec.export._spool_native",
-    "The spool's segment write in C; see otel_exec/export/spool.py.", -1, module_methods,
+    "The spool's segment write and read-back split in C; see otel_exec/export/spool.py.", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__spool_native(void)

@@ -74,10 +74,15 @@ SENT_SEGMENT_BYTES = 1024 * 1024
 _IOV_MAX = 1024  # Linux's limit on buffers per writev()
 # Read beyond the estimated size of a batch read back, for records larger than the average.
 _READ_SLACK = 64 * 1024
-# Appended records kept in memory for the export thread: a few batches' worth.
-# More waits only while the collector lags, and is read back from the files
-# then: a larger window let such a lag lift peak RSS (BENCHMARKS.md).
-RECENT_BYTES = 2 * 1024 * 1024
+# Appended records kept in memory for the export thread. During a storm up to
+# two batches wait (the thread leaves the part of a batch that is not full
+# and is woken once a full batch more came), plus what comes while it wakes:
+# two default batches (batch.DEFAULT_MAX_EXPORT_BATCH_SIZE) of a storm's
+# records with room to spare; else part of each is read back from the
+# files, which costs the export thread more than the request. More waits
+# only while the collector lags, and is read back then: a larger window let
+# such a lag lift peak RSS (BENCHMARKS.md).
+RECENT_BYTES = 4 * 1024 * 1024
 # Records the disk would not take, per signal, kept until sent.
 HELD_BYTES = 8 * 1024 * 1024
 _DISK_RETRY_S = 1.0
@@ -174,6 +179,27 @@ def valid_record(data: bytes | memoryview, start: int, n: int) -> bool:
         if not b & 0x80:
             return value == start + n - i - 1
     return False
+
+
+def _split_framed(view: memoryview, max_records: int) -> list[bytes | memoryview]:
+    """The records framed (frame()) at the start of view, as views of it:
+    at most max_records, up to the first one not whole or not a record
+    (valid_record). The reference of _spool_native.split_framed."""
+    records: list[bytes | memoryview] = []
+    p = 0
+    while p + 4 <= len(view) and len(records) < max_records:
+        n = _LEN.unpack_from(view, p)[0]
+        if p + 4 + n > len(view) or not valid_record(view, p + 4, n):
+            break
+        records.append(view[p + 4:p + 4 + n])
+        p += 4 + n
+    return records
+
+
+# _spool_native's split_framed (a C step per record, the views the only
+# Python objects) when it is built and native_wanted(), else the reference.
+split_framed: Callable[[memoryview, int], list[bytes | memoryview]] = (
+    _SPOOL_NATIVE.split_framed if _SPOOL_NATIVE is not None else _split_framed)
 
 
 def _next_record(data: bytes, start: int) -> int | None:
@@ -765,21 +791,12 @@ class SignalSpool:
                     self._lose_segment(seg, f"cannot be read ({e.strerror})")
                     return Batch([], self._cursor)
             return None
-        records: list[bytes | memoryview] = []
-        p = 0
         # Views into the one buffer read: the request is the records' only
-        # copy (export_request joins them).
-        view = memoryview(data)
-        # data holds at most max_bytes (or the one larger first record):
-        # what it holds whole fits the batch.
-        while p + 4 <= len(data) and len(records) < max_records:
-            n = _LEN.unpack_from(data, p)[0]
-            if p + 4 + n > len(data) or not valid_record(data, p + 4, n):
-                break
-            records.append(view[p + 4:p + 4 + n])
-            p += 4 + n
+        # copy (export_request joins them). data holds at most max_bytes (or
+        # the one larger first record): what it holds whole fits the batch.
+        records = split_framed(memoryview(data), max_records)
         if records:
-            return Batch(records, Position(seg, offset + p))
+            return Batch(records, Position(seg, offset + _LEN.size * len(records) + sum(map(len, records))))
         # Nothing readable at the cursor: a record cut short, or corrupt.
         whole = data if len(data) == size - offset else self._pread_all(fd, offset, size)
         resume = _next_record(whole, 0)

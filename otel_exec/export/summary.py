@@ -43,6 +43,8 @@ _MEANINGS = {
     "cut_env": "execs whose environment was cut at --env-max-bytes",
     "cut_path": "paths cut at the kernel's bound",
     "cut_string": "strings cut at the kernel's bound",
+    "cut_ring_full": "execs sent without their environment, or argv cut too: the ring was full (the reader was "
+                     "behind)",
     "malformed_traceparent": "TRACEPARENT values that did not parse",
     "untrusted_traceparent": "TRACEPARENT values --trust-traceparent did not follow",
 }

@@ -29,7 +29,7 @@ import threading
 from collections import OrderedDict
 
 from otel_exec.host import exefile, procfs
-from otel_exec.model.events import ExecEvent
+from otel_exec.model.events import ExecEvent, SharedExec
 from otel_exec.model.executable import (BUSY, BY_PATH, CHANGED, GONE, MEMFD, NO_PATH, PENDING, UNREADABLE,
                                         ExecutableIdentity)
 
@@ -80,6 +80,13 @@ class ExecutableIdentities:
         # Executables by the kernel's (dev, inode, ctime); scripts, which the
         # kernel does not identify, by fstat's (dev, inode, ctime, size).
         self._cache: OrderedDict[tuple[int, ...], Slot] = OrderedDict()
+        # Computed identities by the decoder's SharedExec of the execs that
+        # found them (not a script's, and with every identifying field): the
+        # execs of one command share that object, and their file with it,
+        # so a storm's exec finds its identity without a key to build and
+        # hash. Bounded as the cache, and only for a SharedExec the decoder
+        # keeps (`repeats`).
+        self._by_shared: dict[SharedExec, ExecutableIdentity] = {}
         self._queue: queue.Queue[tuple[int, Slot, bool] | None] = queue.Queue(QUEUE_MAX)
         self._thread: threading.Thread | None = None
         self.computed = 0
@@ -104,7 +111,15 @@ class ExecutableIdentities:
     def on_exec(self, ev: ExecEvent) -> Slot | None:
         """Set ev.executable_identity (and ev.script_identity for a `#!`
         script); the slot whose value is still to come, else None."""
-        if ev.interp != ev.cmdpath and ev.cmdpath:
+        shared = ev.shared
+        if shared is not None and not ev.unavailable:
+            known = self._by_shared.get(shared)
+            if known is not None:
+                self.cache_hits += 1
+                ev.executable_identity = known
+                return None
+        script = ev.interp != ev.cmdpath and ev.cmdpath
+        if script:
             if ev.unavailable and "interp" in ev.unavailable:
                 ev.unavailable += ("script_identity",)  # whether it was a script is not known
             else:
@@ -127,7 +142,15 @@ class ExecutableIdentities:
         else:
             ev.executable_identity = result
             slot = None
+            if shared is not None and shared.repeats and not script and not ev.unavailable:
+                self._remember(shared, result)
         return slot
+
+    def _remember(self, shared: SharedExec, result: ExecutableIdentity) -> None:
+        by_shared = self._by_shared
+        by_shared[shared] = result
+        if len(by_shared) > self.cache_entries:
+            del by_shared[next(iter(by_shared))]
 
     def _store(self, key: tuple[int, ...], slot: Slot) -> None:
         cache = self._cache

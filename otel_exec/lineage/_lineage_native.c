@@ -19,6 +19,13 @@
  *                                its OrderedDict, the same ProcessInfo
  *                                built, the same on_drop calls.
  *
+ *   lineage_on_exit(lineage, ev)
+ *                                SpanLineage.on_exit (spans.py: _on_exit),
+ *                                bound to the lineage as its method: the
+ *                                table's on_exit, the process's open span
+ *                                popped, ended by "exit" and handed to
+ *                                each of its on_end.
+ *
  *   span_class(cls), new_span(*args)
  *                                spans.ProcessSpan(*args) (the reference:
  *                                the class itself), its slots filled as
@@ -63,6 +70,9 @@ static int hex_value(Py_UCS4 c)
     return -1;
 }
 
+/* hex_value of each byte, 0xff for none (filled at import). */
+static unsigned char hex_digit[256];
+
 /* The leading 2*size characters of text as hex, into out: 1 if they are all
  * hex digits (bytes.fromhex of them gives size bytes exactly; whitespace it
  * skips would give fewer), else 0. */
@@ -70,6 +80,17 @@ static int leading_hex(PyObject *text, Py_ssize_t size, unsigned char *out)
 {
     if (PyUnicode_GET_LENGTH(text) < 2 * size)
         return 0;
+    if (PyUnicode_IS_COMPACT_ASCII(text)) {
+        /* An exec id's usual form: its bytes read directly. */
+        const unsigned char *a = PyUnicode_1BYTE_DATA(text);
+        for (Py_ssize_t i = 0; i < size; i++) {
+            unsigned char hi = hex_digit[a[2 * i]], lo = hex_digit[a[2 * i + 1]];
+            if ((hi | lo) == 0xff)
+                return 0;
+            out[i] = (unsigned char)(hi << 4 | lo);
+        }
+        return 1;
+    }
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     for (Py_ssize_t i = 0; i < size; i++) {
@@ -124,7 +145,7 @@ static PyObject *digest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *exec_id = args[0], *salt = args[1];
     unsigned char id[ID_MAX];
-    int salted = PyObject_IsTrue(salt);
+    int salted = PyLong_CheckExact(salt) ? Py_SIZE(salt) != 0 : PyObject_IsTrue(salt);
     if (salted < 0)
         return NULL;
     if (salted) {
@@ -165,7 +186,8 @@ typedef struct {
 } Layout;
 static Layout exec_event, exit_event, process_info;
 
-static PyObject *s_procs, *s_on_drop, *s_max_entries, *s_evicted, *s_move_to_end, *s_popitem;
+static PyObject *s_procs, *s_on_drop, *s_max_entries, *s_evicted, *s_move_to_end, *s_popitem, *s_table_on_exit,
+    *s_open, *s_on_end, *s_pop, *s_end_ns, *s_ended_by, *s_exit;
 
 /* obj.<field>, a new reference, or NULL with an exception set. */
 static PyObject *get(PyObject *obj, const Layout *layout, int field)
@@ -486,9 +508,13 @@ static PyTypeObject *span_type;
 static Py_ssize_t span_offset[SPAN_FIELDS_MAX];
 static Py_ssize_t span_fields;
 static PyObject *span_defaults; /* a tuple */
+static Py_ssize_t span_end_ns, span_ended_by; /* the offsets of its end_ns and ended_by slots (-1: none) */
 
 /* span_class(cls): new_span builds instances of cls. None, or an exception
- * when cls is not a slots class whose __init__'s parameters are its slots. */
+ * when cls is not a slots class whose __init__'s parameters are its slots.
+ * An __init__ decorated with functools.wraps (mutmut's trampolines, which
+ * the mutation score puts around it) has its __wrapped__'s parameters, as
+ * inspect.signature reads them. */
 static PyObject *span_class(PyObject *self, PyObject *cls)
 {
     (void)self;
@@ -497,6 +523,18 @@ static PyObject *span_class(PyObject *self, PyObject *cls)
         return NULL;
     }
     PyObject *init = PyObject_GetAttrString(cls, "__init__");
+    PyObject *wrapped;
+    /* Bounded: a cycle of __wrapped__ would never end. */
+    for (int depth = 0; init != NULL && depth < 16 && (wrapped = PyObject_GetAttrString(init, "__wrapped__")) != NULL;
+         depth++)
+        Py_SETREF(init, wrapped);
+    if (init != NULL && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_DECREF(init);
+            return NULL;
+        }
+        PyErr_Clear();
+    }
     PyObject *code = init != NULL && PyFunction_Check(init) ? PyFunction_GET_CODE(init) : NULL;
     PyObject *defaults = code != NULL ? PyFunction_GET_DEFAULTS(init) : NULL;
     PyCodeObject *c = (PyCodeObject *)code;
@@ -522,9 +560,15 @@ static PyObject *span_class(PyObject *self, PyObject *cls)
     Py_DECREF(init);
     if (span_defaults == NULL)
         return NULL;
+    PyObject *end_ns = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, s_end_ns);
+    PyObject *ended_by = end_ns != NULL ? PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, s_ended_by) : NULL;
+    if (PyErr_Occurred())
+        return NULL;
     Py_XSETREF(span_type, (PyTypeObject *)Py_NewRef(cls));
     memcpy(span_offset, offsets, sizeof offsets);
     span_fields = n;
+    span_end_ns = slot_offset(end_ns);
+    span_ended_by = slot_offset(ended_by);
     Py_RETURN_NONE;
 }
 
@@ -553,6 +597,99 @@ static PyObject *new_span(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return span;
 }
 
+/* span.<slot at offset, or name> = value: 0, or -1 with an exception set. */
+static int set_span(PyObject *span, Py_ssize_t offset, PyObject *name, PyObject *value)
+{
+    if (Py_TYPE(span) == span_type && offset >= 0) {
+        Py_XSETREF(*(PyObject **)((char *)span + offset), Py_NewRef(value));
+        return 0;
+    }
+    return PyObject_SetAttr(span, name, value);
+}
+
+/* on_exit(lineage, ev): SpanLineage.on_exit (reference: spans._on_exit):
+ * the table's on_exit, the process's open span ended by its exit and
+ * handed to each of on_end. An exit is most records: no Python frame. */
+static PyObject *lineage_on_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "on_exit(lineage, ev)");
+        return NULL;
+    }
+    PyObject *lineage = args[0], *ev = args[1];
+    PyObject *bound = PyObject_GetAttr(lineage, s_table_on_exit), *info = NULL;
+    if (bound != NULL && PyMethod_Check(bound) && PyCFunction_Check(PyMethod_GET_FUNCTION(bound)) &&
+        PyCFunction_GET_FUNCTION(PyMethod_GET_FUNCTION(bound)) == (PyCFunction)(void (*)(void))table_on_exit) {
+        /* This module's table method, bound: called without the bound method's call. */
+        PyObject *table_args[2] = {PyMethod_GET_SELF(bound), ev};
+        info = table_on_exit(NULL, table_args, 2);
+    } else if (bound != NULL) {
+        info = PyObject_CallOneArg(bound, ev);
+    }
+    Py_XDECREF(bound);
+    if (info == NULL)
+        return NULL;
+    PyObject *result = NULL, *open = NULL, *pid = NULL, *span = NULL, *ts = NULL, *on_end = NULL;
+    if (info == Py_None) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if ((open = PyObject_GetAttr(lineage, s_open)) == NULL || (pid = get(info, &process_info, F_PID)) == NULL)
+        goto done;
+    if (PyDict_CheckExact(open)) {
+        span = PyDict_GetItemWithError(open, pid);
+        if (span != NULL && (Py_INCREF(span), PyDict_DelItem(open, pid) < 0))
+            goto done;
+        if (span == NULL && PyErr_Occurred())
+            goto done;
+        if (span == NULL)
+            span = Py_NewRef(Py_None);
+    } else if ((span = PyObject_CallMethodObjArgs(open, s_pop, pid, Py_None, NULL)) == NULL) {
+        goto done;
+    }
+    if (span == Py_None) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if ((ts = get(ev, &exit_event, F_TIMESTAMP)) == NULL || set_span(span, span_end_ns, s_end_ns, ts) < 0 ||
+        set_span(span, span_ended_by, s_ended_by, s_exit) < 0 || (on_end = PyObject_GetAttr(lineage, s_on_end)) == NULL)
+        goto done;
+    if (PyList_CheckExact(on_end)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(on_end); i++) {
+            PyObject *f = Py_NewRef(PyList_GET_ITEM(on_end, i)); /* the call may change the list */
+            PyObject *r = PyObject_CallOneArg(f, span);
+            Py_DECREF(f);
+            if (r == NULL)
+                goto done;
+            Py_DECREF(r);
+        }
+    } else {
+        PyObject *it = PyObject_GetIter(on_end), *f;
+        if (it == NULL)
+            goto done;
+        while ((f = PyIter_Next(it)) != NULL) {
+            PyObject *r = PyObject_CallOneArg(f, span);
+            Py_DECREF(f);
+            if (r == NULL)
+                break;
+            Py_DECREF(r);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(on_end);
+    Py_XDECREF(ts);
+    Py_XDECREF(span);
+    Py_XDECREF(pid);
+    Py_XDECREF(open);
+    Py_DECREF(info);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"digest", (PyCFunction)(void (*)(void))digest, METH_FASTCALL,
      "digest(exec_id, salt, size) -> bytes: spans._digest's id bytes"},
@@ -570,6 +707,8 @@ static PyMethodDef table_methods[] = {
      "ProcessTable.on_exec (reference: proctable._on_exec)"},
     {"on_exit", (PyCFunction)(void (*)(void))table_on_exit, METH_FASTCALL,
      "ProcessTable.on_exit (reference: proctable._on_exit)"},
+    {"lineage_on_exit", (PyCFunction)(void (*)(void))lineage_on_exit, METH_FASTCALL,
+     "SpanLineage.on_exit (reference: spans._on_exit)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -601,7 +740,14 @@ static int intern_names(void)
                    (s_max_entries = PyUnicode_InternFromString("max_entries")) == NULL ||
                    (s_evicted = PyUnicode_InternFromString("evicted")) == NULL ||
                    (s_move_to_end = PyUnicode_InternFromString("move_to_end")) == NULL ||
-                   (s_popitem = PyUnicode_InternFromString("popitem")) == NULL
+                   (s_popitem = PyUnicode_InternFromString("popitem")) == NULL ||
+                   (s_table_on_exit = PyUnicode_InternFromString("_table_on_exit")) == NULL ||
+                   (s_open = PyUnicode_InternFromString("_open")) == NULL ||
+                   (s_on_end = PyUnicode_InternFromString("on_end")) == NULL ||
+                   (s_pop = PyUnicode_InternFromString("pop")) == NULL ||
+                   (s_end_ns = PyUnicode_InternFromString("end_ns")) == NULL ||
+                   (s_ended_by = PyUnicode_InternFromString("ended_by")) == NULL ||
+                   (s_exit = PyUnicode_InternFromString("exit")) == NULL
                ? -1 : 0;
 }
 
@@ -612,6 +758,8 @@ PyMODINIT_FUNC PyInit__lineage_native(void)
         take_layout(&exit_event, "otel_exec.model.events", "ExitEvent") < 0 ||
         take_layout(&process_info, "otel_exec.model.process", "ProcessInfo") < 0)
         return NULL;
+    for (int c = 0; c < 256; c++)
+        hex_digit[c] = (unsigned char)(hex_value((Py_UCS4)c) < 0 ? 0xff : hex_value((Py_UCS4)c));
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;

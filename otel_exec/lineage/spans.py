@@ -147,6 +147,18 @@ if LINEAGE_NATIVE is not None:
     new_span = LINEAGE_NATIVE.new_span
 
 
+def _on_exit(lineage: SpanLineage, ev: ExitEvent) -> None:
+    """SpanLineage.on_exit's reference."""
+    info = lineage._table_on_exit(ev)
+    if info is not None:
+        span = lineage._open.pop(info.pid, None)
+        if span is not None:
+            # _end's work, written out: an exit is most ends, on the hot path.
+            span.end_ns, span.ended_by = ev.timestamp, "exit"
+            for on_end in lineage.on_end:
+                on_end(span)
+
+
 class SpanLineage:
     """Owns every span's life: opens one per reported image (on_exec), picks
     its trace and parent, and ends it when the image ends: exit, a re-exec
@@ -247,15 +259,11 @@ class SpanLineage:
             self._end(ended, ev.timestamp, "exec")
         return span
 
-    def on_exit(self, ev: ExitEvent) -> None:
-        info = self._table_on_exit(ev)
-        if info is not None:
-            span = self._open.pop(info.pid, None)
-            if span is not None:
-                # _end's work, written out: an exit is most ends, on the hot path.
-                span.end_ns, span.ended_by = ev.timestamp, "exit"
-                for on_end in self.on_end:
-                    on_end(span)
+    # An exit: the table's entry goes, the open span of its image ends.
+    # _lineage_native's lineage_on_exit (no Python frame) when it is built
+    # and native_wanted(), else _on_exit, its reference.
+    on_exit: Callable[[SpanLineage, ExitEvent], None] = \
+        LINEAGE_NATIVE.lineage_on_exit if LINEAGE_NATIVE is not None else _on_exit
 
     def on_unreported_exec(self, ev: UnreportedExecEvent) -> None:
         """The process exec'd an image that is not reported: the span of

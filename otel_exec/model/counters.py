@@ -25,6 +25,9 @@ EXEC_SAMPLED_OUT = "exec_sampled_out"
 LOST_EXEC_NO_SCRATCH = LOST + "exec_no_scratch"
 LOST_UNREPORTED_RINGBUF_FULL = LOST + "unreported_ringbuf_full"
 CUT_PATH = "cut_path"
+# Exec records output without env, or with argv cut too, when the ring had no
+# room for them whole.
+CUT_RING_FULL = "cut_ring_full"
 
 # BCC only: its exec is four records (ARGS, PREP, EXEC, DISCARD), each of
 # which can miss the ring, and its lineage lives in kernel maps.

@@ -20,6 +20,7 @@ REC_UNREPORTED_EXEC = 4
 COMM_LEN = 16
 HOSTNAME_LEN = 65
 ARGS_MAX = 128 * 1024
+ARGV_RING_FULL_MAX = 1024  # argv bytes kept by an exec record cut for a full ring
 CGROUP_DEPTH_MAX = 16  # cgroup levels the kernel walks (and --cgroup can match)
 
 # enum oe_str: the variable-length strings that follow an exec record, in order.
@@ -60,6 +61,7 @@ COUNTER_NAMES = (
     counters.CUT_PATH,
     counters.CUT_STRING,
     counters.READ_ERROR,
+    counters.CUT_RING_FULL,
 )
 
 # Filter maps: their size, and the OE_MATCH_* bits of their values.

@@ -31,7 +31,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tests.helpers.agent_run import AgentRun, Live, marked, marked_env, new_cgroup, new_mark
+from tests.helpers.agent_run import (AgentRun, Live, marked, marked_env, new_cgroup, new_mark,
+                                     STOP_SIGNAL_IDS, STOP_SIGNALS, stopped_while_waiting)
 from otel_exec.bcc import toolchain
 from otel_exec import cli
 from otel_exec.core import probes
@@ -550,8 +551,8 @@ def test_program_reads_no_kernel_struct() -> None:
     assert "BPF_CORE_READ" not in code and "vmlinux.h" not in code
 
 
-def test_sigint_stops_bcc_agent_cleanly(tmp_path: Path, bcc_env: dict[str, str]) -> None:
-    run = AgentRun(tmp_path, "--backend", "bcc", env=bcc_env)
-    rc, err = _stop(run, signal.SIGINT)
-    assert rc == 0, err
-    assert "stopped;" in err and "exec_seen=" in err
+@pytest.mark.parametrize("sig,other_thread", STOP_SIGNALS, ids=STOP_SIGNAL_IDS)
+def test_a_stop_signal_stops_bcc_agent_cleanly_at_once(tmp_path: Path, bcc_env: dict[str, str], sig: int,
+                                                       other_thread: bool) -> None:
+    err = stopped_while_waiting(tmp_path, sig, "--backend", "bcc", env=bcc_env, other_thread=other_thread)
+    assert "exec_seen=" in err

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import mmap
+import os
 import select
+import signal
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +13,7 @@ from tests.helpers.bpf_testprog import CNT_RING_FULL, CNT_SEEN, REC, RING_BYTES,
 from otel_exec.errors import BpfError
 from otel_exec.core.libbpf import BpfObject
 from otel_exec.core.ringbuf import RingBuffer
+from otel_exec.host.wakeup import SignalWakeup
 
 pytest_plugins = ("tests.helpers.bpf_testprog",)  # its fixtures: bpf_prog_path, open_prog, loaded
 Opener = Callable[[], BpfObject]
@@ -157,6 +160,28 @@ def test_wait(loaded: BpfObject) -> None:
         assert select.select([ring], [], [], 0)[0] == [ring]
         ring.drain(lambda v: None)
         assert ring.wait(0.01) is False
+
+
+@pytest.mark.kernel
+def test_a_signal_ends_the_wait_once(loaded: BpfObject) -> None:
+    """The agent's stop: a signal ends wait() at once (an interrupted poll
+    alone would be retried to its timeout), and the wait reads the wake-up
+    fd empty, so that the next one sleeps again."""
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    wakeup = SignalWakeup()
+    try:
+        with _ring(loaded) as ring:
+            ring.wake_on(wakeup)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert ring.wait(60) is False  # only the signal
+            assert select.select([wakeup, ring], [], [], 0)[0] == []  # read: not woken again
+            spawn(1)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert ring.wait(0) is True  # the records still count
+            assert select.select([wakeup], [], [], 0)[0] == []
+    finally:
+        wakeup.close()
+        signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.mark.kernel

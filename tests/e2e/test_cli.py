@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent_run import ROOT, AgentRun, counters_from, kernel_available, marked, marked_env, new_mark
+from tests.helpers.agent_run import (ROOT, AgentRun, counters_from, kernel_available, marked, marked_env, new_mark,
+                                     STOP_SIGNAL_IDS, STOP_SIGNALS, stopped_while_waiting)
 from otel_exec import cli
 from otel_exec.core import probes
 from tests.helpers.progs import Progs
@@ -46,6 +47,12 @@ def test_storm_every_exec_printed_zero_loss(need_kernel: None, tmp_path: Path) -
         [k for k in counters if k.startswith("lost_")], 0)
     assert counters["decode_errors"] == 0
     assert "WARNING" not in err
+
+
+@kernel
+@pytest.mark.parametrize("sig,other_thread", STOP_SIGNALS, ids=STOP_SIGNAL_IDS)
+def test_a_stop_signal_ends_the_wait(need_kernel: None, tmp_path: Path, sig: int, other_thread: bool) -> None:
+    stopped_while_waiting(tmp_path, sig, other_thread=other_thread)
 
 
 @kernel

@@ -65,9 +65,10 @@ def running_under(comm: str, directory: Path, count: int) -> Iterator[None]:
 def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, progs: Progs,
                                                               tmp_path: Path) -> None:
     """The agent is stopped (SIGSTOP) while execs with ~28 KiB of argv fill
-    the smallest ring several times over: the kernel drops what does not
-    fit and counts it. lost_exec_ringbuf_full must equal the execs run minus
-    the execs delivered, and say so on every channel."""
+    the smallest ring several times over: the kernel cuts what does not fit
+    whole (cut_ring_full), drops what does not fit even cut, and counts it.
+    lost_exec_ringbuf_full must equal the execs run minus the execs
+    delivered, and say so on every channel."""
     reason = kernel_available()
     if reason:
         pytest.skip(reason)
@@ -92,9 +93,14 @@ def test_a_full_ring_counts_every_lost_exec_exactly_everywhere(make_collector, p
         time.sleep(1.5)  # drained, a stats line and a metric export after it
         rc, err = run.stop()
     assert rc == 0, err
-    delivered = [e for e in run.events if marked(mark)(e)]
+    # What the ring had no room for whole came cut, without its environment
+    # (and so its mark), argv cut too unless what was left fitted.
+    cut = [e for e in run.events if e.get("argv", [""])[0] == prog and not marked(mark)(e)]
+    delivered = [e for e in run.events if marked(mark)(e)] + cut
     assert all(e["argv"] in (argv, [prog]) for e in delivered)
+    assert all(e["env"] == [] and e["env_truncated"] for e in cut)
     counters = stop_line(err)
+    assert counters["cut_ring_full"] == len(cut) > 0
     lost = execs - len(delivered)
     assert lost > 0, "the ring did not overflow"
     assert counters["lost_exec_ringbuf_full"] == lost

@@ -35,6 +35,7 @@ from tests.helpers.agent_run import (STOPPED_PREFIX, AgentRun, agent, kernel_ava
                                       new_mark, stop_line)
 from tests.helpers.hostile import ODD_NAMES, make_chain
 from tests.helpers.progs import Progs, decode_bytes, popen_with_fd3
+from tests.helpers.proc_truth import whole_prefix
 
 from otel_exec.host.identity import HostIdentity
 from otel_exec.policy.redact import TRACE_CONTEXT_MAX
@@ -439,18 +440,6 @@ def run_print_argv(progs: Progs, argv: list, env: dict | None = None, **kw: obje
     out = subprocess.run(argv, executable=progs.print_argv, env=env, check=True, capture_output=True,
                          **kw).stdout  # type: ignore[call-overload]
     return json.loads(out)
-
-
-def whole_prefix(items: list[str], bound: int) -> list[str]:
-    """docs/fields.md "Truncation": the elements that fit whole in a block
-    of `bound` bytes (NULs included)."""
-    out, used = [], 0
-    for a in items:
-        used += len(a.encode()) + 1
-        if used > bound:
-            break
-        out.append(a)
-    return out
 
 
 def test_argv_of_zero_elements(agent: AgentRun, progs: Progs) -> None:

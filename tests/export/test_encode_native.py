@@ -310,3 +310,43 @@ def test_a_real_storm_encodes_the_same(tmp_path: Path, monkeypatch: pytest.Monke
     assert ended
     for span in ended:
         check_end(span, os.getpid())
+
+
+def test_more_span_classes_than_the_slot_table_holds_encode_the_same() -> None:
+    """The native encoder finds where a class keeps an attribute in a table
+    by (class, name), two ways per index: thousands of span classes (and
+    their reads of every name) collide, move to the other way and evict
+    each other, and each span still gives the reference's bytes, also one
+    whose class hides a slot behind a property."""
+    ev = sample_exec()
+    attributes = encode.exec_attributes(ev).span_attrs()
+    classes: list[type[ProcessSpan]] = []
+    for i in range(6000):
+        if i % 97 == 0:
+            class Hidden(ProcessSpan):
+                __slots__ = ()
+
+                @property  # type: ignore[misc]
+                def trace_state(self) -> str:
+                    return "hidden=1"
+
+                @trace_state.setter
+                def trace_state(self, value: str) -> None:
+                    pass
+
+            classes.append(Hidden)
+        else:
+            class Plain(ProcessSpan):
+                __slots__ = ()
+
+            classes.append(Plain)
+    spans = []
+    for i, cls in enumerate(classes):
+        span = span_of(ev, end_ns=ev.timestamp + i, trace_flags=i & 1, start_ns=ev.timestamp - i)
+        span.__class__ = cls
+        span.attributes = attributes
+        spans.append(span)
+    for _ in range(2):  # the second round after every class was seen
+        for i, span in enumerate(spans):
+            assert native.span(span) == encode._py_span(span), i
+            assert native.exit_record(span, i, False) == encode._py_exit_record(span, i, False), i

@@ -23,6 +23,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from otel_exec.export import spool as spool_mod
+from otel_exec.export.otlp import protowire as w
 from otel_exec.export.spool import SignalSpool, frame
 from otel_exec.native import native_wanted
 from tests.helpers.record_fuzz import fuzz_settings
@@ -42,9 +43,15 @@ WRITERS: dict[str, Callable[[int, list[bytes]], None]] = {"reference": spool_mod
                                                           "native": NATIVE.write_framed}
 
 
+SPLITTERS: dict[str, Callable[[memoryview, int], list[bytes | memoryview]]] = {
+    "reference": spool_mod._split_framed, "native": NATIVE.split_framed}
+
+
 def test_the_switch_decides_what_the_spool_uses() -> None:
     want = NATIVE.write_framed if native_wanted() else spool_mod._write_framed
     assert spool_mod.write_framed is want and SignalSpool._write_all is want
+    split = NATIVE.split_framed if native_wanted() else spool_mod._split_framed
+    assert spool_mod.split_framed is split
 
 
 def framed(records: list[bytes]) -> bytes:
@@ -143,3 +150,63 @@ def test_what_the_native_writer_refuses() -> None:
     with pytest.raises(OSError) as raised:
         NATIVE.write_framed(w, [b"a"])  # closed
     assert raised.value.errno == errno.EBADF
+
+
+def as_record(body: bytes) -> bytes:
+    """A record as the agent frames them in a segment's records: field 2 (LEN)."""
+    return w.len_field(2, body)
+
+
+def split_by_both(data: bytes, max_records: int) -> list[bytes]:
+    """What both splitters take from data: the same records, each a view of
+    data's one buffer (no copy)."""
+    got = {}
+    for name, split in SPLITTERS.items():
+        records = split(memoryview(data), max_records)
+        assert all(isinstance(r, memoryview) and r.obj is data for r in records), name
+        got[name] = [bytes(r) for r in records]
+    assert got["native"] == got["reference"]
+    return got["reference"]
+
+
+# Bytes that damage a segment: a length prefix past the end, a record with
+# another tag, varints that do not end, end early or late, or overflow.
+_DAMAGE = st.sampled_from([
+    frame(1000) + b"\x12", frame(1) + b"\x12", frame(3) + b"\x0a\x01x", frame(3) + b"\x12\x02x",
+    frame(3) + b"\x12\x00x", frame(12) + b"\x12" + b"\xff" * 11, frame(12) + b"\x12" + b"\x80" * 9 + b"\x01\x00",
+    frame(7) + b"\x12\x82\x80\x80\x80\x10\x00", frame(2) + b"\x12\x00", frame(0), b"\x01\x02",
+])
+
+
+@fuzz_settings(200)
+@given(st.lists(st.one_of(st.binary(max_size=300).map(as_record), _DAMAGE.map(lambda d: b"DAMAGE" + d)), max_size=30),
+       st.integers(0, 40), st.binary(max_size=8))
+@example([as_record(b"")], 1, b"")  # the smallest record: tag and a zero length
+@example([as_record(b"x" * 200)], 5, b"")  # a two-byte varint
+@example([as_record(b"x" * 70_000)], 5, b"")  # a length prefix with a third byte
+@example([b"DAMAGE" + frame(12) + b"\x12" + b"\x80" * 9 + b"\x01\x00"], 5, b"")  # 2^63, not 1
+@example([b"DAMAGE" + frame(11) + b"\x12" + b"\x80" * 9 + b"\x02"], 5, b"")  # 2^64, not 0 (nor 0 in 64 bits)
+def test_both_split_a_segment_alike(parts: list[bytes], max_records: int, tail: bytes) -> None:
+    """A read-back buffer of records, damage and a cut tail: both splitters
+    take the same leading records, at most max_records, and stop at the
+    first frame that is not a whole record (spool.valid_record)."""
+    framed_parts = [p[len(b"DAMAGE"):] if p.startswith(b"DAMAGE") else frame(len(p)) + p for p in parts]
+    data = b"".join(framed_parts) + tail
+    got = split_by_both(data, max_records)
+    expected = []
+    for part, raw in zip(parts, framed_parts):
+        if part.startswith(b"DAMAGE") or len(expected) == max_records:
+            break
+        expected.append(raw[4:])
+    # A damage part that happens to be a valid record counts as one: the
+    # oracle stops at it, the splitters may take it; never fewer records.
+    assert got[:len(expected)] == expected
+    assert len(got) <= max_records
+
+
+def test_what_the_native_splitter_refuses() -> None:
+    for args, error in [((b"\x00" * 8, 1), TypeError), ((memoryview(b""),), TypeError),
+                        ((memoryview(b""), "1"), TypeError)]:
+        with pytest.raises(error):
+            NATIVE.split_framed(*args)
+    assert NATIVE.split_framed(memoryview(frame(2) + as_record(b"")), 0) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import re
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -94,11 +95,18 @@ class AgentRun:
         assert hits, f"no event matched within {timeout}s; agent stderr: {self.err.read_text()[-2000:]}"
         return hits[0]
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
-        """Signal the agent and wait for it; one that has not stopped within
-        timeout is killed (and TimeoutExpired raised)."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30, other_thread: bool = False) -> tuple[int, str]:
+        """Signal the agent (other_thread: one of its threads other than the
+        main one, which the kernel would pick) and wait for it; one that has
+        not stopped within timeout is killed (and TimeoutExpired raised)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if other_thread:
+                pid = self.proc.pid
+                tid = next(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+                if ctypes.CDLL(None, use_errno=True).tgkill(pid, tid, sig) != 0:
+                    raise OSError(ctypes.get_errno(), f"tgkill {pid} {tid}")
+            else:
+                self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -134,6 +142,32 @@ LOST_PREFIX = "otel-exec: warning: events were lost: "
 STATS_PREFIX = "otel-exec: info: execs="
 MALFORMED_PREFIX = "otel-exec: error: dropped a malformed record: "
 EXPORT_FAILED_PREFIX = "otel-exec: error: Failed to export logs"
+
+
+# The longest --poll-interval the settings allow (Config.validate).
+LONGEST_POLL_S = 10.0
+# The stops stopped_while_waiting tries: (signal, sent to a thread other than the main one).
+STOP_SIGNALS = [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)]
+STOP_SIGNAL_IDS = ["SIGINT", "SIGTERM", "SIGTERM-to-another-thread"]
+
+
+def stopped_while_waiting(workdir: Path, sig: int, *extra: str, env: dict[str, str] | None = None,
+                          other_thread: bool = False) -> str:
+    """An agent (these flags) with the longest poll interval and a filter
+    no exec passes, sent `sig` once ready (other_thread: to a thread other
+    than the main one, which waits): it must exit 0 with its stop
+    line while that wait would still have run, as the signal ends the wait.
+    Returns its stderr. A run that waited out the poll interval is killed
+    and fails (TimeoutExpired): a functional bound, half the interval, not
+    a measure of the stop's speed. Its ring is large: the records of other
+    processes' execs and exits (which pass no filter, but feed the lineage)
+    would otherwise fill the share that wakes the reader early."""
+    run = AgentRun(workdir, *extra, "--poll-interval", str(LONGEST_POLL_S), "--comm", "oe-matches-none",
+                   "--ringbuf-bytes", str(64 << 20), env=env)
+    rc, err = run.stop(sig, timeout=LONGEST_POLL_S / 2, other_thread=other_thread)
+    assert rc == 0, err
+    assert STOPPED_PREFIX in err, err
+    return err
 
 
 def otlp_agent_run(workdir: Path, endpoint: str, **env: str) -> AgentRun:

@@ -53,3 +53,15 @@ def assert_live_process(ev: dict, pid: int) -> None:
     assert ev["stdin_path"] == os.readlink(fd0)
     assert ev["stdin_type"] == stat.S_IFMT(os.stat(fd0).st_mode)
     assert ev["invoked_from_kernel"] is False
+
+
+def whole_prefix(items: list[str], bound: int) -> list[str]:
+    """docs/fields.md "Truncation": the elements that fit whole in a block
+    of `bound` bytes (NULs included)."""
+    out, used = [], 0
+    for a in items:
+        used += len(a.encode()) + 1
+        if used > bound:
+            break
+        out.append(a)
+    return out

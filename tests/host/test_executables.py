@@ -12,6 +12,7 @@ from testkit.exe_reference import exec_event
 from otel_exec.export.otlp import encode
 from otel_exec.host.executables import ExecutableIdentities
 from otel_exec.lineage.spans import ProcessSpan
+from otel_exec.model.events import SHARED_FIELDS, SharedExec
 from otel_exec.model.process import ProcessInfo
 from otel_exec.model.executable import BY_PATH, CHANGED, COMPLETE, GONE, MEMFD, NO_PATH, PENDING
 
@@ -127,6 +128,58 @@ def test_script_identity_by_path(tmp_path: Path) -> None:
         again = exec_event(interpreter, cmdpath="run.sh", interp="/bin/sh", pwd=str(tmp_path))
         ids.on_exec(again)
         assert again.script_identity == ev.script_identity and ids.computed == 2
+    finally:
+        ids.stop()
+
+
+def shared_exec(path: Path, repeats: bool = True, **kw: object) -> object:
+    """exec_event(path, **kw) with a SharedExec, as the decoder shares one
+    between the execs of one command (repeats: its memo kept it)."""
+    ev = exec_event(path, **kw)  # type: ignore[arg-type]
+    ev.shared = SharedExec(tuple(getattr(ev, name) for name in SHARED_FIELDS))
+    ev.shared.repeats = repeats
+    return ev
+
+
+def test_execs_of_one_shared_part_find_their_identity_by_it(tmp_path: Path) -> None:
+    """The identity an exec found is known by its SharedExec (kept by the
+    decoder, not a script's, every identifying field there): the next execs
+    sharing it get the same value and count as cache hits. A script, an exec
+    with fields unavailable and a one-off SharedExec are not remembered so."""
+    exe, script = tmp_path / "bin", tmp_path / "run.sh"
+    exe.write_bytes(os.urandom(1000))
+    script.write_text("#!/bin/sh\n")
+    ids = started(cache_entries=2)
+    try:
+        first = shared_exec(exe)
+        ids.on_exec(first)
+        assert ids._by_shared == {first.shared: first.executable_identity}
+        for _ in range(3):
+            again = shared_exec(exe)
+            again.shared = first.shared
+            assert ids.on_exec(again) is None
+            assert again.executable_identity is first.executable_identity
+        assert (ids.computed, ids.cache_hits) == (1, 3)
+        one_off = shared_exec(exe, repeats=False)
+        ids.on_exec(one_off)
+        flagged = shared_exec(exe)
+        flagged.unavailable = ("pwd",)
+        ids.on_exec(flagged)
+        run = shared_exec(exe, cmdpath=str(script), interp="/bin/sh")
+        ids.on_exec(run)
+        assert run.script_identity is not None
+        assert list(ids._by_shared) == [first.shared]
+        # An unavailable field is checked on the way in too: no shortcut for it.
+        flagged.shared = first.shared
+        flagged.unavailable = ("dev",)
+        flagged.executable_identity = None
+        ids.on_exec(flagged)
+        assert flagged.executable_identity is None and "executable_identity" in flagged.unavailable
+        # Bounded as the cache: the first one stored goes first.
+        others = [shared_exec(exe) for _ in range(2)]
+        for ev in others:
+            ids.on_exec(ev)
+        assert list(ids._by_shared) == [o.shared for o in others]
     finally:
         ids.stop()
 

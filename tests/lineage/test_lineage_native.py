@@ -12,6 +12,7 @@ build_ext --inplace`).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from collections import OrderedDict
 from typing import Callable
@@ -54,12 +55,24 @@ SIDES: dict[str, tuple[type[ProcessTable], Callable[[str, int, int], bytes], Cal
     "native": (NativeTable, NATIVE.digest, NATIVE.new_span)}
 
 
+class ReferenceLineage(SpanLineage):
+    on_exit = spans_mod._on_exit
+
+
+class NativeLineage(SpanLineage):
+    on_exit = NATIVE.lineage_on_exit
+
+
+LINEAGES: dict[str, type[SpanLineage]] = {"reference": ReferenceLineage, "native": NativeLineage}
+
+
 def test_the_switch_decides_what_the_lineage_uses() -> None:
     side = SIDES["native" if native_wanted() else "reference"]
     assert spans_mod.digest is side[1]
     assert spans_mod.new_span is side[2]
     for name in ("image_parent", "on_exec", "on_exit"):
         assert getattr(ProcessTable, name) is getattr(side[0], name)
+    assert SpanLineage.on_exit is LINEAGES["native" if native_wanted() else "reference"].on_exit
 
 
 def outcome(digest: Callable[[str, int, int], bytes], exec_id: str, salt: int, size: int) -> object:
@@ -83,6 +96,9 @@ exec_ids = st.one_of(
 @example("0af7651916cd43dd8448eb211c80319c", 0, 16)
 @example("0af7651916cd43dd8448eb211c80319c", 1_700_000_000_000_000_000, 8)
 @example("0" * 32, 0, 16)  # all zero: 0x01 bytes
+@example("0123456789abcdefABCDEF0123456789", 0, 16)  # every hex digit, read directly from an ASCII id
+@example("0123456789abcdef" + "\N{LATIN SMALL LETTER E WITH ACUTE}" * 16, 0, 8)  # read as UCS-1, not ASCII
+@example("0123456789abcdeg", 0, 8)  # its last digit not hex: hashed
 @example("0" * 15 + "1", 0, 8)
 @example("0af7 651916cd43dd8448eb211c80319c", 0, 8)  # a space bytes.fromhex would skip: hashed
 @example("0af76519", 0, 8)  # too short for the id: hashed
@@ -130,7 +146,7 @@ def spans_of(side: str, plan: list[tuple], size: int) -> tuple[list, list, int]:
     spans_mod.digest, spans_mod.new_span = digest, new_span
     try:
         table = table_type(max_entries=size)
-        lineage = SpanLineage(table)
+        lineage = LINEAGES[side](table)
         ended: list[ProcessSpan] = []
         lineage.on_end = [ended.append]
         opened: list[ProcessSpan | None] = []
@@ -255,6 +271,32 @@ def test_span_class_refuses_a_class_its_init_does_not_describe() -> None:
     assert type(NATIVE.new_span(None, b"", b"", b"", "", "", "", 0)) is ProcessSpan  # still ProcessSpan
 
 
+def test_span_class_reads_a_decorated_init_as_inspect_does() -> None:
+    """A functools.wraps decorator around __init__ (mutmut's trampolines,
+    when the mutation score runs these tests) takes any arguments: span_class
+    reads the parameters of the __init__ it wraps, which new_span fills."""
+    def decorated(init: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(init)
+        def wrapper(*args: object, **kwargs: object) -> None:
+            init(*args, **kwargs)
+        return wrapper
+
+    class Decorated:
+        __slots__ = ("a", "b")
+
+        @decorated
+        def __init__(self, a: int, b: str = "b") -> None:
+            self.a = a
+            self.b = b
+
+    try:
+        NATIVE.span_class(Decorated)
+        made = NATIVE.new_span(1)
+        assert type(made) is Decorated and (made.a, made.b) == (1, "b")
+    finally:
+        NATIVE.span_class(ProcessSpan)
+
+
 def test_a_table_class_that_keeps_its_attributes_elsewhere() -> None:
     """The C methods read ProcessTable's slots by offset, found per class:
     a subclass whose entries and bound are properties is read by name, as
@@ -297,3 +339,72 @@ def test_a_table_class_that_keeps_its_attributes_elsewhere() -> None:
         states.append(([(i.pid, i.exec_id) for i in table.entries()], table.evicted))
     assert states[0] == states[3] == ([(2, "a"), (3, "b")], 0)
     assert states[1] == states[2] == ([(3, "b")], 1)
+
+
+# -- SpanLineage.on_exit against spans._on_exit --------------------------------
+
+class OtherSpan(ProcessSpan):
+    """Not the class new_span builds: its end is set by name."""
+
+    __slots__ = ()
+
+
+class Refusal(Exception):
+    pass
+
+
+def ends_of(side: str, on_end_kind: str, span_type: type[ProcessSpan], table_type: type[ProcessTable]) -> object:
+    """What one side's on_exit does over a known exit, an exit of a process
+    the table does not know, a stale entry's exit and an exit whose span is
+    gone: the spans handed to on_end (as a list, a tuple, or a callable
+    that refuses the second), the table's entries, what raised."""
+    lineage = LINEAGES[side](table_type())
+    seen: list[tuple] = []
+
+    def keep(span: ProcessSpan) -> None:
+        seen.append((type(span).__name__, span.process.pid, span.end_ns if span.ended_by == "exit" else None,
+                     span.ended_by, span.process.exit_code))
+
+    def refuse_second(span: ProcessSpan) -> None:
+        keep(span)
+        if len(seen) == 2:
+            raise Refusal()
+
+    lineage.on_end = {"list": [keep, keep], "tuple": (keep,), "refusing": [refuse_second]}[on_end_kind]  # type: ignore[assignment]
+    for pid in (2, 3, 4, 5):
+        span = lineage.on_exec(exec_ev(pid, 1, 1, f"{pid:032x}"))
+        assert span is not None
+        span.__class__ = span_type
+    del lineage._open[5]  # its span gone: the exit ends none
+    raised = []
+    for ts, (pid, ticks) in enumerate([(2, 1), (9, 1), (3, 7), (4, 1), (5, 1)], start=100):
+        try:
+            lineage.on_exit(ExitEvent(timestamp=ts, pid=pid, start_ticks=ticks, exit_code=ts % 7, signal=None,
+                                      core_dumped=False, comm="x"))
+        except Refusal:
+            raised.append(pid)
+    return seen, [(i.pid, i.exit_code) for i in lineage.table.entries()], sorted(lineage._open), raised
+
+
+def test_on_exit_ends_the_same_spans_as_its_reference() -> None:
+    for on_end_kind in ("list", "tuple", "refusing"):
+        for span_type in (ProcessSpan, OtherSpan):
+            for table_type in (NativeTable, ReferenceTable):
+                args = (on_end_kind, span_type, table_type)
+                assert ends_of("native", *args) == ends_of("reference", *args), args
+    seen, entries, still_open, raised = ends_of("native", "refusing", ProcessSpan, NativeTable)  # type: ignore[misc]
+    # 3's stale entry ends its span (on_drop), which the refusing on_end refuses.
+    assert [s[1:4] for s in seen] == [(2, 100, "exit"), (3, None, "evicted"), (4, 103, "exit")] and raised == [3]
+    assert entries == [] and still_open == []
+
+
+def test_on_exit_with_an_event_without_the_fields_raises_the_same() -> None:
+    got = []
+    for side in ("native", "reference"):
+        lineage = LINEAGES[side](NativeTable())
+        lineage.on_exec(exec_ev(2, 1, 1, "a"))
+        try:
+            lineage.on_exit(object())  # type: ignore[arg-type]
+        except Exception as e:
+            got.append(type(e))
+    assert got == [AttributeError, AttributeError]

@@ -36,6 +36,7 @@ def test_constants_match_header() -> None:
     assert d["OE_COMM_LEN"] == layout.COMM_LEN
     assert d["OE_HOSTNAME_LEN"] == layout.HOSTNAME_LEN
     assert d["OE_ARGS_MAX"] == layout.ARGS_MAX
+    assert d["OE_ARGV_RING_FULL_MAX"] == layout.ARGV_RING_FULL_MAX
     assert d["OE_CGROUP_DEPTH_MAX"] == layout.CGROUP_DEPTH_MAX
     assert d["OE_ABI_VERSION"] == layout.ABI_VERSION
     for flag in ("ARGV_TRUNCATED", "ENV_TRUNCATED", "INVOKED_FROM_KERNEL", "ARGV_UNREADABLE",

@@ -95,20 +95,29 @@ static inline char *put_mem(char *out, const char *p, Py_ssize_t n)
  * descriptor found on a type with the generic getattr wins over anything
  * else (it is a data descriptor), so reading its slot is what
  * PyObject_GetAttr would return; every other case goes to PyObject_GetAttr. */
-#define SLOT_TABLE_BITS 10 /* room for every (class, name) read, without collisions in practice */
+#define SLOT_TABLE_BITS 12 /* room for every (class, name) read */
+/* Two ways per index (i and i ^ 1): two pairs whose addresses hash alike
+ * do not take turns evicting each other (a descriptor lookup per read). */
 static struct {
 	PyTypeObject *type; /* a strong reference: its address is not reused while here */
 	PyObject *name;     /* one of the interned s_* names, which live as long as the module */
 	Py_ssize_t offset;  /* 0: not a plain object slot, use PyObject_GetAttr */
 } slot_table[1 << SLOT_TABLE_BITS];
 
+static size_t slot_index(PyTypeObject *type, PyObject *name)
+{
+	return (size_t)((((uint64_t)(uintptr_t)type * 31 + (uintptr_t)name) * 0x9E3779B97F4A7C15u) >>
+			(64 - SLOT_TABLE_BITS));
+}
+
 static Py_ssize_t slot_of(PyTypeObject *type, PyObject *name)
 {
-	size_t i = (size_t)((((uint64_t)(uintptr_t)type * 31 + (uintptr_t)name) * 0x9E3779B97F4A7C15u) >>
-			   (64 - SLOT_TABLE_BITS));
+	size_t i = slot_index(type, name);
 
 	if (slot_table[i].type == type && slot_table[i].name == name)
 		return slot_table[i].offset;
+	if (slot_table[i ^ 1].type == type && slot_table[i ^ 1].name == name)
+		return slot_table[i ^ 1].offset;
 	Py_ssize_t offset = 0;
 	if (type->tp_getattro == PyObject_GenericGetAttr) {
 		PyObject *descr = _PyType_Lookup(type, name); /* borrowed */
@@ -116,15 +125,19 @@ static Py_ssize_t slot_of(PyTypeObject *type, PyObject *name)
 		    ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
 			offset = ((PyMemberDescrObject *)descr)->d_member->offset;
 	}
-	Py_INCREF(type);
-	Py_XSETREF(slot_table[i].type, type);
+	/* The pair at i moves to the other way, whose pair goes. */
+	Py_XSETREF(slot_table[i ^ 1].type, slot_table[i].type);
+	slot_table[i ^ 1].name = slot_table[i].name;
+	slot_table[i ^ 1].offset = slot_table[i].offset;
+	slot_table[i].type = (PyTypeObject *)Py_NewRef(type);
 	slot_table[i].name = name;
 	slot_table[i].offset = offset;
 	return offset;
 }
 
-/* A new reference to obj.name (name: one of the s_* names), as PyObject_GetAttr. */
-static PyObject *attr(PyObject *obj, PyObject *name)
+/* attr's every case but a filled slot the table knows, out of line: the
+ * hit, read for most attributes of every record, then saves no register. */
+static __attribute__((noinline)) PyObject *attr_slow(PyObject *obj, PyObject *name)
 {
 	Py_ssize_t offset = slot_of(Py_TYPE(obj), name);
 
@@ -134,6 +147,34 @@ static PyObject *attr(PyObject *obj, PyObject *name)
 			return Py_NewRef(v);
 	}
 	return PyObject_GetAttr(obj, name); /* and its AttributeError for an empty slot */
+}
+
+/* A new reference to obj.name (name: one of the s_* names), as PyObject_GetAttr. */
+static PyObject *attr(PyObject *obj, PyObject *name)
+{
+	PyTypeObject *type = Py_TYPE(obj);
+	size_t i = slot_index(type, name);
+
+	if (slot_table[i].type == type && slot_table[i].name == name && slot_table[i].offset > 0) {
+		PyObject *v = *(PyObject **)((char *)obj + slot_table[i].offset);
+		if (v != NULL)
+			return Py_NewRef(v);
+	}
+	return attr_slow(obj, name);
+}
+
+/* obj.name = value (name: one of the s_* names), as PyObject_SetAttr: a
+ * slot attr() reads is one a generic setattr stores into. */
+static int set_attr(PyObject *obj, PyObject *name, PyObject *value)
+{
+	PyTypeObject *type = Py_TYPE(obj);
+	Py_ssize_t offset = type->tp_setattro == PyObject_GenericSetAttr ? slot_of(type, name) : 0;
+
+	if (offset > 0) {
+		Py_XSETREF(*(PyObject **)((char *)obj + offset), Py_NewRef(value));
+		return 0;
+	}
+	return PyObject_SetAttr(obj, name, value);
 }
 
 /* v as a uint64 (a Python int >= 0), as PyLong_AsUnsignedLongLong, which
@@ -537,7 +578,7 @@ static PyObject *exec_record(PyObject *self, PyObject *const *args, Py_ssize_t n
 	p = put_tail(p, c.flags, c.trace_id, c.span_id, observed_ns);
 	put_bytes(p, log_event_name);
 	PyObject *pair = PyTuple_Pack(2, ids_span, attrs_span);
-	if (pair == NULL || PyObject_SetAttr(span, s_attributes, pair) < 0) {
+	if (pair == NULL || set_attr(span, s_attributes, pair) < 0) {
 		Py_XDECREF(pair);
 		Py_DECREF(record);
 		goto out;
