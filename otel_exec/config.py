@@ -26,9 +26,14 @@ RECORD_ATTRIBUTE_SETS = ("compact", "full")
 EXPORTERS = ("console", "otlp")
 BACKENDS = ("auto", "core", "bcc")
 # The ring each backend gets without --ringbuf-bytes (docs/operations.md#sizing):
-# sized to absorb tests/e2e/test_hostile.py's burst; BCC's reader joins an
-# exec's two records in Python and needs the larger ring for it.
+# sized to absorb tests/e2e/test_hostile.py's burst with the reader that
+# drains it. BCC's reader joins an exec's two records in Python and needs the
+# larger ring for it; so does CO-RE's pure-Python reference reader (the C
+# extension not built, or OTEL_EXEC_NATIVE=0), which spends several times
+# the C reader's CPU per record and so falls behind sooner when other work
+# takes the CPUs during a burst.
 RINGBUF_BYTES_DEFAULT = {"core": 2 * 1024 * 1024, "bcc": 4 * 1024 * 1024}
+RINGBUF_BYTES_CORE_PYTHON_READER = 8 * 1024 * 1024
 # --no-field NAME: what the kernel then does not read, as the ExecEvent
 # fields left out (named in ExecEvent.unavailable, docs/fields.md).
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
@@ -95,7 +100,7 @@ class Config:
     # The ring absorbs bursts the reader cannot follow at once (hundreds of
     # parents forking together). All of it is resident (mapped once, see
     # ringbuf.py): this is the largest single item of the agent's RSS.
-    # None: the backend's own default (RINGBUF_BYTES_DEFAULT).
+    # None: the backend's own default (ring_bytes).
     ringbuf_bytes: int | None = None
     # The reader sleeps this long between drains unless the kernel wakes it
     # because wakeup_fraction of the ring is full: batching wake-ups is what
@@ -163,9 +168,15 @@ class Config:
             raise UsageError(f"{', '.join(unsupported)}: not supported by the BCC backend ({why}); "
                              "the CO-RE backend needs kernel BTF (docs/backends.md)")
 
-    def ring_bytes(self, backend: str) -> int:
-        """The ring buffer size for backend ("core" or "bcc")."""
-        return self.ringbuf_bytes or RINGBUF_BYTES_DEFAULT[backend]
+    def ring_bytes(self, backend: str, native_reader: bool = True) -> int:
+        """The ring buffer size for backend ("core" or "bcc"); native_reader:
+        whether CO-RE's records are drained in C (else its pure-Python
+        reference reads them)."""
+        if self.ringbuf_bytes:
+            return self.ringbuf_bytes
+        if backend == "core" and not native_reader:
+            return RINGBUF_BYTES_CORE_PYTHON_READER
+        return RINGBUF_BYTES_DEFAULT[backend]
 
     def validate(self) -> None:
         if self.env_capture not in ENV_CAPTURE_MODES:

@@ -4,7 +4,8 @@ from it by config.settings_table). Kept apart from the declarations in cli.py
 so that those read as one short list."""
 from __future__ import annotations
 
-from otel_exec.config import CONFIG_ENV, DEFAULT_CONFIG_FILE, FIELD_GROUPS, RINGBUF_BYTES_DEFAULT
+from otel_exec.config import (CONFIG_ENV, DEFAULT_CONFIG_FILE, FIELD_GROUPS, RINGBUF_BYTES_CORE_PYTHON_READER,
+                              RINGBUF_BYTES_DEFAULT)
 
 HELP: dict[str, str] = {
     "--config":
@@ -103,6 +104,7 @@ HELP: dict[str, str] = {
         "copy at most this much of the environment; more is cut (default %(default)s)",
     "--ringbuf-bytes":
         f"ring buffer size, power of 2 (default {RINGBUF_BYTES_DEFAULT['core'] >> 20} MiB; "
+        f"{RINGBUF_BYTES_CORE_PYTHON_READER >> 20} MiB without the C extension; "
         f"BCC: {RINGBUF_BYTES_DEFAULT['bcc'] >> 20} MiB)",
     "--poll-interval":
         "drain the ring at least this often (default %(default)s)",
@@ -237,7 +239,8 @@ DOC: dict[str, str] = {
     "--ringbuf-bytes":
         "size of the kernel-to-agent ring buffer, a power of two; a larger ring absorbs "
         f"longer bursts (docs/operations.md#sizing; default {RINGBUF_BYTES_DEFAULT['core']} with the CO-RE "
-        f"backend, {RINGBUF_BYTES_DEFAULT['bcc']} with BCC)",
+        f"backend, {RINGBUF_BYTES_CORE_PYTHON_READER} when its records are read without the C extension, "
+        f"{RINGBUF_BYTES_DEFAULT['bcc']} with BCC)",
     "--poll-interval":
         "the reader drains the ring this often unless the ring fills faster or a send is due "
         "sooner (default %(default)s)",

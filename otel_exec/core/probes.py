@@ -19,6 +19,7 @@ from otel_exec.model import layout
 from otel_exec.config import Config
 from otel_exec.errors import NoBtfError
 from otel_exec.core.libbpf import BpfObject
+from otel_exec.core.ringbuf import NATIVE
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 # sched_prepare_exec (6.10+) is the only place the comm before exec is seen.
@@ -126,7 +127,7 @@ class KernelProbes:
     def __init__(self, cfg: Config) -> None:
         privileges.check_can_load_bpf()
         present = btf_names_present(set(OPTIONAL_PROGRAMS.values()) | {DIRECT_READS_KFUNC})
-        self.ringbuf_bytes = cfg.ring_bytes("core")
+        self.ringbuf_bytes = cfg.ring_bytes("core", native_reader=NATIVE is not None)
         self._cfg = cfg
         self._counters: mmap.mmap | None = None  # once attached
         self.obj = BpfObject(str(object_path()))

@@ -23,7 +23,7 @@ from otel_exec.config import Config
 from otel_exec.errors import BpfError, BpfLoadError
 from otel_exec.core.libbpf import BpfObject, num_possible_cpus
 from otel_exec.core.probes import KernelProbes
-from otel_exec.core.ringbuf import RingBuffer
+from otel_exec.core.ringbuf import NATIVE, RingBuffer
 
 pytest_plugins = ("tests.helpers.bpf_testprog",)  # its fixtures: bpf_prog_path, open_prog, loaded
 Opener = Callable[[], BpfObject]
@@ -187,6 +187,22 @@ def test_loaded_probes_keep_no_log() -> None:
     loaded.attach()
     try:
         assert loaded.obj.log == ""
+    finally:
+        loaded.close()
+
+
+@pytest.mark.kernel
+def test_the_default_ring_is_sized_for_the_reader_that_drains_it() -> None:
+    """Without --ringbuf-bytes, the ring the kernel made (its map's fdinfo)
+    is 2 MiB when the C extension drains it and 8 MiB when the pure-Python
+    reference does (this suite's OTEL_EXEC_NATIVE=0 pass): the slower reader
+    needs the larger ring to absorb the same burst (docs/operations.md#sizing)."""
+    loaded = KernelProbes(Config())
+    try:
+        loaded.attach()
+        fdinfo = Path(f"/proc/self/fdinfo/{loaded.ringbuf_fd}").read_text()
+        made = int(next(line.split()[1] for line in fdinfo.splitlines() if line.startswith("max_entries:")))
+        assert made == loaded.ringbuf_bytes == (2 << 20 if NATIVE is not None else 8 << 20)
     finally:
         loaded.close()
 

@@ -186,15 +186,20 @@ def test_hard_link_fifo_and_huge_file_are_refused(tmp_path: Path):
 
 def test_ring_buffer_default_is_the_backends_and_a_set_size_wins_for_both():
     """Without --ringbuf-bytes each backend gets its own ring (CO-RE the
-    smallest allowed, BCC twice that: docs/operations.md#sizing); a size set
-    by flag, variable or file is used by either backend."""
+    smallest allowed, or four times that when its pure-Python reader drains
+    it, BCC twice the smallest: docs/operations.md#sizing); a size set by
+    flag, variable or file is used by either backend and reader."""
     default = config.Config()
     assert default.ringbuf_bytes is None
     assert (default.ring_bytes("core"), default.ring_bytes("bcc")) == (2 << 20, 4 << 20)
+    # CO-RE's records read by the pure-Python reference (no C extension): a larger ring.
+    assert default.ring_bytes("core", native_reader=False) == 8 << 20
+    assert default.ring_bytes("bcc", native_reader=False) == 4 << 20
     args = parse([], {"OTEL_EXEC_RINGBUF_BYTES": str(8 << 20)})
     assert args.ringbuf_bytes == 8 << 20
     chosen = config.Config(ringbuf_bytes=args.ringbuf_bytes)
     chosen.validate()
-    assert (chosen.ring_bytes("core"), chosen.ring_bytes("bcc")) == (8 << 20, 8 << 20)
+    assert (chosen.ring_bytes("core"), chosen.ring_bytes("core", native_reader=False),
+            chosen.ring_bytes("bcc")) == (8 << 20, 8 << 20, 8 << 20)
     with pytest.raises(UsageError, match="at least"):
         config.Config(ringbuf_bytes=1 << 20).validate()
