@@ -103,9 +103,8 @@ HELP: dict[str, str] = {
     "--env-max-bytes":
         "copy at most this much of the environment; more is cut (default %(default)s)",
     "--ringbuf-bytes":
-        f"ring buffer size, power of 2 (default {RINGBUF_BYTES_DEFAULT['core'] >> 20} MiB; "
-        f"{RINGBUF_BYTES_CORE_PYTHON_READER >> 20} MiB without the C extension; "
-        f"BCC: {RINGBUF_BYTES_DEFAULT['bcc'] >> 20} MiB)",
+        f"ring buffer, power of 2 (default {RINGBUF_BYTES_DEFAULT['core'] >> 20} MiB; "
+        f"pure-Python {RINGBUF_BYTES_CORE_PYTHON_READER >> 20}; BCC {RINGBUF_BYTES_DEFAULT['bcc'] >> 20})",
     "--poll-interval":
         "drain the ring at least this often (default %(default)s)",
     "--process-table-size":
