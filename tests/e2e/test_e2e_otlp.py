@@ -316,12 +316,17 @@ def test_processes_found_at_start_are_spans_with_redacted_argv(collector: Collec
     mark = new_mark()
     before = subprocess.Popen(["/bin/sh", "-c", "sleep 60", "sh", "--password=hunter2"], env=marked_env(mark))
     try:
+        started = time.time_ns()
         run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint,
-                       env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100"))
+                       env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", OTEL_BLRP_SCHEDULE_DELAY="100"))
         rc, err = run.stop()
         assert rc == 0, err
-        (span,) = collector.wait_for_spans(lambda s: s.attributes.get("process.pid") == before.pid
-                                           and s.attributes.get("otel_exec.observed_from") == "procfs")
+        # This agent's record, not any with the pid: the session's collector
+        # holds earlier agents' /proc records, whose pids may be reused.
+        (observed,) = collector.wait_for_logs(lambda r: r.event_name == "otel_exec.process.observed"
+                                              and r.observed_timestamp >= started
+                                              and r.attributes.get("process.pid") == before.pid)
+        (span,) = collector.wait_for_spans(lambda s: s.span_id == observed.span_id)
     finally:
         before.kill()
         before.wait()

@@ -331,12 +331,17 @@ def test_trust_traceparent_on_the_proc_seed_path(collector: Collector, tmp_path:
                              "read x"], stdin=subprocess.PIPE, env=marked_env(new_mark(), TRACEPARENT=tp))
     try:
         time.sleep(0.2)
+        started = time.time_ns()
         run = AgentRun(tmp_path, "--endpoint", collector.grpc_endpoint, "--trust-traceparent", "root",
-                       env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100"))
+                       env=dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="100", OTEL_BLRP_SCHEDULE_DELAY="100"))
         rc, err = run.stop()
         assert rc == 0, err
-        (span,) = collector.wait_for_spans(lambda s: s.attributes.get("process.pid") == user.pid
-                                           and s.attributes.get("otel_exec.observed_from") == "procfs", timeout=15)
+        # This agent's record, not any with the pid: the session's collector
+        # holds earlier agents' /proc records, whose pids may be reused.
+        (observed,) = collector.wait_for_logs(lambda r: r.event_name == "otel_exec.process.observed"
+                                              and r.observed_timestamp >= started
+                                              and r.attributes.get("process.pid") == user.pid, timeout=15)
+        (span,) = collector.wait_for_spans(lambda s: s.span_id == observed.span_id, timeout=15)
         me = max(collector.wait_for_spans(lambda s: s.attributes.get("process.pid") == os.getpid()
                                           and s.attributes.get("otel_exec.observed_from") == "procfs", timeout=15),
                  key=lambda s: s.end_time)
