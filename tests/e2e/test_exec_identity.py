@@ -173,8 +173,10 @@ def test_binary_replaced_right_after_its_exec_is_never_hashed_in_its_place(agent
 
 
 def test_binary_deleted_while_running(agent: AgentRun, tmp_path: Path) -> None:
-    """Unlinked right after the exec: the values of the file that ran, or
-    gone; never those of what the path names next."""
+    """Unlinked right after the exec, another file put at the path: the
+    values of the file that ran, or gone, or changed (the agent opened the
+    path after the new file came: docs/fields.md, "Which file is read");
+    never those of what the path names next."""
     exe = tmp_path / "oe-sleep"
     shutil.copy(os.path.realpath(shutil.which("sleep") or "/bin/sleep"), exe)
     want = reference(exe)
@@ -183,7 +185,7 @@ def test_binary_deleted_while_running(agent: AgentRun, tmp_path: Path) -> None:
         exe.unlink()
         shutil.copy(build_c(tmp_path, "other", "-Wl,--build-id"), exe)  # a different file at the path
         got = agent.one(marked(mark))["executable_identity"]
-    assert got == want or got == {"status": "gone"}, got
+    assert got == want or got in ({"status": "gone"}, {"status": "changed"}), got
 
 
 def test_memfd_exec(agent: AgentRun, progs: Progs) -> None:
