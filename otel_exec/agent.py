@@ -74,6 +74,8 @@ class EventSource(Protocol):
     # (wake_on: the stop signals' wake-up fd ends it).
     def wait(self, timeout_s: float) -> None: ...
     def wake_on(self, wakeup: SignalWakeup) -> None: ...
+    # Its own threads, if any: started after the privilege drop, by the reader.
+    def start(self) -> None: ...
     # Hands up to max_records (None: all) queued events to handle; returns how many.
     def drain(self, handle: Callable[[Event], None], max_records: int | None = None) -> int: ...
     def detach(self) -> None: ...
@@ -174,6 +176,8 @@ class Agent:
         for start in also_start:
             start()
         privileges.restore_other_threads_priority(agent_nice)
+        # After the restore: the source's threads keep the reader's priority.
+        self.source.start()
         privileges.check_threads(dropped)
         if self.ready is not None:
             self._write_ready_file(self.ready)

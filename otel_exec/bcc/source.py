@@ -73,6 +73,9 @@ class BccSource:
     def wake_on(self, wakeup: SignalWakeup) -> None:
         self._wait.wake_on(wakeup)
 
+    def start(self) -> None:
+        """No thread of its own: BCC's reader works in Python."""
+
     def wait(self, timeout_s: float) -> None:
         if not self._queue:
             self._wait.wait(timeout_s)

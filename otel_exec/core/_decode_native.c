@@ -3,9 +3,10 @@
  * The pure-Python code is the reference (otel_exec/core/ringbuf.py,
  * otel_exec/core/decode.py) and this module gives the same results:
  *
- *   drain()   walks the ring buffer's records as RingBuffer.drain does;
- *             given a Decoder, it decodes each record without building a
- *             memoryview or entering the interpreter for it.
+ *   RingCopy  moves the ring buffer's records into the agent's memory on
+ *             a thread that never takes the GIL, and hands them over in
+ *             RingBuffer.drain's order; given a Decoder, it decodes each
+ *             record without entering the interpreter for it.
  *   Decoder   decodes the records that make up nearly all of a storm: an
  *             exec record whose shared part the reference decoder already
  *             holds in its cache, and an exit record. Every other record (a
@@ -862,29 +863,19 @@ static PyObject *join_path(PyObject *module, PyObject *args)
     return r;
 }
 
-/* One record to `handle`, through `decoder` when given: 0, or -1 with an
- * exception set (the record is then not consumed). */
-static int deliver(PyObject *data_view, Py_ssize_t start, Py_ssize_t end, const unsigned char *data,
-                   Py_ssize_t size, PyObject *handle, DecoderObject *decoder, PyObject *on_error)
+/* One record (n bytes at p) to `handle`, through `decoder` when given: 0,
+ * or -1 with an exception set (the record is then not consumed). A record
+ * that reaches Python is a bytes copy: its memory is reused once handed. */
+static int deliver(const unsigned char *p, Py_ssize_t n, PyObject *handle, DecoderObject *decoder,
+                   PyObject *on_error)
 {
-    PyObject *joined = NULL, *arg = NULL;
-    const unsigned char *p = data + start;
-    Py_ssize_t n = end - start;
-    if (end > size) {
-        /* Wraps past the end of the ring: copied together, as bytes. */
-        joined = PyBytes_FromStringAndSize(NULL, n);
-        if (joined == NULL)
-            return -1;
-        memcpy(PyBytes_AS_STRING(joined), data + start, size - start);
-        memcpy(PyBytes_AS_STRING(joined) + (size - start), data, end - size);
-        p = (const unsigned char *)PyBytes_AS_STRING(joined);
-    }
     PyObject *ev = NULL;
     if (decoder != NULL) {
         ev = decode_fast(decoder, p, n);
         if (ev == NULL && !PyErr_Occurred()) {
-            arg = joined ? Py_NewRef(joined) : PySequence_GetSlice(data_view, start, end);
+            PyObject *arg = PyBytes_FromStringAndSize((const char *)p, n);
             ev = arg ? PyObject_CallMethodOneArg(decoder->reference, s_decode, arg) : NULL;
+            Py_XDECREF(arg);
             if (ev == NULL && PyErr_ExceptionMatches(decoder->decode_error)) {
                 PyObject *type, *exc, *tb;
                 PyErr_Fetch(&type, &exc, &tb);
@@ -895,8 +886,6 @@ static int deliver(PyObject *data_view, Py_ssize_t start, Py_ssize_t end, const 
                 Py_XDECREF(type);
                 Py_XDECREF(exc);
                 Py_XDECREF(tb);
-                Py_XDECREF(arg);
-                Py_XDECREF(joined);
                 if (r == NULL)
                     return -1;
                 Py_DECREF(r);
@@ -904,10 +893,8 @@ static int deliver(PyObject *data_view, Py_ssize_t start, Py_ssize_t end, const 
             }
         }
     } else {
-        ev = joined ? Py_NewRef(joined) : PySequence_GetSlice(data_view, start, end);
+        ev = PyBytes_FromStringAndSize((const char *)p, n);
     }
-    Py_XDECREF(arg);
-    Py_XDECREF(joined);
     if (ev == NULL)
         return -1;
     PyObject *r = PyObject_CallOneArg(handle, ev);
@@ -918,13 +905,328 @@ static int deliver(PyObject *data_view, Py_ssize_t start, Py_ssize_t end, const 
     return 0;
 }
 
-/* drain(cons_pos, prod_pos, data, handle, max_records, decoder, on_error) -> int: RingBuffer.drain's walk. */
-static PyObject *drain(PyObject *module, PyObject *args)
+/* RingCopy: the records of the kernel's ring, moved into memory of the
+ * agent's own by a thread that never takes the GIL.
+ *
+ * The reader thread needs the GIL for every record, and whichever thread
+ * holds it can be preempted on a busy host for tens to hundreds of
+ * milliseconds (BENCHMARKS.md, 2026-12-07 09:47 UTC), longer than a ring
+ * fed 20-40 KiB records lasts. The copy thread waits on the ring's fd (the
+ * kernel's early wake-up, wakeup_bytes queued) and moves every submitted
+ * record into a queue of mmap'd chunks, so the kernel's ring keeps room
+ * while Python is held up. The reader's drain moves what the ring holds
+ * too (the thread sees only the early wake-ups) and hands the queue's
+ * records over in order. The queue is bounded (max_bytes): once full, the
+ * records stay in the ring, and the kernel counts what it then cannot
+ * write, as without this thread. Its memory is taken as needed and all
+ * but one chunk given back once handed over.
+ *
+ * Queue entries keep the ring's framing (an 8-byte header whose first word
+ * is the length, the next entry at the following 8-byte boundary), so a
+ * record takes as many bytes queued as it took in the ring. */
+#include <errno.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define COPY_CHUNK_BYTES (1u << 20)
+
+typedef struct Chunk {
+    struct Chunk *next;
+    size_t mapped;  /* bytes mmap'd, this header included */
+    size_t cap;     /* bytes of data[] */
+    size_t used;    /* bytes of data[] written, changed under the lock */
+    unsigned char data[];
+} Chunk;
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer cons, prod, ring;  /* held until close() */
+    int open;
+    uint64_t *cons_pos;
+    const uint64_t *prod_pos;
+    const unsigned char *base;
+    uint64_t mask;
+    int ring_fd;    /* not ours: waited on, not closed */
+    int notify_fd;  /* eventfd: the thread copied records */
+    int stop_fd;    /* eventfd: the thread is to end */
+    int epoll_fd;
+    pthread_mutex_t lock;
+    pthread_cond_t room;
+    int stopping;
+    int running;
+    pthread_t thread;
+    /* Under the lock. The reader alone hands entries over and frees
+     * chunks; the copier alone appends. */
+    Chunk *head, *tail, *spare;
+    size_t read_off;  /* in head: the next entry to hand over */
+    size_t queued;    /* bytes of entries not handed over */
+    size_t max_bytes;
+} RingCopyObject;
+
+static Chunk *chunk_new(size_t need)
 {
-    PyObject *cons_obj, *prod_obj, *data_obj, *handle, *decoder_obj, *on_error;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t mapped = sizeof(Chunk) + (need > COPY_CHUNK_BYTES ? need : COPY_CHUNK_BYTES);
+    mapped = (mapped + (size_t)page - 1) & ~((size_t)page - 1);
+    void *m = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    Chunk *c = m;
+    c->next = NULL;
+    c->mapped = mapped;
+    c->cap = mapped - sizeof(Chunk);
+    c->used = 0;
+    return c;
+}
+
+/* A chunk handed over: kept as the spare (one, the size of the common
+ * chunk) or unmapped, so that a lag's memory goes back once it is over. */
+static void chunk_retire(RingCopyObject *self, Chunk *c)
+{
+    if (self->spare == NULL && c->cap <= COPY_CHUNK_BYTES) {
+        c->next = NULL;
+        c->used = 0;
+        self->spare = c;
+    } else {
+        munmap(c, c->mapped);
+    }
+}
+
+/* Room for an entry of `space` bytes at the queue's end, or NULL (the
+ * queue is full, or no memory). Under the lock. */
+static unsigned char *queue_reserve(RingCopyObject *self, size_t space)
+{
+    if (self->queued + space > self->max_bytes)
+        return NULL;
+    Chunk *t = self->tail;
+    if (t != NULL && t->cap - t->used >= space)
+        return t->data + t->used;
+    Chunk *c;
+    if (self->spare != NULL && self->spare->cap >= space) {
+        c = self->spare;
+        self->spare = NULL;
+    } else if ((c = chunk_new(space)) == NULL) {
+        return NULL;
+    }
+    if (t != NULL) {
+        t->next = c;
+    } else {
+        self->head = c;
+        self->read_off = 0;
+    }
+    self->tail = c;
+    return c->data;
+}
+
+/* Moves the ring's submitted records into the queue, oldest first, up to
+ * one still being written or a full queue; returns the bytes queued and
+ * sets *full when the queue's bound stopped it. Under the lock. */
+static size_t ring_to_queue(RingCopyObject *self, int *full)
+{
+    const unsigned char *base = self->base;
+    uint64_t mask = self->mask, size = mask + 1;
+    uint64_t c = __atomic_load_n(self->cons_pos, __ATOMIC_RELAXED);
+    size_t copied = 0;
+    *full = 0;
+    for (;;) {
+        uint64_t pr = __atomic_load_n(self->prod_pos, __ATOMIC_ACQUIRE);
+        if (c >= pr)
+            break;
+        uint64_t pos = c;
+        int stop = 0;
+        while (pos < pr) {
+            uint64_t off = pos & mask;
+            uint32_t word = __atomic_load_n((const uint32_t *)(base + off), __ATOMIC_ACQUIRE);
+            if (word & RB_BUSY) {
+                stop = 1;
+                break;
+            }
+            uint32_t length = word & RB_LEN_MASK;
+            size_t space = ((size_t)length + RB_HDR_SIZE + 7) & ~(size_t)7;
+            if (!(word & RB_DISCARD)) {
+                unsigned char *dst = queue_reserve(self, space);
+                if (dst == NULL) {
+                    *full = 1;
+                    stop = 1;
+                    break;
+                }
+                memcpy(dst, &length, sizeof(length));
+                uint64_t start = (off + RB_HDR_SIZE) & mask;
+                if (start + length <= size) {
+                    memcpy(dst + RB_HDR_SIZE, base + start, length);
+                } else {
+                    /* Wraps past the end of the ring (mapped once). */
+                    memcpy(dst + RB_HDR_SIZE, base + start, size - start);
+                    memcpy(dst + RB_HDR_SIZE + (size - start), base, length - (size - start));
+                }
+                self->tail->used += space;
+                self->queued += space;
+                copied += space;
+            }
+            pos += space;
+        }
+        if (pos != c)
+            __atomic_store_n(self->cons_pos, pos, __ATOMIC_RELEASE);
+        c = pos;
+        if (stop)
+            break;
+    }
+    return copied;
+}
+
+static void *copy_thread(void *arg)
+{
+    RingCopyObject *self = arg;
+    struct epoll_event ev[2];
+    for (;;) {
+        int n = epoll_wait(self->epoll_fd, ev, 2, -1);
+        if (n < 0 && errno != EINTR)
+            break;
+        pthread_mutex_lock(&self->lock);
+        size_t copied = 0;
+        while (!self->stopping) {
+            int full;
+            copied += ring_to_queue(self, &full);
+            if (!full)
+                break;
+            /* Until the reader hands entries over; the ring keeps the rest. */
+            pthread_cond_wait(&self->room, &self->lock);
+        }
+        int stopping = self->stopping;
+        pthread_mutex_unlock(&self->lock);
+        if (stopping)
+            break;
+        if (copied) {
+            uint64_t one = 1;
+            ssize_t w = write(self->notify_fd, &one, sizeof(one));
+            (void)w;  /* EAGAIN: a wake-up is pending already */
+        }
+    }
+    return NULL;
+}
+
+static void ringcopy_close_fds(RingCopyObject *self)
+{
+    int *fds[] = {&self->epoll_fd, &self->notify_fd, &self->stop_fd};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
+
+static int RingCopy_init(RingCopyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"cons_pos", "prod_pos", "data", "ring_fd", "max_bytes", NULL};
+    PyObject *cons_obj, *prod_obj, *data_obj;
+    int ring_fd;
+    Py_ssize_t max_bytes;
+    if (self->open) {
+        PyErr_SetString(PyExc_RuntimeError, "RingCopy is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOin", kwlist, &cons_obj, &prod_obj, &data_obj, &ring_fd,
+                                     &max_bytes))
+        return -1;
+    if (PyObject_GetBuffer(cons_obj, &self->cons, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (PyObject_GetBuffer(prod_obj, &self->prod, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&self->cons);
+        return -1;
+    }
+    if (PyObject_GetBuffer(data_obj, &self->ring, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&self->cons);
+        PyBuffer_Release(&self->prod);
+        return -1;
+    }
+    self->open = 1;  /* from here on close() releases what init took */
+    self->ring_fd = ring_fd;
+    self->notify_fd = self->stop_fd = self->epoll_fd = -1;
+    Py_ssize_t size = self->ring.len;
+    if (self->cons.len < 8 || self->prod.len < 8 || size <= 0 || (size & (size - 1)) || max_bytes <= 0) {
+        PyErr_SetString(PyExc_ValueError, "not a ring buffer's positions and data area, or no room to copy to");
+        return -1;
+    }
+    self->cons_pos = self->cons.buf;
+    self->prod_pos = self->prod.buf;
+    self->base = self->ring.buf;
+    self->mask = (uint64_t)size - 1;
+    self->max_bytes = (size_t)max_bytes;
+    self->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    self->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (self->notify_fd < 0 || self->stop_fd < 0 || self->epoll_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    /* Edge-triggered: one return per wake-up of the ring (records queued
+     * below wakeup_bytes are the reader's), not one per record while any
+     * is queued. */
+    struct epoll_event ring_ev = {.events = EPOLLIN | EPOLLET, .data.fd = ring_fd};
+    struct epoll_event stop_ev = {.events = EPOLLIN, .data.fd = self->stop_fd};
+    if ((ring_fd >= 0 && epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, ring_fd, &ring_ev) < 0) ||
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->stop_fd, &stop_ev) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *RingCopy_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    RingCopyObject *self = (RingCopyObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->notify_fd = self->stop_fd = self->epoll_fd = -1;
+    pthread_mutex_init(&self->lock, NULL);
+    pthread_cond_init(&self->room, NULL);
+    return (PyObject *)self;
+}
+
+static int ringcopy_check_open(RingCopyObject *self)
+{
+    if (!self->open || self->epoll_fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "RingCopy is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* start(): the copy thread. It inherits the caller's nice value, signal
+ * mask and capabilities: started after the privilege drop, by the reader. */
+static PyObject *RingCopy_start(RingCopyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (ringcopy_check_open(self) < 0)
+        return NULL;
+    if (self->running) {
+        PyErr_SetString(PyExc_RuntimeError, "the copy thread runs already");
+        return NULL;
+    }
+    if (self->ring_fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "no ring fd to wait on");
+        return NULL;
+    }
+    int err = pthread_create(&self->thread, NULL, copy_thread, self);
+    if (err != 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    pthread_setname_np(self->thread, "oe-ring-copy");
+    self->running = 1;
+    Py_RETURN_NONE;
+}
+
+/* drain(handle, max_records, decoder, on_error) -> int */
+static PyObject *RingCopy_drain(RingCopyObject *self, PyObject *args)
+{
+    PyObject *handle, *decoder_obj, *on_error;
     Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "OOOOnOO", &cons_obj, &prod_obj, &data_obj, &handle, &limit, &decoder_obj,
-                          &on_error))
+    if (!PyArg_ParseTuple(args, "OnOO", &handle, &limit, &decoder_obj, &on_error))
+        return NULL;
+    if (ringcopy_check_open(self) < 0)
         return NULL;
     DecoderObject *decoder = NULL;
     if (decoder_obj != Py_None) {
@@ -934,74 +1236,148 @@ static PyObject *drain(PyObject *module, PyObject *args)
         }
         decoder = (DecoderObject *)decoder_obj;
     }
-    Py_buffer cons, prod, data;
-    if (PyObject_GetBuffer(cons_obj, &cons, PyBUF_WRITABLE) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(prod_obj, &prod, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&cons);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&cons);
-        PyBuffer_Release(&prod);
-        return NULL;
-    }
-    Py_ssize_t size = data.len;
     Py_ssize_t count = 0;
-    PyObject *result = NULL;
-    if (cons.len < 8 || prod.len < 8 || size <= 0 || (size & (size - 1))) {
-        PyErr_SetString(PyExc_ValueError, "not a ring buffer's positions and data area");
-        goto out;
-    }
-    uint64_t mask = (uint64_t)size - 1;
-    const unsigned char *base = data.buf;
-    uint64_t *cons_pos = cons.buf;
-    const uint64_t *prod_pos = prod.buf;
-    uint64_t c = __atomic_load_n(cons_pos, __ATOMIC_RELAXED);
-    for (;;) {
-        uint64_t pr = __atomic_load_n(prod_pos, __ATOMIC_ACQUIRE);
-        if (c >= pr)
-            break;
-        uint64_t pos = c;
-        int stop = 0, failed = 0;
-        while (pos < pr) {
-            uint64_t off = pos & mask;
-            uint32_t word = __atomic_load_n((const uint32_t *)(base + off), __ATOMIC_ACQUIRE);
-            if (word & RB_BUSY) {
-                stop = 1;
+    int failed = 0;
+    while (count != limit && !failed) {
+        int full;
+        /* The lock is held only by the copier's memcpy: no GIL release
+         * around it, which would hand the GIL to another thread to wait on. */
+        pthread_mutex_lock(&self->lock);
+        ring_to_queue(self, &full);
+        Chunk *chunk = self->head;
+        size_t off = self->read_off, end = chunk != NULL ? chunk->used : 0;
+        pthread_mutex_unlock(&self->lock);
+        if (off >= end)
+            break;  /* the queue and the ring are empty */
+        size_t at = off;
+        while (at < end && count != limit) {
+            uint32_t length;
+            memcpy(&length, chunk->data + at, sizeof(length));
+            if (deliver(chunk->data + at + RB_HDR_SIZE, length, handle, decoder, on_error) < 0) {
+                failed = 1;
                 break;
             }
-            uint32_t length = word & RB_LEN_MASK;
-            if (!(word & RB_DISCARD)) {
-                Py_ssize_t start = (Py_ssize_t)((off + RB_HDR_SIZE) & mask);
-                if (deliver(data_obj, start, start + length, base, size, handle, decoder, on_error) < 0) {
-                    failed = 1;
-                    break;
-                }
-                count++;
-            }
-            pos += ((uint64_t)length + RB_HDR_SIZE + 7) & ~(uint64_t)7;
-            if (count == limit) {
-                stop = 1;
-                break;
+            count++;
+            at += ((size_t)length + RB_HDR_SIZE + 7) & ~(size_t)7;
+        }
+        pthread_mutex_lock(&self->lock);
+        self->queued -= at - off;
+        self->read_off = at;
+        if (at == chunk->used) {
+            if (chunk->next != NULL) {
+                self->head = chunk->next;
+                self->read_off = 0;
+                chunk_retire(self, chunk);
+            } else {
+                chunk->used = 0;  /* the copier appends at its start again */
+                self->read_off = 0;
             }
         }
-        if (pos != c)
-            __atomic_store_n(cons_pos, pos, __ATOMIC_RELEASE);
-        if (failed)
-            goto out;
-        if (stop)
-            break;
-        /* Producers may have added records while this batch was handled. */
-        c = pos;
+        if (at != off)
+            pthread_cond_signal(&self->room);
+        pthread_mutex_unlock(&self->lock);
     }
-    result = PyLong_FromSsize_t(count);
-out:
-    PyBuffer_Release(&cons);
-    PyBuffer_Release(&prod);
-    PyBuffer_Release(&data);
-    return result;
+    if (failed)
+        return NULL;
+    return PyLong_FromSsize_t(count);
 }
+
+static PyObject *RingCopy_queued_bytes(RingCopyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    pthread_mutex_lock(&self->lock);
+    size_t q = self->queued;
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromSize_t(q);
+}
+
+static PyObject *RingCopy_notify_fd(RingCopyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (ringcopy_check_open(self) < 0)
+        return NULL;
+    return PyLong_FromLong(self->notify_fd);
+}
+
+/* Ends the thread, then frees the queue (what it held is not handed over:
+ * the caller drains first) and the ring's buffers. */
+static void ringcopy_close(RingCopyObject *self)
+{
+    if (self->running) {
+        pthread_mutex_lock(&self->lock);
+        self->stopping = 1;
+        pthread_cond_signal(&self->room);
+        pthread_mutex_unlock(&self->lock);
+        uint64_t one = 1;
+        ssize_t w = write(self->stop_fd, &one, sizeof(one));
+        (void)w;
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(self->thread, NULL);
+        Py_END_ALLOW_THREADS
+        self->running = 0;
+    }
+    ringcopy_close_fds(self);
+    for (Chunk *c = self->head; c != NULL;) {
+        Chunk *next = c->next;
+        munmap(c, c->mapped);
+        c = next;
+    }
+    if (self->spare != NULL)
+        munmap(self->spare, self->spare->mapped);
+    self->head = self->tail = self->spare = NULL;
+    self->queued = 0;
+    if (self->open) {
+        PyBuffer_Release(&self->cons);
+        PyBuffer_Release(&self->prod);
+        PyBuffer_Release(&self->ring);
+        self->open = 0;
+    }
+}
+
+static PyObject *RingCopy_close(RingCopyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    ringcopy_close(self);
+    Py_RETURN_NONE;
+}
+
+static void RingCopy_dealloc(RingCopyObject *self)
+{
+    ringcopy_close(self);
+    pthread_cond_destroy(&self->room);
+    pthread_mutex_destroy(&self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef RingCopy_methods[] = {
+    {"start", (PyCFunction)RingCopy_start, METH_NOARGS,
+     "start(): the thread that moves the ring's records into the queue at each of the ring's wake-ups."},
+    {"drain", (PyCFunction)RingCopy_drain, METH_VARARGS,
+     "drain(handle, max_records, decoder, on_error) -> int\n\n"
+     "RingBuffer.drain's records, oldest first: the queue's, then the ring's (moved\n"
+     "through the queue); max_records -1: no limit. Without a decoder each record's\n"
+     "payload (bytes) goes to handle; with one, its event does, and a record the\n"
+     "decoder rejects (its DecodeError) goes to on_error. A record whose handling\n"
+     "raised is handed over again by the next drain."},
+    {"queued_bytes", (PyCFunction)RingCopy_queued_bytes, METH_NOARGS,
+     "queued_bytes() -> int: ring bytes of the records moved and not yet handed over."},
+    {"notify_fd", (PyCFunction)RingCopy_notify_fd, METH_NOARGS,
+     "notify_fd() -> int: an eventfd the thread adds to after moving records (non-blocking)."},
+    {"close", (PyCFunction)RingCopy_close, METH_NOARGS,
+     "close(): ends the thread, frees the queue and lets go of the ring's buffers; idempotent."},
+    {NULL},
+};
+
+static PyTypeObject RingCopyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_exec.core._decode_native.RingCopy",
+    .tp_basicsize = sizeof(RingCopyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RingCopy(cons_pos, prod_pos, data, ring_fd, max_bytes): a ring buffer's records moved\n"
+              "into a queue of at most max_bytes by a thread of its own (start()), and handed over\n"
+              "by drain(). ring_fd -1: no thread, drain() alone moves them.",
+    .tp_new = RingCopy_new,
+    .tp_init = (initproc)RingCopy_init,
+    .tp_dealloc = (destructor)RingCopy_dealloc,
+    .tp_methods = RingCopy_methods,
+};
 
 /* libbpf_print_fn_t. A load prints a thousand and more debug messages (the
  * CO-RE relocations), which nothing keeps unless asked: dropped here, they
@@ -1035,12 +1411,6 @@ static PyMethodDef module_methods[] = {
     {"cstr", cstr, METH_O, "cstr(raw) -> str: the text up to the first NUL."},
     {"join_path", join_path, METH_VARARGS,
      "join_path(leaf_first, pflags, fs_magic=0, inode=0) -> str: otel_exec.core.decode.join_path."},
-    {"drain", drain, METH_VARARGS,
-     "drain(cons_pos, prod_pos, data, handle, max_records, decoder, on_error) -> int\n\n"
-     "RingBuffer.drain's walk over the records between the two positions (8-byte\n"
-     "buffers) in the data area; max_records -1: no limit. Without a decoder each\n"
-     "record's payload goes to handle; with one, its event does, and a record the\n"
-     "decoder rejects (its DecodeError) goes to on_error."},
     {"libbpf_print_filter", libbpf_print_filter, METH_VARARGS,
      "libbpf_print_filter(forward, max_level) -> int\n\n"
      "The address of a libbpf_print_fn_t that passes the messages of level max_level\n"
@@ -1066,7 +1436,7 @@ PyMODINIT_FUNC PyInit__decode_native(void)
     INTERN(s_decode, "decode");
     INTERN(s_parent_exec_id, "_parent_exec_id");
     INTERN(s_empty, "");
-    if (PyType_Ready(&DecoderType) < 0)
+    if (PyType_Ready(&DecoderType) < 0 || PyType_Ready(&RingCopyType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
@@ -1116,6 +1486,12 @@ PyMODINIT_FUNC PyInit__decode_native(void)
     Py_INCREF(&DecoderType);
     if (PyModule_AddObject(m, "Decoder", (PyObject *)&DecoderType) < 0) {
         Py_DECREF(&DecoderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RingCopyType);
+    if (PyModule_AddObject(m, "RingCopy", (PyObject *)&RingCopyType) < 0) {
+        Py_DECREF(&RingCopyType);
         Py_DECREF(m);
         return NULL;
     }

@@ -13,9 +13,12 @@ rare wrapping record together. Each record is an 8-byte header (u32 len with
 BUSY/DISCARD flags, u32 page offset used by the kernel) followed by len
 bytes, the next record starting at the following 8-byte boundary.
 
-The walk runs in C (otel_exec.core._decode_native.drain) when that extension
-is built and wanted (otel_exec.native); `_drain_reference` is the same walk
-in Python, the reference and the fallback.
+The walk runs in C when that extension is built and wanted
+(otel_exec.native): its RingCopy moves the records into the agent's own
+memory, on a thread of its own once start_copy_thread() ran, so that the
+kernel's ring keeps room while the reader waits for the GIL; the drain hands
+them over from there. `_drain_reference` is the same walk in Python, on the
+ring itself, the reference and the fallback.
 """
 from __future__ import annotations
 
@@ -38,6 +41,12 @@ _HDR_SIZE = 8
 # otel_exec.core._decode_native, or None: the ring walk and the decoder's
 # common records in C (otel_exec.core.decode builds its native Decoder).
 NATIVE = native_module("otel_exec.core._decode_native")
+
+# The most RingCopy holds for a reader held up: a few hundred milliseconds
+# of the largest records at the rate a 2-core machine execs them, within a
+# 128 MiB container limit with the rest of the agent. Taken only while the
+# reader lags, given back after.
+COPY_MAX_BYTES = 32 << 20
 
 
 class RingBuffer(Closing):
@@ -63,7 +72,6 @@ class RingBuffer(Closing):
             self._cons_map = mmap.mmap(fd, page, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
             self._prod_map = mmap.mmap(fd, page + size, access=mmap.ACCESS_READ, offset=page)
-            self._wait = RingWait(fd)
         except OSError as exc:
             if fd >= 0:
                 os.close(fd)
@@ -74,12 +82,18 @@ class RingBuffer(Closing):
         self._prod_pos = memoryview(self._prod_map)[:8].cast("Q")
         self._data = memoryview(self._prod_map)[page:]
         self._hdr = self._data.cast("I")  # headers are 8-aligned: word off >> 2
+        self._copy = (NATIVE.RingCopy(self._cons_pos, self._prod_pos, self._data, fd, COPY_MAX_BYTES)
+                      if NATIVE is not None else None)
+        # The copy thread may empty the ring before this wait sees it
+        # readable: its notify fd wakes the wait too.
+        self._wait = RingWait(fd, self._copy.notify_fd() if self._copy is not None else -1)
 
     def drain(self, handle: Callable[[memoryview], None], max_records: int | None = None) -> int:
         """Call ``handle`` on each submitted record's payload, oldest first.
 
         The payload is a read-only view into the ring (bytes for a record
-        that wraps past the end of the ring), valid only until
+        that wraps past the end of the ring, and for every record with the
+        C extension, whose copy reuses its memory), valid only until
         ``handle`` returns for the last record of the batch: the space is
         given back to the kernel then (one consumer_pos store per batch,
         i.e. per producer_pos snapshot), and new records overwrite it.
@@ -95,8 +109,8 @@ class RingBuffer(Closing):
         if max_records is not None and max_records <= 0:
             return 0
         limit = -1 if max_records is None else max_records
-        if NATIVE is not None:
-            return NATIVE.drain(self._cons_pos, self._prod_pos, self._data, handle, limit, None, None)  # type: ignore[no-any-return]
+        if self._copy is not None:
+            return self._copy.drain(handle, limit, None, None)  # type: ignore[no-any-return]
         return self._drain_reference(handle, limit)
 
     def drain_events(self, decoder: Any, handle: Callable[[object], None],
@@ -106,11 +120,19 @@ class RingBuffer(Closing):
         ``on_error`` the DecodeError of a record the decoder rejects (that
         record is consumed). Nothing reaches Python per record but the two
         calls."""
-        assert NATIVE is not None
+        assert self._copy is not None
         if max_records is not None and max_records <= 0:
             return 0
         limit = -1 if max_records is None else max_records
-        return NATIVE.drain(self._cons_pos, self._prod_pos, self._data, handle, limit, decoder, on_error)  # type: ignore[no-any-return]
+        return self._copy.drain(handle, limit, decoder, on_error)  # type: ignore[no-any-return]
+
+    def start_copy_thread(self) -> None:
+        """With the C extension: the thread that moves the records into the
+        agent's memory at each of the ring's early wake-ups. It inherits
+        the caller's capabilities and nice value: call it after the
+        privilege drop, from the reader."""
+        if self._copy is not None:
+            self._copy.start()
 
     def _drain_reference(self, handle: Callable[[memoryview], None], limit: int) -> int:
         hdr = self._hdr
@@ -160,8 +182,11 @@ class RingBuffer(Closing):
         return self._wait.wait(timeout_s)
 
     def available_bytes(self) -> int:
-        """Bytes between consumer and producer, headers and records still being written included."""
-        return self._prod_pos[0] - self._cons_pos[0]
+        """Bytes not yet handed over: between the ring's consumer and
+        producer (headers and records still being written included), and
+        those the copy holds (as many as they took in the ring)."""
+        queued = self._copy.queued_bytes() if self._copy is not None else 0
+        return self._prod_pos[0] - self._cons_pos[0] + queued  # type: ignore[no-any-return]
 
     def fileno(self) -> int:
         """The epoll fd, for an outer selector: readable when the ring has
@@ -172,6 +197,8 @@ class RingBuffer(Closing):
         if self._closed:
             return
         self._closed = True
+        if self._copy is not None:
+            self._copy.close()  # its thread first: it reads the ring
         self._wait.close()
         for view in (self._cons_pos, self._prod_pos, self._hdr, self._data):
             view.release()

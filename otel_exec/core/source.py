@@ -40,6 +40,9 @@ class CoreSource:
     def wake_on(self, wakeup: SignalWakeup) -> None:
         self.ring.wake_on(wakeup)
 
+    def start(self) -> None:
+        self.ring.start_copy_thread()
+
     def wait(self, timeout_s: float) -> None:
         self.ring.wait(timeout_s)
 

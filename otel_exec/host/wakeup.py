@@ -10,6 +10,7 @@ instead; the wait empties it when it fires, so it never spins.
 """
 from __future__ import annotations
 
+import os
 import select
 import signal
 import socket
@@ -56,16 +57,21 @@ class SignalWakeup:
 
 
 class RingWait:
-    """A wait for a ring buffer map's fd to be readable (records queued),
-    which a SignalWakeup ends too once wake_on() added it."""
+    """A wait for a ring buffer map's fd to be readable (records queued)
+    or for a non-blocking eventfd (notify_fd, unless -1) to be added to
+    (records moved out of the ring by another thread); a SignalWakeup ends
+    it too once wake_on() added it."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, notify_fd: int = -1) -> None:
         self._epoll = select.epoll()
         try:
             self._epoll.register(fd, select.EPOLLIN)
+            if notify_fd >= 0:
+                self._epoll.register(notify_fd, select.EPOLLIN)
         except BaseException:
             self._epoll.close()
             raise
+        self._notify_fd = notify_fd
         self._wakeup: SignalWakeup | None = None
         self._wake_fd = -1
 
@@ -79,12 +85,15 @@ class RingWait:
         passes; True if the ring has data. Level-triggered: returns at once
         while unconsumed data is queued."""
         ready = self._epoll.poll(timeout_s)
-        if self._wakeup is not None:
-            for fd, _ in ready:
-                if fd == self._wake_fd:
-                    self._wakeup.drain()
-                    return len(ready) > 1
-        return bool(ready)
+        data = False
+        for fd, _ in ready:
+            if fd == self._wake_fd:
+                self._wakeup.drain()  # type: ignore[union-attr]  # set together with _wake_fd
+            else:
+                if fd == self._notify_fd:
+                    os.eventfd_read(fd)  # readable again only once added to again
+                data = True
+        return data
 
     def fileno(self) -> int:
         """The epoll fd: readable when wait() would return at once."""

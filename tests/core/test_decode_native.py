@@ -342,22 +342,42 @@ def fill(ring: RingBuffer, start: int, records: list[tuple[bytes, int]]) -> None
     ring._prod_pos[0] = pos
 
 
+def ring_copy(ring: RingBuffer, max_bytes: int = 1 << 20) -> Any:
+    """The C walk over a fake ring: a RingCopy without its thread."""
+    return NATIVE.RingCopy(ring._cons_pos, ring._prod_pos, ring._data, -1, max_bytes)
+
+
 def walk(ring: RingBuffer, native: bool, limit: int, fail_at: int = -1) -> tuple[Any, ...]:
+    """Drains as RingBuffer.drain makes them (max_records 0: none): the
+    first with limit, the handler raising once at record fail_at, then two
+    of the rest (the failing record is handed over again). The C walk moves the whole ring into its queue
+    at once, so the ring's position is compared only at the end."""
     got: list[bytes] = []
+    failed: list[int] = []
 
     def handle(view: memoryview | bytes) -> None:
-        if len(got) == fail_at:
+        if len(got) == fail_at and not failed:
+            failed.append(fail_at)
             raise RuntimeError("handler failed")
         got.append(bytes(view))
 
-    try:
-        if native:
-            count = NATIVE.drain(ring._cons_pos, ring._prod_pos, ring._data, handle, limit, None, None)
-        else:
-            count = ring._drain_reference(handle, limit)
-    except RuntimeError:
-        count = -1
-    return count, got, ring._cons_pos[0]
+    copy = ring_copy(ring) if native else None
+    counts = []
+    for lim in (limit, -1, -1):
+        try:
+            if lim == 0:
+                count = 0
+            elif copy is not None:
+                count = copy.drain(handle, lim, None, None)
+            else:
+                count = ring._drain_reference(handle, lim)
+        except RuntimeError:
+            count = -1
+        counts.append(count)
+    if copy is not None:
+        assert copy.queued_bytes() == 0
+        copy.close()
+    return counts, got, ring._cons_pos[0]
 
 
 payloads = st.lists(st.tuples(st.binary(max_size=200),
@@ -387,8 +407,9 @@ def both_walks(records: list[tuple[bytes, int]], size: int, start: int) -> list[
         events: list[Any] = []
         errors: list[str] = []
         if native:
-            count = NATIVE.drain(ring._cons_pos, ring._prod_pos, ring._data, events.append, -1, dec.native,
-                                 lambda e: errors.append(str(e)))
+            copy = ring_copy(ring)
+            count = copy.drain(events.append, -1, dec.native, lambda e: errors.append(str(e)))
+            copy.close()
         else:
             def one(rec: memoryview) -> None:
                 try:

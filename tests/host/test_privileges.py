@@ -153,17 +153,21 @@ def _nice(pid: int, tid: int) -> int:
 
 
 def test_only_the_ring_buffer_reader_runs_at_raised_priority(public_dir: Path) -> None:
-    """The reader (the main thread) at READER_NICE, so a burst of execs
-    cannot starve it; the export threads, which it starts after the drop,
-    at the agent's own nice value."""
+    """The reader (the main thread) and its ring copy thread (the C
+    extension's) at READER_NICE, so a burst of execs cannot starve them;
+    the export threads, which it starts after the drop, at the agent's own
+    nice value."""
     from otel_exec.host.privileges import READER_NICE
+    from otel_exec.native import native_wanted
 
     run = AgentRun(public_dir / "nice", "--exporter", "otlp,console", "--endpoint", "http://127.0.0.1:9")
     try:
         pid = run.proc.pid
-        others = {_nice(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid}
-        assert _nice(pid, pid) == READER_NICE
-        assert others == {os.nice(0)}
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+        copies = [t for t in tids if Path(f"/proc/{pid}/task/{t}/comm").read_text() == "oe-ring-copy\n"]
+        assert len(copies) == (1 if native_wanted() else 0)
+        assert {_nice(pid, t) for t in [pid, *copies]} == {READER_NICE}
+        assert {_nice(pid, t) for t in tids if t not in copies} == {os.nice(0)}
     finally:
         run.stop()
 
