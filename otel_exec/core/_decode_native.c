@@ -1244,6 +1244,13 @@ static PyObject *RingCopy_drain(RingCopyObject *self, PyObject *args)
          * around it, which would hand the GIL to another thread to wait on. */
         pthread_mutex_lock(&self->lock);
         ring_to_queue(self, &full);
+        /* A chunk left empty behind one made for a record larger than it. */
+        while (self->head != NULL && self->read_off == self->head->used && self->head->next != NULL) {
+            Chunk *done = self->head;
+            self->head = done->next;
+            self->read_off = 0;
+            chunk_retire(self, done);
+        }
         Chunk *chunk = self->head;
         size_t off = self->read_off, end = chunk != NULL ? chunk->used : 0;
         pthread_mutex_unlock(&self->lock);
