@@ -422,6 +422,22 @@ def both_walks(records: list[tuple[bytes, int]], size: int, start: int) -> list[
     return results
 
 
+def test_a_record_larger_than_the_copy_s_chunk() -> None:
+    """The copy's queue is made of 1 MiB chunks: a larger record gets a
+    chunk of its own, after the emptied one, and the records come out in
+    order."""
+    ring = fake_ring(4 << 20)
+    small, big = b"s" * 100, b"b" * (3 << 19)
+    fill(ring, 0, [(small, 0)])
+    copy = ring_copy(ring, 8 << 20)
+    got: list[bytes] = []
+    assert copy.drain(lambda v: got.append(bytes(v)), -1, None, None) == 1
+    fill(ring, ring._prod_pos[0], [(big, 0), (small, 0)])
+    assert copy.drain(lambda v: got.append(bytes(v)), -1, None, None) == 2
+    copy.close()
+    assert got == [small, big, small]
+
+
 def test_the_c_walk_through_the_decoder() -> None:
     """Events, and a malformed record, as CoreSource.drain gets them either way."""
     strs = [b"/bin/true\0", b"\0", leaf_first([b"bin", b"true"]), b"", b"", leaf_first([b"tmp"]), b"",
