@@ -1443,8 +1443,6 @@ PyMODINIT_FUNC PyInit__decode_native(void)
     INTERN(s_decode, "decode");
     INTERN(s_parent_exec_id, "_parent_exec_id");
     INTERN(s_empty, "");
-    if (PyType_Ready(&DecoderType) < 0 || PyType_Ready(&RingCopyType) < 0)
-        return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
@@ -1490,15 +1488,8 @@ PyMODINIT_FUNC PyInit__decode_native(void)
     }
     Py_DECREF(per_exec);
     Py_DECREF(exit_fields);
-    Py_INCREF(&DecoderType);
-    if (PyModule_AddObject(m, "Decoder", (PyObject *)&DecoderType) < 0) {
-        Py_DECREF(&DecoderType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&RingCopyType);
-    if (PyModule_AddObject(m, "RingCopy", (PyObject *)&RingCopyType) < 0) {
-        Py_DECREF(&RingCopyType);
+    /* Each made ready, and added under its tp_name's last part. */
+    if (PyModule_AddType(m, &DecoderType) < 0 || PyModule_AddType(m, &RingCopyType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
